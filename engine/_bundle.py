@@ -1,0 +1,362 @@
+"""Policy bundles: load, validate, hash, verify, and index a directory or ``.tar.gz``.
+
+A bundle holds ``schema.cedarschema``, any number of ``*.cedar`` files, and optionally
+``entities.json`` (Cedar JSON entities), ``sites.toml`` (the site catalog),
+``reference/`` and ``tests/``. Its version is ``sha256:`` over every file but
+``bundle.sig``, in sorted path order, each as ``path NUL length NUL bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import cedarpy
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from engine._errors import BundleError
+from engine._index import UID, PolicyIndex
+from engine._policies import Policy, parse_policy_files
+from engine._signing import SIGNATURE_FILE, verify_version
+from engine._sites import Site, parse_sites
+from engine._source import error_line
+
+SCHEMA_FILE = "schema.cedarschema"
+ENTITIES_FILE = "entities.json"
+SITES_FILE = "sites.toml"
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+
+_SKIP_PARTS = {"__pycache__", ".git"}
+
+
+def read_bundle_files(path: Path) -> dict[str, bytes]:
+    """Every file of a bundle directory or ``.tar.gz``, by relative POSIX path."""
+    if path.is_dir():
+        files: dict[str, bytes] = {}
+        for item in sorted(path.rglob("*")):
+            relative = item.relative_to(path)
+            if any(part in _SKIP_PARTS or part.startswith(".") for part in relative.parts):
+                continue
+            if item.is_file():
+                files[relative.as_posix()] = item.read_bytes()
+        return files
+    if path.is_file():
+        return _read_tarball(path)
+    raise BundleError([f"{path}: no such bundle directory or .tar.gz file"])
+
+
+def _read_tarball(path: Path) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(path, mode="r:*") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts:
+                    raise BundleError([f"{path}: unsafe path in archive: {member.name}"])
+                total += member.size
+                if total > MAX_BUNDLE_BYTES:
+                    raise BundleError([f"{path}: archive larger than {MAX_BUNDLE_BYTES} bytes"])
+                extracted = archive.extractfile(member)
+                if extracted is None:
+                    continue
+                files[name.as_posix().removeprefix("./")] = extracted.read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError([f"{path}: not a readable .tar.gz bundle: {exc}"]) from exc
+    # A tarball of a directory ("policies/schema.cedarschema"): strip the common folder.
+    tops = {name.split("/", 1)[0] for name in files}
+    if len(tops) == 1 and all("/" in name for name in files):
+        files = {name.split("/", 1)[1]: data for name, data in files.items()}
+    return {
+        name: data
+        for name, data in files.items()
+        if not any(p in _SKIP_PARTS or p.startswith(".") for p in name.split("/"))
+    }
+
+
+def bundle_version(files: Mapping[str, bytes]) -> str:
+    """``sha256:<hex>`` over every file but the signature, in sorted path order."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        if name == SIGNATURE_FILE:
+            continue
+        data = files[name]
+        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0")
+        digest.update(data)
+    return "sha256:" + digest.hexdigest()
+
+
+def _schema_namespace(schema: cedarpy.Schema) -> tuple[str | None, list[dict[str, Any]]]:
+    """The single namespace of the schema's actions (or None) and the action entities."""
+    rendered: list[dict[str, Any]] = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
+    namespaces = {e["uid"]["type"].rpartition("::")[0] for e in rendered}
+    namespace = namespaces.pop() if len(namespaces) == 1 else None
+    return namespace or None, rendered
+
+
+def qualify_type(type_name: str, namespace: str | None) -> str:
+    """``User`` → ``Docket::User`` when the schema has one namespace."""
+    if namespace is None or "::" in type_name:
+        return type_name
+    return f"{namespace}::{type_name}"
+
+
+def qualify_refs(value: Any, namespace: str | None) -> Any:
+    """Qualify the types inside ``{"__entity": {...}}`` references, recursively."""
+    if namespace is None:
+        return value
+    if isinstance(value, dict):
+        ref = value.get("__entity")
+        if isinstance(ref, dict) and isinstance(ref.get("type"), str) and len(value) == 1:
+            return {"__entity": {**ref, "type": qualify_type(ref["type"], namespace)}}
+        return {key: qualify_refs(item, namespace) for key, item in value.items()}
+    if isinstance(value, list):
+        return [qualify_refs(item, namespace) for item in value]
+    return value
+
+
+def qualify_entities(entities: Any, namespace: str | None) -> Any:
+    """Qualify uid, parent and attribute-reference types of Cedar JSON entities."""
+    if namespace is None or not isinstance(entities, list):
+        return entities
+    qualified = []
+    for entity in entities:
+        if not isinstance(entity, dict):
+            qualified.append(entity)
+            continue
+        entity = dict(entity)
+        uid = entity.get("uid")
+        if isinstance(uid, dict) and isinstance(uid.get("type"), str):
+            entity["uid"] = {**uid, "type": qualify_type(uid["type"], namespace)}
+        parents = entity.get("parents")
+        if isinstance(parents, list):
+            entity["parents"] = [
+                {**p, "type": qualify_type(p["type"], namespace)}
+                if isinstance(p, dict) and isinstance(p.get("type"), str)
+                else p
+                for p in parents
+            ]
+        for field in ("attrs", "tags"):
+            if field in entity:
+                entity[field] = qualify_refs(entity[field], namespace)
+        qualified.append(entity)
+    return qualified
+
+
+def closure(parents: Mapping[UID, list[UID]]) -> dict[UID, frozenset[UID]]:
+    """Transitive ancestors of every entity in a parents map (cycles tolerated)."""
+    result: dict[UID, frozenset[UID]] = {}
+    for start in parents:
+        seen: set[UID] = set()
+        stack = list(parents.get(start, ()))
+        while stack:
+            uid = stack.pop()
+            if uid in seen:
+                continue
+            seen.add(uid)
+            known = result.get(uid)
+            if known is not None:
+                seen |= known
+                continue
+            stack.extend(parents.get(uid, ()))
+        seen.discard(start)
+        result[start] = frozenset(seen)
+    return result
+
+
+def parents_map(entities: list[dict[str, Any]]) -> dict[UID, list[UID]]:
+    """uid → direct parents, from Cedar JSON entities."""
+    return {
+        (e["uid"]["type"], e["uid"]["id"]): [(p["type"], p["id"]) for p in e.get("parents", [])]
+        for e in entities
+    }
+
+
+_UID_IN_MESSAGE = re.compile(r'::"((?:[^"\\]|\\.)*)"')
+
+
+def _entity_error_line(text: str, message: str) -> int:
+    for match in _UID_IN_MESSAGE.finditer(message):
+        needle = json.dumps(match.group(1))
+        for number, line in enumerate(text.splitlines(), start=1):
+            if needle in line:
+                return number
+    return 1
+
+
+class PolicyBundle:
+    """A loaded, validated, indexed policy bundle. Immutable once built.
+
+    Build one with :meth:`load` (a path) or :meth:`from_files` (in memory). Both raise
+    :class:`~engine.BundleError` listing every problem as ``file:line: message``.
+    """
+
+    source: str
+    version: str
+    files: Mapping[str, bytes]
+    schema: cedarpy.Schema
+    namespace: str | None
+    policies: tuple[Policy, ...]
+    sites: tuple[Site, ...]
+    signed_by: str | None
+    entities: cedarpy.Entities
+    index: PolicyIndex
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, public_key: Ed25519PublicKey | None = None
+    ) -> PolicyBundle:
+        """Load a bundle directory or ``.tar.gz``; verify its signature if a key is given."""
+        path = Path(path)
+        return cls.from_files(read_bundle_files(path), source=str(path), public_key=public_key)
+
+    @classmethod
+    def from_files(
+        cls,
+        files: Mapping[str, bytes],
+        *,
+        source: str = "<memory>",
+        public_key: Ed25519PublicKey | None = None,
+    ) -> PolicyBundle:
+        """Build a bundle from ``{relative path: bytes}``."""
+        self = cls.__new__(cls)
+        self.source = source
+        self.files = dict(files)
+        self.version = bundle_version(files)
+        self.signed_by = None
+        problems: list[str] = []
+        if public_key is not None:
+            self.signed_by = verify_version(self.version, files.get(SIGNATURE_FILE), public_key)
+
+        texts: dict[str, str] = {}
+        for name, data in files.items():
+            if name == SCHEMA_FILE or name in (ENTITIES_FILE, SITES_FILE) or _is_policy(name):
+                try:
+                    texts[name] = data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problems.append(f"{name}:1: not UTF-8 text ({exc.reason})")
+
+        schema: cedarpy.Schema | None = None
+        if SCHEMA_FILE not in files:
+            problems.append(f"{SCHEMA_FILE}:1: missing; a bundle needs a Cedar schema")
+        elif SCHEMA_FILE in texts:
+            try:
+                schema = cedarpy.Schema.from_str(texts[SCHEMA_FILE])
+            except ValueError as exc:
+                line = error_line(texts[SCHEMA_FILE], cedarpy.Schema.from_str, str(exc))
+                problems.append(f"{SCHEMA_FILE}:{line}: {exc}")
+
+        policy_texts = {name: text for name, text in texts.items() if _is_policy(name)}
+        if not policy_texts and not any(_is_policy(name) for name in files):
+            problems.append(f"{source}: no *.cedar policy files")
+        policies, policy_problems = parse_policy_files(policy_texts)
+        problems.extend(policy_problems)
+        if schema is not None and not policy_problems and policies:
+            problems.extend(_validate(policy_texts, policies, schema))
+
+        sites: tuple[Site, ...] = ()
+        if SITES_FILE in texts:
+            sites, site_problems = parse_sites(SITES_FILE, texts[SITES_FILE])
+            problems.extend(site_problems)
+        self.sites = sites
+
+        namespace, actions = (None, []) if schema is None else _schema_namespace(schema)
+        self.namespace = namespace
+        entity_list: list[dict[str, Any]] = []
+        if ENTITIES_FILE in texts:
+            try:
+                loaded = json.loads(texts[ENTITIES_FILE])
+            except json.JSONDecodeError as exc:
+                problems.append(f"{ENTITIES_FILE}:{exc.lineno}: invalid JSON: {exc.msg}")
+            else:
+                if isinstance(loaded, list):
+                    entity_list = qualify_entities(loaded, namespace)
+                else:
+                    problems.append(f"{ENTITIES_FILE}:1: expected a JSON array of entities")
+        site_type = qualify_type("Site", namespace)
+        entity_list.extend(
+            {"uid": {"type": site_type, "id": s.name}, "attrs": s.cedar_attrs(), "parents": []}
+            for s in sites
+        )
+        if schema is not None:
+            try:
+                self.entities = cedarpy.Entities.from_json_str(json.dumps(entity_list), schema)
+            except ValueError as exc:
+                message = str(exc)
+                if SITES_FILE in texts and f'{site_type}::"' in message:
+                    problems.append(f"{SITES_FILE}:1: {message}")
+                else:
+                    line = _entity_error_line(texts.get(ENTITIES_FILE, ""), message)
+                    problems.append(f"{ENTITIES_FILE}:{line}: {message}")
+        if problems:
+            raise BundleError(problems)
+        assert schema is not None
+        self.schema = schema
+        self.policies = tuple(policies)
+        self._by_id = {policy.id: policy for policy in policies}
+        self._ancestors = closure(parents_map([*entity_list, *actions]))
+        action_ancestors = {
+            (a["uid"]["type"], a["uid"]["id"]): self._ancestors.get(
+                (a["uid"]["type"], a["uid"]["id"]), frozenset()
+            )
+            for a in actions
+        }
+        self.index = PolicyIndex(self.policies, action_ancestors)
+        return self
+
+    def qualify(self, type_name: str) -> str:
+        """A type name with the bundle's namespace added when it has none."""
+        return qualify_type(type_name, self.namespace)
+
+    def ancestors(self, uid: UID) -> frozenset[UID]:
+        """The transitive parents of a stored entity (empty for unknown ones)."""
+        return self._ancestors.get(uid, frozenset())
+
+    def policy(self, policy_id: str) -> Policy:
+        """The policy with this id. Raises ``KeyError``."""
+        return self._by_id[policy_id]
+
+    def site(self, name: str) -> Site | None:
+        """The catalog site of this name, if any."""
+        for site in self.sites:
+            if site.name == name:
+                return site
+        return None
+
+    def __repr__(self) -> str:
+        return f"<PolicyBundle {self.source} {self.version[:19]} policies={len(self.policies)}>"
+
+
+def _is_policy(name: str) -> bool:
+    return "/" not in name and name.endswith(".cedar")
+
+
+_POLICY_PREFIX = re.compile(r"^for policy `([^`]*)`, ")
+
+
+def _validate(
+    texts: Mapping[str, str], policies: list[Policy], schema: cedarpy.Schema
+) -> list[str]:
+    """Strict schema validation, each error placed at its policy's ``file:line``."""
+    joined = "\n".join(texts[name] for name in sorted(texts))
+    result = cedarpy.validate_policies(joined, schema)
+    if result.validation_passed:
+        return []
+    by_position = {f"policy{p.position}": p for p in policies}
+    problems = []
+    for error in result.errors:
+        message = _POLICY_PREFIX.sub("", error.error)
+        policy = by_position.get(error.policy_id)
+        if policy is None:
+            problems.append(f"{sorted(texts)[0]}:1: {message}")
+        else:
+            problems.append(f"{policy.where}: policy {policy.id!r}: {message}")
+    return problems

@@ -1,0 +1,257 @@
+"""The decision engine: a bundle and a request give a decision. No I/O, no clock."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import cedarpy
+
+from engine._bundle import PolicyBundle, parents_map, qualify_entities, qualify_refs
+from engine._errors import RequestError
+from engine._index import UID, request_anchors
+from engine._models import Decision, EntityUID, PolicyError, Request
+from engine._placement import DeniedSite, Placement, Workload, rank
+
+_NO_BUNDLE = PolicyError(policy=None, message="no policy bundle loaded")
+_POLICY_ERROR = re.compile(r"^error while evaluating policy `((?:[^`\\]|\\.)*)`: (.*)$", re.S)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A request translated for Cedar, with the buckets it reaches."""
+
+    cedar: dict[str, Any]
+    entities: cedarpy.Entities
+    buckets: tuple[int, ...]
+
+
+def _require_utc(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware UTC datetime")
+
+
+class Engine:
+    """Answers access and placement questions against the current bundle.
+
+    The bundle can be replaced at any time (:meth:`swap`); each call uses the bundle
+    that was current when it started. With no bundle every request is denied.
+    """
+
+    def __init__(self, bundle: PolicyBundle | None = None) -> None:
+        self._bundle = bundle
+
+    @property
+    def bundle(self) -> PolicyBundle | None:
+        """The bundle in force."""
+        return self._bundle
+
+    def swap(self, bundle: PolicyBundle) -> PolicyBundle | None:
+        """Make ``bundle`` current (atomically); return the previous one."""
+        previous, self._bundle = self._bundle, bundle
+        return previous
+
+    def decide(self, request: Request, *, now: datetime) -> Decision:
+        """Decide one request.
+
+        Evaluation errors deny (the erroring policies are listed in ``errors``).
+        Raises :class:`~engine.RequestError` when the request does not fit the schema.
+        """
+        return self.decide_batch((request,), now=now)[0]
+
+    def decide_batch(self, requests: Sequence[Request], *, now: datetime) -> list[Decision]:
+        """Decide many requests, in order. Raises :class:`~engine.RequestError`."""
+        _require_utc(now)
+        bundle = self._bundle
+        if bundle is None:
+            return [
+                Decision.model_construct(
+                    decision="deny",
+                    reasons=(),
+                    errors=(_NO_BUNDLE,),
+                    bundle_version=None,
+                    policies_evaluated=0,
+                    evaluated_at=now,
+                )
+                for _ in requests
+            ]
+        prepared = [_prepare(bundle, request) for request in requests]
+        return _evaluate(bundle, prepared, now)
+
+    def place(
+        self, workload: Workload, sites: Iterable[str] | None = None, *, now: datetime
+    ) -> Placement:
+        """Evaluate ``place`` for each candidate site (all catalog sites by default).
+
+        Returns allowed sites ranked (within the latency budget first, then cost) and
+        denied sites with the policies that denied them. Raises
+        :class:`~engine.RequestError` for an unknown site or a context that does not
+        fit the schema. With no bundle loaded, every site is denied.
+        """
+        _require_utc(now)
+        bundle = self._bundle
+        if bundle is None:
+            names = list(sites or ())
+            return Placement(
+                workload=workload.id,
+                allowed=(),
+                denied=tuple(DeniedSite(site=n, reasons=(), errors=(_NO_BUNDLE,)) for n in names),
+                bundle_version=None,
+                evaluated_at=now,
+            )
+        candidates = []
+        for name in bundle.sites if sites is None else sites:
+            site = bundle.site(name) if isinstance(name, str) else None
+            if site is None:
+                raise RequestError(f"unknown site {name!r}: not in the bundle's site catalog")
+            candidates.append(site)
+        principal_type = "Data" if workload.kind == "dataset" else "Workload"
+        context = workload.cedar_context()
+        requests = [
+            Request.model_construct(
+                principal=_uid_model(principal_type, workload.id),
+                action=_uid_model("Action", "place"),
+                resource=_uid_model("Site", site.name),
+                context=context,
+                entities=(),
+            )
+            for site in candidates
+        ]
+        decisions = _evaluate(bundle, [_prepare(bundle, r) for r in requests], now)
+        allowed = [(s, d.reasons) for s, d in zip(candidates, decisions, strict=True) if d.allowed]
+        denied = [
+            DeniedSite(site=s.name, reasons=d.reasons, errors=d.errors)
+            for s, d in zip(candidates, decisions, strict=True)
+            if not d.allowed
+        ]
+        return Placement(
+            workload=workload.id,
+            allowed=tuple(rank(workload, allowed)),
+            denied=tuple(denied),
+            bundle_version=bundle.version,
+            evaluated_at=now,
+        )
+
+
+def _uid_model(type_name: str, entity_id: str) -> EntityUID:
+    return EntityUID.model_construct(type=type_name, id=entity_id)
+
+
+def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
+    namespace = bundle.namespace
+    principal = (bundle.qualify(request.principal.type), request.principal.id)
+    action = (bundle.qualify(request.action.type), request.action.id)
+    resource = (bundle.qualify(request.resource.type), request.resource.id)
+    context = qualify_refs(request.context, namespace) if request.context else {}
+    entities = bundle.entities
+    if request.entities:
+        extra = qualify_entities(list(request.entities), namespace)
+        try:
+            entities = bundle.entities.with_added_json_str(json.dumps(extra), bundle.schema)
+            parents = parents_map(extra)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RequestError(f"entities: {exc}") from exc
+        p_ancestors = _ancestors_with(bundle, parents, principal)
+        r_ancestors = _ancestors_with(bundle, parents, resource)
+    else:
+        p_ancestors = bundle.ancestors(principal)
+        r_ancestors = bundle.ancestors(resource)
+    buckets = bundle.index.lookup(
+        action, request_anchors(principal, p_ancestors), request_anchors(resource, r_ancestors)
+    )
+    cedar = {
+        "principal": {"type": principal[0], "id": principal[1]},
+        "action": {"type": action[0], "id": action[1]},
+        "resource": {"type": resource[0], "id": resource[1]},
+        "context": context,
+    }
+    return _Prepared(cedar, entities, buckets)
+
+
+def _ancestors_with(
+    bundle: PolicyBundle, extra: Mapping[UID, list[UID]], start: UID
+) -> frozenset[UID]:
+    """Ancestors of ``start`` through per-request entities, then the stored hierarchy."""
+    seen: set[UID] = set()
+    stack = list(extra.get(start, ()))
+    seen |= bundle.ancestors(start)
+    while stack:
+        uid = stack.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        seen |= bundle.ancestors(uid)
+        stack.extend(extra.get(uid, ()))
+    seen.discard(start)
+    return frozenset(seen)
+
+
+def _evaluate(bundle: PolicyBundle, prepared: list[_Prepared], now: datetime) -> list[Decision]:
+    """Evaluate prepared requests, batching those that share buckets and entities."""
+    groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
+    for position, item in enumerate(prepared):
+        groups.setdefault((item.buckets, id(item.entities)), []).append(position)
+    decisions: list[Decision | None] = [None] * len(prepared)
+    index = bundle.index
+    for (buckets, _), positions in groups.items():
+        requests = [prepared[p].cedar for p in positions]
+        entities = prepared[positions[0]].entities
+        if not buckets:
+            policy_sets = [index.empty]
+        elif len(buckets) == 1:
+            policy_sets = [index.buckets[buckets[0]].policy_set]
+        else:
+            merged = index.merged(buckets)
+            policy_sets = (
+                [merged] if merged is not None else [index.buckets[n].policy_set for n in buckets]
+            )
+        results = [
+            cedarpy.is_authorized_batch(requests, policy_set, entities, schema=bundle.schema)
+            for policy_set in policy_sets
+        ]
+        evaluated = index.policies_in(buckets)
+        for offset, position in enumerate(positions):
+            decisions[position] = _combine(
+                bundle, [r[offset] for r in results], evaluated, now
+            )
+    return [d for d in decisions if d is not None]
+
+
+def _combine(
+    bundle: PolicyBundle, results: list[cedarpy.AuthzResult], evaluated: int, now: datetime
+) -> Decision:
+    """Cedar's rule over one or more disjoint policy sets' results."""
+    forbids: set[str] = set()
+    permits: set[str] = set()
+    errors: dict[str, str] = {}
+    for result in results:
+        diagnostics = result.diagnostics
+        if result.decision is cedarpy.Decision.NoDecision:
+            message = "; ".join(diagnostics.errors) or "request could not be evaluated"
+            raise RequestError(message.removeprefix("failed to build request: "))
+        for policy_id in diagnostics.reasons:
+            if bundle.policy(policy_id).effect == "forbid":
+                forbids.add(policy_id)
+            else:
+                permits.add(policy_id)
+        for message in diagnostics.errors:
+            match = _POLICY_ERROR.match(message)
+            if match is None:
+                raise RequestError(message)
+            errors.setdefault(match.group(1), match.group(2))
+    reasons = forbids or permits
+    return Decision.model_construct(
+        decision="allow" if permits and not forbids else "deny",
+        reasons=tuple(sorted(reasons, key=lambda i: bundle.policy(i).position)),
+        errors=tuple(
+            PolicyError.model_construct(policy=policy_id, message=errors[policy_id])
+            for policy_id in sorted(errors, key=lambda i: bundle.policy(i).position)
+        ),
+        bundle_version=bundle.version,
+        policies_evaluated=evaluated,
+        evaluated_at=now,
+    )

@@ -1,0 +1,39 @@
+"""Exceptions raised by the engine.
+
+    EngineError
+    ├── BundleError            a bundle cannot be loaded; ``problems`` holds every
+    │   │                      ``file:line: message`` found
+    │   └── SignatureError     a signature is missing, malformed or does not verify
+    └── RequestError           a request does not fit the bundle's schema or is malformed
+
+Callers never see cedarpy's ``ValueError``s: they are translated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises."""
+
+
+class BundleError(EngineError):
+    """A policy bundle was refused. ``problems`` lists every ``file:line: message``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        first = self.problems[0] if self.problems else "invalid bundle"
+        more = len(self.problems) - 1
+        super().__init__(first if more <= 0 else f"{first} (and {more} more)")
+
+
+class SignatureError(BundleError):
+    """A bundle signature is missing, malformed or does not verify."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+class RequestError(EngineError):
+    """A request does not fit the schema (unknown type, bad context) or is malformed."""
