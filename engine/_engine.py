@@ -104,8 +104,8 @@ class Engine:
                 evaluated_at=now,
             )
         candidates = []
-        for name in bundle.sites if sites is None else sites:
-            site = bundle.site(name) if isinstance(name, str) else None
+        for name in [s.name for s in bundle.sites] if sites is None else sites:
+            site = bundle.site(name)
             if site is None:
                 raise RequestError(f"unknown site {name!r}: not in the bundle's site catalog")
             candidates.append(site)
