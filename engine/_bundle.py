@@ -9,7 +9,6 @@ A bundle holds ``schema.cedarschema``, any number of ``*.cedar`` files, and opti
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import tarfile
@@ -209,11 +208,11 @@ class PolicyBundle:
     signed_by: str | None
     entities: cedarpy.Entities
     index: PolicyIndex
+    _by_id: dict[str, Policy]
+    _ancestors: dict[UID, frozenset[UID]]
 
     @classmethod
-    def load(
-        cls, path: str | Path, *, public_key: Ed25519PublicKey | None = None
-    ) -> PolicyBundle:
+    def load(cls, path: str | Path, *, public_key: Ed25519PublicKey | None = None) -> PolicyBundle:
         """Load a bundle directory or ``.tar.gz``; verify its signature if a key is given."""
         path = Path(path)
         return cls.from_files(read_bundle_files(path), source=str(path), public_key=public_key)

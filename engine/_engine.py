@@ -215,9 +215,7 @@ def _evaluate(bundle: PolicyBundle, prepared: list[_Prepared], now: datetime) ->
         ]
         evaluated = index.policies_in(buckets)
         for offset, position in enumerate(positions):
-            decisions[position] = _combine(
-                bundle, [r[offset] for r in results], evaluated, now
-            )
+            decisions[position] = _combine(bundle, [r[offset] for r in results], evaluated, now)
     return [d for d in decisions if d is not None]
 
 

@@ -69,7 +69,9 @@ def parse_policy_files(files: Mapping[str, str]) -> tuple[list[Policy], list[str
             parsed = _parse_file_text(text)
         except ValueError as exc:
             found = _statement_problems(name, statements)
-            problems.extend(found or [f"{name}:{error_line(text, _parse_file_text, str(exc))}: {exc}"])
+            problems.extend(
+                found or [f"{name}:{error_line(text, _parse_file_text, str(exc))}: {exc}"]
+            )
             position += len(statements)
             continue
         static: Mapping[str, Any] = parsed.get("staticPolicies", {})
@@ -82,7 +84,9 @@ def parse_policy_files(files: Mapping[str, str]) -> tuple[list[Policy], list[str
             local_id = f"policy{local}"
             where = f"{name}:{statement.line}"
             if local_id in templates:
-                problems.append(f"{where}: templates (?principal/?resource slots) are not supported")
+                problems.append(
+                    f"{where}: templates (?principal/?resource slots) are not supported"
+                )
                 position += 1
                 continue
             body = dict(static[local_id])

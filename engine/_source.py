@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One policy statement: its text (up to and including ``;``) and first line."""
+    """One policy statement: its text (from its first token up to and including ``;``)
+    and the line that text starts on."""
 
     text: str
     line: int
@@ -54,12 +55,14 @@ def split_statements(text: str) -> list[Statement]:
         elif ch == '"':
             in_string = True
             if not meaningful:
-                meaningful, start_line = True, line
+                meaningful, start, start_line = True, i, line
         elif ch == ";":
+            if not meaningful:
+                start, start_line = i, line
             statements.append(Statement(text[start : i + 1], start_line))
-            start, meaningful = i + 1, False
+            meaningful = False
         elif not ch.isspace() and not meaningful:
-            meaningful, start_line = True, line
+            meaningful, start, start_line = True, i, line
         i += 1
     if meaningful:
         statements.append(Statement(text[start:], start_line))

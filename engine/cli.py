@@ -101,9 +101,7 @@ key_option = click.option(
     default=None,
     help="Log as console lines or JSON objects (to stderr).",
 )
-@click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None
-)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.version_option(package_name="docket", prog_name="docket")
 @click.pass_context
 def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
@@ -196,7 +194,9 @@ def test_cmd(
     out.print(table)
     failed = [r for r in results if not r.passed]
     for result in failed:
-        out.print(f"[red]FAIL[/] {result.loaded.file}:{result.loaded.line} {result.loaded.case.name}")
+        out.print(
+            f"[red]FAIL[/] {result.loaded.file}:{result.loaded.line} {result.loaded.case.name}"
+        )
         for failure in result.failures:
             out.print(f"    {failure}", markup=False)
     uncovered = uncovered_policies(bundle, results)
@@ -229,8 +229,9 @@ def sign(bundle_dir: Path, key: Path) -> None:
     bundle = _load_bundle(bundle_dir, None)
     signature = sign_version(bundle.version, private_key)
     (bundle_dir / SIGNATURE_FILE).write_text(signature)
-    click.echo(f"signed {bundle.version} with key {signature.split()[1]} → "
-               f"{bundle_dir / SIGNATURE_FILE}")
+    click.echo(
+        f"signed {bundle.version} with key {signature.split()[1]} → {bundle_dir / SIGNATURE_FILE}"
+    )
 
 
 @policy.command()

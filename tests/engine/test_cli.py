@@ -1,0 +1,178 @@
+"""The `docket` command as a user runs it: exit codes, output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = ROOT / "policies"
+QUICKSTART = ROOT / "examples" / "quickstart"
+DOCKET = [sys.executable, "-c", "from engine.cli import run; run()"]
+
+
+def docket(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DOCKET, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        check=False,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("docket: ")
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_default_bundle() -> None:
+    result = docket("policy", "validate")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok — 20 policies" in result.stdout or "ok —" in result.stdout
+
+
+def test_validate_broken_bundle_lists_file_line_problems(tmp_path: Path) -> None:
+    broken = tmp_path / "bundle"
+    shutil.copytree(POLICIES, broken)
+    (broken / "zz-broken.cedar").write_text(
+        '// fine\n@id("fine")\npermit(principal, action, resource);\n\n'
+        '@id("bad")\npermit(principal ==, action, resource);\n'
+    )
+    result = docket("policy", "validate", str(broken))
+    assert result.returncode == 1
+    assert result.stdout.strip().splitlines() == ["zz-broken.cedar:6: unexpected token `,`"]
+    assert_one_line_error(result, 1, "1 problem")
+
+
+def test_policy_test_passes_and_writes_junit(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    result = docket("policy", "test", "--junit", str(junit))
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "0 failed" in result.stdout
+    assert "every policy determines at least one case" in result.stdout
+    assert 'failures="0"' in junit.read_text()
+
+
+def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(POLICIES, bundle)
+    case_file = bundle / "tests" / "access.yaml"
+    text = case_file.read_text()
+    case_file.write_text(text.replace("decision: allow", "decision: deny", 1))
+    result = docket("policy", "test", str(bundle))
+    assert result.returncode == 1
+    assert "1 failed" in result.stdout
+    assert "decision: expected deny, got allow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("request_file", "code", "decision"),
+    [
+        pytest.param("allow.json", 0, "allow", id="allow-exits-0"),
+        pytest.param("deny.json", 1, "deny", id="deny-exits-1"),
+    ],
+)
+def test_decide_json(request_file: str, code: int, decision: str) -> None:
+    result = docket("decide", "--json", str(QUICKSTART / request_file))
+    assert result.returncode == code, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["decision"] == decision
+    assert answer["reasons"]
+    assert answer["errors"] == []
+
+
+def test_decide_json_lines_in_order() -> None:
+    allow = json.dumps(json.loads((QUICKSTART / "allow.json").read_text()))
+    deny = json.dumps(json.loads((QUICKSTART / "deny.json").read_text()))
+    result = docket("decide", "--json", stdin=f"{deny}\n{allow}\n{deny}\n")
+    assert result.returncode == 1
+    decisions = [json.loads(line)["decision"] for line in result.stdout.splitlines()]
+    assert decisions == ["deny", "allow", "deny"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"),
+    [
+        pytest.param(["decide"], "{bad", "<stdin>:1: invalid JSON", id="malformed-json"),
+        pytest.param(
+            ["decide"],
+            '{"principal": {"type": "Robot", "id": "r"}, "action": {"type": "Action", "id": '
+            '"read"}, "resource": {"type": "Data", "id": "x"}}',
+            "Docket::Robot` is not declared",
+            id="unknown-entity-type",
+        ),
+        pytest.param(
+            ["decide"],
+            '{"principal": {"type": "User", "id": "a"}, "action": {"type": "Action"}, '
+            '"resource": {"type": "Data", "id": "x"}}',
+            "action.id: Field required",
+            id="missing-field",
+        ),
+        pytest.param(["decide", "missing.json"], None, "No such file", id="missing-file"),
+        pytest.param(["decide", "--bundle", "nowhere"], "{}", "nowhere", id="missing-bundle"),
+        pytest.param(
+            ["place"],
+            '{"workload": {"id": "w"}, "sites": ["atlantis"]}',
+            "unknown site 'atlantis'",
+            id="unknown-site",
+        ),
+        pytest.param(["frobnicate"], None, "No such command", id="unknown-command"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, needle: str) -> None:
+    assert_one_line_error(docket(*args, stdin=stdin or ""), 2, needle)
+
+
+def test_place_ranks_allowed_sites() -> None:
+    result = docket("place", "--json", str(QUICKSTART / "workload.json"))
+    assert result.returncode == 0, result.stderr
+    placement = json.loads(result.stdout)
+    allowed = placement["allowed"]
+    assert allowed
+    assert all(s["jurisdiction"] in ("eu", "uk") for s in allowed)
+    costs = [s["cost_per_hour"] for s in allowed if s["within_latency_budget"]]
+    assert costs == sorted(costs)
+    assert all(d["reasons"] for d in placement["denied"])
+
+
+def test_keygen_sign_and_verified_load(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(POLICIES, bundle)
+    assert docket("policy", "keygen", "--out", str(tmp_path / "k")).returncode == 0
+    assert (tmp_path / "k.key").stat().st_mode & 0o777 == 0o600
+    assert_one_line_error(docket("policy", "keygen", "--out", str(tmp_path / "k")), 2, "exists")
+    pub = str(tmp_path / "k.pub")
+    unsigned = docket("policy", "validate", str(bundle), "--bundle-key", pub)
+    assert unsigned.returncode == 1
+    assert "bundle.sig: missing" in unsigned.stdout
+    signed = docket("policy", "sign", str(bundle), "--key", str(tmp_path / "k.key"))
+    assert signed.returncode == 0, signed.stderr
+    ok = docket("policy", "validate", str(bundle), "--bundle-key", pub)
+    assert ok.returncode == 0, ok.stdout
+    assert "signed by" in ok.stdout
+    (bundle / "access.cedar").write_text((bundle / "access.cedar").read_text() + "\n// edit\n")
+    tampered = docket("policy", "validate", str(bundle), "--bundle-key", pub)
+    assert tampered.returncode == 1
+    assert "does not match" in tampered.stdout
+
+
+def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
+    (tmp_path / "docket.toml").write_text(f'bundle = "{POLICIES}"\n')
+    result = docket("policy", "validate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "docket.toml").write_text('bundel = "typo"\n')
+    assert_one_line_error(docket("policy", "validate", cwd=tmp_path), 2, "bundel")
