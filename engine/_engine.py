@@ -175,17 +175,17 @@ def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
 def _ancestors_with(
     bundle: PolicyBundle, extra: Mapping[UID, list[UID]], start: UID
 ) -> frozenset[UID]:
-    """Ancestors of ``start`` through per-request entities, then the stored hierarchy."""
+    """Ancestors of ``start`` through per-request entities and the stored hierarchy,
+    in any interleaving (a stored user in a per-request group in a stored group)."""
     seen: set[UID] = set()
-    stack = list(extra.get(start, ()))
-    seen |= bundle.ancestors(start)
+    stack = [*extra.get(start, ()), *bundle.ancestors(start)]
     while stack:
         uid = stack.pop()
         if uid in seen:
             continue
         seen.add(uid)
-        seen |= bundle.ancestors(uid)
         stack.extend(extra.get(uid, ()))
+        stack.extend(bundle.ancestors(uid))
     seen.discard(start)
     return frozenset(seen)
 
