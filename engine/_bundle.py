@@ -191,6 +191,23 @@ def _entity_error_line(text: str, message: str) -> int:
     return 1
 
 
+def _entity_problems(
+    text: str, entities: list[dict[str, Any]], schema: cedarpy.Schema, message: str
+) -> list[str]:
+    """Place an entity-store error: Cedar's message may not name the entity, so check
+    the entities one by one and report each one that fails on its own line."""
+    problems = []
+    for entity in entities:
+        try:
+            cedarpy.Entities.from_json_str(json.dumps([entity]), schema)
+        except ValueError as exc:
+            uid = entity.get("uid") if isinstance(entity, dict) else None
+            name = f'{uid.get("type")}::"{uid.get("id")}"' if isinstance(uid, dict) else "?"
+            detail = str(exc) if name in str(exc) else f"{name}: {exc}"
+            problems.append(f"{ENTITIES_FILE}:{_entity_error_line(text, name)}: {detail}")
+    return problems or [f"{ENTITIES_FILE}:{_entity_error_line(text, message)}: {message}"]
+
+
 class PolicyBundle:
     """A loaded, validated, indexed policy bundle. Immutable once built.
 
@@ -293,8 +310,9 @@ class PolicyBundle:
                 if SITES_FILE in texts and f'{site_type}::"' in message:
                     problems.append(f"{SITES_FILE}:1: {message}")
                 else:
-                    line = _entity_error_line(texts.get(ENTITIES_FILE, ""), message)
-                    problems.append(f"{ENTITIES_FILE}:{line}: {message}")
+                    problems.extend(
+                        _entity_problems(texts.get(ENTITIES_FILE, ""), entity_list, schema, message)
+                    )
         if problems:
             raise BundleError(problems)
         assert schema is not None

@@ -75,6 +75,7 @@ def parse_sites(name: str, text: str) -> tuple[tuple[Site, ...], list[str]]:
             continue
         if site.name in seen:
             problems.append(f"{name}:{line}: duplicate site name {site.name!r}")
+            continue
         seen.add(site.name)
         sites.append(site)
     return tuple(sites), problems

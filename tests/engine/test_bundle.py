@@ -1,0 +1,391 @@
+"""Loading bundles: every problem placed at its file:line, ids, versions, archives, signatures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sample_bundle import ACCESS, ENTITIES, PLACEMENT, SCHEMA, SITES, bundle_files, write_bundle
+
+from engine import BundleError, Engine, PolicyBundle, Request, SignatureError
+from engine._signing import key_id, sign_version
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+TEMPLATE = """\
+// Templates need linking, which bundles do not do.
+
+@id("template")
+permit (principal == ?principal, action, resource);
+"""
+
+MISMATCHED_ENTITY = """\
+[
+  {"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "finance"}, "parents": []},
+  {"uid": {"type": "User", "id": "mallory"}, "attrs": {"department": 7}, "parents": []}
+]
+"""
+
+DUPLICATE_ENTITY = """\
+[
+  {"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "finance"}, "parents": []},
+  {"uid": {"type": "User", "id": "bob"}, "attrs": {"department": "finance"}, "parents": []},
+  {"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "hr"}, "parents": []}
+]
+"""
+
+SECOND_PARIS = """\
+[[site]]
+name = "edge-paris"
+region = "eu-west"
+jurisdiction = "eu"
+tier = "cloud"
+cost_per_hour = 1.0
+latency_ms = { eu = 1 }
+"""
+
+SHADOWED_POSITIONAL_ID = """\
+@id("policy1")
+permit (principal, action == Docket::Action::"read", resource);
+permit (principal, action == Docket::Action::"read", resource);
+"""
+
+
+def locations(problems: tuple[str, ...]) -> list[str]:
+    return sorted(problem.split(": ", 1)[0] for problem in problems)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            {"20-placement.cedar": PLACEMENT.replace("resource is Docket::Site);", "resource);;")},
+            {"20-placement.cedar:3": "unexpected token `;`"},
+            id="syntax-error-in-second-policy-file",
+        ),
+        pytest.param(
+            {
+                "20-placement.cedar": PLACEMENT.replace(
+                    "!resource.attested", "!resource.attested &&"
+                )
+            },
+            {"20-placement.cedar:7": "unexpected token `}`"},
+            id="syntax-error-on-a-condition-line",
+        ),
+        pytest.param(
+            {"10-access.cedar": ACCESS + "\npermit (principal, action, resource)"},
+            {"10-access.cedar:21": "unexpected end of input"},
+            id="trailing-policy-without-semicolon",
+        ),
+        pytest.param(
+            {"10-access.cedar": ACCESS.replace("owner.department ==", "owner.dept ==")},
+            {"10-access.cedar:13": "policy 'same-department-writes': attribute `dept`"},
+            id="unknown-attribute-at-its-policy",
+        ),
+        pytest.param(
+            {"20-placement.cedar": PLACEMENT.replace('@id("no-data-at-edge")', '@id("read-own")')},
+            {"20-placement.cedar:9": "policy id 'read-own' is already used at 10-access.cedar:2"},
+            id="duplicate-id-across-files",
+        ),
+        pytest.param(
+            {"00-first.cedar": SHADOWED_POSITIONAL_ID},
+            {"00-first.cedar:3": "policy id 'policy1' is already used at 00-first.cedar:1"},
+            id="id-annotation-shadows-a-positional-id",
+        ),
+        pytest.param(
+            {"schema.cedarschema": None},
+            {"schema.cedarschema:1": "missing"},
+            id="missing-schema",
+        ),
+        pytest.param(
+            {"schema.cedarschema": SCHEMA.replace("entity Site {", "entity Site {{")},
+            {"schema.cedarschema:15": "unexpected token `{`"},
+            id="schema-syntax-error",
+        ),
+        pytest.param(
+            {"entities.json": ENTITIES.replace('"department": "ops"}', '"department": "ops",}')},
+            {"entities.json:11": "invalid JSON"},
+            id="entities-invalid-json",
+        ),
+        pytest.param(
+            {"entities.json": "{}"},
+            {"entities.json:1": "expected a JSON array"},
+            id="entities-not-an-array",
+        ),
+        pytest.param(
+            {"entities.json": DUPLICATE_ENTITY},
+            {"entities.json:2": 'duplicate entity entry `Docket::User::"alice"`'},
+            id="entities-duplicate-uid",
+        ),
+        pytest.param(
+            {"entities.json": MISMATCHED_ENTITY},
+            {"entities.json:3": "does not conform to the schema"},
+            id="entity-not-matching-schema",
+        ),
+        pytest.param(
+            {"sites.toml": SITES.replace('tier = "cloud"', 'tier = "sky"')},
+            {"sites.toml:10": "tier: Input should be 'edge', 'cloud' or 'onprem'"},
+            id="sites-bad-tier-at-its-site-header",
+        ),
+        pytest.param(
+            {"sites.toml": SITES + "\n" + SECOND_PARIS},
+            {"sites.toml:27": "duplicate site name 'edge-paris'"},
+            id="sites-duplicate-name",
+        ),
+        pytest.param(
+            {"30-templates.cedar": TEMPLATE},
+            {"30-templates.cedar:3": "templates (?principal/?resource slots) are not supported"},
+            id="template-refused",
+        ),
+        pytest.param(
+            {"10-access.cedar": b"permit (principal, action, resource);\n\xff\n"},
+            {"10-access.cedar:1": "not UTF-8 text"},
+            id="policy-not-utf8",
+        ),
+        pytest.param(
+            {"10-access.cedar": None, "20-placement.cedar": None},
+            {"<memory>": "no *.cedar policy files"},
+            id="no-policy-files",
+        ),
+        pytest.param(
+            {
+                "schema.cedarschema": SCHEMA.replace("entity Site {", "entity Site {{"),
+                "20-placement.cedar": PLACEMENT.replace("(principal is", "(principal iz"),
+                "30-templates.cedar": TEMPLATE,
+                "entities.json": "[\n  {,\n]\n",
+                "sites.toml": "[[site]\n",
+            },
+            {
+                "schema.cedarschema:15": "unexpected token `{`",
+                "20-placement.cedar:10": "unexpected token `iz`",
+                "30-templates.cedar:3": "templates",
+                "entities.json:2": "invalid JSON",
+                "sites.toml:1": "Expected ']]'",
+            },
+            id="several-problems-at-once",
+        ),
+    ],
+)
+def test_broken_bundle_is_refused_with_every_problem_located(
+    changes: Mapping[str, str | bytes | None], expected: Mapping[str, str]
+) -> None:
+    with pytest.raises(BundleError) as refused:
+        PolicyBundle.from_files(bundle_files(changes))
+    problems = refused.value.problems
+    assert locations(problems) == sorted(expected), problems
+    for problem in problems:
+        location, message = problem.split(": ", 1)
+        assert expected[location] in message, problem
+
+
+def test_error_message_counts_the_other_problems() -> None:
+    files = bundle_files({"schema.cedarschema": None, "sites.toml": "[[site]\n"})
+    with pytest.raises(BundleError, match=r"^schema\.cedarschema:1: .* \(and 1 more\)$"):
+        PolicyBundle.from_files(files)
+
+
+# --- policy ids ---------------------------------------------------------------------------
+
+READ = 'action == Docket::Action::"read"'
+
+
+def test_positional_ids_count_across_files_sorted_by_name_and_id_annotations_win() -> None:
+    files = bundle_files(
+        {
+            "10-access.cedar": None,
+            "20-placement.cedar": None,
+            # Written out of order on purpose: positions follow sorted file names.
+            "b.cedar": f'@id("named")\npermit (principal, {READ}, resource);\n'
+            f"permit (principal, {READ}, resource);\n",
+            "a.cedar": f"permit (principal, {READ}, resource);\n\n"
+            f"// second\npermit (principal, {READ}, resource);\n",
+        }
+    )
+    bundle = PolicyBundle.from_files(files)
+    assert [(p.id, p.position, p.where) for p in bundle.policies] == [
+        ("policy0", 0, "a.cedar:1"),
+        ("policy1", 1, "a.cedar:4"),
+        ("named", 2, "b.cedar:1"),
+        ("policy3", 3, "b.cedar:3"),
+    ]
+    request = Request.model_validate(
+        {
+            "principal": {"type": "User", "id": "bob"},
+            "action": {"type": "Action", "id": "read"},
+            "resource": {"type": "Data", "id": "ledger"},
+        }
+    )
+    decision = Engine(bundle).decide(request, now=NOW)
+    assert decision.reasons == ("policy0", "policy1", "named", "policy3")
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+def documented_version(files: Mapping[str, bytes]) -> str:
+    """sha256 over every file but bundle.sig, sorted, each as ``path NUL length NUL bytes``."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        if name != "bundle.sig":
+            digest.update(b"%s\0%d\0%s" % (name.encode(), len(files[name]), files[name]))
+    return "sha256:" + digest.hexdigest()
+
+
+def test_version_is_sha256_over_sorted_files() -> None:
+    files = bundle_files({"reference/notes.md": "# why\n"})
+    assert PolicyBundle.from_files(files).version == documented_version(files)
+
+
+@pytest.mark.parametrize(
+    ("changes", "same_version"),
+    [
+        *(
+            pytest.param({name: data + b"\n"}, False, id=f"edit-{name}")
+            for name, data in bundle_files().items()
+        ),
+        pytest.param({"reference/notes.md": "# why\n"}, False, id="add-reference-file"),
+        pytest.param({"sites.toml": None}, False, id="remove-sites"),
+        pytest.param({"bundle.sig": "ed25519 0000 AAAA\n"}, True, id="add-signature"),
+    ],
+)
+def test_version_changes_with_any_file_but_the_signature(
+    changes: Mapping[str, str | bytes | None], same_version: bool
+) -> None:
+    before = PolicyBundle.from_files(bundle_files()).version
+    after = PolicyBundle.from_files(bundle_files(changes)).version
+    assert (after == before) is same_version
+
+
+def test_hidden_files_and_caches_in_a_directory_are_not_part_of_the_bundle(
+    tmp_path: Path,
+) -> None:
+    plain = PolicyBundle.load(write_bundle(tmp_path / "plain", bundle_files()))
+    noisy_files = bundle_files(
+        {".git/HEAD": "ref: main\n", ".editorconfig": "root = true\n", "__pycache__/x.pyc": b"\0"}
+    )
+    noisy = PolicyBundle.load(write_bundle(tmp_path / "noisy", noisy_files))
+    assert noisy.version == plain.version
+
+
+# --- archives ------------------------------------------------------------------------------
+
+
+def write_tarball(path: Path, members: Mapping[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param("", id="flat"),
+        pytest.param("./", id="dot-slash"),
+        pytest.param("policies/", id="top-level-folder"),
+    ],
+)
+def test_tarball_has_the_same_version_as_the_directory(tmp_path: Path, prefix: str) -> None:
+    files = bundle_files({"reference/notes.md": "# why\n"})
+    directory = PolicyBundle.load(write_bundle(tmp_path / "bundle", files))
+    archive = write_tarball(
+        tmp_path / "bundle.tar.gz", {prefix + name: data for name, data in files.items()}
+    )
+    packed = PolicyBundle.load(archive)
+    assert packed.version == directory.version
+    assert [p.id for p in packed.policies] == [p.id for p in directory.policies]
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        pytest.param("../evil.cedar", id="parent-dir"),
+        pytest.param("/etc/evil.cedar", id="absolute"),
+        pytest.param("policies/../../evil.cedar", id="escapes-after-folder"),
+    ],
+)
+def test_unsafe_tar_paths_are_refused(tmp_path: Path, member: str) -> None:
+    archive = write_tarball(tmp_path / "bundle.tar.gz", {**bundle_files(), member: b""})
+    with pytest.raises(BundleError, match="unsafe path in archive"):
+        PolicyBundle.load(archive)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        pytest.param("bundle.tar.gz", b"not a tarball", "not a readable .tar.gz", id="garbage"),
+        pytest.param("missing", None, "no such bundle directory", id="missing-path"),
+    ],
+)
+def test_unreadable_bundle_paths_are_refused(
+    tmp_path: Path, name: str, data: bytes | None, message: str
+) -> None:
+    if data is not None:
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(BundleError, match=message):
+        PolicyBundle.load(tmp_path / name)
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def signed_dir(tmp_path: Path, signing_key: Ed25519PrivateKey) -> Path:
+    root = write_bundle(tmp_path / "bundle", bundle_files())
+    version = PolicyBundle.load(root).version
+    (root / "bundle.sig").write_text(sign_version(version, signing_key))
+    return root
+
+
+def test_signed_bundle_verifies_with_the_right_key(
+    signed_dir: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    bundle = PolicyBundle.load(signed_dir, public_key=signing_key.public_key())
+    assert bundle.signed_by == key_id(signing_key.public_key())
+
+
+def test_signature_is_not_checked_without_a_key(signed_dir: Path) -> None:
+    assert PolicyBundle.load(signed_dir).signed_by is None
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        pytest.param(None, "signed by key", id="wrong-key"),
+        pytest.param(("20-placement.cedar", b"// edited\n"), "does not match", id="edited-file"),
+        pytest.param(("99-extra.cedar", b"// added\n"), "does not match", id="added-file"),
+        pytest.param(("bundle.sig", None), "missing", id="missing-signature"),
+        pytest.param(("bundle.sig", b"ed25519 abc\n"), "expected 'ed25519", id="malformed"),
+    ],
+)
+def test_signature_failures_are_refused(
+    signed_dir: Path,
+    signing_key: Ed25519PrivateKey,
+    tamper: tuple[str, bytes | None] | None,
+    message: str,
+) -> None:
+    key = signing_key.public_key()
+    if tamper is None:
+        key = Ed25519PrivateKey.generate().public_key()
+    else:
+        name, data = tamper
+        target = signed_dir / name
+        if data is None:
+            target.unlink()
+        else:
+            target.write_bytes(target.read_bytes() + data if target.exists() else data)
+    with pytest.raises(SignatureError, match=message):
+        PolicyBundle.load(signed_dir, public_key=key)

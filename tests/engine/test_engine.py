@@ -1,0 +1,379 @@
+"""Deciding requests and placing workloads against the sample bundle."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sample_bundle import bundle_files
+
+from engine import (
+    Decision,
+    Engine,
+    PolicyBundle,
+    PolicyError,
+    Request,
+    RequestError,
+    Workload,
+)
+from engine._index import PolicyIndex
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+ORPHAN_OWNER = 'entity `Docket::User::"nobody"` does not exist'
+
+
+@pytest.fixture(scope="module")
+def bundle() -> PolicyBundle:
+    return PolicyBundle.from_files(bundle_files())
+
+
+@pytest.fixture
+def engine(bundle: PolicyBundle) -> Engine:
+    return Engine(bundle)
+
+
+def request(
+    principal: str,
+    action: str,
+    resource: str,
+    context: dict[str, Any] | None = None,
+    entities: list[dict[str, Any]] | None = None,
+) -> Request:
+    """``request("User:alice", "read", "Data:ledger")``."""
+
+    def uid(text: str) -> dict[str, str]:
+        type_name, _, entity_id = text.rpartition(":")
+        return {"type": type_name, "id": entity_id}
+
+    return Request.model_validate(
+        {
+            "principal": uid(principal),
+            "action": {"type": "Action", "id": action},
+            "resource": uid(resource),
+            "context": context or {},
+            "entities": entities or [],
+        }
+    )
+
+
+def user(user_id: str, department: str = "ops", *groups: str) -> dict[str, Any]:
+    return {
+        "uid": {"type": "User", "id": user_id},
+        "attrs": {"department": department},
+        "parents": [{"type": "Group", "id": g} for g in groups],
+    }
+
+
+def outcome(decision: Decision) -> tuple[str, tuple[str, ...], tuple[tuple[str | None, str], ...]]:
+    return (
+        decision.decision,
+        decision.reasons,
+        tuple((e.policy, e.message) for e in decision.errors),
+    )
+
+
+INTERNAL = {"__entity": {"type": "Classification", "id": "internal"}}
+ALICE_OWNS = {"owner": {"__entity": {"type": "User", "id": "alice"}}}
+
+DECISIONS = [
+    pytest.param(
+        request("User:alice", "read", "Data:ledger"),
+        ("allow", ("read-own",), ()),
+        id="owner-reads",
+    ),
+    pytest.param(
+        request("User:bob", "read", "Data:ledger"),
+        ("deny", (), ()),
+        id="default-deny",
+    ),
+    pytest.param(
+        request("User:dave", "read", "Data:ledger"),
+        ("allow", ("engineering-reads",), ()),
+        id="group-of-group-reads",
+    ),
+    pytest.param(
+        request("User:bob", "write", "Data:ledger", {"mfa": True}),
+        ("allow", ("same-department-writes",), ()),
+        id="write-with-mfa",
+    ),
+    pytest.param(
+        request("User:bob", "write", "Data:ledger"),
+        ("deny", ("no-write-without-mfa",), ()),
+        id="forbid-wins-and-is-the-reason",
+    ),
+    pytest.param(
+        request("User:bob", "write", "Data:orphan", {"mfa": True}),
+        ("deny", (), (("same-department-writes", ORPHAN_OWNER),)),
+        id="erroring-policy-denies-and-is-reported",
+    ),
+    pytest.param(
+        request("User:bob", "write", "Data:orphan"),
+        ("deny", ("no-write-without-mfa",), (("same-department-writes", ORPHAN_OWNER),)),
+        id="forbid-and-error-together",
+    ),
+    pytest.param(
+        request("Docket::User:dave", "read", "Docket::Data:ledger"),
+        ("allow", ("engineering-reads",), ()),
+        id="qualified-types-accepted",
+    ),
+    pytest.param(
+        request("User:bob", "read", "Data:ledger", ALICE_OWNS),
+        ("allow", ("delegated-read",), ()),
+        id="unqualified-entity-ref-in-context",
+    ),
+    pytest.param(
+        request("User:eve", "read", "Data:ledger", entities=[user("eve", "ops", "sre")]),
+        ("allow", ("engineering-reads",), ()),
+        id="inline-principal-in-stored-groups",
+    ),
+    pytest.param(
+        request("User:alice", "read", "Data:ledger", entities=[user("alice", "finance")]),
+        ("allow", ("read-own",), ()),
+        id="inline-entity-identical-to-stored",
+    ),
+]
+
+
+@pytest.mark.parametrize(("req", "expected"), DECISIONS)
+def test_decide(engine: Engine, bundle: PolicyBundle, req: Request, expected: Any) -> None:
+    decision = engine.decide(req, now=NOW)
+    assert outcome(decision) == expected
+    assert decision.allowed is (expected[0] == "allow")
+    assert (decision.bundle_version, decision.evaluated_at) == (bundle.version, NOW)
+
+
+@pytest.mark.parametrize(
+    ("req", "message"),
+    [
+        pytest.param(
+            request("Robot:r2", "read", "Data:ledger"),
+            "`Docket::Robot` is not declared",
+            id="unknown-entity-type",
+        ),
+        pytest.param(
+            request("User:bob", "read", "Data:ledger", {"mfa": "yes"}),
+            'context `{mfa: "yes"}` is not valid',
+            id="context-attribute-of-wrong-type",
+        ),
+        pytest.param(
+            request("User:bob", "read", "Data:ledger", {"device": "laptop"}),
+            "`device` should not exist",
+            id="context-attribute-not-in-schema",
+        ),
+        pytest.param(
+            request("User:bob", "fly", "Data:ledger"),
+            '`Docket::Action::"fly"` does not exist',
+            id="unknown-action",
+        ),
+        pytest.param(
+            request("User:bob", "read", "Site:edge-paris"),
+            'resource type `Docket::Site` is not valid for `Docket::Action::"read"`',
+            id="resource-type-not-allowed-for-action",
+        ),
+        pytest.param(
+            request("User:alice", "read", "Data:ledger", entities=[user("alice", "hr")]),
+            'duplicate entity entry `Docket::User::"alice"`',
+            id="inline-entity-conflicts-with-stored",
+        ),
+        pytest.param(
+            request("User:eve", "read", "Data:ledger", entities=[{"uid": "eve"}]),
+            "entities:",
+            id="inline-entity-malformed",
+        ),
+    ],
+)
+def test_request_not_fitting_the_schema_is_refused(
+    engine: Engine, req: Request, message: str
+) -> None:
+    with pytest.raises(RequestError, match=re.escape(message)):
+        engine.decide(req, now=NOW)
+
+
+def test_no_bundle_denies_with_an_error() -> None:
+    decisions = Engine().decide_batch([request("User:alice", "read", "Data:ledger")] * 2, now=NOW)
+    assert [outcome(d) for d in decisions] == [
+        ("deny", (), ((None, "no policy bundle loaded"),))
+    ] * 2
+    assert decisions[0].bundle_version is None
+
+
+def test_naive_now_is_a_value_error(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        engine.decide(request("User:alice", "read", "Data:ledger"), now=datetime(2026, 1, 1))
+
+
+def test_aware_non_utc_now_is_accepted(engine: Engine) -> None:
+    paris = datetime(2026, 1, 1, 13, tzinfo=timezone(timedelta(hours=1)))
+    assert engine.decide(request("User:alice", "read", "Data:ledger"), now=paris).allowed
+
+
+ALLOW_READ_OWN = ("allow", ("read-own",), ())
+ALLOW_ENGINEERING = ("allow", ("engineering-reads",), ())
+ALLOW_WRITE = ("allow", ("same-department-writes",), ())
+BATCH = [
+    (request("User:bob", "write", "Data:ledger"), ("deny", ("no-write-without-mfa",), ())),
+    (request("User:alice", "read", "Data:ledger"), ALLOW_READ_OWN),
+    (
+        request("User:eve", "read", "Data:ledger", entities=[user("eve", "x", "sre")]),
+        ALLOW_ENGINEERING,
+    ),
+    (request("User:bob", "write", "Data:ledger", {"mfa": True}), ALLOW_WRITE),
+    (request("User:bob", "read", "Data:ledger"), ("deny", (), ())),
+    (request("User:eve", "write", "Data:ledger", {"mfa": True}, [user("eve")]), ALLOW_WRITE),
+    (
+        request("User:bob", "write", "Data:orphan", {"mfa": True}),
+        ("deny", (), (("same-department-writes", ORPHAN_OWNER),)),
+    ),
+    (request("User:dave", "read", "Data:ledger"), ALLOW_ENGINEERING),
+    (
+        request("Workload:w", "place", "Site:edge-paris", {"classification": INTERNAL}),
+        ("allow", ("place-anywhere",), ()),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "fold_limit", [pytest.param(None, id="default"), pytest.param(0, id="fold0")]
+)
+def test_decide_batch_keeps_request_order(bundle: PolicyBundle, fold_limit: int | None) -> None:
+    """Requests reaching different buckets, with and without inline entities, interleaved."""
+    if fold_limit is not None:
+        actions = {
+            ("Docket::Action", a): bundle.ancestors(("Docket::Action", a))
+            for a in ("read", "write", "place")
+        }
+        bundle = PolicyBundle.from_files(bundle.files)
+        bundle.index = PolicyIndex(bundle.policies, actions, fold_limit=fold_limit)
+    decisions = Engine(bundle).decide_batch([r for r, _ in BATCH], now=NOW)
+    assert [outcome(d) for d in decisions] == [expected for _, expected in BATCH]
+
+
+def test_decide_batch_refuses_the_whole_batch_for_one_bad_request(engine: Engine) -> None:
+    with pytest.raises(RequestError):
+        engine.decide_batch(
+            [request("User:alice", "read", "Data:ledger"), request("User:bob", "fly", "Data:x")],
+            now=NOW,
+        )
+
+
+def test_swap_replaces_the_bundle_for_later_calls(bundle: PolicyBundle) -> None:
+    stricter = PolicyBundle.from_files(
+        bundle_files({"30-lockdown.cedar": "forbid (principal, action, resource);\n"})
+    )
+    engine = Engine(bundle)
+    assert engine.swap(stricter) is bundle
+    decision = engine.decide(request("User:alice", "read", "Data:ledger"), now=NOW)
+    assert outcome(decision) == ("deny", ("policy8",), ())
+    assert decision.bundle_version == stricter.version != bundle.version
+
+
+# --- placement ---------------------------------------------------------------------------
+
+
+def placed(engine: Engine, workload: Workload, sites: list[str] | None = None) -> Any:
+    placement = engine.place(workload, sites, now=NOW)
+    return (
+        [(s.site, s.within_latency_budget) for s in placement.allowed],
+        [(s.site, s.reasons) for s in placement.denied],
+    )
+
+
+@pytest.mark.parametrize(
+    ("workload", "sites", "expected"),
+    [
+        pytest.param(
+            Workload(id="api"),
+            None,
+            (
+                [("onprem-virginia", True), ("cloud-frankfurt", True), ("edge-paris", True)],
+                [],
+            ),
+            id="no-budget-cheapest-first",
+        ),
+        pytest.param(
+            Workload(id="api", users_in="eu", latency_budget_ms=30),
+            None,
+            (
+                [("cloud-frankfurt", True), ("edge-paris", True), ("onprem-virginia", False)],
+                [],
+            ),
+            id="within-budget-first-then-cost",
+        ),
+        pytest.param(
+            Workload(id="api", users_in="us", latency_budget_ms=30),
+            None,
+            (
+                [("onprem-virginia", True), ("cloud-frankfurt", False), ("edge-paris", False)],
+                [],
+            ),
+            id="over-budget-sites-ordered-by-cost",
+        ),
+        pytest.param(
+            Workload(id="api", classification="restricted"),
+            None,
+            (
+                [("onprem-virginia", True), ("edge-paris", True)],
+                [("cloud-frankfurt", ("restricted-needs-attested",))],
+            ),
+            id="denied-site-with-reason",
+        ),
+        pytest.param(
+            Workload(id="corpus", kind="dataset"),
+            None,
+            (
+                [("onprem-virginia", True), ("cloud-frankfurt", True)],
+                [("edge-paris", ("no-data-at-edge",))],
+            ),
+            id="dataset-is-a-data-principal",
+        ),
+        pytest.param(
+            Workload(id="api", classification="restricted"),
+            ["cloud-frankfurt", "edge-paris"],
+            ([("edge-paris", True)], [("cloud-frankfurt", ("restricted-needs-attested",))]),
+            id="only-the-candidates-given",
+        ),
+    ],
+)
+def test_place(engine: Engine, workload: Workload, sites: list[str] | None, expected: Any) -> None:
+    assert placed(engine, workload, sites) == expected
+
+
+def test_place_reports_figures_and_version(engine: Engine, bundle: PolicyBundle) -> None:
+    placement = engine.place(Workload(id="api", users_in="eu"), ["edge-paris"], now=NOW)
+    (site,) = placement.allowed
+    assert (site.latency_ms, site.cost_per_hour, site.tier, site.reasons) == (
+        5.0,
+        0.5,
+        "edge",
+        ("place-anywhere",),
+    )
+    assert (placement.workload, placement.bundle_version) == ("api", bundle.version)
+
+
+@pytest.mark.parametrize(
+    ("workload", "sites", "message"),
+    [
+        pytest.param(Workload(id="api"), ["mars"], "unknown site 'mars'", id="unknown-site"),
+        pytest.param(
+            Workload(id="api", context={"gpu": True}),
+            None,
+            "`gpu` should not exist",
+            id="context-not-in-schema",
+        ),
+    ],
+)
+def test_place_refuses(
+    engine: Engine, workload: Workload, sites: list[str] | None, message: str
+) -> None:
+    with pytest.raises(RequestError, match=message):
+        engine.place(workload, sites, now=NOW)
+
+
+def test_place_without_bundle_denies_every_named_site() -> None:
+    placement = Engine().place(Workload(id="api"), ["edge-paris"], now=NOW)
+    assert placement.allowed == ()
+    assert [(d.site, d.errors) for d in placement.denied] == [
+        ("edge-paris", (PolicyError(policy=None, message="no policy bundle loaded"),))
+    ]

@@ -1,0 +1,115 @@
+"""Hot reload: BundleWatcher.check() swaps in good versions and keeps the last good one."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sample_bundle import ACCESS, bundle_files, write_bundle
+
+from engine import BundleWatcher, Engine, PolicyBundle, Request
+from engine._signing import sign_version
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+LOCKDOWN = '@id("lockdown")\nforbid (principal, action, resource);\n'
+ALICE_READS = Request.model_validate(
+    {
+        "principal": {"type": "User", "id": "alice"},
+        "action": {"type": "Action", "id": "read"},
+        "resource": {"type": "Data", "id": "ledger"},
+    }
+)
+
+
+def write(path: Path, text: str) -> None:
+    """Write and move mtime forward, so that a coarse filesystem clock still shows a change."""
+    previous = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    stamp = max(previous + 1_000_000_000, path.stat().st_mtime_ns)
+    os.utime(path, ns=(stamp, stamp))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return write_bundle(tmp_path / "bundle", bundle_files())
+
+
+@pytest.fixture
+def engine(root: Path) -> Engine:
+    return Engine(PolicyBundle.load(root))
+
+
+def version(engine: Engine) -> str:
+    assert engine.bundle is not None
+    return engine.bundle.version
+
+
+def test_unchanged_bundle_is_not_reloaded(root: Path, engine: Engine) -> None:
+    watcher = BundleWatcher(engine, root)
+    before = engine.bundle
+    assert watcher.check() is False
+    assert engine.bundle is before
+
+
+def test_valid_change_is_swapped_in(root: Path, engine: Engine) -> None:
+    watcher = BundleWatcher(engine, root)
+    before = version(engine)
+    write(root / "30-lockdown.cedar", LOCKDOWN)
+    assert watcher.check() is True
+    assert version(engine) != before
+    decision = engine.decide(ALICE_READS, now=NOW)
+    assert (decision.decision, decision.reasons) == ("deny", ("lockdown",))
+    assert watcher.check() is False
+
+
+def test_broken_change_keeps_the_previous_version(root: Path, engine: Engine) -> None:
+    watcher = BundleWatcher(engine, root)
+    before = version(engine)
+    write(root / "10-access.cedar", ACCESS.replace("permit (", "permit ((", 1))
+    assert watcher.check() is False
+    assert version(engine) == before
+    assert engine.decide(ALICE_READS, now=NOW).allowed
+
+
+def test_fixing_a_broken_change_is_swapped_in(root: Path, engine: Engine) -> None:
+    watcher = BundleWatcher(engine, root)
+    before = version(engine)
+    write(root / "10-access.cedar", ACCESS.replace("permit (", "permit ((", 1))
+    assert watcher.check() is False
+    write(root / "10-access.cedar", ACCESS + LOCKDOWN)
+    assert watcher.check() is True
+    assert version(engine) != before
+
+
+def test_touch_without_content_change_keeps_the_bundle(root: Path, engine: Engine) -> None:
+    watcher = BundleWatcher(engine, root)
+    before = engine.bundle
+    write(root / "10-access.cedar", ACCESS)
+    assert watcher.check() is False
+    assert engine.bundle is before
+
+
+def test_watcher_loads_a_first_bundle_into_an_empty_engine(tmp_path: Path) -> None:
+    engine = Engine()
+    watcher = BundleWatcher(engine, tmp_path / "bundle")
+    write_bundle(tmp_path / "bundle", bundle_files())
+    assert watcher.check() is True
+    assert engine.decide(ALICE_READS, now=NOW).allowed
+
+
+def test_unsigned_change_is_refused_when_a_key_is_configured(root: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    (root / "bundle.sig").write_text(sign_version(PolicyBundle.load(root).version, key))
+    engine = Engine(PolicyBundle.load(root, public_key=key.public_key()))
+    watcher = BundleWatcher(engine, root, public_key=key.public_key())
+    before = version(engine)
+    write(root / "30-lockdown.cedar", LOCKDOWN)
+    assert watcher.check() is False
+    assert version(engine) == before
+    new_version = PolicyBundle.load(root).version
+    write(root / "bundle.sig", sign_version(new_version, key))
+    assert watcher.check() is True
+    assert version(engine) == new_version
