@@ -1,0 +1,1 @@
+"""Docket's benchmarks: run them with ``python -m benchmarks`` (``make bench``)."""

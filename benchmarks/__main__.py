@@ -1,0 +1,64 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME]``.
+
+Prints the machine and each benchmark's figures, and writes them all as JSON to
+``benchmarks/.out/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_decide, bench_index
+from benchmarks._common import machine, machine_line
+
+BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
+    "decide": ("Engine.decide latency, default bundle", bench_decide.run),
+    "index": ("policy index: cost versus policy count", bench_index.run),
+}
+OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks; return the exit status."""
+    args = parse_args(argv)
+    info = machine()
+    print(f"machine: {machine_line(info)}")
+    load = info["loadavg_at_start"].split()
+    if load and float(load[0]) > 0.5:
+        print(f"WARNING: the machine is busy (load average {load[0]}): figures will be inflated")
+    if args.quick:
+        print("QUICK run: fewer iterations; not figures to publish")
+    figures: dict[str, Any] = {}
+    started = time.perf_counter()
+    for name, (title, bench) in BENCHMARKS.items():
+        if args.only and name != args.only:
+            continue
+        print(f"\n== {name}: {title}", flush=True)
+        bench_started = time.perf_counter()
+        figures[name] = bench(quick=args.quick)
+        figures[name]["seconds"] = round(time.perf_counter() - bench_started, 1)
+    total = time.perf_counter() - started
+    print(f"\ntotal {total:.0f} s")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    report = {"machine": info, "quick": args.quick, "seconds": round(total, 1), **figures}
+    OUT.write_text(json.dumps(report, indent=2) + "\n")
+    shown = OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT
+    print(f"figures written to {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
