@@ -59,11 +59,11 @@ CONCRETE_ACTIONS = ("view", "list", "edit", "remove")
 ALL_ACTIONS = (*CONCRETE_ACTIONS, "read", "write")
 ACTION_GROUPS = ("read", "write", "edit")
 
-GROUPS = ("g0", "g1", "g2", "g3")
-USERS = ("u0", "u1", "u2", "u3")
-SERVICES = ("s0", "s1")
-FOLDERS = ("f0", "f1", "f2", "f3")
-DOCS = ("d0", "d1", "d2")
+GROUPS = ("g0", "g1", "g2")
+USERS = ("u0", "u1", "u2")
+SERVICES = ("s0",)
+FOLDERS = ("f0", "f1", "f2")
+DOCS = ("d0", "d1")
 NOTES = ("n0",)
 # "ext" and "xf" are parents that stored entities name but do not define; requests may
 # define them inline, so an ancestor chain can run stored → inline → stored. Only the
@@ -178,6 +178,7 @@ principal_scopes = st.one_of(
 )
 action_scopes = st.one_of(
     st.just("action"),
+    st.just("action"),
     st.sampled_from(CONCRETE_ACTIONS).map(lambda a: f"action == {ref('Action', a)}"),
     st.lists(st.sampled_from(ALL_ACTIONS), min_size=1, max_size=3, unique=True).map(
         lambda actions: "action in [" + ", ".join(ref("Action", a) for a in actions) + "]"
@@ -185,6 +186,7 @@ action_scopes = st.one_of(
     st.sampled_from(ACTION_GROUPS).map(lambda a: f"action in {ref('Action', a)}"),
 )
 resource_scopes = st.one_of(
+    st.just("resource"),
     st.just("resource"),
     st.sampled_from(RESOURCES).map(lambda r: f"resource == {ref(*r)}"),
     st.sampled_from(RESOURCE_CONTAINERS).map(lambda r: f"resource in {ref(*r)}"),
@@ -312,7 +314,7 @@ def cases(draw: st.DrawFn) -> Case:
     stored = draw(stored_entities())
     files["schema.cedarschema"] = SCHEMA.encode()
     files["entities.json"] = json.dumps(stored, indent=1).encode()
-    return Case(files, policy_ids, stored, draw(st.lists(requests(), min_size=2, max_size=6)))
+    return Case(files, policy_ids, stored, draw(st.lists(requests(), min_size=3, max_size=8)))
 
 
 # --- the reference: plain cedarpy over every policy -----------------------------------
