@@ -191,20 +191,44 @@ def _entity_error_line(text: str, message: str) -> int:
     return 1
 
 
+def _element_lines(text: str) -> list[int]:
+    """The line each element of a top-level JSON array starts on."""
+    decoder = json.JSONDecoder()
+    start = text.find("[")
+    lines: list[int] = []
+    if start < 0:
+        return lines
+    position = start + 1
+    while position < len(text):
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            break
+        try:
+            _, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            break
+        lines.append(text.count("\n", 0, position) + 1)
+        position = end
+    return lines
+
+
 def _entity_problems(
     text: str, entities: list[dict[str, Any]], schema: cedarpy.Schema, message: str
 ) -> list[str]:
     """Place an entity-store error: Cedar's message may not name the entity, so check
     the entities one by one and report each one that fails on its own line."""
     problems = []
-    for entity in entities:
+    lines = _element_lines(text)
+    for position, entity in enumerate(entities):
         try:
             cedarpy.Entities.from_json_str(json.dumps([entity]), schema)
         except ValueError as exc:
             uid = entity.get("uid") if isinstance(entity, dict) else None
             name = f'{uid.get("type")}::"{uid.get("id")}"' if isinstance(uid, dict) else "?"
             detail = str(exc) if name in str(exc) else f"{name}: {exc}"
-            problems.append(f"{ENTITIES_FILE}:{_entity_error_line(text, name)}: {detail}")
+            line = lines[position] if position < len(lines) else _entity_error_line(text, name)
+            problems.append(f"{ENTITIES_FILE}:{line}: {detail}")
     return problems or [f"{ENTITIES_FILE}:{_entity_error_line(text, message)}: {message}"]
 
 

@@ -32,6 +32,23 @@ MISMATCHED_ENTITY = """\
 ]
 """
 
+UNKNOWN_ENTITY_TYPE = """\
+[
+  {"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "finance"}, "parents": []},
+  {"uid": {"type": "Robot", "id": "r2"}, "attrs": {}, "parents": []}
+]
+"""
+
+# The bad group's id also appears, as a parent and as a value, in the entity above it.
+BAD_ENTITY_NAMED_EARLIER = """\
+[
+  {"uid": {"type": "User", "id": "dave"}, "attrs": {"department": "ops"},
+   "parents": [{"type": "Group", "id": "ops"}]},
+  {"uid": {"type": "Group", "id": "ops"}, "attrs": {},
+   "parents": [{"type": "Data", "id": "ledger"}]}
+]
+"""
+
 DUPLICATE_ENTITY = """\
 [
   {"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "finance"}, "parents": []},
@@ -125,8 +142,18 @@ def locations(problems: tuple[str, ...]) -> list[str]:
         ),
         pytest.param(
             {"entities.json": MISMATCHED_ENTITY},
-            {"entities.json:3": "does not conform to the schema"},
+            {"entities.json:3": 'User::"mallory": entity does not conform to the schema'},
             id="entity-not-matching-schema",
+        ),
+        pytest.param(
+            {"entities.json": UNKNOWN_ENTITY_TYPE},
+            {"entities.json:3": 'Robot::"r2"'},
+            id="entity-of-unknown-type",
+        ),
+        pytest.param(
+            {"entities.json": BAD_ENTITY_NAMED_EARLIER},
+            {"entities.json:4": 'Group::"ops": entity does not conform to the schema'},
+            id="entity-not-matching-schema-whose-id-appears-earlier",
         ),
         pytest.param(
             {"sites.toml": SITES.replace('tier = "cloud"', 'tier = "sky"')},

@@ -377,3 +377,16 @@ def test_place_without_bundle_denies_every_named_site() -> None:
     assert [(d.site, d.errors) for d in placement.denied] == [
         ("edge-paris", (PolicyError(policy=None, message="no policy bundle loaded"),))
     ]
+
+
+def test_schema_without_namespace_leaves_types_as_given() -> None:
+    bare = PolicyBundle.from_files(
+        {
+            "schema.cedarschema": b"entity User; entity Doc;\n"
+            b"action view appliesTo { principal: [User], resource: [Doc] };\n",
+            "p.cedar": b'@id("view-all") permit (principal is User, action, resource);\n',
+        }
+    )
+    assert bare.namespace is None
+    decision = Engine(bare).decide(request("User:u", "view", "Doc:d"), now=NOW)
+    assert outcome(decision) == ("allow", ("view-all",), ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -113,3 +114,12 @@ def test_unsigned_change_is_refused_when_a_key_is_configured(root: Path) -> None
     write(root / "bundle.sig", sign_version(new_version, key))
     assert watcher.check() is True
     assert version(engine) == new_version
+
+
+def test_removed_bundle_keeps_the_previous_version(root: Path, engine: Engine) -> None:
+    watcher = BundleWatcher(engine, root)
+    before = engine.bundle
+    shutil.rmtree(root)
+    assert watcher.check() is False
+    assert engine.bundle is before
+    assert engine.decide(ALICE_READS, now=NOW).allowed
