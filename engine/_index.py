@@ -17,9 +17,10 @@ dozen policies whose scope does not match.
 When a request reaches one bucket it is one cedarpy call. When it reaches several,
 each is evaluated and the results combined with Cedar's own rule (any satisfied
 forbid denies; otherwise any satisfied permit allows), which gives the same
-decision, determining policies and errors as evaluating the union. The union is
-then built in a background thread (cedarpy releases the GIL while parsing) and
-cached, so the next request that reaches the same buckets takes one call.
+decision, determining policies and errors as evaluating the union. When the same
+combination recurs, the union is built in a background thread (cedarpy releases the
+GIL while parsing) and cached, so later requests that reach those buckets take one
+call. The backlog of sets to build is bounded.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ FOLD_LIMIT = 48
 """An action with at most this many policies keeps them all in one bucket."""
 
 MERGED_CACHE_SIZE = 4096
+SEEN_SIZE = 4 * MERGED_CACHE_SIZE
+"""How many bucket combinations seen once are remembered (merged on a second sight)."""
+MAX_PENDING = 64
+"""At most this many merged sets wait to be built."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +183,7 @@ class _MergedSets:
         self._buckets = buckets
         self._sets: OrderedDict[tuple[int, ...], cedarpy.PolicySet] = OrderedDict()
         self._pending: set[tuple[int, ...]] = set()
+        self._seen: OrderedDict[tuple[int, ...], None] = OrderedDict()
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[int, ...]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -189,6 +195,16 @@ class _MergedSets:
                 self._sets.move_to_end(key)
                 return found
             if key in self._pending:
+                return None
+            # Merge a combination only when it recurs, and keep the backlog short:
+            # past the cache's size, building sets that are evicted before reuse
+            # costs the request threads GIL time and gains nothing.
+            if key not in self._seen:
+                self._seen[key] = None
+                if len(self._seen) > SEEN_SIZE:
+                    self._seen.popitem(last=False)
+                return None
+            if len(self._pending) >= MAX_PENDING:
                 return None
             self._pending.add(key)
             self._queue.put(key)
