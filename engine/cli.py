@@ -300,6 +300,13 @@ def _decision_json(decision: Decision) -> str:
     )
 
 
+def _engine_for(ctx: click.Context, bundle_path: Path | None, bundle_key: Path | None) -> Engine:
+    """An engine on the bundle the flags (or settings) name."""
+    settings = _settings(ctx)
+    bundle = _load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
+    return Engine(bundle)
+
+
 @main.command()
 @click.argument("request_file", required=False, type=click.File("r"), default="-")
 @bundle_option
@@ -317,10 +324,8 @@ def decide(
 
     Exits 0 when every request is allowed, 1 when any is denied.
     """
-    settings = _settings(ctx)
-    bundle = _load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
-    engine = Engine(bundle)
-    name = "<stdin>" if request_file.name == "<stdin>" else request_file.name
+    engine = _engine_for(ctx, bundle_path, bundle_key)
+    name = request_file.name
     denied = 0
     for line, document in _read_documents(request_file, name):
         try:
@@ -361,10 +366,8 @@ def place(
     Input: {"workload": {...}, "sites": [optional site names]} or just the workload.
     Exits 0 when at least one site is allowed, 1 when none is.
     """
-    settings = _settings(ctx)
-    bundle = _load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
-    engine = Engine(bundle)
-    name = "<stdin>" if workload_file.name == "<stdin>" else workload_file.name
+    engine = _engine_for(ctx, bundle_path, bundle_key)
+    name = workload_file.name
     placements: list[Placement] = []
     for line, document in _read_documents(workload_file, name):
         if not isinstance(document, dict):
