@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench proto proto-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Docket needs Python 3.11 or newer")'
@@ -21,8 +21,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## lint: ruff (lint + format check) and mypy --strict
-lint: $(STAMP)
+## lint: the generated code is current, ruff (lint + format check), mypy --strict
+lint: $(STAMP) proto-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -30,6 +30,23 @@ lint: $(STAMP)
 ## bench: the benchmarks; figures are printed and belong in benchmarks/README.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+PROTOS := $(wildcard sdk/v1/*.proto)
+PROTOC  = $(BIN)/python -m grpc_tools.protoc -I . --python_out=$(1) --pyi_out=$(1) \
+	--grpc_python_out=$(1) --mypy_grpc_out=$(1) \
+	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc $(PROTOS)
+
+## proto: regenerate the committed gRPC/protobuf code under sdk/v1 from its .proto files
+proto: $(STAMP)
+	$(call PROTOC,.)
+
+## proto-check: fail when the committed generated code differs from what `make proto` makes
+proto-check: $(STAMP)
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+	$(call PROTOC,$$out) && \
+	for f in $$(cd "$$out" && find sdk -type f); do \
+		cmp -s "$$out/$$f" "$$f" || { echo "$$f is stale: run 'make proto' and commit the result" >&2; exit 1; }; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
