@@ -32,8 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 PROTOS := $(wildcard sdk/v1/*.proto)
-PROTOC  = $(BIN)/python -m grpc_tools.protoc -I . --python_out=$(1) --pyi_out=$(1) \
+PROTOC  = $(BIN)/python -m grpc_tools.protoc -I . --python_out=$(1) --mypy_out=$(1) \
 	--grpc_python_out=$(1) --mypy_grpc_out=$(1) \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc $(PROTOS)
 
 ## proto: regenerate the committed gRPC/protobuf code under sdk/v1 from its .proto files
