@@ -251,6 +251,7 @@ class PolicyBundle:
     index: PolicyIndex
     _by_id: dict[str, Policy]
     _ancestors: dict[UID, frozenset[UID]]
+    _spiffe: dict[str, UID]
 
     @classmethod
     def load(cls, path: str | Path, *, public_key: Ed25519PublicKey | None = None) -> PolicyBundle:
@@ -344,6 +345,11 @@ class PolicyBundle:
         self.policies = tuple(policies)
         self._by_id = {policy.id: policy for policy in policies}
         self._ancestors = closure(parents_map([*entity_list, *actions]))
+        self._spiffe = {
+            entity["attrs"]["spiffe_id"]: (entity["uid"]["type"], entity["uid"]["id"])
+            for entity in entity_list
+            if isinstance(entity.get("attrs", {}).get("spiffe_id"), str)
+        }
         action_ancestors = {
             (a["uid"]["type"], a["uid"]["id"]): self._ancestors.get(
                 (a["uid"]["type"], a["uid"]["id"]), frozenset()
@@ -360,6 +366,10 @@ class PolicyBundle:
     def ancestors(self, uid: UID) -> frozenset[UID]:
         """The transitive parents of a stored entity (empty for unknown ones)."""
         return self._ancestors.get(uid, frozenset())
+
+    def by_spiffe_id(self, spiffe_id: str) -> UID | None:
+        """The stored entity whose ``spiffe_id`` attribute is this SPIFFE ID, if any."""
+        return self._spiffe.get(spiffe_id)
 
     def policy(self, policy_id: str) -> Policy:
         """The policy with this id. Raises ``KeyError``."""

@@ -17,6 +17,7 @@ from engine._index import UID, request_anchors
 from engine._models import Decision, EntityUID, PolicyError, Request
 from engine._placement import DeniedSite, Placement, Workload, rank
 
+SPIFFE_SCHEME = "spiffe://"
 _NO_BUNDLE = PolicyError(policy=None, message="no policy bundle loaded")
 _POLICY_ERROR = re.compile(r"^error while evaluating policy `((?:[^`\\]|\\.)*)`: (.*)$", re.S)
 
@@ -144,6 +145,8 @@ def _uid_model(type_name: str, entity_id: str) -> EntityUID:
 def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
     namespace = bundle.namespace
     principal = (bundle.qualify(request.principal.type), request.principal.id)
+    if principal[1].startswith(SPIFFE_SCHEME):
+        principal = bundle.by_spiffe_id(principal[1]) or principal
     action = (bundle.qualify(request.action.type), request.action.id)
     resource = (bundle.qualify(request.resource.type), request.resource.id)
     context = qualify_refs(request.context, namespace) if request.context else {}

@@ -4,7 +4,9 @@
     ├── BundleError            a bundle cannot be loaded; ``problems`` holds every
     │   │                      ``file:line: message`` found
     │   └── SignatureError     a signature is missing, malformed or does not verify
-    └── RequestError           a request does not fit the bundle's schema or is malformed
+    ├── RequestError           a request does not fit the bundle's schema or is malformed
+    │   └── LimitExceeded      a request is over a size limit (too many in a batch)
+    └── NotAuthorized          an administrative call was denied by policy
 
 Callers never see cedarpy's ``ValueError``s: they are translated here.
 """
@@ -37,3 +39,11 @@ class SignatureError(BundleError):
 
 class RequestError(EngineError):
     """A request does not fit the schema (unknown type, bad context) or is malformed."""
+
+
+class LimitExceeded(RequestError):
+    """A request is over a size limit, such as the number of requests in a batch."""
+
+
+class NotAuthorized(EngineError):
+    """An administrative call (such as a bundle reload) was denied by policy."""

@@ -24,6 +24,9 @@ class Request(BaseModel):
     request only, in Cedar's JSON entity format; per-request facts such as device
     posture, claims and HTTP attributes belong in ``context``, which costs nothing
     to add, whereas extra entities make a copy of the bundle's entity store.
+
+    A principal may be named by its SPIFFE ID (``Workload::"spiffe://…/sa/billing-api"``):
+    when a stored entity has that ``spiffe_id`` attribute, the request is about it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -15,6 +17,15 @@ from engine._errors import BundleError
 log = structlog.get_logger("docket.bundle")
 
 _Stamp = tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """What a reload did: the version in force, the one before, and whether it changed."""
+
+    version: str
+    previous: str | None
+    changed: bool
 
 
 def _stamp(path: Path) -> _Stamp:
@@ -56,9 +67,14 @@ class BundleWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last = _stamp(self._path) if self._path.exists() else ()
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[PolicyBundle], None]] = []
 
     def check(self) -> bool:
-        """Reload if the files changed; True when a new version was swapped in."""
+        """Reload if the files changed; True when a new version was swapped in.
+
+        A bundle that fails to load is logged and the engine keeps its version.
+        """
         try:
             stamp = _stamp(self._path)
         except OSError as exc:
@@ -67,28 +83,47 @@ class BundleWatcher:
         if stamp == self._last:
             return False
         self._last = stamp
-        current = self._engine.bundle
         try:
-            bundle = PolicyBundle.load(self._path, public_key=self._public_key)
-        except BundleError as exc:
-            log.error(
-                "bundle.rejected",
+            return self.reload().changed
+        except BundleError:
+            return False
+
+    def reload(self) -> Reload:
+        """Load the bundle now, whatever the files' stamps say, and swap it in if new.
+
+        Raises :class:`~engine.BundleError` (also logged) when it does not load; the
+        engine then keeps the version it had.
+        """
+        with self._lock:
+            current = self._engine.bundle
+            previous = current.version if current else None
+            try:
+                bundle = PolicyBundle.load(self._path, public_key=self._public_key)
+            except BundleError as exc:
+                log.error(
+                    "bundle.rejected",
+                    path=str(self._path),
+                    problems=list(exc.problems),
+                    active_version=previous,
+                )
+                raise
+            if previous == bundle.version:
+                return Reload(version=bundle.version, previous=previous, changed=False)
+            self._engine.swap(bundle)
+            log.info(
+                "bundle.loaded",
                 path=str(self._path),
-                problems=list(exc.problems),
-                active_version=current.version if current else None,
+                version=bundle.version,
+                previous=previous,
+                policies=len(bundle.policies),
             )
-            return False
-        if current is not None and current.version == bundle.version:
-            return False
-        self._engine.swap(bundle)
-        log.info(
-            "bundle.loaded",
-            path=str(self._path),
-            version=bundle.version,
-            previous=current.version if current else None,
-            policies=len(bundle.policies),
-        )
-        return True
+            for listener in self._listeners:
+                listener(bundle)
+            return Reload(version=bundle.version, previous=previous, changed=True)
+
+    def on_swap(self, listener: Callable[[PolicyBundle], None]) -> None:
+        """Call ``listener`` with each bundle this watcher swaps in."""
+        self._listeners.append(listener)
 
     def start(self) -> None:
         """Poll in a daemon thread until :meth:`stop`."""

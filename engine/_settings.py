@@ -36,6 +36,22 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     bundle_poll_seconds: float = Field(default=1.0, gt=0)
+    grpc: str = "127.0.0.1:50051"
+    """``HOST:PORT`` of the gRPC service (Decisions, ext_authz, health, reflection)."""
+    metrics: str = "127.0.0.1:9464"
+    """``HOST:PORT`` of the Prometheus ``/metrics`` endpoint."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes sharing the gRPC port (SO_REUSEPORT); cedarpy holds the GIL,
+    so one per core is how decisions scale."""
+    grpc_threads: int = Field(default=8, ge=1, le=256)
+    max_concurrent_rpcs: int = Field(default=512, ge=1)
+    """Past this many RPCs in one process, callers get RESOURCE_EXHAUSTED."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """With it, clients must present a certificate from this CA (mTLS)."""
+    insecure_plaintext: bool = False
+    """Allow plaintext gRPC on an address other than loopback (never the default)."""
 
     @property
     def database_url(self) -> str:

@@ -26,6 +26,8 @@ from engine._errors import BundleError, EngineError, RequestError, SignatureErro
 from engine._logging import configure_logging
 from engine._models import Decision, Request
 from engine._placement import Placement, Workload
+from engine._server import Listening, ServeError
+from engine._server import serve as serve_forever
 from engine._settings import Settings
 from engine._signing import (
     SIGNATURE_FILE,
@@ -114,9 +116,7 @@ def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> N
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"configuration: {where}: {first['msg']}") from exc
+        raise _config_error(exc) from exc
     configure_logging(settings.log_format, settings.log_level)
     ctx.obj = settings
 
@@ -281,6 +281,12 @@ def _read_documents(source: IO[str], name: str) -> Iterator[tuple[int, Any]]:
             raise InputError(f"{name}:{number}: invalid JSON: {exc.msg}") from exc
 
 
+def _config_error(exc: ValidationError) -> InputError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return InputError(f"configuration: {where}: {first['msg']}")
+
+
 def _model_error(name: str, line: int, exc: ValidationError) -> InputError:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "request"
@@ -419,6 +425,66 @@ def _print_placement(placement: Placement) -> None:
         out.print(f"[red]denied[/] {denied.site}: {reasons}")
         for error in denied.errors:
             out.print(f"  error in {error.policy}: {error.message}", markup=False)
+
+
+# --- docket serve -----------------------------------------------------------------------
+
+
+@main.command()
+@bundle_option
+@key_option
+@click.option("--grpc", "grpc_addr", metavar="HOST:PORT", help="gRPC address [127.0.0.1:50051].")
+@click.option(
+    "--metrics", "metrics_addr", metavar="HOST:PORT", help="Prometheus /metrics [127.0.0.1:9464]."
+)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="State directory [./docket-data]."
+)
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port [1].")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="Server certificate (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="Server private key (PEM).")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path),
+    help="CA for client certificates: makes TLS mutual (mTLS).",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    default=None,
+    help="Allow plaintext gRPC on a non-loopback address (never do this in production).",
+)
+@click.pass_context
+def serve(ctx: click.Context, /, **flags: Any) -> None:
+    """Serve decisions over gRPC: docket.v1.Decisions, Envoy ext_authz v3, grpc.health.v1
+    and server reflection, with Prometheus metrics. SIGHUP reloads the bundle; SIGTERM
+    drains the calls in flight and exits 0."""
+    names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
+    names["metrics_addr"] = "metrics"
+    updates = {names.get(k, k): v for k, v in flags.items() if v is not None}
+    try:
+        settings = Settings(**{**_settings(ctx).model_dump(), **updates})
+    except ValidationError as exc:
+        raise _config_error(exc) from exc
+
+    def ready(where: Listening) -> None:
+        bundle = where.bundle
+        if bundle is not None:
+            click.echo(
+                f"docket: bundle {bundle.version[:19]} from {bundle.source} "
+                f"({len(bundle.policies)} policies)"
+            )
+        processes = f", {where.workers} workers" if where.workers > 1 else ""
+        click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
+        click.echo(f"docket: metrics on http://{where.metrics}/metrics")
+        click.echo("docket: SIGHUP reloads the bundle; SIGTERM or Ctrl-C drains and stops")
+
+    try:
+        serve_forever(settings, ready)
+    except BundleError as exc:
+        raise InputError(f"bundle {settings.bundle} refused: {exc}") from exc
+    except (ServeError, SignatureError) as exc:
+        raise InputError(str(exc)) from exc
 
 
 def run() -> None:

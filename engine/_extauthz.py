@@ -1,0 +1,208 @@
+"""Envoy's external authorization (``envoy.service.auth.v3.Authorization/Check``).
+
+A CheckRequest becomes a Docket request:
+
+- principal: the downstream's SPIFFE ID from Envoy's mTLS (``source.principal``;
+  resolved to the catalog workload that has it), else the ``sub`` claim of a JWT that
+  Envoy's jwt_authn filter verified (``metadata_context``), as ``User``; else
+  ``User::"anonymous"``;
+- action: the route's ``action`` context extension, else by HTTP method (GET and HEAD
+  read, DELETE delete, anything else write);
+- resource: the route's ``resource_type`` (default ``Data``) and ``resource_id``
+  context extensions;
+- context: ``http`` {method, path (query split off), host}, ``source_ip``, ``mfa`` and
+  ``device`` from the JWT claims, and any ``context.<name>`` context extension (for
+  example ``context.network_zone: internal``).
+
+Allowed: OK, with ``x-docket-decision-id`` added to the upstream request. Denied:
+PERMISSION_DENIED and a 403 with a JSON body. Input that cannot be mapped: a 400.
+Every answer carries ``decision_id`` in ``dynamic_metadata``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+import structlog
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from engine._errors import RequestError
+from engine._grpc import answer, caller_identity
+from engine._models import EntityUID, Request
+from engine._service import DecisionService, decision_id
+from engine._wire import CALLER, dict_to_struct, value_to_python
+
+log = structlog.get_logger("docket.ext_authz")
+
+DECISION_HEADER = "x-docket-decision-id"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+ANONYMOUS = EntityUID(type="User", id="anonymous")
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_ACTIONS = {"GET": "read", "HEAD": "read", "DELETE": "delete"}
+_CONTEXT_PREFIX = "context."
+_CLAIMS = ("sub", "amr", "mfa", "device")
+
+
+def check_to_request(check: authz.CheckRequest, caller: str | None = None) -> Request:
+    """The Docket request for an Envoy CheckRequest (see the module docstring).
+
+    Raises :class:`~engine.RequestError` naming what could not be mapped.
+    """
+    attributes = check.attributes
+    http = attributes.request.http
+    routes = dict(attributes.context_extensions)
+    claims = _jwt_claims(attributes.metadata_context)
+    if attributes.source.principal:
+        principal = EntityUID.model_construct(type="Workload", id=attributes.source.principal)
+    elif isinstance(claims.get("sub"), str) and claims["sub"]:
+        principal = EntityUID.model_construct(type="User", id=claims["sub"])
+    else:
+        principal = ANONYMOUS
+    if not http.method:
+        raise RequestError("attributes.request.http.method: missing")
+    resource_id = routes.get("resource_id")
+    if not resource_id:
+        raise RequestError(
+            "context_extensions.resource_id: the route names no resource; "
+            "set resource_id (and resource_type) in the route's ext_authz context_extensions"
+        )
+    path, _, _query = (http.path or "/").partition("?")
+    context: dict[str, Any] = {"http": {"method": http.method, "path": path}}
+    if http.host:
+        context["http"]["host"] = http.host
+    address = attributes.source.address.socket_address.address
+    if address:
+        context["source_ip"] = address
+    amr = claims.get("amr")
+    if claims.get("mfa") is True or (isinstance(amr, list) and "mfa" in amr):
+        context["mfa"] = True
+    if isinstance(claims.get("device"), dict):
+        context["device"] = claims["device"]
+    for key, value in routes.items():
+        if key.startswith(_CONTEXT_PREFIX):
+            name = key.removeprefix(_CONTEXT_PREFIX)
+            if name == CALLER:
+                raise RequestError(f"context_extensions.{key}: set by Docket, not by routes")
+            context[name] = value
+    if caller is not None:
+        context[CALLER] = caller
+    return Request.model_construct(
+        principal=principal,
+        action=EntityUID.model_construct(
+            type="Action", id=routes.get("action") or _ACTIONS.get(http.method, "write")
+        ),
+        resource=EntityUID.model_construct(
+            type=routes.get("resource_type") or "Data", id=resource_id
+        ),
+        context=context,
+        entities=(),
+    )
+
+
+def _jwt_claims(metadata: Any) -> dict[str, Any]:
+    """The claims Docket reads from the payload jwt_authn put in the metadata (under its
+    ``payload_in_metadata`` key): ``sub``, ``amr``, ``mfa`` and ``device``."""
+    filter_metadata = metadata.filter_metadata
+    if JWT_FILTER not in filter_metadata:
+        return {}
+    for value in filter_metadata[JWT_FILTER].fields.values():
+        if value.WhichOneof("kind") == "struct_value":
+            payload = value.struct_value.fields
+            return {
+                name: value_to_python(payload[name], f"jwt.{name}")
+                for name in _CLAIMS
+                if name in payload
+            }
+    return {}
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def _denied(
+    code: int, http_status: int, body: dict[str, Any], decision: str
+) -> authz.CheckResponse:
+    return authz.CheckResponse(
+        status=status_pb2.Status(code=code),
+        denied_response=authz.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status),
+            headers=[
+                _header("content-type", "application/json"),
+                _header(DECISION_HEADER, decision),
+            ],
+            body=json.dumps(body, separators=(",", ":")),
+        ),
+        dynamic_metadata=dict_to_struct({"decision_id": decision, "decision": "deny"}),
+    )
+
+
+def loggable_headers(headers: Any) -> dict[str, str]:
+    """Request headers, lower-cased, with credentials left out."""
+    return {
+        key.lower(): value for key, value in headers.items() if key.lower() not in _SECRET_HEADERS
+    }
+
+
+class AuthorizationServicer:
+    """Envoy ext_authz v3 ``Check`` on a :class:`DecisionService`."""
+
+    def __init__(self, service: DecisionService) -> None:
+        self._service = service
+
+    def Check(
+        self, request: authz.CheckRequest, context: grpc.ServicerContext
+    ) -> authz.CheckResponse:
+        return answer(self._service, "ext_authz", context, lambda: self._check(request, context))
+
+    def _check(self, request: authz.CheckRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            docket_request = check_to_request(request, caller_identity(context))
+            (decided,) = self._service.authorize([docket_request], api="ext_authz")
+        except RequestError as exc:
+            bad = decision_id(self._service.clock())
+            log.info("ext_authz.bad_request", decision_id=bad, error=str(exc))
+            self._service.metrics.decisions.labels("ext_authz", "deny").inc()
+            return _denied(
+                code_pb2.INVALID_ARGUMENT,
+                http_status_pb2.BadRequest,
+                {"decision": "deny", "decision_id": bad, "reasons": [], "error": str(exc)},
+                bad,
+            )
+        decision = decided.decision
+        if log.is_enabled_for(logging.DEBUG):  # the header map is built only when logged
+            log.debug(
+                "ext_authz.check",
+                decision_id=decided.decision_id,
+                decision=decision.decision,
+                headers=loggable_headers(request.attributes.request.http.headers),
+            )
+        if decision.allowed:
+            return authz.CheckResponse(
+                status=status_pb2.Status(code=code_pb2.OK),
+                ok_response=authz.OkHttpResponse(
+                    headers=[_header(DECISION_HEADER, decided.decision_id)]
+                ),
+                dynamic_metadata=dict_to_struct(
+                    {"decision_id": decided.decision_id, "decision": "allow"}
+                ),
+            )
+        body: dict[str, Any] = {
+            "decision": "deny",
+            "decision_id": decided.decision_id,
+            "reasons": list(decision.reasons),
+        }
+        if decision.errors:
+            body["errors"] = [{"policy": e.policy, "message": e.message} for e in decision.errors]
+        return _denied(
+            code_pb2.PERMISSION_DENIED, http_status_pb2.Forbidden, body, decided.decision_id
+        )

@@ -1,0 +1,134 @@
+"""``docket.v1.Decisions`` over gRPC, and the one place engine errors become statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NoReturn, TypeVar, cast
+
+import grpc
+import structlog
+
+from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
+from engine._service import DecisionService
+from engine._wire import (
+    batch_from_proto,
+    decision_to_proto,
+    placement_to_proto,
+    request_from_proto,
+    workload_from_proto,
+)
+from sdk.v1 import decisions_pb2 as pb
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("docket.grpc")
+T = TypeVar("T")
+
+_SPIFFE_ID = "peer_spiffe_id"
+_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
+    (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def status_for(exc: Exception) -> grpc.StatusCode:
+    """The gRPC status an engine error is reported with (INTERNAL for anything else)."""
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def caller_identity(context: grpc.ServicerContext) -> str | None:
+    """The SPIFFE ID of an mTLS peer (its one ``spiffe://`` URI SAN), else None."""
+    # grpc gives each property as a list of bytes (its type stubs say bytes).
+    values = cast("list[bytes] | None", context.auth_context().get(_SPIFFE_ID))
+    return values[0].decode() if values else None
+
+
+def answer(
+    service: DecisionService, api: str, context: grpc.ServicerContext, produce: Callable[[], T]
+) -> T:
+    """Run one RPC: track it in the metrics and turn engine errors into gRPC statuses.
+
+    Unexpected errors are logged with their traceback and answered INTERNAL, so
+    nothing a caller sends can take the server down.
+    """
+    metrics = service.metrics
+    code = grpc.StatusCode.OK
+    with metrics.track(api):
+        try:
+            return produce()
+        except Exception as exc:
+            code = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("rpc.failed", api=api)
+                message = "internal error; the server log has the details"
+            else:
+                message = str(exc)
+            _abort(context, code, message)
+        finally:
+            metrics.requests.labels(api, code.name).inc()
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+class DecisionsServicer(pb_grpc.DecisionsServicer):
+    """Authorize, BatchAuthorize, Place and ReloadBundle on a :class:`DecisionService`."""
+
+    def __init__(
+        self, service: DecisionService, on_reload: Callable[[], None] | None = None
+    ) -> None:
+        self._service = service
+        self._on_reload = on_reload
+
+    def Authorize(
+        self, request: pb.AuthorizeRequest, context: grpc.ServicerContext
+    ) -> pb.AuthorizeResponse:
+        def produce() -> pb.AuthorizeResponse:
+            engine_request = request_from_proto(request, caller=caller_identity(context))
+            (decided,) = self._service.authorize([engine_request], api="authorize")
+            return decision_to_proto(decided.decision, decided.decision_id)
+
+        return answer(self._service, "authorize", context, produce)
+
+    def BatchAuthorize(
+        self, request: pb.BatchAuthorizeRequest, context: grpc.ServicerContext
+    ) -> pb.BatchAuthorizeResponse:
+        def produce() -> pb.BatchAuthorizeResponse:
+            requests = batch_from_proto(request, caller=caller_identity(context))
+            decided = self._service.authorize(requests, api="batch_authorize")
+            return pb.BatchAuthorizeResponse(
+                results=[decision_to_proto(d.decision, d.decision_id) for d in decided]
+            )
+
+        return answer(self._service, "batch_authorize", context, produce)
+
+    def Place(
+        self, request: pb.PlacementRequest, context: grpc.ServicerContext
+    ) -> pb.PlacementResponse:
+        def produce() -> pb.PlacementResponse:
+            workload, sites = workload_from_proto(request, caller=caller_identity(context))
+            decision_id, placement = self._service.place(workload, sites)
+            return placement_to_proto(placement, decision_id)
+
+        return answer(self._service, "place", context, produce)
+
+    def ReloadBundle(
+        self, request: pb.ReloadBundleRequest, context: grpc.ServicerContext
+    ) -> pb.ReloadBundleResponse:
+        def produce() -> pb.ReloadBundleResponse:
+            result = self._service.reload(caller_identity(context))
+            if result.changed and self._on_reload is not None:
+                self._on_reload()
+            return pb.ReloadBundleResponse(
+                bundle_version=result.version,
+                changed=result.changed,
+                previous_version=result.previous or "",
+            )
+
+        return answer(self._service, "reload_bundle", context, produce)

@@ -1,0 +1,402 @@
+"""``docket serve``: the gRPC server, its metrics endpoint, signals and worker processes.
+
+One process by default. With ``workers > 1`` a supervisor starts that many worker
+processes that share the gRPC port (SO_REUSEPORT); the supervisor serves the summed
+metrics, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the workers and
+restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+import structlog
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from engine._bundle import PolicyBundle
+from engine._engine import Engine
+from engine._errors import EngineError
+from engine._extauthz import AuthorizationServicer
+from engine._grpc import DecisionsServicer
+from engine._logging import configure_logging
+from engine._metrics import (
+    MULTIPROC_ENV,
+    Metrics,
+    multiprocess_registry,
+    serve_metrics,
+    worker_exited,
+)
+from engine._reload import BundleWatcher
+from engine._service import DecisionService
+from engine._settings import Settings
+from engine._signing import load_public_key
+from sdk.v1 import decisions_pb2, decisions_pb2_grpc
+
+log = structlog.get_logger("docket.serve")
+
+DECISIONS = decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name
+AUTHORIZATION = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
+DRAIN_SECONDS = 10.0
+
+
+class ServeError(EngineError):
+    """The server cannot start: a bad address, TLS files, or a refused bundle."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A ``HOST:PORT`` to listen on."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> Address:
+        """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6). Raises :class:`ServeError`."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ServeError(f"{what} address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+        return cls(host.strip("[]"), int(port))
+
+    @property
+    def loopback(self) -> bool:
+        """True for localhost and loopback IPs."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Where a started server listens."""
+
+    grpc: Address
+    metrics: Address
+    tls: str  # "plaintext", "TLS" or "mTLS"
+    bundle: PolicyBundle | None
+    workers: int
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings, or None for plaintext. Raises :class:`ServeError`."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ServeError("tls_client_ca needs tls_cert and tls_key (mTLS is TLS first)")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ServeError("TLS needs both tls_cert and tls_key")
+    try:
+        cert = settings.tls_cert.read_bytes()
+        key = settings.tls_key.read_bytes()
+        client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    except OSError as exc:
+        raise ServeError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _tls_mode(settings: Settings) -> str:
+    if settings.tls_cert is None:
+        return "plaintext"
+    return "mTLS" if settings.tls_client_ca is not None else "TLS"
+
+
+def check_settings(settings: Settings) -> tuple[Address, Address]:
+    """The gRPC and metrics addresses, after the checks that keep a server safe to start.
+
+    Raises :class:`ServeError`: plaintext off loopback without ``insecure_plaintext``.
+    """
+    grpc_address = Address.parse(settings.grpc, "gRPC")
+    metrics_address = Address.parse(settings.metrics, "metrics")
+    server_credentials(settings)
+    if settings.tls_cert is None and not grpc_address.loopback and not settings.insecure_plaintext:
+        raise ServeError(
+            f"refusing plaintext gRPC on {grpc_address}, which is not loopback: configure "
+            "tls_cert and tls_key (and tls_client_ca for mTLS), or set insecure_plaintext"
+        )
+    return grpc_address, metrics_address
+
+
+def load_bundle(settings: Settings) -> PolicyBundle:
+    """The configured bundle. Raises :class:`~engine.BundleError`."""
+    key = load_public_key(settings.bundle_public_key) if settings.bundle_public_key else None
+    return PolicyBundle.load(settings.bundle, public_key=key)
+
+
+class Worker:
+    """One serving process: engine, bundle watcher, gRPC server and health."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bundle: PolicyBundle,
+        metrics: Metrics,
+        *,
+        reuse_port: bool,
+        on_reload: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        key = load_public_key(settings.bundle_public_key) if settings.bundle_public_key else None
+        self.engine = Engine(bundle)
+        self.watcher = BundleWatcher(
+            self.engine, settings.bundle, interval=settings.bundle_poll_seconds, public_key=key
+        )
+        self.service = DecisionService(self.engine, self.watcher, metrics)
+        self.health = health.HealthServicer()
+        self.server = grpc.server(
+            ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc"),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[
+                ("grpc.so_reuseport", int(reuse_port)),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        decisions_pb2_grpc.add_DecisionsServicer_to_server(
+            DecisionsServicer(self.service, on_reload), self.server
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(self.service), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (DECISIONS, AUTHORIZATION, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.watcher.on_swap(lambda _bundle: self._set_health())
+
+    def start(self, address: Address) -> int:
+        """Bind and start; returns the port (useful with port 0). Raises :class:`ServeError`."""
+        credentials = server_credentials(self.settings)
+        try:
+            if credentials is None:
+                port = self.server.add_insecure_port(str(address))
+            else:
+                port = self.server.add_secure_port(str(address), credentials)
+        except RuntimeError as exc:
+            raise ServeError(f"cannot listen on {address}: {exc}") from exc
+        if port == 0:
+            raise ServeError(f"cannot listen on {address}: address in use or unavailable")
+        self.server.start()
+        self._set_health()
+        self.watcher.start()
+        return port
+
+    def _set_health(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.service.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", DECISIONS, AUTHORIZATION):
+            self.health.set(name, status)
+
+    def reload(self) -> None:
+        """Reload the bundle from disk (SIGHUP); a bad bundle is logged and ignored."""
+        with contextlib.suppress(EngineError):  # logged by the watcher; the old bundle stays
+            self.watcher.reload()
+
+    def stop(self, grace: float = DRAIN_SECONDS) -> None:
+        """Stop taking calls, let the ones in flight finish (up to ``grace``), stop."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.watcher.stop()
+
+
+class _Signals:
+    """SIGTERM/SIGINT end the wait; SIGHUP runs ``on_hup`` in a thread of its own."""
+
+    def __init__(self, on_hup: Callable[[], None]) -> None:
+        self.stop = threading.Event()
+        self._on_hup = on_hup
+        signal.signal(signal.SIGTERM, self._terminate)
+        signal.signal(signal.SIGINT, self._terminate)
+        signal.signal(signal.SIGHUP, self._hup)
+
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+
+    def _hup(self, signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=self._on_hup, name="docket-reload", daemon=True).start()
+
+
+def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and return.
+
+    Raises :class:`ServeError` or :class:`~engine.BundleError` before anything listens.
+    """
+    grpc_address, metrics_address = check_settings(settings)
+    bundle = load_bundle(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.workers == 1:
+        _serve_one(settings, bundle, grpc_address, metrics_address, on_ready)
+    else:
+        _supervise(settings, bundle, grpc_address, metrics_address, on_ready)
+
+
+def _serve_one(
+    settings: Settings,
+    bundle: PolicyBundle,
+    grpc_address: Address,
+    metrics_address: Address,
+    on_ready: Callable[[Listening], None],
+) -> None:
+    metrics = Metrics()
+    worker = Worker(settings, bundle, metrics, reuse_port=False)
+    signals = _Signals(worker.reload)
+    port = worker.start(grpc_address)
+    try:
+        metrics_server = serve_metrics(metrics_address.host, metrics_address.port, metrics.registry)
+    except OSError as exc:
+        worker.stop(0)
+        raise ServeError(f"cannot serve metrics on {metrics_address}: {exc.strerror}") from exc
+    on_ready(
+        Listening(
+            grpc=Address(grpc_address.host, port),
+            metrics=Address(metrics_address.host, metrics_server.server_port),
+            tls=_tls_mode(settings),
+            bundle=worker.engine.bundle,
+            workers=1,
+        )
+    )
+    signals.stop.wait()
+    log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
+    worker.stop()
+    metrics_server.shutdown()
+    metrics_server.server_close()
+    log.info("serve.stopped")
+
+
+def _worker_main(settings: Settings, port: int, ready: Any) -> None:
+    """A worker process (started by the supervisor with the spawn method)."""
+    configure_logging(settings.log_format, settings.log_level)
+    supervisor = os.getppid()
+
+    def tell_siblings() -> None:
+        os.kill(supervisor, signal.SIGHUP)
+
+    worker = Worker(
+        settings, load_bundle(settings), Metrics(), reuse_port=True, on_reload=tell_siblings
+    )
+    signals = _Signals(worker.reload)
+    address = Address.parse(settings.grpc, "gRPC")
+    try:
+        bound = worker.start(Address(address.host, port))
+    except ServeError as exc:
+        ready.put(("error", str(exc)))
+        return
+    ready.put(("ready", bound))
+    signals.stop.wait()
+    worker.stop()
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.ready = self.context.Queue()
+        self.processes: list[BaseProcess] = []
+        self.port = 0
+
+    def start_worker(self, port: int) -> int:
+        process = self.context.Process(
+            target=_worker_main, args=(self.settings, port, self.ready), name="docket-worker"
+        )
+        process.start()
+        self.processes.append(process)
+        status, value = self.ready.get(timeout=60)
+        if status != "ready":
+            raise ServeError(str(value))
+        return int(value)
+
+    def signal_all(self, signum: int) -> None:
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signum)
+
+    def reap(self) -> None:
+        """Restart workers that died (not while shutting down)."""
+        for process in list(self.processes):
+            if process.is_alive():
+                continue
+            self.processes.remove(process)
+            if process.pid is not None:
+                worker_exited(process.pid)
+            log.error("serve.worker_died", pid=process.pid, exitcode=process.exitcode)
+            self.start_worker(self.port)
+
+    def stop(self) -> None:
+        self.signal_all(signal.SIGTERM)
+        for process in self.processes:
+            process.join(DRAIN_SECONDS + 5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _supervise(
+    settings: Settings,
+    bundle: PolicyBundle,
+    grpc_address: Address,
+    metrics_address: Address,
+    on_ready: Callable[[Listening], None],
+) -> None:
+    metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    supervisor = _Supervisor(settings)
+    signals = _Signals(lambda: supervisor.signal_all(signal.SIGHUP))
+    try:
+        supervisor.port = supervisor.start_worker(grpc_address.port)
+        for _ in range(settings.workers - 1):
+            supervisor.start_worker(supervisor.port)
+        try:
+            metrics_server = serve_metrics(
+                metrics_address.host, metrics_address.port, multiprocess_registry()
+            )
+        except OSError as exc:
+            raise ServeError(f"cannot serve metrics on {metrics_address}: {exc.strerror}") from exc
+        on_ready(
+            Listening(
+                grpc=Address(grpc_address.host, supervisor.port),
+                metrics=Address(metrics_address.host, metrics_server.server_port),
+                tls=_tls_mode(settings),
+                bundle=bundle,
+                workers=settings.workers,
+            )
+        )
+        while not signals.stop.wait(0.5):
+            supervisor.reap()
+        log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
+        metrics_server.shutdown()
+        metrics_server.server_close()
+    finally:
+        supervisor.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.environ.pop(MULTIPROC_ENV, None)
+    log.info("serve.stopped")

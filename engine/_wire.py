@@ -1,0 +1,204 @@
+"""``docket.v1`` messages ⇄ engine values.
+
+Every check of an incoming message lives here and raises :class:`~engine.RequestError`
+whose message starts with the offending field (``requests[3].principal.type: …``), so
+the transport can hand it to the caller as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import struct_pb2
+from pydantic import ValidationError
+
+from engine._errors import RequestError
+from engine._models import Decision, EntityUID, PolicyError, Request
+from engine._placement import Placement, Workload
+from sdk.v1 import decisions_pb2 as pb
+
+CALLER = "caller"
+"""The context attribute holding the caller's SPIFFE ID on an mTLS connection."""
+MAX_BATCH = 1000
+"""Requests per BatchAuthorize call; more is RESOURCE_EXHAUSTED."""
+
+_EXACT = 2**53  # Struct numbers are doubles: whole numbers beyond this are not exact
+_KINDS = {
+    pb.WORKLOAD_KIND_UNSPECIFIED: "workload",
+    pb.WORKLOAD_KIND_WORKLOAD: "workload",
+    pb.WORKLOAD_KIND_DATASET: "dataset",
+}
+
+
+def struct_to_dict(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """A Struct as Cedar JSON: whole numbers become ints; floats and nulls are refused."""
+    return {key: value_to_python(value, f"{field}.{key}") for key, value in struct.fields.items()}
+
+
+def value_to_python(value: struct_pb2.Value, field: str) -> Any:
+    """One Struct value as Cedar JSON. Raises :class:`~engine.RequestError` naming ``field``."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "number_value":
+        number = value.number_value
+        if not number.is_integer():
+            raise RequestError(f"{field}: Cedar has no fractional numbers; send a whole number")
+        if abs(number) > _EXACT:
+            raise RequestError(f"{field}: whole numbers must lie within ±2^53 to be exact")
+        return int(number)
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value, field)
+    if kind == "list_value":
+        return [
+            value_to_python(item, f"{field}[{i}]") for i, item in enumerate(value.list_value.values)
+        ]
+    if kind == "null_value":
+        raise RequestError(f"{field}: null is not a Cedar value; leave the attribute out")
+    raise RequestError(f"{field}: a value must be set")
+
+
+def dict_to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    """A JSON-shaped dict as a Struct."""
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def _context(struct: struct_pb2.Struct, field: str, caller: str | None) -> dict[str, Any]:
+    """The request context, with ``caller`` set from the connection, never by the client."""
+    if CALLER in struct.fields:
+        raise RequestError(f"{field}.{CALLER}: set by the server from the caller's mTLS identity")
+    context = struct_to_dict(struct, field)
+    if caller is not None:
+        context[CALLER] = caller
+    return context
+
+
+def _uid(message: pb.AuthorizeRequest, name: str, field: str) -> EntityUID:
+    if not message.HasField(name):  # type: ignore[arg-type]
+        raise RequestError(f"{field}.{name}: required")
+    ref: pb.EntityRef = getattr(message, name)
+    if not ref.type:
+        raise RequestError(f"{field}.{name}.type: must not be empty")
+    return EntityUID.model_construct(type=ref.type, id=ref.id)
+
+
+def _entity(entity: pb.Entity, field: str) -> dict[str, Any]:
+    if not entity.HasField("uid") or not entity.uid.type:
+        raise RequestError(f"{field}.uid.type: must not be empty")
+    parents = []
+    for i, parent in enumerate(entity.parents):
+        if not parent.type:
+            raise RequestError(f"{field}.parents[{i}].type: must not be empty")
+        parents.append({"type": parent.type, "id": parent.id})
+    return {
+        "uid": {"type": entity.uid.type, "id": entity.uid.id},
+        "attrs": struct_to_dict(entity.attrs, f"{field}.attrs"),
+        "parents": parents,
+    }
+
+
+def request_from_proto(
+    message: pb.AuthorizeRequest, *, field: str = "", caller: str | None = None
+) -> Request:
+    """An engine :class:`Request`; ``caller`` (an mTLS SPIFFE ID) goes into ``context.caller``.
+
+    Raises :class:`~engine.RequestError` naming the field at fault.
+    """
+    prefix = f"{field}." if field else ""
+    context = _context(message.context, f"{prefix}context", caller)
+    return Request.model_construct(
+        principal=_uid(message, "principal", field or "request"),
+        action=_uid(message, "action", field or "request"),
+        resource=_uid(message, "resource", field or "request"),
+        context=context,
+        entities=tuple(
+            _entity(entity, f"{prefix}entities[{i}]") for i, entity in enumerate(message.entities)
+        ),
+    )
+
+
+def batch_from_proto(
+    message: pb.BatchAuthorizeRequest, *, caller: str | None = None
+) -> list[Request]:
+    """The requests of a batch, in order. The size limit is checked by the caller."""
+    return [
+        request_from_proto(request, field=f"requests[{i}]", caller=caller)
+        for i, request in enumerate(message.requests)
+    ]
+
+
+def decision_to_proto(decision: Decision, decision_id: str) -> pb.AuthorizeResponse:
+    """The wire form of a decision."""
+    return pb.AuthorizeResponse(
+        decision=pb.DECISION_ALLOW if decision.decision == "allow" else pb.DECISION_DENY,
+        decision_id=decision_id,
+        reasons=decision.reasons,
+        errors=_errors(decision.errors),
+        bundle_version=decision.bundle_version or "",
+    )
+
+
+def _errors(errors: Iterable[PolicyError]) -> list[pb.PolicyError]:
+    return [pb.PolicyError(policy_id=e.policy or "", message=e.message) for e in errors]
+
+
+def workload_from_proto(
+    message: pb.PlacementRequest, *, caller: str | None = None
+) -> tuple[Workload, list[str] | None]:
+    """The workload to place and the candidate sites (None: the whole catalog).
+
+    Raises :class:`~engine.RequestError` naming the field at fault.
+    """
+    if message.kind not in _KINDS:
+        raise RequestError(f"kind: unknown workload kind {message.kind}")
+    context = _context(message.context, "context", caller)
+    fields: dict[str, Any] = {
+        "id": message.workload_id,
+        "kind": _KINDS[message.kind],
+        "classification": message.classification or "internal",
+        "residency": tuple(message.residency),
+        "regulated": message.regulated,
+        "context": context,
+    }
+    for name in ("accelerator", "latency_budget_ms", "users_in"):
+        if message.HasField(name):
+            fields[name] = getattr(message, name)
+    try:
+        workload = Workload.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "request"
+        location = "workload_id" if location == "id" else location
+        raise RequestError(f"{location}: {first['msg']}") from exc
+    return workload, list(message.sites) or None
+
+
+def placement_to_proto(placement: Placement, decision_id: str) -> pb.PlacementResponse:
+    """The wire form of a placement."""
+    return pb.PlacementResponse(
+        workload_id=placement.workload,
+        decision_id=decision_id,
+        allowed=[
+            pb.PlacedSite(
+                site=p.site,
+                region=p.region,
+                jurisdiction=p.jurisdiction,
+                tier=p.tier,
+                latency_ms=p.latency_ms,
+                cost_per_hour=p.cost_per_hour,
+                within_latency_budget=p.within_latency_budget,
+                reasons=p.reasons,
+            )
+            for p in placement.allowed
+        ],
+        denied=[
+            pb.DeniedSite(site=d.site, reasons=d.reasons, errors=_errors(d.errors))
+            for d in placement.denied
+        ],
+        bundle_version=placement.bundle_version or "",
+    )

@@ -1,0 +1,41 @@
+"""Fixtures for the engine tests: an in-process Docket server on the default bundle."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from serving import Running
+
+from engine._settings import Settings
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One server on the default bundle for the tests that do not change it."""
+    root = tmp_path_factory.mktemp("server")
+    settings = Settings(bundle=ROOT / "policies", data_dir=root / "data", bundle_poll_seconds=60)
+    running = Running(settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def stub(server: Running) -> Iterator[pb_grpc.DecisionsStub]:
+    with grpc.insecure_channel(server.target) as channel:
+        yield pb_grpc.DecisionsStub(channel)

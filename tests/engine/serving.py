@@ -1,0 +1,25 @@
+"""An in-process Docket server for tests (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from engine._metrics import Metrics, serve_metrics
+from engine._server import Address, Worker, load_bundle
+from engine._settings import Settings
+
+
+class Running:
+    """A started worker and its metrics endpoint; :meth:`stop` stops both."""
+
+    def __init__(self, settings: Settings) -> None:
+        metrics = Metrics()
+        self.worker = Worker(settings, load_bundle(settings), metrics, reuse_port=False)
+        self.target = f"127.0.0.1:{self.worker.start(Address('127.0.0.1', 0))}"
+        self._http: WSGIServer = serve_metrics("127.0.0.1", 0, metrics.registry)
+        self.metrics_url = f"http://127.0.0.1:{self._http.server_port}/metrics"
+
+    def stop(self) -> None:
+        self.worker.stop(0)
+        self._http.shutdown()
+        self._http.server_close()
