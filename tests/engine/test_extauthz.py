@@ -1,0 +1,194 @@
+"""Envoy ext_authz v3 Check on the in-process server (real Envoy: tests/e2e)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from google.protobuf import json_format
+from google.rpc import code_pb2
+from serving import Running
+
+from engine._extauthz import check_to_request, loggable_headers
+
+BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
+DEVICE = {
+    "attested": True,
+    "secure_boot": True,
+    "disk_encrypted": True,
+    "patch_age_days": 3,
+    "trust_tier": "high",
+    "managed": True,
+}
+
+
+def check(
+    *,
+    principal: str = "",
+    method: str = "GET",
+    path: str = "/records/employee-directory?page=2",
+    routes: dict[str, str] | None = None,
+    claims: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> authz.CheckRequest:
+    document: dict[str, Any] = {
+        "attributes": {
+            "source": {
+                "principal": principal,
+                "address": {"socket_address": {"address": "10.1.2.3", "port_value": 5555}},
+            },
+            "request": {
+                "http": {
+                    "method": method,
+                    "path": path,
+                    "host": "records.internal",
+                    "headers": headers or {},
+                }
+            },
+            "context_extensions": routes
+            if routes is not None
+            else {"resource_type": "Data", "resource_id": "employee-directory"},
+        }
+    }
+    if claims is not None:
+        document["attributes"]["metadata_context"] = {
+            "filter_metadata": {"envoy.filters.http.jwt_authn": {"jwt_payload": claims}}
+        }
+    return json_format.ParseDict(document, authz.CheckRequest())
+
+
+@pytest.fixture
+def envoy_stub(server: Running) -> Iterator[authz_grpc.AuthorizationStub]:
+    with grpc.insecure_channel(server.target) as channel:
+        yield authz_grpc.AuthorizationStub(channel)
+
+
+def test_mapping() -> None:
+    request = check_to_request(
+        check(
+            claims={"sub": "alice", "amr": ["pwd", "mfa"], "device": DEVICE, "iat": 1.5},
+            routes={
+                "resource_type": "Data",
+                "resource_id": "patient-records-eu",
+                "context.jurisdiction": "eu",
+            },
+        ),
+        caller="spiffe://docket.example/ns/mesh/sa/envoy",
+    )
+    assert (request.principal.type, request.principal.id) == ("User", "alice")
+    assert request.action.id == "read"
+    assert (request.resource.type, request.resource.id) == ("Data", "patient-records-eu")
+    assert request.context == {
+        "http": {
+            "method": "GET",
+            "path": "/records/employee-directory",
+            "host": "records.internal",
+        },
+        "source_ip": "10.1.2.3",
+        "mfa": True,
+        "device": DEVICE,
+        "jurisdiction": "eu",
+        "caller": "spiffe://docket.example/ns/mesh/sa/envoy",
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "action"),
+    [("GET", "read"), ("HEAD", "read"), ("DELETE", "delete"), ("PUT", "write")],
+)
+def test_action_from_method(method: str, action: str) -> None:
+    assert check_to_request(check(method=method)).action.id == action
+
+
+def test_mtls_principal_wins_and_route_action() -> None:
+    request = check_to_request(
+        check(
+            principal=BILLING,
+            claims={"sub": "alice"},
+            routes={"resource_id": "quarterly-forecast", "action": "share"},
+        )
+    )
+    assert (request.principal.type, request.principal.id) == ("Workload", BILLING)
+    assert (request.resource.type, request.action.id) == ("Data", "share")
+
+
+def test_no_identity_is_anonymous() -> None:
+    assert check_to_request(check()).principal.id == "anonymous"
+
+
+def test_authorization_headers_are_never_logged() -> None:
+    headers = {"Authorization": "Bearer secret", "Cookie": "s=1", "X-Request-Id": "r1"}
+    assert loggable_headers(headers) == {"x-request-id": "r1"}
+
+
+def test_allow_adds_the_decision_header(envoy_stub: authz_grpc.AuthorizationStub) -> None:
+    # alice (clinical) reads EU patient records with MFA, from a good device, in the EU.
+    response = envoy_stub.Check(
+        check(
+            claims={"sub": "alice", "mfa": True, "device": DEVICE},
+            routes={"resource_id": "patient-records-eu", "context.jurisdiction": "eu"},
+        ),
+        timeout=5,
+    )
+    assert response.status.code == code_pb2.OK, response
+    (header,) = response.ok_response.headers
+    assert header.header.key == "x-docket-decision-id"
+    uuid.UUID(header.header.value)
+    assert response.dynamic_metadata["decision_id"] == header.header.value
+    assert response.dynamic_metadata["decision"] == "allow"
+
+
+def test_deny_is_403_with_a_json_body(envoy_stub: authz_grpc.AuthorizationStub) -> None:
+    # The public web frontend may not read payroll.
+    response = envoy_stub.Check(
+        check(
+            principal="spiffe://docket.example/ns/public-web/sa/web-frontend",
+            routes={"resource_id": "payroll-uk"},
+        ),
+        timeout=5,
+    )
+    assert response.status.code == code_pb2.PERMISSION_DENIED
+    assert response.denied_response.status.code == 403
+    body = json.loads(response.denied_response.body)
+    assert body["decision"] == "deny"
+    assert body["decision_id"] == response.dynamic_metadata["decision_id"]
+    assert isinstance(body["reasons"], list)
+    headers = {h.header.key: h.header.value for h in response.denied_response.headers}
+    assert headers["content-type"] == "application/json"
+    assert headers["x-docket-decision-id"] == body["decision_id"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "needle"),
+    [
+        pytest.param(check(routes={}), "resource_id", id="route-without-resource"),
+        pytest.param(check(method=""), "method", id="no-method"),
+        pytest.param(
+            check(claims={"sub": "alice", "device": {"attested": 1.5}}), "jwt", id="float"
+        ),
+        pytest.param(
+            check(claims={"sub": "alice", "device": {"attested": "yes"}}), "context", id="schema"
+        ),
+        pytest.param(
+            check(routes={"resource_id": "x", "context.caller": "spiffe://forged"}),
+            "caller",
+            id="forged-caller",
+        ),
+    ],
+)
+def test_unmappable_input_is_denied_with_400(
+    envoy_stub: authz_grpc.AuthorizationStub, request_: authz.CheckRequest, needle: str
+) -> None:
+    response = envoy_stub.Check(request_, timeout=5)
+    assert response.status.code == code_pb2.INVALID_ARGUMENT
+    assert response.denied_response.status.code == 400
+    body = json.loads(response.denied_response.body)
+    assert body["decision"] == "deny"
+    assert needle in body["error"]
+    assert body["decision_id"] == response.dynamic_metadata["decision_id"]

@@ -1,0 +1,215 @@
+"""``docket serve`` as a user runs it: a process, its output, its signals, its exit code."""
+
+from __future__ import annotations
+
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sdk.v1 import decisions_pb2 as pb
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKET = str(Path(sys.executable).parent / "docket")
+
+
+class Served:
+    """A ``docket serve`` process; the addresses come from what it prints."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [DOCKET, "serve", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._pump, daemon=True),
+            threading.Thread(target=self._drain_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.printed = self.wait_for("metrics on", timeout=60)
+        self.grpc = re.search(r"gRPC listening on (\S+)", self.printed)[1]  # type: ignore[index]
+        self.metrics = re.search(r"metrics on (\S+)", self.printed)[1]  # type: ignore[index]
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout as stream:
+            for line in stream:
+                self.lines.put(line)
+
+    def _drain_stderr(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr as stream:
+            self.stderr.extend(stream)
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        seen = ""
+        deadline = time.monotonic() + timeout
+        while needle not in seen:
+            try:
+                seen += self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.process.kill()
+                raise AssertionError(f"no {needle!r} in {seen!r}; stderr: {self.stderr}") from None
+        return seen
+
+    def scrape(self, name: str) -> float:
+        with urllib.request.urlopen(self.metrics, timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name)
+        )
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        finally:
+            for reader in self._readers:
+                reader.join(timeout=10)
+
+
+def struct(values: dict[str, object]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+ALLOW = pb.AuthorizeRequest(
+    principal=pb.EntityRef(type="User", id="heidi"),
+    action=pb.EntityRef(type="Action", id="read"),
+    resource=pb.EntityRef(type="Data", id="public-website"),
+)
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", target)
+    return target
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest, bundle: Path, tmp_path: Path) -> Iterator[Served]:
+    extra: list[str] = getattr(request, "param", [])
+    args = ["--bundle", str(bundle), "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    server = Served([*args, "--data-dir", str(tmp_path / "data"), *extra], tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def slow_batch() -> pb.BatchAuthorizeRequest:
+    """A batch that takes a while: each request brings its own entity (a store copy each)."""
+    requests = []
+    for i in range(1000):
+        request = pb.AuthorizeRequest()
+        request.CopyFrom(ALLOW)
+        request.entities.append(
+            pb.Entity(uid=pb.EntityRef(type="Group", id=f"g{i}"), attrs=struct({}))
+        )
+        requests.append(request)
+    return pb.BatchAuthorizeRequest(requests=requests)
+
+
+def test_sigterm_drains_the_call_in_flight_and_exits_0(served: Served, tmp_path: Path) -> None:
+    assert (tmp_path / "data").is_dir()  # serve creates the data directory
+    with grpc.insecure_channel(served.grpc) as channel:
+        stub = pb_grpc.DecisionsStub(channel)
+        assert stub.Authorize(ALLOW, timeout=5).decision == pb.DECISION_ALLOW
+        future = stub.BatchAuthorize.future(slow_batch(), timeout=60)
+        deadline = time.monotonic() + 20
+        while served.scrape('docket_in_flight_requests{api="batch_authorize"}') < 1:
+            assert time.monotonic() < deadline, "the batch never started"
+            time.sleep(0.01)
+        served.process.send_signal(signal.SIGTERM)
+        results = future.result().results
+    assert len(results) == 1000
+    assert all(r.decision == pb.DECISION_ALLOW for r in results)
+    assert served.stop() == 0
+    assert any("serve.stopped" in line for line in served.stderr)
+
+
+@pytest.mark.parametrize("served", [["--workers", "2"]], indirect=True)
+def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
+    served: Served, bundle: Path
+) -> None:
+    assert "(plaintext, 2 workers)" in served.printed
+    with grpc.insecure_channel(served.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service="docket.v1.Decisions"))
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        before = pb_grpc.DecisionsStub(channel).Authorize(ALLOW, timeout=5).bundle_version
+    # Separate connections are spread over the workers by the kernel.
+    for _ in range(20):
+        with grpc.insecure_channel(served.grpc) as channel:
+            assert pb_grpc.DecisionsStub(channel).Authorize(ALLOW, timeout=5).decision == 1
+    assert served.scrape('docket_decisions_total{api="authorize",decision="allow"}') == 21
+
+    (bundle / "extra.cedar").write_text(
+        '@id("extra")\npermit (principal, action == Docket::Action::"share", resource)'
+        " when { false };\n"
+    )
+    served.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    versions: set[str] = set()
+    while versions != {"new"}:
+        assert time.monotonic() < deadline, f"workers did not all reload: {versions}"
+        versions = set()
+        for _ in range(10):
+            with grpc.insecure_channel(served.grpc) as channel:
+                got = pb_grpc.DecisionsStub(channel).Authorize(ALLOW, timeout=5).bundle_version
+                versions.add("old" if got == before else "new")
+    assert served.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        pytest.param(
+            ["--grpc", "0.0.0.0:0"], "refusing plaintext gRPC", id="plaintext-off-loopback"
+        ),
+        pytest.param(["--grpc", "nonsense"], "expected HOST:PORT", id="bad-address"),
+        pytest.param(["--tls-client-ca", "ca.pem"], "needs tls_cert", id="mtls-without-tls"),
+        pytest.param(["--tls-cert", "missing.pem", "--tls-key", "k"], "missing.pem", id="no-file"),
+        pytest.param(["--bundle", "nowhere"], "nowhere", id="no-bundle"),
+    ],
+)
+def test_refuses_to_start(args: list[str], needle: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [DOCKET, "serve", "--metrics", "127.0.0.1:0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("docket: ")
+    assert needle in lines[0]
