@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	@touch $(STAMP)
 
-## run: install and start Docket on embedded defaults (the quickstart until `docket serve` lands)
+## run: install and start Docket on embedded defaults (./docket-data, the bundle in policies/)
 run: $(STAMP)
-	$(BIN)/python examples/quickstart/quickstart.py
+	$(BIN)/docket serve
 
 ## test: install what the tests need and run them
 test: $(STAMP)
