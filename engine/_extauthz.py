@@ -107,12 +107,19 @@ def check_to_request(check: authz.CheckRequest, caller: str | None = None) -> Re
 
 def _jwt_claims(metadata: Any) -> dict[str, Any]:
     """The claims Docket reads from the payload jwt_authn put in the metadata (under its
-    ``payload_in_metadata`` key): ``sub``, ``amr``, ``mfa`` and ``device``."""
+    ``payload_in_metadata`` key): ``sub``, ``amr``, ``mfa`` and ``device``.
+
+    ``header_in_metadata`` puts the JOSE header in the same namespace; a header always
+    has ``alg`` (RFC 7515 §4.1.1) and is skipped. Keys are taken in sorted order, as the
+    order Envoy sends them in varies from request to request.
+    """
     filter_metadata = metadata.filter_metadata
     if JWT_FILTER not in filter_metadata:
         return {}
-    for value in filter_metadata[JWT_FILTER].fields.values():
-        if value.WhichOneof("kind") == "struct_value":
+    fields = filter_metadata[JWT_FILTER].fields
+    for key in sorted(fields):
+        value = fields[key]
+        if value.WhichOneof("kind") == "struct_value" and "alg" not in value.struct_value.fields:
             payload = value.struct_value.fields
             return {
                 name: value_to_python(payload[name], f"jwt.{name}")
@@ -196,13 +203,8 @@ class AuthorizationServicer:
                     {"decision_id": decided.decision_id, "decision": "allow"}
                 ),
             )
-        body: dict[str, Any] = {
-            "decision": "deny",
-            "decision_id": decided.decision_id,
-            "reasons": list(decision.reasons),
-        }
-        if decision.errors:
-            body["errors"] = [{"policy": e.policy, "message": e.message} for e in decision.errors]
+        # Policy errors are not for the HTTP client: they are in the decision log.
+        body = {"decision": "deny", "decision_id": decided.decision_id, "reasons": decision.reasons}
         return _denied(
             code_pb2.PERMISSION_DENIED, http_status_pb2.Forbidden, body, decided.decision_id
         )

@@ -118,6 +118,25 @@ def test_mtls_principal_wins_and_route_action() -> None:
     assert (request.resource.type, request.action.id) == ("Data", "share")
 
 
+def test_jwt_header_in_the_same_metadata_is_not_taken_for_the_payload() -> None:
+    document = {
+        "attributes": {
+            "request": {"http": {"method": "GET", "path": "/"}},
+            "context_extensions": {"resource_id": "x"},
+            "metadata_context": {
+                "filter_metadata": {
+                    "envoy.filters.http.jwt_authn": {
+                        "a_header": {"alg": "RS256", "kid": "k1"},
+                        "jwt_payload": {"sub": "alice"},
+                    }
+                }
+            },
+        }
+    }
+    request = check_to_request(json_format.ParseDict(document, authz.CheckRequest()))
+    assert request.principal.id == "alice"
+
+
 def test_no_identity_is_anonymous() -> None:
     assert check_to_request(check()).principal.id == "anonymous"
 
