@@ -178,7 +178,7 @@ class AuthorizationServicer:
         except RequestError as exc:
             bad = decision_id(self._service.clock())
             log.info("ext_authz.bad_request", decision_id=bad, error=str(exc))
-            self._service.metrics.decisions.labels("ext_authz", "deny").inc()
+            self._service.metrics.decided("ext_authz", "deny")
             return _denied(
                 code_pb2.INVALID_ARGUMENT,
                 http_status_pb2.BadRequest,

@@ -69,7 +69,7 @@ def answer(
                 message = str(exc)
             _abort(context, code, message)
         finally:
-            metrics.requests.labels(api, code.name).inc()
+            metrics.answered(api, code.name)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -67,17 +68,35 @@ class Metrics:
             registry=self.registry,
         )
         self._version: str | None = None
+        # Labelled children, looked up once: `labels()` costs microseconds per call.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def decided(self, api: str, decision: str) -> None:
+        """Count one decision (``allow`` or ``deny``) made through ``api``."""
+        self._child(self.decisions, api, decision).inc()
+
+    def answered(self, api: str, code: str) -> None:
+        """Count one RPC answered with a gRPC status code (by name)."""
+        self._child(self.requests, api, code).inc()
 
     @contextmanager
     def track(self, api: str) -> Iterator[None]:
         """Count one RPC as in flight and observe how long it took."""
-        gauge = self.in_flight.labels(api)
+        gauge = self._child(self.in_flight, api)
+        histogram = self._child(self.latency, api)
         gauge.inc()
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.latency.labels(api).observe(time.perf_counter() - start)
+            histogram.observe(time.perf_counter() - start)
             gauge.dec()
 
     def bundle_loaded(self, version: str | None) -> None:

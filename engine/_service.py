@@ -85,9 +85,8 @@ class DecisionService:
         now = self.clock()
         decisions = self.engine.decide_batch(requests, now=now)
         decided = [Decided(decision_id(now), d) for d in decisions]
-        counter = self.metrics.decisions
         for item in decided:
-            counter.labels(api, item.decision.decision).inc()
+            self.metrics.decided(api, item.decision.decision)
             log.debug(
                 "decision",
                 api=api,
@@ -102,7 +101,7 @@ class DecisionService:
         Raises :class:`~engine.RequestError` (an unknown site, a context off schema)."""
         now = self.clock()
         placement = self.engine.place(workload, sites, now=now)
-        self.metrics.decisions.labels("place", "allow" if placement.allowed else "deny").inc()
+        self.metrics.decided("place", "allow" if placement.allowed else "deny")
         return decision_id(now), placement
 
     def reload(self, caller: str | None) -> Reload:
