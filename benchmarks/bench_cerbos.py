@@ -1,0 +1,533 @@
+"""Peer comparison: Cerbos ``CheckResources`` against Docket ``Authorize`` on one
+equivalent decision, same load tool, same connections and duration.
+
+Cerbos comes from npm (``cerbos``, which ships the binary as
+``@cerbos/cerbos-<os>-<arch>``), installed on first use into ``benchmarks/.out/``.
+``benchmarks/cerbos/policies`` holds Docket's data-access policies (access.cedar and
+guards.cedar) as a Cerbos resource policy with derived roles. Cerbos is stateless: what
+Docket reads from its entity store (department, clearance, owner, residency...) is sent
+in the Cerbos request as principal and resource attributes, and the request context
+(MFA, jurisdiction, device posture) as the principal attribute ``session``.
+
+Before any load, every case of ``policies/tests/access.yaml`` on Data without inline
+entities is asked of Cerbos, which must answer as the case expects. Cerbos's protos are
+not a dependency: the few messages used are described here with protobuf descriptors
+(field numbers as in cerbos/request/v1, engine/v1, response/v1 and effect/v1).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message_factory,
+    struct_pb2,
+)
+from google.protobuf.message import Message
+
+from benchmarks._common import table
+from benchmarks._load import (
+    LoadResult,
+    Server,
+    Stream,
+    call,
+    frame,
+    free_port,
+    h2load_version,
+    merge,
+    run_h2load,
+    workdir,
+)
+from benchmarks.bench_grpc import (
+    AUTHORIZE,
+    BUNDLE,
+    FULL,
+    QUICK,
+    Runner,
+    bundle_cases,
+    cores,
+    docket_server,
+    per_core,
+    verify_authorize,
+)
+
+HERE = Path(__file__).resolve().parent
+CERBOS_DIR = HERE / "cerbos"
+NPM_PREFIX = HERE / ".out" / "cerbos-npm"
+CERBOS_VERSION = "0.51.0"
+CHECK_RESOURCES = "/cerbos.svc.v1.CerbosService/CheckResources"
+READY_TIMEOUT_S = 60.0
+NPM_TIMEOUT_S = 300.0
+
+# The decision compared: a clinician reads EU patient records (restricted) from an
+# attested, encrypted, managed device in the EU, with MFA. Allowed by the department
+# permit (and ownership); every guard on restricted data is evaluated on the way.
+CASE = "restricted-record-from-attested-encrypted-eu-device"
+CONNECTIONS = 16  # one request in flight on each, as Docket's closed-loop Authorize
+ROUNDS = 3  # alternating Docket and Cerbos runs, FULL.authorize seconds in all for each
+
+CLEARANCE = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
+ROLES = {"User": "user", "Workload": "workload"}
+
+
+# --- the binary --------------------------------------------------------------------------
+
+
+def cerbos_binary() -> tuple[Path | None, str]:
+    """The Cerbos binary (installed with npm on first use), or None and the reason."""
+    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower()
+    )
+    system = platform.system().lower()
+    if arch is None or system not in ("linux", "darwin"):
+        return None, f"no Cerbos npm binary for {platform.system()} {platform.machine()}"
+    package = f"cerbos-{system}-{arch}"
+    binary = NPM_PREFIX / "node_modules" / "@cerbos" / package / package
+    if binary.exists():
+        return binary, ""
+    npm = shutil.which("npm")
+    if npm is None:
+        return None, "npm not found (Cerbos is installed from the npm package `cerbos`)"
+    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
+    argv = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_PREFIX)]
+    print(f"  installing Cerbos: {' '.join(argv[1:])} cerbos@{CERBOS_VERSION}", flush=True)
+    try:
+        result = subprocess.run(
+            [*argv, f"cerbos@{CERBOS_VERSION}"],
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"npm install cerbos did not finish within {NPM_TIMEOUT_S:.0f} s"
+    if result.returncode != 0 or not binary.exists():
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        return None, f"npm install cerbos failed: {' / '.join(tail)}"
+    return binary, ""
+
+
+@contextmanager
+def cerbos_server(binary: Path) -> Iterator[tuple[str, int]]:
+    """Start Cerbos on free ports with benchmarks/cerbos; yield its gRPC address and
+    process id; stop it (SIGTERM, wait) after."""
+    grpc_addr = f"127.0.0.1:{free_port()}"
+    argv = [
+        str(binary),
+        "server",
+        "--log-level=warn",  # at info, Cerbos logs every call ("Handled request"); Docket does not
+        f"--config={CERBOS_DIR / 'config.yaml'}",
+        f"--set=server.grpcListenAddr={grpc_addr}",
+        f"--set=server.httpListenAddr=127.0.0.1:{free_port()}",
+        f"--set=storage.disk.directory={CERBOS_DIR / 'policies'}",
+    ]
+    server = Server(argv, cwd=CERBOS_DIR, name="cerbos server")
+    try:
+        server.wait_for_port(grpc_addr, READY_TIMEOUT_S)
+        print(f"  cerbos {CERBOS_VERSION} listening on {grpc_addr}", flush=True)
+        yield grpc_addr, server.proc.pid
+    finally:
+        code = server.stop()
+        print(f"  cerbos stopped (exit {code})", flush=True)
+
+
+# --- Cerbos messages ----------------------------------------------------------------------
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _field(
+    name: str, number: int, kind: _F.Type.ValueType, type_name: str = "", *, repeated: bool = False
+) -> _F:
+    label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
+    field = _F(name=name, number=number, type=kind, label=label)
+    if type_name:
+        field.type_name = type_name
+    return field
+
+
+def _map_entry(
+    name: str, kind: _F.Type.ValueType, type_name: str
+) -> descriptor_pb2.DescriptorProto:
+    entry = descriptor_pb2.DescriptorProto(
+        name=name,
+        field=[_field("key", 1, _F.TYPE_STRING), _field("value", 2, kind, type_name)],
+    )
+    entry.options.map_entry = True
+    return entry
+
+
+def _message(
+    name: str,
+    fields: list[_F],
+    nested: list[descriptor_pb2.DescriptorProto] | None = None,
+) -> descriptor_pb2.DescriptorProto:
+    return descriptor_pb2.DescriptorProto(name=name, field=fields, nested_type=nested or [])
+
+
+@cache
+def _pool() -> descriptor_pool.DescriptorPool:
+    """The subset of Cerbos's API the benchmark sends and reads."""
+    string, message, enum = _F.TYPE_STRING, _F.TYPE_MESSAGE, _F.TYPE_ENUM
+    value = ".google.protobuf.Value"
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
+    effect = descriptor_pb2.FileDescriptorProto(
+        name="cerbos/effect/v1/effect.proto", package="cerbos.effect.v1", syntax="proto3"
+    )
+    effect.enum_type.add(
+        name="Effect",
+        value=[
+            descriptor_pb2.EnumValueDescriptorProto(name=name, number=number)
+            for number, name in enumerate(
+                ("EFFECT_UNSPECIFIED", "EFFECT_ALLOW", "EFFECT_DENY", "EFFECT_NO_MATCH")
+            )
+        ],
+    )
+    attr = _map_entry("AttrEntry", message, value)
+    ns = ".cerbos.engine.v1"
+    engine = descriptor_pb2.FileDescriptorProto(
+        name="cerbos/engine/v1/engine.proto",
+        package="cerbos.engine.v1",
+        syntax="proto3",
+        dependency=["google/protobuf/struct.proto"],
+        message_type=[
+            _message(
+                "Principal",
+                [
+                    _field("id", 1, string),
+                    _field("policy_version", 2, string),
+                    _field("roles", 3, string, repeated=True),
+                    _field("attr", 4, message, f"{ns}.Principal.AttrEntry", repeated=True),
+                    _field("scope", 5, string),
+                ],
+                [attr],
+            ),
+            _message(
+                "Resource",
+                [
+                    _field("kind", 1, string),
+                    _field("policy_version", 2, string),
+                    _field("id", 3, string),
+                    _field("attr", 4, message, f"{ns}.Resource.AttrEntry", repeated=True),
+                    _field("scope", 5, string),
+                ],
+                [attr],
+            ),
+        ],
+    )
+    request = descriptor_pb2.FileDescriptorProto(
+        name="cerbos/request/v1/request.proto",
+        package="cerbos.request.v1",
+        syntax="proto3",
+        dependency=["cerbos/engine/v1/engine.proto"],
+        message_type=[
+            _message(
+                "CheckResourcesRequest",
+                [
+                    _field("request_id", 1, string),
+                    _field("include_meta", 2, _F.TYPE_BOOL),
+                    _field("principal", 3, message, ".cerbos.engine.v1.Principal"),
+                    _field(
+                        "resources",
+                        4,
+                        message,
+                        ".cerbos.request.v1.CheckResourcesRequest.ResourceEntry",
+                        repeated=True,
+                    ),
+                ],
+                [
+                    _message(
+                        "ResourceEntry",
+                        [
+                            _field("actions", 1, string, repeated=True),
+                            _field("resource", 2, message, ".cerbos.engine.v1.Resource"),
+                        ],
+                    )
+                ],
+            )
+        ],
+    )
+    result = ".cerbos.response.v1.CheckResourcesResponse.ResultEntry"
+    response = descriptor_pb2.FileDescriptorProto(
+        name="cerbos/response/v1/response.proto",
+        package="cerbos.response.v1",
+        syntax="proto3",
+        dependency=["cerbos/effect/v1/effect.proto"],
+        message_type=[
+            _message(
+                "CheckResourcesResponse",
+                [
+                    _field("request_id", 1, string),
+                    _field("results", 2, message, result, repeated=True),
+                    _field("cerbos_call_id", 3, string),
+                ],
+                [
+                    _message(
+                        "ResultEntry",
+                        [
+                            _field("resource", 1, message, result + ".Resource"),
+                            _field("actions", 2, message, result + ".ActionsEntry", repeated=True),
+                        ],
+                        [
+                            _message(
+                                "Resource",
+                                [_field("id", 1, string), _field("kind", 2, string)],
+                            ),
+                            _map_entry("ActionsEntry", enum, ".cerbos.effect.v1.Effect"),
+                        ],
+                    )
+                ],
+            )
+        ],
+    )
+    for file in (effect, engine, request, response):
+        pool.Add(file)
+    return pool
+
+
+def _new(full_name: str) -> Message:
+    cls = message_factory.GetMessageClass(_pool().FindMessageTypeByName(full_name))
+    return cls()
+
+
+def check_resources(principal: dict[str, Any], resource: dict[str, Any], action: str) -> bytes:
+    """A serialized CheckResourcesRequest for one action on one resource."""
+    body = {
+        "requestId": "docket-bench",
+        "principal": principal,
+        "resources": [{"actions": [action], "resource": resource}],
+    }
+    message = json_format.ParseDict(body, _new("cerbos.request.v1.CheckResourcesRequest"))
+    return message.SerializeToString()
+
+
+def effect_of(reply: bytes, action: str) -> str:
+    """The effect (``EFFECT_ALLOW``...) a CheckResourcesResponse gives ``action``."""
+    message = _new("cerbos.response.v1.CheckResourcesResponse")
+    message.ParseFromString(reply)
+    decoded = json_format.MessageToDict(message)
+    results = decoded.get("results", [])
+    if len(results) != 1:
+        raise RuntimeError(f"CheckResources: {len(results)} results, expected 1: {decoded}")
+    return str(results[0].get("actions", {}).get(action, "EFFECT_UNSPECIFIED"))
+
+
+# --- Docket requests as Cerbos requests -------------------------------------------------
+
+
+@cache
+def _entities() -> dict[tuple[str, str], dict[str, Any]]:
+    rows = json.loads((BUNDLE / "entities.json").read_text())
+    return {
+        (row["uid"]["type"].removeprefix("Docket::"), row["uid"]["id"]): row["attrs"]
+        for row in rows
+    }
+
+
+def _level(attribute: dict[str, Any]) -> int:
+    return CLEARANCE[attribute["__entity"]["id"]]
+
+
+def to_cerbos(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A Docket request (policies/tests shape) as Cerbos principal, resource and action."""
+    kind, name = request["principal"]["type"], request["principal"]["id"]
+    who = _entities()[(kind, name)]
+    attr: dict[str, Any] = {"clearance": _level(who["clearance"])}
+    if kind == "User":
+        attr["department"] = who["department"]
+    else:
+        attr["namespace"] = who["namespace"]
+    attr["session"] = request.get("context") or {}
+    principal = {"id": name, "roles": [ROLES[kind]], "attr": attr}
+    data = _entities()[("Data", request["resource"]["id"])]
+    resource = {
+        "kind": "data",
+        "id": request["resource"]["id"],
+        "attr": {
+            "classification": _level(data["classification"]),
+            "department": data["department"],
+            "namespace": data["namespace"],
+            "owner": data["owner"]["__entity"]["id"],
+            "residency": data["residency"],
+            "regulated": data["regulated"],
+        },
+    }
+    return principal, resource, request["action"]["id"]
+
+
+def data_cases() -> list[tuple[str, dict[str, Any], str]]:
+    """(name, request, expected decision) of access.yaml's Data cases with no inline entities."""
+    cases = yaml.safe_load((BUNDLE / "tests" / "access.yaml").read_text())["cases"]
+    return [
+        (case["name"], case["request"], case["expect"]["decision"])
+        for case in cases
+        if case["request"]["resource"]["type"] == "Data" and not case["request"].get("entities")
+    ]
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def run(*, quick: bool = False) -> dict[str, Any]:
+    """Run the comparison, print its table, return its figures."""
+    version = h2load_version()
+    if version is None:
+        reason = "h2load not found: install it with `apt-get install nghttp2-client`"
+        print(f"SKIPPED: {reason}")
+        return {"skipped": reason}
+    binary, reason = cerbos_binary()
+    if binary is None:
+        print(f"SKIPPED: {reason}")
+        return {"skipped": reason}
+    times = QUICK if quick else FULL
+    cases = data_cases()
+    by_name = {name: (request, expected) for name, request, expected in cases}
+    request, expected = by_name[CASE]
+    body = check_resources(*to_cerbos(request))
+    docket_case = next(case for case in bundle_cases() if case.name == CASE)
+    rounds = 1 if quick else ROUNDS
+    seconds = times.authorize / rounds
+    with (
+        workdir("docket-bench-cerbos-") as tmp,
+        cerbos_server(binary) as (address, pgid),
+        docket_server(tmp / "data") as server,
+    ):
+        disagree = []
+        for name, case_request, case_expected in cases:
+            principal, resource, action = to_cerbos(case_request)
+            effect = _ask(address, check_resources(principal, resource, action), action)
+            if effect != ("EFFECT_ALLOW" if case_expected == "allow" else "EFFECT_DENY"):
+                disagree.append(f"{name} ({effect}, expected {case_expected})")
+        if disagree:
+            raise RuntimeError("Cerbos policy is not equivalent: " + "; ".join(disagree))
+        print(
+            f"  verified: Cerbos answers all {len(cases)} Data cases of access.yaml "
+            f"(no inline entities) as Docket's tests expect"
+        )
+        effect = _ask(address, body, request["action"]["id"])
+        reply_size = _reply_size(address, body)
+        print(f"  verified: {CASE}: Cerbos {effect}, expected {expected}")
+        size = verify_authorize(server.grpc, docket_case)
+        print(f"  verified: {CASE}: Docket {expected}")
+        runner = Runner(server, tmp, times)
+        docket_body = docket_case.message.SerializeToString()
+        docket_runs: list[LoadResult] = []
+        cerbos_runs: list[LoadResult] = []
+        for index in range(rounds):  # alternate, so that other load on the machine hits both
+            for which in ("docket", "cerbos") if index % 2 == 0 else ("cerbos", "docket"):
+                if which == "docket":
+                    docket_runs.append(
+                        runner.measure(
+                            f"Docket, round {index + 1}",
+                            AUTHORIZE,
+                            [Stream(docket_body, CONNECTIONS)],
+                            [size],
+                            seconds,
+                        )
+                    )
+                    continue
+                cerbos_runs.append(
+                    run_h2load(
+                        f"http://{address}{CHECK_RESOURCES}",
+                        [Stream(body, CONNECTIONS)],
+                        duration_s=seconds,
+                        warm_up_s=times.warm_up,
+                        response_sizes=[reply_size],
+                        workdir=tmp,
+                        server_pgid=pgid,
+                    )
+                )
+    docket, cerbos = merge(docket_runs), merge(cerbos_runs)
+    rows = [
+        _row("Docket Authorize", docket),
+        _row(f"Cerbos {CERBOS_VERSION} CheckResources", cerbos),
+    ]
+    headers = (
+        "server",
+        "calls/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "cores srv/h2load/other",
+        "calls per server core-s",
+    )
+    print(table(headers, rows))
+    ratio = docket.per_second / cerbos.per_second
+    docket_core, cerbos_core = per_core(docket), per_core(cerbos)
+    core_ratio = docket_core / cerbos_core if docket_core and cerbos_core else None
+    print(
+        f"Docket/Cerbos: throughput {ratio:.2f}x, p50 {docket.p50_ms / cerbos.p50_ms:.2f}x, "
+        f"p99 {docket.p99_ms / cerbos.p99_ms:.2f}x"
+        + ("" if core_ratio is None else f", calls per server core-second {core_ratio:.2f}x")
+    )
+    print(
+        f"tool: {version}; one body ({CASE}), {CONNECTIONS} connections, one call in "
+        f"flight on each, for both: {rounds} round(s) of {seconds:g} s (after {times.warm_up:g} "
+        "s warm-up) each, alternating; both servers up throughout; Docket with --workers 2, "
+        "Cerbos with GOMAXPROCS=2"
+    )
+    warnings = runner.warnings
+    if cerbos.failed or not cerbos.data_ratio >= 0.99:
+        warnings.append(
+            f"Cerbos: {cerbos.failed} failed, {cerbos.data_ratio:.1%} of the expected "
+            "message bytes: some calls ended in an error"
+        )
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+    return {
+        "tool": version,
+        "cerbos_version": CERBOS_VERSION,
+        "case": CASE,
+        "equivalent_cases": len(cases),
+        "rounds": rounds,
+        "docket": {
+            **docket.figures(),
+            "connections_per_worker": list(runner.split.values()),
+            "server_not_ok": runner.not_ok,
+        },
+        "cerbos": cerbos.figures(),
+        "throughput_ratio_docket_over_cerbos": round(ratio, 3),
+        "per_server_core_ratio_docket_over_cerbos": (
+            None if core_ratio is None else round(core_ratio, 3)
+        ),
+        "warnings": warnings,
+    }
+
+
+def _ask(address: str, body: bytes, action: str) -> str:
+    answer = call(address, CHECK_RESOURCES, body)
+    if answer.code != grpc.StatusCode.OK:
+        raise RuntimeError(f"CheckResources: gRPC status {answer.code.name}: {answer.details}")
+    return effect_of(answer.message, action)
+
+
+def _reply_size(address: str, body: bytes) -> int:
+    return len(frame(call(address, CHECK_RESOURCES, body).message))
+
+
+def _row(label: str, result: LoadResult) -> tuple[object, ...]:
+    return (
+        label,
+        round(result.per_second),
+        f"{result.p50_ms:.2f}",
+        f"{result.p90_ms:.2f}",
+        f"{result.p99_ms:.2f}",
+        f"{result.max_ms:.2f}",
+        cores(result),
+        "?" if per_core(result) is None else round(per_core(result) or 0),
+    )
