@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes sharing the gRPC port (SO_REUSEPORT); cedarpy holds the GIL,
     so one per core is how decisions scale."""
-    grpc_threads: int = Field(default=8, ge=1, le=256)
+    grpc_threads: int = Field(default=4, ge=1, le=256)
+    """Handler threads per process. cedarpy holds the GIL: more threads only add
+    switching (measured: 8 threads answer ~25% fewer calls than 2-4)."""
     max_concurrent_rpcs: int = Field(default=512, ge=1)
     """Past this many RPCs in one process, callers get RESOURCE_EXHAUSTED."""
     tls_cert: Path | None = None
