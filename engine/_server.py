@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import tempfile
@@ -23,12 +24,14 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import structlog
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from engine._bundle import PolicyBundle
 from engine._engine import Engine
@@ -199,10 +202,10 @@ class Worker:
                 port = self.server.add_insecure_port(str(address))
             else:
                 port = self.server.add_secure_port(str(address), credentials)
-        except RuntimeError as exc:
-            raise ServeError(f"cannot listen on {address}: {exc}") from exc
-        if port == 0:
-            raise ServeError(f"cannot listen on {address}: address in use or unavailable")
+        except RuntimeError as exc:  # grpc's own message only points at its debug log
+            raise ServeError(
+                f"cannot listen on {address}: the address is in use or not available here"
+            ) from exc
         self.server.start()
         self._set_health()
         self.watcher.start()
@@ -260,6 +263,13 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
         _supervise(settings, bundle, grpc_address, metrics_address, on_ready)
 
 
+def _serve_metrics(address: Address, registry: CollectorRegistry) -> WSGIServer:
+    try:
+        return serve_metrics(address.host, address.port, registry)
+    except OSError as exc:
+        raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
+
+
 def _serve_one(
     settings: Settings,
     bundle: PolicyBundle,
@@ -272,10 +282,10 @@ def _serve_one(
     signals = _Signals(worker.reload)
     port = worker.start(grpc_address)
     try:
-        metrics_server = serve_metrics(metrics_address.host, metrics_address.port, metrics.registry)
-    except OSError as exc:
+        metrics_server = _serve_metrics(metrics_address, metrics.registry)
+    except ServeError:
         worker.stop(0)
-        raise ServeError(f"cannot serve metrics on {metrics_address}: {exc.strerror}") from exc
+        raise
     on_ready(
         Listening(
             grpc=Address(grpc_address.host, port),
@@ -330,7 +340,16 @@ class _Supervisor:
         )
         process.start()
         self.processes.append(process)
-        status, value = self.ready.get(timeout=60)
+        while True:
+            try:
+                status, value = self.ready.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not process.is_alive():
+                    raise ServeError(
+                        f"a worker process exited ({process.exitcode}) before it listened; "
+                        "its log above says why"
+                    ) from None
         if status != "ready":
             raise ServeError(str(value))
         return int(value)
@@ -375,12 +394,7 @@ def _supervise(
         supervisor.port = supervisor.start_worker(grpc_address.port)
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.port)
-        try:
-            metrics_server = serve_metrics(
-                metrics_address.host, metrics_address.port, multiprocess_registry()
-            )
-        except OSError as exc:
-            raise ServeError(f"cannot serve metrics on {metrics_address}: {exc.strerror}") from exc
+        metrics_server = _serve_metrics(metrics_address, multiprocess_registry())
         on_ready(
             Listening(
                 grpc=Address(grpc_address.host, supervisor.port),

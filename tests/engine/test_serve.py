@@ -6,6 +6,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -213,3 +214,22 @@ def test_refuses_to_start(args: list[str], needle: str, tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("docket: ")
     assert needle in lines[0]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_exit_2(workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [DOCKET, "serve", "--grpc", f"127.0.0.1:{port}", "--metrics", "127.0.0.1:0"]
+            + ["--workers", workers],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
