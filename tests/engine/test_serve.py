@@ -223,8 +223,15 @@ def test_a_port_in_use_is_one_line_exit_2(workers: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [DOCKET, "serve", "--grpc", f"127.0.0.1:{port}", "--metrics", "127.0.0.1:0"]
-            + ["--workers", workers],
+            [
+                DOCKET,
+                "serve",
+                "--grpc",
+                f"127.0.0.1:{port}",
+                "--metrics=127.0.0.1:0",
+                "--workers",
+                workers,
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
