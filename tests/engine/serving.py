@@ -8,6 +8,16 @@ from engine._metrics import Metrics, serve_metrics
 from engine._server import Address, Worker, load_bundle
 from engine._settings import Settings
 
+# Device posture that passes every guard of the default bundle.
+DEVICE = {
+    "attested": True,
+    "secure_boot": True,
+    "disk_encrypted": True,
+    "patch_age_days": 3,
+    "trust_tier": "high",
+    "managed": True,
+}
+
 
 class Running:
     """A started worker and its metrics endpoint; :meth:`stop` stops both."""

@@ -13,19 +13,11 @@ from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2
-from serving import Running
+from serving import DEVICE, Running
 
 from engine._extauthz import check_to_request, loggable_headers
 
 BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
-DEVICE = {
-    "attested": True,
-    "secure_boot": True,
-    "disk_encrypted": True,
-    "patch_age_days": 3,
-    "trust_tier": "high",
-    "managed": True,
-}
 
 
 def check(

@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pki import PKI
-from serving import Running
+from serving import DEVICE, Running
 
 from engine._settings import Settings
 from sdk.v1 import decisions_pb2 as pb
@@ -33,14 +33,6 @@ def struct(values: dict[str, object]) -> struct_pb2.Struct:
     return s
 
 
-DEVICE = {
-    "attested": True,
-    "secure_boot": True,
-    "disk_encrypted": True,
-    "patch_age_days": 3,
-    "trust_tier": "high",
-    "managed": True,
-}
 # alice (clinical, restricted clearance, eu) reads EU patient records from a good device.
 ALLOW = pb.AuthorizeRequest(
     principal=ref("User", "alice"),
