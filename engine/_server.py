@@ -28,6 +28,7 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -147,10 +148,14 @@ def check_settings(settings: Settings) -> tuple[Address, Address]:
     return grpc_address, metrics_address
 
 
+def _bundle_key(settings: Settings) -> Ed25519PublicKey | None:
+    path = settings.bundle_public_key
+    return load_public_key(path) if path else None
+
+
 def load_bundle(settings: Settings) -> PolicyBundle:
     """The configured bundle. Raises :class:`~engine.BundleError`."""
-    key = load_public_key(settings.bundle_public_key) if settings.bundle_public_key else None
-    return PolicyBundle.load(settings.bundle, public_key=key)
+    return PolicyBundle.load(settings.bundle, public_key=_bundle_key(settings))
 
 
 class Worker:
@@ -166,10 +171,12 @@ class Worker:
         on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        key = load_public_key(settings.bundle_public_key) if settings.bundle_public_key else None
         self.engine = Engine(bundle)
         self.watcher = BundleWatcher(
-            self.engine, settings.bundle, interval=settings.bundle_poll_seconds, public_key=key
+            self.engine,
+            settings.bundle,
+            interval=settings.bundle_poll_seconds,
+            public_key=_bundle_key(settings),
         )
         self.service = DecisionService(self.engine, self.watcher, metrics)
         self.health = health.HealthServicer()
