@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/docket serve
 
-## test: install what the tests need and run them
+## test: install what the tests need (as root, the system packages too) and run them
 test: $(STAMP)
+	@.ci/install-test-deps
 	$(BIN)/python -m pytest
 
 ## lint: the generated code is current, ruff (lint + format check), mypy --strict

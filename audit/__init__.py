@@ -1,7 +1,72 @@
-"""The tamper-evident audit log: hash chain, RFC 6962 Merkle tree, signed checkpoints.
+"""Docket's tamper-evident audit log: a hash chain and an RFC 6962 Merkle tree over
+RFC 8785 canonical entries, C2SP signed-note checkpoints, inclusion and consistency
+proofs, offline verification and residency reports.
 
-The log, its proofs and `docket audit …` arrive with the audit issue; the package
-exists now so the layout and the dependency direction (never imports engine) hold.
+High level (a service)::
+
+    log = AuditLog.open("sqlite:///docket-data/docket.db", keys=Path("docket-data/audit-keys"))
+    log.start()
+    (receipt,) = log.record([Entry(kind="decision", time=now, ...)])
+
+High level (an auditor)::
+
+    verdict = verify_store(Store(url, create=False), [VerifierKey.parse(key_text)])
+
+The RFC 6962 primitives (hashes, proofs, their verification) are in
+:mod:`audit.merkle`, the signed-note primitives in :mod:`audit.note`.
 """
 
-__all__: list[str] = []
+from audit._auditor import (
+    Verdict,
+    VerifiedReceipt,
+    make_receipt,
+    prove_consistency,
+    verify_export,
+    verify_receipt,
+    verify_store,
+    write_export,
+)
+from audit._entry import Entry, digest
+from audit._errors import (
+    AuditError,
+    FormatError,
+    KeyFormatError,
+    NoteError,
+    Overloaded,
+    ProofError,
+    StoreError,
+    TamperDetected,
+)
+from audit._log import AuditLog
+from audit._note import Checkpoint, SignerKey, VerifierKey
+from audit._store import Receipt, Store
+from audit._verify import VerifiedLog, verify_entries
+
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "Checkpoint",
+    "Entry",
+    "FormatError",
+    "KeyFormatError",
+    "NoteError",
+    "Overloaded",
+    "ProofError",
+    "Receipt",
+    "SignerKey",
+    "Store",
+    "StoreError",
+    "TamperDetected",
+    "Verdict",
+    "VerifiedLog",
+    "VerifiedReceipt",
+    "VerifierKey",
+    "digest",
+    "make_receipt",
+    "prove_consistency",
+    "verify_entries",
+    "verify_export",
+    "verify_receipt",
+    "verify_store",
+    "write_export",
+]

@@ -13,6 +13,7 @@ import json
 import re
 import tarfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -232,6 +233,28 @@ def _entity_problems(
     return problems or [f"{ENTITIES_FILE}:{_entity_error_line(text, message)}: {message}"]
 
 
+@dataclass(frozen=True, slots=True)
+class DataLabels:
+    """What the audit log and the residency report need to know about data."""
+
+    classification: str
+    residency: tuple[str, ...]
+
+
+def data_labels(attrs: Mapping[str, Any]) -> DataLabels | None:
+    """An entity's ``classification`` (an entity reference) and ``residency`` (a set of
+    jurisdictions), when it has a classification."""
+    ref = attrs.get("classification")
+    if isinstance(ref, Mapping):
+        ref = ref.get("__entity", ref)
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("id"), str):
+        return None
+    residency = attrs.get("residency", ())
+    if not isinstance(residency, list | tuple):
+        residency = ()
+    return DataLabels(ref["id"], tuple(sorted(str(j) for j in residency)))
+
+
 class PolicyBundle:
     """A loaded, validated, indexed policy bundle. Immutable once built.
 
@@ -252,6 +275,7 @@ class PolicyBundle:
     _by_id: dict[str, Policy]
     _ancestors: dict[UID, frozenset[UID]]
     _spiffe: dict[str, UID]
+    _labels: dict[UID, DataLabels]
 
     @classmethod
     def load(cls, path: str | Path, *, public_key: Ed25519PublicKey | None = None) -> PolicyBundle:
@@ -350,6 +374,11 @@ class PolicyBundle:
             for entity in entity_list
             if isinstance(entity.get("attrs", {}).get("spiffe_id"), str)
         }
+        self._labels = {
+            (entity["uid"]["type"], entity["uid"]["id"]): labels
+            for entity in entity_list
+            if (labels := data_labels(entity.get("attrs", {}))) is not None
+        }
         action_ancestors = {
             (a["uid"]["type"], a["uid"]["id"]): self._ancestors.get(
                 (a["uid"]["type"], a["uid"]["id"]), frozenset()
@@ -370,6 +399,10 @@ class PolicyBundle:
     def by_spiffe_id(self, spiffe_id: str) -> UID | None:
         """The stored entity whose ``spiffe_id`` attribute is this SPIFFE ID, if any."""
         return self._spiffe.get(spiffe_id)
+
+    def labels(self, uid: UID) -> DataLabels | None:
+        """The classification and residency of a stored entity that has them (Data)."""
+        return self._labels.get(uid)
 
     def policy(self, policy_id: str) -> Policy:
         """The policy with this id. Raises ``KeyError``."""

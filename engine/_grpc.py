@@ -8,6 +8,7 @@ from typing import NoReturn, TypeVar, cast
 import grpc
 import structlog
 
+from audit import Overloaded, ProofError, StoreError
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
 from engine._service import DecisionService
 from engine._wire import (
@@ -26,7 +27,12 @@ T = TypeVar("T")
 _SPIFFE_ID = "peer_spiffe_id"
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # The audit writer's queue is full: push back, never answer without the entry.
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # The audit log cannot be written: fail closed, no answer without the entry.
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ProofError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
 )
@@ -92,7 +98,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         def produce() -> pb.AuthorizeResponse:
             engine_request = request_from_proto(request, caller=caller_identity(context))
             (decided,) = self._service.authorize([engine_request], api="authorize")
-            return decision_to_proto(decided.decision, decided.decision_id)
+            return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
         return answer(self._service, "authorize", context, produce)
 
@@ -103,7 +109,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
             requests = batch_from_proto(request, caller=caller_identity(context))
             decided = self._service.authorize(requests, api="batch_authorize")
             return pb.BatchAuthorizeResponse(
-                results=[decision_to_proto(d.decision, d.decision_id) for d in decided]
+                results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]
             )
 
         return answer(self._service, "batch_authorize", context, produce)
@@ -113,8 +119,8 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
     ) -> pb.PlacementResponse:
         def produce() -> pb.PlacementResponse:
             workload, sites = workload_from_proto(request, caller=caller_identity(context))
-            decision_id, placement = self._service.place(workload, sites)
-            return placement_to_proto(placement, decision_id)
+            placed = self._service.place(workload, sites)
+            return placement_to_proto(placed.placement, placed.decision_id, placed.receipt)
 
         return answer(self._service, "place", context, produce)
 

@@ -9,6 +9,7 @@ restarts a worker that dies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import multiprocessing
 import os
@@ -34,6 +35,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from audit import AuditError, AuditLog
+from engine._auditrpc import AuditServicer
 from engine._bundle import PolicyBundle
 from engine._engine import Engine
 from engine._errors import EngineError
@@ -51,12 +54,14 @@ from engine._reload import BundleWatcher
 from engine._service import DecisionService
 from engine._settings import Settings
 from engine._signing import load_public_key
-from sdk.v1 import decisions_pb2, decisions_pb2_grpc
+from sdk.v1 import audit_pb2, audit_pb2_grpc, decisions_pb2, decisions_pb2_grpc
 
 log = structlog.get_logger("docket.serve")
 
 DECISIONS = decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name
 AUTHORIZATION = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+AUDIT = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+HEALTH_POLL_SECONDS = 1.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
 DRAIN_SECONDS = 10.0
@@ -105,6 +110,10 @@ class Listening:
     tls: str  # "plaintext", "TLS" or "mTLS"
     bundle: PolicyBundle | None
     workers: int
+    audit: str = ""
+    """The audit database (password hidden)."""
+    audit_key: str = ""
+    """The verifier key of the audit log's checkpoints (``name+id+base64``)."""
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -158,8 +167,23 @@ def load_bundle(settings: Settings) -> PolicyBundle:
     return PolicyBundle.load(settings.bundle, public_key=_bundle_key(settings))
 
 
+def open_audit(settings: Settings) -> AuditLog:
+    """The audit log the settings name (created, with its signing key, on first use).
+    Raises :class:`ServeError` with one line saying what is wrong."""
+    try:
+        return AuditLog.open(
+            settings.database_url,
+            keys=settings.audit_keys_dir,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_interval=settings.audit_checkpoint_seconds,
+            max_queue=settings.audit_queue,
+        )
+    except (AuditError, OSError) as exc:
+        raise ServeError(f"audit log: {exc}") from exc
+
+
 class Worker:
-    """One serving process: engine, bundle watcher, gRPC server and health."""
+    """One serving process: engine, bundle watcher, audit log, gRPC server and health."""
 
     def __init__(
         self,
@@ -178,7 +202,8 @@ class Worker:
             interval=settings.bundle_poll_seconds,
             public_key=_bundle_key(settings),
         )
-        self.service = DecisionService(self.engine, self.watcher, metrics)
+        self.audit = open_audit(settings).start()
+        self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
         self.health = health.HealthServicer()
         self.server = grpc.server(
             ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc"),
@@ -195,11 +220,18 @@ class Worker:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(self.service), self.server
         )
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.service), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (DECISIONS, AUTHORIZATION, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (DECISIONS, AUTHORIZATION, AUDIT, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.server,
         )
         self.watcher.on_swap(lambda _bundle: self._set_health())
+        self._serving: bool | None = None
+        self._stopping = threading.Event()
+        self._health_thread = threading.Thread(
+            target=self._watch_health, name="docket-health", daemon=True
+        )
 
     def start(self, address: Address) -> int:
         """Bind and start; returns the port (useful with port 0). Raises :class:`ServeError`."""
@@ -216,16 +248,26 @@ class Worker:
         self.server.start()
         self._set_health()
         self.watcher.start()
+        self._health_thread.start()
         return port
 
     def _set_health(self) -> None:
+        serving = self.service.serving
+        if serving != self._serving:
+            self._serving = serving
+            log.info("serve.health", serving=serving, audit_failure=self.audit.writer.failure)
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if self.service.serving
+            if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", DECISIONS, AUTHORIZATION):
+        for name in ("", DECISIONS, AUTHORIZATION, AUDIT):
             self.health.set(name, status)
+
+    def _watch_health(self) -> None:
+        # The audit log can become unwritable (disk full, database gone) at any time.
+        while not self._stopping.wait(HEALTH_POLL_SECONDS):
+            self._set_health()
 
     def reload(self) -> None:
         """Reload the bundle from disk (SIGHUP); a bad bundle is logged and ignored."""
@@ -234,9 +276,11 @@ class Worker:
 
     def stop(self, grace: float = DRAIN_SECONDS) -> None:
         """Stop taking calls, let the ones in flight finish (up to ``grace``), stop."""
+        self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.watcher.stop()
+        self.audit.close()
 
 
 class _Signals:
@@ -264,10 +308,18 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     grpc_address, metrics_address = check_settings(settings)
     bundle = load_bundle(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Create the database and the signing key once, before workers race to.
+    prepared = open_audit(settings)
+    audit_url, audit_key = prepared.store.url, str(prepared.verifiers()[0])
+    prepared.store.close()
+
+    def ready(where: Listening) -> None:
+        on_ready(dataclasses.replace(where, audit=audit_url, audit_key=audit_key))
+
     if settings.workers == 1:
-        _serve_one(settings, bundle, grpc_address, metrics_address, on_ready)
+        _serve_one(settings, bundle, grpc_address, metrics_address, ready)
     else:
-        _supervise(settings, bundle, grpc_address, metrics_address, on_ready)
+        _supervise(settings, bundle, grpc_address, metrics_address, ready)
 
 
 def _serve_metrics(address: Address, registry: CollectorRegistry) -> WSGIServer:

@@ -2,7 +2,12 @@
 
 Adapters (gRPC Decisions, Envoy ext_authz, Kubernetes admission) turn their messages
 into engine requests and call this: it reads the clock once per call, names every
-decision with an id, counts it, and authorizes administrative calls by policy.
+decision with an id, records it in the audit log, counts it, and authorizes
+administrative calls by policy.
+
+No acknowledged decision is unrecorded: a call returns only after its audit entries
+are durable, and raises :class:`~audit.Overloaded` or :class:`~audit.StoreError` (the
+caller then answers with an error, never with the decision) when they cannot be.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from datetime import UTC, datetime
 
 import structlog
 
+from audit import AuditError, AuditLog, Entry, Receipt
+from engine._auditing import bundle_entry, decision_entry, placement_entry
+from engine._bundle import PolicyBundle
 from engine._engine import Engine
 from engine._errors import LimitExceeded, NotAuthorized
 from engine._metrics import Metrics
@@ -45,10 +53,21 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """A decision and the id it is known by in responses, headers and logs."""
+    """A decision, the id it is known by in responses, headers and logs, and the
+    receipt of its (durable) audit entry."""
 
     decision_id: str
     decision: Decision
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A placement, its decision id and the receipt of its audit entry."""
+
+    decision_id: str
+    placement: Placement
+    receipt: Receipt
 
 
 class DecisionService:
@@ -59,21 +78,43 @@ class DecisionService:
         engine: Engine,
         watcher: BundleWatcher,
         metrics: Metrics,
+        audit: AuditLog,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.audit = audit
         self._watcher = watcher
         self.clock = clock
         bundle = engine.bundle
-        metrics.bundle_loaded(bundle.version if bundle else None)
-        watcher.on_swap(lambda b: metrics.bundle_loaded(b.version))
+        self._version = bundle.version if bundle else None
+        metrics.bundle_loaded(self._version)
+        if bundle is not None:
+            self._record([self._bundle_entry(bundle.version, None, bundle.source)])
+        watcher.on_swap(self._swapped)
 
     @property
     def serving(self) -> bool:
-        """True while a bundle is loaded (without one every request is denied)."""
-        return self.engine.bundle is not None
+        """True while a bundle is loaded and the audit log is writable (without either,
+        every request is denied or refused)."""
+        return self.engine.bundle is not None and self.audit.writable
+
+    def _record(self, entries: Sequence[Entry]) -> list[Receipt]:
+        return self.audit.record(entries)
+
+    def _swapped(self, bundle: PolicyBundle) -> None:
+        self.metrics.bundle_loaded(bundle.version)
+        previous, self._version = self._version, bundle.version
+        try:
+            self._record([self._bundle_entry(bundle.version, previous, bundle.source)])
+        except AuditError as exc:  # the swap happened; say loudly that it went unrecorded
+            log.error("audit.bundle_unrecorded", version=bundle.version, error=str(exc))
+
+    def _bundle_entry(self, version: str, previous: str | None, source: str) -> Entry:
+        return bundle_entry(
+            version, previous=previous, source=source, caller=None, now=self.clock()
+        )
 
     def authorize(self, requests: Sequence[Request], *, api: str) -> list[Decided]:
         """Decide requests in order. Raises :class:`~engine.RequestError`,
@@ -83,8 +124,16 @@ class DecisionService:
                 f"requests: {len(requests)} requests in one batch; the limit is {MAX_BATCH}"
             )
         now = self.clock()
+        bundle = self.engine.bundle
         decisions = self.engine.decide_batch(requests, now=now)
-        decided = [Decided(decision_id(now), d) for d in decisions]
+        ids = [decision_id(now) for _ in decisions]
+        receipts = self._record(
+            [
+                decision_entry(request, decision, decision_id=id_, api=api, bundle=bundle, now=now)
+                for request, decision, id_ in zip(requests, decisions, ids, strict=True)
+            ]
+        )
+        decided = [Decided(*item) for item in zip(ids, decisions, receipts, strict=True)]
         for item in decided:
             self.metrics.decided(api, item.decision.decision)
             log.debug(
@@ -96,13 +145,26 @@ class DecisionService:
             )
         return decided
 
-    def place(self, workload: Workload, sites: Sequence[str] | None) -> tuple[str, Placement]:
-        """Place a workload; returns the decision id and the placement.
-        Raises :class:`~engine.RequestError` (an unknown site, a context off schema)."""
+    def place(self, workload: Workload, sites: Sequence[str] | None) -> Placed:
+        """Place a workload and record it. Raises :class:`~engine.RequestError` (an
+        unknown site, a context off schema), the audit errors of :meth:`authorize`."""
         now = self.clock()
         placement = self.engine.place(workload, sites, now=now)
+        id_ = decision_id(now)
+        caller = workload.context.get(CALLER)
+        (receipt,) = self._record(
+            [
+                placement_entry(
+                    workload,
+                    placement,
+                    decision_id=id_,
+                    caller=caller if isinstance(caller, str) else None,
+                    now=now,
+                )
+            ]
+        )
         self.metrics.decided("place", "allow" if placement.allowed else "deny")
-        return decision_id(now), placement
+        return Placed(id_, placement, receipt)
 
     def reload(self, caller: str | None) -> Reload:
         """Reload the bundle if policy lets ``caller`` (an mTLS SPIFFE ID) administer Docket.

@@ -55,10 +55,25 @@ class Settings(BaseSettings):
     insecure_plaintext: bool = False
     """Allow plaintext gRPC on an address other than loopback (never the default)."""
 
+    audit_keys: Path | None = None
+    """Directory of the audit checkpoint signing keys [``<data_dir>/audit-keys``]; every
+    process sharing one database must use the same keys."""
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    """Sign a checkpoint once this many entries were added since the last…"""
+    audit_checkpoint_seconds: float = Field(default=1.0, gt=0)
+    """…or after this many seconds with anything new."""
+    audit_queue: int = Field(default=50_000, ge=1)
+    """Audit entries waiting for a commit before callers get RESOURCE_EXHAUSTED."""
+
     @property
     def database_url(self) -> str:
         """``db_url``, or SQLite under the data directory."""
         return self.db_url or f"sqlite:///{self.data_dir / 'docket.db'}"
+
+    @property
+    def audit_keys_dir(self) -> Path:
+        """``audit_keys``, or ``audit-keys`` under the data directory."""
+        return self.audit_keys or self.data_dir / "audit-keys"
 
     @classmethod
     def settings_customise_sources(

@@ -13,9 +13,11 @@ from typing import Any
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
+from audit import Receipt
 from engine._errors import RequestError
 from engine._models import Decision, EntityUID, PolicyError, Request
 from engine._placement import Placement, Workload
+from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import decisions_pb2 as pb
 
 CALLER = "caller"
@@ -132,14 +134,22 @@ def batch_from_proto(
     ]
 
 
-def decision_to_proto(decision: Decision, decision_id: str) -> pb.AuthorizeResponse:
-    """The wire form of a decision."""
+def receipt_to_proto(receipt: Receipt) -> audit_pb.AuditReceipt:
+    """The wire form of an audit receipt."""
+    return audit_pb.AuditReceipt(index=receipt.index, leaf_hash=receipt.leaf_hash)
+
+
+def decision_to_proto(
+    decision: Decision, decision_id: str, receipt: Receipt
+) -> pb.AuthorizeResponse:
+    """The wire form of a decision and the receipt of its audit entry."""
     return pb.AuthorizeResponse(
         decision=pb.DECISION_ALLOW if decision.decision == "allow" else pb.DECISION_DENY,
         decision_id=decision_id,
         reasons=decision.reasons,
         errors=_errors(decision.errors),
         bundle_version=decision.bundle_version or "",
+        receipt=receipt_to_proto(receipt),
     )
 
 
@@ -178,8 +188,10 @@ def workload_from_proto(
     return workload, list(message.sites) or None
 
 
-def placement_to_proto(placement: Placement, decision_id: str) -> pb.PlacementResponse:
-    """The wire form of a placement."""
+def placement_to_proto(
+    placement: Placement, decision_id: str, receipt: Receipt
+) -> pb.PlacementResponse:
+    """The wire form of a placement and the receipt of its audit entry."""
     return pb.PlacementResponse(
         workload_id=placement.workload,
         decision_id=decision_id,
@@ -201,4 +213,5 @@ def placement_to_proto(placement: Placement, decision_id: str) -> pb.PlacementRe
             for d in placement.denied
         ],
         bundle_version=placement.bundle_version or "",
+        receipt=receipt_to_proto(receipt),
     )

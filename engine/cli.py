@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from audit.cli import CheckFailed, InputError
+from audit.cli import audit as audit_cli
 from engine._bundle import PolicyBundle
 from engine._casefile import junit_xml, load_cases, run_cases, uncovered_policies
 from engine._engine import Engine
@@ -38,24 +40,6 @@ from engine._signing import (
 )
 
 out = Console(highlight=False)
-
-
-class InputError(click.ClickException):
-    """Bad input from the user: one line on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"docket: {self.format_message()}", err=True)
-
-
-class CheckFailed(click.ClickException):
-    """A check ran and failed: exit code 1."""
-
-    exit_code = 1
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"docket: {self.format_message()}", err=True)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -440,6 +424,12 @@ def _print_placement(placement: Placement) -> None:
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), help="State directory [./docket-data]."
 )
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    help="Audit database [sqlite:///<data-dir>/docket.db]; postgresql+psycopg://… to share.",
+)
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port [1].")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="Server certificate (PEM).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="Server private key (PEM).")
@@ -456,9 +446,10 @@ def _print_placement(placement: Placement) -> None:
 )
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
-    """Serve decisions over gRPC: docket.v1.Decisions, Envoy ext_authz v3, grpc.health.v1
-    and server reflection, with Prometheus metrics. SIGHUP reloads the bundle; SIGTERM
-    drains the calls in flight and exits 0."""
+    """Serve decisions over gRPC: docket.v1.Decisions, docket.v1.Audit, Envoy ext_authz
+    v3, grpc.health.v1 and server reflection, with Prometheus metrics. Every decision is
+    in the audit log before it is answered. SIGHUP reloads the bundle; SIGTERM drains
+    the calls in flight and exits 0."""
     names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
     names["metrics_addr"] = "metrics"
     updates = {names.get(k, k): v for k, v in flags.items() if v is not None}
@@ -477,6 +468,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         processes = f", {where.workers} workers" if where.workers > 1 else ""
         click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
         click.echo(f"docket: metrics on http://{where.metrics}/metrics")
+        click.echo(f"docket: audit log {where.audit}, checkpoint key {where.audit_key}")
         click.echo("docket: SIGHUP reloads the bundle; SIGTERM or Ctrl-C drains and stops")
 
     try:
@@ -485,6 +477,9 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         raise InputError(f"bundle {settings.bundle} refused: {exc}") from exc
     except (ServeError, SignatureError) as exc:
         raise InputError(str(exc)) from exc
+
+
+main.add_command(audit_cli)
 
 
 def run() -> None:

@@ -15,6 +15,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sdk.v1 import audit_pb2 as _audit_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -185,6 +186,7 @@ class AuthorizeResponse(_message.Message):
     REASONS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
     BUNDLE_VERSION_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     decision: Global___Decision.ValueType
     decision_id: _builtins.str
     bundle_version: _builtins.str
@@ -194,6 +196,12 @@ class AuthorizeResponse(_message.Message):
 
     @_builtins.property
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyError]: ...
+    @_builtins.property
+    def receipt(self) -> _audit_pb2.AuditReceipt:
+        """Where the decision is in the audit log; it was durable before this answer was sent.
+        Fetch its proof with docket.v1.Audit/GetInclusionProof (or `docket audit prove`).
+        """
+
     def __init__(
         self,
         *,
@@ -202,10 +210,11 @@ class AuthorizeResponse(_message.Message):
         reasons: _abc.Iterable[_builtins.str] | None = ...,
         errors: _abc.Iterable[Global___PolicyError] | None = ...,
         bundle_version: _builtins.str = ...,
+        receipt: _audit_pb2.AuditReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_version", b"bundle_version", "decision", b"decision", "decision_id", b"decision_id", "errors", b"errors", "reasons", b"reasons"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_version", b"bundle_version", "decision", b"decision", "decision_id", b"decision_id", "errors", b"errors", "reasons", b"reasons", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,6 +403,7 @@ class PlacementResponse(_message.Message):
     ALLOWED_FIELD_NUMBER: _builtins.int
     DENIED_FIELD_NUMBER: _builtins.int
     BUNDLE_VERSION_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
     decision_id: _builtins.str
     bundle_version: _builtins.str
@@ -403,6 +413,10 @@ class PlacementResponse(_message.Message):
 
     @_builtins.property
     def denied(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeniedSite]: ...
+    @_builtins.property
+    def receipt(self) -> _audit_pb2.AuditReceipt:
+        """Where the placement is in the audit log (durable before this answer was sent)."""
+
     def __init__(
         self,
         *,
@@ -411,10 +425,11 @@ class PlacementResponse(_message.Message):
         allowed: _abc.Iterable[Global___PlacedSite] | None = ...,
         denied: _abc.Iterable[Global___DeniedSite] | None = ...,
         bundle_version: _builtins.str = ...,
+        receipt: _audit_pb2.AuditReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "bundle_version", b"bundle_version", "decision_id", b"decision_id", "denied", b"denied", "workload_id", b"workload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "bundle_version", b"bundle_version", "decision_id", b"decision_id", "denied", b"denied", "receipt", b"receipt", "workload_id", b"workload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -202,7 +202,7 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
 )
 def test_refuses_to_start(args: list[str], needle: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [DOCKET, "serve", "--metrics", "127.0.0.1:0", *args],
+        [DOCKET, "serve", "--metrics", "127.0.0.1:0", "--data-dir", str(tmp_path), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -217,7 +217,7 @@ def test_refuses_to_start(args: list[str], needle: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_port_in_use_is_one_line_exit_2(workers: str) -> None:
+def test_a_port_in_use_is_one_line_exit_2(workers: str, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -231,6 +231,8 @@ def test_a_port_in_use_is_one_line_exit_2(workers: str) -> None:
                 "--metrics=127.0.0.1:0",
                 "--workers",
                 workers,
+                "--data-dir",
+                str(tmp_path),
             ],
             cwd=ROOT,
             capture_output=True,

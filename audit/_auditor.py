@@ -1,0 +1,457 @@
+"""What an auditor does with a log: verify it (from the database or an export file),
+prove an entry's inclusion, check a receipt, prove the log only grew, export a range.
+
+These are the drivers around the pure checks in :mod:`audit._verify`,
+:mod:`audit._merkle` and :mod:`audit._note`; ``docket audit …`` is a thin layer on top.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from audit._canonical import canonical_json
+from audit._entry import TIME_FORMAT
+from audit._errors import FormatError, KeyFormatError, NoteError, ProofError, TamperDetected
+from audit._merkle import (
+    HASH_SIZE,
+    CompactRange,
+    decompose,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from audit._note import (
+    Checkpoint,
+    VerifierKey,
+    open_checkpoint,
+    parse_checkpoint_unverified,
+)
+from audit._store import GENESIS, Store, StoredEntry
+from audit._verify import VerifiedLog, verify_entries
+
+EXPORT_FORMAT = "docket-audit-export/1"
+RECEIPT_FORMAT = "docket-audit-receipt/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A verified log, what it was checked against, and what is worth saying."""
+
+    log: VerifiedLog
+    origin: str
+    anchor: Checkpoint | None
+    """The largest checkpoint whose root was recomputed from the entries."""
+    anchor_source: str | None
+    keys: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _hex(data: bytes) -> str:
+    return data.hex()
+
+
+def _unhex(value: Any, what: str) -> bytes:
+    try:
+        data = bytes.fromhex(value)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"{what}: not hex") from exc
+    if len(data) != HASH_SIZE:
+        raise FormatError(f"{what}: a hash is {HASH_SIZE} bytes, this is {len(data)}")
+    return data
+
+
+def trusted_checkpoints(
+    notes: Sequence[tuple[str, str]], keys: Sequence[VerifierKey], origin: str
+) -> dict[int, Checkpoint]:
+    """Open each ``(source, note)`` with ``keys``; a bad one is tampering of kind
+    ``checkpoint``. Two valid checkpoints of one size with different roots are a fork."""
+    trusted: dict[int, Checkpoint] = {}
+    for source, note in notes:
+        try:
+            checkpoint, _ = open_checkpoint(note, keys, origin=origin)
+        except NoteError as exc:
+            try:
+                size = parse_checkpoint_unverified(note).size
+            except NoteError:
+                size = 0
+            raise TamperDetected(size, "checkpoint", f"{source}: {exc}") from exc
+        seen = trusted.get(checkpoint.size)
+        if seen is not None and seen.root != checkpoint.root:
+            raise TamperDetected(
+                checkpoint.size,
+                "checkpoint",
+                f"{source}: two signed checkpoints of size {checkpoint.size} disagree (a fork)",
+            )
+        trusted[checkpoint.size] = checkpoint
+    return trusted
+
+
+def verify_store(
+    store: Store,
+    keys: Sequence[VerifierKey],
+    *,
+    extra: Sequence[tuple[str, str]] = (),
+    progress: Callable[[int], None] | None = None,
+) -> Verdict:
+    """Verify the whole log in ``store`` against its stored checkpoints and ``extra``
+    ``(source, note)`` checkpoints (an auditor's saved copies), all signed by ``keys``.
+    Raises :class:`TamperDetected`, :class:`~audit.StoreError`."""
+    origin = store.origin
+    stored = store.checkpoints()
+    notes = [(f"stored checkpoint {c.size}", c.note) for c in stored]
+    trusted = trusted_checkpoints([*notes, *extra], keys, origin)
+    for row in stored:
+        if trusted[row.size].root != row.root:
+            raise TamperDetected(
+                row.size, "checkpoint", f"stored checkpoint {row.size}: root column altered"
+            )
+    head = store.head()
+    verified = verify_entries(
+        store.entries(),
+        checkpoints={size: c.root for size, c in trusted.items()},
+        progress=progress,
+    )
+    if verified.size < head.size:
+        raise TamperDetected(
+            verified.size,
+            "truncated",
+            f"the log holds {verified.size} entries but recorded appending {head.size}",
+        )
+    if verified.size > head.size:
+        raise TamperDetected(
+            head.size,
+            "inserted",
+            f"{verified.size - head.size} entries past the last append ({head.size})",
+        )
+    if verified.root != head.root or verified.chain != head.chain:
+        raise TamperDetected(head.size, "modified", "the head row's root or chain was altered")
+    return _verdict(verified, origin, trusted, extra, keys)
+
+
+def _verdict(
+    verified: VerifiedLog,
+    origin: str,
+    trusted: dict[int, Checkpoint],
+    extra: Sequence[tuple[str, str]],
+    keys: Sequence[VerifierKey],
+    notes: Sequence[str] = (),
+) -> Verdict:
+    anchor = trusted[max(verified.checkpoints)] if verified.checkpoints else None
+    source = None
+    if anchor is not None:
+        source = next(
+            (name for name, note in extra if parse_checkpoint_unverified(note).size == anchor.size),
+            "the log's stored checkpoint",
+        )
+    return Verdict(
+        log=verified,
+        origin=origin,
+        anchor=anchor,
+        anchor_source=source,
+        keys=tuple(str(key) for key in keys),
+        notes=tuple(notes),
+    )
+
+
+# -- export ---------------------------------------------------------------------
+
+
+def write_export(
+    store: Store,
+    out: IO[str],
+    *,
+    start: int,
+    end: int,
+    anchor_note: str,
+    anchor_size: int,
+    verifier_keys: Sequence[str],
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write entries ``[start, end)`` as JSON Lines with everything needed to verify them
+    offline against the signed checkpoint ``anchor_note`` (size ``anchor_size`` >= end).
+    Returns the number of entries written.
+
+    Lines, in order: a ``header`` (origin, range, the chain value and the compact range
+    before ``start``, the verifier keys); every stored ``checkpoint`` within the range;
+    the ``anchor`` (its note and the perfect subtree hashes of ``[end, anchor_size)``,
+    which extend the exported range to the anchor's tree); one ``entry`` per entry
+    (``entry`` is the canonical JSON object, ``null`` once redacted); an ``end`` line
+    with the count, so a cut-off file is detected.
+    """
+    if not 0 <= start <= end <= anchor_size:
+        raise FormatError(f"cannot export [{start}, {end}) against a checkpoint of {anchor_size}")
+    before = store.entry(start - 1) if start > 0 else None
+    header = {
+        "type": "header",
+        "format": EXPORT_FORMAT,
+        "origin": store.origin,
+        "start": start,
+        "end": end,
+        "chain_before": _hex(before.chain if before is not None else GENESIS),
+        "frontier": [_hex(h) for h in store.nodes(decompose(0, start))],
+        "verifier_keys": list(verifier_keys),
+        "created": now.astimezone(UTC).strftime(TIME_FORMAT),
+    }
+    out.write(json.dumps(header) + "\n")
+    for checkpoint in store.checkpoints():
+        if start < checkpoint.size <= end and checkpoint.size != anchor_size:
+            out.write(json.dumps({"type": "checkpoint", "note": checkpoint.note}) + "\n")
+    right = store.nodes(decompose(end, anchor_size))
+    anchor = {"type": "anchor", "note": anchor_note, "right": [_hex(h) for h in right]}
+    out.write(json.dumps(anchor) + "\n")
+    written = 0
+    for row in store.entries(start, end):
+        line = {
+            "type": "entry",
+            "index": row.idx,
+            "kind": row.kind,
+            "leaf_hash": _hex(row.leaf),
+            "chain": _hex(row.chain),
+            "entry": None if row.payload is None else json.loads(row.payload),
+        }
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        written += 1
+        if progress is not None and written % 10_000 == 0:
+            progress(written)
+    out.write(json.dumps({"type": "end", "entries": written}) + "\n")
+    return written
+
+
+def _export_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    value = json.loads(line)
+                except ValueError as exc:
+                    raise FormatError(f"{path}:{number}: not JSON: {exc}") from exc
+                if not isinstance(value, dict) or "type" not in value:
+                    raise FormatError(f"{path}:{number}: a line must be an object with a type")
+                yield number, value
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+@dataclass(slots=True)
+class _ExportReader:
+    """Streams an export's entries while remembering what follows them."""
+
+    path: Path
+    lines: Iterator[tuple[int, dict[str, Any]]]
+    first: tuple[int, dict[str, Any]] | None
+    count: int = 0
+    trailer: dict[str, Any] | None = None
+
+    def entries(self) -> Iterator[StoredEntry]:
+        pending = [self.first] if self.first is not None else []
+        for number, line in itertools.chain(pending, self.lines):
+            kind = line["type"]
+            if kind == "entry":
+                self.count += 1
+                yield _export_entry(self.path, number, line)
+            elif kind == "end" and self.trailer is None:
+                self.trailer = line
+            else:
+                raise FormatError(f"{self.path}:{number}: unexpected {kind!r} line")
+
+
+def verify_export(
+    path: Path,
+    keys: Sequence[VerifierKey] | None,
+    *,
+    extra: Sequence[tuple[str, str]] = (),
+    progress: Callable[[int], None] | None = None,
+) -> Verdict:
+    """Verify an export file offline, streaming its entries. ``keys`` None: use the keys
+    the export names (the verdict says so). Raises :class:`TamperDetected`,
+    :class:`FormatError`."""
+    lines = _export_lines(path)
+    try:
+        _, header = next(lines)
+    except StopIteration:
+        raise FormatError(f"{path} is empty") from None
+    if header.get("type") != "header" or header.get("format") != EXPORT_FORMAT:
+        raise FormatError(f"{path} is not a Docket audit export ({EXPORT_FORMAT})")
+    try:
+        origin, start, end = str(header["origin"]), int(header["start"]), int(header["end"])
+        chain_before = _unhex(header["chain_before"], "header.chain_before")
+        frontier = CompactRange(
+            0, start, [_unhex(h, "header.frontier") for h in header["frontier"]]
+        )
+        named = [VerifierKey.parse(text) for text in header.get("verifier_keys", [])]
+    except (KeyError, TypeError, ValueError, ProofError, KeyFormatError) as exc:
+        raise FormatError(f"{path}: malformed header: {exc}") from exc
+    notes: list[str] = []
+    if keys is None:
+        keys = named
+        notes.append("checked against the keys the export names; pass --key to use your own")
+    checkpoint_notes: list[tuple[str, str]] = []
+    anchor: dict[str, Any] = {}
+    first: tuple[int, dict[str, Any]] | None = None
+    for number, line in lines:
+        if line["type"] == "checkpoint":
+            checkpoint_notes.append((f"{path}:{number}", str(line.get("note", ""))))
+        elif line["type"] == "anchor" and not anchor:
+            anchor = line
+        else:
+            first = (number, line)
+            break
+    if not anchor:
+        raise FormatError(f"{path}: no anchor checkpoint before the entries")
+    anchor_note = str(anchor.get("note", ""))
+    trusted = trusted_checkpoints(
+        [*checkpoint_notes, (f"{path}: anchor", anchor_note), *extra], keys, origin
+    )
+    anchor_cp = parse_checkpoint_unverified(anchor_note)
+    if anchor_cp.size < end:
+        raise FormatError(f"{path}: the anchor (size {anchor_cp.size}) ends before the entries")
+    in_range = {size: c.root for size, c in trusted.items() if start < size <= end}
+    reader = _ExportReader(path, lines, first)
+    verified = verify_entries(
+        reader.entries(),
+        start=start,
+        chain=chain_before,
+        frontier=frontier,
+        checkpoints=in_range,
+        check_nodes=False,
+        require_redaction_records=False,
+        progress=progress,
+    )
+    if reader.trailer is None or reader.trailer.get("entries") != reader.count:
+        raise TamperDetected(verified.size, "truncated", f"{path} is cut off (no end line)")
+    if verified.size != end:
+        raise TamperDetected(
+            verified.size, "truncated", f"{path} holds entries up to {verified.size}, not {end}"
+        )
+    assert verified.frontier is not None
+    whole = verified.frontier.copy()
+    try:
+        for node, value in zip(
+            decompose(end, anchor_cp.size),
+            [_unhex(h, "anchor.right") for h in anchor.get("right", [])],
+            strict=True,
+        ):
+            whole.append_node(node, value)
+    except (ValueError, ProofError) as exc:
+        raise FormatError(f"{path}: the anchor's subtree hashes do not fit its size") from exc
+    if whole.root() != anchor_cp.root:
+        raise TamperDetected(
+            start,
+            "modified",
+            f"the exported entries are not the ones the anchor checkpoint "
+            f"(size {anchor_cp.size}) signed",
+        )
+    if verified.unrecorded_redactions:
+        notes.append(
+            "redacted entries whose redaction record is outside this export: "
+            + ", ".join(map(str, verified.unrecorded_redactions))
+        )
+    result = dataclasses.replace(
+        verified,
+        root=anchor_cp.root,
+        checkpoints=tuple(sorted({*verified.checkpoints, anchor_cp.size})),
+    )
+    return _verdict(result, origin, trusted, extra, keys, notes)
+
+
+def _export_entry(path: Path, number: int, line: dict[str, Any]) -> StoredEntry:
+    try:
+        document = line["entry"]
+        payload = None if document is None else canonical_json(document)
+        return StoredEntry(
+            idx=int(line["index"]),
+            kind=str(line.get("kind", "")),
+            payload=payload,
+            leaf=_unhex(line["leaf_hash"], f"{path}:{number}: leaf_hash"),
+            chain=_unhex(line["chain"], f"{path}:{number}: chain"),
+            nodes=b"",
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{path}:{number}: malformed entry line: {exc}") from exc
+
+
+# -- receipts and consistency ---------------------------------------------------
+
+
+def make_receipt(store: Store, index: int, checkpoint_size: int, note: str) -> dict[str, Any]:
+    """The JSON receipt for entry ``index``: the entry, its leaf hash, its inclusion
+    proof in the tree of ``checkpoint_size`` and that tree's signed checkpoint."""
+    row = store.entry(index)
+    if row is None:
+        raise ProofError(f"there is no entry {index}")
+    proof = store.inclusion_proof(index, checkpoint_size)
+    return {
+        "format": RECEIPT_FORMAT,
+        "index": index,
+        "tree_size": checkpoint_size,
+        "leaf_hash": _hex(row.leaf),
+        "inclusion_proof": [_hex(h) for h in proof],
+        "checkpoint": note,
+        "entry": None if row.payload is None else json.loads(row.payload),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedReceipt:
+    """A receipt that checked out: this entry is at ``index`` in the signed tree."""
+
+    index: int
+    checkpoint: Checkpoint
+    entry: dict[str, Any] | None
+    key: str
+
+
+def verify_receipt(receipt: Any, keys: Sequence[VerifierKey]) -> VerifiedReceipt:
+    """Check a receipt with nothing but the log's verifier keys: the checkpoint's
+    signature, that it is of the receipt's tree size, that the entry hashes to the leaf
+    and that the leaf is included. Raises :class:`FormatError`, :class:`NoteError`,
+    :class:`ProofError`."""
+    if not isinstance(receipt, dict):
+        raise FormatError("a receipt is a JSON object")
+    try:
+        index, size = receipt["index"], receipt["tree_size"]
+        if not isinstance(index, int) or not isinstance(size, int):
+            raise FormatError("index and tree_size must be integers")
+        leaf = _unhex(receipt["leaf_hash"], "leaf_hash")
+        proof = [_unhex(h, "inclusion_proof") for h in receipt["inclusion_proof"]]
+        note, entry = receipt["checkpoint"], receipt.get("entry")
+    except (KeyError, TypeError) as exc:
+        raise FormatError(f"not a receipt: missing or malformed {exc}") from exc
+    checkpoint, signed = open_checkpoint(note, keys)
+    if checkpoint.size != size:
+        raise ProofError(
+            f"the receipt claims tree size {size}, its checkpoint is of {checkpoint.size}"
+        )
+    if entry is not None and leaf_hash(canonical_json(entry)) != leaf:
+        raise ProofError("the entry does not hash to the receipt's leaf hash")
+    verify_inclusion(index, size, leaf, proof, checkpoint.root)
+    signer = signed.signatures[0]
+    return VerifiedReceipt(index, checkpoint, entry, signer.name)
+
+
+def prove_consistency(store: Store, old: Checkpoint, new: Checkpoint) -> list[bytes]:
+    """Fetch and check the consistency proof between two (already trusted) checkpoints.
+    Raises :class:`ProofError` when the newer tree does not extend the older."""
+    if old.size > new.size:
+        old, new = new, old
+    if old.size == 0 or old.size == new.size:
+        if old.size == new.size and old.root != new.root:
+            raise ProofError(f"two different roots for tree size {old.size}: the log forked")
+        return []
+    proof = store.consistency_proof(old.size, new.size)
+    verify_consistency(old.size, new.size, old.root, new.root, proof)
+    return proof
+
+
+def root_b64(root: bytes) -> str:
+    """A root hash as checkpoints show it."""
+    return base64.b64encode(root).decode()

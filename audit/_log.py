@@ -1,0 +1,223 @@
+"""The audit log as a service uses it: record entries durably, sign checkpoints,
+answer proofs, redact.
+
+High level::
+
+    log = AuditLog.open("sqlite:///docket-data/docket.db", keys=Path("docket-data/audit"))
+    log.start()
+    (receipt,) = log.record([Entry(kind="decision", time=now, ...)])
+    note = log.checkpoint()
+    log.close()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from audit._canonical import canonical_json
+from audit._entry import Entry
+from audit._errors import AuditError, FormatError, ProofError, StoreError
+from audit._keys import KeyRing
+from audit._note import Checkpoint, VerifierKey, sign_checkpoint
+from audit._store import Pending, Receipt, Store, StoredCheckpoint
+from audit._writer import Ticket, Writer
+
+log = structlog.get_logger("docket.audit")
+
+CHECKPOINT_EVERY = 1_000
+"""Sign a checkpoint once this many entries were added since the last one…"""
+CHECKPOINT_INTERVAL = 1.0
+"""…or this many seconds passed with anything new."""
+
+
+def pending(entry: Entry) -> Pending:
+    """An entry ready for the store: canonical bytes plus its indexed columns."""
+    document = entry.document()
+    return Pending(entry.kind, document["time"], canonical_json(document))
+
+
+def utcnow() -> datetime:
+    """The current time, aware and in UTC."""
+    return datetime.now(UTC)
+
+
+class AuditLog:
+    """A store, its signing keys, a group-commit writer and a checkpointer."""
+
+    def __init__(
+        self,
+        store: Store,
+        keys: KeyRing | None,
+        *,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        max_queue: int | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.origin = store.origin
+        if keys is not None:
+            keys.ensure(self.origin)
+            self._publish_verifiers()
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        options: dict[str, Any] = {} if max_queue is None else {"max_queue": max_queue}
+        self.writer = Writer(store, prepare=pending, on_commit=self._committed, **options)
+        self._latest = (0, b"")
+        self._signed_size = -1
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._maintenance: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, url: str, *, keys: Path | None, create: bool = True, **options: Any) -> AuditLog:
+        """Open (and on first use create) the log at ``url``; ``keys`` is the signing-key
+        directory (None: read-only use, no checkpoints are signed). Raises
+        :class:`StoreError`, :class:`~audit.KeyFormatError`."""
+        return cls(Store(url, create=create), None if keys is None else KeyRing(keys), **options)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> AuditLog:
+        """Start the writer and the checkpoint/WAL maintenance thread."""
+        self.writer.start()
+        if self._maintenance is None:
+            self._maintenance = threading.Thread(
+                target=self._maintain, name="docket-audit-checkpointer", daemon=True
+            )
+            self._maintenance.start()
+        return self
+
+    def close(self) -> None:
+        """Commit what is queued, sign a last checkpoint, release the database."""
+        self.writer.close()
+        self._stop.set()
+        self._wake.set()
+        if self._maintenance is not None:
+            self._maintenance.join(10)
+        try:
+            if self.keys is not None:
+                self.checkpoint()
+        except AuditError as exc:
+            log.warning("audit.final_checkpoint_failed", error=str(exc))
+        self.store.close()
+
+    @property
+    def writable(self) -> bool:
+        """True while entries can be recorded (the health check's "audit log writable")."""
+        return self.writer.writable
+
+    # -- recording ----------------------------------------------------------------
+
+    def submit(self, entries: Sequence[Entry]) -> Ticket:
+        """Queue entries; the ticket's result is their receipts once durable.
+        Raises :class:`~audit.Overloaded` (back-pressure), :class:`StoreError`."""
+        return self.writer.submit(entries)
+
+    def record(self, entries: Sequence[Entry], *, timeout: float | None = 30) -> list[Receipt]:
+        """Record entries and wait until they are durable; their receipts, in order."""
+        return self.writer.append(entries, timeout=timeout)
+
+    def redact(self, index: int, *, reason: str, requested_by: str, now: datetime) -> Receipt:
+        """Erase entry ``index``'s payload (and with it its salt) and record a
+        ``redaction`` entry saying who asked and why; the leaf hash stays, so the tree
+        and the chain still verify. Raises :class:`FormatError` for an index that is not
+        there, already redacted, or itself a redaction."""
+        stored = self.store.entry(index)
+        if stored is None:
+            raise FormatError(f"there is no entry {index}")
+        if stored.payload is None:
+            raise FormatError(f"entry {index} is already redacted")
+        if stored.kind == "redaction":
+            raise FormatError(f"entry {index} records a redaction; those are not redacted")
+        record = Entry(
+            kind="redaction",
+            time=now,
+            caller=requested_by,
+            action="redact",
+            resource=f"entry:{index}",
+            detail={"index": index, "reason": reason, "leaf_hash": stored.leaf.hex()},
+        )
+        (receipt,) = self.writer.append([record], erase=[index])
+        return receipt
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def checkpoint(self) -> StoredCheckpoint:
+        """Sign and store a checkpoint of the tree as it is now, unless the latest stored
+        one already covers it; return the latest. Raises :class:`StoreError` without
+        signing keys and no checkpoint to show."""
+        head = self.store.head()
+        latest = self.store.latest_checkpoint()
+        if latest is not None and latest.size >= head.size:
+            return latest
+        if self.keys is None:
+            if latest is None:
+                raise StoreError("the log has no checkpoint and no signing key is available")
+            return latest
+        body = Checkpoint(origin=self.origin, size=head.size, root=head.root)
+        note = sign_checkpoint(body, self.keys.signers())
+        self.store.add_checkpoint(head.size, head.root, note)
+        self._signed_size = max(self._signed_size, head.size)
+        log.debug("audit.checkpoint", size=head.size)
+        stored = self.store.checkpoint_at(head.size)
+        if stored is None:  # pragma: no cover - add_checkpoint just stored it
+            raise StoreError(f"checkpoint of size {head.size} vanished")
+        return stored
+
+    def verifiers(self) -> list[VerifierKey]:
+        """The keys that currently sign this log's checkpoints."""
+        return self.keys.verifiers() if self.keys is not None else []
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        """Inclusion proof of ``index`` in the tree of ``size``. Raises :class:`ProofError`."""
+        head = self.store.head()
+        if size > head.size:
+            raise ProofError(f"tree size {size} is beyond the log's {head.size} entries")
+        return self.store.inclusion_proof(index, size)
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """Consistency proof from ``old_size`` to ``new_size``. Raises :class:`ProofError`."""
+        head = self.store.head()
+        if new_size > head.size:
+            raise ProofError(f"tree size {new_size} is beyond the log's {head.size} entries")
+        return self.store.consistency_proof(old_size, new_size)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _publish_verifiers(self) -> None:
+        # Stored for convenience only: an auditor passes --key from a trusted source.
+        assert self.keys is not None
+        text = "\n".join(str(key) for key in self.keys.verifiers())
+        known = self.store.meta("verifier_keys") or ""
+        lines = known.splitlines()
+        added = [line for line in text.splitlines() if line not in lines]
+        if added:
+            self.store.set_meta("verifier_keys", "\n".join([*lines, *added]))
+
+    def _committed(self, size: int, root: bytes) -> None:
+        self._latest = (size, root)
+        if size - max(self._signed_size, 0) >= self.checkpoint_every:
+            self._wake.set()
+
+    def _maintain(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.checkpoint_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self._tick()
+
+    def _tick(self) -> None:
+        try:
+            self.store.checkpoint_wal()
+            if self.keys is not None and self._latest[0] > self._signed_size:
+                self.checkpoint()
+        except AuditError as exc:
+            log.warning("audit.maintenance_failed", error=str(exc))

@@ -1,0 +1,589 @@
+"""Where the log lives: SQLModel tables over SQLite (WAL) or PostgreSQL.
+
+One sequencer assigns indices: the single ``audit_head`` row. Every append locks it
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL), reads the tree
+size, the last chain hash and the compact range (the perfect subtrees covering the
+log), writes the new entries and moves the head, all in one transaction. Processes
+sharing one database therefore build one tree, in one order.
+
+Each entry row stores, next to its payload and leaf hash, its chain hash
+(``chain_n = SHA-256(chain_{n-1} || leaf_n)``, ``chain_{-1}`` = 32 zero bytes) and the
+hashes of the perfect subtrees that end at it (levels 1, 2, … ; leaf ``i`` completes
+level ``k`` when ``2^k`` divides ``i + 1``). Any perfect subtree hash is then one row
+lookup, and an inclusion or consistency proof is O(log n) lookups.
+
+The tables are storage; the domain values are :class:`~audit._entry.Entry` and the
+records below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, SQLModel
+
+from audit._errors import ProofError, StoreError
+from audit._merkle import HASH_SIZE, CompactRange, NodeId, consistency_proof, inclusion_proof
+
+GENESIS = bytes(HASH_SIZE)
+"""The chain value before the first entry."""
+
+SCHEMA_VERSION = "1"
+_READ_CHUNK = 20_000
+# The hot paths speak to the driver directly, in qmark style; _driver_sql() turns that
+# into psycopg's format style. Every statement is a constant: no value is ever spliced
+# into SQL text, only placeholders.
+_LOCK_HEAD_SQLITE = "SELECT size, chain, frontier FROM audit_head WHERE id = 1"
+_LOCK_HEAD_PG = "SELECT size, chain, frontier FROM audit_head WHERE id = 1 FOR UPDATE"
+_INSERT_ENTRIES = "INSERT INTO audit_entry (idx, kind, time, payload, leaf, chain, nodes) VALUES "
+_ENTRY_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
+_ERASE = "UPDATE audit_entry SET payload = NULL WHERE idx = ?"
+_MOVE_HEAD = "UPDATE audit_head SET size = ?, chain = ?, frontier = ?, root = ? WHERE id = 1"
+_READ_ENTRIES = (
+    "SELECT idx, kind, payload, leaf, chain, nodes FROM audit_entry "
+    "WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
+)
+_INSERT_CHUNK = 500  # 3,500 parameters: well under SQLite's 32,766 and PostgreSQL's 65,535
+
+
+class AuditEntryRow(SQLModel, table=True):
+    """One log entry. ``payload`` is NULL once redacted; every hash stays."""
+
+    __tablename__ = "audit_entry"
+
+    idx: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    time: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, index=True))
+    payload: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary))
+    leaf: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    chain: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    nodes: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """The sequencer: the one row every writer locks to take the next indices."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    size: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    chain: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    frontier: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    root: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+class AuditCheckpointRow(SQLModel, table=True):
+    """A signed checkpoint (C2SP signed note) of the tree at ``size``."""
+
+    __tablename__ = "audit_checkpoint"
+
+    size: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    root: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    note: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+
+
+class AuditMetaRow(SQLModel, table=True):
+    """The log's identity and settings: origin, schema version, verifier keys."""
+
+    __tablename__ = "audit_meta"
+
+    key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    value: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+
+
+_ENTRY = AuditEntryRow.__table__  # type: ignore[attr-defined]
+_HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
+_CHECKPOINT = AuditCheckpointRow.__table__  # type: ignore[attr-defined]
+_META = AuditMetaRow.__table__  # type: ignore[attr-defined]
+_TABLES = [_ENTRY, _HEAD, _CHECKPOINT, _META]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An entry ready to append: its kind and time (indexed columns) and canonical bytes."""
+
+    kind: str
+    time: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Where an appended entry is: its index and leaf hash. Durable once returned."""
+
+    index: int
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one append transaction did: the receipts, and the tree it left behind."""
+
+    receipts: list[Receipt]
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The tree as of the last append: size, root and last chain value."""
+
+    size: int
+    root: bytes
+    chain: bytes
+    frontier: CompactRange
+
+
+class StoredEntry(NamedTuple):
+    """An entry row as read back (hashes as stored, not yet verified). A named tuple:
+    verification reads hundreds of thousands a second straight from the driver."""
+
+    idx: int
+    kind: str
+    payload: bytes | None
+    leaf: bytes
+    chain: bytes
+    nodes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A stored checkpoint note (its signatures not yet verified)."""
+
+    size: int
+    root: bytes
+    note: str
+    created: str
+
+
+def chain_hash(previous: bytes, leaf: bytes) -> bytes:
+    """The next hash-chain value: ``SHA-256(previous || leaf)``."""
+    return hashlib.sha256(previous + leaf).digest()
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    database = url.database
+    return Path(database) if database and database != ":memory:" else None
+
+
+class Store:
+    """The audit tables in one database. Thread-safe; share one per process.
+
+    Raises :class:`StoreError` (never sqlalchemy's exceptions) when the database cannot
+    be opened, read or written.
+    """
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        try:
+            parsed = sa.make_url(url)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"not a database URL: {url!r}") from exc
+        self.url = parsed.render_as_string(hide_password=True)
+        self.sqlite = parsed.get_backend_name() == "sqlite"
+        try:
+            if self.sqlite:
+                path = _sqlite_path(parsed)
+                if path is not None and not create and not path.exists():
+                    raise StoreError(f"no audit database at {path}")
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                self._writer = self._sqlite_engine(parsed, immediate=True)
+                self._reader = self._sqlite_engine(parsed, immediate=False)
+            else:
+                self._writer = sa.create_engine(parsed, pool_pre_ping=True)
+                self._reader = self._writer
+            if create:
+                self._create()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the audit database {self.url}: {_reason(exc)}") from exc
+        self._checkpoint_lock = threading.Lock()
+        dbapi = self._writer.dialect.dbapi
+        assert dbapi is not None  # a dialect created from a URL always has its driver
+        self._driver_errors: tuple[type[Exception], ...] = (dbapi.Error,)
+
+    @staticmethod
+    def _sqlite_engine(url: sa.URL, *, immediate: bool) -> sa.Engine:
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling would issue BEGIN DEFERRED lazily; we
+            # issue BEGIN ourselves so a writer holds the lock from its first read.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            # WAL checkpoints run off the hot path (Store.checkpoint_wal), not inside
+            # whichever commit crosses the auto-checkpoint threshold.
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def _create(self) -> None:
+        with self._writer.begin() as conn:
+            SQLModel.metadata.create_all(conn, tables=_TABLES)
+            head = conn.execute(sa.select(_HEAD.c.size).where(_HEAD.c.id == 1)).first()
+            if head is None:
+                empty = CompactRange()
+                conn.execute(
+                    sa.insert(_HEAD).values(
+                        id=1, size=0, chain=GENESIS, frontier=empty.to_bytes(), root=empty.root()
+                    )
+                )
+                conn.execute(
+                    sa.insert(_META),
+                    [
+                        {"key": "schema_version", "value": SCHEMA_VERSION},
+                        {"key": "origin", "value": f"docket.local/{secrets.token_hex(6)}"},
+                        {"key": "created", "value": _now_text()},
+                    ],
+                )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+
+    # -- metadata -----------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        """A value from ``audit_meta`` (``origin``, ``verifier_keys``, …)."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(_META.c.value).where(_META.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value in ``audit_meta``."""
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(_META).where(_META.c.key == key).values(value=value)
+            ).rowcount
+            if not updated:
+                conn.execute(sa.insert(_META).values(key=key, value=value))
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line (its name in checkpoints), fixed when it was created."""
+        origin = self.meta("origin")
+        if origin is None:
+            raise StoreError(f"{self.url} holds no audit log (no origin recorded)")
+        return origin
+
+    # -- appending ----------------------------------------------------------------
+
+    def append(self, pending: Sequence[Pending], *, erase: Sequence[int] = ()) -> Appended:
+        """Append entries in one transaction; they are durable when this returns.
+
+        ``erase`` lists indices whose payload is erased in the same transaction (a
+        redaction: the caller appends the ``redaction`` entry that records it).
+        Raises :class:`StoreError`.
+
+        This is the hot path, so it speaks to the driver directly (one ``executemany``)
+        rather than through SQLAlchemy's statement layer.
+        """
+        sql = self._driver_sql
+        try:
+            raw = self._writer.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot append to the audit log: {_reason(exc)}") from exc
+        try:
+            cursor = raw.cursor()
+            if self.sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute(_LOCK_HEAD_SQLITE)
+            else:
+                cursor.execute(_LOCK_HEAD_PG)
+            head = cursor.fetchone()
+            if head is None:
+                raise StoreError(f"{self.url} holds no audit log (no head row)")
+            size, chain = int(head[0]), bytes(head[1])
+            frontier = CompactRange.from_bytes(0, size, bytes(head[2]))
+            sha256 = hashlib.sha256
+            leaves = [sha256(b"\x00" + item.payload).digest() for item in pending]
+            completed = frontier.extend(leaves)
+            rows = []
+            for offset, (item, leaf, nodes) in enumerate(
+                zip(pending, leaves, completed, strict=True)
+            ):
+                chain = sha256(chain + leaf).digest()
+                rows.append((size + offset, item.kind, item.time, item.payload, leaf, chain, nodes))
+            # One multi-row INSERT per chunk, not executemany: the driver releases and
+            # retakes the GIL around every statement step, and under many caller threads
+            # each retake is a wait.
+            for first in range(0, len(rows), _INSERT_CHUNK):
+                chunk = rows[first : first + _INSERT_CHUNK]
+                cursor.execute(
+                    sql(_INSERT_ENTRIES + ", ".join([_ENTRY_VALUES] * len(chunk))),
+                    [value for row in chunk for value in row],
+                )
+            for index in erase:
+                cursor.execute(sql(_ERASE), (index,))
+            root = frontier.root()
+            cursor.execute(sql(_MOVE_HEAD), (frontier.end, chain, frontier.to_bytes(), root))
+            if self.sqlite:
+                cursor.execute("COMMIT")
+            else:
+                raw.commit()
+            cursor.close()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                if self.sqlite:
+                    raw.cursor().execute("ROLLBACK")
+                else:
+                    raw.rollback()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, self._driver_errors):
+                raise StoreError(f"cannot append to the audit log: {exc}") from exc
+            raise
+        finally:
+            raw.close()
+        return Appended([Receipt(r[0], r[4]) for r in rows], frontier.end, root)
+
+    def checkpoint_wal(self) -> None:
+        """Fold the SQLite WAL into the database without blocking writers (PASSIVE).
+        A no-op on PostgreSQL."""
+        if not self.sqlite:
+            return
+        try:
+            with self._reader.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"WAL checkpoint failed: {_reason(exc)}") from exc
+
+    def _driver_sql(self, statement: str) -> str:
+        return statement if self.sqlite else statement.replace("?", "%s")
+
+    # -- reading ------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """The tree as of the last committed append."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(_HEAD.c.size, _HEAD.c.root, _HEAD.c.chain, _HEAD.c.frontier).where(
+                    _HEAD.c.id == 1
+                )
+            ).one_or_none()
+        if row is None:
+            raise StoreError(f"{self.url} holds no audit log (no head row)")
+        size = int(row.size)
+        return Head(
+            size, bytes(row.root), bytes(row.chain), CompactRange.from_bytes(0, size, row.frontier)
+        )
+
+    def count(self) -> int:
+        """How many entry rows the table holds (the head says how many it should)."""
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_ENTRY)).scalar_one())
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
+        """Entry rows with ``start <= index < end``, in index order, read in chunks
+        straight from the driver (verification reads the whole log this way; a reader
+        thread was measured slower: it only contends for the GIL)."""
+        position, stop = start, end if end is not None else 2**63 - 1
+        while position < stop:
+            rows = self._chunk(position, stop)
+            yield from rows
+            if len(rows) < _READ_CHUNK:
+                return
+            position = rows[-1].idx + 1
+
+    def _chunk(self, position: int, stop: int) -> list[StoredEntry]:
+        query = self._driver_sql(_READ_ENTRIES)
+        try:
+            raw = self._reader.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute(query, (position, stop, _READ_CHUNK))
+                rows = cursor.fetchall()
+                cursor.close()
+                if not self.sqlite:
+                    raw.rollback()
+            finally:
+                raw.close()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the audit log: {_reason(exc)}") from exc
+        except self._driver_errors as exc:
+            raise StoreError(f"cannot read the audit log: {exc}") from exc
+        make = StoredEntry._make
+        if self.sqlite:
+            return list(map(make, rows))
+        # psycopg hands bytea back as bytes already; other drivers may not.
+        return [
+            make((r[0], r[1], None if r[2] is None else bytes(r[2]), *(bytes(v) for v in r[3:])))
+            for r in rows
+        ]
+
+    def entry(self, index: int) -> StoredEntry | None:
+        """One entry row, or None when there is no row at ``index``."""
+        return next(self.entries(index, index + 1), None)
+
+    def index_range(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+        """``[start, end)``: the entries whose time is within ``[since, until)``, taken
+        as the first and last such index (entries are time-ordered per writer)."""
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+        clauses = []
+        if since is not None:
+            clauses.append(_ENTRY.c.time >= since.astimezone(UTC).strftime(fmt))
+        if until is not None:
+            clauses.append(_ENTRY.c.time < until.astimezone(UTC).strftime(fmt))
+        with self._read() as conn:
+            low, high = conn.execute(
+                sa.select(sa.func.min(_ENTRY.c.idx), sa.func.max(_ENTRY.c.idx)).where(*clauses)
+            ).one()
+        if low is None:
+            return 0, 0
+        return int(low), int(high) + 1
+
+    def nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
+        """Hashes of perfect subtrees, by ``(level, index)``: one query for all of them.
+        Raises :class:`ProofError` when a node is beyond the stored log."""
+        rows_needed = {(index + 1) * (1 << level) - 1 for level, index in ids}
+        found: dict[int, tuple[bytes, bytes]] = {}
+        with self._read() as conn:
+            wanted = sorted(rows_needed)
+            for chunk_start in range(0, len(wanted), 500):
+                chunk = wanted[chunk_start : chunk_start + 500]
+                for idx, leaf, nodes in conn.execute(
+                    sa.select(_ENTRY.c.idx, _ENTRY.c.leaf, _ENTRY.c.nodes).where(
+                        _ENTRY.c.idx.in_(chunk)
+                    )
+                ):
+                    found[int(idx)] = (bytes(leaf), bytes(nodes))
+        result = []
+        for level, index in ids:
+            row = (index + 1) * (1 << level) - 1
+            if row not in found:
+                raise ProofError(f"node ({level}, {index}) is beyond the stored log")
+            leaf, nodes = found[row]
+            if level == 0:
+                result.append(leaf)
+                continue
+            value = nodes[(level - 1) * HASH_SIZE : level * HASH_SIZE]
+            if len(value) != HASH_SIZE:
+                raise ProofError(f"entry {row} stores no level-{level} subtree hash")
+            result.append(value)
+        return result
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` leaves."""
+        return inclusion_proof(index, size, self.nodes)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof between trees of ``old_size`` and ``new_size``."""
+        return consistency_proof(old_size, new_size, self.nodes)
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
+        """Store a signed checkpoint; a second one for the same size is ignored."""
+        with self._checkpoint_lock, self._write() as conn:
+            exists = conn.execute(
+                sa.select(_CHECKPOINT.c.size).where(_CHECKPOINT.c.size == size)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    sa.insert(_CHECKPOINT).values(
+                        size=size, root=root, note=note, created=_now_text()
+                    )
+                )
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, smallest tree first."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(_CHECKPOINT).order_by(_CHECKPOINT.c.size)).all()
+        return [StoredCheckpoint(int(r.size), bytes(r.root), r.note, r.created) for r in rows]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint of the largest tree, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(_CHECKPOINT).order_by(_CHECKPOINT.c.size.desc()).limit(1)
+            ).first()
+        return (
+            None
+            if row is None
+            else StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.created)
+        )
+
+    def checkpoint_covering(self, index: int) -> StoredCheckpoint | None:
+        """The smallest checkpoint whose tree includes entry ``index``."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(_CHECKPOINT)
+                .where(_CHECKPOINT.c.size > index)
+                .order_by(_CHECKPOINT.c.size)
+                .limit(1)
+            ).first()
+        return (
+            None
+            if row is None
+            else StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.created)
+        )
+
+    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
+        """The checkpoint of the tree of exactly ``size`` leaves, if one was made."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(_CHECKPOINT).where(_CHECKPOINT.c.size == size)).first()
+        return (
+            None
+            if row is None
+            else StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.created)
+        )
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _read(self) -> Any:
+        return _Translate(self._reader.connect(), self.url)
+
+    def _write(self) -> Any:
+        return _Translate(self._writer.begin(), self.url)
+
+
+class _Translate:
+    """A connection context that turns sqlalchemy errors into :class:`StoreError`."""
+
+    def __init__(self, context: Any, url: str) -> None:
+        self._context = context
+        self._url = url
+
+    def __enter__(self) -> sa.Connection:
+        try:
+            return self._context.__enter__()  # type: ignore[no-any-return]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot use the audit database {self._url}: {_reason(exc)}") from exc
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._context.__exit__(*exc_info)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"audit database {self._url}: {_reason(exc)}") from exc
+        if exc_info[1] is not None and isinstance(exc_info[1], SQLAlchemyError):
+            raise StoreError(f"audit database {self._url}: {_reason(exc_info[1])}") from exc_info[1]
+
+
+def _reason(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None)
+    return str(original or exc).splitlines()[0]

@@ -1,0 +1,700 @@
+"""``docket audit …``: what an auditor runs, with nothing but a database URL or an
+export file and the log's verifier key.
+
+Exit codes: 0 success; 1 a check failed (the log, a receipt or a consistency proof
+does not verify); 2 usage or input error. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from audit._auditor import (
+    Verdict,
+    make_receipt,
+    prove_consistency,
+    root_b64,
+    verify_export,
+    verify_receipt,
+    verify_store,
+    write_export,
+)
+from audit._entry import Entry
+from audit._errors import (
+    FormatError,
+    KeyFormatError,
+    NoteError,
+    ProofError,
+    StoreError,
+    TamperDetected,
+)
+from audit._keys import KeyRing
+from audit._log import AuditLog
+from audit._note import VerifierKey, open_checkpoint
+from audit._report import ReportStatus, build_report, render
+from audit._store import Store
+
+DEFAULT_DATA_DIR = Path("docket-data")
+KEYS_DIR = "audit-keys"
+
+
+class InputError(click.ClickException):
+    """Bad input from the user: one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"docket: {self.format_message()}", err=True)
+
+
+class CheckFailed(click.ClickException):
+    """A check ran and failed: exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"docket: {self.format_message()}", err=True)
+
+
+def _configured(name: str, env: str) -> Any:
+    """A setting not given as a flag: from the settings object ``docket`` was started
+    with (its config file and environment), else from the environment alone."""
+    context = click.get_current_context(silent=True)
+    settings = context.find_root().obj if context is not None else None
+    value = getattr(settings, name, None)
+    return value if value is not None else os.environ.get(env)
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    return data_dir or Path(_configured("data_dir", "DOCKET_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def database_url(db: str | None, data_dir: Path | None) -> str:
+    """``--db``, else the configured URL, else SQLite under the data directory."""
+    return (
+        db
+        or _configured("db_url", "DOCKET_DB_URL")
+        or f"sqlite:///{_data_dir(data_dir) / 'docket.db'}"
+    )
+
+
+def keys_dir(keys: Path | None, data_dir: Path | None) -> Path:
+    """``--keys``, else the configured directory, else ``<data-dir>/audit-keys``."""
+    configured = _configured("audit_keys", "DOCKET_AUDIT_KEYS")
+    return keys or (Path(configured) if configured else _data_dir(data_dir) / KEYS_DIR)
+
+
+db_option = click.option(
+    "--db",
+    metavar="URL",
+    help="Database URL, e.g. postgresql+psycopg://… [env DOCKET_DB_URL, else "
+    "sqlite:///<data-dir>/docket.db].",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Data directory [env DOCKET_DATA_DIR, else ./docket-data].",
+)
+keys_option = click.option(
+    "--keys",
+    "keys_path",
+    type=click.Path(path_type=Path),
+    help="Checkpoint signing-key directory [env DOCKET_AUDIT_KEYS, else <data-dir>/audit-keys].",
+)
+key_option = click.option(
+    "--key",
+    "key_texts",
+    multiple=True,
+    metavar="KEY",
+    help="Verifier key NAME+ID+BASE64, or a file holding one per line (repeatable).",
+)
+
+
+def _verifier_keys(texts: Sequence[str]) -> list[VerifierKey]:
+    keys: list[VerifierKey] = []
+    for text in texts:
+        path = Path(text)
+        lines = [text]
+        if "+" not in text or path.is_file():
+            try:
+                lines = path.read_text().split()
+            except OSError as exc:
+                raise InputError(f"--key {text}: not a key, and cannot read it as a file") from exc
+        for line in lines:
+            try:
+                keys.append(VerifierKey.parse(line.strip()))
+            except KeyFormatError as exc:
+                raise InputError(f"--key {text}: {exc}") from exc
+    return keys
+
+
+def _open_store(db: str | None, data_dir: Path | None) -> Store:
+    try:
+        return Store(database_url(db, data_dir), create=False)
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _read_note(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def _parse_time(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"{flag} {value!r}: not an ISO 8601 date or time") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long runs (only when stderr is a terminal)."""
+    if not sys.stderr.isatty() or (total is not None and total < 50_000):
+        yield lambda done: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+@click.group(name="audit")
+def audit() -> None:
+    """Verify the audit log, prove entries, export it and report on it."""
+
+
+# -- verify ---------------------------------------------------------------------------
+
+
+def _run_verify(
+    db: str | None,
+    data_dir: Path | None,
+    export: Path | None,
+    checkpoint_files: Sequence[Path],
+    key_texts: Sequence[str],
+) -> Verdict:
+    extra = [(str(path), _read_note(path)) for path in checkpoint_files]
+    keys = _verifier_keys(key_texts)
+    try:
+        if export is not None:
+            with _progress("verifying", None) as progress:
+                return verify_export(export, keys or None, extra=extra, progress=progress)
+        store = _open_store(db, data_dir)
+        try:
+            notes: list[str] = []
+            if not keys:
+                keys = _verifier_keys((store.meta("verifier_keys") or "").split())
+                notes.append("checked against the keys stored in the log; pass --key to use yours")
+                if not keys:
+                    raise InputError("the log names no verifier key: pass --key")
+            with _progress("verifying", store.head().size) as progress:
+                verdict = verify_store(store, keys, extra=extra, progress=progress)
+            return Verdict(**{**_fields(verdict), "notes": (*verdict.notes, *notes)})
+        finally:
+            store.close()
+    except TamperDetected as exc:
+        raise CheckFailed(f"audit log NOT intact: {exc}") from exc
+    except (FormatError, StoreError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _fields(verdict: Verdict) -> dict[str, Any]:
+    return {name: getattr(verdict, name) for name in verdict.__dataclass_fields__}
+
+
+def _describe(verdict: Verdict) -> list[str]:
+    log = verdict.log
+    span = f"{log.size:,} entries" if log.start == 0 else f"entries {log.start:,}..{log.size - 1:,}"
+    lines = [f"audit log intact: {span} of {verdict.origin}"]
+    if verdict.anchor is not None:
+        lines.append(
+            f"checked against the checkpoint of size {verdict.anchor.size:,}, root "
+            f"{root_b64(verdict.anchor.root)} ({verdict.anchor_source})"
+        )
+    else:
+        lines.append("no signed checkpoint covers these entries yet: run `docket audit checkpoint`")
+    lines.append("keys: " + ", ".join(verdict.keys))
+    if log.redacted:
+        lines.append("redacted entries: " + ", ".join(map(str, log.redacted)))
+    lines.extend(f"note: {note}" for note in verdict.notes)
+    return lines
+
+
+@audit.command()
+@db_option
+@data_dir_option
+@click.option(
+    "--export",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Verify an export file (from `docket audit export`) instead of a database.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A signed checkpoint you kept; the log must still contain it (repeatable).",
+)
+@key_option
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def verify(
+    db: str | None,
+    data_dir: Path | None,
+    export: Path | None,
+    checkpoint_files: tuple[Path, ...],
+    key_texts: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Recompute every leaf hash, the hash chain and the Merkle root; check every
+    checkpoint's signature and root. Exits 1 naming the first bad entry and what is
+    wrong (modified, deleted, inserted, reordered, truncated, checkpoint)."""
+    verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
+    if as_json:
+        click.echo(json.dumps(_verdict_json(verdict), indent=2))
+        return
+    for line in _describe(verdict):
+        click.echo(line)
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    anchor = verdict.anchor
+    return {
+        "intact": True,
+        "origin": verdict.origin,
+        "start": verdict.log.start,
+        "size": verdict.log.size,
+        "checkpoint": None
+        if anchor is None
+        else {"size": anchor.size, "root": root_b64(anchor.root), "source": verdict.anchor_source},
+        "checkpoints_checked": list(verdict.log.checkpoints),
+        "redacted": list(verdict.log.redacted),
+        "keys": list(verdict.keys),
+        "notes": list(verdict.notes),
+    }
+
+
+# -- prove / verify-receipt -----------------------------------------------------------
+
+
+def _signing_log(db: str | None, data_dir: Path | None, keys_path: Path | None) -> AuditLog:
+    """The log with its signing keys when they are here (to sign a checkpoint on
+    demand), else read-only."""
+    directory = keys_dir(keys_path, data_dir)
+    try:
+        store = Store(database_url(db, data_dir), create=False)
+        ring = KeyRing(directory)
+        return AuditLog(store, ring if ring.exists else None)
+    except (StoreError, KeyFormatError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+@audit.command()
+@click.argument("index", type=click.IntRange(min=0))
+@click.option("--size", type=click.IntRange(min=1), help="Prove in the checkpoint of this size.")
+@db_option
+@data_dir_option
+@keys_option
+@click.option("-o", "--output", type=click.File("w"), default="-", help="Write here [stdout].")
+def prove(
+    index: int,
+    size: int | None,
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+    output: IO[str],
+) -> None:
+    """Print a JSON receipt for entry INDEX: the entry, its leaf hash, its inclusion
+    proof and the signed checkpoint it is proven against. `docket audit verify-receipt`
+    checks it with nothing but the log's key."""
+    log = _signing_log(db, data_dir, keys_path)
+    try:
+        if size is None:
+            stored = log.store.checkpoint_covering(index)
+            if stored is None:
+                if index >= log.store.head().size:
+                    raise InputError(f"there is no entry {index}")
+                stored = log.checkpoint()
+        else:
+            stored = log.store.checkpoint_at(size)
+            if stored is None:
+                raise InputError(f"no checkpoint of size {size} (see `docket audit checkpoint`)")
+        if index >= stored.size:
+            raise InputError(f"entry {index} is not in the tree of size {stored.size}")
+        receipt = make_receipt(log.store, index, stored.size, stored.note)
+    except (ProofError, StoreError) as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        log.store.close()
+    output.write(json.dumps(receipt, indent=2, ensure_ascii=False) + "\n")
+
+
+@audit.command(name="verify-receipt")
+@click.argument("receipt_file", type=click.File("r"))
+@key_option
+def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...]) -> None:
+    """Check a receipt from `docket audit prove` offline: the checkpoint is signed by
+    --key, the entry hashes to the leaf, and the leaf is in the signed tree."""
+    keys = _verifier_keys(key_texts)
+    if not keys:
+        raise InputError("--key is required: the log's verifier key (`docket audit key`)")
+    try:
+        receipt = json.load(receipt_file)
+    except ValueError as exc:
+        raise InputError(f"{receipt_file.name}: not JSON: {exc}") from exc
+    try:
+        verified = verify_receipt(receipt, keys)
+    except FormatError as exc:
+        raise InputError(f"{receipt_file.name}: {exc}") from exc
+    except (NoteError, ProofError) as exc:
+        raise CheckFailed(f"receipt does NOT verify: {exc}") from exc
+    click.echo(
+        f"receipt OK: entry {verified.index} is in {verified.checkpoint.origin} at tree size "
+        f"{verified.checkpoint.size:,} (signed by {verified.key})"
+    )
+
+
+# -- consistency / checkpoint / key ---------------------------------------------------
+
+
+@audit.command()
+@click.argument("old_checkpoint", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("new_checkpoint", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@db_option
+@data_dir_option
+@key_option
+def consistency(
+    old_checkpoint: Path,
+    new_checkpoint: Path | None,
+    db: str | None,
+    data_dir: Path | None,
+    key_texts: tuple[str, ...],
+) -> None:
+    """Prove the log only grew between OLD_CHECKPOINT and NEW_CHECKPOINT (default: the
+    log's latest checkpoint): nothing was removed, changed or reordered."""
+    store = _open_store(db, data_dir)
+    try:
+        keys = _verifier_keys(key_texts) or _verifier_keys(
+            (store.meta("verifier_keys") or "").split()
+        )
+        notes = [(str(old_checkpoint), _read_note(old_checkpoint))]
+        if new_checkpoint is not None:
+            notes.append((str(new_checkpoint), _read_note(new_checkpoint)))
+        else:
+            latest = store.latest_checkpoint()
+            if latest is None:
+                raise InputError("the log has no checkpoint yet: run `docket audit checkpoint`")
+            notes.append(("the log's latest checkpoint", latest.note))
+        old, new = (_open(source, note, keys, store.origin) for source, note in notes)
+        proof = prove_consistency(store, old, new)
+    except (ProofError, NoteError) as exc:
+        raise CheckFailed(f"NOT consistent: {exc}") from exc
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        store.close()
+    low, high = sorted((old, new), key=lambda c: c.size)
+    click.echo(
+        f"consistent: the tree of size {high.size:,} extends the tree of size {low.size:,} "
+        f"({len(proof)} proof hashes)"
+    )
+
+
+def _open(source: str, note: str, keys: Sequence[VerifierKey], origin: str) -> Any:
+    try:
+        checkpoint, _ = open_checkpoint(note, keys, origin=origin)
+    except NoteError as exc:
+        raise NoteError(f"{source}: {exc}") from exc
+    return checkpoint
+
+
+@audit.command()
+@db_option
+@data_dir_option
+@keys_option
+def checkpoint(db: str | None, data_dir: Path | None, keys_path: Path | None) -> None:
+    """Print the latest signed checkpoint (C2SP signed note). With the signing key at
+    hand, one covering every entry is signed first if the log grew."""
+    log = _signing_log(db, data_dir, keys_path)
+    try:
+        stored = log.checkpoint()
+    except (StoreError, KeyFormatError) as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        log.store.close()
+    click.echo(stored.note, nl=False)
+
+
+@audit.command()
+@db_option
+@data_dir_option
+@keys_option
+@click.option("--rotate", is_flag=True, help="Make a new signing key; the old one co-signs.")
+@click.option("--retire-previous", is_flag=True, help="Stop co-signing with the old key.")
+@click.option("--all", "show_all", is_flag=True, help="Print every key that signs (one a line).")
+def key(
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+    rotate: bool,
+    retire_previous: bool,
+    show_all: bool,
+) -> None:
+    """Print the log's verifier key as NAME+ID+BASE64 (give it to auditors). The
+    signing key is made on first use under <data-dir>/audit-keys (mode 0600)."""
+    if rotate and retire_previous:
+        raise InputError("--rotate and --retire-previous are separate steps")
+    directory = keys_dir(keys_path, data_dir)
+    try:
+        store = Store(database_url(db, data_dir))
+        log = AuditLog(store, KeyRing(directory))
+        ring = log.keys
+        assert ring is not None
+        who = f"local:{getpass.getuser()}"
+        if rotate:
+            new = ring.rotate()
+            _record_operation(log, "rotate-key", who, {"key": str(new.verifier())})
+        elif retire_previous:
+            retired = ring.retire()
+            if retired is None:
+                raise InputError("there is no previous key to retire")
+            _record_operation(log, "retire-key", who, {"key": str(retired)})
+        verifiers = ring.verifiers()
+    except FileExistsError as exc:
+        raise InputError(str(exc)) from exc
+    except (StoreError, KeyFormatError) as exc:
+        raise InputError(str(exc)) from exc
+    for verifier in verifiers if show_all else verifiers[:1]:
+        click.echo(str(verifier))
+
+
+def _record_operation(log: AuditLog, action: str, who: str, detail: dict[str, Any]) -> None:
+    """Record an audit operation (key rotation, export, redaction) in the log itself."""
+    log._publish_verifiers()
+    log.start()
+    try:
+        log.record(
+            [
+                Entry(
+                    kind="audit",
+                    time=datetime.now(UTC),
+                    caller=who,
+                    action=action,
+                    resource=f"log:{log.origin}",
+                    detail=detail,
+                )
+            ]
+        )
+    finally:
+        log.close()
+
+
+# -- redact ---------------------------------------------------------------------------
+
+
+@audit.command()
+@click.argument("index", type=click.IntRange(min=0))
+@click.option("--reason", required=True, help="Why (recorded in the log).")
+@click.option("--by", "requested_by", help="Who asked [the current user].")
+@db_option
+@data_dir_option
+@keys_option
+def redact(
+    index: int,
+    reason: str,
+    requested_by: str | None,
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+) -> None:
+    """Erase entry INDEX's payload (personal data) for good. Its leaf hash stays, so
+    the log still verifies; a `redaction` entry records who asked and why."""
+    log = _signing_log(db, data_dir, keys_path)
+    who = requested_by or f"local:{getpass.getuser()}"
+    log.start()
+    try:
+        receipt = log.redact(index, reason=reason, requested_by=who, now=datetime.now(UTC))
+    except (FormatError, StoreError) as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        log.close()
+    click.echo(f"entry {index} redacted; recorded as entry {receipt.index}")
+
+
+# -- export / report ------------------------------------------------------------------
+
+
+@audit.command()
+@click.option("--since", help="First entry time (ISO 8601, UTC if no offset).")
+@click.option("--until", help="End time, exclusive (ISO 8601).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@db_option
+@data_dir_option
+@keys_option
+def export(
+    since: str | None,
+    until: str | None,
+    output: Path,
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+) -> None:
+    """Write the entries in [--since, --until) as JSON Lines, with the signed
+    checkpoints and subtree hashes that let `docket audit verify --export` check them
+    offline."""
+    start_time, end_time = _parse_time(since, "--since"), _parse_time(until, "--until")
+    log = _signing_log(db, data_dir, keys_path)
+    try:
+        start, end = log.store.index_range(start_time, end_time)
+        anchor = log.store.latest_checkpoint()
+        if anchor is None or anchor.size < end:
+            anchor = log.checkpoint()
+        if anchor.size < end:
+            click.echo(
+                f"docket: entries from {anchor.size} on are not checkpointed yet and no "
+                "signing key is here; exporting up to the latest checkpoint",
+                err=True,
+            )
+            end = max(start, anchor.size)
+        keys = (log.store.meta("verifier_keys") or "").split()
+        with output.open("w", encoding="utf-8") as out, _progress("exporting", end - start) as bar:
+            written = write_export(
+                log.store,
+                out,
+                start=start,
+                end=end,
+                anchor_note=anchor.note,
+                anchor_size=anchor.size,
+                verifier_keys=keys,
+                now=datetime.now(UTC),
+                progress=bar,
+            )
+    except (StoreError, ProofError, FormatError) as exc:
+        raise InputError(str(exc)) from exc
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror}") from exc
+    finally:
+        log.store.close()
+    if log.keys is not None:
+        _record_operation(
+            AuditLog(Store(database_url(db, data_dir)), log.keys),
+            "export",
+            f"local:{getpass.getuser()}",
+            {"start": start, "end": end, "file": output.name},
+        )
+    click.echo(f"exported entries {start}..{end - 1} ({written:,}) to {output}", err=True)
+
+
+@audit.command()
+@click.option("--since", help="Start of the period (ISO 8601, UTC if no offset).")
+@click.option("--until", help="End of the period, exclusive (ISO 8601).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "html", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False))
+@db_option
+@data_dir_option
+@click.option("--export", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(path_type=Path))
+@key_option
+def report(
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    output: Path | None,
+    db: str | None,
+    data_dir: Path | None,
+    export: Path | None,
+    checkpoint_files: tuple[Path, ...],
+    key_texts: tuple[str, ...],
+) -> None:
+    """Residency and compliance report for a period: decisions by classification and
+    jurisdiction, any access or placement of confidential or restricted data outside
+    its residency (flagged), denials by policy, credentials issued and refused, and
+    whether the log verified (and against which checkpoint)."""
+    start_time, end_time = _parse_time(since, "--since"), _parse_time(until, "--until")
+    try:
+        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
+        anchor = verdict.anchor
+        status = ReportStatus(
+            intact=True,
+            tree_size=verdict.log.size,
+            checkpoint=None
+            if anchor is None
+            else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}",
+            problem=None,
+            redacted=verdict.log.redacted,
+        )
+    except CheckFailed as exc:
+        status = ReportStatus(
+            intact=False,
+            tree_size=0,
+            checkpoint=None,
+            problem=exc.format_message(),
+            redacted=(),
+        )
+    entries = _report_entries(db, data_dir, export)
+    built = build_report(
+        entries, since=start_time, until=end_time, status=status, generated_at=datetime.now(UTC)
+    )
+    text = render(built, fmt)  # type: ignore[arg-type]
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write {output}: {exc.strerror}") from exc
+        click.echo(f"report written to {output}", err=True)
+    if not status.intact:
+        raise CheckFailed(status.problem or "the log does not verify")
+
+
+def _report_entries(
+    db: str | None, data_dir: Path | None, export: Path | None
+) -> Iterator[tuple[int, Entry | None]]:
+    if export is not None:
+        with export.open(encoding="utf-8") as handle:
+            for line in handle:
+                value = json.loads(line)
+                if value.get("type") == "entry":
+                    document = value.get("entry")
+                    yield (
+                        int(value["index"]),
+                        None if document is None else Entry.model_validate(document),
+                    )
+        return
+    store = _open_store(db, data_dir)
+    try:
+        for row in store.entries():
+            yield row.idx, None if row.payload is None else Entry.from_canonical(row.payload)
+    finally:
+        store.close()

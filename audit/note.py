@@ -1,0 +1,27 @@
+"""C2SP signed notes and tlog checkpoints with Ed25519 (raw layer)."""
+
+from audit._note import (
+    Checkpoint,
+    SignedNote,
+    SignerKey,
+    VerifierKey,
+    open_checkpoint,
+    open_note,
+    parse_checkpoint_unverified,
+    parse_note,
+    sign_checkpoint,
+    sign_note,
+)
+
+__all__ = [
+    "Checkpoint",
+    "SignedNote",
+    "SignerKey",
+    "VerifierKey",
+    "open_checkpoint",
+    "open_note",
+    "parse_checkpoint_unverified",
+    "parse_note",
+    "sign_checkpoint",
+    "sign_note",
+]

@@ -1,0 +1,136 @@
+"""What the service writes to the audit log for each decision, placement and bundle
+load: :class:`audit.Entry` values built from engine values.
+
+An entry names things the way policies do (``Docket::User::"alice"``), carries the
+data's classification and residency from the bundle's catalog and says where the
+request came from (``context.jurisdiction``, else the device posture's), so that the
+residency report can be produced from the log alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from audit import Entry, digest
+from engine._bundle import DataLabels, PolicyBundle
+from engine._models import Decision, EntityUID, Request
+from engine._placement import Placement, Workload
+from engine._wire import CALLER
+
+
+def _uid(uid: EntityUID, bundle: PolicyBundle | None) -> str:
+    kind = bundle.qualify(uid.type) if bundle is not None else uid.type
+    return f"{kind}::{json.dumps(uid.id, ensure_ascii=False)}"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _where(context: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(jurisdiction, region) the request was made from."""
+    device = context.get("device")
+    device = device if isinstance(device, Mapping) else {}
+    jurisdiction = _text(context.get("jurisdiction")) or _text(device.get("jurisdiction"))
+    return jurisdiction, _text(device.get("region"))
+
+
+def _labels(request: Request, bundle: PolicyBundle | None) -> DataLabels | None:
+    if bundle is None:
+        return None
+    return bundle.labels((bundle.qualify(request.resource.type), request.resource.id))
+
+
+def decision_entry(
+    request: Request,
+    decision: Decision,
+    *,
+    decision_id: str,
+    api: str,
+    bundle: PolicyBundle | None,
+    now: datetime,
+) -> Entry:
+    """The audit entry of one access decision."""
+    labels = _labels(request, bundle)
+    jurisdiction, region = _where(request.context)
+    detail: dict[str, Any] = {"decision_id": decision_id, "api": api}
+    if decision.errors:
+        detail["errors"] = [
+            {"policy": error.policy, "message": error.message} for error in decision.errors
+        ]
+    return Entry(
+        kind="admission" if api == "admission" else "decision",
+        time=now,
+        caller=_text(request.context.get(CALLER)),
+        subject=_uid(request.principal, bundle),
+        action=_uid(request.action, bundle),
+        resource=_uid(request.resource, bundle),
+        classification=labels.classification if labels else None,
+        residency=labels.residency if labels else (),
+        jurisdiction=jurisdiction,
+        region=region,
+        decision=decision.decision,
+        policies=decision.reasons,
+        bundle_version=decision.bundle_version,
+        request_digest=digest(request.model_dump(mode="json")),
+        detail=detail,
+    )
+
+
+def placement_entry(
+    workload: Workload,
+    placement: Placement,
+    *,
+    decision_id: str,
+    caller: str | None,
+    now: datetime,
+) -> Entry:
+    """The audit entry of one placement: where the best site is, and every allowed
+    site's jurisdiction so that the report can check each against the residency."""
+    best = placement.allowed[0] if placement.allowed else None
+    kind = "Data" if workload.kind == "dataset" else "Workload"
+    return Entry(
+        kind="placement",
+        time=now,
+        caller=caller,
+        subject=f"{kind}::{json.dumps(workload.id, ensure_ascii=False)}",
+        action='Action::"place"',
+        resource=None if best is None else f"Site::{json.dumps(best.site)}",
+        classification=workload.classification,
+        residency=tuple(workload.residency),
+        jurisdiction=best.jurisdiction if best else None,
+        region=best.region if best else None,
+        decision="allow" if best else "deny",
+        policies=best.reasons
+        if best
+        else tuple(sorted({r for d in placement.denied for r in d.reasons})),
+        bundle_version=placement.bundle_version,
+        request_digest=digest(workload.model_dump(mode="json")),
+        detail={
+            "decision_id": decision_id,
+            "allowed": [
+                {"site": site.site, "jurisdiction": site.jurisdiction, "region": site.region}
+                for site in placement.allowed
+            ],
+            "denied": [site.site for site in placement.denied],
+        },
+    )
+
+
+def bundle_entry(
+    version: str, *, previous: str | None, source: str, caller: str | None, now: datetime
+) -> Entry:
+    """The audit entry of a bundle coming into force (at start or on reload)."""
+    return Entry(
+        kind="bundle",
+        time=now,
+        caller=caller,
+        action="load" if previous is None else "reload",
+        resource=source,
+        decision="allow",
+        bundle_version=version,
+        detail={"previous_version": previous},
+    )

@@ -1,0 +1,60 @@
+"""Fixtures of the e2e tests: a PostgreSQL server for the session (see postgres.py).
+
+- ``postgres_binaries``: initdb and pg_ctl, or the skip (session);
+- ``postgres_server``: the running server (session);
+- ``postgres_url``: the SQLAlchemy URL of its ``docket`` database (session, shared);
+- ``postgres_db``: the URL of a new, empty database of the test's own (per test).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from e2e.postgres import Binaries, PostgresServer, find_binaries, start_postgres
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+@pytest.fixture(scope="session")
+def postgres_binaries() -> Binaries:
+    """initdb and pg_ctl; a skip only where PostgreSQL cannot be installed (not root)."""
+    binaries = find_binaries()
+    if binaries is not None:
+        return binaries
+    missing = "no PostgreSQL (initdb, pg_ctl under /usr/lib/postgresql/*/bin or on PATH)"
+    if os.geteuid() != 0:
+        cannot = "not root"
+    elif shutil.which("apt-get") is None:
+        cannot = "no apt-get"
+    else:
+        pytest.fail(f"{missing}: `make test` installs it (.ci/install-test-deps)")
+    if _in_ci():
+        pytest.fail(f"{missing}, and it cannot be installed ({cannot}); CI must not skip")
+    pytest.skip(f"{missing}, and it cannot be installed ({cannot}): apt-get install postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_binaries: Binaries) -> Iterator[PostgresServer]:
+    """A PostgreSQL server for this session, stopped (and its files removed) at its end."""
+    server = start_postgres(postgres_binaries)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """``postgresql+psycopg://docket@127.0.0.1:<port>/docket``, shared by the session."""
+    return postgres_server.url()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database ``test_<n>``, for this test alone."""
+    return postgres_server.create_database()
