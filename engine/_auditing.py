@@ -80,6 +80,19 @@ def decision_entry(
     )
 
 
+def refusal_entry(
+    error: str, *, api: str, caller: str | None, decision_id: str, now: datetime
+) -> Entry:
+    """The audit entry of a request denied because it could not be decided at all."""
+    return Entry(
+        kind="decision",
+        time=now,
+        caller=caller,
+        decision="deny",
+        detail={"decision_id": decision_id, "api": api, "error": error},
+    )
+
+
 def placement_entry(
     workload: Workload,
     placement: Placement,

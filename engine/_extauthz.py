@@ -15,8 +15,10 @@ A CheckRequest becomes a Docket request:
   example ``context.network_zone: internal``).
 
 Allowed: OK, with ``x-docket-decision-id`` added to the upstream request. Denied:
-PERMISSION_DENIED and a 403 with a JSON body. Input that cannot be mapped: a 400.
-Every answer carries ``decision_id`` in ``dynamic_metadata``.
+PERMISSION_DENIED and a 403 with a JSON body. Input that cannot be mapped: a 400 (and
+the refusal is in the audit log). The audit log busy: a 429; unavailable: a 503 — no
+request is let through without its audit entry. Every answer carries ``decision_id`` in
+``dynamic_metadata``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from audit import Overloaded, StoreError
 from engine._errors import RequestError
 from engine._grpc import answer, caller_identity
 from engine._models import EntityUID, Request
@@ -172,18 +175,37 @@ class AuthorizationServicer:
         return answer(self._service, "ext_authz", context, lambda: self._check(request, context))
 
     def _check(self, request: authz.CheckRequest, context: grpc.ServicerContext) -> Any:
+        caller = caller_identity(context)
         try:
-            docket_request = check_to_request(request, caller_identity(context))
+            docket_request = check_to_request(request, caller)
             (decided,) = self._service.authorize([docket_request], api="ext_authz")
         except RequestError as exc:
-            bad = decision_id(self._service.clock())
-            log.info("ext_authz.bad_request", decision_id=bad, error=str(exc))
-            self._service.metrics.decided("ext_authz", "deny")
+            # Unmappable input is denied, and the denial is recorded like any decision.
+            refused = self._service.refuse(str(exc), api="ext_authz", caller=caller)
+            log.info("ext_authz.bad_request", decision_id=refused.decision_id, error=str(exc))
             return _denied(
                 code_pb2.INVALID_ARGUMENT,
                 http_status_pb2.BadRequest,
-                {"decision": "deny", "decision_id": bad, "reasons": [], "error": str(exc)},
-                bad,
+                {
+                    "decision": "deny",
+                    "decision_id": refused.decision_id,
+                    "reasons": [],
+                    "error": str(exc),
+                },
+                refused.decision_id,
+            )
+        except (Overloaded, StoreError) as exc:
+            # No decision is answered without its audit entry: deny, and tell the client
+            # whether to come back (429, the log is busy) or not soon (503).
+            busy = isinstance(exc, Overloaded)
+            unrecorded = decision_id(self._service.clock())
+            log.warning("ext_authz.unaudited", decision_id=unrecorded, error=str(exc))
+            self._service.metrics.decided("ext_authz", "deny")
+            return _denied(
+                code_pb2.RESOURCE_EXHAUSTED if busy else code_pb2.UNAVAILABLE,
+                http_status_pb2.TooManyRequests if busy else http_status_pb2.ServiceUnavailable,
+                {"decision": "deny", "decision_id": unrecorded, "reasons": [], "error": str(exc)},
+                unrecorded,
             )
         decision = decided.decision
         if log.is_enabled_for(logging.DEBUG):  # the header map is built only when logged

@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 import structlog
 
 from audit import AuditError, AuditLog, Entry, Receipt
-from engine._auditing import bundle_entry, decision_entry, placement_entry
+from engine._auditing import bundle_entry, decision_entry, placement_entry, refusal_entry
 from engine._bundle import PolicyBundle
 from engine._engine import Engine
 from engine._errors import LimitExceeded, NotAuthorized
 from engine._metrics import Metrics
-from engine._models import Decision, EntityUID, Request
+from engine._models import Decision, EntityUID, PolicyError, Request
 from engine._placement import Placement, Workload
 from engine._reload import BundleWatcher, Reload
 from engine._wire import CALLER, MAX_BATCH
@@ -144,6 +144,20 @@ class DecisionService:
                 reasons=item.decision.reasons,
             )
         return decided
+
+    def refuse(self, error: str, *, api: str, caller: str | None) -> Decided:
+        """Deny a request that could not be decided (its input did not map onto the
+        schema) and record the denial. Raises the audit errors of :meth:`authorize`."""
+        now = self.clock()
+        id_ = decision_id(now)
+        (receipt,) = self._record(
+            [refusal_entry(error, api=api, caller=caller, decision_id=id_, now=now)]
+        )
+        self.metrics.decided(api, "deny")
+        decision = Decision(
+            decision="deny", errors=(PolicyError(policy=None, message=error),), evaluated_at=now
+        )
+        return Decided(id_, decision, receipt)
 
     def place(self, workload: Workload, sites: Sequence[str] | None) -> Placed:
         """Place a workload and record it. Raises :class:`~engine.RequestError` (an

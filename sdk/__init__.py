@@ -25,6 +25,7 @@ from sdk._errors import (
 )
 from sdk._grpc_interceptor import DocketServerInterceptor, GrpcCall
 from sdk._models import (
+    AuditReceipt,
     AuthorizeRequest,
     AuthorizeResult,
     DeniedSite,
@@ -39,6 +40,7 @@ from sdk._tls import TLSConfig
 
 __all__ = [
     "AsyncDecisionClient",
+    "AuditReceipt",
     "AuthorizeRequest",
     "AuthorizeResult",
     "ConfigurationError",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from sdk._errors import InvalidRequestError, ServerError
 from sdk._models import (
+    AuditReceipt,
     AuthorizeRequest,
     AuthorizeResult,
     CedarValueError,
@@ -29,6 +30,7 @@ from sdk._models import (
     ReloadResult,
     cedar_record,
 )
+from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import decisions_pb2 as pb
 
 __all__ = [
@@ -223,6 +225,20 @@ def _errors_from_proto(errors: Iterable[pb.PolicyError]) -> tuple[tuple[str, str
     return tuple((error.policy_id, error.message) for error in errors)
 
 
+def receipt_from_proto(message: Any) -> AuditReceipt | None:
+    """The receipt of a response, or None when the server sent none."""
+    if not message.HasField("receipt"):
+        return None
+    return AuditReceipt(index=message.receipt.index, leaf_hash=message.receipt.leaf_hash.hex())
+
+
+def receipt_to_proto(receipt: AuditReceipt | None) -> audit_pb.AuditReceipt | None:
+    """The wire form of a receipt (for servers and fakes)."""
+    if receipt is None:
+        return None
+    return audit_pb.AuditReceipt(index=receipt.index, leaf_hash=bytes.fromhex(receipt.leaf_hash))
+
+
 def authorize_result_from_proto(message: pb.AuthorizeResponse) -> AuthorizeResult:
     """The client's view of one response. Raises ``ServerError`` when the response carries
     no decision (DECISION_UNSPECIFIED), rather than guessing one."""
@@ -235,6 +251,7 @@ def authorize_result_from_proto(message: pb.AuthorizeResponse) -> AuthorizeResul
         reasons=tuple(message.reasons),
         errors=_errors_from_proto(message.errors),
         bundle_version=message.bundle_version,
+        receipt=receipt_from_proto(message),
     )
 
 
@@ -246,6 +263,7 @@ def authorize_result_to_proto(result: AuthorizeResult) -> pb.AuthorizeResponse:
         reasons=result.reasons,
         errors=[pb.PolicyError(policy_id=p, message=m) for p, m in result.errors],
         bundle_version=result.bundle_version,
+        receipt=receipt_to_proto(result.receipt),
     )
 
 
@@ -347,6 +365,7 @@ def placement_from_proto(message: pb.PlacementResponse) -> Placement:
             for site in message.denied
         ),
         bundle_version=message.bundle_version,
+        receipt=receipt_from_proto(message),
     )
 
 

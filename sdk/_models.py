@@ -198,13 +198,23 @@ class PlacementRequest(_Value):
     sites: tuple[StrictStr, ...] = ()
 
 
+class AuditReceipt(_Value):
+    """Where a decision is in Docket's audit log: the entry's index and its RFC 6962
+    leaf hash (hex). Docket answered only after the entry was durable; an auditor proves
+    it with ``docket audit prove INDEX``."""
+
+    index: int
+    leaf_hash: str
+
+
 class AuthorizeResult(_Value):
     """Docket's answer to one ``AuthorizeRequest``.
 
     ``reasons`` are the determining policy ids (satisfied forbids of a deny, satisfied
     permits of an allow); ``errors`` are ``(policy_id, message)`` pairs for policies whose
     evaluation failed, with an empty policy id when the engine itself could not evaluate.
-    ``decision_id`` names the audit record of this decision.
+    ``decision_id`` names the decision; ``receipt`` says where its audit entry is (None
+    only from a server that sent none).
     """
 
     decision: Literal["allow", "deny"]
@@ -212,6 +222,7 @@ class AuthorizeResult(_Value):
     reasons: tuple[str, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()
     bundle_version: str = ""
+    receipt: AuditReceipt | None = None
 
     @property
     def allowed(self) -> bool:
@@ -248,6 +259,7 @@ class Placement(_Value):
     allowed: tuple[PlacedSite, ...] = ()
     denied: tuple[DeniedSite, ...] = ()
     bundle_version: str = ""
+    receipt: AuditReceipt | None = None
 
 
 class ReloadResult(_Value):

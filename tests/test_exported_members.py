@@ -59,6 +59,7 @@ EXPECTED = {
     ],
     "sdk": [
         "AsyncDecisionClient",
+        "AuditReceipt",
         "AuthorizeRequest",
         "AuthorizeResult",
         "ConfigurationError",
