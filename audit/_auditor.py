@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from audit._canonical import canonical_json
+from audit._canonical import canonical_json, loads_canonical
 from audit._entry import TIME_FORMAT
 from audit._errors import FormatError, KeyFormatError, NoteError, ProofError, TamperDetected
 from audit._merkle import (
@@ -38,6 +38,7 @@ from audit._store import GENESIS, Store, StoredEntry
 from audit._verify import VerifiedLog, verify_entries
 
 EXPORT_FORMAT = "docket-audit-export/1"
+_CUT = "(cut off)"  # the type of the line an export ends in when it was cut mid-way
 RECEIPT_FORMAT = "docket-audit-receipt/1"
 
 
@@ -52,6 +53,8 @@ class Verdict:
     anchor_source: str | None
     keys: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    kept: tuple[tuple[str, int], ...] = ()
+    """The auditor's own checkpoints (source, size), each found in the log."""
 
 
 def _hex(data: bytes) -> str:
@@ -82,7 +85,12 @@ def trusted_checkpoints(
                 size = parse_checkpoint_unverified(note).size
             except NoteError:
                 size = 0
-            raise TamperDetected(size, "checkpoint", f"{source}: {exc}") from exc
+            hint = (
+                " (if the log's key was rotated, pass the previous key too)"
+                if "no signature" in str(exc).lower() or "unknown" in str(exc).lower()
+                else ""
+            )
+            raise TamperDetected(size, "checkpoint", f"{source}: {exc}{hint}") from exc
         seen = trusted.get(checkpoint.size)
         if seen is not None and seen.root != checkpoint.root:
             raise TamperDetected(
@@ -105,17 +113,26 @@ def verify_store(
     ``(source, note)`` checkpoints (an auditor's saved copies), all signed by ``keys``.
     Raises :class:`TamperDetected`, :class:`~audit.StoreError`."""
     origin = store.origin
+    # Checkpoints before the head: a checkpoint is only signed for a committed head and
+    # the head only grows, so every checkpoint read now is within the head read next,
+    # even while writers append. One beyond it means the log was cut back.
     stored = store.checkpoints()
+    head = store.head()
     notes = [(f"stored checkpoint {c.size}", c.note) for c in stored]
     trusted = trusted_checkpoints([*notes, *extra], keys, origin)
     for row in stored:
-        if trusted[row.size].root != row.root:
+        signed = parse_checkpoint_unverified(row.note)
+        if signed.size != row.size or signed.root != row.root:
             raise TamperDetected(
-                row.size, "checkpoint", f"stored checkpoint {row.size}: root column altered"
+                row.size,
+                "checkpoint",
+                f"stored checkpoint {row.size}: its columns (size {row.size}) do not match "
+                f"its signed note (size {signed.size})"
+                if signed.size != row.size
+                else f"stored checkpoint {row.size}: root column altered",
             )
-    head = store.head()
     verified = verify_entries(
-        store.entries(),
+        store.entries(0, head.size),
         checkpoints={size: c.root for size, c in trusted.items()},
         progress=progress,
     )
@@ -125,14 +142,13 @@ def verify_store(
             "truncated",
             f"the log holds {verified.size} entries but recorded appending {head.size}",
         )
-    if verified.size > head.size:
-        raise TamperDetected(
-            head.size,
-            "inserted",
-            f"{verified.size - head.size} entries past the last append ({head.size})",
-        )
     if verified.root != head.root or verified.chain != head.chain:
         raise TamperDetected(head.size, "modified", "the head row's root or chain was altered")
+    size, rows, end = store.extent()
+    if rows > size or end > size:
+        raise TamperDetected(
+            size, "inserted", f"{max(rows, end) - size} entries past the last append ({size})"
+        )
     return _verdict(verified, origin, trusted, extra, keys)
 
 
@@ -143,14 +159,14 @@ def _verdict(
     extra: Sequence[tuple[str, str]],
     keys: Sequence[VerifierKey],
     notes: Sequence[str] = (),
+    *,
+    own: str = "the log's stored checkpoint",
 ) -> Verdict:
     anchor = trusted[max(verified.checkpoints)] if verified.checkpoints else None
+    kept = tuple((name, parse_checkpoint_unverified(note).size) for name, note in extra)
     source = None
     if anchor is not None:
-        source = next(
-            (name for name, note in extra if parse_checkpoint_unverified(note).size == anchor.size),
-            "the log's stored checkpoint",
-        )
+        source = next((name for name, size in kept if size == anchor.size), own)
     return Verdict(
         log=verified,
         origin=origin,
@@ -158,6 +174,7 @@ def _verdict(
         anchor_source=source,
         keys=tuple(str(key) for key in keys),
         notes=tuple(notes),
+        kept=kept,
     )
 
 
@@ -216,7 +233,7 @@ def write_export(
             "kind": row.kind,
             "leaf_hash": _hex(row.leaf),
             "chain": _hex(row.chain),
-            "entry": None if row.payload is None else json.loads(row.payload),
+            "entry": None if row.payload is None else loads_canonical(row.payload),
         }
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         written += 1
@@ -231,8 +248,11 @@ def _export_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 try:
-                    value = json.loads(line)
+                    value = loads_canonical(line)
                 except ValueError as exc:
+                    if not line.endswith("\n"):  # the last line, cut off mid-way
+                        yield number, {"type": _CUT}
+                        return
                     raise FormatError(f"{path}:{number}: not JSON: {exc}") from exc
                 if not isinstance(value, dict) or "type" not in value:
                     raise FormatError(f"{path}:{number}: a line must be an object with a type")
@@ -246,6 +266,7 @@ class _ExportReader:
     """Streams an export's entries while remembering what follows them."""
 
     path: Path
+    start: int
     lines: Iterator[tuple[int, dict[str, Any]]]
     first: tuple[int, dict[str, Any]] | None
     count: int = 0
@@ -260,6 +281,12 @@ class _ExportReader:
                 yield _export_entry(self.path, number, line)
             elif kind == "end" and self.trailer is None:
                 self.trailer = line
+            elif kind == _CUT:
+                raise TamperDetected(
+                    self.start + self.count,
+                    "truncated",
+                    f"{self.path} is cut off in line {number}, after {self.count} entries",
+                )
             else:
                 raise FormatError(f"{self.path}:{number}: unexpected {kind!r} line")
 
@@ -315,7 +342,9 @@ def verify_export(
     if anchor_cp.size < end:
         raise FormatError(f"{path}: the anchor (size {anchor_cp.size}) ends before the entries")
     in_range = {size: c.root for size, c in trusted.items() if start < size <= end}
-    reader = _ExportReader(path, lines, first)
+    if first is not None and first[1]["type"] == _CUT:
+        raise TamperDetected(start, "truncated", f"{path} is cut off before its entries")
+    reader = _ExportReader(path, start, lines, first)
     verified = verify_entries(
         reader.entries(),
         start=start,
@@ -360,7 +389,9 @@ def verify_export(
         root=anchor_cp.root,
         checkpoints=tuple(sorted({*verified.checkpoints, anchor_cp.size})),
     )
-    return _verdict(result, origin, trusted, extra, keys, notes)
+    return _verdict(
+        result, origin, trusted, extra, keys, notes, own="the export's anchor checkpoint"
+    )
 
 
 def _export_entry(path: Path, number: int, line: dict[str, Any]) -> StoredEntry:
@@ -396,7 +427,7 @@ def make_receipt(store: Store, index: int, checkpoint_size: int, note: str) -> d
         "leaf_hash": _hex(row.leaf),
         "inclusion_proof": [_hex(h) for h in proof],
         "checkpoint": note,
-        "entry": None if row.payload is None else json.loads(row.payload),
+        "entry": None if row.payload is None else loads_canonical(row.payload),
     }
 
 
@@ -435,7 +466,7 @@ def verify_receipt(receipt: Any, keys: Sequence[VerifierKey]) -> VerifiedReceipt
         raise ProofError("the entry does not hash to the receipt's leaf hash")
     verify_inclusion(index, size, leaf, proof, checkpoint.root)
     signer = signed.signatures[0]
-    return VerifiedReceipt(index, checkpoint, entry, signer.name)
+    return VerifiedReceipt(index, checkpoint, entry, f"{signer.name}+{signer.key_id.hex()}")
 
 
 def prove_consistency(store: Store, old: Checkpoint, new: Checkpoint) -> list[bytes]:

@@ -53,3 +53,16 @@ def canonical_json(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise FormatError(f"not canonical JSON: {exc}") from exc
+
+
+def _number(text: str) -> int | float:
+    value = int(text)
+    # RFC 8785 writes a whole float beyond 2^53 (1.7e18) as plain digits; read back, it
+    # must be the float again, or it cannot be canonicalized to the same bytes.
+    return value if -_MAX_SAFE <= value <= _MAX_SAFE else float(value)
+
+
+def loads_canonical(text: str | bytes) -> Any:
+    """Parse JSON written by :func:`canonical_json` so that canonicalizing it again gives
+    the same bytes. Raises ``ValueError`` for text that is not JSON."""
+    return json.loads(text, parse_int=_number)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_serializer, field_validator
 
-from audit._canonical import canonical_json
+from audit._canonical import canonical_json, loads_canonical
 
 EntryKind = Literal[
     "decision",
@@ -128,4 +128,4 @@ class Entry(BaseModel):
     def from_canonical(cls, data: bytes) -> Entry:
         """Parse stored canonical bytes back into an entry.
         Raises pydantic's ``ValidationError`` for bytes that are not an entry."""
-        return cls.model_validate_json(data)
+        return cls.model_validate(loads_canonical(data))

@@ -43,7 +43,17 @@ class KeyRing:
         if not path.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
-            write_signer(path, SignerKey.generate(name))
+            # Replicas starting together may race here: each writes a whole key to a
+            # file of its own and links it into place; the first link wins, the others
+            # use the winner's key.
+            draft = self.directory / f".{SIGNING}.{os.getpid()}.{threading.get_ident()}"
+            write_signer(draft, SignerKey.generate(name))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
         return self.signers()[0]
 
     def signers(self) -> list[SignerKey]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from audit._canonical import canonical_json
+from audit._canonical import canonical_json, loads_canonical
 from audit._entry import Entry
 from audit._errors import AuditError, FormatError, ProofError, StoreError
 from audit._keys import KeyRing
@@ -64,13 +64,15 @@ class AuditLog:
         self.origin = store.origin
         if keys is not None:
             keys.ensure(self.origin)
-            self._publish_verifiers()
+            self.publish_verifiers()
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         options: dict[str, Any] = {} if max_queue is None else {"max_queue": max_queue}
         self.writer = Writer(store, prepare=pending, on_commit=self._committed, **options)
         self._latest = (0, b"")
-        self._signed_size = -1
+        # Sizes already checkpointed (by any process): nothing to sign until it grows.
+        latest = store.latest_checkpoint()
+        self._signed_size = latest.size if latest is not None else 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -134,7 +136,8 @@ class AuditLog:
             raise FormatError(f"there is no entry {index}")
         if stored.payload is None:
             raise FormatError(f"entry {index} is already redacted")
-        if stored.kind == "redaction":
+        # The payload says what the entry is (the kind column is only an index).
+        if loads_canonical(stored.payload).get("kind") == "redaction":
             raise FormatError(f"entry {index} records a redaction; those are not redacted")
         record = Entry(
             kind="redaction",
@@ -191,8 +194,10 @@ class AuditLog:
 
     # -- internals ----------------------------------------------------------------
 
-    def _publish_verifiers(self) -> None:
-        # Stored for convenience only: an auditor passes --key from a trusted source.
+    def publish_verifiers(self) -> None:
+        """Record the signing keys' verifier keys in the log (every key ever used, so
+        that old checkpoints stay checkable). A convenience, not a trust root: an
+        auditor passes ``--key`` from a source they trust."""
         assert self.keys is not None
         text = "\n".join(str(key) for key in self.keys.verifiers())
         known = self.store.meta("verifier_keys") or ""
@@ -203,7 +208,7 @@ class AuditLog:
 
     def _committed(self, size: int, root: bytes) -> None:
         self._latest = (size, root)
-        if size - max(self._signed_size, 0) >= self.checkpoint_every:
+        if size - self._signed_size >= self.checkpoint_every:
             self._wake.set()
 
     def _maintain(self) -> None:

@@ -22,17 +22,18 @@ import contextlib
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
-from audit._errors import ProofError, StoreError
+from audit._errors import FormatError, ProofError, StoreError
 from audit._merkle import HASH_SIZE, CompactRange, NodeId, consistency_proof, inclusion_proof
 
 GENESIS = bytes(HASH_SIZE)
@@ -47,13 +48,14 @@ _LOCK_HEAD_SQLITE = "SELECT size, chain, frontier FROM audit_head WHERE id = 1"
 _LOCK_HEAD_PG = "SELECT size, chain, frontier FROM audit_head WHERE id = 1 FOR UPDATE"
 _INSERT_ENTRIES = "INSERT INTO audit_entry (idx, kind, time, payload, leaf, chain, nodes) VALUES "
 _ENTRY_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
-_ERASE = "UPDATE audit_entry SET payload = NULL WHERE idx = ?"
+_ERASE = "UPDATE audit_entry SET payload = NULL WHERE idx = ? AND payload IS NOT NULL"
 _MOVE_HEAD = "UPDATE audit_head SET size = ?, chain = ?, frontier = ?, root = ? WHERE id = 1"
 _READ_ENTRIES = (
     "SELECT idx, kind, payload, leaf, chain, nodes FROM audit_entry "
     "WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
 )
 _INSERT_CHUNK = 500  # 3,500 parameters: well under SQLite's 32,766 and PostgreSQL's 65,535
+_CREATE_LOCK = 0x646F636B6574  # "docket": the advisory lock that serializes table creation
 
 
 class AuditEntryRow(SQLModel, table=True):
@@ -242,6 +244,10 @@ class Store:
 
     def _create(self) -> None:
         with self._writer.begin() as conn:
+            if not self.sqlite:
+                # Processes opening a new database at once would race to create the same
+                # tables and head row (PostgreSQL has no BEGIN IMMEDIATE): one at a time.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_LOCK)))
             SQLModel.metadata.create_all(conn, tables=_TABLES)
             head = conn.execute(sa.select(_HEAD.c.size).where(_HEAD.c.id == 1)).first()
             if head is None:
@@ -277,6 +283,15 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         """Store a value in ``audit_meta``."""
         with self._write() as conn:
+            if not self.sqlite:
+                # Two processes may both find the key missing; an upsert cannot collide.
+                upsert = postgresql.insert(_META).values(key=key, value=value)
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[_META.c.key], set_={"value": upsert.excluded.value}
+                    )
+                )
+                return
             updated = conn.execute(
                 sa.update(_META).where(_META.c.key == key).values(value=value)
             ).rowcount
@@ -286,7 +301,10 @@ class Store:
     @property
     def origin(self) -> str:
         """The log's origin line (its name in checkpoints), fixed when it was created."""
-        origin = self.meta("origin")
+        try:
+            origin = self.meta("origin")
+        except StoreError as exc:
+            raise StoreError(f"{self.url} is not a Docket audit log ({exc})") from exc
         if origin is None:
             raise StoreError(f"{self.url} holds no audit log (no origin recorded)")
         return origin
@@ -340,6 +358,8 @@ class Store:
                 )
             for index in erase:
                 cursor.execute(sql(_ERASE), (index,))
+                if cursor.rowcount != 1:  # two redactions of one entry raced: one wins
+                    raise FormatError(f"entry {index} is missing or already redacted")
             root = frontier.root()
             cursor.execute(sql(_MOVE_HEAD), (frontier.end, chain, frontier.to_bytes(), root))
             if self.sqlite:
@@ -395,8 +415,17 @@ class Store:
 
     def count(self) -> int:
         """How many entry rows the table holds (the head says how many it should)."""
+        return self.extent()[1]
+
+    def extent(self) -> tuple[int, int, int]:
+        """``(head size, entry rows, highest index + 1)`` read in one statement, so one
+        snapshot: rows past the head are forged even while writers append."""
+        head = sa.select(_HEAD.c.size).where(_HEAD.c.id == 1).scalar_subquery()
+        rows = sa.select(sa.func.count()).select_from(_ENTRY).scalar_subquery()
+        top = sa.select(sa.func.coalesce(sa.func.max(_ENTRY.c.idx) + 1, 0)).scalar_subquery()
         with self._read() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(_ENTRY)).scalar_one())
+            size, count, end = conn.execute(sa.select(head, rows, top)).one()
+        return int(size), int(count), int(end)
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
         """Entry rows with ``start <= index < end``, in index order, read in chunks
@@ -500,6 +529,15 @@ class Store:
     def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
         """Store a signed checkpoint; a second one for the same size is ignored."""
         with self._checkpoint_lock, self._write() as conn:
+            if not self.sqlite:
+                # Processes sharing the log sign the same size when it is idle; on
+                # PostgreSQL the check-then-insert below would let both insert and one fail.
+                conn.execute(
+                    postgresql.insert(_CHECKPOINT)
+                    .values(size=size, root=root, note=note, created=_now_text())
+                    .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
+                )
+                return
             exists = conn.execute(
                 sa.select(_CHECKPOINT.c.size).where(_CHECKPOINT.c.size == size)
             ).first()
@@ -528,21 +566,6 @@ class Store:
             else StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.created)
         )
 
-    def checkpoint_covering(self, index: int) -> StoredCheckpoint | None:
-        """The smallest checkpoint whose tree includes entry ``index``."""
-        with self._read() as conn:
-            row = conn.execute(
-                sa.select(_CHECKPOINT)
-                .where(_CHECKPOINT.c.size > index)
-                .order_by(_CHECKPOINT.c.size)
-                .limit(1)
-            ).first()
-        return (
-            None
-            if row is None
-            else StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.created)
-        )
-
     def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
         """The checkpoint of the tree of exactly ``size`` leaves, if one was made."""
         with self._read() as conn:
@@ -556,21 +579,24 @@ class Store:
     # -- plumbing -----------------------------------------------------------------
 
     def _read(self) -> Any:
-        return _Translate(self._reader.connect(), self.url)
+        return _Translate(self._reader.connect, self.url)
 
     def _write(self) -> Any:
-        return _Translate(self._writer.begin(), self.url)
+        return _Translate(self._writer.begin, self.url)
 
 
 class _Translate:
-    """A connection context that turns sqlalchemy errors into :class:`StoreError`."""
+    """A connection context that turns sqlalchemy errors into :class:`StoreError`,
+    connecting included (a server that refuses, a file that is not a database)."""
 
-    def __init__(self, context: Any, url: str) -> None:
-        self._context = context
+    def __init__(self, open_context: Callable[[], Any], url: str) -> None:
+        self._open = open_context
+        self._context: Any = None
         self._url = url
 
     def __enter__(self) -> sa.Connection:
         try:
+            self._context = self._open()
             return self._context.__enter__()  # type: ignore[no-any-return]
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot use the audit database {self._url}: {_reason(exc)}") from exc

@@ -188,10 +188,16 @@ def _index_mismatch(state: _State, row: StoredEntry) -> None:
 def _note_redaction(state: _State, row: StoredEntry) -> None:
     assert row.payload is not None
     try:
-        detail = json.loads(row.payload)["detail"]
+        document = json.loads(row.payload)
+        detail = document["detail"]
         target, leaf = int(detail["index"]), bytes.fromhex(detail["leaf_hash"])
     except (ValueError, KeyError, TypeError) as exc:
         raise TamperDetected(row.idx, "modified", f"malformed redaction entry: {exc}") from exc
+    # The kind column is an index, not covered by the leaf hash: the payload decides.
+    if document.get("kind") != "redaction":
+        raise TamperDetected(
+            row.idx, "modified", "its kind column says redaction, its payload does not"
+        )
     if target >= row.idx:
         raise TamperDetected(row.idx, "modified", "a redaction entry names a later entry")
     if state.redacted.get(target, leaf) != leaf:

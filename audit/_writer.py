@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from audit._errors import AuditError, Overloaded, StoreError
+from audit._errors import AuditError, FormatError, Overloaded, StoreError
 from audit._store import Appended, Pending, Receipt, Store
 
 log = structlog.get_logger("docket.audit")
@@ -177,10 +177,12 @@ class Writer:
         for job in jobs:
             try:
                 job.pending = [self._prepare(item) for item in job.pending]
-            except AuditError as exc:
+            except Exception as exc:
+                # Whatever one caller's entries raise (a RecursionError from a deeply
+                # nested detail, say) fails that caller only: the thread must live on.
                 with self._cond:
                     self._queued -= len(job.pending)
-                job._resolve(None, exc)
+                job._resolve(None, _audit_error(exc, FormatError, "cannot record the entry"))
             else:
                 ready.append(job)
         return ready
@@ -192,11 +194,13 @@ class Writer:
             erase = [index for job in jobs for index in job.erase]
             try:
                 appended = self._commit(pending, erase)
-            except AuditError as exc:
-                self._failure = str(exc)
-                log.error("audit.commit_failed", error=str(exc), entries=len(pending))
+            except Exception as exc:
+                error = _audit_error(exc, StoreError, "cannot append to the audit log")
+                # A refused redaction (FormatError) is the caller's; the log still works.
+                self._failure = str(error) if isinstance(error, StoreError) else None
+                log.error("audit.commit_failed", error=str(error), entries=len(pending))
                 for job in jobs:
-                    job._resolve(None, exc)
+                    job._resolve(None, error)
             else:
                 self._failure = None
                 position = 0
@@ -217,3 +221,13 @@ class Writer:
         # No retry here: a failed COMMIT may still have landed, and a retry would then
         # append the entries twice. SQLite's busy_timeout already waits out other writers.
         return self.store.append(pending, erase=erase)
+
+
+def _audit_error(exc: Exception, kind: type[AuditError], what: str) -> AuditError:
+    """``exc`` if it is the package's own, else wrapped in ``kind`` (callers see only
+    :class:`AuditError`)."""
+    if isinstance(exc, AuditError):
+        return exc
+    error = kind(f"{what}: {exc!r}")
+    error.__cause__ = exc
+    return error

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from pydantic import ValidationError
 
 from audit._auditor import (
     Verdict,
@@ -40,7 +41,7 @@ from audit._errors import (
 )
 from audit._keys import KeyRing
 from audit._log import AuditLog
-from audit._note import VerifierKey, open_checkpoint
+from audit._note import VerifierKey, open_checkpoint, parse_checkpoint_unverified
 from audit._report import ReportStatus, build_report, render
 from audit._store import Store
 
@@ -238,6 +239,8 @@ def _describe(verdict: Verdict) -> list[str]:
         )
     else:
         lines.append("no signed checkpoint covers these entries yet: run `docket audit checkpoint`")
+    for source, size in verdict.kept:
+        lines.append(f"your checkpoint {source} (size {size:,}): the log contains it")
     lines.append("keys: " + ", ".join(verdict.keys))
     if log.redacted:
         lines.append("redacted entries: " + ", ".join(map(str, log.redacted)))
@@ -334,8 +337,10 @@ def prove(
     log = _signing_log(db, data_dir, keys_path)
     try:
         if size is None:
-            stored = log.store.checkpoint_covering(index)
-            if stored is None:
+            # The latest checkpoint: it proves every entry before it and is signed by the
+            # keys in use now (an older one may carry only a retired key's signature).
+            stored = log.store.latest_checkpoint()
+            if stored is None or stored.size <= index:
                 if index >= log.store.head().size:
                     raise InputError(f"there is no entry {index}")
                 stored = log.checkpoint()
@@ -409,6 +414,11 @@ def consistency(
             if latest is None:
                 raise InputError("the log has no checkpoint yet: run `docket audit checkpoint`")
             notes.append(("the log's latest checkpoint", latest.note))
+        for source, note in notes:
+            try:
+                parse_checkpoint_unverified(note)
+            except NoteError as exc:
+                raise InputError(f"{source} is not a checkpoint: {exc}") from exc
         old, new = (_open(source, note, keys, store.origin) for source, note in notes)
         proof = prove_consistency(store, old, new)
     except (ProofError, NoteError) as exc:
@@ -455,7 +465,12 @@ def checkpoint(db: str | None, data_dir: Path | None, keys_path: Path | None) ->
 @keys_option
 @click.option("--rotate", is_flag=True, help="Make a new signing key; the old one co-signs.")
 @click.option("--retire-previous", is_flag=True, help="Stop co-signing with the old key.")
-@click.option("--all", "show_all", is_flag=True, help="Print every key that signs (one a line).")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Print every key: those that sign now, then retired ones (one a line).",
+)
 def key(
     db: str | None,
     data_dir: Path | None,
@@ -464,16 +479,20 @@ def key(
     retire_previous: bool,
     show_all: bool,
 ) -> None:
-    """Print the log's verifier key as NAME+ID+BASE64 (give it to auditors). The
-    signing key is made on first use under <data-dir>/audit-keys (mode 0600)."""
+    """Print the log's verifier key as NAME+ID+BASE64 (give it to auditors). `docket
+    serve` makes the signing key with the log, under <data-dir>/audit-keys (mode 0600)."""
     if rotate and retire_previous:
         raise InputError("--rotate and --retire-previous are separate steps")
     directory = keys_dir(keys_path, data_dir)
+    ring = KeyRing(directory)
+    if not ring.exists:
+        raise InputError(
+            f"no audit signing key in {directory}: `docket serve` makes it with the log "
+            "(or pass --data-dir / --keys)"
+        )
+    store = _open_store(db, data_dir)
     try:
-        store = Store(database_url(db, data_dir))
-        log = AuditLog(store, KeyRing(directory))
-        ring = log.keys
-        assert ring is not None
+        log = AuditLog(store, ring)
         who = f"local:{getpass.getuser()}"
         if rotate:
             new = ring.rotate()
@@ -483,18 +502,23 @@ def key(
             if retired is None:
                 raise InputError("there is no previous key to retire")
             _record_operation(log, "retire-key", who, {"key": str(retired)})
-        verifiers = ring.verifiers()
+        shown = [str(key) for key in ring.verifiers()]
+        if show_all:
+            # Retired keys too: an auditor needs them for the checkpoints they signed.
+            shown += [k for k in (store.meta("verifier_keys") or "").split() if k not in shown]
     except FileExistsError as exc:
         raise InputError(str(exc)) from exc
     except (StoreError, KeyFormatError) as exc:
         raise InputError(str(exc)) from exc
-    for verifier in verifiers if show_all else verifiers[:1]:
-        click.echo(str(verifier))
+    finally:
+        store.close()
+    for line in shown if show_all else shown[:1]:
+        click.echo(line)
 
 
 def _record_operation(log: AuditLog, action: str, who: str, detail: dict[str, Any]) -> None:
     """Record an audit operation (key rotation, export, redaction) in the log itself."""
-    log._publish_verifiers()
+    log.publish_verifiers()
     log.start()
     try:
         log.record(
@@ -606,7 +630,8 @@ def export(
             f"local:{getpass.getuser()}",
             {"start": start, "end": end, "file": output.name},
         )
-    click.echo(f"exported entries {start}..{end - 1} ({written:,}) to {output}", err=True)
+    span = f"entries {start}..{end - 1}" if written else "no entries (none in that period)"
+    click.echo(f"exported {span} ({written:,}) to {output}", err=True)
 
 
 @audit.command()
@@ -649,19 +674,21 @@ def report(
             tree_size=verdict.log.size,
             checkpoint=None
             if anchor is None
-            else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}",
+            else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}"
+            + "".join(f" ({note})" for note in verdict.notes),
             problem=None,
             redacted=verdict.log.redacted,
         )
     except CheckFailed as exc:
+        tamper = exc.__cause__
         status = ReportStatus(
             intact=False,
-            tree_size=0,
+            tree_size=_head_size(db, data_dir) if export is None else 0,
             checkpoint=None,
-            problem=exc.format_message(),
+            problem=str(tamper) if isinstance(tamper, TamperDetected) else exc.format_message(),
             redacted=(),
         )
-    entries = _report_entries(db, data_dir, export)
+    entries = _report_entries(db, data_dir, export, skip_unreadable=not status.intact)
     built = build_report(
         entries, since=start_time, until=end_time, status=status, generated_at=datetime.now(UTC)
     )
@@ -678,23 +705,50 @@ def report(
         raise CheckFailed(status.problem or "the log does not verify")
 
 
+def _head_size(db: str | None, data_dir: Path | None) -> int:
+    store = _open_store(db, data_dir)
+    try:
+        return store.head().size
+    except StoreError:
+        return 0
+    finally:
+        store.close()
+
+
 def _report_entries(
-    db: str | None, data_dir: Path | None, export: Path | None
+    db: str | None, data_dir: Path | None, export: Path | None, *, skip_unreadable: bool
 ) -> Iterator[tuple[int, Entry | None]]:
+    """The entries to count. A payload that is no longer an entry (tampered with) is
+    left out when the log is already reported as not intact, else it is an input error."""
+
+    def parsed(index: int, parse: Callable[[Any], Entry], data: Any) -> Iterator[tuple[int, Entry]]:
+        try:
+            entry = parse(data)
+        except ValueError as exc:  # not JSON, or JSON that is not an entry
+            if skip_unreadable:
+                return
+            problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise InputError(f"entry {index} is not a Docket audit entry: {problem}") from exc
+        yield index, entry
+
     if export is not None:
         with export.open(encoding="utf-8") as handle:
             for line in handle:
                 value = json.loads(line)
                 if value.get("type") == "entry":
-                    document = value.get("entry")
-                    yield (
-                        int(value["index"]),
-                        None if document is None else Entry.model_validate(document),
-                    )
+                    index, document = int(value["index"]), value.get("entry")
+                    if document is None:
+                        yield index, None
+                    else:
+                        yield from parsed(index, Entry.model_validate, document)
         return
     store = _open_store(db, data_dir)
     try:
         for row in store.entries():
-            yield row.idx, None if row.payload is None else Entry.from_canonical(row.payload)
+            payload = row.payload
+            if payload is None:
+                yield row.idx, None
+            else:
+                yield from parsed(row.idx, Entry.from_canonical, payload)
     finally:
         store.close()

@@ -48,7 +48,11 @@ class AuditServicer(pb_grpc.AuditServicer):
                 if stored is None:
                     raise ProofError(f"no checkpoint of tree size {request.tree_size}")
             else:
-                stored = store.checkpoint_covering(request.index) or self._log.checkpoint()
+                # The latest: signed by the keys in use now, and it proves every entry
+                # before it; a new one is signed when the entry is not covered yet.
+                stored = store.latest_checkpoint()
+                if stored is None or stored.size <= request.index:
+                    stored = self._log.checkpoint()
             if request.index >= stored.size:
                 raise ProofError(f"entry {request.index} is not in the tree of size {stored.size}")
             row = store.entry(request.index)

@@ -100,8 +100,8 @@ class GetInclusionProofRequest(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     tree_size: _builtins.int
-    """The tree to prove inclusion in; it must have a checkpoint. 0: the smallest
-    checkpoint that covers index (one is signed when none does yet).
+    """The tree to prove inclusion in; it must have a checkpoint. 0: the latest
+    checkpoint (one is signed first when it does not cover index yet).
     """
     def __init__(
         self,

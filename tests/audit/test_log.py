@@ -1,0 +1,354 @@
+"""The log as a service uses it: durable, ordered receipts under concurrency, automatic
+and on-demand checkpoints, key rotation, redaction, back-pressure and writer failures.
+
+Everything runs against a real SQLite file; the write lock is held, and the head table
+hidden, from a second ``sqlite3`` connection, the way another process would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit import (
+    AuditLog,
+    Entry,
+    FormatError,
+    NoteError,
+    Overloaded,
+    Receipt,
+    Store,
+    StoreError,
+    verify_store,
+)
+from audit._note import open_checkpoint, parse_note
+from audit._writer import Ticket
+
+OpenLog = Callable[..., AuditLog]
+EntryFactory = Callable[[int], Entry]
+
+
+def leaf(entry: Entry) -> bytes:
+    return hashlib.sha256(b"\x00" + entry.canonical()).digest()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true within {timeout} s")
+        time.sleep(0.01)
+
+
+def database(log: AuditLog) -> Path:
+    assert log.store.url.startswith("sqlite:///")
+    return Path(log.store.url.removeprefix("sqlite:///"))
+
+
+@contextmanager
+def write_lock(log: AuditLog) -> Iterator[None]:
+    """Hold the database's write lock from another connection, as another process
+    would: the writer's ``BEGIN IMMEDIATE`` waits until it is released."""
+    with closing(sqlite3.connect(database(log), isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+
+
+# -- recording --------------------------------------------------------------------------
+
+
+def test_receipts_are_ordered_and_contiguous_across_concurrent_callers(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    threads, calls = 8, 15
+    start = threading.Barrier(threads)
+    results: dict[int, list[tuple[list[Entry], list[Receipt]]]] = {}
+
+    def caller(number: int) -> None:
+        mine: list[tuple[list[Entry], list[Receipt]]] = []
+        start.wait()
+        for call in range(calls):
+            base = 1000 * number + 10 * call
+            batch = [entry_factory(base + k) for k in range(1 + (number + call) % 3)]
+            mine.append((batch, log.record(batch)))
+        results[number] = mine
+
+    workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert len(results) == threads
+
+    indices = []
+    for mine in results.values():
+        previous = -1
+        for batch, receipts in mine:
+            got = [receipt.index for receipt in receipts]
+            # One call's entries are consecutive, and a caller's later call comes later.
+            assert got == list(range(got[0], got[0] + len(batch)))
+            assert got[0] > previous
+            previous = got[-1]
+            assert [receipt.leaf_hash for receipt in receipts] == [leaf(e) for e in batch]
+            indices += got
+    assert sorted(indices) == list(range(len(indices)))
+
+    stored = {row.idx: row for row in log.store.entries()}
+    for mine in results.values():
+        for batch, receipts in mine:
+            for entry, receipt in zip(batch, receipts, strict=True):
+                assert stored[receipt.index].payload == entry.canonical()
+                assert stored[receipt.index].leaf == receipt.leaf_hash
+    assert verify_store(log.store, log.verifiers()).log.size == len(indices)
+
+
+def test_record_returns_once_the_entry_is_durable(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    for number in range(3):
+        entry = entry_factory(number)
+        (receipt,) = log.record([entry])
+        # A different connection pool, and the stdlib driver: both see it committed.
+        fresh = Store(f"sqlite:///{database(log)}", create=False)
+        try:
+            row = fresh.entry(receipt.index)
+            assert row is not None
+            assert row.payload == entry.canonical()
+            assert fresh.head().size == receipt.index + 1
+        finally:
+            fresh.close()
+        with closing(sqlite3.connect(database(log))) as other:
+            (payload,) = other.execute(
+                "SELECT payload FROM audit_entry WHERE idx = ?", (receipt.index,)
+            ).fetchone()
+        assert payload == entry.canonical()
+
+
+def test_an_entry_that_cannot_be_canonicalized_fails_only_its_caller(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    nested: list[Any] = []
+    for _ in range(5_000):
+        nested = [nested]
+    poisoned = {
+        "not a number": entry_factory(1).model_copy(update={"detail": {"x": float("nan")}}),
+        "too deep": entry_factory(2).model_copy(update={"detail": {"x": nested}}),
+    }
+    with write_lock(log):
+        # The writer takes the first ticket and waits for the lock; the rest queue up
+        # behind it and are prepared and committed as one batch once it is released.
+        first = log.submit([entry_factory(0)])
+        before = log.submit([entry_factory(3), entry_factory(4)])
+        bad = {reason: log.submit([entry]) for reason, entry in poisoned.items()}
+        after = log.submit([entry_factory(5)])
+    assert [r.index for r in first.result(10)] == [0]
+    assert [r.index for r in before.result(10)] == [1, 2]
+    assert [r.index for r in after.result(10)] == [3]
+    for ticket in bad.values():
+        with pytest.raises(FormatError):
+            ticket.result(10)
+    assert log.writable
+    assert log.writer.queued == 0
+    assert [r.index for r in log.record([entry_factory(6)])] == [4]
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+
+def test_a_checkpoint_is_signed_every_n_entries(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log(checkpoint_every=5)
+    log.record([entry_factory(i) for i in range(4)])
+    time.sleep(0.2)
+    assert log.store.checkpoints() == []  # 4 < 5, and the interval is an hour
+    log.record([entry_factory(4)])
+    wait_for(lambda: [c.size for c in log.store.checkpoints()] == [5])
+    log.record([entry_factory(i) for i in range(5, 10)])
+    wait_for(lambda: [c.size for c in log.store.checkpoints()] == [5, 10])
+    for stored in log.store.checkpoints():
+        checkpoint, _ = open_checkpoint(stored.note, log.verifiers(), origin=log.origin)
+        assert (checkpoint.size, checkpoint.root) == (stored.size, stored.root)
+    assert verify_store(log.store, log.verifiers()).log.checkpoints == (5, 10)
+
+
+def test_a_checkpoint_is_signed_every_interval(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log(checkpoint_interval=0.05)
+    log.record([entry_factory(i) for i in range(3)])
+    wait_for(lambda: (latest := log.store.latest_checkpoint()) is not None and latest.size == 3)
+    log.record([entry_factory(3)])
+    wait_for(lambda: (latest := log.store.latest_checkpoint()) is not None and latest.size == 4)
+
+
+def test_a_checkpoint_is_signed_on_demand(open_log: OpenLog, entry_factory: EntryFactory) -> None:
+    log = open_log()
+    log.record([entry_factory(i) for i in range(4)])
+    stored = log.checkpoint()
+    assert (stored.size, stored.root) == (4, log.store.head().root)
+    checkpoint, _ = open_checkpoint(stored.note, log.verifiers(), origin=log.origin)
+    assert (checkpoint.size, checkpoint.root) == (4, stored.root)
+    assert log.checkpoint() == stored  # nothing new: the latest is returned, not re-signed
+    assert len(log.store.checkpoints()) == 1
+
+
+def test_rotated_keys_co_sign_until_the_old_one_is_retired(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    assert log.keys is not None
+    log.record([entry_factory(0)])
+    (old,) = log.verifiers()
+    before = log.checkpoint()
+
+    new = log.keys.rotate().verifier()
+    assert log.verifiers() == [new, old]
+    log.record([entry_factory(1)])
+    overlap = log.checkpoint()
+    assert len(parse_note(overlap.note).signatures) == 2
+    for key in (old, new):
+        checkpoint, _ = open_checkpoint(overlap.note, [key], origin=log.origin)
+        assert checkpoint.size == 2
+
+    assert log.keys.retire() == old
+    assert log.verifiers() == [new]
+    log.record([entry_factory(2)])
+    after = log.checkpoint()
+    assert len(parse_note(after.note).signatures) == 1
+    open_checkpoint(after.note, [new], origin=log.origin)
+    with pytest.raises(NoteError):
+        open_checkpoint(after.note, [old], origin=log.origin)
+    with pytest.raises(NoteError):
+        open_checkpoint(before.note, [new], origin=log.origin)
+    # The whole history verifies with both keys: each checkpoint with the one it bears.
+    assert verify_store(log.store, [old, new]).log.checkpoints == (1, 2, 3)
+
+
+# -- redaction --------------------------------------------------------------------------
+
+
+def test_redaction_erases_the_payload_and_the_log_still_verifies(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    receipts = log.record([entry_factory(i) for i in range(6)])
+    now = entry_factory(0).time
+    receipt = log.redact(2, reason="erasure request", requested_by="dpo@example.org", now=now)
+    assert receipt.index == 6
+
+    erased = log.store.entry(2)
+    assert erased is not None
+    assert erased.payload is None
+    assert erased.leaf == receipts[2].leaf_hash
+    record = log.store.entry(6)
+    assert record is not None
+    assert record.payload is not None
+    document = json.loads(record.payload)
+    assert document["kind"] == "redaction"
+    assert document["caller"] == "dpo@example.org"
+    assert document["detail"] == {
+        "index": 2,
+        "reason": "erasure request",
+        "leaf_hash": receipts[2].leaf_hash.hex(),
+    }
+    log.checkpoint()
+    verdict = verify_store(log.store, log.verifiers())
+    assert verdict.log.redacted == (2,)
+    assert verdict.log.size == 7
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        pytest.param(2, "already redacted", id="twice"),
+        pytest.param(6, "records a redaction", id="a-redaction-entry"),
+        pytest.param(99, "no entry 99", id="missing"),
+    ],
+)
+def test_redaction_refuses(
+    open_log: OpenLog, entry_factory: EntryFactory, index: int, message: str
+) -> None:
+    log = open_log()
+    log.record([entry_factory(i) for i in range(6)])
+    now = entry_factory(0).time
+    log.redact(2, reason="erasure request", requested_by="dpo", now=now)
+    with pytest.raises(FormatError, match=message):
+        log.redact(index, reason="again", requested_by="dpo", now=now)
+    assert log.store.head().size == 7  # nothing was recorded
+
+
+# -- back-pressure and failures ---------------------------------------------------------
+
+
+def test_a_full_queue_pushes_back_and_loses_nothing_it_accepted(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log(max_queue=4)
+    accepted: list[tuple[Entry, Ticket]] = []
+    with write_lock(log):
+        for number in range(4):
+            entry = entry_factory(number)
+            accepted.append((entry, log.submit([entry])))
+        with pytest.raises(Overloaded):
+            log.submit([entry_factory(4)])
+        with pytest.raises(Overloaded):
+            log.record([entry_factory(5)])
+        assert log.writer.queued == 4
+    for position, (entry, ticket) in enumerate(accepted):
+        (receipt,) = ticket.result(10)
+        assert (receipt.index, receipt.leaf_hash) == (position, leaf(entry))
+    assert log.store.count() == 4  # the refused ones were never written
+    assert log.writer.queued == 0
+    assert [r.index for r in log.record([entry_factory(6)])] == [4]  # room again
+
+
+def test_a_failed_commit_is_reported_and_the_writer_recovers(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    log.record([entry_factory(0)])
+    assert log.writable
+    with closing(sqlite3.connect(database(log), isolation_level=None)) as other:
+        other.execute("ALTER TABLE audit_head RENAME TO audit_head_elsewhere")
+        with pytest.raises(StoreError, match="audit_head"):
+            log.record([entry_factory(1)])
+        assert not log.writable
+        assert "audit_head" in (log.writer.failure or "")
+        other.execute("ALTER TABLE audit_head_elsewhere RENAME TO audit_head")
+    assert [r.index for r in log.record([entry_factory(2)])] == [1]
+    assert log.writable
+    assert log.writer.failure is None
+    assert verify_store(log.store, [*log.verifiers()]).log.size == 2
+
+
+def test_an_unexpected_error_from_the_store_fails_the_batch_not_the_writer(
+    open_log: OpenLog, entry_factory: EntryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("driver bug")
+
+    monkeypatch.setattr(log.store, "append", broken)
+    with pytest.raises(StoreError, match="driver bug"):
+        log.record([entry_factory(0)])
+    assert not log.writable
+    monkeypatch.undo()
+    assert [r.index for r in log.record([entry_factory(1)])] == [0]
+    assert log.writable
