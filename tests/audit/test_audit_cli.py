@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -650,3 +651,22 @@ def test_each_subcommand_has_help(command: str) -> None:
     assert shown.startswith(f"Usage: audit {command} ")
     summary = audit_group.commands[command].get_short_help_str(limit=30)
     assert summary.rstrip(".") in " ".join(shown.split())
+
+
+def test_the_readme_auditor_session_runs(copy: Path, tmp_path: Path) -> None:
+    """examples/auditor/session.sh is the README's session; every step must pass."""
+    out = tmp_path / "session"
+    result = subprocess.run(
+        ["bash", str(ROOT / "examples" / "auditor" / "session.sh"), str(copy), str(out)],
+        env={**os.environ, "DOCKET": DOCKET},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "audit log intact" in result.stdout
+    assert "receipt OK" in result.stdout
+    assert "consistent:" in result.stdout
+    assert KEY.match((out / "log.pub").read_text().strip())
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
