@@ -19,7 +19,9 @@ records below.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -197,6 +199,7 @@ class Store:
             raise StoreError(f"not a database URL: {url!r}") from exc
         self.url = parsed.render_as_string(hide_password=True)
         self.sqlite = parsed.get_backend_name() == "sqlite"
+        path: Path | None = None
         try:
             if self.sqlite:
                 path = _sqlite_path(parsed)
@@ -214,6 +217,11 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the audit database {self.url}: {_reason(exc)}") from exc
         self._checkpoint_lock = threading.Lock()
+        self._append_lock: contextlib.AbstractContextManager[Any] = (
+            _FileLock(Path(f"{path}.writer-lock"))
+            if self.sqlite and path is not None
+            else contextlib.nullcontext()
+        )
         dbapi = self._writer.dialect.dbapi
         assert dbapi is not None  # a dialect created from a URL always has its driver
         self._driver_errors: tuple[type[Exception], ...] = (dbapi.Error,)
@@ -268,6 +276,8 @@ class Store:
 
     def close(self) -> None:
         """Release the database connections."""
+        if isinstance(self._append_lock, _FileLock):
+            self._append_lock.close()
         self._writer.dispose()
         if self._reader is not self._writer:
             self._reader.dispose()
@@ -321,6 +331,10 @@ class Store:
         This is the hot path, so it speaks to the driver directly (one ``executemany``)
         rather than through SQLAlchemy's statement layer.
         """
+        with self._append_lock:
+            return self._append(pending, erase)
+
+    def _append(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
         sql = self._driver_sql
         try:
             raw = self._writer.raw_connection()
@@ -583,6 +597,42 @@ class Store:
 
     def _write(self) -> Any:
         return _Translate(self._writer.begin, self.url)
+
+
+class _FileLock:
+    """An exclusive ``flock`` that processes appending to one SQLite file queue on.
+
+    SQLite's own busy handler sleeps and polls (up to 100 ms a nap), so two writer
+    processes hand its lock over slowly; a waiter blocked in ``flock`` is woken the
+    moment the holder is done. The SQLite lock still guards correctness."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._thread_lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self._thread_lock.release()
+            raise StoreError(f"cannot lock {self._path}: {exc.strerror}") from exc
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class _Translate:

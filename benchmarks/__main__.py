@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_cerbos, bench_decide, bench_grpc, bench_index
+from benchmarks import bench_audit, bench_cerbos, bench_decide, bench_grpc, bench_index
 from benchmarks._common import machine, machine_line
 
 BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "index": ("policy index: cost versus policy count", bench_index.run),
     "grpc": ("docket serve under gRPC load (h2load)", bench_grpc.run),
     "cerbos": ("peer: Cerbos CheckResources against Docket Authorize", bench_cerbos.run),
+    "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 
