@@ -30,10 +30,7 @@ lint: $(STAMP) proto-check
 
 ## bench: the benchmarks; figures are printed and belong in benchmarks/README.md
 bench: $(STAMP)
-	@command -v h2load >/dev/null || \
-	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; } || \
-	echo "h2load missing (apt-get install nghttp2-client): grpc and cerbos benchmarks will be skipped" >&2
+	@.ci/install-test-deps
 	$(BIN)/python -m benchmarks
 
 PROTOS := $(wildcard sdk/v1/*.proto)
