@@ -155,6 +155,22 @@ class Writer:
                 self._committing.release()
         return self.submit(pending, erase=erase).result(timeout)
 
+    def probe(self) -> bool:
+        """After a failed commit, try an empty one (it takes the write lock and moves
+        nothing): the log is writable again when it succeeds. Health checks call this,
+        because a server reported unhealthy gets no traffic whose commit could clear
+        the failure. Returns :attr:`writable`."""
+        if self._failure is None:
+            return self.writable
+        with self._committing:
+            try:
+                self._commit((), ())
+            except Exception as exc:
+                self._failure = str(_audit_error(exc, StoreError, "cannot write the audit log"))
+            else:
+                self._failure = None
+        return self.writable
+
     def _direct(self, items: Sequence[Any]) -> list[Receipt]:
         try:
             pending = [self._prepare(item) for item in items] if self._prepare else items

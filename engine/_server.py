@@ -265,8 +265,11 @@ class Worker:
             self.health.set(name, status)
 
     def _watch_health(self) -> None:
-        # The audit log can become unwritable (disk full, database gone) at any time.
+        # The audit log can become unwritable (disk full, database gone) at any time,
+        # and writable again: an unhealthy server gets no traffic to find that out by,
+        # so the watcher probes it.
         while not self._stopping.wait(HEALTH_POLL_SECONDS):
+            self.audit.writer.probe()
             self._set_health()
 
     def reload(self) -> None:
