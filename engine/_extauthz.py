@@ -36,7 +36,7 @@ from google.rpc import code_pb2, status_pb2
 
 from audit import Overloaded, StoreError
 from engine._errors import RequestError
-from engine._grpc import answer, caller_identity
+from engine._grpc import AUDIT_UNAVAILABLE, answer, caller_identity
 from engine._models import EntityUID, Request
 from engine._service import DecisionService, decision_id
 from engine._wire import CALLER, dict_to_struct, value_to_python
@@ -204,7 +204,12 @@ class AuthorizationServicer:
             return _denied(
                 code_pb2.RESOURCE_EXHAUSTED if busy else code_pb2.UNAVAILABLE,
                 http_status_pb2.TooManyRequests if busy else http_status_pb2.ServiceUnavailable,
-                {"decision": "deny", "decision_id": unrecorded, "reasons": [], "error": str(exc)},
+                {
+                    "decision": "deny",
+                    "decision_id": unrecorded,
+                    "reasons": [],
+                    "error": str(exc) if busy else AUDIT_UNAVAILABLE,
+                },
                 unrecorded,
             )
         decision = decided.decision

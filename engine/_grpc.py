@@ -25,6 +25,7 @@ log = structlog.get_logger("docket.grpc")
 T = TypeVar("T")
 
 _SPIFFE_ID = "peer_spiffe_id"
+AUDIT_UNAVAILABLE = "the audit log cannot record decisions now; the server log has the details"
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     # The audit writer's queue is full: push back, never answer without the entry.
@@ -71,6 +72,10 @@ def answer(
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("rpc.failed", api=api)
                 message = "internal error; the server log has the details"
+            elif code is grpc.StatusCode.UNAVAILABLE:
+                # The database's own words name hosts and paths: for the log only.
+                log.error("rpc.audit_unavailable", api=api, error=str(exc))
+                message = AUDIT_UNAVAILABLE
             else:
                 message = str(exc)
             _abort(context, code, message)
