@@ -1,0 +1,376 @@
+"""TPM2_MakeCredential off the TPM (TPM 2.0 Library, Part 1 §24 "Credential Protection").
+
+A verifier proves that an attestation key (AK) lives on the same TPM as an endorsement key
+(EK): it wraps a secret so that only ``TPM2_ActivateCredential`` on that TPM, with that EK and
+an AK of that name loaded, gives it back.
+
+- A seed is shared with the EK: RSA-OAEP encrypted to it (label ``"IDENTITY\\0"``), or, for an
+  ECC EK, derived by ECDH with an ephemeral key and KDFe (label ``"IDENTITY"``).
+- ``symKey = KDFa(nameAlg, seed, "STORAGE", akName, "", symKeyBits)``;
+  ``encIdentity = AES-CFB(symKey, IV=0, TPM2B_DIGEST(secret))``.
+- ``hmacKey = KDFa(nameAlg, seed, "INTEGRITY", "", "", digestBits)``;
+  ``integrityHMAC = HMAC(nameAlg, hmacKey, encIdentity || akName)``.
+
+``nameAlg`` and the symmetric algorithm are the EK's, read from its ``TPM2B_PUBLIC``.
+Errors: ``ParseError`` for malformed bytes, ``CredentialError`` for keys or algorithms this
+module does not support.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from attestation._errors import CredentialError, ParseError
+
+__all__ = [
+    "Credential",
+    "EkPublic",
+    "kdfa",
+    "kdfe",
+    "make_credential",
+    "parse_ek_public",
+    "to_tpm2_tools_file",
+]
+
+# TPM_ALG_ID values (Part 2 §6.3) and TPM_ECC_CURVE values (Part 2 §6.4).
+_ALG_RSA = 0x0001
+_ALG_SHA1 = 0x0004
+_ALG_AES = 0x0006
+_ALG_SHA256 = 0x000B
+_ALG_SHA384 = 0x000C
+_ALG_SHA512 = 0x000D
+_ALG_NULL = 0x0010
+_ALG_ECC = 0x0023
+_ALG_CFB = 0x0043
+
+_HASHES: dict[int, str] = {
+    _ALG_SHA1: "sha1",
+    _ALG_SHA256: "sha256",
+    _ALG_SHA384: "sha384",
+    _ALG_SHA512: "sha512",
+}
+_HASH_CLASSES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+_CURVES: dict[int, ec.EllipticCurve] = {
+    0x0003: ec.SECP256R1(),
+    0x0004: ec.SECP384R1(),
+    0x0005: ec.SECP521R1(),
+}
+
+# objectAttributes bits (Part 2 §8.3): MakeCredential needs a storage key (restricted decrypt).
+_ATTR_RESTRICTED = 1 << 16
+_ATTR_DECRYPT = 1 << 17
+
+# tpm2-tools' file header (lib/files.c files_write_header): magic, then a version.
+_TPM2_TOOLS_MAGIC = 0xBADCC0DE
+_TPM2_TOOLS_CREDENTIAL_VERSION = 1
+
+
+def _hash(hash_alg: str) -> hashes.HashAlgorithm:
+    try:
+        return _HASH_CLASSES[hash_alg]()
+    except KeyError:
+        raise CredentialError(f"unsupported hash algorithm {hash_alg!r}") from None
+
+
+def _c_string(label: bytes) -> bytes:
+    """The label as the TPM hashes it: with one terminating NUL (added when missing)."""
+    if not label:
+        raise CredentialError("a KDF label must not be empty")
+    return label if label.endswith(b"\x00") else label + b"\x00"
+
+
+def _truncate(out: bytes, bits: int) -> bytes:
+    """The first ceil(bits/8) bytes, with the unused high bits of the first byte cleared."""
+    out = out[: (bits + 7) // 8]
+    if bits % 8:
+        out = bytes([out[0] & ((1 << (bits % 8)) - 1)]) + out[1:]
+    return out
+
+
+def kdfa(
+    hash_alg: str, key: bytes, label: bytes, context_u: bytes, context_v: bytes, bits: int
+) -> bytes:
+    """KDFa (Part 1 §11.4.10.2): SP 800-108 counter-mode KDF with HMAC-``hash_alg``.
+
+    Each block is ``HMAC(key, counter_be32 || label || 0x00 || contextU || contextV ||
+    bits_be32)``. ``label`` is given with or without its terminating NUL (``b"STORAGE"`` and
+    ``b"STORAGE\\0"`` derive the same key), as in the reference implementation. When
+    ``bits`` is not a multiple of 8 the high bits of the first byte are cleared.
+    Raises ``CredentialError`` for an unknown hash, an empty label, or ``bits < 1``.
+    """
+    if bits < 1:
+        raise CredentialError("KDFa needs bits >= 1")
+    algorithm = _hash(hash_alg)
+    tail = _c_string(label) + context_u + context_v + struct.pack(">I", bits)
+    out = bytearray()
+    counter = 1
+    while len(out) * 8 < bits:
+        out += hmac.digest(key, struct.pack(">I", counter) + tail, algorithm.name)
+        counter += 1
+    return _truncate(bytes(out), bits)
+
+
+def kdfe(hash_alg: str, z: bytes, label: bytes, party_u: bytes, party_v: bytes, bits: int) -> bytes:
+    """KDFe (Part 1 §11.4.10.3): SP 800-56A concatenation KDF with ``hash_alg``.
+
+    Each block is ``H(counter_be32 || Z || label || 0x00 || partyUInfo || partyVInfo)``;
+    ``label`` with or without its NUL, and ``bits`` masked, as for :func:`kdfa`.
+    Raises ``CredentialError`` for an unknown hash, an empty label, or ``bits < 1``.
+    """
+    if bits < 1:
+        raise CredentialError("KDFe needs bits >= 1")
+    tail = z + _c_string(label) + party_u + party_v
+    out = bytearray()
+    counter = 1
+    while len(out) * 8 < bits:
+        digest = hashes.Hash(_hash(hash_alg))
+        digest.update(struct.pack(">I", counter) + tail)
+        out += digest.finalize()
+        counter += 1
+    return _truncate(bytes(out), bits)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The output of TPM2_MakeCredential, both fields marshalled with their size prefix.
+
+    ``credential_blob`` is a TPM2B_ID_OBJECT: ``size || TPM2B_DIGEST(integrityHMAC) ||
+    encIdentity``; ``encrypted_secret`` is a TPM2B_ENCRYPTED_SECRET (the OAEP-encrypted seed
+    for an RSA EK, a TPMS_ECC_POINT of the ephemeral key for an ECC EK).
+    """
+
+    credential_blob: bytes
+    encrypted_secret: bytes
+
+
+@dataclass(frozen=True)
+class EkPublic:
+    """What MakeCredential needs of an EK's TPMT_PUBLIC.
+
+    ``ecc_x`` is the EK's ``unique.x`` exactly as the TPM stores it (KDFe's partyVInfo).
+    """
+
+    name_alg: str
+    sym_key_bits: int
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    ecc_x: bytes = b""
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self._pos + n > len(self._data):
+            raise ParseError(f"TPM2B_PUBLIC truncated in {what}")
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return chunk
+
+    def u16(self, what: str) -> int:
+        value: int = struct.unpack(">H", self.take(2, what))[0]
+        return value
+
+    def u32(self, what: str) -> int:
+        value: int = struct.unpack(">I", self.take(4, what))[0]
+        return value
+
+    def sized(self, what: str) -> bytes:
+        return self.take(self.u16(what), what)
+
+    def at_end(self) -> bool:
+        return self._pos == len(self._data)
+
+
+def parse_ek_public(tpm2b_public: bytes) -> EkPublic:
+    """Read an EK's TPM2B_PUBLIC (as ``tpm2_createek -u`` writes it).
+
+    Only what MakeCredential uses is kept. Raises ``ParseError`` for malformed bytes and
+    ``CredentialError`` for a key that is not an RSA/ECC storage key with AES-CFB, a NULL
+    scheme and a SHA-1/2 nameAlg.
+    """
+    outer = _Reader(tpm2b_public)
+    body = outer.sized("size")
+    if not outer.at_end():
+        raise ParseError("trailing bytes after TPM2B_PUBLIC")
+    r = _Reader(body)
+    key_type = r.u16("type")
+    name_alg_id = r.u16("nameAlg")
+    attributes = r.u32("objectAttributes")
+    r.sized("authPolicy")
+    sym_alg = r.u16("symmetric.algorithm")
+    if sym_alg == _ALG_NULL:
+        raise CredentialError("the EK has no symmetric algorithm: it is not a storage key")
+    sym_bits = r.u16("symmetric.keyBits")
+    sym_mode = r.u16("symmetric.mode")
+    scheme = r.u16("scheme")
+    if scheme != _ALG_NULL:
+        raise CredentialError(f"EK scheme 0x{scheme:04x}: a storage key has a NULL scheme")
+    ecc_x = b""
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    if key_type == _ALG_RSA:
+        key_bits = r.u16("keyBits")
+        exponent = r.u32("exponent") or 65537
+        modulus = r.sized("unique.rsa")
+        if len(modulus) * 8 != key_bits:
+            raise ParseError(f"RSA modulus of {len(modulus)} bytes for keyBits {key_bits}")
+        try:
+            public_key = rsa.RSAPublicNumbers(exponent, int.from_bytes(modulus)).public_key()
+        except ValueError as exc:
+            raise ParseError(f"invalid RSA public key: {exc}") from exc
+    elif key_type == _ALG_ECC:
+        curve_id = r.u16("curveID")
+        kdf = r.u16("kdf.scheme")
+        if kdf != _ALG_NULL:
+            r.u16("kdf.hashAlg")
+        ecc_x = r.sized("unique.x")
+        ecc_y = r.sized("unique.y")
+        curve = _CURVES.get(curve_id)
+        if curve is None:
+            raise CredentialError(f"unsupported ECC curve 0x{curve_id:04x}")
+        try:
+            public_key = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(ecc_x), int.from_bytes(ecc_y), curve
+            ).public_key()
+        except ValueError as exc:
+            raise ParseError(f"EK point is not on its curve: {exc}") from exc
+    else:
+        raise CredentialError(f"unsupported EK type 0x{key_type:04x}")
+    if not r.at_end():
+        raise ParseError("trailing bytes in TPMT_PUBLIC")
+    if name_alg_id not in _HASHES:
+        raise CredentialError(f"unsupported EK nameAlg 0x{name_alg_id:04x}")
+    if sym_alg != _ALG_AES or sym_mode != _ALG_CFB or sym_bits not in (128, 192, 256):
+        raise CredentialError(
+            f"EK symmetric 0x{sym_alg:04x}/{sym_bits}/0x{sym_mode:04x}: only AES-CFB supported"
+        )
+    if attributes & (_ATTR_RESTRICTED | _ATTR_DECRYPT) != _ATTR_RESTRICTED | _ATTR_DECRYPT:
+        raise CredentialError("the EK is not a restricted decryption (storage) key")
+    return EkPublic(_HASHES[name_alg_id], sym_bits, public_key, ecc_x)
+
+
+def _check_name(ak_name: bytes) -> None:
+    if len(ak_name) < 2:
+        raise ParseError("an AK name is nameAlg (2 bytes) || digest")
+    alg_id = struct.unpack(">H", ak_name[:2])[0]
+    hash_alg = _HASHES.get(alg_id)
+    if hash_alg is None:
+        raise CredentialError(f"unsupported AK name algorithm 0x{alg_id:04x}")
+    if len(ak_name) - 2 != _hash(hash_alg).digest_size:
+        raise ParseError(f"AK name digest of {len(ak_name) - 2} bytes for {hash_alg}")
+
+
+def _tpm2b(data: bytes) -> bytes:
+    return struct.pack(">H", len(data)) + data
+
+
+def _aes_cfb_encrypt(key: bytes, plaintext: bytes) -> bytes:
+    """AES-CFB128 with a zero IV (Part 1 §24.4), built on ECB.
+
+    cryptography moved its CFB mode to ``hazmat.decrepit`` (deprecated in ``primitives``);
+    CFB is one block cipher call per block, so doing it here keeps every version working.
+    """
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305
+    out = bytearray()
+    feedback = bytes(16)
+    for start in range(0, len(plaintext), 16):
+        block = plaintext[start : start + 16]
+        stream = encryptor.update(feedback)
+        cipher_block = bytes(p ^ k for p, k in zip(block, stream, strict=False))
+        out += cipher_block
+        feedback = cipher_block
+    return bytes(out)
+
+
+def _seed_rsa(ek: EkPublic, key: rsa.RSAPublicKey, seed: bytes | None) -> tuple[bytes, bytes]:
+    size = _hash(ek.name_alg).digest_size
+    if seed is None:
+        seed = os.urandom(size)
+    elif len(seed) != size:
+        raise CredentialError(f"the seed for a {ek.name_alg} EK is {size} bytes")
+    algorithm = _hash(ek.name_alg)
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=b"IDENTITY\x00")
+    try:
+        encrypted = key.encrypt(seed, oaep)
+    except ValueError as exc:
+        raise CredentialError(f"cannot OAEP-encrypt the seed to the EK: {exc}") from exc
+    return seed, encrypted
+
+
+def _seed_ecc(
+    ek: EkPublic,
+    key: ec.EllipticCurvePublicKey,
+    ephemeral_key: ec.EllipticCurvePrivateKey | None,
+) -> tuple[bytes, bytes]:
+    if ephemeral_key is None:
+        ephemeral_key = ec.generate_private_key(key.curve)
+    elif ephemeral_key.curve.name != key.curve.name:
+        raise CredentialError("the ephemeral key is not on the EK's curve")
+    size = (key.curve.key_size + 7) // 8
+    z = ephemeral_key.exchange(ec.ECDH(), key)
+    numbers = ephemeral_key.public_key().public_numbers()
+    x = numbers.x.to_bytes(size)
+    y = numbers.y.to_bytes(size)
+    bits = _hash(ek.name_alg).digest_size * 8
+    seed = kdfe(ek.name_alg, z, b"IDENTITY", x, ek.ecc_x, bits)
+    return seed, _tpm2b(x) + _tpm2b(y)
+
+
+def make_credential(
+    ek_public: bytes,
+    ak_name: bytes,
+    secret: bytes,
+    *,
+    seed: bytes | None = None,
+    ephemeral_key: ec.EllipticCurvePrivateKey | None = None,
+) -> Credential:
+    """Wrap ``secret`` for the TPM holding ``ek_public`` and an AK named ``ak_name``.
+
+    ``ek_public`` is the EK's TPM2B_PUBLIC; ``ak_name`` is the AK's name (nameAlg ||
+    digest, as ``tpm2_createak -n`` writes it); ``secret`` is 1 to digest-size-of-nameAlg
+    bytes. ``seed`` (RSA EK) and ``ephemeral_key`` (ECC EK) fix the randomness, for tests.
+    Raises ``ParseError`` for malformed inputs, ``CredentialError`` for unsupported keys.
+    """
+    ek = parse_ek_public(ek_public)
+    _check_name(ak_name)
+    digest_size = _hash(ek.name_alg).digest_size
+    if not 1 <= len(secret) <= digest_size:
+        raise CredentialError(f"the secret must be 1 to {digest_size} bytes for a {ek.name_alg} EK")
+    if isinstance(ek.public_key, rsa.RSAPublicKey):
+        if ephemeral_key is not None:
+            raise CredentialError("ephemeral_key applies to an ECC EK only")
+        seed, encrypted_seed = _seed_rsa(ek, ek.public_key, seed)
+    else:
+        if seed is not None:
+            raise CredentialError("the seed of an ECC EK is derived: pass ephemeral_key")
+        seed, encrypted_seed = _seed_ecc(ek, ek.public_key, ephemeral_key)
+
+    sym_key = kdfa(ek.name_alg, seed, b"STORAGE", ak_name, b"", ek.sym_key_bits)
+    enc_identity = _aes_cfb_encrypt(sym_key, _tpm2b(secret))
+    hmac_key = kdfa(ek.name_alg, seed, b"INTEGRITY", b"", b"", digest_size * 8)
+    integrity = hmac.digest(hmac_key, enc_identity + ak_name, ek.name_alg)
+    id_object = _tpm2b(integrity) + enc_identity
+    return Credential(_tpm2b(id_object), _tpm2b(encrypted_seed))
+
+
+def to_tpm2_tools_file(credential: Credential) -> bytes:
+    """The file ``tpm2_makecredential -o`` writes and ``tpm2_activatecredential -i`` reads.
+
+    Big-endian magic 0xBADCC0DE, version 1, then the TPM2B_ID_OBJECT and the
+    TPM2B_ENCRYPTED_SECRET (tpm2-tools tools/tpm2_makecredential.c, lib/files.c).
+    """
+    header = struct.pack(">II", _TPM2_TOOLS_MAGIC, _TPM2_TOOLS_CREDENTIAL_VERSION)
+    return header + credential.credential_blob + credential.encrypted_secret
