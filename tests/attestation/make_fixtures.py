@@ -13,15 +13,13 @@ being consistent with each other.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for swtpm.py
+from swtpm import SoftwareTpm
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NONCE = bytes.fromhex("d0c4e7000000000000000000000000000000000000000000000000000000beef")
@@ -31,27 +29,6 @@ EXTENDS = {
     0: "00" * 31 + "01",
     7: "a5" * 32,
 }
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65535:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free TCP port pair for swtpm")
-
-
-def _run(env: dict[str, str], cwd: Path, *argv: str) -> None:
-    print("+", " ".join(argv))
-    subprocess.run(argv, env=env, cwd=cwd, check=True)
 
 
 def main() -> int:
@@ -64,34 +41,12 @@ def main() -> int:
     state.mkdir()
     work = tmp / "work"
     work.mkdir()
-    port = _free_port_pair()
-    proc = subprocess.Popen(
-        [
-            "swtpm",
-            "socket",
-            "--tpm2",
-            "--tpmstate",
-            f"dir={state}",
-            "--server",
-            f"type=tcp,port={port}",
-            "--ctrl",
-            f"type=tcp,port={port + 1}",
-            "--flags",
-            "not-need-init,startup-clear",
-        ],
-    )
+    tpm = SoftwareTpm.start(state)
     try:
-        env = dict(os.environ, TPM2TOOLS_TCTI=f"swtpm:host=127.0.0.1,port={port}")
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
 
         def run(*argv: str) -> None:
-            _run(env, work, *argv)
-            _run(env, work, "tpm2_flushcontext", "-t")
+            print("+", " ".join(argv))
+            tpm.run(*argv, cwd=work)
 
         run("tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub")
         for kind, alg, scheme in (("ecc", "ecc", "ecdsa"), ("rsa", "rsa", "rsassa")):
@@ -156,12 +111,7 @@ def main() -> int:
         )
         print(f"wrote {len(names) + 2} files into {FIXTURES}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        tpm.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
