@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from attestation.cli import ca as ca_cli
 from audit.cli import CheckFailed, InputError
 from audit.cli import audit as audit_cli
 from engine._bundle import PolicyBundle
@@ -480,6 +481,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
 
 
 main.add_command(audit_cli)
+main.add_command(ca_cli)
 
 
 def run() -> None:

@@ -1,0 +1,693 @@
+"""Docket's certificate authority: X.509-SVIDs, JWT-SVIDs and the admission server certificate.
+
+Two tiers, both ECDSA P-256:
+
+- a self-signed **root** (CA, pathlen 1, keyCertSign+cRLSign, 10 years), the trust anchor;
+- an **issuing intermediate** (CA, pathlen 0, 1 year) that signs every leaf certificate and,
+  with ES256, every JWT-SVID (JWT header ``kid`` = RFC 7638 thumbprint of its key).
+
+``rotate`` makes a new intermediate; the old one is *retired*, not dropped: it stays in the
+trust bundle and the JWKS until the last credential it can have signed has expired (the
+rotation time plus ``MAX_SVID_TTL``), after which ``prune`` removes it.
+
+The ``CertificateAuthority`` value is immutable and does no I/O or clock reads: ``create``,
+``rotate`` and ``prune`` return new values, ``now`` is always passed in. ``init``, ``load``
+and ``save`` are the file edge. On disk (default ``<data-dir>/ca/``, mode 0700)::
+
+    ca.json                     trust domain and the retired intermediates' retire times
+    root.pem / root.key         keys are PKCS#8 PEM, mode 0600
+    issuing.pem / issuing.key
+    retired-<serial>.pem / .key
+
+Errors (beneath ``attestation._errors``)::
+
+    AttestationError
+    ├── CredentialError
+    │   └── CAError            the CA cannot do what was asked: a malformed or foreign SPIFFE
+    │                          ID, a CSR whose signature does not verify, an unsupported key,
+    │                          a CA directory that already exists, is missing or is corrupt
+    └── TokenError             a JWT-SVID does not verify (signature, kid, alg, aud, exp)
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from attestation._errors import AttestationError, CredentialError
+
+__all__ = [
+    "JWT_POSTURE_CLAIM",
+    "MAX_JWT_TTL",
+    "MAX_SVID_TTL",
+    "CAError",
+    "CertificateAuthority",
+    "ServerCredential",
+    "TokenError",
+    "jwk_thumbprint",
+    "parse_spiffe_id",
+]
+
+MAX_SVID_TTL = timedelta(hours=24)
+MAX_JWT_TTL = timedelta(minutes=5)
+DEFAULT_SERVER_TTL = timedelta(days=90)
+ROOT_VALIDITY = timedelta(days=3652)
+ISSUING_VALIDITY = timedelta(days=365)
+BACKDATE = timedelta(minutes=1)
+JWT_POSTURE_CLAIM = "https://docket.dev/posture"
+
+_STATE_FILE = "ca.json"
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_DNS_LABEL = re.compile(r"\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+class CAError(CredentialError):
+    """The CA cannot do what was asked (bad SPIFFE ID, bad CSR, CA directory state)."""
+
+
+class TokenError(AttestationError):
+    """A JWT-SVID does not verify: malformed, bad signature, unknown kid, wrong alg, aud, exp."""
+
+
+# --- SPIFFE IDs ---------------------------------------------------------------------------
+
+
+def parse_spiffe_id(spiffe_id: str) -> tuple[str, str]:
+    """Split a workload SPIFFE ID into ``(trust_domain, path)``.
+
+    Follows the SPIFFE ID spec: lowercase ``spiffe`` scheme, a lowercase trust domain of
+    ``[a-z0-9._-]``, a non-empty path of non-empty ``[A-Za-z0-9._-]`` segments other than
+    ``.``/``..``, no trailing slash, query, fragment, port or user info. Raises ``CAError``.
+    """
+    if len(spiffe_id.encode()) > 2048:
+        raise CAError("SPIFFE ID is longer than 2048 bytes")
+    if not spiffe_id.startswith("spiffe://"):
+        raise CAError(f"not a SPIFFE ID (want spiffe://<trust-domain>/<path>): {spiffe_id!r}")
+    if "?" in spiffe_id or "#" in spiffe_id:
+        raise CAError(f"SPIFFE ID must not have a query or fragment: {spiffe_id!r}")
+    rest = spiffe_id[len("spiffe://") :]
+    trust_domain, slash, path = rest.partition("/")
+    if not _TRUST_DOMAIN.fullmatch(trust_domain):
+        raise CAError(
+            f"SPIFFE ID trust domain must be lowercase letters, digits, '.', '-', '_': "
+            f"{spiffe_id!r}"
+        )
+    if not slash or not path:
+        raise CAError(f"SPIFFE ID has no workload path: {spiffe_id!r}")
+    for segment in path.split("/"):
+        if not segment or segment in {".", ".."} or not _PATH_SEGMENT.fullmatch(segment):
+            raise CAError(f"SPIFFE ID path segment {segment!r} is not allowed: {spiffe_id!r}")
+    return trust_domain, "/" + path
+
+
+def _check_trust_domain(trust_domain: str) -> str:
+    if not _TRUST_DOMAIN.fullmatch(trust_domain):
+        raise CAError(
+            f"trust domain must be 1-255 lowercase letters, digits, '.', '-', '_': {trust_domain!r}"
+        )
+    return trust_domain
+
+
+def _check_now(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise CAError("now must be an aware datetime")
+    return now.astimezone(UTC)
+
+
+# --- JWK ------------------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _ec_coordinates(key: ec.EllipticCurvePublicKey) -> tuple[str, str]:
+    numbers = key.public_numbers()
+    return _b64url(numbers.x.to_bytes(32, "big")), _b64url(numbers.y.to_bytes(32, "big"))
+
+
+def jwk_thumbprint(key: ec.EllipticCurvePublicKey) -> str:
+    """RFC 7638 SHA-256 thumbprint of a P-256 public key, base64url without padding."""
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise CAError(f"JWK thumbprints are made for P-256 keys only, not {key.curve.name}")
+    x, y = _ec_coordinates(key)
+    canonical = json.dumps(
+        {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
+    )
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def _jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    x, y = _ec_coordinates(key)
+    kid = jwk_thumbprint(key)
+    return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+def _serial() -> int:
+    """A random positive serial number of 128 bits (RFC 5280 §4.1.2.2 allows up to 20 octets)."""
+    return secrets.randbits(128) | 1
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _ski(key: CertificatePublicKeyTypes) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(key)
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _key_usage(*, digital_signature: bool = False, ca: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _make_root(
+    trust_domain: str, now: datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _new_key()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Docket root CA"),
+        ]
+    )
+    ski = _ski(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + ROOT_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _make_issuing(
+    trust_domain: str,
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    now: datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _new_key()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+            # The time keeps successive intermediates' subjects apart in a bundle.
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Docket issuing CA {now:%Y%m%dT%H%M%SZ}"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + ISSUING_VALIDITY, root.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # digitalSignature: this key also signs JWT-SVIDs.
+        .add_extension(_key_usage(digital_signature=True, ca=True), critical=True)
+        .add_extension(_ski(key.public_key()), critical=False)
+        .add_extension(_aki(root), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _check_subject_key(key: object) -> CertificatePublicKeyTypes:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, (ec.SECP256R1, ec.SECP384R1)):
+            raise CAError(f"unsupported EC curve {key.curve.name}; use P-256 or P-384")
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CAError(f"RSA key of {key.key_size} bits is too small; use at least 2048")
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    raise CAError(f"unsupported subject key type {type(key).__name__}")
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class _Issuer:
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    retire_after: datetime | None = None  # set on retired intermediates only
+
+
+@dataclass(frozen=True)
+class ServerCredential:
+    """A TLS server certificate, its private key and the chain up to (not including) the root."""
+
+    key: ec.EllipticCurvePrivateKey
+    chain: tuple[x509.Certificate, ...]
+
+    def chain_pem(self) -> bytes:
+        """Leaf then intermediate, PEM, as a TLS server presents them."""
+        return b"".join(_pem(cert) for cert in self.chain)
+
+    def key_pem(self) -> bytes:
+        """The private key, unencrypted PKCS#8 PEM."""
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A root, the current issuing intermediate and any retired intermediates still trusted.
+
+    Immutable: ``rotate`` and ``prune`` return a new authority; ``save`` writes one.
+    """
+
+    trust_domain: str
+    root: x509.Certificate
+    root_key: ec.EllipticCurvePrivateKey = dataclasses.field(repr=False)
+    issuing: _Issuer = dataclasses.field(repr=False)
+    retired: tuple[_Issuer, ...] = dataclasses.field(default=(), repr=False)
+
+    # --- construction and files ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, trust_domain: str, now: datetime) -> CertificateAuthority:
+        """A new root and issuing intermediate in memory. Raises ``CAError``."""
+        trust_domain = _check_trust_domain(trust_domain)
+        now = _check_now(now)
+        root, root_key = _make_root(trust_domain, now)
+        issuing, issuing_key = _make_issuing(trust_domain, root, root_key, now)
+        return cls(trust_domain, root, root_key, _Issuer(issuing, issuing_key))
+
+    @classmethod
+    def init(cls, directory: Path, trust_domain: str, now: datetime) -> CertificateAuthority:
+        """Create a CA and write it to ``directory`` (made with mode 0700).
+
+        Raises ``CAError`` if a CA is already there (it is never overwritten).
+        """
+        ca = cls.create(trust_domain, now)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            if any(directory.iterdir()):
+                raise CAError(
+                    f"a CA already exists at {directory}; remove the directory to start over"
+                ) from None
+        except OSError as exc:
+            raise CAError(f"cannot create {directory}: {exc.strerror}") from exc
+        ca.save(directory, exclusive=True)
+        return ca
+
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """Read a CA written by ``init`` or ``save``. Raises ``CAError``."""
+        if not (directory / _STATE_FILE).is_file():
+            raise CAError(f"no CA at {directory}; create one with `docket ca init`")
+        try:
+            state = json.loads((directory / _STATE_FILE).read_text(encoding="utf-8"))
+            trust_domain = _check_trust_domain(state["trust_domain"])
+            root, root_key = _read_pair(directory, "root")
+            issuing = _Issuer(*_read_pair(directory, "issuing"))
+            retired = tuple(
+                _Issuer(
+                    *_read_pair(directory, f"retired-{item['serial']}"),
+                    retire_after=datetime.fromisoformat(item["retire_after"]).astimezone(UTC),
+                )
+                for item in state.get("retired", [])
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CAError(f"the CA at {directory} cannot be read: {exc}") from exc
+        return cls(trust_domain, root, root_key, issuing, retired)
+
+    def save(self, directory: Path, *, exclusive: bool = False) -> None:
+        """Write the CA to ``directory``: keys mode 0600, each file replaced atomically.
+
+        With ``exclusive``, refuse (``CAError``) to replace any existing file.
+        """
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        pairs = {"root": (self.root, self.root_key), "issuing": _pair(self.issuing)}
+        for issuer in self.retired:
+            pairs[f"retired-{issuer.certificate.serial_number:x}"] = _pair(issuer)
+        state: dict[str, Any] = {
+            "trust_domain": self.trust_domain,
+            "retired": [
+                {
+                    "serial": f"{issuer.certificate.serial_number:x}",
+                    "retire_after": issuer.retire_after.isoformat(),
+                }
+                for issuer in self.retired
+                if issuer.retire_after is not None
+            ],
+        }
+        try:
+            for stem, (cert, key) in pairs.items():
+                key_pem = key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+                _write(directory / f"{stem}.key", key_pem, 0o600, exclusive)
+                _write(directory / f"{stem}.pem", _pem(cert), 0o644, exclusive)
+            # The state file last: a CA directory without one is not a CA yet.
+            state_bytes = (json.dumps(state, indent=2) + "\n").encode()
+            _write(directory / _STATE_FILE, state_bytes, 0o600, exclusive)
+            for stale in directory.glob("retired-*"):
+                if stale.name.rsplit(".", 1)[0] not in pairs:
+                    stale.unlink()
+        except FileExistsError as exc:
+            raise CAError(f"a CA already exists at {directory}") from exc
+        except OSError as exc:
+            raise CAError(f"cannot write the CA to {directory}: {exc.strerror}") from exc
+
+    # --- trust material ----------------------------------------------------------------------
+
+    @property
+    def issuing_certificate(self) -> x509.Certificate:
+        """The intermediate that signs new credentials."""
+        return self.issuing.certificate
+
+    def trust_bundle(self) -> bytes:
+        """PEM: the root, the current intermediate, then any retired ones still trusted."""
+        certs = [self.root, self.issuing.certificate, *(i.certificate for i in self.retired)]
+        return b"".join(_pem(cert) for cert in certs)
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        """The JWT-SVID verification keys (current and retired intermediates) as a JWK Set."""
+        return {"keys": [_jwk(issuer.key.public_key()) for issuer in self._issuers()]}
+
+    def _issuers(self) -> tuple[_Issuer, ...]:
+        return (self.issuing, *self.retired)
+
+    # --- rotation ------------------------------------------------------------------------------
+
+    def rotate(self, now: datetime) -> CertificateAuthority:
+        """A new issuing intermediate; the current one is retired but trusted until
+        ``now + MAX_SVID_TTL``, when the last credential it signed has expired."""
+        now = _check_now(now)
+        cert, key = _make_issuing(self.trust_domain, self.root, self.root_key, now)
+        retired = dataclasses.replace(self.issuing, retire_after=now + MAX_SVID_TTL)
+        return dataclasses.replace(
+            self, issuing=_Issuer(cert, key), retired=(retired, *self.retired)
+        )
+
+    def prune(self, now: datetime) -> CertificateAuthority:
+        """Drop retired intermediates whose overlap window has ended by ``now``."""
+        now = _check_now(now)
+        kept = tuple(
+            issuer
+            for issuer in self.retired
+            if issuer.retire_after is not None and issuer.retire_after > now
+        )
+        return dataclasses.replace(self, retired=kept)
+
+    # --- X.509 ---------------------------------------------------------------------------------
+
+    def _not_after(self, now: datetime, ttl: timedelta, cap: timedelta | None) -> datetime:
+        if ttl <= timedelta(0):
+            raise CAError("a credential's lifetime must be positive")
+        if cap is not None:
+            ttl = min(ttl, cap)
+        return min(now + ttl, self.issuing.certificate.not_valid_after_utc)
+
+    def _leaf(
+        self,
+        subject: x509.Name,
+        key: CertificatePublicKeyTypes,
+        san: x509.SubjectAlternativeName,
+        eku: Sequence[x509.ObjectIdentifier],
+        not_before: datetime,
+        not_after: datetime,
+    ) -> tuple[x509.Certificate, x509.Certificate]:
+        issuer = self.issuing.certificate
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.subject)
+            .public_key(key)
+            .serial_number(_serial())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+            .add_extension(san, critical=False)
+            .add_extension(_ski(key), critical=False)
+            .add_extension(_aki(issuer), critical=False)
+            .sign(self.issuing.key, hashes.SHA256())
+        )
+        return cert, issuer
+
+    def issue_svid(
+        self,
+        csr_or_public_key: x509.CertificateSigningRequest | CertificatePublicKeyTypes,
+        spiffe_id: str,
+        *,
+        now: datetime,
+        ttl: timedelta = timedelta(hours=1),
+        server: bool = False,
+    ) -> tuple[x509.Certificate, x509.Certificate]:
+        """An X.509-SVID for ``spiffe_id``: ``(leaf, intermediate)``.
+
+        The leaf has exactly one URI SAN (the SPIFFE ID), clientAuth (and serverAuth when
+        ``server``), and lives ``min(ttl, MAX_SVID_TTL)``, never past the intermediate. A CSR
+        contributes only its key, and only if its signature verifies. Raises ``CAError``.
+        """
+        now = _check_now(now)
+        trust_domain, _ = parse_spiffe_id(spiffe_id)
+        if trust_domain != self.trust_domain:
+            raise CAError(
+                f"SPIFFE ID {spiffe_id!r} is not in this CA's trust domain {self.trust_domain!r}"
+            )
+        if isinstance(csr_or_public_key, x509.CertificateSigningRequest):
+            if not csr_or_public_key.is_signature_valid:
+                raise CAError("the CSR's signature does not verify")
+            key = _check_subject_key(csr_or_public_key.public_key())
+        else:
+            key = _check_subject_key(csr_or_public_key)
+        eku = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server:
+            eku.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        return self._leaf(
+            x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.trust_domain)]),
+            key,
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
+            eku,
+            now - BACKDATE,
+            self._not_after(now, ttl, MAX_SVID_TTL),
+        )
+
+    def issue_server_cert(
+        self,
+        names: Sequence[str],
+        *,
+        now: datetime,
+        ttl: timedelta = DEFAULT_SERVER_TTL,
+    ) -> ServerCredential:
+        """A serverAuth certificate and a new P-256 key for the admission webhook.
+
+        Each of ``names`` that parses as an IP address becomes an IP SAN, the rest DNS SANs.
+        Lives ``ttl``, never past the intermediate. Raises ``CAError``.
+        """
+        now = _check_now(now)
+        if not names:
+            raise CAError("a server certificate needs at least one DNS name or IP address")
+        sans: list[x509.GeneralName] = []
+        dns: list[str] = []
+        for name in names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+                continue
+            except ValueError:
+                pass
+            _check_dns_name(name)
+            sans.append(x509.DNSName(name))
+            dns.append(name)
+        key = _new_key()
+        common_name = dns[0] if dns else names[0]
+        leaf, issuer = self._leaf(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+            key.public_key(),
+            x509.SubjectAlternativeName(sans),
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            now - BACKDATE,
+            self._not_after(now, ttl, None),
+        )
+        return ServerCredential(key, (leaf, issuer))
+
+    # --- JWT-SVIDs -----------------------------------------------------------------------------
+
+    def issue_jwt(
+        self,
+        spiffe_id: str,
+        audience: str | Sequence[str],
+        *,
+        now: datetime,
+        ttl: timedelta = MAX_JWT_TTL,
+        claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A JWT-SVID (ES256) for ``spiffe_id``, living ``min(ttl, MAX_JWT_TTL)``.
+
+        ``claims`` (the verified posture) go under the one claim ``JWT_POSTURE_CLAIM``.
+        Raises ``CAError``.
+        """
+        now = _check_now(now)
+        trust_domain, _ = parse_spiffe_id(spiffe_id)
+        if trust_domain != self.trust_domain:
+            raise CAError(
+                f"SPIFFE ID {spiffe_id!r} is not in this CA's trust domain {self.trust_domain!r}"
+            )
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        if not audiences or not all(isinstance(a, str) and a for a in audiences):
+            raise CAError("a JWT-SVID needs at least one non-empty audience")
+        expires = self._not_after(now, ttl, MAX_JWT_TTL)
+        payload: dict[str, Any] = {
+            "sub": spiffe_id,
+            "aud": audiences[0] if len(audiences) == 1 else audiences,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+        }
+        if claims is not None:
+            payload[JWT_POSTURE_CLAIM] = dict(claims)
+        try:
+            return jwt.encode(
+                payload,
+                self.issuing.key,
+                algorithm="ES256",
+                headers={"kid": jwk_thumbprint(self.issuing.key.public_key()), "typ": "JWT"},
+            )
+        except (TypeError, ValueError) as exc:
+            raise CAError(f"cannot encode the JWT-SVID claims: {exc}") from exc
+
+    def verify_jwt(self, token: str, audience: str, now: datetime) -> dict[str, Any]:
+        """The claims of a JWT-SVID this CA signed, for ``audience``, unexpired at ``now``.
+
+        Only ES256 with the ``kid`` of a current or retired intermediate is accepted.
+        Raises ``TokenError``.
+        """
+        now = _check_now(now)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"malformed JWT: {exc}") from exc
+        if header.get("alg") != "ES256":
+            raise TokenError(f"JWT algorithm {header.get('alg')!r} is not accepted; want ES256")
+        keys = {jwk_thumbprint(i.key.public_key()): i.key.public_key() for i in self._issuers()}
+        key = keys.get(header.get("kid", ""))
+        if key is None:
+            raise TokenError(f"JWT key id {header.get('kid')!r} is not one of this CA's keys")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=["ES256"],
+                audience=audience,
+                # Time is checked below against the caller's ``now``, not the clock.
+                options={
+                    "require": ["sub", "aud", "exp"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"JWT does not verify: {exc}") from exc
+        exp = claims["exp"]
+        if not isinstance(exp, int) or isinstance(exp, bool):
+            raise TokenError("JWT exp is not an integer")
+        if now.timestamp() >= exp:
+            raise TokenError("JWT has expired")
+        try:
+            trust_domain, _ = parse_spiffe_id(str(claims["sub"]))
+        except CAError as exc:
+            raise TokenError(f"JWT subject is not a SPIFFE ID: {exc}") from exc
+        if trust_domain != self.trust_domain:
+            raise TokenError("JWT subject is not in this CA's trust domain")
+        return claims
+
+
+def _check_dns_name(name: str) -> None:
+    labels = name.rstrip(".").split(".")
+    if len(name) > 253 or not all(_DNS_LABEL.fullmatch(part) for part in labels):
+        raise CAError(f"not a DNS name: {name!r}")
+    if "*" in labels[1:]:
+        raise CAError(f"a wildcard is allowed only as the first label: {name!r}")
+
+
+def _pair(issuer: _Issuer) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    return issuer.certificate, issuer.key
+
+
+def _read_pair(directory: Path, stem: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate((directory / f"{stem}.pem").read_bytes())
+    key = serialization.load_pem_private_key((directory / f"{stem}.key").read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"{stem}.key is not a P-256 key")
+    if key.public_key() != cert.public_key():
+        raise ValueError(f"{stem}.key does not match {stem}.pem")
+    return cert, key
+
+
+def _write(path: Path, data: bytes, mode: int, exclusive: bool) -> None:
+    """Write ``data`` to ``path`` with ``mode`` set from the start, atomically (or exclusively)."""
+    if exclusive:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)

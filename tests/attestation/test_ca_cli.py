@@ -1,0 +1,126 @@
+"""``docket ca …`` through click's runner: files, output formats, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import DNSName
+from cryptography.x509.verification import PolicyBuilder, Store
+
+from attestation.cli import ca
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, runner: CliRunner) -> Path:
+    result = runner.invoke(ca, ["init", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "data"
+
+
+def test_init_creates_files(data_dir: Path) -> None:
+    directory = data_dir / "ca"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for name in ("root.pem", "issuing.pem", "ca.json"):
+        assert (directory / name).is_file()
+    for name in ("root.key", "issuing.key"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    assert json.loads((directory / "ca.json").read_text())["trust_domain"] == "docket.local"
+
+
+def test_init_twice_is_a_one_line_usage_error(data_dir: Path, runner: CliRunner) -> None:
+    result = runner.invoke(ca, ["init", "--data-dir", str(data_dir)])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("docket: a CA already exists")
+
+
+def test_init_rejects_bad_trust_domain(tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(ca, ["init", "--data-dir", str(tmp_path), "--trust-domain", "Bad TD"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("docket: trust domain")
+    assert not (tmp_path / "ca").exists()
+
+
+def test_data_dir_from_environment(tmp_path: Path, runner: CliRunner) -> None:
+    env = {"DOCKET_DATA_DIR": str(tmp_path / "env-data")}
+    result = runner.invoke(ca, ["init", "--trust-domain", "prod.example"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env-data" / "ca" / "root.key").is_file()
+    assert runner.invoke(ca, ["jwks"], env=env).exit_code == 0
+
+
+def test_bundle_prints_pem(data_dir: Path, runner: CliRunner) -> None:
+    result = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0
+    certs = x509.load_pem_x509_certificates(result.stdout.encode())
+    assert certs[0] == x509.load_pem_x509_certificate((data_dir / "ca" / "root.pem").read_bytes())
+    assert len(certs) == 2
+
+
+def test_jwks_prints_one_key(data_dir: Path, runner: CliRunner) -> None:
+    result = runner.invoke(ca, ["jwks", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0
+    (key,) = json.loads(result.stdout)["keys"]
+    assert key["kty"] == "EC"
+    assert key["crv"] == "P-256"
+    assert key["alg"] == "ES256"
+
+
+@pytest.mark.parametrize("command", ["bundle", "jwks"])
+def test_missing_ca_is_a_one_line_usage_error(
+    tmp_path: Path, runner: CliRunner, command: str
+) -> None:
+    result = runner.invoke(ca, [command, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "docket ca init" in result.stderr
+
+
+def test_issue_server_chains_to_bundle(data_dir: Path, tmp_path: Path, runner: CliRunner) -> None:
+    out = tmp_path / "tls"
+    args = ["issue-server", "--data-dir", str(data_dir), "--dns", "webhook.docket.svc"]
+    result = runner.invoke(ca, [*args, "--ip", "127.0.0.1", "--out", str(out), "--ttl", "48"])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((out / "server.key").stat().st_mode) == 0o600
+    leaf, *chain = x509.load_pem_x509_certificates((out / "server.pem").read_bytes())
+    key = serialization.load_pem_private_key((out / "server.key").read_bytes(), None)
+    assert key.public_key() == leaf.public_key()
+
+    bundle = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)]).stdout.encode()
+    root, *intermediates = x509.load_pem_x509_certificates(bundle)
+    verifier = (
+        PolicyBuilder()
+        .store(Store([root]))
+        .time(datetime.now(UTC))
+        .build_server_verifier(DNSName("webhook.docket.svc"))
+    )
+    verifier.verify(leaf, chain)
+    assert chain == intermediates
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["webhook.docket.svc"]
+    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert lifetime.total_seconds() == 48 * 3600 + 60
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--dns", "bad name"], ["--ip", "not-an-ip"], ["--dns", "a.example", "--ttl", "0"]],
+    ids=["no-names", "bad-dns", "bad-ip", "zero-ttl"],
+)
+def test_issue_server_refused(data_dir: Path, runner: CliRunner, args: list[str]) -> None:
+    result = runner.invoke(ca, ["issue-server", "--data-dir", str(data_dir), *args])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
