@@ -1,0 +1,529 @@
+"""The attestation verifier on synthetic evidence: an EK and AK made in Python, an EK CA and
+certificate, a credential activated in Python and a TPMS_ATTEST signed by the AK key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from attestation._credential import kdfa
+from attestation._errors import AttestationError, EvidenceError
+from attestation._verifier import (
+    Challenge,
+    PendingChallenge,
+    Posture,
+    TrustRoots,
+    UnverifiedEnrollment,
+    VerifiedAttestation,
+    appraise,
+    begin_enrollment,
+    ek_key_hash,
+    finish_attestation,
+)
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+SHA256 = 0x000B
+ATTRS_EK = 0x000300B2
+ATTRS_AK = 0x00050072  # fixedTPM fixedParent sensitiveDataOrigin userWithAuth restricted sign
+RESTRICTED = 1 << 16
+DECRYPT = 1 << 17
+FIXED_TPM = 1 << 1
+PCRS = list(range(8))
+GOLDEN = {i: hashlib.sha256(bytes([i])).digest() for i in PCRS}
+
+
+def tpm2b(data: bytes) -> bytes:
+    return struct.pack(">H", len(data)) + data
+
+
+def rsa_ek_public(key: rsa.RSAPrivateKey) -> bytes:
+    n = key.public_key().public_numbers().n.to_bytes(key.key_size // 8, "big")
+    params = struct.pack(">HHH", 0x0006, 128, 0x0043) + struct.pack(">HHI", 0x0010, 2048, 0)
+    return tpm2b(
+        struct.pack(">HHI", 0x0001, SHA256, ATTRS_EK) + tpm2b(bytes(32)) + params + tpm2b(n)
+    )
+
+
+def ecc_ak_public(key: ec.EllipticCurvePrivateKey, attrs: int = ATTRS_AK) -> bytes:
+    numbers = key.public_key().public_numbers()
+    body = (
+        struct.pack(">HHI", 0x0023, SHA256, attrs)
+        + tpm2b(b"")
+        + struct.pack(">HHHHH", 0x0010, 0x0018, SHA256, 0x0003, 0x0010)
+        + tpm2b(numbers.x.to_bytes(32, "big"))
+        + tpm2b(numbers.y.to_bytes(32, "big"))
+    )
+    return tpm2b(body)
+
+
+def rsa_ak_public(bits: int) -> bytes:
+    key = rsa.generate_private_key(65537, bits)
+    n = key.public_key().public_numbers().n.to_bytes(bits // 8, "big")
+    body = (
+        struct.pack(">HHI", 0x0001, SHA256, ATTRS_AK)
+        + tpm2b(b"")
+        + struct.pack(">HHHHI", 0x0010, 0x0014, SHA256, bits, 0)
+        + tpm2b(n)
+    )
+    return tpm2b(body)
+
+
+def ak_name(ak_public: bytes) -> bytes:
+    return struct.pack(">H", SHA256) + hashlib.sha256(ak_public[2:]).digest()
+
+
+def sized(data: bytes, pos: int) -> tuple[bytes, int]:
+    (n,) = struct.unpack_from(">H", data, pos)
+    return data[pos + 2 : pos + 2 + n], pos + 2 + n
+
+
+def activate(ek: rsa.RSAPrivateKey, name: bytes, credential_file: bytes) -> bytes:
+    """TPM2_ActivateCredential for an RSA SHA-256 / AES-128-CFB EK (Part 1 §24)."""
+    assert credential_file[:8] == bytes.fromhex("badcc0de00000001")
+    id_object, pos = sized(credential_file, 8)
+    encrypted_seed, _ = sized(credential_file, pos)
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), b"IDENTITY\x00")
+    seed = ek.decrypt(encrypted_seed, oaep)
+    integrity, pos = sized(id_object, 0)
+    enc_identity = id_object[pos:]
+    hmac_key = kdfa("sha256", seed, b"INTEGRITY", b"", b"", 256)
+    assert hmac.compare_digest(integrity, hmac.digest(hmac_key, enc_identity + name, "sha256"))
+    sym_key = kdfa("sha256", seed, b"STORAGE", name, b"", 128)
+    decryptor = Cipher(algorithms.AES(sym_key), CFB(bytes(16))).decryptor()
+    return sized(decryptor.update(enc_identity) + decryptor.finalize(), 0)[0]
+
+
+def selection(pcrs: list[int]) -> bytes:
+    bitmap = bytearray(3)
+    for i in pcrs:
+        bitmap[i // 8] |= 1 << (i % 8)
+    return struct.pack(">IHB", 1, SHA256, 3) + bytes(bitmap)
+
+
+def attest(
+    nonce: bytes, digest: bytes, *, pcrs: list[int] = PCRS, clock: tuple[int, int] = (5, 1000)
+) -> bytes:
+    reset_count, clock_ms = clock
+    return (
+        struct.pack(">IH", 0xFF544347, 0x8018)
+        + tpm2b(b"\x00\x0b" + bytes(32))
+        + tpm2b(nonce)
+        + struct.pack(">QIIB", clock_ms, reset_count, 0, 1)
+        + struct.pack(">Q", 0x2000_0001)
+        + selection(pcrs)
+        + tpm2b(digest)
+    )
+
+
+def sign(key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
+    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    return (
+        struct.pack(">HH", 0x0018, SHA256)
+        + tpm2b(r.to_bytes(32, "big"))
+        + tpm2b(s.to_bytes(32, "big"))
+    )
+
+
+def digest_of(values: dict[int, bytes], pcrs: list[int] = PCRS) -> bytes:
+    return hashlib.sha256(b"".join(values[i] for i in sorted(pcrs))).digest()
+
+
+def name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def certificate(
+    subject: str,
+    public_key: Any,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    not_after: datetime = NOW + timedelta(days=365),
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name(subject) if ca else x509.Name([]))
+        .issuer_name(name(issuer))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        # Like real EK certificates: an empty subject and a critical SAN with a directoryName.
+        san = x509.SubjectAlternativeName([x509.DirectoryName(name("id:54434700"))])
+        builder = builder.add_extension(san, critical=True)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class World:
+    ek: rsa.RSAPrivateKey
+    ak: ec.EllipticCurvePrivateKey
+    root: x509.Certificate
+    root_key: ec.EllipticCurvePrivateKey
+    enrollment: UnverifiedEnrollment
+    roots: TrustRoots
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    ek = rsa.generate_private_key(65537, 2048)
+    ak = ec.generate_private_key(ec.SECP256R1())
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = certificate("EK Root", root_key.public_key(), "EK Root", root_key, ca=True)
+    ek_cert = certificate("", ek.public_key(), "EK Root", root_key, ca=False)
+    enrollment = UnverifiedEnrollment(
+        rsa_ek_public(ek), ek_cert.public_bytes(Encoding.DER), ecc_ak_public(ak)
+    )
+    return World(ek, ak, root, root_key, enrollment, TrustRoots([root]))
+
+
+@dataclass(frozen=True)
+class Answer:
+    activated_secret: bytes
+    quote: bytes
+    signature: bytes
+    pcr_values: dict[tuple[int, int], bytes]
+
+
+def start(world: World) -> tuple[Challenge, PendingChallenge]:
+    return begin_enrollment(world.enrollment, world.roots, now=NOW)
+
+
+def answer(world: World, challenge: Challenge, *, nonce: bytes | None = None) -> Answer:
+    secret = activate(world.ek, ak_name(world.enrollment.ak_public), challenge.credential)
+    quote = attest(challenge.nonce if nonce is None else nonce, digest_of(GOLDEN))
+    values = {(SHA256, i): v for i, v in GOLDEN.items()}
+    return Answer(secret, quote, sign(world.ak, quote), values)
+
+
+def finish(pending: PendingChallenge, a: Answer, **kwargs: Any) -> VerifiedAttestation:
+    args: dict[str, Any] = {"now": NOW + timedelta(seconds=5), "required_pcrs": None}
+    args.update(kwargs)
+    return finish_attestation(
+        pending,
+        activated_secret=a.activated_secret,
+        quote=a.quote,
+        signature=a.signature,
+        pcr_values=a.pcr_values,
+        **args,
+    )
+
+
+REFERENCE: dict[str, Any] = {
+    "class": "lab",
+    "pcrs": {"sha256": {str(i): v.hex() for i, v in GOLDEN.items()}},
+    "min_firmware": 0x2000_0000,
+}
+
+
+# --- happy path --------------------------------------------------------------------------
+
+
+def test_happy_path_with_ek_certificate(world: World) -> None:
+    challenge, pending = start(world)
+    assert challenge.challenge_id == pending.challenge_id
+    assert challenge.nonce == pending.nonce
+    assert len(challenge.nonce) == 32
+    assert challenge.expires_at == NOW + timedelta(seconds=60)
+    verified = finish(
+        pending, answer(world, challenge), required_pcrs={SHA256: frozenset({0, 7})},
+        last_clock=(5, 999),
+    )  # fmt: skip
+    assert verified.ek_hash == ek_key_hash(world.enrollment.ek_public)
+    assert verified.ak_name == ak_name(world.enrollment.ak_public)
+    assert dict(verified.pcrs) == {(SHA256, i): v for i, v in GOLDEN.items()}
+    assert verified.firmware_version == 0x2000_0001
+    assert (verified.clock_info.reset_count, verified.clock_info.clock) == (5, 1000)
+    posture = appraise(verified, REFERENCE)
+    assert posture == Posture(
+        attested=True,
+        device_class="lab",
+        secure_boot=True,
+        firmware_version=0x2000_0001,
+        ek_hash=verified.ek_hash,
+    )
+
+
+def test_allow_list_without_certificate(world: World) -> None:
+    enrollment = replace(world.enrollment, ek_certificate=None)
+    roots = TrustRoots((), frozenset({ek_key_hash(enrollment.ek_public)}))
+    challenge, pending = begin_enrollment(enrollment, roots, now=NOW)
+    verified = finish(pending, answer(world, challenge))
+    reference = {"class": "dev", "pcrs": {"sha256": {"0": GOLDEN[0].hex()}}}
+    posture = appraise(verified, reference)
+    assert posture.device_class == "dev"
+    assert not posture.secure_boot
+
+
+def test_challenges_are_fresh(world: World) -> None:
+    (c1, p1), (c2, p2) = start(world), start(world)
+    assert c1.nonce != c2.nonce
+    assert p1.secret != p2.secret
+    assert c1.challenge_id != c2.challenge_id
+
+
+def test_secret_not_in_repr(world: World) -> None:
+    _, pending = start(world)
+    assert pending.secret.hex() not in repr(pending)
+    assert "secret" not in repr(pending)
+
+
+# --- enrollment refusals -----------------------------------------------------------------
+
+
+def _other_root(world: World) -> UnverifiedEnrollment:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate("", world.ek.public_key(), "EK Root", key, ca=False)
+    return replace(world.enrollment, ek_certificate=cert.public_bytes(Encoding.DER))
+
+
+def _cert_for_other_key(world: World) -> UnverifiedEnrollment:
+    other = rsa.generate_private_key(65537, 2048).public_key()
+    cert = certificate("", other, "EK Root", world.root_key, ca=False)
+    return replace(world.enrollment, ek_certificate=cert.public_bytes(Encoding.DER))
+
+
+def _expired_cert(world: World) -> UnverifiedEnrollment:
+    cert = certificate(
+        "", world.ek.public_key(), "EK Root", world.root_key, ca=False,
+        not_after=NOW - timedelta(seconds=1),
+    )  # fmt: skip
+    return replace(world.enrollment, ek_certificate=cert.public_bytes(Encoding.DER))
+
+
+def _root_not_ca(world: World) -> tuple[UnverifiedEnrollment, TrustRoots]:
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(name("EK Root"))
+        .issuer_name(name("EK Root"))
+        .public_key(world.root_key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
+        .sign(world.root_key, hashes.SHA256())
+    )
+    return world.enrollment, TrustRoots([root])
+
+
+def _ak_attrs(attrs: int) -> Callable[[World], UnverifiedEnrollment]:
+    def make(world: World) -> UnverifiedEnrollment:
+        return replace(world.enrollment, ak_public=ecc_ak_public(world.ak, attrs))
+
+    return make
+
+
+ENROLL_REFUSALS: list[Any] = [
+    pytest.param(_other_root, "EK not trusted", id="ek-cert-other-root"),
+    pytest.param(_cert_for_other_key, "certificate's key is not the EK", id="ek-cert-key-differs"),
+    pytest.param(_expired_cert, "EK not trusted", id="ek-cert-expired"),
+    pytest.param(
+        lambda w: replace(w.enrollment, ek_certificate=None), "EK not trusted", id="no-cert"
+    ),
+    pytest.param(_ak_attrs(ATTRS_AK & ~RESTRICTED), "restricted", id="ak-not-restricted"),
+    pytest.param(_ak_attrs(ATTRS_AK | DECRYPT), "decrypt", id="ak-decrypt"),
+    pytest.param(_ak_attrs(ATTRS_AK & ~FIXED_TPM), "fixedTPM", id="ak-not-fixed-tpm"),
+    pytest.param(
+        lambda w: replace(w.enrollment, ak_public=rsa_ak_public(1024)), "RSA 1024", id="ak-rsa-1024"
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), ENROLL_REFUSALS)
+def test_enrollment_refused(
+    world: World, make: Callable[[World], UnverifiedEnrollment], message: str
+) -> None:
+    with pytest.raises(EvidenceError, match=message):
+        begin_enrollment(make(world), world.roots, now=NOW)
+
+
+def test_root_without_basic_constraints_is_not_an_issuer(world: World) -> None:
+    enrollment, roots = _root_not_ca(world)
+    with pytest.raises(EvidenceError, match="EK not trusted"):
+        begin_enrollment(enrollment, roots, now=NOW)
+
+
+def test_naive_now_is_a_programming_error(world: World) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        begin_enrollment(world.enrollment, world.roots, now=NOW.replace(tzinfo=None))
+
+
+# --- answer refusals ---------------------------------------------------------------------
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 1
+    return bytes(out)
+
+
+def _pcr_value_changed(w: World, a: Answer) -> Answer:
+    values = dict(a.pcr_values)
+    values[(SHA256, 3)] = bytes(32)
+    return replace(a, pcr_values=values)
+
+
+def _digest_mismatch(w: World, a: Answer) -> Answer:
+    quote = a.quote[:-32] + bytes(32)
+    return replace(a, quote=quote, signature=sign(w.ak, quote))
+
+
+def _wrong_nonce(w: World, a: Answer) -> Answer:
+    quote = attest(bytes(32), digest_of(GOLDEN))
+    return replace(a, quote=quote, signature=sign(w.ak, quote))
+
+
+def _signed_by_other_key(w: World, a: Answer) -> Answer:
+    return replace(a, signature=sign(ec.generate_private_key(ec.SECP256R1()), a.quote))
+
+
+ANSWER_REFUSALS: list[Any] = [
+    pytest.param(_wrong_nonce, {}, "extraData is not the challenge nonce", id="wrong-nonce"),
+    pytest.param(
+        lambda w, a: replace(a, quote=_flip(a.quote, 40)), {}, "does not verify", id="tampered"
+    ),
+    pytest.param(_signed_by_other_key, {}, "does not verify", id="other-ak"),
+    pytest.param(_pcr_value_changed, {}, "pcrDigest", id="pcr-value-differs"),
+    pytest.param(_digest_mismatch, {}, "pcrDigest", id="pcr-digest-differs"),
+    pytest.param(
+        lambda w, a: replace(a, activated_secret=bytes(32)), {}, "activated secret", id="secret"
+    ),
+    pytest.param(
+        lambda w, a: a, {"now": NOW + timedelta(seconds=61)}, "challenge expired", id="expired"
+    ),
+    pytest.param(lambda w, a: a, {"last_clock": (6, 0)}, "resetCount", id="reset-backwards"),
+    pytest.param(lambda w, a: a, {"last_clock": (5, 1001)}, "clock went", id="clock-backwards"),
+    pytest.param(
+        lambda w, a: a,
+        {"required_pcrs": {SHA256: frozenset({7, 8})}},
+        "required PCRs sha256:8",
+        id="selection-missing-required",
+    ),
+    pytest.param(
+        lambda w, a: a,
+        {"required_pcrs": {0x0004: frozenset({0})}},
+        "required PCRs sha1:0",
+        id="bank-missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("tamper", "kwargs", "message"), ANSWER_REFUSALS)
+def test_answer_refused(
+    world: World,
+    tamper: Callable[[World, Answer], Answer],
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
+    challenge, pending = start(world)
+    with pytest.raises(EvidenceError, match=message):
+        finish(pending, tamper(world, answer(world, challenge)), **kwargs)
+
+
+def test_answer_to_another_challenge_is_refused(world: World) -> None:
+    challenge, _ = start(world)
+    _, other_pending = start(world)
+    with pytest.raises(EvidenceError, match="activated secret"):
+        finish(other_pending, answer(world, challenge))
+
+
+def test_clock_at_last_value_is_accepted(world: World) -> None:
+    challenge, pending = start(world)
+    verified = finish(pending, answer(world, challenge), last_clock=(5, 1000))
+    assert verified.clock_info.clock == 1000
+
+
+# --- appraisal ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def verified(world: World) -> VerifiedAttestation:
+    challenge, pending = start(world)
+    return finish(pending, answer(world, challenge))
+
+
+APPRAISAL_REFUSALS: list[Any] = [
+    pytest.param(
+        {**REFERENCE, "pcrs": {"sha256": {**REFERENCE["pcrs"]["sha256"], "7": "00" * 32}}},
+        EvidenceError,
+        "PCR sha256:7 does not match",
+        id="pcr7-differs",
+    ),
+    pytest.param(
+        {**REFERENCE, "pcrs": {"sha256": {"9": "00" * 32}}},
+        EvidenceError,
+        "sha256:9 has a reference value but was not quoted",
+        id="not-quoted",
+    ),
+    pytest.param(
+        {**REFERENCE, "min_firmware": 0x3000_0000}, EvidenceError, "firmware", id="old-firmware"
+    ),
+    pytest.param({**REFERENCE, "pcrs": {}}, AttestationError, "no golden", id="empty"),
+    pytest.param({**REFERENCE, "pcrs": {"md5": {}}}, AttestationError, "malformed", id="bank"),
+    pytest.param(
+        {**REFERENCE, "pcrs": {"sha256": {"0": "00"}}}, AttestationError, "malformed", id="length"
+    ),
+    pytest.param({"pcrs": REFERENCE["pcrs"]}, AttestationError, "class", id="no-class"),
+]
+
+
+@pytest.mark.parametrize(("reference", "error", "message"), APPRAISAL_REFUSALS)
+def test_appraisal_refused(
+    verified: VerifiedAttestation,
+    reference: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        appraise(verified, reference)
+
+
+def _via_intermediate(world: World, *, intermediate_is_ca: bool) -> UnverifiedEnrollment:
+    key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = (
+        x509.CertificateBuilder()
+        .subject_name(name("EK Intermediate"))
+        .issuer_name(name("EK Root"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=intermediate_is_ca, path_length=None), True)
+        .sign(world.root_key, hashes.SHA256())
+    )
+    leaf = certificate("", world.ek.public_key(), "EK Intermediate", key, ca=False)
+    return replace(
+        world.enrollment,
+        ek_certificate=leaf.public_bytes(Encoding.DER),
+        ek_intermediates=(intermediate.public_bytes(Encoding.DER),),
+    )
+
+
+def test_chain_through_intermediate(world: World) -> None:
+    enrollment = _via_intermediate(world, intermediate_is_ca=True)
+    challenge, pending = begin_enrollment(enrollment, world.roots, now=NOW)
+    assert finish(pending, answer(world, challenge)).ek_hash == pending.ek_hash
+
+
+def test_intermediate_must_be_a_ca(world: World) -> None:
+    enrollment = _via_intermediate(world, intermediate_is_ca=False)
+    with pytest.raises(EvidenceError, match="EK not trusted"):
+        begin_enrollment(enrollment, world.roots, now=NOW)
