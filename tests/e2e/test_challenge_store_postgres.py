@@ -4,71 +4,17 @@ instances (replicas), threads and processes. Each test has a new, empty database
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
+from challenges import NOW, TIMEOUT, pending, race_in_processes
 
 from attestation._errors import EvidenceError
 from attestation._store import ChallengeStore
-from attestation._verifier import PendingChallenge
 
 pytestmark = pytest.mark.e2e
-
-NOW = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
-TIMEOUT = 60
-ROOT = Path(__file__).resolve().parents[2]
-
-# `python -c CONSUMER URL THREADS ID…`: prints "ready", waits for a line on stdin, then
-# THREADS threads each try every ID; prints "OK <id>" or "ERR <id> <message>" per try.
-CONSUMER = textwrap.dedent(
-    """
-    import sys, threading
-    from datetime import datetime
-    from attestation._store import ChallengeStore
-    from attestation._errors import EvidenceError
-    url, threads, ids = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    store = ChallengeStore(url)
-    now = datetime.fromisoformat("2025-06-01T12:00:00+00:00")
-    lock, lines, barrier = threading.Lock(), [], threading.Barrier(threads)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    def run():
-        barrier.wait()
-        for cid in ids:
-            try:
-                store.consume(cid, now=now)
-                line = f"OK {cid}"
-            except EvidenceError as exc:
-                line = f"ERR {cid} {exc}"
-            with lock:
-                lines.append(line)
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    store.close()
-    print("\\n".join(lines), flush=True)
-    """
-)
-
-
-def pending(challenge_id: str = "c-1") -> PendingChallenge:
-    return PendingChallenge(
-        challenge_id=challenge_id,
-        secret=b"secret-" + challenge_id.encode(),
-        nonce=os.urandom(32),
-        ak_public=b"\x00\x16ak-public-" + challenge_id.encode(),
-        ek_hash=bytes(range(32)),
-        expires_at=NOW + timedelta(minutes=5),
-    )
 
 
 @pytest.fixture
@@ -157,35 +103,7 @@ def test_concurrent_processes_consume_once(
     ids = [f"c-{n}" for n in range(10)]
     for cid in ids:
         stores[0].put(pending(cid))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CONSUMER, postgres_db, "4", *ids],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for _ in range(2)
-    ]
-    lines: list[str] = []
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT)
-            assert proc.returncode == 0, err
-            lines += out.splitlines()
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    lines = race_in_processes(postgres_db, ids, processes=2, threads=4)
     wins = [line.split()[1] for line in lines if line.startswith("OK ")]
     refusals = [line for line in lines if line.startswith("ERR ")]
     assert sorted(wins) == sorted(ids)
