@@ -47,6 +47,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -58,6 +59,7 @@ __all__ = [
     "JWT_POSTURE_CLAIM",
     "MAX_JWT_TTL",
     "MAX_SVID_TTL",
+    "POSTURE_EXTENSION",
     "CAError",
     "CertificateAuthority",
     "ServerCredential",
@@ -73,6 +75,10 @@ ROOT_VALIDITY = timedelta(days=3652)
 ISSUING_VALIDITY = timedelta(days=365)
 BACKDATE = timedelta(minutes=1)
 JWT_POSTURE_CLAIM = "https://docket.dev/posture"
+POSTURE_EXTENSION = x509.ObjectIdentifier("2.25.254625115688257366186368460684256347430")
+"""The X.509-SVID extension (non-critical) carrying the attested posture: a DER UTF8String
+of the claims' canonical JSON. The OID is a UUID OID (ITU-T X.667, arc 2.25), so it needs
+no registration and cannot collide."""
 
 _STATE_FILE = "ca.json"
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
@@ -468,9 +474,10 @@ class CertificateAuthority:
         eku: Sequence[x509.ObjectIdentifier],
         not_before: datetime,
         not_after: datetime,
+        extra: Sequence[x509.UnrecognizedExtension] = (),
     ) -> tuple[x509.Certificate, x509.Certificate]:
         issuer = self.issuing.certificate
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(issuer.subject)
@@ -484,9 +491,10 @@ class CertificateAuthority:
             .add_extension(san, critical=False)
             .add_extension(_ski(key), critical=False)
             .add_extension(_aki(issuer), critical=False)
-            .sign(self.issuing.key, hashes.SHA256())
         )
-        return cert, issuer
+        for extension in extra:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(self.issuing.key, hashes.SHA256()), issuer
 
     def issue_svid(
         self,
@@ -496,12 +504,14 @@ class CertificateAuthority:
         now: datetime,
         ttl: timedelta = timedelta(hours=1),
         server: bool = False,
+        posture: Mapping[str, Any] | None = None,
     ) -> tuple[x509.Certificate, x509.Certificate]:
         """An X.509-SVID for ``spiffe_id``: ``(leaf, intermediate)``.
 
         The leaf has exactly one URI SAN (the SPIFFE ID), clientAuth (and serverAuth when
         ``server``), and lives ``min(ttl, MAX_SVID_TTL)``, never past the intermediate. A CSR
-        contributes only its key, and only if its signature verifies. Raises ``CAError``.
+        contributes only its key, and only if its signature verifies. ``posture`` (the
+        verified claims) goes into the ``POSTURE_EXTENSION``. Raises ``CAError``.
         """
         now = _check_now(now)
         trust_domain, _ = parse_spiffe_id(spiffe_id)
@@ -525,6 +535,7 @@ class CertificateAuthority:
             eku,
             now - BACKDATE,
             self._not_after(now, ttl, MAX_SVID_TTL),
+            () if posture is None else (_posture_extension(posture),),
         )
 
     def issue_server_cert(
@@ -654,6 +665,92 @@ class CertificateAuthority:
         if trust_domain != self.trust_domain:
             raise TokenError("JWT subject is not in this CA's trust domain")
         return claims
+
+    def names_key_of(self, token: str) -> bool:
+        """True when a JWT's header names (``kid``) a current or retired key of this CA,
+        so that it is this CA's to verify; nothing is verified."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            return False
+        return any(kid == jwk_thumbprint(i.key.public_key()) for i in self._issuers())
+
+    def verify_svid(
+        self, leaf: x509.Certificate, now: datetime
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The SPIFFE ID and posture claims (None without) of an X.509-SVID this CA issued.
+
+        The leaf must be signed by the current or a retired intermediate and valid at
+        ``now``. Raises ``TokenError``.
+        """
+        now = _check_now(now)
+        # The current and retired intermediates share a subject: try each by signature.
+        candidates = [i for i in self._issuers() if i.certificate.subject == leaf.issuer]
+        if not candidates:
+            raise TokenError("the certificate was not issued by this CA")
+        if not any(_signed_by(leaf, issuer.certificate) for issuer in candidates):
+            raise TokenError("the certificate's signature is not this CA's")
+        if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
+            raise TokenError("the certificate is not valid now")
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            (spiffe_id,) = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+            trust_domain, _ = parse_spiffe_id(spiffe_id)
+        except (x509.ExtensionNotFound, ValueError, CAError) as exc:
+            raise TokenError("the certificate has no single SPIFFE ID") from exc
+        if trust_domain != self.trust_domain:
+            raise TokenError("the certificate's SPIFFE ID is not in this CA's trust domain")
+        try:
+            extension = leaf.extensions.get_extension_for_oid(POSTURE_EXTENSION)
+        except x509.ExtensionNotFound:
+            return spiffe_id, None
+        value = extension.value
+        if not isinstance(value, x509.UnrecognizedExtension):
+            raise TokenError("the certificate's posture extension is malformed")
+        return spiffe_id, _read_posture(value.value)
+
+
+def _signed_by(leaf: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        leaf.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _posture_extension(claims: Mapping[str, Any]) -> x509.UnrecognizedExtension:
+    text = json.dumps(dict(claims), sort_keys=True, separators=(",", ":")).encode()
+    return x509.UnrecognizedExtension(POSTURE_EXTENSION, b"\x0c" + _der_length(len(text)) + text)
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _read_posture(der: bytes) -> dict[str, Any]:
+    """The claims in a posture extension's DER UTF8String. Raises ``TokenError``."""
+    if len(der) < 2 or der[0] != 0x0C:
+        raise TokenError("the certificate's posture extension is not a UTF8String")
+    first = der[1]
+    if first < 0x80:
+        length, start = first, 2
+    else:
+        size = first & 0x7F
+        if size == 0 or size > 4 or len(der) < 2 + size:
+            raise TokenError("the certificate's posture extension has a bad length")
+        length, start = int.from_bytes(der[2 : 2 + size], "big"), 2 + size
+    if start + length != len(der):
+        raise TokenError("the certificate's posture extension has a bad length")
+    try:
+        claims = json.loads(der[start:].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenError("the certificate's posture extension is not JSON") from exc
+    if not isinstance(claims, dict):
+        raise TokenError("the certificate's posture extension is not a JSON object")
+    return claims
 
 
 def _check_dns_name(name: str) -> None:

@@ -1,15 +1,21 @@
 """Exceptions raised by the attestation package.
 
     AttestationError
-    ├── ParseError             TPM bytes are malformed (a structure, a length, a tag)
+    ├── ParseError             TPM bytes are malformed (a structure, a length, a tag),
+    │                          or posture claims are (Posture.from_claims)
     ├── EvidenceError          evidence parses but does not verify (signature, nonce,
-    │                          PCR digest, key attributes, certificate chain)
-    └── CredentialError        a credential cannot be made (unsupported key, algorithm)
+    │                          PCR digest, key attributes, certificate chain, no
+    │                          matching reference class)
+    ├── CredentialError        a credential cannot be made (unsupported key, algorithm)
+    └── ReferenceError         reference values (``reference/*.toml``) are malformed;
+                               ``problems`` holds every ``file:line: field: message``
 
 Callers never see cryptography's exceptions: they are translated here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class AttestationError(Exception):
@@ -17,7 +23,8 @@ class AttestationError(Exception):
 
 
 class ParseError(AttestationError):
-    """TPM structure bytes are malformed: truncated, trailing bytes, an unknown tag."""
+    """TPM structure bytes are malformed: truncated, trailing bytes, an unknown tag; or
+    posture claims (from a JWT or a certificate extension) are not exactly a posture's."""
 
 
 class EvidenceError(AttestationError):
@@ -26,3 +33,12 @@ class EvidenceError(AttestationError):
 
 class CredentialError(AttestationError):
     """A credential (TPM2_MakeCredential blob, certificate) cannot be made."""
+
+
+class ReferenceError(AttestationError):
+    """Reference values are malformed. ``problems`` lists every ``file:line: message``
+    found (the field is named in the message); the exception's message joins them."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems) or ("invalid reference values",)
+        super().__init__("; ".join(self.problems))

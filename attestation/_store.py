@@ -68,6 +68,9 @@ class ChallengeRow(SQLModel, table=True):
     ak_public: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     ek_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     expires_at: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+    tpm_manufacturer: str = Field(
+        default="", sa_column=sa.Column(sa.String(64), nullable=False, server_default="")
+    )
     consumed_at: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
 
 
@@ -152,6 +155,7 @@ class ChallengeStore:
             "ak_public": pending.ak_public,
             "ek_hash": pending.ek_hash,
             "expires_at": _to_micros(pending.expires_at, "expires_at"),
+            "tpm_manufacturer": pending.tpm_manufacturer,
             "consumed_at": None,
         }
         try:
@@ -204,6 +208,7 @@ class ChallengeStore:
             ak_public=bytes(row.ak_public),
             ek_hash=bytes(row.ek_hash),
             expires_at=_from_micros(row.expires_at),
+            tpm_manufacturer=row.tpm_manufacturer,
         )
 
     def prune(self, now: datetime) -> int:

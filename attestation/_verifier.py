@@ -5,7 +5,8 @@ A state machine without I/O, in the order the protocol allows and no other:
     UnverifiedEnrollment ──begin_enrollment──> Challenge (sent to the device)
                                              + PendingChallenge (kept by the server)
     PendingChallenge + evidence ──finish_attestation──> VerifiedAttestation
-    VerifiedAttestation + reference values ──appraise──> Posture
+    VerifiedAttestation + a ReferenceClass ──appraise──> Posture
+                        (every class of a bundle: attestation._reference.appraise_any)
 
 Every step returns a verified value or raises (`EvidenceError` when evidence does not verify,
 `ParseError` when it is malformed). There is no clock read: `now` (an aware UTC datetime) is
@@ -16,6 +17,12 @@ caller's concern.
 EK identity: the *EK hash* is SHA-256 of the DER SubjectPublicKeyInfo of the EK's public key
 (`ek_key_hash`). It is what `TrustRoots.ek_allowlist` holds and what the EK certificate's key is
 compared with, so it does not depend on TPMT_PUBLIC template details (attributes, policy).
+
+TPM manufacturer: read from a *verified* EK certificate only (one that chained to a root):
+TCG EK certificates name it in the subjectAltName, a directoryName with the attribute
+tcg-at-tpmManufacturer (2.23.133.2.1, a value like ``id:00001014``). Known vendor ids become
+their TCG short names (``IBM``, ``INTC``, …); others stay as the id string; no certificate,
+or none with the attribute, gives "".
 """
 
 from __future__ import annotations
@@ -23,24 +30,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
-from attestation._errors import AttestationError, CredentialError, EvidenceError, ParseError
+from attestation._errors import CredentialError, EvidenceError, ParseError
 from attestation._tpm import (
-    ALG_SHA1,
-    ALG_SHA256,
-    ALG_SHA384,
-    ALG_SHA512,
     ECC_NIST_P256,
     ECC_NIST_P384,
     ClockInfo,
@@ -55,6 +60,10 @@ from attestation._tpm import (
     verify_quote_signature,
 )
 
+if TYPE_CHECKING:
+    # Only for types: attestation._reference imports this module (appraise_any).
+    from attestation._reference import ReferenceClass
+
 __all__ = [
     "Challenge",
     "PendingChallenge",
@@ -66,6 +75,7 @@ __all__ = [
     "begin_enrollment",
     "ek_key_hash",
     "finish_attestation",
+    "tpm_manufacturer",
 ]
 
 SECRET_SIZE: Final = 32
@@ -74,13 +84,28 @@ DEFAULT_TTL: Final = timedelta(seconds=60)
 _MAX_CHAIN: Final = 8
 _MIN_RSA_BITS: Final = 2048
 _AK_CURVES: Final = frozenset({ECC_NIST_P256, ECC_NIST_P384})
-_BANKS: Final[dict[str, int]] = {
-    "sha1": ALG_SHA1,
-    "sha256": ALG_SHA256,
-    "sha384": ALG_SHA384,
-    "sha512": ALG_SHA512,
-}
-_SECURE_BOOT_PCR: Final = 7
+
+CLASS_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""A device class name (a reference file's stem by default)."""
+REGION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""A region a reference class puts into the posture."""
+_MANUFACTURER_PATTERN: Final = r"^[\x20-\x7e]{0,64}$"
+
+TCG_AT_TPM_MANUFACTURER: Final = x509.ObjectIdentifier("2.23.133.2.1")
+TPM_VENDORS: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        0x00001014: "IBM",  # what swtpm reports
+        0x414D4400: "AMD",
+        0x474F4F47: "GOOG",
+        0x49465800: "IFX",
+        0x494E5443: "INTC",
+        0x4D534654: "MSFT",
+        0x4E544300: "NTC",
+        0x53544D20: "STM",
+    }
+)
+"""TCG TPM vendor ids (tcg-at-tpmManufacturer) -> the TCG short vendor name."""
+_VENDOR_ID = re.compile(r"^id:([0-9A-Fa-f]{8})$")
 
 
 # --- inputs and outputs ------------------------------------------------------------------
@@ -133,6 +158,8 @@ class PendingChallenge:
     ak_public: bytes
     ek_hash: bytes
     expires_at: datetime
+    tpm_manufacturer: str = ""
+    """From the verified EK certificate ("IBM", or the raw ``id:…``); "" when unknown."""
 
 
 @dataclass(frozen=True)
@@ -145,17 +172,86 @@ class VerifiedAttestation:
     selection: tuple[PcrSelection, ...]
     firmware_version: int
     clock_info: ClockInfo
+    tpm_manufacturer: str = ""
+
+
+class _PostureClaims(BaseModel):
+    """The wire form of a Posture (JWT claims, certificate extension), checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    attested: StrictBool
+    device_class: Annotated[str, StringConstraints(strict=True, pattern=CLASS_NAME_PATTERN)]
+    secure_boot: StrictBool
+    measured_boot_ok: StrictBool
+    firmware_version: Annotated[str, StringConstraints(strict=True, pattern=r"^0x[0-9a-f]{16}$")]
+    tpm_manufacturer: Annotated[str, StringConstraints(strict=True, pattern=_MANUFACTURER_PATTERN)]
+    ek_hash: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")]
+    region: Annotated[str, StringConstraints(strict=True, pattern=REGION_PATTERN)] | None = None
 
 
 @dataclass(frozen=True)
 class Posture:
-    """The appraised state of a device, what credentials and policy see."""
+    """The appraised state of a device, what credentials and policy see.
+
+    `secure_boot`, `measured_boot_ok` and `region` come from the reference class that
+    matched; `tpm_manufacturer` from the verified EK certificate ("" when unknown).
+    """
 
     attested: bool
     device_class: str
     secure_boot: bool
+    measured_boot_ok: bool
     firmware_version: int
+    tpm_manufacturer: str
     ek_hash: bytes
+    region: str | None = None
+
+    def claims(self) -> dict[str, object]:
+        """JSON-ready claims: `firmware_version` as ``0x`` + 16 lowercase hex digits (it is
+        a 64-bit unsigned number; Cedar's Long is signed), `ek_hash` as lowercase hex, and
+        `region` only when set."""
+        claims: dict[str, object] = {
+            "attested": self.attested,
+            "device_class": self.device_class,
+            "secure_boot": self.secure_boot,
+            "measured_boot_ok": self.measured_boot_ok,
+            "firmware_version": f"0x{self.firmware_version:016x}",
+            "tpm_manufacturer": self.tpm_manufacturer,
+            "ek_hash": self.ek_hash.hex(),
+        }
+        if self.region is not None:
+            claims["region"] = self.region
+        return claims
+
+    @classmethod
+    def from_claims(cls, claims: object) -> Posture:
+        """The posture of :meth:`claims` output (from a JWT or a certificate extension).
+
+        Strict: exactly the keys :meth:`claims` writes (``region`` optional, never null),
+        exact JSON types and formats. Raises ParseError on anything else.
+        """
+        if not isinstance(claims, Mapping):
+            raise ParseError(f"posture claims: expected an object, got {type(claims).__name__}")
+        if "region" in claims and claims["region"] is None:
+            raise ParseError("posture claims: region: null is not allowed (omit it)")
+        try:
+            parsed = _PostureClaims.model_validate(dict(claims))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "claims"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ParseError(f"posture claims: {where}: {error['msg']}{more}") from exc
+        return cls(
+            attested=parsed.attested,
+            device_class=parsed.device_class,
+            secure_boot=parsed.secure_boot,
+            measured_boot_ok=parsed.measured_boot_ok,
+            firmware_version=int(parsed.firmware_version, 16),
+            tpm_manufacturer=parsed.tpm_manufacturer,
+            ek_hash=bytes.fromhex(parsed.ek_hash),
+            region=parsed.region,
+        )
 
 
 # --- enrollment --------------------------------------------------------------------------
@@ -254,7 +350,33 @@ def _chains_to_root(
     return False
 
 
-def _check_ek_trust(enrollment: UnverifiedEnrollment, roots: TrustRoots, now: datetime) -> bytes:
+def tpm_manufacturer(certificate: x509.Certificate) -> str:
+    """The TPM manufacturer an EK certificate names (tcg-at-tpmManufacturer in a
+    subjectAltName directoryName): a TCG short name ("IBM") for a known vendor id, else the
+    id string as written; "" when absent or not printable. Trust it only from a certificate
+    that verified."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ""
+    except ValueError:  # a malformed extension: no claim rather than a refusal
+        return ""
+    for directory in san.value.get_values_for_type(x509.DirectoryName):
+        for attribute in directory.get_attributes_for_oid(TCG_AT_TPM_MANUFACTURER):
+            value = attribute.value
+            if not isinstance(value, str) or not re.fullmatch(_MANUFACTURER_PATTERN, value):
+                continue
+            match = _VENDOR_ID.match(value)
+            if match is not None:
+                return TPM_VENDORS.get(int(match.group(1), 16), value)
+            return value
+    return ""
+
+
+def _check_ek_trust(
+    enrollment: UnverifiedEnrollment, roots: TrustRoots, now: datetime
+) -> tuple[bytes, str]:
+    """The EK hash and the TPM manufacturer ("" unless a verified certificate names it)."""
     ek_hash = ek_key_hash(enrollment.ek_public)
     if enrollment.ek_certificate is not None and roots.ek_roots:
         leaf = _load_der(enrollment.ek_certificate, "the EK certificate")
@@ -270,9 +392,9 @@ def _check_ek_trust(enrollment: UnverifiedEnrollment, roots: TrustRoots, now: da
                 raise EvidenceError(
                     "EK not trusted: the EK certificate's key is not the EK public key"
                 )
-            return ek_hash
+            return ek_hash, tpm_manufacturer(leaf)
     if ek_hash in roots.ek_allowlist:
-        return ek_hash
+        return ek_hash, ""
     raise EvidenceError(
         "EK not trusted: no EK certificate chaining to a configured root and not in the "
         f"allow-list (EK hash {ek_hash.hex()})"
@@ -311,11 +433,12 @@ def begin_enrollment(
 ) -> tuple[Challenge, PendingChallenge]:
     """Check the EK is trusted and the AK is a proper AK, then make the challenge.
 
-    Raises EvidenceError ("EK not trusted…", or naming the AK attribute), ParseError for
+    The pending challenge carries the TPM manufacturer when a verified EK certificate names
+    it. Raises EvidenceError ("EK not trusted…", or naming the AK attribute), ParseError for
     malformed bytes.
     """
     _require_aware(now)
-    ek_hash = _check_ek_trust(enrollment, roots, now)
+    ek_hash, manufacturer = _check_ek_trust(enrollment, roots, now)
     ak = parse_public_2b(enrollment.ak_public)
     _check_ak(ak)
     secret = random(SECRET_SIZE)
@@ -328,7 +451,7 @@ def begin_enrollment(
     expires_at = now + ttl
     challenge = Challenge(challenge_id, to_tpm2_tools_file(credential), nonce, expires_at)
     pending = PendingChallenge(
-        challenge_id, secret, nonce, enrollment.ak_public, ek_hash, expires_at
+        challenge_id, secret, nonce, enrollment.ak_public, ek_hash, expires_at, manufacturer
     )
     return challenge, pending
 
@@ -382,6 +505,7 @@ def finish_attestation(
         selection=attest.pcr_select,
         firmware_version=attest.firmware_version,
         clock_info=attest.clock_info,
+        tpm_manufacturer=pending.tpm_manufacturer,
     )
 
 
@@ -415,44 +539,17 @@ def _check_clock(clock: ClockInfo, last: tuple[int, int] | None) -> None:
 # --- appraisal ---------------------------------------------------------------------------
 
 
-def _golden(reference: Mapping[str, Any]) -> dict[tuple[int, int], bytes]:
-    """The golden PCR values of a reference; AttestationError when malformed or empty."""
-    banks = reference.get("pcrs")
-    if not isinstance(banks, Mapping):
-        raise AttestationError("reference values: 'pcrs' must be a table of banks")
-    golden: dict[tuple[int, int], bytes] = {}
-    try:
-        for bank_name, values in banks.items():
-            alg = _BANKS[bank_name]
-            for index, value in values.items():
-                digest = bytes.fromhex(value)
-                if len(digest) != hashlib.new(bank_name).digest_size:
-                    raise ValueError(f"{bank_name}:{index} has {len(digest)} bytes")
-                golden[(alg, int(index))] = digest
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise AttestationError(f"reference values: malformed 'pcrs': {exc!r}") from exc
-    if not golden:
-        raise AttestationError("reference values: no golden PCRs (an empty reference fails)")
-    return golden
+def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Posture:
+    """Compare a verified attestation with one device class's reference values.
 
-
-def appraise(verified: VerifiedAttestation, reference: Mapping[str, Any]) -> Posture:
-    """Compare a verified attestation with a device class's reference values.
-
-    `reference` is ``{"class": str, "pcrs": {"sha256": {index: hex}}, "min_firmware": int |
-    None}``. Every golden PCR must have been quoted with that value, and the firmware must
-    be at least `min_firmware`; otherwise EvidenceError naming the PCR (or the firmware).
-    A malformed or empty reference raises AttestationError (fail closed).
+    Every golden PCR must have been quoted with that value, and the firmware must be at least
+    the class's `min_firmware`; otherwise EvidenceError naming the PCR (or the firmware).
+    `secure_boot`, `measured_boot_ok` and `region` of the posture are the class's. To try
+    every class of a bundle, use ``attestation._reference.appraise_any``.
     """
-    device_class = reference.get("class")
-    if not isinstance(device_class, str) or not device_class:
-        raise AttestationError("reference values: 'class' must be a non-empty string")
-    min_firmware = reference.get("min_firmware")
-    if min_firmware is not None and (
-        not isinstance(min_firmware, int) or isinstance(min_firmware, bool)
-    ):
-        raise AttestationError("reference values: 'min_firmware' must be an integer or None")
-    golden = _golden(reference)
+    golden = reference.golden()
+    if not golden:  # a validated class always has some; fail closed all the same
+        raise EvidenceError(f"reference class {reference.name!r} has no golden PCR values")
     for (alg, index), value in sorted(golden.items()):
         label = f"PCR {hash_name(alg)}:{index}"
         quoted = verified.pcrs.get((alg, index))
@@ -460,16 +557,18 @@ def appraise(verified: VerifiedAttestation, reference: Mapping[str, Any]) -> Pos
             raise EvidenceError(f"{label} has a reference value but was not quoted")
         if not hmac.compare_digest(quoted, value):
             raise EvidenceError(f"{label} does not match its reference value")
-    if min_firmware is not None and verified.firmware_version < min_firmware:
+    if verified.firmware_version < reference.min_firmware:
         raise EvidenceError(
             f"firmware version 0x{verified.firmware_version:x} is below the minimum "
-            f"0x{min_firmware:x}"
+            f"0x{reference.min_firmware:x}"
         )
-    secure_boot = any(index == _SECURE_BOOT_PCR for _alg, index in golden)
     return Posture(
         attested=True,
-        device_class=device_class,
-        secure_boot=secure_boot,
+        device_class=reference.name,
+        secure_boot=reference.secure_boot,
+        measured_boot_ok=reference.measured_boot,
         firmware_version=verified.firmware_version,
+        tpm_manufacturer=verified.tpm_manufacturer,
         ek_hash=verified.ek_hash,
+        region=reference.region,
     )

@@ -4,6 +4,10 @@ A bundle holds ``schema.cedarschema``, any number of ``*.cedar`` files, and opti
 ``entities.json`` (Cedar JSON entities), ``sites.toml`` (the site catalog),
 ``reference/`` and ``tests/``. Its version is ``sha256:`` over every file but
 ``bundle.sig``, in sorted path order, each as ``path NUL length NUL bytes``.
+
+``reference/*.toml`` (directly in ``reference/``) are the attestation reference values, one
+device class per file (see :mod:`attestation._reference`); other files there are kept
+(and hashed) but not read.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 import cedarpy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from attestation._errors import ReferenceError
+from attestation._reference import ReferenceValues, parse_reference
 from engine._errors import BundleError
 from engine._index import UID, PolicyIndex
 from engine._policies import Policy, parse_policy_files
@@ -30,6 +36,7 @@ from engine._source import error_line
 SCHEMA_FILE = "schema.cedarschema"
 ENTITIES_FILE = "entities.json"
 SITES_FILE = "sites.toml"
+REFERENCE_DIR = "reference"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 
 _SKIP_PARTS = {"__pycache__", ".git"}
@@ -269,6 +276,7 @@ class PolicyBundle:
     namespace: str | None
     policies: tuple[Policy, ...]
     sites: tuple[Site, ...]
+    reference: ReferenceValues
     signed_by: str | None
     entities: cedarpy.Entities
     index: PolicyIndex
@@ -332,6 +340,14 @@ class PolicyBundle:
             sites, site_problems = parse_sites(SITES_FILE, texts[SITES_FILE])
             problems.extend(site_problems)
         self.sites = sites
+
+        self.reference = ReferenceValues()
+        try:
+            self.reference = parse_reference(
+                {name: data for name, data in files.items() if _is_reference(name)}
+            )
+        except ReferenceError as exc:
+            problems.extend(exc.problems)
 
         namespace, actions = (None, []) if schema is None else _schema_namespace(schema)
         self.namespace = namespace
@@ -421,6 +437,11 @@ class PolicyBundle:
 
 def _is_policy(name: str) -> bool:
     return "/" not in name and name.endswith(".cedar")
+
+
+def _is_reference(name: str) -> bool:
+    folder, _, file = name.partition("/")
+    return folder == REFERENCE_DIR and "/" not in file and file.endswith(".toml")
 
 
 _POLICY_PREFIX = re.compile(r"^for policy `([^`]*)`, ")

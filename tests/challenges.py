@@ -53,7 +53,12 @@ CONSUMER = textwrap.dedent(
 )
 
 
-def pending(challenge_id: str = "c-1", *, expires_at: datetime | None = None) -> PendingChallenge:
+def pending(
+    challenge_id: str = "c-1",
+    *,
+    expires_at: datetime | None = None,
+    tpm_manufacturer: str = "IBM",
+) -> PendingChallenge:
     """A challenge with distinct bytes in every field."""
     return PendingChallenge(
         challenge_id=challenge_id,
@@ -62,6 +67,7 @@ def pending(challenge_id: str = "c-1", *, expires_at: datetime | None = None) ->
         ak_public=b"\x00\x16ak-public-" + challenge_id.encode(),
         ek_hash=bytes(range(32)),
         expires_at=expires_at if expires_at is not None else NOW + timedelta(minutes=5),
+        tpm_manufacturer=tpm_manufacturer,
     )
 
 

@@ -27,6 +27,7 @@ from attestation._ca import (
     JWT_POSTURE_CLAIM,
     MAX_JWT_TTL,
     MAX_SVID_TTL,
+    POSTURE_EXTENSION,
     CAError,
     CertificateAuthority,
     TokenError,
@@ -488,3 +489,58 @@ def test_rotation_survives_save_and_load(tmp_path: Path) -> None:
     pruned.save(directory)
     assert not list(directory.glob("retired-*"))
     assert CertificateAuthority.load(directory).jwks() == pruned.jwks()
+
+
+# --- the posture extension and verify_svid -------------------------------------------------
+
+DEVICE = "spiffe://example.org/device/" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"attested": True, "device_class": "dev", "secure_boot": False},
+        # long enough for a multi-byte DER length
+        {"attested": True, "device_class": "x" * 300, "ek_hash": "ab" * 32},
+    ],
+)
+def test_svid_carries_posture_that_verify_svid_reads(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey, claims: dict[str, Any]
+) -> None:
+    leaf, _ = ca.issue_svid(_csr(key), DEVICE, now=NOW, posture=claims)
+    extension = leaf.extensions.get_extension_for_oid(POSTURE_EXTENSION)
+    assert not extension.critical
+    assert ca.verify_svid(leaf, NOW) == (DEVICE, claims)
+
+
+def test_verify_svid_without_posture(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    leaf, _ = ca.issue_svid(_csr(key), DEVICE, now=NOW)
+    assert ca.verify_svid(leaf, NOW) == (DEVICE, None)
+
+
+def test_verify_svid_after_rotation(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    leaf, _ = ca.issue_svid(_csr(key), DEVICE, now=NOW, posture={"attested": True})
+    rotated = ca.rotate(NOW)
+    assert rotated.verify_svid(leaf, NOW + timedelta(minutes=5))[1] == {"attested": True}
+    pruned = rotated.prune(NOW + MAX_SVID_TTL + timedelta(seconds=1))
+    with pytest.raises(TokenError, match="signature is not this CA's"):
+        pruned.verify_svid(leaf, NOW + timedelta(minutes=5))
+
+
+def test_verify_svid_refuses(ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey) -> None:
+    leaf, _ = ca.issue_svid(_csr(key), DEVICE, now=NOW, posture={"attested": True})
+    with pytest.raises(TokenError, match="not valid now"):
+        ca.verify_svid(leaf, NOW + timedelta(hours=2))
+    with pytest.raises(TokenError, match="not valid now"):
+        ca.verify_svid(leaf, NOW - timedelta(hours=1))
+    # A CA with the same trust domain (and so the same intermediate subject) but other keys.
+    other = CertificateAuthority.create(TD, NOW)
+    with pytest.raises(TokenError, match="signature is not this CA's"):
+        other.verify_svid(leaf, NOW)
+    foreign = CertificateAuthority.create("other.example", NOW)
+    with pytest.raises(TokenError, match="not issued by this CA"):
+        foreign.verify_svid(leaf, NOW)

@@ -50,6 +50,19 @@ def test_put_then_consume_returns_the_same_challenge(store: ChallengeStore) -> N
     assert got.expires_at.utcoffset() == timedelta(0)
 
 
+@pytest.mark.parametrize(
+    "manufacturer",
+    [
+        pytest.param("IBM", id="named"),
+        pytest.param("id:12345678", id="raw-id"),
+        pytest.param("", id="unknown"),
+    ],
+)
+def test_the_tpm_manufacturer_is_kept(store: ChallengeStore, manufacturer: str) -> None:
+    store.put(pending(tpm_manufacturer=manufacturer))
+    assert store.consume("c-1", now=NOW).tpm_manufacturer == manufacturer
+
+
 def test_expiry_in_another_zone_round_trips_as_the_same_instant(store: ChallengeStore) -> None:
     plus_two = timezone(timedelta(hours=2))
     challenge = pending(expires_at=(NOW + timedelta(minutes=1)).astimezone(plus_two))

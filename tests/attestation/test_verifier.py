@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 
 from attestation._credential import kdfa
-from attestation._errors import AttestationError, EvidenceError
+from attestation._errors import EvidenceError
+from attestation._reference import ReferenceClass
 from attestation._verifier import (
     Challenge,
     PendingChallenge,
@@ -34,6 +36,7 @@ from attestation._verifier import (
     begin_enrollment,
     ek_key_hash,
     finish_attestation,
+    tpm_manufacturer,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -147,6 +150,25 @@ def name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+TPM_MANUFACTURER = x509.ObjectIdentifier("2.23.133.2.1")
+TPM_MODEL = x509.ObjectIdentifier("2.23.133.2.2")
+TPM_VERSION = x509.ObjectIdentifier("2.23.133.2.3")
+
+
+def tcg_san(manufacturer: str | None = "id:00001014") -> x509.SubjectAlternativeName:
+    """A TCG EK certificate's subjectAltName: one directoryName with the TPM's
+    manufacturer (tcg-at-tpmManufacturer), model and version, as swtpm_setup writes it."""
+    attributes = [
+        x509.NameAttribute(TPM_MODEL, "swtpm"),
+        x509.NameAttribute(TPM_VERSION, "id:20191023"),
+    ]
+    if manufacturer is not None:
+        attributes.insert(0, x509.NameAttribute(TPM_MANUFACTURER, manufacturer))
+    return x509.SubjectAlternativeName(
+        [x509.DirectoryName(x509.Name([x509.RelativeDistinguishedName(attributes)]))]
+    )
+
+
 def certificate(
     subject: str,
     public_key: Any,
@@ -155,6 +177,7 @@ def certificate(
     *,
     ca: bool,
     not_after: datetime = NOW + timedelta(days=365),
+    san: x509.SubjectAlternativeName | None = None,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
@@ -168,8 +191,7 @@ def certificate(
     )
     if not ca:
         # Like real EK certificates: an empty subject and a critical SAN with a directoryName.
-        san = x509.SubjectAlternativeName([x509.DirectoryName(name("id:54434700"))])
-        builder = builder.add_extension(san, critical=True)
+        builder = builder.add_extension(tcg_san() if san is None else san, critical=True)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -228,11 +250,21 @@ def finish(pending: PendingChallenge, a: Answer, **kwargs: Any) -> VerifiedAttes
     )
 
 
-REFERENCE: dict[str, Any] = {
-    "class": "lab",
-    "pcrs": {"sha256": {str(i): v.hex() for i, v in GOLDEN.items()}},
-    "min_firmware": 0x2000_0000,
-}
+REFERENCE = ReferenceClass.model_validate(
+    {
+        "class": "lab",
+        "secure_boot": True,
+        "measured_boot": True,
+        "pcrs": {"sha256": {str(i): v.hex() for i, v in GOLDEN.items()}},
+        "min_firmware": 0x2000_0000,
+        "region": "eu",
+    }
+)
+
+
+def reference(**changes: Any) -> ReferenceClass:
+    """REFERENCE with fields replaced (validated again)."""
+    return ReferenceClass.model_validate({**REFERENCE.model_dump(), **changes})
 
 
 # --- happy path --------------------------------------------------------------------------
@@ -253,13 +285,17 @@ def test_happy_path_with_ek_certificate(world: World) -> None:
     assert dict(verified.pcrs) == {(SHA256, i): v for i, v in GOLDEN.items()}
     assert verified.firmware_version == 0x2000_0001
     assert (verified.clock_info.reset_count, verified.clock_info.clock) == (5, 1000)
+    assert pending.tpm_manufacturer == verified.tpm_manufacturer == "IBM"
     posture = appraise(verified, REFERENCE)
     assert posture == Posture(
         attested=True,
         device_class="lab",
         secure_boot=True,
+        measured_boot_ok=True,
         firmware_version=0x2000_0001,
+        tpm_manufacturer="IBM",
         ek_hash=verified.ek_hash,
+        region="eu",
     )
 
 
@@ -268,10 +304,71 @@ def test_allow_list_without_certificate(world: World) -> None:
     roots = TrustRoots((), frozenset({ek_key_hash(enrollment.ek_public)}))
     challenge, pending = begin_enrollment(enrollment, roots, now=NOW)
     verified = finish(pending, answer(world, challenge))
-    reference = {"class": "dev", "pcrs": {"sha256": {"0": GOLDEN[0].hex()}}}
-    posture = appraise(verified, reference)
+    dev = ReferenceClass(
+        name="dev",
+        secure_boot=False,
+        measured_boot=False,
+        pcrs={"sha256": {0: GOLDEN[0].hex()}},
+    )
+    posture = appraise(verified, dev)
     assert posture.device_class == "dev"
     assert not posture.secure_boot
+    assert not posture.measured_boot_ok
+    assert posture.region is None
+    assert posture.tpm_manufacturer == ""  # no certificate, no manufacturer
+
+
+def test_secure_boot_comes_from_the_class_not_from_pcr7(world: World) -> None:
+    challenge, pending = start(world)
+    verified = finish(pending, answer(world, challenge))
+    # PCR 7 is among the golden values, but the class does not say secure boot was on.
+    posture = appraise(verified, reference(secure_boot=False, measured_boot=False))
+    assert (posture.secure_boot, posture.measured_boot_ok) == (False, False)
+
+
+def _ek_cert_with(world: World, san: x509.SubjectAlternativeName | None) -> x509.Certificate:
+    return certificate("", world.ek.public_key(), "EK Root", world.root_key, ca=False, san=san)
+
+
+@pytest.mark.parametrize(
+    ("manufacturer", "expected"),
+    [
+        pytest.param("id:00001014", "IBM", id="ibm-swtpm"),
+        pytest.param("id:494E5443", "INTC", id="intel"),
+        pytest.param("id:49465800", "IFX", id="infineon"),
+        pytest.param("id:4d534654", "MSFT", id="lowercase-hex"),
+        pytest.param("id:12345678", "id:12345678", id="unknown-vendor-kept-raw"),
+        pytest.param("Acme TPM", "Acme TPM", id="not-an-id-kept-raw"),
+        pytest.param("bad\u0000value", "", id="not-printable-dropped"),
+        pytest.param(None, "", id="no-manufacturer-attribute"),
+    ],
+)
+def test_tpm_manufacturer_from_the_ek_certificate(
+    world: World, manufacturer: str | None, expected: str
+) -> None:
+    cert = _ek_cert_with(world, tcg_san(manufacturer))
+    assert tpm_manufacturer(cert) == expected
+    enrollment = replace(world.enrollment, ek_certificate=cert.public_bytes(Encoding.DER))
+    challenge, pending = begin_enrollment(enrollment, world.roots, now=NOW)
+    assert pending.tpm_manufacturer == expected
+    verified = finish(pending, answer(world, challenge))
+    assert appraise(verified, REFERENCE).tpm_manufacturer == expected
+
+
+def test_tpm_manufacturer_is_empty_without_a_directory_name(world: World) -> None:
+    san = x509.SubjectAlternativeName([x509.DNSName("tpm.example")])
+    assert tpm_manufacturer(_ek_cert_with(world, san)) == ""
+
+
+def test_tpm_manufacturer_of_an_unverified_certificate_is_not_taken(world: World) -> None:
+    # The certificate does not chain to the roots; the EK is trusted by the allow-list.
+    other = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate("", world.ek.public_key(), "EK Root", other, ca=False)
+    assert tpm_manufacturer(cert) == "IBM"
+    enrollment = replace(world.enrollment, ek_certificate=cert.public_bytes(Encoding.DER))
+    roots = TrustRoots([world.root], frozenset({ek_key_hash(enrollment.ek_public)}))
+    _, pending = begin_enrollment(enrollment, roots, now=NOW)
+    assert pending.tpm_manufacturer == ""
 
 
 def test_challenges_are_fresh(world: World) -> None:
@@ -462,38 +559,64 @@ def verified(world: World) -> VerifiedAttestation:
 
 APPRAISAL_REFUSALS: list[Any] = [
     pytest.param(
-        {**REFERENCE, "pcrs": {"sha256": {**REFERENCE["pcrs"]["sha256"], "7": "00" * 32}}},
-        EvidenceError,
-        "PCR sha256:7 does not match",
+        {"pcrs": {"sha256": {**REFERENCE.pcrs["sha256"], 7: "00" * 32}}},
+        "PCR sha256:7 does not match its reference value",
         id="pcr7-differs",
     ),
     pytest.param(
-        {**REFERENCE, "pcrs": {"sha256": {"9": "00" * 32}}},
-        EvidenceError,
-        "sha256:9 has a reference value but was not quoted",
+        {"pcrs": {"sha256": {7: GOLDEN[7].hex(), 9: "00" * 32}}},
+        "PCR sha256:9 has a reference value but was not quoted",
         id="not-quoted",
     ),
     pytest.param(
-        {**REFERENCE, "min_firmware": 0x3000_0000}, EvidenceError, "firmware", id="old-firmware"
+        {"pcrs": {**REFERENCE.pcrs, "sha1": {0: "00" * 20}}},
+        "PCR sha1:0 has a reference value but was not quoted",
+        id="bank-not-quoted",
     ),
-    pytest.param({**REFERENCE, "pcrs": {}}, AttestationError, "no golden", id="empty"),
-    pytest.param({**REFERENCE, "pcrs": {"md5": {}}}, AttestationError, "malformed", id="bank"),
     pytest.param(
-        {**REFERENCE, "pcrs": {"sha256": {"0": "00"}}}, AttestationError, "malformed", id="length"
+        {"min_firmware": 0x3000_0000},
+        "firmware version 0x20000001 is below the minimum 0x30000000",
+        id="old-firmware",
     ),
-    pytest.param({"pcrs": REFERENCE["pcrs"]}, AttestationError, "class", id="no-class"),
 ]
 
 
-@pytest.mark.parametrize(("reference", "error", "message"), APPRAISAL_REFUSALS)
+@pytest.mark.parametrize(("changes", "message"), APPRAISAL_REFUSALS)
 def test_appraisal_refused(
-    verified: VerifiedAttestation,
-    reference: dict[str, Any],
-    error: type[Exception],
-    message: str,
+    verified: VerifiedAttestation, changes: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(error, match=message):
-        appraise(verified, reference)
+    with pytest.raises(EvidenceError, match=message):
+        appraise(verified, reference(**changes))
+
+
+def test_firmware_at_the_minimum_is_accepted(verified: VerifiedAttestation) -> None:
+    assert appraise(verified, reference(min_firmware=0x2000_0001)).firmware_version == 0x2000_0001
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"pcrs": {}}, id="empty"),
+        pytest.param({"pcrs": {"md5": {0: "00" * 16}}}, id="bank"),
+        pytest.param({"pcrs": {"sha256": {0: "00"}}}, id="length"),
+        pytest.param({"class": ""}, id="no-class"),
+        pytest.param({"pcrs": {"sha256": {0: "00" * 32}}}, id="secure-boot-without-pcr7"),
+    ],
+)
+def test_a_malformed_reference_class_cannot_be_built(changes: dict[str, Any]) -> None:
+    data = {**REFERENCE.model_dump(by_alias=True), **changes}
+    with pytest.raises(ValidationError):
+        ReferenceClass.model_validate(data)
+
+
+def test_an_empty_class_built_without_validation_fails_closed(
+    verified: VerifiedAttestation,
+) -> None:
+    hollow = ReferenceClass.model_construct(
+        name="hollow", secure_boot=False, measured_boot=False, min_firmware=0, pcrs={}
+    )
+    with pytest.raises(EvidenceError, match="no golden PCR values"):
+        appraise(verified, hollow)
 
 
 def _via_intermediate(world: World, *, intermediate_is_ca: bool) -> UnverifiedEnrollment:

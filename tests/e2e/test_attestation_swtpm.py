@@ -2,7 +2,8 @@
 
 An RSA EK (allow-listed: swtpm without swtpm_setup has no EK certificate) and an ECC AK
 enroll; the TPM activates the credential and quotes PCRs 0-7 over the nonce; the verifier
-accepts it and appraises it as the `dev` class. A quote over another nonce and a wrong
+accepts it and appraises it against the default bundle's reference values as the `dev`
+class (an unmeasured TPM: PCRs 0-7 all zero). A quote over another nonce and a wrong
 activated secret are refused.
 """
 
@@ -19,6 +20,7 @@ import pytest
 from swtpm import TOOLS, SoftwareTpm
 
 from attestation._errors import EvidenceError
+from attestation._reference import ReferenceValues, appraise_any, load_reference, parse_reference
 from attestation._verifier import (
     Challenge,
     PendingChallenge,
@@ -36,6 +38,7 @@ SHA256 = 0x000B
 PCRS = range(8)
 SELECTION = "sha256:" + ",".join(str(i) for i in PCRS)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "policies" / "reference"
 
 
 def _in_ci() -> bool:
@@ -129,6 +132,8 @@ def enroll(device: Device) -> tuple[Challenge, PendingChallenge]:
 
 
 def test_swtpm_attests_as_dev(device: Device) -> None:
+    reference = load_reference(DEFAULT_REFERENCE)
+    assert reference.pcr_selection() == [("sha256", list(PCRS))]
     challenge, pending = enroll(device)
     secret = device.activate(challenge.credential)
     quote, signature, values = device.quote(challenge.nonce)
@@ -139,22 +144,50 @@ def test_swtpm_attests_as_dev(device: Device) -> None:
         signature=signature,
         pcr_values=values,
         now=NOW + timedelta(seconds=1),
-        required_pcrs={SHA256: frozenset(PCRS)},
+        required_pcrs=reference.required_pcrs(),
         last_clock=(0, 0),
     )
     assert verified.ak_name == (device.directory / "ak.name").read_bytes()
     assert dict(verified.pcrs) == values
-    reference = {
-        "class": "dev",
-        "pcrs": {"sha256": {str(i): values[(SHA256, i)].hex() for i in PCRS}},
-        "min_firmware": None,
-    }
-    posture = appraise(verified, reference)
+    assert set(values.values()) == {bytes(32)}  # swtpm measures nothing
+    posture = appraise_any(verified, reference)
     assert posture.attested
     assert posture.device_class == "dev"
-    assert posture.secure_boot
+    assert not posture.secure_boot
+    assert not posture.measured_boot_ok
+    assert posture.tpm_manufacturer == ""  # allow-listed: no EK certificate to name it
+    assert posture.region is None
     assert posture.ek_hash == ek_key_hash(device.enrollment.ek_public)
     assert posture.firmware_version == verified.firmware_version
+    assert posture.claims()["device_class"] == "dev"
+    dev = reference.get("dev")
+    assert dev is not None
+    assert appraise(verified, dev) == posture
+
+
+def test_swtpm_matches_no_production_class(device: Device) -> None:
+    """Without the dev class (a production bundle), the same TPM is refused."""
+    challenge, pending = enroll(device)
+    secret = device.activate(challenge.credential)
+    quote, signature, values = device.quote(challenge.nonce)
+    verified = finish_attestation(
+        pending,
+        activated_secret=secret,
+        quote=quote,
+        signature=signature,
+        pcr_values=values,
+        now=NOW + timedelta(seconds=1),
+    )
+    measured = "\n".join(f'{i} = "{"ab" * 32}"' for i in PCRS)
+    toml = f"secure_boot = true\nmeasured_boot = true\n[pcrs.sha256]\n{measured}\n"
+    production = parse_reference({"prod.toml": toml.encode()})
+    with pytest.raises(
+        EvidenceError,
+        match=r"^matches no reference class: prod: PCR sha256:0 does not match its reference",
+    ):
+        appraise_any(verified, production)
+    with pytest.raises(EvidenceError, match="no reference values are configured"):
+        appraise_any(verified, ReferenceValues())
 
 
 def test_swtpm_quote_over_another_nonce_is_refused(device: Device) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
+import subprocess
+import sys
 import tarfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -13,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sample_bundle import ACCESS, ENTITIES, PLACEMENT, SCHEMA, SITES, bundle_files, write_bundle
 
+from attestation._tpm import ALG_SHA256
 from engine import BundleError, Engine, PolicyBundle, Request, SignatureError
 from engine._signing import key_id, sign_version
 
@@ -65,6 +69,17 @@ jurisdiction = "eu"
 tier = "cloud"
 cost_per_hour = 1.0
 latency_ms = { eu = 1 }
+"""
+
+LAB_REFERENCE = f"""\
+# A measured lab machine.
+secure_boot = true
+measured_boot = true
+region = "eu"
+
+[pcrs.sha256]
+0 = "{"11" * 32}"
+7 = "{"22" * 32}"
 """
 
 SHADOWED_POSITIONAL_ID = """\
@@ -164,6 +179,29 @@ def locations(problems: tuple[str, ...]) -> list[str]:
             {"sites.toml": SITES + "\n" + SECOND_PARIS},
             {"sites.toml:27": "duplicate site name 'edge-paris'"},
             id="sites-duplicate-name",
+        ),
+        pytest.param(
+            {"reference/lab.toml": LAB_REFERENCE.replace('"22', '"2')},
+            {"reference/lab.toml:8": "pcrs.sha256.7: must be 64 hex digits (a sha256 digest)"},
+            id="reference-bad-digest-at-its-line",
+        ),
+        pytest.param(
+            {"reference/lab.toml": LAB_REFERENCE.replace("secure_boot = true", "secure_boot =")},
+            {"reference/lab.toml:2": "invalid TOML"},
+            id="reference-invalid-toml",
+        ),
+        pytest.param(
+            {"reference/lab.toml": LAB_REFERENCE + "colour = 1\n"},
+            {"reference/lab.toml:9": "pcrs.sha256.colour: a PCR index must be a decimal"},
+            id="reference-key-in-the-wrong-table",
+        ),
+        pytest.param(
+            {
+                "reference/lab.toml": LAB_REFERENCE,
+                "reference/lab2.toml": 'class = "lab"\n' + LAB_REFERENCE,
+            },
+            {"reference/lab2.toml:1": "class: 'lab' is already defined in reference/lab.toml"},
+            id="reference-duplicate-class",
         ),
         pytest.param(
             {"30-templates.cedar": TEMPLATE},
@@ -416,3 +454,72 @@ def test_signature_failures_are_refused(
             target.write_bytes(target.read_bytes() + data if target.exists() else data)
     with pytest.raises(SignatureError, match=message):
         PolicyBundle.load(signed_dir, public_key=key)
+
+
+# --- reference values ------------------------------------------------------------------------
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+def test_the_default_bundle_has_the_dev_reference_class() -> None:
+    bundle = PolicyBundle.load(POLICIES)
+    assert bundle.reference.names() == ("dev",)
+    dev = bundle.reference.classes[0]
+    assert (dev.secure_boot, dev.measured_boot) == (False, False)
+    assert dev.golden() == {(ALG_SHA256, i): bytes(32) for i in range(8)}
+    assert bundle.reference.required_pcrs() == {ALG_SHA256: frozenset(range(8))}
+
+
+def test_a_bundle_without_reference_values_has_none() -> None:
+    bundle = PolicyBundle.from_files(bundle_files({"reference/notes.md": "# why\n"}))
+    assert bundle.reference.classes == ()
+    assert bundle.reference.required_pcrs() == {}
+
+
+def test_only_toml_files_directly_in_reference_are_classes() -> None:
+    files = bundle_files(
+        {
+            "reference/lab.toml": LAB_REFERENCE,
+            "reference/old/retired.toml": "not even TOML [",
+            "reference/README.md": "# classes\n",
+            "lab.toml": "not a class either [",
+        }
+    )
+    assert PolicyBundle.from_files(files).reference.names() == ("lab",)
+
+
+def test_reference_values_load_from_a_tarball(tmp_path: Path) -> None:
+    files = bundle_files({"reference/lab.toml": LAB_REFERENCE})
+    archive = write_tarball(
+        tmp_path / "bundle.tar.gz", {f"policies/{name}": data for name, data in files.items()}
+    )
+    bundle = PolicyBundle.load(archive)
+    (lab,) = bundle.reference.classes
+    assert (lab.name, lab.secure_boot, lab.region) == ("lab", True, "eu")
+
+
+def test_a_broken_reference_in_a_tarball_is_refused(tmp_path: Path) -> None:
+    files = bundle_files({"reference/lab.toml": LAB_REFERENCE.replace("region", "regoin")})
+    archive = write_tarball(tmp_path / "bundle.tar.gz", files)
+    with pytest.raises(BundleError, match=r"^reference/lab\.toml:4: regoin: Extra inputs"):
+        PolicyBundle.load(archive)
+
+
+def test_policy_validate_reports_a_broken_reference(tmp_path: Path) -> None:
+    broken = tmp_path / "bundle"
+    shutil.copytree(POLICIES, broken)
+    dev = broken / "reference" / "dev.toml"
+    dev.write_text(dev.read_text().replace("measured_boot = false", "measured_boot = no"))
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import run; run()", "policy", "validate", broken],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stdout.strip().splitlines()
+    assert line.startswith("reference/dev.toml:"), line
+    assert "invalid TOML" in line
+    assert "1 problem" in result.stderr
+    assert "Traceback" not in result.stderr
