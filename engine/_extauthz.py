@@ -12,7 +12,9 @@ A CheckRequest becomes a Docket request:
   context extensions;
 - context: ``http`` {method, path (query split off), host}, ``source_ip``, ``mfa`` and
   ``device`` from the JWT claims, and any ``context.<name>`` context extension (for
-  example ``context.network_zone: internal``).
+  example ``context.network_zone: internal``); a Docket JWT-SVID as the request's
+  ``Bearer`` token, or the downstream's Docket X.509-SVID, sets the attested claims
+  of ``device`` (:mod:`engine._posture`).
 
 Allowed: OK, with ``x-docket-decision-id`` added to the upstream request. Denied:
 PERMISSION_DENIED and a 403 with a JSON body. Input that cannot be mapped: a 400 (and
@@ -38,6 +40,7 @@ from audit import Overloaded, StoreError
 from engine._errors import RequestError
 from engine._grpc import AUDIT_UNAVAILABLE, answer, caller_identity
 from engine._models import EntityUID, Request
+from engine._posture import PostureReader, attach
 from engine._service import DecisionService, decision_id
 from engine._wire import CALLER, dict_to_struct, value_to_python
 
@@ -166,8 +169,9 @@ def loggable_headers(headers: Any) -> dict[str, str]:
 class AuthorizationServicer:
     """Envoy ext_authz v3 ``Check`` on a :class:`DecisionService`."""
 
-    def __init__(self, service: DecisionService) -> None:
+    def __init__(self, service: DecisionService, posture: PostureReader | None = None) -> None:
         self._service = service
+        self._posture = posture
 
     def Check(
         self, request: authz.CheckRequest, context: grpc.ServicerContext
@@ -178,6 +182,9 @@ class AuthorizationServicer:
         caller = caller_identity(context)
         try:
             docket_request = check_to_request(request, caller)
+            if self._posture is not None:
+                found = self._posture.for_check(request.attributes, self._service.clock())
+                docket_request = attach(docket_request, found)
             (decided,) = self._service.authorize([docket_request], api="ext_authz")
         except RequestError as exc:
             # Unmappable input is denied, and the denial is recorded like any decision.

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NoReturn, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import NoReturn, Protocol, TypeVar, cast
 
 import grpc
 import structlog
 
+from attestation._ca import CAError, TokenError
+from attestation._errors import AttestationError, EvidenceError, ParseError
+from attestation._store import StoreUnavailable
 from audit import Overloaded, ProofError, StoreError
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
+from engine._metrics import Metrics
+from engine._models import Request
+from engine._posture import PostureReader, attach
 from engine._service import DecisionService
 from engine._wire import (
     batch_from_proto,
@@ -36,7 +42,22 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (ProofError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
+    # Attestation: the challenge store is in the audit database.
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ParseError, grpc.StatusCode.INVALID_ARGUMENT),
+    (CAError, grpc.StatusCode.INVALID_ARGUMENT),
+    (EvidenceError, grpc.StatusCode.PERMISSION_DENIED),
+    (TokenError, grpc.StatusCode.UNAUTHENTICATED),
+    # Anything else the verifier refuses: reference values it cannot use.
+    (AttestationError, grpc.StatusCode.FAILED_PRECONDITION),
 )
+
+
+class Measured(Protocol):
+    """A service whose calls are counted in ``metrics``."""
+
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 def status_for(exc: Exception) -> grpc.StatusCode:
@@ -55,7 +76,7 @@ def caller_identity(context: grpc.ServicerContext) -> str | None:
 
 
 def answer(
-    service: DecisionService, api: str, context: grpc.ServicerContext, produce: Callable[[], T]
+    service: Measured, api: str, context: grpc.ServicerContext, produce: Callable[[], T]
 ) -> T:
     """Run one RPC: track it in the metrics and turn engine errors into gRPC statuses.
 
@@ -92,17 +113,44 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
     """Authorize, BatchAuthorize, Place and ReloadBundle on a :class:`DecisionService`."""
 
     def __init__(
-        self, service: DecisionService, on_reload: Callable[[], None] | None = None
+        self,
+        service: DecisionService,
+        on_reload: Callable[[], None] | None = None,
+        posture: PostureReader | None = None,
     ) -> None:
         self._service = service
         self._on_reload = on_reload
+        self._posture = posture
+
+    def _with_posture(
+        self,
+        requests: list[Request],
+        messages: Sequence[pb.AuthorizeRequest],
+        context: grpc.ServicerContext,
+    ) -> list[Request]:
+        """Requests with the attested posture of their device token, else of the peer's
+        X.509-SVID (see :mod:`engine._posture`)."""
+        reader = self._posture
+        if reader is None:
+            if any(message.device_token for message in messages):
+                raise RequestError("device_token: this server has no CA to verify it with")
+            return requests
+        now = self._service.clock()
+        peer = reader.from_peer(context, now)
+        return [
+            attach(request, reader.from_token(message.device_token, now))
+            if message.device_token
+            else attach(request, peer)
+            for request, message in zip(requests, messages, strict=True)
+        ]
 
     def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.ServicerContext
     ) -> pb.AuthorizeResponse:
         def produce() -> pb.AuthorizeResponse:
             engine_request = request_from_proto(request, caller=caller_identity(context))
-            (decided,) = self._service.authorize([engine_request], api="authorize")
+            requests = self._with_posture([engine_request], [request], context)
+            (decided,) = self._service.authorize(requests, api="authorize")
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
         return answer(self._service, "authorize", context, produce)
@@ -112,6 +160,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
     ) -> pb.BatchAuthorizeResponse:
         def produce() -> pb.BatchAuthorizeResponse:
             requests = batch_from_proto(request, caller=caller_identity(context))
+            requests = self._with_posture(requests, request.requests, context)
             decided = self._service.authorize(requests, api="batch_authorize")
             return pb.BatchAuthorizeResponse(
                 results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
@@ -35,7 +36,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from attestation._ca import CAError, CertificateAuthority
+from attestation._reference import ReferenceValues
+from attestation._store import ChallengeStore, StoreUnavailable
+from attestation._verifier import TrustRoots
 from audit import AuditError, AuditLog
+from engine._attestation import AttestationService, TrustConfigError, load_trust_roots
+from engine._attestrpc import AttestationServicer
 from engine._auditrpc import AuditServicer
 from engine._bundle import PolicyBundle
 from engine._engine import Engine
@@ -50,17 +57,26 @@ from engine._metrics import (
     serve_metrics,
     worker_exited,
 )
+from engine._posture import PostureReader
 from engine._reload import BundleWatcher
-from engine._service import DecisionService
+from engine._service import DecisionService, utcnow
 from engine._settings import Settings
 from engine._signing import load_public_key
-from sdk.v1 import audit_pb2, audit_pb2_grpc, decisions_pb2, decisions_pb2_grpc
+from sdk.v1 import (
+    attestation_pb2,
+    attestation_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    decisions_pb2,
+    decisions_pb2_grpc,
+)
 
 log = structlog.get_logger("docket.serve")
 
 DECISIONS = decisions_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name
 AUTHORIZATION = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 AUDIT = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+ATTESTATION = attestation_pb2.DESCRIPTOR.services_by_name["Attestation"].full_name
 HEALTH_POLL_SECONDS = 1.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
@@ -114,6 +130,8 @@ class Listening:
     """The audit database (password hidden)."""
     audit_key: str = ""
     """The verifier key of the audit log's checkpoints (``name+id+base64``)."""
+    attestation: str = ""
+    """What attestation trusts: the CA's trust domain, EK roots, reference classes."""
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -182,6 +200,46 @@ def open_audit(settings: Settings) -> AuditLog:
         raise ServeError(f"audit log: {exc}") from exc
 
 
+def prepare_ca(settings: Settings) -> CertificateAuthority:
+    """The CA under the data directory, created on first start. Raises :class:`ServeError`."""
+    directory = settings.ca_dir
+    try:
+        if (directory / "ca.json").exists():
+            return CertificateAuthority.load(directory)
+        ca = CertificateAuthority.init(directory, settings.trust_domain, utcnow())
+    except CAError as exc:
+        raise ServeError(f"CA: {exc}") from exc
+    log.info("serve.ca_created", directory=str(directory), trust_domain=ca.trust_domain)
+    return ca
+
+
+def trust_roots(settings: Settings) -> TrustRoots:
+    """The EK roots and allow-list the settings name. Raises :class:`ServeError`."""
+    try:
+        return load_trust_roots(settings.ek_roots_dir, settings.ek_allowlist_file)
+    except TrustConfigError as exc:
+        raise ServeError(str(exc)) from exc
+
+
+def open_challenges(settings: Settings) -> ChallengeStore:
+    """The challenge store (in the audit database). Raises :class:`ServeError`."""
+    try:
+        return ChallengeStore(settings.database_url)
+    except StoreUnavailable as exc:
+        raise ServeError(f"challenge store: {exc}") from exc
+
+
+def describe_attestation(
+    ca: CertificateAuthority, roots: TrustRoots, reference: ReferenceValues
+) -> str:
+    """One line on what attestation trusts, for the start-up banner."""
+    classes = ", ".join(c.name for c in reference.classes) or "none: no device can attest"
+    trusted = f"{len(roots.ek_roots)} EK roots, {len(roots.ek_allowlist)} allow-listed EKs"
+    if not roots.ek_roots and not roots.ek_allowlist:
+        trusted += " (no device is trusted)"
+    return f"trust domain {ca.trust_domain}; {trusted}; reference classes: {classes}"
+
+
 class Worker:
     """One serving process: engine, bundle watcher, audit log, gRPC server and health."""
 
@@ -204,6 +262,18 @@ class Worker:
         )
         self.audit = open_audit(settings).start()
         self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
+        self.ca = prepare_ca(settings)
+        self.challenges = open_challenges(settings)
+        self.attestation = AttestationService(
+            self.ca,
+            trust_roots(settings),
+            self.challenges,
+            self.audit,
+            self._reference,
+            clock=utcnow,
+            svid_ttl=timedelta(seconds=settings.svid_ttl_seconds),
+        )
+        posture = PostureReader(self.ca, settings.jwt_audience)
         self.health = health.HealthServicer()
         self.server = grpc.server(
             ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc"),
@@ -215,15 +285,25 @@ class Worker:
             ],
         )
         decisions_pb2_grpc.add_DecisionsServicer_to_server(
-            DecisionsServicer(self.service, on_reload), self.server
+            DecisionsServicer(self.service, on_reload, posture), self.server
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(self.service), self.server
+            AuthorizationServicer(self.service, posture), self.server
+        )
+        attestation_pb2_grpc.add_AttestationServicer_to_server(
+            AttestationServicer(self.attestation, metrics), self.server
         )
         audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.service), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (DECISIONS, AUTHORIZATION, AUDIT, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (
+                DECISIONS,
+                AUTHORIZATION,
+                ATTESTATION,
+                AUDIT,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.watcher.on_swap(lambda _bundle: self._set_health())
@@ -232,6 +312,10 @@ class Worker:
         self._health_thread = threading.Thread(
             target=self._watch_health, name="docket-health", daemon=True
         )
+
+    def _reference(self) -> ReferenceValues:
+        bundle = self.engine.bundle
+        return bundle.reference if bundle is not None else ReferenceValues()
 
     def start(self, address: Address) -> int:
         """Bind and start; returns the port (useful with port 0). Raises :class:`ServeError`."""
@@ -261,7 +345,7 @@ class Worker:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", DECISIONS, AUTHORIZATION, AUDIT):
+        for name in ("", DECISIONS, AUTHORIZATION, ATTESTATION, AUDIT):
             self.health.set(name, status)
 
     def _watch_health(self) -> None:
@@ -283,6 +367,7 @@ class Worker:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.watcher.stop()
+        self.challenges.close()
         self.audit.close()
 
 
@@ -315,9 +400,20 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     prepared = open_audit(settings)
     audit_url, audit_key = prepared.store.url, str(prepared.verifiers()[0])
     prepared.store.close()
+    # …and the challenge tables, the CA and the (empty) place for EK roots.
+    open_challenges(settings).close()
+    if settings.ek_roots is None:
+        settings.ek_roots_dir.mkdir(parents=True, exist_ok=True)
+    attestation = describe_attestation(
+        prepare_ca(settings), trust_roots(settings), bundle.reference
+    )
 
     def ready(where: Listening) -> None:
-        on_ready(dataclasses.replace(where, audit=audit_url, audit_key=audit_key))
+        on_ready(
+            dataclasses.replace(
+                where, audit=audit_url, audit_key=audit_key, attestation=attestation
+            )
+        )
 
     if settings.workers == 1:
         _serve_one(settings, bundle, grpc_address, metrics_address, ready)

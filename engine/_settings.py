@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     audit_queue: int = Field(default=50_000, ge=1)
     """Audit entries waiting for a commit before callers get RESOURCE_EXHAUSTED."""
 
+    trust_domain: str = "docket.local"
+    """The SPIFFE trust domain of the CA that ``docket serve`` creates on first start."""
+    ek_roots: Path | None = None
+    """Directory of TPM manufacturer (EK CA) certificates, ``*.pem``
+    [``<data_dir>/trust/ek-roots``]. With none, no device is trusted."""
+    ek_allowlist: Path | None = None
+    """File of EK hashes (hex SHA-256 of the EK's SubjectPublicKeyInfo, one per line)
+    trusted without a certificate [``<data_dir>/trust/ek-allowlist``, if present]."""
+    svid_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    """Lifetime of the X.509-SVIDs issued on attestation (JWT-SVIDs live 5 minutes)."""
+    jwt_audience: str = Field(default="docket", min_length=1)
+    """The audience Docket accepts on JWT-SVIDs presented with decision requests."""
+
     @property
     def database_url(self) -> str:
         """``db_url``, or SQLite under the data directory."""
@@ -74,6 +87,21 @@ class Settings(BaseSettings):
     def audit_keys_dir(self) -> Path:
         """``audit_keys``, or ``audit-keys`` under the data directory."""
         return self.audit_keys or self.data_dir / "audit-keys"
+
+    @property
+    def ca_dir(self) -> Path:
+        """Where the CA lives: ``<data_dir>/ca``."""
+        return self.data_dir / "ca"
+
+    @property
+    def ek_roots_dir(self) -> Path:
+        """``ek_roots``, or ``trust/ek-roots`` under the data directory."""
+        return self.ek_roots or self.data_dir / "trust" / "ek-roots"
+
+    @property
+    def ek_allowlist_file(self) -> Path:
+        """``ek_allowlist``, or ``trust/ek-allowlist`` under the data directory."""
+        return self.ek_allowlist or self.data_dir / "trust" / "ek-allowlist"
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,7 @@ from rich.table import Table
 from attestation.cli import ca as ca_cli
 from audit.cli import CheckFailed, InputError
 from audit.cli import audit as audit_cli
+from engine._agentcli import attest as attest_cli
 from engine._bundle import PolicyBundle
 from engine._casefile import junit_xml, load_cases, run_cases, uncovered_policies
 from engine._engine import Engine
@@ -445,12 +446,18 @@ def _print_placement(placement: Placement) -> None:
     default=None,
     help="Allow plaintext gRPC on a non-loopback address (never do this in production).",
 )
+@click.option(
+    "--ek-roots",
+    type=click.Path(path_type=Path),
+    help="TPM manufacturer CA certificates (*.pem) [<data-dir>/trust/ek-roots].",
+)
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
-    """Serve decisions over gRPC: docket.v1.Decisions, docket.v1.Audit, Envoy ext_authz
-    v3, grpc.health.v1 and server reflection, with Prometheus metrics. Every decision is
-    in the audit log before it is answered. SIGHUP reloads the bundle; SIGTERM drains
-    the calls in flight and exits 0."""
+    """Serve decisions over gRPC: docket.v1.Decisions, docket.v1.Attestation,
+    docket.v1.Audit, Envoy ext_authz v3, grpc.health.v1 and server reflection, with
+    Prometheus metrics. Creates the data directory, audit database and CA on first start.
+    Every decision and credential is in the audit log before it is answered. SIGHUP
+    reloads the bundle; SIGTERM drains the calls in flight and exits 0."""
     names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
     names["metrics_addr"] = "metrics"
     updates = {names.get(k, k): v for k, v in flags.items() if v is not None}
@@ -470,6 +477,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
         click.echo(f"docket: metrics on http://{where.metrics}/metrics")
         click.echo(f"docket: audit log {where.audit}, checkpoint key {where.audit_key}")
+        click.echo(f"docket: attestation {where.attestation}")
         click.echo("docket: SIGHUP reloads the bundle; SIGTERM or Ctrl-C drains and stops")
 
     try:
@@ -482,6 +490,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
 
 main.add_command(audit_cli)
 main.add_command(ca_cli)
+main.add_command(attest_cli)
 
 
 def run() -> None:

@@ -12,9 +12,10 @@ chained as ``__cause__``)::
     │                           out-of-range int in a context, a batch over 1,000 requests
     ├── OverloadedError         RESOURCE_EXHAUSTED: Docket pushes back, try again later
     ├── PermissionDeniedError   PERMISSION_DENIED / UNAUTHENTICATED, e.g. ReloadBundle
-    │                           refused for the caller's identity
-    └── ServerError             any other status (INTERNAL, UNIMPLEMENTED, ...) or a
-                                response the client cannot read
+    │                           refused for the caller's identity, an attestation refused
+    ├── ServerError             any other status (INTERNAL, UNIMPLEMENTED, ...) or a
+    │                           response the client cannot read
+    └── TpmError                the device agent's TPM (tpm2-tools) failed or is missing
 
 A *deny* is not an error: ``authorize`` returns an ``AuthorizeResult`` whose ``allowed``
 is false.
@@ -33,6 +34,7 @@ __all__ = [
     "OverloadedError",
     "PermissionDeniedError",
     "ServerError",
+    "TpmError",
     "TransportError",
     "error_from_rpc",
     "status_of",
@@ -78,6 +80,11 @@ class PermissionDeniedError(DocketError):
 class ServerError(DocketError):
     """Docket failed in a way the client cannot fix (INTERNAL, UNIMPLEMENTED, ...) or sent
     a response the client cannot read."""
+
+
+class TpmError(DocketError):
+    """The device agent's TPM failed: a tpm2-tools command exited non-zero (the message
+    names the tool and carries its stderr), timed out, or is not installed."""
 
 
 _BY_STATUS: dict[grpc.StatusCode, type[DocketError]] = {

@@ -4,11 +4,16 @@
 127.0.0.1 and waits until it listens; :meth:`SoftwareTpm.run` runs a tpm2-tools command
 against it and then flushes transient objects (swtpm has three slots and no resource
 manager); :meth:`SoftwareTpm.stop` stops it by its PID.
+
+:func:`provision` manufactures a state with an EK certificate (``swtpm_setup`` with a
+private ``swtpm_localca`` whose root is :attr:`ProvisionedState.root_cert`); tests copy
+that state rather than paying 1-3 s each.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -107,3 +112,97 @@ class SoftwareTpm:
             self.process.wait()
         if self.process.stderr:
             self.process.stderr.close()
+
+
+# --- a manufactured TPM: EK certificate from a private local CA --------------------------
+
+PROVISION_TOOLS = ("swtpm_setup", "swtpm_localca", "certtool")
+
+ROOT_CERT = "swtpm-localca-rootca-cert.pem"
+"""swtpm_localca's self-signed root, created next to its signing key on first use."""
+
+
+@dataclass(frozen=True)
+class ProvisionedState:
+    """A swtpm state manufactured by ``swtpm_setup`` with EK and platform certificates.
+
+    ``state`` is a template: copy it per test (:meth:`copy_state`), since a running swtpm
+    changes it. ``root_cert`` is the local CA's self-signed root (what a verifier trusts
+    as an EK root); ``issuer_cert`` is the intermediate that signed the EK certificate
+    (an ``ek_intermediates`` entry). Both are PEM.
+    """
+
+    state: Path
+    ca_dir: Path
+    root_cert: Path
+    issuer_cert: Path
+
+    def copy_state(self, destination: Path) -> Path:
+        """A fresh copy of the manufactured state at ``destination`` (must not exist)."""
+        shutil.copytree(self.state, destination)
+        return destination
+
+
+def provision(directory: Path, *, timeout: float = 120.0) -> ProvisionedState:
+    """Manufacture a TPM 2.0 state under ``directory`` with a private swtpm_localca.
+
+    Everything (swtpm_setup.conf, swtpm-localca.conf/.options, the CA's keys and the
+    state) stays inside ``directory``: /etc and /var/lib/swtpm-localca are never read or
+    written. The RSA EK certificate lands in NV 0x1c00002, the NV is locked. Raises
+    :class:`SoftwareTpmError` with swtpm_setup's log when it fails.
+    """
+    ca_dir = directory / "localca"
+    state = directory / "state"
+    config_home = directory / "config-home"
+    for path in (ca_dir, state, config_home):
+        path.mkdir(mode=0o700, parents=True)
+    localca_conf = directory / "swtpm-localca.conf"
+    localca_conf.write_text(
+        f"statedir = {ca_dir}\n"
+        f"signingkey = {ca_dir / 'signkey.pem'}\n"
+        f"issuercert = {ca_dir / 'issuercert.pem'}\n"
+        f"certserial = {ca_dir / 'certserial'}\n"
+    )
+    localca_options = directory / "swtpm-localca.options"
+    localca_options.write_text(
+        "--platform-manufacturer Docket\n--platform-version 2.1\n--platform-model docket-test\n"
+    )
+    setup_conf = directory / "swtpm_setup.conf"
+    setup_conf.write_text(
+        f"create_certs_tool = {shutil.which('swtpm_localca') or 'swtpm_localca'}\n"
+        f"create_certs_tool_config = {localca_conf}\n"
+        f"create_certs_tool_options = {localca_options}\n"
+        "active_pcr_banks = sha256\n"
+    )
+    log = directory / "swtpm_setup.log"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(config_home), HOME=str(config_home))
+    try:
+        done = subprocess.run(
+            [
+                "swtpm_setup",
+                "--tpm2",
+                *("--tpmstate", str(state)),
+                "--create-ek-cert",
+                "--create-platform-cert",
+                "--lock-nvram",
+                *("--config", str(setup_conf)),
+                *("--logfile", str(log)),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SoftwareTpmError(f"swtpm_setup did not run: {exc}") from exc
+    if done.returncode != 0:
+        details = log.read_text(errors="replace") if log.exists() else ""
+        raise SoftwareTpmError(
+            f"swtpm_setup exited with {done.returncode}: {done.stderr}{done.stdout}{details}"
+        )
+    provisioned = ProvisionedState(state, ca_dir, ca_dir / ROOT_CERT, ca_dir / "issuercert.pem")
+    for cert in (provisioned.root_cert, provisioned.issuer_cert):
+        if not cert.is_file():
+            raise SoftwareTpmError(f"swtpm_localca wrote no {cert}")
+    return provisioned

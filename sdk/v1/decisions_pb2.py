@@ -26,43 +26,43 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from sdk.v1 import audit_pb2 as sdk_dot_v1_dot_audit__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sdk/v1/decisions.proto\x12\tdocket.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x12sdk/v1/audit.proto\"%\n\tEntityRef\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"z\n\x06\x45ntity\x12!\n\x03uid\x18\x01 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12&\n\x05\x61ttrs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x07parents\x18\x03 \x03(\x0b\x32\x14.docket.v1.EntityRef\"\xd8\x01\n\x10\x41uthorizeRequest\x12\'\n\tprincipal\x18\x01 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12$\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12&\n\x08resource\x18\x03 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12(\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x08\x65ntities\x18\x05 \x03(\x0b\x32\x11.docket.v1.Entity\"1\n\x0bPolicyError\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xca\x01\n\x11\x41uthorizeResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.docket.v1.Decision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12&\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x16.docket.v1.PolicyError\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12(\n\x07receipt\x18\x06 \x01(\x0b\x32\x17.docket.v1.AuditReceipt\"F\n\x15\x42\x61tchAuthorizeRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.docket.v1.AuthorizeRequest\"G\n\x16\x42\x61tchAuthorizeResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.docket.v1.AuthorizeResponse\"\xc9\x02\n\x10PlacementRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.docket.v1.WorkloadKind\x12\x16\n\x0e\x63lassification\x18\x03 \x01(\t\x12\x11\n\tresidency\x18\x04 \x03(\t\x12\x11\n\tregulated\x18\x05 \x01(\x08\x12\x18\n\x0b\x61\x63\x63\x65lerator\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x1e\n\x11latency_budget_ms\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08users_in\x18\x08 \x01(\tH\x02\x88\x01\x01\x12(\n\x07\x63ontext\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05sites\x18\n \x03(\tB\x0e\n\x0c_acceleratorB\x14\n\x12_latency_budget_msB\x0b\n\t_users_in\"\xa9\x01\n\nPlacedSite\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x15\n\rcost_per_hour\x18\x06 \x01(\x01\x12\x1d\n\x15within_latency_budget\x18\x07 \x01(\x08\x12\x0f\n\x07reasons\x18\x08 \x03(\t\"S\n\nDeniedSite\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.docket.v1.PolicyError\"\xce\x01\n\x11PlacementResponse\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12&\n\x07\x61llowed\x18\x03 \x03(\x0b\x32\x15.docket.v1.PlacedSite\x12%\n\x06\x64\x65nied\x18\x04 \x03(\x0b\x32\x15.docket.v1.DeniedSite\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12(\n\x07receipt\x18\x06 \x01(\x0b\x32\x17.docket.v1.AuditReceipt\"\x15\n\x13ReloadBundleRequest\"Y\n\x14ReloadBundleResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x18\n\x10previous_version\x18\x03 \x01(\t*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*d\n\x0cWorkloadKind\x12\x1d\n\x19WORKLOAD_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKLOAD_KIND_WORKLOAD\x10\x01\x12\x19\n\x15WORKLOAD_KIND_DATASET\x10\x02\x32\xbf\x02\n\tDecisions\x12\x46\n\tAuthorize\x12\x1b.docket.v1.AuthorizeRequest\x1a\x1c.docket.v1.AuthorizeResponse\x12U\n\x0e\x42\x61tchAuthorize\x12 .docket.v1.BatchAuthorizeRequest\x1a!.docket.v1.BatchAuthorizeResponse\x12\x42\n\x05Place\x12\x1b.docket.v1.PlacementRequest\x1a\x1c.docket.v1.PlacementResponse\x12O\n\x0cReloadBundle\x12\x1e.docket.v1.ReloadBundleRequest\x1a\x1f.docket.v1.ReloadBundleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sdk/v1/decisions.proto\x12\tdocket.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x12sdk/v1/audit.proto\"%\n\tEntityRef\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"z\n\x06\x45ntity\x12!\n\x03uid\x18\x01 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12&\n\x05\x61ttrs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x07parents\x18\x03 \x03(\x0b\x32\x14.docket.v1.EntityRef\"\xee\x01\n\x10\x41uthorizeRequest\x12\'\n\tprincipal\x18\x01 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12$\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12&\n\x08resource\x18\x03 \x01(\x0b\x32\x14.docket.v1.EntityRef\x12(\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x08\x65ntities\x18\x05 \x03(\x0b\x32\x11.docket.v1.Entity\x12\x14\n\x0c\x64\x65vice_token\x18\x06 \x01(\t\"1\n\x0bPolicyError\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xca\x01\n\x11\x41uthorizeResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.docket.v1.Decision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12&\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x16.docket.v1.PolicyError\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12(\n\x07receipt\x18\x06 \x01(\x0b\x32\x17.docket.v1.AuditReceipt\"F\n\x15\x42\x61tchAuthorizeRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.docket.v1.AuthorizeRequest\"G\n\x16\x42\x61tchAuthorizeResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.docket.v1.AuthorizeResponse\"\xc9\x02\n\x10PlacementRequest\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.docket.v1.WorkloadKind\x12\x16\n\x0e\x63lassification\x18\x03 \x01(\t\x12\x11\n\tresidency\x18\x04 \x03(\t\x12\x11\n\tregulated\x18\x05 \x01(\x08\x12\x18\n\x0b\x61\x63\x63\x65lerator\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x1e\n\x11latency_budget_ms\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08users_in\x18\x08 \x01(\tH\x02\x88\x01\x01\x12(\n\x07\x63ontext\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05sites\x18\n \x03(\tB\x0e\n\x0c_acceleratorB\x14\n\x12_latency_budget_msB\x0b\n\t_users_in\"\xa9\x01\n\nPlacedSite\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x15\n\rcost_per_hour\x18\x06 \x01(\x01\x12\x1d\n\x15within_latency_budget\x18\x07 \x01(\x08\x12\x0f\n\x07reasons\x18\x08 \x03(\t\"S\n\nDeniedSite\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12&\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x16.docket.v1.PolicyError\"\xce\x01\n\x11PlacementResponse\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12&\n\x07\x61llowed\x18\x03 \x03(\x0b\x32\x15.docket.v1.PlacedSite\x12%\n\x06\x64\x65nied\x18\x04 \x03(\x0b\x32\x15.docket.v1.DeniedSite\x12\x16\n\x0e\x62undle_version\x18\x05 \x01(\t\x12(\n\x07receipt\x18\x06 \x01(\x0b\x32\x17.docket.v1.AuditReceipt\"\x15\n\x13ReloadBundleRequest\"Y\n\x14ReloadBundleResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x18\n\x10previous_version\x18\x03 \x01(\t*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*d\n\x0cWorkloadKind\x12\x1d\n\x19WORKLOAD_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKLOAD_KIND_WORKLOAD\x10\x01\x12\x19\n\x15WORKLOAD_KIND_DATASET\x10\x02\x32\xbf\x02\n\tDecisions\x12\x46\n\tAuthorize\x12\x1b.docket.v1.AuthorizeRequest\x1a\x1c.docket.v1.AuthorizeResponse\x12U\n\x0e\x42\x61tchAuthorize\x12 .docket.v1.BatchAuthorizeRequest\x1a!.docket.v1.BatchAuthorizeResponse\x12\x42\n\x05Place\x12\x1b.docket.v1.PlacementRequest\x1a\x1c.docket.v1.PlacementResponse\x12O\n\x0cReloadBundle\x12\x1e.docket.v1.ReloadBundleRequest\x1a\x1f.docket.v1.ReloadBundleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sdk.v1.decisions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=1782
-  _globals['_DECISION']._serialized_end=1857
-  _globals['_WORKLOADKIND']._serialized_start=1859
-  _globals['_WORKLOADKIND']._serialized_end=1959
+  _globals['_DECISION']._serialized_start=1804
+  _globals['_DECISION']._serialized_end=1879
+  _globals['_WORKLOADKIND']._serialized_start=1881
+  _globals['_WORKLOADKIND']._serialized_end=1981
   _globals['_ENTITYREF']._serialized_start=87
   _globals['_ENTITYREF']._serialized_end=124
   _globals['_ENTITY']._serialized_start=126
   _globals['_ENTITY']._serialized_end=248
   _globals['_AUTHORIZEREQUEST']._serialized_start=251
-  _globals['_AUTHORIZEREQUEST']._serialized_end=467
-  _globals['_POLICYERROR']._serialized_start=469
-  _globals['_POLICYERROR']._serialized_end=518
-  _globals['_AUTHORIZERESPONSE']._serialized_start=521
-  _globals['_AUTHORIZERESPONSE']._serialized_end=723
-  _globals['_BATCHAUTHORIZEREQUEST']._serialized_start=725
-  _globals['_BATCHAUTHORIZEREQUEST']._serialized_end=795
-  _globals['_BATCHAUTHORIZERESPONSE']._serialized_start=797
-  _globals['_BATCHAUTHORIZERESPONSE']._serialized_end=868
-  _globals['_PLACEMENTREQUEST']._serialized_start=871
-  _globals['_PLACEMENTREQUEST']._serialized_end=1200
-  _globals['_PLACEDSITE']._serialized_start=1203
-  _globals['_PLACEDSITE']._serialized_end=1372
-  _globals['_DENIEDSITE']._serialized_start=1374
-  _globals['_DENIEDSITE']._serialized_end=1457
-  _globals['_PLACEMENTRESPONSE']._serialized_start=1460
-  _globals['_PLACEMENTRESPONSE']._serialized_end=1666
-  _globals['_RELOADBUNDLEREQUEST']._serialized_start=1668
-  _globals['_RELOADBUNDLEREQUEST']._serialized_end=1689
-  _globals['_RELOADBUNDLERESPONSE']._serialized_start=1691
-  _globals['_RELOADBUNDLERESPONSE']._serialized_end=1780
-  _globals['_DECISIONS']._serialized_start=1962
-  _globals['_DECISIONS']._serialized_end=2281
+  _globals['_AUTHORIZEREQUEST']._serialized_end=489
+  _globals['_POLICYERROR']._serialized_start=491
+  _globals['_POLICYERROR']._serialized_end=540
+  _globals['_AUTHORIZERESPONSE']._serialized_start=543
+  _globals['_AUTHORIZERESPONSE']._serialized_end=745
+  _globals['_BATCHAUTHORIZEREQUEST']._serialized_start=747
+  _globals['_BATCHAUTHORIZEREQUEST']._serialized_end=817
+  _globals['_BATCHAUTHORIZERESPONSE']._serialized_start=819
+  _globals['_BATCHAUTHORIZERESPONSE']._serialized_end=890
+  _globals['_PLACEMENTREQUEST']._serialized_start=893
+  _globals['_PLACEMENTREQUEST']._serialized_end=1222
+  _globals['_PLACEDSITE']._serialized_start=1225
+  _globals['_PLACEDSITE']._serialized_end=1394
+  _globals['_DENIEDSITE']._serialized_start=1396
+  _globals['_DENIEDSITE']._serialized_end=1479
+  _globals['_PLACEMENTRESPONSE']._serialized_start=1482
+  _globals['_PLACEMENTRESPONSE']._serialized_end=1688
+  _globals['_RELOADBUNDLEREQUEST']._serialized_start=1690
+  _globals['_RELOADBUNDLEREQUEST']._serialized_end=1711
+  _globals['_RELOADBUNDLERESPONSE']._serialized_start=1713
+  _globals['_RELOADBUNDLERESPONSE']._serialized_end=1802
+  _globals['_DECISIONS']._serialized_start=1984
+  _globals['_DECISIONS']._serialized_end=2303
 # @@protoc_insertion_point(module_scope)

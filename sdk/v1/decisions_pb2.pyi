@@ -124,6 +124,13 @@ class AuthorizeRequest(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     ENTITIES_FIELD_NUMBER: _builtins.int
+    DEVICE_TOKEN_FIELD_NUMBER: _builtins.int
+    device_token: _builtins.str
+    """A JWT-SVID Docket issued to the device the request comes from (`docket attest`
+    writes it to <out>/jwt). Docket verifies it and sets the attested claims of
+    context.device from it; a token that does not verify is INVALID_ARGUMENT. Without
+    one, a caller's own X.509-SVID (mTLS) supplies the posture.
+    """
     @_builtins.property
     def principal(self) -> Global___EntityRef: ...
     @_builtins.property
@@ -142,10 +149,11 @@ class AuthorizeRequest(_message.Message):
         resource: Global___EntityRef | None = ...,
         context: _struct_pb2.Struct | None = ...,
         entities: _abc.Iterable[Global___Entity] | None = ...,
+        device_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "entities", b"entities", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "device_token", b"device_token", "entities", b"entities", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

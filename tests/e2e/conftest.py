@@ -3,7 +3,9 @@
 - ``postgres_binaries``: initdb and pg_ctl, or the skip (session);
 - ``postgres_server``: the running server (session);
 - ``postgres_url``: the SQLAlchemy URL of its ``docket`` database (session, shared);
-- ``postgres_db``: the URL of a new, empty database of the test's own (per test).
+- ``postgres_db``: the URL of a new, empty database of the test's own (per test);
+- ``provisioned_tpm``: a swtpm state manufactured with an EK certificate by a private
+  swtpm_localca, and that CA's root (session; copy the state per test, see swtpm.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 from e2e.postgres import Binaries, PostgresServer, find_binaries, start_postgres
+from swtpm import PROVISION_TOOLS, TOOLS, ProvisionedState, provision
+
+AGENT_TOOLS = ("tpm2_getcap", "tpm2_nvread", "tpm2_pcrread", "tpm2_flushcontext")
 
 
 def _in_ci() -> bool:
@@ -58,3 +63,17 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 def postgres_db(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database ``test_<n>``, for this test alone."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def provisioned_tpm(tmp_path_factory: pytest.TempPathFactory) -> ProvisionedState:
+    """A TPM state with an RSA EK certificate (NV 0x1c00002) signed by a private local CA,
+    made once per session (1-3 s); ``root_cert`` is the root an EK verifier trusts."""
+    needed = (*TOOLS, *PROVISION_TOOLS, *AGENT_TOOLS)
+    missing = [tool for tool in needed if shutil.which(tool) is None]
+    if missing:
+        message = f"missing {', '.join(missing)}: apt-get install swtpm swtpm-tools tpm2-tools"
+        if _in_ci():
+            pytest.fail(f"{message}; CI must not skip")
+        pytest.skip(message)
+    return provision(tmp_path_factory.mktemp("provisioned-tpm"))

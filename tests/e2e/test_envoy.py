@@ -15,18 +15,14 @@ JWTs come from examples/envoy/make_token.py, run as the README runs it.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
-import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -34,7 +30,7 @@ from typing import Any, Protocol, cast
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
+from e2e.docket_process import PREEXEC, Docket, start_docket, stop, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +39,6 @@ EXAMPLE = ROOT / "examples" / "envoy"
 PYTHON = sys.executable
 DECISION_HEADER = "x-docket-decision-id"
 CASE_HEADER = "x-test-case"
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0  # docket serve drains for up to 10 s
 
 
 class Upstream(Protocol):
@@ -66,40 +60,6 @@ def _load_example(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the test process dies first."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-_PREEXEC: Callable[[], None] | None = _die_with_parent if sys.platform == "linux" else None
-
-
-def _stop(process: subprocess.Popen[bytes], what: str) -> int:
-    """SIGTERM ``process`` by PID (if it still runs) and wait; SIGKILL if it will not stop."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            return process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            pytest.fail(f"{what} (pid {process.pid}) ignored SIGTERM for {STOP_TIMEOUT} s")
-    return process.returncode
-
-
-def _wait_for(
-    what: str, process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool]
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ready():
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited ({process.returncode}) while starting:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready after {START_TIMEOUT} s:\n{log.read_text()}")
-        time.sleep(0.05)
 
 
 # --- the upstream -------------------------------------------------------------------------
@@ -126,73 +86,6 @@ def reached(upstream: Upstream, case: str) -> bool:
 
 
 # --- docket serve -------------------------------------------------------------------------
-
-
-@dataclass
-class Docket:
-    process: subprocess.Popen[bytes]
-    grpc_port: int
-    metrics_url: str
-    log: Path
-
-    def stop(self) -> int:
-        """SIGTERM by PID and wait; the exit code (again on later calls)."""
-        return _stop(self.process, "docket serve")
-
-    def decisions(self, decision: str) -> float:
-        """``docket_decisions_total{api="ext_authz",decision=…}`` now."""
-        text = httpx.get(self.metrics_url, timeout=5).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "docket_decisions_total" and sample.labels == {
-                    "api": "ext_authz",
-                    "decision": decision,
-                }:
-                    return sample.value
-        return 0.0
-
-
-def start_docket(root: Path) -> Docket:
-    """``docket serve`` on a copy of policies/, on free ports; returns once it listens."""
-    root.mkdir(parents=True, exist_ok=True)
-    bundle = root / "policies"
-    shutil.copytree(ROOT / "policies", bundle)
-    log = root / "docket.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(PYTHON).with_name("docket")),
-                "serve",
-                "--bundle",
-                str(bundle),
-                "--grpc",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-                "--data-dir",
-                str(root / "data"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            preexec_fn=_PREEXEC,
-        )
-    found: dict[str, int] = {}
-
-    def listening() -> bool:
-        text = log.read_text()
-        grpc_at = re.search(r"gRPC listening on 127\.0\.0\.1:(\d+)", text)
-        metrics_at = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", text)
-        if grpc_at and metrics_at:
-            found.update(grpc=int(grpc_at[1]), metrics=int(metrics_at[1]))
-        return bool(found)
-
-    try:
-        _wait_for("docket serve", process, log, listening)
-    except BaseException:
-        _stop(process, "docket serve")
-        raise
-    return Docket(process, found["grpc"], f"http://127.0.0.1:{found['metrics']}/metrics", log)
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +154,7 @@ class Envoy:
     log: Path
 
     def stop(self) -> int:
-        return _stop(self.process, "envoy")
+        return stop(self.process, "envoy")
 
 
 def start_envoy(binary: str, root: Path, config: dict[str, Any]) -> Envoy:
@@ -290,7 +183,7 @@ def start_envoy(binary: str, root: Path, config: dict[str, Any]) -> Envoy:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=root,
-            preexec_fn=_PREEXEC,
+            preexec_fn=PREEXEC,
         )
 
     def live() -> bool:
@@ -303,13 +196,13 @@ def start_envoy(binary: str, root: Path, config: dict[str, Any]) -> Envoy:
         return answer.status_code == 200 and answer.text.strip() == "LIVE"
 
     try:
-        _wait_for("envoy", process, log, live)
+        wait_for("envoy", process, log, live)
         admin = f"http://{admin_path.read_text().strip()}"
         statuses = httpx.get(f"{admin}/listeners?format=json", timeout=5).json()
         (status,) = statuses["listener_statuses"]
         address = status["local_address"]["socket_address"]
     except BaseException:
-        _stop(process, "envoy")
+        stop(process, "envoy")
         raise
     return Envoy(process, f"http://{address['address']}:{address['port_value']}", admin, log)
 

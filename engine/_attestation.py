@@ -1,0 +1,325 @@
+"""Device attestation as a service, without a transport: Challenge and Attest.
+
+This is the edge around the pure verifier (:mod:`attestation._verifier`): it reads the
+clock once per call, keeps pending challenges and TPM clocks in the challenge store,
+appraises against the reference values of the bundle in force, has the CA issue the
+credentials, and writes every issuance, refusal and failed attestation to the audit log
+before answering.
+
+Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
+
+- ``attestation``: one per Challenge refused and per Attest, with the device's SPIFFE ID
+  as ``subject`` when known, and ``detail`` {stage, reason | posture, challenge_id};
+- ``certificate``: one per credential issued (the X.509-SVID and the JWT-SVID), with
+  ``detail`` {credential, serial | audience, not_after, device_class}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import structlog
+from cryptography import x509
+
+from attestation._ca import CertificateAuthority
+from attestation._errors import AttestationError, EvidenceError, ParseError
+from attestation._reference import ReferenceValues, appraise_any
+from attestation._store import ChallengeStore
+from attestation._verifier import (
+    Challenge,
+    Posture,
+    TrustRoots,
+    UnverifiedEnrollment,
+    begin_enrollment,
+    finish_attestation,
+)
+from audit import AuditLog, Entry, Receipt
+from engine._errors import EngineError
+
+log = structlog.get_logger("docket.attestation")
+
+DEFAULT_AUDIENCE = "docket"
+CHALLENGE_TTL = timedelta(seconds=60)
+
+
+class TrustConfigError(EngineError):
+    """The EK roots or allow-list cannot be read."""
+
+
+def load_trust_roots(roots_dir: Path, allowlist: Path) -> TrustRoots:
+    """EK CA certificates from ``roots_dir/*.pem`` and EK hashes (hex, one per line, ``#``
+    comments) from ``allowlist``; either may be missing (then it trusts nothing).
+
+    Raises :class:`TrustConfigError` naming the file at fault.
+    """
+    roots: list[x509.Certificate] = []
+    if roots_dir.is_dir():
+        for path in sorted(roots_dir.glob("*.pem")):
+            try:
+                roots.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+            except (OSError, ValueError) as exc:
+                raise TrustConfigError(f"EK root {path}: not a PEM certificate ({exc})") from exc
+    hashes: set[bytes] = set()
+    if allowlist.is_file():
+        try:
+            lines = allowlist.read_text().splitlines()
+        except OSError as exc:
+            raise TrustConfigError(f"EK allow-list {allowlist}: {exc.strerror}") from exc
+        for number, line in enumerate(lines, start=1):
+            text = line.split("#", 1)[0].strip().lower()
+            if not text:
+                continue
+            try:
+                value = bytes.fromhex(text)
+            except ValueError:
+                value = b""
+            if len(value) != 32:
+                raise TrustConfigError(
+                    f"EK allow-list {allowlist}:{number}: want 64 hex digits (SHA-256)"
+                )
+            hashes.add(value)
+    return TrustRoots(tuple(roots), frozenset(hashes))
+
+
+def device_spiffe_id(trust_domain: str, ek_hash: bytes) -> str:
+    """``spiffe://<trust-domain>/device/<hex SHA-256 of the EK>``."""
+    return f"spiffe://{trust_domain}/device/{ek_hash.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Challenged:
+    """A challenge for the device and the PCRs its quote must cover (bank → indices)."""
+
+    challenge: Challenge
+    pcrs: Mapping[int, frozenset[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A device's answer to a challenge, as received (nothing in it is trusted)."""
+
+    challenge_id: str
+    activated_secret: bytes
+    quote: bytes
+    signature: bytes
+    pcr_values: Mapping[tuple[int, int], bytes]
+    csr: bytes
+    audience: str = DEFAULT_AUDIENCE
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """The credentials issued to an attested device, and the audit receipt of its
+    attestation."""
+
+    spiffe_id: str
+    posture: Posture
+    leaf: x509.Certificate
+    intermediate: x509.Certificate
+    bundle_pem: bytes
+    jwt: str
+    jwt_expires_at: datetime
+    receipt: Receipt
+
+
+class AttestationService:
+    """Challenge and Attest for every transport (see the module docstring).
+
+    ``reference`` gives the reference values of the bundle in force at each call, so a
+    bundle reload takes effect for the next attestation.
+    """
+
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        roots: TrustRoots,
+        store: ChallengeStore,
+        audit: AuditLog,
+        reference: Callable[[], ReferenceValues],
+        *,
+        clock: Callable[[], datetime],
+        svid_ttl: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.ca = ca
+        self.roots = roots
+        self.store = store
+        self.audit = audit
+        self._reference = reference
+        self.clock = clock
+        self.svid_ttl = svid_ttl
+
+    def challenge(self, enrollment: UnverifiedEnrollment, *, caller: str | None) -> Challenged:
+        """Check the EK and AK and make a challenge. A refusal is recorded, then raised
+        (:class:`~attestation.EvidenceError`, :class:`~attestation.ParseError`)."""
+        now = self.clock()
+        try:
+            reference = self._reference()
+            if not reference.classes:
+                raise EvidenceError(
+                    "no reference values are configured (the bundle has no reference/): "
+                    "no device can be appraised"
+                )
+            required = reference.required_pcrs()
+            challenge, pending = begin_enrollment(
+                enrollment, self.roots, now=now, ttl=CHALLENGE_TTL
+            )
+        except AttestationError as exc:
+            self.refused("challenge", exc, caller=caller, subject=None, now=now)
+            raise
+        self.store.put(pending)
+        return Challenged(challenge, required)
+
+    def attest(self, evidence: Evidence, *, caller: str | None) -> Issued:
+        """Verify the evidence, appraise it and issue an X.509-SVID and a JWT-SVID.
+
+        The challenge is consumed first, so whatever follows it cannot be retried with
+        it. A failure is recorded, then raised (:class:`~attestation.AttestationError`).
+        """
+        now = self.clock()
+        subject: str | None = None
+        try:
+            pending = self.store.consume(evidence.challenge_id, now=now)
+            subject = device_spiffe_id(self.ca.trust_domain, pending.ek_hash)
+            reference = self._reference()
+            verified = finish_attestation(
+                pending,
+                activated_secret=evidence.activated_secret,
+                quote=evidence.quote,
+                signature=evidence.signature,
+                pcr_values=evidence.pcr_values,
+                now=now,
+                required_pcrs=reference.required_pcrs(),
+                last_clock=self.store.last_clock(pending.ek_hash),
+            )
+            posture = appraise_any(verified, reference)
+            csr = _load_csr(evidence.csr)
+            claims = posture.claims()
+            leaf, intermediate = self.ca.issue_svid(
+                csr, subject, now=now, ttl=self.svid_ttl, posture=claims
+            )
+            token = self.ca.issue_jwt(subject, evidence.audience, now=now, claims=claims)
+            self.store.record_clock(
+                pending.ek_hash, verified.clock_info.reset_count, verified.clock_info.clock
+            )
+        except AttestationError as exc:
+            self.refused("attest", exc, caller=caller, subject=subject, now=now)
+            raise
+        # Our own token, just signed: its exp is what the CA capped the lifetime to.
+        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+        jwt_expires = datetime.fromtimestamp(int(exp), UTC)
+        entries = _issued_entries(
+            subject,
+            posture,
+            leaf,
+            evidence,
+            jwt_expires,
+            caller=caller,
+            now=now,
+        )
+        receipt, *_ = self.audit.record(entries)
+        log.info(
+            "attestation.issued",
+            spiffe_id=subject,
+            device_class=posture.device_class,
+            svid_expires=leaf.not_valid_after_utc.isoformat(),
+        )
+        return Issued(
+            subject,
+            posture,
+            leaf,
+            intermediate,
+            self.ca.trust_bundle(),
+            token,
+            jwt_expires,
+            receipt,
+        )
+
+    def refused(
+        self,
+        stage: str,
+        exc: AttestationError,
+        *,
+        caller: str | None,
+        subject: str | None,
+        now: datetime | None = None,
+    ) -> None:
+        """Record (durably) and log that a ``stage`` was refused for ``exc``."""
+        now = now or self.clock()
+        log.warning("attestation.refused", stage=stage, subject=subject, reason=str(exc))
+        self.audit.record(
+            [
+                Entry(
+                    kind="attestation",
+                    time=now,
+                    caller=caller,
+                    subject=subject,
+                    action=stage,
+                    decision="deny",
+                    detail={"stage": stage, "reason": str(exc)},
+                )
+            ]
+        )
+
+
+def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    try:
+        return x509.load_der_x509_csr(der)
+    except ValueError as exc:
+        raise ParseError(f"csr: not a DER PKCS#10 request ({exc})") from exc
+
+
+def _issued_entries(
+    subject: str,
+    posture: Posture,
+    leaf: x509.Certificate,
+    evidence: Evidence,
+    jwt_expires: datetime,
+    *,
+    caller: str | None,
+    now: datetime,
+) -> Sequence[Entry]:
+    claims: dict[str, Any] = posture.claims()
+    common: dict[str, Any] = {
+        "time": now,
+        "caller": caller,
+        "subject": subject,
+        "region": posture.region,
+        "decision": "allow",
+    }
+    return [
+        Entry(
+            kind="attestation",
+            action="attest",
+            detail={"stage": "attest", "challenge_id": evidence.challenge_id, "posture": claims},
+            **common,
+        ),
+        Entry(
+            kind="certificate",
+            action="issue",
+            resource=f"x509-svid:{leaf.serial_number:x}",
+            detail={
+                "credential": "x509-svid",
+                "serial": f"{leaf.serial_number:x}",
+                "not_after": leaf.not_valid_after_utc.isoformat(),
+                "device_class": posture.device_class,
+            },
+            **common,
+        ),
+        Entry(
+            kind="certificate",
+            action="issue",
+            resource="jwt-svid",
+            detail={
+                "credential": "jwt-svid",
+                "audience": evidence.audience,
+                "not_after": jwt_expires.isoformat(),
+                "device_class": posture.device_class,
+            },
+            **common,
+        ),
+    ]

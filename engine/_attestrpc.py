@@ -1,0 +1,159 @@
+"""``docket.v1.Attestation`` over gRPC: Challenge and Attest on an :class:`AttestationService`.
+
+Messages become verifier inputs here and results become messages; statuses come from
+the one mapping in :mod:`engine._grpc` (malformed evidence INVALID_ARGUMENT, evidence
+that does not verify PERMISSION_DENIED, the store or audit log down UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from google.protobuf import timestamp_pb2
+
+from attestation._errors import ParseError
+from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
+from attestation._verifier import Posture, UnverifiedEnrollment
+from engine._attestation import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
+from engine._grpc import answer, caller_identity
+from engine._metrics import Metrics
+from sdk.v1 import attestation_pb2 as pb
+from sdk.v1 import attestation_pb2_grpc as pb_grpc
+
+_BANKS = {hash_name(alg): alg for alg in (ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512)}
+MAX_PCR_VALUES = 4 * 24
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _bank(name: str, field: str) -> int:
+    alg = _BANKS.get(name)
+    if alg is None:
+        raise ParseError(f"{field}: unknown PCR bank {name!r}; one of {', '.join(_BANKS)}")
+    return alg
+
+
+def enrollment_from_proto(message: pb.ChallengeRequest) -> UnverifiedEnrollment:
+    """The enrollment a ChallengeRequest carries. Raises ParseError when a part is missing."""
+    if not message.ek_public:
+        raise ParseError("ek_public: missing (the EK's TPM2B_PUBLIC, tpm2_createek -u)")
+    if not message.ak_public:
+        raise ParseError("ak_public: missing (the AK's TPM2B_PUBLIC, tpm2_createak -u)")
+    return UnverifiedEnrollment(
+        ek_public=message.ek_public,
+        ek_certificate=message.ek_certificate or None,
+        ak_public=message.ak_public,
+        ek_intermediates=tuple(message.ek_intermediates),
+    )
+
+
+def selection_to_proto(pcrs: Mapping[int, Iterable[int]]) -> list[pb.PcrSelection]:
+    """The PCR banks and indices a quote must cover, as the wire says them."""
+    return [
+        pb.PcrSelection(hash=hash_name(alg), pcrs=sorted(indices))
+        for alg, indices in sorted(pcrs.items())
+    ]
+
+
+def evidence_from_proto(message: pb.AttestRequest) -> Evidence:
+    """The evidence an AttestRequest carries. Raises ParseError naming the field at fault."""
+    if not message.challenge_id:
+        raise ParseError("challenge_id: missing")
+    if len(message.pcr_values) > MAX_PCR_VALUES:
+        raise ParseError(f"pcr_values: more than {MAX_PCR_VALUES}")
+    values: dict[tuple[int, int], bytes] = {}
+    for i, pcr in enumerate(message.pcr_values):
+        key = (_bank(pcr.hash, f"pcr_values[{i}].hash"), pcr.index)
+        if key in values:
+            raise ParseError(f"pcr_values[{i}]: {pcr.hash}:{pcr.index} given twice")
+        values[key] = pcr.value
+    if not message.csr:
+        raise ParseError("csr: missing (a DER PKCS#10 request for the device key)")
+    return Evidence(
+        challenge_id=message.challenge_id,
+        activated_secret=message.activated_secret,
+        quote=message.quote,
+        signature=message.signature,
+        pcr_values=values,
+        csr=message.csr,
+        audience=message.audience or DEFAULT_AUDIENCE,
+    )
+
+
+def posture_to_proto(posture: Posture) -> pb.Posture:
+    """Posture as the wire says it (ek_hash in hex)."""
+    return pb.Posture(
+        attested=posture.attested,
+        device_class=posture.device_class,
+        secure_boot=posture.secure_boot,
+        measured_boot_ok=posture.measured_boot_ok,
+        firmware_version=posture.firmware_version,
+        tpm_manufacturer=posture.tpm_manufacturer,
+        ek_hash=posture.ek_hash.hex(),
+        region=posture.region or "",
+    )
+
+
+def issued_to_proto(issued: Issued) -> pb.AttestResponse:
+    """The credentials for the device: the SVID chain, the trust bundle and the JWT."""
+    pem = serialization.Encoding.PEM
+    return pb.AttestResponse(
+        spiffe_id=issued.spiffe_id,
+        svid_pem=(issued.leaf.public_bytes(pem) + issued.intermediate.public_bytes(pem)).decode(),
+        bundle_pem=issued.bundle_pem.decode(),
+        jwt=issued.jwt,
+        svid_expires_at=_timestamp(issued.leaf.not_valid_after_utc),
+        jwt_expires_at=_timestamp(issued.jwt_expires_at),
+        posture=posture_to_proto(issued.posture),
+        audit_index=issued.receipt.index,
+    )
+
+
+class AttestationServicer(pb_grpc.AttestationServicer):
+    """``docket.v1.Attestation`` on an :class:`AttestationService`."""
+
+    def __init__(self, service: AttestationService, metrics: Metrics) -> None:
+        self._service = service
+        self.metrics = metrics
+
+    def Challenge(
+        self, request: pb.ChallengeRequest, context: grpc.ServicerContext
+    ) -> pb.ChallengeResponse:
+        def produce() -> pb.ChallengeResponse:
+            caller = caller_identity(context)
+            try:
+                enrollment = enrollment_from_proto(request)
+            except ParseError as exc:
+                self._service.refused("challenge", exc, caller=caller, subject=None)
+                raise
+            challenged = self._service.challenge(enrollment, caller=caller)
+            challenge = challenged.challenge
+            return pb.ChallengeResponse(
+                challenge_id=challenge.challenge_id,
+                credential=challenge.credential,
+                nonce=challenge.nonce,
+                expires_at=_timestamp(challenge.expires_at),
+                pcrs=selection_to_proto(challenged.pcrs),
+            )
+
+        return answer(self, "attestation_challenge", context, produce)
+
+    def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
+        def produce() -> pb.AttestResponse:
+            caller = caller_identity(context)
+            try:
+                evidence = evidence_from_proto(request)
+            except ParseError as exc:
+                self._service.refused("attest", exc, caller=caller, subject=None)
+                raise
+            issued = self._service.attest(evidence, caller=caller)
+            return issued_to_proto(issued)
+
+        return answer(self, "attestation_attest", context, produce)

@@ -1,0 +1,133 @@
+"""``docket serve`` as a subprocess for the e2e tests, and the process helpers they share.
+
+A process is started on free loopback ports, is ready when its log says so, and is
+stopped by the test that started it, by PID (SIGTERM, then SIGKILL). Children also get
+SIGTERM from the kernel if the test process dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+DOCKET = str(Path(PYTHON).with_name("docket"))
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0  # docket serve drains for up to 10 s
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the test process dies first."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+PREEXEC: Callable[[], None] | None = die_with_parent if sys.platform == "linux" else None
+
+
+def stop(process: subprocess.Popen[bytes], what: str) -> int:
+    """SIGTERM ``process`` by PID (if it still runs) and wait; SIGKILL if it will not stop."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            return process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"{what} (pid {process.pid}) ignored SIGTERM for {STOP_TIMEOUT} s")
+    return process.returncode
+
+
+def wait_for(
+    what: str, process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool]
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready():
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited ({process.returncode}) while starting:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not ready after {START_TIMEOUT} s:\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Docket:
+    process: subprocess.Popen[bytes]
+    grpc_port: int
+    metrics_url: str
+    log: Path
+
+    def stop(self) -> int:
+        """SIGTERM by PID and wait; the exit code (again on later calls)."""
+        return stop(self.process, "docket serve")
+
+    def decisions(self, decision: str) -> float:
+        """``docket_decisions_total{api="ext_authz",decision=…}`` now."""
+        text = httpx.get(self.metrics_url, timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "docket_decisions_total" and sample.labels == {
+                    "api": "ext_authz",
+                    "decision": decision,
+                }:
+                    return sample.value
+        return 0.0
+
+
+def start_docket(root: Path, *flags: str, bundle: Path | None = None) -> Docket:
+    """``docket serve`` on a copy of ``bundle`` (default policies/), on free ports, with
+    ``--data-dir root/data`` and any other ``flags``; returns once it listens."""
+    root.mkdir(parents=True, exist_ok=True)
+    copy = root / "policies"
+    shutil.copytree(bundle or ROOT / "policies", copy)
+    log = root / "docket.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                DOCKET,
+                "serve",
+                "--bundle",
+                str(copy),
+                "--grpc",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(root / "data"),
+                *flags,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            preexec_fn=PREEXEC,
+        )
+    found: dict[str, int] = {}
+
+    def listening() -> bool:
+        text = log.read_text()
+        grpc_at = re.search(r"gRPC listening on 127\.0\.0\.1:(\d+)", text)
+        metrics_at = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", text)
+        if grpc_at and metrics_at:
+            found.update(grpc=int(grpc_at[1]), metrics=int(metrics_at[1]))
+        return bool(found)
+
+    try:
+        wait_for("docket serve", process, log, listening)
+    except BaseException:
+        stop(process, "docket serve")
+        raise
+    return Docket(process, found["grpc"], f"http://127.0.0.1:{found['metrics']}/metrics", log)

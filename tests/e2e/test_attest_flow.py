@@ -1,0 +1,251 @@
+"""The whole flow as a user runs it: ``docket serve`` (a subprocess, its CA made on first
+start, the local TPM CA's root in ``<data-dir>/trust/ek-roots``) and ``docket attest``
+(a subprocess) against a swtpm manufactured with an EK certificate.
+
+The agent writes svid.pem, svid.key, bundle.pem and jwt; the SVID chains to the bundle
+and the JWT verifies with ``docket ca jwks``; both say ``device_class: dev``. Running it
+again renews. A request with the device's JWT is allowed where the same request without
+it is denied. The audit log holds the attestation and both certificates and verifies.
+An EK whose chain cannot be built is refused (exit 1), a dead TPM is exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import PolicyBuilder, Store
+from e2e.docket_process import DOCKET, Docket, start_docket
+from google.protobuf import struct_pb2
+from swtpm import ProvisionedState, SoftwareTpm, free_port_pair
+
+from attestation._ca import JWT_POSTURE_CLAIM
+from sdk.v1 import decisions_pb2 as pb
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.e2e
+
+FILES = {"svid.pem": 0o644, "svid.key": 0o600, "bundle.pem": 0o644, "jwt": 0o600}
+
+
+@pytest.fixture(scope="module")
+def docket(
+    provisioned_tpm: ProvisionedState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Docket]:
+    """``docket serve`` trusting the local TPM CA's root (only the root: the device
+    brings the intermediate)."""
+    root = tmp_path_factory.mktemp("docket")
+    roots = root / "data" / "trust" / "ek-roots"
+    roots.mkdir(parents=True)
+    shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
+    running = start_docket(root)
+    try:
+        yield running
+    finally:
+        code = running.stop()
+    assert code == 0, f"docket serve exited {code} on SIGTERM:\n{running.log.read_text()}"
+
+
+@pytest.fixture
+def swtpm(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[SoftwareTpm]:
+    running = SoftwareTpm.start(provisioned_tpm.copy_state(tmp_path / "state"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def docket_attest(
+    docket: Docket, swtpm: SoftwareTpm, out: Path, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            DOCKET,
+            "attest",
+            *("--server", f"127.0.0.1:{docket.grpc_port}"),
+            *("--tcti", swtpm.env["TPM2TOOLS_TCTI"]),
+            *("--out", str(out)),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def data_dir(docket: Docket) -> Path:
+    return docket.log.parent / "data"
+
+
+def audit_entries(docket: Docket, tmp_path: Path) -> list[dict[str, Any]]:
+    """The attestation and certificate entries of the server's audit log, in order
+    (read with ``docket audit export``, as an auditor would)."""
+    export = tmp_path / "audit.jsonl"
+    subprocess.run(
+        [DOCKET, "audit", "export", "--data-dir", str(data_dir(docket)), "-o", str(export)],
+        capture_output=True,
+        check=True,
+    )
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    return [
+        r["entry"]
+        for r in records
+        if r["type"] == "entry" and r["kind"] in ("attestation", "certificate")
+    ]
+
+
+def request(device_token: str = "") -> pb.AuthorizeRequest:
+    """alice reads EU patient records (restricted: only from an attested device); the
+    inventory facts come from the caller, "attested" only from a Docket credential."""
+    context = struct_pb2.Struct()
+    context.update(
+        {
+            "mfa": True,
+            "jurisdiction": "eu",
+            "device": {
+                "attested": False,
+                "secure_boot": False,
+                "disk_encrypted": True,
+                "managed": True,
+                "patch_age_days": 2,
+                "trust_tier": "high",
+            },
+        }
+    )
+    return pb.AuthorizeRequest(
+        principal=pb.EntityRef(type="User", id="alice"),
+        action=pb.EntityRef(type="Action", id="read"),
+        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
+        context=context,
+        device_token=device_token,
+    )
+
+
+def test_attest_issues_credentials_that_policy_sees(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> None:
+    out = tmp_path / "creds"
+    intermediate = ("--ek-intermediate", str(provisioned_tpm.issuer_cert))
+    done = docket_attest(docket, swtpm, out, *intermediate)
+    assert done.returncode == 0, done.stderr + docket.log.read_text()
+    assert "device class  dev" in done.stdout
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == FILES
+
+    # The SVID: leaf + intermediate, chaining to the trust bundle, for the device key.
+    leaf, *chain = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+    bundle = x509.load_pem_x509_certificates((out / "bundle.pem").read_bytes())
+    verifier = PolicyBuilder().store(Store(bundle)).build_client_verifier()
+    (spiffe_id,) = verifier.verify(leaf, chain).subjects or []
+    assert isinstance(spiffe_id, x509.UniformResourceIdentifier)
+    assert spiffe_id.value.startswith("spiffe://docket.local/device/")
+    key = serialization.load_pem_private_key((out / "svid.key").read_bytes(), None)
+    assert leaf.public_key() == key.public_key()
+
+    # The JWT-SVID verifies with the JWKS `docket ca jwks` prints.
+    jwks = subprocess.run(
+        [DOCKET, "ca", "jwks", "--data-dir", str(data_dir(docket))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    token = (out / "jwt").read_text().strip()
+    kid = jwt.get_unverified_header(token)["kid"]
+    (jwk,) = [k for k in json.loads(jwks)["keys"] if k["kid"] == kid]
+    claims = jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["ES256"], audience="docket")
+    assert claims["sub"] == spiffe_id.value
+    assert claims[JWT_POSTURE_CLAIM]["device_class"] == "dev"
+    assert claims[JWT_POSTURE_CLAIM]["attested"] is True
+
+    # Policy sees the posture: the same request is denied without the token.
+    with grpc.insecure_channel(f"127.0.0.1:{docket.grpc_port}") as channel:
+        stub = pb_grpc.DecisionsStub(channel)
+        without = stub.Authorize(request())
+        with_token = stub.Authorize(request(token))
+    assert without.decision == pb.DECISION_DENY
+    assert "restricted-requires-attested-encrypted-device" in without.reasons
+    assert with_token.decision == pb.DECISION_ALLOW, with_token
+
+    # Renewal: a fresh key and certificate, the same identity, every file replaced.
+    again = docket_attest(docket, swtpm, out, *intermediate)
+    assert again.returncode == 0, again.stderr
+    renewed, *_ = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+    assert renewed.serial_number != leaf.serial_number
+    assert renewed.public_key() != leaf.public_key()
+    assert renewed.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe_id.value]
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+
+    # The audit log has each attestation and its two credentials, and verifies.
+    issued = audit_entries(docket, tmp_path)
+    assert [e["kind"] for e in issued] == ["attestation", "certificate", "certificate"] * 2
+    assert all(e["decision"] == "allow" for e in issued)
+    assert all(e["subject"] == spiffe_id.value for e in issued)
+    assert [e["detail"]["device_class"] for e in issued if e["kind"] == "certificate"] == [
+        "dev"
+    ] * 4
+    verified = subprocess.run(
+        [DOCKET, "audit", "verify", "--data-dir", str(data_dir(docket))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_attest_refused_exits_1_and_is_recorded(
+    docket: Docket, swtpm: SoftwareTpm, tmp_path: Path
+) -> None:
+    # Without the intermediate, the EK certificate does not chain to the trusted root.
+    out = tmp_path / "creds"
+    done = docket_attest(docket, swtpm, out)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("docket: attestation refused: EK not trusted")
+    assert done.stderr.count("\n") == 1
+    assert not out.exists() or list(out.iterdir()) == []
+    (*_, refusal) = audit_entries(docket, tmp_path)
+    assert (refusal["kind"], refusal["decision"], refusal["action"]) == (
+        "attestation",
+        "deny",
+        "challenge",
+    )
+    assert refusal["detail"]["reason"].startswith("EK not trusted")
+
+
+def test_attest_with_a_dead_tpm_exits_2(docket: Docket, tmp_path: Path) -> None:
+    dead = f"swtpm:host=127.0.0.1,port={free_port_pair()}"
+    done = subprocess.run(
+        [
+            DOCKET,
+            "attest",
+            *("--server", f"127.0.0.1:{docket.grpc_port}"),
+            *("--tcti", dead),
+            *("--out", str(tmp_path / "creds")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("docket: tpm2_createek failed")
+    assert done.stderr.count("\n") == 1
+
+
+def test_serve_says_what_attestation_trusts(docket: Docket) -> None:
+    text = docket.log.read_text()
+    assert "attestation trust domain docket.local; 1 EK roots" in text
+    assert "reference classes: dev" in text
+    assert (data_dir(docket) / "ca" / "ca.json").exists()  # made on first start

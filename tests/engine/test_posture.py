@@ -1,0 +1,203 @@
+"""Attested posture reaches decisions: a Docket JWT-SVID (``device_token``) or X.509-SVID
+(mTLS) sets the attested claims of ``context.device``; other certificates do not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf import struct_pb2
+from pki import PKI
+from serving import Running
+
+from attestation._ca import CertificateAuthority
+from attestation._verifier import Posture
+from engine._models import EntityUID, Request
+from engine._posture import PostureReader, attach, with_device
+from engine._settings import Settings
+from sdk.v1 import decisions_pb2 as pb
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+TD = "docket.local"
+EK_HASH = bytes(range(32))
+DEVICE_ID = f"spiffe://{TD}/device/{EK_HASH.hex()}"
+ATTESTED = Posture(
+    attested=True,
+    device_class="dev",
+    secure_boot=True,
+    measured_boot_ok=False,
+    firmware_version=0x20191023_00163636,
+    tpm_manufacturer="IBM",
+    ek_hash=EK_HASH,
+    region="eu-west",
+)
+# What an MDM says about the device; it cannot say "attested".
+INVENTORY = {
+    "attested": False,
+    "secure_boot": False,
+    "disk_encrypted": True,
+    "patch_age_days": 3,
+    "trust_tier": "high",
+    "managed": True,
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def struct(values: dict[str, object]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+def restricted_read(device_token: str = "") -> pb.AuthorizeRequest:
+    """alice reads EU patient records (restricted: needs an attested device)."""
+    return pb.AuthorizeRequest(
+        principal=pb.EntityRef(type="User", id="alice"),
+        action=pb.EntityRef(type="Action", id="read"),
+        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
+        context=struct({"mfa": True, "jurisdiction": "eu", "device": INVENTORY}),
+        device_token=device_token,
+    )
+
+
+@pytest.fixture(scope="module")
+def ca_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Running, CertificateAuthority]]:
+    """A server whose CA is made first, so that its TLS is the CA's and mTLS clients
+    present Docket X.509-SVIDs."""
+    root = tmp_path_factory.mktemp("posture")
+    data = root / "data"
+    ca = CertificateAuthority.init(data / "ca", TD, now())
+    server = ca.issue_server_cert(["localhost"], now=now())
+    (root / "server.pem").write_bytes(server.chain_pem())
+    (root / "server.key").write_bytes(server.key_pem())
+    (root / "bundle.pem").write_bytes(ca.trust_bundle())
+    settings = Settings(
+        bundle=ROOT / "policies",
+        data_dir=data,
+        bundle_poll_seconds=60,
+        tls_cert=root / "server.pem",
+        tls_key=root / "server.key",
+        tls_client_ca=root / "bundle.pem",
+    )
+    running = Running(settings)
+    try:
+        yield running, ca
+    finally:
+        running.stop()
+
+
+def channel(running: Running, ca: CertificateAuthority, posture: Posture | None) -> grpc.Channel:
+    key = ec.generate_private_key(ec.SECP256R1())
+    claims = None if posture is None else posture.claims()
+    leaf, intermediate = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=claims)
+    pem = serialization.Encoding.PEM
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca.trust_bundle(),
+        private_key=key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        certificate_chain=leaf.public_bytes(pem) + intermediate.public_bytes(pem),
+    )
+    return grpc.secure_channel(
+        running.target, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
+
+
+def test_device_token_makes_the_same_request_allowed(
+    ca_server: tuple[Running, CertificateAuthority],
+) -> None:
+    running, ca = ca_server
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    with channel(running, ca, None) as ch:  # an SVID without posture: identity only
+        stub = pb_grpc.DecisionsStub(ch)
+        denied = stub.Authorize(restricted_read())
+        assert denied.decision == pb.DECISION_DENY
+        assert "restricted-requires-attested-encrypted-device" in denied.reasons
+        allowed = stub.Authorize(restricted_read(token))
+        assert allowed.decision == pb.DECISION_ALLOW, allowed
+        batch = stub.BatchAuthorize(
+            pb.BatchAuthorizeRequest(requests=[restricted_read(), restricted_read(token)])
+        )
+        assert [r.decision for r in batch.results] == [pb.DECISION_DENY, pb.DECISION_ALLOW]
+
+
+def test_a_token_that_does_not_verify_is_invalid_argument(
+    ca_server: tuple[Running, CertificateAuthority],
+) -> None:
+    running, ca = ca_server
+    other = CertificateAuthority.create(TD, now())
+    bad = {
+        "foreign": other.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims()),
+        "audience": ca.issue_jwt(DEVICE_ID, "elsewhere", now=now(), claims=ATTESTED.claims()),
+        "expired": ca.issue_jwt(
+            DEVICE_ID, "docket", now=now() - timedelta(minutes=10), claims=ATTESTED.claims()
+        ),
+        "no posture": ca.issue_jwt(DEVICE_ID, "docket", now=now()),
+        "bad posture": ca.issue_jwt(
+            DEVICE_ID, "docket", now=now(), claims={**ATTESTED.claims(), "attested": "yes"}
+        ),
+        "garbage": "not.a.jwt",
+    }
+    with channel(running, ca, None) as ch:
+        stub = pb_grpc.DecisionsStub(ch)
+        for name, token in bad.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Authorize(restricted_read(token))
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+            assert "device_token" in (caught.value.details() or ""), name
+
+
+def test_mtls_svid_with_posture_attests_the_caller(
+    ca_server: tuple[Running, CertificateAuthority],
+) -> None:
+    running, ca = ca_server
+    with channel(running, ca, ATTESTED) as ch:
+        allowed = pb_grpc.DecisionsStub(ch).Authorize(restricted_read())
+    assert allowed.decision == pb.DECISION_ALLOW, allowed
+    unattested = Posture(**{**ATTESTED.__dict__, "attested": False})
+    with channel(running, ca, unattested) as ch:
+        denied = pb_grpc.DecisionsStub(ch).Authorize(restricted_read())
+    assert denied.decision == pb.DECISION_DENY
+
+
+def test_posture_claims_replace_what_the_caller_said(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    request = Request(
+        principal=EntityUID(type="User", id="alice"),
+        action=EntityUID(type="Action", id="read"),
+        resource=EntityUID(type="Data", id="x"),
+        context={"device": {**INVENTORY, "device_class": "forged", "id": "forged"}},
+    )
+    device = attach(request, reader.from_token(token, now())).context["device"]
+    assert device == {**INVENTORY, **ATTESTED.claims(), "id": DEVICE_ID}
+    assert attach(request, None) is request
+    assert with_device({}, DEVICE_ID, {"attested": True}) == {
+        "device": {"attested": True, "id": DEVICE_ID}
+    }
+
+
+def test_certificates_of_other_cas_carry_no_posture(pki: PKI) -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    other = pki.client("web", "spiffe://docket.local/ns/web/sa/x")
+    assert reader.from_certificate(other.cert.read_bytes(), now()) is None
+    assert reader.from_certificate(b"not a certificate", now()) is None
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, _ = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=ATTESTED.claims())
+    pem = leaf.public_bytes(serialization.Encoding.PEM)
+    assert reader.from_certificate(pem, now()) == (DEVICE_ID, ATTESTED.claims())
+    # Cached, but the validity window is checked on every use.
+    assert reader.from_certificate(pem, now() + timedelta(hours=2)) is None
