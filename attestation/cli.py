@@ -4,6 +4,7 @@
     docket ca bundle        [--data-dir DIR]           trust bundle PEM on stdout
     docket ca jwks          [--data-dir DIR]           JWT-SVID keys, JSON on stdout
     docket ca issue-server  --dns NAME [--dns …] [--ip ADDR …] [--out DIR] [--ttl HOURS]
+    docket ca rotate        [--data-dir DIR]           new issuing key; the old one overlaps
 
 Exit codes: 0 success; 2 usage or input error. Errors are one line on stderr.
 This is the edge: the clock is read here and nowhere in ``attestation._ca``.
@@ -20,7 +21,7 @@ from typing import IO, Any
 
 import click
 
-from attestation._ca import CAError, CertificateAuthority
+from attestation._ca import CAError, CertificateAuthority, jwk_thumbprint
 
 DEFAULT_DATA_DIR = Path("docket-data")
 CA_DIR = "ca"
@@ -100,6 +101,30 @@ def bundle(data_dir: Path | None) -> None:
 def jwks(data_dir: Path | None) -> None:
     """Print the JWT-SVID verification keys as a JSON Web Key Set."""
     click.echo(json.dumps(_load(data_dir).jwks(), indent=2))
+
+
+@ca.command("rotate")
+@data_dir_option
+def rotate(data_dir: Path | None) -> None:
+    """Make a new issuing key. The old one stays in the bundle and the JWKS until the
+    last credential it signed has expired (24 h), then a later rotate drops it. Send
+    `docket serve` SIGHUP to start issuing with the new key."""
+    directory = ca_dir(data_dir)
+    now = datetime.now(UTC)
+    authority = _load(data_dir).prune(now)
+    rotated = authority.rotate(now)
+    try:
+        rotated.save(directory)
+    except CAError as exc:
+        raise InputError(str(exc)) from exc
+    (retired, *_) = rotated.retired
+    assert retired.retire_after is not None  # rotate sets it
+    kid = jwk_thumbprint(rotated.issuing.key.public_key())
+    click.echo(f"new issuing key {kid} in {directory}")
+    click.echo(
+        f"the previous key stays trusted until {retired.retire_after:%Y-%m-%dT%H:%M:%SZ}; "
+        f"{len(rotated.retired)} retired key(s) in the bundle and JWKS"
+    )
 
 
 @ca.command("issue-server")

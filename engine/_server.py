@@ -273,7 +273,7 @@ class Worker:
             clock=utcnow,
             svid_ttl=timedelta(seconds=settings.svid_ttl_seconds),
         )
-        posture = PostureReader(self.ca, settings.jwt_audience)
+        self.posture = posture = PostureReader(self.ca, settings.jwt_audience)
         self.health = health.HealthServicer()
         self.server = grpc.server(
             ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc"),
@@ -357,9 +357,24 @@ class Worker:
             self._set_health()
 
     def reload(self) -> None:
-        """Reload the bundle from disk (SIGHUP); a bad bundle is logged and ignored."""
+        """Reload the bundle, the CA and the EK trust from disk (SIGHUP); what does not
+        load is logged and the old one stays."""
         with contextlib.suppress(EngineError):  # logged by the watcher; the old bundle stays
             self.watcher.reload()
+        try:
+            ca = CertificateAuthority.load(self.settings.ca_dir)
+            roots = trust_roots(self.settings)
+        except (CAError, ServeError) as exc:
+            log.error("serve.trust_reload_failed", error=str(exc))
+            return
+        self.attestation.ca = self.posture.ca = ca
+        self.attestation.roots = roots
+        log.info(
+            "serve.trust_reloaded",
+            ek_roots=len(roots.ek_roots),
+            ek_allowlist=len(roots.ek_allowlist),
+            jwks=len(ca.jwks()["keys"]),
+        )
 
     def stop(self, grace: float = DRAIN_SECONDS) -> None:
         """Stop taking calls, let the ones in flight finish (up to ``grace``), stop."""

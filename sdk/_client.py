@@ -60,6 +60,7 @@ class RequestParts(TypedDict, total=False):
 
     context: Mapping[str, Any]
     entities: Iterable[Entity | Mapping[str, Any]]
+    device_token: str
 
 
 class PlacementOptions(TypedDict, total=False):
@@ -202,9 +203,11 @@ class DecisionClient(_ClientBase):
     ) -> AuthorizeResult:
         """Ask whether ``principal`` may do ``action`` on ``resource``.
 
-        Pass the parts (``action`` may be a bare id such as ``"read"``; ``context`` and
-        ``entities`` as keywords), or one request dict/``AuthorizeRequest`` alone. A deny is
-        a result, not an error. Raises ``InvalidRequestError`` (refused before sending, or
+        Pass the parts (``action`` may be a bare id such as ``"read"``; ``context``,
+        ``entities`` and ``device_token`` as keywords), or one request dict/
+        ``AuthorizeRequest`` alone. ``device_token`` is the device's JWT-SVID from
+        ``docket attest``: Docket puts its attested posture in ``context["device"]``. A
+        deny is a result, not an error. Raises ``InvalidRequestError`` (refused before sending, or
         by the server), ``TransportError``, ``OverloadedError`` or another ``DocketError``.
         """
         message = self._authorize_message(principal, action, resource, parts)

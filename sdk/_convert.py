@@ -101,11 +101,15 @@ def authorize_request(
     resource: EntityRef | Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
     entities: Iterable[Entity | Mapping[str, Any]] | None = None,
+    device_token: str | None = None,
 ) -> AuthorizeRequest:
     """Build a validated request from its parts, or from one request dict/model given
     alone as ``principal``. Raises ``InvalidRequestError`` naming each bad field."""
     if action is None and resource is None and context is None and entities is None:
-        return _validate(AuthorizeRequest, principal)
+        if device_token is None:
+            return _validate(AuthorizeRequest, principal)
+        whole = _validate(AuthorizeRequest, principal)
+        return _validate(AuthorizeRequest, {**whole.model_dump(), "device_token": device_token})
     return _validate(
         AuthorizeRequest,
         {
@@ -114,6 +118,7 @@ def authorize_request(
             "resource": resource,
             "context": {} if context is None else context,
             "entities": () if entities is None else tuple(entities),
+            "device_token": device_token,
         },
     )
 
@@ -188,6 +193,7 @@ def authorize_request_to_proto(request: AuthorizeRequest) -> pb.AuthorizeRequest
             )
             for entity in request.entities
         ],
+        device_token=request.device_token or "",
     )
 
 
@@ -211,6 +217,7 @@ def authorize_request_from_proto(message: pb.AuthorizeRequest) -> AuthorizeReque
                 }
                 for i, entity in enumerate(message.entities)
             ],
+            "device_token": message.device_token or None,
         },
     )
 

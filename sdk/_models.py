@@ -166,6 +166,9 @@ class AuthorizeRequest(_Value):
     """One access question: may ``principal`` do ``action`` on ``resource``?
 
     ``action`` may be given as a bare id (``"read"`` means ``Action::"read"``).
+    ``device_token`` is the JWT-SVID Docket issued to the device the request comes from
+    (``docket attest`` writes it to ``<out>/jwt``): Docket verifies it and sets the
+    attested claims of ``context["device"]`` from it.
     """
 
     principal: EntityRef
@@ -173,6 +176,7 @@ class AuthorizeRequest(_Value):
     resource: EntityRef
     context: CedarRecord = Field(default_factory=dict)
     entities: tuple[Entity, ...] = ()
+    device_token: StrictStr | None = Field(default=None, min_length=1, repr=False)
 
     @field_validator("action", mode="before")
     @classmethod

@@ -124,3 +124,27 @@ def test_issue_server_refused(data_dir: Path, runner: CliRunner, args: list[str]
     result = runner.invoke(ca, ["issue-server", "--data-dir", str(data_dir), *args])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
+
+
+def test_rotate_keeps_the_old_key_in_the_bundle_and_jwks(data_dir: Path, runner: CliRunner) -> None:
+    before = json.loads(runner.invoke(ca, ["jwks", "--data-dir", str(data_dir)]).stdout)
+    (old_key,) = before["keys"]
+    result = runner.invoke(ca, ["rotate", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("new issuing key ")
+    assert "1 retired key(s)" in result.stdout
+    after = json.loads(runner.invoke(ca, ["jwks", "--data-dir", str(data_dir)]).stdout)
+    kids = [key["kid"] for key in after["keys"]]
+    assert len(kids) == 2
+    assert kids[1] == old_key["kid"]  # the new key first, the old one still trusted
+    assert kids[0] in result.stdout
+    bundle = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)]).stdout
+    assert len(x509.load_pem_x509_certificates(bundle.encode())) == 3
+    (retired,) = (data_dir / "ca").glob("retired-*.key")
+    assert stat.S_IMODE(retired.stat().st_mode) == 0o600
+
+
+def test_rotate_without_a_ca_is_a_one_line_usage_error(tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(ca, ["rotate", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "docket ca init" in result.stderr

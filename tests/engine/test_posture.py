@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from google.protobuf import struct_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from google.protobuf import json_format, struct_pb2
+from google.rpc import code_pb2
 from pki import PKI
 from serving import Running
 
@@ -20,6 +24,7 @@ from attestation._verifier import Posture
 from engine._models import EntityUID, Request
 from engine._posture import PostureReader, attach, with_device
 from engine._settings import Settings
+from sdk import DecisionClient, TLSConfig
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
@@ -37,6 +42,7 @@ ATTESTED = Posture(
     ek_hash=EK_HASH,
     region="eu-west",
 )
+DATA = {"type": "Data", "id": "patient-records-eu"}
 # What an MDM says about the device; it cannot say "attested".
 INVENTORY = {
     "attested": False,
@@ -201,3 +207,138 @@ def test_certificates_of_other_cas_carry_no_posture(pki: PKI) -> None:
     assert reader.from_certificate(pem, now()) == (DEVICE_ID, ATTESTED.claims())
     # Cached, but the validity window is checked on every use.
     assert reader.from_certificate(pem, now() + timedelta(hours=2)) is None
+
+
+def test_sdk_client_sends_the_device_token(
+    ca_server: tuple[Running, CertificateAuthority], tmp_path: Path
+) -> None:
+    running, ca = ca_server
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, intermediate = ca.issue_svid(key.public_key(), DEVICE_ID, now=now())
+    pem = serialization.Encoding.PEM
+    tls = TLSConfig(
+        ca_cert=ca.trust_bundle(),
+        client_cert=leaf.public_bytes(pem) + intermediate.public_bytes(pem),
+        client_key=key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        server_name="localhost",
+    )
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    parts = {
+        "context": {"mfa": True, "jurisdiction": "eu", "device": INVENTORY},
+    }
+    with DecisionClient(running.target, tls=tls) as client:
+        denied = client.authorize({"type": "User", "id": "alice"}, "read", DATA, **parts)
+        allowed = client.authorize(
+            {"type": "User", "id": "alice"}, "read", DATA, device_token=token, **parts
+        )
+        whole = client.authorize(
+            {
+                "principal": {"type": "User", "id": "alice"},
+                "action": "read",
+                "resource": DATA,
+                "device_token": token,
+                **parts,
+            }
+        )
+        (batched,) = client.authorize_batch(
+            [
+                {
+                    "principal": {"type": "User", "id": "alice"},
+                    "action": "read",
+                    "resource": DATA,
+                    "device_token": token,
+                    **parts,
+                }
+            ]
+        )
+    assert (denied.allowed, allowed.allowed, whole.allowed, batched.allowed) == (
+        False,
+        True,
+        True,
+        True,
+    )
+
+
+def test_ext_authz_reads_a_docket_bearer_token_and_the_downstream_svid(
+    ca_server: tuple[Running, CertificateAuthority],
+) -> None:
+    running, ca = ca_server
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, _ = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=ATTESTED.claims())
+    # Envoy forwards the downstream certificate URL-encoded (include_peer_certificate).
+    forwarded = quote(leaf.public_bytes(serialization.Encoding.PEM).decode())
+    device = {k: v for k, v in INVENTORY.items() if k not in ("attested", "secure_boot")}
+
+    def check(headers: dict[str, str], certificate: str = "") -> authz.CheckRequest:
+        return json_format.ParseDict(
+            {
+                "attributes": {
+                    "source": {"certificate": certificate},
+                    "request": {"http": {"method": "GET", "path": "/records", "headers": headers}},
+                    "context_extensions": {
+                        "resource_type": "Data",
+                        "resource_id": "patient-records-eu",
+                        "context.jurisdiction": "eu",
+                    },
+                    "metadata_context": {
+                        "filter_metadata": {
+                            "envoy.filters.http.jwt_authn": {
+                                "jwt_payload": {
+                                    "sub": "alice",
+                                    "amr": ["mfa"],
+                                    "device": {
+                                        **device,
+                                        "attested": False,
+                                        "secure_boot": False,
+                                    },
+                                }
+                            }
+                        }
+                    },
+                }
+            },
+            authz.CheckRequest(),
+        )
+
+    with channel(running, ca, None) as ch:
+        stub = authz_grpc.AuthorizationStub(ch)
+        assert stub.Check(check({})).status.code == code_pb2.PERMISSION_DENIED
+        bearer = stub.Check(check({"authorization": f"Bearer {token}"}))
+        assert bearer.status.code == code_pb2.OK, bearer
+        assert stub.Check(check({}, forwarded)).status.code == code_pb2.OK
+        # Someone else's bearer token is Envoy's jwt_authn business, not a posture.
+        assert stub.Check(check({"authorization": "Bearer a.b.c"})).status.code == (
+            code_pb2.PERMISSION_DENIED
+        )
+        expired = ca.issue_jwt(
+            DEVICE_ID, "docket", now=now() - timedelta(minutes=10), claims=ATTESTED.claims()
+        )
+        refused = stub.Check(check({"authorization": f"Bearer {expired}"}))
+        assert refused.status.code == code_pb2.INVALID_ARGUMENT
+        assert refused.denied_response.status.code == 400
+        assert "expired" in refused.denied_response.body
+
+
+def test_sighup_reload_takes_a_rotated_ca(tmp_path: Path) -> None:
+    settings = Settings(bundle=ROOT / "policies", data_dir=tmp_path / "data")
+    running = Running(settings)  # makes the CA on first start
+    try:
+        before = CertificateAuthority.load(settings.ca_dir)
+        rotated = before.rotate(now())
+        rotated.save(settings.ca_dir)
+        new_token = rotated.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+        old_token = before.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+        with grpc.insecure_channel(running.target) as ch:
+            stub = pb_grpc.DecisionsStub(ch)
+            with pytest.raises(grpc.RpcError, match="not one of this CA's keys"):
+                stub.Authorize(restricted_read(new_token))
+            running.worker.reload()  # what SIGHUP does
+            assert stub.Authorize(restricted_read(new_token)).decision == pb.DECISION_ALLOW
+            # the retired key's tokens stay good through the overlap
+            assert stub.Authorize(restricted_read(old_token)).decision == pb.DECISION_ALLOW
+        assert running.worker.attestation.ca.jwks() == rotated.jwks()
+    finally:
+        running.stop()

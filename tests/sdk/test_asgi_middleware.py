@@ -118,6 +118,7 @@ def test_an_allowed_request_reaches_the_app_with_the_decision_id(
             "http": {"method": "GET", "path": "/records/employee-directory", "host": "records.test"}
         },
         "entities": (),
+        "device_token": None,
     }
 
 

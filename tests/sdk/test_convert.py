@@ -76,6 +76,23 @@ def test_a_request_dict_round_trips_through_its_wire_form() -> None:
     assert back.model_dump()["entities"][0]["attrs"] == REQUEST["entities"][0]["attrs"]
 
 
+def test_the_device_token_round_trips_and_is_never_empty() -> None:
+    request = authorize_request(REQUEST, device_token="header.payload.signature")
+    message = authorize_request_to_proto(request)
+    assert message.device_token == "header.payload.signature"
+    assert authorize_request_from_proto(message) == request
+    assert authorize_request_to_proto(authorize_request(REQUEST)).device_token == ""
+    assert (
+        authorize_request_from_proto(
+            authorize_request_to_proto(authorize_request(REQUEST))
+        ).device_token
+        is None
+    )
+    with pytest.raises(InvalidRequestError, match="device_token"):
+        authorize_request(REQUEST, device_token="")
+    assert "header.payload" not in repr(request)  # a bearer token stays out of logs
+
+
 def test_ints_come_back_as_ints_not_floats() -> None:
     back = dict_from_struct(struct_from_dict({"n": 3, "nested": {"m": [1, 2**53]}}))
 

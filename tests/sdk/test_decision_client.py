@@ -56,6 +56,7 @@ def test_authorize_sends_the_request_and_returns_the_decision(
         "resource": RECORDS,
         "context": {"mfa": True, "patch_age_days": 3},
         "entities": (),
+        "device_token": None,
     }
 
 
