@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_audit, bench_cerbos, bench_decide, bench_grpc, bench_index
+from benchmarks import (
+    bench_attest,
+    bench_audit,
+    bench_cerbos,
+    bench_decide,
+    bench_grpc,
+    bench_index,
+)
 from benchmarks._common import machine, machine_line
 
 BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
@@ -22,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "grpc": ("docket serve under gRPC load (h2load)", bench_grpc.run),
     "cerbos": ("peer: Cerbos CheckResources against Docket Authorize", bench_cerbos.run),
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
+    "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

@@ -7,8 +7,9 @@ that does not verify PERMISSION_DENIED, the store or audit log down UNAVAILABLE)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import TypeVar
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +26,7 @@ from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
 _BANKS = {hash_name(alg): alg for alg in (ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512)}
 MAX_PCR_VALUES = 4 * 24
+T = TypeVar("T")
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -123,16 +125,20 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         self._service = service
         self.metrics = metrics
 
+    def _parsed(self, stage: str, parse: Callable[[], T], caller: str | None) -> T:
+        """``parse()``'s result; a malformed request is refused, and the refusal recorded."""
+        try:
+            return parse()
+        except ParseError as exc:
+            self._service.refused(stage, exc, caller=caller, subject=None)
+            raise
+
     def Challenge(
         self, request: pb.ChallengeRequest, context: grpc.ServicerContext
     ) -> pb.ChallengeResponse:
         def produce() -> pb.ChallengeResponse:
             caller = caller_identity(context)
-            try:
-                enrollment = enrollment_from_proto(request)
-            except ParseError as exc:
-                self._service.refused("challenge", exc, caller=caller, subject=None)
-                raise
+            enrollment = self._parsed("challenge", lambda: enrollment_from_proto(request), caller)
             challenged = self._service.challenge(enrollment, caller=caller)
             challenge = challenged.challenge
             return pb.ChallengeResponse(
@@ -148,12 +154,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         def produce() -> pb.AttestResponse:
             caller = caller_identity(context)
-            try:
-                evidence = evidence_from_proto(request)
-            except ParseError as exc:
-                self._service.refused("attest", exc, caller=caller, subject=None)
-                raise
-            issued = self._service.attest(evidence, caller=caller)
-            return issued_to_proto(issued)
+            evidence = self._parsed("attest", lambda: evidence_from_proto(request), caller)
+            return issued_to_proto(self._service.attest(evidence, caller=caller))
 
         return answer(self, "attestation_attest", context, produce)

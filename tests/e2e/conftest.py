@@ -5,7 +5,8 @@
 - ``postgres_url``: the SQLAlchemy URL of its ``docket`` database (session, shared);
 - ``postgres_db``: the URL of a new, empty database of the test's own (per test);
 - ``provisioned_tpm``: a swtpm state manufactured with an EK certificate by a private
-  swtpm_localca, and that CA's root (session; copy the state per test, see swtpm.py).
+  swtpm_localca, and that CA's root (session; copy the state per test, see swtpm.py);
+- ``swtpm``: a swtpm running on a fresh copy of that state (per test, stopped by PID).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2e.postgres import Binaries, PostgresServer, find_binaries, start_postgres
-from swtpm import PROVISION_TOOLS, TOOLS, ProvisionedState, provision
+from swtpm import PROVISION_TOOLS, TOOLS, ProvisionedState, SoftwareTpm, provision
 
 AGENT_TOOLS = ("tpm2_getcap", "tpm2_nvread", "tpm2_pcrread", "tpm2_flushcontext")
 
@@ -77,3 +79,13 @@ def provisioned_tpm(tmp_path_factory: pytest.TempPathFactory) -> ProvisionedStat
             pytest.fail(f"{message}; CI must not skip")
         pytest.skip(message)
     return provision(tmp_path_factory.mktemp("provisioned-tpm"))
+
+
+@pytest.fixture
+def swtpm(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[SoftwareTpm]:
+    """A swtpm on a fresh copy of the manufactured state, stopped by its PID."""
+    running = SoftwareTpm.start(provisioned_tpm.copy_state(tmp_path / "swtpm-state"))
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -38,16 +38,6 @@ SELECTION = pcr_selection({"sha256": PCRS})
 
 
 @pytest.fixture
-def swtpm(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[SoftwareTpm]:
-    """A swtpm on a fresh copy of the manufactured state, stopped by its PID."""
-    running = SoftwareTpm.start(provisioned_tpm.copy_state(tmp_path / "state"))
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
 def tpm(swtpm: SoftwareTpm) -> Iterator[Tpm]:
     with Tpm(swtpm.env["TPM2TOOLS_TCTI"]) as agent_tpm:
         yield agent_tpm

@@ -56,24 +56,17 @@ def docket(
     assert code == 0, f"docket serve exited {code} on SIGTERM:\n{running.log.read_text()}"
 
 
-@pytest.fixture
-def swtpm(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[SoftwareTpm]:
-    running = SoftwareTpm.start(provisioned_tpm.copy_state(tmp_path / "state"))
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 def docket_attest(
-    docket: Docket, swtpm: SoftwareTpm, out: Path, *flags: str
+    docket: Docket, swtpm: SoftwareTpm | str, out: Path, *flags: str
 ) -> subprocess.CompletedProcess[str]:
+    """``docket attest`` against ``docket``, with ``swtpm``'s TCTI (or a TCTI string)."""
+    tcti = swtpm if isinstance(swtpm, str) else swtpm.env["TPM2TOOLS_TCTI"]
     return subprocess.run(
         [
             DOCKET,
             "attest",
             *("--server", f"127.0.0.1:{docket.grpc_port}"),
-            *("--tcti", swtpm.env["TPM2TOOLS_TCTI"]),
+            *("--tcti", tcti),
             *("--out", str(out)),
             *flags,
         ],
@@ -226,19 +219,7 @@ def test_attest_refused_exits_1_and_is_recorded(
 
 def test_attest_with_a_dead_tpm_exits_2(docket: Docket, tmp_path: Path) -> None:
     dead = f"swtpm:host=127.0.0.1,port={free_port_pair()}"
-    done = subprocess.run(
-        [
-            DOCKET,
-            "attest",
-            *("--server", f"127.0.0.1:{docket.grpc_port}"),
-            *("--tcti", dead),
-            *("--out", str(tmp_path / "creds")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = docket_attest(docket, dead, tmp_path / "creds")
     assert done.returncode == 2
     assert done.stderr.startswith("docket: tpm2_createek failed")
     assert done.stderr.count("\n") == 1

@@ -83,16 +83,12 @@ def _csr() -> bytes:
 
 
 @pytest.fixture
-def device(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[Device]:
-    swtpm = SoftwareTpm.start(provisioned_tpm.copy_state(tmp_path / "state"))
-    try:
-        with Tpm(swtpm.env["TPM2TOOLS_TCTI"]) as tpm:
-            ek_public, ek_certificate = tpm.create_ek()
-            assert ek_certificate is not None, "swtpm_setup made no EK certificate"
-            enrollment = UnverifiedEnrollment(ek_public, ek_certificate, tpm.create_ak())
-            yield Device(swtpm, tpm, enrollment)
-    finally:
-        swtpm.stop()
+def device(swtpm: SoftwareTpm) -> Iterator[Device]:
+    with Tpm(swtpm.env["TPM2TOOLS_TCTI"]) as tpm:
+        ek_public, ek_certificate = tpm.create_ek()
+        assert ek_certificate is not None, "swtpm_setup made no EK certificate"
+        enrollment = UnverifiedEnrollment(ek_public, ek_certificate, tpm.create_ak())
+        yield Device(swtpm, tpm, enrollment)
 
 
 def _roots(provisioned: ProvisionedState) -> TrustRoots:

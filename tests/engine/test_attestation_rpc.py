@@ -1,0 +1,130 @@
+"""``docket.v1.Attestation`` on the in-process server: statuses for malformed and refused
+requests, each refusal recorded in the audit log (the whole flow with a TPM: tests/e2e)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from serving import Running
+
+from engine._settings import Settings
+from sdk.v1 import attestation_pb2 as pb
+from sdk.v1 import attestation_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    data = tmp_path_factory.mktemp("attestation-rpc") / "data"
+    server = Running(Settings(bundle=ROOT / "policies", data_dir=data, bundle_poll_seconds=60))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stub(running: Running) -> Iterator[pb_grpc.AttestationStub]:
+    with grpc.insecure_channel(running.target) as channel:
+        yield pb_grpc.AttestationStub(channel)
+
+
+def last_refusal(running: Running) -> dict[str, object]:
+    rows = [r for r in running.worker.audit.store.entries() if r.kind == "attestation"]
+    assert rows[-1].payload is not None
+    entry: dict[str, object] = json.loads(rows[-1].payload)
+    assert entry["decision"] == "deny"
+    return entry
+
+
+ATTEST = pb.AttestRequest(
+    challenge_id="0" * 32,
+    activated_secret=b"s",
+    quote=b"q",
+    signature=b"g",
+    pcr_values=[pb.PcrValue(hash="sha256", index=0, value=bytes(32))],
+    csr=b"c",
+)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (pb.ChallengeRequest(), grpc.StatusCode.INVALID_ARGUMENT, "ek_public: missing"),
+        (
+            pb.ChallengeRequest(ek_public=b"\x00\x01"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ak_public: missing",
+        ),
+        # No EK roots are configured: nothing is trusted, whatever it is.
+        (
+            pb.ChallengeRequest(ek_public=b"\x00\x01x", ak_public=b"\x00\x01y"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "",
+        ),
+    ],
+    ids=["empty", "no-ak", "garbage"],
+)
+def test_challenge_refusals(
+    running: Running,
+    stub: pb_grpc.AttestationStub,
+    request_: pb.ChallengeRequest,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Challenge(request_)
+    assert caught.value.code() is code
+    assert message in (caught.value.details() or "")
+    refusal = last_refusal(running)
+    assert refusal["action"] == "challenge"
+    assert refusal["detail"] == {"stage": "challenge", "reason": caught.value.details()}
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "message"),
+    [
+        ({"challenge_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "challenge_id: missing"),
+        ({"csr": b""}, grpc.StatusCode.INVALID_ARGUMENT, "csr: missing"),
+        (
+            {"pcr_values": [pb.PcrValue(hash="md5", index=0, value=b"")]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown PCR bank 'md5'",
+        ),
+        (
+            {"pcr_values": [pb.PcrValue(hash="sha256", index=1)] * 2},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "given twice",
+        ),
+        ({}, grpc.StatusCode.PERMISSION_DENIED, "challenge"),  # never issued
+    ],
+    ids=["no-id", "no-csr", "bank", "twice", "unknown-challenge"],
+)
+def test_attest_refusals(
+    running: Running,
+    stub: pb_grpc.AttestationStub,
+    changes: dict[str, object],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    request = pb.AttestRequest()
+    request.CopyFrom(ATTEST)
+    for field, value in changes.items():
+        if field == "pcr_values":
+            del request.pcr_values[:]
+            request.pcr_values.extend(value)  # type: ignore[arg-type]
+        else:
+            setattr(request, field, value)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Attest(request)
+    assert caught.value.code() is code
+    assert message in (caught.value.details() or "")
+    assert last_refusal(running)["detail"] == {
+        "stage": "attest",
+        "reason": caught.value.details(),
+    }
