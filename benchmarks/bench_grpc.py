@@ -212,6 +212,8 @@ def docket_server(state: Path, *, workers: int = WORKERS) -> Iterator[Docket]:
         grpc_addr,
         "--metrics",
         metrics_addr,
+        "--admission",
+        "off",
         "--data-dir",
         str(state),
         "--workers",

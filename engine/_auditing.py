@@ -5,6 +5,10 @@ An entry names things the way policies do (``Docket::User::"alice"``), carries t
 data's classification and residency from the bundle's catalog and says where the
 request came from (``context.jurisdiction``, else the device posture's), so that the
 residency report can be produced from the log alone.
+
+An adapter may add its own facts to an entry's ``detail`` (``detail=``): the admission
+webhook records the object's kind, namespace and name, the operation, the user and
+whether the review was a dry run. The service's own keys (``decision_id``, ``api``) win.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from audit import Entry, digest
 from engine._bundle import DataLabels, PolicyBundle
@@ -28,6 +32,10 @@ def _uid(uid: EntityUID, bundle: PolicyBundle | None) -> str:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _kind(api: str) -> Literal["admission", "decision"]:
+    return "admission" if api == "admission" else "decision"
 
 
 def _where(context: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -52,17 +60,18 @@ def decision_entry(
     api: str,
     bundle: PolicyBundle | None,
     now: datetime,
+    detail: Mapping[str, Any] | None = None,
 ) -> Entry:
     """The audit entry of one access decision."""
     labels = _labels(request, bundle)
     jurisdiction, region = _where(request.context)
-    detail: dict[str, Any] = {"decision_id": decision_id, "api": api}
+    fields: dict[str, Any] = {**(detail or {}), "decision_id": decision_id, "api": api}
     if decision.errors:
-        detail["errors"] = [
+        fields["errors"] = [
             {"policy": error.policy, "message": error.message} for error in decision.errors
         ]
     return Entry(
-        kind="admission" if api == "admission" else "decision",
+        kind=_kind(api),
         time=now,
         caller=_text(request.context.get(CALLER)),
         subject=_uid(request.principal, bundle),
@@ -76,20 +85,46 @@ def decision_entry(
         policies=decision.reasons,
         bundle_version=decision.bundle_version,
         request_digest=digest(request.model_dump(mode="json")),
-        detail=detail,
+        detail=fields,
     )
 
 
 def refusal_entry(
-    error: str, *, api: str, caller: str | None, decision_id: str, now: datetime
+    error: str,
+    *,
+    api: str,
+    caller: str | None,
+    decision_id: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
 ) -> Entry:
     """The audit entry of a request denied because it could not be decided at all."""
     return Entry(
-        kind="decision",
+        kind=_kind(api),
         time=now,
         caller=caller,
         decision="deny",
-        detail={"decision_id": decision_id, "api": api, "error": error},
+        detail={**(detail or {}), "decision_id": decision_id, "api": api, "error": error},
+    )
+
+
+def unevaluated_entry(
+    note: str,
+    *,
+    api: str,
+    caller: str | None,
+    decision_id: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+) -> Entry:
+    """The audit entry of a request allowed without evaluating any policy (an admission
+    review of something Docket does not inspect); ``note`` says why."""
+    return Entry(
+        kind=_kind(api),
+        time=now,
+        caller=caller,
+        decision="allow",
+        detail={**(detail or {}), "decision_id": decision_id, "api": api, "unevaluated": note},
     )
 
 
@@ -100,6 +135,7 @@ def placement_entry(
     decision_id: str,
     caller: str | None,
     now: datetime,
+    detail: Mapping[str, Any] | None = None,
 ) -> Entry:
     """The audit entry of one placement: where the best site is, and every allowed
     site's jurisdiction so that the report can check each against the residency."""
@@ -123,6 +159,7 @@ def placement_entry(
         bundle_version=placement.bundle_version,
         request_digest=digest(workload.model_dump(mode="json")),
         detail={
+            **(detail or {}),
             "decision_id": decision_id,
             "allowed": [
                 {"site": site.site, "jurisdiction": site.jurisdiction, "region": site.region}

@@ -16,6 +16,7 @@ import os
 import queue
 import shutil
 import signal
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from attestation._reference import ReferenceValues
 from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import TrustRoots
 from audit import AuditError, AuditLog
+from engine._admission import AdmissionController
+from engine._admission_http import AdmissionServer, server_context
 from engine._attestation import AttestationService, TrustConfigError, load_trust_roots
 from engine._attestrpc import AttestationServicer
 from engine._auditrpc import AuditServicer
@@ -132,6 +135,10 @@ class Listening:
     """The verifier key of the audit log's checkpoints (``name+id+base64``)."""
     attestation: str = ""
     """What attestation trusts: the CA's trust domain, EK roots, reference classes."""
+    admission: Address | None = None
+    """Where the admission webhook listens (HTTPS), if it does."""
+    admission_cert: str = ""
+    """The webhook's certificate file."""
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -159,6 +166,43 @@ def _tls_mode(settings: Settings) -> str:
     return "mTLS" if settings.tls_client_ca is not None else "TLS"
 
 
+def admission_address(settings: Settings) -> Address | None:
+    """The webhook's address, or None when ``admission`` is ``off``. Raises ServeError."""
+    if settings.admission.strip().lower() == "off":
+        return None
+    return Address.parse(settings.admission, "admission")
+
+
+def admission_tls(settings: Settings, ca: CertificateAuthority) -> tuple[Path, Path]:
+    """The webhook's certificate and key files: the configured ones, else one issued now
+    by the CA for localhost, 127.0.0.1, ::1 and the listening host, written (key 0600)
+    to ``<data_dir>/admission/``. Raises :class:`ServeError`."""
+    if (settings.admission_cert is None) != (settings.admission_key is None):
+        raise ServeError("admission_cert and admission_key go together: give both or neither")
+    if settings.admission_cert is not None and settings.admission_key is not None:
+        return settings.admission_cert, settings.admission_key
+    address = admission_address(settings)
+    names = ["localhost", "127.0.0.1", "::1"]
+    wildcard = ("0.0.0.0", "::")  # noqa: S104  (names, not binds: they get no SAN)
+    if address is not None and address.host not in (*wildcard, *names):
+        names.append(address.host)
+    try:
+        credential = ca.issue_server_cert(names, now=utcnow())
+    except CAError as exc:
+        raise ServeError(f"admission certificate: {exc}") from exc
+    directory = settings.data_dir / "admission"
+    cert, key = directory / "server.pem", directory / "server.key"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(credential.key_pem())
+        cert.write_bytes(credential.chain_pem())
+    except OSError as exc:
+        raise ServeError(f"cannot write the admission certificate to {directory}: {exc}") from exc
+    return cert, key
+
+
 def check_settings(settings: Settings) -> tuple[Address, Address]:
     """The gRPC and metrics addresses, after the checks that keep a server safe to start.
 
@@ -166,6 +210,7 @@ def check_settings(settings: Settings) -> tuple[Address, Address]:
     """
     grpc_address = Address.parse(settings.grpc, "gRPC")
     metrics_address = Address.parse(settings.metrics, "metrics")
+    admission_address(settings)
     server_credentials(settings)
     if settings.tls_cert is None and not grpc_address.loopback and not settings.insecure_plaintext:
         raise ServeError(
@@ -274,6 +319,8 @@ class Worker:
             svid_ttl=timedelta(seconds=settings.svid_ttl_seconds),
         )
         self.posture = posture = PostureReader(self.ca, settings.jwt_audience)
+        self.metrics = metrics
+        self.admission: AdmissionServer | None = None
         self.health = health.HealthServicer()
         self.server = grpc.server(
             ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc"),
@@ -312,6 +359,37 @@ class Worker:
         self._health_thread = threading.Thread(
             target=self._watch_health, name="docket-health", daemon=True
         )
+
+    def start_admission(self, address: Address, *, reuse_port: bool = False) -> int:
+        """Serve the admission webhook (HTTPS) on ``address``; returns the port. The
+        certificate is the configured one or what :func:`admission_tls` wrote.
+        Raises :class:`ServeError`."""
+        settings = self.settings
+        if settings.admission_cert is not None and settings.admission_key is not None:
+            cert, key = settings.admission_cert, settings.admission_key
+        else:
+            directory = settings.data_dir / "admission"
+            cert, key = directory / "server.pem", directory / "server.key"
+        try:
+            context = server_context(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ServeError(f"admission TLS ({cert}, {key}): {exc}") from exc
+        controller = AdmissionController(
+            self.service, trust_domain=self.ca.trust_domain, cluster=settings.admission_cluster
+        )
+        try:
+            self.admission = AdmissionServer(
+                address.host,
+                address.port,
+                context,
+                controller,
+                healthy=lambda: self.service.serving,
+                metrics=self.metrics,
+                reuse_port=reuse_port,
+            ).start()
+        except OSError as exc:
+            raise ServeError(f"cannot serve admission on {address}: {exc.strerror}") from exc
+        return self.admission.port
 
     def _reference(self) -> ReferenceValues:
         bundle = self.engine.bundle
@@ -380,6 +458,8 @@ class Worker:
         """Stop taking calls, let the ones in flight finish (up to ``grace``), stop."""
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        if self.admission is not None:
+            self.admission.stop()
         self.server.stop(grace).wait()
         self.watcher.stop()
         self.challenges.close()
@@ -419,14 +499,20 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     open_challenges(settings).close()
     if settings.ek_roots is None:
         settings.ek_roots_dir.mkdir(parents=True, exist_ok=True)
-    attestation = describe_attestation(
-        prepare_ca(settings), trust_roots(settings), bundle.reference
-    )
+    ca = prepare_ca(settings)
+    attestation = describe_attestation(ca, trust_roots(settings), bundle.reference)
+    admission_cert = ""
+    if admission_address(settings) is not None:
+        admission_cert = str(admission_tls(settings, ca)[0])
 
     def ready(where: Listening) -> None:
         on_ready(
             dataclasses.replace(
-                where, audit=audit_url, audit_key=audit_key, attestation=attestation
+                where,
+                audit=audit_url,
+                audit_key=audit_key,
+                attestation=attestation,
+                admission_cert=admission_cert,
             )
         )
 
@@ -454,7 +540,10 @@ def _serve_one(
     worker = Worker(settings, bundle, metrics, reuse_port=False)
     signals = _Signals(worker.reload)
     port = worker.start(grpc_address)
+    admission = admission_address(settings)
     try:
+        if admission is not None:
+            admission = Address(admission.host, worker.start_admission(admission))
         metrics_server = _serve_metrics(metrics_address, metrics.registry)
     except ServeError:
         worker.stop(0)
@@ -466,6 +555,7 @@ def _serve_one(
             tls=_tls_mode(settings),
             bundle=worker.engine.bundle,
             workers=1,
+            admission=admission,
         )
     )
     signals.stop.wait()
@@ -476,7 +566,7 @@ def _serve_one(
     log.info("serve.stopped")
 
 
-def _worker_main(settings: Settings, port: int, ready: Any) -> None:
+def _worker_main(settings: Settings, ports: tuple[int, int | None], ready: Any) -> None:
     """A worker process (started by the supervisor with the spawn method)."""
     configure_logging(settings.log_format, settings.log_level)
     supervisor = os.getppid()
@@ -489,12 +579,20 @@ def _worker_main(settings: Settings, port: int, ready: Any) -> None:
     )
     signals = _Signals(worker.reload)
     address = Address.parse(settings.grpc, "gRPC")
+    admission = admission_address(settings)
+    port, admission_port = ports
     try:
         bound = worker.start(Address(address.host, port))
+        bound_admission = None
+        if admission is not None and admission_port is not None:
+            bound_admission = worker.start_admission(
+                Address(admission.host, admission_port), reuse_port=True
+            )
     except ServeError as exc:
+        worker.stop(0)
         ready.put(("error", str(exc)))
         return
-    ready.put(("ready", bound))
+    ready.put(("ready", (bound, bound_admission)))
     signals.stop.wait()
     worker.stop()
 
@@ -505,11 +603,12 @@ class _Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.ready = self.context.Queue()
         self.processes: list[BaseProcess] = []
-        self.port = 0
+        self.ports: tuple[int, int | None] = (0, None)
 
-    def start_worker(self, port: int) -> int:
+    def start_worker(self, ports: tuple[int, int | None]) -> tuple[int, int | None]:
+        """Start a worker on (gRPC port, admission port or None); the ports it bound."""
         process = self.context.Process(
-            target=_worker_main, args=(self.settings, port, self.ready), name="docket-worker"
+            target=_worker_main, args=(self.settings, ports, self.ready), name="docket-worker"
         )
         process.start()
         self.processes.append(process)
@@ -525,7 +624,8 @@ class _Supervisor:
                     ) from None
         if status != "ready":
             raise ServeError(str(value))
-        return int(value)
+        grpc_port, admission_port = value
+        return int(grpc_port), None if admission_port is None else int(admission_port)
 
     def signal_all(self, signum: int) -> None:
         for process in self.processes:
@@ -541,7 +641,7 @@ class _Supervisor:
             if process.pid is not None:
                 worker_exited(process.pid)
             log.error("serve.worker_died", pid=process.pid, exitcode=process.exitcode)
-            self.start_worker(self.port)
+            self.start_worker(self.ports)
 
     def stop(self) -> None:
         self.signal_all(signal.SIGTERM)
@@ -564,17 +664,23 @@ def _supervise(
     supervisor = _Supervisor(settings)
     signals = _Signals(lambda: supervisor.signal_all(signal.SIGHUP))
     try:
-        supervisor.port = supervisor.start_worker(grpc_address.port)
+        admission = admission_address(settings)
+        supervisor.ports = supervisor.start_worker(
+            (grpc_address.port, None if admission is None else admission.port)
+        )
         for _ in range(settings.workers - 1):
-            supervisor.start_worker(supervisor.port)
+            supervisor.start_worker(supervisor.ports)
         metrics_server = _serve_metrics(metrics_address, multiprocess_registry())
         on_ready(
             Listening(
-                grpc=Address(grpc_address.host, supervisor.port),
+                grpc=Address(grpc_address.host, supervisor.ports[0]),
                 metrics=Address(metrics_address.host, metrics_server.server_port),
                 tls=_tls_mode(settings),
                 bundle=bundle,
                 workers=settings.workers,
+                admission=None
+                if admission is None or supervisor.ports[1] is None
+                else Address(admission.host, supervisor.ports[1]),
             )
         )
         while not signals.stop.wait(0.5):

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
 from audit import AuditError, AuditLog, Entry, Receipt
-from engine._auditing import bundle_entry, decision_entry, placement_entry, refusal_entry
+from engine._auditing import (
+    bundle_entry,
+    decision_entry,
+    placement_entry,
+    refusal_entry,
+    unevaluated_entry,
+)
 from engine._bundle import PolicyBundle
 from engine._engine import Engine
 from engine._errors import LimitExceeded, NotAuthorized
@@ -116,9 +123,16 @@ class DecisionService:
             version, previous=previous, source=source, caller=None, now=self.clock()
         )
 
-    def authorize(self, requests: Sequence[Request], *, api: str) -> list[Decided]:
-        """Decide requests in order. Raises :class:`~engine.RequestError`,
-        :class:`~engine.LimitExceeded` over :data:`MAX_BATCH`."""
+    def authorize(
+        self,
+        requests: Sequence[Request],
+        *,
+        api: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> list[Decided]:
+        """Decide requests in order; ``detail`` goes into each audit entry's detail.
+        Raises :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
+        :data:`MAX_BATCH`."""
         if len(requests) > MAX_BATCH:
             raise LimitExceeded(
                 f"requests: {len(requests)} requests in one batch; the limit is {MAX_BATCH}"
@@ -129,7 +143,15 @@ class DecisionService:
         ids = [decision_id(now) for _ in decisions]
         receipts = self._record(
             [
-                decision_entry(request, decision, decision_id=id_, api=api, bundle=bundle, now=now)
+                decision_entry(
+                    request,
+                    decision,
+                    decision_id=id_,
+                    api=api,
+                    bundle=bundle,
+                    now=now,
+                    detail=detail,
+                )
                 for request, decision, id_ in zip(requests, decisions, ids, strict=True)
             ]
         )
@@ -145,13 +167,20 @@ class DecisionService:
             )
         return decided
 
-    def refuse(self, error: str, *, api: str, caller: str | None) -> Decided:
+    def refuse(
+        self,
+        error: str,
+        *,
+        api: str,
+        caller: str | None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Decided:
         """Deny a request that could not be decided (its input did not map onto the
         schema) and record the denial. Raises the audit errors of :meth:`authorize`."""
         now = self.clock()
         id_ = decision_id(now)
         (receipt,) = self._record(
-            [refusal_entry(error, api=api, caller=caller, decision_id=id_, now=now)]
+            [refusal_entry(error, api=api, caller=caller, decision_id=id_, now=now, detail=detail)]
         )
         self.metrics.decided(api, "deny")
         decision = Decision(
@@ -159,9 +188,46 @@ class DecisionService:
         )
         return Decided(id_, decision, receipt)
 
-    def place(self, workload: Workload, sites: Sequence[str] | None) -> Placed:
-        """Place a workload and record it. Raises :class:`~engine.RequestError` (an
-        unknown site, a context off schema), the audit errors of :meth:`authorize`."""
+    def allow_unevaluated(
+        self,
+        note: str,
+        *,
+        api: str,
+        caller: str | None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Decided:
+        """Allow, without evaluating any policy, a request that is outside what Docket
+        decides (the admission webhook: a DELETE, a kind it does not inspect), and
+        record that it did so and why (``note``). Raises the audit errors of
+        :meth:`authorize`: nothing is allowed unrecorded."""
+        now = self.clock()
+        id_ = decision_id(now)
+        (receipt,) = self._record(
+            [
+                unevaluated_entry(
+                    note, api=api, caller=caller, decision_id=id_, now=now, detail=detail
+                )
+            ]
+        )
+        self.metrics.decided(api, "allow")
+        bundle = self.engine.bundle
+        decision = Decision(
+            decision="allow",
+            bundle_version=bundle.version if bundle is not None else None,
+            evaluated_at=now,
+        )
+        return Decided(id_, decision, receipt)
+
+    def place(
+        self,
+        workload: Workload,
+        sites: Sequence[str] | None,
+        *,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Placed:
+        """Place a workload and record it; ``detail`` goes into the entry's detail.
+        Raises :class:`~engine.RequestError` (an unknown site, a context off schema),
+        the audit errors of :meth:`authorize`."""
         now = self.clock()
         placement = self.engine.place(workload, sites, now=now)
         id_ = decision_id(now)
@@ -174,6 +240,7 @@ class DecisionService:
                     decision_id=id_,
                     caller=caller if isinstance(caller, str) else None,
                     now=now,
+                    detail=detail,
                 )
             ]
         )

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     """``HOST:PORT`` of the gRPC service (Decisions, ext_authz, health, reflection)."""
     metrics: str = "127.0.0.1:9464"
     """``HOST:PORT`` of the Prometheus ``/metrics`` endpoint."""
+    admission: str = "127.0.0.1:8443"
+    """``HOST:PORT`` of the Kubernetes admission webhook (HTTPS), or ``off``."""
+    admission_cert: Path | None = None
+    admission_key: Path | None = None
+    """The webhook's certificate chain and key (PEM). Without them ``docket serve``
+    issues one from its CA for ``localhost``, 127.0.0.1 and the listening host, in
+    ``<data_dir>/admission/`` (the API server's caBundle is then ``docket ca bundle``)."""
+    admission_cluster: str = Field(default="kubernetes", min_length=1)
+    """The ``Cluster`` entity admission decisions are about (its registries and
+    jurisdictions are in the bundle's entities)."""
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes sharing the gRPC port (SO_REUSEPORT); cedarpy holds the GIL,
     so one per core is how decisions scale."""

@@ -424,6 +424,18 @@ def _print_placement(placement: Placement) -> None:
     "--metrics", "metrics_addr", metavar="HOST:PORT", help="Prometheus /metrics [127.0.0.1:9464]."
 )
 @click.option(
+    "--admission",
+    "admission_addr",
+    metavar="HOST:PORT",
+    help="Kubernetes admission webhook, HTTPS [127.0.0.1:8443]; 'off' to turn it off.",
+)
+@click.option(
+    "--admission-cert",
+    type=click.Path(path_type=Path),
+    help="Webhook certificate chain (PEM) [one issued by Docket's CA].",
+)
+@click.option("--admission-key", type=click.Path(path_type=Path), help="Webhook key (PEM).")
+@click.option(
     "--data-dir", type=click.Path(path_type=Path), help="State directory [./docket-data]."
 )
 @click.option(
@@ -454,12 +466,14 @@ def _print_placement(placement: Placement) -> None:
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Serve decisions over gRPC: docket.v1.Decisions, docket.v1.Attestation,
-    docket.v1.Audit, Envoy ext_authz v3, grpc.health.v1 and server reflection, with
-    Prometheus metrics. Creates the data directory, audit database and CA on first start.
-    Every decision and credential is in the audit log before it is answered. SIGHUP
-    reloads the bundle; SIGTERM drains the calls in flight and exits 0."""
+    docket.v1.Audit, Envoy ext_authz v3, grpc.health.v1 and server reflection; the
+    Kubernetes admission webhook over HTTPS; Prometheus metrics. Creates the data
+    directory, audit database and CA on first start. Every decision and credential is in
+    the audit log before it is answered. SIGHUP reloads the bundle, the CA and the EK
+    roots; SIGTERM drains the calls in flight and exits 0."""
     names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
     names["metrics_addr"] = "metrics"
+    names["admission_addr"] = "admission"
     updates = {names.get(k, k): v for k, v in flags.items() if v is not None}
     try:
         settings = Settings(**{**_settings(ctx).model_dump(), **updates})
@@ -476,6 +490,11 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         processes = f", {where.workers} workers" if where.workers > 1 else ""
         click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
         click.echo(f"docket: metrics on http://{where.metrics}/metrics")
+        if where.admission is not None:
+            click.echo(
+                f"docket: admission webhook on https://{where.admission} "
+                f"(/validate, /mutate, /healthz; certificate {where.admission_cert})"
+            )
         click.echo(f"docket: audit log {where.audit}, checkpoint key {where.audit_key}")
         click.echo(f"docket: attestation {where.attestation}")
         click.echo("docket: SIGHUP reloads the bundle; SIGTERM or Ctrl-C drains and stops")

@@ -70,6 +70,12 @@ class Docket:
     grpc_port: int
     metrics_url: str
     log: Path
+    admission_port: int | None = None
+    """The webhook's HTTPS port (None with ``--admission off``)."""
+
+    @property
+    def data_dir(self) -> Path:
+        return self.log.parent / "data"
 
     def stop(self) -> int:
         """SIGTERM by PID and wait; the exit code (again on later calls)."""
@@ -106,6 +112,8 @@ def start_docket(root: Path, *flags: str, bundle: Path | None = None) -> Docket:
                 "127.0.0.1:0",
                 "--metrics",
                 "127.0.0.1:0",
+                "--admission",
+                "127.0.0.1:0",
                 "--data-dir",
                 str(root / "data"),
                 *flags,
@@ -121,8 +129,11 @@ def start_docket(root: Path, *flags: str, bundle: Path | None = None) -> Docket:
         text = log.read_text()
         grpc_at = re.search(r"gRPC listening on 127\.0\.0\.1:(\d+)", text)
         metrics_at = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", text)
+        admission_at = re.search(r"admission webhook on https://127\.0\.0\.1:(\d+)", text)
         if grpc_at and metrics_at:
             found.update(grpc=int(grpc_at[1]), metrics=int(metrics_at[1]))
+            if admission_at:
+                found["admission"] = int(admission_at[1])
         return bool(found)
 
     try:
@@ -130,4 +141,10 @@ def start_docket(root: Path, *flags: str, bundle: Path | None = None) -> Docket:
     except BaseException:
         stop(process, "docket serve")
         raise
-    return Docket(process, found["grpc"], f"http://127.0.0.1:{found['metrics']}/metrics", log)
+    return Docket(
+        process,
+        found["grpc"],
+        f"http://127.0.0.1:{found['metrics']}/metrics",
+        log,
+        found.get("admission"),
+    )

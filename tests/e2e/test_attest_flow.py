@@ -77,16 +77,12 @@ def docket_attest(
     )
 
 
-def data_dir(docket: Docket) -> Path:
-    return docket.log.parent / "data"
-
-
 def audit_entries(docket: Docket, tmp_path: Path) -> list[dict[str, Any]]:
     """The attestation and certificate entries of the server's audit log, in order
     (read with ``docket audit export``, as an auditor would)."""
     export = tmp_path / "audit.jsonl"
     subprocess.run(
-        [DOCKET, "audit", "export", "--data-dir", str(data_dir(docket)), "-o", str(export)],
+        [DOCKET, "audit", "export", "--data-dir", str(docket.data_dir), "-o", str(export)],
         capture_output=True,
         check=True,
     )
@@ -148,7 +144,7 @@ def test_attest_issues_credentials_that_policy_sees(
 
     # The JWT-SVID verifies with the JWKS `docket ca jwks` prints.
     jwks = subprocess.run(
-        [DOCKET, "ca", "jwks", "--data-dir", str(data_dir(docket))],
+        [DOCKET, "ca", "jwks", "--data-dir", str(docket.data_dir)],
         capture_output=True,
         text=True,
         check=True,
@@ -190,7 +186,7 @@ def test_attest_issues_credentials_that_policy_sees(
         "dev"
     ] * 4
     verified = subprocess.run(
-        [DOCKET, "audit", "verify", "--data-dir", str(data_dir(docket))],
+        [DOCKET, "audit", "verify", "--data-dir", str(docket.data_dir)],
         capture_output=True,
         text=True,
         check=False,
@@ -229,4 +225,4 @@ def test_serve_says_what_attestation_trusts(docket: Docket) -> None:
     text = docket.log.read_text()
     assert "attestation trust domain docket.local; 1 EK roots" in text
     assert "reference classes: dev" in text
-    assert (data_dir(docket) / "ca" / "ca.json").exists()  # made on first start
+    assert (docket.data_dir / "ca" / "ca.json").exists()  # made on first start

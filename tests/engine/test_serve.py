@@ -27,12 +27,25 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKET = str(Path(sys.executable).parent / "docket")
 
 
+FREE_ADMISSION = "--admission=127.0.0.1:0"
+
+
+def _admission(args: list[str]) -> bool:
+    return any(arg.startswith("--admission") for arg in args)
+
+
 class Served:
     """A ``docket serve`` process; the addresses come from what it prints."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         self.process = subprocess.Popen(
-            [DOCKET, "serve", *args],
+            # The webhook on a free port unless a test names one (8443 may be taken).
+            [
+                DOCKET,
+                "serve",
+                *(["--admission=127.0.0.1:0"] if not _admission(args) else []),
+                *args,
+            ],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -202,7 +215,15 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
 )
 def test_refuses_to_start(args: list[str], needle: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [DOCKET, "serve", "--metrics", "127.0.0.1:0", "--data-dir", str(tmp_path), *args],
+        [
+            DOCKET,
+            "serve",
+            "--metrics=127.0.0.1:0",
+            FREE_ADMISSION,
+            "--data-dir",
+            str(tmp_path),
+            *args,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -229,6 +250,7 @@ def test_a_port_in_use_is_one_line_exit_2(workers: str, tmp_path: Path) -> None:
                 "--grpc",
                 f"127.0.0.1:{port}",
                 "--metrics=127.0.0.1:0",
+                FREE_ADMISSION,
                 "--workers",
                 workers,
                 "--data-dir",

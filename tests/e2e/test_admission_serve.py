@@ -1,0 +1,108 @@
+"""The admission webhook under a real ``docket serve`` (a subprocess): HTTPS with the
+certificate it issued from its own CA, the reviews the API server sends, and the audit
+entries they leave; also with two worker processes sharing the port."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonpatch
+import pytest
+from admission_reviews import body, fixture, patch_of, review
+from e2e.docket_process import DOCKET, Docket, start_docket
+
+pytestmark = pytest.mark.e2e
+
+JSON = {"Content-Type": "application/json"}
+
+
+def client(docket: Docket) -> httpx.Client:
+    """An HTTPS client trusting only ``docket ca bundle`` (what goes in caBundle)."""
+    bundle = subprocess.run(
+        [DOCKET, "ca", "bundle", "--data-dir", str(docket.data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    context = ssl.create_default_context(cadata=bundle)
+    assert docket.admission_port is not None, docket.log.read_text()
+    return httpx.Client(
+        base_url=f"https://localhost:{docket.admission_port}", verify=context, timeout=10
+    )
+
+
+@pytest.fixture(scope="module")
+def docket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
+    running = start_docket(tmp_path_factory.mktemp("admission"))
+    try:
+        yield running
+    finally:
+        code = running.stop()
+    assert code == 0, running.log.read_text()
+
+
+def admission_entries(docket: Docket, tmp_path: Path) -> list[dict[str, Any]]:
+    export = tmp_path / "audit.jsonl"
+    subprocess.run(
+        [DOCKET, "audit", "export", "--data-dir", str(docket.data_dir), "-o", str(export)],
+        capture_output=True,
+        check=True,
+    )
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    return [
+        r["entry"]
+        for r in records
+        if r["type"] == "entry" and r["entry"]["kind"] in ("admission", "placement")
+    ]
+
+
+def test_reviews_over_https_are_answered_and_audited(docket: Docket, tmp_path: Path) -> None:
+    with client(docket) as http:
+        assert http.get("/healthz").status_code == 200
+        allowed = http.post("/validate", content=body(review(fixture("deployment"))), headers=JSON)
+        denied = http.post(
+            "/validate",
+            content=body(review(fixture("daemonset-privileged"), dry_run=True)),
+            headers=JSON,
+        )
+        obj = fixture("deployment-restricted-eu")
+        mutated = http.post("/mutate", content=body(review(obj)), headers=JSON)
+        malformed = http.post("/validate", content=b"[]", headers=JSON)
+    assert allowed.json()["response"]["allowed"] is True
+    refusal = denied.json()["response"]
+    assert refusal["allowed"] is False
+    assert refusal["status"]["code"] == 403
+    patched = jsonpatch.apply_patch(obj, patch_of(mutated.json()))
+    template = patched["spec"]["template"]
+    assert "affinity" in template["spec"]
+    assert template["metadata"]["annotations"]["docket.io/decision-id"]
+    assert malformed.status_code == 400
+
+    entries = admission_entries(docket, tmp_path)
+    by_name = {e["detail"].get("object", {}).get("name"): e for e in entries}
+    privileged = by_name[fixture("daemonset-privileged")["metadata"]["name"]]
+    assert privileged["decision"] == "deny"
+    assert privileged["detail"]["dry_run"] is True
+    assert privileged["detail"]["user"] == "kubernetes-admin"
+    assert privileged["detail"]["object"]["kind"] == "DaemonSet"
+    assert any(e["kind"] == "placement" for e in entries)
+
+
+def test_two_workers_share_the_webhook_port(tmp_path: Path) -> None:
+    running = start_docket(tmp_path / "two", "--workers", "2")
+    try:
+        with client(running) as http:
+            answers = [
+                http.post("/validate", content=body(review(fixture("pod"))), headers=JSON)
+                for _ in range(10)
+            ]
+        assert all(a.json()["response"]["allowed"] for a in answers)
+    finally:
+        code = running.stop()
+    assert code == 0, running.log.read_text()

@@ -1,0 +1,157 @@
+"""The admission webhook over real HTTPS, in-process: the server certificate from
+Docket's CA, AdmissionReviews in and out, the HTTP errors, keep-alive and health."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonpatch
+import pytest
+from admission_reviews import body, fixture, patch_of, review
+from serving import Running
+
+from engine._server import Address, admission_tls
+from engine._settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Webhook:
+    def __init__(self, running: Running, url: str, ca: bytes) -> None:
+        self.running = running
+        self.url = url
+        context = ssl.create_default_context(cadata=ca.decode())
+        self.client = httpx.Client(base_url=url, verify=context, timeout=10)
+
+    def post(self, path: str, review_: dict[str, object]) -> httpx.Response:
+        return self.client.post(path, content=body(review_), headers=JSON)
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    data = tmp_path_factory.mktemp("admission-http") / "data"
+    settings = Settings(
+        bundle=ROOT / "policies", data_dir=data, bundle_poll_seconds=60, admission="127.0.0.1:0"
+    )
+    running = Running(settings)
+    try:
+        admission_tls(settings, running.worker.ca)  # what `docket serve` does before workers
+        port = running.worker.start_admission(Address("127.0.0.1", 0))
+        hook = Webhook(running, f"https://localhost:{port}", running.worker.ca.trust_bundle())
+        yield hook
+        hook.client.close()
+    finally:
+        running.stop()
+
+
+def test_healthz(webhook: Webhook) -> None:
+    answer = webhook.client.get("/healthz")
+    assert (answer.status_code, answer.text) == (200, "ok\n")
+
+
+def test_validate_allows_and_echoes_the_uid(webhook: Webhook) -> None:
+    sent = review(fixture("deployment"))
+    answer = webhook.post("/validate", sent)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    document = answer.json()
+    assert document["apiVersion"] == "admission.k8s.io/v1"
+    assert document["kind"] == "AdmissionReview"
+    assert document["response"]["uid"] == sent["request"]["uid"]  # type: ignore[index]
+    assert document["response"]["allowed"] is True
+
+
+def test_validate_denies_with_a_message(webhook: Webhook) -> None:
+    answer = webhook.post("/validate", review(fixture("deployment-untrusted-registry")))
+    response = answer.json()["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403
+    assert "admit-allowed-registries" in response["status"]["message"]
+
+
+def test_mutate_patch_applies_and_pins_the_regions(webhook: Webhook) -> None:
+    obj = fixture("deployment-restricted-eu")
+    answer = webhook.post("/mutate", review(obj))
+    response = answer.json()["response"]
+    assert response["allowed"] is True
+    patched = jsonpatch.apply_patch(obj, patch_of(answer.json()))
+    template = patched["spec"]["template"]
+    assert template["metadata"]["annotations"]["docket.io/decision-id"]
+    terms = template["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    for term in terms:
+        # Each term (ORed) now has an expression (ANDed) that keeps it in the EU.
+        regions = [
+            e["values"]
+            for e in term.get("matchExpressions", [])
+            if e["key"] == "topology.kubernetes.io/region" and e["operator"] == "In"
+        ]
+        assert any(all(r.startswith("eu-") for r in values) for values in regions), term
+
+
+def test_dry_run_is_answered_the_same(webhook: Webhook) -> None:
+    live = webhook.post("/validate", review(fixture("deployment"))).json()["response"]
+    dry = webhook.post("/validate", review(fixture("deployment"), dry_run=True)).json()
+    assert dry["response"]["allowed"] == live["allowed"]
+
+
+def test_one_connection_carries_many_reviews(webhook: Webhook) -> None:
+    for _ in range(3):
+        assert webhook.post("/validate", review(fixture("pod"))).status_code == 200
+    # httpx reuses the connection: the server kept it open (HTTP/1.1 keep-alive).
+    assert webhook.client.get("/healthz").headers.get("connection") != "close"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "headers", "status", "needle"),
+    [
+        ("POST", "/validate", b"{not json", JSON, 400, ""),
+        (
+            "POST",
+            "/validate",
+            json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}),
+            JSON,
+            400,
+            "v1beta1",
+        ),
+        ("POST", "/validate", b"{}", {"Content-Type": "text/plain"}, 415, "application/json"),
+        ("POST", "/elsewhere", b"{}", JSON, 404, "/validate or /mutate"),
+        ("GET", "/validate", b"", {}, 405, "POST"),
+        ("GET", "/metrics", b"", {}, 404, "no such path"),
+    ],
+    ids=["not-json", "old-version", "content-type", "path", "get-validate", "get-other"],
+)
+def test_http_errors(
+    webhook: Webhook,
+    method: str,
+    path: str,
+    content: bytes | str,
+    headers: dict[str, str],
+    status: int,
+    needle: str,
+) -> None:
+    answer = webhook.client.request(method, path, content=content, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert needle in answer.json()["error"]
+
+
+def test_a_body_over_the_limit_is_refused_unread(webhook: Webhook) -> None:
+    answer = webhook.client.post("/validate", content=b"x" * (4 * 1024 * 1024 + 1), headers=JSON)
+    assert answer.status_code == 413
+
+
+def test_the_certificate_is_docket_cas_for_localhost(webhook: Webhook) -> None:
+    pem = (webhook.running.worker.settings.data_dir / "admission" / "server.pem").read_bytes()
+    key = webhook.running.worker.settings.data_dir / "admission" / "server.key"
+    assert pem.count(b"BEGIN CERTIFICATE") == 2  # leaf and issuing CA
+    assert key.stat().st_mode & 0o777 == 0o600
+    # Verified by name: the client above checks "localhost" against it on every call.
+    assert webhook.client.get("/healthz").status_code == 200
