@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_admission,
     bench_attest,
     bench_audit,
     bench_cerbos,
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "cerbos": ("peer: Cerbos CheckResources against Docket Authorize", bench_cerbos.run),
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
+    "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

@@ -1,4 +1,5 @@
-"""Load generation over gRPC with h2load, and the server processes it is aimed at.
+"""Load generation over gRPC (or plain HTTP) with h2load, and the server processes it is
+aimed at.
 
 h2load (Debian/Ubuntu package ``nghttp2-client``) speaks gRPC when it posts a framed
 message (``0x00``, 4-byte big-endian length, serialized protobuf) with the headers
@@ -12,6 +13,11 @@ trailer and, usually, no message at all. Two checks guard the figures: every bod
 sent once with a real gRPC client before and after the load (status and answer
 checked), and the DATA bytes h2load received are compared with what the number of
 successful responses should have carried (:attr:`LoadResult.data_ratio`).
+
+A :class:`Stream` with ``headers`` posts its body as it is (no gRPC framing) with those
+headers instead, and one without a body sends GETs; ``run_h2load(..., http1=True)`` runs
+h2load with ``--h1`` (HTTP/1.1, keep-alive; over TLS for an ``https`` URL, where h2load
+does not verify the server's certificate). The DATA bytes are then the response bodies.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from benchmarks._common import percentile
 H2LOAD = "h2load"
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 STOP_TIMEOUT_S = 20.0
+H1_GRACE_S = 3.0  # h2load --h1 -D sometimes never exits once its time is up (a race in
+# its duration mode, nghttp2 issue 2250): it is then killed and its log alone is used
 
 
 def frame(message: bytes) -> bytes:
@@ -98,12 +106,18 @@ def call(address: str, method: str, request: bytes, *, timeout: float = 10.0) ->
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    """One h2load process of a run: its body, connections and (optionally) rate."""
+    """One h2load process of a run: its body, connections and (optionally) rate.
 
-    body: bytes
+    Without ``headers``, ``body`` is a serialized gRPC request (framed and sent with
+    :data:`GRPC_HEADERS`); with them, it is sent as it is with these headers. A ``None``
+    body makes the requests GETs."""
+
+    body: bytes | None
     clients: int
-    streams: int = 1  # concurrent streams per connection (-m)
+    streams: int = 1  # concurrent streams per connection (-m; HTTP/1.1: pipelining depth)
     rps: int | None = None  # requests per second per connection (--rps)
+    headers: tuple[str, ...] | None = None  # None: a gRPC call
+    path: str = ""  # appended to the run's URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +131,12 @@ class LoadResult:
     latencies_us: tuple[int, ...]  # of the HTTP 200 responses h2load logged, sorted
     failed: int  # requests h2load logged with another status (-1: the stream failed)
     data_bytes: int  # DATA bytes h2load received
-    expected_bytes: int  # HTTP 2xx responses x the expected response frame
+    expected_bytes: int  # HTTP 2xx responses x the expected response size
     commands: tuple[str, ...] = ()
     probe: object = None
     cpu: CpuUse | None = None
+    stream_ok: tuple[int, ...] = ()  # measured_ok of each stream (h2load process)
+    unfinished: int = 0  # h2load --h1 processes killed after their time (DATA not counted)
 
     @property
     def per_second(self) -> float:
@@ -172,6 +188,7 @@ class LoadResult:
             "p99_ms": round(self.p99_ms, 3),
             "max_ms": round(self.max_ms, 3),
             "data_ratio": round(self.data_ratio, 4),
+            "h2load_killed_after_time": self.unfinished,
             "cpu_cores": None if self.cpu is None else self.cpu.figures(),
             "commands": list(self.commands),
         }
@@ -202,6 +219,8 @@ def merge(results: Sequence[LoadResult]) -> LoadResult:
         commands=tuple(c for r in results for c in r.commands),
         probe=[r.probe for r in results],
         cpu=cpu,
+        stream_ok=tuple(map(sum, zip(*(r.stream_ok for r in results), strict=True))),
+        unfinished=sum(r.unfinished for r in results),
     )
 
 
@@ -288,42 +307,59 @@ def run_h2load(
     workdir: Path,
     probe: Callable[[], object] | None = None,
     server_pgid: int | None = None,
+    http1: bool = False,
 ) -> LoadResult:
     """Run one h2load process per stream in parallel for ``warm_up_s`` (figures
     discarded), then again for ``duration_s``, and merge what the second run measured.
 
     The warm-up is a run of its own rather than h2load's ``--warm-up-time``, whose
     requests are left out of h2load's counts and log but not out of its DATA byte count.
-    ``response_sizes[i]`` is the size in bytes of the framed response that stream i's
-    body gets (from a verified call); it is what the DATA bytes are checked against.
+    ``response_sizes[i]`` is the size in bytes of the response that stream i's body gets
+    (from a verified call; the gRPC frame, or the HTTP body for a stream with
+    ``headers``); it is what the DATA bytes are checked against.
     ``probe``, if given, is called once halfway through the measured time; what it
     returns is kept as :attr:`LoadResult.probe`. With ``server_pgid``, the CPU time of
-    the server's process group, of h2load and of everything else is measured.
+    the server's process group, of h2load and of everything else is measured. With
+    ``http1``, h2load speaks HTTP/1.1 (``--h1``).
     """
-    bodies = []
+    bodies: list[Path | None] = []
     for index, stream in enumerate(streams):
+        if stream.body is None:
+            bodies.append(None)
+            continue
         body = workdir / f"body-{index}.bin"
-        body.write_bytes(frame(stream.body))
+        body.write_bytes(frame(stream.body) if stream.headers is None else stream.body)
         bodies.append(body)
     if warm_up_s > 0:
-        _h2load(url, streams, bodies, warm_up_s, workdir / "warm-up", None)
+        _h2load(url, streams, bodies, warm_up_s, workdir / "warm-up", None, http1)
     cpu_before = CpuSnapshot.take(server_pgid)
-    runs, probed = _h2load(url, streams, bodies, duration_s, workdir / "measured", probe)
+    runs, probed = _h2load(url, streams, bodies, duration_s, workdir / "measured", probe, http1)
     cpu = CpuSnapshot.take(server_pgid).since(cpu_before)
     latencies: list[int] = []
     failed = 0
     data_bytes = 0
     expected_bytes = 0
-    measured_ok = 0
+    stream_ok = []
+    unfinished = 0
     for index, (text, log) in enumerate(runs):
         traffic = _TRAFFIC.search(text)
-        if traffic is None:
+        rows = _rows(log)
+        if traffic is None and not http1:
             raise RuntimeError(f"h2load printed no traffic line: {text[-500:]}")
+        if traffic is None:  # killed after its time (H1_GRACE_S): its log alone counts
+            unfinished += 1
+            stream_ok.append(sum(200 <= status < 300 for status, _ in rows))
+            latencies += [micros for status, micros in rows if status == 200]
+            failed += sum(status != 200 for status, _ in rows)
+            continue
         data_bytes += int(traffic.group(3))
         ok_count = _count(r"^status codes: (\d+) 2xx", text)
-        measured_ok += ok_count
+        if http1:  # h2load counts a status when the headers come, and over HTTP/1.1 they
+            # may come well before the body: count the completed responses it logged
+            ok_count = sum(200 <= status < 300 for status, _ in rows)
+        stream_ok.append(ok_count)
         expected_bytes += ok_count * response_sizes[index]
-        for status, micros in _rows(log):
+        for status, micros in rows:
             if status == 200:
                 latencies.append(micros)
             else:
@@ -334,50 +370,63 @@ def run_h2load(
         processes=len(streams),
         connections=sum(s.clients for s in streams),
         seconds=duration_s,
-        measured_ok=measured_ok,
+        measured_ok=sum(stream_ok),
         latencies_us=tuple(sorted(latencies)),
         failed=failed,
         data_bytes=data_bytes,
         expected_bytes=expected_bytes,
-        commands=tuple(_commands(url, streams, bodies, duration_s, workdir / "measured")),
+        commands=tuple(_commands(url, streams, bodies, duration_s, workdir / "measured", http1)),
         probe=probed,
         cpu=cpu,
+        stream_ok=tuple(stream_ok),
+        unfinished=unfinished,
     )
 
 
 def _commands(
-    url: str, streams: Sequence[Stream], bodies: Sequence[Path], seconds: float, prefix: Path
+    url: str,
+    streams: Sequence[Stream],
+    bodies: Sequence[Path | None],
+    seconds: float,
+    prefix: Path,
+    http1: bool,
 ) -> list[str]:
     """The h2load command line of each stream (as :func:`_h2load` runs them)."""
     return [
-        shlex.join(_argv(url, stream, body, seconds, Path(f"{prefix}-{index}.log")))
+        shlex.join(_argv(url, stream, body, seconds, Path(f"{prefix}-{index}.log"), http1))
         for index, (stream, body) in enumerate(zip(streams, bodies, strict=True))
     ]
 
 
-def _argv(url: str, stream: Stream, body: Path, seconds: float, log: Path) -> list[str]:
+def _argv(
+    url: str, stream: Stream, body: Path | None, seconds: float, log: Path, http1: bool
+) -> list[str]:
+    headers = GRPC_HEADERS if stream.headers is None else stream.headers
     argv = [
         H2LOAD,
         f"--duration={seconds:g}",
         f"--clients={stream.clients}",
         f"--max-concurrent-streams={stream.streams}",
-        f"--data={body}",
-        *(f"--header={header}" for header in GRPC_HEADERS),
+        *([] if body is None else [f"--data={body}"]),
+        *(f"--header={header}" for header in headers),
         f"--log-file={log}",
     ]
+    if http1:
+        argv.append("--h1")
     if stream.rps is not None:
         argv.append(f"--rps={stream.rps}")
-    argv.append(url)
+    argv.append(url + stream.path)
     return argv
 
 
 def _h2load(
     url: str,
     streams: Sequence[Stream],
-    bodies: Sequence[Path],
+    bodies: Sequence[Path | None],
     seconds: float,
     prefix: Path,
     probe: Callable[[], object] | None,
+    http1: bool,
 ) -> tuple[list[tuple[str, Path]], object]:
     """Run the h2load processes in parallel; (output, log file) of each, and the probe's
     result. Raises when one fails; none outlives this call."""
@@ -391,7 +440,7 @@ def _h2load(
             out = Path(f"{prefix}-{index}.out")
             with out.open("w") as sink:
                 proc = subprocess.Popen(
-                    _argv(url, stream, body, seconds, log),
+                    _argv(url, stream, body, seconds, log, http1),
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                     text=True,
@@ -400,9 +449,11 @@ def _h2load(
         if probe is not None:
             time.sleep(max(0.0, started + seconds / 2 - time.monotonic()))
             probed = probe()
-        deadline = started + seconds + 30.0
+        deadline = started + seconds + (H1_GRACE_S if http1 else 30.0)
+        late = contextlib.suppress(subprocess.TimeoutExpired) if http1 else contextlib.nullcontext()
         for proc, _, _ in procs:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            with late:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         for proc, _, _ in procs:
             if proc.poll() is None:
@@ -411,7 +462,7 @@ def _h2load(
     runs = []
     for proc, log, out in procs:
         text = out.read_text()
-        if proc.returncode != 0:
+        if proc.returncode != 0 and not (http1 and proc.returncode == -signal.SIGKILL):
             raise RuntimeError(f"h2load exited {proc.returncode}: {text[-500:]}")
         runs.append((text, log))
     return runs, probed
