@@ -155,3 +155,12 @@ def test_the_certificate_is_docket_cas_for_localhost(webhook: Webhook) -> None:
     assert key.stat().st_mode & 0o777 == 0o600
     # Verified by name: the client above checks "localhost" against it on every call.
     assert webhook.client.get("/healthz").status_code == 200
+
+
+def test_a_response_whose_body_was_not_read_closes_the_connection(webhook: Webhook) -> None:
+    answer = webhook.client.post("/elsewhere", content=b"{}", headers=JSON)
+    assert answer.headers["connection"] == "close"
+    kept = webhook.post("/validate", review(fixture("pod")))
+    assert "connection" not in kept.headers  # HTTP/1.1: kept open
+    assert kept.headers["content-length"] == str(len(kept.content))
+    assert kept.headers["server"].startswith("docket")
