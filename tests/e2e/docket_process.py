@@ -8,6 +8,7 @@ SIGTERM from the kernel if the test process dies (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -76,6 +78,18 @@ class Docket:
     @property
     def data_dir(self) -> Path:
         return self.log.parent / "data"
+
+    def audit_entries(self, *kinds: str) -> list[dict[str, Any]]:
+        """The entries of these kinds in the server's audit log, in order, read with
+        ``docket audit export`` as an auditor would."""
+        export = self.log.parent / "audit-export.jsonl"
+        subprocess.run(
+            [DOCKET, "audit", "export", "--data-dir", str(self.data_dir), "-o", str(export)],
+            capture_output=True,
+            check=True,
+        )
+        records = [json.loads(line) for line in export.read_text().splitlines()]
+        return [r["entry"] for r in records if r["type"] == "entry" and r["kind"] in kinds]
 
     def stop(self) -> int:
         """SIGTERM by PID and wait; the exit code (again on later calls)."""

@@ -4,12 +4,10 @@ entries they leave; also with two worker processes sharing the port."""
 
 from __future__ import annotations
 
-import json
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jsonpatch
@@ -47,21 +45,6 @@ def docket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
     assert code == 0, running.log.read_text()
 
 
-def admission_entries(docket: Docket, tmp_path: Path) -> list[dict[str, Any]]:
-    export = tmp_path / "audit.jsonl"
-    subprocess.run(
-        [DOCKET, "audit", "export", "--data-dir", str(docket.data_dir), "-o", str(export)],
-        capture_output=True,
-        check=True,
-    )
-    records = [json.loads(line) for line in export.read_text().splitlines()]
-    return [
-        r["entry"]
-        for r in records
-        if r["type"] == "entry" and r["entry"]["kind"] in ("admission", "placement")
-    ]
-
-
 def test_reviews_over_https_are_answered_and_audited(docket: Docket, tmp_path: Path) -> None:
     with client(docket) as http:
         assert http.get("/healthz").status_code == 200
@@ -84,7 +67,7 @@ def test_reviews_over_https_are_answered_and_audited(docket: Docket, tmp_path: P
     assert template["metadata"]["annotations"]["docket.io/decision-id"]
     assert malformed.status_code == 400
 
-    entries = admission_entries(docket, tmp_path)
+    entries = docket.audit_entries("admission", "placement")
     by_name = {e["detail"].get("object", {}).get("name"): e for e in entries}
     privileged = by_name[fixture("daemonset-privileged")["metadata"]["name"]]
     assert privileged["decision"] == "deny"

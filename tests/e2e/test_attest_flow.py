@@ -17,7 +17,6 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import jwt
@@ -75,23 +74,6 @@ def docket_attest(
         timeout=120,
         check=False,
     )
-
-
-def audit_entries(docket: Docket, tmp_path: Path) -> list[dict[str, Any]]:
-    """The attestation and certificate entries of the server's audit log, in order
-    (read with ``docket audit export``, as an auditor would)."""
-    export = tmp_path / "audit.jsonl"
-    subprocess.run(
-        [DOCKET, "audit", "export", "--data-dir", str(docket.data_dir), "-o", str(export)],
-        capture_output=True,
-        check=True,
-    )
-    records = [json.loads(line) for line in export.read_text().splitlines()]
-    return [
-        r["entry"]
-        for r in records
-        if r["type"] == "entry" and r["kind"] in ("attestation", "certificate")
-    ]
 
 
 def request(device_token: str = "") -> pb.AuthorizeRequest:
@@ -178,7 +160,7 @@ def test_attest_issues_credentials_that_policy_sees(
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
 
     # The audit log has each attestation and its two credentials, and verifies.
-    issued = audit_entries(docket, tmp_path)
+    issued = docket.audit_entries("attestation", "certificate")
     assert [e["kind"] for e in issued] == ["attestation", "certificate", "certificate"] * 2
     assert all(e["decision"] == "allow" for e in issued)
     assert all(e["subject"] == spiffe_id.value for e in issued)
@@ -204,7 +186,7 @@ def test_attest_refused_exits_1_and_is_recorded(
     assert done.stderr.startswith("docket: attestation refused: EK not trusted")
     assert done.stderr.count("\n") == 1
     assert not out.exists() or list(out.iterdir()) == []
-    (*_, refusal) = audit_entries(docket, tmp_path)
+    (*_, refusal) = docket.audit_entries("attestation", "certificate")
     assert (refusal["kind"], refusal["decision"], refusal["action"]) == (
         "attestation",
         "deny",
