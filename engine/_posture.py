@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import unquote
@@ -32,6 +33,7 @@ from engine._models import Request
 DEVICE = "device"
 _PEER_CERT = "x509_pem_cert"
 _CACHE_SIZE = 4096
+_MISSING: Any = object()
 
 
 def with_device(
@@ -53,49 +55,74 @@ def _checked(claims: Any, what: str) -> dict[str, Any]:
         raise TokenError(f"{what}: the posture claims are malformed ({exc})") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What a peer certificate proved (None: no posture), and when it is valid."""
+
+    posture: tuple[str, dict[str, Any]] | None
+    not_before: datetime
+    not_after: datetime
+
+
 class PostureReader:
     """Reads attested posture from Docket credentials (see the module docstring).
 
-    Verified peer certificates are cached by their PEM (a connection presents the same
-    one on every call); the validity window is checked on every use.
+    A connection presents the same certificate on every call, a device the same token
+    with many requests: what each proved is cached (signature, SPIFFE ID, posture: ~0.1
+    ms of ECDSA otherwise), and only its validity is checked on each use. Setting
+    :attr:`ca` (a reload after a rotation) empties the caches.
     """
 
     def __init__(self, ca: CertificateAuthority, audience: str) -> None:
-        self.ca = ca
         self.audience = audience
         self._lock = threading.Lock()
-        self._certs: OrderedDict[bytes, x509.Certificate | None] = OrderedDict()
+        self._verified: OrderedDict[bytes, _Verified | None] = OrderedDict()
+        self._tokens: OrderedDict[str, tuple[tuple[str, dict[str, Any]], int]] = OrderedDict()
+        self.ca = ca
 
-    def _certificate(self, pem: bytes) -> x509.Certificate | None:
+    @property
+    def ca(self) -> CertificateAuthority:
+        return self._ca
+
+    @ca.setter
+    def ca(self, ca: CertificateAuthority) -> None:
         with self._lock:
-            if pem in self._certs:
-                self._certs.move_to_end(pem)
-                return self._certs[pem]
+            self._ca = ca
+            self._verified.clear()
+            self._tokens.clear()
+
+    def _verify(self, pem: bytes, now: datetime) -> _Verified | None:
+        """None when ``pem`` is no certificate; else what it proves (checked at ``now``)."""
         try:
-            cert: x509.Certificate | None = x509.load_pem_x509_certificate(pem)
+            cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
-            cert = None
-        with self._lock:
-            self._certs[pem] = cert
-            if len(self._certs) > _CACHE_SIZE:
-                self._certs.popitem(last=False)
-        return cert
+            return None
+        window = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+        try:
+            spiffe_id, claims = self.ca.verify_svid(cert, max(now, window[0]))
+            posture = (
+                None if claims is None else (spiffe_id, _checked(claims, "client certificate"))
+            )
+        except TokenError:
+            posture = None  # another CA's certificate: an identity, no posture
+        return _Verified(posture, *window)
 
     def from_certificate(self, pem: bytes, now: datetime) -> tuple[str, dict[str, Any]] | None:
-        """(SPIFFE ID, claims) of a Docket X.509-SVID with posture, else None."""
-        cert = self._certificate(pem)
-        if cert is None:
+        """(SPIFFE ID, claims) of a Docket X.509-SVID with posture valid at ``now``, else
+        None."""
+        with self._lock:
+            found = self._verified.get(pem, _MISSING)
+            if found is not _MISSING:
+                self._verified.move_to_end(pem)
+        if found is _MISSING:
+            found = self._verify(pem, now)
+            with self._lock:
+                self._verified[pem] = found
+                if len(self._verified) > _CACHE_SIZE:
+                    self._verified.popitem(last=False)
+        if not isinstance(found, _Verified) or not found.not_before <= now < found.not_after:
             return None
-        try:
-            spiffe_id, claims = self.ca.verify_svid(cert, now)
-        except TokenError:
-            return None  # another CA's certificate (or expired): an identity, no posture
-        if claims is None:
-            return None
-        try:
-            return spiffe_id, _checked(claims, "client certificate")
-        except TokenError:
-            return None
+        return found.posture
 
     def from_peer(
         self, context: grpc.ServicerContext, now: datetime
@@ -107,17 +134,30 @@ class PostureReader:
     def from_token(self, token: str, now: datetime) -> tuple[str, dict[str, Any]]:
         """(SPIFFE ID, claims) of a JWT-SVID this CA signed for our audience.
 
-        Raises :class:`~engine.RequestError` (fail closed: a token that does not verify
-        is an error, not an absent posture).
+        A device sends the same token with many requests: a verified one is cached until
+        its ``exp`` (checked against ``now`` on each use). Raises
+        :class:`~engine.RequestError` (fail closed: a token that does not verify is an
+        error, not an absent posture).
         """
+        with self._lock:
+            cached = self._tokens.get(token)
+        if cached is not None:
+            posture, expires = cached
+            if now.timestamp() < expires:
+                return posture
         try:
             claims = self.ca.verify_jwt(token, self.audience, now)
-            posture = claims.get(JWT_POSTURE_CLAIM)
-            if posture is None:
+            posture_claims = claims.get(JWT_POSTURE_CLAIM)
+            if posture_claims is None:
                 raise TokenError("the JWT-SVID carries no posture claim")
-            return str(claims["sub"]), _checked(posture, "device token")
+            posture = str(claims["sub"]), _checked(posture_claims, "device token")
         except TokenError as exc:
             raise RequestError(f"device_token: {exc}") from exc
+        with self._lock:
+            self._tokens[token] = (posture, int(claims["exp"]))
+            if len(self._tokens) > _CACHE_SIZE:
+                self._tokens.popitem(last=False)
+        return posture
 
     def for_check(self, attributes: Any, now: datetime) -> tuple[str, dict[str, Any]] | None:
         """The posture on an Envoy-checked request (``AttributeContext``): a Docket JWT-SVID

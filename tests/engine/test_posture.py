@@ -21,6 +21,7 @@ from serving import Running
 
 from attestation._ca import CertificateAuthority
 from attestation._verifier import Posture
+from engine._errors import RequestError
 from engine._models import EntityUID, Request
 from engine._posture import PostureReader, attach, with_device
 from engine._settings import Settings
@@ -342,3 +343,29 @@ def test_sighup_reload_takes_a_rotated_ca(tmp_path: Path) -> None:
         assert running.worker.attestation.ca.jwks() == rotated.jwks()
     finally:
         running.stop()
+
+
+def test_a_new_ca_forgets_what_old_certificates_proved() -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, _ = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=ATTESTED.claims())
+    pem = leaf.public_bytes(serialization.Encoding.PEM)
+    assert reader.from_certificate(pem, now()) is not None
+    # Rotated, and past the overlap: the old issuing key is no longer trusted.
+    later = now() + timedelta(hours=25)
+    reader.ca = ca.rotate(now()).prune(later)
+    assert reader.from_certificate(pem, now()) is None
+
+
+def test_a_cached_device_token_still_expires() -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    assert reader.from_token(token, now()) == (DEVICE_ID, ATTESTED.claims())
+    assert reader.from_token(token, now()) == (DEVICE_ID, ATTESTED.claims())  # cached
+    with pytest.raises(RequestError, match="expired"):
+        reader.from_token(token, now() + timedelta(minutes=6))
+    reader.ca = CertificateAuthority.create(TD, now())  # another CA: the cache is gone
+    with pytest.raises(RequestError, match="not one of this CA's keys"):
+        reader.from_token(token, now())
