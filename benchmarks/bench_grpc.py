@@ -199,12 +199,15 @@ _REQUESTS_TOTAL = re.compile(r"^docket_requests_total\{([^}]*)\} (\S+)$", re.M)
 
 
 @contextmanager
-def docket_server(state: Path, *, workers: int = WORKERS) -> Iterator[Docket]:
-    """Start ``docket serve`` on free ports; yield it; stop it (SIGTERM, wait) after."""
+def docket_server(
+    state: Path, *, workers: int = WORKERS, command: list[str] | None = None
+) -> Iterator[Docket]:
+    """Start ``docket serve`` on free ports; yield it; stop it (SIGTERM, wait) after.
+    ``command`` runs another build of ``docket`` (default :func:`serve_command`)."""
     grpc_addr = f"127.0.0.1:{free_port()}"
     metrics_addr = f"127.0.0.1:{free_port()}"
     argv = [
-        *serve_command(),
+        *(command or serve_command()),
         "serve",
         "--bundle",
         str(BUNDLE),
