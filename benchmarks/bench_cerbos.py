@@ -38,6 +38,7 @@ from google.protobuf import (
 )
 from google.protobuf.message import Message
 
+from attestation._ca import CertificateAuthority
 from benchmarks._common import table
 from benchmarks._load import (
     LoadResult,
@@ -57,6 +58,7 @@ from benchmarks.bench_grpc import (
     FULL,
     QUICK,
     Runner,
+    as_attested_device,
     bundle_cases,
     cores,
     docket_server,
@@ -406,6 +408,9 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         cerbos_server(binary) as (address, pgid),
         docket_server(tmp / "data") as server,
     ):
+        docket_case = as_attested_device(
+            docket_case, CertificateAuthority.load(tmp / "data" / "ca")
+        )
         disagree = []
         for name, case_request, case_expected in cases:
             principal, resource, action = to_cerbos(case_request)

@@ -31,19 +31,17 @@ import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from attestation._ca import CertificateAuthority
-from attestation._verifier import Posture
 from benchmarks._common import table
 from benchmarks._load import Stream, frame, h2load_version, run_h2load, workdir
 from benchmarks.bench_grpc import (
     AUTHORIZE,
     BUNDLE,
-    Case,
+    as_attested_device,
     bundle_cases,
     docket_server,
     expect_ok,
@@ -57,21 +55,6 @@ WORKER = Path(__file__).resolve().parent / "_decide_worker.py"
 BASE_ENV = "DOCKET_BENCH_BASE"
 DEFAULT_BASE = "HEAD~1"
 MAX_SLOWDOWN = 0.10
-
-ATTESTED = frozenset(
-    {
-        "attested",
-        "secure_boot",
-        "measured_boot_ok",
-        "firmware_version",
-        "tpm_manufacturer",
-        "ek_hash",
-        "device_class",
-        "region",
-        "id",
-    }
-)
-"""The posture fields only a verified device credential may set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,35 +160,6 @@ def compare_decide(base: Path, rounds: Rounds) -> dict[str, Any]:
 # --- (b) docket serve under Authorize load -----------------------------------------------
 
 
-def _with_device_token(case: Case, ca: CertificateAuthority) -> Case:
-    """The case as an attested device sends it: the attested facts as a JWT-SVID from
-    ``ca``, the inventory facts (an MDM's) left in ``context.device``."""
-    message = pb.AuthorizeRequest()
-    message.CopyFrom(case.message)
-    device = message.context.fields.get("device")
-    if device is None or not device.struct_value.fields.get("attested"):
-        return case
-    for name in ATTESTED:
-        if name in device.struct_value.fields:
-            del device.struct_value.fields[name]
-    posture = Posture(
-        attested=True,
-        device_class="dev",
-        secure_boot=True,
-        measured_boot_ok=True,
-        firmware_version=0x20250101,
-        tpm_manufacturer="bench",
-        ek_hash=bytes(32),
-    )
-    message.device_token = ca.issue_jwt(
-        f"spiffe://{ca.trust_domain}/device/{'0' * 64}",
-        "docket",
-        now=datetime.now(UTC),
-        claims=posture.claims(),
-    )
-    return Case(case.name, message, case.expected)
-
-
 def _serve_command(tree: Path) -> list[str]:
     if tree == ROOT:
         return [str(Path(sys.executable).parent / "docket")]
@@ -232,7 +186,7 @@ def compare_serve(base: Path, rounds: Rounds, tmp: Path) -> dict[str, Any]:
             ca = CertificateAuthority.load(tmp / side / "ca")
             bodies, answer_sizes = [], []
             for case in cases:
-                sent = _with_device_token(case, ca)
+                sent = as_attested_device(case, ca)
                 reply = expect_ok(server.grpc, AUTHORIZE, sent.message, pb.AuthorizeResponse)
                 assert isinstance(reply, pb.AuthorizeResponse)
                 if reply.decision != sent.expected:

@@ -26,6 +26,8 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.message import Message
 
+from attestation._ca import CertificateAuthority
+from attestation._verifier import Posture
 from benchmarks._common import table
 from benchmarks._load import (
     LoadResult,
@@ -131,6 +133,51 @@ def bundle_cases() -> list[Case]:
         Case(name, to_proto(request), decisions[expected])
         for name, request, expected in load_cases(BUNDLE)
     ]
+
+
+ATTESTED = frozenset(
+    {
+        "attested",
+        "secure_boot",
+        "measured_boot_ok",
+        "firmware_version",
+        "tpm_manufacturer",
+        "ek_hash",
+        "device_class",
+        "region",
+        "id",
+    }
+)
+"""The posture fields only a verified device credential may set."""
+
+
+def as_attested_device(case: Case, ca: CertificateAuthority) -> Case:
+    """The case as an attested device sends it: the attested facts as a JWT-SVID from
+    ``ca``, the inventory facts (an MDM's) left in ``context.device``."""
+    message = pb.AuthorizeRequest()
+    message.CopyFrom(case.message)
+    device = message.context.fields.get("device")
+    if device is None or not device.struct_value.fields.get("attested"):
+        return case
+    for name in ATTESTED:
+        if name in device.struct_value.fields:
+            del device.struct_value.fields[name]
+    posture = Posture(
+        attested=True,
+        device_class="dev",
+        secure_boot=True,
+        measured_boot_ok=True,
+        firmware_version=0x20250101,
+        tpm_manufacturer="bench",
+        ek_hash=bytes(32),
+    )
+    message.device_token = ca.issue_jwt(
+        f"spiffe://{ca.trust_domain}/device/{'0' * 64}",
+        "docket",
+        now=datetime.now(UTC),
+        claims=posture.claims(),
+    )
+    return Case(case.name, message, case.expected)
 
 
 def mix(cases: list[Case]) -> list[Case]:
@@ -370,6 +417,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     check = check_request()
     with workdir("docket-bench-grpc-") as tmp, docket_server(tmp / "data") as server:
         address = server.grpc
+        ca = CertificateAuthority.load(tmp / "data" / "ca")
+        authorize_cases = [as_attested_device(case, ca) for case in authorize_cases]
         runner = Runner(server, tmp, times)
         sizes = [verify_authorize(address, case) for case in authorize_cases]
         allowed = sum(case.expected == pb.DECISION_ALLOW for case in authorize_cases)
