@@ -146,7 +146,7 @@ def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
     namespace = bundle.namespace
     principal = (bundle.qualify(request.principal.type), request.principal.id)
     if principal[1].startswith(SPIFFE_SCHEME):
-        principal = bundle.by_spiffe_id(principal[1]) or principal
+        principal = bundle.by_spiffe_id(*principal) or principal
     action = (bundle.qualify(request.action.type), request.action.id)
     resource = (bundle.qualify(request.resource.type), request.resource.id)
     context = qualify_refs(request.context, namespace) if request.context else {}
@@ -225,7 +225,8 @@ def _evaluate(bundle: PolicyBundle, prepared: list[_Prepared], now: datetime) ->
 def _combine(
     bundle: PolicyBundle, results: list[cedarpy.AuthzResult], evaluated: int, now: datetime
 ) -> Decision:
-    """Cedar's rule over one or more disjoint policy sets' results."""
+    """Cedar's rule over one or more disjoint policy sets' results, with the bundle's
+    ``forbid_errors`` setting: under ``"deny"`` an erroring forbid denies."""
     forbids: set[str] = set()
     permits: set[str] = set()
     errors: dict[str, str] = {}
@@ -244,6 +245,10 @@ def _combine(
             if match is None:
                 raise RequestError(message)
             errors.setdefault(match.group(1), match.group(2))
+    if bundle.forbid_errors == "deny":
+        # Cedar skips a policy that errors; a skipped forbid would turn its error into
+        # an allow, so here it counts as satisfied (and is the deny's reason).
+        forbids.update(i for i in errors if bundle.policy(i).effect == "forbid")
     reasons = forbids or permits
     return Decision.model_construct(
         decision="allow" if permits and not forbids else "deny",

@@ -390,3 +390,173 @@ def test_schema_without_namespace_leaves_types_as_given() -> None:
     assert bare.namespace is None
     decision = Engine(bare).decide(request("User:u", "view", "Doc:d"), now=NOW)
     assert outcome(decision) == ("allow", ("view-all",), ())
+
+
+# --- fail closed: a forbid whose condition errors denies ---------------------------------
+
+ERRORS_SCHEMA = """\
+namespace Docket {
+  entity User { department: String };
+  entity Data;
+  action read, write appliesTo {
+    principal: [User],
+    resource: [Data],
+    context: {
+      n?: Long,
+      at?: __cedar::datetime,
+      by?: __cedar::duration,
+      addr?: __cedar::ipaddr,
+    },
+  };
+}
+"""
+
+# One condition per kind of runtime error a strictly validated policy can still raise:
+# integer overflow, an extension function on a bad runtime value (datetime.offset past
+# the representable range), and an attribute of an entity that is not in the store.
+OVERFLOW = "context has n && context.n + 9223372036854775807 > 0"
+BAD_EXTENSION = (
+    'context has at && context has by && context.at.offset(context.by) > datetime("2020-01-01")'
+)
+MISSING_ATTRIBUTE = 'principal.department == "blocked"'
+ERRORS_POLICIES = f"""\
+@id("read-anything")
+permit (principal, action == Docket::Action::"read", resource);
+
+@id("forbid-overflow")
+forbid (principal, action == Docket::Action::"read", resource) when {{ {OVERFLOW} }};
+
+@id("forbid-bad-extension")
+forbid (principal, action == Docket::Action::"read", resource) when {{ {BAD_EXTENSION} }};
+
+@id("forbid-missing-attribute")
+forbid (principal, action == Docket::Action::"read", resource) when {{ {MISSING_ATTRIBUTE} }};
+
+@id("write-anything")
+permit (principal, action == Docket::Action::"write", resource);
+
+@id("permit-overflow")
+permit (principal, action == Docket::Action::"write", resource) when {{ {OVERFLOW} }};
+
+@id("permit-bad-extension")
+permit (principal, action == Docket::Action::"write", resource) when {{ {BAD_EXTENSION} }};
+
+@id("permit-missing-attribute")
+permit (principal, action == Docket::Action::"write", resource) when {{ {MISSING_ATTRIBUTE} }};
+"""
+ERRORS_ENTITIES = (
+    '[{"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "ops"}, "parents": []}]'
+)
+
+
+def errors_bundle(settings: str | None = None) -> PolicyBundle:
+    files = {
+        "schema.cedarschema": ERRORS_SCHEMA.encode(),
+        "policies.cedar": ERRORS_POLICIES.encode(),
+        "entities.json": ERRORS_ENTITIES.encode(),
+    }
+    if settings is not None:
+        files["bundle.toml"] = settings.encode()
+    return PolicyBundle.from_files(files)
+
+
+def extension(fn: str, arg: str) -> dict[str, Any]:
+    return {"__extn": {"fn": fn, "arg": arg}}
+
+
+ERROR_KINDS = [
+    pytest.param("User:alice", {"n": 1}, "integer overflow", id="overflow"),
+    pytest.param(
+        "User:alice",
+        {"at": extension("datetime", "2020-01-01"), "by": extension("duration", f"{2**63 - 1}ms")},
+        "overflows when adding an offset",
+        id="bad-extension-value",
+    ),
+    pytest.param(
+        "User:mallory",
+        {},
+        'entity `Docket::User::"mallory"` does not exist',
+        id="missing-attribute",
+    ),
+]
+
+
+@pytest.mark.parametrize(("principal", "context", "message"), ERROR_KINDS)
+def test_erroring_forbid_denies(principal: str, context: dict[str, Any], message: str) -> None:
+    decision = Engine(errors_bundle()).decide(
+        request(principal, "read", "Data:x", context), now=NOW
+    )
+    assert decision.decision == "deny"
+    (error,) = decision.errors
+    assert error.policy is not None
+    assert error.policy.startswith("forbid-")
+    assert message in error.message
+    # The erroring forbid is what determined the deny: it is the reason.
+    assert decision.reasons == (error.policy,)
+
+
+@pytest.mark.parametrize(("principal", "context", "message"), ERROR_KINDS)
+def test_erroring_permit_is_skipped(principal: str, context: dict[str, Any], message: str) -> None:
+    decision = Engine(errors_bundle()).decide(
+        request(principal, "write", "Data:x", context), now=NOW
+    )
+    assert decision.decision == "allow"
+    assert decision.reasons == ("write-anything",)
+    (error,) = decision.errors
+    assert error.policy is not None
+    assert error.policy.startswith("permit-")
+    assert message in error.message
+
+
+@pytest.mark.parametrize(("principal", "context", "message"), ERROR_KINDS)
+def test_cedar_setting_skips_erroring_forbids(
+    principal: str, context: dict[str, Any], message: str
+) -> None:
+    bundle = errors_bundle('[evaluation]\nforbid_errors = "cedar"\n')
+    assert bundle.forbid_errors == "cedar"
+    decision = Engine(bundle).decide(request(principal, "read", "Data:x", context), now=NOW)
+    assert (decision.decision, decision.reasons) == ("allow", ("read-anything",))
+    (error,) = decision.errors
+    assert error.policy is not None
+    assert error.policy.startswith("forbid-")
+    assert message in error.message
+
+
+def test_deny_is_the_default_and_can_be_named() -> None:
+    assert errors_bundle().forbid_errors == "deny"
+    assert errors_bundle('[evaluation]\nforbid_errors = "deny"\n').forbid_errors == "deny"
+
+
+def test_forbids_that_neither_hold_nor_error_leave_the_permit() -> None:
+    decision = Engine(errors_bundle()).decide(
+        request("User:alice", "read", "Data:x", {"n": -(2**63 - 1)}), now=NOW
+    )
+    assert outcome(decision) == ("allow", ("read-anything",), ())
+
+
+def test_ip_that_is_not_an_ip_in_the_context_is_refused() -> None:
+    """An ipaddr-typed context value that does not parse never reaches a policy: the
+    request is refused (strict validation forbids ``ip(context.x)`` in policies)."""
+    with pytest.raises(RequestError, match="invalid IP address: not-an-ip"):
+        Engine(errors_bundle()).decide(
+            request("User:alice", "read", "Data:x", {"addr": extension("ip", "not-an-ip")}),
+            now=NOW,
+        )
+
+
+def test_placement_site_whose_forbid_errors_is_denied() -> None:
+    """The workload is not a stored entity, so reading its attribute errors, and only
+    for the site the condition reaches (``&&`` stops at the region first)."""
+    forbid = (
+        '@id("forbid-erroring-at-paris")\n'
+        'forbid (principal is Docket::Workload, action == Docket::Action::"place", resource)\n'
+        'when { resource.region == "eu-west" && principal.namespace == "blocked" };\n'
+    )
+    bundle = PolicyBundle.from_files(bundle_files({"30-errors.cedar": forbid}))
+    placement = Engine(bundle).place(
+        Workload.model_validate({"id": "w", "classification": "internal"}), now=NOW
+    )
+    assert [s.site for s in placement.allowed] == ["onprem-virginia", "cloud-frankfurt"]
+    (denied,) = placement.denied
+    assert (denied.site, denied.reasons) == ("edge-paris", ("forbid-erroring-at-paris",))
+    assert [e.policy for e in denied.errors] == ["forbid-erroring-at-paris"]
