@@ -43,6 +43,7 @@ from attestation._errors import ReferenceError
 from attestation._reference import ReferenceValues, parse_reference
 from engine._errors import BundleError
 from engine._index import UID, PolicyIndex
+from engine._limits import heights
 from engine._policies import Policy, parse_policy_files
 from engine._signing import SIGNATURE_FILE, verify_version
 from engine._sites import Site, parse_sites
@@ -354,6 +355,7 @@ class PolicyBundle:
     index: PolicyIndex
     _by_id: dict[str, Policy]
     _ancestors: dict[UID, frozenset[UID]]
+    _heights: dict[UID, int]
     _spiffe: dict[UID, UID]
     _labels: dict[UID, DataLabels]
 
@@ -461,7 +463,9 @@ class PolicyBundle:
         self.schema = schema
         self.policies = tuple(policies)
         self._by_id = {policy.id: policy for policy in policies}
-        self._ancestors = closure(parents_map([*entity_list, *actions]))
+        stored_parents = parents_map([*entity_list, *actions])
+        self._ancestors = closure(stored_parents)
+        self._heights = heights(stored_parents, lambda _: 1)
         # Keyed by (type, SPIFFE ID): a lookup never changes the type a request names.
         self._spiffe = {
             (entity["uid"]["type"], entity["attrs"]["spiffe_id"]): (
@@ -492,6 +496,11 @@ class PolicyBundle:
     def ancestors(self, uid: UID) -> frozenset[UID]:
         """The transitive parents of a stored entity (empty for unknown ones)."""
         return self._ancestors.get(uid, frozenset())
+
+    def height(self, uid: UID) -> int:
+        """Entities on the longest chain from ``uid`` up through the stored hierarchy
+        (1 for an entity without stored parents, or not stored)."""
+        return self._heights.get(uid, 1)
 
     def by_spiffe_id(self, type_name: str, spiffe_id: str) -> UID | None:
         """The stored entity *of type* ``type_name`` (fully qualified) whose
