@@ -8,6 +8,20 @@ A bundle holds ``schema.cedarschema``, any number of ``*.cedar`` files, and opti
 ``reference/*.toml`` (directly in ``reference/``) are the attestation reference values, one
 device class per file (see :mod:`attestation._reference`); other files there are kept
 (and hashed) but not read.
+
+``bundle.toml`` (optional) holds the bundle's evaluation settings; being a bundle file,
+it is covered by the version hash and the signature like the policies it governs::
+
+    [evaluation]
+    forbid_errors = "deny"    # the default: a forbid whose condition errors denies
+    # forbid_errors = "cedar" # Cedar's semantics: an erroring policy is skipped
+
+``forbid_errors = "deny"`` fails closed: a ``forbid`` that errors at run time (integer
+overflow, an extension function on a bad value, an attribute of an entity not in the
+store) denies the request as if it held, and is named in the decision's ``reasons`` as
+well as its ``errors``. ``"cedar"`` keeps Cedar's exact behaviour (an erroring policy
+neither permits nor forbids). Erroring ``permit`` policies are skipped either way: they
+can only take an allow away. An unknown table, key or value refuses the bundle.
 """
 
 from __future__ import annotations
@@ -16,10 +30,11 @@ import hashlib
 import json
 import re
 import tarfile
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import cedarpy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -28,6 +43,7 @@ from attestation._errors import ReferenceError
 from attestation._reference import ReferenceValues, parse_reference
 from engine._errors import BundleError
 from engine._index import UID, PolicyIndex
+from engine._limits import heights
 from engine._policies import Policy, parse_policy_files
 from engine._signing import SIGNATURE_FILE, verify_version
 from engine._sites import Site, parse_sites
@@ -36,6 +52,7 @@ from engine._source import error_line
 SCHEMA_FILE = "schema.cedarschema"
 ENTITIES_FILE = "entities.json"
 SITES_FILE = "sites.toml"
+SETTINGS_FILE = "bundle.toml"
 REFERENCE_DIR = "reference"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 
@@ -262,6 +279,60 @@ def data_labels(attrs: Mapping[str, Any]) -> DataLabels | None:
     return DataLabels(ref["id"], tuple(sorted(str(j) for j in residency)))
 
 
+ForbidErrors = Literal["deny", "cedar"]
+FORBID_ERRORS: tuple[ForbidErrors, ...] = ("deny", "cedar")
+_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {"evaluation": {"forbid_errors": FORBID_ERRORS}}
+
+
+def _toml_line(text: str, key: str, table: str | None = None) -> int:
+    """The line a key (or, without ``table``, a table header) is written on; 1 if unsure."""
+    if table is None:
+        pattern = re.compile(rf"^\s*\[\s*{re.escape(key)}\s*\]")
+    else:
+        pattern = re.compile(rf"^\s*(?:{re.escape(table)}\s*\.\s*)?{re.escape(key)}\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return 1
+
+
+def parse_bundle_settings(text: str) -> tuple[ForbidErrors, list[str]]:
+    """Read ``bundle.toml``: the ``forbid_errors`` setting (``"deny"`` when unset) and
+    every ``bundle.toml:line: message`` problem (unknown table, key or value)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or 1
+        return "deny", [f"{SETTINGS_FILE}:{line}: {getattr(exc, 'msg', str(exc))}"]
+    problems: list[str] = []
+    forbid_errors: ForbidErrors = "deny"
+    for table, values in data.items():
+        known = _SETTINGS.get(table)
+        if known is None or not isinstance(values, dict):
+            expected = ", ".join(f"[{name}]" for name in _SETTINGS)
+            problems.append(
+                f"{SETTINGS_FILE}:{_toml_line(text, table)}: unknown setting {table!r} "
+                f"(expected {expected})"
+            )
+            continue
+        for key, value in values.items():
+            line = _toml_line(text, key, table)
+            allowed = known.get(key)
+            if allowed is None:
+                problems.append(
+                    f"{SETTINGS_FILE}:{line}: unknown key {table}.{key} "
+                    f"(expected one of: {', '.join(known)})"
+                )
+            elif value not in allowed:
+                choices = " or ".join(f'"{choice}"' for choice in allowed)
+                problems.append(
+                    f"{SETTINGS_FILE}:{line}: {table}.{key}: {value!r} is not {choices}"
+                )
+            else:
+                forbid_errors = value
+    return forbid_errors, problems
+
+
 class PolicyBundle:
     """A loaded, validated, indexed policy bundle. Immutable once built.
 
@@ -278,11 +349,14 @@ class PolicyBundle:
     sites: tuple[Site, ...]
     reference: ReferenceValues
     signed_by: str | None
+    forbid_errors: ForbidErrors
+    """What an erroring ``forbid`` does: ``"deny"`` (default) or ``"cedar"`` (skipped)."""
     entities: cedarpy.Entities
     index: PolicyIndex
     _by_id: dict[str, Policy]
     _ancestors: dict[UID, frozenset[UID]]
-    _spiffe: dict[str, UID]
+    _heights: dict[UID, int]
+    _spiffe: dict[UID, UID]
     _labels: dict[UID, DataLabels]
 
     @classmethod
@@ -311,7 +385,7 @@ class PolicyBundle:
 
         texts: dict[str, str] = {}
         for name, data in files.items():
-            if name == SCHEMA_FILE or name in (ENTITIES_FILE, SITES_FILE) or _is_policy(name):
+            if name in (SCHEMA_FILE, ENTITIES_FILE, SITES_FILE, SETTINGS_FILE) or _is_policy(name):
                 try:
                     texts[name] = data.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -340,6 +414,11 @@ class PolicyBundle:
             sites, site_problems = parse_sites(SITES_FILE, texts[SITES_FILE])
             problems.extend(site_problems)
         self.sites = sites
+
+        self.forbid_errors = "deny"
+        if SETTINGS_FILE in texts:
+            self.forbid_errors, setting_problems = parse_bundle_settings(texts[SETTINGS_FILE])
+            problems.extend(setting_problems)
 
         self.reference = ReferenceValues()
         try:
@@ -384,9 +463,15 @@ class PolicyBundle:
         self.schema = schema
         self.policies = tuple(policies)
         self._by_id = {policy.id: policy for policy in policies}
-        self._ancestors = closure(parents_map([*entity_list, *actions]))
+        stored_parents = parents_map([*entity_list, *actions])
+        self._ancestors = closure(stored_parents)
+        self._heights = heights(stored_parents, lambda _: 1)
+        # Keyed by (type, SPIFFE ID): a lookup never changes the type a request names.
         self._spiffe = {
-            entity["attrs"]["spiffe_id"]: (entity["uid"]["type"], entity["uid"]["id"])
+            (entity["uid"]["type"], entity["attrs"]["spiffe_id"]): (
+                entity["uid"]["type"],
+                entity["uid"]["id"],
+            )
             for entity in entity_list
             if isinstance(entity.get("attrs", {}).get("spiffe_id"), str)
         }
@@ -412,9 +497,16 @@ class PolicyBundle:
         """The transitive parents of a stored entity (empty for unknown ones)."""
         return self._ancestors.get(uid, frozenset())
 
-    def by_spiffe_id(self, spiffe_id: str) -> UID | None:
-        """The stored entity whose ``spiffe_id`` attribute is this SPIFFE ID, if any."""
-        return self._spiffe.get(spiffe_id)
+    def height(self, uid: UID) -> int:
+        """Entities on the longest chain from ``uid`` up through the stored hierarchy
+        (1 for an entity without stored parents, or not stored)."""
+        return self._heights.get(uid, 1)
+
+    def by_spiffe_id(self, type_name: str, spiffe_id: str) -> UID | None:
+        """The stored entity *of type* ``type_name`` (fully qualified) whose
+        ``spiffe_id`` attribute is this SPIFFE ID, if any. Entities of other types with
+        that SPIFFE ID are never returned: a ``User`` stays a ``User``."""
+        return self._spiffe.get((type_name, spiffe_id))
 
     def labels(self, uid: UID) -> DataLabels | None:
         """The classification and residency of a stored entity that has them (Data)."""

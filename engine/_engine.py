@@ -11,9 +11,16 @@ from typing import Any
 
 import cedarpy
 
-from engine._bundle import PolicyBundle, parents_map, qualify_entities, qualify_refs
-from engine._errors import RequestError
+from engine._bundle import PolicyBundle, qualify_entities
+from engine._errors import LimitExceeded, RequestError
 from engine._index import UID, request_anchors
+from engine._limits import (
+    MAX_BATCH_ENTITIES,
+    MAX_BATCH_ENTITY_BYTES,
+    MAX_ENTITY_BYTES,
+    check_context,
+    check_entities,
+)
 from engine._models import Decision, EntityUID, PolicyError, Request
 from engine._placement import DeniedSite, Placement, Workload, rank
 
@@ -80,8 +87,15 @@ class Engine:
                 )
                 for _ in requests
             ]
-        prepared = [_prepare(bundle, request) for request in requests]
-        return _evaluate(bundle, prepared, now)
+        _check_batch(requests)
+        staged = [_stage(bundle, request) for request in requests]
+        total = sum(len(item.extra_json) for item in staged)
+        if total > MAX_BATCH_ENTITY_BYTES:
+            raise LimitExceeded(
+                f"entities: {total} bytes of per-request entities in one batch exceed the "
+                f"limit of {MAX_BATCH_ENTITY_BYTES}"
+            )
+        return _evaluate(bundle, [_build(bundle, item) for item in staged], now)
 
     def place(
         self, workload: Workload, sites: Iterable[str] | None = None, *, now: datetime
@@ -142,24 +156,72 @@ def _uid_model(type_name: str, entity_id: str) -> EntityUID:
     return EntityUID.model_construct(type=type_name, id=entity_id)
 
 
-def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
+def _check_batch(requests: Sequence[Request]) -> None:
+    """The batch-wide entity count, before any request is looked at more closely."""
+    total = sum(len(request.entities) for request in requests)
+    if total > MAX_BATCH_ENTITIES and len(requests) > 1:
+        raise LimitExceeded(
+            f"entities: {total} per-request entities in one batch exceed the limit of "
+            f"{MAX_BATCH_ENTITIES}"
+        )
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A request within the limits, its names qualified, before any Cedar work."""
+
+    principal: UID
+    action: UID
+    resource: UID
+    context: dict[str, Any]
+    extra_json: str
+    """The per-request entities as Cedar JSON ("" when there are none)."""
+    parents: dict[UID, list[UID]]
+
+
+def _stage(bundle: PolicyBundle, request: Request) -> _Staged:
+    """Qualify a request's names and check it against the limits (cheap: no Cedar).
+    Raises :class:`~engine.LimitExceeded`."""
     namespace = bundle.namespace
     principal = (bundle.qualify(request.principal.type), request.principal.id)
     if principal[1].startswith(SPIFFE_SCHEME):
-        principal = bundle.by_spiffe_id(principal[1]) or principal
+        principal = bundle.by_spiffe_id(*principal) or principal
     action = (bundle.qualify(request.action.type), request.action.id)
     resource = (bundle.qualify(request.resource.type), request.resource.id)
-    context = qualify_refs(request.context, namespace) if request.context else {}
-    entities = bundle.entities
+    context: dict[str, Any] = {}
+    if request.context:
+        context = check_context(request.context, namespace)
+    extra_json = ""
+    parents: dict[UID, list[UID]] = {}
     if request.entities:
         extra = qualify_entities(list(request.entities), namespace)
+        parents = check_entities(extra, bundle.height)
+        extra_json = json.dumps(extra)
+        if len(extra_json) > MAX_ENTITY_BYTES:
+            raise LimitExceeded(
+                f"entities: {len(extra_json)} bytes of per-request entities exceed the "
+                f"limit of {MAX_ENTITY_BYTES}"
+            )
+    return _Staged(principal, action, resource, context, extra_json, parents)
+
+
+def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
+    """:func:`_stage` then :func:`_build` one request."""
+    return _build(bundle, _stage(bundle, request))
+
+
+def _build(bundle: PolicyBundle, staged: _Staged) -> _Prepared:
+    """Add a staged request's entities to the store (the costly step the limits bound)
+    and find the buckets it reaches. Raises :class:`~engine.RequestError`."""
+    principal, action, resource = staged.principal, staged.action, staged.resource
+    entities = bundle.entities
+    if staged.extra_json:
         try:
-            entities = bundle.entities.with_added_json_str(json.dumps(extra), bundle.schema)
-            parents = parents_map(extra)
+            entities = bundle.entities.with_added_json_str(staged.extra_json, bundle.schema)
         except (ValueError, KeyError, TypeError) as exc:
             raise RequestError(f"entities: {exc}") from exc
-        p_ancestors = _ancestors_with(bundle, parents, principal)
-        r_ancestors = _ancestors_with(bundle, parents, resource)
+        p_ancestors = _ancestors_with(bundle, staged.parents, principal)
+        r_ancestors = _ancestors_with(bundle, staged.parents, resource)
     else:
         p_ancestors = bundle.ancestors(principal)
         r_ancestors = bundle.ancestors(resource)
@@ -170,7 +232,7 @@ def _prepare(bundle: PolicyBundle, request: Request) -> _Prepared:
         "principal": {"type": principal[0], "id": principal[1]},
         "action": {"type": action[0], "id": action[1]},
         "resource": {"type": resource[0], "id": resource[1]},
-        "context": context,
+        "context": staged.context,
     }
     return _Prepared(cedar, entities, buckets)
 
@@ -225,7 +287,8 @@ def _evaluate(bundle: PolicyBundle, prepared: list[_Prepared], now: datetime) ->
 def _combine(
     bundle: PolicyBundle, results: list[cedarpy.AuthzResult], evaluated: int, now: datetime
 ) -> Decision:
-    """Cedar's rule over one or more disjoint policy sets' results."""
+    """Cedar's rule over one or more disjoint policy sets' results, with the bundle's
+    ``forbid_errors`` setting: under ``"deny"`` an erroring forbid denies."""
     forbids: set[str] = set()
     permits: set[str] = set()
     errors: dict[str, str] = {}
@@ -244,6 +307,10 @@ def _combine(
             if match is None:
                 raise RequestError(message)
             errors.setdefault(match.group(1), match.group(2))
+    if bundle.forbid_errors == "deny":
+        # Cedar skips a policy that errors; a skipped forbid would turn its error into
+        # an allow, so here it counts as satisfied (and is the deny's reason).
+        forbids.update(i for i in errors if bundle.policy(i).effect == "forbid")
     reasons = forbids or permits
     return Decision.model_construct(
         decision="allow" if permits and not forbids else "deny",

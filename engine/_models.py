@@ -26,7 +26,9 @@ class Request(BaseModel):
     to add, whereas extra entities make a copy of the bundle's entity store.
 
     A principal may be named by its SPIFFE ID (``Workload::"spiffe://…/sa/billing-api"``):
-    when a stored entity has that ``spiffe_id`` attribute, the request is about it.
+    when a stored entity *of the type named* has that ``spiffe_id`` attribute, the request
+    is about it. The type is never changed: ``User::"spiffe://…/sa/billing-api"`` stays a
+    ``User`` (not in the store, so user rules apply to it), whatever workload has that ID.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -280,12 +280,13 @@ def _model_error(name: str, line: int, exc: ValidationError) -> InputError:
     return InputError(f"{name}:{line}: {where}: {first['msg']}{more}")
 
 
-def _decision_json(decision: Decision) -> str:
+def _decision_json(decision: Decision, forbid_errors: str) -> str:
     return json.dumps(
         {
             "decision": decision.decision,
             "reasons": list(decision.reasons),
             "errors": [e.model_dump() for e in decision.errors],
+            "forbid_errors": forbid_errors,
             "bundle_version": decision.bundle_version,
             "policies_evaluated": decision.policies_evaluated,
         }
@@ -314,9 +315,13 @@ def decide(
 ) -> None:
     """Decide requests (a JSON object, or JSON Lines) from REQUEST_FILE or stdin.
 
+    Each answer says which semantics the bundle gives a forbid that errors
+    (forbid_errors: "deny", the default, or "cedar": skipped, as Cedar does).
     Exits 0 when every request is allowed, 1 when any is denied.
     """
     engine = _engine_for(ctx, bundle_path, bundle_key)
+    assert engine.bundle is not None
+    forbid_errors = engine.bundle.forbid_errors
     name = request_file.name
     denied = 0
     for line, document in _read_documents(request_file, name):
@@ -329,11 +334,14 @@ def decide(
             raise InputError(f"{name}:{line}: {exc}") from exc
         denied += not decision.allowed
         if as_json:
-            click.echo(_decision_json(decision))
+            click.echo(_decision_json(decision, forbid_errors))
             continue
         colour = "green" if decision.allowed else "red"
         reasons = ", ".join(decision.reasons) or "no policy permits (default deny)"
-        out.print(f"[{colour}]{decision.decision.upper()}[/]  {reasons}")
+        out.print(
+            f"[{colour}]{decision.decision.upper()}[/]  {reasons}  "
+            f"[dim](forbid errors: {forbid_errors})[/]"
+        )
         for error in decision.errors:
             out.print(f"  error in {error.policy}: {error.message}", markup=False)
     if denied:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import PolicyBundle
+from engine import Engine, PolicyBundle, Request
 from engine._casefile import load_cases, run_cases, uncovered_policies
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -41,3 +41,47 @@ def test_catalog_spans_tiers_and_jurisdictions(bundle: PolicyBundle) -> None:
     assert {s.jurisdiction for s in bundle.sites} == {"eu", "uk", "us", "apac"}
     for site in bundle.sites:
         assert set(site.latency_ms) == {"eu", "uk", "us", "apac"}, site.name
+
+
+def test_default_bundle_fails_closed_on_forbid_errors(bundle: PolicyBundle) -> None:
+    assert bundle.forbid_errors == "deny"
+
+
+BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
+
+
+def read_forecast(principal_type: str) -> Request:
+    return Request.model_validate(
+        {
+            "principal": {"type": principal_type, "id": BILLING},
+            "action": {"type": "Action", "id": "read"},
+            "resource": {"type": "Data", "id": "quarterly-forecast"},
+            "context": {
+                "jurisdiction": "uk",
+                "device": {
+                    "attested": True,
+                    "secure_boot": True,
+                    "managed": True,
+                    "disk_encrypted": True,
+                    "patch_age_days": 1,
+                    "trust_tier": "high",
+                },
+            },
+        }
+    )
+
+
+def test_user_named_by_a_workload_spiffe_id_stays_a_user(bundle: PolicyBundle) -> None:
+    """The stored billing-api Workload has this SPIFFE ID; a User of that id is a user
+    all the same, so the MFA rule for users denies it."""
+    engine = Engine(bundle)
+    now = datetime.now(UTC)
+    as_user = engine.decide(read_forecast("User"), now=now)
+    assert as_user.decision == "deny"
+    assert "confidential-requires-mfa" in as_user.reasons
+    as_workload = engine.decide(read_forecast("Workload"), now=now)
+    assert (as_workload.decision, as_workload.reasons, as_workload.errors) == (
+        "allow",
+        ("workloads-access-own-namespace",),
+        (),
+    )

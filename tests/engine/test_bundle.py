@@ -219,6 +219,31 @@ def locations(problems: tuple[str, ...]) -> list[str]:
             id="no-policy-files",
         ),
         pytest.param(
+            {"bundle.toml": '# settings\n[evaluation]\nforbid_errors = "allow"\n'},
+            {"bundle.toml:3": 'evaluation.forbid_errors: \'allow\' is not "deny" or "cedar"'},
+            id="settings-unknown-value",
+        ),
+        pytest.param(
+            {"bundle.toml": '[evaluation]\nforbid_errors = "deny"\npermit_errors = "deny"\n'},
+            {"bundle.toml:3": "unknown key evaluation.permit_errors"},
+            id="settings-unknown-key",
+        ),
+        pytest.param(
+            {"bundle.toml": '[evaluation]\nforbid_errors = "cedar"\n\n[limits]\ndepth = 9\n'},
+            {"bundle.toml:4": "unknown setting 'limits' (expected [evaluation])"},
+            id="settings-unknown-table",
+        ),
+        pytest.param(
+            {"bundle.toml": "[evaluation]\nforbid_errors = true\n"},
+            {"bundle.toml:2": "evaluation.forbid_errors: True is not"},
+            id="settings-value-not-a-string",
+        ),
+        pytest.param(
+            {"bundle.toml": "[evaluation\n"},
+            {"bundle.toml:1": "Expected ']'"},
+            id="settings-invalid-toml",
+        ),
+        pytest.param(
             {
                 "schema.cedarschema": SCHEMA.replace("entity Site {", "entity Site {{"),
                 "20-placement.cedar": PLACEMENT.replace("(principal is", "(principal iz"),
@@ -316,6 +341,9 @@ def test_version_is_sha256_over_sorted_files() -> None:
         ),
         pytest.param({"reference/notes.md": "# why\n"}, False, id="add-reference-file"),
         pytest.param({"sites.toml": None}, False, id="remove-sites"),
+        pytest.param(
+            {"bundle.toml": '[evaluation]\nforbid_errors = "deny"\n'}, False, id="add-settings"
+        ),
         pytest.param({"bundle.sig": "ed25519 0000 AAAA\n"}, True, id="add-signature"),
     ],
 )
@@ -325,6 +353,22 @@ def test_version_changes_with_any_file_but_the_signature(
     before = PolicyBundle.from_files(bundle_files()).version
     after = PolicyBundle.from_files(bundle_files(changes)).version
     assert (after == before) is same_version
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        pytest.param(None, "deny", id="no-bundle-toml"),
+        pytest.param("", "deny", id="empty-bundle-toml"),
+        pytest.param("[evaluation]\n", "deny", id="empty-table"),
+        pytest.param('[evaluation]\nforbid_errors = "deny"\n', "deny", id="deny"),
+        pytest.param('[evaluation]\nforbid_errors = "cedar"\n', "cedar", id="cedar"),
+        pytest.param('evaluation.forbid_errors = "cedar"\n', "cedar", id="dotted-key"),
+    ],
+)
+def test_forbid_errors_setting(settings: str | None, expected: str) -> None:
+    bundle = PolicyBundle.from_files(bundle_files({"bundle.toml": settings}))
+    assert bundle.forbid_errors == expected
 
 
 def test_hidden_files_and_caches_in_a_directory_are_not_part_of_the_bundle(

@@ -95,6 +95,58 @@ def test_decide_json(request_file: str, code: int, decision: str) -> None:
     assert answer["errors"] == []
 
 
+OVERFLOWING_BUNDLE = {
+    "schema.cedarschema": "entity User; entity Data;\n"
+    "action read appliesTo { principal: User, resource: Data, context: { n: Long } };\n",
+    "policies.cedar": '@id("read-anything")\npermit (principal, action, resource);\n'
+    '@id("forbid-big")\nforbid (principal, action, resource)\n'
+    "when { context.n + 9223372036854775807 > 0 };\n",
+}
+OVERFLOWING_REQUEST = json.dumps(
+    {
+        "principal": {"type": "User", "id": "a"},
+        "action": {"type": "Action", "id": "read"},
+        "resource": {"type": "Data", "id": "d"},
+        "context": {"n": 1},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "code", "decision", "reasons", "semantics"),
+    [
+        pytest.param(None, 1, "deny", ["forbid-big"], "deny", id="default-deny"),
+        pytest.param('forbid_errors = "deny"', 1, "deny", ["forbid-big"], "deny", id="deny"),
+        pytest.param('forbid_errors = "cedar"', 0, "allow", ["read-anything"], "cedar", id="cedar"),
+    ],
+)
+def test_decide_says_what_an_erroring_forbid_did(
+    tmp_path: Path,
+    settings: str | None,
+    code: int,
+    decision: str,
+    reasons: list[str],
+    semantics: str,
+) -> None:
+    files = dict(OVERFLOWING_BUNDLE)
+    if settings is not None:
+        files["bundle.toml"] = f"[evaluation]\n{settings}\n"
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    args = ["decide", "--bundle", str(tmp_path)]
+    answer = docket(*args, "--json", stdin=OVERFLOWING_REQUEST)
+    assert answer.returncode == code, answer.stderr
+    found = json.loads(answer.stdout)
+    assert (found["decision"], found["reasons"]) == (decision, reasons)
+    assert found["forbid_errors"] == semantics
+    assert [e["policy"] for e in found["errors"]] == ["forbid-big"]
+    assert "integer overflow" in found["errors"][0]["message"]
+    text = docket(*args, stdin=OVERFLOWING_REQUEST)
+    assert text.returncode == code, text.stderr
+    assert f"{decision.upper()}  {reasons[0]}  (forbid errors: {semantics})" in text.stdout
+    assert "error in forbid-big: integer overflow" in text.stdout
+
+
 def test_decide_json_lines_in_order() -> None:
     allow = json.dumps(json.loads((QUICKSTART / "allow.json").read_text()))
     deny = json.dumps(json.loads((QUICKSTART / "deny.json").read_text()))

@@ -18,6 +18,7 @@ from engine import (
     RequestError,
     Workload,
 )
+from engine._errors import LimitExceeded
 from engine._index import PolicyIndex
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -390,3 +391,302 @@ def test_schema_without_namespace_leaves_types_as_given() -> None:
     assert bare.namespace is None
     decision = Engine(bare).decide(request("User:u", "view", "Doc:d"), now=NOW)
     assert outcome(decision) == ("allow", ("view-all",), ())
+
+
+# --- fail closed: a forbid whose condition errors denies ---------------------------------
+
+ERRORS_SCHEMA = """\
+namespace Docket {
+  entity User { department: String };
+  entity Data;
+  action read, write appliesTo {
+    principal: [User],
+    resource: [Data],
+    context: {
+      n?: Long,
+      at?: __cedar::datetime,
+      by?: __cedar::duration,
+      addr?: __cedar::ipaddr,
+    },
+  };
+}
+"""
+
+# One condition per kind of runtime error a strictly validated policy can still raise:
+# integer overflow, an extension function on a bad runtime value (datetime.offset past
+# the representable range), and an attribute of an entity that is not in the store.
+OVERFLOW = "context has n && context.n + 9223372036854775807 > 0"
+BAD_EXTENSION = (
+    'context has at && context has by && context.at.offset(context.by) > datetime("2020-01-01")'
+)
+MISSING_ATTRIBUTE = 'principal.department == "blocked"'
+ERRORS_POLICIES = f"""\
+@id("read-anything")
+permit (principal, action == Docket::Action::"read", resource);
+
+@id("forbid-overflow")
+forbid (principal, action == Docket::Action::"read", resource) when {{ {OVERFLOW} }};
+
+@id("forbid-bad-extension")
+forbid (principal, action == Docket::Action::"read", resource) when {{ {BAD_EXTENSION} }};
+
+@id("forbid-missing-attribute")
+forbid (principal, action == Docket::Action::"read", resource) when {{ {MISSING_ATTRIBUTE} }};
+
+@id("write-anything")
+permit (principal, action == Docket::Action::"write", resource);
+
+@id("permit-overflow")
+permit (principal, action == Docket::Action::"write", resource) when {{ {OVERFLOW} }};
+
+@id("permit-bad-extension")
+permit (principal, action == Docket::Action::"write", resource) when {{ {BAD_EXTENSION} }};
+
+@id("permit-missing-attribute")
+permit (principal, action == Docket::Action::"write", resource) when {{ {MISSING_ATTRIBUTE} }};
+"""
+ERRORS_ENTITIES = (
+    '[{"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "ops"}, "parents": []}]'
+)
+
+
+def errors_bundle(settings: str | None = None) -> PolicyBundle:
+    files = {
+        "schema.cedarschema": ERRORS_SCHEMA.encode(),
+        "policies.cedar": ERRORS_POLICIES.encode(),
+        "entities.json": ERRORS_ENTITIES.encode(),
+    }
+    if settings is not None:
+        files["bundle.toml"] = settings.encode()
+    return PolicyBundle.from_files(files)
+
+
+def extension(fn: str, arg: str) -> dict[str, Any]:
+    return {"__extn": {"fn": fn, "arg": arg}}
+
+
+ERROR_KINDS = [
+    pytest.param("User:alice", {"n": 1}, "integer overflow", id="overflow"),
+    pytest.param(
+        "User:alice",
+        {"at": extension("datetime", "2020-01-01"), "by": extension("duration", f"{2**63 - 1}ms")},
+        "overflows when adding an offset",
+        id="bad-extension-value",
+    ),
+    pytest.param(
+        "User:mallory",
+        {},
+        'entity `Docket::User::"mallory"` does not exist',
+        id="missing-attribute",
+    ),
+]
+
+
+@pytest.mark.parametrize(("principal", "context", "message"), ERROR_KINDS)
+def test_erroring_forbid_denies(principal: str, context: dict[str, Any], message: str) -> None:
+    decision = Engine(errors_bundle()).decide(
+        request(principal, "read", "Data:x", context), now=NOW
+    )
+    assert decision.decision == "deny"
+    (error,) = decision.errors
+    assert error.policy is not None
+    assert error.policy.startswith("forbid-")
+    assert message in error.message
+    # The erroring forbid is what determined the deny: it is the reason.
+    assert decision.reasons == (error.policy,)
+
+
+@pytest.mark.parametrize(("principal", "context", "message"), ERROR_KINDS)
+def test_erroring_permit_is_skipped(principal: str, context: dict[str, Any], message: str) -> None:
+    decision = Engine(errors_bundle()).decide(
+        request(principal, "write", "Data:x", context), now=NOW
+    )
+    assert decision.decision == "allow"
+    assert decision.reasons == ("write-anything",)
+    (error,) = decision.errors
+    assert error.policy is not None
+    assert error.policy.startswith("permit-")
+    assert message in error.message
+
+
+@pytest.mark.parametrize(("principal", "context", "message"), ERROR_KINDS)
+def test_cedar_setting_skips_erroring_forbids(
+    principal: str, context: dict[str, Any], message: str
+) -> None:
+    bundle = errors_bundle('[evaluation]\nforbid_errors = "cedar"\n')
+    assert bundle.forbid_errors == "cedar"
+    decision = Engine(bundle).decide(request(principal, "read", "Data:x", context), now=NOW)
+    assert (decision.decision, decision.reasons) == ("allow", ("read-anything",))
+    (error,) = decision.errors
+    assert error.policy is not None
+    assert error.policy.startswith("forbid-")
+    assert message in error.message
+
+
+def test_deny_is_the_default_and_can_be_named() -> None:
+    assert errors_bundle().forbid_errors == "deny"
+    assert errors_bundle('[evaluation]\nforbid_errors = "deny"\n').forbid_errors == "deny"
+
+
+def test_forbids_that_neither_hold_nor_error_leave_the_permit() -> None:
+    decision = Engine(errors_bundle()).decide(
+        request("User:alice", "read", "Data:x", {"n": -(2**63 - 1)}), now=NOW
+    )
+    assert outcome(decision) == ("allow", ("read-anything",), ())
+
+
+def test_ip_that_is_not_an_ip_in_the_context_is_refused() -> None:
+    """An ipaddr-typed context value that does not parse never reaches a policy: the
+    request is refused (strict validation forbids ``ip(context.x)`` in policies)."""
+    with pytest.raises(RequestError, match="invalid IP address: not-an-ip"):
+        Engine(errors_bundle()).decide(
+            request("User:alice", "read", "Data:x", {"addr": extension("ip", "not-an-ip")}),
+            now=NOW,
+        )
+
+
+def test_placement_site_whose_forbid_errors_is_denied() -> None:
+    """The workload is not a stored entity, so reading its attribute errors, and only
+    for the site the condition reaches (``&&`` stops at the region first)."""
+    forbid = (
+        '@id("forbid-erroring-at-paris")\n'
+        'forbid (principal is Docket::Workload, action == Docket::Action::"place", resource)\n'
+        'when { resource.region == "eu-west" && principal.namespace == "blocked" };\n'
+    )
+    bundle = PolicyBundle.from_files(bundle_files({"30-errors.cedar": forbid}))
+    placement = Engine(bundle).place(
+        Workload.model_validate({"id": "w", "classification": "internal"}), now=NOW
+    )
+    assert [s.site for s in placement.allowed] == ["onprem-virginia", "cloud-frankfurt"]
+    (denied,) = placement.denied
+    assert (denied.site, denied.reasons) == ("edge-paris", ("forbid-erroring-at-paris",))
+    assert [e.policy for e in denied.errors] == ["forbid-erroring-at-paris"]
+
+
+# --- bounded requests: the limits are checked before Cedar adds entities ------------------
+
+
+def group(group_id: str, *parents: str) -> dict[str, Any]:
+    return {
+        "uid": {"type": "Group", "id": group_id},
+        "attrs": {},
+        "parents": [{"type": "Group", "id": p} for p in parents],
+    }
+
+
+def chain(length: int, top: str | None = None) -> list[dict[str, Any]]:
+    """User eve in g1 in g2 … in g<length-1> (in ``top`` when given): ``length`` entities."""
+    entities = [user("eve", "ops", "g1")]
+    for i in range(1, length - 1):
+        entities.append(group(f"g{i}", f"g{i + 1}"))
+    entities.append(group(f"g{length - 1}", *([top] if top else [])))
+    return entities
+
+
+def nested(depth: int) -> Any:
+    value: Any = True
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def read_as_eve(entities: list[dict[str, Any]], context: dict[str, Any] | None = None) -> Request:
+    return request("User:eve", "read", "Data:ledger", context, entities)
+
+
+OVER_LIMITS = [
+    pytest.param(
+        read_as_eve(chain(1200)),
+        "entities: 1200 per-request entities exceed the limit of 100",
+        id="the-1200-chain-attack",
+    ),
+    pytest.param(
+        read_as_eve(chain(40)), "entities: chain depth 40 exceeds the limit of 32", id="chain-depth"
+    ),
+    pytest.param(
+        # 31 per-request entities, then sre and engineering from the store: 33 in all.
+        read_as_eve(chain(31, top="sre")),
+        "entities: chain depth 33 exceeds the limit of 32",
+        id="chain-depth-through-stored-entities",
+    ),
+    pytest.param(
+        read_as_eve([user("eve", "ops", *(f"g{i}" for i in range(33)))]),
+        'entities: Docket::User::"eve" has 33 parents; the limit is 32',
+        id="parent-fan-out",
+    ),
+    pytest.param(
+        read_as_eve([user("eve", "x" * 70_000)]),
+        "entities[0].attrs: more than the limit of 65536 bytes of strings",
+        id="entity-attribute-bytes",
+    ),
+    pytest.param(
+        read_as_eve(
+            [{**group(f"g{i}"), "uid": {"type": "Group", "id": f"{i:0>800}"}} for i in range(90)]
+        ),
+        "bytes of per-request entities exceed the limit of 65536",
+        id="entity-json-bytes",
+    ),
+    pytest.param(
+        request("User:bob", "read", "Data:ledger", {"mfa": nested(17)}),
+        "context: nesting deeper than the limit of 16 levels",
+        id="context-depth",
+    ),
+    pytest.param(
+        request("User:bob", "read", "Data:ledger", {"mfa": nested(500)}),
+        "context: nesting deeper than the limit of 16 levels",
+        id="context-depth-that-overflowed-the-stack",
+    ),
+    pytest.param(
+        request("User:bob", "read", "Data:ledger", {"tags": list(range(5000))}),
+        "context: more than the limit of 4096 values",
+        id="context-values",
+    ),
+    pytest.param(
+        request("User:bob", "read", "Data:ledger", {"note": "x" * 300_000}),
+        "context: more than the limit of 262144 bytes of strings",
+        id="context-bytes",
+    ),
+]
+
+
+@pytest.mark.parametrize(("req", "message"), OVER_LIMITS)
+def test_request_over_a_limit_is_refused_naming_it(
+    engine: Engine, req: Request, message: str
+) -> None:
+    with pytest.raises(LimitExceeded, match=re.escape(message)):
+        engine.decide(req, now=NOW)
+
+
+def test_request_at_the_limits_is_decided(engine: Engine) -> None:
+    at_depth = read_as_eve(chain(32))
+    assert engine.decide(at_depth, now=NOW).decision == "deny"
+    in_stored = read_as_eve(chain(30, top="sre"))
+    assert engine.decide(in_stored, now=NOW).reasons == ("engineering-reads",)
+    fan_out = read_as_eve([user("eve", "ops", "sre", *(f"g{i}" for i in range(31)))])
+    assert engine.decide(fan_out, now=NOW).reasons == ("engineering-reads",)
+    context = request("User:bob", "write", "Data:ledger", {"mfa": True})
+    assert engine.decide(context, now=NOW).allowed
+
+
+def test_cycle_of_per_request_entities_is_measured_then_refused(engine: Engine) -> None:
+    """The depth check cuts the cycle (it does not loop); Cedar then refuses it."""
+    cycle = [user("eve", "ops", "g1"), group("g1", "g2"), group("g2", "g1", "sre")]
+    with pytest.raises(RequestError, match="entities: transitive closure"):
+        engine.decide(read_as_eve(cycle), now=NOW)
+
+
+def test_batch_total_of_entities_is_bounded(engine: Engine) -> None:
+    """Each request within the limits, the batch as a whole over them."""
+    one = read_as_eve(chain(30))
+    assert len(engine.decide_batch([one] * 8, now=NOW)) == 8
+    with pytest.raises(
+        LimitExceeded,
+        match=re.escape("entities: 270 per-request entities in one batch exceed the limit of 256"),
+    ):
+        engine.decide_batch([one] * 9, now=NOW)
+
+
+def test_batch_total_of_entity_bytes_is_bounded(engine: Engine) -> None:
+    one = read_as_eve([user("eve", "x" * 60_000)])
+    with pytest.raises(LimitExceeded, match="bytes of per-request entities in one batch exceed"):
+        engine.decide_batch([one] * 5, now=NOW)

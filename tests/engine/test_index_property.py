@@ -321,7 +321,11 @@ _ERROR = re.compile(r"^error while evaluating policy `([^`]*)`: (.*)$", re.S)
 Outcome = tuple[str, frozenset[str], dict[str, str]]
 
 
-def full_evaluation(case: Case, schema: cedarpy.Schema) -> list[Outcome]:
+def full_evaluation(
+    case: Case, schema: cedarpy.Schema, forbids: frozenset[str] | None = None
+) -> list[Outcome]:
+    """Cedar over the whole policy set; with ``forbids`` (the ids of forbid policies),
+    under Docket's fail-closed rule for forbids that error."""
     policy_files = sorted(name for name in case.files if name.endswith(".cedar"))
     text = "\n".join(case.files[name].decode() for name in policy_files)
     policy_set = cedarpy.PolicySet.from_str(text)
@@ -341,7 +345,13 @@ def full_evaluation(case: Case, schema: cedarpy.Schema) -> list[Outcome]:
             match = _ERROR.match(message)
             assert match is not None, message
             errors[case.policy_ids[int(match.group(1).removeprefix("policy"))]] = match.group(2)
-        outcomes.append(("allow" if result.allowed else "deny", reasons, errors))
+        decision = "allow" if result.allowed else "deny"
+        # Docket's default (forbid_errors = "deny"): an erroring forbid denies and is a reason.
+        failed_forbids = {i for i in errors if forbids is not None and i in forbids}
+        if failed_forbids:
+            satisfied = {i for i in reasons if i in (forbids or ())}
+            decision, reasons = "deny", frozenset(satisfied | failed_forbids)
+        outcomes.append((decision, reasons, errors))
     return outcomes
 
 
@@ -381,7 +391,8 @@ def action_ancestors(bundle: PolicyBundle) -> dict[tuple[str, str], frozenset[tu
 @given(case=cases())
 def test_indexed_evaluation_equals_full_evaluation(case: Case) -> None:
     bundle = PolicyBundle.from_files(case.files)
-    expected = full_evaluation(case, bundle.schema)
+    forbids = frozenset(p.id for p in bundle.policies if p.effect == "forbid")
+    expected = full_evaluation(case, bundle.schema, forbids)
     requests = [Request.model_validate(r) for r in case.requests]
     indexes = {
         "default": bundle.index,
