@@ -28,8 +28,6 @@ EntryKind = Literal[
     "redaction",
 ]
 Classification = Literal["public", "internal", "confidential", "restricted"]
-SENSITIVE: frozenset[str] = frozenset({"confidential", "restricted"})
-"""Classifications whose residency the compliance report holds every access to."""
 
 SALT_BYTES = 16
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -12,10 +12,16 @@ Sections:
   payload redacted (those are counted but cannot be classified);
 - **decisions** (kinds ``decision``, ``placement``, ``admission``): allow and deny counts
   per classification (``unclassified`` when absent) and jurisdiction (``unknown``);
-- **residency findings**: every *allowed* decision, placement or admission on
-  ``confidential`` or ``restricted`` data whose jurisdiction is unknown or outside its
-  non-empty residency, and for placements every allowed site (``detail["allowed"]``)
-  outside it. One finding per entry, or per site for a placement;
+- **residency findings**: the residency rule, the same one the default bundle's
+  policies enforce (``placement-residency``, ``placement-data-catalog-residency`` and
+  the access guard ``restricted-requires-resident-jurisdiction``): a residency declared
+  on the data binds, whatever its classification. An *allowed* decision, placement or
+  admission whose entry has a non-empty ``residency`` is a violation when its
+  jurisdiction is unknown or outside it, or, for a placement, when any allowed site
+  (``detail["allowed"]``, ranked) is outside it. An entry without a residency is never
+  a violation. One finding per violating entry: for a placement it names the first
+  (best-ranked) allowed site outside the residency in ``site`` and every such site in
+  ``sites``; for a decision, ``site`` is empty and ``jurisdiction`` says where from;
 - **denials by policy**: deny decisions, placements and admissions counted once per
   determining policy id (``(default deny)`` when there is none), so an entry denied by
   two policies counts for both;
@@ -38,7 +44,7 @@ JSON (``render(report, "json")``), one object, keys always present, times RFC 33
      "residency": {"violations": int,
                    "findings": [{"index", "time", "kind", "subject", "action", "resource",
                                  "classification", "residency": [str], "jurisdiction",
-                                 "site", "decision_id"}]},
+                                 "site", "sites": [str], "decision_id"}]},
      "denials": [{"policy", "count"}],                             # most first
      "credentials": {"attestation"|"certificate":
                      {"issued", "refused", "refusals": [{"reason", "count"}]}}}
@@ -64,7 +70,8 @@ credentials        kind (attestation, certificate)             issued, refused
 refusals           kind, reason                                refusals
 residency_finding  kind, classification, jurisdiction, index,  violation (value 1), time,
                    site (empty: the entry itself)              subject, action, resource,
-                                                               residency, decision_id
+                                                               residency, sites,
+                                                               decision_id
 =================  ==========================================  ===========================
 
 Text taken from entries is caller-supplied: every renderer escapes control and
@@ -89,7 +96,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from audit._entry import SENSITIVE, Entry, EntryKind
+from audit._entry import Entry, EntryKind
 
 Format = Literal["table", "html", "json", "csv"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -135,10 +142,13 @@ class DecisionCount:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """An allowed access to, or placement of, sensitive data outside its residency.
+    """An allowed access to, or placement of, data outside its declared residency: one
+    per violating entry.
 
-    ``site`` is the allowed placement site that is outside (its jurisdiction in
-    ``jurisdiction``), ``None`` when the finding is about the entry's own jurisdiction.
+    For a placement, ``sites`` are the allowed sites outside the residency, best-ranked
+    first, and ``site`` is the first of them (its jurisdiction in ``jurisdiction``).
+    ``site`` is ``None`` (and ``sites`` empty) when the finding is about the entry's own
+    jurisdiction: where an access came from (``None``: unknown).
     """
 
     index: int
@@ -151,6 +161,7 @@ class Finding:
     residency: tuple[str, ...]
     jurisdiction: str | None
     site: str | None
+    sites: tuple[str, ...]
     decision_id: str | None
 
 
@@ -216,46 +227,46 @@ def _text(value: Any) -> str | None:
 
 
 def _outside(jurisdiction: str | None, residency: tuple[str, ...]) -> bool:
+    """The residency rule: a jurisdiction is inside only when it is known and declared."""
     return jurisdiction is None or jurisdiction not in residency
 
 
-def _findings(index: int, entry: Entry) -> Iterator[Finding]:
-    """The residency findings of one entry (usually none)."""
-    if (
-        entry.kind not in DECISION_KINDS
-        or entry.decision != "allow"
-        or entry.classification not in SENSITIVE
-        or not entry.residency
-    ):
-        return
+def _finding(index: int, entry: Entry) -> Finding | None:
+    """The residency finding of one entry, or None when it complies.
 
-    def finding(jurisdiction: str | None, site: str | None) -> Finding:
-        return Finding(
-            index=index,
-            time=entry.time,
-            kind=entry.kind,
-            subject=entry.subject,
-            action=entry.action,
-            resource=entry.resource,
-            classification=entry.classification or UNCLASSIFIED,
-            residency=entry.residency,
-            jurisdiction=jurisdiction,
-            site=site,
-            decision_id=_text(entry.detail.get("decision_id")),
-        )
-
-    reported: set[str | None] = set()
+    Only an allowed decision, placement or admission with a declared (non-empty)
+    residency can violate it, whatever its classification.
+    """
+    if entry.kind not in DECISION_KINDS or entry.decision != "allow" or not entry.residency:
+        return None
+    where = entry.jurisdiction
+    outside: list[tuple[str, str | None]] = []
     if entry.kind == "placement":
-        sites = entry.detail.get("allowed")
-        for item in sites if isinstance(sites, list) else ():
+        allowed = entry.detail.get("allowed")
+        for item in allowed if isinstance(allowed, list) else ():
             # A malformed site record cannot show it is inside: it is reported.
             site = item if isinstance(item, dict) else {}
-            where = _text(site.get("jurisdiction"))
-            if _outside(where, entry.residency):
-                reported.add(where)
-                yield finding(where, _text(site.get("site")) or "(unnamed site)")
-    if _outside(entry.jurisdiction, entry.residency) and entry.jurisdiction not in reported:
-        yield finding(entry.jurisdiction, None)
+            jurisdiction = _text(site.get("jurisdiction"))
+            if _outside(jurisdiction, entry.residency):
+                outside.append((_text(site.get("site")) or "(unnamed site)", jurisdiction))
+    if outside:
+        where = outside[0][1]
+    elif not _outside(where, entry.residency):
+        return None
+    return Finding(
+        index=index,
+        time=entry.time,
+        kind=entry.kind,
+        subject=entry.subject,
+        action=entry.action,
+        resource=entry.resource,
+        classification=entry.classification or UNCLASSIFIED,
+        residency=entry.residency,
+        jurisdiction=where,
+        site=outside[0][0] if outside else None,
+        sites=tuple(name for name, _ in outside),
+        decision_id=_text(entry.detail.get("decision_id")),
+    )
 
 
 def _refusal_reason(entry: Entry) -> str:
@@ -321,7 +332,9 @@ def build_report(
             cell = cells.setdefault(key, [0, 0])
             if entry.decision == "allow":
                 cell[0] += 1
-                findings.extend(_findings(index, entry))
+                found = _finding(index, entry)
+                if found is not None:
+                    findings.append(found)
             else:
                 cell[1] += 1
                 denials.update(set(entry.policies) or {DEFAULT_DENY})
@@ -421,7 +434,10 @@ def _status_line(status: ReportStatus) -> str:
 
 def _where(finding: Finding) -> str:
     where = finding.jurisdiction or UNKNOWN
-    return f"site {finding.site} ({where})" if finding.site is not None else where
+    if finding.site is None:
+        return where
+    more = len(finding.sites) - 1
+    return f"site {finding.site} ({where})" + (f" and {more} more outside" if more > 0 else "")
 
 
 def _credential_label(kind: str) -> str:
@@ -476,6 +492,7 @@ def _json_document(report: Report) -> dict[str, Any]:
                     "residency": list(f.residency),
                     "jurisdiction": f.jurisdiction,
                     "site": f.site,
+                    "sites": list(f.sites),
                     "decision_id": f.decision_id,
                 }
                 for f in report.findings
@@ -585,6 +602,7 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
             ("action", f.action),
             ("resource", f.resource),
             ("residency", " ".join(f.residency)),
+            ("sites", " ".join(f.sites)),
             ("decision_id", f.decision_id),
         ):
             yield {**key, "metric": metric, "value": value}
@@ -676,12 +694,11 @@ def _render_table(report: Report, *, color: bool) -> str:
 
     heading("Residency findings")
     if not report.findings:
-        console.print(_t("NONE: no sensitive data was accessed or placed outside its residency."))
+        console.print(_t("NONE: no data was accessed or placed outside its declared residency."))
     else:
         console.print(
             _t(
-                f"VIOLATIONS: {report.violations}: confidential or restricted data was "
-                "allowed outside its residency",
+                f"VIOLATIONS: {report.violations}: data was allowed outside its declared residency",
                 "bold red",
             )
         )
@@ -705,6 +722,8 @@ def _render_table(report: Report, *, color: bool) -> str:
             grid.add_row("    subject", _t(f.subject))
             grid.add_row("    action", _t(f.action))
             grid.add_row("    resource", _t(f.resource))
+            if f.sites:
+                grid.add_row("    sites outside", _t(" ".join(f.sites)))
             grid.add_row("    decision id", _t(f.decision_id))
             console.print(grid)
         if report.violations > SHOWN_FINDINGS:
@@ -949,14 +968,14 @@ def _render_html(report: Report) -> str:
     out.append('<section><h2 id="findings">Residency findings</h2>')
     if not report.findings:
         out.append(
-            '<div class="banner ok">No residency violations: no confidential or restricted '
-            "data was accessed or placed outside its residency.</div>"
+            '<div class="banner ok">No residency violations: no data was accessed or placed '
+            "outside its declared residency.</div>"
         )
     else:
         out.append(
             f'<div class="banner bad" role="alert">{report.violations:,} RESIDENCY '
-            f"VIOLATION{'S' if report.violations != 1 else ''}: confidential or restricted "
-            "data was allowed outside its residency.</div>"
+            f"VIOLATION{'S' if report.violations != 1 else ''}: data was allowed outside "
+            "its declared residency.</div>"
         )
         out.append(
             _html_table(
@@ -1120,9 +1139,9 @@ def _render_html(report: Report) -> str:
     out.append("</section></main>")
     out.append(
         "<footer>Produced by <code>docket audit report</code> from the tamper-evident audit "
-        "log. Residency findings list every allowed access to, or placement of, "
-        "confidential or restricted data outside its residency; the expected number is "
-        "zero.</footer>"
+        "log. Residency findings list every allowed access to, or placement of, data "
+        "outside its declared residency, whatever its classification, one per decision; "
+        "the expected number is zero.</footer>"
     )
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -664,9 +664,10 @@ def report(
     key_texts: tuple[str, ...],
 ) -> None:
     """Residency and compliance report for a period: decisions by classification and
-    jurisdiction, any access or placement of confidential or restricted data outside
-    its residency (flagged), denials by policy, credentials issued and refused, and
-    whether the log verified (and against which checkpoint)."""
+    jurisdiction, any access or placement of data outside its declared residency,
+    whatever its classification (flagged, one row per decision), denials by policy,
+    credentials issued and refused, and whether the log verified (and against which
+    checkpoint)."""
     start_time, end_time = _parse_time(since, "--since"), _parse_time(until, "--until")
     try:
         verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)

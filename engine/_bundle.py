@@ -31,7 +31,7 @@ import json
 import re
 import tarfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -41,12 +41,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation._errors import ReferenceError
 from attestation._reference import ReferenceValues, parse_reference
-from engine._errors import BundleError
+from engine._errors import BundleError, RequestError
 from engine._index import UID, PolicyIndex
 from engine._limits import heights
 from engine._policies import Policy, parse_policy_files
 from engine._signing import SIGNATURE_FILE, verify_version
-from engine._sites import Site, parse_sites
+from engine._sites import Site, jurisdictions, parse_sites, unknown_jurisdiction
 from engine._source import error_line
 
 SCHEMA_FILE = "schema.cedarschema"
@@ -522,6 +522,14 @@ class PolicyBundle:
             if site.name == name:
                 return site
         return None
+
+    def check_jurisdictions(self, field: str, values: Iterable[str]) -> None:
+        """Refuse ``values`` (of request field ``field``) that are not jurisdictions of
+        the site catalog. Raises :class:`~engine.RequestError` naming the first unknown
+        value and the known ones."""
+        problem = unknown_jurisdiction(field, values, jurisdictions(self.sites))
+        if problem is not None:
+            raise RequestError(problem)
 
     def __repr__(self) -> str:
         return f"<PolicyBundle {self.source} {self.version[:19]} policies={len(self.policies)}>"

@@ -104,8 +104,9 @@ class Engine:
 
         Returns allowed sites ranked (within the latency budget first, then cost) and
         denied sites with the policies that denied them. Raises
-        :class:`~engine.RequestError` for an unknown site or a context that does not
-        fit the schema. With no bundle loaded, every site is denied.
+        :class:`~engine.RequestError` for an unknown site, a ``residency`` or
+        ``users_in`` that is not a jurisdiction of the site catalog, or a context that
+        does not fit the schema. With no bundle loaded, every site is denied.
         """
         _require_utc(now)
         bundle = self._bundle
@@ -118,6 +119,9 @@ class Engine:
                 bundle_version=None,
                 evaluated_at=now,
             )
+        bundle.check_jurisdictions("residency", workload.residency)
+        if workload.users_in is not None:
+            bundle.check_jurisdictions("users_in", (workload.users_in,))
         candidates = []
         for name in [s.name for s in bundle.sites] if sites is None else sites:
             site = bundle.site(name)

@@ -1,16 +1,28 @@
-"""Placement: which sites may run a workload or hold a dataset, best first."""
+"""Placement: which sites may run a workload or hold a dataset, best first.
+
+A residency declared on a workload binds wherever it is placed, whatever its
+classification (``placement-residency`` in the default bundle; the compliance report
+holds the audit log to the same rule). So that what policy sees is what the audit entry
+records, the fields policies look at are declared once, as the workload's own fields:
+``context`` may add facts but not restate them. Residency values are checked against
+the bundle's site catalog by :meth:`engine.Engine.place`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
 
 from engine._models import PolicyError
 from engine._sites import Jurisdiction, Site
 
 Classification = Literal["public", "internal", "confidential", "restricted"]
+
+DECLARED = ("classification", "residency", "regulated", "accelerator", "kind")
+"""Context keys a workload declares in its own fields; ``context`` may not set them."""
 
 
 class Workload(BaseModel):
@@ -19,7 +31,8 @@ class Workload(BaseModel):
     Policies see ``principal`` = ``Workload::"<id>"`` (or ``Data::"<id>"`` for a
     dataset), ``action`` = ``Action::"place"``, ``resource`` = the ``Site``, and the
     context record ``{classification, residency?, regulated, accelerator?, kind}``
-    plus anything in ``context``.
+    plus anything else in ``context`` (which may not restate those: a validation error).
+    An empty ``residency`` is no constraint and is left out of the Cedar context.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +48,21 @@ class Workload(BaseModel):
     users_in: Jurisdiction | None = None
     """Where the users are; latency figures are taken from there."""
     context: dict[str, Any] = Field(default_factory=dict)
+    """Further facts for policies; never one of :data:`DECLARED`."""
+
+    @field_validator("context")
+    @classmethod
+    def _no_declared_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A context key would override the declared field in the Cedar context while the
+        # audit entry records the field: a residency widened, a classification lowered.
+        for key in DECLARED:
+            if key in value:
+                raise PydanticCustomError(
+                    "declared_field",
+                    "context.{key} may not be set: {key} is the workload's own field",
+                    {"key": key},
+                )
+        return value
 
     def cedar_context(self) -> dict[str, Any]:
         """The Cedar context record for the ``place`` action."""

@@ -1,9 +1,14 @@
-"""The site catalog (``sites.toml``): where workloads and data may be placed."""
+"""The site catalog (``sites.toml``): where workloads and data may be placed.
+
+The catalog also defines which jurisdictions Docket knows (:func:`jurisdictions`): a
+residency or a ``users_in`` naming any other is an input error, not an empty answer.
+"""
 
 from __future__ import annotations
 
+import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, ValidationError
@@ -43,6 +48,28 @@ class Site(BaseModel):
             "attested": self.attested,
             "accelerators": list(self.accelerators),
         }
+
+
+def jurisdictions(sites: Iterable[Site]) -> frozenset[str]:
+    """The jurisdictions of a site catalog: each site's ``jurisdiction``.
+
+    These are the known jurisdictions: a residency names where data may be, and only a
+    jurisdiction that holds a site can be checked (the admission webhook's
+    ``docket.io/residency`` label is held to the same set). ``latency_ms`` keys say
+    where users are measured from and add none.
+    """
+    return frozenset(site.jurisdiction for site in sites)
+
+
+def unknown_jurisdiction(field: str, values: Iterable[str], known: frozenset[str]) -> str | None:
+    """One line naming the first of ``values`` not in ``known`` and what is known, or None."""
+    for value in values:
+        if value not in known:
+            names = ", ".join(sorted(known)) or "none: the bundle has no site catalog"
+            return (
+                f"{field}: {json.dumps(value)} is not a jurisdiction of the site catalog ({names})"
+            )
+    return None
 
 
 def parse_sites(name: str, text: str) -> tuple[tuple[Site, ...], list[str]]:

@@ -364,7 +364,9 @@ def place(
     """Rank the sites a workload or dataset may be placed on.
 
     Input: {"workload": {...}, "sites": [optional site names]} or just the workload.
-    Exits 0 when at least one site is allowed, 1 when none is.
+    A declared residency binds whatever the classification. Exits 0 when at least one
+    site is allowed, 1 when none is, 2 on an input error (one line), such as a residency
+    or users_in that is not a jurisdiction of the bundle's site catalog.
     """
     engine = _engine_for(ctx, bundle_path, bundle_key)
     name = workload_file.name

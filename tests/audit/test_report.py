@@ -183,7 +183,7 @@ def test_decision_groups_are_ordered_by_classification_then_jurisdiction() -> No
     ]
 
 
-def test_residency_findings_flag_exactly_the_allowed_sensitive_entries_outside() -> None:
+def test_residency_findings_flag_exactly_the_allowed_entries_outside() -> None:
     findings = build().findings
     assert [(f.index, f.jurisdiction, f.site) for f in findings] == [
         (1, "us", None),
@@ -213,10 +213,26 @@ def test_residency_findings_flag_exactly_the_allowed_sensitive_entries_outside()
         pytest.param(
             decision(0, jurisdiction="us", decision="deny"), False, id="deny-outside-is-not"
         ),
+        # The residency rule is the policies' one: a declared residency binds whatever
+        # the classification (issue 13: the report and placement disagreed on this).
         pytest.param(
             decision(0, classification="internal", jurisdiction="us"),
+            True,
+            id="internal-outside",
+        ),
+        pytest.param(
+            decision(0, classification="public", jurisdiction=None), True, id="public-unknown"
+        ),
+        pytest.param(
+            decision(0, classification=None, jurisdiction="apac"), True, id="unclassified-outside"
+        ),
+        pytest.param(
+            decision(0, classification="internal", jurisdiction="eu"), False, id="internal-inside"
+        ),
+        pytest.param(
+            decision(0, classification="public", residency=(), jurisdiction=None),
             False,
-            id="internal-not-sensitive",
+            id="no-residency-unknown-jurisdiction",
         ),
         pytest.param(decision(0, residency=(), jurisdiction="us"), False, id="no-residency"),
         pytest.param(decision(0, jurisdiction=None), True, id="unknown-jurisdiction"),
@@ -244,7 +260,7 @@ def test_residency_rule(entry: Entry, flagged: bool) -> None:
     assert build([(0, entry)]).violations == int(flagged)
 
 
-def test_placement_sites_outside_residency_are_each_flagged() -> None:
+def test_a_placement_is_one_finding_naming_its_best_ranked_site_outside() -> None:
     entry = placement(
         0,
         [
@@ -255,14 +271,55 @@ def test_placement_sites_outside_residency_are_each_flagged() -> None:
             "not a site record",
         ],
     )
-    findings = build([(3, entry)]).findings
-    assert [(f.site, f.jurisdiction) for f in findings] == [
-        ("us-east-1-cloud", "us"),
-        ("ap-1-edge", "apac"),
-        ("mystery", None),
-        ("(unnamed site)", None),
+    (finding,) = build([(3, entry)]).findings
+    assert (finding.index, finding.site, finding.jurisdiction) == (3, "us-east-1-cloud", "us")
+    assert finding.sites == ("us-east-1-cloud", "ap-1-edge", "mystery", "(unnamed site)")
+    assert finding.decision_id == "p-0"
+
+
+@pytest.mark.parametrize("classification", ["public", "internal", "confidential", "restricted"])
+def test_a_placement_outside_its_residency_is_flagged_whatever_its_classification(
+    classification: str,
+) -> None:
+    entry = decision(
+        0,
+        kind="placement",
+        classification=classification,
+        detail={"allowed": [{"site": "uk-south-1-edge-lon", "jurisdiction": "uk"}]},
+        jurisdiction="uk",
+    )
+    assert [(f.site, f.sites) for f in build([(0, entry)]).findings] == [
+        ("uk-south-1-edge-lon", ("uk-south-1-edge-lon",))
     ]
-    assert {f.index for f in findings} == {3}
+
+
+def test_a_placement_inside_its_residency_or_without_one_is_not_flagged() -> None:
+    inside = placement(0, [{"site": "eu-west-1-cloud", "jurisdiction": "eu"}])
+    unconstrained = decision(
+        1,
+        kind="placement",
+        classification="confidential",
+        residency=(),
+        jurisdiction="us",
+        detail={"allowed": [{"site": "us-east-1-cloud", "jurisdiction": "us"}]},
+    )
+    assert build([(0, inside), (1, unconstrained)]).findings == ()
+
+
+def test_a_placement_outside_twice_over_is_one_finding() -> None:
+    # The best site is outside and is the entry's own jurisdiction too: one decision, one row.
+    entry = placement(
+        0,
+        [
+            {"site": "us-east-1-cloud", "jurisdiction": "us"},
+            {"site": "uk-south-1-cloud", "jurisdiction": "uk"},
+        ],
+        jurisdiction="us",
+    )
+    findings = build([(0, entry)]).findings
+    assert [(f.site, f.jurisdiction, f.sites) for f in findings] == [
+        ("us-east-1-cloud", "us", ("us-east-1-cloud", "uk-south-1-cloud"))
+    ]
 
 
 def test_placement_on_an_outside_site_is_flagged_once() -> None:
@@ -384,8 +441,10 @@ def test_json_is_one_object_matching_the_counts() -> None:
         "residency": ["eu"],
         "jurisdiction": "us",
         "site": None,
+        "sites": [],
         "decision_id": "d-1",
     }
+    assert document["residency"]["findings"][2]["sites"] == ["us-east-1-cloud"]
     assert document["denials"][0] == {"policy": "residency-guard", "count": 2}
     assert document["credentials"]["attestation"] == {
         "issued": 1,
@@ -426,6 +485,8 @@ def test_csv_is_a_long_table_with_the_counts_and_findings() -> None:
     assert (
         value(section="residency_finding", index="1", metric="subject") == 'Docket::User::"alice"'
     )
+    assert value(section="residency_finding", index="9", metric="sites") == "us-east-1-cloud"
+    assert value(section="residency_finding", index="1", metric="sites") == ""
 
 
 def test_csv_neutralises_spreadsheet_formulas() -> None:
