@@ -20,6 +20,7 @@ RESOURCES = {
     ("apps/v1", "Deployment"): "deployments",
     ("apps/v1", "StatefulSet"): "statefulsets",
     ("apps/v1", "DaemonSet"): "daemonsets",
+    ("apps/v1", "ReplicaSet"): "replicasets",
     ("batch/v1", "Job"): "jobs",
     ("batch/v1", "CronJob"): "cronjobs",
 }
