@@ -122,25 +122,31 @@ class FakeKubernetes:
                 name = self.path.partition("?")[0].removeprefix(prefix)
                 labels = fake.namespaces.get(name) if self.path.startswith(prefix) else None
                 if labels is None:
-                    status, payload = 404, {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "message": f'namespaces "{name}" not found',
-                        "reason": "NotFound",
-                        "code": 404,
-                    }
-                else:
-                    status, payload = 200, {
-                        "kind": "Namespace",
-                        "apiVersion": "v1",
-                        "metadata": {
-                            "name": name,
-                            "labels": {"kubernetes.io/metadata.name": name, **labels},
+                    status, payload = (
+                        404,
+                        {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "message": f'namespaces "{name}" not found',
+                            "reason": "NotFound",
+                            "code": 404,
                         },
-                        "spec": {"finalizers": ["kubernetes"]},
-                        "status": {"phase": "Active"},
-                    }
+                    )
+                else:
+                    status, payload = (
+                        200,
+                        {
+                            "kind": "Namespace",
+                            "apiVersion": "v1",
+                            "metadata": {
+                                "name": name,
+                                "labels": {"kubernetes.io/metadata.name": name, **labels},
+                            },
+                            "spec": {"finalizers": ["kubernetes"]},
+                            "status": {"phase": "Active"},
+                        },
+                    )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
