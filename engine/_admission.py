@@ -7,10 +7,20 @@ The HTTPS server (``/validate``, ``/mutate``) hands each request body to
 **Validating** (``/validate``): the object's pod spec becomes a Cedar ``admit`` request:
 principal ``Workload::"spiffe://<trust domain>/ns/<namespace>/sa/<service account>"``,
 resource ``Cluster::"<cluster>"``, context an ``AdmissionContext`` (see the schema):
-kind, namespace, name, operation, the labels ``docket.io/classification`` (``internal``
-when absent) and ``docket.io/residency`` (a jurisdiction of the site catalog), images
-and their registries (:func:`registry_of`), privileged / hostPath / hostNetwork,
-the node constraints the user set, the service account, the user and dry run.
+kind, namespace, name, operation, the classification, the label ``docket.io/residency``
+(a jurisdiction of the site catalog), images and their registries (:func:`registry_of`),
+privileged / hostPath / hostNetwork, the Pod Security Standards checks the pod fails
+(``engine._pss``: check ids of the baseline and restricted profiles and their
+messages), the node constraints the user set, the service account, the user and dry
+run. Cedar decides; when a Pod Security policy denies, the message names every failed
+check as Pod Security Admission does (``violates PodSecurity "restricted:latest": …``).
+
+**Classification** is the namespace's ``docket.io/classification`` label, read from a
+:class:`~engine._namespaces.NamespaceLabels` source, raised (never lowered) by the same
+label on the pod (template). Without a source every namespace is ``internal`` and the
+object's label alone decides (``internal`` when absent). With one, a namespace it
+cannot find or read is denied. On an UPDATE the classification ``oldObject`` had, read
+the same way, is ``previous_classification``, so policy can forbid a downgrade.
 
 **Mutating** (``/mutate``): placement over the site catalog (only the sites of the
 residency jurisdiction when the label is set: it is a requirement, not a hint) becomes
@@ -24,7 +34,7 @@ nothing) and ``nodeSelector`` is kept. A workload that may run nowhere is denied
 UPDATE that needs no new affinity the annotation is left as it is: rewriting it would
 roll out every Deployment on every update.
 
-Pods and the pod templates of Deployment, StatefulSet, DaemonSet, Job and CronJob are
+Pods and the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob are
 inspected. Anything else, DELETE and CONNECT, other subresources and (for ``/mutate``)
 a Pod UPDATE (a pod's affinity cannot change) are allowed without evaluation, and
 recorded as such; ``/validate`` warns "Docket does not inspect <kind>" for other kinds.
@@ -37,7 +47,9 @@ unavailable), never allowed unrecorded.
 A body that is not an AdmissionReview v1 gets HTTP 400 ``{"error": "<field>: …"}``.
 An object Docket cannot read (a label value outside the catalog, a container without
 an image) is denied in the AdmissionReview with code 400: a denial holds whatever the
-webhook's ``failurePolicy``, an HTTP error does not. Both are recorded as refusals.
+webhook's ``failurePolicy``, an HTTP error does not. Both are recorded as refusals. A
+namespace the configured source cannot read is denied with code 403 and its reason,
+also recorded as a refusal.
 
 Errors::
 
