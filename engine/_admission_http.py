@@ -102,7 +102,8 @@ class _Server(HTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # Hand the connection to the pool; start a worker while there are fewer than
-        # max_connections and none is idle. Never blocks the accept loop.
+        # max_connections and more connections waiting than idle workers. Never blocks
+        # the accept loop.
         try:
             self.waiting.put_nowait((request, client_address, time.monotonic()))
         except queue.Full:
@@ -110,7 +111,7 @@ class _Server(HTTPServer):
             self.shutdown_request(request)
             return
         with self._lock:
-            if self._idle == 0 and len(self._workers) < self.max_connections:
+            if self.waiting.qsize() > self._idle and len(self._workers) < self.max_connections:
                 worker = threading.Thread(
                     target=self._work, name=f"docket-admission-{len(self._workers)}", daemon=True
                 )
