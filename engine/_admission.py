@@ -7,10 +7,20 @@ The HTTPS server (``/validate``, ``/mutate``) hands each request body to
 **Validating** (``/validate``): the object's pod spec becomes a Cedar ``admit`` request:
 principal ``Workload::"spiffe://<trust domain>/ns/<namespace>/sa/<service account>"``,
 resource ``Cluster::"<cluster>"``, context an ``AdmissionContext`` (see the schema):
-kind, namespace, name, operation, the labels ``docket.io/classification`` (``internal``
-when absent) and ``docket.io/residency`` (a jurisdiction of the site catalog), images
-and their registries (:func:`registry_of`), privileged / hostPath / hostNetwork,
-the node constraints the user set, the service account, the user and dry run.
+kind, namespace, name, operation, the classification, the label ``docket.io/residency``
+(a jurisdiction of the site catalog), images and their registries (:func:`registry_of`),
+privileged / hostPath / hostNetwork, the Pod Security Standards checks the pod fails
+(``engine._pss``: check ids of the baseline and restricted profiles and their
+messages), the node constraints the user set, the service account, the user and dry
+run. Cedar decides; when a Pod Security policy denies, the message names every failed
+check as Pod Security Admission does (``violates PodSecurity "restricted:latest": …``).
+
+**Classification** is the namespace's ``docket.io/classification`` label, read from a
+:class:`~engine._namespaces.NamespaceLabels` source, raised (never lowered) by the same
+label on the pod (template). Without a source every namespace is ``internal`` and the
+object's label alone decides (``internal`` when absent). With one, a namespace it
+cannot find or read is denied. On an UPDATE the classification ``oldObject`` had, read
+the same way, is ``previous_classification``, so policy can forbid a downgrade.
 
 **Mutating** (``/mutate``): placement over the site catalog (only the sites of the
 residency jurisdiction when the label is set: it is a requirement, not a hint) becomes
@@ -24,7 +34,7 @@ nothing) and ``nodeSelector`` is kept. A workload that may run nowhere is denied
 UPDATE that needs no new affinity the annotation is left as it is: rewriting it would
 roll out every Deployment on every update.
 
-Pods and the pod templates of Deployment, StatefulSet, DaemonSet, Job and CronJob are
+Pods and the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob are
 inspected. Anything else, DELETE and CONNECT, other subresources and (for ``/mutate``)
 a Pod UPDATE (a pod's affinity cannot change) are allowed without evaluation, and
 recorded as such; ``/validate`` warns "Docket does not inspect <kind>" for other kinds.
@@ -37,7 +47,9 @@ unavailable), never allowed unrecorded.
 A body that is not an AdmissionReview v1 gets HTTP 400 ``{"error": "<field>: …"}``.
 An object Docket cannot read (a label value outside the catalog, a container without
 an image) is denied in the AdmissionReview with code 400: a denial holds whatever the
-webhook's ``failurePolicy``, an HTTP error does not. Both are recorded as refusals.
+webhook's ``failurePolicy``, an HTTP error does not. Both are recorded as refusals. A
+namespace the configured source cannot read is denied with code 403 and its reason,
+also recorded as a refusal.
 
 Errors::
 
@@ -52,6 +64,7 @@ import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_args
 
 import structlog
@@ -60,7 +73,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 from audit import AuditError, Overloaded
 from engine._errors import RequestError
 from engine._models import EntityUID, Request
+from engine._namespaces import NamespaceLabels, NamespaceUnavailable
 from engine._placement import Classification, Placement, Workload
+from engine._pss import Failure, check_pod, violation
 from engine._service import Decided, DecisionService
 from engine._sites import Site
 from engine._wire import CALLER
@@ -86,6 +101,7 @@ _POD_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("apps", "Deployment"): _TEMPLATE,
     ("apps", "StatefulSet"): _TEMPLATE,
     ("apps", "DaemonSet"): _TEMPLATE,
+    ("apps", "ReplicaSet"): _TEMPLATE,
     ("batch", "Job"): _TEMPLATE,
     ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template"),
 }
@@ -331,6 +347,10 @@ class _Target:
     residency: str | None
     context: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    baseline: tuple[Failure, ...] = ()
+    """The Pod Security Standards baseline checks the pod (template) fails."""
+    restricted: tuple[Failure, ...] = ()
+    """The checks of the restricted profile (baseline included) it fails."""
 
     @property
     def description(self) -> str:
@@ -377,6 +397,43 @@ def _parse(model: type[_R], value: Any, where: str) -> _R:
         raise _invalid(exc, where) from exc
 
 
+def _classification_of(value: str | None, where: str) -> Classification | None:
+    """A label value as a classification (None when the label is absent). Raises
+    :class:`AdmissionInputError` naming ``where`` for a value that is not one."""
+    if value is None:
+        return None
+    if value not in _CLASSIFICATIONS:
+        raise AdmissionInputError(
+            f"{where}: {json.dumps(value)} is not a classification ({', '.join(_CLASSIFICATIONS)})"
+        )
+    return value  # type: ignore[return-value]  # checked just above
+
+
+def _highest(*levels: Classification | None) -> Classification:
+    present = [level for level in levels if level is not None]
+    return max(present, key=_CLASSIFICATIONS.index) if present else DEFAULT_CLASSIFICATION
+
+
+def _previous_classification(
+    request: AdmissionRequest, template: tuple[str, ...], namespace_level: Classification | None
+) -> Classification | None:
+    """On an UPDATE, the classification the object had (``oldObject`` read as the new
+    one is); None for a CREATE or a review without ``oldObject``."""
+    old = request.old_object
+    if request.operation != "UPDATE" or old is None:
+        return None
+    pod = _section(old, template, request.kind.kind) if template else old
+    prefix = ".".join(("request.oldObject", *template))
+    meta = _parse(_Meta, pod.get("metadata") or {}, f"{prefix}.metadata")
+    label = _classification_of(
+        (meta.labels or {}).get(CLASSIFICATION_LABEL),
+        f"{prefix}.metadata.labels[{json.dumps(CLASSIFICATION_LABEL)}]",
+    )
+    if namespace_level is None:
+        return label or DEFAULT_CLASSIFICATION
+    return _highest(namespace_level, label)
+
+
 def _read_target(
     request: AdmissionRequest,
     template: tuple[str, ...],
@@ -384,8 +441,11 @@ def _read_target(
     trust_domain: str,
     jurisdictions: frozenset[str],
     caller: str | None,
+    namespace_level: Classification | None = None,
 ) -> tuple[EntityUID, _Target]:
-    """The principal and what Docket reads from the object. Raises
+    """The principal and what Docket reads from the object. ``namespace_level`` is the
+    classification of the object's namespace (None: no namespace source is configured,
+    and the object's own label decides as it always did). Raises
     :class:`AdmissionInputError` naming the field."""
     kind = request.kind.kind
     obj = request.object or {}
@@ -399,20 +459,27 @@ def _read_target(
         raise AdmissionInputError(f"request.namespace: required for a {kind}")
     labels = meta.labels or {}
     warnings = []
-    raw_class = labels.get(CLASSIFICATION_LABEL)
-    if raw_class is None:
-        classification = DEFAULT_CLASSIFICATION
-        where = "pod template" if template else "pod"
-        warnings.append(
-            f"no {CLASSIFICATION_LABEL} label on the {where}: Docket treats it as internal"
-        )
-    elif raw_class in _CLASSIFICATIONS:
-        classification = raw_class  # type: ignore[assignment]  # checked just above
+    label = _classification_of(
+        labels.get(CLASSIFICATION_LABEL),
+        f"{prefix}.metadata.labels[{json.dumps(CLASSIFICATION_LABEL)}]",
+    )
+    where = "pod template" if template else "pod"
+    if namespace_level is None:
+        # No namespace source: the object's label decides, as before namespaces were read.
+        classification = label or DEFAULT_CLASSIFICATION
+        if label is None:
+            warnings.append(
+                f"no {CLASSIFICATION_LABEL} label on the {where}: Docket treats it as internal"
+            )
     else:
-        raise AdmissionInputError(
-            f"{prefix}.metadata.labels[{json.dumps(CLASSIFICATION_LABEL)}]: "
-            f"{json.dumps(raw_class)} is not a classification ({', '.join(_CLASSIFICATIONS)})"
-        )
+        # As Pod Security Admission: the namespace sets the level; a label only raises it.
+        classification = _highest(namespace_level, label)
+        if label is not None and label != classification:
+            warnings.append(
+                f"{CLASSIFICATION_LABEL}={label} on the {where} is below its namespace's "
+                f"{namespace_level}: the namespace's applies"
+            )
+    previous = _previous_classification(request, template, namespace_level)
     residency = labels.get(RESIDENCY_LABEL)
     if residency is not None and residency not in jurisdictions:
         known = ", ".join(sorted(jurisdictions)) or "none: no site catalog is loaded"
@@ -421,20 +488,22 @@ def _read_target(
             f"{json.dumps(residency)} is not a jurisdiction of the site catalog ({known})"
         )
     if template:
-        for label in (CLASSIFICATION_LABEL, RESIDENCY_LABEL):
-            if (own.labels or {}).get(label) not in (None, labels.get(label)):
+        for key in (CLASSIFICATION_LABEL, RESIDENCY_LABEL):
+            if (own.labels or {}).get(key) not in (None, labels.get(key)):
                 warnings.append(
-                    f"{label} is read from the pod template's labels; the {kind}'s own is ignored"
+                    f"{key} is read from the pod template's labels; the {kind}'s own is ignored"
                 )
     account = spec.service_account_name or spec.service_account or "default"
     images = [container.image for container in spec.all_containers()]
     regions = _regions_requested(spec)
     name = request.name or own.name or None
+    baseline = check_pod(pod, "baseline")
+    restricted = check_pod(pod, "restricted")
     context: dict[str, Any] = {
         "kind": kind,
         "namespace": namespace,
         "operation": request.operation,
-        "classification": {"__entity": {"type": "Classification", "id": classification}},
+        "classification": _entity(classification),
         "images": sorted(set(images)),
         "registries": sorted({registry_of(image) for image in images}),
         "privileged": any(
@@ -443,6 +512,11 @@ def _read_target(
         ),
         "host_path": any(volume.host_path is not None for volume in spec.volumes or ()),
         "host_network": spec.host_network is True,
+        "namespace_classification": _entity(namespace_level or DEFAULT_CLASSIFICATION),
+        "pss_baseline": sorted({f.check for f in baseline}),
+        "pss_restricted": sorted({f.check for f in restricted}),
+        "pss_baseline_messages": [f.message for f in baseline],
+        "pss_restricted_messages": [f.message for f in restricted],
         "has_node_constraints": bool(spec.node_selector) or bool(spec.required_terms()),
         "service_account": account,
         "dry_run": request.dry_run is True,
@@ -452,6 +526,7 @@ def _read_target(
         "residency": residency,
         "node_selector_regions": None if regions is None else sorted(regions),
         "user": request.user_info.username or None,
+        "previous_classification": _entity(previous) if previous is not None else None,
         CALLER: caller,
     }
     context.update({key: value for key, value in optional.items() if value is not None})
@@ -468,8 +543,14 @@ def _read_target(
         residency=residency,
         context=context,
         warnings=warnings,
+        baseline=baseline,
+        restricted=restricted,
     )
     return principal, target
+
+
+def _entity(classification: Classification) -> dict[str, Any]:
+    return {"__entity": {"type": "Classification", "id": classification}}
 
 
 # -- the patch -------------------------------------------------------------------------------
@@ -639,6 +720,21 @@ def _why(decided: Decided) -> str:
     return f"{why}{f' ({failed})' if failed else ''}"
 
 
+PSS_BASELINE_POLICY = "admit-pod-security-baseline"
+PSS_RESTRICTED_POLICY = "admit-pod-security-restricted"
+
+
+def _pod_security(decided: Decided, target: _Target) -> str:
+    """``: violates PodSecurity "restricted:latest": …`` naming every failed check, when
+    a Pod Security policy of the bundle denied the review; "" otherwise."""
+    reasons = decided.decision.reasons
+    if PSS_RESTRICTED_POLICY in reasons and target.restricted:
+        return f"; {violation('restricted', target.restricted)}"
+    if PSS_BASELINE_POLICY in reasons and target.baseline:
+        return f"; {violation('baseline', target.baseline)}"
+    return ""
+
+
 class AdmissionController:
     """Answers Kubernetes AdmissionReviews (``/validate`` and ``/mutate``) with the
     decision service: no sockets, no TLS; the HTTPS server is a thin driver around it.
@@ -649,14 +745,25 @@ class AdmissionController:
     """
 
     def __init__(
-        self, service: DecisionService, *, trust_domain: str, cluster: str = "kubernetes"
+        self,
+        service: DecisionService,
+        *,
+        trust_domain: str,
+        cluster: str = "kubernetes",
+        namespaces: NamespaceLabels | None = None,
     ) -> None:
         self.service = service
         self.trust_domain = trust_domain
         self.cluster = cluster
+        self.namespaces = namespaces
 
     def review(
-        self, path: Literal["validate", "mutate"], body: bytes, *, caller: str | None = None
+        self,
+        path: Literal["validate", "mutate"],
+        body: bytes,
+        *,
+        caller: str | None = None,
+        now: datetime | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """Answer one AdmissionReview: ``(HTTP status, JSON body)``.
 
@@ -664,8 +771,10 @@ class AdmissionController:
         (allowed, denied, patched; denied with code 429/503 when the audit log cannot
         record it); 400 with ``{"error": "<field>: …"}`` for a body that is not an
         AdmissionReview v1. ``caller`` is the SPIFFE ID of an mTLS peer, if any (it goes
-        into ``context.caller``). Raises only ``ValueError`` for an unknown ``path``.
+        into ``context.caller``); ``now`` (default: the clock) dates the namespace cache.
+        Raises only ``ValueError`` for an unknown ``path``.
         """
+        now = now if now is not None else datetime.now(UTC)
         if path not in ("validate", "mutate"):
             raise ValueError(f"unknown admission path {path!r}: expected validate or mutate")
         try:
@@ -676,7 +785,7 @@ class AdmissionController:
         request = parsed.request
         detail = _detail(path, request)
         try:
-            return 200, self._answer(path, request, detail, caller)
+            return 200, self._answer(path, request, detail, caller, now)
         except Overloaded as exc:
             log.warning("admission.audit_busy", uid=request.uid, error=str(exc))
             message = f"Docket's audit log is busy; retry shortly ({exc})"
@@ -696,8 +805,30 @@ class AdmissionController:
         except AuditError as exc:  # the answer is a 400 all the same; say it went unrecorded
             log.error("admission.refusal_unrecorded", error=error, audit_error=str(exc))
 
+    def _namespace_level(self, request: AdmissionRequest, now: datetime) -> Classification | None:
+        """The classification of the review's namespace from the configured source (None
+        without one). Raises :class:`NamespaceUnavailable` or :class:`AdmissionInputError`."""
+        if self.namespaces is None:
+            return None
+        meta = (request.object or {}).get("metadata")
+        namespace = request.namespace or (
+            meta.get("namespace") if isinstance(meta, Mapping) else None
+        )
+        if not isinstance(namespace, str) or not namespace:
+            return None  # _read_target refuses the review for want of a namespace
+        labels = self.namespaces.labels(namespace, now)
+        where = f"namespace {namespace} label {CLASSIFICATION_LABEL}"
+        return _classification_of(labels.get(CLASSIFICATION_LABEL), where) or (
+            DEFAULT_CLASSIFICATION
+        )
+
     def _answer(
-        self, path: str, request: AdmissionRequest, detail: dict[str, Any], caller: str | None
+        self,
+        path: str,
+        request: AdmissionRequest,
+        detail: dict[str, Any],
+        caller: str | None,
+        now: datetime,
     ) -> dict[str, Any]:
         uid = request.uid
         kind = request.kind
@@ -723,12 +854,26 @@ class AdmissionController:
         bundle = self.service.engine.bundle
         jurisdictions = frozenset(s.jurisdiction for s in bundle.sites) if bundle else frozenset()
         try:
+            namespace_level = self._namespace_level(request, now)
+        except NamespaceUnavailable as exc:
+            # A namespace Docket cannot read is never taken as unclassified.
+            message = f"Docket cannot read the namespace's classification: {exc}"
+            log.warning("admission.namespace_unavailable", uid=uid, error=str(exc))
+            refused = self.service.refuse(message, api=API, caller=caller, detail=detail)
+            return _respond(uid, allowed=False, decision_id=refused.decision_id, message=message)
+        except AdmissionInputError as exc:
+            refused = self.service.refuse(str(exc), api=API, caller=caller, detail=detail)
+            return _respond(
+                uid, allowed=False, decision_id=refused.decision_id, code=400, message=str(exc)
+            )
+        try:
             principal, target = _read_target(
                 request,
                 template,
                 trust_domain=self.trust_domain,
                 jurisdictions=jurisdictions,
                 caller=caller,
+                namespace_level=namespace_level,
             )
         except AdmissionInputError as exc:
             refused = self.service.refuse(str(exc), api=API, caller=caller, detail=detail)
@@ -771,7 +916,8 @@ class AdmissionController:
             return _respond(
                 uid, allowed=True, decision_id=decided.decision_id, warnings=target.warnings
             )
-        message = f"{target.description}: {_why(decided)} (decision {decided.decision_id})"
+        why = f"{_why(decided)}{_pod_security(decided, target)}"
+        message = f"{target.description}: {why} (decision {decided.decision_id})"
         return _respond(
             uid,
             allowed=False,

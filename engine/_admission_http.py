@@ -3,20 +3,33 @@
 
 The transport only: bodies go to a :class:`Reviewer` (``engine._admission``), which
 answers with an HTTP status and a JSON body. HTTP/1.1 with keep-alive (the API server
-reuses connections), one thread per connection, the TLS handshake in that thread (a slow
-client never holds up the accept loop). Bodies are limited to 4 MiB and must be JSON;
-a missing or wrong ``Content-Length`` is a 400, a path other than the three a 404.
+reuses connections). Bodies are limited to 4 MiB and must be JSON; a missing or wrong
+``Content-Length`` is a 400, a path other than the three a 404.
+
+Connections are bounded, so a client cannot exhaust the process's threads: at most
+``max_connections`` are served at once, each by a thread of a pool (the TLS handshake
+there too: a slow client never holds up the accept loop); the accept loop queues up to
+:data:`QUEUED` more and closes any beyond. A connection must complete its TLS handshake,
+headers and body within ``request_seconds`` of being accepted (time spent queued
+counts: one that expired while waiting is closed unread), and each later request on it
+within ``request_seconds`` of its first byte; a client that trickles is cut off. An idle
+keep-alive connection is kept for :data:`IDLE_SECONDS`, but let go at once when other
+connections are waiting for a thread.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import queue
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -28,6 +41,11 @@ log = structlog.get_logger("docket.admission")
 
 MAX_BODY = 4 * 1024 * 1024
 IDLE_SECONDS = 30.0
+QUEUED = 1024
+"""Accepted connections that may wait for a thread; past this they are closed at once."""
+MAX_CONNECTIONS = 64
+REQUEST_SECONDS = 5.0
+_IDLE_STEP = 0.25
 ReviewPath = Literal["validate", "mutate"]
 
 
@@ -47,9 +65,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+_Queued = tuple[ssl.SSLSocket, Any, float]
+
+
+class _Server(HTTPServer):
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -60,15 +81,78 @@ class _Server(ThreadingHTTPServer):
         reviewer: Reviewer,
         healthy: Callable[[], bool],
         metrics: Metrics,
+        max_connections: int = MAX_CONNECTIONS,
+        request_seconds: float = REQUEST_SECONDS,
     ) -> None:
         self.context = context
         self.reuse_port = reuse_port
         self.reviewer = reviewer
         self.healthy = healthy
         self.metrics = metrics
+        self.max_connections = max_connections
+        self.request_seconds = request_seconds
+        self.waiting: queue.Queue[_Queued | None] = queue.Queue(QUEUED)
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
+        self.local = threading.local()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Hand the connection to the pool; start a worker while there are fewer than
+        # max_connections and more connections waiting than idle workers. Never blocks
+        # the accept loop.
+        try:
+            self.waiting.put_nowait((request, client_address, time.monotonic()))
+        except queue.Full:
+            log.warning("admission.connections_full", queued=QUEUED)
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            if self.waiting.qsize() > self._idle and len(self._workers) < self.max_connections:
+                worker = threading.Thread(
+                    target=self._work, name=f"docket-admission-{len(self._workers)}", daemon=True
+                )
+                self._workers.append(worker)
+                worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self.waiting.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                return
+            request, address, accepted = item
+            self.local.deadline = accepted + self.request_seconds
+            try:
+                if time.monotonic() < self.local.deadline:
+                    self.finish_request(request, address)
+            except Exception:
+                self.handle_error(request, address)
+            finally:
+                self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        while True:  # connections still queued are closed unanswered
+            try:
+                item = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self.shutdown_request(item[0])
+        with self._lock:
+            workers = len(self._workers)
+        for _ in range(workers):
+            try:
+                self.waiting.put_nowait(None)
+            except queue.Full:
+                break
 
     def server_bind(self) -> None:
         if self.reuse_port:
@@ -88,6 +172,58 @@ class _Server(ThreadingHTTPServer):
         log.debug("admission.connection_error", client=str(client_address))
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes, read under the handler's deadline (``deadline`` None: the
+    connection is idle between requests, and the first byte starts a new deadline)."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        handler = self.handler
+        sock: ssl.SSLSocket = handler.connection
+        if handler.deadline is None:
+            if not self._wait_idle(sock):
+                return 0  # as if the client closed: the connection ends quietly
+            handler.deadline = time.monotonic() + handler.server.request_seconds
+        remaining = handler.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive within its deadline")
+        sock.settimeout(remaining)
+        return sock.recv_into(buffer)
+
+    def _wait_idle(self, sock: ssl.SSLSocket) -> bool:
+        """Wait for the next request's first byte; False when the connection should go
+        (idle too long, or other connections wait for a thread)."""
+        until = time.monotonic() + IDLE_SECONDS
+        server = self.handler.server
+        while sock.pending() == 0:
+            left = until - time.monotonic()
+            if left <= 0 or not server.waiting.empty():
+                return False
+            readable, _, _ = select.select([sock], [], [], min(_IDLE_STEP, left))
+            if readable:
+                break
+        return True
+
+
+class _Writer(io.BufferedIOBase):
+    """Writes go out whole (sendall), under the socket's timeout."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        return len(data)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Without TCP_NODELAY a response written in two sends waits for the client's
@@ -96,8 +232,31 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "docket"
     sys_version = ""
-    timeout = IDLE_SECONDS
     server: _Server
+    connection: ssl.SSLSocket
+    deadline: float | None
+
+    def setup(self) -> None:
+        # Handshake, headers and body of the first request share one deadline, counted
+        # from when the connection was accepted.
+        self.deadline = float(self.server.local.deadline)
+        self.connection = self.request
+        if self.disable_nagle_algorithm:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the connection waited past its deadline")
+        self.connection.settimeout(remaining)
+        self.connection.do_handshake()
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
+        self.wfile = _Writer(self.connection)
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection:
+            self.deadline = None  # idle until the next request's first byte
+            self.handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("admission.http", message=format % args, client=self.client_address[0])
@@ -119,6 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         if self.close_connection:
             head.append("Connection: close")
+        self.connection.settimeout(self.server.request_seconds)  # a client that will not read
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
 
     def do_GET(self) -> None:
@@ -178,7 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class AdmissionServer:
-    """The webhook on one address, served from a thread; :meth:`stop` stops it."""
+    """The webhook on one address, served from a thread and a pool of at most
+    ``max_connections`` connection threads; :meth:`stop` stops it."""
 
     def __init__(
         self,
@@ -190,6 +351,8 @@ class AdmissionServer:
         healthy: Callable[[], bool],
         metrics: Metrics,
         reuse_port: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        request_seconds: float = REQUEST_SECONDS,
     ) -> None:
         self._server = _Server(
             (host, port),
@@ -198,6 +361,8 @@ class AdmissionServer:
             reviewer=reviewer,
             healthy=healthy,
             metrics=metrics,
+            max_connections=max_connections,
+            request_seconds=request_seconds,
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="docket-admission", daemon=True

@@ -374,8 +374,28 @@ class Worker:
             context = server_context(cert, key)
         except (OSError, ssl.SSLError) as exc:
             raise ServeError(f"admission TLS ({cert}, {key}): {exc}") from exc
+        from engine._namespaces import namespace_source  # admission only
+
+        try:
+            namespaces = namespace_source(
+                settings.admission_namespaces,
+                cache_seconds=settings.admission_namespace_cache_seconds,
+            )
+        except ValueError as exc:
+            raise ServeError(str(exc)) from exc
+        if namespaces is None:
+            log.warning(
+                "admission.no_namespace_source",
+                note="admission_namespaces is none: every namespace is internal and a pod's "
+                "own docket.io/classification label decides",
+            )
+        else:
+            log.info("admission.namespaces", source=namespaces.description)
         controller = AdmissionController(
-            self.service, trust_domain=self.ca.trust_domain, cluster=settings.admission_cluster
+            self.service,
+            trust_domain=self.ca.trust_domain,
+            cluster=settings.admission_cluster,
+            namespaces=namespaces,
         )
         try:
             self.admission = AdmissionServer(
@@ -386,6 +406,8 @@ class Worker:
                 healthy=lambda: self.service.serving,
                 metrics=self.metrics,
                 reuse_port=reuse_port,
+                max_connections=settings.admission_max_connections,
+                request_seconds=settings.admission_request_seconds,
             ).start()
         except OSError as exc:
             raise ServeError(f"cannot serve admission on {address}: {exc.strerror}") from exc

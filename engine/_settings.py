@@ -87,6 +87,20 @@ class Settings(BaseSettings):
     """Lifetime of the X.509-SVIDs issued on attestation (JWT-SVIDs live 5 minutes)."""
     jwt_audience: str = Field(default="docket", min_length=1)
     """The audience Docket accepts on JWT-SVIDs presented with decision requests."""
+    # -- admission (issue 13) ---------------------------------------------------------------
+    admission_namespaces: str = "none"
+    """Where the webhook reads a namespace's ``docket.io/classification`` label:
+    ``in-cluster`` (the Kubernetes API, the pod's service account), ``kubeconfig:<path>``,
+    ``file:<path>`` (``kubectl get namespaces -o json`` output, re-read when it changes)
+    or ``none`` (every namespace is ``internal`` and the object's label decides). With a
+    source, a namespace it cannot find or read is denied."""
+    admission_namespace_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
+    """How long a namespace read from the Kubernetes API is believed."""
+    admission_max_connections: int = Field(default=64, ge=1, le=4096)
+    """Webhook connections served at once (one thread each); more wait for a free one."""
+    admission_request_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Deadline for a webhook connection's TLS handshake, headers and body together (and
+    for each later request on it, from its first byte): a client that trickles is cut off."""
 
     @property
     def database_url(self) -> str:

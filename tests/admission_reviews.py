@@ -1,13 +1,15 @@
 """Kubernetes objects (tests/engine/fixtures/admission, made by make_fixtures.sh) wrapped
-in AdmissionReview v1 requests as the API server sends them to a webhook, and the
-answers read back."""
+in AdmissionReview v1 requests as the API server sends them to a webhook, the answers
+read back, and a fake Kubernetes API server that serves Namespaces."""
 
 from __future__ import annotations
 
 import base64
 import copy
 import json
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ RESOURCES = {
     ("apps/v1", "Deployment"): "deployments",
     ("apps/v1", "StatefulSet"): "statefulsets",
     ("apps/v1", "DaemonSet"): "daemonsets",
+    ("apps/v1", "ReplicaSet"): "replicasets",
     ("batch/v1", "Job"): "jobs",
     ("batch/v1", "CronJob"): "cronjobs",
 }
@@ -92,3 +95,89 @@ def patch_of(response: dict[str, Any]) -> list[dict[str, Any]]:
     assert answer["patchType"] == "JSONPatch"
     operations: list[dict[str, Any]] = json.loads(base64.b64decode(answer["patch"]))
     return operations
+
+
+# -- a tiny Kubernetes API server: namespaces only ---------------------------------------
+
+
+class FakeKubernetes:
+    """A Kubernetes API server on 127.0.0.1 that knows Namespaces and nothing else:
+    ``GET /api/v1/namespaces/<name>`` answers the Namespace (its labels from
+    :attr:`namespaces`, changeable while it runs) or a 404 Status, as the real one does.
+    :attr:`reads` counts the reads. Use as a context manager; :meth:`kubeconfig` writes
+    a kubeconfig the ``kubernetes`` client (and ``docket serve``) can use."""
+
+    def __init__(self, namespaces: dict[str, dict[str, str]]) -> None:
+        self.namespaces = namespaces
+        self.reads = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake.reads += 1
+                prefix = "/api/v1/namespaces/"
+                name = self.path.partition("?")[0].removeprefix(prefix)
+                labels = fake.namespaces.get(name) if self.path.startswith(prefix) else None
+                if labels is None:
+                    status, payload = (
+                        404,
+                        {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "message": f'namespaces "{name}" not found',
+                            "reason": "NotFound",
+                            "code": 404,
+                        },
+                    )
+                else:
+                    status, payload = (
+                        200,
+                        {
+                            "kind": "Namespace",
+                            "apiVersion": "v1",
+                            "metadata": {
+                                "name": name,
+                                "labels": {"kubernetes.io/metadata.name": name, **labels},
+                            },
+                            "spec": {"finalizers": ["kubernetes"]},
+                            "status": {"phase": "Active"},
+                        },
+                    )
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def kubeconfig(self, path: Path) -> Path:
+        """Write a kubeconfig for this server at ``path``; returns ``path``."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "docket", "user": {"token": "not-checked"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "docket"}}],
+            "current-context": "fake",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
+    def __enter__(self) -> FakeKubernetes:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

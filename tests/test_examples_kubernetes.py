@@ -28,6 +28,7 @@ WORKLOADS = {
     ("apps", "deployments"),
     ("apps", "statefulsets"),
     ("apps", "daemonsets"),
+    ("apps", "replicasets"),
     ("batch", "jobs"),
     ("batch", "cronjobs"),
 }
@@ -81,6 +82,8 @@ def test_the_examples_are_there() -> None:
     assert names == {"deployment.yaml", "validating-webhook.yaml", "mutating-webhook.yaml"}
     kinds = sorted(doc["kind"] for _, doc in DOCUMENTS)
     assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
         "Deployment",
         "MutatingWebhookConfiguration",
         "Namespace",
@@ -252,7 +255,16 @@ def test_docket_runs_unprivileged() -> None:
     deployment = one("Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["automountServiceAccountToken"] is False
+    # The token is mounted for one thing: reading namespaces' labels.
+    assert pod["automountServiceAccountToken"] is True
+    assert one("ClusterRole")["rules"] == [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}
+    ]
+    binding = one("ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one("ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
+    ]
     main = container(deployment)
     assert main["securityContext"] == {
         "allowPrivilegeEscalation": False,
@@ -265,3 +277,15 @@ def test_docket_runs_unprivileged() -> None:
     namespace = one("Namespace")
     assert namespace["metadata"]["name"] == NAMESPACE
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_docket_meets_the_restricted_pod_security_profile() -> None:
+    """Docket's own pods pass the checks Docket applies to confidential workloads."""
+    from engine._pss import check_pod
+
+    assert check_pod(one("Deployment")["spec"]["template"], "restricted") == ()
+
+
+def test_docket_reads_namespace_labels_in_the_cluster() -> None:
+    env = {e["name"]: e.get("value") for e in container(one("Deployment"))["env"]}
+    assert env["DOCKET_ADMISSION_NAMESPACES"] == "in-cluster"

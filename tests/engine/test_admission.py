@@ -195,30 +195,64 @@ def test_allowed(
     assert entry["detail"]["webhook"] == "validate"
 
 
+HOST_ACCESS = [
+    "admit-no-host-access-for-confidential",
+    "admit-pod-security-baseline",
+    "admit-pod-security-restricted",
+]
+
+
 @pytest.mark.parametrize(
-    ("name", "policy"),
+    ("name", "policies", "pod_security"),
     [
-        ("deployment-restricted", "admit-restricted-requires-residency"),
-        ("deployment-restricted-us", "admit-restricted-in-permitted-jurisdictions"),
-        ("statefulset-host-path", "admit-no-host-access-for-confidential"),
-        ("daemonset-privileged", "admit-no-host-access-for-confidential"),
-        ("deployment-untrusted-registry", "admit-allowed-registries"),
+        ("deployment-restricted", ["admit-restricted-requires-residency"], ""),
+        ("deployment-restricted-us", ["admit-restricted-in-permitted-jurisdictions"], ""),
+        (
+            "statefulset-host-path",
+            HOST_ACCESS,
+            '; violates PodSecurity "restricted:latest": hostPath volumes (volume "host-logs"), '
+            'restricted volume types (volume "host-logs" uses restricted volume type '
+            '"hostPath"), allowPrivilegeEscalation != false (container "ledger" must set '
+            "securityContext.allowPrivilegeEscalation=false), runAsNonRoot != true (pod or "
+            'container "ledger" must set securityContext.runAsNonRoot=true), seccompProfile '
+            '(pod or container "ledger" must set securityContext.seccompProfile.type to '
+            '"RuntimeDefault" or "Localhost"), unrestricted capabilities (container "ledger" '
+            'must set securityContext.capabilities.drop=["ALL"])',
+        ),
+        (
+            "daemonset-privileged",
+            HOST_ACCESS,
+            '; violates PodSecurity "restricted:latest": host namespaces (hostNetwork=true), '
+            'privileged (container "agent" must not set securityContext.privileged=true), '
+            'allowPrivilegeEscalation != false (container "agent" must set '
+            "securityContext.allowPrivilegeEscalation=false), runAsNonRoot != true (pod or "
+            'container "agent" must set securityContext.runAsNonRoot=true), seccompProfile '
+            '(pod or container "agent" must set securityContext.seccompProfile.type to '
+            '"RuntimeDefault" or "Localhost"), unrestricted capabilities (container "agent" '
+            'must set securityContext.capabilities.drop=["ALL"])',
+        ),
+        ("deployment-untrusted-registry", ["admit-allowed-registries"], ""),
     ],
 )
 def test_denied_with_the_policy_in_the_message(
-    controller: AdmissionController, service: DecisionService, name: str, policy: str
+    controller: AdmissionController,
+    service: DecisionService,
+    name: str,
+    policies: list[str],
+    pod_security: str,
 ) -> None:
     obj = fixture(name)
     answer = ask(controller, "validate", review(obj, namespace="clinical"))["response"]
     decision_id = answer["auditAnnotations"]["decision-id"]
     assert answer["allowed"] is False
-    assert answer["status"] == {
-        "code": 403,
-        "message": f"{obj['kind']} clinical/{obj['metadata']['name']}: "
-        f"denied by Docket policy {policy} (decision {decision_id})",
-    }
     entry = last_entry(service)
-    assert (entry["kind"], entry["decision"], entry["policies"]) == ("admission", "deny", [policy])
+    assert (entry["kind"], entry["decision"]) == ("admission", "deny")
+    assert sorted(entry["policies"]) == sorted(policies)
+    message = answer["status"]["message"]
+    assert answer["status"]["code"] == 403
+    assert message.startswith(f"{obj['kind']} clinical/{obj['metadata']['name']}: denied by ")
+    assert message.endswith(f"{pod_security} (decision {decision_id})")
+    assert all(policy in message for policy in policies)
     assert entry["detail"]["decision_id"] == decision_id
 
 
@@ -258,6 +292,11 @@ def test_what_policies_see(controller: AdmissionController, service: DecisionSer
         "privileged": False,
         "host_path": False,
         "host_network": False,
+        "namespace_classification": {"__entity": {"type": "Classification", "id": "internal"}},
+        "pss_baseline": [],
+        "pss_restricted": [],
+        "pss_baseline_messages": [],
+        "pss_restricted_messages": [],
         # No node_selector_regions: one of the user's two affinity terms names regions
         # (eu-west-1, us-east-1), the other leaves the region open.
         "has_node_constraints": True,
