@@ -206,12 +206,18 @@ def admission_tls(settings: Settings, ca: CertificateAuthority) -> tuple[Path, P
 def check_settings(settings: Settings) -> tuple[Address, Address]:
     """The gRPC and metrics addresses, after the checks that keep a server safe to start.
 
-    Raises :class:`ServeError`: plaintext off loopback without ``insecure_plaintext``.
+    Raises :class:`ServeError`: plaintext off loopback without ``insecure_plaintext``;
+    ``trusted_peps`` without mTLS (nobody could be authenticated as one).
     """
     grpc_address = Address.parse(settings.grpc, "gRPC")
     metrics_address = Address.parse(settings.metrics, "metrics")
     admission_address(settings)
     server_credentials(settings)
+    if settings.trusted_peps and settings.tls_client_ca is None:
+        raise ServeError(
+            "trusted_peps needs mTLS: an enforcement point is trusted only when its client "
+            "certificate says who it is; configure tls_cert, tls_key and tls_client_ca"
+        )
     if settings.tls_cert is None and not grpc_address.loopback and not settings.insecure_plaintext:
         raise ServeError(
             f"refusing plaintext gRPC on {grpc_address}, which is not loopback: configure "
@@ -335,7 +341,7 @@ class Worker:
             DecisionsServicer(self.service, on_reload, posture), self.server
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(self.service, posture), self.server
+            AuthorizationServicer(self.service, posture, settings.trusted_peps), self.server
         )
         attestation_pb2_grpc.add_AttestationServicer_to_server(
             AttestationServicer(self.attestation, metrics), self.server
