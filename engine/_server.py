@@ -1,9 +1,12 @@
-"""``docket serve``: the gRPC server, its metrics endpoint, signals and worker processes.
+"""``docket serve``: the gRPC server, its HTTP endpoint (``/metrics`` and the CA's
+``/.well-known/jwks.json``), signals and worker processes.
 
 One process by default. With ``workers > 1`` a supervisor starts that many worker
 processes that share the gRPC port (SO_REUSEPORT); the supervisor serves the summed
-metrics, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the workers and
-restarts a worker that dies.
+metrics and the JWKS, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the
+workers and restarts a worker that dies. ``trusted_peps`` (ext_authz enforcement points
+that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the server does not
+start.
 """
 
 from __future__ import annotations
@@ -528,9 +531,11 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
         _supervise(settings, bundle, grpc_address, metrics_address, ready)
 
 
-def _serve_metrics(address: Address, registry: CollectorRegistry) -> WSGIServer:
+def _serve_metrics(
+    address: Address, registry: CollectorRegistry, jwks: Callable[[], dict[str, Any]]
+) -> WSGIServer:
     try:
-        return serve_metrics(address.host, address.port, registry)
+        return serve_metrics(address.host, address.port, registry, jwks)
     except OSError as exc:
         raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
 
@@ -550,7 +555,10 @@ def _serve_one(
     try:
         if admission is not None:
             admission = Address(admission.host, worker.start_admission(admission))
-        metrics_server = _serve_metrics(metrics_address, metrics.registry)
+        # The JWKS of the CA the worker verifies with: SIGHUP reloads both.
+        metrics_server = _serve_metrics(
+            metrics_address, metrics.registry, lambda: worker.posture.ca.jwks()
+        )
     except ServeError:
         worker.stop(0)
         raise
@@ -658,6 +666,24 @@ class _Supervisor:
                 process.join()
 
 
+class _CaKeys:
+    """The supervisor's copy of the CA's JWKS (it serves the HTTP listener; the workers
+    verify with their own copies), reloaded from disk on SIGHUP."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._directory = settings.ca_dir
+        self._jwks = CertificateAuthority.load(self._directory).jwks()
+
+    def jwks(self) -> dict[str, Any]:
+        return self._jwks
+
+    def reload(self) -> None:
+        try:
+            self._jwks = CertificateAuthority.load(self._directory).jwks()
+        except CAError as exc:
+            log.error("serve.jwks_reload_failed", error=str(exc))
+
+
 def _supervise(
     settings: Settings,
     bundle: PolicyBundle,
@@ -668,7 +694,13 @@ def _supervise(
     metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     supervisor = _Supervisor(settings)
-    signals = _Signals(lambda: supervisor.signal_all(signal.SIGHUP))
+    jwks = _CaKeys(settings)
+
+    def reload() -> None:
+        supervisor.signal_all(signal.SIGHUP)
+        jwks.reload()
+
+    signals = _Signals(reload)
     try:
         admission = admission_address(settings)
         supervisor.ports = supervisor.start_worker(
@@ -676,7 +708,7 @@ def _supervise(
         )
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.ports)
-        metrics_server = _serve_metrics(metrics_address, multiprocess_registry())
+        metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), jwks.jwks)
         on_ready(
             Listening(
                 grpc=Address(grpc_address.host, supervisor.ports[0]),

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import grpc
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +26,7 @@ from serving import Running
 from attestation._ca import CertificateAuthority, TokenError, jwk_thumbprint
 from attestation._verifier import Posture
 from engine._errors import RequestError
+from engine._metrics import serve_metrics
 from engine._models import EntityUID, Request
 from engine._posture import PostureReader, Proven, attach, provenance, with_device
 from engine._settings import Settings
@@ -460,3 +462,29 @@ def test_issued_jwt_svids_carry_a_unique_jti() -> None:
     assert first.reference is not None
     assert second.reference is not None
     assert uuid.UUID(first.reference) != uuid.UUID(second.reference)
+
+
+def test_jwks_is_served_over_http_and_follows_a_rotation(tmp_path: Path) -> None:
+    settings = Settings(bundle=ROOT / "policies", data_dir=tmp_path / "data")
+    running = Running(settings)
+    http = serve_metrics(
+        "127.0.0.1", 0, running.worker.metrics.registry, lambda: running.worker.posture.ca.jwks()
+    )
+    url = f"http://127.0.0.1:{http.server_port}"
+    try:
+        answer = httpx.get(f"{url}/.well-known/jwks.json", timeout=5)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        before = CertificateAuthority.load(settings.ca_dir)
+        assert answer.json() == before.jwks()
+        before.rotate(now()).save(settings.ca_dir)
+        running.worker.reload()  # what SIGHUP does
+        rotated = httpx.get(f"{url}/.well-known/jwks.json", timeout=5).json()
+        assert len(rotated["keys"]) == 2
+        assert rotated == CertificateAuthority.load(settings.ca_dir).jwks()
+        assert httpx.post(f"{url}/.well-known/jwks.json", timeout=5).status_code == 405
+        assert "docket_" in httpx.get(f"{url}/metrics", timeout=5).text
+    finally:
+        http.shutdown()
+        http.server_close()
+        running.stop()
