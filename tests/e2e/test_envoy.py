@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +43,7 @@ import httpx
 import pytest
 import yaml
 from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop, wait_for
+from swtpm import ProvisionedState, SoftwareTpm
 
 from attestation._ca import CertificateAuthority
 from attestation._verifier import Posture
@@ -514,6 +517,61 @@ def test_device_jwt_svid_through_envoy_is_a_posture_aware_allow(
     assert provenance["inventory"] == "caller"
     _, denied = send(client, "GET", "/records/patient-records-eu", tokens["alice"])
     assert denied.status_code == 403
+    assert denied.json()["reasons"] == ["restricted-requires-attested-encrypted-device"]
+
+
+def test_an_attested_device_through_envoy_as_the_readme_walks_it(
+    client: httpx.Client,
+    docket: Docket,
+    site: Path,
+    tokens: dict[str, str],
+    swtpm: SoftwareTpm,
+    provisioned_tpm: ProvisionedState,
+    tmp_path: Path,
+) -> None:
+    """examples/envoy/README.md: trust the TPM's manufacturer, `docket attest` over mTLS
+    with the agent's bootstrap certificate, then the device's JWT through Envoy."""
+    roots = site / "data" / "trust" / "ek-roots"
+    roots.mkdir(parents=True, exist_ok=True)
+    shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
+    reloads = docket.log.read_text().count("serve.trust_reloaded")
+    os.kill(docket.process.pid, signal.SIGHUP)  # reloads the EK roots
+    deadline = time.monotonic() + 10
+    while docket.log.read_text().count("serve.trust_reloaded") == reloads:
+        assert time.monotonic() < deadline, docket.log.read_text()
+        time.sleep(0.05)
+    secrets = site / "examples" / "envoy" / "secrets"
+    agent = secrets / "agent"
+    subprocess.run(
+        [
+            *(DOCKET, "ca", "issue-client", "--data-dir", str(site / "data")),
+            *("--spiffe-id", "spiffe://docket.local/agent/bootstrap", "--out", str(agent)),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    creds = tmp_path / "creds"
+    attested = subprocess.run(
+        [
+            *(DOCKET, "attest", "--server", f"127.0.0.1:{docket.grpc_port}"),
+            *("--tcti", swtpm.env["TPM2TOOLS_TCTI"], "--out", str(creds)),
+            *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
+            *("--tls-ca", str(secrets / "bundle.pem"), "--tls-server-name", "localhost"),
+            *("--tls-cert", str(agent / "client.pem"), "--tls-key", str(agent / "client.key")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert attested.returncode == 0, attested.stderr + docket.log.read_text()
+    device = (creds / "jwt").read_text().strip()
+    path = "/records/patient-records-eu"
+    _, allowed = send(client, "GET", path, tokens["alice"], device)
+    assert allowed.status_code == 200, allowed.text
+    _, denied = send(client, "GET", path, tokens["alice"])
+    assert denied.status_code == 403, denied.text
     assert denied.json()["reasons"] == ["restricted-requires-attested-encrypted-device"]
 
 
