@@ -15,19 +15,25 @@ may set it.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import grpc
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from e2e.docket_process import Docket, start_docket
+from e2e.docket_process import DOCKET, Docket, start_docket
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format, struct_pb2
@@ -404,3 +410,45 @@ def test_audit_provenance_tells_svid_from_jwt_from_none(server: Server) -> None:
         assert provenance["subject"] == "request"
         assert provenance["pep"] is None
         assert provenance["inventory"] == "caller"
+
+
+# --- the setting and the JWKS endpoint ----------------------------------------------------
+
+
+def test_trusted_peps_without_mtls_refuses_to_start(tmp_path: Path) -> None:
+    """A PEP is trusted by its client certificate: without mTLS nobody could be one, and a
+    listed SPIFFE ID must never be believed from an unauthenticated caller."""
+    done = subprocess.run(
+        [DOCKET, "serve", "--data-dir", str(tmp_path / "data"), "--grpc", "127.0.0.1:0"],
+        env={**os.environ, "DOCKET_TRUSTED_PEPS": json.dumps([PEP])},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "trusted_peps needs mTLS" in done.stderr
+
+
+def test_multi_worker_supervisor_serves_the_jwks_and_reloads_it(tmp_path: Path) -> None:
+    docket = start_docket(tmp_path, "--workers", "2")
+    try:
+        url = docket.metrics_url.removesuffix("/metrics") + "/.well-known/jwks.json"
+        before = httpx.get(url, timeout=5)
+        assert before.status_code == 200
+        assert before.headers["content-type"] == "application/json"
+        ca = CertificateAuthority.load(docket.data_dir / "ca")
+        assert before.json() == ca.jwks()
+        ca.rotate(now()).save(docket.data_dir / "ca")
+        os.kill(docket.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while len(httpx.get(url, timeout=5).json()["keys"]) != 2:
+            assert time.monotonic() < deadline, docket.log.read_text()
+            time.sleep(0.1)
+        assert (
+            httpx.get(url, timeout=5).json()
+            == CertificateAuthority.load(docket.data_dir / "ca").jwks()
+        )
+    finally:
+        assert docket.stop() == 0, docket.log.read_text()
