@@ -26,7 +26,8 @@ Errors (beneath ``attestation._errors``)::
     │   └── CAError            the CA cannot do what was asked: a malformed or foreign SPIFFE
     │                          ID, a CSR whose signature does not verify, an unsupported key,
     │                          a CA directory that already exists, is missing or is corrupt
-    └── TokenError             a JWT-SVID does not verify (signature, kid, alg, aud, exp)
+    └── TokenError             a JWT-SVID does not verify (signature, kid, alg, aud, exp,
+                               nbf, iat in the future, lifetime over MAX_JWT_TTL)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import json
 import os
 import re
 import secrets
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +72,8 @@ __all__ = [
 
 MAX_SVID_TTL = timedelta(hours=24)
 MAX_JWT_TTL = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(seconds=30)
+"""How far in the future a JWT-SVID's ``iat`` may lie (another replica's clock)."""
 DEFAULT_SERVER_TTL = timedelta(days=90)
 ROOT_VALIDITY = timedelta(days=3652)
 ISSUING_VALIDITY = timedelta(days=365)
@@ -91,7 +95,8 @@ class CAError(CredentialError):
 
 
 class TokenError(AttestationError):
-    """A JWT-SVID does not verify: malformed, bad signature, unknown kid, wrong alg, aud, exp."""
+    """A JWT-SVID does not verify: malformed, bad signature, unknown kid, wrong alg, aud,
+    expired, not yet valid, issued in the future or living longer than MAX_JWT_TTL."""
 
 
 # --- SPIFFE IDs ---------------------------------------------------------------------------
@@ -587,7 +592,8 @@ class CertificateAuthority:
         ttl: timedelta = MAX_JWT_TTL,
         claims: Mapping[str, Any] | None = None,
     ) -> str:
-        """A JWT-SVID (ES256) for ``spiffe_id``, living ``min(ttl, MAX_JWT_TTL)``.
+        """A JWT-SVID (ES256) for ``spiffe_id``, living ``min(ttl, MAX_JWT_TTL)``, with a
+        fresh ``jti`` (a UUIDv4) that audit entries cite.
 
         ``claims`` (the verified posture) go under the one claim ``JWT_POSTURE_CLAIM``.
         Raises ``CAError``.
@@ -607,6 +613,8 @@ class CertificateAuthority:
             "aud": audiences[0] if len(audiences) == 1 else audiences,
             "iat": int(now.timestamp()),
             "exp": int(expires.timestamp()),
+            # Names this token in the audit entries of the decisions it took part in.
+            "jti": str(uuid.uuid4()),
         }
         if claims is not None:
             payload[JWT_POSTURE_CLAIM] = dict(claims)
@@ -621,10 +629,14 @@ class CertificateAuthority:
             raise CAError(f"cannot encode the JWT-SVID claims: {exc}") from exc
 
     def verify_jwt(self, token: str, audience: str, now: datetime) -> dict[str, Any]:
-        """The claims of a JWT-SVID this CA signed, for ``audience``, unexpired at ``now``.
+        """The claims of a JWT-SVID this CA signed, for ``audience``, valid at ``now``.
 
         Only ES256 with the ``kid`` of a current or retired intermediate is accepted.
-        Raises ``TokenError``.
+        ``sub``, ``aud``, ``exp`` and ``iat`` are required; at ``now`` the token must be
+        unexpired (``exp``), valid already (``nbf``, if present) and not issued in the
+        future (``iat``), and it may not live longer than ``MAX_JWT_TTL`` (``exp - iat``,
+        and ``exp - now``): a stolen key could otherwise mint a token that outlives
+        every revocation. Raises ``TokenError``.
         """
         now = _check_now(now)
         try:
@@ -645,7 +657,7 @@ class CertificateAuthority:
                 audience=audience,
                 # Time is checked below against the caller's ``now``, not the clock.
                 options={
-                    "require": ["sub", "aud", "exp"],
+                    "require": ["sub", "aud", "exp", "iat"],
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
@@ -653,11 +665,19 @@ class CertificateAuthority:
             )
         except jwt.PyJWTError as exc:
             raise TokenError(f"JWT does not verify: {exc}") from exc
-        exp = claims["exp"]
-        if not isinstance(exp, int) or isinstance(exp, bool):
-            raise TokenError("JWT exp is not an integer")
-        if now.timestamp() >= exp:
+        exp, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "iat")
+        moment = now.timestamp()
+        if moment >= exp:
             raise TokenError("JWT has expired")
+        if "nbf" in claims and moment < _numeric_date(claims, "nbf"):
+            raise TokenError("JWT is not yet valid (nbf)")
+        if iat > moment + CLOCK_SKEW.total_seconds():
+            raise TokenError("JWT was issued in the future (iat)")
+        cap = MAX_JWT_TTL.total_seconds()
+        if exp - iat > cap or exp - moment > cap:
+            raise TokenError(
+                f"JWT lifetime exceeds the {MAX_JWT_TTL.total_seconds() / 60:g}-minute cap"
+            )
         try:
             trust_domain, _ = parse_spiffe_id(str(claims["sub"]))
         except CAError as exc:
@@ -708,6 +728,14 @@ class CertificateAuthority:
         if not isinstance(value, x509.UnrecognizedExtension):
             raise TokenError("the certificate's posture extension is malformed")
         return spiffe_id, _read_posture(value.value)
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> int:
+    """A NumericDate claim (RFC 7519 §2) as whole seconds. Raises ``TokenError``."""
+    value = claims[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TokenError(f"JWT {name} is not an integer")
+    return value
 
 
 def _signed_by(leaf: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -4,6 +4,8 @@
     docket ca bundle        [--data-dir DIR]           trust bundle PEM on stdout
     docket ca jwks          [--data-dir DIR]           JWT-SVID keys, JSON on stdout
     docket ca issue-server  --dns NAME [--dns …] [--ip ADDR …] [--out DIR] [--ttl HOURS]
+    docket ca issue-client  --spiffe-id ID [--out DIR] [--ttl HOURS]   an X.509-SVID for a
+                            service (e.g. Envoy as a trusted enforcement point) over mTLS
     docket ca rotate        [--data-dir DIR]           new issuing key; the old one overlaps
 
 Exit codes: 0 success; 2 usage or input error. Errors are one line on stderr.
@@ -20,8 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation._ca import CAError, CertificateAuthority, jwk_thumbprint
+from attestation._ca import MAX_SVID_TTL, CAError, CertificateAuthority, jwk_thumbprint
 
 DEFAULT_DATA_DIR = Path("docket-data")
 CA_DIR = "ca"
@@ -180,3 +184,65 @@ def issue_server(
     except OSError as exc:
         raise InputError(f"cannot write to {out}: {exc.strerror}") from exc
     click.echo(f"wrote {out / 'server.pem'} and {key_path}")
+
+
+def _write_key_and_chain(out: Path, stem: str, key_pem: bytes, chain_pem: bytes) -> Path:
+    """``<stem>.key`` (mode 0600) and ``<stem>.pem`` in ``out``; the key's path."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        key_path = out / f"{stem}.key"
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key_pem)
+        os.chmod(key_path, 0o600)
+        (out / f"{stem}.pem").write_bytes(chain_pem)
+    except OSError as exc:
+        raise InputError(f"cannot write to {out}: {exc.strerror}") from exc
+    return key_path
+
+
+@ca.command("issue-client")
+@data_dir_option
+@click.option(
+    "--spiffe-id",
+    required=True,
+    metavar="ID",
+    help="The SPIFFE ID to certify, in the CA's trust domain (spiffe://TD/…).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory to write client.pem (leaf + intermediate) and client.key into.",
+)
+@click.option(
+    "--ttl",
+    type=float,
+    default=24.0,
+    show_default=True,
+    help="Lifetime in hours (at most 24, never past the issuing CA's).",
+)
+def issue_client(data_dir: Path | None, spiffe_id: str, out: Path, ttl: float) -> None:
+    """Issue an X.509-SVID (clientAuth) and a new key for a service that calls Docket
+    over mTLS, e.g. Envoy listed in trusted_peps. It carries no device posture."""
+    if not ttl > 0:
+        raise InputError(f"--ttl must be a positive number of hours, not {ttl}")
+    if timedelta(hours=ttl) > MAX_SVID_TTL:
+        raise InputError(f"--ttl is at most {MAX_SVID_TTL.total_seconds() / 3600:g} hours")
+    authority = _load(data_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        leaf, issuer = authority.issue_svid(
+            key.public_key(), spiffe_id, now=datetime.now(UTC), ttl=timedelta(hours=ttl)
+        )
+    except CAError as exc:
+        raise InputError(str(exc)) from exc
+    pem = serialization.Encoding.PEM
+    key_path = _write_key_and_chain(
+        out,
+        "client",
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        leaf.public_bytes(pem) + issuer.public_bytes(pem),
+    )
+    click.echo(f"wrote {out / 'client.pem'} and {key_path} for {spiffe_id}")

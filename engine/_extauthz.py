@@ -10,24 +10,36 @@ A CheckRequest becomes a Docket request:
   read, DELETE delete, anything else write);
 - resource: the route's ``resource_type`` (default ``Data``) and ``resource_id``
   context extensions;
-- context: ``http`` {method, path (query split off), host}, ``source_ip``, ``mfa`` and
-  ``device`` from the JWT claims, and any ``context.<name>`` context extension (for
-  example ``context.network_zone: internal``); a Docket JWT-SVID as the request's
-  ``Bearer`` token, or the downstream's Docket X.509-SVID, sets the attested claims
-  of ``device`` (:mod:`engine._posture`).
+- context: ``http`` {method, path (query split off), host}, ``source_ip``, ``mfa`` from
+  the JWT claims, the inventory facts of its ``device`` claim (``disk_encrypted``,
+  ``patch_age_days``, ``trust_tier``, ``managed``: an IdP's ``device`` claim never
+  attests a device), and any ``context.<name>`` context extension (for example
+  ``context.jurisdiction: eu``). A Docket JWT-SVID (the ``x-docket-device-token``
+  header, or the request's ``Bearer`` token) or the downstream's Docket X.509-SVID sets
+  the attested fields of ``device`` (:mod:`engine._posture`).
+
+**Trusted enforcement points.** The subject of a Check and the facts about it —
+``source.principal``, ``source.certificate``, jwt_authn metadata and ``context.*``
+context extensions — are believed only from a caller authenticated over mTLS whose
+SPIFFE ID is in the ``trusted_peps`` setting (Envoy, an API gateway). A Check from
+anyone else that carries one is refused (a 400 naming the field, and a refusal in the
+audit log); one without them is decided as ``User::"anonymous"``. Each decision's audit
+entry says which enforcement point named the subject, and how
+(``detail.provenance``).
 
 Allowed: OK, with ``x-docket-decision-id`` added to the upstream request. Denied:
-PERMISSION_DENIED and a 403 with a JSON body. Input that cannot be mapped: a 400 (and
-the refusal is in the audit log). The audit log busy: a 429; unavailable: a 503 — no
-request is let through without its audit entry. Every answer carries ``decision_id`` in
-``dynamic_metadata``.
+PERMISSION_DENIED and a 403 with a JSON body. Input that cannot be mapped or may not
+come from this caller: a 400 (and the refusal is in the audit log). The audit log busy:
+a 429; unavailable: a 503 — no request is let through without its audit entry. Every
+answer carries ``decision_id`` in ``dynamic_metadata``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Literal
 
 import grpc
 import structlog
@@ -40,9 +52,9 @@ from audit import Overloaded, StoreError
 from engine._errors import RequestError
 from engine._grpc import AUDIT_UNAVAILABLE, answer, caller_identity
 from engine._models import EntityUID, Request
-from engine._posture import PostureReader, attach
+from engine._posture import PostureReader, attach, provenance
 from engine._service import DecisionService, decision_id
-from engine._wire import CALLER, dict_to_struct, value_to_python
+from engine._wire import CALLER, DEVICE, INVENTORY_DEVICE_FIELDS, dict_to_struct, value_to_python
 
 log = structlog.get_logger("docket.ext_authz")
 
@@ -53,23 +65,56 @@ _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _ACTIONS = {"GET": "read", "HEAD": "read", "DELETE": "delete"}
 _CONTEXT_PREFIX = "context."
 _CLAIMS = ("sub", "amr", "mfa", "device")
+Subject = Literal["source.principal", "jwt", "anonymous"]
 
 
-def check_to_request(check: authz.CheckRequest, caller: str | None = None) -> Request:
+def untrusted_field(attributes: Any) -> str | None:
+    """The first field of a Check's ``attributes`` that only a trusted enforcement point
+    may set, or None."""
+    if attributes.source.principal:
+        return "source.principal"
+    if attributes.source.certificate:
+        return "source.certificate"
+    if JWT_FILTER in attributes.metadata_context.filter_metadata:
+        return f"metadata_context.{JWT_FILTER}"
+    for key in sorted(attributes.context_extensions):
+        if key.startswith(_CONTEXT_PREFIX):
+            return f"context_extensions.{key}"
+    return None
+
+
+def subject_of(attributes: Any, claims: dict[str, Any]) -> tuple[EntityUID, Subject]:
+    """The principal of a Check and where it came from (see the module docstring)."""
+    if attributes.source.principal:
+        uid = EntityUID.model_construct(type="Workload", id=attributes.source.principal)
+        return uid, "source.principal"
+    if isinstance(claims.get("sub"), str) and claims["sub"]:
+        return EntityUID.model_construct(type="User", id=claims["sub"]), "jwt"
+    return ANONYMOUS, "anonymous"
+
+
+def check_to_request(
+    check: authz.CheckRequest, caller: str | None = None, *, trusted_pep: bool = False
+) -> Request:
     """The Docket request for an Envoy CheckRequest (see the module docstring).
+    ``trusted_pep``: ``caller`` is an enforcement point listed in ``trusted_peps``.
 
-    Raises :class:`~engine.RequestError` naming what could not be mapped.
+    Raises :class:`~engine.RequestError` naming what could not be mapped, or the first
+    field only a trusted enforcement point may set when ``caller`` is not one.
     """
     attributes = check.attributes
+    if not trusted_pep:
+        field = untrusted_field(attributes)
+        if field is not None:
+            who = caller or "an unauthenticated caller"
+            raise RequestError(
+                f"{field}: only a trusted enforcement point may set it, and {who} is not "
+                "a trusted enforcement point (the trusted_peps setting lists them)"
+            )
     http = attributes.request.http
     routes = dict(attributes.context_extensions)
     claims = _jwt_claims(attributes.metadata_context)
-    if attributes.source.principal:
-        principal = EntityUID.model_construct(type="Workload", id=attributes.source.principal)
-    elif isinstance(claims.get("sub"), str) and claims["sub"]:
-        principal = EntityUID.model_construct(type="User", id=claims["sub"])
-    else:
-        principal = ANONYMOUS
+    principal, _subject = subject_of(attributes, claims)
     if not http.method:
         raise RequestError("attributes.request.http.method: missing")
     resource_id = routes.get("resource_id")
@@ -88,8 +133,13 @@ def check_to_request(check: authz.CheckRequest, caller: str | None = None) -> Re
     amr = claims.get("amr")
     if claims.get("mfa") is True or (isinstance(amr, list) and "mfa" in amr):
         context["mfa"] = True
-    if isinstance(claims.get("device"), dict):
-        context["device"] = claims["device"]
+    device = claims.get("device")
+    if isinstance(device, dict):
+        # An IdP relays what an MDM knows; whether the device is attested only a Docket
+        # credential says (engine._posture).
+        inventory = {name: device[name] for name in INVENTORY_DEVICE_FIELDS if name in device}
+        if inventory:
+            context[DEVICE] = inventory
     for key, value in routes.items():
         if key.startswith(_CONTEXT_PREFIX):
             name = key.removeprefix(_CONTEXT_PREFIX)
@@ -169,9 +219,15 @@ def loggable_headers(headers: Any) -> dict[str, str]:
 class AuthorizationServicer:
     """Envoy ext_authz v3 ``Check`` on a :class:`DecisionService`."""
 
-    def __init__(self, service: DecisionService, posture: PostureReader | None = None) -> None:
+    def __init__(
+        self,
+        service: DecisionService,
+        posture: PostureReader | None = None,
+        trusted_peps: Collection[str] = (),
+    ) -> None:
         self._service = service
         self._posture = posture
+        self.trusted_peps = frozenset(trusted_peps)
 
     def Check(
         self, request: authz.CheckRequest, context: grpc.ServicerContext
@@ -180,15 +236,35 @@ class AuthorizationServicer:
 
     def _check(self, request: authz.CheckRequest, context: grpc.ServicerContext) -> Any:
         caller = caller_identity(context)
+        # Only an mTLS identity can be trusted: caller_identity is None without one.
+        pep = caller if caller is not None and caller in self.trusted_peps else None
         try:
-            docket_request = check_to_request(request, caller)
+            docket_request = check_to_request(request, caller, trusted_pep=pep is not None)
+            proven = None
             if self._posture is not None:
-                found = self._posture.for_check(request.attributes, self._service.clock())
-                docket_request = attach(docket_request, found)
-            (decided,) = self._service.authorize([docket_request], api="ext_authz")
+                proven = self._posture.for_check(
+                    request.attributes, self._service.clock(), trusted_pep=pep is not None
+                )
+            docket_request = attach(docket_request, proven)
+            claims = _jwt_claims(request.attributes.metadata_context)
+            found = provenance(
+                docket_request,
+                proven,
+                caller=caller,
+                pep=pep,
+                subject=subject_of(request.attributes, claims)[1],
+            )
+            (decided,) = self._service.authorize(
+                [docket_request], api="ext_authz", provenance=[found]
+            )
         except RequestError as exc:
             # Unmappable input is denied, and the denial is recorded like any decision.
-            refused = self._service.refuse(str(exc), api="ext_authz", caller=caller)
+            refused = self._service.refuse(
+                str(exc),
+                api="ext_authz",
+                caller=caller,
+                detail={"provenance": {"caller": caller, "pep": pep}},
+            )
             log.info("ext_authz.bad_request", decision_id=refused.decision_id, error=str(exc))
             return _denied(
                 code_pb2.INVALID_ARGUMENT,

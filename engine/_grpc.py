@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NoReturn, Protocol, TypeVar, cast
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 import structlog
@@ -15,7 +15,7 @@ from audit import Overloaded, ProofError, StoreError
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
 from engine._metrics import Metrics
 from engine._models import Request
-from engine._posture import PostureReader, attach
+from engine._posture import PostureReader, attach, provenance
 from engine._service import DecisionService
 from engine._wire import (
     batch_from_proto,
@@ -127,30 +127,36 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         requests: list[Request],
         messages: Sequence[pb.AuthorizeRequest],
         context: grpc.ServicerContext,
-    ) -> list[Request]:
+        caller: str | None,
+    ) -> tuple[list[Request], list[dict[str, Any]]]:
         """Requests with the attested posture of their device token, else of the peer's
-        X.509-SVID (see :mod:`engine._posture`)."""
+        X.509-SVID (see :mod:`engine._posture`), and each one's provenance for its audit
+        entry. Raises :class:`~engine.RequestError` when a device token does not verify."""
         reader = self._posture
-        if reader is None:
-            if any(message.device_token for message in messages):
-                raise RequestError("device_token: this server has no CA to verify it with")
-            return requests
+        if reader is None and any(message.device_token for message in messages):
+            raise RequestError("device_token: this server has no CA to verify it with")
         now = self._service.clock()
-        peer = reader.from_peer(context, now)
-        return [
-            attach(request, reader.from_token(message.device_token, now))
-            if message.device_token
-            else attach(request, peer)
-            for request, message in zip(requests, messages, strict=True)
-        ]
+        peer = None if reader is None else reader.from_peer(context, now)
+        attached: list[Request] = []
+        provenances: list[dict[str, Any]] = []
+        for request, message in zip(requests, messages, strict=True):
+            proven = (
+                reader.from_token(message.device_token, now)
+                if reader is not None and message.device_token
+                else peer
+            )
+            attached.append(attach(request, proven))
+            provenances.append(provenance(request, proven, caller=caller))
+        return attached, provenances
 
     def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.ServicerContext
     ) -> pb.AuthorizeResponse:
         def produce() -> pb.AuthorizeResponse:
-            engine_request = request_from_proto(request, caller=caller_identity(context))
-            requests = self._with_posture([engine_request], [request], context)
-            (decided,) = self._service.authorize(requests, api="authorize")
+            caller = caller_identity(context)
+            engine_request = request_from_proto(request, caller=caller)
+            requests, provenances = self._with_posture([engine_request], [request], context, caller)
+            (decided,) = self._service.authorize(requests, api="authorize", provenance=provenances)
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
         return answer(self._service, "authorize", context, produce)
@@ -159,9 +165,12 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self, request: pb.BatchAuthorizeRequest, context: grpc.ServicerContext
     ) -> pb.BatchAuthorizeResponse:
         def produce() -> pb.BatchAuthorizeResponse:
-            requests = batch_from_proto(request, caller=caller_identity(context))
-            requests = self._with_posture(requests, request.requests, context)
-            decided = self._service.authorize(requests, api="batch_authorize")
+            caller = caller_identity(context)
+            requests = batch_from_proto(request, caller=caller)
+            requests, provenances = self._with_posture(requests, request.requests, context, caller)
+            decided = self._service.authorize(
+                requests, api="batch_authorize", provenance=provenances
+            )
             return pb.BatchAuthorizeResponse(
                 results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]
             )

@@ -1,29 +1,40 @@
-"""Prometheus metrics of the decision service.
+"""Prometheus metrics of the decision service, and the HTTP listener that serves them.
 
 With several worker processes, each records into files under
 ``PROMETHEUS_MULTIPROC_DIR`` and the supervising process serves their sum
 (prometheus_client's multiprocess mode); with one process, the process serves its own.
+
+The same listener serves the CA's JWT-SVID keys at ``/.well-known/jwks.json``
+(``application/json``, what ``docket ca jwks`` prints), so that Envoy's jwt_authn
+(``remote_jwks``) and other verifiers of Docket's JWT-SVIDs fetch them as they fetch an
+OIDC provider's or a SPIFFE bundle endpoint's.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.exposition import ThreadingWSGIServer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+JWKS_PATH = "/.well-known/jwks.json"
+"""Where the HTTP listener serves the CA's JWKS."""
 
 # Decisions take ~0.1 ms of evaluation; the buckets resolve that and reach a second.
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -108,9 +119,53 @@ class Metrics:
         self._version = version
 
 
-def serve_metrics(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
-    """Serve ``/metrics`` in a daemon thread; returns the server (``server_port``)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+class _Quiet(WSGIRequestHandler):
+    """No access log line per scrape on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+Jwks = Callable[[], Mapping[str, Any]]
+"""Gives the current JWK Set (it changes on SIGHUP after ``docket ca rotate``)."""
+
+
+def _app(registry: CollectorRegistry, jwks: Jwks | None) -> Callable[..., Iterable[bytes]]:
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if jwks is None or environ.get("PATH_INFO") != JWKS_PATH:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        body = json.dumps(jwks(), separators=(",", ":")).encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                # Verifiers refetch soon after a rotation; retired keys stay in the set
+                # until their last token has expired, so a minute's staleness is safe.
+                ("Cache-Control", "max-age=60"),
+            ],
+        )
+        return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+    return app
+
+
+def serve_metrics(
+    host: str, port: int, registry: CollectorRegistry, jwks: Jwks | None = None
+) -> WSGIServer:
+    """Serve ``/metrics`` (and, given ``jwks``, ``/.well-known/jwks.json``) in a daemon
+    thread; returns the server (``server_port``). Raises ``OSError`` if it cannot bind."""
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host, port, _app(registry, jwks), Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="docket-metrics", daemon=True).start()
     return server
 
 

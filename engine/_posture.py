@@ -1,14 +1,25 @@
-"""Attested posture into decision requests.
+"""Attested posture into decision requests, and where each trusted fact came from.
 
 A caller shows what device it speaks for with a Docket credential: its mTLS client
 certificate (an X.509-SVID whose posture extension Docket wrote) or a JWT-SVID (the
-``device_token`` of a request, or a ``Bearer`` token on an Envoy-checked request). The
-claims in it replace the attested claims of ``context.device`` (``attested``,
-``secure_boot``, ``device_class``…, and ``id`` = the device's SPIFFE ID); the inventory
-claims the caller sent (``disk_encrypted``, ``managed``…) stay as they are.
+``device_token`` of a request, or, on an Envoy-checked request, the
+``x-docket-device-token`` header or a Docket ``Bearer`` token). The claims in it set the
+attested fields of ``context.device`` (``attested``, ``secure_boot``, ``device_class``…,
+and ``id`` = the device's SPIFFE ID); the inventory facts the caller relays
+(``disk_encrypted``, ``managed``…) stay as they are. Without a credential the device is
+``attested: false, secure_boot: false``: a caller can never set those fields (the wire
+layer refuses them, :mod:`engine._wire`).
 
 Only credentials this Docket's CA signed count: a certificate from another CA the TLS
-configuration trusts is an identity, not a posture.
+configuration trusts is an identity, not a posture. A certificate relayed in an ext_authz
+Check (``source.certificate``) is read only from a trusted enforcement point (which saw
+the downstream prove it holds the key); anyone can paste a public certificate.
+
+:func:`provenance` is what each audit entry records in ``detail.provenance``: who called
+(``caller``), where the posture came from (``{"source": "x509-svid", "serial": …}``,
+``{"source": "jwt-svid", "jti": …}`` or ``{"source": "none"}``), the enforcement point
+that named the subject (``pep``), how the subject was named (``subject``) and who
+asserted the inventory facts (``inventory``).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import unquote
 
 import grpc
@@ -29,8 +40,12 @@ from attestation._errors import ParseError
 from attestation._verifier import Posture
 from engine._errors import RequestError
 from engine._models import Request
+from engine._wire import DEVICE, INVENTORY_DEVICE_FIELDS
 
-DEVICE = "device"
+DEVICE_TOKEN_HEADER = "x-docket-device-token"  # noqa: S105 (a header name, not a secret)
+"""The header carrying a device's Docket JWT-SVID on an Envoy-checked request."""
+NO_POSTURE: dict[str, Any] = {"source": "none"}
+_UNATTESTED = {"attested": False, "secure_boot": False}
 _PEER_CERT = "x509_pem_cert"
 _CACHE_SIZE = 4096
 _MISSING: Any = object()
@@ -56,10 +71,26 @@ def _checked(claims: Any, what: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Proven:
+    """Attested posture Docket verified: the device's SPIFFE ID, its claims, and the
+    credential they came from (the certificate's serial, hex, or the token's ``jti``)."""
+
+    spiffe_id: str
+    claims: dict[str, Any]
+    source: Literal["x509-svid", "jwt-svid"]
+    reference: str | None
+
+    def provenance(self) -> dict[str, Any]:
+        """How the audit entry names this credential."""
+        key = "serial" if self.source == "x509-svid" else "jti"
+        return {"source": self.source, key: self.reference, "id": self.spiffe_id}
+
+
+@dataclass(frozen=True, slots=True)
 class _Verified:
     """What a peer certificate proved (None: no posture), and when it is valid."""
 
-    posture: tuple[str, dict[str, Any]] | None
+    posture: Proven | None
     not_before: datetime
     not_after: datetime
 
@@ -77,7 +108,7 @@ class PostureReader:
         self.audience = audience
         self._lock = threading.Lock()
         self._verified: OrderedDict[bytes, _Verified | None] = OrderedDict()
-        self._tokens: OrderedDict[str, tuple[tuple[str, dict[str, Any]], int]] = OrderedDict()
+        self._tokens: OrderedDict[str, tuple[Proven, int]] = OrderedDict()
         self.ca = ca
 
     @property
@@ -101,15 +132,21 @@ class PostureReader:
         try:
             spiffe_id, claims = self.ca.verify_svid(cert, max(now, window[0]))
             posture = (
-                None if claims is None else (spiffe_id, _checked(claims, "client certificate"))
+                None
+                if claims is None
+                else Proven(
+                    spiffe_id,
+                    _checked(claims, "client certificate"),
+                    "x509-svid",
+                    f"{cert.serial_number:x}",
+                )
             )
         except TokenError:
             posture = None  # another CA's certificate: an identity, no posture
         return _Verified(posture, *window)
 
-    def from_certificate(self, pem: bytes, now: datetime) -> tuple[str, dict[str, Any]] | None:
-        """(SPIFFE ID, claims) of a Docket X.509-SVID with posture valid at ``now``, else
-        None."""
+    def from_certificate(self, pem: bytes, now: datetime) -> Proven | None:
+        """The posture of a Docket X.509-SVID with posture valid at ``now``, else None."""
         with self._lock:
             found = self._verified.get(pem, _MISSING)
             if found is not _MISSING:
@@ -124,15 +161,13 @@ class PostureReader:
             return None
         return found.posture
 
-    def from_peer(
-        self, context: grpc.ServicerContext, now: datetime
-    ) -> tuple[str, dict[str, Any]] | None:
+    def from_peer(self, context: grpc.ServicerContext, now: datetime) -> Proven | None:
         """The posture in the mTLS client certificate of a gRPC call, if there is one."""
         values = cast("list[bytes] | None", context.auth_context().get(_PEER_CERT))
         return self.from_certificate(values[0], now) if values else None
 
-    def from_token(self, token: str, now: datetime) -> tuple[str, dict[str, Any]]:
-        """(SPIFFE ID, claims) of a JWT-SVID this CA signed for our audience.
+    def from_token(self, token: str, now: datetime) -> Proven:
+        """The posture of a JWT-SVID this CA signed for our audience, valid at ``now``.
 
         A device sends the same token with many requests: a verified one is cached until
         its ``exp`` (checked against ``now`` on each use). Raises
@@ -150,7 +185,13 @@ class PostureReader:
             posture_claims = claims.get(JWT_POSTURE_CLAIM)
             if posture_claims is None:
                 raise TokenError("the JWT-SVID carries no posture claim")
-            posture = str(claims["sub"]), _checked(posture_claims, "device token")
+            jti = claims.get("jti")
+            posture = Proven(
+                str(claims["sub"]),
+                _checked(posture_claims, "device token"),
+                "jwt-svid",
+                jti if isinstance(jti, str) else None,
+            )
         except TokenError as exc:
             raise RequestError(f"device_token: {exc}") from exc
         with self._lock:
@@ -159,24 +200,57 @@ class PostureReader:
                 self._tokens.popitem(last=False)
         return posture
 
-    def for_check(self, attributes: Any, now: datetime) -> tuple[str, dict[str, Any]] | None:
-        """The posture on an Envoy-checked request (``AttributeContext``): a Docket JWT-SVID
-        as its ``authorization: Bearer`` token, else the downstream's X.509-SVID when the
-        listener forwards it (``include_peer_certificate``). Bearer tokens of other
-        issuers are left to Envoy's jwt_authn. Raises :class:`~engine.RequestError` when
-        a Docket token does not verify."""
-        scheme, _, token = attributes.request.http.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token and self.ca.names_key_of(token.strip()):
-            return self.from_token(token.strip(), now)
+    def for_check(self, attributes: Any, now: datetime, *, trusted_pep: bool) -> Proven | None:
+        """The posture on an Envoy-checked request (``AttributeContext``): a Docket
+        JWT-SVID in the ``x-docket-device-token`` header or as its ``authorization:
+        Bearer`` token (any caller: the token is its own proof), else, from a trusted
+        enforcement point only, the downstream's X.509-SVID it relays
+        (``include_peer_certificate``). Bearer tokens of other issuers are left to
+        Envoy's jwt_authn. Raises :class:`~engine.RequestError` when a Docket token does
+        not verify."""
+        headers = attributes.request.http.headers
+        token = headers.get(DEVICE_TOKEN_HEADER, "").strip()
+        if token:
+            return self.from_token(token, now)
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer and self.ca.names_key_of(bearer.strip()):
+            return self.from_token(bearer.strip(), now)
         certificate = attributes.source.certificate
-        if certificate:
+        if certificate and trusted_pep:
             return self.from_certificate(unquote(certificate).encode(), now)
         return None
 
 
-def attach(request: Request, posture: tuple[str, Mapping[str, Any]] | None) -> Request:
-    """``request`` with ``posture`` (SPIFFE ID, verified claims) over its device."""
-    if posture is None:
+def attach(request: Request, posture: Proven | None) -> Request:
+    """``request`` with ``posture`` (verified) over its device; without one, a device the
+    caller described (inventory only) is marked unattested, as the schema needs."""
+    if posture is not None:
+        context = with_device(request.context, posture.spiffe_id, posture.claims)
+    elif isinstance(request.context.get(DEVICE), Mapping):
+        context = {**request.context, DEVICE: {**request.context[DEVICE], **_UNATTESTED}}
+    else:
         return request
-    spiffe_id, claims = posture
-    return request.model_copy(update={"context": with_device(request.context, spiffe_id, claims)})
+    return request.model_copy(update={"context": context})
+
+
+def provenance(
+    request: Request,
+    posture: Proven | None,
+    *,
+    caller: str | None,
+    pep: str | None = None,
+    subject: Literal["request", "source.principal", "jwt", "anonymous"] = "request",
+) -> dict[str, Any]:
+    """Where the trusted facts of ``request`` came from, for its audit entry's
+    ``detail.provenance`` (see the module docstring)."""
+    device = request.context.get(DEVICE)
+    inventory = isinstance(device, Mapping) and any(
+        name in device for name in INVENTORY_DEVICE_FIELDS
+    )
+    return {
+        "caller": caller,
+        "posture": NO_POSTURE if posture is None else posture.provenance(),
+        "pep": pep,
+        "subject": subject,
+        "inventory": "caller" if inventory else "none",
+    }

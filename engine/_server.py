@@ -1,9 +1,12 @@
-"""``docket serve``: the gRPC server, its metrics endpoint, signals and worker processes.
+"""``docket serve``: the gRPC server, its HTTP endpoint (``/metrics`` and the CA's
+``/.well-known/jwks.json``), signals and worker processes.
 
 One process by default. With ``workers > 1`` a supervisor starts that many worker
 processes that share the gRPC port (SO_REUSEPORT); the supervisor serves the summed
-metrics, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the workers and
-restarts a worker that dies.
+metrics and the JWKS, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the
+workers and restarts a worker that dies. ``trusted_peps`` (ext_authz enforcement points
+that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the server does not
+start.
 """
 
 from __future__ import annotations
@@ -206,12 +209,18 @@ def admission_tls(settings: Settings, ca: CertificateAuthority) -> tuple[Path, P
 def check_settings(settings: Settings) -> tuple[Address, Address]:
     """The gRPC and metrics addresses, after the checks that keep a server safe to start.
 
-    Raises :class:`ServeError`: plaintext off loopback without ``insecure_plaintext``.
+    Raises :class:`ServeError`: plaintext off loopback without ``insecure_plaintext``;
+    ``trusted_peps`` without mTLS (nobody could be authenticated as one).
     """
     grpc_address = Address.parse(settings.grpc, "gRPC")
     metrics_address = Address.parse(settings.metrics, "metrics")
     admission_address(settings)
     server_credentials(settings)
+    if settings.trusted_peps and settings.tls_client_ca is None:
+        raise ServeError(
+            "trusted_peps needs mTLS: an enforcement point is trusted only when its client "
+            "certificate says who it is; configure tls_cert, tls_key and tls_client_ca"
+        )
     if settings.tls_cert is None and not grpc_address.loopback and not settings.insecure_plaintext:
         raise ServeError(
             f"refusing plaintext gRPC on {grpc_address}, which is not loopback: configure "
@@ -335,7 +344,7 @@ class Worker:
             DecisionsServicer(self.service, on_reload, posture), self.server
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(self.service, posture), self.server
+            AuthorizationServicer(self.service, posture, settings.trusted_peps), self.server
         )
         attestation_pb2_grpc.add_AttestationServicer_to_server(
             AttestationServicer(self.attestation, metrics), self.server
@@ -544,9 +553,11 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
         _supervise(settings, bundle, grpc_address, metrics_address, ready)
 
 
-def _serve_metrics(address: Address, registry: CollectorRegistry) -> WSGIServer:
+def _serve_metrics(
+    address: Address, registry: CollectorRegistry, jwks: Callable[[], dict[str, Any]]
+) -> WSGIServer:
     try:
-        return serve_metrics(address.host, address.port, registry)
+        return serve_metrics(address.host, address.port, registry, jwks)
     except OSError as exc:
         raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
 
@@ -566,7 +577,10 @@ def _serve_one(
     try:
         if admission is not None:
             admission = Address(admission.host, worker.start_admission(admission))
-        metrics_server = _serve_metrics(metrics_address, metrics.registry)
+        # The JWKS of the CA the worker verifies with: SIGHUP reloads both.
+        metrics_server = _serve_metrics(
+            metrics_address, metrics.registry, lambda: worker.posture.ca.jwks()
+        )
     except ServeError:
         worker.stop(0)
         raise
@@ -674,6 +688,24 @@ class _Supervisor:
                 process.join()
 
 
+class _CaKeys:
+    """The supervisor's copy of the CA's JWKS (it serves the HTTP listener; the workers
+    verify with their own copies), reloaded from disk on SIGHUP."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._directory = settings.ca_dir
+        self._jwks = CertificateAuthority.load(self._directory).jwks()
+
+    def jwks(self) -> dict[str, Any]:
+        return self._jwks
+
+    def reload(self) -> None:
+        try:
+            self._jwks = CertificateAuthority.load(self._directory).jwks()
+        except CAError as exc:
+            log.error("serve.jwks_reload_failed", error=str(exc))
+
+
 def _supervise(
     settings: Settings,
     bundle: PolicyBundle,
@@ -684,7 +716,13 @@ def _supervise(
     metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     supervisor = _Supervisor(settings)
-    signals = _Signals(lambda: supervisor.signal_all(signal.SIGHUP))
+    jwks = _CaKeys(settings)
+
+    def reload() -> None:
+        supervisor.signal_all(signal.SIGHUP)
+        jwks.reload()
+
+    signals = _Signals(reload)
     try:
         admission = admission_address(settings)
         supervisor.ports = supervisor.start_worker(
@@ -692,7 +730,7 @@ def _supervise(
         )
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.ports)
-        metrics_server = _serve_metrics(metrics_address, multiprocess_registry())
+        metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), jwks.jwks)
         on_ready(
             Listening(
                 grpc=Address(grpc_address.host, supervisor.ports[0]),

@@ -129,14 +129,24 @@ class DecisionService:
         *,
         api: str,
         detail: Mapping[str, Any] | None = None,
+        provenance: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Decided]:
-        """Decide requests in order; ``detail`` goes into each audit entry's detail.
+        """Decide requests in order; ``detail`` goes into each audit entry's detail, and
+        ``provenance`` (one per request: where its trusted facts came from, see
+        :func:`engine._posture.provenance`) into its ``detail.provenance``.
         Raises :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
         :data:`MAX_BATCH`."""
         if len(requests) > MAX_BATCH:
             raise LimitExceeded(
                 f"requests: {len(requests)} requests in one batch; the limit is {MAX_BATCH}"
             )
+        if provenance is not None and len(provenance) != len(requests):
+            raise ValueError("one provenance per request")
+        details = (
+            [detail] * len(requests)
+            if provenance is None
+            else [{**(detail or {}), "provenance": dict(p)} for p in provenance]
+        )
         now = self.clock()
         bundle = self.engine.bundle
         decisions = self.engine.decide_batch(requests, now=now)
@@ -150,9 +160,11 @@ class DecisionService:
                     api=api,
                     bundle=bundle,
                     now=now,
-                    detail=detail,
+                    detail=item_detail,
                 )
-                for request, decision, id_ in zip(requests, decisions, ids, strict=True)
+                for request, decision, id_, item_detail in zip(
+                    requests, decisions, ids, details, strict=True
+                )
             ]
         )
         decided = [Decided(*item) for item in zip(ids, decisions, receipts, strict=True)]

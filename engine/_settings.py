@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     """With it, clients must present a certificate from this CA (mTLS)."""
     insecure_plaintext: bool = False
     """Allow plaintext gRPC on an address other than loopback (never the default)."""
+    trusted_peps: tuple[str, ...] = ()
+    """SPIFFE IDs of the enforcement points (Envoy, a gateway) that may name the subject
+    of an ext_authz Check — ``source.principal``, ``source.certificate``, jwt_authn
+    metadata, ``context.*`` route extensions — when they call over mTLS
+    (``tls_client_ca``). Anyone else's Check carrying such a field is refused. In
+    ``docket.toml`` a list; ``DOCKET_TRUSTED_PEPS`` takes a JSON list."""
+
+    @field_validator("trusted_peps")
+    @classmethod
+    def _spiffe_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for spiffe_id in value:
+            if not spiffe_id.startswith("spiffe://") or len(spiffe_id) <= len("spiffe://"):
+                raise ValueError(f"{spiffe_id!r} is not a SPIFFE ID (spiffe://trust-domain/…)")
+        return value
 
     audit_keys: Path | None = None
     """Directory of the audit checkpoint signing keys [``<data_dir>/audit-keys``]; every

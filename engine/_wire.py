@@ -3,6 +3,11 @@
 Every check of an incoming message lives here and raises :class:`~engine.RequestError`
 whose message starts with the offending field (``requests[3].principal.type: …``), so
 the transport can hand it to the caller as it is.
+
+Facts Docket verifies itself are reserved: ``context.caller`` (the mTLS identity) and
+the attested fields of ``context.device`` (:data:`ATTESTED_DEVICE_FIELDS`, set from a
+Docket X.509- or JWT-SVID by :mod:`engine._posture`) are refused when a caller sends
+them. Offline use (``docket decide``, the library) does not pass through here.
 """
 
 from __future__ import annotations
@@ -22,6 +27,26 @@ from sdk.v1 import decisions_pb2 as pb
 
 CALLER = "caller"
 """The context attribute holding the caller's SPIFFE ID on an mTLS connection."""
+DEVICE = "device"
+"""The context attribute holding the device's posture (``DevicePosture`` in the schema)."""
+ATTESTED_DEVICE_FIELDS = (
+    "attested",
+    "secure_boot",
+    "measured_boot_ok",
+    "firmware_version",
+    "tpm_manufacturer",
+    "ek_hash",
+    "device_class",
+    "region",
+    "id",
+)
+"""Fields of ``context.device`` that only a verified Docket credential sets (the
+attestation's posture claims and the device's SPIFFE ID); a caller sending one is
+refused."""
+INVENTORY_DEVICE_FIELDS = ("disk_encrypted", "patch_age_days", "trust_tier", "managed")
+"""Fields of ``context.device`` the caller relays (an MDM's facts), recorded as
+caller-asserted in the audit entry."""
+ATTESTED_BY_DOCKET = "set by Docket from a verified device credential, not by the caller"
 MAX_BATCH = 1000
 """Requests per BatchAuthorize call; more is RESOURCE_EXHAUSTED."""
 
@@ -70,10 +95,24 @@ def dict_to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return struct
 
 
+def check_device(device: struct_pb2.Value, field: str) -> None:
+    """Refuse attested fields in a caller's ``context.device``: only Docket sets them,
+    from a credential it verified. Raises :class:`~engine.RequestError` naming the
+    field."""
+    if device.WhichOneof("kind") != "struct_value":
+        raise RequestError(f"{field}: must be an object of device inventory facts")
+    for name in ATTESTED_DEVICE_FIELDS:
+        if name in device.struct_value.fields:
+            raise RequestError(f"{field}.{name}: {ATTESTED_BY_DOCKET}")
+
+
 def _context(struct: struct_pb2.Struct, field: str, caller: str | None) -> dict[str, Any]:
-    """The request context, with ``caller`` set from the connection, never by the client."""
+    """The request context, with ``caller`` set from the connection, never by the client,
+    and no attested ``device`` field (see :func:`check_device`)."""
     if CALLER in struct.fields:
         raise RequestError(f"{field}.{CALLER}: set by the server from the caller's mTLS identity")
+    if DEVICE in struct.fields:
+        check_device(struct.fields[DEVICE], f"{field}.{DEVICE}")
     context = struct_to_dict(struct, field)
     if caller is not None:
         context[CALLER] = caller

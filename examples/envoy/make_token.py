@@ -1,7 +1,9 @@
 """Make a signing key, its JWKS and a JWT for the Envoy example (examples/envoy/envoy.yaml).
 
 Envoy's jwt_authn filter verifies the token against ``jwks.json`` and hands its payload to
-Docket, which reads ``sub`` (the principal), ``mfa``/``amr`` and ``device`` (posture).
+Docket, which reads ``sub`` (the principal), ``mfa``/``amr`` and the inventory facts of
+``device`` (``disk_encrypted``, ``managed``…; never ``attested``, which only a Docket
+JWT-SVID from ``docket attest`` sets).
 The key is made once per ``--out`` directory and reused, so every token printed verifies
 against the JWKS that Envoy loaded when it started.
 
@@ -29,9 +31,10 @@ ISSUER = "https://idp.docket.example"
 AUDIENCE = "docket-envoy-example"
 KEY_ID = "docket-example-1"
 DEFAULT_OUT = Path(__file__).resolve().parent / "secrets"
+# What an MDM knows about the device, relayed by the identity provider. Whether the device
+# is attested only Docket's own credential says (the x-docket-device-token header): Docket
+# ignores "attested" and the other attested fields in an IdP's claims.
 HEALTHY_DEVICE = {
-    "attested": True,
-    "secure_boot": True,
     "disk_encrypted": True,
     "patch_age_days": 3,
     "trust_tier": "high",
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--healthy-device",
         action="store_true",
-        help="claim an attested, encrypted, managed, recently patched device",
+        help="claim an encrypted, managed, recently patched device (MDM facts; not attested)",
     )
     parser.add_argument("--claims", default="{}", help="more claims, a JSON object")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +108,16 @@ class Docket:
         return 0.0
 
 
-def start_docket(root: Path, *flags: str, bundle: Path | None = None) -> Docket:
+def start_docket(
+    root: Path,
+    *flags: str,
+    bundle: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Docket:
     """``docket serve`` on a copy of ``bundle`` (default policies/), on free ports, with
-    ``--data-dir root/data`` and any other ``flags``; returns once it listens."""
+    ``--data-dir root/data`` and any other ``flags``, and ``env`` (``DOCKET_*`` settings
+    without a flag, e.g. ``DOCKET_TRUSTED_PEPS``) over this process's environment;
+    returns once it listens (plaintext or TLS)."""
     root.mkdir(parents=True, exist_ok=True)
     copy = root / "policies"
     shutil.copytree(bundle or ROOT / "policies", copy)
@@ -135,6 +142,7 @@ def start_docket(root: Path, *flags: str, bundle: Path | None = None) -> Docket:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=root,
+            env=None if env is None else {**os.environ, **env},
             preexec_fn=PREEXEC,
         )
     found: dict[str, int] = {}

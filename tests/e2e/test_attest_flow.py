@@ -85,8 +85,6 @@ def request(device_token: str = "") -> pb.AuthorizeRequest:
             "mfa": True,
             "jurisdiction": "eu",
             "device": {
-                "attested": False,
-                "secure_boot": False,
                 "disk_encrypted": True,
                 "managed": True,
                 "patch_age_days": 2,

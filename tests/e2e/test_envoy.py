@@ -4,19 +4,29 @@ Each component runs on a free loopback port and is stopped by the fixture that s
 it, by PID, whether the test passed or not:
 
 - the echo upstream of examples/envoy/upstream.py, in a thread of this process;
-- ``docket serve`` as a subprocess on a copy of policies/ (ready when it prints
-  "gRPC listening on"; stopped with SIGTERM, which must exit 0);
+- ``docket serve`` as a subprocess on a copy of policies/, configured by
+  examples/envoy/docket.toml (mTLS, Envoy's SPIFFE ID in trusted_peps) with the
+  certificates the README makes with ``docket ca`` (ready when it prints "gRPC
+  listening on"; stopped with SIGTERM, which must exit 0);
 - Envoy as a subprocess, with examples/envoy/envoy.yaml re-pointed at the ports above
-  (ready when its admin /ready says LIVE; stopped with SIGTERM).
+  (ready when its admin /ready says LIVE; stopped with SIGTERM). Both run in a "site"
+  directory laid out as the repository root is, so the example's relative paths hold.
 
 Subprocesses also get SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG).
-JWTs come from examples/envoy/make_token.py, run as the README runs it.
+User JWTs come from examples/envoy/make_token.py, run as the README runs it; device
+JWT-SVIDs from the site's Docket CA (what ``docket attest`` gets, see
+tests/e2e/test_attest_flow.py for the swtpm flow). Requests whose path must reach Envoy
+unnormalised are sent over a raw socket (httpx removes dot segments itself).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,13 +34,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
-from e2e.docket_process import PREEXEC, Docket, start_docket, stop, wait_for
+from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop, wait_for
+from swtpm import ProvisionedState, SoftwareTpm
+
+from attestation._ca import CertificateAuthority
+from attestation._verifier import Posture
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +54,20 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "envoy"
 PYTHON = sys.executable
 DECISION_HEADER = "x-docket-decision-id"
+DEVICE_HEADER = "x-docket-device-token"
 CASE_HEADER = "x-test-case"
+ENVOY_ID = "spiffe://docket.local/ns/edge/sa/envoy"
+DEVICE_ID = f"spiffe://docket.local/device/{bytes(range(32)).hex()}"
+ATTESTED = Posture(
+    attested=True,
+    device_class="dev",
+    secure_boot=True,
+    measured_boot_ok=True,
+    firmware_version=0x20191023_00163636,
+    tpm_manufacturer="IBM",
+    ek_hash=bytes(range(32)),
+    region="eu-west",
+)
 
 
 class Upstream(Protocol):
@@ -88,9 +117,50 @@ def reached(upstream: Upstream, case: str) -> bool:
 # --- docket serve -------------------------------------------------------------------------
 
 
+def make_site(root: Path) -> Path:
+    """A directory laid out as the repository root for the example: Docket's CA under
+    data/, and the certificates of examples/envoy/secrets/, made with ``docket ca`` as
+    the README makes them."""
+    data, secrets = root / "data", root / "examples" / "envoy" / "secrets"
+    secrets.mkdir(parents=True)
+
+    def ca(*args: str) -> str:
+        done = subprocess.run(
+            [DOCKET, "ca", *args, "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    ca("init")
+    ca("issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--out", str(secrets / "docket"))
+    ca("issue-client", "--spiffe-id", ENVOY_ID, "--out", str(secrets / "envoy"))
+    (secrets / "bundle.pem").write_text(ca("bundle"))
+    return root
+
+
+def start_site_docket(site: Path) -> Docket:
+    """``docket serve`` as the README starts it: configured by examples/envoy/docket.toml."""
+    return start_docket(site, env={"DOCKET_CONFIG": str(EXAMPLE / "docket.toml")})
+
+
+def device_token(site: Path) -> str:
+    """A device's JWT-SVID from the site's CA, as ``docket attest`` would get it."""
+    ca = CertificateAuthority.load(site / "data" / "ca")
+    return ca.issue_jwt(DEVICE_ID, "docket", now=datetime.now(UTC), claims=ATTESTED.claims())
+
+
 @pytest.fixture(scope="module")
-def docket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
-    running = start_docket(tmp_path_factory.mktemp("docket"))
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(scope="module")
+def docket(site: Path) -> Iterator[Docket]:
+    running = start_site_docket(site)
     try:
         yield running
     finally:
@@ -123,26 +193,34 @@ def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def render_config(
-    docket_port: int, upstream_port: int, jwks: Path, *, jwt_header_key: str | None = None
+    docket: Docket, upstream_port: int, jwks: Path, *, jwt_header_key: str | None = None
 ) -> dict[str, Any]:
-    """examples/envoy/envoy.yaml with the ports and the JWKS of this test run; with
-    ``jwt_header_key``, jwt_authn also puts the token's JOSE header in the metadata."""
+    """examples/envoy/envoy.yaml with the ports and the user JWKS of this test run; with
+    ``jwt_header_key``, jwt_authn also puts the user token's JOSE header in the metadata."""
     config: dict[str, Any] = yaml.safe_load((EXAMPLE / "envoy.yaml").read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     resources = config["static_resources"]
     listener = _named(resources["listeners"], "ingress")
     listener["address"]["socket_address"]["port_value"] = 0  # read back from the admin API
-    for cluster, port in (("docket", docket_port), ("app", upstream_port)):
+    metrics_port = urlsplit(docket.metrics_url).port
+    assert metrics_port is not None
+    for cluster, port in (
+        ("docket", docket.grpc_port),
+        ("docket_jwks", metrics_port),
+        ("app", upstream_port),
+    ):
         (endpoints,) = _named(resources["clusters"], cluster)["load_assignment"]["endpoints"]
         (endpoint,) = endpoints["lb_endpoints"]
         endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
     (chain,) = listener["filter_chains"]
     manager = _named(chain["filters"], "envoy.filters.network.http_connection_manager")
     jwt = _named(manager["typed_config"]["http_filters"], "envoy.filters.http.jwt_authn")
-    for provider in jwt["typed_config"]["providers"].values():
-        provider["local_jwks"]["filename"] = str(jwks)
-        if jwt_header_key is not None:
-            provider["header_in_metadata"] = jwt_header_key
+    providers = jwt["typed_config"]["providers"]
+    providers["example-idp"]["local_jwks"]["filename"] = str(jwks)
+    if jwt_header_key is not None:
+        providers["example-idp"]["header_in_metadata"] = jwt_header_key
+    http_uri = providers["docket"]["remote_jwks"]["http_uri"]
+    http_uri["uri"] = f"http://127.0.0.1:{metrics_port}/.well-known/jwks.json"
     return config
 
 
@@ -235,7 +313,7 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def envoy(
     envoy_binary: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    site: Path,
     docket: Docket,
     upstream: Upstream,
     tokens: dict[str, str],
@@ -243,9 +321,9 @@ def envoy(
     # The JOSE header next to the payload, under a key that sorts first: Docket must
     # still read the payload (Envoy sends the two in an order that varies by request).
     config = render_config(
-        docket.grpc_port, upstream.server_port, Path(tokens["jwks"]), jwt_header_key="a_header"
+        docket, upstream.server_port, Path(tokens["jwks"]), jwt_header_key="a_header"
     )
-    running = start_envoy(envoy_binary, tmp_path_factory.mktemp("envoy"), config)
+    running = start_envoy(envoy_binary, site, config)
     try:
         yield running
     finally:
@@ -259,14 +337,33 @@ def client(envoy: Envoy) -> Iterator[httpx.Client]:
 
 
 def send(
-    client: httpx.Client, method: str, path: str, token: str | None
+    client: httpx.Client, method: str, path: str, token: str | None, device: str | None = None
 ) -> tuple[str, httpx.Response]:
-    """One request through Envoy, tagged with a fresh case id; (case id, response)."""
+    """One request through Envoy, tagged with a fresh case id; (case id, response).
+    ``token``: the user's (Authorization: Bearer); ``device``: a device JWT-SVID."""
     case = str(uuid.uuid4())
     headers = {CASE_HEADER: case}
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
+    if device is not None:
+        headers[DEVICE_HEADER] = device
     return case, client.request(method, path, headers=headers)
+
+
+def send_raw(url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """GET ``path`` exactly as written (no client-side normalisation): (status, body)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    lines = [f"GET {path} HTTP/1.1", f"host: {parts.hostname}", "connection: close"]
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
 
 
 def assert_decision_id(value: object) -> str:
@@ -287,6 +384,7 @@ class Case:
     token: str | None  # a key of `tokens`, or None for no Authorization header
     status: int
     reasons: list[str] | None = None  # the deny body's reasons
+    device: bool = True  # send the device's Docket JWT-SVID (x-docket-device-token)
 
 
 CASES = [
@@ -300,6 +398,16 @@ CASES = [
         403,
         ["restricted-requires-resident-jurisdiction"],
     ),
+    # The IdP's device claims (inventory) without Docket's device token: not attested.
+    Case(
+        "eu-records-without-device-token",
+        "GET",
+        "/records/patient-records-eu",
+        "alice",
+        403,
+        ["restricted-requires-attested-encrypted-device"],
+        device=False,
+    ),
     Case(
         "eu-records-without-device-posture",
         "GET",
@@ -307,6 +415,7 @@ CASES = [
         "alice-no-device",
         403,
         ["restricted-requires-attested-encrypted-device", "confidential-requires-managed-device"],
+        device=False,
     ),
     Case(
         "delete-regulated-records",
@@ -317,15 +426,21 @@ CASES = [
         ["regulated-data-retention"],
     ),
     # No token: User::"anonymous", whom no policy permits (default deny, so no reasons).
-    Case("anonymous", "GET", "/docs/research-notes", None, 403, []),
+    Case("anonymous", "GET", "/docs/research-notes", None, 403, [], device=False),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_decision(
-    case: Case, client: httpx.Client, upstream: Upstream, tokens: dict[str, str]
+    case: Case, client: httpx.Client, upstream: Upstream, tokens: dict[str, str], site: Path
 ) -> None:
-    tag, response = send(client, case.method, case.path, tokens[case.token] if case.token else None)
+    tag, response = send(
+        client,
+        case.method,
+        case.path,
+        tokens[case.token] if case.token else None,
+        device_token(site) if case.device else None,
+    )
     assert response.status_code == case.status, response.text
     if case.status == 200:
         seen = response.json()  # the upstream echoes what it received
@@ -340,6 +455,151 @@ def test_decision(
     assert assert_decision_id(body["decision_id"]) == response.headers[DECISION_HEADER]
     assert body["reasons"] == case.reasons
     assert not reached(upstream, tag)
+
+
+TRAVERSALS = [
+    "/records/patient-records-eu/../patient-records-us",
+    "/records/patient-records-eu/%2e%2e/patient-records-us",
+    "/records/patient-records-eu/%2E%2E/patient-records-us",
+    "/records/patient-records-eu/..%2Fpatient-records-us",
+    "/records/patient-records-eu/..%2fpatient-records-us",
+    "/records/patient-records-eu/..%5Cpatient-records-us",
+    "/records/patient-records-eu//..//patient-records-us",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_path_traversal_never_forwards_another_record_after_an_eu_decision(
+    path: str, envoy: Envoy, upstream: Upstream, tokens: dict[str, str], site: Path
+) -> None:
+    case = str(uuid.uuid4())
+    headers = {
+        CASE_HEADER: case,
+        "authorization": f"Bearer {tokens['alice']}",
+        DEVICE_HEADER: device_token(site),
+    }
+    status, body = send_raw(envoy.url, path, headers)
+    # Normalised to the US records (and decided on them: not from this EU site), refused
+    # by Envoy as an escaped slash, or normalised to a path under the EU records (what
+    # Docket decided on); never the EU decision with a path that resolves elsewhere.
+    if status == 200:
+        seen = json.loads(body)["path"]
+        assert seen.startswith("/records/patient-records-eu/"), seen
+        for unresolved in ("..", "%", "//"):
+            assert unresolved not in seen, seen
+        assert reached(upstream, case)
+        return
+    assert status in (400, 403), (status, body)
+    if status == 403:
+        assert json.loads(body)["reasons"] == ["restricted-requires-resident-jurisdiction"]
+    assert not reached(upstream, case)
+
+
+def test_device_jwt_svid_through_envoy_is_a_posture_aware_allow(
+    client: httpx.Client, docket: Docket, tokens: dict[str, str], site: Path
+) -> None:
+    """jwt_authn verifies the device token against docket serve's JWKS and forwards it;
+    Docket verifies it again, and its audit entry says where each fact came from."""
+    _, allowed = send(
+        client, "GET", "/records/patient-records-eu", tokens["alice"], device_token(site)
+    )
+    assert allowed.status_code == 200, allowed.text
+    decision_id = allowed.json()["headers"][DECISION_HEADER]
+    assert DEVICE_HEADER in allowed.json()["headers"]  # forwarded for Docket to verify
+    (entry,) = [
+        e for e in docket.audit_entries("decision") if e["detail"]["decision_id"] == decision_id
+    ]
+    provenance = entry["detail"]["provenance"]
+    assert provenance["caller"] == provenance["pep"] == ENVOY_ID
+    assert provenance["subject"] == "jwt"
+    assert provenance["posture"]["source"] == "jwt-svid"
+    assert provenance["posture"]["id"] == DEVICE_ID
+    assert provenance["inventory"] == "caller"
+    _, denied = send(client, "GET", "/records/patient-records-eu", tokens["alice"])
+    assert denied.status_code == 403
+    assert denied.json()["reasons"] == ["restricted-requires-attested-encrypted-device"]
+
+
+def test_an_attested_device_through_envoy_as_the_readme_walks_it(
+    client: httpx.Client,
+    docket: Docket,
+    site: Path,
+    tokens: dict[str, str],
+    swtpm: SoftwareTpm,
+    provisioned_tpm: ProvisionedState,
+    tmp_path: Path,
+) -> None:
+    """examples/envoy/README.md: trust the TPM's manufacturer, `docket attest` over mTLS
+    with the agent's bootstrap certificate, then the device's JWT through Envoy."""
+    roots = site / "data" / "trust" / "ek-roots"
+    roots.mkdir(parents=True, exist_ok=True)
+    shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
+    reloads = docket.log.read_text().count("serve.trust_reloaded")
+    os.kill(docket.process.pid, signal.SIGHUP)  # reloads the EK roots
+    deadline = time.monotonic() + 10
+    while docket.log.read_text().count("serve.trust_reloaded") == reloads:
+        assert time.monotonic() < deadline, docket.log.read_text()
+        time.sleep(0.05)
+    secrets = site / "examples" / "envoy" / "secrets"
+    agent = secrets / "agent"
+    subprocess.run(
+        [
+            *(DOCKET, "ca", "issue-client", "--data-dir", str(site / "data")),
+            *("--spiffe-id", "spiffe://docket.local/agent/bootstrap", "--out", str(agent)),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    creds = tmp_path / "creds"
+    attested = subprocess.run(
+        [
+            *(DOCKET, "attest", "--server", f"127.0.0.1:{docket.grpc_port}"),
+            *("--tcti", swtpm.env["TPM2TOOLS_TCTI"], "--out", str(creds)),
+            *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
+            *("--tls-ca", str(secrets / "bundle.pem"), "--tls-server-name", "localhost"),
+            *("--tls-cert", str(agent / "client.pem"), "--tls-key", str(agent / "client.key")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert attested.returncode == 0, attested.stderr + docket.log.read_text()
+    device = (creds / "jwt").read_text().strip()
+    path = "/records/patient-records-eu"
+    _, allowed = send(client, "GET", path, tokens["alice"], device)
+    assert allowed.status_code == 200, allowed.text
+    _, denied = send(client, "GET", path, tokens["alice"])
+    assert denied.status_code == 403, denied.text
+    assert denied.json()["reasons"] == ["restricted-requires-attested-encrypted-device"]
+
+
+def test_device_token_of_another_ca_is_401_before_docket(
+    client: httpx.Client, upstream: Upstream, tokens: dict[str, str], docket: Docket
+) -> None:
+    other = CertificateAuthority.create("docket.local", datetime.now(UTC))
+    forged = other.issue_jwt(DEVICE_ID, "docket", now=datetime.now(UTC), claims=ATTESTED.claims())
+    denied_before = docket.decisions("deny")
+    tag, response = send(client, "GET", "/records/patient-records-eu", tokens["alice"], forged)
+    assert response.status_code == 401, response.text
+    assert not reached(upstream, tag)
+    assert docket.decisions("deny") == denied_before
+
+
+def test_docket_serves_its_jwks_over_http(docket: Docket, site: Path) -> None:
+    url = docket.metrics_url.removesuffix("/metrics") + "/.well-known/jwks.json"
+    answer = httpx.get(url, timeout=5)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    jwks = subprocess.run(
+        [DOCKET, "ca", "jwks", "--data-dir", str(site / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert answer.json() == json.loads(jwks.stdout)
 
 
 def test_route_without_resource_is_400(client: httpx.Client, upstream: Upstream) -> None:
@@ -372,20 +632,24 @@ def test_healthz_skips_authorization(client: httpx.Client, upstream: Upstream) -
 
 
 def test_metrics_count_ext_authz_decisions(
-    client: httpx.Client, docket: Docket, tokens: dict[str, str]
+    client: httpx.Client, docket: Docket, tokens: dict[str, str], site: Path
 ) -> None:
     allowed, denied = docket.decisions("allow"), docket.decisions("deny")
-    assert send(client, "GET", "/records/patient-records-eu", tokens["alice"])[1].status_code == 200
-    assert send(client, "GET", "/records/patient-records-us", tokens["alice"])[1].status_code == 403
+    device = device_token(site)
+    eu = send(client, "GET", "/records/patient-records-eu", tokens["alice"], device)[1]
+    assert eu.status_code == 200
+    us = send(client, "GET", "/records/patient-records-us", tokens["alice"], device)[1]
+    assert us.status_code == 403
     assert send(client, "GET", "/docs/research-notes", tokens["carol"])[1].status_code == 200
     assert docket.decisions("allow") == allowed + 2
     assert docket.decisions("deny") == denied + 1
 
 
 def test_access_log_has_decision_from_dynamic_metadata(
-    client: httpx.Client, envoy: Envoy, tokens: dict[str, str]
+    client: httpx.Client, envoy: Envoy, tokens: dict[str, str], site: Path
 ) -> None:
-    _, allowed = send(client, "GET", "/records/patient-records-eu", tokens["alice"])
+    device = device_token(site)
+    _, allowed = send(client, "GET", "/records/patient-records-eu", tokens["alice"], device)
     _, denied = send(client, "GET", "/records/patient-records-us", tokens["alice"])
     allow_id = assert_decision_id(allowed.json()["headers"][DECISION_HEADER])
     deny_id = assert_decision_id(denied.json()["decision_id"])
@@ -405,19 +669,23 @@ def test_docket_down_fails_closed(
     tokens: dict[str, str],
 ) -> None:
     """A Docket of its own, stopped mid-test: Envoy denies (403), the app sees nothing."""
-    docket = start_docket(tmp_path / "docket")
+    site = make_site(tmp_path / "site")
+    docket = start_site_docket(site)
     try:
-        config = render_config(docket.grpc_port, upstream.server_port, Path(tokens["jwks"]))
-        envoy = start_envoy(envoy_binary, tmp_path / "envoy", config)
+        config = render_config(docket, upstream.server_port, Path(tokens["jwks"]))
+        envoy = start_envoy(envoy_binary, site, config)
         try:
             with httpx.Client(base_url=envoy.url, timeout=5) as client:
-                _, up = send(client, "GET", "/records/patient-records-eu", tokens["alice"])
+                device = device_token(site)
+                path = "/records/patient-records-eu"
+                _, up = send(client, "GET", path, tokens["alice"], device)
                 assert up.status_code == 200, up.text
 
                 code = docket.stop()
                 assert code == 0, f"docket serve exited {code}:\n{docket.log.read_text()}"
 
-                tag, down = send(client, "GET", "/records/patient-records-eu", tokens["alice"])
+                # The JWKS is cached (60 s): the token verifies, the Check cannot be made.
+                tag, down = send(client, "GET", path, tokens["alice"], device)
                 assert down.status_code == 403, down.text  # ext_authz status_on_error
                 assert DECISION_HEADER not in down.headers
                 assert not reached(upstream, tag)

@@ -16,7 +16,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving import DEVICE, Running
-from test_extauthz import check
+from test_extauthz import PepServer, check, start_pep_server
 from test_grpc_service import ALLOW, DENY, ROOT, ref, struct
 
 from audit import Overloaded, StoreError, VerifierKey, verify_store
@@ -72,11 +72,22 @@ def test_an_answer_carries_the_receipt_of_its_durable_entry(audited: Running) ->
     assert leaf == receipt.leaf_hash == leaf_hash(payload)
     entry = json.loads(payload)
     assert entry["kind"] == "decision"
-    assert entry["detail"] == {"decision_id": answer.decision_id, "api": "authorize"}
-    assert entry["subject"] == 'Docket::User::"alice"'
-    assert entry["resource"] == 'Docket::Data::"patient-records-eu"'
-    assert (entry["classification"], entry["residency"]) == ("restricted", ["eu"])
-    assert entry["jurisdiction"] == "eu"
+    assert entry["detail"] == {
+        "decision_id": answer.decision_id,
+        "api": "authorize",
+        # Plaintext, no device credential: nobody is authenticated, nothing attested.
+        "provenance": {
+            "caller": None,
+            "posture": {"source": "none"},
+            "pep": None,
+            "subject": "request",
+            "inventory": "caller",
+        },
+    }
+    assert entry["subject"] == 'Docket::User::"bob"'
+    assert entry["resource"] == 'Docket::Data::"quarterly-forecast"'
+    assert (entry["classification"], entry["residency"]) == ("confidential", ["eu", "uk", "us"])
+    assert entry["jurisdiction"] == "uk"
     assert entry["decision"] == "allow"
     assert entry["policies"] == list(answer.reasons)
     assert entry["bundle_version"] == answer.bundle_version
@@ -253,16 +264,26 @@ def test_a_client_set_context_cannot_name_the_audited_caller(audited: Running) -
 
 
 def test_ext_authz_refusals_are_recorded_and_fail_closed(
-    audited: Running, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pep = start_pep_server(tmp_path, audit_checkpoint_seconds=60)
+    try:
+        _refusals_are_recorded_and_fail_closed(pep, monkeypatch)
+    finally:
+        pep.running.stop()
+
+
+def _refusals_are_recorded_and_fail_closed(pep: PepServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    audited = pep.running
     unmappable = check(routes={"resource_type": "Nope", "resource_id": "x"})
     readable = check(
         claims={"sub": "alice", "mfa": True, "device": DEVICE},
         routes={"resource_id": "patient-records-eu", "context.jurisdiction": "eu"},
+        headers={"x-docket-device-token": pep.device_token()},
     )
     store = audited.worker.audit.store
     working = store.append
-    with grpc.insecure_channel(audited.target) as channel:
+    with pep.channel() as channel:
         envoy = authz_grpc.AuthorizationStub(channel)
         refused = envoy.Check(unmappable, timeout=5)
         assert refused.denied_response.status.code == 400

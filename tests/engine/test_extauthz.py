@@ -1,23 +1,113 @@
-"""Envoy ext_authz v3 Check on the in-process server (real Envoy: tests/e2e)."""
+"""Envoy ext_authz v3 Check on the in-process server (real Envoy: tests/e2e).
+
+The gRPC tests call as a trusted enforcement point over mTLS (:func:`pep_server`), the
+only caller whose Check may name a subject; the attacks from anyone else are in
+tests/e2e/test_attacks_posture.py."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2
 from serving import DEVICE, Running
 
+from attestation._ca import CertificateAuthority
+from attestation._verifier import Posture
+from engine._errors import RequestError
 from engine._extauthz import check_to_request, loggable_headers
+from engine._settings import Settings
 
+ROOT = Path(__file__).resolve().parents[2]
 BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
+PEP = "spiffe://docket.local/ns/edge/sa/envoy"
+ATTESTED = {"attested": True, "secure_boot": True}
+
+
+@dataclass
+class PepServer:
+    """An in-process server with mTLS that trusts :data:`PEP`, and its CA."""
+
+    running: Running
+    ca: CertificateAuthority
+
+    def channel(self, spiffe_id: str = PEP) -> grpc.Channel:
+        """An mTLS channel as ``spiffe_id`` (a Docket X.509-SVID)."""
+        at = datetime.now(UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf, issuer = self.ca.issue_svid(key.public_key(), spiffe_id, now=at)
+        pem = serialization.Encoding.PEM
+        credentials = grpc.ssl_channel_credentials(
+            self.ca.trust_bundle(),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+            leaf.public_bytes(pem) + issuer.public_bytes(pem),
+        )
+        return grpc.secure_channel(
+            self.running.target,
+            credentials,
+            options=[("grpc.ssl_target_name_override", "localhost")],
+        )
+
+    def device_token(self) -> str:
+        """A device's JWT-SVID with an attested posture, from this server's CA."""
+        posture = Posture(
+            attested=True,
+            device_class="dev",
+            secure_boot=True,
+            measured_boot_ok=True,
+            firmware_version=0x20191023_00163636,
+            tpm_manufacturer="IBM",
+            ek_hash=bytes(32),
+            region="eu-west",
+        )
+        return self.ca.issue_jwt(
+            f"spiffe://docket.local/device/{bytes(32).hex()}",
+            "docket",
+            now=datetime.now(UTC),
+            claims=posture.claims(),
+        )
+
+
+def start_pep_server(root: Path, **settings: Any) -> PepServer:
+    """A server whose CA is made first (so its TLS is the CA's) and that trusts PEP."""
+    data = root / "data"
+    ca = CertificateAuthority.init(data / "ca", "docket.local", datetime.now(UTC))
+    credential = ca.issue_server_cert(["localhost"], now=datetime.now(UTC))
+    (root / "server.pem").write_bytes(credential.chain_pem())
+    (root / "server.key").write_bytes(credential.key_pem())
+    (root / "bundle.pem").write_bytes(ca.trust_bundle())
+    config = Settings(
+        bundle=ROOT / "policies",
+        data_dir=data,
+        bundle_poll_seconds=60,
+        tls_cert=root / "server.pem",
+        tls_key=root / "server.key",
+        tls_client_ca=root / "bundle.pem",
+        trusted_peps=(PEP,),
+        **settings,
+    )
+    return PepServer(Running(config), ca)
+
+
+@pytest.fixture(scope="module")
+def pep_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PepServer]:
+    running = start_pep_server(tmp_path_factory.mktemp("pep"))
+    try:
+        yield running
+    finally:
+        running.running.stop()
 
 
 def check(
@@ -56,8 +146,8 @@ def check(
 
 
 @pytest.fixture
-def envoy_stub(server: Running) -> Iterator[authz_grpc.AuthorizationStub]:
-    with grpc.insecure_channel(server.target) as channel:
+def envoy_stub(pep_server: PepServer) -> Iterator[authz_grpc.AuthorizationStub]:
+    with pep_server.channel() as channel:
         yield authz_grpc.AuthorizationStub(channel)
 
 
@@ -72,6 +162,7 @@ def test_mapping() -> None:
             },
         ),
         caller="spiffe://docket.example/ns/mesh/sa/envoy",
+        trusted_pep=True,
     )
     assert (request.principal.type, request.principal.id) == ("User", "alice")
     assert request.action.id == "read"
@@ -104,7 +195,8 @@ def test_mtls_principal_wins_and_route_action() -> None:
             principal=BILLING,
             claims={"sub": "alice"},
             routes={"resource_id": "quarterly-forecast", "action": "share"},
-        )
+        ),
+        trusted_pep=True,
     )
     assert (request.principal.type, request.principal.id) == ("Workload", BILLING)
     assert (request.resource.type, request.action.id) == ("Data", "share")
@@ -125,7 +217,9 @@ def test_jwt_header_in_the_same_metadata_is_not_taken_for_the_payload() -> None:
             },
         }
     }
-    request = check_to_request(json_format.ParseDict(document, authz.CheckRequest()))
+    request = check_to_request(
+        json_format.ParseDict(document, authz.CheckRequest()), trusted_pep=True
+    )
     assert request.principal.id == "alice"
 
 
@@ -133,17 +227,67 @@ def test_no_identity_is_anonymous() -> None:
     assert check_to_request(check()).principal.id == "anonymous"
 
 
+def test_an_idp_device_claim_never_attests() -> None:
+    request = check_to_request(
+        check(claims={"sub": "alice", "device": {**DEVICE, **ATTESTED, "id": "x"}}),
+        trusted_pep=True,
+    )
+    assert request.context["device"] == DEVICE
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        pytest.param(check(principal=BILLING), "source.principal", id="principal"),
+        pytest.param(
+            check(claims={"sub": "alice"}),
+            "metadata_context.envoy.filters.http.jwt_authn",
+            id="jwt-metadata",
+        ),
+        pytest.param(
+            check(routes={"resource_id": "x", "context.jurisdiction": "eu"}),
+            "context_extensions.context.jurisdiction",
+            id="context-extension",
+        ),
+    ],
+)
+def test_subject_fields_need_a_trusted_enforcement_point(
+    request_: authz.CheckRequest, field: str
+) -> None:
+    with pytest.raises(RequestError, match="not a trusted enforcement point") as caught:
+        check_to_request(request_, "spiffe://docket.local/ns/web/sa/app")
+    assert str(caught.value).startswith(f"{field}: ")
+    assert check_to_request(request_, PEP, trusted_pep=True).resource.id
+
+
+def test_a_trusted_pep_may_relay_a_device_token(
+    pep_server: PepServer, envoy_stub: authz_grpc.AuthorizationStub
+) -> None:
+    readable = {
+        "claims": {"sub": "alice", "mfa": True, "device": DEVICE},
+        "routes": {"resource_id": "patient-records-eu", "context.jurisdiction": "eu"},
+    }
+    denied = envoy_stub.Check(check(**readable), timeout=5)
+    assert denied.status.code == code_pb2.PERMISSION_DENIED
+    token = {"x-docket-device-token": pep_server.device_token()}
+    allowed = envoy_stub.Check(check(**readable, headers=token), timeout=5)
+    assert allowed.status.code == code_pb2.OK, allowed
+
+
 def test_authorization_headers_are_never_logged() -> None:
     headers = {"Authorization": "Bearer secret", "Cookie": "s=1", "X-Request-Id": "r1"}
     assert loggable_headers(headers) == {"x-request-id": "r1"}
 
 
-def test_allow_adds_the_decision_header(envoy_stub: authz_grpc.AuthorizationStub) -> None:
-    # alice (clinical) reads EU patient records with MFA, from a good device, in the EU.
+def test_allow_adds_the_decision_header(
+    pep_server: PepServer, envoy_stub: authz_grpc.AuthorizationStub
+) -> None:
+    # alice (clinical) reads EU patient records with MFA, from an attested device, in the EU.
     response = envoy_stub.Check(
         check(
             claims={"sub": "alice", "mfa": True, "device": DEVICE},
             routes={"resource_id": "patient-records-eu", "context.jurisdiction": "eu"},
+            headers={"x-docket-device-token": pep_server.device_token()},
         ),
         timeout=5,
     )
@@ -184,7 +328,7 @@ def test_deny_is_403_with_a_json_body(envoy_stub: authz_grpc.AuthorizationStub) 
             check(claims={"sub": "alice", "device": {"attested": 1.5}}), "jwt", id="float"
         ),
         pytest.param(
-            check(claims={"sub": "alice", "device": {"attested": "yes"}}), "context", id="schema"
+            check(claims={"sub": "alice", "device": {"managed": "yes"}}), "context", id="schema"
         ),
         pytest.param(
             check(routes={"resource_id": "x", "context.caller": "spiffe://forged"}),

@@ -33,12 +33,13 @@ def struct(values: dict[str, object]) -> struct_pb2.Struct:
     return s
 
 
-# alice (clinical, restricted clearance, eu) reads EU patient records from a good device.
+# bob (finance, confidential clearance) reads his confidential forecast with MFA from a
+# managed device (restricted data would need an attested device: tests/engine/test_posture.py).
 ALLOW = pb.AuthorizeRequest(
-    principal=ref("User", "alice"),
+    principal=ref("User", "bob"),
     action=ref("Action", "read"),
-    resource=ref("Data", "patient-records-eu"),
-    context=struct({"mfa": True, "jurisdiction": "eu", "device": DEVICE}),
+    resource=ref("Data", "quarterly-forecast"),
+    context=struct({"mfa": True, "jurisdiction": "uk", "device": DEVICE}),
 )
 # frank (finance, internal clearance) may not read restricted payroll.
 DENY = pb.AuthorizeRequest(

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import grpc
+import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,11 +23,12 @@ from google.rpc import code_pb2
 from pki import PKI
 from serving import Running
 
-from attestation._ca import CertificateAuthority
+from attestation._ca import CertificateAuthority, TokenError, jwk_thumbprint
 from attestation._verifier import Posture
 from engine._errors import RequestError
+from engine._metrics import serve_metrics
 from engine._models import EntityUID, Request
-from engine._posture import PostureReader, attach, with_device
+from engine._posture import PostureReader, Proven, attach, provenance, with_device
 from engine._settings import Settings
 from sdk import DecisionClient, TLSConfig
 from sdk.v1 import decisions_pb2 as pb
@@ -44,15 +49,10 @@ ATTESTED = Posture(
     region="eu-west",
 )
 DATA = {"type": "Data", "id": "patient-records-eu"}
-# What an MDM says about the device; it cannot say "attested".
-INVENTORY = {
-    "attested": False,
-    "secure_boot": False,
-    "disk_encrypted": True,
-    "patch_age_days": 3,
-    "trust_tier": "high",
-    "managed": True,
-}
+PEP = f"spiffe://{TD}/ns/edge/sa/envoy"
+# What an MDM says about the device; it cannot say "attested" (Docket says it is not,
+# unless a Docket credential says it is).
+INVENTORY = {"disk_encrypted": True, "patch_age_days": 3, "trust_tier": "high", "managed": True}
 
 
 def now() -> datetime:
@@ -96,6 +96,7 @@ def ca_server(
         tls_cert=root / "server.pem",
         tls_key=root / "server.key",
         tls_client_ca=root / "bundle.pem",
+        trusted_peps=(PEP,),
     )
     running = Running(settings)
     try:
@@ -104,10 +105,15 @@ def ca_server(
         running.stop()
 
 
-def channel(running: Running, ca: CertificateAuthority, posture: Posture | None) -> grpc.Channel:
+def channel(
+    running: Running,
+    ca: CertificateAuthority,
+    posture: Posture | None,
+    spiffe_id: str = DEVICE_ID,
+) -> grpc.Channel:
     key = ec.generate_private_key(ec.SECP256R1())
     claims = None if posture is None else posture.claims()
-    leaf, intermediate = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=claims)
+    leaf, intermediate = ca.issue_svid(key.public_key(), spiffe_id, now=now(), posture=claims)
     pem = serialization.Encoding.PEM
     credentials = grpc.ssl_channel_credentials(
         root_certificates=ca.trust_bundle(),
@@ -188,9 +194,28 @@ def test_posture_claims_replace_what_the_caller_said(tmp_path: Path) -> None:
         resource=EntityUID(type="Data", id="x"),
         context={"device": {**INVENTORY, "device_class": "forged", "id": "forged"}},
     )
-    device = attach(request, reader.from_token(token, now())).context["device"]
+    proven = reader.from_token(token, now())
+    device = attach(request, proven).context["device"]
     assert device == {**INVENTORY, **ATTESTED.claims(), "id": DEVICE_ID}
-    assert attach(request, None) is request
+    # No credential: the device the caller described is not attested.
+    assert attach(request, None).context["device"] == {
+        **INVENTORY,
+        "device_class": "forged",
+        "id": "forged",
+        "attested": False,
+        "secure_boot": False,
+    }
+    bare = request.model_copy(update={"context": {}})
+    assert attach(bare, None) is bare
+    assert provenance(request, proven, caller="spiffe://docket.local/app") == {
+        "caller": "spiffe://docket.local/app",
+        "posture": {"source": "jwt-svid", "jti": proven.reference, "id": DEVICE_ID},
+        "pep": None,
+        "subject": "request",
+        "inventory": "caller",
+    }
+    assert provenance(bare, None, caller=None)["posture"] == {"source": "none"}
+    assert provenance(bare, None, caller=None)["inventory"] == "none"
     assert with_device({}, DEVICE_ID, {"attested": True}) == {
         "device": {"attested": True, "id": DEVICE_ID}
     }
@@ -205,7 +230,8 @@ def test_certificates_of_other_cas_carry_no_posture(pki: PKI) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     leaf, _ = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=ATTESTED.claims())
     pem = leaf.public_bytes(serialization.Encoding.PEM)
-    assert reader.from_certificate(pem, now()) == (DEVICE_ID, ATTESTED.claims())
+    proven = reader.from_certificate(pem, now())
+    assert proven == Proven(DEVICE_ID, ATTESTED.claims(), "x509-svid", f"{leaf.serial_number:x}")
     # Cached, but the validity window is checked on every use.
     assert reader.from_certificate(pem, now() + timedelta(hours=2)) is None
 
@@ -271,7 +297,7 @@ def test_ext_authz_reads_a_docket_bearer_token_and_the_downstream_svid(
     leaf, _ = ca.issue_svid(key.public_key(), DEVICE_ID, now=now(), posture=ATTESTED.claims())
     # Envoy forwards the downstream certificate URL-encoded (include_peer_certificate).
     forwarded = quote(leaf.public_bytes(serialization.Encoding.PEM).decode())
-    device = {k: v for k, v in INVENTORY.items() if k not in ("attested", "secure_boot")}
+    device = dict(INVENTORY)
 
     def check(headers: dict[str, str], certificate: str = "") -> authz.CheckRequest:
         return json_format.ParseDict(
@@ -304,7 +330,7 @@ def test_ext_authz_reads_a_docket_bearer_token_and_the_downstream_svid(
             authz.CheckRequest(),
         )
 
-    with channel(running, ca, None) as ch:
+    with channel(running, ca, None, PEP) as ch:  # a trusted enforcement point
         stub = authz_grpc.AuthorizationStub(ch)
         assert stub.Check(check({})).status.code == code_pb2.PERMISSION_DENIED
         bearer = stub.Check(check({"authorization": f"Bearer {token}"}))
@@ -321,6 +347,13 @@ def test_ext_authz_reads_a_docket_bearer_token_and_the_downstream_svid(
         assert refused.status.code == code_pb2.INVALID_ARGUMENT
         assert refused.denied_response.status.code == 400
         assert "expired" in refused.denied_response.body
+        header = stub.Check(check({"x-docket-device-token": token}))
+        assert header.status.code == code_pb2.OK, header
+    with channel(running, ca, None) as ch:  # not a trusted enforcement point
+        stub = authz_grpc.AuthorizationStub(ch)
+        untrusted = stub.Check(check({"authorization": f"Bearer {token}"}, forwarded))
+        assert untrusted.status.code == code_pb2.INVALID_ARGUMENT
+        assert "not a trusted enforcement point" in untrusted.denied_response.body
 
 
 def test_sighup_reload_takes_a_rotated_ca(tmp_path: Path) -> None:
@@ -362,10 +395,96 @@ def test_a_cached_device_token_still_expires() -> None:
     ca = CertificateAuthority.create(TD, now())
     reader = PostureReader(ca, "docket")
     token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
-    assert reader.from_token(token, now()) == (DEVICE_ID, ATTESTED.claims())
-    assert reader.from_token(token, now()) == (DEVICE_ID, ATTESTED.claims())  # cached
+    first = reader.from_token(token, now())
+    assert (first.spiffe_id, first.claims, first.source) == (
+        DEVICE_ID,
+        ATTESTED.claims(),
+        "jwt-svid",
+    )
+    assert reader.from_token(token, now()) is first  # cached
     with pytest.raises(RequestError, match="expired"):
         reader.from_token(token, now() + timedelta(minutes=6))
     reader.ca = CertificateAuthority.create(TD, now())  # another CA: the cache is gone
     with pytest.raises(RequestError, match="not one of this CA's keys"):
         reader.from_token(token, now())
+
+
+def _signed(ca: CertificateAuthority, claims: dict[str, object]) -> str:
+    """A token signed with the CA's own key, with claims issue_jwt would never write."""
+    kid = jwk_thumbprint(ca.issuing.key.public_key())
+    return jwt.encode(claims, ca.issuing.key, algorithm="ES256", headers={"kid": kid})
+
+
+T0 = 1_800_000_000
+
+
+@pytest.mark.parametrize(
+    ("claims", "error"),
+    [
+        pytest.param({"exp": T0}, "expired", id="expired"),
+        pytest.param({"nbf": T0 + 60}, "not yet valid", id="nbf-in-the-future"),
+        pytest.param({"iat": T0 + 120, "exp": T0 + 300}, "issued in the future", id="iat-future"),
+        pytest.param({"exp": T0 + 301}, "5-minute cap", id="lifetime-over-cap"),
+        pytest.param({"iat": T0 - 3600, "exp": T0 + 3600}, "5-minute cap", id="long-lived"),
+        pytest.param({"iat": None}, '"iat"', id="no-iat"),
+        pytest.param({"iat": "now"}, "iat", id="iat-not-a-number"),
+        pytest.param({"nbf": True}, "nbf is not an integer", id="nbf-not-a-number"),
+    ],
+)
+def test_verify_jwt_refuses_bad_times(claims: dict[str, object], error: str) -> None:
+    at = datetime.fromtimestamp(T0, UTC)
+    ca = CertificateAuthority.create(TD, at - timedelta(minutes=1))
+    base: dict[str, object] = {"sub": DEVICE_ID, "aud": "docket", "iat": T0, "exp": T0 + 300}
+    token = _signed(ca, {k: v for k, v in {**base, **claims}.items() if v is not None})
+    with pytest.raises(TokenError, match=re.escape(error)):
+        ca.verify_jwt(token, "docket", at)
+
+
+def test_verify_jwt_takes_a_token_within_every_bound() -> None:
+    at = datetime.fromtimestamp(T0, UTC)
+    ca = CertificateAuthority.create(TD, at - timedelta(minutes=1))
+    base = {"sub": DEVICE_ID, "aud": "docket", "iat": T0 - 10, "exp": T0 + 290, "nbf": T0 - 10}
+    assert ca.verify_jwt(_signed(ca, base), "docket", at)["sub"] == DEVICE_ID
+    # Another replica's clock a little ahead: iat within the skew is accepted.
+    ahead = {**base, "iat": T0 + 20, "exp": T0 + 300, "nbf": T0}
+    assert ca.verify_jwt(_signed(ca, ahead), "docket", at)["iat"] == T0 + 20
+
+
+def test_issued_jwt_svids_carry_a_unique_jti() -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    first, second = (
+        reader.from_token(
+            ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims()), now()
+        )
+        for _ in range(2)
+    )
+    assert first.reference is not None
+    assert second.reference is not None
+    assert uuid.UUID(first.reference) != uuid.UUID(second.reference)
+
+
+def test_jwks_is_served_over_http_and_follows_a_rotation(tmp_path: Path) -> None:
+    settings = Settings(bundle=ROOT / "policies", data_dir=tmp_path / "data")
+    running = Running(settings)
+    http = serve_metrics(
+        "127.0.0.1", 0, running.worker.metrics.registry, lambda: running.worker.posture.ca.jwks()
+    )
+    url = f"http://127.0.0.1:{http.server_port}"
+    try:
+        answer = httpx.get(f"{url}/.well-known/jwks.json", timeout=5)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        before = CertificateAuthority.load(settings.ca_dir)
+        assert answer.json() == before.jwks()
+        before.rotate(now()).save(settings.ca_dir)
+        running.worker.reload()  # what SIGHUP does
+        rotated = httpx.get(f"{url}/.well-known/jwks.json", timeout=5).json()
+        assert len(rotated["keys"]) == 2
+        assert rotated == CertificateAuthority.load(settings.ca_dir).jwks()
+        assert httpx.post(f"{url}/.well-known/jwks.json", timeout=5).status_code == 405
+        assert "docket_" in httpx.get(f"{url}/metrics", timeout=5).text
+    finally:
+        http.shutdown()
+        http.server_close()
+        running.stop()
