@@ -8,7 +8,13 @@ residency report can be produced from the log alone.
 
 An adapter may add its own facts to an entry's ``detail`` (``detail=``): the admission
 webhook records the object's kind, namespace and name, the operation, the user and
-whether the review was a dry run. The service's own keys (``decision_id``, ``api``) win.
+whether the review was a dry run; the gRPC and ext_authz adapters record
+``provenance``, where each trusted fact of the request came from (the caller's mTLS
+identity, the credential that attested the device — X.509-SVID serial or JWT-SVID
+``jti`` — or none, the trusted enforcement point that named the subject, and who
+asserted the device inventory; see :func:`engine._posture.provenance`), so that an
+auditor can tell an attested posture from an asserted one. The service's own keys
+(``decision_id``, ``api``) win.
 """
 
 from __future__ import annotations

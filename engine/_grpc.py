@@ -15,9 +15,10 @@ from audit import Overloaded, ProofError, StoreError
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
 from engine._metrics import Metrics
 from engine._models import Request
-from engine._posture import PostureReader, attach, provenance
+from engine._posture import NO_POSTURE, PostureReader, attach, provenance
 from engine._service import DecisionService
 from engine._wire import (
+    DEVICE,
     batch_from_proto,
     decision_to_proto,
     placement_to_proto,
@@ -181,8 +182,17 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self, request: pb.PlacementRequest, context: grpc.ServicerContext
     ) -> pb.PlacementResponse:
         def produce() -> pb.PlacementResponse:
-            workload, sites = workload_from_proto(request, caller=caller_identity(context))
-            placed = self._service.place(workload, sites)
+            caller = caller_identity(context)
+            workload, sites = workload_from_proto(request, caller=caller)
+            # A placement takes no device credential: its posture is never attested.
+            found = {
+                "caller": caller,
+                "posture": NO_POSTURE,
+                "pep": None,
+                "subject": "request",
+                "inventory": "caller" if DEVICE in workload.context else "none",
+            }
+            placed = self._service.place(workload, sites, detail={"provenance": found})
             return placement_to_proto(placed.placement, placed.decision_id, placed.receipt)
 
         return answer(self._service, "place", context, produce)

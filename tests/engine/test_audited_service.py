@@ -123,6 +123,16 @@ def test_batch_and_placement_receipts(audited: Running) -> None:
     allowed = placement["detail"]["allowed"]  # type: ignore[index]
     assert [site["site"] for site in allowed] == [site.site for site in placed.allowed]
     assert all(site["jurisdiction"] == "eu" for site in allowed)
+    assert placement["detail"]["provenance"] == {  # type: ignore[index]
+        "caller": None,
+        "posture": {"source": "none"},
+        "pep": None,
+        "subject": "request",
+        "inventory": "none",
+    }
+    assert [entry_at(audited, i)["detail"]["provenance"]["posture"] for i in indices] == [  # type: ignore[index]
+        {"source": "none"}
+    ] * 3
 
 
 def test_the_audit_service_proves_a_receipt(audited: Running) -> None:
