@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.message import Message
+from google.rpc import code_pb2
 
 from attestation._ca import CertificateAuthority
 from attestation._verifier import Posture
@@ -72,7 +73,6 @@ RATE = 2000  # Authorize/s for the latency run: 16 connections x 125/s
 RATE_STREAMS = 16  # streams a connection may have open, so a slow answer does not
 # hold back the next scheduled request (no coordinated omission below 16 in flight)
 CHECK_CONNECTIONS = 16
-SPIFFE_ID = "spiffe://docket.example/ns/finance/sa/billing-api"
 CHECK_PATH = "/records/quarterly-forecast"
 CHECK_HOST = "records.docket.example"
 
@@ -190,10 +190,11 @@ def mix(cases: list[Case]) -> list[Case]:
 
 
 def check_request() -> external_auth_pb2.CheckRequest:
-    """An ext_authz CheckRequest as Envoy sends it for a mTLS workload's GET."""
+    """An ext_authz CheckRequest as Envoy sends it for an unauthenticated GET. The load
+    tool has no client certificate, so it is no trusted enforcement point: a subject
+    (``source.principal``, JWT metadata) from it would be refused, not decided."""
     check = external_auth_pb2.CheckRequest()
     attributes = check.attributes
-    attributes.source.principal = SPIFFE_ID
     attributes.request.http.method = "GET"
     attributes.request.http.path = CHECK_PATH
     attributes.request.http.host = CHECK_HOST
@@ -323,11 +324,11 @@ def verify_batch(address: str, cases: list[Case], size: int) -> tuple[bytes, int
 
 def check_expected() -> Decision:
     """What the engine decides, in-process, for the request :func:`check_request` maps to:
-    the workload named by its SPIFFE ID reads (GET) the data, with the HTTP attributes
-    as context and no device posture."""
+    the anonymous user reads (GET) the data, with the HTTP attributes as context and no
+    device posture."""
     request = Request.model_validate(
         {
-            "principal": {"type": "Workload", "id": SPIFFE_ID},
+            "principal": {"type": "User", "id": "anonymous"},
             "action": {"type": "Action", "id": "read"},
             "resource": {"type": "Data", "id": "quarterly-forecast"},
             "context": {"http": {"method": "GET", "path": CHECK_PATH, "host": CHECK_HOST}},
@@ -341,7 +342,9 @@ def verify_check(address: str, check: external_auth_pb2.CheckRequest) -> tuple[s
     engine's own decision, and the framed response size."""
     reply = expect_ok(address, CHECK, check, external_auth_pb2.CheckResponse)
     assert isinstance(reply, external_auth_pb2.CheckResponse)
-    verdict = "allow" if reply.status.code == 0 else "deny"  # google.rpc.Code OK
+    if reply.status.code not in (code_pb2.OK, code_pb2.PERMISSION_DENIED):
+        raise RuntimeError(f"Check: status {reply.status.code}, not a decision: {reply}")
+    verdict = "allow" if reply.status.code == code_pb2.OK else "deny"
     expected = check_expected()
     if verdict != expected.decision:
         raise RuntimeError(
@@ -464,7 +467,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         verdict, check_size = verify_check(address, check)
         print(
             f"  verified: ext_authz Check answers OK, {verdict} as the engine decides "
-            "(billing-api GET quarterly-forecast, no device posture)"
+            "(anonymous GET quarterly-forecast, no device posture)"
         )
         labels["check"] = f"ext_authz Check ({verdict})"
         checked = runner.measure(
