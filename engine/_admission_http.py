@@ -11,8 +11,10 @@ Connections are bounded, so a client cannot exhaust the process's threads: at mo
 there too: a slow client never holds up the accept loop); the accept loop queues up to
 :data:`QUEUED` more and closes any beyond. A connection must complete its TLS handshake,
 headers and body within ``request_seconds`` of being accepted (time spent queued
-counts: one that expired while waiting is closed unread), and each later request on it
-within ``request_seconds`` of its first byte; a client that trickles is cut off. An idle
+counts; one that waited past that gets :data:`GRACE_FRACTION` of it once a thread takes
+it: enough for a client that sent its request at once, not for one that trickles), and
+each later request on it within ``request_seconds`` of its first byte; a client that
+trickles is cut off. An idle
 keep-alive connection is kept for :data:`IDLE_SECONDS`, but let go at once when other
 connections are waiting for a thread.
 """
@@ -45,6 +47,9 @@ QUEUED = 1024
 """Accepted connections that may wait for a thread; past this they are closed at once."""
 MAX_CONNECTIONS = 64
 REQUEST_SECONDS = 5.0
+GRACE_FRACTION = 0.2
+"""A connection that waited in the queue past its deadline still gets this fraction of
+``request_seconds`` once a thread takes it."""
 _IDLE_STEP = 0.25
 ReviewPath = Literal["validate", "mutate"]
 
@@ -113,7 +118,9 @@ class _Server(HTTPServer):
         with self._lock:
             if self.waiting.qsize() > self._idle and len(self._workers) < self.max_connections:
                 worker = threading.Thread(
-                    target=self._work, name=f"docket-admission-{len(self._workers)}", daemon=True
+                    target=self._work,
+                    name=f"docket-admission-{self.server_address[1]}-{len(self._workers)}",
+                    daemon=True,
                 )
                 self._workers.append(worker)
                 worker.start()
@@ -128,10 +135,13 @@ class _Server(HTTPServer):
             if item is None:
                 return
             request, address, accepted = item
-            self.local.deadline = accepted + self.request_seconds
+            # The deadline counts from the accept, so a queue of tricklers drains fast;
+            # but one that waited past it still gets a short grace, in which a real
+            # client (its ClientHello already sent) completes its handshake and request.
+            grace = time.monotonic() + self.request_seconds * GRACE_FRACTION
+            self.local.deadline = max(accepted + self.request_seconds, grace)
             try:
-                if time.monotonic() < self.local.deadline:
-                    self.finish_request(request, address)
+                self.finish_request(request, address)
             except Exception:
                 self.handle_error(request, address)
             finally:

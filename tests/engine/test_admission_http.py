@@ -3,8 +3,12 @@ Docket's CA, AdmissionReviews in and out, the HTTP errors, keep-alive and health
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +168,42 @@ def test_a_response_whose_body_was_not_read_closes_the_connection(webhook: Webho
     assert "connection" not in kept.headers  # HTTP/1.1: kept open
     assert kept.headers["content-length"] == str(len(kept.content))
     assert kept.headers["server"].startswith("docket")
+
+
+def test_connections_are_bounded_and_tricklers_cut_off(tmp_path: Path) -> None:
+    """A few trickling TLS connections fill a pool of two; they are cut off at the
+    deadline, no thread beyond the pool is started, and a real review then gets through."""
+    settings = Settings(
+        bundle=ROOT / "policies",
+        data_dir=tmp_path / "data",
+        bundle_poll_seconds=60,
+        admission="127.0.0.1:0",
+        admission_max_connections=2,
+        admission_request_seconds=1.0,
+    )
+    running = Running(settings)
+    sockets: list[socket.socket] = []
+    try:
+        admission_tls(settings, running.worker.ca)
+        port = running.worker.start_admission(Address("127.0.0.1", 0))
+        hook = Webhook(running, f"https://localhost:{port}", running.worker.ca.trust_bundle())
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"\x16\x03\x01")  # the start of a TLS record, and nothing more
+            sockets.append(sock)
+        started = time.monotonic()
+        answer = hook.post("/validate", review(fixture("pod")))
+        assert answer.json()["response"]["allowed"] is True
+        assert time.monotonic() - started < 8  # after the tricklers' 1 s deadline, not 10 s each
+        mine = f"docket-admission-{port}-"
+        pool = [t for t in threading.enumerate() if t.name.startswith(mine)]
+        assert len(pool) <= 2
+        for sock in sockets:
+            sock.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""  # closed by the server
+        hook.client.close()
+    finally:
+        for sock in sockets:
+            sock.close()
+        running.stop()
