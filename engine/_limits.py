@@ -53,8 +53,11 @@ MAX_CHAIN_DEPTH = 32
 and stored entities (``u0 in g1 in g2`` is 3)."""
 MAX_ENTITY_BYTES = 64 * 1024
 """Size of a request's per-request entities as Cedar JSON."""
-MAX_BATCH_ENTITIES = 256
-"""Per-request entities in all the requests of one batch."""
+MAX_BATCH_ENTITIES = 1000
+"""Per-request entities in all the requests of one batch: one for each of the largest
+batch (MAX_BATCH). The worst batch within it is ten worst requests, ~0.2 s for its
+caller; cedarpy takes the GIL for one request's entities at a time (~20 ms at worst),
+so other callers run in between."""
 MAX_BATCH_ENTITY_BYTES = 256 * 1024
 """Size of all the per-request entities of one batch as Cedar JSON."""
 MAX_VALUE_DEPTH = 16
