@@ -97,8 +97,7 @@ _CONTAINERS = (dict, list, tuple)
 
 def _walk(value: Any, depth: int, left: int) -> tuple[int, int]:
     """(values, characters of strings and keys) in ``value``; raises :class:`_Over`.
-    Recursive (the depth is checked first): about 1 µs on a typical context, a third of
-    an explicit stack's cost, and this runs on every request."""
+    Recursive, the depth checked first (a third of an explicit stack's cost)."""
     kind = type(value)
     if kind is str:
         return 1, len(value)
@@ -154,7 +153,8 @@ def check_context(context: Mapping[str, Any], namespace: str | None = None) -> d
 def _qualify(value: Any, depth: int, counter: list[int], namespace: str | None) -> Any:
     """A copy of a dict or list with entity reference types qualified; ``counter`` adds
     up [values, characters]. Raises :class:`_Over`; a container longer than the values
-    left is refused before it is walked."""
+    left is refused before it is walked. About 1 µs on a typical context, and it
+    replaces the walk that qualifying alone used to take."""
     if depth > MAX_VALUE_DEPTH:
         raise _Over(deep=True)
     counter[0] += len(value) + 1
