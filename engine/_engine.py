@@ -66,13 +66,18 @@ class Engine:
     def decide(self, request: Request, *, now: datetime) -> Decision:
         """Decide one request.
 
-        Evaluation errors deny (the erroring policies are listed in ``errors``).
-        Raises :class:`~engine.RequestError` when the request does not fit the schema.
+        Erroring policies are listed in ``errors``; an erroring ``forbid`` denies unless
+        the bundle sets ``forbid_errors = "cedar"`` (see :mod:`engine._bundle`).
+        Raises :class:`~engine.RequestError` when the request does not fit the schema,
+        :class:`~engine._errors.LimitExceeded` when it is over a limit of
+        :mod:`engine._limits` (checked before any Cedar work).
         """
         return self.decide_batch((request,), now=now)[0]
 
     def decide_batch(self, requests: Sequence[Request], *, now: datetime) -> list[Decision]:
-        """Decide many requests, in order. Raises :class:`~engine.RequestError`."""
+        """Decide many requests, in order. Raises :class:`~engine.RequestError`, and
+        :class:`~engine._errors.LimitExceeded` when one request or the batch's total of
+        per-request entities is over a limit; nothing is evaluated then."""
         _require_utc(now)
         bundle = self._bundle
         if bundle is None:

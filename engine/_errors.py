@@ -5,7 +5,8 @@
     │   │                      ``file:line: message`` found
     │   └── SignatureError     a signature is missing, malformed or does not verify
     ├── RequestError           a request does not fit the bundle's schema or is malformed
-    │   └── LimitExceeded      a request is over a size limit (too many in a batch)
+    │   └── LimitExceeded      a request is over a size limit (batch size, per-request
+    │                          entities, chain depth, context size: engine/_limits.py)
     └── NotAuthorized          an administrative call was denied by policy
 
 Callers never see cedarpy's ``ValueError``s: they are translated here.
@@ -42,7 +43,9 @@ class RequestError(EngineError):
 
 
 class LimitExceeded(RequestError):
-    """A request is over a size limit, such as the number of requests in a batch."""
+    """A request is over a size limit (the number of requests in a batch, per-request
+    entities, their fan-out or chain depth, the context's size); the message names the
+    limit and the value."""
 
 
 class NotAuthorized(EngineError):

@@ -23,7 +23,8 @@ class Request(BaseModel):
     The shape is Cedar's request shape. ``entities`` are extra entities for this
     request only, in Cedar's JSON entity format; per-request facts such as device
     posture, claims and HTTP attributes belong in ``context``, which costs nothing
-    to add, whereas extra entities make a copy of the bundle's entity store.
+    to add, whereas extra entities make a copy of the bundle's entity store. Both are
+    bounded (count, fan-out, chain depth, size, nesting: :mod:`engine._limits`).
 
     A principal may be named by its SPIFFE ID (``Workload::"spiffe://…/sa/billing-api"``):
     when a stored entity *of the type named* has that ``spiffe_id`` attribute, the request

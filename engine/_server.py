@@ -594,7 +594,10 @@ def _serve_one(
             admission=admission,
         )
     )
-    signals.stop.wait()
+    # Poll: SIGTERM may be delivered to a gRPC thread, and an untimed wait in the main
+    # thread would then never run the handler (seen: "ignored SIGTERM for 20 s").
+    while not signals.stop.wait(0.5):
+        pass
     log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
     worker.stop()
     metrics_server.shutdown()
@@ -629,7 +632,8 @@ def _worker_main(settings: Settings, ports: tuple[int, int | None], ready: Any) 
         ready.put(("error", str(exc)))
         return
     ready.put(("ready", (bound, bound_admission)))
-    signals.stop.wait()
+    while not signals.stop.wait(0.5):  # polled: see _serve_one
+        pass
     worker.stop()
 
 

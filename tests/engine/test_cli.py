@@ -174,6 +174,19 @@ def test_decide_json_lines_in_order() -> None:
             "action.id: Field required",
             id="missing-field",
         ),
+        pytest.param(
+            ["decide"],
+            '{"principal": {"type": "User", "id": "u"}, "action": {"type": "Action", "id": '
+            '"read"}, "resource": {"type": "Data", "id": "x"}, "entities": ['
+            + ",".join(
+                f'{{"uid": {{"type": "Group", "id": "g{i}"}}, "parents": '
+                f'[{{"type": "Group", "id": "g{i + 1}"}}]}}'
+                for i in range(40)
+            )
+            + "]}",
+            "<stdin>:1: entities: chain depth 41 exceeds the limit of 32",
+            id="over-a-limit",
+        ),
         pytest.param(["decide", "missing.json"], None, "No such file", id="missing-file"),
         pytest.param(["decide", "--bundle", "nowhere"], "{}", "nowhere", id="missing-bundle"),
         pytest.param(

@@ -678,12 +678,14 @@ def test_cycle_of_per_request_entities_is_measured_then_refused(engine: Engine) 
 def test_batch_total_of_entities_is_bounded(engine: Engine) -> None:
     """Each request within the limits, the batch as a whole over them."""
     one = read_as_eve(chain(30))
-    assert len(engine.decide_batch([one] * 8, now=NOW)) == 8
+    assert len(engine.decide_batch([one] * 33, now=NOW)) == 33
     with pytest.raises(
         LimitExceeded,
-        match=re.escape("entities: 270 per-request entities in one batch exceed the limit of 256"),
+        match=re.escape(
+            "entities: 1020 per-request entities in one batch exceed the limit of 1000"
+        ),
     ):
-        engine.decide_batch([one] * 9, now=NOW)
+        engine.decide_batch([one] * 34, now=NOW)
 
 
 def test_batch_total_of_entity_bytes_is_bounded(engine: Engine) -> None:
