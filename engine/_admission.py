@@ -40,7 +40,8 @@ a Pod UPDATE (a pod's affinity cannot change) are allowed without evaluation, an
 recorded as such; ``/validate`` warns "Docket does not inspect <kind>" for other kinds.
 
 Every review is audited (decision, object kind/namespace/name, operation, user, dry
-run) before it is answered; ``dryRun`` only marks the entry. When the audit log cannot
+run, and ``provenance``: the caller and where the classification came from — the
+namespace's label, the object's label, or the default) before it is answered; ``dryRun`` only marks the entry. When the audit log cannot
 take the entry the review is denied (code 429 when it is busy, 503 when it is
 unavailable), never allowed unrecorded.
 
@@ -351,6 +352,10 @@ class _Target:
     """The Pod Security Standards baseline checks the pod (template) fails."""
     restricted: tuple[Failure, ...] = ()
     """The checks of the restricted profile (baseline included) it fails."""
+    classified_by: Literal["namespace", "label", "default"] = "default"
+    """Where ``classification`` came from: the namespace's label (an object label did not
+    raise it), the object's label, or neither (the default). Recorded in the audit entry's
+    ``provenance``."""
 
     @property
     def description(self) -> str:
@@ -467,6 +472,7 @@ def _read_target(
     if namespace_level is None:
         # No namespace source: the object's label decides, as before namespaces were read.
         classification = label or DEFAULT_CLASSIFICATION
+        classified_by: Literal["namespace", "label", "default"] = "label" if label else "default"
         if label is None:
             warnings.append(
                 f"no {CLASSIFICATION_LABEL} label on the {where}: Docket treats it as internal"
@@ -474,6 +480,7 @@ def _read_target(
     else:
         # As Pod Security Admission: the namespace sets the level; a label only raises it.
         classification = _highest(namespace_level, label)
+        classified_by = "namespace" if classification == namespace_level else "label"
         if label is not None and label != classification:
             warnings.append(
                 f"{CLASSIFICATION_LABEL}={label} on the {where} is below its namespace's "
@@ -545,6 +552,7 @@ def _read_target(
         warnings=warnings,
         baseline=baseline,
         restricted=restricted,
+        classified_by=classified_by,
     )
     return principal, target
 
@@ -880,6 +888,10 @@ class AdmissionController:
             return _respond(
                 uid, allowed=False, decision_id=refused.decision_id, code=400, message=str(exc)
             )
+        detail["provenance"] = {
+            "caller": caller,
+            "classification": {"value": target.classification, "from": target.classified_by},
+        }
         if path == "validate":
             return self._validate(uid, principal, target, detail, caller)
         return self._mutate(uid, request.operation, principal, target, detail, caller)

@@ -214,6 +214,30 @@ def test_classification_is_the_namespaces_raised_by_the_label(
     )
 
 
+@pytest.mark.parametrize(
+    ("namespace", "label", "expected"),
+    [
+        ("finance", None, {"value": "confidential", "from": "namespace"}),
+        ("finance", "public", {"value": "confidential", "from": "namespace"}),
+        ("finance", "restricted", {"value": "restricted", "from": "label"}),
+    ],
+)
+def test_the_audit_entry_says_where_the_classification_came_from(
+    controller: AdmissionController, namespace: str, label: str | None, expected: dict[str, str]
+) -> None:
+    pod = fixture("pod")
+    if label is not None:
+        pod["metadata"]["labels"][LABEL] = label
+    controller.review("validate", json.dumps(review(pod, namespace=namespace)).encode(), now=NOW)
+    store = controller.service.audit.store
+    row = store.entry(store.head().size - 1)
+    assert row is not None
+    assert row.payload is not None
+    entry = json.loads(row.payload)
+    assert entry["kind"] == "admission"
+    assert entry["detail"]["provenance"] == {"caller": None, "classification": expected}
+
+
 def test_an_unknown_namespace_is_denied_and_recorded(controller: AdmissionController) -> None:
     status, answer = controller.review(
         "validate", json.dumps(review(fixture("pod"), namespace="ghost")).encode(), now=NOW
