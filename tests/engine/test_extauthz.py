@@ -299,6 +299,22 @@ def test_allow_adds_the_decision_header(
     assert response.dynamic_metadata["decision"] == "allow"
 
 
+def test_idp_sub_naming_a_workload_spiffe_id_stays_a_user(
+    envoy_stub: authz_grpc.AuthorizationStub,
+) -> None:
+    # An identity provider's `sub` that happens to be a workload's SPIFFE ID is a User:
+    # user-only rules (MFA for confidential data) still apply to it.
+    response = envoy_stub.Check(
+        check(
+            claims={"sub": "spiffe://docket.example/ns/finance/sa/billing-api"},
+            routes={"resource_id": "quarterly-forecast", "context.jurisdiction": "eu"},
+        ),
+        timeout=5,
+    )
+    assert response.status.code == code_pb2.PERMISSION_DENIED, response
+    assert "confidential-requires-mfa" in json.loads(response.denied_response.body)["reasons"]
+
+
 def test_deny_is_403_with_a_json_body(envoy_stub: authz_grpc.AuthorizationStub) -> None:
     # The public web frontend may not read payroll.
     response = envoy_stub.Check(
