@@ -41,9 +41,9 @@ recorded as such; ``/validate`` warns "Docket does not inspect <kind>" for other
 
 Every review is audited (decision, object kind/namespace/name, operation, user, dry
 run, and ``provenance``: the caller and where the classification came from — the
-namespace's label, the object's label, or the default) before it is answered; ``dryRun`` only marks the entry. When the audit log cannot
-take the entry the review is denied (code 429 when it is busy, 503 when it is
-unavailable), never allowed unrecorded.
+namespace's label, the object's label, or the default) before it is answered; ``dryRun``
+only marks the entry. When the audit log cannot take the entry the review is denied
+(code 429 when it is busy, 503 when it is unavailable), never allowed unrecorded.
 
 A body that is not an AdmissionReview v1 gets HTTP 400 ``{"error": "<field>: …"}``.
 An object Docket cannot read (a label value outside the catalog, a container without
