@@ -33,6 +33,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from devices import DEVICE_ID, PEP, TD, attested
 from e2e.docket_process import DOCKET, Docket, start_docket
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
@@ -46,21 +47,8 @@ from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e
 
-TD = "docket.local"
-PEP = f"spiffe://{TD}/ns/edge/sa/envoy"
 APP = f"spiffe://{TD}/ns/web/sa/frontend"
-EK_HASH = bytes(range(32))
-DEVICE_ID = f"spiffe://{TD}/device/{EK_HASH.hex()}"
-ATTESTED = Posture(
-    attested=True,
-    device_class="dev",
-    secure_boot=True,
-    measured_boot_ok=True,
-    firmware_version=0x20191023_00163636,
-    tpm_manufacturer="IBM",
-    ek_hash=EK_HASH,
-    region="eu-west",
-)
+ATTESTED = attested()
 # What an MDM knows and the caller relays: never "attested".
 INVENTORY = {"disk_encrypted": True, "patch_age_days": 3, "trust_tier": "high", "managed": True}
 GUARD = "restricted-requires-attested-encrypted-device"

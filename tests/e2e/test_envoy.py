@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from devices import DEVICE_ID, PEP, attested
 from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop, wait_for
 from swtpm import ProvisionedState, SoftwareTpm
 
 from attestation._ca import CertificateAuthority
-from attestation._verifier import Posture
 
 pytestmark = pytest.mark.e2e
 
@@ -56,18 +56,8 @@ PYTHON = sys.executable
 DECISION_HEADER = "x-docket-decision-id"
 DEVICE_HEADER = "x-docket-device-token"
 CASE_HEADER = "x-test-case"
-ENVOY_ID = "spiffe://docket.local/ns/edge/sa/envoy"
-DEVICE_ID = f"spiffe://docket.local/device/{bytes(range(32)).hex()}"
-ATTESTED = Posture(
-    attested=True,
-    device_class="dev",
-    secure_boot=True,
-    measured_boot_ok=True,
-    firmware_version=0x20191023_00163636,
-    tpm_manufacturer="IBM",
-    ek_hash=bytes(range(32)),
-    region="eu-west",
-)
+ENVOY_ID = PEP
+ATTESTED = attested()
 
 
 class Upstream(Protocol):

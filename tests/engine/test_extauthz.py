@@ -18,6 +18,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from devices import PEP, attested, server_settings
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format
@@ -25,14 +26,11 @@ from google.rpc import code_pb2
 from serving import DEVICE, Running
 
 from attestation._ca import CertificateAuthority
-from attestation._verifier import Posture
 from engine._errors import RequestError
 from engine._extauthz import check_to_request, loggable_headers
-from engine._settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
-PEP = "spiffe://docket.local/ns/edge/sa/envoy"
 ATTESTED = {"attested": True, "secure_boot": True}
 
 
@@ -62,16 +60,7 @@ class PepServer:
 
     def device_token(self) -> str:
         """A device's JWT-SVID with an attested posture, from this server's CA."""
-        posture = Posture(
-            attested=True,
-            device_class="dev",
-            secure_boot=True,
-            measured_boot_ok=True,
-            firmware_version=0x20191023_00163636,
-            tpm_manufacturer="IBM",
-            ek_hash=bytes(32),
-            region="eu-west",
-        )
+        posture = attested(ek_hash=bytes(32))
         return self.ca.issue_jwt(
             f"spiffe://docket.local/device/{bytes(32).hex()}",
             "docket",
@@ -82,22 +71,7 @@ class PepServer:
 
 def start_pep_server(root: Path, **settings: Any) -> PepServer:
     """A server whose CA is made first (so its TLS is the CA's) and that trusts PEP."""
-    data = root / "data"
-    ca = CertificateAuthority.init(data / "ca", "docket.local", datetime.now(UTC))
-    credential = ca.issue_server_cert(["localhost"], now=datetime.now(UTC))
-    (root / "server.pem").write_bytes(credential.chain_pem())
-    (root / "server.key").write_bytes(credential.key_pem())
-    (root / "bundle.pem").write_bytes(ca.trust_bundle())
-    config = Settings(
-        bundle=ROOT / "policies",
-        data_dir=data,
-        bundle_poll_seconds=60,
-        tls_cert=root / "server.pem",
-        tls_key=root / "server.key",
-        tls_client_ca=root / "bundle.pem",
-        trusted_peps=(PEP,),
-        **settings,
-    )
+    config, ca = server_settings(root, **settings)
     return PepServer(Running(config), ca)
 
 

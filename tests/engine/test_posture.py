@@ -16,6 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from devices import DEVICE_ID, PEP, TD, attested, server_settings
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format, struct_pb2
@@ -35,21 +36,8 @@ from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-TD = "docket.local"
-EK_HASH = bytes(range(32))
-DEVICE_ID = f"spiffe://{TD}/device/{EK_HASH.hex()}"
-ATTESTED = Posture(
-    attested=True,
-    device_class="dev",
-    secure_boot=True,
-    measured_boot_ok=False,
-    firmware_version=0x20191023_00163636,
-    tpm_manufacturer="IBM",
-    ek_hash=EK_HASH,
-    region="eu-west",
-)
+ATTESTED = attested(measured_boot_ok=False)
 DATA = {"type": "Data", "id": "patient-records-eu"}
-PEP = f"spiffe://{TD}/ns/edge/sa/envoy"
 # What an MDM says about the device; it cannot say "attested" (Docket says it is not,
 # unless a Docket credential says it is).
 INVENTORY = {"disk_encrypted": True, "patch_age_days": 3, "trust_tier": "high", "managed": True}
@@ -83,21 +71,7 @@ def ca_server(
     """A server whose CA is made first, so that its TLS is the CA's and mTLS clients
     present Docket X.509-SVIDs."""
     root = tmp_path_factory.mktemp("posture")
-    data = root / "data"
-    ca = CertificateAuthority.init(data / "ca", TD, now())
-    server = ca.issue_server_cert(["localhost"], now=now())
-    (root / "server.pem").write_bytes(server.chain_pem())
-    (root / "server.key").write_bytes(server.key_pem())
-    (root / "bundle.pem").write_bytes(ca.trust_bundle())
-    settings = Settings(
-        bundle=ROOT / "policies",
-        data_dir=data,
-        bundle_poll_seconds=60,
-        tls_cert=root / "server.pem",
-        tls_key=root / "server.key",
-        tls_client_ca=root / "bundle.pem",
-        trusted_peps=(PEP,),
-    )
+    settings, ca = server_settings(root)
     running = Running(settings)
     try:
         yield running, ca
