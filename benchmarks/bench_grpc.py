@@ -44,6 +44,7 @@ from benchmarks._load import (
 )
 from benchmarks.bench_decide import load_cases
 from engine import Decision, Engine, PolicyBundle, Request
+from engine._wire import ATTESTED_DEVICE_FIELDS
 from sdk.v1 import decisions_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,22 +136,6 @@ def bundle_cases() -> list[Case]:
     ]
 
 
-ATTESTED = frozenset(
-    {
-        "attested",
-        "secure_boot",
-        "measured_boot_ok",
-        "firmware_version",
-        "tpm_manufacturer",
-        "ek_hash",
-        "device_class",
-        "region",
-        "id",
-    }
-)
-"""The posture fields only a verified device credential may set."""
-
-
 def as_attested_device(case: Case, ca: CertificateAuthority) -> Case:
     """The case as an attested device sends it: the attested facts as a JWT-SVID from
     ``ca``, the inventory facts (an MDM's) left in ``context.device``."""
@@ -159,7 +144,7 @@ def as_attested_device(case: Case, ca: CertificateAuthority) -> Case:
     device = message.context.fields.get("device")
     if device is None or not device.struct_value.fields.get("attested"):
         return case
-    for name in ATTESTED:
+    for name in ATTESTED_DEVICE_FIELDS:
         if name in device.struct_value.fields:
             del device.struct_value.fields[name]
     posture = Posture(
