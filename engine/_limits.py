@@ -171,26 +171,20 @@ def _qualify(value: Any, depth: int, counter: list[int], namespace: str | None) 
         out: dict[str, Any] = {}
         for key, member in value.items():
             counter[1] += len(key)
-            kind = type(member)
-            if kind is str:
-                counter[1] += len(member)
-            elif isinstance(member, _CONTAINERS):
-                member = _qualify(member, depth + 1, counter, namespace)
-            else:
-                counter[1] += 8
-            out[key] = member
+            out[key] = _member(member, depth, counter, namespace)
         return out
-    items: list[Any] = []
-    for member in value:
-        kind = type(member)
-        if kind is str:
-            counter[1] += len(member)
-        elif isinstance(member, _CONTAINERS):
-            member = _qualify(member, depth + 1, counter, namespace)
-        else:
-            counter[1] += 8
-        items.append(member)
-    return items
+    return [_member(member, depth, counter, namespace) for member in value]
+
+
+def _member(member: Any, depth: int, counter: list[int], namespace: str | None) -> Any:
+    """One member of a container at ``depth``: counted, and qualified if a container."""
+    if type(member) is str:
+        counter[1] += len(member)
+        return member
+    if isinstance(member, _CONTAINERS):
+        return _qualify(member, depth + 1, counter, namespace)
+    counter[1] += 8
+    return member
 
 
 def _uid(value: Any) -> UID | None:

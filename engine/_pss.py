@@ -33,7 +33,7 @@ never taken as safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -205,17 +205,22 @@ def _added(container: _Container) -> list[Any]:
     return list(_list(_map(container.context.get("capabilities")).get("add")))
 
 
-def _capabilities_baseline(pod: _Pod) -> str | None:
+def _added_beyond(pod: _Pod, allowed: Collection[str]) -> list[str]:
+    """One detail per container that adds a capability outside ``allowed``."""
     details = []
     for container in pod.containers:
-        bad = [cap for cap in _added(container) if cap not in BASELINE_CAPABILITIES]
+        bad = [cap for cap in _added(container) if cap not in allowed]
         if bad:
             caps = ", ".join(f'"{cap}"' for cap in bad)
             details.append(
                 f'container "{container.name}" must not include {caps} in '
                 "securityContext.capabilities.add"
             )
-    return "; ".join(details) or None
+    return details
+
+
+def _capabilities_baseline(pod: _Pod) -> str | None:
+    return "; ".join(_added_beyond(pod, BASELINE_CAPABILITIES)) or None
 
 
 def _volumes(pod: _Pod) -> list[Mapping[str, Any]]:
@@ -434,14 +439,7 @@ def _capabilities_restricted(pod: _Pod) -> str | None:
             no_drop.append(container.name)
     if no_drop:
         details.append(f'{_containers(no_drop)} must set securityContext.capabilities.drop=["ALL"]')
-    for container in pod.containers:
-        bad = [cap for cap in _added(container) if cap not in RESTRICTED_CAPABILITIES]
-        if bad:
-            caps = ", ".join(f'"{cap}"' for cap in bad)
-            details.append(
-                f'container "{container.name}" must not include {caps} in '
-                "securityContext.capabilities.add"
-            )
+    details += _added_beyond(pod, RESTRICTED_CAPABILITIES)
     return "; ".join(details) or None
 
 
