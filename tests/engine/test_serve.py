@@ -168,6 +168,17 @@ def test_sigterm_drains_the_call_in_flight_and_exits_0(served: Served, tmp_path:
     assert any("serve.stopped" in line for line in served.stderr)
 
 
+def test_the_banner_names_the_jwks_endpoint_and_the_trusted_enforcement_points(
+    served: Served,
+) -> None:
+    printed = served.printed + served.wait_for("trusted enforcement points", timeout=10)
+    assert "trusted enforcement points: none (ext_authz Checks may not name a subject)" in printed
+    url = re.search(r"device JWT-SVID keys on (\S+)", printed)[1]  # type: ignore[index]
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.read().startswith(b'{"keys"')
+
+
 @pytest.mark.parametrize("served", [["--workers", "2"]], indirect=True)
 def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
     served: Served, bundle: Path
