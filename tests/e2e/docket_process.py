@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -78,6 +79,22 @@ class Docket:
     @property
     def data_dir(self) -> Path:
         return self.log.parent / "data"
+
+    def admission_client(self) -> httpx.Client:
+        """An HTTPS client of the webhook trusting only ``docket ca bundle`` (what goes
+        in the webhook configuration's caBundle)."""
+        bundle = subprocess.run(
+            [DOCKET, "ca", "bundle", "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert self.admission_port is not None, self.log.read_text()
+        return httpx.Client(
+            base_url=f"https://localhost:{self.admission_port}",
+            verify=ssl.create_default_context(cadata=bundle),
+            timeout=10,
+        )
 
     def audit_entries(self, *kinds: str) -> list[dict[str, Any]]:
         """The entries of these kinds in the server's audit log, in order, read with

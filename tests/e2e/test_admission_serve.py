@@ -4,35 +4,17 @@ entries they leave; also with two worker processes sharing the port."""
 
 from __future__ import annotations
 
-import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import jsonpatch
 import pytest
 from admission_reviews import body, fixture, patch_of, review
-from e2e.docket_process import DOCKET, Docket, start_docket
+from e2e.docket_process import Docket, start_docket
 
 pytestmark = pytest.mark.e2e
 
 JSON = {"Content-Type": "application/json"}
-
-
-def client(docket: Docket) -> httpx.Client:
-    """An HTTPS client trusting only ``docket ca bundle`` (what goes in caBundle)."""
-    bundle = subprocess.run(
-        [DOCKET, "ca", "bundle", "--data-dir", str(docket.data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    context = ssl.create_default_context(cadata=bundle)
-    assert docket.admission_port is not None, docket.log.read_text()
-    return httpx.Client(
-        base_url=f"https://localhost:{docket.admission_port}", verify=context, timeout=10
-    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +28,7 @@ def docket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
 
 
 def test_reviews_over_https_are_answered_and_audited(docket: Docket, tmp_path: Path) -> None:
-    with client(docket) as http:
+    with docket.admission_client() as http:
         assert http.get("/healthz").status_code == 200
         allowed = http.post("/validate", content=body(review(fixture("deployment"))), headers=JSON)
         denied = http.post(
@@ -80,7 +62,7 @@ def test_reviews_over_https_are_answered_and_audited(docket: Docket, tmp_path: P
 def test_two_workers_share_the_webhook_port(tmp_path: Path) -> None:
     running = start_docket(tmp_path / "two", "--workers", "2")
     try:
-        with client(running) as http:
+        with running.admission_client() as http:
             answers = [
                 http.post("/validate", content=body(review(fixture("pod"))), headers=JSON)
                 for _ in range(10)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from admission_reviews import FakeKubernetes, body, fixture, review
 from e2e.docket_process import Docket, start_docket
-from e2e.test_admission_serve import JSON, client
+from e2e.test_admission_serve import JSON
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -165,7 +165,7 @@ def docket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
 
 
 def validate(docket: Docket, sent: dict[str, Any]) -> dict[str, Any]:
-    with client(docket) as http:
+    with docket.admission_client() as http:
         answer = http.post("/validate", content=body(sent), headers=JSON)
     assert answer.status_code == 200, answer.text
     response: dict[str, Any] = answer.json()["response"]
@@ -331,7 +331,7 @@ def test_attack_trickling_tls_connections_exhaust_threads(tmp_path: Path) -> Non
 
         def normal_traffic() -> None:
             started = time.monotonic()
-            with client(running) as http:
+            with running.admission_client() as http:
                 http.timeout = httpx.Timeout(30)
                 answer = http.post("/validate", content=body(review(fixture("pod"))), headers=JSON)
             assert answer.json()["response"]["allowed"] is True

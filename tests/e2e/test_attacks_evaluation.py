@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from admission_reviews import body, fixture, review
 from e2e.docket_process import Docket, start_docket
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -214,10 +215,12 @@ def test_parent_chain_freeze_is_refused_and_others_keep_answering(
     threads = [threading.Thread(target=flood, args=(n,)) for n in range(FLOOD_CLIENTS)]
     health_times: list[float] = []
     authorize_times: list[float] = []
+    admission_times: list[float] = []
+    pod_review = body(review(fixture("deployment")))
     try:
         for thread in threads:
             thread.start()
-        with grpc.insecure_channel(target) as channel:
+        with grpc.insecure_channel(target) as channel, default_docket.admission_client() as http:
             health_stub = health_pb2_grpc.HealthStub(channel)
             stub = pb_grpc.DecisionsStub(channel)
             end = time.monotonic() + FLOOD_SECONDS
@@ -230,6 +233,12 @@ def test_parent_chain_freeze_is_refused_and_others_keep_answering(
                 answer = stub.Authorize(PUBLIC_READ, timeout=10)
                 authorize_times.append(time.monotonic() - started)
                 assert answer.decision == pb.DECISION_ALLOW, answer
+                started = time.monotonic()
+                reviewed = http.post(
+                    "/validate", content=pod_review, headers={"Content-Type": "application/json"}
+                )
+                admission_times.append(time.monotonic() - started)
+                assert reviewed.json()["response"]["allowed"] is True, reviewed.text
                 time.sleep(0.05)
     finally:
         stop.set()
@@ -240,6 +249,7 @@ def test_parent_chain_freeze_is_refused_and_others_keep_answering(
     assert len(health_times) >= 10, health_times
     assert max(health_times) < PROBE_BOUND, sorted(health_times)[-5:]
     assert max(authorize_times) < PROBE_BOUND, sorted(authorize_times)[-5:]
+    assert max(admission_times) < PROBE_BOUND, sorted(admission_times)[-5:]
 
 
 def test_over_limit_batch_is_refused(default_docket: Docket) -> None:
