@@ -38,12 +38,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
+from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
 from attestation._errors import CredentialError, EvidenceError, ParseError
 from attestation._tpm import (
     ECC_NIST_P256,
@@ -73,6 +74,7 @@ __all__ = [
     "VerifiedAttestation",
     "appraise",
     "begin_enrollment",
+    "check_ek_root",
     "ek_key_hash",
     "finish_attestation",
     "tpm_manufacturer",
@@ -281,11 +283,22 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("now must be an aware datetime (UTC)")
 
 
-def _load_der(data: bytes, what: str) -> x509.Certificate:
-    try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise ParseError(f"{what} is not a DER X.509 certificate: {exc}") from exc
+def check_ek_root(root: LoadedCertificate) -> None:
+    """Check a certificate can serve as an EK trust root: a CA (basicConstraints, with
+    keyCertSign when keyUsage is present) and, when it is self-issued, with a
+    self-signature that verifies over its original bytes. Raises EvidenceError saying
+    which."""
+    cert = root.certificate
+    name = cert.subject.rfc4514_string()
+    if not _is_ca(cert):
+        raise EvidenceError(f"{name!r} is not a CA certificate (basicConstraints, keyUsage)")
+    if cert.subject == cert.issuer:
+        try:
+            verify_signed_by(root, cert.public_key())
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise EvidenceError(f"{name!r}: its key is unreadable: {exc}") from exc
+        except EvidenceError as exc:
+            raise EvidenceError(f"{name!r}: self-signature: {exc}") from exc
 
 
 def _check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
@@ -300,7 +313,7 @@ def _check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):  # absent or unreadable: not a CA
         return False
     if not constraints.ca:
         return False
@@ -311,20 +324,22 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return usage.key_cert_sign
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Name match and a valid signature by `issuer` (any error is 'not issued by')."""
-    if cert.issuer != issuer.subject:
+def _issued_by(cert: LoadedCertificate, issuer: x509.Certificate) -> bool:
+    """Name match and a valid signature by `issuer` over `cert`'s original tbsCertificate
+    bytes (any error is 'not issued by'). Names compare as values: the order of a
+    multi-valued component's attributes does not matter."""
+    if cert.certificate.issuer != issuer.subject:
         return False
     try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        verify_signed_by(cert, issuer.public_key())
+    except (EvidenceError, ValueError, UnsupportedAlgorithm):
         return False
     return True
 
 
 def _chains_to_root(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
+    leaf: LoadedCertificate,
+    intermediates: Sequence[LoadedCertificate],
     roots: Sequence[x509.Certificate],
     now: datetime,
 ) -> bool:
@@ -332,7 +347,7 @@ def _chains_to_root(
     directoryName, TPM-specific policies) that cryptography's path validator refuses, so the
     chain is walked here — signatures issuer by issuer, names, validity at `now`, and
     basicConstraints CA (with keyCertSign when keyUsage is present) on every issuer."""
-    _check_validity(leaf, now, "EK certificate")
+    _check_validity(leaf.certificate, now, "EK certificate")
     current = leaf
     for _ in range(_MAX_CHAIN):
         for root in roots:
@@ -340,12 +355,18 @@ def _chains_to_root(
                 _check_validity(root, now, "root")
                 return True
         step = next(
-            (c for c in intermediates if c != current and _is_ca(c) and _issued_by(current, c)),
+            (
+                c
+                for c in intermediates
+                if c.certificate != current.certificate
+                and _is_ca(c.certificate)
+                and _issued_by(current, c.certificate)
+            ),
             None,
         )
         if step is None:
             return False
-        _check_validity(step, now, "intermediate")
+        _check_validity(step.certificate, now, "intermediate")
         current = step
     return False
 
@@ -379,9 +400,12 @@ def _check_ek_trust(
     """The EK hash and the TPM manufacturer ("" unless a verified certificate names it)."""
     ek_hash = ek_key_hash(enrollment.ek_public)
     if enrollment.ek_certificate is not None and roots.ek_roots:
-        leaf = _load_der(enrollment.ek_certificate, "the EK certificate")
-        intermediates = [_load_der(d, "an EK intermediate") for d in enrollment.ek_intermediates]
-        if _chains_to_root(leaf, intermediates, roots.ek_roots, now):
+        loaded = load_certificate(enrollment.ek_certificate, "the EK certificate")
+        intermediates = [
+            load_certificate(d, "an EK intermediate") for d in enrollment.ek_intermediates
+        ]
+        if _chains_to_root(loaded, intermediates, roots.ek_roots, now):
+            leaf = loaded.certificate
             try:
                 cert_key = leaf.public_key()
             except (ValueError, UnsupportedAlgorithm) as exc:

@@ -27,6 +27,7 @@ import structlog
 from cryptography import x509
 
 from attestation._ca import CertificateAuthority
+from attestation._der import load_pem_certificates
 from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._reference import ReferenceValues, appraise_any
 from attestation._store import ChallengeStore
@@ -36,6 +37,7 @@ from attestation._verifier import (
     TrustRoots,
     UnverifiedEnrollment,
     begin_enrollment,
+    check_ek_root,
     finish_attestation,
 )
 from audit import AuditLog, Entry, Receipt
@@ -55,15 +57,35 @@ def load_trust_roots(roots_dir: Path, allowlist: Path) -> TrustRoots:
     """EK CA certificates from ``roots_dir/*.pem`` and EK hashes (hex, one per line, ``#``
     comments) from ``allowlist``; either may be missing (then it trusts nothing).
 
-    Raises :class:`TrustConfigError` naming the file at fault.
+    Vendor certificates that are not strict DER load too (see :mod:`attestation._der`).
+    A root file that cannot be used — unreadable, not PEM, not a CA, a self-signature that
+    does not verify — is logged (``attestation.ek_root_skipped``, naming the file and the
+    reason) and skipped: one bad file never stops the service. The counts are logged
+    (``attestation.ek_roots_loaded``). Raises :class:`TrustConfigError` naming the
+    allow-list when it cannot be read or a line is not a SHA-256.
     """
     roots: list[x509.Certificate] = []
+    skipped = 0
     if roots_dir.is_dir():
         for path in sorted(roots_dir.glob("*.pem")):
             try:
-                roots.extend(x509.load_pem_x509_certificates(path.read_bytes()))
-            except (OSError, ValueError) as exc:
-                raise TrustConfigError(f"EK root {path}: not a PEM certificate ({exc})") from exc
+                loaded = load_pem_certificates(path.read_bytes(), path.name)
+                for certificate in loaded:
+                    check_ek_root(certificate)
+            except OSError as exc:
+                reason = f"cannot read: {exc.strerror or exc}"
+            except AttestationError as exc:
+                reason = str(exc)
+            else:
+                roots.extend(c.certificate for c in loaded)
+                continue
+            skipped += 1
+            log.warning(
+                "attestation.ek_root_skipped", file=str(path), reason=reason.splitlines()[0]
+            )
+    log.info(
+        "attestation.ek_roots_loaded", directory=str(roots_dir), loaded=len(roots), skipped=skipped
+    )
     hashes: set[bytes] = set()
     if allowlist.is_file():
         try:
