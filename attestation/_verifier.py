@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -47,6 +47,10 @@ from attestation._credential import make_credential, parse_ek_public, to_tpm2_to
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
 from attestation._errors import CredentialError, EvidenceError, ParseError
 from attestation._tpm import (
+    ALG_SHA1,
+    ALG_SHA256,
+    ALG_SHA384,
+    ALG_SHA512,
     ECC_NIST_P256,
     ECC_NIST_P384,
     ClockInfo,
@@ -75,6 +79,7 @@ __all__ = [
     "appraise",
     "begin_enrollment",
     "check_ek_root",
+    "check_quote_hashes",
     "ek_key_hash",
     "finish_attestation",
     "tpm_manufacturer",
@@ -83,6 +88,13 @@ __all__ = [
 SECRET_SIZE: Final = 32
 NONCE_SIZE: Final = 32
 DEFAULT_TTL: Final = timedelta(seconds=60)
+QUOTE_HASHES: Final[Mapping[str, int]] = MappingProxyType(
+    {"sha1": ALG_SHA1, "sha256": ALG_SHA256, "sha384": ALG_SHA384, "sha512": ALG_SHA512}
+)
+"""Hash names a quote policy may list -> TPM_ALG id."""
+DEFAULT_QUOTE_HASHES: Final = frozenset({ALG_SHA256, ALG_SHA384, ALG_SHA512})
+"""The quote signature and PCR bank hashes accepted unless configured: SHA-1 is not (a
+chosen-prefix collision costs little, and a TPM that can sign with SHA-256 should)."""
 _MAX_CHAIN: Final = 8
 _MIN_RSA_BITS: Final = 2048
 _AK_CURVES: Final = frozenset({ECC_NIST_P256, ECC_NIST_P384})
@@ -493,13 +505,16 @@ def finish_attestation(
     now: datetime,
     required_pcrs: Mapping[int, frozenset[int]] | None = None,
     last_clock: tuple[int, int] | None = None,
+    accepted_hashes: frozenset[int] = DEFAULT_QUOTE_HASHES,
 ) -> VerifiedAttestation:
     """Verify a device's answer to `pending`; return what it proves or raise EvidenceError.
 
     `quote` is the TPMS_ATTEST (``tpm2_quote -m``), `signature` the TPMT_SIGNATURE
     (``-s``), `pcr_values` maps (bank alg, index) to the value the device read;
     `required_pcrs` maps a bank alg to the indices the quote must cover; `last_clock` is the
-    (resetCount, clock) of this AK's previous accepted quote.
+    (resetCount, clock) of this AK's previous accepted quote; `accepted_hashes` are the
+    TPM_ALG ids the quote may be signed with and its PCR banks may use (SHA-1 is not, by
+    default: "quote signed with sha1, which this appraisal does not accept").
     """
     _require_aware(now)
     if now > pending.expires_at:
@@ -508,8 +523,14 @@ def finish_attestation(
         raise EvidenceError("the activated secret is wrong: the AK is not on the EK's TPM")
     ak = parse_public_2b(pending.ak_public)
     sig = parse_signature(signature)
+    # Before the signature is checked: a downgraded hash is refused whatever it signs.
+    if sig.hash_alg not in accepted_hashes:
+        raise EvidenceError(
+            f"quote signed with {_alg_label(sig.hash_alg)}, which this appraisal does not accept"
+        )
     verify_quote_signature(ak, quote, sig)
     attest = parse_attest(quote)
+    check_quote_hashes({bank.hash_alg for bank in attest.pcr_select if bank.pcrs}, accepted_hashes)
     if not hmac.compare_digest(attest.extra_data, pending.nonce):
         raise EvidenceError("the quote's extraData is not the challenge nonce")
     _check_required(attest.pcr_select, required_pcrs or {})
@@ -531,6 +552,24 @@ def finish_attestation(
         clock_info=attest.clock_info,
         tpm_manufacturer=pending.tpm_manufacturer,
     )
+
+
+def _alg_label(alg: int) -> str:
+    try:
+        return hash_name(alg)
+    except ParseError:
+        return f"hash 0x{alg:04x}"
+
+
+def check_quote_hashes(banks: Iterable[int], accepted_hashes: frozenset[int]) -> None:
+    """Refuse PCR banks (TPM_ALG ids) whose hash the appraisal does not accept: EvidenceError
+    naming the first such bank ("PCR bank sha1, which this appraisal does not accept, …")."""
+    for alg in sorted(banks):
+        if alg not in accepted_hashes:
+            raise EvidenceError(
+                f"PCR bank {_alg_label(alg)}, which this appraisal does not accept, is quoted "
+                "or required"
+            )
 
 
 def _check_required(

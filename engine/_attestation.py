@@ -16,7 +16,7 @@ Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,12 +32,15 @@ from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._reference import ReferenceValues, appraise_any
 from attestation._store import ChallengeStore
 from attestation._verifier import (
+    DEFAULT_QUOTE_HASHES,
+    QUOTE_HASHES,
     Challenge,
     Posture,
     TrustRoots,
     UnverifiedEnrollment,
     begin_enrollment,
     check_ek_root,
+    check_quote_hashes,
     finish_attestation,
 )
 from audit import AuditLog, Entry, Receipt
@@ -108,6 +111,20 @@ def load_trust_roots(roots_dir: Path, allowlist: Path) -> TrustRoots:
     return TrustRoots(tuple(roots), frozenset(hashes))
 
 
+def quote_hash_algorithms(names: Iterable[str]) -> frozenset[int]:
+    """The TPM_ALG ids of hash names (``sha1``, ``sha256``, ``sha384``, ``sha512``), what
+    :class:`AttestationService` takes as ``quote_hashes``. Raises TrustConfigError for an
+    unknown name or none at all (a policy accepting nothing would refuse every device)."""
+    algorithms: set[int] = set()
+    for name in names:
+        if name not in QUOTE_HASHES:
+            raise TrustConfigError(f"quote hash {name!r} is not one of " + ", ".join(QUOTE_HASHES))
+        algorithms.add(QUOTE_HASHES[name])
+    if not algorithms:
+        raise TrustConfigError("quote hashes: none given; no quote could be accepted")
+    return frozenset(algorithms)
+
+
 def device_spiffe_id(trust_domain: str, ek_hash: bytes) -> str:
     """``spiffe://<trust-domain>/device/<hex SHA-256 of the EK>``."""
     return f"spiffe://{trust_domain}/device/{ek_hash.hex()}"
@@ -153,7 +170,9 @@ class AttestationService:
     """Challenge and Attest for every transport (see the module docstring).
 
     ``reference`` gives the reference values of the bundle in force at each call, so a
-    bundle reload takes effect for the next attestation.
+    bundle reload takes effect for the next attestation. ``quote_hashes`` are the TPM_ALG
+    ids a quote may be signed with and its PCR banks may use (:func:`quote_hash_algorithms`;
+    SHA-1 is not accepted by default).
     """
 
     def __init__(
@@ -166,6 +185,7 @@ class AttestationService:
         *,
         clock: Callable[[], datetime],
         svid_ttl: timedelta = timedelta(hours=1),
+        quote_hashes: frozenset[int] = DEFAULT_QUOTE_HASHES,
     ) -> None:
         self.ca = ca
         self.roots = roots
@@ -174,6 +194,7 @@ class AttestationService:
         self._reference = reference
         self.clock = clock
         self.svid_ttl = svid_ttl
+        self.quote_hashes = quote_hashes
 
     def challenge(self, enrollment: UnverifiedEnrollment, *, caller: str | None) -> Challenged:
         """Check the EK and AK and make a challenge. A refusal is recorded, then raised
@@ -187,6 +208,9 @@ class AttestationService:
                     "no device can be appraised"
                 )
             required = reference.required_pcrs()
+            # A class whose golden values are in a refused bank could never match: say so
+            # before the device does the work.
+            check_quote_hashes(required, self.quote_hashes)
             challenge, pending = begin_enrollment(
                 enrollment, self.roots, now=now, ttl=CHALLENGE_TTL
             )
@@ -217,6 +241,7 @@ class AttestationService:
                 now=now,
                 required_pcrs=reference.required_pcrs(),
                 last_clock=self.store.last_clock(pending.ek_hash),
+                accepted_hashes=self.quote_hashes,
             )
             posture = appraise_any(verified, reference)
             csr = _load_csr(evidence.csr)

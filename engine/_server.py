@@ -47,7 +47,12 @@ from attestation._verifier import TrustRoots
 from audit import AuditError, AuditLog
 from engine._admission import AdmissionController
 from engine._admission_http import AdmissionServer, server_context
-from engine._attestation import AttestationService, TrustConfigError, load_trust_roots
+from engine._attestation import (
+    AttestationService,
+    TrustConfigError,
+    load_trust_roots,
+    quote_hash_algorithms,
+)
 from engine._attestrpc import AttestationServicer
 from engine._auditrpc import AuditServicer
 from engine._bundle import PolicyBundle
@@ -326,6 +331,7 @@ class Worker:
             self._reference,
             clock=utcnow,
             svid_ttl=timedelta(seconds=settings.svid_ttl_seconds),
+            quote_hashes=quote_hash_algorithms(settings.quote_hashes),
         )
         self.posture = posture = PostureReader(self.ca, settings.jwt_audience)
         self.metrics = metrics

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     ek_allowlist: Path | None = None
     """File of EK hashes (hex SHA-256 of the EK's SubjectPublicKeyInfo, one per line)
     trusted without a certificate [``<data_dir>/trust/ek-allowlist``, if present]."""
+    quote_hashes: tuple[Literal["sha1", "sha256", "sha384", "sha512"], ...] = Field(
+        default=("sha256", "sha384", "sha512"), min_length=1
+    )
+    """Hashes an attestation quote may be signed with and its PCR banks may use; a quote
+    or bank in another is refused ("quote signed with sha1, which this appraisal does not
+    accept"). SHA-1 is off unless listed. In ``docket.toml`` a list;
+    ``DOCKET_QUOTE_HASHES`` takes a JSON list."""
     svid_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
     """Lifetime of the X.509-SVIDs issued on attestation (JWT-SVIDs live 5 minutes)."""
     jwt_audience: str = Field(default="docket", min_length=1)
