@@ -18,6 +18,16 @@ EK identity: the *EK hash* is SHA-256 of the DER SubjectPublicKeyInfo of the EK'
 (`ek_key_hash`). It is what `TrustRoots.ek_allowlist` holds and what the EK certificate's key is
 compared with, so it does not depend on TPMT_PUBLIC template details (attributes, policy).
 
+EK certificates and intermediates are read by :mod:`attestation._der` (strictly when
+`cryptography` accepts them, else from a canonical re-encoding: vendors such as Nuvoton
+write unsorted multi-valued names) and every signature on the chain is verified over the
+certificate's original tbsCertificate bytes. `check_ek_root` is what makes a certificate
+usable as a root (a CA; a self-signature that verifies).
+
+Quote hash policy: `finish_attestation(accepted_hashes=…)` refuses a quote signed with, or
+covering a PCR bank in, a hash not listed ("quote signed with sha1, which this appraisal
+does not accept"); `DEFAULT_QUOTE_HASHES` leaves SHA-1 out.
+
 TPM manufacturer: read from a *verified* EK certificate only (one that chained to a root):
 TCG EK certificates name it in the subjectAltName, a directoryName with the attribute
 tcg-at-tpmManufacturer (2.23.133.2.1, a value like ``id:00001014``). Known vendor ids become

@@ -4,7 +4,9 @@ This is the edge around the pure verifier (:mod:`attestation._verifier`): it rea
 clock once per call, keeps pending challenges and TPM clocks in the challenge store,
 appraises against the reference values of the bundle in force, has the CA issue the
 credentials, and writes every issuance, refusal and failed attestation to the audit log
-before answering.
+before answering. :func:`load_trust_roots` reads the EK roots (skipping, with a log line,
+any file that cannot be used); ``quote_hashes`` is the quote hash policy (SHA-1 refused
+unless configured).
 
 Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
 
