@@ -481,9 +481,13 @@ def test_rotation_survives_save_and_load(tmp_path: Path) -> None:
     loaded = CertificateAuthority.load(directory)
     assert loaded.trust_bundle() == rotated.trust_bundle()
     assert loaded.jwks() == rotated.jwks()
-    retired_keys = list(directory.glob("retired-*.key"))
-    assert len(retired_keys) == 1
-    assert _mode(retired_keys[0]) == 0o600
+    # A retired key signs nothing more: its private half is gone, its certificate stays.
+    assert not list(directory.glob("retired-*.key"))
+    assert len(list(directory.glob("retired-*.pem"))) == 1
+    state = json.loads((directory / "ca.json").read_text())
+    (item,) = state["retired"]
+    assert datetime.fromisoformat(item["retired_at"]) == NOW + timedelta(hours=1)
+    assert datetime.fromisoformat(item["retire_after"]) == NOW + timedelta(hours=1) + MAX_SVID_TTL
 
     pruned = loaded.prune(NOW + timedelta(hours=1) + MAX_SVID_TTL)
     pruned.save(directory)
@@ -544,3 +548,76 @@ def test_verify_svid_refuses(ca: CertificateAuthority, key: ec.EllipticCurvePriv
     foreign = CertificateAuthority.create("other.example", NOW)
     with pytest.raises(TokenError, match="not issued by this CA"):
         foreign.verify_svid(leaf, NOW)
+
+
+# --- retirement (issue 14, finding 6) -------------------------------------------------------
+
+
+def test_retired_key_credentials_minted_after_retirement_are_refused(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    rotated_at = NOW + timedelta(minutes=10)
+    after = ca.rotate(rotated_at)
+    late = rotated_at + timedelta(seconds=1)
+    # The attacker kept the old key (``ca``) and mints with it after the rotation.
+    late_token = ca.issue_jwt(SPIFFE_ID, "svc", now=late)
+    late_leaf, _ = ca.issue_svid(key.public_key(), SPIFFE_ID, now=late)
+    with pytest.raises(TokenError, match="retired"):
+        after.verify_jwt(late_token, "svc", late)
+    with pytest.raises(TokenError, match="retired"):
+        after.verify_svid(late_leaf, late)
+    # Minted up to the rotation: accepted within the window.
+    on_time_token = ca.issue_jwt(SPIFFE_ID, "svc", now=rotated_at)
+    on_time_leaf, _ = ca.issue_svid(key.public_key(), SPIFFE_ID, now=rotated_at)
+    assert after.verify_jwt(on_time_token, "svc", late)["sub"] == SPIFFE_ID
+    assert after.verify_svid(on_time_leaf, late)[0] == SPIFFE_ID
+
+
+def test_retired_key_leaves_jwks_and_bundle_when_its_credentials_expired(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    rotated_at = NOW + timedelta(minutes=10)
+    after = ca.rotate(rotated_at)
+    old_kid = jwk_thumbprint(ca.issuing.public_key)
+    kids = lambda at: [k["kid"] for k in after.jwks(at)["keys"]]  # noqa: E731
+    assert old_kid in kids(rotated_at + MAX_JWT_TTL - timedelta(seconds=1))
+    assert old_kid not in kids(rotated_at + MAX_JWT_TTL)
+    bundle = lambda at: x509.load_pem_x509_certificates(after.trust_bundle(at))  # noqa: E731
+    assert ca.issuing_certificate in bundle(rotated_at + MAX_SVID_TTL - timedelta(seconds=1))
+    assert ca.issuing_certificate not in bundle(rotated_at + MAX_SVID_TTL)
+    # Verification drops it at the same moments, without a prune.
+    token = ca.issue_jwt(SPIFFE_ID, "svc", now=rotated_at)
+    with pytest.raises(TokenError, match="key id"):
+        after.verify_jwt(token, "svc", rotated_at + MAX_JWT_TTL)
+
+
+def test_svid_over_the_lifetime_cap_is_refused(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.issuing_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + MAX_SVID_TTL * 30)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SPIFFE_ID)]), False
+        )
+        .sign(ca.issuing.key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    with pytest.raises(TokenError, match="lifetime"):
+        ca.verify_svid(leaf, NOW + timedelta(hours=1))
+
+
+def test_ca_json_of_before_issue_14_loads_with_its_retirement_time(tmp_path: Path) -> None:
+    directory = tmp_path / "ca"
+    rotated_at = NOW + timedelta(hours=1)
+    CertificateAuthority.init(directory, TD, NOW).rotate(rotated_at).save(directory)
+    state = json.loads((directory / "ca.json").read_text())
+    for item in state["retired"]:
+        del item["retired_at"]  # what issue 13's ca.json held
+    (directory / "ca.json").write_text(json.dumps(state))
+    (retired,) = CertificateAuthority.load(directory).retired
+    assert retired.retired_at == rotated_at

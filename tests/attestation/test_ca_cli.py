@@ -140,8 +140,10 @@ def test_rotate_keeps_the_old_key_in_the_bundle_and_jwks(data_dir: Path, runner:
     assert kids[0] in result.stdout
     bundle = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)]).stdout
     assert len(x509.load_pem_x509_certificates(bundle.encode())) == 3
-    (retired,) = (data_dir / "ca").glob("retired-*.key")
-    assert stat.S_IMODE(retired.stat().st_mode) == 0o600
+    # Retired: its certificate stays for verification, its private key is gone.
+    assert len(list((data_dir / "ca").glob("retired-*.pem"))) == 1
+    assert not list((data_dir / "ca").glob("retired-*.key"))
+    assert "credentials it signs from now on are refused" in result.stdout
 
 
 def test_rotate_without_a_ca_is_a_one_line_usage_error(tmp_path: Path, runner: CliRunner) -> None:
