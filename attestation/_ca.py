@@ -49,12 +49,12 @@ from typing import Any, Literal
 
 import jwt
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from attestation._errors import AttestationError, CredentialError
 
@@ -914,8 +914,8 @@ class CertificateAuthority:
             raise TokenError("JWT was issued in the future (iat)")
         if issuer.retired_at is not None and iat > issuer.retired_at.timestamp():
             raise TokenError(
-                f"JWT was signed by an issuing key retired at {issuer.retired_at:%Y-%m-%dT%H:%M:%SZ}, "
-                "after its retirement"
+                "JWT was signed by an issuing key retired at "
+                f"{issuer.retired_at:%Y-%m-%dT%H:%M:%SZ}, after its retirement"
             )
         cap = MAX_JWT_TTL.total_seconds()
         if exp - iat > cap or exp - moment > cap:
@@ -960,7 +960,8 @@ class CertificateAuthority:
             raise TokenError("the certificate is not valid now")
         if leaf.not_valid_after_utc - leaf.not_valid_before_utc > MAX_SVID_TTL + BACKDATE:
             raise TokenError(
-                f"the certificate's lifetime exceeds the {MAX_SVID_TTL.total_seconds() / 3600:g}-hour cap"
+                "the certificate's lifetime exceeds the "
+                f"{MAX_SVID_TTL.total_seconds() / 3600:g}-hour cap"
             )
         # issue_svid backdates notBefore by BACKDATE: this is when it was issued.
         if signer.retired_at is not None and issued_at(leaf) > signer.retired_at:

@@ -173,11 +173,12 @@ def revoke(
     """Revoke a device (it cannot attest again and all its credentials are refused), a
     SPIFFE ID (its credentials issued up to now) or a certificate serial. The list is
     signed by the CA's root and a running `docket serve` applies it within seconds."""
-    given: list[tuple[RevocationKind, str]] = [
-        (kind, value)
-        for kind, value in (("device", device), ("spiffe_id", spiffe_id), ("serial", serial))
-        if value is not None
-    ]
+    named: tuple[tuple[RevocationKind, str | None], ...] = (
+        ("device", device),
+        ("spiffe_id", spiffe_id),
+        ("serial", serial),
+    )
+    given = [(kind, value) for kind, value in named if value is not None]
     if len(given) != 1:
         raise InputError("give exactly one of --device, --spiffe-id or --serial")
     ((kind, value),) = given
