@@ -395,10 +395,12 @@ class Worker:
             interval=settings.bundle_poll_seconds,
             public_key=_bundle_key(settings),
         )
-        self.audit = open_audit(settings).start()
-        self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
+        # The CA and its revocation list first: one that does not verify stops the start
+        # before anything runs.
         self.ca = prepare_ca(settings)
         self.trust = TrustFiles(settings.ca_dir, self.ca)
+        self.audit = open_audit(settings).start()
+        self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
         self.challenges = open_challenges(settings)
         self.attestation = AttestationService(
             self.ca,
@@ -638,6 +640,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     if settings.ek_roots is None:
         settings.ek_roots_dir.mkdir(parents=True, exist_ok=True)
     ca = prepare_ca(settings)
+    TrustFiles(settings.ca_dir, ca)  # a revocation list that does not verify: ServeError
     attestation = describe_attestation(ca, trust_roots(settings), bundle.reference)
     admission_cert = ""
     if admission_address(settings) is not None:

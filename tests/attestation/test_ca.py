@@ -30,8 +30,10 @@ from attestation._ca import (
     POSTURE_EXTENSION,
     CAError,
     CertificateAuthority,
+    RevocationList,
     TokenError,
     jwk_thumbprint,
+    load_revocations,
     parse_spiffe_id,
 )
 
@@ -621,3 +623,113 @@ def test_ca_json_of_before_issue_14_loads_with_its_retirement_time(tmp_path: Pat
     (directory / "ca.json").write_text(json.dumps(state))
     (retired,) = CertificateAuthority.load(directory).retired
     assert retired.retired_at == rotated_at
+
+
+# --- the revocation list --------------------------------------------------------------------
+
+EK = "ab" * 32
+
+
+def test_revoke_names_normalises_and_counts_versions(ca: CertificateAuthority) -> None:
+    empty = RevocationList.empty(TD)
+    one = empty.revoke("device", EK.upper(), " stolen ", NOW)
+    two = one.revoke("serial", "0x00ABC", "leak", NOW)
+    three = two.revoke("spiffe_id", SPIFFE_ID, "re-imaged", NOW)
+    assert [each.version for each in (empty, one, two, three)] == [0, 1, 2, 3]
+    assert [(r.kind, r.value, r.reason) for r in three.revoked] == [
+        ("device", EK, "stolen"),
+        ("serial", "abc", "leak"),
+        ("spiffe_id", SPIFFE_ID, "re-imaged"),
+    ]
+    assert empty.revoked == ()  # a value: revoke returns a new list
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "words"),
+    [
+        ("device", "ab" * 31, "64 hex digits"),
+        ("device", "zz" * 32, "64 hex digits"),
+        ("serial", "xyz", "hex"),
+        ("serial", "1" * 41, "hex"),
+        ("spiffe_id", "spiffe://other.org/x", "trust domain"),
+        ("spiffe_id", "not-a-spiffe-id", "SPIFFE ID"),
+    ],
+)
+def test_revoke_refuses_malformed_values(kind: str, value: str, words: str) -> None:
+    with pytest.raises(CAError, match=words):
+        RevocationList.empty(TD).revoke(kind, value, "why", NOW)  # type: ignore[arg-type]
+
+
+def test_revoke_refuses_no_reason_and_a_duplicate() -> None:
+    with pytest.raises(CAError, match="reason"):
+        RevocationList.empty(TD).revoke("device", EK, "  ", NOW)
+    once = RevocationList.empty(TD).revoke("device", EK, "stolen", NOW)
+    with pytest.raises(CAError, match="already revoked"):
+        once.revoke("device", EK, "again", NOW)
+
+
+def test_refuses_by_device_spiffe_id_and_serial() -> None:
+    device = f"spiffe://{TD}/device/{EK}"
+    listed = (
+        RevocationList.empty(TD)
+        .revoke("device", EK, "stolen", NOW)
+        .revoke("spiffe_id", SPIFFE_ID, "re-imaged", NOW)
+        .revoke("serial", "abc", "leak", NOW)
+    )
+    later = NOW + timedelta(hours=1)
+    assert listed.refuses(device, None, later) is not None  # a device: whenever issued
+    assert listed.refuses(SPIFFE_ID, None, NOW) is not None  # up to the revocation…
+    assert listed.refuses(SPIFFE_ID, None, later) is None  # …not after it
+    assert listed.refuses(f"spiffe://{TD}/other", 0xABC, later) is not None
+    assert listed.refuses(f"spiffe://{TD}/other", 0xABD, NOW) is None
+    assert listed.device(bytes.fromhex(EK)) is not None
+    assert listed.device(bytes(32)) is None
+
+
+def test_revocation_list_is_signed_by_the_root_and_verifies(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    listed = RevocationList.empty(TD).revoke("device", EK, "stolen", NOW)
+    document = ca.sign_revocations(listed)
+    assert ca.verify_revocations(document) == listed
+    # A relying party needs only the root certificate (docket ca bundle) and PyJWT.
+    served = json.loads(document)
+    compact = ".".join(served[p] for p in ("protected", "payload", "signature"))
+    assert jwt.get_unverified_header(compact)["kid"] == jwk_thumbprint(
+        ca.root.public_key()  # type: ignore[arg-type]
+    )
+    payload = jwt.api_jws.decode(compact, ca.root.public_key(), algorithms=["ES256"])  # type: ignore[arg-type]
+    assert json.loads(payload)["revoked"][0]["value"] == EK
+    # It survives rotations: the root signs it, not an issuing key.
+    assert ca.rotate(NOW).verify_revocations(document) == listed
+
+
+def test_forged_revocation_lists_do_not_verify(ca: CertificateAuthority) -> None:
+    listed = RevocationList.empty(TD).revoke("device", EK, "stolen", NOW)
+    document = json.loads(ca.sign_revocations(listed))
+    emptied = base64.urlsafe_b64encode(RevocationList.empty(TD).model_dump_json().encode()).rstrip(
+        b"="
+    )
+    other = CertificateAuthority.create(TD, NOW)
+    forgeries = {
+        "payload swapped": json.dumps({**document, "payload": emptied.decode()}).encode(),
+        "another CA's root": other.sign_revocations(listed),
+        "not JSON": b"revoked: none",
+        "extra member": json.dumps({**document, "header": {}}).encode(),
+    }
+    for forged in forgeries.values():
+        with pytest.raises(CAError, match="does not verify"):
+            ca.verify_revocations(forged)
+    with pytest.raises(CAError, match="another trust domain"):
+        ca.sign_revocations(RevocationList.empty("other.org"))
+
+
+def test_load_revocations_without_a_file_is_the_empty_list(tmp_path: Path) -> None:
+    directory = tmp_path / "ca"
+    ca = CertificateAuthority.init(directory, TD, NOW)
+    listed, document = load_revocations(directory, ca)
+    assert listed == RevocationList.empty(TD)
+    assert ca.verify_revocations(document) == listed
+    revoked = listed.revoke("device", EK, "stolen", NOW)
+    ca.save_revocations(directory, revoked)
+    assert load_revocations(directory, ca)[0] == revoked

@@ -4,7 +4,10 @@ must stop counting within seconds, without a restart.
 
 One test per attack, each named after it. The mTLS server is set up as the posture
 attacks' one (its CA made first, so the test can mint credentials); the re-attestation
-test runs ``docket attest`` against a swtpm as tests/e2e/test_attest_flow.py does.
+test runs ``docket attest`` against a swtpm as tests/e2e/test_attest_flow.py does (the
+device is refused at its Challenge); a device revoked between its Challenge and its
+Attest is shown with the in-process attestation service and a swtpm
+(tests/e2e/test_attestation_service.py's fixtures), where the moment can be chosen.
 """
 
 from __future__ import annotations
@@ -29,10 +32,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from devices import DEVICE_ID, EK_HASH, TD, attested
 from e2e.docket_process import DOCKET, Docket, start_docket
 from e2e.test_attest_flow import docket_attest
+from e2e.test_attestation_service import (  # the in-process service's fixtures
+    Device,
+    Harness,
+    _challenge,
+    device,  # noqa: F401
+    harness,  # noqa: F401
+)
 from google.protobuf import struct_pb2
 from swtpm import ProvisionedState, SoftwareTpm
 
-from attestation._ca import CertificateAuthority
+from attestation._ca import CertificateAuthority, RevocationList
+from attestation._errors import EvidenceError
+from attestation._verifier import ek_key_hash
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
@@ -199,9 +211,9 @@ def test_revoked_device_jwt_svid_and_mtls_svid_are_refused_without_restart(
 ) -> None:
     ca = server.ca()
     token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
-    with server.channel(ca, APP) as app, server.channel(ca, DEVICE_ID) as device:
+    with server.channel(ca, APP) as app, server.channel(ca, DEVICE_ID) as svid:
         assert server.authorize(app, token).decision == pb.DECISION_ALLOW
-        assert server.authorize(device).decision == pb.DECISION_ALLOW
+        assert server.authorize(svid).decision == pb.DECISION_ALLOW
         done = server.docket_ca("revoke", "--device", EK_HASH.hex(), "--reason", "laptop stolen")
         assert done.returncode == 0, done.stderr
         eventually(
@@ -210,7 +222,7 @@ def test_revoked_device_jwt_svid_and_mtls_svid_are_refused_without_restart(
             lambda: refused(lambda: server.authorize(app, token)) is not None,
         )
         jwt_refusal = refused(lambda: server.authorize(app, token)) or ""
-        svid_refusal = refused(lambda: server.authorize(device)) or ""
+        svid_refusal = refused(lambda: server.authorize(svid)) or ""
     for details in (jwt_refusal, svid_refusal):
         assert "revoked" in details, details
         assert "laptop stolen" in details, details
@@ -400,3 +412,24 @@ def test_revoked_device_cannot_reattest(
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as caught:
         pb_grpc.DecisionsStub(channel).Authorize(restricted_read(token), timeout=10)
     assert "revoked" in (caught.value.details() or "")
+
+
+def test_device_revoked_between_challenge_and_attest_is_refused(
+    harness: Harness,  # noqa: F811 (the imported fixture)
+    device: Device,  # noqa: F811 (the imported fixture)
+) -> None:
+    challenge_id, credential, nonce, selection = _challenge(harness, device)
+    ek_hash = ek_key_hash(device.enrollment.ek_public)
+    harness.service.revocations = RevocationList.empty("docket.local").revoke(
+        "device", ek_hash.hex(), "stolen", harness.clock.now
+    )
+    evidence = device.answer(challenge_id, credential, nonce, selection)
+    with pytest.raises(EvidenceError, match=r"revoked at .*: stolen; it cannot attest"):
+        harness.service.attest(evidence, caller=None)
+    refusal = harness.last_refusal()
+    assert refusal["action"] == "attest"
+    assert refusal["subject"] == f"spiffe://docket.local/device/{ek_hash.hex()}"
+    assert "revoked" in str(refusal["detail"])
+    # …and its next Challenge is refused too.
+    with pytest.raises(EvidenceError, match="revoked"):
+        _challenge(harness, device)
