@@ -241,7 +241,7 @@ class AttestationService:
             posture,
             leaf,
             intermediate,
-            self.ca.trust_bundle(),
+            self.ca.trust_bundle(now),
             token,
             jwt_expires,
             receipt,
