@@ -6,18 +6,27 @@ Two tiers, both ECDSA P-256:
 - an **issuing intermediate** (CA, pathlen 0, 1 year) that signs every leaf certificate and,
   with ES256, every JWT-SVID (JWT header ``kid`` = RFC 7638 thumbprint of its key).
 
-``rotate`` makes a new intermediate; the old one is *retired*, not dropped: it stays in the
-trust bundle and the JWKS until the last credential it can have signed has expired (the
-rotation time plus ``MAX_SVID_TTL``), after which ``prune`` removes it.
+``rotate`` makes a new intermediate and *retires* the old one at that moment: a credential
+it signs after its retirement (notBefore / ``iat`` later) is refused, its private key is
+dropped, and it stays trusted for what it signed before only until that has expired: in
+the JWKS for ``MAX_JWT_TTL``, in the trust bundle for ``MAX_SVID_TTL`` (verification
+applies these windows at ``now``; ``prune`` then removes it from the directory).
+
+``docket ca revoke`` keeps a :class:`RevocationList` (devices by EK hash, SPIFFE IDs,
+certificate serials), signed by the **root** key as an ES256 JWS (flattened JSON
+serialisation), with a version that only grows; ``sign_revocations`` and
+``verify_revocations`` make and check it, ``load_revocations`` reads it.
 
 The ``CertificateAuthority`` value is immutable and does no I/O or clock reads: ``create``,
 ``rotate`` and ``prune`` return new values, ``now`` is always passed in. ``init``, ``load``
 and ``save`` are the file edge. On disk (default ``<data-dir>/ca/``, mode 0700)::
 
-    ca.json                     trust domain and the retired intermediates' retire times
+    ca.json                     trust domain; each retired intermediate's serial,
+                                retired_at and retire_after (retired_at + MAX_SVID_TTL)
     root.pem / root.key         keys are PKCS#8 PEM, mode 0600
     issuing.pem / issuing.key
-    retired-<serial>.pem / .key
+    retired-<serial>.pem        a retired intermediate's certificate (no key)
+    revocations.json            the signed revocation list (absent: none revoked)
 
 Errors (beneath ``attestation._errors``)::
 
@@ -25,9 +34,12 @@ Errors (beneath ``attestation._errors``)::
     ├── CredentialError
     │   └── CAError            the CA cannot do what was asked: a malformed or foreign SPIFFE
     │                          ID, a CSR whose signature does not verify, an unsupported key,
-    │                          a CA directory that already exists, is missing or is corrupt
-    └── TokenError             a JWT-SVID does not verify (signature, kid, alg, aud, exp,
-                               nbf, iat in the future, lifetime over MAX_JWT_TTL)
+    │                          a CA directory that already exists, is missing or is corrupt,
+    │                          a revocation that is malformed, a revocation list that
+    │                          does not verify
+    └── TokenError             a JWT-SVID or X.509-SVID does not verify (signature, kid,
+                               alg, aud, exp, nbf, iat in the future, lifetime over the
+                               cap, signed by a retired key after its retirement)
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,10 +271,15 @@ class RevocationList(BaseModel):
             }
         )
 
+    @cached_property
+    def by_name(self) -> dict[tuple[str, str], Revocation]:
+        """Each revocation by (kind, value): checked on every request, so a lookup, not
+        a scan of a list that only grows."""
+        return {(r.kind, r.value): r for r in self.revoked}
+
     def device(self, ek_hash: bytes) -> Revocation | None:
         """The revocation of the device with this EK hash, if it is revoked."""
-        value = ek_hash.hex()
-        return next((r for r in self.revoked if r.kind == "device" and r.value == value), None)
+        return self.by_name.get(("device", ek_hash.hex()))
 
     def refuses(self, spiffe_id: str, serial: int | None, issued: datetime) -> Revocation | None:
         """The revocation that refuses a credential for ``spiffe_id`` (with this serial,
@@ -271,17 +289,18 @@ class RevocationList(BaseModel):
         revoked SPIFFE ID's, those issued up to the revocation (a later one is new); a
         revoked serial, that certificate.
         """
-        moment = issued.timestamp()
-        for revocation in self.revoked:
-            if revocation.kind == "device":
-                if spiffe_id == f"spiffe://{self.trust_domain}/device/{revocation.value}":
-                    return revocation
-            elif revocation.kind == "spiffe_id":
-                if spiffe_id == revocation.value and moment <= revocation.revoked_at:
-                    return revocation
-            elif serial is not None and revocation.value == f"{serial:x}":
-                return revocation
-        return None
+        if not self.revoked:
+            return None
+        by_name = self.by_name
+        prefix = f"spiffe://{self.trust_domain}/device/"
+        if spiffe_id.startswith(prefix):
+            found = by_name.get(("device", spiffe_id.removeprefix(prefix)))
+            if found is not None:
+                return found
+        found = by_name.get(("spiffe_id", spiffe_id))
+        if found is not None and issued.timestamp() <= found.revoked_at:
+            return found
+        return None if serial is None else by_name.get(("serial", f"{serial:x}"))
 
 
 def describe(revocation: Revocation) -> str:
