@@ -6,18 +6,27 @@ Two tiers, both ECDSA P-256:
 - an **issuing intermediate** (CA, pathlen 0, 1 year) that signs every leaf certificate and,
   with ES256, every JWT-SVID (JWT header ``kid`` = RFC 7638 thumbprint of its key).
 
-``rotate`` makes a new intermediate; the old one is *retired*, not dropped: it stays in the
-trust bundle and the JWKS until the last credential it can have signed has expired (the
-rotation time plus ``MAX_SVID_TTL``), after which ``prune`` removes it.
+``rotate`` makes a new intermediate and *retires* the old one at that moment: a credential
+it signs after its retirement (notBefore / ``iat`` later) is refused, its private key is
+dropped, and it stays trusted for what it signed before only until that has expired: in
+the JWKS for ``MAX_JWT_TTL``, in the trust bundle for ``MAX_SVID_TTL`` (verification
+applies these windows at ``now``; ``prune`` then removes it from the directory).
+
+``docket ca revoke`` keeps a :class:`RevocationList` (devices by EK hash, SPIFFE IDs,
+certificate serials), signed by the **root** key as an ES256 JWS (flattened JSON
+serialisation), with a version that only grows; ``sign_revocations`` and
+``verify_revocations`` make and check it, ``load_revocations`` reads it.
 
 The ``CertificateAuthority`` value is immutable and does no I/O or clock reads: ``create``,
 ``rotate`` and ``prune`` return new values, ``now`` is always passed in. ``init``, ``load``
 and ``save`` are the file edge. On disk (default ``<data-dir>/ca/``, mode 0700)::
 
-    ca.json                     trust domain and the retired intermediates' retire times
+    ca.json                     trust domain; each retired intermediate's serial,
+                                retired_at and retire_after (retired_at + MAX_SVID_TTL)
     root.pem / root.key         keys are PKCS#8 PEM, mode 0600
     issuing.pem / issuing.key
-    retired-<serial>.pem / .key
+    retired-<serial>.pem        a retired intermediate's certificate (no key)
+    revocations.json            the signed revocation list (absent: none revoked)
 
 Errors (beneath ``attestation._errors``)::
 
@@ -25,9 +34,12 @@ Errors (beneath ``attestation._errors``)::
     ├── CredentialError
     │   └── CAError            the CA cannot do what was asked: a malformed or foreign SPIFFE
     │                          ID, a CSR whose signature does not verify, an unsupported key,
-    │                          a CA directory that already exists, is missing or is corrupt
-    └── TokenError             a JWT-SVID does not verify (signature, kid, alg, aud, exp,
-                               nbf, iat in the future, lifetime over MAX_JWT_TTL)
+    │                          a CA directory that already exists, is missing or is corrupt,
+    │                          a revocation that is malformed, a revocation list that
+    │                          does not verify
+    └── TokenError             a JWT-SVID or X.509-SVID does not verify (signature, kid,
+                               alg, aud, exp, nbf, iat in the future, lifetime over the
+                               cap, signed by a retired key after its retirement)
 """
 
 from __future__ import annotations
@@ -44,8 +56,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from cryptography import x509
@@ -54,6 +67,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from attestation._errors import AttestationError, CredentialError
 
@@ -62,11 +76,17 @@ __all__ = [
     "MAX_JWT_TTL",
     "MAX_SVID_TTL",
     "POSTURE_EXTENSION",
+    "REVOCATIONS_FILE",
     "CAError",
     "CertificateAuthority",
+    "Revocation",
+    "RevocationList",
     "ServerCredential",
     "TokenError",
+    "describe",
+    "issued_at",
     "jwk_thumbprint",
+    "load_revocations",
     "parse_spiffe_id",
 ]
 
@@ -85,6 +105,10 @@ of the claims' canonical JSON. The OID is a UUID OID (ITU-T X.667, arc 2.25), so
 no registration and cannot collide."""
 
 _STATE_FILE = "ca.json"
+REVOCATIONS_FILE = "revocations.json"
+"""The signed revocation list, in the CA directory (see :class:`RevocationList`)."""
+REVOCATIONS_TYPE = "docket-revocations+jws"
+_MAX_REVOCATIONS_BYTES = 16 * 1024 * 1024
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _DNS_LABEL = re.compile(r"\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -171,6 +195,137 @@ def _jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     x, y = _ec_coordinates(key)
     kid = jwk_thumbprint(key)
     return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+# --- revocation ---------------------------------------------------------------------------
+
+RevocationKind = Literal["device", "spiffe_id", "serial"]
+_HEX_SERIAL = re.compile(r"[0-9a-f]{1,40}")
+_EK_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+class Revocation(BaseModel):
+    """One revoked device (hex SHA-256 of its EK), SPIFFE ID or certificate serial (hex,
+    as audit entries write it), why, and since when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    kind: RevocationKind
+    value: StrictStr = Field(min_length=1, max_length=2048)
+    reason: StrictStr = Field(min_length=1, max_length=1024)
+    revoked_at: StrictInt = Field(ge=0)
+    """Seconds since the epoch (UTC)."""
+
+
+class RevocationList(BaseModel):
+    """The revocations of one trust domain, as signed and published.
+
+    ``version`` grows by one with each revocation, so a replica or relying party that has
+    seen version N refuses an older list put back (a rollback un-revokes).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    trust_domain: StrictStr
+    version: StrictInt = Field(ge=0)
+    issued_at: StrictInt = Field(ge=0)
+    revoked: tuple[Revocation, ...] = ()
+
+    @classmethod
+    def empty(cls, trust_domain: str) -> RevocationList:
+        """No revocations (version 0): what holds before the first ``revoke``."""
+        return cls(trust_domain=trust_domain, version=0, issued_at=0)
+
+    def revoke(
+        self, kind: RevocationKind, value: str, reason: str, now: datetime
+    ) -> RevocationList:
+        """This list and one more revocation, as the next version. ``value`` is
+        normalised (lowercase hex); a SPIFFE ID must be in the trust domain. Raises
+        ``CAError`` for a malformed value or one already revoked."""
+        now = _check_now(now)
+        value = value.strip()
+        if kind == "device":
+            value = value.lower()
+            if not _EK_HASH.fullmatch(value):
+                raise CAError(f"a device is named by its EK hash, 64 hex digits: {value!r}")
+        elif kind == "serial":
+            value = value.lower().removeprefix("0x").lstrip("0") or "0"
+            if not _HEX_SERIAL.fullmatch(value):
+                raise CAError(f"a certificate serial is hex, at most 40 digits: {value!r}")
+        else:
+            trust_domain, _ = parse_spiffe_id(value)
+            if trust_domain != self.trust_domain:
+                raise CAError(f"{value!r} is not in the trust domain {self.trust_domain!r}")
+        reason = reason.strip()
+        if not reason or len(reason) > 1024:
+            raise CAError("a revocation needs a reason of 1-1024 characters")
+        if any(r.kind == kind and r.value == value for r in self.revoked):
+            raise CAError(f"{kind} {value} is already revoked")
+        moment = int(now.timestamp())
+        entry = Revocation(kind=kind, value=value, reason=reason, revoked_at=moment)
+        return self.model_copy(
+            update={
+                "version": self.version + 1,
+                "issued_at": max(moment, self.issued_at),
+                "revoked": (*self.revoked, entry),
+            }
+        )
+
+    @cached_property
+    def by_name(self) -> dict[tuple[str, str], Revocation]:
+        """Each revocation by (kind, value): checked on every request, so a lookup, not
+        a scan of a list that only grows."""
+        return {(r.kind, r.value): r for r in self.revoked}
+
+    def device(self, ek_hash: bytes) -> Revocation | None:
+        """The revocation of the device with this EK hash, if it is revoked."""
+        return self.by_name.get(("device", ek_hash.hex()))
+
+    def refuses(self, spiffe_id: str, serial: int | None, issued: datetime) -> Revocation | None:
+        """The revocation that refuses a credential for ``spiffe_id`` (with this serial,
+        if a certificate) issued at ``issued``, else None.
+
+        A revoked device's credentials are all refused (it cannot attest again); a
+        revoked SPIFFE ID's, those issued up to the revocation (a later one is new); a
+        revoked serial, that certificate.
+        """
+        if not self.revoked:
+            return None
+        by_name = self.by_name
+        prefix = f"spiffe://{self.trust_domain}/device/"
+        if spiffe_id.startswith(prefix):
+            found = by_name.get(("device", spiffe_id.removeprefix(prefix)))
+            if found is not None:
+                return found
+        found = by_name.get(("spiffe_id", spiffe_id))
+        if found is not None and issued.timestamp() <= found.revoked_at:
+            return found
+        return None if serial is None else by_name.get(("serial", f"{serial:x}"))
+
+
+def describe(revocation: Revocation) -> str:
+    """``device <hash> revoked at <time>: <reason>``, for refusals and logs."""
+    kind = revocation.kind.replace("_", " ")
+    when = datetime.fromtimestamp(revocation.revoked_at, UTC)
+    return f"{kind} {revocation.value} revoked at {when:%Y-%m-%dT%H:%M:%SZ}: {revocation.reason}"
+
+
+def load_revocations(directory: Path, ca: CertificateAuthority) -> tuple[RevocationList, bytes]:
+    """The revocation list in ``directory`` (the CA's) and its signed document, after
+    checking the signature with ``ca``'s root; an empty list signed now-less (version 0)
+    when there is no file. Raises ``CAError``."""
+    path = directory / REVOCATIONS_FILE
+    try:
+        with path.open("rb") as handle:
+            document = handle.read(_MAX_REVOCATIONS_BYTES + 1)
+    except FileNotFoundError:
+        empty = RevocationList.empty(ca.trust_domain)
+        return empty, ca.sign_revocations(empty)
+    except OSError as exc:
+        raise CAError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(document) > _MAX_REVOCATIONS_BYTES:
+        raise CAError(f"{path} is larger than {_MAX_REVOCATIONS_BYTES} bytes")
+    return ca.verify_revocations(document), document
 
 
 # --- certificates ---------------------------------------------------------------------------
@@ -291,8 +446,27 @@ def _pem(cert: x509.Certificate) -> bytes:
 @dataclass(frozen=True)
 class _Issuer:
     certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-    retire_after: datetime | None = None  # set on retired intermediates only
+    # None once retired: a retired key signs nothing more, so its private half is dropped.
+    key: ec.EllipticCurvePrivateKey | None
+    retired_at: datetime | None = None  # set on retired intermediates only
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        key = self.certificate.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey)  # _make_issuing makes P-256 keys
+        return key
+
+    @property
+    def retire_after(self) -> datetime | None:
+        """When the last X.509-SVID this retired key signed has expired: it leaves the
+        trust bundle (and the CA directory) then."""
+        return None if self.retired_at is None else self.retired_at + MAX_SVID_TTL
+
+    def trusted_for_svids(self, now: datetime) -> bool:
+        return self.retired_at is None or now < self.retired_at + MAX_SVID_TTL
+
+    def trusted_for_jwts(self, now: datetime) -> bool:
+        return self.retired_at is None or now < self.retired_at + MAX_JWT_TTL
 
 
 @dataclass(frozen=True)
@@ -371,8 +545,9 @@ class CertificateAuthority:
             issuing = _Issuer(*_read_pair(directory, "issuing"))
             retired = tuple(
                 _Issuer(
-                    *_read_pair(directory, f"retired-{item['serial']}"),
-                    retire_after=datetime.fromisoformat(item["retire_after"]).astimezone(UTC),
+                    _read_certificate(directory, f"retired-{item['serial']}"),
+                    None,
+                    retired_at=_retired_at(item),
                 )
                 for item in state.get("retired", [])
             )
@@ -388,17 +563,20 @@ class CertificateAuthority:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         pairs = {"root": (self.root, self.root_key), "issuing": _pair(self.issuing)}
-        for issuer in self.retired:
-            pairs[f"retired-{issuer.certificate.serial_number:x}"] = _pair(issuer)
+        retired = {f"retired-{i.certificate.serial_number:x}": i for i in self.retired}
+        # retired_at is when the key stopped signing (credentials it signed later are
+        # forged); retire_after, when it leaves the bundle. Before issue 14 only the
+        # latter was written, and nothing refused what the retired key signed after.
         state: dict[str, Any] = {
             "trust_domain": self.trust_domain,
             "retired": [
                 {
                     "serial": f"{issuer.certificate.serial_number:x}",
-                    "retire_after": issuer.retire_after.isoformat(),
+                    "retired_at": issuer.retired_at.isoformat(),
+                    "retire_after": (issuer.retired_at + MAX_SVID_TTL).isoformat(),
                 }
                 for issuer in self.retired
-                if issuer.retire_after is not None
+                if issuer.retired_at is not None
             ],
         }
         try:
@@ -410,11 +588,14 @@ class CertificateAuthority:
                 )
                 _write(directory / f"{stem}.key", key_pem, 0o600, exclusive)
                 _write(directory / f"{stem}.pem", _pem(cert), 0o644, exclusive)
+            for stem, issuer in retired.items():
+                _write(directory / f"{stem}.pem", _pem(issuer.certificate), 0o644, exclusive)
             # The state file last: a CA directory without one is not a CA yet.
             state_bytes = (json.dumps(state, indent=2) + "\n").encode()
             _write(directory / _STATE_FILE, state_bytes, 0o600, exclusive)
             for stale in directory.glob("retired-*"):
-                if stale.name.rsplit(".", 1)[0] not in pairs:
+                # A retired key's private half (and a pruned key's certificate) goes.
+                if stale.suffix == ".key" or stale.name.rsplit(".", 1)[0] not in retired:
                     stale.unlink()
         except FileExistsError as exc:
             raise CAError(f"a CA already exists at {directory}") from exc
@@ -424,30 +605,109 @@ class CertificateAuthority:
     # --- trust material ----------------------------------------------------------------------
 
     @property
+    def _signing_key(self) -> ec.EllipticCurvePrivateKey:
+        if self.issuing.key is None:  # only a retired issuer lacks its key
+            raise CAError("the issuing intermediate's private key is missing")
+        return self.issuing.key
+
+    @property
     def issuing_certificate(self) -> x509.Certificate:
         """The intermediate that signs new credentials."""
         return self.issuing.certificate
 
-    def trust_bundle(self) -> bytes:
-        """PEM: the root, the current intermediate, then any retired ones still trusted."""
-        certs = [self.root, self.issuing.certificate, *(i.certificate for i in self.retired)]
+    def trust_bundle(self, now: datetime | None = None) -> bytes:
+        """PEM: the root, the current intermediate, then the retired ones still trusted
+        for X.509-SVIDs at ``now`` (all that are kept, without ``now``)."""
+        certs = [self.root, *(i.certificate for i in self._issuers(now, jwt=False))]
         return b"".join(_pem(cert) for cert in certs)
 
-    def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """The JWT-SVID verification keys (current and retired intermediates) as a JWK Set."""
-        return {"keys": [_jwk(issuer.key.public_key()) for issuer in self._issuers()]}
+    def jwks(self, now: datetime | None = None) -> dict[str, list[dict[str, str]]]:
+        """The JWT-SVID verification keys as a JWK Set: the current intermediate's, then
+        the retired ones' until their last JWT-SVID has expired (``MAX_JWT_TTL`` after
+        the rotation) at ``now`` (all that are kept, without ``now``)."""
+        return {"keys": [_jwk(issuer.public_key) for issuer in self._issuers(now, jwt=True)]}
 
-    def _issuers(self) -> tuple[_Issuer, ...]:
-        return (self.issuing, *self.retired)
+    def _issuers(self, now: datetime | None = None, *, jwt: bool = False) -> tuple[_Issuer, ...]:
+        """The current issuer, then the retired ones still trusted at ``now``."""
+        if now is None:
+            return (self.issuing, *self.retired)
+        now = _check_now(now)
+        kept = (
+            i for i in self.retired if (i.trusted_for_jwts if jwt else i.trusted_for_svids)(now)
+        )
+        return (self.issuing, *kept)
+
+    # --- revocation ---------------------------------------------------------------------------
+
+    def sign_revocations(self, revocations: RevocationList) -> bytes:
+        """``revocations`` as a signed document: a JWS (RFC 7515) in the flattened JSON
+        serialisation, ES256 by the **root** key (``kid`` its RFC 7638 thumbprint,
+        ``x5t#S256`` the root certificate's SHA-256), payload the list's JSON.
+
+        The root, not the issuing key: revocation must hold when an issuing key is what
+        was compromised, the root is the anchor relying parties already hold (``docket
+        ca bundle``) and it does not rotate, and its key usage includes cRLSign, the
+        usage X.509 gives to signing revocation information. Raises ``CAError``.
+        """
+        if revocations.trust_domain != self.trust_domain:
+            raise CAError("the revocation list is for another trust domain")
+        payload = revocations.model_dump_json().encode()
+        header = {
+            "typ": REVOCATIONS_TYPE,
+            "kid": jwk_thumbprint(self._root_public_key),
+            "x5t#S256": _b64url(self.root.fingerprint(hashes.SHA256())),
+        }
+        compact = jwt.api_jws.encode(payload, self.root_key, algorithm="ES256", headers=header)
+        protected, body, signature = compact.split(".")
+        document = {"protected": protected, "payload": body, "signature": signature}
+        return (json.dumps(document, indent=2) + "\n").encode()
+
+    def verify_revocations(self, document: bytes) -> RevocationList:
+        """The revocation list in a document :meth:`sign_revocations` made, after checking
+        its ES256 signature by this CA's root and its trust domain. Raises ``CAError``."""
+        try:
+            parsed = json.loads(document)
+            if not isinstance(parsed, dict) or set(parsed) != {"protected", "payload", "signature"}:
+                raise ValueError("want a flattened JWS: protected, payload, signature")
+            compact = ".".join(str(parsed[part]) for part in ("protected", "payload", "signature"))
+            header = jwt.get_unverified_header(compact)
+            if header.get("typ") != REVOCATIONS_TYPE:
+                raise ValueError(f"typ is {header.get('typ')!r}, want {REVOCATIONS_TYPE!r}")
+            payload = jwt.api_jws.decode(compact, self._root_public_key, algorithms=["ES256"])
+            revocations = RevocationList.model_validate_json(payload)
+        except (ValueError, jwt.PyJWTError, ValidationError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CAError(f"the revocation list does not verify: {message}") from exc
+        if revocations.trust_domain != self.trust_domain:
+            raise CAError("the revocation list is for another trust domain")
+        return revocations
+
+    @property
+    def _root_public_key(self) -> ec.EllipticCurvePublicKey:
+        return self.root_key.public_key()
+
+    def save_revocations(self, directory: Path, revocations: RevocationList) -> bytes:
+        """Sign ``revocations`` and write them to ``directory`` atomically; the document.
+        Raises ``CAError``."""
+        document = self.sign_revocations(revocations)
+        try:
+            _write(directory / REVOCATIONS_FILE, document, 0o644, exclusive=False)
+        except OSError as exc:
+            raise CAError(
+                f"cannot write the revocation list to {directory}: {exc.strerror}"
+            ) from exc
+        return document
 
     # --- rotation ------------------------------------------------------------------------------
 
     def rotate(self, now: datetime) -> CertificateAuthority:
-        """A new issuing intermediate; the current one is retired but trusted until
-        ``now + MAX_SVID_TTL``, when the last credential it signed has expired."""
+        """A new issuing intermediate. The current one is retired at ``now``: a credential
+        it signs later is refused, and it stays trusted for what it signed before only
+        until that has expired (``MAX_JWT_TTL`` for JWT-SVIDs, ``MAX_SVID_TTL`` for
+        X.509-SVIDs). Its private key is dropped."""
         now = _check_now(now)
         cert, key = _make_issuing(self.trust_domain, self.root, self.root_key, now)
-        retired = dataclasses.replace(self.issuing, retire_after=now + MAX_SVID_TTL)
+        retired = _Issuer(self.issuing.certificate, None, retired_at=now)
         return dataclasses.replace(
             self, issuing=_Issuer(cert, key), retired=(retired, *self.retired)
         )
@@ -455,11 +715,7 @@ class CertificateAuthority:
     def prune(self, now: datetime) -> CertificateAuthority:
         """Drop retired intermediates whose overlap window has ended by ``now``."""
         now = _check_now(now)
-        kept = tuple(
-            issuer
-            for issuer in self.retired
-            if issuer.retire_after is not None and issuer.retire_after > now
-        )
+        kept = tuple(issuer for issuer in self.retired if issuer.trusted_for_svids(now))
         return dataclasses.replace(self, retired=kept)
 
     # --- X.509 ---------------------------------------------------------------------------------
@@ -499,7 +755,7 @@ class CertificateAuthority:
         )
         for extension in extra:
             builder = builder.add_extension(extension, critical=False)
-        return builder.sign(self.issuing.key, hashes.SHA256()), issuer
+        return builder.sign(self._signing_key, hashes.SHA256()), issuer
 
     def issue_svid(
         self,
@@ -621,9 +877,9 @@ class CertificateAuthority:
         try:
             return jwt.encode(
                 payload,
-                self.issuing.key,
+                self._signing_key,
                 algorithm="ES256",
-                headers={"kid": jwk_thumbprint(self.issuing.key.public_key()), "typ": "JWT"},
+                headers={"kid": jwk_thumbprint(self.issuing.public_key), "typ": "JWT"},
             )
         except (TypeError, ValueError) as exc:
             raise CAError(f"cannot encode the JWT-SVID claims: {exc}") from exc
@@ -631,7 +887,9 @@ class CertificateAuthority:
     def verify_jwt(self, token: str, audience: str, now: datetime) -> dict[str, Any]:
         """The claims of a JWT-SVID this CA signed, for ``audience``, valid at ``now``.
 
-        Only ES256 with the ``kid`` of a current or retired intermediate is accepted.
+        Only ES256 with the ``kid`` of the current intermediate, or of a retired one
+        within ``MAX_JWT_TTL`` of its retirement for a token issued (``iat``) before it,
+        is accepted.
         ``sub``, ``aud``, ``exp`` and ``iat`` are required; at ``now`` the token must be
         unexpired (``exp``), valid already (``nbf``, if present) and not issued in the
         future (``iat``), and it may not live longer than ``MAX_JWT_TTL`` (``exp - iat``,
@@ -645,14 +903,14 @@ class CertificateAuthority:
             raise TokenError(f"malformed JWT: {exc}") from exc
         if header.get("alg") != "ES256":
             raise TokenError(f"JWT algorithm {header.get('alg')!r} is not accepted; want ES256")
-        keys = {jwk_thumbprint(i.key.public_key()): i.key.public_key() for i in self._issuers()}
-        key = keys.get(header.get("kid", ""))
-        if key is None:
+        issuers = {jwk_thumbprint(i.public_key): i for i in self._issuers(now, jwt=True)}
+        issuer = issuers.get(header.get("kid", ""))
+        if issuer is None:
             raise TokenError(f"JWT key id {header.get('kid')!r} is not one of this CA's keys")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key,
+                issuer.public_key,
                 algorithms=["ES256"],
                 audience=audience,
                 # Time is checked below against the caller's ``now``, not the clock.
@@ -673,6 +931,11 @@ class CertificateAuthority:
             raise TokenError("JWT is not yet valid (nbf)")
         if iat > moment + CLOCK_SKEW.total_seconds():
             raise TokenError("JWT was issued in the future (iat)")
+        if issuer.retired_at is not None and iat > issuer.retired_at.timestamp():
+            raise TokenError(
+                "JWT was signed by an issuing key retired at "
+                f"{issuer.retired_at:%Y-%m-%dT%H:%M:%SZ}, after its retirement"
+            )
         cap = MAX_JWT_TTL.total_seconds()
         if exp - iat > cap or exp - moment > cap:
             raise TokenError(
@@ -693,25 +956,38 @@ class CertificateAuthority:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:
             return False
-        return any(kid == jwk_thumbprint(i.key.public_key()) for i in self._issuers())
+        return any(kid == jwk_thumbprint(i.public_key) for i in self._issuers())
 
     def verify_svid(
         self, leaf: x509.Certificate, now: datetime
     ) -> tuple[str, dict[str, Any] | None]:
         """The SPIFFE ID and posture claims (None without) of an X.509-SVID this CA issued.
 
-        The leaf must be signed by the current or a retired intermediate and valid at
-        ``now``. Raises ``TokenError``.
+        The leaf must be signed by the current intermediate, or by a retired one before its
+        retirement, live at most ``MAX_SVID_TTL`` and be valid at ``now``. Raises
+        ``TokenError``.
         """
         now = _check_now(now)
-        # The current and retired intermediates share a subject: try each by signature.
-        candidates = [i for i in self._issuers() if i.certificate.subject == leaf.issuer]
+        # Successive intermediates' subjects differ by time; still, try each by signature.
+        candidates = [i for i in self._issuers(now) if i.certificate.subject == leaf.issuer]
         if not candidates:
             raise TokenError("the certificate was not issued by this CA")
-        if not any(_signed_by(leaf, issuer.certificate) for issuer in candidates):
+        signer = next((i for i in candidates if _signed_by(leaf, i.certificate)), None)
+        if signer is None:
             raise TokenError("the certificate's signature is not this CA's")
         if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
             raise TokenError("the certificate is not valid now")
+        if leaf.not_valid_after_utc - leaf.not_valid_before_utc > MAX_SVID_TTL + BACKDATE:
+            raise TokenError(
+                "the certificate's lifetime exceeds the "
+                f"{MAX_SVID_TTL.total_seconds() / 3600:g}-hour cap"
+            )
+        # issue_svid backdates notBefore by BACKDATE: this is when it was issued.
+        if signer.retired_at is not None and issued_at(leaf) > signer.retired_at:
+            raise TokenError(
+                f"the certificate was signed by an issuing key retired at "
+                f"{signer.retired_at:%Y-%m-%dT%H:%M:%SZ}, after its retirement"
+            )
         try:
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             (spiffe_id,) = san.value.get_values_for_type(x509.UniformResourceIdentifier)
@@ -789,8 +1065,27 @@ def _check_dns_name(name: str) -> None:
         raise CAError(f"a wildcard is allowed only as the first label: {name!r}")
 
 
+def issued_at(leaf: x509.Certificate) -> datetime:
+    """When a certificate this CA made was issued (its notBefore is backdated)."""
+    return leaf.not_valid_before_utc + BACKDATE
+
+
 def _pair(issuer: _Issuer) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    if issuer.key is None:
+        raise CAError("the issuing intermediate's private key is missing")
     return issuer.certificate, issuer.key
+
+
+def _retired_at(item: Mapping[str, Any]) -> datetime:
+    """When a retired key of ``ca.json`` was retired. Files written before issue 14 hold
+    only ``retire_after``, which was always the retirement plus ``MAX_SVID_TTL``."""
+    if "retired_at" in item:
+        return datetime.fromisoformat(item["retired_at"]).astimezone(UTC)
+    return datetime.fromisoformat(item["retire_after"]).astimezone(UTC) - MAX_SVID_TTL
+
+
+def _read_certificate(directory: Path, stem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((directory / f"{stem}.pem").read_bytes())
 
 
 def _read_pair(directory: Path, stem: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

@@ -6,9 +6,15 @@
     docket ca issue-server  --dns NAME [--dns …] [--ip ADDR …] [--out DIR] [--ttl HOURS]
     docket ca issue-client  --spiffe-id ID [--out DIR] [--ttl HOURS]   an X.509-SVID for a
                             service (e.g. Envoy as a trusted enforcement point) over mTLS
-    docket ca rotate        [--data-dir DIR]           new issuing key; the old one overlaps
+    docket ca rotate        [--data-dir DIR]           new issuing key; the old one is retired
+    docket ca revoke        (--device EKHASH | --spiffe-id ID | --serial HEX) --reason TEXT
+    docket ca revocations   [--data-dir DIR] [--json]  the signed revocation list, verified
 
-Exit codes: 0 success; 2 usage or input error. Errors are one line on stderr.
+A running ``docket serve`` notices ``rotate`` and ``revoke`` within
+``revocation_poll_seconds`` (or at once on SIGHUP).
+
+Exit codes: 0 success; 2 usage or input error (including a revocation list that does not
+verify). Errors are one line on stderr.
 This is the edge: the clock is read here and nowhere in ``attestation._ca``.
 """
 
@@ -25,7 +31,16 @@ import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation._ca import MAX_SVID_TTL, CAError, CertificateAuthority, jwk_thumbprint
+from attestation._ca import (
+    MAX_JWT_TTL,
+    MAX_SVID_TTL,
+    CAError,
+    CertificateAuthority,
+    RevocationKind,
+    describe,
+    jwk_thumbprint,
+    load_revocations,
+)
 
 DEFAULT_DATA_DIR = Path("docket-data")
 CA_DIR = "ca"
@@ -97,22 +112,24 @@ def init(data_dir: Path | None, trust_domain: str) -> None:
 @data_dir_option
 def bundle(data_dir: Path | None) -> None:
     """Print the trust bundle: root and issuing CA certificates, PEM."""
-    click.echo(_load(data_dir).trust_bundle().decode("ascii"), nl=False)
+    click.echo(_load(data_dir).trust_bundle(datetime.now(UTC)).decode("ascii"), nl=False)
 
 
 @ca.command("jwks")
 @data_dir_option
 def jwks(data_dir: Path | None) -> None:
     """Print the JWT-SVID verification keys as a JSON Web Key Set."""
-    click.echo(json.dumps(_load(data_dir).jwks(), indent=2))
+    click.echo(json.dumps(_load(data_dir).jwks(datetime.now(UTC)), indent=2))
 
 
 @ca.command("rotate")
 @data_dir_option
 def rotate(data_dir: Path | None) -> None:
-    """Make a new issuing key. The old one stays in the bundle and the JWKS until the
-    last credential it signed has expired (24 h), then a later rotate drops it. Send
-    `docket serve` SIGHUP to start issuing with the new key."""
+    """Make a new issuing key and retire the current one at once: what it signs from now
+    on is refused, and its private key is deleted. Its JWT-SVIDs stay verifiable for 5
+    minutes, its X.509-SVIDs for 24 h (the longest each can live), then it leaves the
+    JWKS and the bundle. A running `docket serve` starts issuing with the new key within
+    revocation_poll_seconds (or on SIGHUP)."""
     directory = ca_dir(data_dir)
     now = datetime.now(UTC)
     authority = _load(data_dir).prune(now)
@@ -122,13 +139,77 @@ def rotate(data_dir: Path | None) -> None:
     except CAError as exc:
         raise InputError(str(exc)) from exc
     (retired, *_) = rotated.retired
-    assert retired.retire_after is not None  # rotate sets it
-    kid = jwk_thumbprint(rotated.issuing.key.public_key())
+    assert retired.retired_at is not None  # rotate sets it
+    kid = jwk_thumbprint(rotated.issuing.public_key)
     click.echo(f"new issuing key {kid} in {directory}")
     click.echo(
-        f"the previous key stays trusted until {retired.retire_after:%Y-%m-%dT%H:%M:%SZ}; "
-        f"{len(rotated.retired)} retired key(s) in the bundle and JWKS"
+        f"the previous key is retired at {now:%Y-%m-%dT%H:%M:%SZ}: credentials it signs from "
+        f"now on are refused; it leaves the JWKS at "
+        f"{retired.retired_at + MAX_JWT_TTL:%Y-%m-%dT%H:%M:%SZ} and the bundle at "
+        f"{retired.retired_at + MAX_SVID_TTL:%Y-%m-%dT%H:%M:%SZ}; "
+        f"{len(rotated.retired)} retired key(s) kept"
     )
+
+
+@ca.command("revoke")
+@data_dir_option
+@click.option(
+    "--device",
+    metavar="EKHASH",
+    help="A device: hex SHA-256 of its EK (its SPIFFE ID's last segment).",
+)
+@click.option(
+    "--spiffe-id", metavar="ID", help="Every credential issued so far for this SPIFFE ID."
+)
+@click.option("--serial", metavar="HEX", help="One X.509 certificate, by serial (hex).")
+@click.option("--reason", required=True, help="Why (kept in the list and in every refusal).")
+def revoke(
+    data_dir: Path | None,
+    device: str | None,
+    spiffe_id: str | None,
+    serial: str | None,
+    reason: str,
+) -> None:
+    """Revoke a device (it cannot attest again and all its credentials are refused), a
+    SPIFFE ID (its credentials issued up to now) or a certificate serial. The list is
+    signed by the CA's root and a running `docket serve` applies it within seconds."""
+    named: tuple[tuple[RevocationKind, str | None], ...] = (
+        ("device", device),
+        ("spiffe_id", spiffe_id),
+        ("serial", serial),
+    )
+    given = [(kind, value) for kind, value in named if value is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of --device, --spiffe-id or --serial")
+    ((kind, value),) = given
+    directory = ca_dir(data_dir)
+    authority = _load(data_dir)
+    try:
+        current, _ = load_revocations(directory, authority)
+        updated = current.revoke(kind, value, reason, datetime.now(UTC))
+        authority.save_revocations(directory, updated)
+    except CAError as exc:
+        raise InputError(str(exc)) from exc
+    click.echo(
+        f"revoked {describe(updated.revoked[-1])} (revocation list version {updated.version})"
+    )
+
+
+@ca.command("revocations")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the verified list as JSON.")
+def revocations(data_dir: Path | None, as_json: bool) -> None:
+    """Print the revocation list, after checking its signature by the CA's root."""
+    try:
+        listed, _ = load_revocations(ca_dir(data_dir), _load(data_dir))
+    except CAError as exc:
+        raise InputError(str(exc)) from exc
+    if as_json:
+        click.echo(listed.model_dump_json(indent=2))
+        return
+    click.echo(f"revocation list version {listed.version}, {len(listed.revoked)} revoked")
+    for revocation in listed.revoked:
+        click.echo(describe(revocation))
 
 
 @ca.command("issue-server")

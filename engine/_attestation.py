@@ -11,7 +11,8 @@ unless configured).
 Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
 
 - ``attestation``: one per Challenge refused and per Attest, with the device's SPIFFE ID
-  as ``subject`` when known, and ``detail`` {stage, reason | posture, challenge_id};
+  as ``subject`` when known, and ``detail`` {stage, reason | posture, challenge_id}; a
+  device revoked with ``docket ca revoke --device`` is refused at both stages;
 - ``certificate``: one per credential issued (the X.509-SVID and the JWT-SVID), with
   ``detail`` {credential, serial | audience, not_after, device_class}.
 """
@@ -28,7 +29,7 @@ import jwt
 import structlog
 from cryptography import x509
 
-from attestation._ca import CertificateAuthority
+from attestation._ca import CertificateAuthority, RevocationList, describe
 from attestation._der import load_pem_certificates
 from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._reference import ReferenceValues, appraise_any
@@ -188,8 +189,12 @@ class AttestationService:
         clock: Callable[[], datetime],
         svid_ttl: timedelta = timedelta(hours=1),
         quote_hashes: frozenset[int] = DEFAULT_QUOTE_HASHES,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.ca = ca
+        self.revocations = revocations or RevocationList.empty(ca.trust_domain)
+        """The revocation list in force: a revoked device is refused at Challenge and
+        at Attest (replaced whole by a reload)."""
         self.roots = roots
         self.store = store
         self.audit = audit
@@ -216,6 +221,7 @@ class AttestationService:
             challenge, pending = begin_enrollment(
                 enrollment, self.roots, now=now, ttl=CHALLENGE_TTL
             )
+            self._not_revoked(pending.ek_hash)
         except AttestationError as exc:
             self.refused("challenge", exc, caller=caller, subject=None, now=now)
             raise
@@ -233,6 +239,8 @@ class AttestationService:
         try:
             pending = self.store.consume(evidence.challenge_id, now=now)
             subject = device_spiffe_id(self.ca.trust_domain, pending.ek_hash)
+            # Again here: the device may have been revoked since its challenge.
+            self._not_revoked(pending.ek_hash)
             reference = self._reference()
             verified = finish_attestation(
                 pending,
@@ -282,11 +290,17 @@ class AttestationService:
             posture,
             leaf,
             intermediate,
-            self.ca.trust_bundle(),
+            self.ca.trust_bundle(now),
             token,
             jwt_expires,
             receipt,
         )
+
+    def _not_revoked(self, ek_hash: bytes) -> None:
+        """Raises :class:`~attestation.EvidenceError` when the device is revoked."""
+        revocation = self.revocations.device(ek_hash)
+        if revocation is not None:
+            raise EvidenceError(f"{describe(revocation)}; it cannot attest")
 
     def refused(
         self,

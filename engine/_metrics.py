@@ -7,7 +7,11 @@ With several worker processes, each records into files under
 The same listener serves the CA's JWT-SVID keys at ``/.well-known/jwks.json``
 (``application/json``, what ``docket ca jwks`` prints), so that Envoy's jwt_authn
 (``remote_jwks``) and other verifiers of Docket's JWT-SVIDs fetch them as they fetch an
-OIDC provider's or a SPIFFE bundle endpoint's.
+OIDC provider's or a SPIFFE bundle endpoint's; and the signed revocation list at
+``/.well-known/docket-revocations.json`` (a flattened JWS, ES256 by the CA's root: see
+``attestation._ca.CertificateAuthority.sign_revocations``), exactly the document of the
+CA directory that this process verified and applies, so other replicas and relying
+parties fetch it and verify it with the root of ``docket ca bundle``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 JWKS_PATH = "/.well-known/jwks.json"
 """Where the HTTP listener serves the CA's JWKS."""
+REVOCATIONS_PATH = "/.well-known/docket-revocations.json"
+"""Where the HTTP listener serves the CA's signed revocation list."""
 
 # Decisions take ~0.1 ms of evaluation; the buckets resolve that and reach a second.
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -130,24 +136,38 @@ Jwks = Callable[[], Mapping[str, Any]]
 """Gives the current JWK Set (it changes on SIGHUP after ``docket ca rotate``)."""
 
 
-def _app(registry: CollectorRegistry, jwks: Jwks | None) -> Callable[..., Iterable[bytes]]:
+Revocations = Callable[[], bytes]
+"""Gives the signed revocation list in force (it changes after ``docket ca revoke``)."""
+
+
+def _app(
+    registry: CollectorRegistry, jwks: Jwks | None, revocations: Revocations | None
+) -> Callable[..., Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if jwks is None or environ.get("PATH_INFO") != JWKS_PATH:
+        path = environ.get("PATH_INFO")
+        if jwks is not None and path == JWKS_PATH:
+            body = json.dumps(jwks(), separators=(",", ":")).encode()
+            # Verifiers refetch soon after a rotation; retired keys stay in the set until
+            # their last token has expired, so a minute's staleness is safe.
+            max_age = 60
+        elif revocations is not None and path == REVOCATIONS_PATH:
+            body = revocations()
+            # A revocation should reach relying parties within seconds, as it reaches
+            # Docket's own checks.
+            max_age = 5
+        else:
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
             return [b""]
-        body = json.dumps(jwks(), separators=(",", ":")).encode()
         start_response(
             "200 OK",
             [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
-                # Verifiers refetch soon after a rotation; retired keys stay in the set
-                # until their last token has expired, so a minute's staleness is safe.
-                ("Cache-Control", "max-age=60"),
+                ("Cache-Control", f"max-age={max_age}"),
             ],
         )
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
@@ -156,15 +176,22 @@ def _app(registry: CollectorRegistry, jwks: Jwks | None) -> Callable[..., Iterab
 
 
 def serve_metrics(
-    host: str, port: int, registry: CollectorRegistry, jwks: Jwks | None = None
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    jwks: Jwks | None = None,
+    revocations: Revocations | None = None,
 ) -> WSGIServer:
-    """Serve ``/metrics`` (and, given ``jwks``, ``/.well-known/jwks.json``) in a daemon
-    thread; returns the server (``server_port``). Raises ``OSError`` if it cannot bind."""
+    """Serve ``/metrics`` (and, given ``jwks``, ``/.well-known/jwks.json``; given
+    ``revocations``, ``/.well-known/docket-revocations.json``) in a daemon thread;
+    returns the server (``server_port``). Raises ``OSError`` if it cannot bind."""
 
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    server = make_server(host, port, _app(registry, jwks), Server, handler_class=_Quiet)
+    server = make_server(
+        host, port, _app(registry, jwks, revocations), Server, handler_class=_Quiet
+    )
     threading.Thread(target=server.serve_forever, name="docket-metrics", daemon=True).start()
     return server
 

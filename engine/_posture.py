@@ -11,9 +11,14 @@ and ``id`` = the device's SPIFFE ID); the inventory facts the caller relays
 layer refuses them, :mod:`engine._wire`).
 
 Only credentials this Docket's CA signed count: a certificate from another CA the TLS
-configuration trusts is an identity, not a posture. A certificate relayed in an ext_authz
-Check (``source.certificate``) is read only from a trusted enforcement point (which saw
-the downstream prove it holds the key); anyone can paste a public certificate.
+configuration trusts is an identity, not a posture. A Docket credential that is revoked
+(:class:`~attestation._ca.RevocationList`: its device, its SPIFFE ID up to the
+revocation, or its serial), or that a retired issuing key signed after its retirement,
+is refused: the request fails, it does not go on without posture. Revocations are checked
+on every use, also of a cached credential, so a new list counts at once. A certificate
+relayed in an ext_authz Check (``source.certificate``) is read only from a trusted
+enforcement point (which saw the downstream prove it holds the key); anyone can paste a
+public certificate.
 
 :func:`provenance` is what each audit entry records in ``detail.provenance``: who called
 (``caller``), where the posture came from (``{"source": "x509-svid", "serial": …}``,
@@ -28,14 +33,22 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 from urllib.parse import unquote
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
-from attestation._ca import JWT_POSTURE_CLAIM, CertificateAuthority, TokenError
+from attestation._ca import (
+    JWT_POSTURE_CLAIM,
+    CertificateAuthority,
+    RevocationList,
+    TokenError,
+    describe,
+    issued_at,
+)
 from attestation._errors import ParseError
 from attestation._verifier import Posture
 from engine._errors import RequestError
@@ -88,11 +101,15 @@ class Proven:
 
 @dataclass(frozen=True, slots=True)
 class _Verified:
-    """What a peer certificate proved (None: no posture), and when it is valid."""
+    """What a peer certificate proved (None: no posture), and when it is valid; for a
+    Docket SVID, what a revocation names it by (SPIFFE ID, serial, issue time)."""
 
     posture: Proven | None
     not_before: datetime
     not_after: datetime
+    spiffe_id: str | None = None
+    serial: int | None = None
+    issued: datetime | None = None
 
 
 class PostureReader:
@@ -100,16 +117,24 @@ class PostureReader:
 
     A connection presents the same certificate on every call, a device the same token
     with many requests: what each proved is cached (signature, SPIFFE ID, posture: ~0.1
-    ms of ECDSA otherwise), and only its validity is checked on each use. Setting
-    :attr:`ca` (a reload after a rotation) empties the caches.
+    ms of ECDSA otherwise), and only its validity and :attr:`revocations` are checked on
+    each use, so a revocation counts from the moment the list is set. Setting :attr:`ca`
+    (a reload after a rotation) empties the caches.
     """
 
-    def __init__(self, ca: CertificateAuthority, audience: str) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        audience: str,
+        revocations: RevocationList | None = None,
+    ) -> None:
         self.audience = audience
         self._lock = threading.Lock()
         self._verified: OrderedDict[bytes, _Verified | None] = OrderedDict()
-        self._tokens: OrderedDict[str, tuple[Proven, int]] = OrderedDict()
+        self._tokens: OrderedDict[str, tuple[Proven, int, datetime]] = OrderedDict()
         self.ca = ca
+        self.revocations = revocations or RevocationList.empty(ca.trust_domain)
+        """The revocation list in force (replaced whole by a reload)."""
 
     @property
     def ca(self) -> CertificateAuthority:
@@ -130,35 +155,71 @@ class PostureReader:
             return None
         window = (cert.not_valid_before_utc, cert.not_valid_after_utc)
         try:
-            spiffe_id, claims = self.ca.verify_svid(cert, max(now, window[0]))
-            posture = (
-                None
-                if claims is None
-                else Proven(
-                    spiffe_id,
-                    _checked(claims, "client certificate"),
-                    "x509-svid",
-                    f"{cert.serial_number:x}",
-                )
+            # Verified at a moment inside its window: validity is checked on each use.
+            moment = min(max(now, window[0]), window[1] - timedelta(microseconds=1))
+            spiffe_id, claims = self.ca.verify_svid(cert, moment)
+        except TokenError as exc:
+            if self._ours(cert):
+                # Docket's signature, refused (a retired key's late credential, over the
+                # lifetime cap): a forgery, not another CA's identity.
+                raise TokenError(f"client certificate: {exc}") from exc
+            return _Verified(None, *window)  # another CA's certificate: no posture
+        posture = (
+            None
+            if claims is None
+            else Proven(
+                spiffe_id,
+                _checked(claims, "client certificate"),
+                "x509-svid",
+                f"{cert.serial_number:x}",
             )
-        except TokenError:
-            posture = None  # another CA's certificate: an identity, no posture
-        return _Verified(posture, *window)
+        )
+        return _Verified(posture, *window, spiffe_id, cert.serial_number, issued_at(cert))
+
+    def _ours(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` is signed by one of this CA's intermediates, current or
+        retired (kept), whatever else is wrong with it."""
+        for issuer in (self.ca.issuing, *self.ca.retired):
+            if issuer.certificate.subject != cert.issuer:
+                continue
+            try:
+                cert.verify_directly_issued_by(issuer.certificate)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return True
+        return False
+
+    def _revoked(self, spiffe_id: str, serial: int | None, issued: datetime) -> str | None:
+        revocation = self.revocations.refuses(spiffe_id, serial, issued)
+        return None if revocation is None else describe(revocation)
 
     def from_certificate(self, pem: bytes, now: datetime) -> Proven | None:
-        """The posture of a Docket X.509-SVID with posture valid at ``now``, else None."""
+        """The posture of a Docket X.509-SVID with posture valid at ``now``, else None.
+
+        Raises :class:`~engine.RequestError` (fail closed) for a Docket SVID that is
+        revoked, or that Docket's signature is on but that does not verify (a retired
+        key's credential minted after its retirement).
+        """
         with self._lock:
             found = self._verified.get(pem, _MISSING)
             if found is not _MISSING:
                 self._verified.move_to_end(pem)
         if found is _MISSING:
-            found = self._verify(pem, now)
+            try:
+                found = self._verify(pem, now)
+            except TokenError as exc:
+                # Not cached: a refusal is rare and costs the caller its request.
+                raise RequestError(str(exc)) from exc
             with self._lock:
                 self._verified[pem] = found
                 if len(self._verified) > _CACHE_SIZE:
                     self._verified.popitem(last=False)
         if not isinstance(found, _Verified) or not found.not_before <= now < found.not_after:
             return None
+        if found.spiffe_id is not None and found.issued is not None:
+            revoked = self._revoked(found.spiffe_id, found.serial, found.issued)
+            if revoked is not None:
+                raise RequestError(f"client certificate: {revoked}")
         return found.posture
 
     def from_peer(self, context: grpc.ServicerContext, now: datetime) -> Proven | None:
@@ -177,8 +238,11 @@ class PostureReader:
         with self._lock:
             cached = self._tokens.get(token)
         if cached is not None:
-            posture, expires = cached
+            posture, expires, issued = cached
             if now.timestamp() < expires:
+                revoked = self._revoked(posture.spiffe_id, None, issued)
+                if revoked is not None:
+                    raise RequestError(f"device_token: {revoked}")
                 return posture
         try:
             claims = self.ca.verify_jwt(token, self.audience, now)
@@ -194,8 +258,12 @@ class PostureReader:
             )
         except TokenError as exc:
             raise RequestError(f"device_token: {exc}") from exc
+        issued = datetime.fromtimestamp(int(claims["iat"]), UTC)
+        revoked = self._revoked(posture.spiffe_id, None, issued)
+        if revoked is not None:
+            raise RequestError(f"device_token: {revoked}")
         with self._lock:
-            self._tokens[token] = (posture, int(claims["exp"]))
+            self._tokens[token] = (posture, int(claims["exp"]), issued)
             if len(self._tokens) > _CACHE_SIZE:
                 self._tokens.popitem(last=False)
         return posture

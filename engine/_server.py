@@ -1,5 +1,12 @@
-"""``docket serve``: the gRPC server, its HTTP endpoint (``/metrics`` and the CA's
-``/.well-known/jwks.json``), signals and worker processes.
+"""``docket serve``: the gRPC server, its HTTP endpoint (``/metrics``, the CA's
+``/.well-known/jwks.json`` and ``/.well-known/docket-revocations.json``), signals and
+worker processes.
+
+Each process watches the CA directory (every ``revocation_poll_seconds``, and at once on
+SIGHUP): after ``docket ca rotate`` it issues with the new key and refuses what the
+retired one signs later, after ``docket ca revoke`` it refuses the revoked credentials
+and devices. A revocation list that does not verify, or is older than the one in force
+(a rollback), is logged and refused; the one in force stays.
 
 One process by default. With ``workers > 1`` a supervisor starts that many worker
 processes that share the gRPC port (SO_REUSEPORT); the supervisor serves the summed
@@ -40,7 +47,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from attestation._ca import CAError, CertificateAuthority
+from attestation._ca import (
+    REVOCATIONS_FILE,
+    CAError,
+    CertificateAuthority,
+    load_revocations,
+)
 from attestation._reference import ReferenceValues
 from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import TrustRoots
@@ -299,6 +311,75 @@ def describe_attestation(
     return f"trust domain {ca.trust_domain}; {trusted}; reference classes: {classes}"
 
 
+class TrustFiles:
+    """The CA and its signed revocation list as one process applies them, re-read from
+    the CA directory when ``ca.json`` or ``revocations.json`` change (:meth:`changed`
+    is a ``stat``, cheap enough to poll) or on demand.
+
+    A revocation list that does not verify with the CA's root, or whose version is lower
+    than the one in force (an older list put back: a rollback would un-revoke), is
+    refused with a logged error and the one in force stays. At start it is an error.
+    """
+
+    def __init__(self, directory: Path, ca: CertificateAuthority) -> None:
+        self.directory = directory
+        self.ca = ca
+        try:
+            self.revocations, self.document = load_revocations(directory, ca)
+        except CAError as exc:
+            raise ServeError(f"CA: {exc}") from exc
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for name in ("ca.json", REVOCATIONS_FILE):
+            try:
+                found = (self.directory / name).stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
+        return tuple(stamps)
+
+    def changed(self) -> bool:
+        """Whether the files changed since they were last read successfully."""
+        return self._stat() != self._stamp
+
+    def reload(self) -> bool:
+        """Re-read the CA and the revocation list; True when both loaded (what did not
+        is logged, and the old one stays)."""
+        stamp = self._stat()
+        try:
+            ca = CertificateAuthority.load(self.directory)
+            revocations, document = load_revocations(self.directory, ca)
+        except CAError as exc:
+            log.error("serve.trust_reload_failed", error=str(exc))
+            return False
+        if revocations.version < self.revocations.version:
+            log.error(
+                "serve.revocations_rollback_refused",
+                error=f"the revocation list in {self.directory} is version "
+                f"{revocations.version}, older than version {self.revocations.version} in "
+                "force: refused (a rollback would un-revoke)",
+            )
+            self.ca = ca
+            self._stamp = stamp
+            return True
+        if revocations.version > self.revocations.version:
+            log.info(
+                "serve.revocations_loaded",
+                version=revocations.version,
+                revoked=len(revocations.revoked),
+            )
+        self.ca, self.revocations, self.document = ca, revocations, document
+        self._stamp = stamp
+        return True
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS of the CA in force, without retired keys past their window."""
+        return self.ca.jwks(utcnow())
+
+
 class Worker:
     """One serving process: engine, bundle watcher, audit log, gRPC server and health."""
 
@@ -319,9 +400,12 @@ class Worker:
             interval=settings.bundle_poll_seconds,
             public_key=_bundle_key(settings),
         )
+        # The CA and its revocation list first: one that does not verify stops the start
+        # before anything runs.
+        self.ca = prepare_ca(settings)
+        self.trust = TrustFiles(settings.ca_dir, self.ca)
         self.audit = open_audit(settings).start()
         self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
-        self.ca = prepare_ca(settings)
         self.challenges = open_challenges(settings)
         self.attestation = AttestationService(
             self.ca,
@@ -332,8 +416,11 @@ class Worker:
             clock=utcnow,
             svid_ttl=timedelta(seconds=settings.svid_ttl_seconds),
             quote_hashes=quote_hash_algorithms(settings.quote_hashes),
+            revocations=self.trust.revocations,
         )
-        self.posture = posture = PostureReader(self.ca, settings.jwt_audience)
+        self.posture = posture = PostureReader(
+            self.ca, settings.jwt_audience, self.trust.revocations
+        )
         self.metrics = metrics
         self.admission: AdmissionServer | None = None
         self.health = health.HealthServicer()
@@ -373,6 +460,10 @@ class Worker:
         self._stopping = threading.Event()
         self._health_thread = threading.Thread(
             target=self._watch_health, name="docket-health", daemon=True
+        )
+        self._reload_lock = threading.Lock()
+        self._trust_thread = threading.Thread(
+            target=self._watch_trust, name="docket-trust", daemon=True
         )
 
     def start_admission(self, address: Address, *, reuse_port: bool = False) -> int:
@@ -448,6 +539,7 @@ class Worker:
         self._set_health()
         self.watcher.start()
         self._health_thread.start()
+        self._trust_thread.start()
         return port
 
     def _set_health(self) -> None:
@@ -471,24 +563,41 @@ class Worker:
             self.audit.writer.probe()
             self._set_health()
 
+    def _watch_trust(self) -> None:
+        # `docket ca rotate` and `docket ca revoke` write the CA directory of a running
+        # server: a revocation must count within seconds, without a signal.
+        while not self._stopping.wait(self.settings.revocation_poll_seconds):
+            if self.trust.changed():
+                self.reload_credentials()
+
     def reload(self) -> None:
-        """Reload the bundle, the CA and the EK trust from disk (SIGHUP); what does not
-        load is logged and the old one stays."""
+        """Reload the bundle, the CA, the revocation list and the EK trust from disk
+        (SIGHUP); what does not load is logged and the old one stays."""
         with contextlib.suppress(EngineError):  # logged by the watcher; the old bundle stays
             self.watcher.reload()
-        try:
-            ca = CertificateAuthority.load(self.settings.ca_dir)
-            roots = trust_roots(self.settings)
-        except (CAError, ServeError) as exc:
-            log.error("serve.trust_reload_failed", error=str(exc))
-            return
-        self.attestation.ca = self.posture.ca = ca
-        self.attestation.roots = roots
+        self.reload_credentials()
+
+    def reload_credentials(self) -> None:
+        """Reload the CA, its revocation list and the EK trust (see :class:`TrustFiles`)."""
+        with self._reload_lock:
+            try:
+                roots = trust_roots(self.settings)
+            except ServeError as exc:
+                log.error("serve.trust_reload_failed", error=str(exc))
+                return
+            if not self.trust.reload():
+                return
+            ca, revocations = self.trust.ca, self.trust.revocations
+            if ca is not self.posture.ca:
+                self.attestation.ca = self.posture.ca = ca
+            self.attestation.revocations = self.posture.revocations = revocations
+            self.attestation.roots = roots
         log.info(
             "serve.trust_reloaded",
             ek_roots=len(roots.ek_roots),
             ek_allowlist=len(roots.ek_allowlist),
-            jwks=len(ca.jwks()["keys"]),
+            jwks=len(ca.jwks(utcnow())["keys"]),
+            revocations=revocations.version,
         )
 
     def stop(self, grace: float = DRAIN_SECONDS) -> None:
@@ -537,6 +646,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     if settings.ek_roots is None:
         settings.ek_roots_dir.mkdir(parents=True, exist_ok=True)
     ca = prepare_ca(settings)
+    TrustFiles(settings.ca_dir, ca)  # a revocation list that does not verify: ServeError
     attestation = describe_attestation(ca, trust_roots(settings), bundle.reference)
     admission_cert = ""
     if admission_address(settings) is not None:
@@ -559,11 +669,11 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
         _supervise(settings, bundle, grpc_address, metrics_address, ready)
 
 
-def _serve_metrics(
-    address: Address, registry: CollectorRegistry, jwks: Callable[[], dict[str, Any]]
-) -> WSGIServer:
+def _serve_metrics(address: Address, registry: CollectorRegistry, trust: TrustFiles) -> WSGIServer:
     try:
-        return serve_metrics(address.host, address.port, registry, jwks)
+        return serve_metrics(
+            address.host, address.port, registry, trust.jwks, lambda: trust.document
+        )
     except OSError as exc:
         raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
 
@@ -583,10 +693,8 @@ def _serve_one(
     try:
         if admission is not None:
             admission = Address(admission.host, worker.start_admission(admission))
-        # The JWKS of the CA the worker verifies with: SIGHUP reloads both.
-        metrics_server = _serve_metrics(
-            metrics_address, metrics.registry, lambda: worker.posture.ca.jwks()
-        )
+        # The JWKS and revocation list the worker verifies with: they reload together.
+        metrics_server = _serve_metrics(metrics_address, metrics.registry, worker.trust)
     except ServeError:
         worker.stop(0)
         raise
@@ -698,24 +806,6 @@ class _Supervisor:
                 process.join()
 
 
-class _CaKeys:
-    """The supervisor's copy of the CA's JWKS (it serves the HTTP listener; the workers
-    verify with their own copies), reloaded from disk on SIGHUP."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._directory = settings.ca_dir
-        self._jwks = CertificateAuthority.load(self._directory).jwks()
-
-    def jwks(self) -> dict[str, Any]:
-        return self._jwks
-
-    def reload(self) -> None:
-        try:
-            self._jwks = CertificateAuthority.load(self._directory).jwks()
-        except CAError as exc:
-            log.error("serve.jwks_reload_failed", error=str(exc))
-
-
 def _supervise(
     settings: Settings,
     bundle: PolicyBundle,
@@ -726,11 +816,13 @@ def _supervise(
     metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     supervisor = _Supervisor(settings)
-    jwks = _CaKeys(settings)
+    # The supervisor's copy of the CA's JWKS and revocation list (it serves the HTTP
+    # listener; the workers verify with their own copies, and poll as it does).
+    trust = TrustFiles(settings.ca_dir, prepare_ca(settings))
 
     def reload() -> None:
         supervisor.signal_all(signal.SIGHUP)
-        jwks.reload()
+        trust.reload()
 
     signals = _Signals(reload)
     try:
@@ -740,7 +832,7 @@ def _supervise(
         )
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.ports)
-        metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), jwks.jwks)
+        metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), trust)
         on_ready(
             Listening(
                 grpc=Address(grpc_address.host, supervisor.ports[0]),
@@ -755,6 +847,8 @@ def _supervise(
         )
         while not signals.stop.wait(0.5):
             supervisor.reap()
+            if trust.changed():
+                trust.reload()
         log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
         metrics_server.shutdown()
         metrics_server.server_close()

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     """Lifetime of the X.509-SVIDs issued on attestation (JWT-SVIDs live 5 minutes)."""
     jwt_audience: str = Field(default="docket", min_length=1)
     """The audience Docket accepts on JWT-SVIDs presented with decision requests."""
+    revocation_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    """How often ``docket serve`` checks the CA directory (``ca.json`` after ``docket ca
+    rotate``, ``revocations.json`` after ``docket ca revoke``) for changes; SIGHUP
+    reloads at once. A revoked credential is refused within about this long."""
     # -- admission (issue 13) ---------------------------------------------------------------
     admission_namespaces: str = "none"
     """Where the webhook reads a namespace's ``docket.io/classification`` label:

@@ -30,8 +30,10 @@ from attestation._ca import (
     POSTURE_EXTENSION,
     CAError,
     CertificateAuthority,
+    RevocationList,
     TokenError,
     jwk_thumbprint,
+    load_revocations,
     parse_spiffe_id,
 )
 
@@ -481,9 +483,13 @@ def test_rotation_survives_save_and_load(tmp_path: Path) -> None:
     loaded = CertificateAuthority.load(directory)
     assert loaded.trust_bundle() == rotated.trust_bundle()
     assert loaded.jwks() == rotated.jwks()
-    retired_keys = list(directory.glob("retired-*.key"))
-    assert len(retired_keys) == 1
-    assert _mode(retired_keys[0]) == 0o600
+    # A retired key signs nothing more: its private half is gone, its certificate stays.
+    assert not list(directory.glob("retired-*.key"))
+    assert len(list(directory.glob("retired-*.pem"))) == 1
+    state = json.loads((directory / "ca.json").read_text())
+    (item,) = state["retired"]
+    assert datetime.fromisoformat(item["retired_at"]) == NOW + timedelta(hours=1)
+    assert datetime.fromisoformat(item["retire_after"]) == NOW + timedelta(hours=1) + MAX_SVID_TTL
 
     pruned = loaded.prune(NOW + timedelta(hours=1) + MAX_SVID_TTL)
     pruned.save(directory)
@@ -544,3 +550,186 @@ def test_verify_svid_refuses(ca: CertificateAuthority, key: ec.EllipticCurvePriv
     foreign = CertificateAuthority.create("other.example", NOW)
     with pytest.raises(TokenError, match="not issued by this CA"):
         foreign.verify_svid(leaf, NOW)
+
+
+# --- retirement (issue 14, finding 6) -------------------------------------------------------
+
+
+def test_retired_key_credentials_minted_after_retirement_are_refused(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    rotated_at = NOW + timedelta(minutes=10)
+    after = ca.rotate(rotated_at)
+    late = rotated_at + timedelta(seconds=1)
+    # The attacker kept the old key (``ca``) and mints with it after the rotation.
+    late_token = ca.issue_jwt(SPIFFE_ID, "svc", now=late)
+    late_leaf, _ = ca.issue_svid(key.public_key(), SPIFFE_ID, now=late)
+    with pytest.raises(TokenError, match="retired"):
+        after.verify_jwt(late_token, "svc", late)
+    with pytest.raises(TokenError, match="retired"):
+        after.verify_svid(late_leaf, late)
+    # Minted up to the rotation: accepted within the window.
+    on_time_token = ca.issue_jwt(SPIFFE_ID, "svc", now=rotated_at)
+    on_time_leaf, _ = ca.issue_svid(key.public_key(), SPIFFE_ID, now=rotated_at)
+    assert after.verify_jwt(on_time_token, "svc", late)["sub"] == SPIFFE_ID
+    assert after.verify_svid(on_time_leaf, late)[0] == SPIFFE_ID
+
+
+def test_retired_key_leaves_jwks_and_bundle_when_its_credentials_expired(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    rotated_at = NOW + timedelta(minutes=10)
+    after = ca.rotate(rotated_at)
+    old_kid = jwk_thumbprint(ca.issuing.public_key)
+    kids = lambda at: [k["kid"] for k in after.jwks(at)["keys"]]  # noqa: E731
+    assert old_kid in kids(rotated_at + MAX_JWT_TTL - timedelta(seconds=1))
+    assert old_kid not in kids(rotated_at + MAX_JWT_TTL)
+    bundle = lambda at: x509.load_pem_x509_certificates(after.trust_bundle(at))  # noqa: E731
+    assert ca.issuing_certificate in bundle(rotated_at + MAX_SVID_TTL - timedelta(seconds=1))
+    assert ca.issuing_certificate not in bundle(rotated_at + MAX_SVID_TTL)
+    # Verification drops it at the same moments, without a prune.
+    token = ca.issue_jwt(SPIFFE_ID, "svc", now=rotated_at)
+    with pytest.raises(TokenError, match="key id"):
+        after.verify_jwt(token, "svc", rotated_at + MAX_JWT_TTL)
+
+
+def test_svid_over_the_lifetime_cap_is_refused(
+    ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey
+) -> None:
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.issuing_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + MAX_SVID_TTL * 30)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SPIFFE_ID)]), False
+        )
+        .sign(ca.issuing.key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    with pytest.raises(TokenError, match="lifetime"):
+        ca.verify_svid(leaf, NOW + timedelta(hours=1))
+
+
+def test_ca_json_of_before_issue_14_loads_with_its_retirement_time(tmp_path: Path) -> None:
+    directory = tmp_path / "ca"
+    rotated_at = NOW + timedelta(hours=1)
+    CertificateAuthority.init(directory, TD, NOW).rotate(rotated_at).save(directory)
+    state = json.loads((directory / "ca.json").read_text())
+    for item in state["retired"]:
+        del item["retired_at"]  # what issue 13's ca.json held
+    (directory / "ca.json").write_text(json.dumps(state))
+    (retired,) = CertificateAuthority.load(directory).retired
+    assert retired.retired_at == rotated_at
+
+
+# --- the revocation list --------------------------------------------------------------------
+
+EK = "ab" * 32
+
+
+def test_revoke_names_normalises_and_counts_versions(ca: CertificateAuthority) -> None:
+    empty = RevocationList.empty(TD)
+    one = empty.revoke("device", EK.upper(), " stolen ", NOW)
+    two = one.revoke("serial", "0x00ABC", "leak", NOW)
+    three = two.revoke("spiffe_id", SPIFFE_ID, "re-imaged", NOW)
+    assert [each.version for each in (empty, one, two, three)] == [0, 1, 2, 3]
+    assert [(r.kind, r.value, r.reason) for r in three.revoked] == [
+        ("device", EK, "stolen"),
+        ("serial", "abc", "leak"),
+        ("spiffe_id", SPIFFE_ID, "re-imaged"),
+    ]
+    assert empty.revoked == ()  # a value: revoke returns a new list
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "words"),
+    [
+        ("device", "ab" * 31, "64 hex digits"),
+        ("device", "zz" * 32, "64 hex digits"),
+        ("serial", "xyz", "hex"),
+        ("serial", "1" * 41, "hex"),
+        ("spiffe_id", "spiffe://other.org/x", "trust domain"),
+        ("spiffe_id", "not-a-spiffe-id", "SPIFFE ID"),
+    ],
+)
+def test_revoke_refuses_malformed_values(kind: str, value: str, words: str) -> None:
+    with pytest.raises(CAError, match=words):
+        RevocationList.empty(TD).revoke(kind, value, "why", NOW)  # type: ignore[arg-type]
+
+
+def test_revoke_refuses_no_reason_and_a_duplicate() -> None:
+    with pytest.raises(CAError, match="reason"):
+        RevocationList.empty(TD).revoke("device", EK, "  ", NOW)
+    once = RevocationList.empty(TD).revoke("device", EK, "stolen", NOW)
+    with pytest.raises(CAError, match="already revoked"):
+        once.revoke("device", EK, "again", NOW)
+
+
+def test_refuses_by_device_spiffe_id_and_serial() -> None:
+    device = f"spiffe://{TD}/device/{EK}"
+    listed = (
+        RevocationList.empty(TD)
+        .revoke("device", EK, "stolen", NOW)
+        .revoke("spiffe_id", SPIFFE_ID, "re-imaged", NOW)
+        .revoke("serial", "abc", "leak", NOW)
+    )
+    later = NOW + timedelta(hours=1)
+    assert listed.refuses(device, None, later) is not None  # a device: whenever issued
+    assert listed.refuses(SPIFFE_ID, None, NOW) is not None  # up to the revocation…
+    assert listed.refuses(SPIFFE_ID, None, later) is None  # …not after it
+    assert listed.refuses(f"spiffe://{TD}/other", 0xABC, later) is not None
+    assert listed.refuses(f"spiffe://{TD}/other", 0xABD, NOW) is None
+    assert listed.device(bytes.fromhex(EK)) is not None
+    assert listed.device(bytes(32)) is None
+
+
+def test_revocation_list_is_signed_by_the_root_and_verifies(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    listed = RevocationList.empty(TD).revoke("device", EK, "stolen", NOW)
+    document = ca.sign_revocations(listed)
+    assert ca.verify_revocations(document) == listed
+    # A relying party needs only the root certificate (docket ca bundle) and PyJWT.
+    served = json.loads(document)
+    compact = ".".join(served[p] for p in ("protected", "payload", "signature"))
+    assert jwt.get_unverified_header(compact)["kid"] == jwk_thumbprint(
+        ca.root.public_key()  # type: ignore[arg-type]
+    )
+    payload = jwt.api_jws.decode(compact, ca.root.public_key(), algorithms=["ES256"])  # type: ignore[arg-type]
+    assert json.loads(payload)["revoked"][0]["value"] == EK
+    # It survives rotations: the root signs it, not an issuing key.
+    assert ca.rotate(NOW).verify_revocations(document) == listed
+
+
+def test_forged_revocation_lists_do_not_verify(ca: CertificateAuthority) -> None:
+    listed = RevocationList.empty(TD).revoke("device", EK, "stolen", NOW)
+    document = json.loads(ca.sign_revocations(listed))
+    emptied = base64.urlsafe_b64encode(RevocationList.empty(TD).model_dump_json().encode()).rstrip(
+        b"="
+    )
+    other = CertificateAuthority.create(TD, NOW)
+    forgeries = {
+        "payload swapped": json.dumps({**document, "payload": emptied.decode()}).encode(),
+        "another CA's root": other.sign_revocations(listed),
+        "not JSON": b"revoked: none",
+        "extra member": json.dumps({**document, "header": {}}).encode(),
+    }
+    for forged in forgeries.values():
+        with pytest.raises(CAError, match="does not verify"):
+            ca.verify_revocations(forged)
+    with pytest.raises(CAError, match="another trust domain"):
+        ca.sign_revocations(RevocationList.empty("other.org"))
+
+
+def test_load_revocations_without_a_file_is_the_empty_list(tmp_path: Path) -> None:
+    directory = tmp_path / "ca"
+    ca = CertificateAuthority.init(directory, TD, NOW)
+    listed, document = load_revocations(directory, ca)
+    assert listed == RevocationList.empty(TD)
+    assert ca.verify_revocations(document) == listed
+    revoked = listed.revoke("device", EK, "stolen", NOW)
+    ca.save_revocations(directory, revoked)
+    assert load_revocations(directory, ca)[0] == revoked

@@ -140,11 +140,67 @@ def test_rotate_keeps_the_old_key_in_the_bundle_and_jwks(data_dir: Path, runner:
     assert kids[0] in result.stdout
     bundle = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)]).stdout
     assert len(x509.load_pem_x509_certificates(bundle.encode())) == 3
-    (retired,) = (data_dir / "ca").glob("retired-*.key")
-    assert stat.S_IMODE(retired.stat().st_mode) == 0o600
+    # Retired: its certificate stays for verification, its private key is gone.
+    assert len(list((data_dir / "ca").glob("retired-*.pem"))) == 1
+    assert not list((data_dir / "ca").glob("retired-*.key"))
+    assert "credentials it signs from now on are refused" in result.stdout
 
 
 def test_rotate_without_a_ca_is_a_one_line_usage_error(tmp_path: Path, runner: CliRunner) -> None:
     result = runner.invoke(ca, ["rotate", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "docket ca init" in result.stderr
+
+
+# --- revoke and revocations ----------------------------------------------------------------
+
+EK = "cd" * 32
+
+
+def test_revoke_and_list(data_dir: Path, runner: CliRunner) -> None:
+    args = ["--data-dir", str(data_dir)]
+    result = runner.invoke(ca, ["revoke", *args, "--device", EK, "--reason", "stolen"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"revoked device {EK} revoked at ")
+    assert "version 1" in result.stdout
+    result = runner.invoke(ca, ["revoke", *args, "--serial", "ABC", "--reason", "leak"])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(ca, ["revocations", *args])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "revocation list version 2, 2 revoked"
+    assert lines[1].startswith(f"device {EK} revoked at ")
+    assert lines[2].endswith(": leak")
+    as_json = json.loads(runner.invoke(ca, ["revocations", *args, "--json"]).stdout)
+    assert [r["kind"] for r in as_json["revoked"]] == ["device", "serial"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ([], "exactly one of"),
+        (["--device", EK, "--serial", "ab"], "exactly one of"),
+        (["--device", "12"], "64 hex digits"),
+        (["--spiffe-id", "spiffe://elsewhere/x"], "trust domain"),
+    ],
+)
+def test_revoke_usage_errors_are_one_line(
+    data_dir: Path, runner: CliRunner, flags: list[str], words: str
+) -> None:
+    result = runner.invoke(ca, ["revoke", "--data-dir", str(data_dir), *flags, "--reason", "r"])
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_revocations_that_do_not_verify_are_an_error(data_dir: Path, runner: CliRunner) -> None:
+    (data_dir / "ca" / "revocations.json").write_text(
+        '{"protected":"e30","payload":"e30","signature":"AA"}'
+    )
+    result = runner.invoke(ca, ["revocations", "--data-dir", str(data_dir)])
+    assert result.exit_code == 2
+    assert "does not verify" in result.stderr
+    result = runner.invoke(
+        ca, ["revoke", "--data-dir", str(data_dir), "--device", EK, "--reason", "r"]
+    )
+    assert result.exit_code == 2  # never re-signed over a list that was tampered with

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,12 +25,19 @@ from google.rpc import code_pb2
 from pki import PKI
 from serving import Running
 
-from attestation._ca import CertificateAuthority, TokenError, jwk_thumbprint
+from attestation._ca import (
+    REVOCATIONS_FILE,
+    CertificateAuthority,
+    RevocationList,
+    TokenError,
+    jwk_thumbprint,
+)
 from attestation._verifier import Posture
 from engine._errors import RequestError
-from engine._metrics import serve_metrics
+from engine._metrics import REVOCATIONS_PATH, serve_metrics
 from engine._models import EntityUID, Request
 from engine._posture import PostureReader, Proven, attach, provenance, with_device
+from engine._server import ServeError
 from engine._settings import Settings
 from sdk import DecisionClient, TLSConfig
 from sdk.v1 import decisions_pb2 as pb
@@ -331,14 +339,17 @@ def test_ext_authz_reads_a_docket_bearer_token_and_the_downstream_svid(
 
 
 def test_sighup_reload_takes_a_rotated_ca(tmp_path: Path) -> None:
-    settings = Settings(bundle=ROOT / "policies", data_dir=tmp_path / "data")
+    # No poll during the test: the reload is the SIGHUP's.
+    settings = Settings(
+        bundle=ROOT / "policies", data_dir=tmp_path / "data", revocation_poll_seconds=300
+    )
     running = Running(settings)  # makes the CA on first start
     try:
         before = CertificateAuthority.load(settings.ca_dir)
+        old_token = before.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
         rotated = before.rotate(now())
         rotated.save(settings.ca_dir)
         new_token = rotated.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
-        old_token = before.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
         with grpc.insecure_channel(running.target) as ch:
             stub = pb_grpc.DecisionsStub(ch)
             with pytest.raises(grpc.RpcError, match="not one of this CA's keys"):
@@ -439,7 +450,9 @@ def test_issued_jwt_svids_carry_a_unique_jti() -> None:
 
 
 def test_jwks_is_served_over_http_and_follows_a_rotation(tmp_path: Path) -> None:
-    settings = Settings(bundle=ROOT / "policies", data_dir=tmp_path / "data")
+    settings = Settings(
+        bundle=ROOT / "policies", data_dir=tmp_path / "data", revocation_poll_seconds=300
+    )
     running = Running(settings)
     http = serve_metrics(
         "127.0.0.1", 0, running.worker.metrics.registry, lambda: running.worker.posture.ca.jwks()
@@ -462,3 +475,127 @@ def test_jwks_is_served_over_http_and_follows_a_rotation(tmp_path: Path) -> None
         http.shutdown()
         http.server_close()
         running.stop()
+
+
+# --- revocation and retirement (issue 14, finding 6) ----------------------------------------
+
+
+def _svid_pem(ca: CertificateAuthority, spiffe_id: str = DEVICE_ID) -> tuple[bytes, int]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, _ = ca.issue_svid(key.public_key(), spiffe_id, now=now(), posture=ATTESTED.claims())
+    return leaf.public_bytes(serialization.Encoding.PEM), leaf.serial_number
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("device", bytes(range(32)).hex()),
+        ("spiffe_id", DEVICE_ID),
+    ],
+)
+def test_a_revocation_refuses_cached_credentials_at_once(kind: str, value: str) -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    pem, _ = _svid_pem(ca)
+    assert reader.from_token(token, now()).spiffe_id == DEVICE_ID  # cached from here on
+    assert reader.from_certificate(pem, now()) is not None
+    reader.revocations = RevocationList.empty(TD).revoke(kind, value, "stolen", now())  # type: ignore[arg-type]
+    with pytest.raises(RequestError, match=r"^device_token: .*revoked at .*: stolen$"):
+        reader.from_token(token, now())
+    with pytest.raises(RequestError, match=r"^client certificate: .*revoked at .*: stolen$"):
+        reader.from_certificate(pem, now())
+    other, _ = _svid_pem(ca, f"spiffe://{TD}/device/{'ab' * 32}")
+    assert reader.from_certificate(other, now()) is not None
+
+
+def test_a_revoked_serial_refuses_that_certificate_only() -> None:
+    ca = CertificateAuthority.create(TD, now())
+    reader = PostureReader(ca, "docket")
+    pem, serial = _svid_pem(ca)
+    sibling, _ = _svid_pem(ca)
+    reader.revocations = RevocationList.empty(TD).revoke("serial", f"{serial:x}", "leak", now())
+    with pytest.raises(RequestError, match="revoked"):
+        reader.from_certificate(pem, now())
+    assert reader.from_certificate(sibling, now()) is not None
+
+
+def test_a_spiffe_id_revocation_spares_credentials_issued_after_it() -> None:
+    ca = CertificateAuthority.create(TD, now())
+    revoked_at = now()
+    reader = PostureReader(
+        ca, "docket", RevocationList.empty(TD).revoke("spiffe_id", DEVICE_ID, "x", revoked_at)
+    )
+    later = revoked_at + timedelta(seconds=2)
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=later, claims=ATTESTED.claims())
+    assert reader.from_token(token, later).spiffe_id == DEVICE_ID
+
+
+def test_an_svid_the_retired_key_signed_after_retirement_is_refused_not_ignored() -> None:
+    before = CertificateAuthority.create(TD, now())
+    reader = PostureReader(before.rotate(now() - timedelta(minutes=5)), "docket")
+    pem, _ = _svid_pem(before)  # minted now, five minutes after the rotation
+    with pytest.raises(RequestError, match=r"^client certificate: .*after its retirement"):
+        reader.from_certificate(pem, now())
+
+
+def test_running_server_polls_for_revocations_and_refuses_a_rollback(tmp_path: Path) -> None:
+    settings = Settings(
+        bundle=ROOT / "policies", data_dir=tmp_path / "data", revocation_poll_seconds=0.2
+    )
+    running = Running(settings)
+    http = serve_metrics(
+        "127.0.0.1",
+        0,
+        running.worker.metrics.registry,
+        running.worker.trust.jwks,
+        lambda: running.worker.trust.document,
+    )
+    url = f"http://127.0.0.1:{http.server_port}{REVOCATIONS_PATH}"
+    try:
+        ca = CertificateAuthority.load(settings.ca_dir)
+        token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+        served = httpx.get(url, timeout=5)
+        assert served.headers["content-type"] == "application/json"
+        assert ca.verify_revocations(served.content).version == 0
+        first = RevocationList.empty(TD).revoke("serial", "abc", "leak", now())
+        first_document = ca.save_revocations(settings.ca_dir, first)
+        second = first.revoke("device", bytes(range(32)).hex(), "stolen", now())
+        ca.save_revocations(settings.ca_dir, second)
+        with grpc.insecure_channel(running.target) as ch:
+            stub = pb_grpc.DecisionsStub(ch)
+            deadline = time.monotonic() + 10
+            while running.worker.posture.revocations.version != 2:
+                assert time.monotonic() < deadline, "the poll never applied the revocation"
+                time.sleep(0.05)
+            with pytest.raises(grpc.RpcError, match="revoked"):
+                stub.Authorize(restricted_read(token))
+            assert ca.verify_revocations(httpx.get(url, timeout=5).content) == second
+            # The older list put back is refused: version 2 stays in force and served.
+            (settings.ca_dir / REVOCATIONS_FILE).write_bytes(first_document)
+            time.sleep(1)
+            assert running.worker.posture.revocations == second
+            assert running.worker.attestation.revocations == second
+            assert ca.verify_revocations(httpx.get(url, timeout=5).content) == second
+            # A list that does not verify is refused too.
+            (settings.ca_dir / REVOCATIONS_FILE).write_text(
+                '{"protected":"","payload":"","signature":""}'
+            )
+            time.sleep(1)
+            assert running.worker.posture.revocations == second
+            with pytest.raises(grpc.RpcError, match="revoked"):
+                stub.Authorize(restricted_read(token))
+    finally:
+        http.shutdown()
+        http.server_close()
+        running.stop()
+
+
+def test_a_revocation_list_that_does_not_verify_stops_the_start(tmp_path: Path) -> None:
+    settings = Settings(bundle=ROOT / "policies", data_dir=tmp_path / "data")
+    other = CertificateAuthority.create(TD, now())
+    CertificateAuthority.init(settings.ca_dir, TD, now())
+    forged = other.sign_revocations(RevocationList.empty(TD))  # signed by another root
+    (settings.ca_dir / REVOCATIONS_FILE).write_bytes(forged)
+    with pytest.raises(ServeError, match=r"^CA: the revocation list does not verify"):
+        Running(settings)
