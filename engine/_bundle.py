@@ -9,12 +9,19 @@ A bundle holds ``schema.cedarschema``, any number of ``*.cedar`` files, and opti
 device class per file (see :mod:`attestation._reference`); other files there are kept
 (and hashed) but not read.
 
-``bundle.toml`` (optional) holds the bundle's evaluation settings; being a bundle file,
-it is covered by the version hash and the signature like the policies it governs::
+``bundle.toml`` (optional) holds the bundle's name and revision and its evaluation
+settings; being a bundle file, it is covered by the version hash and the signature like
+the policies it governs::
+
+    [bundle]
+    name = "acme-policies"    # which bundle this is a revision of
+    revision = 42             # grows with each release (anti-rollback, see _bundle_state)
 
     [evaluation]
     forbid_errors = "deny"    # the default: a forbid whose condition errors denies
     # forbid_errors = "cedar" # Cedar's semantics: an erroring policy is skipped
+
+``name`` and ``revision`` go together; ``docket policy sign`` requires them.
 
 ``forbid_errors = "deny"`` fails closed: a ``forbid`` that errors at run time (integer
 overflow, an extension function on a bad value, an attribute of an entity not in the
@@ -22,6 +29,14 @@ store) denies the request as if it held, and is named in the decision's ``reason
 well as its ``errors``. ``"cedar"`` keeps Cedar's exact behaviour (an erroring policy
 neither permits nor forbids). Erroring ``permit`` policies are skipped either way: they
 can only take an allow away. An unknown table, key or value refuses the bundle.
+
+An archive (``.tar.gz`` or ``.tar``) is read by a strict streaming reader, not
+``tarfile`` (which reads a GNU long name or pax header into memory whole, and walks a
+million empty members for minutes): every header, name and member is bounded before it
+is read or inflated (:data:`MAX_MEMBERS`, :data:`MAX_MEMBER_BYTES`,
+:data:`MAX_BUNDLE_BYTES`, :data:`MAX_NAME_BYTES`, :data:`MAX_PAX_BYTES`,
+:data:`MAX_DEPTH`, :data:`MAX_RATIO`); links, devices, FIFOs, sparse files and a name
+twice are refused. Each refusal is a :class:`~engine.BundleError` of one line.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def _stamp(path: Path) -> _Stamp:
 class BundleWatcher:
     """Polls a bundle path and swaps each new valid version into an engine.
 
-    A bundle that fails to load is logged with every problem and the engine keeps
-    the version it had. Polling (rather than inotify) works the same on every
+    A bundle that fails to load, or that ``guard`` refuses (an older revision), is
+    logged with every problem, passed to the ``on_refuse`` listeners, and the engine
+    keeps the version it had. Polling (rather than inotify) works the same on every
     filesystem, including the ones container volumes are mounted from.
     """
 

@@ -7,6 +7,11 @@ metrics and the JWKS, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to
 workers and restarts a worker that dies. ``trusted_peps`` (ext_authz enforcement points
 that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the server does not
 start.
+
+The bundle is checked against the revisions this replica accepted
+(``<data_dir>/bundle-state.json``, :mod:`engine._bundle_state`) before anything listens,
+and each worker records it; a bundle refused on reload, and one let in by an operator's
+pin, is written to the audit log.
 """
 
 from __future__ import annotations
