@@ -149,6 +149,7 @@ class _Stream:
             zlib.decompressobj(16 + zlib.MAX_WBITS) if magic == _GZIP_MAGIC else None
         )
         self._pending = b""
+        self._between = False
         self._buffer = bytearray()
         self.compressed = 0
         self.uncompressed = 0
@@ -170,11 +171,15 @@ class _Stream:
             data = self._handle.read(min(wanted, _CHUNK))
             self.compressed += len(data)
         else:
+            if self._between:
+                # Between gzip members: zero padding may follow the last (gzip allows it).
+                self._pending = self._pending.lstrip(b"\0")
             if not self._pending:
                 self._pending = self._handle.read(_CHUNK)
                 self.compressed += len(self._pending)
-                if not self._pending:
-                    return False
+                # No output yet: the caller asks again, unless the file has ended.
+                return bool(self._pending)
+            self._between = False
             try:
                 data = self._inflate.decompress(self._pending, min(wanted, _CHUNK))
             except zlib.error as exc:
@@ -182,11 +187,9 @@ class _Stream:
             self._pending = self._inflate.unconsumed_tail
             if self._inflate.eof:
                 # Another gzip member may follow (concatenated .gz files are valid).
-                rest = self._inflate.unused_data + self._pending
+                self._pending = self._inflate.unused_data + self._pending
                 self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._pending = rest
-                if not rest and not data:
-                    return False
+                self._between = True
         if not data and self._inflate is None:
             return False
         self.uncompressed += len(data)
@@ -276,6 +279,8 @@ def _read_archive(path: Path) -> dict[str, bytes]:
     total = 0
     members = 0
     try:
+        if path.stat().st_size > MAX_BUNDLE_BYTES:
+            raise refuse(f"archive larger than {MAX_BUNDLE_BYTES} bytes")
         with path.open("rb") as handle:
             stream = _Stream(path, handle)
             long_name: bytes | None = None

@@ -11,7 +11,7 @@ import sys
 import tarfile
 import time
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -666,6 +666,26 @@ def test_archive_limits_are_refused_with_one_line(
     (problem,) = refused.value.problems
     assert "\n" not in problem
     assert message in problem
+
+
+@pytest.mark.parametrize(
+    "pack",
+    [
+        pytest.param(lambda tar: tar, id="plain-tar"),
+        pytest.param(lambda tar: gzip.compress(tar) + bytes(4096), id="zero-padded-gzip"),
+        pytest.param(
+            lambda tar: gzip.compress(tar[:1000]) + gzip.compress(tar[1000:]),
+            id="two-gzip-members",
+        ),
+    ],
+)
+def test_archive_forms_that_gzip_and_tar_allow_are_read(
+    tmp_path: Path, pack: Callable[[bytes], bytes]
+) -> None:
+    files = bundle_files()
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(pack(b"".join(good_members()) + bytes(1024)))
+    assert PolicyBundle.load(archive).version == PolicyBundle.from_files(files).version
 
 
 def test_archive_with_too_many_members_is_refused(tmp_path: Path) -> None:
