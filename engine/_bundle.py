@@ -9,12 +9,19 @@ A bundle holds ``schema.cedarschema``, any number of ``*.cedar`` files, and opti
 device class per file (see :mod:`attestation._reference`); other files there are kept
 (and hashed) but not read.
 
-``bundle.toml`` (optional) holds the bundle's evaluation settings; being a bundle file,
-it is covered by the version hash and the signature like the policies it governs::
+``bundle.toml`` (optional) holds the bundle's name and revision and its evaluation
+settings; being a bundle file, it is covered by the version hash and the signature like
+the policies it governs::
+
+    [bundle]
+    name = "acme-policies"    # which bundle this is a revision of
+    revision = 42             # grows with each release (anti-rollback, see _bundle_state)
 
     [evaluation]
     forbid_errors = "deny"    # the default: a forbid whose condition errors denies
     # forbid_errors = "cedar" # Cedar's semantics: an erroring policy is skipped
+
+``name`` and ``revision`` go together; ``docket policy sign`` requires them.
 
 ``forbid_errors = "deny"`` fails closed: a ``forbid`` that errors at run time (integer
 overflow, an extension function on a bad value, an attribute of an entity not in the
@@ -22,6 +29,14 @@ store) denies the request as if it held, and is named in the decision's ``reason
 well as its ``errors``. ``"cedar"`` keeps Cedar's exact behaviour (an erroring policy
 neither permits nor forbids). Erroring ``permit`` policies are skipped either way: they
 can only take an allow away. An unknown table, key or value refuses the bundle.
+
+An archive (``.tar.gz`` or ``.tar``) is read by a strict streaming reader, not
+``tarfile`` (which reads a GNU long name or pax header into memory whole, and walks a
+million empty members for minutes): every header, name and member is bounded before it
+is read or inflated (:data:`MAX_MEMBERS`, :data:`MAX_MEMBER_BYTES`,
+:data:`MAX_BUNDLE_BYTES`, :data:`MAX_NAME_BYTES`, :data:`MAX_PAX_BYTES`,
+:data:`MAX_DEPTH`, :data:`MAX_RATIO`); links, devices, FIFOs, sparse files and a name
+twice are refused. Each refusal is a :class:`~engine.BundleError` of one line.
 """
 
 from __future__ import annotations
@@ -29,12 +44,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tarfile
 import tomllib
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import cedarpy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -54,47 +69,287 @@ ENTITIES_FILE = "entities.json"
 SITES_FILE = "sites.toml"
 SETTINGS_FILE = "bundle.toml"
 REFERENCE_DIR = "reference"
-MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+"""Total bytes of a bundle's files (a directory's or an archive's, uncompressed)."""
+MAX_MEMBER_BYTES = 32 * 1024 * 1024
+"""Bytes of one file of a bundle."""
+MAX_MEMBERS = 10_000
+"""Files, folders and headers of a bundle archive (or files of a directory)."""
+MAX_NAME_BYTES = 1024
+"""Bytes of one member's path, however written (ustar fields, GNU long name, pax)."""
+MAX_PAX_BYTES = 64 * 1024
+"""Bytes of one pax extended header."""
+MAX_DEPTH = 16
+"""Folders a member's path may go down."""
+MAX_RATIO = 200
+"""Uncompressed over compressed bytes of an archive, checked once past :data:`RATIO_FLOOR`."""
+RATIO_FLOOR = 1024 * 1024
 
 _SKIP_PARTS = {"__pycache__", ".git"}
+_BLOCK = 512
+_CHUNK = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_FILE_TYPES = {b"0", b"\0", b"7"}
+_REFUSED_TYPES = {
+    b"1": "a hard link",
+    b"2": "a symbolic link",
+    b"3": "a character device",
+    b"4": "a block device",
+    b"6": "a FIFO",
+    b"K": "a GNU long link name",
+    b"S": "a GNU sparse file",
+}
 
 
 def read_bundle_files(path: Path) -> dict[str, bytes]:
-    """Every file of a bundle directory or ``.tar.gz``, by relative POSIX path."""
+    """Every file of a bundle directory or ``.tar.gz`` (or plain ``.tar``), by relative
+    POSIX path. Raises :class:`~engine.BundleError` for a missing path, or one that
+    passes a limit (files, bytes, names, depth; links and devices in an archive)."""
     if path.is_dir():
-        files: dict[str, bytes] = {}
-        for item in sorted(path.rglob("*")):
-            relative = item.relative_to(path)
-            if any(part in _SKIP_PARTS or part.startswith(".") for part in relative.parts):
-                continue
-            if item.is_file():
-                files[relative.as_posix()] = item.read_bytes()
-        return files
+        return _read_directory(path)
     if path.is_file():
-        return _read_tarball(path)
+        return _read_archive(path)
     raise BundleError([f"{path}: no such bundle directory or .tar.gz file"])
 
 
-def _read_tarball(path: Path) -> dict[str, bytes]:
+def _read_directory(path: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     total = 0
+    for item in sorted(path.rglob("*")):
+        relative = item.relative_to(path)
+        if any(part in _SKIP_PARTS or part.startswith(".") for part in relative.parts):
+            continue
+        if not item.is_file():
+            continue
+        if len(files) >= MAX_MEMBERS:
+            raise BundleError([f"{path}: more than {MAX_MEMBERS} files"])
+        size = item.stat().st_size
+        if size > MAX_MEMBER_BYTES:
+            raise BundleError([f"{path}: {relative}: larger than {MAX_MEMBER_BYTES} bytes"])
+        total += size
+        if total > MAX_BUNDLE_BYTES:
+            raise BundleError([f"{path}: files larger than {MAX_BUNDLE_BYTES} bytes in all"])
+        files[relative.as_posix()] = item.read_bytes()
+    return files
+
+
+class _Stream:
+    """The uncompressed bytes of an archive file, read in bounded pieces.
+
+    Nothing is inflated that is not asked for, and no more than :data:`_CHUNK` of
+    compressed input is held: a bomb costs what its first refused header costs.
+    """
+
+    def __init__(self, path: Path, handle: BinaryIO) -> None:
+        self._path = path
+        self._handle = handle
+        magic = handle.read(2)
+        handle.seek(0)
+        self._inflate: zlib._Decompress | None = (
+            zlib.decompressobj(16 + zlib.MAX_WBITS) if magic == _GZIP_MAGIC else None
+        )
+        self._pending = b""
+        self._between = False
+        self._buffer = bytearray()
+        self.compressed = 0
+        self.uncompressed = 0
+
+    def _refuse(self, message: str) -> BundleError:
+        return BundleError([f"{self._path}: {message}"])
+
+    def read(self, size: int) -> bytes:
+        """Exactly ``size`` bytes (fewer only at the end of the archive)."""
+        while len(self._buffer) < size:
+            if not self._fill(size - len(self._buffer)):
+                break
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def _fill(self, wanted: int) -> bool:
+        if self._inflate is None:
+            data = self._handle.read(min(wanted, _CHUNK))
+            self.compressed += len(data)
+        else:
+            if self._between:
+                # Between gzip members: zero padding may follow the last (gzip allows it).
+                self._pending = self._pending.lstrip(b"\0")
+            if not self._pending:
+                self._pending = self._handle.read(_CHUNK)
+                self.compressed += len(self._pending)
+                # No output yet: the caller asks again, unless the file has ended.
+                return bool(self._pending)
+            self._between = False
+            try:
+                data = self._inflate.decompress(self._pending, min(wanted, _CHUNK))
+            except zlib.error as exc:
+                raise self._refuse(f"not a readable .tar.gz bundle: {exc}") from exc
+            self._pending = self._inflate.unconsumed_tail
+            if self._inflate.eof:
+                # Another gzip member may follow (concatenated .gz files are valid).
+                self._pending = self._inflate.unused_data + self._pending
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._between = True
+        if not data and self._inflate is None:
+            return False
+        self.uncompressed += len(data)
+        if self.uncompressed > MAX_BUNDLE_BYTES + 2 * _BLOCK * MAX_MEMBERS:
+            raise self._refuse(f"archive larger than {MAX_BUNDLE_BYTES} bytes uncompressed")
+        if self.uncompressed > RATIO_FLOOR and self.uncompressed > MAX_RATIO * max(
+            self.compressed, 1
+        ):
+            raise self._refuse(f"archive expands more than {MAX_RATIO} times (a compression bomb?)")
+        self._buffer += data
+        return True
+
+    def exactly(self, size: int, what: str) -> bytes:
+        data = self.read(size)
+        if len(data) != size:
+            raise self._refuse(f"archive ends inside {what}")
+        return data
+
+    def skip_padding(self, size: int) -> None:
+        padding = -size % _BLOCK
+        if padding:
+            self.exactly(padding, "padding")
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # base-256 (GNU) for large numbers
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    return int(text, 8) if text else 0
+
+
+def _checksum_ok(header: bytes) -> bool:
+    stored = _octal(header[148:156])
+    blanked = header[:148] + b" " * 8 + header[156:]
+    unsigned = sum(blanked)
+    if stored == unsigned:
+        return True
+    # Some old tars summed signed bytes: each byte above 127 counts 256 less.
+    return stored == unsigned - 256 * sum(1 for b in blanked if b > 127)
+
+
+def _pax_records(data: bytes, refuse: Callable[[str], BundleError]) -> dict[str, bytes]:
+    """``length key=value\\n`` records of a pax extended header."""
+    records: dict[str, bytes] = {}
+    position = 0
+    while position < len(data) and data[position] != 0:
+        space = data.find(b" ", position, position + 20)
+        try:
+            length = int(data[position:space]) if space > position else -1
+        except ValueError:
+            length = -1
+        end = position + length
+        if length <= 0 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise refuse("malformed pax header")
+        key, equals, value = data[space + 1 : end - 1].partition(b"=")
+        if not equals:
+            raise refuse("malformed pax header")
+        records[key.decode("utf-8", "replace")] = value
+        position = end
+    return records
+
+
+def _member_name(raw: bytes, refuse: Callable[[str], BundleError]) -> str:
+    if len(raw) > MAX_NAME_BYTES:
+        raise refuse(f"member name longer than {MAX_NAME_BYTES} bytes")
     try:
-        with tarfile.open(path, mode="r:*") as archive:
-            for member in archive:
-                if not member.isfile():
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise refuse("member name is not UTF-8") from exc
+    path = PurePosixPath(name)
+    if "\0" in name or path.is_absolute() or ".." in path.parts:
+        raise refuse(f"unsafe path in archive: {name!r}")
+    if len(path.parts) > MAX_DEPTH:
+        raise refuse(f"{name}: nested deeper than {MAX_DEPTH} folders")
+    return path.as_posix()
+
+
+def _read_archive(path: Path) -> dict[str, bytes]:
+    """The files of a tar archive (gzip-compressed or not), read by a strict reader that
+    bounds every header, name and member before reading it (``tarfile`` reads a GNU long
+    name or a pax header into memory whatever its size)."""
+
+    def refuse(message: str) -> BundleError:
+        return BundleError([f"{path}: {message}"])
+
+    files: dict[str, bytes] = {}
+    total = 0
+    members = 0
+    try:
+        if path.stat().st_size > MAX_BUNDLE_BYTES:
+            raise refuse(f"archive larger than {MAX_BUNDLE_BYTES} bytes")
+        with path.open("rb") as handle:
+            stream = _Stream(path, handle)
+            long_name: bytes | None = None
+            pax: dict[str, bytes] = {}
+            while True:
+                header = stream.read(_BLOCK)
+                if len(header) < _BLOCK or header == bytes(_BLOCK):
+                    if header.strip(b"\0") or long_name is not None or pax:
+                        raise refuse("not a readable .tar.gz bundle: it ends inside a member")
+                    break
+                members += 1
+                if members > MAX_MEMBERS:
+                    raise refuse(f"more than {MAX_MEMBERS} members in the archive")
+                if not _checksum_ok(header):
+                    raise refuse(
+                        f"not a readable .tar.gz bundle: bad header checksum (member {members})"
+                    )
+                typeflag = header[156:157]
+                size = _octal(header[124:136])
+                if typeflag == b"L":
+                    if size > MAX_NAME_BYTES:
+                        raise refuse(f"a GNU long name of {size} bytes (at most {MAX_NAME_BYTES})")
+                    long_name = stream.exactly(size, "a long name").split(b"\0", 1)[0]
+                    stream.skip_padding(size)
                     continue
-                name = PurePosixPath(member.name)
-                if name.is_absolute() or ".." in name.parts:
-                    raise BundleError([f"{path}: unsafe path in archive: {member.name}"])
-                total += member.size
+                if typeflag in (b"x", b"g"):
+                    if size > MAX_PAX_BYTES:
+                        raise refuse(f"a pax header of {size} bytes (at most {MAX_PAX_BYTES})")
+                    data = stream.exactly(size, "a pax header")
+                    stream.skip_padding(size)
+                    if typeflag == b"x":
+                        pax = _pax_records(data, refuse)
+                    continue
+                if typeflag in _REFUSED_TYPES:
+                    raise refuse(f"member {members} is {_REFUSED_TYPES[typeflag]} (refused)")
+                if typeflag not in _FILE_TYPES and typeflag != b"5":
+                    raise refuse(f"member {members} has unsupported tar type {typeflag!r}")
+                if "size" in pax:
+                    try:
+                        size = int(pax["size"])
+                    except ValueError as exc:
+                        raise refuse("malformed pax size") from exc
+                if "path" in pax:
+                    raw = pax["path"]
+                elif long_name is not None:
+                    raw = long_name
+                else:
+                    raw = header[0:100].split(b"\0", 1)[0]
+                    if header[257:263] == b"ustar\0":  # POSIX ustar: a prefix may lead
+                        prefix = header[345:500].split(b"\0", 1)[0]
+                        raw = prefix + b"/" + raw if prefix else raw
+                long_name, pax = None, {}
+                name = _member_name(raw, refuse)
+                if typeflag == b"5":
+                    continue
+                if size > MAX_MEMBER_BYTES:
+                    raise refuse(f"{name}: larger than {MAX_MEMBER_BYTES} bytes")
+                total += size
                 if total > MAX_BUNDLE_BYTES:
-                    raise BundleError([f"{path}: archive larger than {MAX_BUNDLE_BYTES} bytes"])
-                extracted = archive.extractfile(member)
-                if extracted is None:
-                    continue
-                files[name.as_posix().removeprefix("./")] = extracted.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError([f"{path}: not a readable .tar.gz bundle: {exc}"]) from exc
+                    raise refuse(f"archive larger than {MAX_BUNDLE_BYTES} bytes uncompressed")
+                key = name.removeprefix("./")
+                if key in files:
+                    raise refuse(f"{key}: in the archive twice")
+                files[key] = stream.exactly(size, name)
+                stream.skip_padding(size)
+    except OSError as exc:
+        raise refuse(f"not a readable .tar.gz bundle: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a number field that is not octal
+        raise refuse(f"not a readable .tar.gz bundle: {exc}") from exc
     # A tarball of a directory ("policies/schema.cedarschema"): strip the common folder.
     tops = {name.split("/", 1)[0] for name in files}
     if len(tops) == 1 and all("/" in name for name in files):
@@ -281,7 +536,22 @@ def data_labels(attrs: Mapping[str, Any]) -> DataLabels | None:
 
 ForbidErrors = Literal["deny", "cedar"]
 FORBID_ERRORS: tuple[ForbidErrors, ...] = ("deny", "cedar")
-_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {"evaluation": {"forbid_errors": FORBID_ERRORS}}
+_SETTINGS: dict[str, tuple[str, ...]] = {
+    "bundle": ("name", "revision"),
+    "evaluation": ("forbid_errors",),
+}
+MAX_REVISION = 2**63 - 1
+_BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSettings:
+    """What ``bundle.toml`` says: the bundle's name and revision (both or neither) and
+    what an erroring ``forbid`` does."""
+
+    name: str | None = None
+    revision: int | None = None
+    forbid_errors: ForbidErrors = "deny"
 
 
 def _toml_line(text: str, key: str, table: str | None = None) -> int:
@@ -296,16 +566,34 @@ def _toml_line(text: str, key: str, table: str | None = None) -> int:
     return 1
 
 
-def parse_bundle_settings(text: str) -> tuple[ForbidErrors, list[str]]:
-    """Read ``bundle.toml``: the ``forbid_errors`` setting (``"deny"`` when unset) and
-    every ``bundle.toml:line: message`` problem (unknown table, key or value)."""
+def _setting_problem(table: str, key: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid ``table.key``, or None."""
+    if table == "evaluation":
+        if value not in FORBID_ERRORS:
+            choices = " or ".join(f'"{choice}"' for choice in FORBID_ERRORS)
+            return f"{table}.{key}: {value!r} is not {choices}"
+    elif key == "name":
+        if not isinstance(value, str) or not _BUNDLE_NAME.fullmatch(value):
+            return (
+                f"{table}.{key}: {value!r} is not a name (letters, digits, '.', '_', '-'; "
+                "at most 64)"
+            )
+    elif type(value) is not int or not 1 <= value <= MAX_REVISION:
+        return f"{table}.{key}: {value!r} is not a whole number from 1 to {MAX_REVISION}"
+    return None
+
+
+def parse_bundle_settings(text: str) -> tuple[BundleSettings, list[str]]:
+    """Read ``bundle.toml``: its settings (defaults for what it leaves out) and every
+    ``bundle.toml:line: message`` problem (unknown table, key or value; a name without a
+    revision or the reverse)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None) or 1
-        return "deny", [f"{SETTINGS_FILE}:{line}: {getattr(exc, 'msg', str(exc))}"]
+        return BundleSettings(), [f"{SETTINGS_FILE}:{line}: {getattr(exc, 'msg', str(exc))}"]
     problems: list[str] = []
-    forbid_errors: ForbidErrors = "deny"
+    found: dict[str, Any] = {}
     for table, values in data.items():
         known = _SETTINGS.get(table)
         if known is None or not isinstance(values, dict):
@@ -317,20 +605,24 @@ def parse_bundle_settings(text: str) -> tuple[ForbidErrors, list[str]]:
             continue
         for key, value in values.items():
             line = _toml_line(text, key, table)
-            allowed = known.get(key)
-            if allowed is None:
+            if key not in known:
                 problems.append(
                     f"{SETTINGS_FILE}:{line}: unknown key {table}.{key} "
                     f"(expected one of: {', '.join(known)})"
                 )
-            elif value not in allowed:
-                choices = " or ".join(f'"{choice}"' for choice in allowed)
-                problems.append(
-                    f"{SETTINGS_FILE}:{line}: {table}.{key}: {value!r} is not {choices}"
-                )
+            elif (problem := _setting_problem(table, key, value)) is not None:
+                problems.append(f"{SETTINGS_FILE}:{line}: {problem}")
             else:
-                forbid_errors = value
-    return forbid_errors, problems
+                found[key] = value
+    if ("name" in found) != ("revision" in found):
+        missing = "revision" if "name" in found else "name"
+        problems.append(
+            f"{SETTINGS_FILE}:{_toml_line(text, 'bundle')}: [bundle] needs a {missing} too "
+            "(name and revision go together)"
+        )
+        found.pop("name", None)
+        found.pop("revision", None)
+    return BundleSettings(**found), problems
 
 
 class PolicyBundle:
@@ -351,6 +643,10 @@ class PolicyBundle:
     signed_by: str | None
     forbid_errors: ForbidErrors
     """What an erroring ``forbid`` does: ``"deny"`` (default) or ``"cedar"`` (skipped)."""
+    name: str | None
+    """``[bundle] name`` of ``bundle.toml``: which bundle this is a revision of."""
+    revision: int | None
+    """``[bundle] revision``: grows with each release; a replica refuses a lower one."""
     entities: cedarpy.Entities
     index: PolicyIndex
     _by_id: dict[str, Policy]
@@ -415,10 +711,12 @@ class PolicyBundle:
             problems.extend(site_problems)
         self.sites = sites
 
-        self.forbid_errors = "deny"
+        settings = BundleSettings()
         if SETTINGS_FILE in texts:
-            self.forbid_errors, setting_problems = parse_bundle_settings(texts[SETTINGS_FILE])
+            settings, setting_problems = parse_bundle_settings(texts[SETTINGS_FILE])
             problems.extend(setting_problems)
+        self.forbid_errors = settings.forbid_errors
+        self.name, self.revision = settings.name, settings.revision
 
         self.reference = ReferenceValues()
         try:

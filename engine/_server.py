@@ -14,6 +14,11 @@ metrics and the JWKS, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to
 workers and restarts a worker that dies. ``trusted_peps`` (ext_authz enforcement points
 that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the server does not
 start.
+
+The bundle is checked against the revisions this replica accepted
+(``<data_dir>/bundle-state.json``, :mod:`engine._bundle_state`) before anything listens,
+and each worker records it; a bundle refused on reload, and one let in by an operator's
+pin, is written to the audit log.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from attestation._ca import (
 from attestation._reference import ReferenceValues
 from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import TrustRoots
-from audit import AuditError, AuditLog
+from audit import AuditError, AuditLog, Entry
 from engine._admission import AdmissionController
 from engine._admission_http import AdmissionServer, server_context
 from engine._attestation import (
@@ -68,6 +73,7 @@ from engine._attestation import (
 from engine._attestrpc import AttestationServicer
 from engine._auditrpc import AuditServicer
 from engine._bundle import PolicyBundle
+from engine._bundle_state import RevisionGuard, pin_entry, refusal_entry
 from engine._engine import Engine
 from engine._errors import EngineError
 from engine._extauthz import AuthorizationServicer
@@ -251,9 +257,17 @@ def _bundle_key(settings: Settings) -> Ed25519PublicKey | None:
     return load_public_key(path) if path else None
 
 
+def revision_guard(settings: Settings) -> RevisionGuard:
+    """The anti-rollback state of this replica (``<data_dir>/bundle-state.json``)."""
+    return RevisionGuard(settings.data_dir, signed=settings.bundle_public_key is not None)
+
+
 def load_bundle(settings: Settings) -> PolicyBundle:
-    """The configured bundle. Raises :class:`~engine.BundleError`."""
-    return PolicyBundle.load(settings.bundle, public_key=_bundle_key(settings))
+    """The configured bundle, checked against the revisions this replica accepted (not
+    yet recorded: a worker does that). Raises :class:`~engine.BundleError`."""
+    bundle = PolicyBundle.load(settings.bundle, public_key=_bundle_key(settings))
+    revision_guard(settings).check(bundle)
+    return bundle
 
 
 def open_audit(settings: Settings) -> AuditLog:
@@ -393,18 +407,30 @@ class Worker:
         on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        guard = revision_guard(settings)
+        # Recorded before anything serves: a revision in force is one a rollback is
+        # measured against. A pin it used is audited once the log is open.
+        admission = guard.admit(bundle, utcnow())
         self.engine = Engine(bundle)
         self.watcher = BundleWatcher(
             self.engine,
             settings.bundle,
             interval=settings.bundle_poll_seconds,
             public_key=_bundle_key(settings),
+            guard=guard,
+            clock=utcnow,
         )
         # The CA and its revocation list first: one that does not verify stops the start
         # before anything runs.
         self.ca = prepare_ca(settings)
         self.trust = TrustFiles(settings.ca_dir, self.ca)
         self.audit = open_audit(settings).start()
+        if admission.pin is not None:
+            self._audit_bundle_event(pin_entry(bundle, admission, now=utcnow()))
+        self.watcher.on_pin(
+            lambda pinned, why: self._audit_bundle_event(pin_entry(pinned, why, now=utcnow()))
+        )
+        self.watcher.on_refuse(self._refused)
         self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
         self.challenges = open_challenges(settings)
         self.attestation = AttestationService(
@@ -465,6 +491,23 @@ class Worker:
         self._trust_thread = threading.Thread(
             target=self._watch_trust, name="docket-trust", daemon=True
         )
+
+    def _refused(self, source: str, problems: list[str]) -> None:
+        bundle = self.engine.bundle
+        self._audit_bundle_event(
+            refusal_entry(
+                source,
+                problems,
+                active_version=bundle.version if bundle is not None else None,
+                now=utcnow(),
+            )
+        )
+
+    def _audit_bundle_event(self, entry: Entry) -> None:
+        try:
+            self.audit.record([entry])
+        except AuditError as exc:  # the bundle decision stands; say loudly it went unrecorded
+            log.error("audit.bundle_unrecorded", action=entry.action, error=str(exc))
 
     def start_admission(self, address: Address, *, reuse_port: bool = False) -> int:
         """Serve the admission webhook (HTTPS) on ``address``; returns the port. The

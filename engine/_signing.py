@@ -4,6 +4,10 @@ A bundle's version is the sha256 of its files (``bundle.sig`` excluded), so sign
 the version signs every file. ``bundle.sig`` holds one line:
 ``ed25519 <key id> <base64 signature>``, where the key id is the first 8 bytes of
 sha256 over the raw public key, in hex, so that a reader can tell which key signed.
+
+The signature says who made a bundle, not that it is the newest: ``bundle.toml``'s
+``[bundle] name`` and ``revision`` are inside the version, so they are signed too, and a
+replica refuses a revision lower than one it accepted (:mod:`engine._bundle_state`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from attestation.cli import ca as ca_cli
 from audit.cli import CheckFailed, InputError
 from audit.cli import audit as audit_cli
 from engine._agentcli import attest as attest_cli
-from engine._bundle import PolicyBundle
+from engine._bundle import MAX_REVISION, PolicyBundle
 from engine._casefile import junit_xml, load_cases, run_cases, uncovered_policies
 from engine._engine import Engine
 from engine._errors import BundleError, EngineError, RequestError, SignatureError
@@ -213,10 +213,16 @@ def sign(bundle_dir: Path, key: Path) -> None:
     except SignatureError as exc:
         raise InputError(str(exc)) from exc
     bundle = _load_bundle(bundle_dir, None)
+    if bundle.name is None or bundle.revision is None:
+        raise InputError(
+            f"{bundle_dir / 'bundle.toml'}: a signed bundle needs [bundle] name and revision "
+            "(raise the revision with every release: replicas refuse a lower one)"
+        )
     signature = sign_version(bundle.version, private_key)
     (bundle_dir / SIGNATURE_FILE).write_text(signature)
     click.echo(
-        f"signed {bundle.version} with key {signature.split()[1]} → {bundle_dir / SIGNATURE_FILE}"
+        f"signed {bundle.name} revision {bundle.revision} ({bundle.version}) with key "
+        f"{signature.split()[1]} → {bundle_dir / SIGNATURE_FILE}"
     )
 
 
@@ -241,6 +247,38 @@ def keygen(prefix: str, force: bool) -> None:
         handle.write(private_pem)
     public_path.write_bytes(public_pem)
     click.echo(f"private key: {private_path} (keep it secret)\npublic key:  {public_path}")
+
+
+# --- docket bundle ----------------------------------------------------------------------
+
+
+@main.group(name="bundle")
+def bundle_cli() -> None:
+    """A replica's accepted bundle revisions (anti-rollback)."""
+
+
+@bundle_cli.command()
+@click.argument("revision", type=click.IntRange(1, MAX_REVISION))
+@click.option("--name", help="The bundle's [bundle] name [the one in force].")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="State directory [./docket-data]."
+)
+@click.pass_context
+def pin(ctx: click.Context, revision: int, name: str | None, data_dir: Path | None) -> None:
+    """Let the next bundle of NAME at exactly REVISION in, once, even if it is lower than
+    the highest accepted (a deliberate rollback). The server that accepts it writes the
+    pin to the audit log."""
+    from engine._bundle_state import RevisionGuard
+
+    directory = data_dir or _settings(ctx).data_dir
+    try:
+        pinned = RevisionGuard(directory, signed=False).pin(revision, datetime.now(UTC), name=name)
+    except BundleError as exc:
+        raise InputError(str(exc)) from exc
+    click.echo(
+        f"pinned {pinned.name} revision {pinned.revision} in {directory}: the next bundle of "
+        "that revision is accepted once (a running server sees it at its next poll)"
+    )
 
 
 # --- docket decide / place --------------------------------------------------------------

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Mapping
+import time
+import tracemalloc
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from archive_bombs import long_name_bomb, many_members_bomb, tar_header
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sample_bundle import ACCESS, ENTITIES, PLACEMENT, SCHEMA, SITES, bundle_files, write_bundle
 
 from attestation._tpm import ALG_SHA256
 from engine import BundleError, Engine, PolicyBundle, Request, SignatureError
+from engine._bundle import (
+    MAX_DEPTH,
+    MAX_MEMBER_BYTES,
+    MAX_MEMBERS,
+    MAX_NAME_BYTES,
+    MAX_PAX_BYTES,
+    MAX_RATIO,
+)
 from engine._signing import key_id, sign_version
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -230,7 +242,7 @@ def locations(problems: tuple[str, ...]) -> list[str]:
         ),
         pytest.param(
             {"bundle.toml": '[evaluation]\nforbid_errors = "cedar"\n\n[limits]\ndepth = 9\n'},
-            {"bundle.toml:4": "unknown setting 'limits' (expected [evaluation])"},
+            {"bundle.toml:4": "unknown setting 'limits' (expected [bundle], [evaluation])"},
             id="settings-unknown-table",
         ),
         pytest.param(
@@ -567,3 +579,175 @@ def test_policy_validate_reports_a_broken_reference(tmp_path: Path) -> None:
     assert "invalid TOML" in line
     assert "1 problem" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- archive limits, enforced while streaming (issue 14, finding 9) ------------------------
+
+
+def member(name: str, data: bytes, typeflag: bytes = b"0") -> bytes:
+    return tar_header(name.encode(), len(data), typeflag) + data + bytes(-len(data) % 512)
+
+
+def gzipped(*blocks: bytes) -> bytes:
+    return gzip.compress(b"".join(blocks) + bytes(1024))
+
+
+def good_members() -> list[bytes]:
+    return [member(name, data) for name, data in bundle_files().items()]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            [tar_header(b"././@LongLink", MAX_NAME_BYTES + 1, b"L")],
+            f"a GNU long name of {MAX_NAME_BYTES + 1} bytes",
+            id="gnu-long-name",
+        ),
+        pytest.param(
+            [tar_header(b"pax", MAX_PAX_BYTES + 1, b"x")],
+            f"a pax header of {MAX_PAX_BYTES + 1} bytes",
+            id="pax-header",
+        ),
+        pytest.param(
+            [member("pax", b"99 path=" + b"a" * 17 + b"\n", b"x"), member("x", b"")],
+            "malformed pax header",
+            id="pax-malformed",
+        ),
+        pytest.param(
+            [tar_header(b"huge.cedar", MAX_MEMBER_BYTES + 1, b"0")],
+            f"huge.cedar: larger than {MAX_MEMBER_BYTES} bytes",
+            id="member-size",
+        ),
+        pytest.param(
+            [tar_header(b"link.cedar", 0, b"2", link=b"/etc/passwd")],
+            "is a symbolic link (refused)",
+            id="symlink",
+        ),
+        pytest.param(
+            [tar_header(b"hard.cedar", 0, b"1", link=b"10-access.cedar")],
+            "is a hard link (refused)",
+            id="hard-link",
+        ),
+        pytest.param(
+            [tar_header(b"dev", 0, b"3")], "is a character device (refused)", id="char-device"
+        ),
+        pytest.param([tar_header(b"blk", 0, b"4")], "is a block device (refused)", id="block"),
+        pytest.param([tar_header(b"fifo", 0, b"6")], "is a FIFO (refused)", id="fifo"),
+        pytest.param(
+            [member("/".join(["d"] * (MAX_DEPTH + 1)), b"")],
+            f"nested deeper than {MAX_DEPTH} folders",
+            id="depth",
+        ),
+        pytest.param(
+            [member("10-access.cedar", b"// again\n")],
+            "10-access.cedar: in the archive twice",
+            id="duplicate",
+        ),
+        pytest.param(
+            [tar_header(b"x", 0, b"0")[:148] + b"0000000\0" + tar_header(b"x", 0, b"0")[156:]],
+            "bad header checksum",
+            id="checksum",
+        ),
+        pytest.param(
+            [tar_header(b"cut.cedar", 4096, b"0") + b"permit"],
+            "archive ends inside cut.cedar",
+            id="truncated",
+        ),
+    ],
+)
+def test_archive_limits_are_refused_with_one_line(
+    tmp_path: Path, extra: list[bytes], message: str
+) -> None:
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(gzipped(*good_members(), *extra))
+    with pytest.raises(BundleError) as refused:
+        PolicyBundle.load(archive)
+    (problem,) = refused.value.problems
+    assert "\n" not in problem
+    assert message in problem
+
+
+@pytest.mark.parametrize(
+    "pack",
+    [
+        pytest.param(lambda tar: tar, id="plain-tar"),
+        pytest.param(lambda tar: gzip.compress(tar) + bytes(4096), id="zero-padded-gzip"),
+        pytest.param(
+            lambda tar: gzip.compress(tar[:1000]) + gzip.compress(tar[1000:]),
+            id="two-gzip-members",
+        ),
+    ],
+)
+def test_archive_forms_that_gzip_and_tar_allow_are_read(
+    tmp_path: Path, pack: Callable[[bytes], bytes]
+) -> None:
+    files = bundle_files()
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(pack(b"".join(good_members()) + bytes(1024)))
+    assert PolicyBundle.load(archive).version == PolicyBundle.from_files(files).version
+
+
+def test_archive_with_too_many_members_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "bundle.tar.gz"
+    folders = [tar_header(f"d{n}/".encode(), 0, b"5") for n in range(MAX_MEMBERS)]
+    archive.write_bytes(gzipped(*good_members(), *folders))
+    with pytest.raises(BundleError, match=f"more than {MAX_MEMBERS} members"):
+        PolicyBundle.load(archive)
+
+
+def test_archive_that_expands_too_much_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(gzipped(member("entities.json", b" " * (8 << 20))))
+    with pytest.raises(BundleError, match=f"expands more than {MAX_RATIO} times"):
+        PolicyBundle.load(archive)
+
+
+def test_directory_limits_are_refused(tmp_path: Path) -> None:
+    root = write_bundle(tmp_path / "bundle", bundle_files())
+    with (root / "big.json").open("wb") as out:
+        out.truncate(MAX_MEMBER_BYTES + 1)
+    with pytest.raises(BundleError, match=f"big.json: larger than {MAX_MEMBER_BYTES} bytes"):
+        PolicyBundle.load(root)
+
+
+def test_pax_and_gnu_archives_read_like_the_directory(tmp_path: Path) -> None:
+    files = bundle_files({"reference/notes.md": "# why\n"})
+    directory = PolicyBundle.load(write_bundle(tmp_path / "bundle", files))
+    for form in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        archive = tmp_path / f"bundle-{form}.tar.gz"
+        with tarfile.open(archive, "w:gz", format=form) as out:
+            for name, data in files.items():
+                info = tarfile.TarInfo("a-folder-with-a-long-name-" * 6 + "/" + name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+        assert PolicyBundle.load(archive).version == directory.version
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bombs")
+    return {
+        "gnu-long-name": long_name_bomb(root / "long-name.tar.gz", 256 << 20),
+        "million-members": many_members_bomb(root / "members.tar.gz", 1_000_000),
+    }
+
+
+@pytest.mark.parametrize("bomb", ["gnu-long-name", "million-members"])
+def test_archive_bomb_is_refused_quickly_in_bounded_memory(
+    bombs: dict[str, Path], bomb: str
+) -> None:
+    """The attack took 1.1 GiB (a 1 MiB long-name archive) or 101 s of CPU (a million
+    empty members) before the signature was checked."""
+    started = time.process_time()
+    with pytest.raises(BundleError):
+        PolicyBundle.load(bombs[bomb])
+    assert time.process_time() - started < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleError):
+            PolicyBundle.load(bombs[bomb])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20

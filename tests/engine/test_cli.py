@@ -224,8 +224,15 @@ def test_keygen_sign_and_verified_load(tmp_path: Path) -> None:
     unsigned = docket("policy", "validate", str(bundle), "--bundle-key", pub)
     assert unsigned.returncode == 1
     assert "bundle.sig: missing" in unsigned.stdout
+    assert_one_line_error(
+        docket("policy", "sign", str(bundle), "--key", str(tmp_path / "k.key")),
+        2,
+        "a signed bundle needs [bundle] name and revision",
+    )
+    (bundle / "bundle.toml").write_text('[bundle]\nname = "acme"\nrevision = 3\n')
     signed = docket("policy", "sign", str(bundle), "--key", str(tmp_path / "k.key"))
     assert signed.returncode == 0, signed.stderr
+    assert "signed acme revision 3 (sha256:" in signed.stdout
     ok = docket("policy", "validate", str(bundle), "--bundle-key", pub)
     assert ok.returncode == 0, ok.stdout
     assert "signed by" in ok.stdout

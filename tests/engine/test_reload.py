@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sample_bundle import ACCESS, bundle_files, write_bundle
 
 from engine import BundleWatcher, Engine, PolicyBundle, Request
+from engine._bundle_state import RevisionGuard
 from engine._signing import sign_version
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -122,4 +123,49 @@ def test_removed_bundle_keeps_the_previous_version(root: Path, engine: Engine) -
     shutil.rmtree(root)
     assert watcher.check() is False
     assert engine.bundle is before
+    assert engine.decide(ALICE_READS, now=NOW).allowed
+
+
+# --- anti-rollback (issue 14, finding 8) ---------------------------------------------------
+
+
+def revision(root: Path, number: int, policy: str = "") -> None:
+    write(root / "bundle.toml", f'[bundle]\nname = "acme"\nrevision = {number}\n')
+    write(root / "30-extra.cedar", policy)
+
+
+def test_older_revision_is_refused_and_reported(root: Path, tmp_path: Path) -> None:
+    revision(root, 2, LOCKDOWN)
+    guard = RevisionGuard(tmp_path / "data", signed=False)
+    engine = Engine(PolicyBundle.load(root))
+    assert engine.bundle is not None
+    guard.admit(engine.bundle, NOW)
+    watcher = BundleWatcher(engine, root, guard=guard, clock=lambda: NOW)
+    refused: list[list[str]] = []
+    watcher.on_refuse(lambda _path, problems: refused.append(problems))
+    before = version(engine)
+    revision(root, 1)  # the old release, without the lockdown
+    assert watcher.check() is False
+    assert version(engine) == before
+    assert not engine.decide(ALICE_READS, now=NOW).allowed
+    (problems,) = refused
+    assert "revision 1 of bundle 'acme' is older than revision 2" in problems[0]
+
+
+def test_a_pin_written_while_watching_lets_the_older_revision_in(
+    root: Path, tmp_path: Path
+) -> None:
+    revision(root, 2, LOCKDOWN)
+    guard = RevisionGuard(tmp_path / "data", signed=False)
+    engine = Engine(PolicyBundle.load(root))
+    assert engine.bundle is not None
+    guard.admit(engine.bundle, NOW)
+    watcher = BundleWatcher(engine, root, guard=guard, clock=lambda: NOW)
+    pinned: list[int | None] = []
+    watcher.on_pin(lambda bundle, _admission: pinned.append(bundle.revision))
+    revision(root, 1)
+    assert watcher.check() is False
+    guard.pin(1, NOW)  # another process (docket bundle pin) in real life
+    assert watcher.check() is True
+    assert pinned == [1]
     assert engine.decide(ALICE_READS, now=NOW).allowed
