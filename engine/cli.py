@@ -538,7 +538,10 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         processes = f", {where.workers} workers" if where.workers > 1 else ""
         click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
         click.echo(f"docket: metrics on http://{where.metrics}/metrics")
-        click.echo(f"docket: device JWT-SVID keys on http://{where.metrics}/.well-known/jwks.json")
+        click.echo(
+            f"docket: device JWT-SVID keys on http://{where.metrics}/.well-known/jwks.json, "
+            f"revocations on http://{where.metrics}/.well-known/docket-revocations.json"
+        )
         peps = ", ".join(settings.trusted_peps) or "none (ext_authz Checks may not name a subject)"
         click.echo(f"docket: trusted enforcement points: {peps}")
         if where.admission is not None:

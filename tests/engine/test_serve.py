@@ -173,7 +173,10 @@ def test_the_banner_names_the_jwks_endpoint_and_the_trusted_enforcement_points(
 ) -> None:
     printed = served.printed + served.wait_for("trusted enforcement points", timeout=10)
     assert "trusted enforcement points: none (ext_authz Checks may not name a subject)" in printed
-    url = re.search(r"device JWT-SVID keys on (\S+)", printed)[1]  # type: ignore[index]
+    url = re.search(r"device JWT-SVID keys on (\S+),", printed)[1]  # type: ignore[index]
+    revocations = re.search(r"revocations on (\S+)", printed)[1]  # type: ignore[index]
+    with urllib.request.urlopen(revocations, timeout=5) as response:
+        assert response.status == 200
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.headers["content-type"].startswith("application/json")
         assert response.read().startswith(b'{"keys"')
