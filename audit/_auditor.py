@@ -486,3 +486,73 @@ def prove_consistency(store: Store, old: Checkpoint, new: Checkpoint) -> list[by
 def root_b64(root: bytes) -> str:
     """A root hash as checkpoints show it."""
     return base64.b64encode(root).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Where a period ``[since, until)`` lies in the log, by the hashed entries' own time.
+
+    ``start``/``end`` bound the indices (``end`` exclusive) from the first to the last
+    entry whose payload time is in the period; ``entries`` counts those dated entries
+    (0: the period is empty, and ``start == end``); ``size`` is how many entries the log
+    held when it was read.
+    """
+
+    since: datetime | None
+    until: datetime | None
+    start: int
+    end: int
+    entries: int
+    size: int
+
+
+def select_period(store: Store, since: datetime | None, until: datetime | None) -> Period:
+    """Map ``[since, until)`` (``None``: unbounded) to an index range using the time
+    inside each entry's hashed payload, never the unhashed ``time`` column, and check
+    every stored column a selection could use (``kind``, ``time``) against the payload.
+
+    Reads every row once. A redacted entry (no payload) has no time and is not dated;
+    its columns cannot be checked and are not used. Raises :class:`TamperDetected`
+    (``modified``, naming the entry and the column) when a column disagrees with the
+    payload or a payload is not an entry, :class:`StoreError` when the database cannot
+    be read, ``ValueError`` for a naive or reversed period.
+    """
+    for value, name in ((since, "since"), (until, "until")):
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(f"{name} must be a timezone-aware datetime")
+    if since is not None and until is not None and since >= until:
+        raise ValueError("--since must be before --until")
+    start: int | None = None
+    end = 0
+    dated = 0
+    size = 0
+    for row in store.selection_columns():
+        size = row.idx + 1
+        if row.payload is None:
+            continue
+        try:
+            document = json.loads(row.payload)
+            kind, text = document["kind"], document["time"]
+            time = datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TamperDetected(
+                row.idx, "modified", f"its payload is not a Docket audit entry: {exc}"
+            ) from exc
+        if row.kind != kind:
+            raise TamperDetected(
+                row.idx,
+                "modified",
+                f"its kind column says {row.kind!r}, its hashed payload says {kind!r}",
+            )
+        if row.time != text:
+            raise TamperDetected(
+                row.idx,
+                "modified",
+                f"its time column says {row.time!r}, its hashed payload says {text!r}",
+            )
+        if (since is not None and time < since) or (until is not None and time >= until):
+            continue
+        dated += 1
+        start = row.idx if start is None else start
+        end = row.idx + 1
+    return Period(since, until, start if start is not None else end, end, dated, size)

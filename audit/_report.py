@@ -36,7 +36,8 @@ one after it at or after ``since``).
 JSON (``render(report, "json")``), one object, keys always present, times RFC 3339 UTC::
 
     {"report": "docket-residency", "version": 1, "generated_at": T,
-     "period": {"since": T|null, "until": T|null, "first_entry": T|null, "last_entry": T|null},
+     "period": {"since": T|null, "until": T|null, "first_entry": T|null, "last_entry": T|null,
+                "first_index": int|null, "last_index": int|null},
      "verification": {"intact": bool, "tree_size": int, "checkpoint": str|null,
                       "problem": str|null, "redacted": [int]},
      "entries": int, "redacted": int, "totals": {kind: int},      # every kind, zeros too
@@ -57,7 +58,8 @@ columns that do not apply to a row are empty:
 section            identifying columns                         metric
 =================  ==========================================  ===========================
 period             --                                          since, until, generated_at,
-                                                               first_entry, last_entry
+                                                               first_entry, last_entry,
+                                                               first_index, last_index
 verification       --                                          intact, tree_size,
                                                                checkpoint, problem,
                                                                redacted_in_log
@@ -181,7 +183,9 @@ class Report:
 
     ``totals`` lists every entry kind in a fixed order (zeros included) and does not
     count redacted entries, which are in ``redacted``; ``entries`` is both together.
-    ``first_time``/``last_time`` are the earliest and latest entry times counted.
+    ``first_time``/``last_time`` are the earliest and latest entry times counted,
+    ``first_index``/``last_index`` the lowest and highest index of a dated entry counted
+    (the period's index range, by the time inside each hashed payload).
     """
 
     since: datetime | None
@@ -189,6 +193,8 @@ class Report:
     generated_at: datetime
     first_time: datetime | None
     last_time: datetime | None
+    first_index: int | None
+    last_index: int | None
     entries: int
     totals: tuple[tuple[str, int], ...]
     redacted: int
@@ -308,6 +314,8 @@ def build_report(
     findings: list[Finding] = []
     first: datetime | None = None
     last: datetime | None = None
+    low: int | None = None
+    high: int | None = None
     redacted = 0
     pending = 0  # redacted entries since the last dated one, placed by the next one
     previous: datetime | None = None
@@ -327,6 +335,8 @@ def build_report(
         kinds[entry.kind] += 1
         first = time if first is None or time < first else first
         last = time if last is None or time > last else last
+        low = index if low is None else min(low, index)
+        high = index if high is None else max(high, index)
         if entry.kind in DECISION_KINDS and entry.decision is not None:
             key = (entry.classification or UNCLASSIFIED, entry.jurisdiction or UNKNOWN)
             cell = cells.setdefault(key, [0, 0])
@@ -364,6 +374,8 @@ def build_report(
         generated_at=generated_at,
         first_time=first,
         last_time=last,
+        first_index=low,
+        last_index=high,
         entries=dated + redacted,
         totals=tuple((kind, kinds[kind]) for kind in _KINDS),
         redacted=redacted,
@@ -421,7 +433,12 @@ def _when(value: datetime) -> str:
 def _period(report: Report) -> str:
     start = _when(report.since) if report.since else "start of log"
     end = _when(report.until) if report.until else "end of log"
-    return f"{start} to {end} (end exclusive)"
+    span = (
+        ""
+        if report.first_index is None or report.last_index is None
+        else f", entries {report.first_index}..{report.last_index}"
+    )
+    return f"{start} to {end} (end exclusive){span}"
 
 
 def _status_line(status: ReportStatus) -> str:
@@ -458,6 +475,8 @@ def _json_document(report: Report) -> dict[str, Any]:
             "until": _iso(report.until),
             "first_entry": _iso(report.first_time),
             "last_entry": _iso(report.last_time),
+            "first_index": report.first_index,
+            "last_index": report.last_index,
         },
         "verification": {
             "intact": status.intact,
@@ -552,6 +571,11 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
         ("last_entry", report.last_time),
     ):
         yield {"section": "period", "metric": metric, "value": _iso(moment)}
+    for metric, position in (
+        ("first_index", report.first_index),
+        ("last_index", report.last_index),
+    ):
+        yield {"section": "period", "metric": metric, "value": position}
     status = report.status
     for metric, value in (
         ("intact", status.intact),

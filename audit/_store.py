@@ -161,6 +161,15 @@ class StoredEntry(NamedTuple):
     nodes: bytes
 
 
+class SelectionRow(NamedTuple):
+    """The columns an entry is selected by (not covered by its hash) and its payload."""
+
+    idx: int
+    kind: str
+    time: str
+    payload: bytes | None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
     """A stored checkpoint note (its signatures not yet verified)."""
@@ -483,9 +492,38 @@ class Store:
         """One entry row, or None when there is no row at ``index``."""
         return next(self.entries(index, index + 1), None)
 
+    def selection_columns(self, start: int = 0, end: int | None = None) -> Iterator[SelectionRow]:
+        """``(idx, kind, time, payload)`` of the entries with ``start <= index < end``,
+        in index order: the stored columns a period or kind is selected by, with the
+        hashed payload they must agree with (``None``: redacted). Raises
+        :class:`StoreError` when the database cannot be read."""
+        position, stop = start, end if end is not None else 2**63 - 1
+        columns = (_ENTRY.c.idx, _ENTRY.c.kind, _ENTRY.c.time, _ENTRY.c.payload)
+        while position < stop:
+            query = (
+                sa.select(*columns)
+                .where(_ENTRY.c.idx >= position, _ENTRY.c.idx < stop)
+                .order_by(_ENTRY.c.idx)
+                .limit(_READ_CHUNK)
+            )
+            try:
+                with self._read() as conn:
+                    rows = conn.execute(query).all()
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot read the audit log: {_reason(exc)}") from exc
+            for idx, kind, time, payload in rows:
+                yield SelectionRow(
+                    int(idx), str(kind), str(time), None if payload is None else bytes(payload)
+                )
+            if len(rows) < _READ_CHUNK:
+                return
+            position = int(rows[-1][0]) + 1
+
     def index_range(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
         """``[start, end)``: the entries whose time is within ``[since, until)``, taken
-        as the first and last such index (entries are time-ordered per writer)."""
+        as the first and last such index (entries are time-ordered per writer).
+        Only a hint: the ``time`` column is not covered by any hash (see
+        :func:`audit._auditor.select_period`, which reads the payloads)."""
         fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
         clauses = []
         if since is not None:

@@ -22,10 +22,12 @@ import click
 from pydantic import ValidationError
 
 from audit._auditor import (
+    Period,
     Verdict,
     make_receipt,
     prove_consistency,
     root_b64,
+    select_period,
     verify_export,
     verify_receipt,
     verify_store,
@@ -162,6 +164,38 @@ def _parse_time(value: str | None, flag: str) -> datetime | None:
     except ValueError as exc:
         raise InputError(f"{flag} {value!r}: not an ISO 8601 date or time") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since``/``--until`` as aware datetimes; a reversed or zero-length period is a
+    usage error (it could only ever hold nothing, and must not read as all clear)."""
+    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    if start is not None and end is not None and start >= end:
+        raise InputError(f"--since {since} must be before --until {until} (the end is exclusive)")
+    return start, end
+
+
+def _select_period(store: Store, since: datetime | None, until: datetime | None) -> Period:
+    """:func:`select_period`, its tampering a failed check (exit 1) naming the entry and
+    the column, a database that cannot be read an input error."""
+    try:
+        return select_period(store, since, until)
+    except TamperDetected as exc:
+        raise CheckFailed(f"audit log NOT intact: {exc}") from exc
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _nothing_in(
+    what: str, since: datetime | None, until: datetime | None, size: int
+) -> CheckFailed:
+    """The failure of a period that holds no entry: said plainly, never a green result."""
+    start = since.isoformat() if since else "the start of the log"
+    end = until.isoformat() if until else "the end of the log"
+    return CheckFailed(
+        f"nothing to {what}: no entry in [{start}, {end}) by the entries' hashed times "
+        f"(the log holds {size:,} entries); nothing was checked for that period"
+    )
 
 
 @contextmanager
@@ -591,11 +625,15 @@ def export(
 ) -> None:
     """Write the entries in [--since, --until) as JSON Lines, with the signed
     checkpoints and subtree hashes that let `docket audit verify --export` check them
-    offline."""
-    start_time, end_time = _parse_time(since, "--since"), _parse_time(until, "--until")
+    offline. The period is mapped to entries by the time inside each hashed entry; a
+    stored column that disagrees with it exits 1, a period with no entry exits 1."""
+    start_time, end_time = _parse_period(since, until)
     log = _signing_log(db, data_dir, keys_path)
     try:
-        start, end = log.store.index_range(start_time, end_time)
+        period = _select_period(log.store, start_time, end_time)
+        if period.entries == 0 and (start_time or end_time):
+            raise _nothing_in("export", start_time, end_time, period.size)
+        start, end = period.start, period.end
         anchor = log.store.latest_checkpoint()
         if anchor is None or anchor.size < end:
             anchor = log.checkpoint()
@@ -625,6 +663,7 @@ def export(
         raise InputError(f"cannot write {output}: {exc.strerror}") from exc
     finally:
         log.store.close()
+    covered = f"; covered by the checkpoint of size {anchor.size:,}"
     if log.keys is not None:
         _record_operation(
             AuditLog(Store(database_url(db, data_dir)), log.keys),
@@ -633,7 +672,7 @@ def export(
             {"start": start, "end": end, "file": output.name},
         )
     span = f"entries {start}..{end - 1}" if written else "no entries (none in that period)"
-    click.echo(f"exported {span} ({written:,}) to {output}", err=True)
+    click.echo(f"exported {span} ({written:,}) to {output}{covered}", err=True)
 
 
 @audit.command()
@@ -667,8 +706,10 @@ def report(
     jurisdiction, any access or placement of data outside its declared residency,
     whatever its classification (flagged, one row per decision), denials by policy,
     credentials issued and refused, and whether the log verified (and against which
-    checkpoint)."""
-    start_time, end_time = _parse_time(since, "--since"), _parse_time(until, "--until")
+    checkpoint). The period is mapped to entries by the time inside each hashed
+    entry, never the unhashed columns; a column that disagrees with it, or a period
+    with no entry, exits 1."""
+    start_time, end_time = _parse_period(since, until)
     try:
         verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
         anchor = verdict.anchor
@@ -691,12 +732,25 @@ def report(
             problem=str(tamper) if isinstance(tamper, TamperDetected) else exc.format_message(),
             redacted=(),
         )
-    entries = _report_entries(
-        db, data_dir, export, (start_time, end_time), skip_unreadable=not status.intact
-    )
+    if status.intact and export is None:
+        store = _open_store(db, data_dir)
+        try:
+            _select_period(store, start_time, end_time)
+        except CheckFailed as exc:
+            tamper = exc.__cause__
+            status = dataclasses.replace(
+                status,
+                intact=False,
+                problem=str(tamper) if tamper is not None else exc.format_message(),
+            )
+        finally:
+            store.close()
+    entries = _report_entries(db, data_dir, export, skip_unreadable=not status.intact)
     built = build_report(
         entries, since=start_time, until=end_time, status=status, generated_at=datetime.now(UTC)
     )
+    if status.intact and built.entries == 0 and (start_time or end_time):
+        raise _nothing_in("report", start_time, end_time, status.tree_size)
     text = render(built, fmt)  # type: ignore[arg-type]
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -724,7 +778,6 @@ def _report_entries(
     db: str | None,
     data_dir: Path | None,
     export: Path | None,
-    period: tuple[datetime | None, datetime | None],
     *,
     skip_unreadable: bool,
 ) -> Iterator[tuple[int, Entry | None]]:
@@ -754,10 +807,9 @@ def _report_entries(
         return
     store = _open_store(db, data_dir)
     try:
-        # Only the entries of the period are read (by the time column's index);
-        # build_report still checks each entry's own time.
-        start, end = store.index_range(*period) if any(period) else (0, None)
-        for row in store.entries(start, end):
+        # Every entry is read: the time column is not hashed, so it cannot choose
+        # them; build_report selects by each entry's own (hashed) time.
+        for row in store.entries(0, None):
             payload = row.payload
             if payload is None:
                 yield row.idx, None

@@ -455,7 +455,10 @@ def test_exports_verify_offline_and_edits_are_named(made: Made, copy: Path, tmp_
     key = key_of(copy)
     whole = tmp_path / "whole.jsonl"
     done = cli("export", "-o", whole, "--data-dir", copy)
-    assert done.stderr.strip() == f"exported entries 0..{made.size - 1} ({made.size}) to {whole}"
+    assert done.stderr.strip() == (
+        f"exported entries 0..{made.size - 1} ({made.size}) to {whole}; "
+        f"covered by the checkpoint of size {made.size}"
+    )
     lines = export_lines(whole)
     assert [line["type"] for line in lines[:1] + lines[-1:]] == ["header", "end"]
     assert [line["index"] for line in lines if line["type"] == "entry"] == list(range(made.size))

@@ -415,6 +415,8 @@ def test_json_is_one_object_matching_the_counts() -> None:
         "until": "2025-03-01T12:20:00Z",
         "first_entry": "2025-03-01T12:00:00Z",
         "last_entry": "2025-03-01T12:15:00Z",
+        "first_index": 0,
+        "last_index": 15,
     }
     assert document["generated_at"] == "2025-04-01T08:30:00Z"
     assert document["verification"] == {
