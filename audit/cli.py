@@ -239,7 +239,9 @@ def _run_verify(
     try:
         if export is not None:
             with _progress("verifying", None) as progress:
-                return verify_export(export, keys or None, extra=extra, progress=progress)
+                return _covered(
+                    verify_export(export, keys or None, extra=extra, progress=progress), keys
+                )
         store = _open_store(db, data_dir)
         try:
             notes: list[str] = []
@@ -250,6 +252,8 @@ def _run_verify(
                     raise InputError("the log names no verifier key: pass --key")
             with _progress("verifying", store.head().size) as progress:
                 verdict = verify_store(store, keys, extra=extra, progress=progress)
+            if not notes:
+                _covered(verdict, keys)
             return dataclasses.replace(verdict, notes=(*verdict.notes, *notes))
         finally:
             store.close()
@@ -259,11 +263,36 @@ def _run_verify(
         raise InputError(str(exc)) from exc
 
 
+def _covered(verdict: Verdict, keys: Sequence[VerifierKey]) -> Verdict:
+    """With the auditor's own ``--key``: the verdict, when a checkpoint signed by one
+    of those keys covers the log; else a failed check (exit 1). Hashes and a chain
+    anyone with write access can recompute; only a signature by a trusted key proves
+    the entries are the ones the log published (deleted checkpoints and a rewritten
+    history, or a restored older backup with none, read as intact otherwise)."""
+    if not keys or verdict.anchor is not None or verdict.log.size == verdict.log.start:
+        return verdict
+    names = ", ".join(str(key).split("+")[0] for key in keys)
+    raise CheckFailed(
+        f"audit log NOT proven: no checkpoint signed by {names} covers it (its "
+        f"{verdict.log.size - verdict.log.start:,} entries hash and chain correctly, but "
+        "nothing you trust signed them: checkpoints deleted and history rewritten, or an "
+        "older copy restored?)"
+    )
+
+
+def _signed_by(verdict: Verdict) -> str:
+    return ", ".join(key.split("+")[0] for key in verdict.keys)
+
+
 def _describe(verdict: Verdict) -> list[str]:
     log = verdict.log
     span = f"{log.size:,} entries" if log.start == 0 else f"entries {log.start:,}..{log.size - 1:,}"
     lines = [f"audit log intact: {span} of {verdict.origin}"]
     if verdict.anchor is not None:
+        lines.append(
+            f"intact up to index {verdict.anchor.size - 1:,}, covered by the checkpoint of "
+            f"size {verdict.anchor.size:,} signed by {_signed_by(verdict)}"
+        )
         lines.append(
             f"checked against the checkpoint of size {verdict.anchor.size:,}, root "
             f"{root_b64(verdict.anchor.root)} ({verdict.anchor_source})"
@@ -312,7 +341,20 @@ def verify(
     """Recompute every leaf hash, the hash chain and the Merkle root; check every
     checkpoint's signature and root. Exits 1 naming the first bad entry and what is
     wrong (modified, deleted, inserted, reordered, truncated, checkpoint)."""
-    verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
+    try:
+        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
+    except click.ClickException as exc:
+        if as_json:
+            tamper = exc.__cause__
+            failed: dict[str, Any] = {
+                "intact": False if isinstance(exc, CheckFailed) else None,
+                "exit_code": exc.exit_code,
+                "problem": exc.format_message(),
+                "index": tamper.index if isinstance(tamper, TamperDetected) else None,
+                "kind": tamper.kind if isinstance(tamper, TamperDetected) else None,
+            }
+            click.echo(json.dumps(failed, indent=2))
+        raise
     if as_json:
         click.echo(json.dumps(_verdict_json(verdict), indent=2))
         return
@@ -327,6 +369,7 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
         "origin": verdict.origin,
         "start": verdict.log.start,
         "size": verdict.log.size,
+        "covered_up_to": None if anchor is None else anchor.size - 1,
         "checkpoint": None
         if anchor is None
         else {"size": anchor.size, "root": root_b64(anchor.root), "source": verdict.anchor_source},

@@ -391,14 +391,19 @@ def test_verify_says_what_it_checked(made: Made, other: Other) -> None:
     origin = key.split("+")[0]
     plain = cli("verify", "--key", key, "--data-dir", made.data).stdout.splitlines()
     assert plain[0] == f"audit log intact: {made.size} entries of {origin}"
-    assert plain[1].startswith(f"checked against the checkpoint of size {made.size}, root ")
-    assert plain[2] == f"keys: {key}"
+    assert plain[1] == (
+        f"intact up to index {made.size - 1}, covered by the checkpoint of size {made.size} "
+        f"signed by {origin}"
+    )
+    assert plain[2].startswith(f"checked against the checkpoint of size {made.size}, root ")
+    assert plain[3] == f"keys: {key}"
     assert not any(line.startswith("note:") for line in plain)
 
     verdict = json.loads(cli("verify", "--key", key, "--json", "--data-dir", made.data).stdout)
     assert verdict["intact"] is True
     assert (verdict["origin"], verdict["start"], verdict["size"]) == (origin, 0, made.size)
     assert verdict["checkpoint"]["size"] == made.size
+    assert verdict["covered_up_to"] == made.size - 1
     assert verdict["keys"] == [key]
     assert verdict["redacted"] == []
 
@@ -408,6 +413,12 @@ def test_verify_says_what_it_checked(made: Made, other: Other) -> None:
     wrong = cli("verify", "--key", other.key, "--data-dir", made.data, code=1)
     assert "NOT intact" in wrong.stderr
     assert "no signature by a trusted key" in wrong.stderr
+    failed = json.loads(
+        cli("verify", "--key", other.key, "--json", "--data-dir", made.data, code=1).stdout
+    )
+    assert failed["intact"] is False
+    assert failed["kind"] == "checkpoint"
+    assert "no signature by a trusted key" in failed["problem"]
 
 
 # -- prove and verify-receipt -------------------------------------------------------------

@@ -193,3 +193,83 @@ def test_attack_empty_period_reports_intact(copy: ServedLog, command: str, tmp_p
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert f"nothing to {command}" in done.stderr, done.stderr
     assert "no entry" in done.stderr, done.stderr
+
+
+# -- verify --key says what it proved (finding 3) --------------------------------------
+
+
+def _verifier_key(log: ServedLog) -> str:
+    done = audit("key", "--data-dir", str(log.data_dir))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _signed(log: ServedLog) -> ServedLog:
+    """The log with a checkpoint covering every entry (as ``docket audit checkpoint``)."""
+    done = audit("checkpoint", "--data-dir", str(log.data_dir))
+    assert done.returncode == 0, done.stderr
+    return log
+
+
+def test_verify_with_key_says_what_it_proved(copy: ServedLog) -> None:
+    _signed(copy)
+    key = _verifier_key(copy)
+    done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key)
+    assert done.returncode == 0, done.stderr
+    size = len(
+        sqlite3.connect(copy.data_dir / "docket.db")
+        .execute("SELECT idx FROM audit_entry")
+        .fetchall()
+    )
+    name = key.split("+")[0]
+    assert (
+        f"intact up to index {size - 1}, covered by the checkpoint of size {size} signed by {name}"
+        in done.stdout
+    ), done.stdout
+    done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["covered_up_to"] == size - 1
+
+
+def test_attack_verify_key_with_checkpoints_deleted(copy: ServedLog) -> None:
+    _signed(copy)
+    key = _verifier_key(copy)
+    with sqlite3.connect(copy.data_dir / "docket.db") as conn:
+        conn.execute("DELETE FROM audit_checkpoint")
+    done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "intact" not in done.stdout
+    assert f"no checkpoint signed by {key.split('+')[0]} covers it" in done.stderr, done.stderr
+    done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key, "--json")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    result = json.loads(done.stdout)
+    assert result["intact"] is False
+    assert "no checkpoint signed by" in result["problem"]
+
+
+def test_attack_verify_key_on_rewritten_history(copy: ServedLog) -> None:
+    # An attacker with write access rebuilds the log without the two violations: every
+    # hash recomputed, no checkpoint (they cannot sign one with the log's key).
+    from audit._store import Pending, Store
+
+    _signed(copy)
+    key = _verifier_key(copy)
+    db = copy.data_dir / "docket.db"
+    with sqlite3.connect(db) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM audit_meta").fetchall())
+        rows = conn.execute("SELECT idx, kind, time, payload FROM audit_entry ORDER BY idx")
+        kept = [Pending(k, t, p) for i, k, t, p in rows if i not in copy.violations]
+    forged_path = copy.data_dir / "forged.db"
+    forged = Store(f"sqlite:///{forged_path}")
+    try:
+        for name, value in meta.items():
+            forged.set_meta(name, value)
+        forged.append(kept)
+    finally:
+        forged.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    forged_path.rename(db)
+    done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "no checkpoint signed by" in done.stderr, done.stderr
