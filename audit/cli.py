@@ -2,7 +2,10 @@
 export file and the log's verifier key.
 
 Exit codes: 0 success; 1 a check failed (the log, a receipt or a consistency proof
-does not verify); 2 usage or input error. Errors are one line on stderr.
+does not verify; ``verify --key`` found no checkpoint signed by that key covering the
+log; a ``--since``/``--until`` period holds no entry); 2 usage or input error (a
+reversed period too). Errors are one line on stderr. Periods are chosen by the time
+inside each entry's hashed payload, never by the unhashed columns.
 """
 
 from __future__ import annotations
