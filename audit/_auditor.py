@@ -110,7 +110,8 @@ def verify_store(
     progress: Callable[[int], None] | None = None,
 ) -> Verdict:
     """Verify the whole log in ``store`` against its stored checkpoints and ``extra``
-    ``(source, note)`` checkpoints (an auditor's saved copies), all signed by ``keys``.
+    ``(source, note)`` checkpoints (an auditor's saved copies), all signed by ``keys``,
+    and every entry's ``kind`` and ``time`` columns against its hashed payload.
     Raises :class:`TamperDetected`, :class:`~audit.StoreError`."""
     origin = store.origin
     # Checkpoints before the head: a checkpoint is only signed for a committed head and
@@ -149,6 +150,9 @@ def verify_store(
         raise TamperDetected(
             size, "inserted", f"{max(rows, end) - size} entries past the last append ({size})"
         )
+    # The kind and time columns are not hashed; nothing may select by them while they
+    # disagree with the payloads (a second read: the hot loop above stays lean).
+    select_period(store, None, None)
     return _verdict(verified, origin, trusted, extra, keys)
 
 

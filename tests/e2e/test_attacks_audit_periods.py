@@ -273,3 +273,16 @@ def test_attack_verify_key_on_rewritten_history(copy: ServedLog) -> None:
     done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "no checkpoint signed by" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("time", "1999-01-01T00:00:00.000000Z"), ("kind", "audit")]
+)
+def test_attack_unhashed_column_edited_while_verify_says_intact(
+    copy: ServedLog, column: str, value: str
+) -> None:
+    _set_column(copy, column, value, copy.violations)
+    key = _verifier_key(_signed(copy))
+    done = audit("verify", "--data-dir", str(copy.data_dir), "--key", key)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"entry {min(copy.violations)}: modified: its {column} column says" in done.stderr
