@@ -5,7 +5,8 @@
 #
 # DATA_DIR is the directory `docket serve` (`make run`) keeps its state in (default
 # ./docket-data); OUT_DIR (default ./audit-session) receives the key, checkpoints,
-# receipt, export and report. Every step exits non-zero if its check fails.
+# receipt, export and report. Every step exits non-zero if its check fails; the last
+# tampers with a copy of the log and shows verify, report and export each catching it.
 set -euo pipefail
 
 data=${1:-docket-data}
@@ -40,3 +41,24 @@ echo "# an export, verified offline"
 echo "# the residency and compliance report"
 "$docket" audit report --data-dir "$data" --key "$key" --format table
 "$docket" audit report --data-dir "$data" --key "$key" --format html -o "$out/report.html"
+
+echo "# a tampered period is caught: an entry's unhashed time column moved out of it"
+python=${PYTHON:-python3}
+mkdir -p "$out/tampered"
+"$python" - "$data/docket.db" "$out/tampered/docket.db" <<'PY'
+import sqlite3, sys
+source, copy = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+source.backup(copy)
+copy.execute("UPDATE audit_entry SET time = '1999-01-01T00:00:00.000000Z' WHERE idx = 0")
+copy.commit()
+PY
+tampered=(--data-dir "$out/tampered")
+for step in "verify --key $key" "report --key $key --format json" \
+    "export -o $out/tampered/export.jsonl --since 2000-01-01"; do
+    # shellcheck disable=SC2086  # each step is a command line of its own
+    if "$docket" audit $step "${tampered[@]}" >/dev/null 2>"$out/tampered/stderr"; then
+        echo "NOT caught: docket audit $step" >&2
+        exit 1
+    fi
+    echo "caught by $step: $(cat "$out/tampered/stderr")"
+done

@@ -684,3 +684,6 @@ def test_the_readme_auditor_session_runs(copy: Path, tmp_path: Path) -> None:
     assert "consistent:" in result.stdout
     assert KEY.match((out / "log.pub").read_text().strip())
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    for step in ("verify", "report", "export"):
+        assert f"caught by {step} " in result.stdout, result.stdout
+    assert "entry 0: modified: its time column says" in result.stdout
