@@ -342,8 +342,11 @@ def verify(
     as_json: bool,
 ) -> None:
     """Recompute every leaf hash, the hash chain and the Merkle root; check every
-    checkpoint's signature and root. Exits 1 naming the first bad entry and what is
-    wrong (modified, deleted, inserted, reordered, truncated, checkpoint)."""
+    checkpoint's signature and root; compare each entry's kind and time columns with
+    its hashed payload. Exits 1 naming the first bad entry and what is wrong
+    (modified, deleted, inserted, reordered, truncated, checkpoint), or, with --key,
+    when no checkpoint signed by that key covers the log. --json prints a result
+    object on success and on failure."""
     try:
         verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
     except click.ClickException as exc:
