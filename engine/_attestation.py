@@ -47,6 +47,7 @@ from attestation._verifier import (
     finish_attestation,
 )
 from audit import AuditLog, Entry, Receipt
+from engine._auditing import capped
 from engine._errors import EngineError
 
 log = structlog.get_logger("docket.attestation")
@@ -313,7 +314,10 @@ class AttestationService:
     ) -> None:
         """Record (durably) and log that a ``stage`` was refused for ``exc``."""
         now = now or self.clock()
-        log.warning("attestation.refused", stage=stage, subject=subject, reason=str(exc))
+        # The reason may echo what an unauthenticated caller sent: bounded, here and in
+        # the server log.
+        reason = capped(str(exc))
+        log.warning("attestation.refused", stage=stage, subject=subject, reason=reason)
         self.audit.record(
             [
                 Entry(
@@ -323,7 +327,7 @@ class AttestationService:
                     subject=subject,
                     action=stage,
                     decision="deny",
-                    detail={"stage": stage, "reason": str(exc)},
+                    detail={"stage": stage, "reason": reason},
                 )
             ]
         )
@@ -358,7 +362,11 @@ def _issued_entries(
         Entry(
             kind="attestation",
             action="attest",
-            detail={"stage": "attest", "challenge_id": evidence.challenge_id, "posture": claims},
+            detail={
+                "stage": "attest",
+                "challenge_id": capped(evidence.challenge_id),
+                "posture": claims,
+            },
             **common,
         ),
         Entry(
@@ -379,7 +387,7 @@ def _issued_entries(
             resource="jwt-svid",
             detail={
                 "credential": "jwt-svid",
-                "audience": evidence.audience,
+                "audience": capped(evidence.audience),
                 "not_after": jwt_expires.isoformat(),
                 "device_class": posture.device_class,
             },

@@ -12,6 +12,7 @@ can mint client certificates) and a test policy naming the auditor workload.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from e2e.docket_process import ROOT, Docket, start_docket
 from attestation._ca import CertificateAuthority
 from audit.merkle import verify_inclusion
 from audit.note import parse_checkpoint_unverified
+from sdk.v1 import attestation_pb2 as attestation_pb
+from sdk.v1 import attestation_pb2_grpc as attestation_grpc
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc
 from sdk.v1 import decisions_pb2 as pb
@@ -154,3 +157,69 @@ def test_fresh_checkpoint_per_call(server: Server) -> None:
         elapsed = time.monotonic() - started
     # One a second, plus the one the first call may sign: however slow the machine.
     assert len(notes) <= int(elapsed) + 2, f"{len(notes)} checkpoints in {elapsed:.1f} s"
+
+
+# --- Issue 14, finding 10: unauthenticated input written to the log is bounded ---------
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
+    docket = start_docket(tmp_path_factory.mktemp("plain"))
+    try:
+        yield docket
+    finally:
+        code = docket.stop()
+    assert code == 0, f"docket serve exited {code}:\n{docket.log.read_text()}"
+
+
+def test_megabyte_refusal_reason_from_one_attest(plain: Docket) -> None:
+    huge = "x" * (3 * 1024 * 1024)
+    with grpc.insecure_channel(
+        f"127.0.0.1:{plain.grpc_port}",
+        options=[("grpc.max_send_message_length", 8 * 1024 * 1024)],
+    ) as channel:
+        stub = attestation_grpc.AttestationStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Attest(
+                attestation_pb.AttestRequest(challenge_id=huge, csr=b"not a csr"), timeout=30
+            )
+        with pytest.raises(grpc.RpcError) as bad_bank:
+            stub.Attest(
+                attestation_pb.AttestRequest(
+                    challenge_id="c",
+                    csr=b"x",
+                    pcr_values=[attestation_pb.PcrValue(hash=huge, index=0, value=b"")],
+                ),
+                timeout=30,
+            )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert bad_bank.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bytes cut" in (bad_bank.value.details() or "")
+    entries = [e for e in plain.audit_entries("attestation") if e["decision"] == "deny"]
+    assert len(entries) >= 2
+    for entry in entries:
+        encoded = json.dumps(entry).encode()
+        assert len(encoded) < 8 * 1024, f"an audit entry of {len(encoded)} bytes"
+    cut = [e["detail"]["reason"] for e in entries if "bytes cut" in e["detail"]["reason"]]
+    assert cut, [e["detail"]["reason"][:200] for e in entries]
+
+
+def test_megabyte_principal_id_in_a_decision(plain: Docket) -> None:
+    huge = "p" * (1024 * 1024)
+    request = pb.AuthorizeRequest(
+        principal=pb.EntityRef(type="User", id=huge),
+        action=pb.EntityRef(type="Action", id="read"),
+        resource=pb.EntityRef(type="Data", id="employee-directory"),
+    )
+    with grpc.insecure_channel(
+        f"127.0.0.1:{plain.grpc_port}",
+        options=[("grpc.max_send_message_length", 8 * 1024 * 1024)],
+    ) as channel:
+        decision_id = pb_grpc.DecisionsStub(channel).Authorize(request, timeout=30).decision_id
+    entries = plain.audit_entries("decision")
+    assert entries
+    for entry in entries:
+        encoded = json.dumps(entry).encode()
+        assert len(encoded) < 8 * 1024, f"an audit entry of {len(encoded)} bytes"
+    (mine,) = [e for e in entries if e["detail"].get("decision_id") == decision_id]
+    assert "bytes cut" in mine["subject"]

@@ -1,7 +1,7 @@
 """docket.v1.Audit's authorization (issue 14, finding 5): hashes to anyone, payloads and
 forced checkpoints to callers policy permits ``audit_read``, at most one checkpoint
-signed on demand per second. The attacks against a real ``docket serve`` are in
-tests/e2e/test_attacks_audit_rpc.py."""
+signed on demand per second; and (finding 10) strings copied into entries capped. The
+attacks against a real ``docket serve`` are in tests/e2e/test_attacks_audit_rpc.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from serving import Running
 from test_grpc_service import ALLOW, BILLING, OPERATOR, mtls_channel
 
 from audit import AuditLog, Entry
+from engine._auditing import MAX_TEXT, bounded, capped
 from engine._auditrpc import OnDemand
 from engine._settings import Settings
 from sdk.v1 import audit_pb2 as audit_pb
@@ -132,3 +133,25 @@ def test_payload_only_to_audit_readers_and_reads_are_audited(
         if (row := store.entry(i)) is not None and row.payload and b"audit_read" in row.payload
     ]
     assert len(reads) == 4  # billing: proof, fresh; operator: proof, fresh
+
+
+# --- Issue 14, finding 10: what a caller sends is bounded in the log --------------------
+
+
+def test_capped_cuts_at_a_character_and_says_how_much() -> None:
+    assert capped("short") == "short"
+    assert capped("a" * MAX_TEXT) == "a" * MAX_TEXT
+    cut = capped("a" * (MAX_TEXT + 500))
+    assert cut == "a" * MAX_TEXT + "… [500 bytes cut]"
+    # Never half a character: a 3-byte character straddling the limit goes whole.
+    text = "a" * (MAX_TEXT - 1) + "€" + "b"
+    assert capped(text) == "a" * (MAX_TEXT - 1) + "… [4 bytes cut]"
+
+
+def test_bounded_caps_nested_strings_and_keys() -> None:
+    huge = "x" * 10_000
+    value = bounded({"errors": [{"message": huge}], huge: 1, "n": 3, "ok": None})
+    assert value["n"] == 3
+    assert value["ok"] is None
+    assert value["errors"][0]["message"].endswith("[8976 bytes cut]")
+    assert all(len(key.encode()) < MAX_TEXT + 32 for key in value)
