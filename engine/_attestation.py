@@ -15,6 +15,10 @@ Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
   device revoked with ``docket ca revoke --device`` is refused at both stages;
 - ``certificate``: one per credential issued (the X.509-SVID and the JWT-SVID), with
   ``detail`` {credential, serial | audience, not_after, device_class}.
+
+Refusal reasons, challenge ids and audiences are capped in the entry
+(:func:`engine._auditing.capped`). Old challenges are pruned when the service starts
+and, a bounded batch at a time, whenever a new one is stored.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from attestation._ca import CertificateAuthority, RevocationList, describe
 from attestation._der import load_pem_certificates
 from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._reference import ReferenceValues, appraise_any
-from attestation._store import ChallengeStore
+from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import (
     DEFAULT_QUOTE_HASHES,
     QUOTE_HASHES,
@@ -203,6 +207,15 @@ class AttestationService:
         self.clock = clock
         self.svid_ttl = svid_ttl
         self.quote_hashes = quote_hashes
+        # Challenges left from before a restart; later ones are pruned as new ones are
+        # stored (ChallengeStore.put). A store that cannot prune now fails its calls
+        # with its own reason later: not a reason not to start.
+        try:
+            pruned = store.prune(clock())
+        except StoreUnavailable as exc:
+            log.warning("attestation.challenges_unpruned", reason=str(exc))
+        else:
+            log.info("attestation.challenges_pruned", pruned=pruned)
 
     def challenge(self, enrollment: UnverifiedEnrollment, *, caller: str | None) -> Challenged:
         """Check the EK and AK and make a challenge. A refusal is recorded, then raised
@@ -226,7 +239,7 @@ class AttestationService:
         except AttestationError as exc:
             self.refused("challenge", exc, caller=caller, subject=None, now=now)
             raise
-        self.store.put(pending)
+        self.store.put(pending, now=now)
         return Challenged(challenge, required)
 
     def attest(self, evidence: Evidence, *, caller: str | None) -> Issued:

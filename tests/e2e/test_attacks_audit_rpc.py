@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
+from challenges import pending
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from devices import TD
 from e2e.docket_process import ROOT, Docket, start_docket
 
 from attestation._ca import CertificateAuthority
+from attestation._store import PRUNE_AFTER, ChallengeStore
 from audit.merkle import verify_inclusion
 from audit.note import parse_checkpoint_unverified
 from sdk.v1 import attestation_pb2 as attestation_pb
@@ -223,3 +227,29 @@ def test_megabyte_principal_id_in_a_decision(plain: Docket) -> None:
         assert len(encoded) < 8 * 1024, f"an audit entry of {len(encoded)} bytes"
     (mine,) = [e for e in entries if e["detail"].get("decision_id") == decision_id]
     assert "bytes cut" in mine["subject"]
+
+
+def test_challenges_never_pruned(tmp_path: Path) -> None:
+    # Challenges piled up by an earlier run (expired long ago, never answered): a
+    # server starting on the database prunes them, and new ones prune in batches.
+    data = tmp_path / "data"
+    data.mkdir()
+    store = ChallengeStore(f"sqlite:///{data / 'docket.db'}")
+    long_ago = datetime.now(UTC) - PRUNE_AFTER - timedelta(minutes=5)
+    try:
+        for i in range(200):
+            store.put(pending(f"stale-{i}", expires_at=long_ago))
+    finally:
+        store.close()
+    docket = start_docket(tmp_path)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{docket.grpc_port}") as channel:
+            # Serving (attestation included) before the table is looked at.
+            grpc.channel_ready_future(channel).result(timeout=10)
+        with sqlite3.connect(data / "docket.db") as conn:
+            (left,) = conn.execute("SELECT count(*) FROM attestation_challenge").fetchone()
+    finally:
+        code = docket.stop()
+    assert code == 0, docket.log.read_text()
+    assert left == 0, f"{left} stale challenges still stored"
+    assert "attestation.challenges_pruned" in docket.log.read_text()
