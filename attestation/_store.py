@@ -4,7 +4,10 @@ A :class:`~attestation._verifier.PendingChallenge` holds the nonce and the activ
 secret the device must answer with. It is stored by :meth:`ChallengeStore.put` and taken
 back exactly once by :meth:`ChallengeStore.consume`, which marks it used in the same
 transaction as it reads it. The mark is in the database, not in memory, so an answer
-replayed after a restart or to another replica sharing the database is refused.
+replayed after a restart or to another replica sharing the database is refused. Old
+challenges (used or expired more than :data:`PRUNE_AFTER` ago) are deleted a bounded
+batch at a time by each :meth:`ChallengeStore.put` given ``now``, and all at once by
+:meth:`ChallengeStore.prune` (the attestation service calls it when it starts).
 
 The (resetCount, clock) of each AK's last accepted quote is kept in the same way, and
 :meth:`ChallengeStore.record_clock` refuses to move it backwards.
@@ -45,6 +48,10 @@ __all__ = ["ChallengeStore", "StoreUnavailable"]
 
 PRUNE_AFTER = timedelta(hours=1)
 """How long a used or expired challenge is kept before :meth:`ChallengeStore.prune`."""
+PRUNE_BATCH = 64
+"""The most old challenges one :meth:`ChallengeStore.put` deletes: more than it adds, so
+the table stays bounded by the challenges of the last :data:`PRUNE_AFTER`, and every
+insert does bounded work."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -145,9 +152,12 @@ class ChallengeStore:
 
     # -- challenges -----------------------------------------------------------------
 
-    def put(self, pending: PendingChallenge) -> None:
-        """Store a new challenge. Raises :class:`StoreUnavailable` (also when its id is
-        already stored) and ValueError when ``expires_at`` is naive."""
+    def put(self, pending: PendingChallenge, *, now: datetime | None = None) -> None:
+        """Store a new challenge; given ``now``, first delete up to :data:`PRUNE_BATCH`
+        challenges used or expired more than :data:`PRUNE_AFTER` before it, in the same
+        transaction. Raises :class:`StoreUnavailable` (also when its id is already
+        stored) and ValueError when ``expires_at`` or ``now`` is naive."""
+        cutoff = None if now is None else _to_micros(now - PRUNE_AFTER, "now")
         row = {
             "challenge_id": pending.challenge_id,
             "secret": pending.secret,
@@ -160,6 +170,14 @@ class ChallengeStore:
         }
         try:
             with self._engine.begin() as conn:
+                if cutoff is not None:
+                    old = (
+                        sa.select(_CHALLENGE.c.challenge_id)
+                        .where(self._old(cutoff))
+                        .limit(PRUNE_BATCH)
+                        .scalar_subquery()
+                    )
+                    conn.execute(sa.delete(_CHALLENGE).where(_CHALLENGE.c.challenge_id.in_(old)))
                 conn.execute(sa.insert(_CHALLENGE).values(**row))
         except IntegrityError as exc:
             raise StoreUnavailable(f"challenge {pending.challenge_id!r} is already stored") from exc
@@ -211,22 +229,18 @@ class ChallengeStore:
             tpm_manufacturer=row.tpm_manufacturer,
         )
 
+    @staticmethod
+    def _old(cutoff: int) -> sa.ColumnElement[bool]:
+        """Used or expired before ``cutoff`` (microseconds)."""
+        return sa.or_(_CHALLENGE.c.expires_at < cutoff, _CHALLENGE.c.consumed_at < cutoff)
+
     def prune(self, now: datetime) -> int:
         """Delete challenges used or expired more than :data:`PRUNE_AFTER` before ``now``;
         return how many. Raises :class:`StoreUnavailable`."""
         cutoff = _to_micros(now - PRUNE_AFTER, "now")
         try:
             with self._engine.begin() as conn:
-                return int(
-                    conn.execute(
-                        sa.delete(_CHALLENGE).where(
-                            sa.or_(
-                                _CHALLENGE.c.expires_at < cutoff,
-                                _CHALLENGE.c.consumed_at < cutoff,
-                            )
-                        )
-                    ).rowcount
-                )
+                return int(conn.execute(sa.delete(_CHALLENGE).where(self._old(cutoff))).rowcount)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot prune challenges: {_reason(exc)}") from exc
 

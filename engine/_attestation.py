@@ -15,6 +15,10 @@ Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
   device revoked with ``docket ca revoke --device`` is refused at both stages;
 - ``certificate``: one per credential issued (the X.509-SVID and the JWT-SVID), with
   ``detail`` {credential, serial | audience, not_after, device_class}.
+
+Refusal reasons, challenge ids and audiences are capped in the entry
+(:func:`engine._auditing.capped`). Old challenges are pruned when the service starts
+and, a bounded batch at a time, whenever a new one is stored.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from attestation._ca import CertificateAuthority, RevocationList, describe
 from attestation._der import load_pem_certificates
 from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._reference import ReferenceValues, appraise_any
-from attestation._store import ChallengeStore
+from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import (
     DEFAULT_QUOTE_HASHES,
     QUOTE_HASHES,
@@ -47,6 +51,7 @@ from attestation._verifier import (
     finish_attestation,
 )
 from audit import AuditLog, Entry, Receipt
+from engine._auditing import capped
 from engine._errors import EngineError
 
 log = structlog.get_logger("docket.attestation")
@@ -202,6 +207,15 @@ class AttestationService:
         self.clock = clock
         self.svid_ttl = svid_ttl
         self.quote_hashes = quote_hashes
+        # Challenges left from before a restart; later ones are pruned as new ones are
+        # stored (ChallengeStore.put). A store that cannot prune now fails its calls
+        # with its own reason later: not a reason not to start.
+        try:
+            pruned = store.prune(clock())
+        except StoreUnavailable as exc:
+            log.warning("attestation.challenges_unpruned", reason=str(exc))
+        else:
+            log.info("attestation.challenges_pruned", pruned=pruned)
 
     def challenge(self, enrollment: UnverifiedEnrollment, *, caller: str | None) -> Challenged:
         """Check the EK and AK and make a challenge. A refusal is recorded, then raised
@@ -225,7 +239,7 @@ class AttestationService:
         except AttestationError as exc:
             self.refused("challenge", exc, caller=caller, subject=None, now=now)
             raise
-        self.store.put(pending)
+        self.store.put(pending, now=now)
         return Challenged(challenge, required)
 
     def attest(self, evidence: Evidence, *, caller: str | None) -> Issued:
@@ -313,7 +327,10 @@ class AttestationService:
     ) -> None:
         """Record (durably) and log that a ``stage`` was refused for ``exc``."""
         now = now or self.clock()
-        log.warning("attestation.refused", stage=stage, subject=subject, reason=str(exc))
+        # The reason may echo what an unauthenticated caller sent: bounded, here and in
+        # the server log.
+        reason = capped(str(exc))
+        log.warning("attestation.refused", stage=stage, subject=subject, reason=reason)
         self.audit.record(
             [
                 Entry(
@@ -323,7 +340,7 @@ class AttestationService:
                     subject=subject,
                     action=stage,
                     decision="deny",
-                    detail={"stage": stage, "reason": str(exc)},
+                    detail={"stage": stage, "reason": reason},
                 )
             ]
         )
@@ -358,7 +375,11 @@ def _issued_entries(
         Entry(
             kind="attestation",
             action="attest",
-            detail={"stage": "attest", "challenge_id": evidence.challenge_id, "posture": claims},
+            detail={
+                "stage": "attest",
+                "challenge_id": capped(evidence.challenge_id),
+                "posture": claims,
+            },
             **common,
         ),
         Entry(
@@ -379,7 +400,7 @@ def _issued_entries(
             resource="jwt-svid",
             detail={
                 "credential": "jwt-svid",
-                "audience": evidence.audience,
+                "audience": capped(evidence.audience),
                 "not_after": jwt_expires.isoformat(),
                 "device_class": posture.device_class,
             },

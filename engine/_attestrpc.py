@@ -19,6 +19,7 @@ from attestation._errors import ParseError
 from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
 from attestation._verifier import Posture, UnverifiedEnrollment
 from engine._attestation import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
+from engine._auditing import capped
 from engine._grpc import answer, caller_identity
 from engine._metrics import Metrics
 from sdk.v1 import attestation_pb2 as pb
@@ -126,12 +127,16 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         self.metrics = metrics
 
     def _parsed(self, stage: str, parse: Callable[[], T], caller: str | None) -> T:
-        """``parse()``'s result; a malformed request is refused, and the refusal recorded."""
+        """``parse()``'s result; a malformed request is refused (its reason capped, see
+        :func:`engine._auditing.capped`), and the refusal recorded."""
         try:
             return parse()
         except ParseError as exc:
-            self._service.refused(stage, exc, caller=caller, subject=None)
-            raise
+            # Its message may echo megabytes the caller sent: the caller and the log get
+            # at most MAX_TEXT bytes of it.
+            bounded = ParseError(capped(str(exc)))
+            self._service.refused(stage, bounded, caller=caller, subject=None)
+            raise bounded from exc
 
     def Challenge(
         self, request: pb.ChallengeRequest, context: grpc.ServicerContext

@@ -15,6 +15,11 @@ identity, the credential that attested the device — X.509-SVID serial or JWT-S
 asserted the device inventory; see :func:`engine._posture.provenance`), so that an
 auditor can tell an attested posture from an asserted one. The service's own keys
 (``decision_id``, ``api``) win.
+
+Nothing a caller sends makes an entry large: every string copied into an entry (ids,
+refusal reasons, detail values, however deeply nested) is cut to :data:`MAX_TEXT`
+UTF-8 bytes by :func:`capped`, which says how many bytes it cut; the entry's
+``request_digest`` still covers the whole request.
 """
 
 from __future__ import annotations
@@ -30,10 +35,46 @@ from engine._models import Decision, EntityUID, Request
 from engine._placement import Placement, Workload
 from engine._wire import CALLER
 
+MAX_TEXT = 1024
+"""The most UTF-8 bytes of one string an audit entry keeps (refusal reasons, ids, any
+string in ``detail``); the rest is cut and the cut is said."""
+
+
+def capped(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` if it is at most ``limit`` UTF-8 bytes, else its first ``limit`` bytes
+    (never half a character) and a marker saying how many bytes were cut."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    kept = encoded[:limit].decode("utf-8", "ignore")
+    cut = len(encoded) - len(kept.encode("utf-8"))
+    return f"{kept}… [{cut} bytes cut]"
+
+
+def bounded(value: Any) -> Any:
+    """``value`` (JSON-like: mappings, lists, tuples, scalars) with every string in it,
+    keys included, :func:`capped`."""
+    if isinstance(value, str):
+        return capped(value)
+    if isinstance(value, Mapping):
+        return {capped(str(key)): bounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded(item) for item in value]
+    return value
+
+
+def _detail(fields: Mapping[str, Any]) -> dict[str, Any]:
+    bounded_fields: dict[str, Any] = bounded(fields)
+    return bounded_fields
+
+
+def _capped(text: str | None) -> str | None:
+    return None if text is None else capped(text)
+
 
 def _uid(uid: EntityUID, bundle: PolicyBundle | None) -> str:
     kind = bundle.qualify(uid.type) if bundle is not None else uid.type
-    return f"{kind}::{json.dumps(uid.id, ensure_ascii=False)}"
+    return capped(f"{kind}::{json.dumps(uid.id, ensure_ascii=False)}")
 
 
 def _text(value: Any) -> str | None:
@@ -79,19 +120,19 @@ def decision_entry(
     return Entry(
         kind=_kind(api),
         time=now,
-        caller=_text(request.context.get(CALLER)),
+        caller=_capped(_text(request.context.get(CALLER))),
         subject=_uid(request.principal, bundle),
         action=_uid(request.action, bundle),
         resource=_uid(request.resource, bundle),
         classification=labels.classification if labels else None,
         residency=labels.residency if labels else (),
-        jurisdiction=jurisdiction,
-        region=region,
+        jurisdiction=_capped(jurisdiction),
+        region=_capped(region),
         decision=decision.decision,
         policies=decision.reasons,
         bundle_version=decision.bundle_version,
         request_digest=digest(request.model_dump(mode="json")),
-        detail=fields,
+        detail=_detail(fields),
     )
 
 
@@ -108,9 +149,9 @@ def refusal_entry(
     return Entry(
         kind=_kind(api),
         time=now,
-        caller=caller,
+        caller=_capped(caller),
         decision="deny",
-        detail={**(detail or {}), "decision_id": decision_id, "api": api, "error": error},
+        detail=_detail({**(detail or {}), "decision_id": decision_id, "api": api, "error": error}),
     )
 
 
@@ -128,9 +169,11 @@ def unevaluated_entry(
     return Entry(
         kind=_kind(api),
         time=now,
-        caller=caller,
+        caller=_capped(caller),
         decision="allow",
-        detail={**(detail or {}), "decision_id": decision_id, "api": api, "unevaluated": note},
+        detail=_detail(
+            {**(detail or {}), "decision_id": decision_id, "api": api, "unevaluated": note}
+        ),
     )
 
 
@@ -150,8 +193,8 @@ def placement_entry(
     return Entry(
         kind="placement",
         time=now,
-        caller=caller,
-        subject=f"{kind}::{json.dumps(workload.id, ensure_ascii=False)}",
+        caller=_capped(caller),
+        subject=capped(f"{kind}::{json.dumps(workload.id, ensure_ascii=False)}"),
         action='Action::"place"',
         resource=None if best is None else f"Site::{json.dumps(best.site)}",
         classification=workload.classification,
@@ -164,15 +207,17 @@ def placement_entry(
         else tuple(sorted({r for d in placement.denied for r in d.reasons})),
         bundle_version=placement.bundle_version,
         request_digest=digest(workload.model_dump(mode="json")),
-        detail={
-            **(detail or {}),
-            "decision_id": decision_id,
-            "allowed": [
-                {"site": site.site, "jurisdiction": site.jurisdiction, "region": site.region}
-                for site in placement.allowed
-            ],
-            "denied": [site.site for site in placement.denied],
-        },
+        detail=_detail(
+            {
+                **(detail or {}),
+                "decision_id": decision_id,
+                "allowed": [
+                    {"site": site.site, "jurisdiction": site.jurisdiction, "region": site.region}
+                    for site in placement.allowed
+                ],
+                "denied": [site.site for site in placement.denied],
+            }
+        ),
     )
 
 

@@ -259,6 +259,36 @@ class DecisionService:
         self.metrics.decided("place", "allow" if placement.allowed else "deny")
         return Placed(id_, placement, receipt)
 
+    def permitted(self, caller: str | None, action: str, *, api: str) -> Decided | None:
+        """Decide (and record) whether policy lets ``caller`` (an mTLS SPIFFE ID) take
+        ``Action::<action>`` on ``Service::"docket"``; None without an mTLS identity
+        (nothing to decide). Raises the audit errors of :meth:`authorize`."""
+        if caller is None:
+            return None
+        request = Request.model_construct(
+            principal=EntityUID.model_construct(type="Workload", id=caller),
+            action=EntityUID.model_construct(type="Action", id=action),
+            resource=ADMIN_RESOURCE,
+            context={CALLER: caller},
+            entities=(),
+        )
+        (decided,) = self.authorize([request], api=api)
+        return decided
+
+    def require(self, caller: str | None, action: str, *, api: str, what: str) -> None:
+        """Raise :class:`~engine.NotAuthorized` (naming ``what`` and ``action``) unless
+        policy lets ``caller`` take ``action`` on ``Service::"docket"``; always without
+        an mTLS identity. Raises the audit errors of :meth:`authorize`."""
+        decided = self.permitted(caller, action, api=api)
+        if decided is None:
+            raise NotAuthorized(f"{what} needs a client certificate (mTLS)")
+        if not decided.decision.allowed:
+            reasons = ", ".join(decided.decision.reasons) or "no policy permits it"
+            raise NotAuthorized(
+                f'{caller} may not {what}: Action::"{action}" on Service::"docket" is not'
+                f" permitted ({reasons}; decision {decided.decision_id})"
+            )
+
     def reload(self, caller: str | None) -> Reload:
         """Reload the bundle if policy lets ``caller`` (an mTLS SPIFFE ID) administer Docket.
 
