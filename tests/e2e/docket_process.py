@@ -19,12 +19,15 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from attestation._ca import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -187,3 +190,32 @@ def start_docket(
         log,
         found.get("admission"),
     )
+
+
+def start_mtls_docket(
+    root: Path,
+    *,
+    bundle: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Docket, CertificateAuthority]:
+    """:func:`start_docket` over mTLS: its CA (trust domain ``docket.local``) is made
+    first, the server's certificate is that CA's (for localhost and 127.0.0.1), and
+    clients must present a certificate from it. Returns the server and its CA."""
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.init(root / "data" / "ca", "docket.local", now)
+    credential = ca.issue_server_cert(["localhost", "127.0.0.1"], now=now)
+    (root / "server.pem").write_bytes(credential.chain_pem())
+    (root / "server.key").write_bytes(credential.key_pem())
+    (root / "bundle.pem").write_bytes(ca.trust_bundle())
+    docket = start_docket(
+        root,
+        "--tls-cert",
+        str(root / "server.pem"),
+        "--tls-key",
+        str(root / "server.key"),
+        "--tls-client-ca",
+        str(root / "bundle.pem"),
+        bundle=bundle,
+        env=env,
+    )
+    return docket, ca

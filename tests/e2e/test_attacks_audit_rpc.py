@@ -27,7 +27,7 @@ from challenges import pending
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from devices import TD
-from e2e.docket_process import ROOT, Docket, start_docket
+from e2e.docket_process import ROOT, Docket, start_docket, start_mtls_docket
 
 from attestation._ca import CertificateAuthority
 from attestation._store import PRUNE_AFTER, ChallengeStore
@@ -95,26 +95,12 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("audit-rpc")
-    ca = CertificateAuthority.init(root / "data" / "ca", TD, now())
-    credential = ca.issue_server_cert(["localhost", "127.0.0.1"], now=now())
-    (root / "server.pem").write_bytes(credential.chain_pem())
-    (root / "server.key").write_bytes(credential.key_pem())
-    (root / "bundle.pem").write_bytes(ca.trust_bundle())
     bundle = root / "bundle-src"
     shutil.copytree(ROOT / "policies", bundle)
     # The default admin.cedar forbids audit_read without an attested device (which an
     # mTLS workload does not show here); the test names its auditor instead.
     (bundle / "admin.cedar").write_text(AUDITOR_POLICY)
-    docket = start_docket(
-        root,
-        "--tls-cert",
-        str(root / "server.pem"),
-        "--tls-key",
-        str(root / "server.key"),
-        "--tls-client-ca",
-        str(root / "bundle.pem"),
-        bundle=bundle,
-    )
+    docket, ca = start_mtls_docket(root, bundle=bundle)
     try:
         yield Server(docket, ca)
     finally:

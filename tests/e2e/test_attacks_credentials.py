@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from devices import DEVICE_ID, EK_HASH, TD, attested
-from e2e.docket_process import DOCKET, Docket, start_docket
+from e2e.docket_process import DOCKET, Docket, start_docket, start_mtls_docket
 from e2e.test_attest_flow import docket_attest
 from e2e.test_attestation_service import (  # the in-process service's fixtures
     Device,
@@ -127,21 +127,7 @@ def restricted_read(device_token: str = "") -> pb.AuthorizeRequest:
 
 
 def start_mtls(root: Path) -> Server:
-    ca = CertificateAuthority.init(root / "data" / "ca", TD, now())
-    credential = ca.issue_server_cert(["localhost", "127.0.0.1"], now=now())
-    (root / "server.pem").write_bytes(credential.chain_pem())
-    (root / "server.key").write_bytes(credential.key_pem())
-    (root / "bundle.pem").write_bytes(ca.trust_bundle())
-    docket = start_docket(
-        root,
-        "--tls-cert",
-        str(root / "server.pem"),
-        "--tls-key",
-        str(root / "server.key"),
-        "--tls-client-ca",
-        str(root / "bundle.pem"),
-        env={"DOCKET_REVOCATION_POLL_SECONDS": "1"},
-    )
+    docket, _ca = start_mtls_docket(root, env={"DOCKET_REVOCATION_POLL_SECONDS": "1"})
     return Server(docket, root)
 
 

@@ -34,7 +34,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from devices import DEVICE_ID, PEP, TD, attested
-from e2e.docket_process import DOCKET, Docket, start_docket
+from e2e.docket_process import DOCKET, Docket, start_docket, start_mtls_docket
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format, struct_pb2
@@ -99,21 +99,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("attacks")
-    ca = CertificateAuthority.init(root / "data" / "ca", TD, now())
-    credential = ca.issue_server_cert(["localhost", "127.0.0.1"], now=now())
-    (root / "server.pem").write_bytes(credential.chain_pem())
-    (root / "server.key").write_bytes(credential.key_pem())
-    (root / "bundle.pem").write_bytes(ca.trust_bundle())
-    docket = start_docket(
-        root,
-        "--tls-cert",
-        str(root / "server.pem"),
-        "--tls-key",
-        str(root / "server.key"),
-        "--tls-client-ca",
-        str(root / "bundle.pem"),
-        env={"DOCKET_TRUSTED_PEPS": json.dumps([PEP])},
-    )
+    docket, ca = start_mtls_docket(root, env={"DOCKET_TRUSTED_PEPS": json.dumps([PEP])})
     try:
         yield Server(docket, ca)
     finally:
