@@ -77,6 +77,21 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([DOCKET, "audit", *args], capture_output=True, text=True, timeout=120)
 
 
+def report_of_the_period(log: ServedLog) -> subprocess.CompletedProcess[str]:
+    """``docket audit report --format json`` over the period the served log was made in."""
+    return audit(
+        "report",
+        "--data-dir",
+        str(log.data_dir),
+        "--format",
+        "json",
+        "--since",
+        log.since,
+        "--until",
+        log.until,
+    )
+
+
 @pytest.fixture
 def copy(served: ServedLog, tmp_path: Path) -> ServedLog:
     """A copy of the served data directory this test may tamper with."""
@@ -92,17 +107,7 @@ def _set_column(log: ServedLog, column: str, value: str, indices: tuple[int, ...
 
 
 def test_report_of_the_untampered_period_finds_both_violations(copy: ServedLog) -> None:
-    done = audit(
-        "report",
-        "--data-dir",
-        str(copy.data_dir),
-        "--format",
-        "json",
-        "--since",
-        copy.since,
-        "--until",
-        copy.until,
-    )
+    done = report_of_the_period(copy)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["residency"]["violations"] == 2
@@ -114,17 +119,7 @@ def test_report_of_the_untampered_period_finds_both_violations(copy: ServedLog) 
 
 def test_attack_time_column_moved_out_of_report_period(copy: ServedLog) -> None:
     _set_column(copy, "time", "1999-01-01T00:00:00.000000Z", copy.violations)
-    done = audit(
-        "report",
-        "--data-dir",
-        str(copy.data_dir),
-        "--format",
-        "json",
-        "--since",
-        copy.since,
-        "--until",
-        copy.until,
-    )
+    done = report_of_the_period(copy)
     assert done.returncode == 1, (done.stdout, done.stderr)
     index = min(copy.violations)
     assert f"entry {index}: modified: its time column says" in done.stderr, done.stderr
