@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from audit._note import (
     open_checkpoint,
     parse_checkpoint_unverified,
 )
+from audit._redaction import VerifiedOrder, open_order
 from audit._store import GENESIS, Store, StoredEntry
 from audit._verify import VerifiedLog, verify_entries
 
@@ -55,6 +56,8 @@ class Verdict:
     notes: tuple[str, ...] = ()
     kept: tuple[tuple[str, int], ...] = ()
     """The auditor's own checkpoints (source, size), each found in the log."""
+    redactions: tuple[tuple[int, VerifiedOrder], ...] = ()
+    """Each erased entry with the signed order that authorized it."""
 
 
 def _hex(data: bytes) -> str:
@@ -106,12 +109,15 @@ def verify_store(
     store: Store,
     keys: Sequence[VerifierKey],
     *,
+    redaction_keys: Sequence[VerifierKey] = (),
     extra: Sequence[tuple[str, str]] = (),
     progress: Callable[[int], None] | None = None,
 ) -> Verdict:
     """Verify the whole log in ``store`` against its stored checkpoints and ``extra``
     ``(source, note)`` checkpoints (an auditor's saved copies), all signed by ``keys``,
-    and every entry's ``kind`` and ``time`` columns against its hashed payload.
+    every entry's ``kind`` and ``time`` columns against its hashed payload, and every
+    erased payload against the order its ``redaction`` entry carries, signed by one of
+    ``redaction_keys`` (none given: an erased payload does not verify).
     Raises :class:`TamperDetected`, :class:`~audit.StoreError`."""
     origin = store.origin
     # Checkpoints before the head: a checkpoint is only signed for a committed head and
@@ -153,7 +159,42 @@ def verify_store(
     # The kind and time columns are not hashed; nothing may select by them while they
     # disagree with the payloads (a second read: the hot loop above stays lean).
     select_period(store, None, None)
-    return _verdict(verified, origin, trusted, extra, keys)
+    orders = check_orders(verified, origin, redaction_keys)
+    return dataclasses.replace(_verdict(verified, origin, trusted, extra, keys), redactions=orders)
+
+
+def check_orders(
+    verified: VerifiedLog,
+    origin: str,
+    keys: Sequence[VerifierKey],
+    inline: Mapping[int, str] | None = None,
+) -> tuple[tuple[int, VerifiedOrder], ...]:
+    """Each erased entry of ``verified`` with the redaction order that authorized it:
+    the one its ``redaction`` entry carries, else (an export whose redaction entry lies
+    past its end) the one in ``inline``, signed by one of ``keys`` and naming exactly
+    that entry of ``origin``. Raises :class:`TamperDetected` of kind ``redaction`` for
+    the first erased entry without such an order."""
+    inline = inline or {}
+    found = []
+    for index in verified.redacted:
+        note = verified.orders.get(index) or inline.get(index, "")
+        if not note:
+            raise TamperDetected(
+                index,
+                "redaction",
+                "its payload was erased, but no signed redaction order authorizes it "
+                "(its redaction record carries none)",
+            )
+        try:
+            order = open_order(note, keys, origin=origin, index=index, leaf=verified.erased[index])
+        except NoteError as exc:
+            raise TamperDetected(
+                index,
+                "redaction",
+                f"its payload was erased, but its redaction order does not verify: {exc}",
+            ) from exc
+        found.append((index, order))
+    return tuple(found)
 
 
 def _verdict(
@@ -195,6 +236,7 @@ def write_export(
     anchor_size: int,
     verifier_keys: Sequence[str],
     now: datetime,
+    redaction_keys: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Write entries ``[start, end)`` as JSON Lines with everything needed to verify them
@@ -202,11 +244,13 @@ def write_export(
     Returns the number of entries written.
 
     Lines, in order: a ``header`` (origin, range, the chain value and the compact range
-    before ``start``, the verifier keys); every stored ``checkpoint`` within the range;
-    the ``anchor`` (its note and the perfect subtree hashes of ``[end, anchor_size)``,
-    which extend the exported range to the anchor's tree); one ``entry`` per entry
-    (``entry`` is the canonical JSON object, ``null`` once redacted); an ``end`` line
-    with the count, so a cut-off file is detected.
+    before ``start``, the verifier keys and the redaction keys the log names); every
+    stored ``checkpoint`` within the range; the ``anchor`` (its note and the perfect
+    subtree hashes of ``[end, anchor_size)``, which extend the exported range to the
+    anchor's tree); one ``entry`` per entry (``entry`` is the canonical JSON object,
+    ``null`` once redacted, and then ``redaction_order`` is the signed order that
+    authorized the erasure); an ``end`` line with the count, so a cut-off file is
+    detected.
     """
     if not 0 <= start <= end <= anchor_size:
         raise FormatError(f"cannot export [{start}, {end}) against a checkpoint of {anchor_size}")
@@ -220,6 +264,7 @@ def write_export(
         "chain_before": _hex(before.chain if before is not None else GENESIS),
         "frontier": [_hex(h) for h in store.nodes(decompose(0, start))],
         "verifier_keys": list(verifier_keys),
+        "redaction_keys": list(redaction_keys),
         "created": now.astimezone(UTC).strftime(TIME_FORMAT),
     }
     out.write(json.dumps(header) + "\n")
@@ -229,6 +274,7 @@ def write_export(
     right = store.nodes(decompose(end, anchor_size))
     anchor = {"type": "anchor", "note": anchor_note, "right": [_hex(h) for h in right]}
     out.write(json.dumps(anchor) + "\n")
+    orders = redaction_orders(store, start)
     written = 0
     for row in store.entries(start, end):
         line = {
@@ -239,12 +285,35 @@ def write_export(
             "chain": _hex(row.chain),
             "entry": None if row.payload is None else loads_canonical(row.payload),
         }
+        if row.payload is None:
+            # The order travels with the erased entry: its redaction entry may lie
+            # past the export's end, and without the order the null proves nothing.
+            line["redaction_order"] = orders.get(row.idx, "")
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         written += 1
         if progress is not None and written % 10_000 == 0:
             progress(written)
     out.write(json.dumps({"type": "end", "entries": written}) + "\n")
     return written
+
+
+def redaction_orders(store: Store, start: int) -> dict[int, str]:
+    """The signed redaction order of each entry erased at or after ``start``, by the
+    ``redaction`` entries that record them (found by their kind column; verification
+    checks each order against the payload it erased, so a relabelled row only loses an
+    order, and the erased entry then fails to verify)."""
+    orders: dict[int, str] = {}
+    for row in store.selection_columns(start):
+        if row.kind != "redaction" or row.payload is None:
+            continue
+        try:
+            detail = loads_canonical(row.payload)["detail"]
+            target, order = int(detail["index"]), detail.get("order", "")
+        except (ValueError, KeyError, TypeError):
+            continue
+        if target >= start and isinstance(order, str):
+            orders.setdefault(target, order)
+    return orders
 
 
 def _export_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -275,6 +344,8 @@ class _ExportReader:
     first: tuple[int, dict[str, Any]] | None
     count: int = 0
     trailer: dict[str, Any] | None = None
+    orders: dict[int, str] = dataclasses.field(default_factory=dict)
+    """The redaction order beside each erased entry."""
 
     def entries(self) -> Iterator[StoredEntry]:
         pending = [self.first] if self.first is not None else []
@@ -282,7 +353,11 @@ class _ExportReader:
             kind = line["type"]
             if kind == "entry":
                 self.count += 1
-                yield _export_entry(self.path, number, line)
+                entry = _export_entry(self.path, number, line)
+                order = line.get("redaction_order")
+                if entry.payload is None and isinstance(order, str):
+                    self.orders[entry.idx] = order
+                yield entry
             elif kind == "end" and self.trailer is None:
                 self.trailer = line
             elif kind == _CUT:
@@ -299,12 +374,14 @@ def verify_export(
     path: Path,
     keys: Sequence[VerifierKey] | None,
     *,
+    redaction_keys: Sequence[VerifierKey] | None = None,
     extra: Sequence[tuple[str, str]] = (),
     progress: Callable[[int], None] | None = None,
 ) -> Verdict:
-    """Verify an export file offline, streaming its entries. ``keys`` None: use the keys
-    the export names (the verdict says so). Raises :class:`TamperDetected`,
-    :class:`FormatError`."""
+    """Verify an export file offline, streaming its entries; an erased entry needs a
+    redaction order signed by one of ``redaction_keys``. ``keys`` or ``redaction_keys``
+    None: use the keys the export names (the verdict says so). Raises
+    :class:`TamperDetected`, :class:`FormatError`."""
     lines = _export_lines(path)
     try:
         _, header = next(lines)
@@ -319,12 +396,20 @@ def verify_export(
             0, start, [_unhex(h, "header.frontier") for h in header["frontier"]]
         )
         named = [VerifierKey.parse(text) for text in header.get("verifier_keys", [])]
+        named_redaction = [VerifierKey.parse(t) for t in header.get("redaction_keys", [])]
     except (KeyError, TypeError, ValueError, ProofError, KeyFormatError) as exc:
         raise FormatError(f"{path}: malformed header: {exc}") from exc
     notes: list[str] = []
     if keys is None:
         keys = named
         notes.append("checked against the keys the export names; pass --key to use your own")
+    if redaction_keys is None:
+        redaction_keys = named_redaction
+        if named_redaction:
+            notes.append(
+                "redactions checked against the redaction keys the export names; pass "
+                "--redaction-key to use your own"
+            )
     checkpoint_notes: list[tuple[str, str]] = []
     anchor: dict[str, Any] = {}
     first: tuple[int, dict[str, Any]] | None = None
@@ -383,19 +468,16 @@ def verify_export(
             f"the exported entries are not the ones the anchor checkpoint "
             f"(size {anchor_cp.size}) signed",
         )
-    if verified.unrecorded_redactions:
-        notes.append(
-            "redacted entries whose redaction record is outside this export: "
-            + ", ".join(map(str, verified.unrecorded_redactions))
-        )
+    orders = check_orders(verified, origin, redaction_keys, reader.orders)
     result = dataclasses.replace(
         verified,
         root=anchor_cp.root,
         checkpoints=tuple(sorted({*verified.checkpoints, anchor_cp.size})),
     )
-    return _verdict(
+    verdict = _verdict(
         result, origin, trusted, extra, keys, notes, own="the export's anchor checkpoint"
     )
+    return dataclasses.replace(verdict, redactions=orders)
 
 
 def _export_entry(path: Path, number: int, line: dict[str, Any]) -> StoredEntry:

@@ -10,7 +10,8 @@
     │   └── Overloaded         the writer's queue is full: try again later (back-pressure)
     └── TamperDetected         the log does not verify; ``index`` and ``kind`` say where
                                and what (modified, deleted, inserted, reordered,
-                               truncated, checkpoint)
+                               truncated, checkpoint; redaction: a payload erased
+                               without a signed redaction order)
 
 Callers never see sqlalchemy or cryptography exceptions: they are translated here.
 """
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-TamperKind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "checkpoint"]
+TamperKind = Literal[
+    "modified", "deleted", "inserted", "reordered", "truncated", "checkpoint", "redaction"
+]
 
 
 class AuditError(Exception):

@@ -22,9 +22,10 @@ import structlog
 
 from audit._canonical import canonical_json, loads_canonical
 from audit._entry import Entry
-from audit._errors import AuditError, FormatError, ProofError, StoreError
+from audit._errors import AuditError, FormatError, NoteError, ProofError, StoreError
 from audit._keys import KeyRing
-from audit._note import Checkpoint, VerifierKey, sign_checkpoint
+from audit._note import Checkpoint, SignerKey, VerifierKey, sign_checkpoint
+from audit._redaction import RedactionOrder, sign_order
 from audit._store import Pending, Receipt, Store, StoredCheckpoint
 from audit._writer import Ticket, Writer
 
@@ -126,11 +127,27 @@ class AuditLog:
         """Record entries and wait until they are durable; their receipts, in order."""
         return self.writer.append(entries, timeout=timeout)
 
-    def redact(self, index: int, *, reason: str, requested_by: str, now: datetime) -> Receipt:
-        """Erase entry ``index``'s payload (and with it its salt) and record a
-        ``redaction`` entry saying who asked and why; the leaf hash stays, so the tree
-        and the chain still verify. Raises :class:`FormatError` for an index that is not
-        there, already redacted, or itself a redaction."""
+    def redact(
+        self,
+        index: int,
+        *,
+        reason: str,
+        requested_by: str,
+        now: datetime,
+        signer: SignerKey,
+    ) -> Receipt:
+        """Erase entry ``index``'s payload (and with it its salt) on the authority of a
+        redaction order signed by ``signer`` — a redaction key, never a checkpoint
+        key — and record a ``redaction`` entry carrying the order, who asked and why.
+        The leaf hash stays, so the tree and the chain still verify; verification
+        accepts the erasure only with the order. Raises :class:`FormatError` for an
+        index that is not there, already redacted or itself a redaction, a checkpoint
+        key as ``signer``, or a reason or requester that is not one short line."""
+        if any(signer.verifier() == key for key in self.verifiers()):
+            raise FormatError(
+                "the redaction key must not be a checkpoint signing key: whoever can "
+                "sign checkpoints could then also authorize erasures"
+            )
         stored = self.store.entry(index)
         if stored is None:
             raise FormatError(f"there is no entry {index}")
@@ -139,16 +156,36 @@ class AuditLog:
         # The payload says what the entry is (the kind column is only an index).
         if loads_canonical(stored.payload).get("kind") == "redaction":
             raise FormatError(f"entry {index} records a redaction; those are not redacted")
+        try:
+            order = RedactionOrder(self.origin, index, stored.leaf, now, requested_by, reason)
+            note = sign_order(order, signer)
+        except NoteError as exc:
+            raise FormatError(str(exc)) from exc
+        self.publish_redaction_key(signer.verifier())
         record = Entry(
             kind="redaction",
             time=now,
             caller=requested_by,
             action="redact",
             resource=f"entry:{index}",
-            detail={"index": index, "reason": reason, "leaf_hash": stored.leaf.hex()},
+            detail={
+                "index": index,
+                "reason": reason,
+                "requested_by": requested_by,
+                "leaf_hash": stored.leaf.hex(),
+                "order": note,
+            },
         )
         (receipt,) = self.writer.append([record], erase=[index])
         return receipt
+
+    def publish_redaction_key(self, key: VerifierKey) -> None:
+        """Name ``key`` in the log as a redaction key (a convenience for verifiers, as
+        the checkpoint keys are: an auditor passes ``--redaction-key`` from a source
+        they trust)."""
+        known = (self.store.meta("redaction_keys") or "").split()
+        if str(key) not in known:
+            self.store.set_meta("redaction_keys", "\n".join([*known, str(key)]))
 
     # -- checkpoints --------------------------------------------------------------
 

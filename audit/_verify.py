@@ -7,7 +7,9 @@ What is checked, entry by entry (index order):
 
 1. the index is the next one (a gap: entries were **deleted**);
 2. the leaf hash is ``SHA-256(0x00 || payload)`` (else the entry was **modified**), or,
-   for an erased payload, a later ``redaction`` entry records it;
+   for an erased payload, a later ``redaction`` entry records it (whether a redaction
+   key signed the order it carries is checked by the caller, :mod:`audit._auditor`,
+   from :attr:`VerifiedLog.orders`);
 3. the chain hash is ``SHA-256(chain_{n-1} || leaf)``; when it is not, the entries that
    follow tell what happened: a later entry that continues the chain means the ones
    before it were **inserted** or **reordered**; otherwise the entry was **modified**;
@@ -51,6 +53,11 @@ class VerifiedLog:
     redacted: tuple[int, ...]
     unrecorded_redactions: tuple[int, ...] = ()
     """Erased payloads whose redaction entry lies outside what was verified (exports)."""
+    erased: Mapping[int, bytes] = field(default_factory=dict)
+    """The leaf hash of each erased entry."""
+    orders: Mapping[int, str] = field(default_factory=dict)
+    """The signed redaction order the ``redaction`` entry of each erased entry carries
+    ("" when it carries none), for those recorded within what was verified."""
     frontier: CompactRange | None = None
     """The compact range after the last entry (to extend to a later checkpoint)."""
 
@@ -182,6 +189,8 @@ def _verify(
         redacted=tuple(sorted(state.redacted)),
         unrecorded_redactions=tuple(unrecorded),
         frontier=state.frontier,
+        erased=dict(state.redacted),
+        orders={i: state.recorded[i] for i in state.redacted if i in state.recorded},
     )
 
 
@@ -231,7 +240,8 @@ def _note_redaction(state: _State, row: StoredEntry) -> None:
         raise TamperDetected(
             target, "modified", f"its leaf hash differs from the one redaction {row.idx} saw"
         )
-    state.recorded[target] = detail.get("reason", "")
+    order = detail.get("order", "")
+    state.recorded[target] = order if isinstance(order, str) else ""
 
 
 def _chain_break(state: _State, row: StoredEntry, rest: Iterator[StoredEntry]) -> None:

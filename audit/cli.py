@@ -10,6 +10,7 @@ inside each entry's hashed payload, never by the unhashed columns.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import getpass
 import json
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from audit._auditor import (
     Period,
     Verdict,
+    VerifiedReceipt,
     make_receipt,
     prove_consistency,
     root_b64,
@@ -36,7 +38,7 @@ from audit._auditor import (
     verify_store,
     write_export,
 )
-from audit._entry import Entry
+from audit._entry import Entry, time_text
 from audit._errors import (
     FormatError,
     KeyFormatError,
@@ -47,7 +49,15 @@ from audit._errors import (
 )
 from audit._keys import KeyRing
 from audit._log import AuditLog
-from audit._note import VerifierKey, open_checkpoint, parse_checkpoint_unverified
+from audit._note import (
+    Checkpoint,
+    SignerKey,
+    VerifierKey,
+    open_checkpoint,
+    parse_checkpoint_unverified,
+    read_signer,
+    write_signer,
+)
 from audit._report import ReportStatus, build_report, render
 from audit._store import Store
 
@@ -71,6 +81,24 @@ class CheckFailed(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"docket: {self.format_message()}", err=True)
+
+
+def _failure_json(exc: click.ClickException, verdict: str, **fields: Any) -> None:
+    """Print the ``--json`` object of a command that failed: ``verdict`` false for a
+    failed check (exit 1), null for a usage or input error (exit 2), the exit code,
+    the one-line problem, then ``fields``."""
+    failed: dict[str, Any] = {
+        verdict: False if isinstance(exc, CheckFailed) else None,
+        "exit_code": exc.exit_code,
+        "problem": exc.format_message(),
+        **fields,
+    }
+    click.echo(json.dumps(failed, indent=2))
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a result object (on failure too)."
+)
 
 
 def _configured(name: str, env: str) -> Any:
@@ -127,7 +155,17 @@ key_option = click.option(
 )
 
 
-def _verifier_keys(texts: Sequence[str]) -> list[VerifierKey]:
+redaction_key_option = click.option(
+    "--redaction-key",
+    "redaction_texts",
+    multiple=True,
+    metavar="KEY",
+    help="Redaction verifier key (from `docket audit redaction-key`), or a file holding "
+    "one per line (repeatable): an erased payload verifies only with an order it signed.",
+)
+
+
+def _verifier_keys(texts: Sequence[str], flag: str = "--key") -> list[VerifierKey]:
     keys: list[VerifierKey] = []
     for text in texts:
         path = Path(text)
@@ -136,12 +174,12 @@ def _verifier_keys(texts: Sequence[str]) -> list[VerifierKey]:
             try:
                 lines = path.read_text().split()
             except OSError as exc:
-                raise InputError(f"--key {text}: not a key, and cannot read it as a file") from exc
+                raise InputError(f"{flag} {text}: not a key, and cannot read it as a file") from exc
         for line in lines:
             try:
                 keys.append(VerifierKey.parse(line.strip()))
             except KeyFormatError as exc:
-                raise InputError(f"--key {text}: {exc}") from exc
+                raise InputError(f"{flag} {text}: {exc}") from exc
     return keys
 
 
@@ -236,32 +274,56 @@ def _run_verify(
     export: Path | None,
     checkpoint_files: Sequence[Path],
     key_texts: Sequence[str],
+    redaction_texts: Sequence[str] = (),
 ) -> Verdict:
     extra = [(str(path), _read_note(path)) for path in checkpoint_files]
     keys = _verifier_keys(key_texts)
+    redaction_keys = _verifier_keys(redaction_texts, "--redaction-key")
     try:
         if export is not None:
             with _progress("verifying", None) as progress:
+                # With the auditor's own --key, erasures need their own --redaction-key
+                # too: the keys an export names are only the exporter's word.
+                named: list[VerifierKey] | None = None if not keys else []
                 return _covered(
-                    verify_export(export, keys or None, extra=extra, progress=progress), keys
+                    verify_export(
+                        export,
+                        keys or None,
+                        redaction_keys=redaction_keys or named,
+                        extra=extra,
+                        progress=progress,
+                    ),
+                    keys,
                 )
         store = _open_store(db, data_dir)
         try:
             notes: list[str] = []
+            if not redaction_keys and not keys:
+                redaction_keys = _verifier_keys((store.meta("redaction_keys") or "").split())
+                if redaction_keys:
+                    notes.append(
+                        "redactions checked against the redaction keys stored in the log; "
+                        "pass --redaction-key to use yours"
+                    )
             if not keys:
                 keys = _verifier_keys((store.meta("verifier_keys") or "").split())
                 notes.append("checked against the keys stored in the log; pass --key to use yours")
                 if not keys:
                     raise InputError("the log names no verifier key: pass --key")
             with _progress("verifying", store.head().size) as progress:
-                verdict = verify_store(store, keys, extra=extra, progress=progress)
+                verdict = verify_store(
+                    store, keys, redaction_keys=redaction_keys, extra=extra, progress=progress
+                )
             if not notes:
                 _covered(verdict, keys)
             return dataclasses.replace(verdict, notes=(*verdict.notes, *notes))
         finally:
             store.close()
     except TamperDetected as exc:
-        raise CheckFailed(f"audit log NOT intact: {exc}") from exc
+        hint = ""
+        if exc.kind == "redaction" and not redaction_texts:
+            hint = " (pass --redaction-key with the operator's redaction verifier key)"
+        raise CheckFailed(f"audit log NOT intact: {exc}{hint}") from exc
     except (FormatError, StoreError) as exc:
         raise InputError(str(exc)) from exc
 
@@ -312,6 +374,13 @@ def _describe(verdict: Verdict) -> list[str]:
     lines.append("keys: " + ", ".join(verdict.keys))
     if log.redacted:
         lines.append("redacted entries: " + ", ".join(map(str, log.redacted)))
+    for index, verified in verdict.redactions:
+        order = verified.order
+        lines.append(
+            f"entry {index} erased on {time_text(order.time)} at the request of "
+            f"{order.requested_by} ({order.reason}); order signed by "
+            + ", ".join(verified.signed_by)
+        )
     lines.extend(f"note: {note}" for note in verdict.notes)
     return lines
 
@@ -332,34 +401,36 @@ def _describe(verdict: Verdict) -> list[str]:
     help="A signed checkpoint you kept; the log must still contain it (repeatable).",
 )
 @key_option
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@redaction_key_option
+@json_option
 def verify(
     db: str | None,
     data_dir: Path | None,
     export: Path | None,
     checkpoint_files: tuple[Path, ...],
     key_texts: tuple[str, ...],
+    redaction_texts: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Recompute every leaf hash, the hash chain and the Merkle root; check every
     checkpoint's signature and root; compare each entry's kind and time columns with
-    its hashed payload. Exits 1 naming the first bad entry and what is wrong
-    (modified, deleted, inserted, reordered, truncated, checkpoint), or, with --key,
-    when no checkpoint signed by that key covers the log. --json prints a result
+    its hashed payload, and that every erased payload has a redaction order signed by
+    a redaction key. Exits 1 naming the first bad entry and what is wrong (modified,
+    deleted, inserted, reordered, truncated, checkpoint, redaction), or, with --key,
+    when no checkpoint signed by that key covers the log (with --key, erasures are
+    checked only against --redaction-key). --json prints a result
     object on success and on failure."""
     try:
-        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
+        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
     except click.ClickException as exc:
         if as_json:
             tamper = exc.__cause__
-            failed: dict[str, Any] = {
-                "intact": False if isinstance(exc, CheckFailed) else None,
-                "exit_code": exc.exit_code,
-                "problem": exc.format_message(),
-                "index": tamper.index if isinstance(tamper, TamperDetected) else None,
-                "kind": tamper.kind if isinstance(tamper, TamperDetected) else None,
-            }
-            click.echo(json.dumps(failed, indent=2))
+            _failure_json(
+                exc,
+                "intact",
+                index=tamper.index if isinstance(tamper, TamperDetected) else None,
+                kind=tamper.kind if isinstance(tamper, TamperDetected) else None,
+            )
         raise
     if as_json:
         click.echo(json.dumps(_verdict_json(verdict), indent=2))
@@ -381,6 +452,16 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
         else {"size": anchor.size, "root": root_b64(anchor.root), "source": verdict.anchor_source},
         "checkpoints_checked": list(verdict.log.checkpoints),
         "redacted": list(verdict.log.redacted),
+        "redactions": [
+            {
+                "index": index,
+                "time": time_text(verified.order.time),
+                "requested_by": verified.order.requested_by,
+                "reason": verified.order.reason,
+                "signed_by": list(verified.signed_by),
+            }
+            for index, verified in verdict.redactions
+        ],
         "keys": list(verdict.keys),
         "notes": list(verdict.notes),
     }
@@ -446,9 +527,39 @@ def prove(
 @audit.command(name="verify-receipt")
 @click.argument("receipt_file", type=click.File("r"))
 @key_option
-def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...]) -> None:
+@json_option
+def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...], as_json: bool) -> None:
     """Check a receipt from `docket audit prove` offline: the checkpoint is signed by
-    --key, the entry hashes to the leaf, and the leaf is in the signed tree."""
+    --key, the entry hashes to the leaf, and the leaf is in the signed tree. Exits 1
+    when it does not verify, 2 for a file that is not a receipt. --json prints a
+    result object on success and on failure."""
+    try:
+        verified = _run_verify_receipt(receipt_file, key_texts)
+    except click.ClickException as exc:
+        if as_json:
+            _failure_json(exc, "valid")
+        raise
+    erased = verified.entry is None
+    if as_json:
+        result = {
+            "valid": True,
+            "index": verified.index,
+            "origin": verified.checkpoint.origin,
+            "tree_size": verified.checkpoint.size,
+            "root": root_b64(verified.checkpoint.root),
+            "key": verified.key,
+            "entry_erased": erased,
+        }
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(
+        f"receipt OK: entry {verified.index} is in {verified.checkpoint.origin} at tree size "
+        f"{verified.checkpoint.size:,} (signed by {verified.key})"
+        + ("; its payload was erased: only its leaf hash is proven" if erased else "")
+    )
+
+
+def _run_verify_receipt(receipt_file: IO[str], key_texts: Sequence[str]) -> VerifiedReceipt:
     keys = _verifier_keys(key_texts)
     if not keys:
         raise InputError("--key is required: the log's verifier key (`docket audit key`)")
@@ -457,15 +568,11 @@ def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...]) -> Non
     except ValueError as exc:
         raise InputError(f"{receipt_file.name}: not JSON: {exc}") from exc
     try:
-        verified = verify_receipt(receipt, keys)
+        return verify_receipt(receipt, keys)
     except FormatError as exc:
         raise InputError(f"{receipt_file.name}: {exc}") from exc
     except (NoteError, ProofError) as exc:
         raise CheckFailed(f"receipt does NOT verify: {exc}") from exc
-    click.echo(
-        f"receipt OK: entry {verified.index} is in {verified.checkpoint.origin} at tree size "
-        f"{verified.checkpoint.size:,} (signed by {verified.key})"
-    )
 
 
 # -- consistency / checkpoint / key ---------------------------------------------------
@@ -477,15 +584,48 @@ def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...]) -> Non
 @db_option
 @data_dir_option
 @key_option
+@json_option
 def consistency(
     old_checkpoint: Path,
     new_checkpoint: Path | None,
     db: str | None,
     data_dir: Path | None,
     key_texts: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Prove the log only grew between OLD_CHECKPOINT and NEW_CHECKPOINT (default: the
-    log's latest checkpoint): nothing was removed, changed or reordered."""
+    log's latest checkpoint): nothing was removed, changed or reordered. Exits 1 when
+    the newer tree does not extend the older one or a checkpoint's signature fails, 2
+    for unreadable input. --json prints a result object on success and on failure."""
+    try:
+        low, high, proof = _run_consistency(old_checkpoint, new_checkpoint, db, data_dir, key_texts)
+    except click.ClickException as exc:
+        if as_json:
+            _failure_json(exc, "consistent")
+        raise
+    if as_json:
+        result = {
+            "consistent": True,
+            "origin": high.origin,
+            "old": {"size": low.size, "root": root_b64(low.root)},
+            "new": {"size": high.size, "root": root_b64(high.root)},
+            "proof": [base64.b64encode(node).decode("ascii") for node in proof],
+        }
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(
+        f"consistent: the tree of size {high.size:,} extends the tree of size {low.size:,} "
+        f"({len(proof)} proof hashes)"
+    )
+
+
+def _run_consistency(
+    old_checkpoint: Path,
+    new_checkpoint: Path | None,
+    db: str | None,
+    data_dir: Path | None,
+    key_texts: Sequence[str],
+) -> tuple[Checkpoint, Checkpoint, list[bytes]]:
     store = _open_store(db, data_dir)
     try:
         keys = _verifier_keys(key_texts) or _verifier_keys(
@@ -513,13 +653,10 @@ def consistency(
     finally:
         store.close()
     low, high = sorted((old, new), key=lambda c: c.size)
-    click.echo(
-        f"consistent: the tree of size {high.size:,} extends the tree of size {low.size:,} "
-        f"({len(proof)} proof hashes)"
-    )
+    return low, high, proof
 
 
-def _open(source: str, note: str, keys: Sequence[VerifierKey], origin: str) -> Any:
+def _open(source: str, note: str, keys: Sequence[VerifierKey], origin: str) -> Checkpoint:
     try:
         checkpoint, _ = open_checkpoint(note, keys, origin=origin)
     except NoteError as exc:
@@ -627,8 +764,16 @@ def _record_operation(log: AuditLog, action: str, who: str, detail: dict[str, An
 
 @audit.command()
 @click.argument("index", type=click.IntRange(min=0))
-@click.option("--reason", required=True, help="Why (recorded in the log).")
-@click.option("--by", "requested_by", help="Who asked [the current user].")
+@click.option("--reason", required=True, help="Why, one line (recorded in the log and signed).")
+@click.option("--by", "requested_by", help="Who asked, one line [the current user].")
+@click.option(
+    "--redaction-key",
+    "redaction_key",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The redaction key (a PRIVATE+KEY file from `docket audit redaction-key --new`) "
+    "that signs the order.",
+)
 @db_option
 @data_dir_option
 @keys_option
@@ -636,22 +781,59 @@ def redact(
     index: int,
     reason: str,
     requested_by: str | None,
+    redaction_key: Path,
     db: str | None,
     data_dir: Path | None,
     keys_path: Path | None,
 ) -> None:
-    """Erase entry INDEX's payload (personal data) for good. Its leaf hash stays, so
-    the log still verifies; a `redaction` entry records who asked and why."""
+    """Erase entry INDEX's payload (personal data) for good, on the authority of a
+    redaction order signed with --redaction-key. Its leaf hash stays, so the log still
+    verifies; a `redaction` entry carries the order (who asked and why), and `verify`
+    accepts the erasure only with an order a trusted redaction key signed."""
+    try:
+        signer = read_signer(redaction_key)
+    except KeyFormatError as exc:
+        raise InputError(str(exc)) from exc
     log = _signing_log(db, data_dir, keys_path)
     who = requested_by or f"local:{getpass.getuser()}"
     log.start()
     try:
-        receipt = log.redact(index, reason=reason, requested_by=who, now=datetime.now(UTC))
+        receipt = log.redact(
+            index, reason=reason, requested_by=who, now=datetime.now(UTC), signer=signer
+        )
     except (FormatError, StoreError) as exc:
         raise InputError(str(exc)) from exc
     finally:
         log.close()
-    click.echo(f"entry {index} redacted; recorded as entry {receipt.index}")
+    click.echo(
+        f"entry {index} redacted; recorded as entry {receipt.index}, order signed by {signer.name}"
+    )
+
+
+@audit.command(name="redaction-key")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--new", "make", is_flag=True, help="Make a new key at PATH (it must not exist).")
+@click.option(
+    "--name",
+    default="docket-redaction",
+    show_default=True,
+    help="The key's name (shown in orders and verdicts).",
+)
+def redaction_key(path: Path, make: bool, name: str) -> None:
+    """Print the verifier key of the redaction key at PATH; with --new, make it first
+    (mode 0600). Keep the key apart from the checkpoint keys and the data directory
+    (the person who authorizes erasures holds it); give auditors the printed verifier
+    key for `verify --redaction-key`."""
+    try:
+        if make:
+            write_signer(path, SignerKey.generate(name))
+        click.echo(str(read_signer(path).verifier()))
+    except FileExistsError as exc:
+        raise InputError(f"{path} exists: not overwriting a key") from exc
+    except KeyFormatError as exc:
+        raise InputError(str(exc)) from exc
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 # -- export / report ------------------------------------------------------------------
@@ -703,6 +885,7 @@ def export(
                 anchor_note=anchor.note,
                 anchor_size=anchor.size,
                 verifier_keys=keys,
+                redaction_keys=(log.store.meta("redaction_keys") or "").split(),
                 now=datetime.now(UTC),
                 progress=bar,
             )
@@ -740,6 +923,7 @@ def export(
 @click.option("--export", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(path_type=Path))
 @key_option
+@redaction_key_option
 def report(
     since: str | None,
     until: str | None,
@@ -750,6 +934,7 @@ def report(
     export: Path | None,
     checkpoint_files: tuple[Path, ...],
     key_texts: tuple[str, ...],
+    redaction_texts: tuple[str, ...],
 ) -> None:
     """Residency and compliance report for a period: decisions by classification and
     jurisdiction, any access or placement of data outside its declared residency,
@@ -760,7 +945,7 @@ def report(
     with no entry, exits 1."""
     start_time, end_time = _parse_period(since, until)
     try:
-        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts)
+        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
         anchor = verdict.anchor
         status = ReportStatus(
             intact=True,

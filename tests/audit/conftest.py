@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AuditLog, Entry, Receipt, Store, VerifierKey
+from audit import AuditLog, Entry, Receipt, SignerKey, Store, VerifierKey
 from audit._entry import EntryKind
+from audit._note import key_id
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 KINDS: tuple[EntryKind, ...] = (
@@ -28,6 +30,18 @@ BATCHES = (3, 3, 4, 5, 5, 5, 4, 4, 3, 4)
 """Entries per ``record`` call of the standard log: 40 in ten commits, whose running
 totals pass 10, 25 and 40, the sizes :data:`CHECKPOINTS` are signed at."""
 CHECKPOINTS = (10, 25, 40)
+_SEED = bytes(range(32))
+REDACTION_KEY = SignerKey(
+    "docket-redaction",
+    key_id(
+        "docket-redaction",
+        Ed25519PrivateKey.from_private_bytes(_SEED).public_key().public_bytes_raw(),
+    ),
+    Ed25519PrivateKey.from_private_bytes(_SEED),
+)
+"""The redaction key that signs the test logs' redaction orders (fixed: this module is
+imported both as pytest's conftest and by name, and both must hold the same key)."""
+REDACTION_KEYS = [REDACTION_KEY.verifier()]
 QUIET = {"checkpoint_every": 10**9, "checkpoint_interval": 3600.0}
 """AuditLog options that keep the background checkpointer from signing at sizes a test
 did not choose (on a slow machine a second can pass while a log is built)."""
@@ -93,7 +107,15 @@ def build_log(
             if len(entries) in checkpoints:
                 log.checkpoint()
         for index in redact:
-            receipts.append(log.redact(index, reason="erasure request", requested_by="dpo", now=T0))
+            receipts.append(
+                log.redact(
+                    index,
+                    reason="erasure request",
+                    requested_by="dpo",
+                    now=T0,
+                    signer=REDACTION_KEY,
+                )
+            )
             if receipts[-1].index + 1 in checkpoints:
                 log.checkpoint()
         keys = log.verifiers()

@@ -357,6 +357,13 @@ def test_checkpoints_grow_and_stay_consistent(copy: Path, tmp_path: Path, other:
     assert shown.startswith(
         f"consistent: the tree of size {new_size} extends the tree of size {old_size}"
     )
+    proved = json.loads(
+        cli("consistency", old, new, "--key", key, "--json", "--data-dir", copy).stdout
+    )
+    assert proved["consistent"] is True
+    assert (proved["old"]["size"], proved["new"]["size"]) == (old_size, new_size)
+    assert proved["new"]["root"] == new_root
+    assert isinstance(proved["proof"], list)
     cli("consistency", old, "--key", key, "--data-dir", copy)  # against the latest
 
     kept = cli("verify", "--checkpoint", old, "--key", key, "--json", "--data-dir", copy)
@@ -376,6 +383,16 @@ def test_checkpoints_grow_and_stay_consistent(copy: Path, tmp_path: Path, other:
             "consistency", old, tmp_path / forged, "--key", key, "--data-dir", copy, code=1
         )
         assert "NOT consistent" in failed.stderr, forged
+        result = json.loads(
+            cli(
+                "consistency", old, tmp_path / forged, "--key", key, "--json",
+                "--data-dir", copy, code=1,
+            ).stdout
+        )  # fmt: skip
+        assert (result["consistent"], result["exit_code"]) == (False, 1), forged
+        assert result["problem"].startswith("NOT consistent"), forged
+    unreadable = cli("consistency", tmp_path / "missing.note", "--json", "--data-dir", copy, code=2)
+    assert json.loads(unreadable.stdout)["consistent"] is None
     for forged in ("stranger.note", "rewritten.note", "other-log.note"):
         failed = cli(
             "verify", "--checkpoint", tmp_path / forged, "--key", key, "--data-dir", copy, code=1
@@ -441,8 +458,16 @@ def test_receipts_verify_offline_and_tampering_is_caught(made: Made, tmp_path: P
 
     assert check(receipt, "--key", key, code=0).stdout.startswith(f"receipt OK: entry {index} ")
 
+    valid = json.loads(check(receipt, "--key", key, "--json", code=0).stdout)
+    assert (valid["valid"], valid["index"], valid["entry_erased"]) == (True, index, False)
+    assert valid["tree_size"] == receipt["tree_size"]
+
     forged_entry = {**receipt, "entry": {**receipt["entry"], "decision": "allow"}}
     assert "does NOT verify" in check(forged_entry, "--key", key, code=1).stderr
+    failed = json.loads(check(forged_entry, "--key", key, "--json", code=1).stdout)
+    assert (failed["valid"], failed["exit_code"]) == (False, 1)
+    assert "does not hash to the receipt's leaf hash" in failed["problem"]
+    assert json.loads(check(receipt, "--json", code=2).stdout)["valid"] is None
     proof = list(receipt["inclusion_proof"])
     proof[0] = ("0" if proof[0][0] != "0" else "1") + proof[0][1:]
     assert (
@@ -593,27 +618,51 @@ def test_report_on_a_tampered_log_says_not_intact(
 def test_a_redacted_entry_still_verifies_and_proves(made: Made, copy: Path, tmp_path: Path) -> None:
     key = key_of(copy)
     index = made.phase_a[1]
-    done = cli("redact", index, "--reason", "GDPR erasure", "--by", "alice", "--data-dir", copy)
-    assert done.stdout.strip() == f"entry {index} redacted; recorded as entry {made.size}"
-    shown = cli("verify", "--key", key, "--data-dir", copy).stdout
+    signer = tmp_path / "dpo.key"
+    redaction = cli("redaction-key", "--new", signer).stdout.strip()
+    assert redaction.startswith("docket-redaction+")
+    assert cli("redaction-key", signer).stdout.strip() == redaction
+    assert "exists" in cli("redaction-key", "--new", signer, code=2).stderr
+    done = cli(
+        "redact", index, "--reason", "GDPR erasure", "--by", "alice",
+        "--redaction-key", signer, "--data-dir", copy,
+    )  # fmt: skip
+    assert done.stdout.strip() == (
+        f"entry {index} redacted; recorded as entry {made.size}, order signed by docket-redaction"
+    )
+    shown = cli("verify", "--key", key, "--redaction-key", redaction, "--data-dir", copy).stdout
     assert f"redacted entries: {index}\n" in shown
-    assert json.loads(cli("verify", "--key", key, "--json", "--data-dir", copy).stdout)[
-        "redacted"
-    ] == [index]
+    assert "at the request of alice (GDPR erasure); order signed by docket-redaction" in shown
+    verdict = json.loads(
+        cli(
+            "verify", "--key", key, "--redaction-key", redaction, "--json", "--data-dir", copy
+        ).stdout
+    )  # fmt: skip
+    assert verdict["redacted"] == [index]
+    assert verdict["redactions"][0]["reason"] == "GDPR erasure"
+    # With the auditor's own --key, the erasure needs the auditor's own --redaction-key.
+    refused = cli("verify", "--key", key, "--data-dir", copy, code=1).stderr
+    assert f"entry {index}: redaction:" in refused
+    assert "pass --redaction-key" in refused
+    # Without --key, the keys the log names (said so).
+    shown = cli("verify", "--data-dir", copy).stdout
+    assert "redactions checked against the redaction keys stored in the log" in shown
 
     receipt = cli("prove", index, "--data-dir", copy).stdout
     assert json.loads(receipt)["entry"] is None
     (tmp_path / "receipt.json").write_text(receipt)
-    cli("verify-receipt", tmp_path / "receipt.json", "--key", key)
+    checked = cli("verify-receipt", tmp_path / "receipt.json", "--key", key).stdout
+    assert "its payload was erased: only its leaf hash is proven" in checked
 
     record = json.loads(cli("prove", made.size, "--data-dir", copy).stdout)["entry"]
     assert (record["kind"], record["caller"]) == ("redaction", "alice")
     assert record["detail"]["reason"] == "GDPR erasure"
     assert record["detail"]["index"] == index
-    assert (
-        "already redacted"
-        in cli("redact", index, "--reason", "x", "--data-dir", copy, code=2).stderr
+    assert record["detail"]["order"].startswith("docket-redaction/1\n")
+    again = cli(
+        "redact", index, "--reason", "x", "--redaction-key", signer, "--data-dir", copy, code=2
     )
+    assert "already redacted" in again.stderr
 
 
 # -- usage errors and help ----------------------------------------------------------------
@@ -686,4 +735,6 @@ def test_the_readme_auditor_session_runs(copy: Path, tmp_path: Path) -> None:
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     for step in ("verify", "report", "export"):
         assert f"caught by {step} " in result.stdout, result.stdout
+    assert "caught by verify-receipt: docket: receipt does NOT verify" in result.stdout
+    assert "caught by consistency: docket: NOT consistent" in result.stdout
     assert "entry 0: modified: its time column says" in result.stdout

@@ -28,10 +28,13 @@ from audit import (
     Receipt,
     Store,
     StoreError,
+    TamperDetected,
     verify_store,
 )
 from audit._note import open_checkpoint, parse_note
+from audit._redaction import open_order
 from audit._writer import Ticket
+from tests.audit.conftest import REDACTION_KEY, REDACTION_KEYS
 
 OpenLog = Callable[..., AuditLog]
 EntryFactory = Callable[[int], Entry]
@@ -249,7 +252,9 @@ def test_redaction_erases_the_payload_and_the_log_still_verifies(
     log = open_log()
     receipts = log.record([entry_factory(i) for i in range(6)])
     now = entry_factory(0).time
-    receipt = log.redact(2, reason="erasure request", requested_by="dpo@example.org", now=now)
+    receipt = log.redact(
+        2, reason="erasure request", requested_by="dpo@example.org", now=now, signer=REDACTION_KEY
+    )
     assert receipt.index == 6
 
     erased = log.store.entry(2)
@@ -262,15 +267,46 @@ def test_redaction_erases_the_payload_and_the_log_still_verifies(
     document = json.loads(record.payload)
     assert document["kind"] == "redaction"
     assert document["caller"] == "dpo@example.org"
+    order = document["detail"].pop("order")
     assert document["detail"] == {
         "index": 2,
         "reason": "erasure request",
+        "requested_by": "dpo@example.org",
         "leaf_hash": receipts[2].leaf_hash.hex(),
     }
+    verified = open_order(
+        order, REDACTION_KEYS, origin=log.origin, index=2, leaf=receipts[2].leaf_hash
+    )
+    assert (verified.order.reason, verified.order.requested_by) == (
+        "erasure request",
+        "dpo@example.org",
+    )
     log.checkpoint()
-    verdict = verify_store(log.store, log.verifiers())
+    verdict = verify_store(log.store, log.verifiers(), redaction_keys=REDACTION_KEYS)
     assert verdict.log.redacted == (2,)
+    assert [index for index, _ in verdict.redactions] == [2]
     assert verdict.log.size == 7
+    # Without a trusted redaction key the erasure does not verify.
+    with pytest.raises(TamperDetected, match=r"entry 2: redaction: .*no trusted redaction key"):
+        verify_store(log.store, log.verifiers())
+    with pytest.raises(TamperDetected, match=r"entry 2: redaction: .*no signature by a trusted"):
+        verify_store(log.store, log.verifiers(), redaction_keys=log.verifiers())
+
+
+def test_redaction_orders_are_one_line_and_never_signed_by_a_checkpoint_key(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    log = open_log()
+    log.record([entry_factory(i) for i in range(3)])
+    now = entry_factory(0).time
+    with pytest.raises(FormatError, match="reason must be one line"):
+        log.redact(1, reason="a\nb", requested_by="dpo", now=now, signer=REDACTION_KEY)
+    with pytest.raises(FormatError, match="longer than 1024"):
+        log.redact(1, reason="x" * 1025, requested_by="dpo", now=now, signer=REDACTION_KEY)
+    assert log.keys is not None
+    with pytest.raises(FormatError, match="must not be a checkpoint signing key"):
+        log.redact(1, reason="r", requested_by="dpo", now=now, signer=log.keys.signers()[0])
+    assert log.store.head().size == 3  # nothing was recorded
 
 
 @pytest.mark.parametrize(
@@ -287,9 +323,9 @@ def test_redaction_refuses(
     log = open_log()
     log.record([entry_factory(i) for i in range(6)])
     now = entry_factory(0).time
-    log.redact(2, reason="erasure request", requested_by="dpo", now=now)
+    log.redact(2, reason="erasure request", requested_by="dpo", now=now, signer=REDACTION_KEY)
     with pytest.raises(FormatError, match=message):
-        log.redact(index, reason="again", requested_by="dpo", now=now)
+        log.redact(index, reason="again", requested_by="dpo", now=now, signer=REDACTION_KEY)
     assert log.store.head().size == 7  # nothing was recorded
 
 

@@ -31,6 +31,7 @@ from audit._merkle import CompactRange, leaf_hash
 from audit._note import Checkpoint, sign_checkpoint
 from audit._store import GENESIS, AuditEntryRow, chain_hash
 from engine.cli import main
+from tests.audit.conftest import REDACTION_KEYS
 
 if TYPE_CHECKING:
     from tests.audit.conftest import SealedLog
@@ -55,7 +56,7 @@ def assert_detected(
     against the ``saved`` checkpoint file too, when given)."""
     extra = [] if saved is None else [(str(saved), saved.read_text())]
     with pytest.raises(TamperDetected) as caught:
-        verify_store(sealed.store, sealed.keys, extra=extra)
+        verify_store(sealed.store, sealed.keys, extra=extra, redaction_keys=REDACTION_KEYS)
     assert (caught.value.index, caught.value.kind) == (index, kind), str(caught.value)
     result = run_verify(sealed, *([] if saved is None else ["--checkpoint", str(saved)]))
     assert result.exit_code == 1, result.output
@@ -313,7 +314,7 @@ CASES = [
 
 
 def test_untampered_log_verifies(sealed_log: SealedLog) -> None:
-    verdict = verify_store(sealed_log.store, sealed_log.keys)
+    verdict = verify_store(sealed_log.store, sealed_log.keys, redaction_keys=REDACTION_KEYS)
     assert verdict.log.size == 40
     assert verdict.log.checkpoints == (10, 25, 40)
     assert verdict.anchor is not None
@@ -328,7 +329,7 @@ def test_untampered_log_verifies(sealed_log: SealedLog) -> None:
 def test_tampering_with_the_database_file_is_detected(
     sealed_log: SealedLog, tamper: Tamper, index: int, kind: TamperKind
 ) -> None:
-    verify_store(sealed_log.store, sealed_log.keys)  # intact before
+    verify_store(sealed_log.store, sealed_log.keys, redaction_keys=REDACTION_KEYS)  # intact before
     with closing(sqlite3.connect(sealed_log.path)) as db, db:
         tamper(db, sealed_log)
     assert_detected(sealed_log, index, kind)
@@ -348,7 +349,10 @@ def test_truncation_hidden_by_deleting_checkpoints_needs_a_saved_checkpoint(
         truncate_tail_and_head(db, sealed_log)
         db.execute("DELETE FROM audit_checkpoint WHERE size > 35")
 
-    assert verify_store(sealed_log.store, sealed_log.keys).log.size == 35
+    assert (
+        verify_store(sealed_log.store, sealed_log.keys, redaction_keys=REDACTION_KEYS).log.size
+        == 35
+    )
     assert_detected(sealed_log, 35, "truncated", saved=saved)
 
 
@@ -429,7 +433,7 @@ def pristine(
         redact=(REDACTED,),
     )
     try:
-        verdict = verify_store(sealed.store, sealed.keys)
+        verdict = verify_store(sealed.store, sealed.keys, redaction_keys=REDACTION_KEYS)
         assert verdict.log.size == HYPOTHESIS_SIZE
         assert verdict.log.checkpoints == (12, 30)
         assert verdict.log.redacted == (REDACTED,)
@@ -544,10 +548,12 @@ def test_any_single_mutation_of_an_entry_row_is_detected(
         store = Store(f"sqlite:///{path}", create=False)
         try:
             if not changed or undetectable_by_design(pristine.rows, mutation):
-                verify_store(store, pristine.keys)  # still verifies: outside what is signed
+                verify_store(
+                    store, pristine.keys, redaction_keys=REDACTION_KEYS
+                )  # still verifies: outside what is signed
             else:
                 with pytest.raises(TamperDetected):
-                    verify_store(store, pristine.keys)
+                    verify_store(store, pristine.keys, redaction_keys=REDACTION_KEYS)
         finally:
             store.close()
 
@@ -577,7 +583,7 @@ def test_an_entry_passed_off_as_a_redaction_is_refused(
     store = Store(url, create=False)
     try:
         with pytest.raises(TamperDetected) as caught:
-            verify_store(store, keys)
+            verify_store(store, keys, redaction_keys=REDACTION_KEYS)
     finally:
         store.close()
     assert (caught.value.index, caught.value.kind) == (5, "modified"), str(caught.value)
