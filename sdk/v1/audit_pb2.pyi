@@ -3,6 +3,11 @@
 isort:skip_file
 Docket's audit log over gRPC: checkpoints and proofs for clients that check their
 receipts online. Auditors working offline use `docket audit` instead.
+
+Proofs and checkpoints are hashes and signatures only and go to any caller. An
+entry's payload, and forcing a fresh checkpoint, need an mTLS caller that policy
+permits Action::"audit_read" on Service::"docket"; each such request is decided
+and recorded in the log like any other.
 """
 
 from collections import abc as _abc
@@ -101,7 +106,8 @@ class GetInclusionProofRequest(_message.Message):
     index: _builtins.int
     tree_size: _builtins.int
     """The tree to prove inclusion in; it must have a checkpoint. 0: the latest
-    checkpoint (one is signed first when it does not cover index yet).
+    checkpoint (when it does not cover index yet, a fresh one as GetCheckpoint's
+    fresh gives it: at most one signed a second).
     """
     def __init__(
         self,
@@ -131,7 +137,10 @@ class InclusionProof(_message.Message):
     tree_size: _builtins.int
     leaf_hash: _builtins.bytes
     entry: _builtins.bytes
-    """The entry's RFC 8785 canonical JSON; empty once the entry was redacted."""
+    """The entry's RFC 8785 canonical JSON, for callers permitted audit_read; empty for
+    anyone else, and for everyone once the entry was redacted (its payload erased on
+    a signed redaction order; the leaf hash still proves its place).
+    """
     @_builtins.property
     def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property

@@ -55,14 +55,17 @@ class AuditServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetCheckpoint(self, request, context):
-        """The latest signed checkpoint; with fresh, one covering every entry committed so far.
+        """The latest signed checkpoint; with fresh (needs audit_read), one covering every
+        entry committed so far, signed at most once a second per server process (within
+        that second, callers get the latest one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetInclusionProof(self, request, context):
-        """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3).
+        """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3); the
+        entry's payload only for callers permitted audit_read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,6 +3,11 @@
 isort:skip_file
 Docket's audit log over gRPC: checkpoints and proofs for clients that check their
 receipts online. Auditors working offline use `docket audit` instead.
+
+Proofs and checkpoints are hashes and signatures only and go to any caller. An
+entry's payload, and forcing a fresh checkpoint, need an mTLS caller that policy
+permits Action::"audit_read" on Service::"docket"; each such request is decided
+and recorded in the log like any other.
 """
 
 from collections import abc as _abc
@@ -34,9 +39,14 @@ class AuditStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditAsyncStub: ...
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.Checkpoint]
-    """The latest signed checkpoint; with fresh, one covering every entry committed so far."""
+    """The latest signed checkpoint; with fresh (needs audit_read), one covering every
+    entry committed so far, signed at most once a second per server process (within
+    that second, callers get the latest one).
+    """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.InclusionProof]
-    """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3)."""
+    """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3); the
+    entry's payload only for callers permitted audit_read.
+    """
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.ConsistencyProof]
     """The consistency proof between two tree sizes (RFC 9162 §2.1.4)."""
 
@@ -44,9 +54,14 @@ class AuditStub:
 class AuditAsyncStub(AuditStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.Checkpoint]  # type: ignore[assignment]
-    """The latest signed checkpoint; with fresh, one covering every entry committed so far."""
+    """The latest signed checkpoint; with fresh (needs audit_read), one covering every
+    entry committed so far, signed at most once a second per server process (within
+    that second, callers get the latest one).
+    """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.InclusionProof]  # type: ignore[assignment]
-    """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3)."""
+    """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3); the
+    entry's payload only for callers permitted audit_read.
+    """
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.ConsistencyProof]  # type: ignore[assignment]
     """The consistency proof between two tree sizes (RFC 9162 §2.1.4)."""
 
@@ -57,7 +72,10 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.Checkpoint, _abc.Awaitable[_audit_pb2.Checkpoint]]:
-        """The latest signed checkpoint; with fresh, one covering every entry committed so far."""
+        """The latest signed checkpoint; with fresh (needs audit_read), one covering every
+        entry committed so far, signed at most once a second per server process (within
+        that second, callers get the latest one).
+        """
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
@@ -65,7 +83,9 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetInclusionProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.InclusionProof, _abc.Awaitable[_audit_pb2.InclusionProof]]:
-        """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3)."""
+        """The inclusion proof of one entry in a checkpointed tree (RFC 9162 §2.1.3); the
+        entry's payload only for callers permitted audit_read.
+        """
 
     @_abc_1.abstractmethod
     def GetConsistencyProof(
