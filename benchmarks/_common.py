@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import Engine, Request
-from engine._engine import _prepare  # the engine's own request → bucket lookup
+from engine._core.evaluate import _prepare  # the engine's own request → bucket lookup
 
 WARM_UP_TIMEOUT_S = 120.0
 

@@ -19,7 +19,7 @@ import yaml
 
 from benchmarks._common import as_dict, summarize, table, time_calls, warm_up
 from engine import Engine, PolicyBundle, Request, RequestError
-from engine._engine import _prepare
+from engine._core.evaluate import _prepare
 
 BUNDLE = Path(__file__).resolve().parent.parent / "policies"
 ITERATIONS = 20_000

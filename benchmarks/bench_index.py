@@ -26,8 +26,8 @@ import cedarpy
 from benchmarks._common import WarmUp, as_dict, summarize, table, time_calls, warm_up
 from benchmarks.generate import NAMESPACE, GeneratedBundle, generate
 from engine import Decision, Engine, PolicyBundle, Request
-from engine._engine import _prepare
-from engine._index import MERGED_CACHE_SIZE
+from engine._core.evaluate import _prepare
+from engine._core.index import MERGED_CACHE_SIZE
 
 SIZES = (100, 1_000, 10_000)
 REQUESTS = 2_000

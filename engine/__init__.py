@@ -8,14 +8,14 @@ High level::
     decision = engine.decide(Request.model_validate(...), now=datetime.now(UTC))
 """
 
-from engine._bundle import PolicyBundle
-from engine._engine import Engine
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
+from engine._core.models import Decision, EntityUID, PolicyError, Request
+from engine._core.placement import DeniedSite, PlacedSite, Placement, Workload
+from engine._core.policies import Policy
+from engine._core.sites import Site
 from engine._errors import BundleError, EngineError, RequestError, SignatureError
-from engine._models import Decision, EntityUID, PolicyError, Request
-from engine._placement import DeniedSite, PlacedSite, Placement, Workload
-from engine._policies import Policy
 from engine._reload import BundleWatcher
-from engine._sites import Site
 
 __all__ = [
     "BundleError",

@@ -10,7 +10,7 @@ resource ``Cluster::"<cluster>"``, context an ``AdmissionContext`` (see the sche
 kind, namespace, name, operation, the classification, the label ``docket.io/residency``
 (a jurisdiction of the site catalog), images and their registries (:func:`registry_of`),
 privileged / hostPath / hostNetwork, the Pod Security Standards checks the pod fails
-(``engine._pss``: check ids of the baseline and restricted profiles and their
+(``engine._core.pod_security``: check ids of the baseline and restricted profiles and their
 messages), the node constraints the user set, the service account, the user and dry
 run. Cedar decides; when a Pod Security policy denies, the message names every failed
 check as Pod Security Admission does (``violates PodSecurity "restricted:latest": …``).
@@ -72,13 +72,13 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from audit import AuditError, Overloaded
+from engine._core.models import EntityUID, Request
+from engine._core.placement import Classification, Placement, Workload
+from engine._core.pod_security import Failure, check_pod, violation
+from engine._core.sites import Site
 from engine._errors import RequestError
-from engine._models import EntityUID, Request
 from engine._namespaces import NamespaceLabels, NamespaceUnavailable
-from engine._placement import Classification, Placement, Workload
-from engine._pss import Failure, check_pod, violation
 from engine._service import Decided, DecisionService
-from engine._sites import Site
 from engine._wire import CALLER
 
 log = structlog.get_logger("docket.admission")

@@ -30,9 +30,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from audit import Entry, digest
-from engine._bundle import DataLabels, PolicyBundle
-from engine._models import Decision, EntityUID, Request
-from engine._placement import Placement, Workload
+from engine._core.bundle import DataLabels, PolicyBundle
+from engine._core.models import Decision, EntityUID, Request
+from engine._core.placement import Placement, Workload
 from engine._wire import CALLER
 
 MAX_TEXT = 1024

@@ -39,7 +39,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from audit import Entry
-from engine._bundle import MAX_REVISION, PolicyBundle
+from engine._core.bundle import MAX_REVISION, PolicyBundle
 from engine._errors import BundleError
 
 STATE_FILE = "bundle-state.json"

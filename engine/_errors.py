@@ -6,7 +6,7 @@
     │   └── SignatureError     a signature is missing, malformed or does not verify
     ├── RequestError           a request does not fit the bundle's schema or is malformed
     │   └── LimitExceeded      a request is over a size limit (batch size, per-request
-    │                          entities, chain depth, context size: engine/_limits.py)
+    │                          entities, chain depth, context size: engine/_core/limits.py)
     └── NotAuthorized          an administrative call was denied by policy
 
 Callers never see cedarpy's ``ValueError``s: they are translated here.

@@ -49,9 +49,9 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from audit import Overloaded, StoreError
+from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
 from engine._grpc import AUDIT_UNAVAILABLE, answer, caller_identity
-from engine._models import EntityUID, Request
 from engine._posture import PostureReader, attach, provenance
 from engine._service import DecisionService, decision_id
 from engine._wire import CALLER, DEVICE, INVENTORY_DEVICE_FIELDS, dict_to_struct, value_to_python

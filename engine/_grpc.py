@@ -12,9 +12,9 @@ from attestation._ca import CAError, TokenError
 from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._store import StoreUnavailable
 from audit import Overloaded, ProofError, StoreError
+from engine._core.models import Request
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
 from engine._metrics import Metrics
-from engine._models import Request
 from engine._posture import NO_POSTURE, PostureReader, attach, provenance
 from engine._service import DecisionService
 from engine._wire import (

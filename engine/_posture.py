@@ -51,8 +51,8 @@ from attestation._ca import (
 )
 from attestation._errors import ParseError
 from attestation._verifier import Posture
+from engine._core.models import Request
 from engine._errors import RequestError
-from engine._models import Request
 from engine._wire import DEVICE, INVENTORY_DEVICE_FIELDS
 
 DEVICE_TOKEN_HEADER = "x-docket-device-token"  # noqa: S105 (a header name, not a secret)

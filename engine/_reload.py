@@ -17,9 +17,9 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from engine._bundle import PolicyBundle
 from engine._bundle_state import Admission, RevisionGuard
-from engine._engine import Engine
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
 from engine._errors import BundleError
 
 log = structlog.get_logger("docket.bundle")

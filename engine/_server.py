@@ -72,9 +72,10 @@ from engine._attestation import (
 )
 from engine._attestrpc import AttestationServicer
 from engine._auditrpc import AuditServicer
-from engine._bundle import PolicyBundle
 from engine._bundle_state import RevisionGuard, pin_entry, refusal_entry
-from engine._engine import Engine
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
+from engine._core.signing import load_public_key
 from engine._errors import EngineError
 from engine._extauthz import AuthorizationServicer
 from engine._grpc import DecisionsServicer
@@ -90,7 +91,6 @@ from engine._posture import PostureReader
 from engine._reload import BundleWatcher
 from engine._service import DecisionService, utcnow
 from engine._settings import Settings
-from engine._signing import load_public_key
 from sdk.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,

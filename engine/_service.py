@@ -29,12 +29,12 @@ from engine._auditing import (
     refusal_entry,
     unevaluated_entry,
 )
-from engine._bundle import PolicyBundle
-from engine._engine import Engine
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
+from engine._core.models import Decision, EntityUID, PolicyError, Request
+from engine._core.placement import Placement, Workload
 from engine._errors import LimitExceeded, NotAuthorized
 from engine._metrics import Metrics
-from engine._models import Decision, EntityUID, PolicyError, Request
-from engine._placement import Placement, Workload
 from engine._reload import BundleWatcher, Reload
 from engine._wire import CALLER, MAX_BATCH
 

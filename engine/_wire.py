@@ -19,9 +19,9 @@ from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
 from audit import Receipt
+from engine._core.models import Decision, EntityUID, PolicyError, Request
+from engine._core.placement import Placement, Workload
 from engine._errors import RequestError
-from engine._models import Decision, EntityUID, PolicyError, Request
-from engine._placement import Placement, Workload
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import decisions_pb2 as pb
 

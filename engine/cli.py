@@ -23,23 +23,23 @@ from attestation.cli import ca as ca_cli
 from audit.cli import CheckFailed, InputError
 from audit.cli import audit as audit_cli
 from engine._agentcli import attest as attest_cli
-from engine._bundle import MAX_REVISION, PolicyBundle
-from engine._casefile import junit_xml, load_cases, run_cases, uncovered_policies
-from engine._engine import Engine
-from engine._errors import BundleError, EngineError, RequestError, SignatureError
-from engine._logging import configure_logging
-from engine._models import Decision, Request
-from engine._placement import Placement, Workload
-from engine._server import Listening, ServeError
-from engine._server import serve as serve_forever
-from engine._settings import Settings
-from engine._signing import (
+from engine._core.bundle import MAX_REVISION, PolicyBundle
+from engine._core.evaluate import Engine
+from engine._core.models import Decision, Request
+from engine._core.placement import Placement, Workload
+from engine._core.policy_tests import junit_xml, load_cases, run_cases, uncovered_policies
+from engine._core.signing import (
     SIGNATURE_FILE,
     generate_keypair,
     load_private_key,
     load_public_key,
     sign_version,
 )
+from engine._errors import BundleError, EngineError, RequestError, SignatureError
+from engine._logging import configure_logging
+from engine._server import Listening, ServeError
+from engine._server import serve as serve_forever
+from engine._settings import Settings
 
 out = Console(highlight=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, PolicyBundle, Request
-from engine._casefile import load_cases, run_cases, uncovered_policies
+from engine._core.policy_tests import load_cases, run_cases, uncovered_policies
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 

@@ -281,7 +281,7 @@ def test_docket_runs_unprivileged() -> None:
 
 def test_docket_meets_the_restricted_pod_security_profile() -> None:
     """Docket's own pods pass the checks Docket applies to confidential workloads."""
-    from engine._pss import check_pod
+    from engine._core.pod_security import check_pod
 
     assert check_pod(one("Deployment")["spec"]["template"], "restricted") == ()
 

@@ -24,7 +24,7 @@ from e2e.docket_process import Docket, start_docket
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from engine._limits import MAX_CHAIN_DEPTH, MAX_PARENTS, MAX_REQUEST_ENTITIES
+from engine._core.limits import MAX_CHAIN_DEPTH, MAX_PARENTS, MAX_REQUEST_ENTITIES
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 

@@ -1,4 +1,4 @@
-"""The Pod Security Standards checks (engine._pss): each check's allowed and refused
+"""The Pod Security Standards checks (engine._core.pod_security): each check's allowed and refused
 values, in each kind of container, and the profiles as the webhook applies them to the
 pod templates of every kind it inspects."""
 
@@ -16,8 +16,8 @@ from admission_reviews import fixture, review
 from audit import AuditLog
 from engine import BundleWatcher, Engine, PolicyBundle
 from engine._admission import AdmissionController
+from engine._core.pod_security import CHECKS, check_pod, violation
 from engine._metrics import Metrics
-from engine._pss import CHECKS, check_pod, violation
 from engine._service import DecisionService
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from sample_bundle import ACCESS, ENTITIES, PLACEMENT, SCHEMA, SITES, bundle_fil
 
 from attestation._tpm import ALG_SHA256
 from engine import BundleError, Engine, PolicyBundle, Request, SignatureError
-from engine._bundle import (
+from engine._core.bundle import (
     MAX_DEPTH,
     MAX_MEMBER_BYTES,
     MAX_MEMBERS,
@@ -30,7 +30,7 @@ from engine._bundle import (
     MAX_PAX_BYTES,
     MAX_RATIO,
 )
-from engine._signing import key_id, sign_version
+from engine._core.signing import key_id, sign_version
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

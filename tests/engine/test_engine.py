@@ -18,8 +18,8 @@ from engine import (
     RequestError,
     Workload,
 )
+from engine._core.index import PolicyIndex
 from engine._errors import LimitExceeded
-from engine._index import PolicyIndex
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 ORPHAN_OWNER = 'entity `Docket::User::"nobody"` does not exist'

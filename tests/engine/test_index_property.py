@@ -26,8 +26,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, PolicyBundle, Request
-from engine._engine import _prepare
-from engine._index import PolicyIndex
+from engine._core.evaluate import _prepare
+from engine._core.index import PolicyIndex
 
 NS = "Prop"
 MAX = 9223372036854775807

@@ -33,9 +33,9 @@ from attestation._ca import (
     jwk_thumbprint,
 )
 from attestation._verifier import Posture
+from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
 from engine._metrics import REVOCATIONS_PATH, serve_metrics
-from engine._models import EntityUID, Request
 from engine._posture import PostureReader, Proven, attach, provenance, with_device
 from engine._server import ServeError
 from engine._settings import Settings

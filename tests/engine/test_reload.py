@@ -13,7 +13,7 @@ from sample_bundle import ACCESS, bundle_files, write_bundle
 
 from engine import BundleWatcher, Engine, PolicyBundle, Request
 from engine._bundle_state import RevisionGuard
-from engine._signing import sign_version
+from engine._core.signing import sign_version
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LOCKDOWN = '@id("lockdown")\nforbid (principal, action, resource);\n'

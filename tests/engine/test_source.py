@@ -7,7 +7,7 @@ import json
 import cedarpy
 import pytest
 
-from engine._source import error_line, split_statements
+from engine._core.cedar_source import error_line, split_statements
 
 P = "permit (principal, action, resource)"
 F = "forbid (principal, action, resource)"

@@ -56,13 +56,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation._errors import ReferenceError
 from attestation._reference import ReferenceValues, parse_reference
+from engine._core.cedar_source import error_line
+from engine._core.index import UID, PolicyIndex
+from engine._core.limits import heights
+from engine._core.policies import Policy, parse_policy_files
+from engine._core.signing import SIGNATURE_FILE, verify_version
+from engine._core.sites import Site, jurisdictions, parse_sites, unknown_jurisdiction
 from engine._errors import BundleError, RequestError
-from engine._index import UID, PolicyIndex
-from engine._limits import heights
-from engine._policies import Policy, parse_policy_files
-from engine._signing import SIGNATURE_FILE, verify_version
-from engine._sites import Site, jurisdictions, parse_sites, unknown_jurisdiction
-from engine._source import error_line
 
 SCHEMA_FILE = "schema.cedarschema"
 ENTITIES_FILE = "entities.json"

@@ -34,7 +34,7 @@ from typing import Any
 
 import cedarpy
 
-from engine._policies import Policy, Scope, build_policy_set
+from engine._core.policies import Policy, Scope, build_policy_set
 
 UID = tuple[str, str]
 """An entity uid as (fully qualified type, id)."""

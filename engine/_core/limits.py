@@ -132,7 +132,7 @@ def _walk(value: Any, depth: int, left: int) -> tuple[int, int]:
 def check_context(context: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
     """Check a request's context against the depth, count and size limits and return it
     with the types of its entity references qualified with ``namespace`` (as
-    :func:`engine._bundle.qualify_refs` does) — one walk for both, as this runs on every
+    :func:`engine._core.bundle.qualify_refs` does) — one walk for both, as this runs on every
     request. Raises :class:`LimitExceeded`."""
     counter = [0, 0]
     try:

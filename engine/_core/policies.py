@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import cedarpy
 
-from engine._source import Statement, error_line, split_statements
+from engine._core.cedar_source import Statement, error_line, split_statements
 
 Scope = Mapping[str, Any]
 """A scope constraint in Cedar's JSON policy format, e.g. ``{"op": "in", "entity": …}``."""

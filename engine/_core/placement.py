@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from engine._models import PolicyError
-from engine._sites import Jurisdiction, Site
+from engine._core.models import PolicyError
+from engine._core.sites import Jurisdiction, Site
 
 Classification = Literal["public", "internal", "confidential", "restricted"]
 

@@ -12,10 +12,10 @@ from xml.etree import ElementTree as ET
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine._bundle import PolicyBundle
-from engine._engine import Engine
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
+from engine._core.models import Request
 from engine._errors import BundleError, RequestError
-from engine._models import Request
 
 
 class Expectation(BaseModel):

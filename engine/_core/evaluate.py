@@ -11,18 +11,18 @@ from typing import Any
 
 import cedarpy
 
-from engine._bundle import PolicyBundle, qualify_entities
-from engine._errors import LimitExceeded, RequestError
-from engine._index import UID, request_anchors
-from engine._limits import (
+from engine._core.bundle import PolicyBundle, qualify_entities
+from engine._core.index import UID, request_anchors
+from engine._core.limits import (
     MAX_BATCH_ENTITIES,
     MAX_BATCH_ENTITY_BYTES,
     MAX_ENTITY_BYTES,
     check_context,
     check_entities,
 )
-from engine._models import Decision, EntityUID, PolicyError, Request
-from engine._placement import DeniedSite, Placement, Workload, rank
+from engine._core.models import Decision, EntityUID, PolicyError, Request
+from engine._core.placement import DeniedSite, Placement, Workload, rank
+from engine._errors import LimitExceeded, RequestError
 
 SPIFFE_SCHEME = "spiffe://"
 _NO_BUNDLE = PolicyError(policy=None, message="no policy bundle loaded")
@@ -67,10 +67,10 @@ class Engine:
         """Decide one request.
 
         Erroring policies are listed in ``errors``; an erroring ``forbid`` denies unless
-        the bundle sets ``forbid_errors = "cedar"`` (see :mod:`engine._bundle`).
+        the bundle sets ``forbid_errors = "cedar"`` (see :mod:`engine._core.bundle`).
         Raises :class:`~engine.RequestError` when the request does not fit the schema,
         :class:`~engine._errors.LimitExceeded` when it is over a limit of
-        :mod:`engine._limits` (checked before any Cedar work).
+        :mod:`engine._core.limits` (checked before any Cedar work).
         """
         return self.decide_batch((request,), now=now)[0]
 

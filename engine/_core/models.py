@@ -24,7 +24,7 @@ class Request(BaseModel):
     request only, in Cedar's JSON entity format; per-request facts such as device
     posture, claims and HTTP attributes belong in ``context``, which costs nothing
     to add, whereas extra entities make a copy of the bundle's entity store. Both are
-    bounded (count, fan-out, chain depth, size, nesting: :mod:`engine._limits`).
+    bounded (count, fan-out, chain depth, size, nesting: :mod:`engine._core.limits`).
 
     A principal may be named by its SPIFFE ID (``Workload::"spiffe://…/sa/billing-api"``):
     when a stored entity *of the type named* has that ``spiffe_id`` attribute, the request
