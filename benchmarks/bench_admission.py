@@ -41,10 +41,10 @@ from benchmarks._load import (
 )
 from benchmarks.bench_grpc import BUNDLE, READY_TIMEOUT_S, ROOT, cores, serve_command
 from engine import BundleWatcher, Engine, PolicyBundle
-from engine._admission import AdmissionController
 from engine._logging import configure_logging
-from engine._metrics import Metrics
-from engine._service import DecisionService
+from engine._service.admission import AdmissionController
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
 
 REVIEWS_HELPER = ROOT / "tests" / "admission_reviews.py"
 JSON_HEADERS = ("content-type: application/json",)

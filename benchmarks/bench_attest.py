@@ -16,7 +16,7 @@ is imported by path, as bench_audit imports ``tests/e2e/postgres.py``.
   passes over the N items, after one untimed pass: the pure path keeps no replay state
   (consuming a challenge is the store's, in figure B), so re-verifying the same evidence
   does the same work. Then the same items once more with each stage timed on its own.
-* **Figure B, the service as served**: ``engine._attestation.AttestationService`` with
+* **Figure B, the service as served**: ``engine._service.attest.AttestationService`` with
   a ``ChallengeStore`` and an ``AuditLog`` on one SQLite file (WAL, synchronous=FULL,
   under ``benchmarks/.out/tmp``), JSON logs at info as ``docket serve`` writes them
   (to a file here). Challenges are single-use: M challenges are made with
@@ -69,8 +69,8 @@ from attestation._verifier import (
 )
 from audit import AuditLog
 from benchmarks._common import percentile, table, time_calls
-from engine._attestation import AttestationService, Evidence, Issued, device_spiffe_id
 from engine._logging import configure_logging
+from engine._service.attest import AttestationService, Evidence, Issued, device_spiffe_id
 from sdk.agent import Tpm, pcr_selection
 
 ROOT = Path(__file__).resolve().parent

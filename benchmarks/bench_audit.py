@@ -58,7 +58,7 @@ from audit._merkle import verify_inclusion
 from audit._note import Checkpoint, sign_checkpoint
 from benchmarks._common import percentile, table, time_calls
 from engine._logging import configure_logging
-from engine._service import decision_id
+from engine._service.decisions import decision_id
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".out"

@@ -44,7 +44,7 @@ from benchmarks._load import (
 )
 from benchmarks.bench_decide import load_cases
 from engine import Decision, Engine, PolicyBundle, Request
-from engine._wire import ATTESTED_DEVICE_FIELDS
+from engine._service.constants import ATTESTED_DEVICE_FIELDS
 from sdk.v1 import decisions_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from engine._core.placement import DeniedSite, PlacedSite, Placement, Workload
 from engine._core.policies import Policy
 from engine._core.sites import Site
 from engine._errors import BundleError, EngineError, RequestError, SignatureError
-from engine._reload import BundleWatcher
+from engine._service.bundle_watch import BundleWatcher
 
 __all__ = [
     "BundleError",

@@ -1,7 +1,7 @@
 """The Kubernetes admission webhook over HTTPS: ``POST /validate``, ``POST /mutate`` and
 ``GET /healthz``.
 
-The transport only: bodies go to a :class:`Reviewer` (``engine._admission``), which
+The transport only: bodies go to a :class:`Reviewer` (``engine._service.admission``), which
 answers with an HTTP status and a JSON body. HTTP/1.1 with keep-alive (the API server
 reuses connections). Bodies are limited to 4 MiB and must be JSON; a missing or wrong
 ``Content-Length`` is a 400, a path other than the three a 404.
@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from engine._metrics import Metrics
+from engine._service.metrics import Metrics
 
 log = structlog.get_logger("docket.admission")
 
@@ -55,7 +55,7 @@ ReviewPath = Literal["validate", "mutate"]
 
 
 class Reviewer(Protocol):
-    """What answers AdmissionReviews (``engine._admission.AdmissionController``)."""
+    """What answers AdmissionReviews (``engine._service.admission.AdmissionController``)."""
 
     def review(self, path: ReviewPath, body: bytes) -> tuple[int, dict[str, Any]]: ...
 

@@ -18,10 +18,10 @@ from google.protobuf import timestamp_pb2
 from attestation._errors import ParseError
 from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
 from attestation._verifier import Posture, UnverifiedEnrollment
-from engine._attestation import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
-from engine._auditing import capped
 from engine._grpc import answer, caller_identity
-from engine._metrics import Metrics
+from engine._service.attest import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
+from engine._service.audit_entries import capped
+from engine._service.metrics import Metrics
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
@@ -128,7 +128,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
 
     def _parsed(self, stage: str, parse: Callable[[], T], caller: str | None) -> T:
         """``parse()``'s result; a malformed request is refused (its reason capped, see
-        :func:`engine._auditing.capped`), and the refusal recorded."""
+        :func:`engine._service.audit_entries.capped`), and the refusal recorded."""
         try:
             return parse()
         except ParseError as exc:

@@ -16,7 +16,7 @@ A CheckRequest becomes a Docket request:
   attests a device), and any ``context.<name>`` context extension (for example
   ``context.jurisdiction: eu``). A Docket JWT-SVID (the ``x-docket-device-token``
   header, or the request's ``Bearer`` token) or the downstream's Docket X.509-SVID sets
-  the attested fields of ``device`` (:mod:`engine._posture`).
+  the attested fields of ``device`` (:mod:`engine._service.posture`).
 
 **Trusted enforcement points.** The subject of a Check and the facts about it —
 ``source.principal``, ``source.certificate``, jwt_authn metadata and ``context.*``
@@ -52,9 +52,10 @@ from audit import Overloaded, StoreError
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
 from engine._grpc import AUDIT_UNAVAILABLE, answer, caller_identity
-from engine._posture import PostureReader, attach, provenance
-from engine._service import DecisionService, decision_id
-from engine._wire import CALLER, DEVICE, INVENTORY_DEVICE_FIELDS, dict_to_struct, value_to_python
+from engine._service.constants import CALLER, DEVICE, INVENTORY_DEVICE_FIELDS
+from engine._service.decisions import DecisionService, decision_id
+from engine._service.posture import PostureReader, attach, provenance
+from engine._wire import dict_to_struct, value_to_python
 
 log = structlog.get_logger("docket.ext_authz")
 
@@ -136,7 +137,7 @@ def check_to_request(
     device = claims.get("device")
     if isinstance(device, dict):
         # An IdP relays what an MDM knows; whether the device is attested only a Docket
-        # credential says (engine._posture).
+        # credential says (engine._service.posture).
         inventory = {name: device[name] for name in INVENTORY_DEVICE_FIELDS if name in device}
         if inventory:
             context[DEVICE] = inventory

@@ -14,11 +14,11 @@ from attestation._store import StoreUnavailable
 from audit import Overloaded, ProofError, StoreError
 from engine._core.models import Request
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
-from engine._metrics import Metrics
-from engine._posture import NO_POSTURE, PostureReader, attach, provenance
-from engine._service import DecisionService
+from engine._service.constants import DEVICE
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
+from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
 from engine._wire import (
-    DEVICE,
     batch_from_proto,
     decision_to_proto,
     placement_to_proto,
@@ -131,7 +131,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         caller: str | None,
     ) -> tuple[list[Request], list[dict[str, Any]]]:
         """Requests with the attested posture of their device token, else of the peer's
-        X.509-SVID (see :mod:`engine._posture`), and each one's provenance for its audit
+        X.509-SVID (see :mod:`engine._service.posture`), and each one's provenance for its audit
         entry. Raises :class:`~engine.RequestError` when a device token does not verify."""
         reader = self._posture
         if reader is None and any(message.device_token for message in messages):

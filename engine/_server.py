@@ -16,7 +16,7 @@ that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the serve
 start.
 
 The bundle is checked against the revisions this replica accepted
-(``<data_dir>/bundle-state.json``, :mod:`engine._bundle_state`) before anything listens,
+(``<data_dir>/bundle-state.json``, :mod:`engine._service.bundle_revisions`) before anything listens,
 and each worker records it; a bundle refused on reload, and one let in by an operator's
 pin, is written to the audit log.
 """
@@ -62,17 +62,9 @@ from attestation._reference import ReferenceValues
 from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import TrustRoots
 from audit import AuditError, AuditLog, Entry
-from engine._admission import AdmissionController
 from engine._admission_http import AdmissionServer, server_context
-from engine._attestation import (
-    AttestationService,
-    TrustConfigError,
-    load_trust_roots,
-    quote_hash_algorithms,
-)
 from engine._attestrpc import AttestationServicer
 from engine._auditrpc import AuditServicer
-from engine._bundle_state import RevisionGuard, pin_entry, refusal_entry
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.signing import load_public_key
@@ -80,16 +72,24 @@ from engine._errors import EngineError
 from engine._extauthz import AuthorizationServicer
 from engine._grpc import DecisionsServicer
 from engine._logging import configure_logging
-from engine._metrics import (
+from engine._service.admission import AdmissionController
+from engine._service.attest import (
+    AttestationService,
+    TrustConfigError,
+    load_trust_roots,
+    quote_hash_algorithms,
+)
+from engine._service.bundle_revisions import RevisionGuard, pin_entry, refusal_entry
+from engine._service.bundle_watch import BundleWatcher
+from engine._service.decisions import DecisionService, utcnow
+from engine._service.metrics import (
     MULTIPROC_ENV,
     Metrics,
     multiprocess_registry,
     serve_metrics,
     worker_exited,
 )
-from engine._posture import PostureReader
-from engine._reload import BundleWatcher
-from engine._service import DecisionService, utcnow
+from engine._service.posture import PostureReader
 from engine._settings import Settings
 from sdk.v1 import (
     attestation_pb2,
@@ -523,7 +523,7 @@ class Worker:
             context = server_context(cert, key)
         except (OSError, ssl.SSLError) as exc:
             raise ServeError(f"admission TLS ({cert}, {key}): {exc}") from exc
-        from engine._namespaces import namespace_source  # admission only
+        from engine._service.namespaces import namespace_source  # admission only
 
         try:
             namespaces = namespace_source(

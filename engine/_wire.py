@@ -6,7 +6,7 @@ the transport can hand it to the caller as it is.
 
 Facts Docket verifies itself are reserved: ``context.caller`` (the mTLS identity) and
 the attested fields of ``context.device`` (:data:`ATTESTED_DEVICE_FIELDS`, set from a
-Docket X.509- or JWT-SVID by :mod:`engine._posture`) are refused when a caller sends
+Docket X.509- or JWT-SVID by :mod:`engine._service.posture`) are refused when a caller sends
 them. Offline use (``docket decide``, the library) does not pass through here.
 """
 
@@ -22,33 +22,14 @@ from audit import Receipt
 from engine._core.models import Decision, EntityUID, PolicyError, Request
 from engine._core.placement import Placement, Workload
 from engine._errors import RequestError
+from engine._service.constants import (
+    ATTESTED_BY_DOCKET,
+    ATTESTED_DEVICE_FIELDS,
+    CALLER,
+    DEVICE,
+)
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import decisions_pb2 as pb
-
-CALLER = "caller"
-"""The context attribute holding the caller's SPIFFE ID on an mTLS connection."""
-DEVICE = "device"
-"""The context attribute holding the device's posture (``DevicePosture`` in the schema)."""
-ATTESTED_DEVICE_FIELDS = (
-    "attested",
-    "secure_boot",
-    "measured_boot_ok",
-    "firmware_version",
-    "tpm_manufacturer",
-    "ek_hash",
-    "device_class",
-    "region",
-    "id",
-)
-"""Fields of ``context.device`` that only a verified Docket credential sets (the
-attestation's posture claims and the device's SPIFFE ID); a caller sending one is
-refused."""
-INVENTORY_DEVICE_FIELDS = ("disk_encrypted", "patch_age_days", "trust_tier", "managed")
-"""Fields of ``context.device`` the caller relays (an MDM's facts), recorded as
-caller-asserted in the audit entry."""
-ATTESTED_BY_DOCKET = "set by Docket from a verified device credential, not by the caller"
-MAX_BATCH = 1000
-"""Requests per BatchAuthorize call; more is RESOURCE_EXHAUSTED."""
 
 _EXACT = 2**53  # Struct numbers are doubles: whole numbers beyond this are not exact
 _KINDS = {

@@ -268,7 +268,7 @@ def pin(ctx: click.Context, revision: int, name: str | None, data_dir: Path | No
     """Let the next bundle of NAME at exactly REVISION in, once, even if it is lower than
     the highest accepted (a deliberate rollback). The server that accepts it writes the
     pin to the audit log."""
-    from engine._bundle_state import RevisionGuard
+    from engine._service.bundle_revisions import RevisionGuard
 
     directory = data_dir or _settings(ctx).data_dir
     try:

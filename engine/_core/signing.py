@@ -7,7 +7,7 @@ sha256 over the raw public key, in hex, so that a reader can tell which key sign
 
 The signature says who made a bundle, not that it is the newest: ``bundle.toml``'s
 ``[bundle] name`` and ``revision`` are inside the version, so they are signed too, and a
-replica refuses a revision lower than one it accepted (:mod:`engine._bundle_state`).
+replica refuses a revision lower than one it accepted (:mod:`engine._service.bundle_revisions`).
 """
 
 from __future__ import annotations

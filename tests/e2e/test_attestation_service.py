@@ -31,7 +31,7 @@ from attestation._reference import ReferenceValues, load_reference, parse_refere
 from attestation._store import ChallengeStore
 from attestation._verifier import TrustRoots, UnverifiedEnrollment, ek_key_hash
 from audit import AuditLog
-from engine._attestation import AttestationService, Evidence, device_spiffe_id
+from engine._service.attest import AttestationService, Evidence, device_spiffe_id
 from sdk.agent import Tpm
 
 pytestmark = pytest.mark.e2e

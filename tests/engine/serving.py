@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from wsgiref.simple_server import WSGIServer
 
-from engine._metrics import Metrics, serve_metrics
 from engine._server import Address, Worker, load_bundle
+from engine._service.metrics import Metrics, serve_metrics
 from engine._settings import Settings
 
 # Device inventory (what a caller may relay) that passes every guard of the default

@@ -16,7 +16,7 @@ from admission_reviews import ADMIN, body, fixture, patch_of, review
 
 from audit import AuditLog, Overloaded
 from engine import BundleWatcher, Engine, PolicyBundle
-from engine._admission import (
+from engine._service.admission import (
     DECISION_ANNOTATION,
     MAX_WARNING,
     REGION_LABEL,
@@ -24,8 +24,8 @@ from engine._admission import (
     AdmissionController,
     registry_of,
 )
-from engine._metrics import Metrics
-from engine._service import DecisionService
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TRUST_DOMAIN = "docket.example"

@@ -1,4 +1,4 @@
-"""Namespace labels for admission (engine._namespaces): from ``kubectl get namespaces -o
+"""Namespace labels for admission (engine._service.namespaces): from ``kubectl get namespaces -o
 json`` output and from the Kubernetes API (the real ``kubernetes`` client against a fake
 API server on 127.0.0.1), and the classification the webhook derives from them."""
 
@@ -17,15 +17,15 @@ from admission_reviews import FakeKubernetes, fixture, review
 
 from audit import AuditLog
 from engine import BundleWatcher, Engine, PolicyBundle
-from engine._admission import AdmissionController
-from engine._metrics import Metrics
-from engine._namespaces import (
+from engine._service.admission import AdmissionController
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
+from engine._service.namespaces import (
     FileNamespaces,
     KubernetesNamespaces,
     NamespaceUnavailable,
     namespace_source,
 )
-from engine._service import DecisionService
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

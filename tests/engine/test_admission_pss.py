@@ -15,10 +15,10 @@ from admission_reviews import fixture, review
 
 from audit import AuditLog
 from engine import BundleWatcher, Engine, PolicyBundle
-from engine._admission import AdmissionController
 from engine._core.pod_security import CHECKS, check_pod, violation
-from engine._metrics import Metrics
-from engine._service import DecisionService
+from engine._service.admission import AdmissionController
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ from serving import Running
 from test_grpc_service import ALLOW, BILLING, OPERATOR, mtls_channel
 
 from audit import AuditLog, Entry
-from engine._auditing import MAX_TEXT, bounded, capped
 from engine._auditrpc import OnDemand
+from engine._service.audit_entries import MAX_TEXT, bounded, capped
 from engine._settings import Settings
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc

@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from audit._report import ReportStatus, build_report
 from engine import Engine, PolicyBundle, RequestError
-from engine._auditing import placement_entry
 from engine._core.bundle import read_bundle_files
 from engine._core.placement import DECLARED, Workload
 from engine._core.sites import jurisdictions
+from engine._service.audit_entries import placement_entry
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sample_bundle import ACCESS, bundle_files, write_bundle
 
 from engine import BundleWatcher, Engine, PolicyBundle, Request
-from engine._bundle_state import RevisionGuard
 from engine._core.signing import sign_version
+from engine._service.bundle_revisions import RevisionGuard
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LOCKDOWN = '@id("lockdown")\nforbid (principal, action, resource);\n'

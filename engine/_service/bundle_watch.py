@@ -1,6 +1,6 @@
 """Hot reload: watch a bundle directory and swap in each good new version.
 
-With a :class:`~engine._bundle_state.RevisionGuard`, a new version must also pass the
+With a :class:`~engine._service.bundle_revisions.RevisionGuard`, a new version must also pass the
 anti-rollback rules before it is swapped in; its state file is watched too, so that an
 operator's ``docket bundle pin`` takes effect at the next poll. Every refused bundle is
 logged and passed to the ``on_refuse`` listeners (the server writes it to the audit log).
@@ -17,10 +17,10 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from engine._bundle_state import Admission, RevisionGuard
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._errors import BundleError
+from engine._service.bundle_revisions import Admission, RevisionGuard
 
 log = structlog.get_logger("docket.bundle")
 

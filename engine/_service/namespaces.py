@@ -14,7 +14,7 @@ Two sources, chosen by the ``admission_namespaces`` setting (:func:`namespace_so
     changes.
 ``none`` (the default)
     No source: every namespace is at the configured default level and the object's
-    own label applies (``engine._admission`` says so at start-up).
+    own label applies (``engine._service.admission`` says so at start-up).
 
 A namespace a source cannot find or read raises :class:`NamespaceUnavailable`, and the
 review is denied with its message: with a source configured Docket never guesses.

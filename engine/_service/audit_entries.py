@@ -12,7 +12,7 @@ whether the review was a dry run; the gRPC and ext_authz adapters record
 ``provenance``, where each trusted fact of the request came from (the caller's mTLS
 identity, the credential that attested the device — X.509-SVID serial or JWT-SVID
 ``jti`` — or none, the trusted enforcement point that named the subject, and who
-asserted the device inventory; see :func:`engine._posture.provenance`), so that an
+asserted the device inventory; see :func:`engine._service.posture.provenance`), so that an
 auditor can tell an attested posture from an asserted one. The service's own keys
 (``decision_id``, ``api``) win.
 
@@ -33,7 +33,7 @@ from audit import Entry, digest
 from engine._core.bundle import DataLabels, PolicyBundle
 from engine._core.models import Decision, EntityUID, Request
 from engine._core.placement import Placement, Workload
-from engine._wire import CALLER
+from engine._service.constants import CALLER
 
 MAX_TEXT = 1024
 """The most UTF-8 bytes of one string an audit entry keeps (refusal reasons, ids, any

@@ -17,7 +17,7 @@ Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
   ``detail`` {credential, serial | audience, not_after, device_class}.
 
 Refusal reasons, challenge ids and audiences are capped in the entry
-(:func:`engine._auditing.capped`). Old challenges are pruned when the service starts
+(:func:`engine._service.audit_entries.capped`). Old challenges are pruned when the service starts
 and, a bounded batch at a time, whenever a new one is stored.
 """
 
@@ -51,8 +51,8 @@ from attestation._verifier import (
     finish_attestation,
 )
 from audit import AuditLog, Entry, Receipt
-from engine._auditing import capped
 from engine._errors import EngineError
+from engine._service.audit_entries import capped
 
 log = structlog.get_logger("docket.attestation")
 

@@ -16,7 +16,7 @@ run. Cedar decides; when a Pod Security policy denies, the message names every f
 check as Pod Security Admission does (``violates PodSecurity "restricted:latest": …``).
 
 **Classification** is the namespace's ``docket.io/classification`` label, read from a
-:class:`~engine._namespaces.NamespaceLabels` source, raised (never lowered) by the same
+:class:`~engine._service.namespaces.NamespaceLabels` source, raised (never lowered) by the same
 label on the pod (template). Without a source every namespace is ``internal`` and the
 object's label alone decides (``internal`` when absent). With one, a namespace it
 cannot find or read is denied. On an UPDATE the classification ``oldObject`` had, read
@@ -77,9 +77,9 @@ from engine._core.placement import Classification, Placement, Workload
 from engine._core.pod_security import Failure, check_pod, violation
 from engine._core.sites import Site
 from engine._errors import RequestError
-from engine._namespaces import NamespaceLabels, NamespaceUnavailable
-from engine._service import Decided, DecisionService
-from engine._wire import CALLER
+from engine._service.constants import CALLER
+from engine._service.decisions import Decided, DecisionService
+from engine._service.namespaces import NamespaceLabels, NamespaceUnavailable
 
 log = structlog.get_logger("docket.admission")
 

@@ -22,21 +22,21 @@ from typing import Any
 import structlog
 
 from audit import AuditError, AuditLog, Entry, Receipt
-from engine._auditing import (
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
+from engine._core.models import Decision, EntityUID, PolicyError, Request
+from engine._core.placement import Placement, Workload
+from engine._errors import LimitExceeded, NotAuthorized
+from engine._service.audit_entries import (
     bundle_entry,
     decision_entry,
     placement_entry,
     refusal_entry,
     unevaluated_entry,
 )
-from engine._core.bundle import PolicyBundle
-from engine._core.evaluate import Engine
-from engine._core.models import Decision, EntityUID, PolicyError, Request
-from engine._core.placement import Placement, Workload
-from engine._errors import LimitExceeded, NotAuthorized
-from engine._metrics import Metrics
-from engine._reload import BundleWatcher, Reload
-from engine._wire import CALLER, MAX_BATCH
+from engine._service.bundle_watch import BundleWatcher, Reload
+from engine._service.constants import CALLER, MAX_BATCH
+from engine._service.metrics import Metrics
 
 log = structlog.get_logger("docket.decisions")
 
@@ -133,7 +133,7 @@ class DecisionService:
     ) -> list[Decided]:
         """Decide requests in order; ``detail`` goes into each audit entry's detail, and
         ``provenance`` (one per request: where its trusted facts came from, see
-        :func:`engine._posture.provenance`) into its ``detail.provenance``.
+        :func:`engine._service.posture.provenance`) into its ``detail.provenance``.
         Raises :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
         :data:`MAX_BATCH`."""
         if len(requests) > MAX_BATCH:

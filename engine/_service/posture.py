@@ -53,7 +53,7 @@ from attestation._errors import ParseError
 from attestation._verifier import Posture
 from engine._core.models import Request
 from engine._errors import RequestError
-from engine._wire import DEVICE, INVENTORY_DEVICE_FIELDS
+from engine._service.constants import DEVICE, INVENTORY_DEVICE_FIELDS
 
 DEVICE_TOKEN_HEADER = "x-docket-device-token"  # noqa: S105 (a header name, not a secret)
 """The header carrying a device's Docket JWT-SVID on an Envoy-checked request."""
