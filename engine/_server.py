@@ -62,15 +62,15 @@ from attestation._reference import ReferenceValues
 from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import TrustRoots
 from audit import AuditError, AuditLog, Entry
-from engine._admission_http import AdmissionServer, server_context
-from engine._attestrpc import AttestationServicer
-from engine._auditrpc import AuditServicer
+from engine._adapters.admission_http import AdmissionServer, server_context
+from engine._adapters.attestation_rpc import AttestationServicer
+from engine._adapters.audit_rpc import AuditServicer
+from engine._adapters.decisions_rpc import DecisionsServicer
+from engine._adapters.ext_authz import AuthorizationServicer
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.signing import load_public_key
 from engine._errors import EngineError
-from engine._extauthz import AuthorizationServicer
-from engine._grpc import DecisionsServicer
 from engine._logging import configure_logging
 from engine._service.admission import AdmissionController
 from engine._service.attest import (

@@ -8,7 +8,7 @@ attested fields of ``context.device`` (``attested``, ``secure_boot``, ``device_c
 and ``id`` = the device's SPIFFE ID); the inventory facts the caller relays
 (``disk_encrypted``, ``managed``…) stay as they are. Without a credential the device is
 ``attested: false, secure_boot: false``: a caller can never set those fields (the wire
-layer refuses them, :mod:`engine._wire`).
+layer refuses them, :mod:`engine._adapters.wire`).
 
 Only credentials this Docket's CA signed count: a certificate from another CA the TLS
 configuration trusts is an identity, not a posture. A Docket credential that is revoked

@@ -16,7 +16,7 @@ from serving import Running
 from test_grpc_service import ALLOW, BILLING, OPERATOR, mtls_channel
 
 from audit import AuditLog, Entry
-from engine._auditrpc import OnDemand
+from engine._adapters.audit_rpc import OnDemand
 from engine._service.audit_entries import MAX_TEXT, bounded, capped
 from engine._settings import Settings
 from sdk.v1 import audit_pb2 as audit_pb

@@ -26,8 +26,8 @@ from google.rpc import code_pb2
 from serving import DEVICE, Running
 
 from attestation._ca import CertificateAuthority
+from engine._adapters.ext_authz import check_to_request, loggable_headers
 from engine._errors import RequestError
-from engine._extauthz import check_to_request, loggable_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"

@@ -22,8 +22,8 @@ import grpc
 from audit import AuditLog, ProofError
 from audit._store import StoredCheckpoint
 from audit.note import parse_checkpoint_unverified
+from engine._adapters.decisions_rpc import answer, caller_identity
 from engine._errors import LimitExceeded
-from engine._grpc import answer, caller_identity
 from engine._service.decisions import DecisionService
 from sdk.v1 import audit_pb2 as pb
 from sdk.v1 import audit_pb2_grpc as pb_grpc

@@ -12,19 +12,19 @@ from attestation._ca import CAError, TokenError
 from attestation._errors import AttestationError, EvidenceError, ParseError
 from attestation._store import StoreUnavailable
 from audit import Overloaded, ProofError, StoreError
-from engine._core.models import Request
-from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
-from engine._service.constants import DEVICE
-from engine._service.decisions import DecisionService
-from engine._service.metrics import Metrics
-from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
-from engine._wire import (
+from engine._adapters.wire import (
     batch_from_proto,
     decision_to_proto,
     placement_to_proto,
     request_from_proto,
     workload_from_proto,
 )
+from engine._core.models import Request
+from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
+from engine._service.constants import DEVICE
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
+from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 

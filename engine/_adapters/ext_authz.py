@@ -49,13 +49,13 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from audit import Overloaded, StoreError
+from engine._adapters.decisions_rpc import AUDIT_UNAVAILABLE, answer, caller_identity
+from engine._adapters.wire import dict_to_struct, value_to_python
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
-from engine._grpc import AUDIT_UNAVAILABLE, answer, caller_identity
 from engine._service.constants import CALLER, DEVICE, INVENTORY_DEVICE_FIELDS
 from engine._service.decisions import DecisionService, decision_id
 from engine._service.posture import PostureReader, attach, provenance
-from engine._wire import dict_to_struct, value_to_python
 
 log = structlog.get_logger("docket.ext_authz")
 
