@@ -1,7 +1,7 @@
 """``docket.v1.Attestation`` over gRPC: Challenge and Attest on an :class:`AttestationService`.
 
 Messages become verifier inputs here and results become messages; statuses come from
-the one mapping in :mod:`engine._adapters.decisions_rpc` (malformed evidence
+the one mapping in :mod:`engine._adapters.grpc_status` (malformed evidence
 INVALID_ARGUMENT, evidence that does not verify PERMISSION_DENIED, the store or audit
 log down UNAVAILABLE).
 """
@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 from attestation._errors import ParseError
 from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
 from attestation._verifier import Posture, UnverifiedEnrollment
-from engine._adapters.decisions_rpc import answer, caller_identity
+from engine._adapters.grpc_status import answer, caller_identity
 from engine._service.attest import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
 from engine._service.audit_entries import capped
 from engine._service.metrics import Metrics

@@ -22,7 +22,7 @@ import grpc
 from audit import AuditLog, ProofError
 from audit._store import StoredCheckpoint
 from audit.note import parse_checkpoint_unverified
-from engine._adapters.decisions_rpc import answer, caller_identity
+from engine._adapters.grpc_status import answer, caller_identity
 from engine._errors import LimitExceeded
 from engine._service.decisions import DecisionService
 from sdk.v1 import audit_pb2 as pb

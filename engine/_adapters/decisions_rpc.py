@@ -1,17 +1,13 @@
-"""``docket.v1.Decisions`` over gRPC, and the one place engine errors become statuses."""
+"""``docket.v1.Decisions`` over gRPC: Authorize, BatchAuthorize, Place, ReloadBundle."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, Protocol, TypeVar, cast
+from typing import Any
 
 import grpc
-import structlog
 
-from attestation._ca import CAError, TokenError
-from attestation._errors import AttestationError, EvidenceError, ParseError
-from attestation._store import StoreUnavailable
-from audit import Overloaded, ProofError, StoreError
+from engine._adapters.grpc_status import answer, caller_identity
 from engine._adapters.wire import (
     batch_from_proto,
     decision_to_proto,
@@ -20,94 +16,12 @@ from engine._adapters.wire import (
     workload_from_proto,
 )
 from engine._core.models import Request
-from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
+from engine._errors import RequestError
 from engine._service.constants import DEVICE
 from engine._service.decisions import DecisionService
-from engine._service.metrics import Metrics
 from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
-
-log = structlog.get_logger("docket.grpc")
-T = TypeVar("T")
-
-_SPIFFE_ID = "peer_spiffe_id"
-AUDIT_UNAVAILABLE = "the audit log cannot record decisions now; the server log has the details"
-_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    # The audit writer's queue is full: push back, never answer without the entry.
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    # The audit log cannot be written: fail closed, no answer without the entry.
-    (StoreError, grpc.StatusCode.UNAVAILABLE),
-    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ProofError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
-    (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
-    # Attestation: the challenge store is in the audit database.
-    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (ParseError, grpc.StatusCode.INVALID_ARGUMENT),
-    (CAError, grpc.StatusCode.INVALID_ARGUMENT),
-    (EvidenceError, grpc.StatusCode.PERMISSION_DENIED),
-    (TokenError, grpc.StatusCode.UNAUTHENTICATED),
-    # Anything else the verifier refuses: reference values it cannot use.
-    (AttestationError, grpc.StatusCode.FAILED_PRECONDITION),
-)
-
-
-class Measured(Protocol):
-    """A service whose calls are counted in ``metrics``."""
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-
-def status_for(exc: Exception) -> grpc.StatusCode:
-    """The gRPC status an engine error is reported with (INTERNAL for anything else)."""
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-def caller_identity(context: grpc.ServicerContext) -> str | None:
-    """The SPIFFE ID of an mTLS peer (its one ``spiffe://`` URI SAN), else None."""
-    # grpc gives each property as a list of bytes (its type stubs say bytes).
-    values = cast("list[bytes] | None", context.auth_context().get(_SPIFFE_ID))
-    return values[0].decode() if values else None
-
-
-def answer(
-    service: Measured, api: str, context: grpc.ServicerContext, produce: Callable[[], T]
-) -> T:
-    """Run one RPC: track it in the metrics and turn engine errors into gRPC statuses.
-
-    Unexpected errors are logged with their traceback and answered INTERNAL, so
-    nothing a caller sends can take the server down.
-    """
-    metrics = service.metrics
-    code = grpc.StatusCode.OK
-    with metrics.track(api):
-        try:
-            return produce()
-        except Exception as exc:
-            code = status_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("rpc.failed", api=api)
-                message = "internal error; the server log has the details"
-            elif code is grpc.StatusCode.UNAVAILABLE:
-                # The database's own words name hosts and paths: for the log only.
-                log.error("rpc.audit_unavailable", api=api, error=str(exc))
-                message = AUDIT_UNAVAILABLE
-            else:
-                message = str(exc)
-            _abort(context, code, message)
-        finally:
-            metrics.answered(api, code.name)
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
 class DecisionsServicer(pb_grpc.DecisionsServicer):

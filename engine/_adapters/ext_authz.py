@@ -49,7 +49,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from audit import Overloaded, StoreError
-from engine._adapters.decisions_rpc import AUDIT_UNAVAILABLE, answer, caller_identity
+from engine._adapters.grpc_status import AUDIT_UNAVAILABLE, answer, caller_identity
 from engine._adapters.wire import dict_to_struct, value_to_python
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError

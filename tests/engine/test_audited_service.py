@@ -22,7 +22,7 @@ from test_grpc_service import ALLOW, DENY, ROOT, ref, struct
 from audit import Overloaded, StoreError, VerifierKey, verify_store
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.note import open_checkpoint
-from engine._adapters.decisions_rpc import AUDIT_UNAVAILABLE
+from engine._adapters.grpc_status import AUDIT_UNAVAILABLE
 from engine._settings import Settings
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc
