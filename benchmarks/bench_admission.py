@@ -41,7 +41,7 @@ from benchmarks._load import (
 )
 from benchmarks.bench_grpc import BUNDLE, READY_TIMEOUT_S, ROOT, cores, serve_command
 from engine import BundleWatcher, Engine, PolicyBundle
-from engine._logging import configure_logging
+from engine._runtime.logging_setup import configure_logging
 from engine._service.admission import AdmissionController
 from engine._service.decisions import DecisionService
 from engine._service.metrics import Metrics

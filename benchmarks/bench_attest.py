@@ -69,7 +69,7 @@ from attestation._verifier import (
 )
 from audit import AuditLog
 from benchmarks._common import percentile, table, time_calls
-from engine._logging import configure_logging
+from engine._runtime.logging_setup import configure_logging
 from engine._service.attest import AttestationService, Evidence, Issued, device_spiffe_id
 from sdk.agent import Tpm, pcr_selection
 

@@ -57,7 +57,7 @@ from audit._log import CHECKPOINT_EVERY, pending
 from audit._merkle import verify_inclusion
 from audit._note import Checkpoint, sign_checkpoint
 from benchmarks._common import percentile, table, time_calls
-from engine._logging import configure_logging
+from engine._runtime.logging_setup import configure_logging
 from engine._service.decisions import decision_id
 
 ROOT = Path(__file__).resolve().parent

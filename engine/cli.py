@@ -36,10 +36,10 @@ from engine._core.signing import (
     sign_version,
 )
 from engine._errors import BundleError, EngineError, RequestError, SignatureError
-from engine._logging import configure_logging
-from engine._server import Listening, ServeError
-from engine._server import serve as serve_forever
-from engine._settings import Settings
+from engine._runtime.logging_setup import configure_logging
+from engine._runtime.serve import Listening, ServeError
+from engine._runtime.serve import serve as serve_forever
+from engine._runtime.settings import Settings
 
 out = Console(highlight=False)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from attestation._ca import CertificateAuthority
 from attestation._verifier import Posture
-from engine._settings import Settings
+from engine._runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TD = "docket.local"

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from serving import Running
 
-from engine._settings import Settings
+from engine._runtime.settings import Settings
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from wsgiref.simple_server import WSGIServer
 
-from engine._server import Address, Worker, load_bundle
+from engine._runtime.serve import Address, Worker, load_bundle
+from engine._runtime.settings import Settings
 from engine._service.metrics import Metrics, serve_metrics
-from engine._settings import Settings
 
 # Device inventory (what a caller may relay) that passes every guard of the default
 # bundle but the one that needs an attested device: only a Docket credential attests.

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from serving import Running
 
-from engine._settings import Settings
+from engine._runtime.settings import Settings
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1 import attestation_pb2_grpc as pb_grpc
 

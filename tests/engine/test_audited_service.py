@@ -23,7 +23,7 @@ from audit import Overloaded, StoreError, VerifierKey, verify_store
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.note import open_checkpoint
 from engine._adapters.grpc_status import AUDIT_UNAVAILABLE
-from engine._settings import Settings
+from engine._runtime.settings import Settings
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc
 from sdk.v1 import decisions_pb2 as pb

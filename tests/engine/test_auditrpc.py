@@ -17,8 +17,8 @@ from test_grpc_service import ALLOW, BILLING, OPERATOR, mtls_channel
 
 from audit import AuditLog, Entry
 from engine._adapters.audit_rpc import OnDemand
+from engine._runtime.settings import Settings
 from engine._service.audit_entries import MAX_TEXT, bounded, capped
-from engine._settings import Settings
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc
 from sdk.v1 import decisions_pb2_grpc as pb_grpc

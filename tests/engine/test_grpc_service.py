@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pki import PKI
 from serving import DEVICE, Running
 
-from engine._settings import Settings
+from engine._runtime.settings import Settings
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 

@@ -71,7 +71,8 @@ from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.signing import load_public_key
 from engine._errors import EngineError
-from engine._logging import configure_logging
+from engine._runtime.logging_setup import configure_logging
+from engine._runtime.settings import Settings
 from engine._service.admission import AdmissionController
 from engine._service.attest import (
     AttestationService,
@@ -90,7 +91,6 @@ from engine._service.metrics import (
     worker_exited,
 )
 from engine._service.posture import PostureReader
-from engine._settings import Settings
 from sdk.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
