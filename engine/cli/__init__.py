@@ -22,7 +22,6 @@ from rich.table import Table
 from attestation.cli import ca as ca_cli
 from audit.cli import CheckFailed, InputError
 from audit.cli import audit as audit_cli
-from engine._agentcli import attest as attest_cli
 from engine._core.bundle import MAX_REVISION, PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.models import Decision, Request
@@ -40,6 +39,7 @@ from engine._runtime.logging_setup import configure_logging
 from engine._runtime.serve import Listening, ServeError
 from engine._runtime.serve import serve as serve_forever
 from engine._runtime.settings import Settings
+from engine.cli.attest import attest as attest_cli
 
 out = Console(highlight=False)
 
