@@ -37,7 +37,7 @@ from audit.cli import audit as audit_group
 from audit.note import Checkpoint, SignerKey, sign_checkpoint
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
-from tests.engine.test_serve import Served
+from tests.engine.runtime.test_serve import Served
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKET = str(Path(sys.executable).parent / "docket")

@@ -43,7 +43,7 @@ from sdk import DecisionClient, TLSConfig
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ATTESTED = attested(measured_boot_ok=False)
 DATA = {"type": "Data", "id": "patient-records-eu"}
 # What an MDM says about the device; it cannot say "attested" (Docket says it is not,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 POLICIES = ROOT / "policies"
 QUICKSTART = ROOT / "examples" / "quickstart"
 DOCKET = [sys.executable, "-c", "from engine.cli import run; run()"]

@@ -16,8 +16,6 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving import DEVICE, Running
-from test_extauthz import PepServer, check, start_pep_server
-from test_grpc_service import ALLOW, DENY, ROOT, ref, struct
 
 from audit import Overloaded, StoreError, VerifierKey, verify_store
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -28,6 +26,8 @@ from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.engine.adapters.test_decisions_rpc import ALLOW, DENY, ROOT, ref, struct
+from tests.engine.adapters.test_ext_authz import PepServer, check, start_pep_server
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_the_audit_service_proves_a_receipt(audited: Running) -> None:
         proof = audit.GetInclusionProof(
             audit_pb.GetInclusionProofRequest(index=first.receipt.index), timeout=5
         )
-        # Forcing one needs audit_read over mTLS (tests/engine/test_auditrpc.py); the
+        # Forcing one needs audit_read over mTLS (tests/engine/adapters/test_audit_rpc.py); the
         # periodic signer's work, done here by hand:
         audited.worker.audit.checkpoint()
         new = audit.GetCheckpoint(audit_pb.GetCheckpointRequest(), timeout=5)

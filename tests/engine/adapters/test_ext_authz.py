@@ -29,7 +29,7 @@ from attestation._ca import CertificateAuthority
 from engine._adapters.ext_authz import check_to_request, loggable_headers
 from engine._errors import RequestError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
 ATTESTED = {"attested": True, "secure_boot": True}
 

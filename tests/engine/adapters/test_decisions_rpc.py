@@ -18,7 +18,7 @@ from engine._runtime.settings import Settings
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BILLING = "spiffe://docket.example/ns/finance/sa/billing-api"
 OPERATOR = "spiffe://docket.example/ns/docket-system/sa/docket-operator"
 
@@ -34,7 +34,8 @@ def struct(values: dict[str, object]) -> struct_pb2.Struct:
 
 
 # bob (finance, confidential clearance) reads his confidential forecast with MFA from a
-# managed device (restricted data would need an attested device: tests/engine/test_posture.py).
+# managed device (restricted data would need an attested device:
+# tests/engine/service/test_posture.py).
 ALLOW = pb.AuthorizeRequest(
     principal=ref("User", "bob"),
     action=ref("Action", "read"),

@@ -21,7 +21,7 @@ from serving import Running
 from engine._runtime.serve import Address, admission_tls
 from engine._runtime.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Webhook:

@@ -514,7 +514,7 @@ def test_signature_failures_are_refused(
 
 # --- reference values ------------------------------------------------------------------------
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
+POLICIES = Path(__file__).resolve().parents[3] / "policies"
 
 
 def test_the_default_bundle_has_the_dev_reference_class() -> None:

@@ -27,7 +27,7 @@ from engine._service.namespaces import (
     namespace_source,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 LABEL = "docket.io/classification"
 

@@ -15,7 +15,7 @@ from engine._runtime.settings import Settings
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

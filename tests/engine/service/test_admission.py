@@ -27,7 +27,7 @@ from engine._service.admission import (
 from engine._service.decisions import DecisionService
 from engine._service.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRUST_DOMAIN = "docket.example"
 Webhook = Literal["validate", "mutate"]
 

@@ -13,7 +13,6 @@ import grpc
 import pytest
 from pki import PKI
 from serving import Running
-from test_grpc_service import ALLOW, BILLING, OPERATOR, mtls_channel
 
 from audit import AuditLog, Entry
 from engine._adapters.audit_rpc import OnDemand
@@ -22,6 +21,7 @@ from engine._service.audit_entries import MAX_TEXT, bounded, capped
 from sdk.v1 import audit_pb2 as audit_pb
 from sdk.v1 import audit_pb2_grpc as audit_grpc
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.engine.adapters.test_decisions_rpc import ALLOW, BILLING, OPERATOR, mtls_channel
 
 READER_POLICY = """
 // Test only: the operator workload may read the audit log (its SPIFFE ID is in

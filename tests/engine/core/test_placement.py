@@ -22,7 +22,7 @@ from engine._service.audit_entries import placement_entry
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 KNOWN = ("apac", "eu", "uk", "us")
 CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")

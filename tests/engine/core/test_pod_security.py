@@ -20,7 +20,7 @@ from engine._service.admission import AdmissionController
 from engine._service.decisions import DecisionService
 from engine._service.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_service(bundle: Path, data: Path) -> DecisionService:
