@@ -1,4 +1,7 @@
 """The ``docket`` command line. Each package owns its slice; this module composes them.
+The top room of ``engine``: it may import every room below (``engine._runtime`` to
+serve, ``engine._core`` for offline decisions and policy tests), and ``attestation.cli``
+and ``audit.cli``; ``engine.cli.attest`` holds the device agent's commands.
 
 Exit codes: 0 success; 1 a check failed (a policy test, a verification, a deny from
 ``decide``); 2 usage or input error. Errors are one line on stderr, never a traceback.
