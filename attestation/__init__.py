@@ -1,7 +1,96 @@
 """TPM 2.0 attestation: evidence → verified posture → short-lived credentials.
 
-The verifier, the CA and `docket ca …` arrive with the attestation issue; the package
-exists now so the layout and the dependency direction (never imports engine) hold.
+What the rest of Docket uses, and all it may import from here:
+
+- **the verifier** (pure): :func:`begin_enrollment` checks an EK certificate against
+  :class:`TrustRoots` and makes the credential challenge; :func:`finish_attestation`
+  checks the activated credential, the quote and the PCRs against
+  :class:`ReferenceValues` and returns the verified :class:`Posture`;
+  :func:`check_ek_root` and :func:`check_quote_hashes` check a root and the quote hash
+  policy up front;
+- **reference values**: :func:`parse_reference`, :func:`appraise_any`;
+- **the CA**: :class:`CertificateAuthority` (X.509- and JWT-SVIDs),
+  :class:`RevocationList`, :func:`load_revocations`, :func:`describe`,
+  :func:`issued_at`;
+- **the challenge store**: :class:`ChallengeStore` (single-use challenges, in the
+  audit database);
+- **TPM algorithm names** for the quote hash policy, and :func:`load_pem_certificates`
+  for EK root files real vendors ship;
+- **errors**: :class:`AttestationError` and its tree (:mod:`attestation._errors`).
+
+The package never imports ``engine``.
 """
 
-__all__: list[str] = []
+from attestation._ca import (
+    JWT_POSTURE_CLAIM,
+    REVOCATIONS_FILE,
+    CertificateAuthority,
+    RevocationList,
+    describe,
+    issued_at,
+    load_revocations,
+)
+from attestation._der import load_pem_certificates
+from attestation._errors import (
+    AttestationError,
+    CAError,
+    CredentialError,
+    EvidenceError,
+    ParseError,
+    ReferenceError,
+    StoreUnavailable,
+    TokenError,
+)
+from attestation._reference import ReferenceValues, appraise_any, parse_reference
+from attestation._store import ChallengeStore
+from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
+from attestation._verifier import (
+    DEFAULT_QUOTE_HASHES,
+    QUOTE_HASHES,
+    Challenge,
+    Posture,
+    TrustRoots,
+    UnverifiedEnrollment,
+    begin_enrollment,
+    check_ek_root,
+    check_quote_hashes,
+    finish_attestation,
+)
+
+__all__ = [
+    "ALG_SHA1",
+    "ALG_SHA256",
+    "ALG_SHA384",
+    "ALG_SHA512",
+    "DEFAULT_QUOTE_HASHES",
+    "JWT_POSTURE_CLAIM",
+    "QUOTE_HASHES",
+    "REVOCATIONS_FILE",
+    "AttestationError",
+    "CAError",
+    "CertificateAuthority",
+    "Challenge",
+    "ChallengeStore",
+    "CredentialError",
+    "EvidenceError",
+    "ParseError",
+    "Posture",
+    "ReferenceError",
+    "ReferenceValues",
+    "RevocationList",
+    "StoreUnavailable",
+    "TokenError",
+    "TrustRoots",
+    "UnverifiedEnrollment",
+    "appraise_any",
+    "begin_enrollment",
+    "check_ek_root",
+    "check_quote_hashes",
+    "describe",
+    "finish_attestation",
+    "hash_name",
+    "issued_at",
+    "load_pem_certificates",
+    "load_revocations",
+    "parse_reference",
+]

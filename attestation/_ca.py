@@ -28,18 +28,8 @@ and ``save`` are the file edge. On disk (default ``<data-dir>/ca/``, mode 0700):
     retired-<serial>.pem        a retired intermediate's certificate (no key)
     revocations.json            the signed revocation list (absent: none revoked)
 
-Errors (beneath ``attestation._errors``)::
-
-    AttestationError
-    ├── CredentialError
-    │   └── CAError            the CA cannot do what was asked: a malformed or foreign SPIFFE
-    │                          ID, a CSR whose signature does not verify, an unsupported key,
-    │                          a CA directory that already exists, is missing or is corrupt,
-    │                          a revocation that is malformed, a revocation list that
-    │                          does not verify
-    └── TokenError             a JWT-SVID or X.509-SVID does not verify (signature, kid,
-                               alg, aud, exp, nbf, iat in the future, lifetime over the
-                               cap, signed by a retired key after its retirement)
+Errors: :class:`~attestation.CAError` and :class:`~attestation.TokenError`
+(the tree is in :mod:`attestation._errors`).
 """
 
 from __future__ import annotations
@@ -69,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from attestation._errors import AttestationError, CredentialError
+from attestation._errors import CAError, TokenError
 
 __all__ = [
     "JWT_POSTURE_CLAIM",
@@ -112,15 +102,6 @@ _MAX_REVOCATIONS_BYTES = 16 * 1024 * 1024
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _DNS_LABEL = re.compile(r"\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-class CAError(CredentialError):
-    """The CA cannot do what was asked (bad SPIFFE ID, bad CSR, CA directory state)."""
-
-
-class TokenError(AttestationError):
-    """A JWT-SVID does not verify: malformed, bad signature, unknown kid, wrong alg, aud,
-    expired, not yet valid, issued in the future or living longer than MAX_JWT_TTL."""
 
 
 # --- SPIFFE IDs ---------------------------------------------------------------------------

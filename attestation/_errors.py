@@ -7,6 +7,16 @@
     │                          PCR digest, key attributes, certificate chain, no
     │                          matching reference class)
     ├── CredentialError        a credential cannot be made (unsupported key, algorithm)
+    │   └── CAError            the CA cannot do what was asked: a malformed or foreign
+    │                          SPIFFE ID, a CSR whose signature does not verify, an
+    │                          unsupported key, a CA directory that already exists, is
+    │                          missing or is corrupt, a malformed revocation, a
+    │                          revocation list that does not verify
+    ├── TokenError             a JWT-SVID or X.509-SVID does not verify (signature, kid,
+    │                          alg, aud, exp, nbf, iat in the future, lifetime over the
+    │                          cap, signed by a retired key after its retirement)
+    ├── StoreUnavailable       the challenge store's database cannot be opened, read or
+    │                          written (nothing was consumed: retry)
     └── ReferenceError         reference values (``reference/*.toml``) are malformed;
                                ``problems`` holds every ``file:line: field: message``
 
@@ -33,6 +43,20 @@ class EvidenceError(AttestationError):
 
 class CredentialError(AttestationError):
     """A credential (TPM2_MakeCredential blob, certificate) cannot be made."""
+
+
+class CAError(CredentialError):
+    """The CA cannot do what was asked (bad SPIFFE ID, bad CSR, CA directory state)."""
+
+
+class TokenError(AttestationError):
+    """A JWT-SVID does not verify: malformed, bad signature, unknown kid, wrong alg, aud,
+    expired, not yet valid, issued in the future or living longer than MAX_JWT_TTL."""
+
+
+class StoreUnavailable(AttestationError):
+    """The challenge store's database cannot be opened, read or written (or a challenge
+    id is stored twice). Retry later or fix the database URL; nothing was consumed."""
 
 
 class ReferenceError(AttestationError):

@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
-from attestation._errors import AttestationError, EvidenceError
+from attestation._errors import EvidenceError, StoreUnavailable
 from attestation._verifier import PendingChallenge
 
 __all__ = ["ChallengeStore", "StoreUnavailable"]
@@ -57,11 +57,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _INT64 = 2**63
 _CREATE_LOCK = 0x646F636B6574_01  # distinct from the audit store's advisory lock
-
-
-class StoreUnavailable(AttestationError):
-    """The challenge store's database cannot be opened, read or written (or a challenge
-    id is stored twice). Retry later or fix the database URL; nothing was consumed."""
 
 
 class ChallengeRow(SQLModel, table=True):

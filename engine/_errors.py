@@ -5,8 +5,11 @@
     │   │                      ``file:line: message`` found
     │   └── SignatureError     a signature is missing, malformed or does not verify
     ├── RequestError           a request does not fit the bundle's schema or is malformed
-    │   └── LimitExceeded      a request is over a size limit (batch size, per-request
-    │                          entities, chain depth, context size: engine/_core/limits.py)
+    │   ├── LimitExceeded      a request is over a size limit (batch size, per-request
+    │   │                      entities, chain depth, context size: engine/_core/limits.py)
+    │   └── AdmissionInputError  an AdmissionReview (or its object) Docket cannot read;
+    │                          the message starts with the field at fault
+    ├── TrustConfigError       the EK roots or the EK allow-list cannot be read
     └── NotAuthorized          an administrative call was denied by policy
 
 Callers never see cedarpy's ``ValueError``s: they are translated here.
@@ -50,3 +53,12 @@ class LimitExceeded(RequestError):
 
 class NotAuthorized(EngineError):
     """An administrative call (such as a bundle reload) was denied by policy."""
+
+
+class AdmissionInputError(RequestError):
+    """An AdmissionReview, or the object in it, that Docket cannot read. The message
+    starts with the field at fault (``request.uid: …``)."""
+
+
+class TrustConfigError(EngineError):
+    """The EK roots or allow-list cannot be read."""

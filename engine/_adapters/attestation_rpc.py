@@ -16,9 +16,16 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import timestamp_pb2
 
-from attestation._errors import ParseError
-from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
-from attestation._verifier import Posture, UnverifiedEnrollment
+from attestation import (
+    ALG_SHA1,
+    ALG_SHA256,
+    ALG_SHA384,
+    ALG_SHA512,
+    ParseError,
+    Posture,
+    UnverifiedEnrollment,
+    hash_name,
+)
 from engine._adapters.grpc_status import answer, caller_identity
 from engine._service.attest import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
 from engine._service.audit_entries import capped

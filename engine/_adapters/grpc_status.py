@@ -10,9 +10,14 @@ from typing import NoReturn, Protocol, TypeVar, cast
 import grpc
 import structlog
 
-from attestation._ca import CAError, TokenError
-from attestation._errors import AttestationError, EvidenceError, ParseError
-from attestation._store import StoreUnavailable
+from attestation import (
+    AttestationError,
+    CAError,
+    EvidenceError,
+    ParseError,
+    StoreUnavailable,
+    TokenError,
+)
 from audit import Overloaded, ProofError, StoreError
 from engine._errors import BundleError, LimitExceeded, NotAuthorized, RequestError
 from engine._service.metrics import Metrics

@@ -54,8 +54,7 @@ from typing import Any, BinaryIO, Literal
 import cedarpy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation._errors import ReferenceError
-from attestation._reference import ReferenceValues, parse_reference
+from attestation import ReferenceError, ReferenceValues, parse_reference
 from engine._core.cedar_source import error_line
 from engine._core.index import UID, PolicyIndex
 from engine._core.limits import heights

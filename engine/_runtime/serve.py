@@ -52,15 +52,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from attestation._ca import (
+from attestation import (
     REVOCATIONS_FILE,
     CAError,
     CertificateAuthority,
+    ChallengeStore,
+    ReferenceValues,
+    StoreUnavailable,
+    TrustRoots,
     load_revocations,
 )
-from attestation._reference import ReferenceValues
-from attestation._store import ChallengeStore, StoreUnavailable
-from attestation._verifier import TrustRoots
 from audit import AuditError, AuditLog, Entry
 from engine._adapters.admission_http import AdmissionServer, server_context
 from engine._adapters.attestation_rpc import AttestationServicer
@@ -70,13 +71,12 @@ from engine._adapters.ext_authz import AuthorizationServicer
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.signing import load_public_key
-from engine._errors import EngineError
+from engine._errors import EngineError, TrustConfigError
 from engine._runtime.logging_setup import configure_logging
 from engine._runtime.settings import Settings
 from engine._service.admission import AdmissionController
 from engine._service.attest import (
     AttestationService,
-    TrustConfigError,
     load_trust_roots,
     quote_hash_algorithms,
 )

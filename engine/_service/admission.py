@@ -76,7 +76,7 @@ from engine._core.models import EntityUID, Request
 from engine._core.placement import Classification, Placement, Workload
 from engine._core.pod_security import Failure, check_pod, violation
 from engine._core.sites import Site
-from engine._errors import RequestError
+from engine._errors import AdmissionInputError, RequestError
 from engine._service.constants import CALLER
 from engine._service.decisions import Decided, DecisionService
 from engine._service.namespaces import NamespaceLabels, NamespaceUnavailable
@@ -107,11 +107,6 @@ _POD_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template"),
 }
 """(API group, kind) of the objects Docket inspects -> where their pod (template) is."""
-
-
-class AdmissionInputError(RequestError):
-    """An AdmissionReview, or the object in it, that Docket cannot read. The message
-    starts with the field at fault (``request.uid: …``)."""
 
 
 # -- the AdmissionReview as the API server sends it ---------------------------------------

@@ -33,35 +33,37 @@ import jwt
 import structlog
 from cryptography import x509
 
-from attestation._ca import CertificateAuthority, RevocationList, describe
-from attestation._der import load_pem_certificates
-from attestation._errors import AttestationError, EvidenceError, ParseError
-from attestation._reference import ReferenceValues, appraise_any
-from attestation._store import ChallengeStore, StoreUnavailable
-from attestation._verifier import (
+from attestation import (
     DEFAULT_QUOTE_HASHES,
     QUOTE_HASHES,
+    AttestationError,
+    CertificateAuthority,
     Challenge,
+    ChallengeStore,
+    EvidenceError,
+    ParseError,
     Posture,
+    ReferenceValues,
+    RevocationList,
+    StoreUnavailable,
     TrustRoots,
     UnverifiedEnrollment,
+    appraise_any,
     begin_enrollment,
     check_ek_root,
     check_quote_hashes,
+    describe,
     finish_attestation,
+    load_pem_certificates,
 )
 from audit import AuditLog, Entry, Receipt
-from engine._errors import EngineError
+from engine._errors import TrustConfigError
 from engine._service.audit_entries import capped
 
 log = structlog.get_logger("docket.attestation")
 
 DEFAULT_AUDIENCE = "docket"
 CHALLENGE_TTL = timedelta(seconds=60)
-
-
-class TrustConfigError(EngineError):
-    """The EK roots or allow-list cannot be read."""
 
 
 def load_trust_roots(roots_dir: Path, allowlist: Path) -> TrustRoots:

@@ -41,16 +41,16 @@ import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from attestation._ca import (
+from attestation import (
     JWT_POSTURE_CLAIM,
     CertificateAuthority,
+    ParseError,
+    Posture,
     RevocationList,
     TokenError,
     describe,
     issued_at,
 )
-from attestation._errors import ParseError
-from attestation._verifier import Posture
 from engine._core.models import Request
 from engine._errors import RequestError
 from engine._service.constants import DEVICE, INVENTORY_DEVICE_FIELDS

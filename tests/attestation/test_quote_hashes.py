@@ -24,7 +24,8 @@ from attestation._verifier import (
     begin_enrollment,
     finish_attestation,
 )
-from engine._service.attest import TrustConfigError, quote_hash_algorithms
+from engine._errors import TrustConfigError
+from engine._service.attest import quote_hash_algorithms
 from tests.attestation.test_verifier import (
     ATTRS_AK,
     GOLDEN,
