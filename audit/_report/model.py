@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ DEFAULT_DENY = "(default deny)"
 NO_REASON = "(no reason given)"
 
 _KINDS: tuple[str, ...] = get_args(EntryKind)
+_NAMED_ENTRY = re.compile(r"entry (\d+):")
 _CLASSIFICATION_ORDER = ("public", "internal", "confidential", "restricted", UNCLASSIFIED)
 
 
@@ -28,7 +30,8 @@ class ReportStatus:
 
     ``checkpoint`` names what the log was checked against (``None``: no signed
     checkpoint); ``problem`` is the first problem when the log is not intact;
-    ``redacted`` the indices of entries whose payload was erased.
+    ``redacted`` the indices of entries whose payload was erased; ``keys`` the
+    verifying keys the checkpoint's signatures were checked with (empty: none given).
     """
 
     intact: bool
@@ -36,6 +39,17 @@ class ReportStatus:
     checkpoint: str | None
     problem: str | None
     redacted: tuple[int, ...]
+    keys: tuple[str, ...] = ()
+
+    @property
+    def bad_entry(self) -> int | None:
+        """The entry the problem names (``entry N: ...``, as
+        :class:`~audit.TamperDetected` words it: the first bad entry, or the tree size
+        for a truncation or checkpoint problem); ``None`` when intact or unnamed."""
+        if self.intact or self.problem is None:
+            return None
+        named = _NAMED_ENTRY.match(self.problem)
+        return int(named.group(1)) if named else None
 
 
 @dataclass(frozen=True, slots=True)
