@@ -19,7 +19,7 @@ from report_samples import (
 )
 
 from audit._entry import Entry
-from audit._report import DEFAULT_DENY, NO_REASON, build_report, render
+from audit._report import DEFAULT_DENY, NO_REASON, ReportStatus, build_report, render
 
 # -- building --------------------------------------------------------------------------
 
@@ -286,3 +286,25 @@ def test_empty_log() -> None:
     assert (report.entries, report.violations, report.decisions) == (0, 0, ())
     for fmt in FORMATS:
         assert render(report, fmt)
+
+
+@pytest.mark.parametrize(
+    ("intact", "problem", "named"),
+    [
+        pytest.param(False, "entry 12: modified: its leaf hash differs", 12, id="modified"),
+        pytest.param(False, "entry 40: truncated: the log ends early", 40, id="truncated"),
+        pytest.param(False, "cannot read docket.db", None, id="no-entry-named"),
+        pytest.param(False, "the checkpoint names entry 3: no", None, id="not-at-the-start"),
+        pytest.param(False, None, None, id="no-problem"),
+        pytest.param(True, "entry 5: stale", None, id="intact"),
+    ],
+)
+def test_the_bad_entry_is_the_one_the_problem_names(
+    intact: bool, problem: str | None, named: int | None
+) -> None:
+    status = ReportStatus(intact, 50, None, problem, ())
+    assert status.bad_entry == named
+
+
+def test_verifying_keys_default_to_none_given() -> None:
+    assert ReportStatus(True, 1, None, None, ()).keys == ()
