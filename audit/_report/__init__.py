@@ -76,6 +76,12 @@ residency_finding  kind, classification, jurisdiction, index,  violation (value 
                                                                decision_id
 =================  ==========================================  ===========================
 
+Modules, one reason to change each: :mod:`~audit._report.model` (the counts and
+:func:`build_report`), :mod:`~audit._report.text` (the terminal table),
+:mod:`~audit._report.data` (JSON and CSV), :mod:`~audit._report.html` (the page, from
+``templates/report.html.j2`` and ``templates/report.css``) and
+:mod:`~audit._report.wording` (how values read in every format).
+
 Text taken from entries is caller-supplied: every renderer escapes control and
 bidirectional-override characters, HTML escapes all of it, and CSV cells that a
 spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@``) are prefixed with ``'``.

@@ -312,7 +312,8 @@ def test_html_marks_a_tampered_entry_at_the_top_and_in_the_findings() -> None:
     page = read(report)
     top = " ".join(page.top.split())
     assert "NOT INTACT" in top
-    assert "Problem at entry 7: entry 7: modified: its payload does not match" in top
+    assert "Found at entry 7." in top
+    assert "entry 7: modified: its payload does not match its leaf hash" in top
     text = html_of(report)
     assert text.index("NOT INTACT") < text.index("<main>")
     # Finding 7 is the entry the problem names; the others are not marked.
