@@ -1,0 +1,190 @@
+"""The report as data: one JSON object and a long-format CSV table (schemas in the
+package docstring)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from audit._report.model import Report
+from audit._report.wording import clean, iso_time
+
+
+def _json_document(report: Report) -> dict[str, Any]:
+    status = report.status
+    return {
+        "report": "docket-residency",
+        "version": 1,
+        "generated_at": iso_time(report.generated_at),
+        "period": {
+            "since": iso_time(report.since),
+            "until": iso_time(report.until),
+            "first_entry": iso_time(report.first_time),
+            "last_entry": iso_time(report.last_time),
+            "first_index": report.first_index,
+            "last_index": report.last_index,
+        },
+        "verification": {
+            "intact": status.intact,
+            "tree_size": status.tree_size,
+            "checkpoint": status.checkpoint,
+            "problem": status.problem,
+            "redacted": list(status.redacted),
+        },
+        "entries": report.entries,
+        "redacted": report.redacted,
+        "totals": dict(report.totals),
+        "decisions": [
+            {
+                "classification": cell.classification,
+                "jurisdiction": cell.jurisdiction,
+                "allow": cell.allow,
+                "deny": cell.deny,
+            }
+            for cell in report.decisions
+        ],
+        "residency": {
+            "violations": report.violations,
+            "findings": [
+                {
+                    "index": f.index,
+                    "time": iso_time(f.time),
+                    "kind": f.kind,
+                    "subject": f.subject,
+                    "action": f.action,
+                    "resource": f.resource,
+                    "classification": f.classification,
+                    "residency": list(f.residency),
+                    "jurisdiction": f.jurisdiction,
+                    "site": f.site,
+                    "sites": list(f.sites),
+                    "decision_id": f.decision_id,
+                }
+                for f in report.findings
+            ],
+        },
+        "denials": [{"policy": policy, "count": count} for policy, count in report.denials],
+        "credentials": {
+            c.kind: {
+                "issued": c.issued,
+                "refused": c.refused,
+                "refusals": [{"reason": r, "count": n} for r, n in c.refusals],
+            }
+            for c in report.credentials
+        },
+    }
+
+
+def render_json(report: Report) -> str:
+    # ensure_ascii: control characters and bidi overrides arrive as \u escapes.
+    return json.dumps(_json_document(report), indent=2) + "\n"
+
+
+# -- csv -------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "section",
+    "kind",
+    "classification",
+    "jurisdiction",
+    "policy",
+    "reason",
+    "index",
+    "site",
+    "metric",
+    "value",
+)
+
+
+def _cell(value: str | int | bool | None) -> str | int:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return value
+    text = clean(value)
+    # A spreadsheet evaluates a cell starting with one of these as a formula.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
+    for metric, moment in (
+        ("since", report.since),
+        ("until", report.until),
+        ("generated_at", report.generated_at),
+        ("first_entry", report.first_time),
+        ("last_entry", report.last_time),
+    ):
+        yield {"section": "period", "metric": metric, "value": iso_time(moment)}
+    for metric, position in (
+        ("first_index", report.first_index),
+        ("last_index", report.last_index),
+    ):
+        yield {"section": "period", "metric": metric, "value": position}
+    status = report.status
+    for metric, value in (
+        ("intact", status.intact),
+        ("tree_size", status.tree_size),
+        ("checkpoint", status.checkpoint),
+        ("problem", status.problem),
+        ("redacted_in_log", len(status.redacted)),
+    ):
+        yield {"section": "verification", "metric": metric, "value": value}
+    for metric, count in (
+        ("entries", report.entries),
+        ("redacted", report.redacted),
+        ("residency_violations", report.violations),
+    ):
+        yield {"section": "summary", "metric": metric, "value": count}
+    for kind, count in report.totals:
+        yield {"section": "totals", "kind": kind, "metric": "entries", "value": count}
+    for cell in report.decisions:
+        group = {"classification": cell.classification, "jurisdiction": cell.jurisdiction}
+        yield {"section": "decisions", **group, "metric": "allow", "value": cell.allow}
+        yield {"section": "decisions", **group, "metric": "deny", "value": cell.deny}
+    for policy, count in report.denials:
+        yield {"section": "denials", "policy": policy, "metric": "denials", "value": count}
+    for c in report.credentials:
+        yield {"section": "credentials", "kind": c.kind, "metric": "issued", "value": c.issued}
+        yield {"section": "credentials", "kind": c.kind, "metric": "refused", "value": c.refused}
+        for reason, count in c.refusals:
+            yield {
+                "section": "refusals",
+                "kind": c.kind,
+                "reason": reason,
+                "metric": "refusals",
+                "value": count,
+            }
+    for f in report.findings:
+        key: dict[str, str | int | bool | None] = {
+            "section": "residency_finding",
+            "kind": f.kind,
+            "classification": f.classification,
+            "jurisdiction": f.jurisdiction,
+            "index": f.index,
+            "site": f.site,
+        }
+        yield {**key, "metric": "violation", "value": 1}
+        for metric, value in (
+            ("time", iso_time(f.time)),
+            ("subject", f.subject),
+            ("action", f.action),
+            ("resource", f.resource),
+            ("residency", " ".join(f.residency)),
+            ("sites", " ".join(f.sites)),
+            ("decision_id", f.decision_id),
+        ):
+            yield {**key, "metric": metric, "value": value}
+
+
+def render_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for row in _csv_rows(report):
+        writer.writerow({column: _cell(row.get(column)) for column in CSV_COLUMNS})
+    return out.getvalue()
