@@ -956,6 +956,7 @@ def report(
             + "".join(f" ({note})" for note in verdict.notes),
             problem=None,
             redacted=verdict.log.redacted,
+            keys=verdict.keys,
         )
     except CheckFailed as exc:
         tamper = exc.__cause__

@@ -584,6 +584,10 @@ def test_report_counts_what_was_decided(made: Made, tmp_path: Path) -> None:
     assert html.lstrip().lower().startswith("<!doctype html>")
     assert not re.search(r"https?://", html), "the report must be one self-contained file"
     assert "Log intact" in html
+    # The key the log was verified with is named (here the log's own).
+    key_id = key_of(made.data).split("+")[1]
+    assert "Verifying keys" in html
+    assert key_id in html
 
 
 def flip_payload_byte(data: Path, index: int, where: bytes | None) -> None:
