@@ -19,43 +19,105 @@ What the rest of Docket uses, and all it may import from here:
 - **errors**: :class:`AttestationError` and its tree (:mod:`attestation._errors`).
 
 The package never imports ``engine``.
+
+Names are imported on first use (PEP 562): importing a submodule (``attestation.cli``,
+``docket --version``) does not load everything the package can do.
 """
 
-from attestation._ca import (
-    JWT_POSTURE_CLAIM,
-    REVOCATIONS_FILE,
-    CertificateAuthority,
-    RevocationList,
-    describe,
-    issued_at,
-    load_revocations,
-)
-from attestation._der import load_pem_certificates
-from attestation._errors import (
-    AttestationError,
-    CAError,
-    CredentialError,
-    EvidenceError,
-    ParseError,
-    ReferenceError,
-    StoreUnavailable,
-    TokenError,
-)
-from attestation._reference import ReferenceValues, appraise_any, parse_reference
-from attestation._store import ChallengeStore
-from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
-from attestation._verifier import (
-    DEFAULT_QUOTE_HASHES,
-    QUOTE_HASHES,
-    Challenge,
-    Posture,
-    TrustRoots,
-    UnverifiedEnrollment,
-    begin_enrollment,
-    check_ek_root,
-    check_quote_hashes,
-    finish_attestation,
-)
+from __future__ import annotations
+
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from attestation._ca import (
+        JWT_POSTURE_CLAIM,
+        REVOCATIONS_FILE,
+        CertificateAuthority,
+        RevocationList,
+        describe,
+        issued_at,
+        load_revocations,
+    )
+    from attestation._der import load_pem_certificates
+    from attestation._errors import (
+        AttestationError,
+        CAError,
+        CredentialError,
+        EvidenceError,
+        ParseError,
+        ReferenceError,
+        StoreUnavailable,
+        TokenError,
+    )
+    from attestation._reference import ReferenceValues, appraise_any, parse_reference
+    from attestation._store import ChallengeStore
+    from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
+    from attestation._verifier import (
+        DEFAULT_QUOTE_HASHES,
+        QUOTE_HASHES,
+        Challenge,
+        Posture,
+        TrustRoots,
+        UnverifiedEnrollment,
+        begin_enrollment,
+        check_ek_root,
+        check_quote_hashes,
+        finish_attestation,
+    )
+
+_WHERE = {
+    "ALG_SHA1": "attestation._tpm",
+    "ALG_SHA256": "attestation._tpm",
+    "ALG_SHA384": "attestation._tpm",
+    "ALG_SHA512": "attestation._tpm",
+    "AttestationError": "attestation._errors",
+    "CAError": "attestation._errors",
+    "CertificateAuthority": "attestation._ca",
+    "Challenge": "attestation._verifier",
+    "ChallengeStore": "attestation._store",
+    "CredentialError": "attestation._errors",
+    "DEFAULT_QUOTE_HASHES": "attestation._verifier",
+    "EvidenceError": "attestation._errors",
+    "JWT_POSTURE_CLAIM": "attestation._ca",
+    "ParseError": "attestation._errors",
+    "Posture": "attestation._verifier",
+    "QUOTE_HASHES": "attestation._verifier",
+    "REVOCATIONS_FILE": "attestation._ca",
+    "ReferenceError": "attestation._errors",
+    "ReferenceValues": "attestation._reference",
+    "RevocationList": "attestation._ca",
+    "StoreUnavailable": "attestation._errors",
+    "TokenError": "attestation._errors",
+    "TrustRoots": "attestation._verifier",
+    "UnverifiedEnrollment": "attestation._verifier",
+    "appraise_any": "attestation._reference",
+    "begin_enrollment": "attestation._verifier",
+    "check_ek_root": "attestation._verifier",
+    "check_quote_hashes": "attestation._verifier",
+    "describe": "attestation._ca",
+    "finish_attestation": "attestation._verifier",
+    "hash_name": "attestation._tpm",
+    "issued_at": "attestation._ca",
+    "load_pem_certificates": "attestation._der",
+    "load_revocations": "attestation._ca",
+    "parse_reference": "attestation._reference",
+}
+"""Each exported name and the module that defines it."""
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 __all__ = [
     "ALG_SHA1",

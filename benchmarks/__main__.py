@@ -22,6 +22,7 @@ from benchmarks import (
     bench_decide,
     bench_grpc,
     bench_index,
+    bench_startup,
 )
 from benchmarks._common import machine, machine_line
 
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
+    "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"

@@ -35,6 +35,8 @@ def test_all_is_exactly_what_the_package_holds(package: str) -> None:
     module = importlib.import_module(package)
     exported = module.__all__
     assert len(set(exported)) == len(exported)
+    for name in exported:  # a package may import its names on first use (PEP 562)
+        getattr(module, name)
     assert set(exported) == public_names(module)
     for name in exported:
         value = getattr(module, name)

@@ -248,3 +248,23 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (tmp_path / "docket.toml").write_text('bundel = "typo"\n')
     assert_one_line_error(docket("policy", "validate", cwd=tmp_path), 2, "bundel")
+
+
+def test_version_and_the_command_list_load_nothing_heavy() -> None:
+    """`docket --version` imports no Cedar, database, gRPC or crypto library: each
+    command's module is imported when that command runs (engine.cli.LazyGroup)."""
+    code = (
+        "import sys\n"
+        "from engine.cli import main\n"
+        "try:\n"
+        "    main.main(['--version'], prog_name='docket')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('cedarpy', 'sqlalchemy', 'grpc', 'cryptography', 'kubernetes', 'pydantic')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.splitlines()[-1] == "", done.stdout
+    assert done.stdout.startswith("docket, version ")

@@ -1,0 +1,170 @@
+"""``docket decide`` and ``docket place``: offline decisions and placements on a bundle."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+
+from audit.cli import InputError
+from engine._core.evaluate import Engine
+from engine._core.models import Decision, Request
+from engine._core.placement import Placement, Workload
+from engine._errors import RequestError
+from engine.cli.common import (
+    bundle_option,
+    key_option,
+    load_bundle,
+    model_error,
+    out,
+    read_documents,
+    settings_of,
+)
+
+
+def _decision_json(decision: Decision, forbid_errors: str) -> str:
+    return json.dumps(
+        {
+            "decision": decision.decision,
+            "reasons": list(decision.reasons),
+            "errors": [e.model_dump() for e in decision.errors],
+            "forbid_errors": forbid_errors,
+            "bundle_version": decision.bundle_version,
+            "policies_evaluated": decision.policies_evaluated,
+        }
+    )
+
+
+def _engine_for(ctx: click.Context, bundle_path: Path | None, bundle_key: Path | None) -> Engine:
+    """An engine on the bundle the flags (or settings) name."""
+    settings = settings_of(ctx)
+    bundle = load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
+    return Engine(bundle)
+
+
+@click.command()
+@click.argument("request_file", required=False, type=click.File("r"), default="-")
+@bundle_option
+@key_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per request.")
+@click.pass_context
+def decide(
+    ctx: click.Context,
+    request_file: IO[str],
+    bundle_path: Path | None,
+    bundle_key: Path | None,
+    as_json: bool,
+) -> None:
+    """Decide requests (a JSON object, or JSON Lines) from REQUEST_FILE or stdin.
+
+    Each answer says which semantics the bundle gives a forbid that errors
+    (forbid_errors: "deny", the default, or "cedar": skipped, as Cedar does).
+    Exits 0 when every request is allowed, 1 when any is denied.
+    """
+    engine = _engine_for(ctx, bundle_path, bundle_key)
+    assert engine.bundle is not None
+    forbid_errors = engine.bundle.forbid_errors
+    name = request_file.name
+    denied = 0
+    for line, document in read_documents(request_file, name):
+        try:
+            request = Request.model_validate(document)
+            decision = engine.decide(request, now=datetime.now(UTC))
+        except ValidationError as exc:
+            raise model_error(name, line, exc) from exc
+        except RequestError as exc:
+            raise InputError(f"{name}:{line}: {exc}") from exc
+        denied += not decision.allowed
+        if as_json:
+            click.echo(_decision_json(decision, forbid_errors))
+            continue
+        colour = "green" if decision.allowed else "red"
+        reasons = ", ".join(decision.reasons) or "no policy permits (default deny)"
+        out.print(
+            f"[{colour}]{decision.decision.upper()}[/]  {reasons}  "
+            f"[dim](forbid errors: {forbid_errors})[/]"
+        )
+        for error in decision.errors:
+            out.print(f"  error in {error.policy}: {error.message}", markup=False)
+    if denied:
+        ctx.exit(1)
+
+
+@click.command()
+@click.argument("workload_file", required=False, type=click.File("r"), default="-")
+@bundle_option
+@key_option
+@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
+@click.pass_context
+def place(
+    ctx: click.Context,
+    workload_file: IO[str],
+    bundle_path: Path | None,
+    bundle_key: Path | None,
+    as_json: bool,
+) -> None:
+    """Rank the sites a workload or dataset may be placed on.
+
+    Input: {"workload": {...}, "sites": [optional site names]} or just the workload.
+    A declared residency binds whatever the classification. Exits 0 when at least one
+    site is allowed, 1 when none is, 2 on an input error (one line), such as a residency
+    or users_in that is not a jurisdiction of the bundle's site catalog.
+    """
+    engine = _engine_for(ctx, bundle_path, bundle_key)
+    name = workload_file.name
+    placements: list[Placement] = []
+    for line, document in read_documents(workload_file, name):
+        if not isinstance(document, dict):
+            raise InputError(f"{name}:{line}: expected a JSON object")
+        spec = document.get("workload", document)
+        sites = document.get("sites") if "workload" in document else None
+        if sites is not None and not (
+            isinstance(sites, list) and all(isinstance(s, str) for s in sites)
+        ):
+            raise InputError(f"{name}:{line}: sites: expected a list of site names")
+        extra = set(document) - {"workload", "sites"} if "workload" in document else set()
+        if extra:
+            raise InputError(f"{name}:{line}: unexpected field(s): {', '.join(sorted(extra))}")
+        try:
+            workload = Workload.model_validate(spec)
+            placements.append(engine.place(workload, sites, now=datetime.now(UTC)))
+        except ValidationError as exc:
+            raise model_error(name, line, exc) from exc
+        except RequestError as exc:
+            raise InputError(f"{name}:{line}: {exc}") from exc
+    for placement in placements:
+        if as_json:
+            click.echo(placement.model_dump_json(exclude={"evaluated_at"}))
+        else:
+            _print_placement(placement)
+    if any(not p.allowed for p in placements):
+        ctx.exit(1)
+
+
+def _print_placement(placement: Placement) -> None:
+    table = Table(title=f"placement of {placement.workload}")
+    for column in ("rank", "site", "jurisdiction", "tier", "latency ms", "cost/h", "budget"):
+        table.add_column(column)
+    for rank, site in enumerate(placement.allowed, start=1):
+        table.add_row(
+            str(rank),
+            site.site,
+            site.jurisdiction,
+            site.tier,
+            f"{site.latency_ms:g}",
+            f"{site.cost_per_hour:.2f}",
+            "ok" if site.within_latency_budget else "[yellow]over[/]",
+        )
+    out.print(table)
+    if not placement.allowed:
+        out.print("[red]no site may take this workload[/]")
+    for denied in placement.denied:
+        reasons = ", ".join(denied.reasons) or "no policy permits (default deny)"
+        out.print(f"[red]denied[/] {denied.site}: {reasons}")
+        for error in denied.errors:
+            out.print(f"  error in {error.policy}: {error.message}", markup=False)

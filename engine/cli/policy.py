@@ -1,0 +1,156 @@
+"""``docket policy``: validate, test and sign policy bundles, and make signing keys."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from audit.cli import CheckFailed, InputError
+from engine._core.bundle import PolicyBundle
+from engine._core.policy_tests import junit_xml, load_cases, run_cases, uncovered_policies
+from engine._core.signing import SIGNATURE_FILE, generate_keypair, load_private_key, sign_version
+from engine._errors import BundleError, SignatureError
+from engine.cli.common import key_option, load_bundle, out, public_key, settings_of
+
+
+@click.group()
+def policy() -> None:
+    """Validate, test and sign policy bundles."""
+
+
+@policy.command()
+@click.argument("bundle_dir", required=False, type=click.Path(path_type=Path))
+@key_option
+@click.pass_context
+def validate(ctx: click.Context, bundle_dir: Path | None, bundle_key: Path | None) -> None:
+    """Check a bundle: parse, validate strictly against its schema, load entities and
+    sites. Prints every problem as FILE:LINE: MESSAGE and exits 1 if there is any."""
+    settings = settings_of(ctx)
+    path = bundle_dir or settings.bundle
+    key = bundle_key or settings.bundle_public_key
+    verifying_key = public_key(key)
+    try:
+        bundle = PolicyBundle.load(path, public_key=verifying_key)
+    except BundleError as exc:
+        for problem in exc.problems:
+            click.echo(problem)
+        raise CheckFailed(
+            f"{path}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}"
+        ) from exc
+    signed = f", signed by {bundle.signed_by}" if bundle.signed_by else ""
+    click.echo(
+        f"{path}: ok — {len(bundle.policies)} policies, {len(bundle.sites)} sites, "
+        f"version {bundle.version}{signed}"
+    )
+
+
+@policy.command(name="test")
+@click.argument("bundle_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--junit", type=click.Path(path_type=Path), help="Also write JUnit XML here.")
+@key_option
+@click.pass_context
+def test_cmd(
+    ctx: click.Context, bundle_dir: Path | None, junit: Path | None, bundle_key: Path | None
+) -> None:
+    """Run the bundle's tests/*.yaml cases; list policies that no case exercises."""
+    settings = settings_of(ctx)
+    path = bundle_dir or settings.bundle
+    bundle = load_bundle(path, bundle_key or settings.bundle_public_key)
+    try:
+        cases = load_cases(bundle.files)
+    except BundleError as exc:
+        for problem in exc.problems:
+            click.echo(problem)
+        raise InputError(f"{path}: test cases are malformed") from exc
+    if not cases:
+        raise InputError(f"{path}: no test cases under tests/*.yaml")
+    results = run_cases(bundle, cases, now=datetime.now(UTC))
+    table = Table(title=f"policy tests — {path} ({bundle.version[:19]})")
+    table.add_column("case")
+    table.add_column("file", style="dim")
+    table.add_column("expected")
+    table.add_column("got")
+    table.add_column("result")
+    for result in results:
+        expected = result.loaded.case.expect.decision
+        table.add_row(
+            result.loaded.case.name,
+            f"{result.loaded.file}:{result.loaded.line}",
+            expected,
+            result.decision or "error",
+            "[green]pass[/]" if result.passed else "[red]FAIL[/]",
+        )
+    out.print(table)
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        out.print(
+            f"[red]FAIL[/] {result.loaded.file}:{result.loaded.line} {result.loaded.case.name}"
+        )
+        for failure in result.failures:
+            out.print(f"    {failure}", markup=False)
+    uncovered = uncovered_policies(bundle, results)
+    if uncovered:
+        out.print(f"policies no case exercises ({len(uncovered)}):", markup=False)
+        for policy_id in uncovered:
+            out.print(f"    {policy_id} ({bundle.policy(policy_id).where})", markup=False)
+    else:
+        out.print(f"every policy determines at least one case ({len(bundle.policies)} policies)")
+    if junit is not None:
+        junit.write_text(junit_xml(results, bundle_version=bundle.version))
+    out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed", markup=False)
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(results)} policy tests failed")
+
+
+@policy.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--key", required=True, type=click.Path(path_type=Path), help="Ed25519 private key (PEM)."
+)
+def sign(bundle_dir: Path, key: Path) -> None:
+    """Sign a bundle directory: writes BUNDLE_DIR/bundle.sig over its version."""
+    if not bundle_dir.is_dir():
+        raise InputError(f"{bundle_dir}: not a directory (sign the directory, then archive it)")
+    try:
+        private_key = load_private_key(key)
+    except SignatureError as exc:
+        raise InputError(str(exc)) from exc
+    bundle = load_bundle(bundle_dir, None)
+    if bundle.name is None or bundle.revision is None:
+        raise InputError(
+            f"{bundle_dir / 'bundle.toml'}: a signed bundle needs [bundle] name and revision "
+            "(raise the revision with every release: replicas refuse a lower one)"
+        )
+    signature = sign_version(bundle.version, private_key)
+    (bundle_dir / SIGNATURE_FILE).write_text(signature)
+    click.echo(
+        f"signed {bundle.name} revision {bundle.revision} ({bundle.version}) with key "
+        f"{signature.split()[1]} → {bundle_dir / SIGNATURE_FILE}"
+    )
+
+
+@policy.command()
+@click.option(
+    "--out",
+    "prefix",
+    default="docket-bundle",
+    show_default=True,
+    help="Write PREFIX.key (private, mode 0600) and PREFIX.pub.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+def keygen(prefix: str, force: bool) -> None:
+    """Make an Ed25519 key pair for signing bundles."""
+    private_path, public_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
+    for path in (private_path, public_path):
+        if path.exists() and not force:
+            raise InputError(f"{path} exists; use --force to overwrite it")
+    private_pem, public_pem = generate_keypair()
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(private_pem)
+    public_path.write_bytes(public_pem)
+    click.echo(f"private key: {private_path} (keep it secret)\npublic key:  {public_path}")

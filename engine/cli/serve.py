@@ -1,0 +1,113 @@
+"""``docket serve``: the service, on the settings and the flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from audit.cli import InputError
+from engine._errors import BundleError, SignatureError
+from engine._runtime.serve import Listening, ServeError
+from engine._runtime.serve import serve as serve_forever
+from engine._runtime.settings import Settings
+from engine.cli.common import bundle_option, config_error, key_option, settings_of
+
+
+@click.command()
+@bundle_option
+@key_option
+@click.option("--grpc", "grpc_addr", metavar="HOST:PORT", help="gRPC address [127.0.0.1:50051].")
+@click.option(
+    "--metrics", "metrics_addr", metavar="HOST:PORT", help="Prometheus /metrics [127.0.0.1:9464]."
+)
+@click.option(
+    "--admission",
+    "admission_addr",
+    metavar="HOST:PORT",
+    help="Kubernetes admission webhook, HTTPS [127.0.0.1:8443]; 'off' to turn it off.",
+)
+@click.option(
+    "--admission-cert",
+    type=click.Path(path_type=Path),
+    help="Webhook certificate chain (PEM) [one issued by Docket's CA].",
+)
+@click.option("--admission-key", type=click.Path(path_type=Path), help="Webhook key (PEM).")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="State directory [./docket-data]."
+)
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    help="Audit database [sqlite:///<data-dir>/docket.db]; postgresql+psycopg://… to share.",
+)
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port [1].")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="Server certificate (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="Server private key (PEM).")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path),
+    help="CA for client certificates: makes TLS mutual (mTLS).",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    default=None,
+    help="Allow plaintext gRPC on a non-loopback address (never do this in production).",
+)
+@click.option(
+    "--ek-roots",
+    type=click.Path(path_type=Path),
+    help="TPM manufacturer CA certificates (*.pem) [<data-dir>/trust/ek-roots].",
+)
+@click.pass_context
+def serve(ctx: click.Context, /, **flags: Any) -> None:
+    """Serve decisions over gRPC: docket.v1.Decisions, docket.v1.Attestation,
+    docket.v1.Audit, Envoy ext_authz v3, grpc.health.v1 and server reflection; the
+    Kubernetes admission webhook over HTTPS; Prometheus metrics. Creates the data
+    directory, audit database and CA on first start. Every decision and credential is in
+    the audit log before it is answered. SIGHUP reloads the bundle, the CA and the EK
+    roots; SIGTERM drains the calls in flight and exits 0."""
+    names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
+    names["metrics_addr"] = "metrics"
+    names["admission_addr"] = "admission"
+    updates = {names.get(k, k): v for k, v in flags.items() if v is not None}
+    try:
+        settings = Settings(**{**settings_of(ctx).model_dump(), **updates})
+    except ValidationError as exc:
+        raise config_error(exc) from exc
+
+    def ready(where: Listening) -> None:
+        bundle = where.bundle
+        if bundle is not None:
+            click.echo(
+                f"docket: bundle {bundle.version[:19]} from {bundle.source} "
+                f"({len(bundle.policies)} policies)"
+            )
+        processes = f", {where.workers} workers" if where.workers > 1 else ""
+        click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
+        click.echo(f"docket: metrics on http://{where.metrics}/metrics")
+        click.echo(
+            f"docket: device JWT-SVID keys on http://{where.metrics}/.well-known/jwks.json, "
+            f"revocations on http://{where.metrics}/.well-known/docket-revocations.json"
+        )
+        peps = ", ".join(settings.trusted_peps) or "none (ext_authz Checks may not name a subject)"
+        click.echo(f"docket: trusted enforcement points: {peps}")
+        if where.admission is not None:
+            click.echo(
+                f"docket: admission webhook on https://{where.admission} "
+                f"(/validate, /mutate, /healthz; certificate {where.admission_cert})"
+            )
+        click.echo(f"docket: audit log {where.audit}, checkpoint key {where.audit_key}")
+        click.echo(f"docket: attestation {where.attestation}")
+        click.echo("docket: SIGHUP reloads the bundle; SIGTERM or Ctrl-C drains and stops")
+
+    try:
+        serve_forever(settings, ready)
+    except BundleError as exc:
+        raise InputError(f"bundle {settings.bundle} refused: {exc}") from exc
+    except (ServeError, SignatureError) as exc:
+        raise InputError(str(exc)) from exc
