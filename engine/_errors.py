@@ -10,6 +10,8 @@
     │   └── AdmissionInputError  an AdmissionReview (or its object) Docket cannot read;
     │                          the message starts with the field at fault
     ├── TrustConfigError       the EK roots or the EK allow-list cannot be read
+    ├── ConfigError            the configuration file is missing (named by DOCKET_CONFIG),
+    │                          unreadable or not TOML: ``docket.toml:1:24: invalid TOML: …``
     └── NotAuthorized          an administrative call was denied by policy
 
 Callers never see cedarpy's ``ValueError``s: they are translated here.
@@ -62,3 +64,8 @@ class AdmissionInputError(RequestError):
 
 class TrustConfigError(EngineError):
     """The EK roots or allow-list cannot be read."""
+
+
+class ConfigError(EngineError):
+    """The configuration file cannot be used; the message is one line naming the file
+    (and the line and column of a TOML error)."""

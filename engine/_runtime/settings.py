@@ -3,11 +3,14 @@ then command-line flags (applied by the CLI)."""
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,8 +18,49 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from engine._errors import ConfigError
+
 CONFIG_ENV = "DOCKET_CONFIG"
 DEFAULT_CONFIG = Path("docket.toml")
+_TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def check_config_file(path: Path, *, named: bool) -> None:
+    """Refuse a configuration file that cannot be used, in one line: ``named`` (by
+    ``DOCKET_CONFIG``) but missing or unreadable, or not TOML (``docket.toml:1:24:
+    invalid TOML: …``). Raises :class:`~engine._errors.ConfigError`."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"{CONFIG_ENV}={path}: no such file") from None
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = _TOML_WHERE.search(message)
+        if where is None:
+            raise ConfigError(f"{path}: invalid TOML: {message}") from exc
+        line, column = where.groups()
+        raise ConfigError(
+            f"{path}:{line}:{column}: invalid TOML: {message[: where.start()]}"
+        ) from exc
+
+
+def describe_error(exc: ValidationError) -> str:
+    """The first problem of invalid settings as one line naming the setting; an unknown
+    one suggests the nearest known name (``log_levl: unknown setting (did you mean
+    log_level?)``)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        near = difflib.get_close_matches(where, list(Settings.model_fields), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return f"configuration: {where}: unknown setting{hint}"
+    return f"configuration: {where}: {first['msg']}"
 
 
 class Settings(BaseSettings):
@@ -164,6 +208,7 @@ class Settings(BaseSettings):
         config = os.environ.get(CONFIG_ENV)
         path = Path(config) if config else DEFAULT_CONFIG
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if config or path.is_file():
+        check_config_file(path, named=bool(config))
+        if path.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)

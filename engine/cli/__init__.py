@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from engine._errors import EngineError
+from engine._errors import ConfigError, EngineError
 
 COMMANDS = {
     "attest": "engine.cli.attest:attest",
@@ -66,7 +66,7 @@ def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> N
     from pydantic import ValidationError
 
     from engine._runtime.logging_setup import configure_logging
-    from engine._runtime.settings import Settings
+    from engine._runtime.settings import Settings, describe_error
 
     overrides: dict[str, Any] = {}
     if log_format:
@@ -76,9 +76,7 @@ def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> N
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        from engine.cli.common import config_error  # only now: it loads the bundle code
-
-        raise config_error(exc) from exc
+        raise ConfigError(describe_error(exc)) from exc
     configure_logging(settings.log_format, settings.log_level)
     ctx.obj = settings
 

@@ -17,7 +17,7 @@ from audit.cli import InputError
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_public_key
 from engine._errors import BundleError, SignatureError
-from engine._runtime.settings import Settings
+from engine._runtime.settings import Settings, describe_error
 
 out = Console(highlight=False)
 
@@ -82,9 +82,8 @@ def read_documents(source: IO[str], name: str) -> Iterator[tuple[int, Any]]:
 
 
 def config_error(exc: ValidationError) -> InputError:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return InputError(f"configuration: {where}: {first['msg']}")
+    """Invalid settings as a usage error (exit 2), one line naming the setting."""
+    return InputError(describe_error(exc))
 
 
 def model_error(name: str, line: int, exc: ValidationError) -> InputError:

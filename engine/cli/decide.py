@@ -26,6 +26,8 @@ from engine.cli.common import (
     settings_of,
 )
 
+ONE_OBJECT = "expected a JSON object: give one object, or JSON Lines (one object per line)"
+
 
 def _decision_json(decision: Decision, forbid_errors: str) -> str:
     return json.dumps(
@@ -72,6 +74,8 @@ def decide(
     name = request_file.name
     denied = 0
     for line, document in read_documents(request_file, name):
+        if not isinstance(document, dict):
+            raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
         try:
             request = Request.model_validate(document)
             decision = engine.decide(request, now=datetime.now(UTC))
@@ -120,7 +124,7 @@ def place(
     placements: list[Placement] = []
     for line, document in read_documents(workload_file, name):
         if not isinstance(document, dict):
-            raise InputError(f"{name}:{line}: expected a JSON object")
+            raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
         spec = document.get("workload", document)
         sites = document.get("sites") if "workload" in document else None
         if sites is not None and not (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -268,3 +269,42 @@ def test_version_and_the_command_list_load_nothing_heavy() -> None:
     )
     assert done.stdout.splitlines()[-1] == "", done.stdout
     assert done.stdout.startswith("docket, version ")
+
+
+@pytest.mark.parametrize(
+    ("config", "environment", "needle"),
+    [
+        pytest.param('log_level = "info\n', {}, "docket.toml:1:18: invalid TOML: Illegal character",
+                     id="malformed-toml"),
+        pytest.param('log_levl = "info"\n', {},
+                     "log_levl: unknown setting (did you mean log_level?)", id="unknown-key"),
+        pytest.param(None, {"DOCKET_CONFIG": "missing.toml"},
+                     "DOCKET_CONFIG=missing.toml: no such file", id="named-file-missing"),
+        pytest.param("workers = 0\n", {}, "configuration: workers: Input should be greater",
+                     id="out-of-range"),
+    ],
+)  # fmt: skip
+def test_a_bad_configuration_is_one_line_exit_2(
+    tmp_path: Path, config: str | None, environment: dict[str, str], needle: str
+) -> None:
+    if config is not None:
+        (tmp_path / "docket.toml").write_text(config)
+    result = subprocess.run(
+        [*DOCKET, "decide", "--bundle", str(POLICIES)],
+        input="",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+        env={**os.environ, **environment},
+    )
+    assert_one_line_error(result, 2, needle)
+
+
+@pytest.mark.parametrize("command", ["decide", "place"])
+def test_an_array_says_one_object_per_line(command: str) -> None:
+    result = docket(command, stdin='[{"principal": {"type": "User", "id": "alice"}}]')
+    assert_one_line_error(result, 2, "<stdin>:1: expected a JSON object")
+    assert "JSON Lines (one object per line)" in result.stderr
+    assert "(got list)" in result.stderr
