@@ -56,6 +56,10 @@ class InputError(click.ClickException):
         click.echo(f"docket: {self.format_message()}", err=True)
 
 
+ISSUED = "issued"
+"""Where ``issue-server`` and ``issue-client`` write by default, under the data directory."""
+
+
 def _data_dir(data_dir: Path | None) -> Path:
     """``--data-dir``, else the settings ``docket`` was started with, else the environment."""
     if data_dir is not None:
@@ -219,9 +223,9 @@ def revocations(data_dir: Path | None, as_json: bool) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="Directory to write server.pem and server.key into.",
+    default=None,
+    help="Directory to write server.pem and server.key into "
+    "[<data-dir>/issued: never the working directory, where `git add .` would take the key].",
 )
 @click.option(
     "--ttl",
@@ -234,7 +238,7 @@ def issue_server(
     data_dir: Path | None,
     dns_names: tuple[str, ...],
     ips: tuple[str, ...],
-    out: Path,
+    out: Path | None,
     ttl: float,
 ) -> None:
     """Issue a TLS server certificate, e.g. for the admission webhook."""
@@ -254,16 +258,8 @@ def issue_server(
         )
     except CAError as exc:
         raise InputError(str(exc)) from exc
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        key_path = out / "server.key"
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(credential.key_pem())
-        os.chmod(key_path, 0o600)
-        (out / "server.pem").write_bytes(credential.chain_pem())
-    except OSError as exc:
-        raise InputError(f"cannot write to {out}: {exc.strerror}") from exc
+    out = out or _data_dir(data_dir) / ISSUED
+    key_path = _write_key_and_chain(out, "server", credential.key_pem(), credential.chain_pem())
     click.echo(f"wrote {out / 'server.pem'} and {key_path}")
 
 
@@ -293,9 +289,9 @@ def _write_key_and_chain(out: Path, stem: str, key_pem: bytes, chain_pem: bytes)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="Directory to write client.pem (leaf + intermediate) and client.key into.",
+    default=None,
+    help="Directory to write client.pem (leaf + intermediate) and client.key into "
+    "[<data-dir>/issued: never the working directory, where `git add .` would take the key].",
 )
 @click.option(
     "--ttl",
@@ -304,7 +300,7 @@ def _write_key_and_chain(out: Path, stem: str, key_pem: bytes, chain_pem: bytes)
     show_default=True,
     help="Lifetime in hours (at most 24, never past the issuing CA's).",
 )
-def issue_client(data_dir: Path | None, spiffe_id: str, out: Path, ttl: float) -> None:
+def issue_client(data_dir: Path | None, spiffe_id: str, out: Path | None, ttl: float) -> None:
     """Issue an X.509-SVID (clientAuth) and a new key for a service that calls Docket
     over mTLS, e.g. Envoy listed in trusted_peps. It carries no device posture."""
     if not ttl > 0:
@@ -320,6 +316,7 @@ def issue_client(data_dir: Path | None, spiffe_id: str, out: Path, ttl: float) -
     except CAError as exc:
         raise InputError(str(exc)) from exc
     pem = serialization.Encoding.PEM
+    out = out or _data_dir(data_dir) / ISSUED
     key_path = _write_key_and_chain(
         out,
         "client",

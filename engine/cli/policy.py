@@ -137,13 +137,18 @@ def sign(bundle_dir: Path, key: Path) -> None:
 @click.option(
     "--out",
     "prefix",
-    default="docket-bundle",
-    show_default=True,
-    help="Write PREFIX.key (private, mode 0600) and PREFIX.pub.",
+    default=None,
+    help="Write PREFIX.key (private, mode 0600) and PREFIX.pub [<data-dir>/keys/docket-bundle:"
+    " never the working directory, where `git add .` would take the key].",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-def keygen(prefix: str, force: bool) -> None:
+@click.pass_context
+def keygen(ctx: click.Context, prefix: str | None, force: bool) -> None:
     """Make an Ed25519 key pair for signing bundles."""
+    if prefix is None:
+        directory = settings_of(ctx).data_dir / "keys"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prefix = str(directory / "docket-bundle")
     private_path, public_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for path in (private_path, public_path):
         if path.exists() and not force:

@@ -204,3 +204,26 @@ def test_revocations_that_do_not_verify_are_an_error(data_dir: Path, runner: Cli
         ca, ["revoke", "--data-dir", str(data_dir), "--device", EK, "--reason", "r"]
     )
     assert result.exit_code == 2  # never re-signed over a list that was tampered with
+
+
+@pytest.mark.parametrize(
+    ("command", "stem"),
+    [
+        (["issue-server", "--dns", "localhost"], "server"),
+        (["issue-client", "--spiffe-id", "spiffe://docket.local/ns/edge/sa/envoy"], "client"),
+    ],
+)
+def test_issued_keys_default_into_the_data_directory(
+    data_dir: Path,
+    runner: CliRunner,
+    command: list[str],
+    stem: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --out the key is written under <data-dir>/issued, never the working
+    directory, where `git add .` would take it."""
+    monkeypatch.chdir(data_dir.parent)
+    result = runner.invoke(ca, [*command, "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert (data_dir / "issued" / f"{stem}.key").is_file()
+    assert not list(data_dir.parent.glob("*.key"))

@@ -308,3 +308,17 @@ def test_an_array_says_one_object_per_line(command: str) -> None:
     assert_one_line_error(result, 2, "<stdin>:1: expected a JSON object")
     assert "JSON Lines (one object per line)" in result.stderr
     assert "(got list)" in result.stderr
+
+
+def test_keys_are_never_written_where_git_add_takes_them(tmp_path: Path) -> None:
+    """Run as the docs say, from a checkout: the key lands under the data directory
+    (which .gitignore covers), not in the working directory."""
+    result = docket("policy", "keygen", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    key = tmp_path / "docket-data" / "keys" / "docket-bundle.key"
+    assert key.is_file()
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.key"))
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "docket-data/" in ignored
+    assert "*.key" in ignored
