@@ -37,18 +37,23 @@ from audit._errors import (
     StoreError,
     TamperDetected,
 )
+from audit._kept import KEPT_NAME, KeptCheckpoint, KeptCheckpointError, accept_log
 from audit._log import AuditLog
 from audit._note import Checkpoint, SignerKey, VerifierKey
-from audit._store import Receipt, Store
+from audit._store import LogIdentityError, Receipt, Store
 from audit._verify import VerifiedLog, verify_entries
 
 __all__ = [
+    "KEPT_NAME",
     "AuditError",
     "AuditLog",
     "Checkpoint",
     "Entry",
     "FormatError",
+    "KeptCheckpoint",
+    "KeptCheckpointError",
     "KeyFormatError",
+    "LogIdentityError",
     "NoteError",
     "Overloaded",
     "ProofError",
@@ -61,6 +66,7 @@ __all__ = [
     "VerifiedLog",
     "VerifiedReceipt",
     "VerifierKey",
+    "accept_log",
     "digest",
     "make_receipt",
     "prove_consistency",
