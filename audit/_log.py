@@ -176,8 +176,11 @@ class AuditLog:
 
     def checkpoint(self) -> StoredCheckpoint:
         """Sign and store a checkpoint of the tree as it is now, unless the latest stored
-        one already covers it; return the latest. Raises :class:`StoreError` without
-        signing keys and no checkpoint to show."""
+        one already covers it; return the latest (and keep it outside the database when
+        a kept path is set). Raises :class:`StoreError` without signing keys and no
+        checkpoint to show; :class:`~audit.LogIdentityError` once the database was found
+        to be no longer the log (a replacement is never signed)."""
+        self.writer.check_identity()
         head = self.store.head()
         latest = self.store.latest_checkpoint()
         if latest is not None and latest.size >= head.size:

@@ -136,6 +136,19 @@ class Writer:
         back while serving), or None. Sticky until the process restarts."""
         return self._fatal
 
+    def check_identity(self) -> None:
+        """Check (one ``os.stat``) that the database is still the log this writer
+        appends to; once it is not, the writer is unwritable for good. Raises
+        :class:`LogIdentityError` (now and on every later call), :class:`StoreError`
+        when the database file cannot be examined."""
+        if self._fatal is not None:
+            raise LogIdentityError(self._fatal)
+        try:
+            self.store.check_identity()
+        except LogIdentityError as exc:
+            self._failed(exc)
+            raise
+
     def _failed(self, error: AuditError) -> None:
         """Note a failed commit: a lost database for good, a store error until a commit
         works again; a refused redaction (FormatError) is the caller's, the log works."""
@@ -196,12 +209,9 @@ class Writer:
         Health checks call this, because a server reported unhealthy gets no traffic
         whose commit could clear the failure. A lost database is never cleared.
         Returns :attr:`writable`."""
-        if self._fatal is not None:
-            return False
         try:
-            self.store.check_identity()
-        except LogIdentityError as exc:
-            self._failed(exc)
+            self.check_identity()
+        except LogIdentityError:
             return False
         except StoreError:
             pass  # the empty commit below says whether the log can be written

@@ -115,12 +115,15 @@ def assert_stops_deciding(server: Docket, what: str) -> None:
 
 
 def test_deleting_the_database_while_serving_stops_decisions(tmp_path: Path, bundle: Path) -> None:
-    server = start_docket(tmp_path / "serve", "--admission", "off", bundle=bundle)
+    server = start_docket(tmp_path / "serve", bundle=bundle)  # with the webhook
     try:
         assert authorize(server).decision == pb.DECISION_ALLOW
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{database(server)}{suffix}").unlink(missing_ok=True)
-        assert_stops_deciding(server, "deleted")
+        with server.admission_client() as http:
+            assert http.get("/healthz").status_code == 200
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{database(server)}{suffix}").unlink(missing_ok=True)
+            assert_stops_deciding(server, "deleted")
+            assert http.get("/healthz").status_code == 503
     finally:
         server.stop()
 
