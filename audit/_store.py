@@ -406,15 +406,16 @@ class Store:
         ``erase`` lists indices whose payload is erased in the same transaction (a
         redaction: the caller appends the ``redaction`` entry that records it).
         Raises :class:`StoreError`; :class:`LogIdentityError` when the database is no
-        longer the log this store opened (checked before the transaction, against the
-        head it reads, and after the commit: a commit into a deleted file is not durable).
+        longer the log this store opened (checked against the head it reads, and after
+        the commit: a commit into a deleted or replaced file is not durable).
 
         This is the hot path, so it speaks to the driver directly (one ``executemany``)
         rather than through SQLAlchemy's statement layer.
         """
         with self._append_lock:
-            self.check_identity()
             appended = self._append(pending, erase)
+            # One stat per commit: a commit into a deleted or replaced file "succeeds"
+            # through the connection that still has it open, and is not in the log.
             self.check_identity()
             return appended
 
