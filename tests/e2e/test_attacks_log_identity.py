@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy
 from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -98,9 +100,10 @@ def copy_of(db: Path, to: Path) -> Path:
     return to
 
 
-def assert_stops_deciding(server: Docket, what: str) -> None:
+def assert_stops_deciding(server: Docket, what: str, *, where: str | None = None) -> None:
     """After the attack: the next decision is UNAVAILABLE (never allow), health turns
-    NOT_SERVING within :data:`BOUND`, the log says what happened, and it all stays so."""
+    NOT_SERVING within :data:`BOUND`, the log says what happened (``what``, a regular
+    expression, about ``where``: the SQLite file by default), and it all stays so."""
     assert refused_code(server) == grpc.StatusCode.UNAVAILABLE, server.log.read_text()
     deadline = time.monotonic() + BOUND
     while health(server) != health_pb2.HealthCheckResponse.NOT_SERVING:
@@ -110,8 +113,8 @@ def assert_stops_deciding(server: Docket, what: str) -> None:
     assert health(server) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert refused_code(server) == grpc.StatusCode.UNAVAILABLE
     text = server.log.read_text()
-    assert f"audit database {database(server)} was {what}" in text, text
-    assert "while serving" in text
+    place = re.escape(where or str(database(server)))
+    assert re.search(f"audit database {place} was {what} while serving", text), text
 
 
 def test_deleting_the_database_while_serving_stops_decisions(tmp_path: Path, bundle: Path) -> None:
@@ -135,7 +138,7 @@ def test_replacing_the_database_while_serving_stops_decisions(tmp_path: Path, bu
         # An identical copy: the same entries, only not the file the server writes.
         copy = copy_of(database(server), tmp_path / "copy.db")
         os.replace(copy, database(server))
-        assert_stops_deciding(server, "replaced")
+        assert_stops_deciding(server, r"replaced \(inode changed\)")
     finally:
         server.stop()
 
@@ -147,7 +150,7 @@ def test_truncating_the_database_while_serving_stops_decisions(
     try:
         assert authorize(server).decision == pb.DECISION_ALLOW
         os.truncate(database(server), 0)
-        assert_stops_deciding(server, "truncated")
+        assert_stops_deciding(server, r"truncated \(from \d+ to 0 bytes\)")
     finally:
         server.stop()
 
@@ -164,7 +167,30 @@ def test_rolling_back_the_database_while_serving_stops_decisions(
         # The older copy put back (by rename, as a restore from backup would).
         os.replace(early, database(server))
         assert refused_code(server) == grpc.StatusCode.UNAVAILABLE, server.log.read_text()
-        assert_stops_deciding(server, "replaced")
+        assert_stops_deciding(server, r"replaced \(inode changed\)")
+    finally:
+        server.stop()
+
+
+def test_rolling_back_a_postgresql_log_while_serving_stops_decisions(
+    tmp_path: Path, bundle: Path, postgres_db: str
+) -> None:
+    # What a restore of an older dump looks like to a server sharing PostgreSQL: the
+    # same database, a smaller head.
+    server = start_docket(
+        tmp_path / "serve", "--admission", "off", "--db", postgres_db, bundle=bundle
+    )
+    try:
+        for _ in range(3):
+            assert authorize(server).decision == pb.DECISION_ALLOW
+        engine = sqlalchemy.create_engine(postgres_db)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sqlalchemy.text("UPDATE audit_head SET size = 1"))
+        finally:
+            engine.dispose()
+        where = sqlalchemy.make_url(postgres_db).render_as_string(hide_password=True)
+        assert_stops_deciding(server, r"rolled back from \d+ to 1 entries", where=where)
     finally:
         server.stop()
 
