@@ -37,20 +37,18 @@ from audit._errors import (
     StoreError,
     TamperDetected,
 )
-from audit._kept import KEPT_NAME, KeptCheckpoint, KeptCheckpointError, accept_log
+from audit._kept import KeptCheckpointError
 from audit._log import AuditLog
 from audit._note import Checkpoint, SignerKey, VerifierKey
 from audit._store import LogIdentityError, Receipt, Store
 from audit._verify import VerifiedLog, verify_entries
 
 __all__ = [
-    "KEPT_NAME",
     "AuditError",
     "AuditLog",
     "Checkpoint",
     "Entry",
     "FormatError",
-    "KeptCheckpoint",
     "KeptCheckpointError",
     "KeyFormatError",
     "LogIdentityError",
@@ -66,7 +64,6 @@ __all__ = [
     "VerifiedLog",
     "VerifiedReceipt",
     "VerifierKey",
-    "accept_log",
     "digest",
     "make_receipt",
     "prove_consistency",

@@ -61,7 +61,8 @@ from attestation._ca import (
 from attestation._reference import ReferenceValues
 from attestation._store import ChallengeStore, StoreUnavailable
 from attestation._verifier import TrustRoots
-from audit import KEPT_NAME, AuditError, AuditLog, Entry
+from audit import AuditError, AuditLog, Entry
+from audit._kept import KEPT_NAME
 from engine._admission import AdmissionController
 from engine._admission_http import AdmissionServer, server_context
 from engine._attestation import (
