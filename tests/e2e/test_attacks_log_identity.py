@@ -175,23 +175,34 @@ def test_rolling_back_the_database_while_serving_stops_decisions(
 def test_rolling_back_a_postgresql_log_while_serving_stops_decisions(
     tmp_path: Path, bundle: Path, postgres_db: str
 ) -> None:
-    # What a restore of an older dump looks like to a server sharing PostgreSQL: the
-    # same database, a smaller head.
+    # A restore of an older dump of a PostgreSQL log, done in place: the same database,
+    # its entries, checkpoints and head row as they were after the first decision.
     server = start_docket(
         tmp_path / "serve", "--admission", "off", "--db", postgres_db, bundle=bundle
     )
+    engine = sqlalchemy.create_engine(postgres_db)
     try:
+        assert authorize(server).decision == pb.DECISION_ALLOW
+        with engine.begin() as conn:
+            saved = conn.execute(
+                sqlalchemy.text("SELECT size, chain, frontier, root FROM audit_head")
+            ).one()
         for _ in range(3):
             assert authorize(server).decision == pb.DECISION_ALLOW
-        engine = sqlalchemy.create_engine(postgres_db)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sqlalchemy.text("UPDATE audit_head SET size = 1"))
-        finally:
-            engine.dispose()
+        with engine.begin() as conn:
+            for table in ("audit_entry WHERE idx", "audit_checkpoint WHERE size"):
+                conn.execute(sqlalchemy.text(f"DELETE FROM {table} >= :size"), {"size": saved.size})
+            conn.execute(
+                sqlalchemy.text(
+                    "UPDATE audit_head SET size = :size, chain = :chain, "
+                    "frontier = :frontier, root = :root"
+                ),
+                saved._asdict(),
+            )
         where = sqlalchemy.make_url(postgres_db).render_as_string(hide_password=True)
-        assert_stops_deciding(server, r"rolled back from \d+ to 1 entries", where=where)
+        assert_stops_deciding(server, rf"rolled back from \d+ to {saved.size} entries", where=where)
     finally:
+        engine.dispose()
         server.stop()
 
 
