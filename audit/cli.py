@@ -578,7 +578,9 @@ def key(
         )
     store = _open_store(db, data_dir)
     try:
-        log = AuditLog(store, ring)
+        # The kept checkpoint follows the keys: after a rotation and retirement while
+        # the server is stopped it must still verify at the next start.
+        log = AuditLog(store, ring, kept=_data_dir(data_dir) / KEPT_NAME)
         who = f"local:{getpass.getuser()}"
         if rotate:
             new = ring.rotate()

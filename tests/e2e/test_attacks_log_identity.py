@@ -338,3 +338,32 @@ def test_restarting_on_an_older_copy_is_refused(tmp_path: Path, bundle: Path) ->
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)["size"] > early_size
+
+
+def test_rotating_and_retiring_the_key_while_stopped_keeps_the_log_startable(
+    tmp_path: Path, bundle: Path
+) -> None:
+    # Not an attack: the kept checkpoint must follow a key rotation done offline, or the
+    # next start would refuse a log whose kept checkpoint only the retired key signed.
+    root = tmp_path / "serve"
+    server = start_docket(root, "--admission", "off", bundle=bundle)
+    data = server.data_dir
+    try:
+        assert authorize(server).decision == pb.DECISION_ALLOW
+    finally:
+        assert server.stop() == 0
+    before = kept_size(data)
+    for step in ("--rotate", "--retire-previous"):
+        done = subprocess.run(
+            [DOCKET, "audit", "key", step, "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    assert kept_size(data) == before + 2  # each operation's entry, kept signed
+    server = restart(root, bundle)
+    try:
+        assert authorize(server).decision == pb.DECISION_ALLOW
+    finally:
+        assert server.stop() == 0
