@@ -37,9 +37,10 @@ from audit._errors import (
     StoreError,
     TamperDetected,
 )
+from audit._kept import KeptCheckpointError
 from audit._log import AuditLog
 from audit._note import Checkpoint, SignerKey, VerifierKey
-from audit._store import Receipt, Store
+from audit._store import LogIdentityError, Receipt, Store
 from audit._verify import VerifiedLog, verify_entries
 
 __all__ = [
@@ -48,7 +49,9 @@ __all__ = [
     "Checkpoint",
     "Entry",
     "FormatError",
+    "KeptCheckpointError",
     "KeyFormatError",
+    "LogIdentityError",
     "NoteError",
     "Overloaded",
     "ProofError",

@@ -8,6 +8,10 @@ High level::
     (receipt,) = log.record([Entry(kind="decision", time=now, ...)])
     note = log.checkpoint()
     log.close()
+
+With ``kept=<data-dir>/audit-checkpoint`` every checkpoint signed or found is also kept
+in that file (see :mod:`audit._kept`), and :meth:`AuditLog.check_kept` refuses a log that
+does not contain it (a restart on an older or different database).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import structlog
 from audit._canonical import canonical_json, loads_canonical
 from audit._entry import Entry
 from audit._errors import AuditError, FormatError, NoteError, ProofError, StoreError
+from audit._kept import KeptCheckpoint
 from audit._keys import KeyRing
 from audit._note import Checkpoint, SignerKey, VerifierKey, sign_checkpoint
 from audit._redaction import RedactionOrder, sign_order
@@ -59,8 +64,12 @@ class AuditLog:
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         max_queue: int | None = None,
+        kept: Path | None = None,
     ) -> None:
         self.store = store
+        # The latest checkpoint kept outside the database (None: not kept).
+        self.kept = KeptCheckpoint(kept) if kept is not None else None
+        self._kept_size = -1
         self.keys = keys
         self.origin = store.origin
         if keys is not None:
@@ -81,11 +90,24 @@ class AuditLog:
     @classmethod
     def open(cls, url: str, *, keys: Path | None, create: bool = True, **options: Any) -> AuditLog:
         """Open (and on first use create) the log at ``url``; ``keys`` is the signing-key
-        directory (None: read-only use, no checkpoints are signed). Raises
-        :class:`StoreError`, :class:`~audit.KeyFormatError`."""
+        directory (None: read-only use, no checkpoints are signed); ``kept=path`` keeps
+        the latest checkpoint in that file too. Raises :class:`StoreError`,
+        :class:`~audit.KeyFormatError`."""
         return cls(Store(url, create=create), None if keys is None else KeyRing(keys), **options)
 
     # -- lifecycle ----------------------------------------------------------------
+
+    def check_kept(self) -> None:
+        """Refuse a log that does not contain the checkpoint kept outside it (fewer
+        entries, or another tree at its size), or whose kept file does not verify with
+        the signing keys; nothing to check without a kept path or before the first
+        checkpoint was kept. Raises :class:`~audit._kept.KeptCheckpointError` (one line
+        naming the sizes and ``docket audit accept``), :class:`StoreError`."""
+        if self.kept is None:
+            return
+        kept = self.kept.check(self.store, self.verifiers(), self.origin)
+        if kept is not None:
+            self._kept_size = kept.checkpoint.size
 
     def start(self) -> AuditLog:
         """Start the writer and the checkpoint/WAL maintenance thread."""
@@ -191,11 +213,15 @@ class AuditLog:
 
     def checkpoint(self) -> StoredCheckpoint:
         """Sign and store a checkpoint of the tree as it is now, unless the latest stored
-        one already covers it; return the latest. Raises :class:`StoreError` without
-        signing keys and no checkpoint to show."""
+        one already covers it; return the latest (and keep it outside the database when
+        a kept path is set). Raises :class:`StoreError` without signing keys and no
+        checkpoint to show; :class:`~audit.LogIdentityError` once the database was found
+        to be no longer the log (a replacement is never signed)."""
+        self.writer.check_identity()
         head = self.store.head()
         latest = self.store.latest_checkpoint()
         if latest is not None and latest.size >= head.size:
+            self._keep(latest)
             return latest
         if self.keys is None:
             if latest is None:
@@ -209,7 +235,21 @@ class AuditLog:
         stored = self.store.checkpoint_at(head.size)
         if stored is None:  # pragma: no cover - add_checkpoint just stored it
             raise StoreError(f"checkpoint of size {head.size} vanished")
+        self._keep(stored)
         return stored
+
+    def _keep(self, stored: StoredCheckpoint) -> None:
+        """Keep ``stored`` outside the database when it is larger than what this process
+        kept last. A failure is logged, not raised: the checkpoint itself is stored, and
+        the next one tries again."""
+        if self.kept is None or self.keys is None or stored.size <= self._kept_size:
+            return
+        try:
+            self.kept.update(stored.note, self.store, self.verifiers(), self.origin)
+        except AuditError as exc:
+            log.error("audit.kept_checkpoint_failed", size=stored.size, error=str(exc))
+            return
+        self._kept_size = stored.size
 
     def verifiers(self) -> list[VerifierKey]:
         """The keys that currently sign this log's checkpoints."""

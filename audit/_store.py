@@ -12,6 +12,13 @@ hashes of the perfect subtrees that end at it (levels 1, 2, … ; leaf ``i`` com
 level ``k`` when ``2^k`` divides ``i + 1``). Any perfect subtree hash is then one row
 lookup, and an inclusion or consistency proof is O(log n) lookups.
 
+The store knows it is itself: it remembers the SQLite file it opened (device and
+inode, and its size, which only grows: nothing here vacuums) and, on every backend, the
+largest head it committed or read. An append that finds the file deleted, replaced or
+truncated, or a head smaller than (or, at equal size, different from) the one it knew,
+raises :class:`LogIdentityError` instead of writing into a database that is no longer
+the log: the writer then stops for good (see :mod:`audit._writer`).
+
 The tables are storage; the domain values are :class:`~audit._entry.Entry` and the
 records below.
 """
@@ -180,6 +187,12 @@ class StoredCheckpoint:
     created: str
 
 
+class LogIdentityError(StoreError):
+    """The database under the log is no longer the one this process opened (deleted,
+    replaced, truncated or rolled back while serving). Fatal: nothing written after it
+    would be in the log, so the writer stays stopped until the process restarts."""
+
+
 def chain_hash(previous: bytes, leaf: bytes) -> bytes:
     """The next hash-chain value: ``SHA-256(previous || leaf)``."""
     return hashlib.sha256(previous + leaf).digest()
@@ -226,6 +239,20 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the audit database {self.url}: {_reason(exc)}") from exc
         self._checkpoint_lock = threading.Lock()
+        # What this process knows the log to be: the SQLite file's identity and size,
+        # and the largest head it committed or read (size, chain).
+        self._path = path if self.sqlite else None
+        self._where = str(path) if self._path is not None else self.url
+        self._file: tuple[int, int] | None = None
+        self._file_size = 0
+        self._seen: tuple[int, bytes] | None = None
+        self._seen_lock = threading.Lock()
+        if self._path is not None:
+            try:
+                status = os.stat(self._path)
+            except OSError as exc:
+                raise StoreError(f"cannot open the audit database {self._path}: {exc}") from exc
+            self._file, self._file_size = (status.st_dev, status.st_ino), status.st_size
         self._append_lock: contextlib.AbstractContextManager[Any] = (
             _FileLock(Path(f"{path}.writer-lock"))
             if self.sqlite and path is not None
@@ -291,6 +318,49 @@ class Store:
         if self._reader is not self._writer:
             self._reader.dispose()
 
+    # -- identity -----------------------------------------------------------------
+
+    def check_identity(self) -> None:
+        """Check that the SQLite file this store opened is still at its path, the same
+        file (device and inode), and not smaller than it was (one ``os.stat``; nothing
+        on PostgreSQL). Raises :class:`LogIdentityError` naming what happened, or
+        :class:`StoreError` when the path cannot be examined."""
+        if self._path is None or self._file is None:
+            return
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            raise LogIdentityError(self._lost("deleted")) from None
+        except OSError as exc:
+            raise StoreError(f"cannot examine the audit database {self._path}: {exc}") from exc
+        if (status.st_dev, status.st_ino) != self._file:
+            raise LogIdentityError(self._lost("replaced (inode changed)"))
+        if status.st_size < self._file_size:
+            raise LogIdentityError(
+                self._lost(f"truncated (from {self._file_size} to {status.st_size} bytes)")
+            )
+        self._file_size = status.st_size
+
+    def _check_head(self, size: int, chain: bytes) -> None:
+        """The head read inside an append must extend what this process knew."""
+        with self._seen_lock:
+            seen = self._seen
+        if seen is None:
+            return
+        if size < seen[0]:
+            raise LogIdentityError(self._lost(f"rolled back from {seen[0]} to {size} entries"))
+        if size == seen[0] and chain != seen[1]:
+            raise LogIdentityError(self._lost(f"replaced (a different log of {size} entries)"))
+
+    def _saw(self, size: int, chain: bytes) -> None:
+        with self._seen_lock:
+            # Reads may finish out of order: only a larger head moves the mark.
+            if self._seen is None or size > self._seen[0]:
+                self._seen = (size, chain)
+
+    def _lost(self, what: str) -> str:
+        return f"audit database {self._where} was {what} while serving"
+
     # -- metadata -----------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
@@ -335,13 +405,19 @@ class Store:
 
         ``erase`` lists indices whose payload is erased in the same transaction (a
         redaction: the caller appends the ``redaction`` entry that records it).
-        Raises :class:`StoreError`.
+        Raises :class:`StoreError`; :class:`LogIdentityError` when the database is no
+        longer the log this store opened (checked against the head it reads, and after
+        the commit: a commit into a deleted or replaced file is not durable).
 
         This is the hot path, so it speaks to the driver directly (one ``executemany``)
         rather than through SQLAlchemy's statement layer.
         """
         with self._append_lock:
-            return self._append(pending, erase)
+            appended = self._append(pending, erase)
+            # One stat per commit: a commit into a deleted or replaced file "succeeds"
+            # through the connection that still has it open, and is not in the log.
+            self.check_identity()
+            return appended
 
     def _append(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
         sql = self._driver_sql
@@ -360,6 +436,7 @@ class Store:
             if head is None:
                 raise StoreError(f"{self.url} holds no audit log (no head row)")
             size, chain = int(head[0]), bytes(head[1])
+            self._check_head(size, chain)
             frontier = CompactRange.from_bytes(0, size, bytes(head[2]))
             sha256 = hashlib.sha256
             leaves = [sha256(b"\x00" + item.payload).digest() for item in pending]
@@ -403,6 +480,7 @@ class Store:
             raise
         finally:
             raw.close()
+        self._saw(frontier.end, chain)
         return Appended([Receipt(r[0], r[4]) for r in rows], frontier.end, root)
 
     def checkpoint_wal(self) -> None:
@@ -432,6 +510,7 @@ class Store:
         if row is None:
             raise StoreError(f"{self.url} holds no audit log (no head row)")
         size = int(row.size)
+        self._saw(size, bytes(row.chain))
         return Head(
             size, bytes(row.root), bytes(row.chain), CompactRange.from_bytes(0, size, row.frontier)
         )

@@ -10,6 +10,13 @@ flat as callers are added.
 The queue is bounded (in entries). When it is full :meth:`Writer.submit` raises
 :class:`~audit._errors.Overloaded` at once: the caller pushes back (RESOURCE_EXHAUSTED,
 HTTP 429); an entry is never dropped after it was accepted.
+
+A failed commit (a full disk, a database that refuses) makes the writer unwritable
+until a commit works again (:meth:`Writer.probe` tries one). A database that is no
+longer the log (deleted, replaced, truncated or rolled back underneath the process:
+:class:`~audit._store.LogIdentityError`) is fatal instead: every later append is refused
+at once and no probe clears it; only a restart, which checks the log against the
+checkpoint kept outside it (:mod:`audit._kept`), does.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import structlog
 
 from audit._errors import AuditError, FormatError, Overloaded, StoreError
-from audit._store import Appended, Pending, Receipt, Store
+from audit._store import Appended, LogIdentityError, Pending, Receipt, Store
 
 log = structlog.get_logger("docket.audit")
 
@@ -92,6 +99,7 @@ class Writer:
         self._cond = threading.Condition()
         self._closing = False
         self._failure: str | None = None
+        self._fatal: str | None = None
         # Held by whoever commits (the writer thread or a caller committing directly),
         # so that one process appends one transaction at a time.
         self._committing = threading.Lock()
@@ -107,13 +115,47 @@ class Writer:
 
     @property
     def writable(self) -> bool:
-        """True while the writer runs and its last commit (if any) succeeded."""
-        return self._started and self._thread.is_alive() and self._failure is None
+        """True while the writer runs, its last commit (if any) succeeded and the
+        database was never found to be no longer the log."""
+        return (
+            self._started
+            and self._thread.is_alive()
+            and self._failure is None
+            and self._fatal is None
+        )
 
     @property
     def failure(self) -> str | None:
-        """Why the last commit failed, until one succeeds again."""
-        return self._failure
+        """Why the writer is unwritable: the fatal loss of the database (for good), else
+        why the last commit failed (until one succeeds again)."""
+        return self._fatal or self._failure
+
+    @property
+    def fatal(self) -> str | None:
+        """Why the database is no longer the log (deleted, replaced, truncated or rolled
+        back while serving), or None. Sticky until the process restarts."""
+        return self._fatal
+
+    def check_identity(self) -> None:
+        """Check (one ``os.stat``) that the database is still the log this writer
+        appends to; once it is not, the writer is unwritable for good. Raises
+        :class:`LogIdentityError` (now and on every later call), :class:`StoreError`
+        when the database file cannot be examined."""
+        if self._fatal is not None:
+            raise LogIdentityError(self._fatal)
+        try:
+            self.store.check_identity()
+        except LogIdentityError as exc:
+            self._failed(exc)
+            raise
+
+    def _failed(self, error: AuditError) -> None:
+        """Note a failed commit: a lost database for good, a store error until a commit
+        works again; a refused redaction (FormatError) is the caller's, the log works."""
+        if isinstance(error, LogIdentityError) and self._fatal is None:
+            self._fatal = str(error)
+            log.error("audit.log_lost", error=self._fatal)
+        self._failure = str(error) if isinstance(error, StoreError) else None
 
     @property
     def queued(self) -> int:
@@ -128,6 +170,8 @@ class Writer:
         when the writer is closed.
         """
         job = Ticket(pending, erase)
+        if self._fatal is not None:
+            raise LogIdentityError(self._fatal)
         with self._cond:
             if self._closing or not self._started:
                 raise StoreError("the audit writer is not running")
@@ -146,7 +190,10 @@ class Writer:
     ) -> list[Receipt]:
         """Append and return once durable: directly when the log is idle, else through
         the queue. Raises :class:`Overloaded`, :class:`StoreError`, :class:`FormatError`
-        (an entry that cannot be canonicalized)."""
+        (an entry that cannot be canonicalized); :class:`LogIdentityError` once the
+        database was found to be no longer the log."""
+        if self._fatal is not None:
+            raise LogIdentityError(self._fatal)
         if not erase and not self._queued and self._committing.acquire(blocking=False):
             try:
                 if self._started and not self._closing and not self._queued:
@@ -156,17 +203,25 @@ class Writer:
         return self.submit(pending, erase=erase).result(timeout)
 
     def probe(self) -> bool:
-        """After a failed commit, try an empty one (it takes the write lock and moves
-        nothing): the log is writable again when it succeeds. Health checks call this,
-        because a server reported unhealthy gets no traffic whose commit could clear
-        the failure. Returns :attr:`writable`."""
+        """Check that the database is still the log (one ``os.stat``: a deletion is
+        noticed without traffic), and after a failed commit try an empty one (it takes
+        the write lock and moves nothing): the log is writable again when it succeeds.
+        Health checks call this, because a server reported unhealthy gets no traffic
+        whose commit could clear the failure. A lost database is never cleared.
+        Returns :attr:`writable`."""
+        try:
+            self.check_identity()
+        except LogIdentityError:
+            return False
+        except StoreError:
+            pass  # the empty commit below says whether the log can be written
         if self._failure is None:
             return self.writable
         with self._committing:
             try:
                 self._commit((), ())
             except Exception as exc:
-                self._failure = str(_audit_error(exc, StoreError, "cannot write the audit log"))
+                self._failed(_audit_error(exc, StoreError, "cannot write the audit log"))
             else:
                 self._failure = None
         return self.writable
@@ -182,7 +237,7 @@ class Writer:
             appended = self._commit(pending, ())
         except Exception as exc:
             error = _audit_error(exc, StoreError, "cannot append to the audit log")
-            self._failure = str(error) if isinstance(error, StoreError) else None
+            self._failed(error)
             if error is exc:
                 raise
             raise error from exc
@@ -252,8 +307,7 @@ class Writer:
                     appended = self._commit(pending, erase)
             except Exception as exc:
                 error = _audit_error(exc, StoreError, "cannot append to the audit log")
-                # A refused redaction (FormatError) is the caller's; the log still works.
-                self._failure = str(error) if isinstance(error, StoreError) else None
+                self._failed(error)
                 log.error("audit.commit_failed", error=str(error), entries=len(pending))
                 for job in jobs:
                     job._resolve(None, error)

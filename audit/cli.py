@@ -47,6 +47,7 @@ from audit._errors import (
     StoreError,
     TamperDetected,
 )
+from audit._kept import KEPT_NAME, accept_log
 from audit._keys import KeyRing
 from audit._log import AuditLog
 from audit._note import (
@@ -714,7 +715,9 @@ def key(
         )
     store = _open_store(db, data_dir)
     try:
-        log = AuditLog(store, ring)
+        # The kept checkpoint follows the keys: after a rotation and retirement while
+        # the server is stopped it must still verify at the next start.
+        log = AuditLog(store, ring, kept=_data_dir(data_dir) / KEPT_NAME)
         who = f"local:{getpass.getuser()}"
         if rotate:
             new = ring.rotate()
@@ -1041,3 +1044,51 @@ def _report_entries(
                 yield from parsed(row.idx, Entry.from_canonical, payload)
     finally:
         store.close()
+
+
+# -- accept ---------------------------------------------------------------------------
+
+
+@audit.command()
+@click.option("--reason", required=True, help="Why this log is accepted (recorded in it).")
+@click.option("--by", "accepted_by", help="Who accepts it [the current user].")
+@db_option
+@data_dir_option
+@keys_option
+def accept(
+    reason: str,
+    accepted_by: str | None,
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+) -> None:
+    """Accept a log that `docket serve` refuses because it does not contain the
+    checkpoint kept in <data-dir>/audit-checkpoint (an older copy restored, another
+    database). Records an `accept-log` entry (both sizes and roots, the reason, who) in
+    the log, moves the kept file aside (audit-checkpoint.rejected-<time>) and keeps a
+    fresh checkpoint. Exit 2 when there is nothing to accept."""
+    directory = keys_dir(keys_path, data_dir)
+    ring = KeyRing(directory)
+    if not ring.exists:
+        raise InputError(f"no audit signing key in {directory} (pass --data-dir / --keys)")
+    kept = _data_dir(data_dir) / KEPT_NAME
+    try:
+        store = Store(database_url(db, data_dir), create=False)
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        log = AuditLog(store, ring, kept=kept)
+        detail = accept_log(
+            log,
+            reason=reason,
+            by=accepted_by or f"local:{getpass.getuser()}",
+            now=datetime.now(UTC),
+        )
+    except (StoreError, KeyFormatError) as exc:
+        store.close()
+        raise InputError(str(exc)) from exc
+    was = "an unreadable file" if detail["kept"] is None else f"size {detail['kept']['size']}"
+    click.echo(
+        f"accepted the log of {detail['log']['size']} entries (the kept checkpoint was "
+        f"{was}); recorded, and a new checkpoint is kept in {kept}"
+    )

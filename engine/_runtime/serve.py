@@ -63,6 +63,7 @@ from attestation import (
     load_revocations,
 )
 from audit import AuditError, AuditLog, Entry
+from audit._kept import KEPT_NAME
 from engine._adapters.admission_http import AdmissionServer, server_context
 from engine._adapters.attestation_rpc import AttestationServicer
 from engine._adapters.audit_rpc import AuditServicer
@@ -271,18 +272,27 @@ def load_bundle(settings: Settings) -> PolicyBundle:
 
 
 def open_audit(settings: Settings) -> AuditLog:
-    """The audit log the settings name (created, with its signing key, on first use).
-    Raises :class:`ServeError` with one line saying what is wrong."""
+    """The audit log the settings name (created, with its signing key, on first use),
+    keeping its latest checkpoint in ``<data-dir>/audit-checkpoint`` too. A log that
+    does not contain the checkpoint kept there (an older or another database) is
+    refused. Raises :class:`ServeError` with one line saying what is wrong."""
     try:
-        return AuditLog.open(
+        audit = AuditLog.open(
             settings.database_url,
             keys=settings.audit_keys_dir,
             checkpoint_every=settings.audit_checkpoint_every,
             checkpoint_interval=settings.audit_checkpoint_seconds,
             max_queue=settings.audit_queue,
+            kept=settings.data_dir / KEPT_NAME,
         )
     except (AuditError, OSError) as exc:
         raise ServeError(f"audit log: {exc}") from exc
+    try:
+        audit.check_kept()
+    except AuditError as exc:
+        audit.store.close()
+        raise ServeError(f"audit log: {exc}") from exc
+    return audit
 
 
 def prepare_ca(settings: Settings) -> CertificateAuthority:
@@ -599,9 +609,10 @@ class Worker:
             self.health.set(name, status)
 
     def _watch_health(self) -> None:
-        # The audit log can become unwritable (disk full, database gone) at any time,
-        # and writable again: an unhealthy server gets no traffic to find that out by,
-        # so the watcher probes it.
+        # The audit log can become unwritable (disk full) at any time, and writable
+        # again: an unhealthy server gets no traffic to find that out by, so the watcher
+        # probes it. The probe also notices a database deleted, replaced or truncated
+        # underneath the server without traffic; that failure is never cleared.
         while not self._stopping.wait(HEALTH_POLL_SECONDS):
             self.audit.writer.probe()
             self._set_health()

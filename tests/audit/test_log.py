@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,23 @@ from audit import (
     TamperDetected,
     verify_store,
 )
-from audit._note import open_checkpoint, parse_note
+from audit._kept import KEPT_NAME, KeptCheckpoint, KeptCheckpointError, accept_log
+from audit._keys import KeyRing
+from audit._merkle import root_at
+from audit._note import (
+    Checkpoint,
+    SignerKey,
+    open_checkpoint,
+    parse_checkpoint_unverified,
+    parse_note,
+    sign_checkpoint,
+)
 from audit._redaction import open_order
 from audit._writer import Ticket
 from tests.audit.conftest import REDACTION_KEY, REDACTION_KEYS
 
 OpenLog = Callable[..., AuditLog]
+NOW = datetime(2025, 3, 2, tzinfo=UTC)
 EntryFactory = Callable[[int], Entry]
 
 
@@ -388,3 +400,169 @@ def test_an_unexpected_error_from_the_store_fails_the_batch_not_the_writer(
     monkeypatch.undo()
     assert [r.index for r in log.record([entry_factory(1)])] == [0]
     assert log.writable
+
+
+# -- the checkpoint kept outside the database ----------------------------------------------
+
+
+def kept_checkpoint(path: Path) -> Checkpoint:
+    return parse_checkpoint_unverified(path.read_text())
+
+
+def test_each_checkpoint_is_kept_outside_the_database(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    kept = tmp_path / KEPT_NAME
+    log = open_log(kept=kept)
+    assert not kept.exists()  # a new log: nothing kept until its first checkpoint
+    log.record([entry_factory(i) for i in range(3)])
+    first = log.checkpoint()
+    assert kept.read_text() == first.note
+    open_checkpoint(kept.read_text(), log.verifiers(), origin=log.origin)
+    log.record([entry_factory(3)])
+    second = log.checkpoint()
+    assert kept.read_text() == second.note
+    assert kept_checkpoint(kept).size == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name) == [
+        f".{KEPT_NAME}.lock",
+        KEPT_NAME,
+    ]  # no temp file left behind
+
+
+def test_without_a_kept_path_nothing_is_kept(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    log = open_log()
+    log.record([entry_factory(0)])
+    log.checkpoint()
+    log.check_kept()
+    assert not [p for p in tmp_path.iterdir() if "checkpoint" in p.name]
+
+
+def test_the_kept_checkpoint_is_replaced_only_by_a_larger_extending_one(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    kept = tmp_path / KEPT_NAME
+    log = open_log(kept=kept)
+    log.record([entry_factory(i) for i in range(4)])
+    four = log.checkpoint()
+    keeper = KeptCheckpoint(kept)
+    keys = log.verifiers()
+    signers = log.keys.signers() if log.keys is not None else []
+    two = sign_checkpoint(
+        Checkpoint(log.origin, 2, root_at(2, log.store.nodes)), signers
+    )  # smaller: ignored
+    assert not keeper.update(two, log.store, keys, log.origin)
+    assert kept.read_text() == four.note
+    # A kept checkpoint of 3 with another root: the log does not extend it.
+    forged = sign_checkpoint(Checkpoint(log.origin, 3, b"\x01" * 32), signers)
+    kept.write_text(forged)
+    log.record([entry_factory(4)])
+    with pytest.raises(KeptCheckpointError, match="does not extend the one kept"):
+        keeper.update(log.checkpoint().note, log.store, keys, log.origin)
+    assert kept.read_text() == forged
+    # A note no key of this log signed is never kept.
+    kept.unlink()
+    stranger = sign_checkpoint(
+        Checkpoint(log.origin, 5, log.store.head().root), [SignerKey.generate("stranger")]
+    )
+    with pytest.raises(KeptCheckpointError):
+        keeper.update(stranger, log.store, keys, log.origin)
+    assert not kept.exists()
+
+
+def _older_copy_restored(tmp_path: Path, entry_factory: EntryFactory) -> tuple[Path, int]:
+    """A log of 2 entries, a copy of it, 3 more entries (kept at 5), then the copy put
+    back. Returns the kept path and the kept size."""
+    kept = tmp_path / KEPT_NAME
+    url = f"sqlite:///{tmp_path}/docket.db"
+    log = AuditLog.open(url, keys=tmp_path / "keys", kept=kept).start()
+    log.record([entry_factory(0), entry_factory(1)])
+    log.close()
+    early = tmp_path / "early.db"
+    early.write_bytes((tmp_path / "docket.db").read_bytes())
+    log = AuditLog.open(url, keys=tmp_path / "keys", kept=kept).start()
+    log.check_kept()
+    log.record([entry_factory(i) for i in range(2, 5)])
+    log.close()
+    assert kept_checkpoint(kept).size == 5
+    (tmp_path / "docket.db").write_bytes(early.read_bytes())
+    return kept, 5
+
+
+def test_a_log_shorter_than_the_kept_checkpoint_is_refused(
+    tmp_path: Path, entry_factory: EntryFactory
+) -> None:
+    kept, size = _older_copy_restored(tmp_path, entry_factory)
+    log = AuditLog.open(f"sqlite:///{tmp_path}/docket.db", keys=tmp_path / "keys", kept=kept)
+    try:
+        with pytest.raises(KeptCheckpointError) as refused:
+            log.check_kept()
+    finally:
+        log.store.close()
+    assert str(refused.value) == (
+        f"the database holds 2 entries but the checkpoint kept in {kept} signed {size} "
+        "(an older copy restored?); if this is intended run `docket audit accept --reason …`"
+    )
+
+
+def test_a_log_that_does_not_extend_the_kept_checkpoint_is_refused(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    kept = tmp_path / KEPT_NAME
+    log = open_log(kept=kept)
+    log.record([entry_factory(i) for i in range(3)])
+    signers = log.keys.signers() if log.keys is not None else []
+    kept.write_text(sign_checkpoint(Checkpoint(log.origin, 2, b"\x02" * 32), signers))
+    with pytest.raises(KeptCheckpointError, match="first 2 entries are not the ones"):
+        log.check_kept()
+    kept.write_text(sign_checkpoint(Checkpoint(log.origin, 3, b"\x02" * 32), signers))
+    with pytest.raises(KeptCheckpointError, match="first 3 entries are not the ones"):
+        log.check_kept()
+
+
+def test_a_kept_checkpoint_that_does_not_verify_is_refused(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    kept = tmp_path / KEPT_NAME
+    log = open_log(kept=kept)
+    log.record([entry_factory(0)])
+    log.checkpoint()
+    log.check_kept()
+    stranger = SignerKey.generate("stranger")
+    kept.write_text(sign_checkpoint(Checkpoint(log.origin, 1, log.store.head().root), [stranger]))
+    with pytest.raises(KeptCheckpointError, match="does not verify with this log's signing"):
+        log.check_kept()
+    kept.write_text("not a note")
+    with pytest.raises(KeptCheckpointError, match="docket audit accept"):
+        log.check_kept()
+
+
+def test_accepting_a_refused_log_records_it_and_keeps_a_fresh_checkpoint(
+    tmp_path: Path, entry_factory: EntryFactory
+) -> None:
+    kept, size = _older_copy_restored(tmp_path, entry_factory)
+    url = f"sqlite:///{tmp_path}/docket.db"
+    log = AuditLog(Store(url), KeyRing(tmp_path / "keys"), kept=kept)
+    detail = accept_log(log, reason="restored a backup", by="ops", now=NOW)
+    assert detail["kept"]["size"] == size
+    assert detail["log"]["size"] == 2
+    assert detail["reason"] == "restored a backup"
+    assert detail["by"] == "ops"
+    (aside,) = tmp_path.glob(f"{KEPT_NAME}.rejected-*")
+    assert kept_checkpoint(aside).size == size
+    assert kept_checkpoint(kept).size == 3  # the log with its accept-log entry
+
+    log = AuditLog(Store(url), KeyRing(tmp_path / "keys"), kept=kept)
+    try:
+        log.check_kept()
+        (row,) = log.store.entries(2, 3)
+        assert row.payload is not None
+        entry = json.loads(row.payload)
+        assert (entry["kind"], entry["action"], entry["caller"]) == ("audit", "accept-log", "ops")
+        assert entry["detail"]["kept"] == detail["kept"]
+        with pytest.raises(KeptCheckpointError, match="nothing to accept: the log contains it"):
+            accept_log(log, reason="again", by="ops", now=NOW)
+        assert verify_store(log.store, log.verifiers()).log.size == 3
+    finally:
+        log.store.close()
