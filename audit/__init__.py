@@ -30,17 +30,18 @@ from audit._entry import Entry, digest
 from audit._errors import (
     AuditError,
     FormatError,
+    KeptCheckpointError,
     KeyFormatError,
+    LogIdentityError,
     NoteError,
     Overloaded,
     ProofError,
     StoreError,
     TamperDetected,
 )
-from audit._kept import KeptCheckpointError
 from audit._log import AuditLog
 from audit._note import Checkpoint, SignerKey, VerifierKey
-from audit._store import LogIdentityError, Receipt, Store
+from audit._store import Receipt, Store
 from audit._verify import VerifiedLog, verify_entries
 
 __all__ = [

@@ -7,7 +7,11 @@
     ├── KeyFormatError         a signing or verifier key string/file is malformed
     ├── FormatError            an export, receipt or entry file is malformed
     ├── StoreError             the database cannot be opened, read or written
-    │   └── Overloaded         the writer's queue is full: try again later (back-pressure)
+    │   ├── Overloaded         the writer's queue is full: try again later (back-pressure)
+    │   ├── LogIdentityError   the database was deleted, replaced, truncated or rolled back
+    │   │                      while serving: fatal until the process restarts
+    │   └── KeptCheckpointError  the checkpoint kept outside the database does not verify,
+    │                          or the database does not contain it (docket audit accept)
     └── TamperDetected         the log does not verify; ``index`` and ``kind`` say where
                                and what (modified, deleted, inserted, reordered,
                                truncated, checkpoint; redaction: a payload erased
@@ -61,3 +65,14 @@ class TamperDetected(AuditError):
         self.index = index
         self.kind: TamperKind = kind
         super().__init__(f"entry {index}: {kind}: {message}")
+
+
+class LogIdentityError(StoreError):
+    """The database under the log is no longer the one this process opened (deleted,
+    replaced, truncated or rolled back while serving). Fatal: nothing written after it
+    would be in the log, so the writer stays stopped until the process restarts."""
+
+
+class KeptCheckpointError(StoreError):
+    """The kept checkpoint does not verify, or the database does not contain it (a
+    shorter or different log): the log is refused until an operator accepts it."""

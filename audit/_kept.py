@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit._auditor import root_b64
 from audit._entry import Entry
-from audit._errors import NoteError, ProofError, StoreError
+from audit._errors import KeptCheckpointError, NoteError, ProofError, StoreError
 from audit._merkle import root_at
 from audit._note import Checkpoint, VerifierKey, open_checkpoint, parse_checkpoint_unverified
 from audit._store import Store
@@ -42,11 +42,6 @@ if TYPE_CHECKING:
 KEPT_NAME = "audit-checkpoint"
 """The kept checkpoint's file name in the data directory."""
 ACCEPT_HINT = "if this is intended run `docket audit accept --reason …`"
-
-
-class KeptCheckpointError(StoreError):
-    """The kept checkpoint does not verify, or the database does not contain it (a
-    shorter or different log): the log is refused until an operator accepts it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
-from audit._errors import FormatError, ProofError, StoreError
+from audit._errors import FormatError, LogIdentityError, ProofError, StoreError
 from audit._merkle import HASH_SIZE, CompactRange, NodeId, consistency_proof, inclusion_proof
 
 GENESIS = bytes(HASH_SIZE)
@@ -187,12 +187,6 @@ class StoredCheckpoint:
     created: str
 
 
-class LogIdentityError(StoreError):
-    """The database under the log is no longer the one this process opened (deleted,
-    replaced, truncated or rolled back while serving). Fatal: nothing written after it
-    would be in the log, so the writer stays stopped until the process restarts."""
-
-
 def chain_hash(previous: bytes, leaf: bytes) -> bytes:
     """The next hash-chain value: ``SHA-256(previous || leaf)``."""
     return hashlib.sha256(previous + leaf).digest()
@@ -200,6 +194,18 @@ def chain_hash(previous: bytes, leaf: bytes) -> bytes:
 
 def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file (if it is not there) readable by its owner only: it holds
+    every principal, resource and decision. SQLite gives its -wal and -shm files the
+    database file's permissions."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the audit database {path}: {exc.strerror}") from exc
 
 
 def _sqlite_path(url: sa.URL) -> Path | None:
@@ -229,6 +235,7 @@ class Store:
                     raise StoreError(f"no audit database at {path}")
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
+                    _create_private(path)
                 self._writer = self._sqlite_engine(parsed, immediate=True)
                 self._reader = self._sqlite_engine(parsed, immediate=False)
             else:

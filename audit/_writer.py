@@ -28,8 +28,8 @@ from typing import Any
 
 import structlog
 
-from audit._errors import AuditError, FormatError, Overloaded, StoreError
-from audit._store import Appended, LogIdentityError, Pending, Receipt, Store
+from audit._errors import AuditError, FormatError, LogIdentityError, Overloaded, StoreError
+from audit._store import Appended, Pending, Receipt, Store
 
 log = structlog.get_logger("docket.audit")
 

@@ -3,13 +3,19 @@
     EngineError
     ├── BundleError            a bundle cannot be loaded; ``problems`` holds every
     │   │                      ``file:line: message`` found
-    │   └── SignatureError     a signature is missing, malformed or does not verify
+    │   ├── SignatureError     a signature is missing, malformed or does not verify
+    │   └── RollbackError      a bundle that verifies, but whose revision this replica
+    │                          must refuse (lower than accepted, not pinned)
     ├── RequestError           a request does not fit the bundle's schema or is malformed
     │   ├── LimitExceeded      a request is over a size limit (batch size, per-request
     │   │                      entities, chain depth, context size: engine/_core/limits.py)
-    │   └── AdmissionInputError  an AdmissionReview (or its object) Docket cannot read;
-    │                          the message starts with the field at fault
+    │   ├── AdmissionInputError  an AdmissionReview (or its object) Docket cannot read;
+    │   │                      the message starts with the field at fault
+    │   └── NamespaceUnavailable  a namespace's labels cannot be learnt (not found, or
+    │                          the source failed): the review is denied
     ├── TrustConfigError       the EK roots or the EK allow-list cannot be read
+    ├── ServeError             ``docket serve`` cannot start: a bad address, TLS files, the
+    │                          audit log, the CA or the trust stores (one line)
     ├── ConfigError            the configuration file is missing (named by DOCKET_CONFIG),
     │                          unreadable or not TOML: ``docket.toml:1:24: invalid TOML: …``
     └── NotAuthorized          an administrative call was denied by policy
@@ -69,3 +75,16 @@ class TrustConfigError(EngineError):
 class ConfigError(EngineError):
     """The configuration file cannot be used; the message is one line naming the file
     (and the line and column of a TOML error)."""
+
+
+class ServeError(EngineError):
+    """The server cannot start: a bad address, TLS files, the audit log, the CA or the
+    trust stores. The message is one line saying what is wrong."""
+
+
+class RollbackError(BundleError):
+    """A bundle that loads and verifies, but whose revision this replica must refuse."""
+
+
+class NamespaceUnavailable(RequestError):
+    """A namespace's labels cannot be learnt: not found, or the source failed."""

@@ -15,12 +15,11 @@ from typing import Any, Literal, TypeVar
 from google.protobuf import struct_pb2
 from pydantic import BaseModel, ValidationError
 
-from sdk._errors import InvalidRequestError, ServerError
+from sdk._errors import CedarValueError, InvalidRequestError, ServerError
 from sdk._models import (
     AuditReceipt,
     AuthorizeRequest,
     AuthorizeResult,
-    CedarValueError,
     DeniedSite,
     Entity,
     EntityRef,

@@ -17,6 +17,9 @@ chained as ``__cause__``)::
     │                           response the client cannot read
     └── TpmError                the device agent's TPM (tpm2-tools) failed or is missing
 
+Pydantic validators raise :class:`CedarValueError` (a ``ValueError``, as pydantic wants)
+for a value Cedar cannot carry; the client turns it into an ``InvalidRequestError``.
+
 A *deny* is not an error: ``authorize`` returns an ``AuthorizeResult`` whose ``allowed``
 is false.
 """
@@ -28,6 +31,7 @@ from typing import Any
 import grpc
 
 __all__ = [
+    "CedarValueError",
     "ConfigurationError",
     "DocketError",
     "InvalidRequestError",
@@ -122,3 +126,16 @@ def error_from_rpc(exc: grpc.RpcError, *, call: str, attempts: int = 1) -> Docke
     kind = _BY_STATUS.get(status, ServerError)
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     return kind(f"{call} failed{tries}: {status.name}: {_details_of(exc)}", status=status.name)
+
+
+class CedarValueError(ValueError):
+    """A context or attribute value that Cedar (or the wire) cannot carry.
+
+    ``path`` locates it below the field being validated (``device.patch_age_days``,
+    ``tags[2]``), ``reason`` says what is wrong and what to send instead.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason

@@ -33,11 +33,12 @@ from pydantic import (
     model_validator,
 )
 
+from sdk._errors import CedarValueError
+
 __all__ = [
     "MAX_EXACT_INT",
     "AuthorizeRequest",
     "AuthorizeResult",
-    "CedarValueError",
     "DeniedSite",
     "Entity",
     "EntityRef",
@@ -55,19 +56,6 @@ MAX_EXACT_INT = 2**53
 
 class _Value(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CedarValueError(ValueError):
-    """A context or attribute value that Cedar (or the wire) cannot carry.
-
-    ``path`` locates it below the field being validated (``device.patch_age_days``,
-    ``tags[2]``), ``reason`` says what is wrong and what to send instead.
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}" if path else reason)
-        self.path = path
-        self.reason = reason
 
 
 def _join(path: str, key: str | int) -> str:

@@ -62,3 +62,28 @@ def test_lower_packages_do_not_import_engine(package: str) -> None:
     and a client install (sdk) never imports cedarpy."""
     code = f"import sys, {package}; sys.exit('engine' in sys.modules or 'cedarpy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exception_lives_in_its_package_errors_module(package: str) -> None:
+    """One exception tree per package, drawn in its ``_errors.py``: none is defined
+    anywhere else (private helpers and click's exit exceptions of a CLI aside)."""
+    import pkgutil
+
+    root = importlib.import_module(package)
+    stray = []
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        if info.name.startswith("sdk.v1") or ".templates" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not name.startswith("_")
+                and not info.name.endswith("._errors")
+                and not (info.name.endswith("cli") or ".cli." in info.name)
+            ):
+                stray.append(f"{info.name}.{name}")
+    assert not stray, stray

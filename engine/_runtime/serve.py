@@ -72,7 +72,7 @@ from engine._adapters.ext_authz import AuthorizationServicer
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.signing import load_public_key
-from engine._errors import EngineError, TrustConfigError
+from engine._errors import EngineError, ServeError, TrustConfigError
 from engine._runtime.logging_setup import configure_logging
 from engine._runtime.settings import Settings
 from engine._service.admission import AdmissionController
@@ -111,10 +111,6 @@ HEALTH_POLL_SECONDS = 1.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
 DRAIN_SECONDS = 10.0
-
-
-class ServeError(EngineError):
-    """The server cannot start: a bad address, TLS files, or a refused bundle."""
 
 
 @dataclass(frozen=True, slots=True)

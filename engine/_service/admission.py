@@ -76,10 +76,10 @@ from engine._core.models import EntityUID, Request
 from engine._core.placement import Classification, Placement, Workload
 from engine._core.pod_security import Failure, check_pod, violation
 from engine._core.sites import Site
-from engine._errors import AdmissionInputError, RequestError
+from engine._errors import AdmissionInputError, NamespaceUnavailable, RequestError
 from engine._service.constants import CALLER
 from engine._service.decisions import Decided, DecisionService
-from engine._service.namespaces import NamespaceLabels, NamespaceUnavailable
+from engine._service.namespaces import NamespaceLabels
 
 log = structlog.get_logger("docket.admission")
 

@@ -40,15 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from audit import Entry
 from engine._core.bundle import MAX_REVISION, PolicyBundle
-from engine._errors import BundleError
+from engine._errors import BundleError, RollbackError
 
 STATE_FILE = "bundle-state.json"
 MAX_AUDITED_PROBLEMS = 20
 MAX_PROBLEM_CHARS = 500
-
-
-class RollbackError(BundleError):
-    """A bundle that loads and verifies, but whose revision this replica must refuse."""
 
 
 class Accepted(BaseModel):

@@ -36,11 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine._errors import RequestError
-
-
-class NamespaceUnavailable(RequestError):
-    """A namespace's labels cannot be learnt: not found, or the source failed."""
+from engine._errors import NamespaceUnavailable
 
 
 class NamespaceLabels(Protocol):

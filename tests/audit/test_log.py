@@ -32,7 +32,8 @@ from audit import (
     TamperDetected,
     verify_store,
 )
-from audit._kept import KEPT_NAME, KeptCheckpoint, KeptCheckpointError, accept_log
+from audit._errors import KeptCheckpointError
+from audit._kept import KEPT_NAME, KeptCheckpoint, accept_log
 from audit._keys import KeyRing
 from audit._merkle import root_at
 from audit._note import (
@@ -566,3 +567,16 @@ def test_accepting_a_refused_log_records_it_and_keeps_a_fresh_checkpoint(
         assert verify_store(log.store, log.verifiers()).log.size == 3
     finally:
         log.store.close()
+
+
+def test_the_database_is_readable_by_its_owner_only(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    """It holds every principal, resource and decision: mode 0600, its WAL too."""
+    log = open_log()
+    log.record([entry_factory(0)])
+    files = [p for p in tmp_path.rglob("docket.db*") if not p.name.endswith("-lock")]
+    assert any(p.name == "docket.db" for p in files)
+    assert any(p.name.endswith("-wal") for p in files)
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path

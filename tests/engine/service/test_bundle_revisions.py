@@ -11,7 +11,8 @@ import pytest
 from sample_bundle import ACCESS, bundle_files
 
 from engine import BundleError, PolicyBundle
-from engine._service.bundle_revisions import STATE_FILE, RevisionGuard, RollbackError, pin_entry
+from engine._errors import RollbackError
+from engine._service.bundle_revisions import STATE_FILE, RevisionGuard, pin_entry
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -17,15 +17,11 @@ from admission_reviews import FakeKubernetes, fixture, review
 
 from audit import AuditLog
 from engine import BundleWatcher, Engine, PolicyBundle
+from engine._errors import NamespaceUnavailable
 from engine._service.admission import AdmissionController
 from engine._service.decisions import DecisionService
 from engine._service.metrics import Metrics
-from engine._service.namespaces import (
-    FileNamespaces,
-    KubernetesNamespaces,
-    NamespaceUnavailable,
-    namespace_source,
-)
+from engine._service.namespaces import FileNamespaces, KubernetesNamespaces, namespace_source
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

@@ -34,8 +34,7 @@ from attestation._ca import (
 )
 from attestation._verifier import Posture
 from engine._core.models import EntityUID, Request
-from engine._errors import RequestError
-from engine._runtime.serve import ServeError
+from engine._errors import RequestError, ServeError
 from engine._runtime.settings import Settings
 from engine._service.metrics import REVOCATIONS_PATH, serve_metrics
 from engine._service.posture import PostureReader, Proven, attach, provenance, with_device
