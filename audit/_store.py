@@ -243,6 +243,7 @@ class Store:
                 self._reader = self._writer
             if create:
                 self._create()
+            self._check_schema()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the audit database {self.url}: {_reason(exc)}") from exc
         self._checkpoint_lock = threading.Lock()
@@ -316,6 +317,28 @@ class Store:
                         {"key": "created", "value": _now_text()},
                     ],
                 )
+
+    def _check_schema(self) -> None:
+        """Refuse a database this code does not know how to read: not a Docket audit
+        log, or one whose ``schema_version`` is another than :data:`SCHEMA_VERSION`
+        (written by a newer Docket, or an older one with no migration)."""
+        with self._reader.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            if _META.name not in tables:
+                raise StoreError(f"{self.url} is not a Docket audit database (no audit_meta table)")
+            found = conn.execute(
+                sa.select(_META.c.value).where(_META.c.key == "schema_version")
+            ).scalar()
+        if found == SCHEMA_VERSION:
+            return
+        if found is None:
+            raise StoreError(f"{self.url} is not a Docket audit database (no schema_version)")
+        newer = found.isdigit() and int(found) > int(SCHEMA_VERSION)
+        raise StoreError(
+            f"the audit database {self.url} has schema version {found}; this Docket reads "
+            f"version {SCHEMA_VERSION}"
+            + ("; it was written by a newer Docket: upgrade" if newer else "; no migration exists")
+        )
 
     def close(self) -> None:
         """Release the database connections."""

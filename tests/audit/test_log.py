@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -580,3 +581,32 @@ def test_the_database_is_readable_by_its_owner_only(
     assert any(p.name.endswith("-wal") for p in files)
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("2", "has schema version 2; this Docket reads version 1; it was written by a newer"),
+        ("0", "has schema version 0; this Docket reads version 1; no migration exists"),
+        (None, "is not a Docket audit database (no schema_version)"),
+    ],
+)
+def test_a_database_of_another_schema_version_is_refused_at_open(
+    open_log: OpenLog, tmp_path: Path, version: str | None, message: str
+) -> None:
+    open_log().close()
+    with closing(sqlite3.connect(tmp_path / "docket.db")) as db, db:
+        if version is None:
+            db.execute("DELETE FROM audit_meta WHERE key = 'schema_version'")
+        else:
+            db.execute("UPDATE audit_meta SET value = ? WHERE key = 'schema_version'", (version,))
+    for create in (True, False):
+        with pytest.raises(StoreError, match=re.escape(message)):
+            Store(f"sqlite:///{tmp_path}/docket.db", create=create)
+
+
+def test_a_database_that_is_not_an_audit_log_is_refused(tmp_path: Path) -> None:
+    with closing(sqlite3.connect(tmp_path / "other.db")) as db, db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="is not a Docket audit database"):
+        Store(f"sqlite:///{tmp_path}/other.db", create=False)
