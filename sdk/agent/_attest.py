@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict
 
 from sdk._errors import ConfigurationError, InvalidRequestError, ServerError
-from sdk._retry import RetryPolicy
 from sdk._tls import TLSConfig
 from sdk.agent._channel import dial, invoke
 from sdk.agent._credentials import (
@@ -126,7 +125,9 @@ def attest(
     Every run is a full attestation with a fresh device key, so running it again renews;
     each file is replaced atomically. ``audience`` is the JWT-SVID's; ``tls`` configures
     the channel (plaintext is allowed only to loopback unless ``insecure_plaintext``);
-    ``timeout`` is each call's deadline in seconds; ``ek_intermediates`` are DER
+    ``timeout`` is each call's deadline in seconds, gRPC's retries of Challenge included
+    (UNAVAILABLE and RESOURCE_EXHAUSTED, up to 3 times; Attest is sent once, since its
+    first answer consumes the challenge); ``ek_intermediates`` are DER
     certificates between the EK certificate and its root, when the TPM lacks them.
 
     Raises ``PermissionDeniedError`` ("attestation refused: <reason>") when Docket
@@ -151,17 +152,16 @@ def attest(
                     ek_intermediates=list(ek_intermediates),
                     ak_public=ak_public,
                 ),
-                call=f"Challenge on {server}",
+                rpc="Challenge",
+                server=server,
                 timeout=timeout,
-                retry=RetryPolicy(),
             )
             selection = _selection_from_challenge(challenge.pcrs)
             secret = tpm.activate(challenge.credential)
             quote, signature = tpm.quote(challenge.nonce, selection)
             values = tpm.pcrread(selection)
             key, csr = device_key_and_csr()
-            call = f"Attest on {server}"
-            # not retried: the challenge is consumed by its first answer
+            # gRPC never retries Attest (sdk._retry): its first answer consumes the challenge
             response = invoke(
                 stub.Attest,
                 pb.AttestRequest(
@@ -173,12 +173,13 @@ def attest(
                     csr=csr,
                     audience=audience,
                 ),
-                call=call,
+                rpc="Attest",
+                server=server,
                 timeout=timeout,
             )
     finally:
         channel.close()
-    _check_response(response, key, call)
+    _check_response(response, key, f"Attest on {server}")
     write_atomically(out, credential_files(response, key))
     posture = _posture_dict(response.posture)
     return AttestResult(

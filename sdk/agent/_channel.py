@@ -1,21 +1,24 @@
 """The agent's gRPC channel to Docket's Attestation service: plaintext only to this
-machine, and each call's failure mapped to the SDK's errors (a refusal with Docket's
-reason)."""
+machine, gRPC's retries for Challenge and never for Attest, and each call's failure mapped
+to the SDK's errors (a refusal with Docket's reason)."""
 
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 
-from sdk._errors import ConfigurationError, PermissionDeniedError, status_of
+from sdk._errors import ConfigurationError, PermissionDeniedError, error_from_rpc, status_of
 from sdk._retry import RetryPolicy
 from sdk._tls import TLSConfig
 
-__all__ = ["dial", "invoke", "is_local_target"]
+__all__ = ["ATTESTATION_SERVICE", "RETRY", "dial", "invoke", "is_local_target"]
+
+ATTESTATION_SERVICE: Final = "docket.v1.Attestation"
+RETRY: Final = RetryPolicy()
+"""How gRPC retries the agent's calls: Challenge is retried, Attest never (``sdk._retry``)."""
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -45,14 +48,20 @@ def is_local_target(target: str) -> bool:
 
 
 def dial(server: str, tls: TLSConfig | None, insecure_plaintext: bool) -> grpc.Channel:
+    """A channel to Docket at ``server`` on which gRPC retries Challenge, never Attest
+    (``RETRY``). Raises ``ConfigurationError`` for plaintext to another machine unless
+    ``insecure_plaintext``, or for TLS files that cannot be read."""
+    options = RETRY.channel_options()
     if tls is not None:
-        return grpc.secure_channel(server, tls.channel_credentials(), tls.channel_options())
+        return grpc.secure_channel(
+            server, tls.channel_credentials(), [*tls.channel_options(), *options]
+        )
     if not (is_local_target(server) or insecure_plaintext):
         raise ConfigurationError(
             f"refusing plaintext gRPC to {server}, which is not loopback: the JWT and the "
             "certificates would cross the network in the clear; configure TLS"
         )
-    return grpc.insecure_channel(server)
+    return grpc.insecure_channel(server, options)
 
 
 def _refusal(exc: grpc.RpcError) -> PermissionDeniedError:
@@ -68,20 +77,17 @@ def invoke(
     method: Callable[..., _Response],
     request: _Request,
     *,
-    call: str,
+    rpc: str,
+    server: str,
     timeout: float,
-    retry: RetryPolicy | None = None,
 ) -> _Response:
-    """One RPC, its failure mapped to the SDK's errors (``call`` names it); UNAVAILABLE
-    is retried under ``retry``, given only for calls that are safe to repeat."""
-    attempts = (retry or RetryPolicy(retries=0)).start(call)
-    while True:
-        try:
-            return method(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            if status_of(exc) in (
-                grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.UNAUTHENTICATED,
-            ):
-                raise _refusal(exc) from exc
-            time.sleep(attempts.backoff_or_raise(exc))
+    """One call of the Attestation method ``rpc`` (``"Challenge"``), on a channel from
+    ``dial``; its failure mapped to the SDK's errors, a refusal to
+    ``PermissionDeniedError`` ("attestation refused: <reason>")."""
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        if status_of(exc) in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            raise _refusal(exc) from exc
+        attempts = RETRY.attempts(f"{ATTESTATION_SERVICE}/{rpc}", exc)
+        raise error_from_rpc(exc, call=f"{rpc} on {server}", attempts=attempts) from exc

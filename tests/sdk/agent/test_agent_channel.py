@@ -1,12 +1,15 @@
-"""The agent's gRPC channel (sdk/agent/_channel.py): errors mapped to the SDK's tree, the
-retries, and the rule that plaintext goes only to this machine."""
+"""The agent's gRPC channel (sdk/agent/_channel.py): errors mapped to the SDK's tree, gRPC's
+retries against a real in-process server (Challenge retried, Attest sent once), and the
+rule that plaintext goes only to this machine."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import grpc
 import pytest
+from sdk_fakes import FakeAttestation, Running, serve_attestation
 
 from sdk import (
     ConfigurationError,
@@ -15,8 +18,9 @@ from sdk import (
     ServerError,
     TransportError,
 )
-from sdk._retry import RetryPolicy
 from sdk.agent._channel import dial, invoke, is_local_target
+from sdk.v1 import attestation_pb2 as pb
+from sdk.v1.attestation_pb2_grpc import AttestationStub
 
 
 class _Failed(grpc.RpcError):
@@ -71,22 +75,71 @@ def test_rpc_errors_map_to_the_sdk_tree(
     details = "EK not trusted: no EK certificate chaining to a configured root"
     calls: list[float] = []
     with pytest.raises(kind) as caught:
-        invoke(_failing(code, details, calls), object(), call="Challenge on h:1", timeout=2.0)
+        invoke(_failing(code, details, calls), object(), rpc="Challenge", server="h:1", timeout=2.0)
     assert str(caught.value).startswith(message)
     assert isinstance(caught.value.__cause__, grpc.RpcError)
-    assert calls == [2.0]  # nothing but UNAVAILABLE is retried
+    assert calls == [2.0]
 
 
-def test_unavailable_is_retried_only_when_asked() -> None:
-    calls: list[float] = []
-    method = _failing(grpc.StatusCode.UNAVAILABLE, "connection refused", calls)
-    with pytest.raises(TransportError, match="after 3 attempts: UNAVAILABLE"):
-        invoke(method, object(), call="Challenge", timeout=1.0, retry=RetryPolicy(2, 0.0, 0.0))
-    assert len(calls) == 3
-    calls.clear()
-    with pytest.raises(TransportError, match="Attest failed: UNAVAILABLE"):
-        invoke(method, object(), call="Attest", timeout=1.0)
-    assert len(calls) == 1
+@pytest.fixture
+def attestation() -> Iterator[tuple[FakeAttestation, Running]]:
+    fake = FakeAttestation()
+    running = serve_attestation(fake)
+    yield fake, running
+    running.stop()
+
+
+def _send(running: Running, rpc: str) -> Any:
+    """One call of ``rpc`` the way ``attest`` makes it: a channel from ``dial``."""
+    channel = dial(running.target, None, insecure_plaintext=False)
+    try:
+        stub = AttestationStub(channel)
+        method, request = {
+            "Challenge": (stub.Challenge, pb.ChallengeRequest()),
+            "Attest": (stub.Attest, pb.AttestRequest(challenge_id="ch-1")),
+        }[rpc]
+        return invoke(method, request, rpc=rpc, server=running.target, timeout=5.0)
+    finally:
+        channel.close()
+
+
+def test_challenge_is_retried_until_it_succeeds(
+    attestation: tuple[FakeAttestation, Running],
+) -> None:
+    fake, running = attestation
+    fake.unavailable_first = 2
+
+    answer = _send(running, "Challenge")
+
+    assert answer.challenge_id == "ch-1"
+    assert fake.received == ["Challenge"] * 3
+
+
+def test_challenge_gives_up_after_the_retries(
+    attestation: tuple[FakeAttestation, Running],
+) -> None:
+    fake, running = attestation
+    fake.unavailable_first = 100
+
+    with pytest.raises(TransportError, match=r"after 4 attempts: UNAVAILABLE: warming up"):
+        _send(running, "Challenge")
+
+    assert fake.received == ["Challenge"] * 4
+
+
+def test_attest_is_sent_once_since_its_answer_consumes_the_challenge(
+    attestation: tuple[FakeAttestation, Running],
+) -> None:
+    fake, running = attestation
+    fake.unavailable_first = 1
+
+    with pytest.raises(TransportError) as caught:
+        _send(running, "Attest")
+
+    assert str(caught.value) == (
+        f"Attest on {running.target} failed: UNAVAILABLE: warming up (Attest 1)"
+    )
+    assert fake.received == ["Attest"]
 
 
 LOCAL_TARGETS = [
