@@ -1,15 +1,14 @@
 """The decision clients: ``DecisionClient`` (blocking) and ``AsyncDecisionClient`` (asyncio).
 
 Both share everything but the waiting: settings, request building and validation
-(``_convert``), the retry policy (``_retry``) and error mapping (``_errors``). Each holds
-one channel for its lifetime; the asyncio client opens it on first use, so it may be
-constructed outside the event loop that uses it (e.g. at import time of an ASGI app).
+(``_convert``), the retry policy gRPC applies to their channel (``_retry``) and error
+mapping (``_errors``). Each holds one channel for its lifetime; the asyncio client opens
+it on first use, so it may be constructed outside the event loop that uses it (e.g. at
+import time of an ASGI app).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar, Unpack
@@ -19,7 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from sdk import _convert
-from sdk._errors import ConfigurationError, ServerError, TransportError
+from sdk._errors import ConfigurationError, DocketError, ServerError, TransportError, error_from_rpc
 from sdk._models import (
     AuthorizeRequest,
     AuthorizeResult,
@@ -29,7 +28,7 @@ from sdk._models import (
     PlacementRequest,
     ReloadResult,
 )
-from sdk._retry import RetryPolicy, RetryState
+from sdk._retry import RetryPolicy
 from sdk._tls import TLSConfig
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1.decisions_pb2_grpc import DecisionsStub
@@ -44,6 +43,7 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 
 DECISIONS_SERVICE = "docket.v1.Decisions"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_HEALTH_RPC = "Health.Check"
 
 HealthStatus = Literal["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
 """The grpc.health.v1 serving status of a service, by name."""
@@ -121,7 +121,8 @@ class _ClientBase:
             retries=retries, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
         self._credentials = tls.channel_credentials() if tls is not None else None
-        self._options = tls.channel_options() if tls is not None else []
+        tls_options = tls.channel_options() if tls is not None else []
+        self._options = [*tls_options, *self._retry.channel_options()]
         self._closed = False
         self._connect()
 
@@ -134,10 +135,15 @@ class _ClientBase:
             return api.insecure_channel(self.target, options=self._options)
         return api.secure_channel(self.target, self._credentials, options=self._options)
 
-    def _attempts(self, rpc: str) -> RetryState:
+    def _check_open(self) -> None:
         if self._closed:
             raise TransportError(f"the Docket client for {self.target} is closed")
-        return self._retry.start(f"{rpc} on {self.target}")
+
+    def _error(self, rpc: str, exc: grpc.RpcError) -> DocketError:
+        """``exc`` as the SDK's error, naming the call and the attempts gRPC made."""
+        method = _HEALTH_CHECK[1:] if rpc == _HEALTH_RPC else f"{DECISIONS_SERVICE}/{rpc}"
+        attempts = self._retry.attempts(method, exc)
+        return error_from_rpc(exc, call=f"{rpc} on {self.target}", attempts=attempts)
 
     @staticmethod
     def _authorize_message(
@@ -167,12 +173,13 @@ class _ClientBase:
 class DecisionClient(_ClientBase):
     """A blocking client for ``docket.v1.Decisions`` over one channel.
 
-    ``target`` is ``HOST:PORT``; ``timeout`` is each attempt's deadline in seconds;
-    UNAVAILABLE is retried ``retries`` times with jittered exponential backoff between
-    ``initial_backoff`` and ``max_backoff`` seconds. With ``tls`` the channel uses TLS
-    (mTLS when it carries a client certificate), otherwise plaintext. Every method raises
-    only ``DocketError`` subclasses. Use it as a context manager, or call ``close()``.
-    Raises ``ConfigurationError`` for unusable settings.
+    ``target`` is ``HOST:PORT``; ``timeout`` is each call's deadline in seconds, retries
+    included. gRPC retries UNAVAILABLE and RESOURCE_EXHAUSTED up to ``retries`` times (at
+    most 4) for every method but ``reload_bundle``, with jittered exponential backoff
+    between ``initial_backoff`` and ``max_backoff`` seconds (see ``sdk._retry``). With
+    ``tls`` the channel uses TLS (mTLS when it carries a client certificate), otherwise
+    plaintext. Every method raises only ``DocketError`` subclasses. Use it as a context
+    manager, or call ``close()``. Raises ``ConfigurationError`` for unusable settings.
     """
 
     _channel: grpc.Channel
@@ -187,12 +194,11 @@ class DecisionClient(_ClientBase):
         self._check = _health_check(self._channel)
 
     def _invoke(self, rpc: str, method: Callable[..., _Response], request: _Request) -> _Response:
-        attempts = self._attempts(rpc)
-        while True:
-            try:
-                return method(request, timeout=self.timeout)
-            except grpc.RpcError as exc:
-                time.sleep(attempts.backoff_or_raise(exc))
+        self._check_open()
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(rpc, exc) from exc
 
     def authorize(
         self,
@@ -261,7 +267,7 @@ class DecisionClient(_ClientBase):
         """
         message = health_pb2.HealthCheckRequest(service=service)
         try:
-            return _health_status(self._invoke("Health.Check", self._check, message))
+            return _health_status(self._invoke(_HEALTH_RPC, self._check, message))
         except ServerError as exc:
             return self._health_unknown(exc)
 
@@ -306,12 +312,11 @@ class AsyncDecisionClient(_ClientBase):
     async def _invoke(
         self, rpc: str, method: Callable[..., Awaitable[_Response]], request: _Request
     ) -> _Response:
-        attempts = self._attempts(rpc)
-        while True:
-            try:
-                return await method(request, timeout=self.timeout)
-            except grpc.RpcError as exc:
-                await asyncio.sleep(attempts.backoff_or_raise(exc))
+        self._check_open()
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(rpc, exc) from exc
 
     async def authorize(
         self,
@@ -356,7 +361,7 @@ class AsyncDecisionClient(_ClientBase):
         self._open()
         message = health_pb2.HealthCheckRequest(service=service)
         try:
-            return _health_status(await self._invoke("Health.Check", self._check, message))
+            return _health_status(await self._invoke(_HEALTH_RPC, self._check, message))
         except ServerError as exc:
             return self._health_unknown(exc)
 

@@ -18,6 +18,7 @@ from e2e.docket_process import Docket, start_docket
 from swtpm import ProvisionedState, SoftwareTpm
 
 from sdk import PermissionDeniedError, agent
+from sdk.agent import _attest
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,7 @@ def test_sha1_signed_quote_is_refused_by_default(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(agent, "Tpm", Sha1Tpm)
+    monkeypatch.setattr(_attest, "Tpm", Sha1Tpm)  # the driver the flow uses
     docket = _serve(tmp_path / "serve", provisioned_tpm, {})
     try:
         with pytest.raises(PermissionDeniedError, match=SHA1_REFUSAL):
@@ -89,7 +90,7 @@ def test_sha1_signed_quote_is_accepted_when_the_setting_allows_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(agent, "Tpm", Sha1Tpm)
+    monkeypatch.setattr(_attest, "Tpm", Sha1Tpm)  # the driver the flow uses
     env = {"DOCKET_QUOTE_HASHES": '["sha1", "sha256"]'}
     docket = _serve(tmp_path / "serve", provisioned_tpm, env)
     try:

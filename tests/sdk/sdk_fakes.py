@@ -1,5 +1,6 @@
-"""A fake Docket: an in-process gRPC server with a small ``DecisionsServicer`` that records
-what it received and can be told to fail, plus the standard health service."""
+"""A fake Docket: an in-process gRPC server with a small ``DecisionsServicer`` (or an
+``AttestationServicer``) that records what it received and can be told to fail, plus the
+standard health service."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from pki import PKI
 
 from sdk import AuthorizeResult
 from sdk._convert import authorize_result_to_proto
+from sdk.v1 import attestation_pb2, attestation_pb2_grpc, decisions_pb2_grpc
 from sdk.v1 import decisions_pb2 as pb
-from sdk.v1 import decisions_pb2_grpc
 
 CLIENT_SPIFFE_ID = "spiffe://docket.example/ns/test/sa/client"
 """The SPIFFE ID in the tests' client certificate (fixture ``client_pair``)."""
@@ -39,11 +40,13 @@ class Received:
 class FakeDecisions(decisions_pb2_grpc.DecisionsServicer):
     """Allows every request except those of ``DENIED_PRINCIPAL`` (or all, with ``deny_all``).
 
-    ``unavailable_first`` calls fail with UNAVAILABLE; ``fail_with`` makes every call fail
-    with that status; ``delay`` holds each call that long (until ``release`` is set).
+    The first ``unavailable_first`` calls fail with ``first_code`` (UNAVAILABLE unless
+    set); ``fail_with`` makes every call fail with that status; ``delay`` holds each call
+    that long (until ``release`` is set).
     """
 
     unavailable_first: int = 0
+    first_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     fail_with: tuple[grpc.StatusCode, str] | None = None
     delay: float = 0.0
     deny_all: bool = False
@@ -62,7 +65,7 @@ class FakeDecisions(decisions_pb2_grpc.DecisionsServicer):
             )
             count = len(self.received)
         if count <= self.unavailable_first:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"warming up (call {count})")
+            context.abort(self.first_code, f"warming up (call {count})")
         if self.fail_with is not None:
             context.abort(*self.fail_with)
         if self.delay:
@@ -133,6 +136,37 @@ class FakeDecisions(decisions_pb2_grpc.DecisionsServicer):
 
 
 @dataclass
+class FakeAttestation(attestation_pb2_grpc.AttestationServicer):
+    """Answers Challenge and Attest with fixed messages, and records every call by method.
+
+    The first ``unavailable_first`` calls of each method fail with UNAVAILABLE.
+    """
+
+    unavailable_first: int = 0
+    received: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _enter(self, rpc: str, context: grpc.ServicerContext) -> None:
+        with self._lock:
+            self.received.append(rpc)
+            count = self.received.count(rpc)
+        if count <= self.unavailable_first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"warming up ({rpc} {count})")
+
+    def Challenge(
+        self, request: attestation_pb2.ChallengeRequest, context: grpc.ServicerContext
+    ) -> attestation_pb2.ChallengeResponse:
+        self._enter("Challenge", context)
+        return attestation_pb2.ChallengeResponse(challenge_id="ch-1", nonce=b"n" * 16)
+
+    def Attest(
+        self, request: attestation_pb2.AttestRequest, context: grpc.ServicerContext
+    ) -> attestation_pb2.AttestResponse:
+        self._enter("Attest", context)
+        return attestation_pb2.AttestResponse(spiffe_id="spiffe://docket.test/device/ab")
+
+
+@dataclass
 class Running:
     server: grpc.Server
     port: int
@@ -190,4 +224,11 @@ def mtls_server_credentials(pki: PKI) -> grpc.ServerCredentials:
         [(pki.server.key.read_bytes(), pki.server.cert.read_bytes())],
         root_certificates=pki.ca.read_bytes(),
         require_client_auth=True,
+    )
+
+
+def serve_attestation(fake: FakeAttestation) -> Running:
+    """The fake Attestation service."""
+    return serve(
+        lambda server: attestation_pb2_grpc.add_AttestationServicer_to_server(fake, server)
     )

@@ -86,15 +86,28 @@ def test_unavailable_is_retried(docket: Running, fake: FakeDecisions) -> None:
     assert len(fake.received) == 3
 
 
-def test_errors_are_mapped(docket: Running, fake: FakeDecisions) -> None:
+def test_errors_are_mapped_after_the_retries(docket: Running, fake: FakeDecisions) -> None:
     fake.fail_with = (grpc.StatusCode.RESOURCE_EXHAUSTED, "audit queue full")
 
     async def use(client: AsyncDecisionClient) -> None:
         await client.authorize(ALICE, "read", RECORDS)
 
-    with pytest.raises(OverloadedError, match="RESOURCE_EXHAUSTED: audit queue full") as caught:
-        run(docket.target, use)
+    with pytest.raises(
+        OverloadedError, match="after 2 attempts: RESOURCE_EXHAUSTED: audit queue full"
+    ) as caught:
+        run(docket.target, use, retries=1)
     assert isinstance(caught.value.__cause__, grpc.RpcError)
+    assert len(fake.received) == 2
+
+
+def test_reload_bundle_is_never_retried(docket: Running, fake: FakeDecisions) -> None:
+    fake.unavailable_first = 1
+
+    async def use(client: AsyncDecisionClient) -> None:
+        await client.reload_bundle()
+
+    with pytest.raises(TransportError, match=r"ReloadBundle on \S+ failed: UNAVAILABLE"):
+        run(docket.target, use)
     assert len(fake.received) == 1
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -166,7 +166,6 @@ def test_health_reports_the_services_status(client: DecisionClient, docket: Runn
 ERRORS = [
     pytest.param(grpc.StatusCode.INVALID_ARGUMENT, InvalidRequestError, id="invalid"),
     pytest.param(grpc.StatusCode.OUT_OF_RANGE, InvalidRequestError, id="out-of-range"),
-    pytest.param(grpc.StatusCode.RESOURCE_EXHAUSTED, OverloadedError, id="exhausted"),
     pytest.param(grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError, id="denied"),
     pytest.param(grpc.StatusCode.UNAUTHENTICATED, PermissionDeniedError, id="unauthenticated"),
     pytest.param(grpc.StatusCode.INTERNAL, ServerError, id="internal"),
@@ -221,6 +220,74 @@ def test_unavailable_is_retried_with_bounded_backoff(docket: Running, fake: Fake
     assert elapsed < 0.05 + 0.08 + 0.08 + 1.5
 
 
+CALLS = [
+    pytest.param("Authorize", lambda c: c.authorize(ALICE, "read", RECORDS), id="authorize"),
+    pytest.param(
+        "BatchAuthorize",
+        lambda c: c.authorize_batch([{"principal": ALICE, "action": "read", "resource": RECORDS}]),
+        id="batch",
+    ),
+    pytest.param("Place", lambda c: c.place("ehr-api", residency=["eu"]), id="place"),
+]
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
+@pytest.mark.parametrize(("rpc", "call"), CALLS)
+def test_decisions_are_retried_by_grpc_until_they_succeed(
+    client: DecisionClient,
+    fake: FakeDecisions,
+    rpc: str,
+    call: Callable[[DecisionClient], object],
+    code: grpc.StatusCode,
+) -> None:
+    fake.unavailable_first = 2
+    fake.first_code = code
+
+    call(client)
+
+    assert [r.rpc for r in fake.received] == [rpc] * 3
+
+
+def test_reload_bundle_is_never_retried(client: DecisionClient, fake: FakeDecisions) -> None:
+    fake.unavailable_first = 1
+
+    with pytest.raises(TransportError) as caught:
+        client.reload_bundle()
+
+    assert str(caught.value) == (
+        f"ReloadBundle on {client.target} failed: UNAVAILABLE: warming up (call 1)"
+    )
+    assert len(fake.received) == 1
+
+
+def test_an_overload_that_persists_is_reported_after_the_retries(
+    client: DecisionClient, fake: FakeDecisions
+) -> None:
+    fake.fail_with = (grpc.StatusCode.RESOURCE_EXHAUSTED, "the audit queue is full")
+
+    with pytest.raises(OverloadedError, match="after 4 attempts: RESOURCE_EXHAUSTED: the audit"):
+        client.authorize(ALICE, "read", RECORDS)
+
+    assert len(fake.received) == 4
+
+
+def test_the_timeout_bounds_the_call_with_its_retries(docket: Running, fake: FakeDecisions) -> None:
+    fake.unavailable_first = 100
+    started = time.monotonic()
+
+    with (
+        DecisionClient(
+            docket.target, timeout=0.3, retries=4, initial_backoff=5.0, max_backoff=5.0
+        ) as c,
+        pytest.raises(TransportError) as caught,
+    ):
+        c.authorize(ALICE, "read", RECORDS)
+
+    assert time.monotonic() - started < 2.0
+    assert caught.value.status == "DEADLINE_EXCEEDED"
+    assert len(fake.received) < 5
+
+
 def test_retries_give_up_with_a_transport_error(docket: Running, fake: FakeDecisions) -> None:
     fake.unavailable_first = 100
 
@@ -270,6 +337,7 @@ def test_a_closed_client_refuses_calls(docket: Running) -> None:
     [
         pytest.param({"timeout": 0}, id="zero-timeout"),
         pytest.param({"retries": -1}, id="negative-retries"),
+        pytest.param({"retries": 5}, id="more-retries-than-grpc-makes"),
         pytest.param({"max_backoff": -0.1}, id="negative-backoff"),
     ],
 )

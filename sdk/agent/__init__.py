@@ -1,0 +1,33 @@
+"""The device attestation agent: a TPM 2.0 earns an X.509 SVID and a JWT-SVID.
+
+``attest(server, tcti, out)`` runs the whole ``docket.v1.Attestation`` flow (what
+``docket attest`` does):
+
+    Tpm.create_ek, Tpm.create_ak ──Challenge──> credential, nonce, PCRs to quote
+    Tpm.activate, Tpm.quote, Tpm.pcrread, a fresh device key + CSR ──Attest──> credentials
+    ──> svid.pem, svid.key, bundle.pem, jwt in ``out`` (each replaced atomically)
+
+``Tpm`` drives tpm2-tools against a TCTI (``swtpm:host=127.0.0.1,port=2321``,
+``device:/dev/tpmrm0``, ...) in a private working directory and flushes transient objects
+after every command, since a TPM without a resource manager (swtpm) holds only three.
+
+One module per reason to change:
+
+    _attest.py        the flow: Challenge, the TPM's answers, Attest, the checked response
+    _tpm.py           the TPM driver: tpm2-tools subprocesses, transient-object flushing
+    _pcrs.py          PCR selections and the values tpm2_pcrread returns (pure)
+    _channel.py       the gRPC channel: plaintext only to loopback, errors mapped
+    _credentials.py   the device key and CSR, the credential files written atomically
+
+This package needs ``cryptography`` (the device key and its CSR), so ``import sdk`` does
+not import it. Every call raises only ``DocketError`` subclasses: ``TpmError`` when the
+TPM or tpm2-tools fail, ``PermissionDeniedError`` ("attestation refused: ...") when Docket
+refuses the evidence, and the rest of the tree as for the decision client.
+"""
+
+from sdk._errors import TpmError
+from sdk.agent._attest import AttestResult, attest
+from sdk.agent._pcrs import pcr_selection
+from sdk.agent._tpm import Tpm
+
+__all__ = ["AttestResult", "Tpm", "TpmError", "attest", "pcr_selection"]
