@@ -10,7 +10,8 @@ chained as ``__cause__``)::
     ├── InvalidRequestError     INVALID_ARGUMENT / OUT_OF_RANGE from the server (its message
     │                           names the field), or refused before sending: a float or an
     │                           out-of-range int in a context, a batch over 1,000 requests
-    ├── OverloadedError         RESOURCE_EXHAUSTED: Docket pushes back, try again later
+    ├── OverloadedError         RESOURCE_EXHAUSTED after the retries: Docket pushes back,
+    │                           try again later
     ├── PermissionDeniedError   PERMISSION_DENIED / UNAUTHENTICATED, e.g. ReloadBundle
     │                           refused for the caller's identity, an attestation refused
     ├── ServerError             any other status (INTERNAL, UNIMPLEMENTED, ...) or a
