@@ -51,12 +51,18 @@ def validate(ctx: click.Context, bundle_dir: Path | None, bundle_key: Path | Non
 @policy.command(name="test")
 @click.argument("bundle_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--junit", type=click.Path(path_type=Path), help="Also write JUnit XML here.")
+@click.option("-v", "--verbose", is_flag=True, help="List every case, passed ones too.")
 @key_option
 @click.pass_context
 def test_cmd(
-    ctx: click.Context, bundle_dir: Path | None, junit: Path | None, bundle_key: Path | None
+    ctx: click.Context,
+    bundle_dir: Path | None,
+    junit: Path | None,
+    verbose: bool,
+    bundle_key: Path | None,
 ) -> None:
-    """Run the bundle's tests/*.yaml cases; list policies that no case exercises."""
+    """Run the bundle's tests/*.yaml cases: list the failures, the policies that no case
+    exercises and a summary (--verbose: every case, in a table)."""
     settings = settings_of(ctx)
     path = bundle_dir or settings.bundle
     bundle = load_bundle(path, bundle_key or settings.bundle_public_key)
@@ -69,22 +75,23 @@ def test_cmd(
     if not cases:
         raise InputError(f"{path}: no test cases under tests/*.yaml")
     results = run_cases(bundle, cases, now=datetime.now(UTC))
-    table = Table(title=f"policy tests — {path} ({bundle.version[:19]})")
-    table.add_column("case")
-    table.add_column("file", style="dim")
-    table.add_column("expected")
-    table.add_column("got")
-    table.add_column("result")
-    for result in results:
-        expected = result.loaded.case.expect.decision
-        table.add_row(
-            result.loaded.case.name,
-            f"{result.loaded.file}:{result.loaded.line}",
-            expected,
-            result.decision or "error",
-            "[green]pass[/]" if result.passed else "[red]FAIL[/]",
-        )
-    out.print(table)
+    if verbose:
+        table = Table(title=f"policy tests — {path} ({bundle.version[:19]})")
+        table.add_column("case")
+        table.add_column("file", style="dim")
+        table.add_column("expected")
+        table.add_column("got")
+        table.add_column("result")
+        for result in results:
+            expected = result.loaded.case.expect.decision
+            table.add_row(
+                result.loaded.case.name,
+                f"{result.loaded.file}:{result.loaded.line}",
+                expected,
+                result.decision or "error",
+                "[green]pass[/]" if result.passed else "[red]FAIL[/]",
+            )
+        out.print(table)
     failed = [r for r in results if not r.passed]
     for result in failed:
         out.print(

@@ -78,6 +78,12 @@ def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "1 failed" in result.stdout
     assert "decision: expected deny, got allow" in result.stdout
+    # By default the failures and a summary, not every case.
+    assert "pass" not in result.stdout.replace("passed", "")
+    assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    verbose = docket("policy", "test", "--verbose", str(bundle))
+    assert verbose.returncode == 1
+    assert verbose.stdout.count("pass") > result.stdout.count("pass")
 
 
 @pytest.mark.parametrize(
