@@ -383,11 +383,18 @@ class AdmissionServer:
         """The port it listens on (the one chosen, for port 0)."""
         return int(self._server.server_address[1])
 
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` ran."""
+        return self._thread.is_alive() or self._thread.ident is not None
+
     def start(self) -> AdmissionServer:
+        """Serve on the bound socket (in a thread); returns self."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
         """Stop accepting and close the socket (connections in flight finish)."""
-        self._server.shutdown()
+        if self.started:  # shutdown() waits for a serve loop that never ran otherwise
+            self._server.shutdown()
         self._server.server_close()

@@ -437,7 +437,9 @@ class Worker:
             lambda pinned, why: self._audit_bundle_event(pin_entry(pinned, why, now=utcnow()))
         )
         self.watcher.on_refuse(self._refused)
-        self.service = DecisionService(self.engine, self.watcher, metrics, self.audit)
+        self.service = DecisionService(
+            self.engine, self.watcher, metrics, self.audit, announce=False
+        )
         self.challenges = open_challenges(settings)
         self.attestation = AttestationService(
             self.ca,
@@ -516,9 +518,17 @@ class Worker:
             log.error("audit.bundle_unrecorded", action=entry.action, error=str(exc))
 
     def start_admission(self, address: Address, *, reuse_port: bool = False) -> int:
-        """Serve the admission webhook (HTTPS) on ``address``; returns the port. The
-        certificate is the configured one or what :func:`admission_tls` wrote.
+        """Serve the admission webhook (HTTPS) on ``address`` now; returns the port.
         Raises :class:`ServeError`."""
+        port = self.bind_admission(address, reuse_port=reuse_port)
+        assert self.admission is not None
+        self.admission.start()
+        return port
+
+    def bind_admission(self, address: Address, *, reuse_port: bool = False) -> int:
+        """Bind the admission webhook (HTTPS) on ``address``; :meth:`start` serves it.
+        Returns the port. The certificate is the configured one or what
+        :func:`admission_tls` wrote. Raises :class:`ServeError`."""
         settings = self.settings
         if settings.admission_cert is not None and settings.admission_key is not None:
             cert, key = settings.admission_cert, settings.admission_key
@@ -563,7 +573,7 @@ class Worker:
                 reuse_port=reuse_port,
                 max_connections=settings.admission_max_connections,
                 request_seconds=settings.admission_request_seconds,
-            ).start()
+            )
         except OSError as exc:
             raise ServeError(f"cannot serve admission on {address}: {exc.strerror}") from exc
         return self.admission.port
@@ -573,7 +583,10 @@ class Worker:
         return bundle.reference if bundle is not None else ReferenceValues()
 
     def start(self, address: Address) -> int:
-        """Bind and start; returns the port (useful with port 0). Raises :class:`ServeError`."""
+        """Bind gRPC and start serving it (and the admission webhook, if bound); returns
+        the port (useful with port 0). Bind the webhook first (:meth:`bind_admission`)
+        so that a port in use stops the start before anything is recorded. Raises
+        :class:`ServeError`."""
         credentials = server_credentials(self.settings)
         try:
             if credentials is None:
@@ -584,7 +597,15 @@ class Worker:
             raise ServeError(
                 f"cannot listen on {address}: the address is in use or not available here"
             ) from exc
+        # Every listener is bound: only now is the bundle recorded as loaded (a start
+        # that fails to bind leaves the log as it was), before the first call is answered.
+        try:
+            self.service.announce()
+        except AuditError as exc:
+            raise ServeError(f"audit log: {exc}") from exc
         self.server.start()
+        if self.admission is not None and not self.admission.started:
+            self.admission.start()
         self._set_health()
         self.watcher.start()
         self._health_thread.start()
@@ -738,15 +759,19 @@ def _serve_one(
     metrics = Metrics()
     worker = Worker(settings, bundle, metrics, reuse_port=False)
     signals = _Signals(worker.reload)
-    port = worker.start(grpc_address)
     admission = admission_address(settings)
+    # Every listener is bound before anything starts or is recorded: a port in use
+    # leaves the audit log as it was.
+    # The JWKS and revocation list the worker verifies with: they reload together.
+    metrics_server = _serve_metrics(metrics_address, metrics.registry, worker.trust)
     try:
         if admission is not None:
-            admission = Address(admission.host, worker.start_admission(admission))
-        # The JWKS and revocation list the worker verifies with: they reload together.
-        metrics_server = _serve_metrics(metrics_address, metrics.registry, worker.trust)
+            admission = Address(admission.host, worker.bind_admission(admission))
+        port = worker.start(grpc_address)
     except ServeError:
         worker.stop(0)
+        metrics_server.shutdown()
+        metrics_server.server_close()
         raise
     on_ready(
         Listening(
@@ -785,12 +810,12 @@ def _worker_main(settings: Settings, ports: tuple[int, int | None], ready: Any) 
     admission = admission_address(settings)
     port, admission_port = ports
     try:
-        bound = worker.start(Address(address.host, port))
         bound_admission = None
         if admission is not None and admission_port is not None:
-            bound_admission = worker.start_admission(
+            bound_admission = worker.bind_admission(
                 Address(admission.host, admission_port), reuse_port=True
             )
+        bound = worker.start(Address(address.host, port))
     except ServeError as exc:
         worker.stop(0)
         ready.put(("error", str(exc)))
@@ -875,6 +900,9 @@ def _supervise(
         trust.reload()
 
     signals = _Signals(reload)
+    # Bound before any worker starts (and records its bundle): a busy port leaves the
+    # audit log as it was.
+    metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), trust)
     try:
         admission = admission_address(settings)
         supervisor.ports = supervisor.start_worker(
@@ -882,7 +910,6 @@ def _supervise(
         )
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.ports)
-        metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), trust)
         on_ready(
             Listening(
                 grpc=Address(grpc_address.host, supervisor.ports[0]),
@@ -900,9 +927,9 @@ def _supervise(
             if trust.changed():
                 trust.reload()
         log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
+    finally:
         metrics_server.shutdown()
         metrics_server.server_close()
-    finally:
         supervisor.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.environ.pop(MULTIPROC_ENV, None)

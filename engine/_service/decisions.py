@@ -88,6 +88,7 @@ class DecisionService:
         audit: AuditLog,
         *,
         clock: Callable[[], datetime] = utcnow,
+        announce: bool = True,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -97,9 +98,17 @@ class DecisionService:
         bundle = engine.bundle
         self._version = bundle.version if bundle else None
         metrics.bundle_loaded(self._version)
+        if announce:
+            self.announce()
+        watcher.on_swap(self._swapped)
+
+    def announce(self) -> None:
+        """Record the bundle in force as loaded. A server calls this once it listens
+        (``announce=False`` at construction), so a start that fails to bind writes
+        nothing to the log. Raises :class:`~audit.AuditError`."""
+        bundle = self.engine.bundle
         if bundle is not None:
             self._record([self._bundle_entry(bundle.version, None, bundle.source)])
-        watcher.on_swap(self._swapped)
 
     @property
     def serving(self) -> bool:

@@ -278,3 +278,35 @@ def test_a_port_in_use_is_one_line_exit_2(workers: str, tmp_path: Path) -> None:
         )
     assert result.returncode == 2, result
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("busy", ["grpc", "metrics", "admission"])
+def test_a_serve_that_cannot_bind_writes_nothing_to_the_log(
+    tmp_path: Path, busy: str, workers: str
+) -> None:
+    """A port in use stops `docket serve` with one line, exit 2, before anything is
+    recorded: the audit log holds no bundle entry of a server that never served."""
+    import sqlite3
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    addresses = {"grpc": "127.0.0.1:0", "metrics": "127.0.0.1:0", "admission": "127.0.0.1:0"}
+    addresses[busy] = f"127.0.0.1:{port}"
+    data = tmp_path / "data"
+    try:
+        done = subprocess.run(
+            [DOCKET, "serve", "--bundle", str(ROOT / "policies"), "--data-dir", str(data),
+             "--workers", workers,
+             *(f"--{name}={address}" for name, address in addresses.items())],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("docket: ")
+    assert str(port) in done.stderr
+    with sqlite3.connect(data / "docket.db") as db:
+        assert db.execute("SELECT count(*) FROM audit_entry").fetchone() == (0,)
