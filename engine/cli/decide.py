@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -16,6 +17,7 @@ from engine._core.evaluate import Engine
 from engine._core.models import Decision, Request
 from engine._core.placement import Placement, Workload
 from engine._errors import RequestError
+from engine.cli import remote
 from engine.cli.common import (
     bundle_option,
     key_option,
@@ -25,6 +27,9 @@ from engine.cli.common import (
     read_documents,
     settings_of,
 )
+from engine.cli.remote import call, connect, server_options
+from sdk import DecisionClient
+from sdk import Placement as RemotePlacement
 
 ONE_OBJECT = "expected a JSON object: give one object, or JSON Lines (one object per line)"
 
@@ -49,11 +54,40 @@ def _engine_for(ctx: click.Context, bundle_path: Path | None, bundle_key: Path |
     return Engine(bundle)
 
 
+def _decide_remote(
+    ctx: click.Context, source: IO[str], as_json: bool, client: DecisionClient, server: str
+) -> None:
+    name = source.name
+    denied = 0
+    with client:
+        for line, document in read_documents(source, name):
+            if not isinstance(document, dict):
+                raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
+            try:
+                send = partial(remote.authorize, client, document)
+                result = call(f"{name}:{line}", server, send)
+            except ValidationError as exc:
+                raise model_error(name, line, exc) from exc
+            denied += not result.allowed
+            if as_json:
+                click.echo(remote.result_json(result))
+                continue
+            colour = "green" if result.allowed else "red"
+            reasons = ", ".join(result.reasons) or "no policy permits (default deny)"
+            out.print(f"[{colour}]{result.decision.upper()}[/]  {reasons}")
+            out.print(f"  {remote.receipt_line(result)}", markup=False)
+            for policy, message in result.errors:
+                out.print(f"  error in {policy}: {message}", markup=False)
+    if denied:
+        ctx.exit(1)
+
+
 @click.command()
 @click.argument("request_file", required=False, type=click.File("r"), default="-")
 @bundle_option
 @key_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per request.")
+@server_options
 @click.pass_context
 def decide(
     ctx: click.Context,
@@ -61,13 +95,24 @@ def decide(
     bundle_path: Path | None,
     bundle_key: Path | None,
     as_json: bool,
+    server: str | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Decide requests (a JSON object, or JSON Lines) from REQUEST_FILE or stdin.
 
     Each answer says which semantics the bundle gives a forbid that errors
     (forbid_errors: "deny", the default, or "cedar": skipped, as Cedar does).
-    Exits 0 when every request is allowed, 1 when any is denied.
+    With --server, a running `docket serve` decides and records each one and the
+    answer names its audit entry. Exits 0 when every request is allowed, 1 when any
+    is denied.
     """
+    if server is not None:
+        _decide_remote(
+            ctx, request_file, as_json, connect(server, tls_ca, tls_cert, tls_key), server
+        )
+        return
     engine = _engine_for(ctx, bundle_path, bundle_key)
     assert engine.bundle is not None
     forbid_errors = engine.bundle.forbid_errors
@@ -104,6 +149,7 @@ def decide(
 @bundle_option
 @key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
+@server_options
 @click.pass_context
 def place(
     ctx: click.Context,
@@ -111,17 +157,24 @@ def place(
     bundle_path: Path | None,
     bundle_key: Path | None,
     as_json: bool,
+    server: str | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Rank the sites a workload or dataset may be placed on.
 
     Input: {"workload": {...}, "sites": [optional site names]} or just the workload.
     A declared residency binds whatever the classification. Exits 0 when at least one
     site is allowed, 1 when none is, 2 on an input error (one line), such as a residency
-    or users_in that is not a jurisdiction of the bundle's site catalog.
+    or users_in that is not a jurisdiction of the bundle's site catalog. With --server,
+    a running `docket serve` places and records it.
     """
-    engine = _engine_for(ctx, bundle_path, bundle_key)
+    client = None if server is None else connect(server, tls_ca, tls_cert, tls_key)
+    engine = None if server is not None else _engine_for(ctx, bundle_path, bundle_key)
     name = workload_file.name
     placements: list[Placement] = []
+    placed_any = True
     for line, document in read_documents(workload_file, name):
         if not isinstance(document, dict):
             raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
@@ -134,6 +187,18 @@ def place(
         extra = set(document) - {"workload", "sites"} if "workload" in document else set()
         if extra:
             raise InputError(f"{name}:{line}: unexpected field(s): {', '.join(sorted(extra))}")
+        if client is not None and server is not None:
+            if not isinstance(spec, dict):
+                raise InputError(f"{name}:{line}: workload: {ONE_OBJECT}")
+            try:
+                send_place = partial(remote.place, client, spec, sites)
+                remote_placement = call(f"{name}:{line}", server, send_place)
+            except ValidationError as exc:
+                raise model_error(name, line, exc) from exc
+            _print_remote(remote_placement, as_json)
+            placed_any = placed_any and bool(remote_placement.allowed)
+            continue
+        assert engine is not None
         try:
             workload = Workload.model_validate(spec)
             placements.append(engine.place(workload, sites, now=datetime.now(UTC)))
@@ -146,8 +211,25 @@ def place(
             click.echo(placement.model_dump_json(exclude={"evaluated_at"}))
         else:
             _print_placement(placement)
-    if any(not p.allowed for p in placements):
+    if client is not None:
+        client.close()
+    if any(not p.allowed for p in placements) or not placed_any:
         ctx.exit(1)
+
+
+def _print_remote(placement: RemotePlacement, as_json: bool) -> None:
+    if as_json:
+        click.echo(placement.model_dump_json())
+        return
+    out.print(f"placement of {placement.workload_id} (by the server)", markup=False)
+    for rank, site in enumerate(placement.allowed, start=1):
+        out.print(f"  {rank}. {site.site} ({site.jurisdiction}, {site.tier})", markup=False)
+    if not placement.allowed:
+        out.print("[red]no site may take this workload[/]")
+    for denied in placement.denied:
+        reasons = ", ".join(denied.reasons) or "no policy permits (default deny)"
+        out.print(f"[red]denied[/] {denied.site}: {reasons}")
+    out.print(f"  {remote.receipt_line(placement)}", markup=False)
 
 
 def _print_placement(placement: Placement) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import shutil
@@ -310,3 +311,56 @@ def test_a_serve_that_cannot_bind_writes_nothing_to_the_log(
     assert str(port) in done.stderr
     with sqlite3.connect(data / "docket.db") as db:
         assert db.execute("SELECT count(*) FROM audit_entry").fetchone() == (0,)
+
+
+def _remote(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKET, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_decide_and_place_with_server_are_the_servers_decisions(
+    served: Served, tmp_path: Path
+) -> None:
+    """`docket decide --server` sends the request to a running `docket serve`: the
+    server decides from what it verifies, records the decision and names its audit
+    entry, which `docket audit prove` then proves from the shell."""
+    request = {
+        "principal": {"type": "User", "id": "bob"},
+        "action": {"type": "Action", "id": "read"},
+        "resource": {"type": "Data", "id": "q3-forecast"},
+        "context": {"mfa": True, "jurisdiction": "eu",
+                    "device": {"disk_encrypted": True, "patch_age_days": 3, "managed": True}},
+    }  # fmt: skip
+    done = _remote("decide", "--server", served.grpc, "--json", stdin=json.dumps(request))
+    assert done.returncode in (0, 1), done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["decision_id"]
+    index = answer["audit_index"]
+    assert isinstance(index, int)
+    proved = _remote("audit", "prove", str(index), "--data-dir", str(tmp_path / "data"), stdin="")
+    assert proved.returncode == 0, proved.stderr
+    entry = json.loads(proved.stdout)["entry"]
+    assert entry["detail"]["decision_id"] == answer["decision_id"]
+    assert entry["decision"] == answer["decision"]
+
+    text = _remote("decide", "--server", served.grpc, stdin=json.dumps(request))
+    assert f"audit entry {index + 1}" in text.stdout or "audit entry" in text.stdout
+
+    # What only a verified credential may say is refused by the server, naming the field.
+    forged = {**request, "context": {**request["context"], "device": {"attested": True}}}
+    refused = _remote("decide", "--server", served.grpc, stdin=json.dumps(forged))
+    assert refused.returncode == 2
+    assert "context.device.attested" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    workload = (ROOT / "examples" / "quickstart" / "workload.json").read_text()
+    placed = _remote("place", "--server", served.grpc, "--json", stdin=workload)
+    assert placed.returncode in (0, 1), placed.stderr
+    placement = json.loads(placed.stdout)
+    assert placement["workload_id"] == "model-trainer"
+    assert placement["receipt"]["index"] > index
+
+    nowhere = _remote("decide", "--server", "127.0.0.1:1", stdin=json.dumps(request))
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.startswith("docket: 127.0.0.1:1: ")
