@@ -57,12 +57,12 @@ from attestation._credential import make_credential, parse_ek_public, to_tpm2_to
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
 from attestation._errors import CredentialError, EvidenceError, ParseError
 from attestation._tpm import (
-    ALG_SHA1,
     ALG_SHA256,
     ALG_SHA384,
     ALG_SHA512,
     ECC_NIST_P256,
     ECC_NIST_P384,
+    HASH_IDS,
     ClockInfo,
     EccParameters,
     PcrSelection,
@@ -98,10 +98,8 @@ __all__ = [
 SECRET_SIZE: Final = 32
 NONCE_SIZE: Final = 32
 DEFAULT_TTL: Final = timedelta(seconds=60)
-QUOTE_HASHES: Final[Mapping[str, int]] = MappingProxyType(
-    {"sha1": ALG_SHA1, "sha256": ALG_SHA256, "sha384": ALG_SHA384, "sha512": ALG_SHA512}
-)
-"""Hash names a quote policy may list -> TPM_ALG id."""
+QUOTE_HASHES: Final[Mapping[str, int]] = HASH_IDS
+"""Hash names a quote policy may list -> TPM_ALG id (the hash table of attestation._tpm)."""
 DEFAULT_QUOTE_HASHES: Final = frozenset({ALG_SHA256, ALG_SHA384, ALG_SHA512})
 """The quote signature and PCR bank hashes accepted unless configured: SHA-1 is not (a
 chosen-prefix collision costs little, and a TPM that can sign with SHA-256 should)."""
@@ -295,7 +293,7 @@ def _spki_hash(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
 
 def _ek_key(ek_public: bytes) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
     try:
-        return parse_ek_public(ek_public).public_key
+        return parse_ek_public(ek_public).public_key()
     except CredentialError as exc:
         raise EvidenceError(f"the EK is not usable: {exc}") from exc
 
