@@ -24,9 +24,11 @@ import os
 import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
 from attestation._errors import CredentialError, ParseError
 from attestation._tpm import (
@@ -70,9 +72,8 @@ def _c_string(label: bytes) -> bytes:
     return label if label.endswith(b"\x00") else label + b"\x00"
 
 
-def _truncate(out: bytes, bits: int) -> bytes:
-    """The first ceil(bits/8) bytes, with the unused high bits of the first byte cleared."""
-    out = out[: (bits + 7) // 8]
+def _mask(out: bytes, bits: int) -> bytes:
+    """`out` (ceil(bits/8) bytes) with the unused high bits of the first byte cleared."""
     if bits % 8:
         out = bytes([out[0] & ((1 << (bits % 8)) - 1)]) + out[1:]
     return out
@@ -84,41 +85,47 @@ def kdfa(
     """KDFa (Part 1 §11.4.10.2): SP 800-108 counter-mode KDF with HMAC-``hash_alg``.
 
     Each block is ``HMAC(key, counter_be32 || label || 0x00 || contextU || contextV ||
-    bits_be32)``. ``label`` is given with or without its terminating NUL (``b"STORAGE"`` and
+    bits_be32)``: `cryptography`'s ``KBKDFHMAC`` in counter mode, a 32-bit counter before
+    the fixed input. The fixed input is given whole, because KBKDFHMAC would write the
+    length as 8 times the bytes, which is not ``bits`` when ``bits`` is not a multiple of 8.
+    ``label`` is given with or without its terminating NUL (``b"STORAGE"`` and
     ``b"STORAGE\\0"`` derive the same key), as in the reference implementation. When
     ``bits`` is not a multiple of 8 the high bits of the first byte are cleared.
     Raises ``CredentialError`` for an unknown hash, an empty label, or ``bits < 1``.
     """
     if bits < 1:
         raise CredentialError("KDFa needs bits >= 1")
-    algorithm = _hash(hash_alg)
-    tail = _c_string(label) + context_u + context_v + struct.pack(">I", bits)
-    out = bytearray()
-    counter = 1
-    while len(out) * 8 < bits:
-        out += hmac.digest(key, struct.pack(">I", counter) + tail, algorithm.name)
-        counter += 1
-    return _truncate(bytes(out), bits)
+    kdf = KBKDFHMAC(
+        algorithm=_hash(hash_alg).new(),
+        mode=Mode.CounterMode,
+        length=(bits + 7) // 8,
+        rlen=4,
+        llen=None,
+        location=CounterLocation.BeforeFixed,
+        label=None,
+        context=None,
+        fixed=_c_string(label) + context_u + context_v + struct.pack(">I", bits),
+    )
+    return _mask(kdf.derive(key), bits)
 
 
 def kdfe(hash_alg: str, z: bytes, label: bytes, party_u: bytes, party_v: bytes, bits: int) -> bytes:
     """KDFe (Part 1 §11.4.10.3): SP 800-56A concatenation KDF with ``hash_alg``.
 
-    Each block is ``H(counter_be32 || Z || label || 0x00 || partyUInfo || partyVInfo)``;
-    ``label`` with or without its NUL, and ``bits`` masked, as for :func:`kdfa`.
-    Raises ``CredentialError`` for an unknown hash, an empty label, or ``bits < 1``.
+    Each block is ``H(counter_be32 || Z || label || 0x00 || partyUInfo || partyVInfo)``:
+    `cryptography`'s ``ConcatKDFHash`` with ``label || 0x00 || partyUInfo || partyVInfo`` as
+    its otherInfo. ``label`` with or without its NUL, and ``bits`` masked, as for
+    :func:`kdfa`. Raises ``CredentialError`` for an unknown hash, an empty label, or
+    ``bits < 1``.
     """
     if bits < 1:
         raise CredentialError("KDFe needs bits >= 1")
-    tail = z + _c_string(label) + party_u + party_v
-    out = bytearray()
-    counter = 1
-    while len(out) * 8 < bits:
-        digest = hashes.Hash(_hash(hash_alg).new())
-        digest.update(struct.pack(">I", counter) + tail)
-        out += digest.finalize()
-        counter += 1
-    return _truncate(bytes(out), bits)
+    kdf = ConcatKDFHash(
+        algorithm=_hash(hash_alg).new(),
+        length=(bits + 7) // 8,
+        otherinfo=_c_string(label) + party_u + party_v,
+    )
+    return _mask(kdf.derive(z), bits)
 
 
 @dataclass(frozen=True)
@@ -179,21 +186,13 @@ def _tpm2b(data: bytes) -> bytes:
 
 
 def _aes_cfb_encrypt(key: bytes, plaintext: bytes) -> bytes:
-    """AES-CFB128 with a zero IV (Part 1 §24.4), built on ECB.
+    """AES-CFB128 with a zero IV (Part 1 §24.4).
 
-    cryptography moved its CFB mode to ``hazmat.decrepit`` (deprecated in ``primitives``);
-    CFB is one block cipher call per block, so doing it here keeps every version working.
+    CFB lives in ``cryptography.hazmat.decrepit`` (every version this package allows,
+    cryptography >= 47, has it there; ``primitives``' CFB is deprecated).
     """
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305
-    out = bytearray()
-    feedback = bytes(16)
-    for start in range(0, len(plaintext), 16):
-        block = plaintext[start : start + 16]
-        stream = encryptor.update(feedback)
-        cipher_block = bytes(p ^ k for p, k in zip(block, stream, strict=False))
-        out += cipher_block
-        feedback = cipher_block
-    return bytes(out)
+    encryptor = Cipher(algorithms.AES(key), CFB(bytes(16))).encryptor()
+    return encryptor.update(plaintext) + encryptor.finalize()
 
 
 def _seed_rsa(name_alg: TpmHash, key: rsa.RSAPublicKey, seed: bytes | None) -> tuple[bytes, bytes]:
