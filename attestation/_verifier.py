@@ -439,6 +439,13 @@ def _refusal(exc: VerificationError) -> str:
     return text
 
 
+def _strong_hash(cert: x509.Certificate) -> bool:
+    try:
+        return isinstance(cert.signature_hash_algorithm, _CHAIN_HASHES)
+    except UnsupportedAlgorithm:  # an algorithm cryptography does not know
+        return False
+
+
 def _walk_reencoded(
     leaf: LoadedCertificate,
     intermediates: Sequence[LoadedCertificate],
@@ -453,7 +460,7 @@ def _walk_reencoded(
     _check_validity(leaf.certificate, now, "EK certificate")
     current = leaf
     for _ in range(_MAX_CHAIN):
-        if not isinstance(current.certificate.signature_hash_algorithm, _CHAIN_HASHES):
+        if not _strong_hash(current.certificate):
             return None, "a certificate's signature algorithm is not SHA-256/384/512"
         for root in roots:
             if _is_ca(root) and _issued_by(current, root):
