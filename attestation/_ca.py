@@ -53,6 +53,7 @@ from typing import Any, Literal
 import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat import asn1
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -91,8 +92,10 @@ BACKDATE = timedelta(minutes=1)
 JWT_POSTURE_CLAIM = "https://docket.dev/posture"
 POSTURE_EXTENSION = x509.ObjectIdentifier("2.25.254625115688257366186368460684256347430")
 """The X.509-SVID extension (non-critical) carrying the attested posture: a DER UTF8String
-of the claims' canonical JSON. The OID is a UUID OID (ITU-T X.667, arc 2.25), so it needs
-no registration and cannot collide."""
+of the claims' canonical JSON, written and read strictly by `cryptography.hazmat.asn1`
+(``encode_der``/``decode_der`` of a ``str``; added in cryptography 47, the floor this
+package pins, and marked unstable there, hence the ``<51`` ceiling). The OID is a UUID OID
+(ITU-T X.667, arc 2.25), so it needs no registration and cannot collide."""
 
 _STATE_FILE = "ca.json"
 REVOCATIONS_FILE = "revocations.json"
@@ -1004,34 +1007,19 @@ def _signed_by(leaf: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _posture_extension(claims: Mapping[str, Any]) -> x509.UnrecognizedExtension:
-    text = json.dumps(dict(claims), sort_keys=True, separators=(",", ":")).encode()
-    return x509.UnrecognizedExtension(POSTURE_EXTENSION, b"\x0c" + _der_length(len(text)) + text)
-
-
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
+    text = json.dumps(dict(claims), sort_keys=True, separators=(",", ":"))
+    return x509.UnrecognizedExtension(POSTURE_EXTENSION, asn1.encode_der(text))
 
 
 def _read_posture(der: bytes) -> dict[str, Any]:
     """The claims in a posture extension's DER UTF8String. Raises ``TokenError``."""
-    if len(der) < 2 or der[0] != 0x0C:
-        raise TokenError("the certificate's posture extension is not a UTF8String")
-    first = der[1]
-    if first < 0x80:
-        length, start = first, 2
-    else:
-        size = first & 0x7F
-        if size == 0 or size > 4 or len(der) < 2 + size:
-            raise TokenError("the certificate's posture extension has a bad length")
-        length, start = int.from_bytes(der[2 : 2 + size], "big"), 2 + size
-    if start + length != len(der):
-        raise TokenError("the certificate's posture extension has a bad length")
     try:
-        claims = json.loads(der[start:].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = asn1.decode_der(str, der)
+    except ValueError as exc:  # another tag, a non-DER length, trailing bytes, bad UTF-8
+        raise TokenError("the certificate's posture extension is not a DER UTF8String") from exc
+    try:
+        claims = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise TokenError("the certificate's posture extension is not JSON") from exc
     if not isinstance(claims, dict):
         raise TokenError("the certificate's posture extension is not a JSON object")

@@ -11,7 +11,8 @@ an AK of that name loaded, gives it back.
 - ``hmacKey = KDFa(nameAlg, seed, "INTEGRITY", "", "", digestBits)``;
   ``integrityHMAC = HMAC(nameAlg, hmacKey, encIdentity || akName)``.
 
-``nameAlg`` and the symmetric algorithm are the EK's, read from its ``TPM2B_PUBLIC``.
+``nameAlg`` and the symmetric algorithm are the EK's, read from its ``TPM2B_PUBLIC`` by
+:mod:`attestation._tpm` (the one TPM parser and hash table).
 Errors: ``ParseError`` for malformed bytes, ``CredentialError`` for keys or algorithms this
 module does not support.
 """
@@ -23,15 +24,28 @@ import os
 import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 
 from attestation._errors import CredentialError, ParseError
+from attestation._tpm import (
+    ALG_AES,
+    ALG_CFB,
+    ALG_NULL,
+    HASH_IDS,
+    HASHES,
+    EccPoint,
+    PublicArea,
+    TpmHash,
+    hash_algorithm,
+    parse_public_2b,
+)
 
 __all__ = [
     "Credential",
-    "EkPublic",
     "kdfa",
     "kdfe",
     "make_credential",
@@ -39,47 +53,14 @@ __all__ = [
     "to_tpm2_tools_file",
 ]
 
-# TPM_ALG_ID values (Part 2 §6.3) and TPM_ECC_CURVE values (Part 2 §6.4).
-_ALG_RSA = 0x0001
-_ALG_SHA1 = 0x0004
-_ALG_AES = 0x0006
-_ALG_SHA256 = 0x000B
-_ALG_SHA384 = 0x000C
-_ALG_SHA512 = 0x000D
-_ALG_NULL = 0x0010
-_ALG_ECC = 0x0023
-_ALG_CFB = 0x0043
-
-_HASHES: dict[int, str] = {
-    _ALG_SHA1: "sha1",
-    _ALG_SHA256: "sha256",
-    _ALG_SHA384: "sha384",
-    _ALG_SHA512: "sha512",
-}
-_HASH_CLASSES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
-_CURVES: dict[int, ec.EllipticCurve] = {
-    0x0003: ec.SECP256R1(),
-    0x0004: ec.SECP384R1(),
-    0x0005: ec.SECP521R1(),
-}
-
-# objectAttributes bits (Part 2 §8.3): MakeCredential needs a storage key (restricted decrypt).
-_ATTR_RESTRICTED = 1 << 16
-_ATTR_DECRYPT = 1 << 17
-
 # tpm2-tools' file header (lib/files.c files_write_header): magic, then a version.
 _TPM2_TOOLS_MAGIC = 0xBADCC0DE
 _TPM2_TOOLS_CREDENTIAL_VERSION = 1
 
 
-def _hash(hash_alg: str) -> hashes.HashAlgorithm:
+def _hash(hash_alg: str) -> TpmHash:
     try:
-        return _HASH_CLASSES[hash_alg]()
+        return HASHES[HASH_IDS[hash_alg]]
     except KeyError:
         raise CredentialError(f"unsupported hash algorithm {hash_alg!r}") from None
 
@@ -91,9 +72,8 @@ def _c_string(label: bytes) -> bytes:
     return label if label.endswith(b"\x00") else label + b"\x00"
 
 
-def _truncate(out: bytes, bits: int) -> bytes:
-    """The first ceil(bits/8) bytes, with the unused high bits of the first byte cleared."""
-    out = out[: (bits + 7) // 8]
+def _mask(out: bytes, bits: int) -> bytes:
+    """`out` (ceil(bits/8) bytes) with the unused high bits of the first byte cleared."""
     if bits % 8:
         out = bytes([out[0] & ((1 << (bits % 8)) - 1)]) + out[1:]
     return out
@@ -105,41 +85,47 @@ def kdfa(
     """KDFa (Part 1 §11.4.10.2): SP 800-108 counter-mode KDF with HMAC-``hash_alg``.
 
     Each block is ``HMAC(key, counter_be32 || label || 0x00 || contextU || contextV ||
-    bits_be32)``. ``label`` is given with or without its terminating NUL (``b"STORAGE"`` and
+    bits_be32)``: `cryptography`'s ``KBKDFHMAC`` in counter mode, a 32-bit counter before
+    the fixed input. The fixed input is given whole, because KBKDFHMAC would write the
+    length as 8 times the bytes, which is not ``bits`` when ``bits`` is not a multiple of 8.
+    ``label`` is given with or without its terminating NUL (``b"STORAGE"`` and
     ``b"STORAGE\\0"`` derive the same key), as in the reference implementation. When
     ``bits`` is not a multiple of 8 the high bits of the first byte are cleared.
     Raises ``CredentialError`` for an unknown hash, an empty label, or ``bits < 1``.
     """
     if bits < 1:
         raise CredentialError("KDFa needs bits >= 1")
-    algorithm = _hash(hash_alg)
-    tail = _c_string(label) + context_u + context_v + struct.pack(">I", bits)
-    out = bytearray()
-    counter = 1
-    while len(out) * 8 < bits:
-        out += hmac.digest(key, struct.pack(">I", counter) + tail, algorithm.name)
-        counter += 1
-    return _truncate(bytes(out), bits)
+    kdf = KBKDFHMAC(
+        algorithm=_hash(hash_alg).new(),
+        mode=Mode.CounterMode,
+        length=(bits + 7) // 8,
+        rlen=4,
+        llen=None,
+        location=CounterLocation.BeforeFixed,
+        label=None,
+        context=None,
+        fixed=_c_string(label) + context_u + context_v + struct.pack(">I", bits),
+    )
+    return _mask(kdf.derive(key), bits)
 
 
 def kdfe(hash_alg: str, z: bytes, label: bytes, party_u: bytes, party_v: bytes, bits: int) -> bytes:
     """KDFe (Part 1 §11.4.10.3): SP 800-56A concatenation KDF with ``hash_alg``.
 
-    Each block is ``H(counter_be32 || Z || label || 0x00 || partyUInfo || partyVInfo)``;
-    ``label`` with or without its NUL, and ``bits`` masked, as for :func:`kdfa`.
-    Raises ``CredentialError`` for an unknown hash, an empty label, or ``bits < 1``.
+    Each block is ``H(counter_be32 || Z || label || 0x00 || partyUInfo || partyVInfo)``:
+    `cryptography`'s ``ConcatKDFHash`` with ``label || 0x00 || partyUInfo || partyVInfo`` as
+    its otherInfo. ``label`` with or without its NUL, and ``bits`` masked, as for
+    :func:`kdfa`. Raises ``CredentialError`` for an unknown hash, an empty label, or
+    ``bits < 1``.
     """
     if bits < 1:
         raise CredentialError("KDFe needs bits >= 1")
-    tail = z + _c_string(label) + party_u + party_v
-    out = bytearray()
-    counter = 1
-    while len(out) * 8 < bits:
-        digest = hashes.Hash(_hash(hash_alg))
-        digest.update(struct.pack(">I", counter) + tail)
-        out += digest.finalize()
-        counter += 1
-    return _truncate(bytes(out), bits)
+    kdf = ConcatKDFHash(
+        algorithm=_hash(hash_alg).new(),
+        length=(bits + 7) // 8,
+        otherinfo=_c_string(label) + party_u + party_v,
+    )
+    return _mask(kdf.derive(z), bits)
 
 
 @dataclass(frozen=True)
@@ -155,122 +141,44 @@ class Credential:
     encrypted_secret: bytes
 
 
-@dataclass(frozen=True)
-class EkPublic:
-    """What MakeCredential needs of an EK's TPMT_PUBLIC.
+def parse_ek_public(tpm2b_public: bytes) -> PublicArea:
+    """Read an EK's TPM2B_PUBLIC (as ``tpm2_createek -u`` writes it) with
+    :func:`attestation._tpm.parse_public_2b` and check MakeCredential can wrap to it.
 
-    ``ecc_x`` is the EK's ``unique.x`` exactly as the TPM stores it (KDFe's partyVInfo).
+    Raises ``ParseError`` for malformed bytes or an invalid key and ``CredentialError`` for
+    a key that is not a restricted decryption (storage) key with AES-CFB and a NULL scheme.
     """
-
-    name_alg: str
-    sym_key_bits: int
-    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-    ecc_x: bytes = b""
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if self._pos + n > len(self._data):
-            raise ParseError(f"TPM2B_PUBLIC truncated in {what}")
-        chunk = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
-
-    def u16(self, what: str) -> int:
-        value: int = struct.unpack(">H", self.take(2, what))[0]
-        return value
-
-    def u32(self, what: str) -> int:
-        value: int = struct.unpack(">I", self.take(4, what))[0]
-        return value
-
-    def sized(self, what: str) -> bytes:
-        return self.take(self.u16(what), what)
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
-
-
-def parse_ek_public(tpm2b_public: bytes) -> EkPublic:
-    """Read an EK's TPM2B_PUBLIC (as ``tpm2_createek -u`` writes it).
-
-    Only what MakeCredential uses is kept. Raises ``ParseError`` for malformed bytes and
-    ``CredentialError`` for a key that is not an RSA/ECC storage key with AES-CFB, a NULL
-    scheme and a SHA-1/2 nameAlg.
-    """
-    outer = _Reader(tpm2b_public)
-    body = outer.sized("size")
-    if not outer.at_end():
-        raise ParseError("trailing bytes after TPM2B_PUBLIC")
-    r = _Reader(body)
-    key_type = r.u16("type")
-    name_alg_id = r.u16("nameAlg")
-    attributes = r.u32("objectAttributes")
-    r.sized("authPolicy")
-    sym_alg = r.u16("symmetric.algorithm")
-    if sym_alg == _ALG_NULL:
+    ek = parse_public_2b(tpm2b_public)
+    symmetric = ek.parameters.symmetric
+    if symmetric.algorithm == ALG_NULL:
         raise CredentialError("the EK has no symmetric algorithm: it is not a storage key")
-    sym_bits = r.u16("symmetric.keyBits")
-    sym_mode = r.u16("symmetric.mode")
-    scheme = r.u16("scheme")
-    if scheme != _ALG_NULL:
+    scheme = ek.parameters.scheme.scheme
+    if scheme != ALG_NULL:
         raise CredentialError(f"EK scheme 0x{scheme:04x}: a storage key has a NULL scheme")
-    ecc_x = b""
-    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-    if key_type == _ALG_RSA:
-        key_bits = r.u16("keyBits")
-        exponent = r.u32("exponent") or 65537
-        modulus = r.sized("unique.rsa")
-        if len(modulus) * 8 != key_bits:
-            raise ParseError(f"RSA modulus of {len(modulus)} bytes for keyBits {key_bits}")
-        try:
-            public_key = rsa.RSAPublicNumbers(exponent, int.from_bytes(modulus)).public_key()
-        except ValueError as exc:
-            raise ParseError(f"invalid RSA public key: {exc}") from exc
-    elif key_type == _ALG_ECC:
-        curve_id = r.u16("curveID")
-        kdf = r.u16("kdf.scheme")
-        if kdf != _ALG_NULL:
-            r.u16("kdf.hashAlg")
-        ecc_x = r.sized("unique.x")
-        ecc_y = r.sized("unique.y")
-        curve = _CURVES.get(curve_id)
-        if curve is None:
-            raise CredentialError(f"unsupported ECC curve 0x{curve_id:04x}")
-        try:
-            public_key = ec.EllipticCurvePublicNumbers(
-                int.from_bytes(ecc_x), int.from_bytes(ecc_y), curve
-            ).public_key()
-        except ValueError as exc:
-            raise ParseError(f"EK point is not on its curve: {exc}") from exc
-    else:
-        raise CredentialError(f"unsupported EK type 0x{key_type:04x}")
-    if not r.at_end():
-        raise ParseError("trailing bytes in TPMT_PUBLIC")
-    if name_alg_id not in _HASHES:
-        raise CredentialError(f"unsupported EK nameAlg 0x{name_alg_id:04x}")
-    if sym_alg != _ALG_AES or sym_mode != _ALG_CFB or sym_bits not in (128, 192, 256):
+    if (
+        symmetric.algorithm != ALG_AES
+        or symmetric.mode != ALG_CFB
+        or symmetric.key_bits not in (128, 192, 256)
+    ):
         raise CredentialError(
-            f"EK symmetric 0x{sym_alg:04x}/{sym_bits}/0x{sym_mode:04x}: only AES-CFB supported"
+            f"EK symmetric 0x{symmetric.algorithm:04x}/{symmetric.key_bits}/"
+            f"0x{symmetric.mode:04x}: only AES-CFB supported"
         )
-    if attributes & (_ATTR_RESTRICTED | _ATTR_DECRYPT) != _ATTR_RESTRICTED | _ATTR_DECRYPT:
+    if not (ek.restricted and ek.decrypt):
         raise CredentialError("the EK is not a restricted decryption (storage) key")
-    return EkPublic(_HASHES[name_alg_id], sym_bits, public_key, ecc_x)
+    ek.public_key()  # a ParseError now for a modulus or point that is not a key
+    return ek
 
 
 def _check_name(ak_name: bytes) -> None:
     if len(ak_name) < 2:
         raise ParseError("an AK name is nameAlg (2 bytes) || digest")
     alg_id = struct.unpack(">H", ak_name[:2])[0]
-    hash_alg = _HASHES.get(alg_id)
+    hash_alg = HASHES.get(alg_id)
     if hash_alg is None:
         raise CredentialError(f"unsupported AK name algorithm 0x{alg_id:04x}")
-    if len(ak_name) - 2 != _hash(hash_alg).digest_size:
-        raise ParseError(f"AK name digest of {len(ak_name) - 2} bytes for {hash_alg}")
+    if len(ak_name) - 2 != hash_alg.digest_size:
+        raise ParseError(f"AK name digest of {len(ak_name) - 2} bytes for {hash_alg.name}")
 
 
 def _tpm2b(data: bytes) -> bytes:
@@ -278,30 +186,22 @@ def _tpm2b(data: bytes) -> bytes:
 
 
 def _aes_cfb_encrypt(key: bytes, plaintext: bytes) -> bytes:
-    """AES-CFB128 with a zero IV (Part 1 §24.4), built on ECB.
+    """AES-CFB128 with a zero IV (Part 1 §24.4).
 
-    cryptography moved its CFB mode to ``hazmat.decrepit`` (deprecated in ``primitives``);
-    CFB is one block cipher call per block, so doing it here keeps every version working.
+    CFB lives in ``cryptography.hazmat.decrepit`` (every version this package allows,
+    cryptography >= 47, has it there; ``primitives``' CFB is deprecated).
     """
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305
-    out = bytearray()
-    feedback = bytes(16)
-    for start in range(0, len(plaintext), 16):
-        block = plaintext[start : start + 16]
-        stream = encryptor.update(feedback)
-        cipher_block = bytes(p ^ k for p, k in zip(block, stream, strict=False))
-        out += cipher_block
-        feedback = cipher_block
-    return bytes(out)
+    encryptor = Cipher(algorithms.AES(key), CFB(bytes(16))).encryptor()
+    return encryptor.update(plaintext) + encryptor.finalize()
 
 
-def _seed_rsa(ek: EkPublic, key: rsa.RSAPublicKey, seed: bytes | None) -> tuple[bytes, bytes]:
-    size = _hash(ek.name_alg).digest_size
+def _seed_rsa(name_alg: TpmHash, key: rsa.RSAPublicKey, seed: bytes | None) -> tuple[bytes, bytes]:
+    size = name_alg.digest_size
     if seed is None:
         seed = os.urandom(size)
     elif len(seed) != size:
-        raise CredentialError(f"the seed for a {ek.name_alg} EK is {size} bytes")
-    algorithm = _hash(ek.name_alg)
+        raise CredentialError(f"the seed for a {name_alg.name} EK is {size} bytes")
+    algorithm = name_alg.new()
     oaep = padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=b"IDENTITY\x00")
     try:
         encrypted = key.encrypt(seed, oaep)
@@ -311,7 +211,8 @@ def _seed_rsa(ek: EkPublic, key: rsa.RSAPublicKey, seed: bytes | None) -> tuple[
 
 
 def _seed_ecc(
-    ek: EkPublic,
+    name_alg: TpmHash,
+    ek_x: bytes,
     key: ec.EllipticCurvePublicKey,
     ephemeral_key: ec.EllipticCurvePrivateKey | None,
 ) -> tuple[bytes, bytes]:
@@ -324,8 +225,7 @@ def _seed_ecc(
     numbers = ephemeral_key.public_key().public_numbers()
     x = numbers.x.to_bytes(size)
     y = numbers.y.to_bytes(size)
-    bits = _hash(ek.name_alg).digest_size * 8
-    seed = kdfe(ek.name_alg, z, b"IDENTITY", x, ek.ecc_x, bits)
+    seed = kdfe(name_alg.name, z, b"IDENTITY", x, ek_x, name_alg.digest_size * 8)
     return seed, _tpm2b(x) + _tpm2b(y)
 
 
@@ -346,22 +246,28 @@ def make_credential(
     """
     ek = parse_ek_public(ek_public)
     _check_name(ak_name)
-    digest_size = _hash(ek.name_alg).digest_size
+    name_alg = hash_algorithm(ek.name_alg)
+    digest_size = name_alg.digest_size
     if not 1 <= len(secret) <= digest_size:
-        raise CredentialError(f"the secret must be 1 to {digest_size} bytes for a {ek.name_alg} EK")
-    if isinstance(ek.public_key, rsa.RSAPublicKey):
+        raise CredentialError(
+            f"the secret must be 1 to {digest_size} bytes for a {name_alg.name} EK"
+        )
+    public_key = ek.public_key()
+    if isinstance(public_key, rsa.RSAPublicKey):
         if ephemeral_key is not None:
             raise CredentialError("ephemeral_key applies to an ECC EK only")
-        seed, encrypted_seed = _seed_rsa(ek, ek.public_key, seed)
+        seed, encrypted_seed = _seed_rsa(name_alg, public_key, seed)
     else:
         if seed is not None:
             raise CredentialError("the seed of an ECC EK is derived: pass ephemeral_key")
-        seed, encrypted_seed = _seed_ecc(ek, ek.public_key, ephemeral_key)
+        ek_x = ek.unique.x if isinstance(ek.unique, EccPoint) else b""  # always a point here
+        seed, encrypted_seed = _seed_ecc(name_alg, ek_x, public_key, ephemeral_key)
 
-    sym_key = kdfa(ek.name_alg, seed, b"STORAGE", ak_name, b"", ek.sym_key_bits)
+    key_bits = ek.parameters.symmetric.key_bits
+    sym_key = kdfa(name_alg.name, seed, b"STORAGE", ak_name, b"", key_bits)
     enc_identity = _aes_cfb_encrypt(sym_key, _tpm2b(secret))
-    hmac_key = kdfa(ek.name_alg, seed, b"INTEGRITY", b"", b"", digest_size * 8)
-    integrity = hmac.digest(hmac_key, enc_identity + ak_name, ek.name_alg)
+    hmac_key = kdfa(name_alg.name, seed, b"INTEGRITY", b"", b"", digest_size * 8)
+    integrity = hmac.digest(hmac_key, enc_identity + ak_name, name_alg.name)
     id_object = _tpm2b(integrity) + enc_identity
     return Credential(_tpm2b(id_object), _tpm2b(encrypted_seed))
 

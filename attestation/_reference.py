@@ -26,6 +26,7 @@ import tomllib
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path, PurePath
+from types import MappingProxyType
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -42,7 +43,7 @@ from pydantic import (
 )
 
 from attestation._errors import EvidenceError, ReferenceError
-from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
+from attestation._tpm import HASHES, hash_name
 from attestation._verifier import (
     CLASS_NAME_PATTERN,
     REGION_PATTERN,
@@ -59,13 +60,11 @@ __all__ = [
     "parse_reference",
 ]
 
-BANKS: Final[Mapping[str, tuple[int, int]]] = {
-    "sha1": (ALG_SHA1, 20),
-    "sha256": (ALG_SHA256, 32),
-    "sha384": (ALG_SHA384, 48),
-    "sha512": (ALG_SHA512, 64),
-}
-"""PCR bank name -> (TPM_ALG id, digest size in bytes)."""
+BANKS: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
+    {h.name: (h.alg_id, h.digest_size) for h in HASHES.values()}
+)
+"""PCR bank name -> (TPM_ALG id, digest size in bytes), from the hash table of
+attestation._tpm."""
 
 MAX_PCR: Final = 23
 SECURE_BOOT_PCR: Final = 7

@@ -2,8 +2,12 @@
 
 Parsers read the big-endian marshalling of TPM 2.0 Library Part 2 and return frozen
 dataclasses. They are strict: every length is checked, trailing bytes are rejected and an
-unknown algorithm, tag or curve is a `ParseError`. Nothing here does I/O.
+unknown algorithm, tag or curve is a `ParseError`. Nothing here does I/O. This is the one
+place TPM structures are parsed (the AK's and the EK's TPM2B_PUBLIC alike) and the one hash
+table (`HASHES`: TPM_ALG_ID -> name, `cryptography` class, digest size) every other module
+of the package reads.
 
+    HASHES / HASH_IDS / hash_algorithm   TPM_ALG_ID <-> hash name, class, digest size
     parse_public / parse_public_2b   TPMT_PUBLIC / TPM2B_PUBLIC      -> PublicArea
     parse_attest                     TPMS_ATTEST (quotes only)       -> Attest
     parse_signature                  TPMT_SIGNATURE                  -> Signature
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final, TypeAlias
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -78,12 +83,36 @@ ATTR_RESTRICTED: Final = 1 << 16
 ATTR_DECRYPT: Final = 1 << 17
 ATTR_SIGN: Final = 1 << 18
 
-_HASHES: Final[dict[int, tuple[str, type[hashes.HashAlgorithm], int]]] = {
-    ALG_SHA1: ("sha1", hashes.SHA1, 20),
-    ALG_SHA256: ("sha256", hashes.SHA256, 32),
-    ALG_SHA384: ("sha384", hashes.SHA384, 48),
-    ALG_SHA512: ("sha512", hashes.SHA512, 64),
-}
+
+@dataclass(frozen=True)
+class TpmHash:
+    """One TPM hash algorithm: its TPM_ALG_ID, its hashlib name, its `cryptography` class
+    and its digest size in bytes."""
+
+    alg_id: int
+    name: str
+    algorithm: type[hashes.HashAlgorithm]
+    digest_size: int
+
+    def new(self) -> hashes.HashAlgorithm:
+        """A `cryptography` instance of this hash (for HMAC, KDFs, signatures)."""
+        return self.algorithm()
+
+
+HASHES: Final[Mapping[int, TpmHash]] = MappingProxyType(
+    {
+        h.alg_id: h
+        for h in (
+            TpmHash(ALG_SHA1, "sha1", hashes.SHA1, 20),
+            TpmHash(ALG_SHA256, "sha256", hashes.SHA256, 32),
+            TpmHash(ALG_SHA384, "sha384", hashes.SHA384, 48),
+            TpmHash(ALG_SHA512, "sha512", hashes.SHA512, 64),
+        )
+    }
+)
+"""The one hash table of the package: TPM_ALG_ID -> TpmHash, in ascending id order."""
+HASH_IDS: Final[Mapping[str, int]] = MappingProxyType({h.name: h.alg_id for h in HASHES.values()})
+"""Hash name ("sha256") -> TPM_ALG_ID, in the order of `HASHES`."""
 _CURVES: Final[dict[int, type[ec.EllipticCurve]]] = {
     ECC_NIST_P256: ec.SECP256R1,
     ECC_NIST_P384: ec.SECP384R1,
@@ -105,21 +134,22 @@ _MAX_PCR_BANKS: Final = 16
 _MAX_SIZEOF_SELECT: Final = 4
 
 
+def hash_algorithm(alg: int) -> TpmHash:
+    """The entry of `HASHES` for a TPM_ALG_ID; raises ParseError when unknown."""
+    try:
+        return HASHES[alg]
+    except KeyError:
+        raise ParseError(f"unknown hash algorithm 0x{alg:04x}") from None
+
+
 def hash_name(alg: int) -> str:
     """The hashlib name of a TPM hash algorithm; raises ParseError when unknown."""
-    return _hash_info(alg)[0]
+    return hash_algorithm(alg).name
 
 
 def digest_size(alg: int) -> int:
     """The digest size in bytes of a TPM hash algorithm; raises ParseError when unknown."""
-    return _hash_info(alg)[2]
-
-
-def _hash_info(alg: int) -> tuple[str, type[hashes.HashAlgorithm], int]:
-    try:
-        return _HASHES[alg]
-    except KeyError:
-        raise ParseError(f"unknown hash algorithm 0x{alg:04x}") from None
+    return hash_algorithm(alg).digest_size
 
 
 class _Reader:
@@ -174,7 +204,7 @@ class _Reader:
 
 def _hash_alg(r: _Reader, label: str) -> int:
     alg = r.u16()
-    if alg not in _HASHES:
+    if alg not in HASHES:
         raise ParseError(f"{label}: unknown hash algorithm 0x{alg:04x}")
     return alg
 
@@ -550,7 +580,7 @@ def verify_quote_signature(ak: PublicArea, attest_bytes: bytes, sig: Signature) 
             f"signature scheme 0x{sig.sig_alg:04x}/0x{sig.hash_alg:04x} is not the AK's "
             f"0x{scheme.scheme:04x}/0x{scheme.hash_alg:04x}"
         )
-    algorithm = _hash_info(sig.hash_alg)[1]()
+    algorithm = hash_algorithm(sig.hash_alg).new()
     key = ak.public_key()
     try:
         if isinstance(sig, RsaSignature):

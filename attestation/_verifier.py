@@ -20,9 +20,13 @@ compared with, so it does not depend on TPMT_PUBLIC template details (attributes
 
 EK certificates and intermediates are read by :mod:`attestation._der` (strictly when
 `cryptography` accepts them, else from a canonical re-encoding: vendors such as Nuvoton
-write unsorted multi-valued names) and every signature on the chain is verified over the
-certificate's original tbsCertificate bytes. `check_ek_root` is what makes a certificate
-usable as a root (a CA; a self-signature that verifies).
+write unsorted multi-valued names). The chain is validated by
+`cryptography.x509.verification` (`PolicyBuilder`, a client verifier, extension policies
+that admit EK certificates: see `_verified_leaf`): pathLen, name constraints, unknown
+critical extensions and weak signature algorithms are refused. Only a chain with a
+re-encoded certificate is walked by hand, its signatures checked over the original
+tbsCertificate bytes. `check_ek_root` is what makes a certificate usable as a root (a CA;
+a self-signature that verifies).
 
 Quote hash policy: `finish_attestation(accepted_hashes=…)` refuses a quote signed with, or
 covering a PCR bank in, a hash not listed ("quote signed with sha1, which this appraisal
@@ -49,20 +53,28 @@ from typing import TYPE_CHECKING, Annotated, Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
 from attestation._errors import CredentialError, EvidenceError, ParseError
 from attestation._tpm import (
-    ALG_SHA1,
     ALG_SHA256,
     ALG_SHA384,
     ALG_SHA512,
     ECC_NIST_P256,
     ECC_NIST_P384,
+    HASH_IDS,
     ClockInfo,
     EccParameters,
     PcrSelection,
@@ -98,10 +110,8 @@ __all__ = [
 SECRET_SIZE: Final = 32
 NONCE_SIZE: Final = 32
 DEFAULT_TTL: Final = timedelta(seconds=60)
-QUOTE_HASHES: Final[Mapping[str, int]] = MappingProxyType(
-    {"sha1": ALG_SHA1, "sha256": ALG_SHA256, "sha384": ALG_SHA384, "sha512": ALG_SHA512}
-)
-"""Hash names a quote policy may list -> TPM_ALG id."""
+QUOTE_HASHES: Final[Mapping[str, int]] = HASH_IDS
+"""Hash names a quote policy may list -> TPM_ALG id (the hash table of attestation._tpm)."""
 DEFAULT_QUOTE_HASHES: Final = frozenset({ALG_SHA256, ALG_SHA384, ALG_SHA512})
 """The quote signature and PCR bank hashes accepted unless configured: SHA-1 is not (a
 chosen-prefix collision costs little, and a TPM that can sign with SHA-256 should)."""
@@ -295,7 +305,7 @@ def _spki_hash(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
 
 def _ek_key(ek_public: bytes) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
     try:
-        return parse_ek_public(ek_public).public_key
+        return parse_ek_public(ek_public).public_key()
     except CredentialError as exc:
         raise EvidenceError(f"the EK is not usable: {exc}") from exc
 
@@ -359,23 +369,103 @@ def _issued_by(cert: LoadedCertificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _chains_to_root(
+def _key_cert_sign(_policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("an issuer's keyUsage lacks keyCertSign")
+
+
+_EK_CA_POLICY: Final = (
+    ExtensionPolicy.permit_all()
+    .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _key_cert_sign)
+    .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
+)
+"""Issuers (roots included): basicConstraints CA required (the verifier checks cA and
+pathLen), keyCertSign when keyUsage is present, certificatePolicies admitted even when
+critical (Intel's and STMicro's EK intermediates mark it so). No AKI/SKI requirement."""
+_EK_EE_POLICY: Final = ExtensionPolicy.permit_all().may_be_present(
+    x509.CertificatePolicies, Criticality.AGNOSTIC, None
+)
+"""EK certificates: no TLS EKU (theirs is tcg-kp-EKCertificate), an empty subject with a
+critical SAN of TPM directoryName attributes, often no SKI/AKI."""
+_CHAIN_HASHES: Final = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+
+
+def _verified_leaf(
     leaf: LoadedCertificate,
     intermediates: Sequence[LoadedCertificate],
     roots: Sequence[x509.Certificate],
     now: datetime,
-) -> bool:
-    """A manual path check: TPM EK certificates often carry extensions (critical SAN with a
-    directoryName, TPM-specific policies) that cryptography's path validator refuses, so the
-    chain is walked here — signatures issuer by issuer, names, validity at `now`, and
-    basicConstraints CA (with keyCertSign when keyUsage is present) on every issuer."""
+) -> tuple[x509.Certificate | None, str]:
+    """The EK certificate when it chains to one of `roots` at `now`, else None and why.
+
+    Path validation is `cryptography.x509.verification` with the EK extension policies
+    above: signatures issuer by issuer, names, validity, basicConstraints cA and pathLen,
+    name constraints, critical extensions nobody accounted for, signature algorithms (no
+    SHA-1), RSA keys of at least 2048 bits, at most `_MAX_CHAIN` certificates.
+
+    The one fallback: a certificate that `cryptography` could read only re-encoded
+    (:mod:`attestation._der`: Nuvoton's unsorted multi-valued names) has a signature over
+    bytes the verifier never sees, so a chain with one is walked by `_walk_reencoded`.
+    """
+    if leaf.reencoded or any(c.reencoded for c in intermediates):
+        return _walk_reencoded(leaf, intermediates, roots, now)
+    verifier = (
+        PolicyBuilder()
+        .store(Store(list(roots)))
+        .time(now)
+        .max_chain_depth(_MAX_CHAIN)
+        .extension_policies(ca_policy=_EK_CA_POLICY, ee_policy=_EK_EE_POLICY)
+        .build_client_verifier()
+    )
+    try:
+        verifier.verify(leaf.certificate, [c.certificate for c in intermediates])
+    except VerificationError as exc:
+        return None, _refusal(exc)
+    return leaf.certificate, ""
+
+
+_FORBIDDEN_ALGORITHM = re.compile(r"Forbidden signature algorithm: .*?oid: ([0-9.]+) \}")
+_ENCOUNTERED = re.compile(r" \(encountered processing <Certificate.*\)$")
+
+
+def _refusal(exc: VerificationError) -> str:
+    """The verifier's reason, without its Rust debug forms: an algorithm by its OID, and no
+    certificate repr."""
+    text = _ENCOUNTERED.sub("", str(exc))
+    match = _FORBIDDEN_ALGORITHM.search(text)
+    if match is not None:
+        text = f"{text[: match.start()]}forbidden signature algorithm {match.group(1)}"
+    return text
+
+
+def _strong_hash(cert: x509.Certificate) -> bool:
+    try:
+        return isinstance(cert.signature_hash_algorithm, _CHAIN_HASHES)
+    except UnsupportedAlgorithm:  # an algorithm cryptography does not know
+        return False
+
+
+def _walk_reencoded(
+    leaf: LoadedCertificate,
+    intermediates: Sequence[LoadedCertificate],
+    roots: Sequence[x509.Certificate],
+    now: datetime,
+) -> tuple[x509.Certificate | None, str]:
+    """The narrow fallback for chains with a re-encoded certificate (see `_verified_leaf`):
+    signatures over each certificate's original tbsCertificate bytes, issuer by issuer, with
+    SHA-256/384/512 only; names; validity at `now`; basicConstraints CA (with keyCertSign
+    when keyUsage is present) on every issuer. Raises EvidenceError for a certificate that
+    is not valid at `now`."""
     _check_validity(leaf.certificate, now, "EK certificate")
     current = leaf
     for _ in range(_MAX_CHAIN):
+        if not _strong_hash(current.certificate):
+            return None, "a certificate's signature algorithm is not SHA-256/384/512"
         for root in roots:
             if _is_ca(root) and _issued_by(current, root):
                 _check_validity(root, now, "root")
-                return True
+                return leaf.certificate, ""
         step = next(
             (
                 c
@@ -387,10 +477,10 @@ def _chains_to_root(
             None,
         )
         if step is None:
-            return False
+            return None, "no issuer among the intermediates and roots"
         _check_validity(step.certificate, now, "intermediate")
         current = step
-    return False
+    return None, f"longer than {_MAX_CHAIN} certificates"
 
 
 def tpm_manufacturer(certificate: x509.Certificate) -> str:
@@ -426,8 +516,8 @@ def _check_ek_trust(
         intermediates = [
             load_certificate(d, "an EK intermediate") for d in enrollment.ek_intermediates
         ]
-        if _chains_to_root(loaded, intermediates, roots.ek_roots, now):
-            leaf = loaded.certificate
+        leaf, refusal = _verified_leaf(loaded, intermediates, roots.ek_roots, now)
+        if leaf is not None:
             try:
                 cert_key = leaf.public_key()
             except (ValueError, UnsupportedAlgorithm) as exc:
@@ -439,6 +529,11 @@ def _check_ek_trust(
                     "EK not trusted: the EK certificate's key is not the EK public key"
                 )
             return ek_hash, tpm_manufacturer(leaf)
+        if ek_hash not in roots.ek_allowlist:
+            raise EvidenceError(
+                f"EK not trusted: the EK certificate does not chain to a configured root "
+                f"({refusal}) and the EK is not in the allow-list (EK hash {ek_hash.hex()})"
+            )
     if ek_hash in roots.ek_allowlist:
         return ek_hash, ""
     raise EvidenceError(

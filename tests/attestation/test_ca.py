@@ -32,6 +32,8 @@ from attestation._ca import (
     CertificateAuthority,
     RevocationList,
     TokenError,
+    _posture_extension,
+    _read_posture,
     jwk_thumbprint,
     load_revocations,
     parse_spiffe_id,
@@ -517,6 +519,33 @@ def test_svid_carries_posture_that_verify_svid_reads(
     extension = leaf.extensions.get_extension_for_oid(POSTURE_EXTENSION)
     assert not extension.critical
     assert ca.verify_svid(leaf, NOW) == (DEVICE, claims)
+
+
+def test_posture_extension_is_a_der_utf8string_of_canonical_json() -> None:
+    extension = _posture_extension({"b": 1, "a": "é"})
+    text = b'{"a":"\\u00e9","b":1}'
+    assert extension.value == b"\x0c" + bytes([len(text)]) + text
+    long = _posture_extension({"k": "x" * 300}).value
+    assert long[:4] == b"\x0c\x82\x01\x34"  # a two-byte definite length: 308
+
+
+@pytest.mark.parametrize(
+    ("der", "message"),
+    [
+        pytest.param(b"\x13\x02{}", "not a DER UTF8String", id="printable-string"),
+        pytest.param(b"\x0c\x03{}", "not a DER UTF8String", id="length-past-the-end"),
+        pytest.param(b"\x0c\x02{} ", "not a DER UTF8String", id="trailing-byte"),
+        pytest.param(b"\x0c\x80{}\x00\x00", "not a DER UTF8String", id="indefinite-length"),
+        pytest.param(b"\x0c\x81\x02{}", "not a DER UTF8String", id="non-minimal-length"),
+        pytest.param(b"\x0c\x02\xff\xfe", "not a DER UTF8String", id="not-utf8"),
+        pytest.param(b"", "not a DER UTF8String", id="empty"),
+        pytest.param(b"\x0c\x03{a}", "not JSON", id="not-json"),
+        pytest.param(b"\x0c\x02[]", "not a JSON object", id="json-array"),
+    ],
+)
+def test_malformed_posture_extension_is_refused(der: bytes, message: str) -> None:
+    with pytest.raises(TokenError, match=f"posture extension is {message}"):
+        _read_posture(der)
 
 
 def test_verify_svid_without_posture(

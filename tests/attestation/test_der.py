@@ -186,17 +186,25 @@ def _unsort(tag: int, content: bytes) -> bytes:
     return _encode(tag, b"".join(members))
 
 
-def _nuvoton_style(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bytes:
-    """`cert` with its names written unsorted, signed again by `key` over those bytes."""
+ECDSA_WITH_SHA1 = _encode(0x30, _encode(0x06, bytes.fromhex("2a8648ce3d0401")))
+
+
+def _nuvoton_style(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, *, sha1: bool = False
+) -> bytes:
+    """`cert` with its names written unsorted, signed again by `key` over those bytes (with
+    ECDSA-SHA1 when `sha1`)."""
     [(_, tbs)] = _children(cert.tbs_certificate_bytes)
     unsorted_tbs = _unsort(0x30, tbs)
-    signature = key.sign(unsorted_tbs, ec.ECDSA(hashes.SHA256()))
     [(_, outer)] = _children(cert.public_bytes(Encoding.DER))
-    algorithm = _children(outer)[1]
-    return _encode(
-        0x30,
-        unsorted_tbs + _encode(*algorithm) + _encode(0x03, b"\x00" + signature),
-    )
+    algorithm = _encode(*_children(outer)[1])
+    if sha1:
+        [(_, fields)] = _children(unsorted_tbs)
+        parts = [_encode(t, c) for t, c in _children(fields)]
+        parts[2] = algorithm = ECDSA_WITH_SHA1  # version, serialNumber, signature, …
+        unsorted_tbs = _encode(0x30, b"".join(parts))
+    signature = key.sign(unsorted_tbs, ec.ECDSA(hashes.SHA1() if sha1 else hashes.SHA256()))
+    return _encode(0x30, unsorted_tbs + algorithm + _encode(0x03, b"\x00" + signature))
 
 
 def _multi(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
@@ -251,13 +259,15 @@ def nuvoton_chain() -> tuple[bytes, bytes, UnverifiedEnrollment]:
     root_der = _nuvoton_style(root, root_key)
     leaf_der = _nuvoton_style(leaf, root_key)
     ak = ec.generate_private_key(ec.SECP256R1())
-    return root_der, leaf_der, UnverifiedEnrollment(rsa_ek_public(ek), leaf_der, ecc_ak_public(ak))
+    enrollment = UnverifiedEnrollment(rsa_ek_public(ek), leaf_der, ecc_ak_public(ak))
+    return root_der, _nuvoton_style(leaf, root_key, sha1=True), enrollment
 
 
 def test_nuvoton_style_chain_enrolls(
     nuvoton_chain: tuple[bytes, bytes, UnverifiedEnrollment],
 ) -> None:
-    root_der, leaf_der, enrollment = nuvoton_chain
+    root_der, _, enrollment = nuvoton_chain
+    leaf_der = enrollment.ek_certificate or b""
     for der in (root_der, leaf_der):  # what the real ones do to the strict parser
         with pytest.raises(ValueError, match="InvalidSetOrdering"):
             x509.load_der_x509_certificate(der).extensions  # noqa: B018
@@ -267,10 +277,22 @@ def test_nuvoton_style_chain_enrolls(
     assert pending.tpm_manufacturer == "NTC"  # read from the unsorted subjectAltName
 
 
+def test_nuvoton_style_chain_signed_with_sha1_is_refused(
+    nuvoton_chain: tuple[bytes, bytes, UnverifiedEnrollment],
+) -> None:
+    # The hand walk kept for re-encoded chains refuses SHA-1 as the library verifier does.
+    root_der, sha1_leaf, enrollment = nuvoton_chain
+    root = load_certificate(root_der, "root").certificate
+    assert load_certificate(sha1_leaf).reencoded
+    with pytest.raises(EvidenceError, match="signature algorithm is not SHA-256/384/512"):
+        begin_enrollment(replace(enrollment, ek_certificate=sha1_leaf), TrustRoots([root]), now=NOW)
+
+
 def test_nuvoton_style_chain_with_a_changed_byte_is_refused(
     nuvoton_chain: tuple[bytes, bytes, UnverifiedEnrollment],
 ) -> None:
-    root_der, leaf_der, enrollment = nuvoton_chain
+    root_der, _, enrollment = nuvoton_chain
+    leaf_der = enrollment.ek_certificate or b""
     root = load_certificate(root_der, "root").certificate
     # serial number 2 -> 3 (after the version, a0 03 02 01 02), inside the signed bytes
     serial_at = leaf_der.index(b"\x02\x01\x02", leaf_der.index(b"\xa0\x03\x02\x01\x02") + 5)

@@ -29,6 +29,8 @@ from attestation._tpm import (
     ALG_SHA1,
     ALG_SHA256,
     ALG_SHA384,
+    HASH_IDS,
+    HASHES,
     TPM_GENERATED_VALUE,
     TPM_ST_ATTEST_QUOTE,
     EccPoint,
@@ -36,6 +38,8 @@ from attestation._tpm import (
     PcrSelection,
     PublicArea,
     RsaSignature,
+    TpmHash,
+    hash_algorithm,
     parse_attest,
     parse_pcr_selection,
     parse_public,
@@ -495,3 +499,18 @@ def test_any_flipped_quote_byte_fails_verification(kind: str, pos: int, xor: int
     msg[pos % len(msg)] ^= xor
     with pytest.raises(EvidenceError):
         verify_quote_signature(ak(kind), bytes(msg), parse_signature(fixture(f"quote_{kind}.sig")))
+
+
+@pytest.mark.parametrize("entry", list(HASHES.values()), ids=lambda entry: entry.name)
+def test_hash_table_entries_agree(entry: TpmHash) -> None:
+    # The one table every module reads: id, hashlib name, cryptography class and size agree.
+    assert entry.new().name == entry.name
+    assert entry.new().digest_size == entry.digest_size
+    assert hashlib.new(entry.name).digest_size == entry.digest_size
+    assert HASH_IDS[entry.name] == entry.alg_id
+    assert hash_algorithm(entry.alg_id) is entry
+
+
+def test_unknown_hash_id_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="unknown hash algorithm 0x0012"):
+        hash_algorithm(0x0012)

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from attestation._credential import kdfa
+from attestation._der import _children, _encode
 from attestation._errors import EvidenceError
 from attestation._reference import ReferenceClass
 from attestation._verifier import (
@@ -650,3 +651,163 @@ def test_intermediate_must_be_a_ca(world: World) -> None:
     enrollment = _via_intermediate(world, intermediate_is_ca=False)
     with pytest.raises(EvidenceError, match="EK not trusted"):
         begin_enrollment(enrollment, world.roots, now=NOW)
+
+
+# --- EK chain policy: what the hand walker skipped (issue 17) -------------------------------
+
+UNKNOWN_CRITICAL = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"")
+TCG_KP_EK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.1")
+
+
+def _ca(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    path_length: int | None = None,
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...] = (),
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name(subject))
+        .issuer_name(name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _ek_leaf(
+    world: World,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *extensions: tuple[x509.ExtensionType, bool],
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(name(issuer))
+        .public_key(world.ek.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(tcg_san(), critical=True)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _resigned_with_sha1(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """`cert` signed again with ECDSA-SHA1 (cryptography's builder no longer signs SHA-1)."""
+    ecdsa_with_sha1 = _encode(0x30, _encode(0x06, bytes.fromhex("2a8648ce3d0401")))
+    (tbs_fields,) = (c for t, c in _children(cert.tbs_certificate_bytes))
+    fields = [_encode(t, c) for t, c in _children(tbs_fields)]
+    fields[2] = ecdsa_with_sha1  # version, serialNumber, signature, issuer, ...
+    tbs = _encode(0x30, b"".join(fields))
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA1()))
+    return _encode(0x30, tbs + ecdsa_with_sha1 + _encode(0x03, b"\x00" + signature))
+
+
+def _chain(
+    world: World, leaf: x509.Certificate | bytes, *intermediates: x509.Certificate
+) -> UnverifiedEnrollment:
+    der = leaf if isinstance(leaf, bytes) else leaf.public_bytes(Encoding.DER)
+    return replace(
+        world.enrollment,
+        ek_certificate=der,
+        ek_intermediates=tuple(c.public_bytes(Encoding.DER) for c in intermediates),
+    )
+
+
+def _path_length_violated(world: World) -> tuple[UnverifiedEnrollment, TrustRoots]:
+    root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = _ca("EK Root", root_key, "EK Root", root_key, path_length=0)
+    intermediate = _ca("EK Intermediate", key, "EK Root", root_key)
+    leaf = _ek_leaf(world, "EK Intermediate", key)
+    return _chain(world, leaf, intermediate), TrustRoots([root])
+
+
+def _critical_unknown_on_leaf(world: World) -> tuple[UnverifiedEnrollment, TrustRoots]:
+    leaf = _ek_leaf(world, "EK Root", world.root_key, (UNKNOWN_CRITICAL, True))
+    return _chain(world, leaf), world.roots
+
+
+def _critical_unknown_on_intermediate(world: World) -> tuple[UnverifiedEnrollment, TrustRoots]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = _ca(
+        "EK Intermediate", key, "EK Root", world.root_key, extensions=((UNKNOWN_CRITICAL, True),)
+    )
+    return _chain(world, _ek_leaf(world, "EK Intermediate", key), intermediate), world.roots
+
+
+def _sha1_signed_leaf(world: World) -> tuple[UnverifiedEnrollment, TrustRoots]:
+    leaf = _ek_leaf(world, "EK Root", world.root_key)
+    return _chain(world, _resigned_with_sha1(leaf, world.root_key)), world.roots
+
+
+def _issuer_lacks_key_cert_sign(world: World) -> tuple[UnverifiedEnrollment, TrustRoots]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    intermediate = _ca(
+        "EK Intermediate", key, "EK Root", world.root_key, extensions=((usage, True),)
+    )
+    return _chain(world, _ek_leaf(world, "EK Intermediate", key), intermediate), world.roots
+
+
+CHAIN_POLICY_REFUSALS: list[Any] = [
+    pytest.param(_path_length_violated, "path length constraint", id="path-length"),
+    pytest.param(
+        _critical_unknown_on_leaf,
+        r"99999\.1: certificate contains unaccounted-for critical extensions\) and",
+        id="critical-unknown-leaf",
+    ),
+    pytest.param(
+        _critical_unknown_on_intermediate, "critical extension", id="critical-unknown-intermediate"
+    ),
+    pytest.param(
+        _sha1_signed_leaf,
+        r"forbidden signature algorithm 1\.2\.840\.10045\.4\.1\) and",  # ecdsa-with-SHA1
+        id="sha1-signed",
+    ),
+    pytest.param(_issuer_lacks_key_cert_sign, "keyCertSign", id="issuer-without-keycertsign"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), CHAIN_POLICY_REFUSALS)
+def test_ek_chain_policy_refusals(
+    world: World, make: Callable[[World], tuple[UnverifiedEnrollment, TrustRoots]], reason: str
+) -> None:
+    enrollment, roots = make(world)
+    with pytest.raises(EvidenceError, match=f"EK not trusted: .*{reason}"):
+        begin_enrollment(enrollment, roots, now=NOW)
+
+
+def test_ek_certificate_extensions_real_ones_carry_are_admitted(world: World) -> None:
+    # A TCG EK certificate: no subject, a critical SAN with a directoryName, the EK
+    # certificate EKU (not TLS), certificate policies marked critical (as Intel and STM
+    # intermediates do), no SKI/AKI.
+    policies = x509.CertificatePolicies(
+        [x509.PolicyInformation(x509.ObjectIdentifier("1.2.3"), None)]
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = _ca(
+        "EK Intermediate", key, "EK Root", world.root_key, extensions=((policies, True),)
+    )
+    leaf = _ek_leaf(
+        world,
+        "EK Intermediate",
+        key,
+        (x509.ExtendedKeyUsage([TCG_KP_EK_CERTIFICATE]), False),
+        (policies, True),
+    )
+    challenge, pending = begin_enrollment(_chain(world, leaf, intermediate), world.roots, now=NOW)
+    assert pending.tpm_manufacturer == "IBM"
+    assert challenge.challenge_id == pending.challenge_id
