@@ -845,7 +845,13 @@ def redaction_key(path: Path, make: bool, name: str) -> None:
 @audit.command()
 @click.option("--since", help="First entry time (ISO 8601, UTC if no offset).")
 @click.option("--until", help="End time, exclusive (ISO 8601).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The export file to write (JSON Lines).",
+)
 @db_option
 @data_dir_option
 @keys_option
@@ -919,12 +925,28 @@ def export(
     type=click.Choice(["table", "html", "json", "csv"]),
     default="table",
     show_default=True,
+    help="table (a terminal), html (one self-contained page), json or csv.",
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the report here [stdout].",
+)
 @db_option
 @data_dir_option
-@click.option("--export", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(path_type=Path))
+@click.option(
+    "--export",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Report on an export file (from `docket audit export`) instead of a database.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A signed checkpoint you kept; the log must still contain it (repeatable).",
+)
 @key_option
 @redaction_key_option
 def report(

@@ -58,7 +58,12 @@ class LazyGroup(click.Group):
     default=None,
     help="Log as console lines or JSON objects (to stderr).",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="The least severe log lines shown [info].",
+)
 @click.version_option(package_name="docket", prog_name="docket")
 @click.pass_context
 def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:

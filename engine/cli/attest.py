@@ -106,7 +106,11 @@ def _when(moment: datetime) -> str:
     help="Certificate (PEM or DER) between the EK certificate and its root; repeatable.",
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds each call to Docket may take, retries included.",
 )
 @click.option(
     "--insecure-plaintext",

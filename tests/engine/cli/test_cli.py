@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -328,3 +329,58 @@ def test_keys_are_never_written_where_git_add_takes_them(tmp_path: Path) -> None
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "docket-data/" in ignored
     assert "*.key" in ignored
+
+
+def _commands() -> list[tuple[str, Any]]:
+    import click
+
+    from engine.cli import main
+
+    found: list[tuple[str, Any]] = []
+
+    def walk(command: click.Command, path: str) -> None:
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            context = click.Context(command, info_name=path)
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None, f"{path} {name}"
+                walk(sub, f"{path} {name}")
+
+    walk(main, "docket")
+    return found
+
+
+def test_every_command_and_option_has_help() -> None:
+    """`--help` of every command says what each option does."""
+    import click
+
+    missing = []
+    for path, command in _commands():
+        if not command.help:
+            missing.append(f"{path}: no description")
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden and not param.help:
+                missing.append(f"{path} {'/'.join(param.opts)}")
+    assert not missing, missing
+
+
+def test_help_reads_at_80_columns() -> None:
+    """Every command's help fits a terminal 80 columns wide, and the usage line names
+    the command as it is typed (no stray prefix)."""
+    for path, _ in _commands():
+        words = path.split()[1:]
+        done = subprocess.run(
+            [*DOCKET, *words, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "80"},
+        )
+        assert done.returncode == 0, (path, done.stderr)
+        assert done.stdout.startswith(f"Usage: {path} ") or done.stdout.startswith(
+            f"Usage: docket {' '.join(words)}"
+        ), (path, done.stdout.splitlines()[0])
+        wide = [line for line in done.stdout.splitlines() if len(line) > 80]
+        assert not wide, (path, wide)
