@@ -28,11 +28,14 @@ def policy() -> None:
 @click.pass_context
 def validate(ctx: click.Context, bundle_dir: Path | None, bundle_key: Path | None) -> None:
     """Check a bundle: parse, validate strictly against its schema, load entities and
-    sites. Prints every problem as FILE:LINE: MESSAGE and exits 1 if there is any."""
+    sites. Prints every problem as FILE:LINE: MESSAGE and exits 1 if there is any; a
+    bundle that is not there is an input error (exit 2), as for every command."""
     settings = settings_of(ctx)
     path = bundle_dir or settings.bundle
     key = bundle_key or settings.bundle_public_key
     verifying_key = public_key(key)
+    if not Path(path).exists():
+        load_bundle(path, key)  # the one message every command gives, exit 2
     try:
         bundle = PolicyBundle.load(path, public_key=verifying_key)
     except BundleError as exc:

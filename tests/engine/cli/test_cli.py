@@ -384,3 +384,22 @@ def test_help_reads_at_80_columns() -> None:
         ), (path, done.stdout.splitlines()[0])
         wide = [line for line in done.stdout.splitlines() if len(line) > 80]
         assert not wide, (path, wide)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["policy", "validate", "{missing}"],
+        ["policy", "test", "{missing}"],
+        ["decide", "--bundle", "{missing}"],
+        ["place", "--bundle", "{missing}"],
+    ],
+)
+def test_a_missing_bundle_is_the_same_input_error_everywhere(
+    tmp_path: Path, args: list[str]
+) -> None:
+    missing = str(tmp_path / "nothing")
+    result = docket(*(arg.format(missing=missing) for arg in args), stdin="{}")
+    assert_one_line_error(
+        result, 2, f"bundle {missing} refused: {missing}: no such bundle directory or .tar.gz file"
+    )
