@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import IO
 
 import click
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from audit.cli import InputError
@@ -72,14 +74,25 @@ def _decide_remote(
             if as_json:
                 click.echo(remote.result_json(result))
                 continue
-            colour = "green" if result.allowed else "red"
-            reasons = ", ".join(result.reasons) or "no policy permits (default deny)"
-            out.print(f"[{colour}]{result.decision.upper()}[/]  {reasons}")
-            out.print(f"  {remote.receipt_line(result)}", markup=False)
-            for policy, message in result.errors:
-                out.print(f"  error in {policy}: {message}", markup=False)
+            _print_verdict(
+                result.decision, result.reasons, result.errors, remote.receipt_line(result)
+            )
     if denied:
         ctx.exit(1)
+
+
+def _print_verdict(
+    decision: str,
+    reasons: Sequence[str],
+    errors: Iterable[tuple[str, str]],
+    note: str,
+) -> None:
+    """One decision for a terminal: ALLOW/DENY and why, a dim note, each policy error."""
+    colour = "green" if decision == "allow" else "red"
+    why = ", ".join(reasons) or "no policy permits (default deny)"
+    out.print(f"[{colour}]{decision.upper()}[/]  {why}  [dim]({escape(note)})[/]")
+    for policy, message in errors:
+        out.print(f"  error in {policy}: {message}", markup=False)
 
 
 @click.command()
@@ -132,14 +145,12 @@ def decide(
         if as_json:
             click.echo(_decision_json(decision, forbid_errors))
             continue
-        colour = "green" if decision.allowed else "red"
-        reasons = ", ".join(decision.reasons) or "no policy permits (default deny)"
-        out.print(
-            f"[{colour}]{decision.decision.upper()}[/]  {reasons}  "
-            f"[dim](forbid errors: {forbid_errors})[/]"
+        _print_verdict(
+            decision.decision,
+            decision.reasons,
+            ((error.policy or "", error.message) for error in decision.errors),
+            f"forbid errors: {forbid_errors}",
         )
-        for error in decision.errors:
-            out.print(f"  error in {error.policy}: {error.message}", markup=False)
     if denied:
         ctx.exit(1)
 
