@@ -9,8 +9,10 @@ from audit._note import (
     open_note,
     parse_checkpoint_unverified,
     parse_note,
+    read_signer,
     sign_checkpoint,
     sign_note,
+    write_signer,
 )
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "open_note",
     "parse_checkpoint_unverified",
     "parse_note",
+    "read_signer",
     "sign_checkpoint",
     "sign_note",
+    "write_signer",
 ]

@@ -28,9 +28,9 @@ def test_the_envoy_example_runs_beside_make_run() -> None:
     assert not {grpc_port, metrics_port} & DEFAULTS
     envoy = yaml.safe_load((ROOT / "examples" / "envoy" / "envoy.yaml").read_text())
     clusters = {
-        cluster["name"]: cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
-            "endpoint"
-        ]["address"]["socket_address"]["port_value"]
+        cluster["name"]: cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+            "address"
+        ]["socket_address"]["port_value"]
         for cluster in envoy["static_resources"]["clusters"]
     }
     assert grpc_port in clusters.values()

@@ -52,14 +52,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 
 import cedarpy
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation import ReferenceError, ReferenceValues, parse_reference
+from audit.note import VerifierKey
 from engine._core.cedar_source import error_line
 from engine._core.index import UID, PolicyIndex
 from engine._core.limits import heights
 from engine._core.policies import Policy, parse_policy_files
-from engine._core.signing import SIGNATURE_FILE, verify_version
+from engine._core.signing import SIGNATURE_FILE, verify_bundle
 from engine._core.sites import Site, jurisdictions, parse_sites, unknown_jurisdiction
 from engine._errors import BundleError, RequestError
 
@@ -655,7 +655,7 @@ class PolicyBundle:
     _labels: dict[UID, DataLabels]
 
     @classmethod
-    def load(cls, path: str | Path, *, public_key: Ed25519PublicKey | None = None) -> PolicyBundle:
+    def load(cls, path: str | Path, *, public_key: VerifierKey | None = None) -> PolicyBundle:
         """Load a bundle directory or ``.tar.gz``; verify its signature if a key is given."""
         path = Path(path)
         return cls.from_files(read_bundle_files(path), source=str(path), public_key=public_key)
@@ -666,7 +666,7 @@ class PolicyBundle:
         files: Mapping[str, bytes],
         *,
         source: str = "<memory>",
-        public_key: Ed25519PublicKey | None = None,
+        public_key: VerifierKey | None = None,
     ) -> PolicyBundle:
         """Build a bundle from ``{relative path: bytes}``."""
         self = cls.__new__(cls)
@@ -676,7 +676,7 @@ class PolicyBundle:
         self.signed_by = None
         problems: list[str] = []
         if public_key is not None:
-            self.signed_by = verify_version(self.version, files.get(SIGNATURE_FILE), public_key)
+            self.signed_by = verify_bundle(self.version, files.get(SIGNATURE_FILE), public_key)
 
         texts: dict[str, str] = {}
         for name, data in files.items():

@@ -1,107 +1,107 @@
-"""Ed25519 signatures over a bundle's version.
+"""Bundle signatures: C2SP signed notes, the format and the keys of the audit log's
+checkpoints (:mod:`audit.note`), so one tool and one kind of key serve both.
 
-A bundle's version is the sha256 of its files (``bundle.sig`` excluded), so signing
-the version signs every file. ``bundle.sig`` holds one line:
-``ed25519 <key id> <base64 signature>``, where the key id is the first 8 bytes of
-sha256 over the raw public key, in hex, so that a reader can tell which key signed.
+A bundle's version is the sha256 of its files (``bundle.sig`` excluded), so signing the
+version signs every file. ``bundle.sig`` is a signed note (c2sp.org/signed-note)::
 
-The signature says who made a bundle, not that it is the newest: ``bundle.toml``'s
-``[bundle] name`` and ``revision`` are inside the version, so they are signed too, and a
-replica refuses a revision lower than one it accepted (:mod:`engine._service.bundle_revisions`).
+    docket-bundle/1
+    version sha256:…
+    name payments-eu
+    revision 42
+
+    — docket-bundle base64(key id || Ed25519 signature)
+
+Keys are the note formats of Go's ``golang.org/x/mod/sumdb/note``: the private key file
+holds ``PRIVATE+KEY+<name>+<id>+<base64>`` (mode 0600), the public one the verifier key
+``<name>+<id>+<base64>`` (``docket policy keygen`` writes both). The signature says who made
+a bundle, not that it is the newest: ``bundle.toml``'s ``[bundle] name`` and ``revision``
+are inside the version, so they are signed too, and a replica refuses a revision lower
+than one it accepted (:mod:`engine._service.bundle_revisions`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
+from audit import KeyFormatError, NoteError, SignerKey, VerifierKey
+from audit.note import open_note, read_signer, sign_note, write_signer
 from engine._errors import SignatureError
 
 SIGNATURE_FILE = "bundle.sig"
-_CONTEXT = b"docket policy bundle v1\n"
+FORMAT = "docket-bundle/1"
+DEFAULT_KEY_NAME = "docket-bundle"
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """Short hex id of a public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def generate_keypair() -> tuple[bytes, bytes]:
-    """A new Ed25519 key pair as (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
-    private = Ed25519PrivateKey.generate()
-    private_pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private_pem, public_pem
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an Ed25519 private key (PEM). Raises :class:`SignatureError`."""
+def write_keypair(prefix: Path, name: str = DEFAULT_KEY_NAME) -> tuple[Path, Path]:
+    """A new key: ``PREFIX.key`` (the signer, mode 0600, never overwritten) and
+    ``PREFIX.pub`` (its verifier key). Returns both paths. Raises
+    :class:`FileExistsError`, :class:`OSError`, :class:`SignatureError` for a bad name."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise SignatureError(f"{path}: cannot read key: {exc.strerror}") from exc
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"{path}: not an unencrypted PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError(f"{path}: not an Ed25519 private key")
-    return key
+        signer = SignerKey.generate(name)
+    except KeyFormatError as exc:
+        raise SignatureError(f"key name {name!r}: {exc}") from exc
+    private_path, public_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
+    write_signer(private_path, signer)
+    public_path.write_text(f"{signer.verifier()}\n")
+    return private_path, public_path
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Read an Ed25519 public key (PEM). Raises :class:`SignatureError`."""
+def load_signer(path: Path) -> SignerKey:
+    """Read a bundle signing key (``PRIVATE+KEY+…``). Raises :class:`SignatureError`."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise SignatureError(f"{path}: cannot read key: {exc.strerror}") from exc
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"{path}: not a PEM public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise SignatureError(f"{path}: not an Ed25519 public key")
-    return key
+        return read_signer(path)
+    except KeyFormatError as exc:
+        raise SignatureError(str(exc)) from exc
 
 
-def sign_version(version: str, private_key: Ed25519PrivateKey) -> str:
-    """The ``bundle.sig`` line for ``version``."""
-    signature = private_key.sign(_CONTEXT + version.encode())
-    kid = key_id(private_key.public_key())
-    return f"ed25519 {kid} {base64.b64encode(signature).decode()}\n"
+def load_verifier(path: Path) -> VerifierKey:
+    """Read a bundle verifier key (``<name>+<id>+<base64>``, one line). Raises
+    :class:`SignatureError`."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"{path}: cannot read the verifier key: {exc}") from exc
+    try:
+        return VerifierKey.parse(text)
+    except KeyFormatError as exc:
+        raise SignatureError(f"{path}: {exc}") from exc
 
 
-def verify_version(version: str, signature_file: bytes | None, public_key: Ed25519PublicKey) -> str:
-    """Check ``bundle.sig`` against ``version``; return the signing key id or raise."""
+def _body(version: str, name: str | None, revision: int | None) -> str:
+    lines = [FORMAT, f"version {version}"]
+    if name is not None and revision is not None:
+        lines += [f"name {name}", f"revision {revision}"]
+    return "\n".join(lines) + "\n"
+
+
+def sign_bundle(
+    version: str, signer: SignerKey, *, name: str | None = None, revision: int | None = None
+) -> str:
+    """The ``bundle.sig`` note for the bundle of ``version`` (and its name and revision)."""
+    return sign_note(_body(version, name, revision), [signer])
+
+
+def verify_bundle(version: str, signature_file: bytes | None, key: VerifierKey) -> str:
+    """Check ``bundle.sig`` against the bundle's ``version`` before anything in the bundle
+    is parsed; return the signing key as ``name+id``. The name and revision lines are
+    signed with it, and are the ones inside the version (``bundle.toml``). Raises
+    :class:`SignatureError`."""
     if signature_file is None:
         raise SignatureError(f"{SIGNATURE_FILE}: missing, and a bundle public key is configured")
     try:
-        algorithm, kid, encoded = signature_file.decode("ascii").split()
-        signature = base64.b64decode(encoded, validate=True)
-    except (UnicodeDecodeError, ValueError, binascii.Error) as exc:
+        note = open_note(signature_file, [key])
+    except NoteError as exc:
+        if "no signature by a trusted key" in str(exc):
+            raise SignatureError(
+                f"{SIGNATURE_FILE}: not signed by the configured key {key.name}+{key.key_id.hex()}"
+            ) from exc
+        raise SignatureError(f"{SIGNATURE_FILE}: {exc}") from exc
+    lines = note.text.splitlines()
+    if lines[:1] != [FORMAT]:
+        raise SignatureError(f"{SIGNATURE_FILE}: not a {FORMAT} signature")
+    if lines[1:2] != [f"version {version}"]:
         raise SignatureError(
-            f"{SIGNATURE_FILE}:1: expected 'ed25519 <key id> <base64 signature>'"
-        ) from exc
-    if algorithm != "ed25519":
-        raise SignatureError(f"{SIGNATURE_FILE}:1: unsupported algorithm {algorithm!r}")
-    expected = key_id(public_key)
-    if kid != expected:
-        raise SignatureError(
-            f"{SIGNATURE_FILE}:1: signed by key {kid}, but the configured key is {expected}"
+            f"{SIGNATURE_FILE}: the signature does not match the bundle's files "
+            "(it signs another version)"
         )
-    try:
-        public_key.verify(signature, _CONTEXT + version.encode())
-    except InvalidSignature as exc:
-        raise SignatureError(
-            f"{SIGNATURE_FILE}:1: signature does not match the bundle's files"
-        ) from exc
-    return kid
+    return f"{key.name}+{key.key_id.hex()}"

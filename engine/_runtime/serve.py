@@ -46,7 +46,6 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -64,6 +63,7 @@ from attestation import (
 )
 from audit import AuditError, AuditLog, Entry
 from audit._kept import KEPT_NAME
+from audit.note import VerifierKey
 from engine._adapters.admission_http import AdmissionServer, server_context
 from engine._adapters.attestation_rpc import AttestationServicer
 from engine._adapters.audit_rpc import AuditServicer
@@ -71,7 +71,7 @@ from engine._adapters.decisions_rpc import DecisionsServicer
 from engine._adapters.ext_authz import AuthorizationServicer
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
-from engine._core.signing import load_public_key
+from engine._core.signing import load_verifier
 from engine._errors import EngineError, ServeError, TrustConfigError
 from engine._runtime.logging_setup import configure_logging
 from engine._runtime.settings import Settings
@@ -249,9 +249,9 @@ def check_settings(settings: Settings) -> tuple[Address, Address]:
     return grpc_address, metrics_address
 
 
-def _bundle_key(settings: Settings) -> Ed25519PublicKey | None:
+def _bundle_key(settings: Settings) -> VerifierKey | None:
     path = settings.bundle_public_key
-    return load_public_key(path) if path else None
+    return load_verifier(path) if path else None
 
 
 def revision_guard(settings: Settings) -> RevisionGuard:

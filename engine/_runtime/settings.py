@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     db_url: str | None = None
     bundle: Path = Path("policies")
     bundle_public_key: Path | None = None
-    """When set, every bundle must carry a valid ``bundle.sig`` by this Ed25519 key."""
+    """A file holding the bundle verifier key (``<name>+<id>+<base64>``, as ``docket policy
+    keygen`` writes ``PREFIX.pub``): every bundle must then carry a ``bundle.sig`` signed
+    note by it."""
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     bundle_poll_seconds: float = Field(default=1.0, gt=0)

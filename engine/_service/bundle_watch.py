@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._errors import BundleError
@@ -71,7 +71,7 @@ class BundleWatcher:
         path: str | Path,
         *,
         interval: float = 1.0,
-        public_key: Ed25519PublicKey | None = None,
+        public_key: VerifierKey | None = None,
         guard: RevisionGuard | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:

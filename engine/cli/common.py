@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from audit.cli import InputError
+from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
-from engine._core.signing import load_public_key
+from engine._core.signing import load_verifier
 from engine._errors import BundleError, SignatureError
 from engine._runtime.settings import Settings, describe_error
 
@@ -28,11 +29,11 @@ def settings_of(ctx: click.Context) -> Settings:
     return settings
 
 
-def public_key(path: Path | None) -> Any:
+def public_key(path: Path | None) -> VerifierKey | None:
     if path is None:
         return None
     try:
-        return load_public_key(path)
+        return load_verifier(path)
     except SignatureError as exc:
         raise InputError(str(exc)) from exc
 
@@ -55,7 +56,8 @@ key_option = click.option(
     "--bundle-key",
     type=click.Path(path_type=Path),
     default=None,
-    help="Ed25519 public key (PEM); the bundle must be signed by it "
+    help="Bundle verifier key file (from `docket policy keygen`); the bundle must be signed "
+    "by it "
     "[env DOCKET_BUNDLE_PUBLIC_KEY].",
 )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from rich.table import Table
 from audit.cli import CheckFailed, InputError
 from engine._core.bundle import PolicyBundle
 from engine._core.policy_tests import junit_xml, load_cases, run_cases, uncovered_policies
-from engine._core.signing import SIGNATURE_FILE, generate_keypair, load_private_key, sign_version
+from engine._core.signing import SIGNATURE_FILE, load_signer, sign_bundle, write_keypair
 from engine._errors import BundleError, SignatureError
 from engine.cli.common import key_option, load_bundle, out, public_key, settings_of
 
@@ -119,14 +118,18 @@ def test_cmd(
 @policy.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option(
-    "--key", required=True, type=click.Path(path_type=Path), help="Ed25519 private key (PEM)."
+    "--key",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The signing key (PREFIX.key from `docket policy keygen`).",
 )
 def sign(bundle_dir: Path, key: Path) -> None:
-    """Sign a bundle directory: writes BUNDLE_DIR/bundle.sig over its version."""
+    """Sign a bundle directory: writes BUNDLE_DIR/bundle.sig, a C2SP signed note over its
+    version, name and revision."""
     if not bundle_dir.is_dir():
         raise InputError(f"{bundle_dir}: not a directory (sign the directory, then archive it)")
     try:
-        private_key = load_private_key(key)
+        signer = load_signer(key)
     except SignatureError as exc:
         raise InputError(str(exc)) from exc
     bundle = load_bundle(bundle_dir, None)
@@ -135,11 +138,11 @@ def sign(bundle_dir: Path, key: Path) -> None:
             f"{bundle_dir / 'bundle.toml'}: a signed bundle needs [bundle] name and revision "
             "(raise the revision with every release: replicas refuse a lower one)"
         )
-    signature = sign_version(bundle.version, private_key)
-    (bundle_dir / SIGNATURE_FILE).write_text(signature)
+    note = sign_bundle(bundle.version, signer, name=bundle.name, revision=bundle.revision)
+    (bundle_dir / SIGNATURE_FILE).write_text(note)
     click.echo(
         f"signed {bundle.name} revision {bundle.revision} ({bundle.version}) with key "
-        f"{signature.split()[1]} → {bundle_dir / SIGNATURE_FILE}"
+        f"{signer.name}+{signer.key_id.hex()} → {bundle_dir / SIGNATURE_FILE}"
     )
 
 
@@ -154,18 +157,20 @@ def sign(bundle_dir: Path, key: Path) -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.pass_context
 def keygen(ctx: click.Context, prefix: str | None, force: bool) -> None:
-    """Make an Ed25519 key pair for signing bundles."""
+    """Make a key pair for signing bundles: PREFIX.key (the signer, a C2SP note key, mode
+    0600) and PREFIX.pub (its verifier key, for `bundle_public_key` / --bundle-key)."""
     if prefix is None:
         directory = settings_of(ctx).data_dir / "keys"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         prefix = str(directory / "docket-bundle")
     private_path, public_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for path in (private_path, public_path):
-        if path.exists() and not force:
-            raise InputError(f"{path} exists; use --force to overwrite it")
-    private_pem, public_pem = generate_keypair()
-    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(private_pem)
-    public_path.write_bytes(public_pem)
+        if path.exists():
+            if not force:
+                raise InputError(f"{path} exists; use --force to overwrite it")
+            path.unlink()
+    try:
+        write_keypair(Path(prefix))
+    except OSError as exc:
+        raise InputError(f"cannot write {prefix}.key: {exc.strerror}") from exc
     click.echo(f"private key: {private_path} (keep it secret)\npublic key:  {public_path}")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from archive_bombs import long_name_bomb, many_members_bomb, tar_header
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sample_bundle import ACCESS, ENTITIES, PLACEMENT, SCHEMA, SITES, bundle_files, write_bundle
 
 from attestation._tpm import ALG_SHA256
+from audit.note import SignerKey, parse_note, sign_note
 from engine import BundleError, Engine, PolicyBundle, Request, SignatureError
 from engine._core.bundle import (
     MAX_DEPTH,
@@ -30,7 +30,7 @@ from engine._core.bundle import (
     MAX_PAX_BYTES,
     MAX_RATIO,
 )
-from engine._core.signing import key_id, sign_version
+from engine._core.signing import sign_bundle
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -459,23 +459,26 @@ def test_unreadable_bundle_paths_are_refused(
 
 
 @pytest.fixture
-def signing_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
+def signing_key() -> SignerKey:
+    return SignerKey.generate("docket-bundle")
 
 
 @pytest.fixture
-def signed_dir(tmp_path: Path, signing_key: Ed25519PrivateKey) -> Path:
+def signed_dir(tmp_path: Path, signing_key: SignerKey) -> Path:
     root = write_bundle(tmp_path / "bundle", bundle_files())
     version = PolicyBundle.load(root).version
-    (root / "bundle.sig").write_text(sign_version(version, signing_key))
+    (root / "bundle.sig").write_text(sign_bundle(version, signing_key))
     return root
 
 
 def test_signed_bundle_verifies_with_the_right_key(
-    signed_dir: Path, signing_key: Ed25519PrivateKey
+    signed_dir: Path, signing_key: SignerKey
 ) -> None:
-    bundle = PolicyBundle.load(signed_dir, public_key=signing_key.public_key())
-    assert bundle.signed_by == key_id(signing_key.public_key())
+    bundle = PolicyBundle.load(signed_dir, public_key=signing_key.verifier())
+    assert bundle.signed_by == f"docket-bundle+{signing_key.key_id.hex()}"
+    # The signature is a C2SP signed note, as the audit log's checkpoints are.
+    note = parse_note((signed_dir / "bundle.sig").read_text())
+    assert note.text == f"docket-bundle/1\nversion {bundle.version}\n"
 
 
 def test_signature_is_not_checked_without_a_key(signed_dir: Path) -> None:
@@ -485,31 +488,42 @@ def test_signature_is_not_checked_without_a_key(signed_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [
-        pytest.param(None, "signed by key", id="wrong-key"),
+        pytest.param(None, "not signed by the configured key", id="wrong-key"),
         pytest.param(("20-placement.cedar", b"// edited\n"), "does not match", id="edited-file"),
         pytest.param(("99-extra.cedar", b"// added\n"), "does not match", id="added-file"),
         pytest.param(("bundle.sig", None), "missing", id="missing-signature"),
-        pytest.param(("bundle.sig", b"ed25519 abc\n"), "expected 'ed25519", id="malformed"),
+        pytest.param(("bundle.sig", b"ed25519 abc\n"), "bundle.sig: ", id="malformed"),
     ],
 )
 def test_signature_failures_are_refused(
     signed_dir: Path,
-    signing_key: Ed25519PrivateKey,
+    signing_key: SignerKey,
     tamper: tuple[str, bytes | None] | None,
     message: str,
 ) -> None:
-    key = signing_key.public_key()
+    key = signing_key.verifier()
     if tamper is None:
-        key = Ed25519PrivateKey.generate().public_key()
+        key = SignerKey.generate("docket-bundle").verifier()
     else:
         name, data = tamper
         target = signed_dir / name
         if data is None:
             target.unlink()
+        elif name == "bundle.sig":
+            target.write_bytes(data)
         else:
             target.write_bytes(target.read_bytes() + data if target.exists() else data)
     with pytest.raises(SignatureError, match=message):
         PolicyBundle.load(signed_dir, public_key=key)
+
+
+def test_a_note_by_the_right_key_over_something_else_is_refused(
+    signed_dir: Path, signing_key: SignerKey
+) -> None:
+    """The key signing a note of another kind (a checkpoint, say) does not sign a bundle."""
+    (signed_dir / "bundle.sig").write_text(sign_note("docket.local/x\n1\nAAAA\n", [signing_key]))
+    with pytest.raises(SignatureError, match="not a docket-bundle/1 signature"):
+        PolicyBundle.load(signed_dir, public_key=signing_key.verifier())
 
 
 # --- reference values ------------------------------------------------------------------------

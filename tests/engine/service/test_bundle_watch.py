@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sample_bundle import ACCESS, bundle_files, write_bundle
 
+from audit.note import SignerKey
 from engine import BundleWatcher, Engine, PolicyBundle, Request
-from engine._core.signing import sign_version
+from engine._core.signing import sign_bundle
 from engine._service.bundle_revisions import RevisionGuard
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,16 +103,16 @@ def test_watcher_loads_a_first_bundle_into_an_empty_engine(tmp_path: Path) -> No
 
 
 def test_unsigned_change_is_refused_when_a_key_is_configured(root: Path) -> None:
-    key = Ed25519PrivateKey.generate()
-    (root / "bundle.sig").write_text(sign_version(PolicyBundle.load(root).version, key))
-    engine = Engine(PolicyBundle.load(root, public_key=key.public_key()))
-    watcher = BundleWatcher(engine, root, public_key=key.public_key())
+    key = SignerKey.generate("docket-bundle")
+    (root / "bundle.sig").write_text(sign_bundle(PolicyBundle.load(root).version, key))
+    engine = Engine(PolicyBundle.load(root, public_key=key.verifier()))
+    watcher = BundleWatcher(engine, root, public_key=key.verifier())
     before = version(engine)
     write(root / "30-lockdown.cedar", LOCKDOWN)
     assert watcher.check() is False
     assert version(engine) == before
     new_version = PolicyBundle.load(root).version
-    write(root / "bundle.sig", sign_version(new_version, key))
+    write(root / "bundle.sig", sign_bundle(new_version, key))
     assert watcher.check() is True
     assert version(engine) == new_version
 
