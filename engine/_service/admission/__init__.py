@@ -8,12 +8,13 @@ The HTTPS server (``/validate``, ``/mutate``) hands each request body to
 principal ``Workload::"spiffe://<trust domain>/ns/<namespace>/sa/<service account>"``,
 resource ``Cluster::"<cluster>"``, context an ``AdmissionContext`` (see the schema):
 kind, namespace, name, operation, the classification, the label ``docket.io/residency``
-(a jurisdiction of the site catalog), images and their registries (:func:`registry_of`),
-privileged / hostPath / hostNetwork, the Pod Security Standards checks the pod fails
-(``engine._core.pod_security``: check ids of the baseline and restricted profiles and their
-messages), the node constraints the user set, the service account, the user and dry
-run. Cedar decides; when a Pod Security policy denies, the message names every failed
-check as Pod Security Admission does (``violates PodSecurity "restricted:latest": …``).
+(a jurisdiction of the site catalog), images and their registries (:func:`registry_of`:
+the hosts kubelet pulls from), privileged / hostPath / hostNetwork, the Pod Security
+Standards checks the pod fails (``engine._core.pod_security``: check ids of the baseline
+and restricted profiles and their messages), the node constraints the user set, the
+service account, the user and dry run. Cedar decides; when a Pod Security policy
+denies, the message names every failed check as Pod Security Admission does
+(``violates PodSecurity "restricted:latest": …``).
 
 **Classification** is the namespace's ``docket.io/classification`` label, read from a
 :class:`~engine._service.namespaces.NamespaceLabels` source, raised (never lowered) by the same
@@ -47,18 +48,20 @@ only marks the entry. When the audit log cannot take the entry the review is den
 
 A body that is not an AdmissionReview v1 gets HTTP 400 ``{"error": "<field>: …"}``.
 An object Docket cannot read (a label value outside the catalog, a container without
-an image) is denied in the AdmissionReview with code 400: a denial holds whatever the
-webhook's ``failurePolicy``, an HTTP error does not. Both are recorded as refusals. A
-namespace the configured source cannot read is denied with code 403 and its reason,
-also recorded as a refusal.
+an image, an image reference kubelet could not pull) is denied in the AdmissionReview
+with code 400: a denial holds whatever the webhook's ``failurePolicy``, an HTTP error
+does not. Both are recorded as refusals. A namespace the configured source cannot read
+is denied with code 403 and its reason, also recorded as a refusal.
 
 The package, by reason to change::
 
-    review.py      the AdmissionReview v1 models and parse_review
-    target.py      reading the object: pod (template), classification, oldObject, context
-    patch.py       the JSON-patch algebra: node affinity narrowing, the annotation
-    controller.py  AdmissionController: the decision, the audit entry, the response
-    labels.py      the label and annotation names Docket reads and writes
+    review.py           the AdmissionReview v1 models and parse_review
+    target.py           reading the object: pod (template), classification, oldObject,
+                        the Cedar context
+    image_reference.py  container images read as kubelet pulls them, their registries
+    patch.py            the JSON-patch algebra: node affinity narrowing, the annotation
+    controller.py       AdmissionController: the decision, the audit entry, the response
+    labels.py           the label and annotation names Docket reads and writes
 
 Errors::
 
@@ -68,6 +71,7 @@ Errors::
 """
 
 from engine._service.admission.controller import API, MAX_WARNING, AdmissionController
+from engine._service.admission.image_reference import ImageReference, parse_image, registry_of
 from engine._service.admission.labels import (
     CLASSIFICATION_LABEL,
     DECISION_ANNOTATION,
@@ -77,7 +81,7 @@ from engine._service.admission.labels import (
 )
 from engine._service.admission.patch import affinity_ops, annotation_ops, narrow_terms, node_groups
 from engine._service.admission.review import API_VERSION, AdmissionReview, parse_review
-from engine._service.admission.target import DEFAULT_CLASSIFICATION, registry_of
+from engine._service.admission.target import DEFAULT_CLASSIFICATION
 
 __all__ = [
     "API",
@@ -91,10 +95,12 @@ __all__ = [
     "TIER_LABEL",
     "AdmissionController",
     "AdmissionReview",
+    "ImageReference",
     "affinity_ops",
     "annotation_ops",
     "narrow_terms",
     "node_groups",
+    "parse_image",
     "parse_review",
     "registry_of",
 ]

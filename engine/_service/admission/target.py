@@ -16,6 +16,7 @@ from engine._core.models import EntityUID
 from engine._core.placement import Classification
 from engine._core.pod_security import Failure, check_pod
 from engine._errors import AdmissionInputError
+from engine._service.admission.image_reference import parse_image
 from engine._service.admission.labels import CLASSIFICATION_LABEL, REGION_LABEL, RESIDENCY_LABEL
 from engine._service.admission.review import AdmissionRequest, ReadModel, parse_part
 from engine._service.constants import CALLER
@@ -105,6 +106,16 @@ class _PodSpec(ReadModel):
         yield from self.init_containers or ()
         yield from self.ephemeral_containers or ()
 
+    def container_fields(self) -> Iterable[tuple[str, _Container]]:
+        """Each container with its field below ``spec``: ``initContainers[0]``, …"""
+        for name, containers in (
+            ("containers", self.containers),
+            ("initContainers", self.init_containers or ()),
+            ("ephemeralContainers", self.ephemeral_containers or ()),
+        ):
+            for index, container in enumerate(containers):
+                yield f"{name}[{index}]", container
+
     def required_terms(self) -> tuple[_Term, ...]:
         affinity = self.affinity
         node = affinity.node_affinity if affinity is not None else None
@@ -114,31 +125,6 @@ class _PodSpec(ReadModel):
 
 
 # -- what Docket reads from a pod (template) ------------------------------------------------
-
-
-def registry_of(image: str) -> str:
-    """Where an image comes from: its repository without the last path segment, named
-    as Docker does (no registry host: ``docker.io``; a single name: ``docker.io/library``).
-
-    ``nginx:1.27`` -> ``docker.io/library``; ``bitnami/redis`` -> ``docker.io/bitnami``;
-    ``registry.k8s.io/pause:3.10`` -> ``registry.k8s.io``;
-    ``ghcr.io/acme/team/api@sha256:…`` -> ``ghcr.io/acme/team``. The host is lowercased
-    (DNS names are case-insensitive); the path is kept as written.
-    """
-    name = image.split("@", 1)[0]
-    if name.rfind(":") > name.rfind("/"):
-        name = name[: name.rfind(":")]
-    parts = name.split("/")
-    first = parts[0]
-    if len(parts) == 1 or not ("." in first or ":" in first or first == "localhost"):
-        parts = ["docker.io", *parts]
-    else:
-        parts[0] = first.lower()
-        if parts[0] == "index.docker.io":
-            parts[0] = "docker.io"
-    if parts[0] == "docker.io" and len(parts) == 2:
-        parts.insert(1, "library")
-    return "/".join(parts[:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +293,10 @@ def read_target(
                 )
     account = spec.service_account_name or spec.service_account or "default"
     images = [container.image for container in spec.all_containers()]
+    references = [
+        parse_image(container.image, f"{prefix}.spec.{where}.image")
+        for where, container in spec.container_fields()
+    ]
     regions = _regions_requested(spec)
     name = request.name or own.name or None
     baseline = check_pod(pod, "baseline")
@@ -317,7 +307,7 @@ def read_target(
         "operation": request.operation,
         "classification": _entity(classification),
         "images": sorted(set(images)),
-        "registries": sorted({registry_of(image) for image in images}),
+        "registries": sorted({reference.registry for reference in references}),
         "privileged": any(
             c.security_context is not None and c.security_context.privileged is True
             for c in spec.all_containers()
