@@ -4,13 +4,17 @@
 A "confidential" pod that takes over its node (host namespaces, capabilities, host
 ports, root with privilege escalation, seccomp/AppArmor Unconfined, an unmasked /proc);
 a classification lowered by the object's own label or by an UPDATE; a namespace Docket
-cannot read; trickling TLS connections that used to cost the process a thread each.
+cannot read; a container image whose registry host Docket read otherwise than kubelet
+pulls it (``MyReg/app``); trickling TLS connections that used to cost the process a
+thread each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import shutil
 import socket
 import ssl
 import threading
@@ -23,7 +27,7 @@ import grpc
 import httpx
 import pytest
 from admission_reviews import FakeKubernetes, body, fixture, review
-from e2e.docket_process import Docket, start_docket
+from e2e.docket_process import ROOT, Docket, start_docket
 from e2e.test_admission_serve import JSON
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -289,6 +293,81 @@ def test_attack_namespace_docket_cannot_read_is_denied(
     assert 'namespace "no-such-ns" does not exist' in answer["status"]["message"]
     entries = docket_k8s.audit_entries("refusal", "admission")
     assert any("no-such-ns" in str(e) for e in entries)
+
+
+# -- images read as kubelet pulls them ------------------------------------------------------
+
+ALLOWED_REGISTRIES = ["docker.io/library", "localhost", "myreg"]
+
+
+@pytest.fixture(scope="module")
+def docket_registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
+    """``docket serve`` on the default bundle, its Cluster allowing only
+    :data:`ALLOWED_REGISTRIES`: Docker's official images and two registry hosts."""
+    root = tmp_path_factory.mktemp("attacks-registries")
+    bundle = root / "policies"
+    shutil.copytree(ROOT / "policies", bundle)
+    entities = json.loads((bundle / "entities.json").read_text())
+    for entity in entities:
+        if entity["uid"] == {"type": "Docket::Cluster", "id": "kubernetes"}:
+            entity["attrs"]["allowed_registries"] = ALLOWED_REGISTRIES
+    (bundle / "entities.json").write_text(json.dumps(entities))
+    running = start_docket(root / "serve", bundle=bundle)
+    try:
+        yield running
+    finally:
+        code = running.stop()
+    assert code == 0, running.log.read_text()
+
+
+def _pod_with_image(name: str, image: str) -> dict[str, Any]:
+    pod = fixture("pod")
+    pod["metadata"]["name"] = name
+    pod["spec"]["containers"][0]["image"] = image
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("image", "allowed"),
+    [
+        # kubelet pulls these from the hosts MyReg and LOCALHOST (a first path component
+        # that is not all lowercase is a host), which the Cluster allows...
+        ("MyReg/app:1.0", True),
+        ("LOCALHOST/team/app", False),  # localhost/team is not allowed, localhost is
+        ("LOCALHOST/app", True),
+        # ...while a lowercase first component is a Docker Hub namespace: docker.io/myreg.
+        ("myreg/app:1.0", False),
+        ("nginx:1.27", True),
+    ],
+)
+def test_attack_image_host_read_otherwise_than_kubelet_pulls_it(
+    docket_registries: Docket, image: str, allowed: bool
+) -> None:
+    name = "image-" + "".join(c if c.isalnum() else "-" for c in image.lower())
+    answer = validate(docket_registries, review(_pod_with_image(name, image), namespace="shop"))
+    assert answer["allowed"] is allowed, answer
+    if not allowed:
+        assert "admit-allowed-registries" in answer["status"]["message"]
+
+
+def test_attack_image_kubelet_cannot_pull_is_refused(docket_registries: Docket) -> None:
+    """An uppercase repository path: kubelet refuses it, so Docket cannot say where it
+    comes from; the review is denied (code 400, a denial whatever the failurePolicy)."""
+    sent = review(_pod_with_image("uppercase-path", "MyReg/App:1.0"), namespace="shop")
+    answer = validate(docket_registries, sent)
+    assert answer["allowed"] is False
+    assert answer["status"] == {
+        "code": 400,
+        "message": 'request.object.spec.containers[0].image: "MyReg/App:1.0" is not an image '
+        "reference kubelet can pull (repository name must be lowercase)",
+    }
+    (entry,) = [
+        e
+        for e in docket_registries.audit_entries("admission")
+        if e["detail"]["object"]["name"] == "uppercase-path"
+    ]
+    assert entry["decision"] == "deny"
+    assert entry["detail"]["error"] == answer["status"]["message"]
 
 
 # -- trickling connections -----------------------------------------------------------------

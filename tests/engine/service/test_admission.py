@@ -743,6 +743,23 @@ def test_a_container_without_an_image_is_refused(controller: AdmissionController
     }
 
 
+@pytest.mark.parametrize("path", ["validate", "mutate"])
+def test_an_image_kubelet_could_not_pull_is_refused_naming_its_container(
+    controller: AdmissionController, path: Webhook
+) -> None:
+    obj = fixture("cronjob")
+    spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    spec["initContainers"] = [{"name": "setup", "image": "registry.docket.example/Setup:1"}]
+    answer = ask(controller, path, review(obj))["response"]
+    assert answer["allowed"] is False
+    assert answer["status"] == {
+        "code": 400,
+        "message": "request.object.spec.jobTemplate.spec.template.spec.initContainers[0].image: "
+        '"registry.docket.example/Setup:1" is not an image reference kubelet can pull '
+        "(repository name must be lowercase)",
+    }
+
+
 # -- the audit log first ----------------------------------------------------------------
 
 
