@@ -50,16 +50,17 @@ if typing.TYPE_CHECKING:
         StoreUnavailable,
         TokenError,
     )
-    from attestation._reference import ReferenceValues, appraise_any, parse_reference
+    from attestation._posture import Posture
+    from attestation._reference import ReferenceValues, parse_reference
     from attestation._store import ChallengeStore
     from attestation._tpm import ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, hash_name
     from attestation._verifier import (
         DEFAULT_QUOTE_HASHES,
         QUOTE_HASHES,
         Challenge,
-        Posture,
         TrustRoots,
         UnverifiedEnrollment,
+        appraise_any,
         begin_enrollment,
         check_ek_root,
         check_quote_hashes,
@@ -81,7 +82,7 @@ _WHERE = {
     "EvidenceError": "attestation._errors",
     "JWT_POSTURE_CLAIM": "attestation._ca",
     "ParseError": "attestation._errors",
-    "Posture": "attestation._verifier",
+    "Posture": "attestation._posture",
     "QUOTE_HASHES": "attestation._verifier",
     "REVOCATIONS_FILE": "attestation._ca",
     "ReferenceError": "attestation._errors",
@@ -91,7 +92,7 @@ _WHERE = {
     "TokenError": "attestation._errors",
     "TrustRoots": "attestation._verifier",
     "UnverifiedEnrollment": "attestation._verifier",
-    "appraise_any": "attestation._reference",
+    "appraise_any": "attestation._verifier",
     "begin_enrollment": "attestation._verifier",
     "check_ek_root": "attestation._verifier",
     "check_quote_hashes": "attestation._verifier",

@@ -5,8 +5,8 @@ A state machine without I/O, in the order the protocol allows and no other:
     UnverifiedEnrollment ──begin_enrollment──> Challenge (sent to the device)
                                              + PendingChallenge (kept by the server)
     PendingChallenge + evidence ──finish_attestation──> VerifiedAttestation
-    VerifiedAttestation + a ReferenceClass ──appraise──> Posture
-                        (every class of a bundle: attestation._reference.appraise_any)
+    VerifiedAttestation + a ReferenceClass ──appraise──> Posture (attestation._posture)
+                        (every class of a bundle, in order: appraise_any)
 
 Every step returns a verified value or raises (`EvidenceError` when evidence does not verify,
 `ParseError` when it is malformed). There is no clock read: `now` (an aware UTC datetime) is
@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -63,11 +63,12 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
-from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
 from attestation._errors import CredentialError, EvidenceError, ParseError
+from attestation._posture import MANUFACTURER_PATTERN, Posture
+from attestation._reference import ReferenceClass, ReferenceValues
 from attestation._tpm import (
     ALG_SHA256,
     ALG_SHA384,
@@ -87,18 +88,14 @@ from attestation._tpm import (
     verify_quote_signature,
 )
 
-if TYPE_CHECKING:
-    # Only for types: attestation._reference imports this module (appraise_any).
-    from attestation._reference import ReferenceClass
-
 __all__ = [
     "Challenge",
     "PendingChallenge",
-    "Posture",
     "TrustRoots",
     "UnverifiedEnrollment",
     "VerifiedAttestation",
     "appraise",
+    "appraise_any",
     "begin_enrollment",
     "check_ek_root",
     "check_quote_hashes",
@@ -119,11 +116,6 @@ _MAX_CHAIN: Final = 8
 _MIN_RSA_BITS: Final = 2048
 _AK_CURVES: Final = frozenset({ECC_NIST_P256, ECC_NIST_P384})
 
-CLASS_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-"""A device class name (a reference file's stem by default)."""
-REGION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-"""A region a reference class puts into the posture."""
-_MANUFACTURER_PATTERN: Final = r"^[\x20-\x7e]{0,64}$"
 
 TCG_AT_TPM_MANUFACTURER: Final = x509.ObjectIdentifier("2.23.133.2.1")
 TPM_VENDORS: Final[Mapping[int, str]] = MappingProxyType(
@@ -207,85 +199,6 @@ class VerifiedAttestation:
     firmware_version: int
     clock_info: ClockInfo
     tpm_manufacturer: str = ""
-
-
-class _PostureClaims(BaseModel):
-    """The wire form of a Posture (JWT claims, certificate extension), checked strictly."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    attested: StrictBool
-    device_class: Annotated[str, StringConstraints(strict=True, pattern=CLASS_NAME_PATTERN)]
-    secure_boot: StrictBool
-    measured_boot_ok: StrictBool
-    firmware_version: Annotated[str, StringConstraints(strict=True, pattern=r"^0x[0-9a-f]{16}$")]
-    tpm_manufacturer: Annotated[str, StringConstraints(strict=True, pattern=_MANUFACTURER_PATTERN)]
-    ek_hash: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")]
-    region: Annotated[str, StringConstraints(strict=True, pattern=REGION_PATTERN)] | None = None
-
-
-@dataclass(frozen=True)
-class Posture:
-    """The appraised state of a device, what credentials and policy see.
-
-    `secure_boot`, `measured_boot_ok` and `region` come from the reference class that
-    matched; `tpm_manufacturer` from the verified EK certificate ("" when unknown).
-    """
-
-    attested: bool
-    device_class: str
-    secure_boot: bool
-    measured_boot_ok: bool
-    firmware_version: int
-    tpm_manufacturer: str
-    ek_hash: bytes
-    region: str | None = None
-
-    def claims(self) -> dict[str, object]:
-        """JSON-ready claims: `firmware_version` as ``0x`` + 16 lowercase hex digits (it is
-        a 64-bit unsigned number; Cedar's Long is signed), `ek_hash` as lowercase hex, and
-        `region` only when set."""
-        claims: dict[str, object] = {
-            "attested": self.attested,
-            "device_class": self.device_class,
-            "secure_boot": self.secure_boot,
-            "measured_boot_ok": self.measured_boot_ok,
-            "firmware_version": f"0x{self.firmware_version:016x}",
-            "tpm_manufacturer": self.tpm_manufacturer,
-            "ek_hash": self.ek_hash.hex(),
-        }
-        if self.region is not None:
-            claims["region"] = self.region
-        return claims
-
-    @classmethod
-    def from_claims(cls, claims: object) -> Posture:
-        """The posture of :meth:`claims` output (from a JWT or a certificate extension).
-
-        Strict: exactly the keys :meth:`claims` writes (``region`` optional, never null),
-        exact JSON types and formats. Raises ParseError on anything else.
-        """
-        if not isinstance(claims, Mapping):
-            raise ParseError(f"posture claims: expected an object, got {type(claims).__name__}")
-        if "region" in claims and claims["region"] is None:
-            raise ParseError("posture claims: region: null is not allowed (omit it)")
-        try:
-            parsed = _PostureClaims.model_validate(dict(claims))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "claims"
-            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            raise ParseError(f"posture claims: {where}: {error['msg']}{more}") from exc
-        return cls(
-            attested=parsed.attested,
-            device_class=parsed.device_class,
-            secure_boot=parsed.secure_boot,
-            measured_boot_ok=parsed.measured_boot_ok,
-            firmware_version=int(parsed.firmware_version, 16),
-            tpm_manufacturer=parsed.tpm_manufacturer,
-            ek_hash=bytes.fromhex(parsed.ek_hash),
-            region=parsed.region,
-        )
 
 
 # --- enrollment --------------------------------------------------------------------------
@@ -497,7 +410,7 @@ def tpm_manufacturer(certificate: x509.Certificate) -> str:
     for directory in san.value.get_values_for_type(x509.DirectoryName):
         for attribute in directory.get_attributes_for_oid(TCG_AT_TPM_MANUFACTURER):
             value = attribute.value
-            if not isinstance(value, str) or not re.fullmatch(_MANUFACTURER_PATTERN, value):
+            if not isinstance(value, str) or not re.fullmatch(MANUFACTURER_PATTERN, value):
                 continue
             match = _VENDOR_ID.match(value)
             if match is not None:
@@ -713,7 +626,7 @@ def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Postur
     Every golden PCR must have been quoted with that value, and the firmware must be at least
     the class's `min_firmware`; otherwise EvidenceError naming the PCR (or the firmware).
     `secure_boot`, `measured_boot_ok` and `region` of the posture are the class's. To try
-    every class of a bundle, use ``attestation._reference.appraise_any``.
+    every class of a bundle, use :func:`appraise_any`.
     """
     golden = reference.golden()
     if not golden:  # a validated class always has some; fail closed all the same
@@ -740,3 +653,20 @@ def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Postur
         ek_hash=verified.ek_hash,
         region=reference.region,
     )
+
+
+def appraise_any(verified: VerifiedAttestation, reference: ReferenceValues) -> Posture:
+    """Appraise against each class in order; return the posture of the first that matches.
+
+    Raises EvidenceError when there is no class at all, or when none matches (the message
+    says, for each class, why not).
+    """
+    if not reference.classes:
+        raise EvidenceError("no reference values are configured: no device can be appraised")
+    reasons: list[str] = []
+    for candidate in reference.classes:
+        try:
+            return appraise(verified, candidate)
+        except EvidenceError as exc:
+            reasons.append(f"{candidate.name}: {exc}")
+    raise EvidenceError("matches no reference class: " + "; ".join(reasons))

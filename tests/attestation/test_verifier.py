@@ -25,11 +25,11 @@ from pydantic import ValidationError
 from attestation._credential import kdfa
 from attestation._der import _children, _encode
 from attestation._errors import EvidenceError
+from attestation._posture import Posture
 from attestation._reference import ReferenceClass
 from attestation._verifier import (
     Challenge,
     PendingChallenge,
-    Posture,
     TrustRoots,
     UnverifiedEnrollment,
     VerifiedAttestation,
