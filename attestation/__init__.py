@@ -3,9 +3,10 @@
 What the rest of Docket uses, and all it may import from here:
 
 - **the verifier** (pure): :func:`begin_enrollment` checks an EK certificate against
-  :class:`TrustRoots` and makes the credential challenge; :func:`finish_attestation`
-  checks the activated credential, the quote and the PCRs against
-  :class:`ReferenceValues` and returns the verified :class:`Posture`;
+  :class:`TrustRoots` and makes the credential challenge; :func:`verify_answer` checks
+  the activated credential, the quote and the PCRs (:func:`finish_attestation`) and
+  appraises them against :class:`ReferenceValues` (:func:`appraise_any`): it returns
+  :class:`Attested`, the :class:`Posture` and what to persist (:class:`ToPersist`);
   :func:`check_ek_root` and :func:`check_quote_hashes` check a root and the quote hash
   policy up front;
 - **reference values**: :func:`parse_reference`, :func:`appraise_any`;
@@ -13,7 +14,7 @@ What the rest of Docket uses, and all it may import from here:
   :class:`RevocationList`, :func:`load_revocations`, :func:`describe`,
   :func:`issued_at`;
 - **the challenge store**: :class:`ChallengeStore` (single-use challenges, in the
-  audit database);
+  audit database): ``read`` before :func:`verify_answer`, ``write`` after;
 - **TPM algorithm names** for the quote hash policy, and :func:`load_pem_certificates`
   for EK root files real vendors ship;
 - **errors**: :class:`AttestationError` and its tree (:mod:`attestation._errors`).
@@ -57,7 +58,9 @@ if typing.TYPE_CHECKING:
     from attestation._verifier import (
         DEFAULT_QUOTE_HASHES,
         QUOTE_HASHES,
+        Attested,
         Challenge,
+        ToPersist,
         TrustRoots,
         UnverifiedEnrollment,
         appraise_any,
@@ -65,6 +68,7 @@ if typing.TYPE_CHECKING:
         check_ek_root,
         check_quote_hashes,
         finish_attestation,
+        verify_answer,
     )
 
 _WHERE = {
@@ -73,6 +77,7 @@ _WHERE = {
     "ALG_SHA384": "attestation._tpm",
     "ALG_SHA512": "attestation._tpm",
     "AttestationError": "attestation._errors",
+    "Attested": "attestation._verifier",
     "CAError": "attestation._errors",
     "CertificateAuthority": "attestation._ca",
     "Challenge": "attestation._verifier",
@@ -90,6 +95,7 @@ _WHERE = {
     "RevocationList": "attestation._ca",
     "StoreUnavailable": "attestation._errors",
     "TokenError": "attestation._errors",
+    "ToPersist": "attestation._verifier",
     "TrustRoots": "attestation._verifier",
     "UnverifiedEnrollment": "attestation._verifier",
     "appraise_any": "attestation._verifier",
@@ -103,6 +109,7 @@ _WHERE = {
     "load_pem_certificates": "attestation._der",
     "load_revocations": "attestation._ca",
     "parse_reference": "attestation._reference",
+    "verify_answer": "attestation._verifier",
 }
 """Each exported name and the module that defines it."""
 
@@ -130,6 +137,7 @@ __all__ = [
     "QUOTE_HASHES",
     "REVOCATIONS_FILE",
     "AttestationError",
+    "Attested",
     "CAError",
     "CertificateAuthority",
     "Challenge",
@@ -142,6 +150,7 @@ __all__ = [
     "ReferenceValues",
     "RevocationList",
     "StoreUnavailable",
+    "ToPersist",
     "TokenError",
     "TrustRoots",
     "UnverifiedEnrollment",
@@ -156,4 +165,5 @@ __all__ = [
     "load_pem_certificates",
     "load_revocations",
     "parse_reference",
+    "verify_answer",
 ]

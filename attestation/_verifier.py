@@ -8,11 +8,19 @@ A state machine without I/O, in the order the protocol allows and no other:
     VerifiedAttestation + a ReferenceClass ──appraise──> Posture (attestation._posture)
                         (every class of a bundle, in order: appraise_any)
 
+An Attest is one call, :func:`verify_answer` (the two steps above), fed with what the
+challenge store holds and returning what it must hold next:
+
+    PendingChallenge + last TPM clock + evidence + ReferenceValues + now
+        ──verify_answer──> Attested: the Posture, and ToPersist (the challenge used, the
+                           quote's TPM clock), or EvidenceError (then ToPersist.refused)
+
 Every step returns a verified value or raises (`EvidenceError` when evidence does not verify,
 `ParseError` when it is malformed). There is no clock read: `now` (an aware UTC datetime) is
-passed in; randomness is `os.urandom` unless a `random` callable is injected (tests). Storing
-the pending challenge, consuming it once (replay) and keeping the last clock per AK are the
-caller's concern.
+passed in; randomness is `os.urandom` unless a `random` callable is injected (tests). Reading
+the pending challenge and the last clock before, and writing :class:`ToPersist` after (the
+challenge used once, atomically: replay), are the caller's (``ChallengeStore.read`` and
+``ChallengeStore.write``), as python-tuf's Updater does around its TrustedMetadataSet.
 
 EK identity: the *EK hash* is SHA-256 of the DER SubjectPublicKeyInfo of the EK's public key
 (`ek_key_hash`). It is what `TrustRoots.ek_allowlist` holds and what the EK certificate's key is
@@ -89,8 +97,10 @@ from attestation._tpm import (
 )
 
 __all__ = [
+    "Attested",
     "Challenge",
     "PendingChallenge",
+    "ToPersist",
     "TrustRoots",
     "UnverifiedEnrollment",
     "VerifiedAttestation",
@@ -102,6 +112,7 @@ __all__ = [
     "ek_key_hash",
     "finish_attestation",
     "tpm_manufacturer",
+    "verify_answer",
 ]
 
 SECRET_SIZE: Final = 32
@@ -199,6 +210,34 @@ class VerifiedAttestation:
     firmware_version: int
     clock_info: ClockInfo
     tpm_manufacturer: str = ""
+
+
+@dataclass(frozen=True)
+class ToPersist:
+    """What the challenge store must hold once an answer has been judged: challenge
+    `challenge_id` used (at `used_at`; once, whoever else answers it), and, for an answer
+    that verified, the (resetCount, clock) of its quote as the device's last TPM clock
+    (keyed by `ek_hash`; it never moves backwards)."""
+
+    challenge_id: str
+    ek_hash: bytes
+    used_at: datetime
+    tpm_clock: tuple[int, int] | None = None
+
+    @classmethod
+    def refused(cls, pending: PendingChallenge, now: datetime) -> ToPersist:
+        """For an answer refused: its challenge used all the same, no clock."""
+        return cls(pending.challenge_id, pending.ek_hash, now)
+
+
+@dataclass(frozen=True)
+class Attested:
+    """An answer that verified and matched a reference class: the device's posture, what
+    verified, and what the challenge store must hold now."""
+
+    posture: Posture
+    verified: VerifiedAttestation
+    persist: ToPersist
 
 
 # --- enrollment --------------------------------------------------------------------------
@@ -670,3 +709,43 @@ def appraise_any(verified: VerifiedAttestation, reference: ReferenceValues) -> P
         except EvidenceError as exc:
             reasons.append(f"{candidate.name}: {exc}")
     raise EvidenceError("matches no reference class: " + "; ".join(reasons))
+
+
+# --- one pass ----------------------------------------------------------------------------
+
+
+def verify_answer(
+    pending: PendingChallenge,
+    *,
+    activated_secret: bytes,
+    quote: bytes,
+    signature: bytes,
+    pcr_values: Mapping[tuple[int, int], bytes],
+    reference: ReferenceValues,
+    last_clock: tuple[int, int] | None,
+    now: datetime,
+    accepted_hashes: frozenset[int] = DEFAULT_QUOTE_HASHES,
+) -> Attested:
+    """An Attest's pure steps in one: :func:`finish_attestation` (the quote must cover every
+    PCR some class of `reference` names; `last_clock` is what the store holds for this
+    device), then :func:`appraise_any`. Returns the posture and what to persist (the
+    challenge used, this quote's clock).
+
+    Raises EvidenceError (the answer does not verify, the clock went backwards, no class
+    matches) or ParseError (malformed bytes); the caller then persists
+    ``ToPersist.refused(pending, now)``.
+    """
+    verified = finish_attestation(
+        pending,
+        activated_secret=activated_secret,
+        quote=quote,
+        signature=signature,
+        pcr_values=pcr_values,
+        now=now,
+        required_pcrs=reference.required_pcrs(),
+        last_clock=last_clock,
+        accepted_hashes=accepted_hashes,
+    )
+    posture = appraise_any(verified, reference)
+    clock = (verified.clock_info.reset_count, verified.clock_info.clock)
+    return Attested(posture, verified, ToPersist(pending.challenge_id, pending.ek_hash, now, clock))
