@@ -31,13 +31,12 @@ import importlib
 import typing
 
 if typing.TYPE_CHECKING:
-    from attestation._ca import (
-        JWT_POSTURE_CLAIM,
+    from attestation._ca.authority import CertificateAuthority, issued_at
+    from attestation._ca.jwt_svid import JWT_POSTURE_CLAIM
+    from attestation._ca.revocations import (
         REVOCATIONS_FILE,
-        CertificateAuthority,
         RevocationList,
         describe,
-        issued_at,
         load_revocations,
     )
     from attestation._der import load_pem_certificates
@@ -79,20 +78,20 @@ _WHERE = {
     "AttestationError": "attestation._errors",
     "Attested": "attestation._verifier",
     "CAError": "attestation._errors",
-    "CertificateAuthority": "attestation._ca",
+    "CertificateAuthority": "attestation._ca.authority",
     "Challenge": "attestation._verifier",
     "ChallengeStore": "attestation._store",
     "CredentialError": "attestation._errors",
     "DEFAULT_QUOTE_HASHES": "attestation._verifier",
     "EvidenceError": "attestation._errors",
-    "JWT_POSTURE_CLAIM": "attestation._ca",
+    "JWT_POSTURE_CLAIM": "attestation._ca.jwt_svid",
     "ParseError": "attestation._errors",
     "Posture": "attestation._posture",
     "QUOTE_HASHES": "attestation._verifier",
-    "REVOCATIONS_FILE": "attestation._ca",
+    "REVOCATIONS_FILE": "attestation._ca.revocations",
     "ReferenceError": "attestation._errors",
     "ReferenceValues": "attestation._reference",
-    "RevocationList": "attestation._ca",
+    "RevocationList": "attestation._ca.revocations",
     "StoreUnavailable": "attestation._errors",
     "TokenError": "attestation._errors",
     "ToPersist": "attestation._verifier",
@@ -102,12 +101,12 @@ _WHERE = {
     "begin_enrollment": "attestation._verifier",
     "check_ek_root": "attestation._verifier",
     "check_quote_hashes": "attestation._verifier",
-    "describe": "attestation._ca",
+    "describe": "attestation._ca.revocations",
     "finish_attestation": "attestation._verifier",
     "hash_name": "attestation._tpm",
-    "issued_at": "attestation._ca",
+    "issued_at": "attestation._ca.authority",
     "load_pem_certificates": "attestation._der",
-    "load_revocations": "attestation._ca",
+    "load_revocations": "attestation._ca.revocations",
     "parse_reference": "attestation._reference",
     "verify_answer": "attestation._verifier",
 }
