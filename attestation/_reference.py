@@ -14,9 +14,9 @@ device class::
 
 :func:`parse_reference` reads such files from bytes (the bundle loader's files) and
 :func:`load_reference` from a directory; both raise :class:`ReferenceError` naming the file,
-line and field. :func:`appraise_any` appraises a verified attestation against every class, in
-order of class name, and returns the posture of the first that matches (fail closed: no
-class, or none matching, raises :class:`EvidenceError`).
+line and field. The verifier appraises against them (``attestation._verifier.appraise_any``:
+every class in order of class name, the first that matches); this module knows the posture
+only for the formats of the names it fills in (``attestation._posture``).
 """
 
 from __future__ import annotations
@@ -42,20 +42,13 @@ from pydantic import (
     field_validator,
 )
 
-from attestation._errors import EvidenceError, ReferenceError
+from attestation._errors import ReferenceError
+from attestation._posture import CLASS_NAME_PATTERN, REGION_PATTERN
 from attestation._tpm import HASHES, hash_name
-from attestation._verifier import (
-    CLASS_NAME_PATTERN,
-    REGION_PATTERN,
-    Posture,
-    VerifiedAttestation,
-    appraise,
-)
 
 __all__ = [
     "ReferenceClass",
     "ReferenceValues",
-    "appraise_any",
     "load_reference",
     "parse_reference",
 ]
@@ -206,23 +199,6 @@ class ReferenceValues(BaseModel):
     def pcr_selection(self) -> list[tuple[str, list[int]]]:
         """:meth:`required_pcrs` for the wire: ``[(hash name, sorted indices)]`` by bank."""
         return [(hash_name(alg), sorted(idx)) for alg, idx in self.required_pcrs().items()]
-
-
-def appraise_any(verified: VerifiedAttestation, reference: ReferenceValues) -> Posture:
-    """Appraise against each class in order; return the posture of the first that matches.
-
-    Raises EvidenceError when there is no class at all, or when none matches (the message
-    says, for each class, why not).
-    """
-    if not reference.classes:
-        raise EvidenceError("no reference values are configured: no device can be appraised")
-    reasons: list[str] = []
-    for candidate in reference.classes:
-        try:
-            return appraise(verified, candidate)
-        except EvidenceError as exc:
-            reasons.append(f"{candidate.name}: {exc}")
-    raise EvidenceError("matches no reference class: " + "; ".join(reasons))
 
 
 # --- parsing -------------------------------------------------------------------------------

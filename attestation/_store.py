@@ -1,9 +1,13 @@
 """Where pending challenges and TPM clocks live: two tables in the audit database.
 
 A :class:`~attestation._verifier.PendingChallenge` holds the nonce and the activation
-secret the device must answer with. It is stored by :meth:`ChallengeStore.put` and taken
-back exactly once by :meth:`ChallengeStore.consume`, which marks it used in the same
-transaction as it reads it. The mark is in the database, not in memory, so an answer
+secret the device must answer with. It is stored by :meth:`ChallengeStore.put`. An Attest
+reads it, with the device's last TPM clock, by :meth:`ChallengeStore.read` (nothing
+written), has the pure verifier judge the answer, then writes what the verifier says to
+persist (:class:`~attestation._verifier.ToPersist`) by :meth:`ChallengeStore.write`: the
+challenge marked used, by a conditional update that only one writer can win, and the
+clock moved forward, in one transaction. :meth:`ChallengeStore.consume` reads and marks a
+challenge in one transaction. The mark is in the database, not in memory, so an answer
 replayed after a restart or to another replica sharing the database is refused. Old
 challenges (used or expired more than :data:`PRUNE_AFTER` ago) are deleted a bounded
 batch at a time by each :meth:`ChallengeStore.put` given ``now``, and all at once by
@@ -32,6 +36,7 @@ written. sqlalchemy's exceptions never leave this module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,9 +47,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
 from attestation._errors import EvidenceError, StoreUnavailable
-from attestation._verifier import PendingChallenge
+from attestation._verifier import PendingChallenge, ToPersist
 
-__all__ = ["ChallengeStore", "StoreUnavailable"]
+__all__ = ["ChallengeStore", "StoreUnavailable", "Stored"]
 
 PRUNE_AFTER = timedelta(hours=1)
 """How long a used or expired challenge is kept before :meth:`ChallengeStore.prune`."""
@@ -99,6 +104,15 @@ def _to_micros(moment: datetime, what: str) -> int:
 
 def _from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What an Attest reads before the verifier: the pending challenge (unused when read)
+    and the last TPM clock recorded for its device (None before its first attestation)."""
+
+    pending: PendingChallenge
+    last_clock: tuple[int, int] | None
 
 
 def _reason(exc: BaseException) -> str:
@@ -190,39 +204,81 @@ class ChallengeStore:
         stamp = _to_micros(now, "now")
         try:
             with self._engine.begin() as conn:
-                row = conn.execute(
-                    sa.select(_CHALLENGE).where(_CHALLENGE.c.challenge_id == challenge_id)
-                ).first()
-                if row is None:
-                    raise EvidenceError("unknown challenge")
-                if row.consumed_at is not None:
-                    raise EvidenceError("challenge already used (replay)")
-                # The read above does not lock the row on PostgreSQL: the conditional
-                # UPDATE is what decides, and only one transaction's can match.
-                marked = conn.execute(
-                    sa.update(_CHALLENGE)
-                    .where(
-                        _CHALLENGE.c.challenge_id == challenge_id,
-                        _CHALLENGE.c.consumed_at.is_(None),
-                    )
-                    .values(consumed_at=stamp)
-                ).rowcount
-                if marked != 1:
-                    raise EvidenceError("challenge already used (replay)")
+                row = self._unused(conn, challenge_id)
+                self._mark_used(conn, challenge_id, stamp)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot consume a challenge: {_reason(exc)}") from exc
         # Raised after the commit, so an expired challenge stays used.
         if stamp > row.expires_at:
             raise EvidenceError("challenge expired")
-        return PendingChallenge(
-            challenge_id=row.challenge_id,
-            secret=bytes(row.secret),
-            nonce=bytes(row.nonce),
-            ak_public=bytes(row.ak_public),
-            ek_hash=bytes(row.ek_hash),
-            expires_at=_from_micros(row.expires_at),
-            tpm_manufacturer=row.tpm_manufacturer,
-        )
+        return _pending(row)
+
+    def read(self, challenge_id: str) -> Stored:
+        """The challenge and its device's last TPM clock, in one transaction; nothing is
+        written (:meth:`write` marks it used). Expiry is the verifier's to judge.
+
+        Raises :class:`EvidenceError` when the challenge is unknown or already used (a
+        replay), :class:`StoreUnavailable` when the database fails.
+        """
+        try:
+            with self._engine.begin() as conn:
+                row = self._unused(conn, challenge_id)
+                clock = self._clock(conn, bytes(row.ek_hash))
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot read a challenge: {_reason(exc)}") from exc
+        return Stored(_pending(row), clock)
+
+    def write(self, persist: ToPersist) -> None:
+        """Persist what the verifier judged, in one transaction: the challenge used (of
+        any number of writers in any number of processes, one succeeds), then, when
+        ``persist`` carries one, the device's TPM clock moved forward to it.
+
+        Raises :class:`EvidenceError` when the challenge was used meanwhile (a replay:
+        nothing is written), or when the recorded clock is later than this one (the
+        challenge stays used) or it is out of range; :class:`StoreUnavailable` when the
+        database fails (nothing is written).
+        """
+        stamp = _to_micros(persist.used_at, "used_at")
+        if persist.tpm_clock is not None:
+            _check_clock_range(*persist.tpm_clock)
+        try:
+            with self._engine.begin() as conn:
+                self._mark_used(conn, persist.challenge_id, stamp)
+                refused = None
+                if persist.tpm_clock is not None:
+                    refused = self._forward(conn, persist.ek_hash, *persist.tpm_clock)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot write an attestation: {_reason(exc)}") from exc
+        if refused is not None:  # committed: the challenge stays used
+            raise refused
+
+    @staticmethod
+    def _unused(conn: sa.Connection, challenge_id: str) -> Any:
+        """The challenge's row; EvidenceError when there is none or it was used."""
+        row = conn.execute(
+            sa.select(_CHALLENGE).where(_CHALLENGE.c.challenge_id == challenge_id)
+        ).first()
+        if row is None:
+            raise EvidenceError("unknown challenge")
+        if row.consumed_at is not None:
+            raise EvidenceError("challenge already used (replay)")
+        return row
+
+    @staticmethod
+    def _mark_used(conn: sa.Connection, challenge_id: str, stamp: int) -> None:
+        """Mark the challenge used, or raise EvidenceError (replay) when it already is."""
+        # A read does not lock the row on PostgreSQL: this conditional UPDATE is what
+        # decides, and only one transaction's can match.
+        marked = conn.execute(
+            sa.update(_CHALLENGE)
+            .where(
+                _CHALLENGE.c.challenge_id == challenge_id,
+                _CHALLENGE.c.consumed_at.is_(None),
+            )
+            .values(consumed_at=stamp)
+        ).rowcount
+        if marked != 1:
+            raise EvidenceError("challenge already used (replay)")
 
     @staticmethod
     def _old(cutoff: int) -> sa.ColumnElement[bool]:
@@ -246,14 +302,9 @@ class ChallengeStore:
         Raises :class:`StoreUnavailable`."""
         try:
             with self._engine.begin() as conn:
-                row = conn.execute(
-                    sa.select(_CLOCK.c.reset_count, _CLOCK.c.clock).where(
-                        _CLOCK.c.ak_name == ak_name
-                    )
-                ).first()
+                return self._clock(conn, ak_name)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot read a TPM clock: {_reason(exc)}") from exc
-        return None if row is None else (int(row.reset_count), int(row.clock))
 
     def record_clock(self, ak_name: bytes, reset_count: int, clock: int) -> None:
         """Record the (resetCount, clock) of an accepted quote by ``ak_name``.
@@ -262,9 +313,27 @@ class ChallengeStore:
         a TPM whose clock was rolled back) or out of range, :class:`StoreUnavailable` when
         the database fails. Equal values are accepted.
         """
-        for what, value in (("resetCount", reset_count), ("clock", clock)):
-            if not 0 <= value < _INT64:
-                raise EvidenceError(f"the TPM {what} is out of range ({value})")
+        _check_clock_range(reset_count, clock)
+        try:
+            with self._engine.begin() as conn:
+                refused = self._forward(conn, ak_name, reset_count, clock)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot record a TPM clock: {_reason(exc)}") from exc
+        if refused is not None:
+            raise refused
+
+    @staticmethod
+    def _clock(conn: sa.Connection, ak_name: bytes) -> tuple[int, int] | None:
+        row = conn.execute(
+            sa.select(_CLOCK.c.reset_count, _CLOCK.c.clock).where(_CLOCK.c.ak_name == ak_name)
+        ).first()
+        return None if row is None else (int(row.reset_count), int(row.clock))
+
+    def _forward(
+        self, conn: sa.Connection, ak_name: bytes, reset_count: int, clock: int
+    ) -> EvidenceError | None:
+        """Move the recorded clock forward (or to equal values); the refusal when it is
+        later than this one (then nothing changes)."""
         insert: Any = (sqlite if self._sqlite else postgresql).insert(_CLOCK)
         insert = insert.values(ak_name=ak_name, reset_count=reset_count, clock=clock)
         new = insert.excluded
@@ -278,21 +347,28 @@ class ChallengeStore:
             set_={"reset_count": new.reset_count, "clock": new.clock},
             where=forward,
         ).returning(_CLOCK.c.ak_name)  # psycopg reports no rowcount for an upsert
-        try:
-            with self._engine.begin() as conn:
-                if conn.execute(upsert).first() is not None:
-                    return
-                row = conn.execute(
-                    sa.select(_CLOCK.c.reset_count, _CLOCK.c.clock).where(
-                        _CLOCK.c.ak_name == ak_name
-                    )
-                ).one()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot record a TPM clock: {_reason(exc)}") from exc
-        raise EvidenceError(
-            "the TPM clock went backwards: "
-            f"({reset_count}, {clock}) < ({int(row.reset_count)}, {int(row.clock)})"
-        )
+        if conn.execute(upsert).first() is not None:
+            return None
+        recorded = self._clock(conn, ak_name)
+        return EvidenceError(f"the TPM clock went backwards: ({reset_count}, {clock}) < {recorded}")
+
+
+def _check_clock_range(reset_count: int, clock: int) -> None:
+    for what, value in (("resetCount", reset_count), ("clock", clock)):
+        if not 0 <= value < _INT64:
+            raise EvidenceError(f"the TPM {what} is out of range ({value})")
+
+
+def _pending(row: Any) -> PendingChallenge:
+    return PendingChallenge(
+        challenge_id=row.challenge_id,
+        secret=bytes(row.secret),
+        nonce=bytes(row.nonce),
+        ak_public=bytes(row.ak_public),
+        ek_hash=bytes(row.ek_hash),
+        expires_at=_from_micros(row.expires_at),
+        tpm_manufacturer=row.tpm_manufacturer,
+    )
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:

@@ -5,14 +5,22 @@ A state machine without I/O, in the order the protocol allows and no other:
     UnverifiedEnrollment ──begin_enrollment──> Challenge (sent to the device)
                                              + PendingChallenge (kept by the server)
     PendingChallenge + evidence ──finish_attestation──> VerifiedAttestation
-    VerifiedAttestation + a ReferenceClass ──appraise──> Posture
-                        (every class of a bundle: attestation._reference.appraise_any)
+    VerifiedAttestation + a ReferenceClass ──appraise──> Posture (attestation._posture)
+                        (every class of a bundle, in order: appraise_any)
+
+An Attest is one call, :func:`verify_answer` (the two steps above), fed with what the
+challenge store holds and returning what it must hold next:
+
+    PendingChallenge + last TPM clock + evidence + ReferenceValues + now
+        ──verify_answer──> Attested: the Posture, and ToPersist (the challenge used, the
+                           quote's TPM clock), or EvidenceError (then ToPersist.refused)
 
 Every step returns a verified value or raises (`EvidenceError` when evidence does not verify,
 `ParseError` when it is malformed). There is no clock read: `now` (an aware UTC datetime) is
-passed in; randomness is `os.urandom` unless a `random` callable is injected (tests). Storing
-the pending challenge, consuming it once (replay) and keeping the last clock per AK are the
-caller's concern.
+passed in; randomness is `os.urandom` unless a `random` callable is injected (tests). Reading
+the pending challenge and the last clock before, and writing :class:`ToPersist` after (the
+challenge used once, atomically: replay), are the caller's (``ChallengeStore.read`` and
+``ChallengeStore.write``), as python-tuf's Updater does around its TrustedMetadataSet.
 
 EK identity: the *EK hash* is SHA-256 of the DER SubjectPublicKeyInfo of the EK's public key
 (`ek_key_hash`). It is what `TrustRoots.ek_allowlist` holds and what the EK certificate's key is
@@ -49,7 +57,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -63,11 +71,12 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
-from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
 from attestation._errors import CredentialError, EvidenceError, ParseError
+from attestation._posture import MANUFACTURER_PATTERN, Posture
+from attestation._reference import ReferenceClass, ReferenceValues
 from attestation._tpm import (
     ALG_SHA256,
     ALG_SHA384,
@@ -87,24 +96,23 @@ from attestation._tpm import (
     verify_quote_signature,
 )
 
-if TYPE_CHECKING:
-    # Only for types: attestation._reference imports this module (appraise_any).
-    from attestation._reference import ReferenceClass
-
 __all__ = [
+    "Attested",
     "Challenge",
     "PendingChallenge",
-    "Posture",
+    "ToPersist",
     "TrustRoots",
     "UnverifiedEnrollment",
     "VerifiedAttestation",
     "appraise",
+    "appraise_any",
     "begin_enrollment",
     "check_ek_root",
     "check_quote_hashes",
     "ek_key_hash",
     "finish_attestation",
     "tpm_manufacturer",
+    "verify_answer",
 ]
 
 SECRET_SIZE: Final = 32
@@ -119,11 +127,6 @@ _MAX_CHAIN: Final = 8
 _MIN_RSA_BITS: Final = 2048
 _AK_CURVES: Final = frozenset({ECC_NIST_P256, ECC_NIST_P384})
 
-CLASS_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-"""A device class name (a reference file's stem by default)."""
-REGION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-"""A region a reference class puts into the posture."""
-_MANUFACTURER_PATTERN: Final = r"^[\x20-\x7e]{0,64}$"
 
 TCG_AT_TPM_MANUFACTURER: Final = x509.ObjectIdentifier("2.23.133.2.1")
 TPM_VENDORS: Final[Mapping[int, str]] = MappingProxyType(
@@ -209,83 +212,32 @@ class VerifiedAttestation:
     tpm_manufacturer: str = ""
 
 
-class _PostureClaims(BaseModel):
-    """The wire form of a Posture (JWT claims, certificate extension), checked strictly."""
+@dataclass(frozen=True)
+class ToPersist:
+    """What the challenge store must hold once an answer has been judged: challenge
+    `challenge_id` used (at `used_at`; once, whoever else answers it), and, for an answer
+    that verified, the (resetCount, clock) of its quote as the device's last TPM clock
+    (keyed by `ek_hash`; it never moves backwards)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    challenge_id: str
+    ek_hash: bytes
+    used_at: datetime
+    tpm_clock: tuple[int, int] | None = None
 
-    attested: StrictBool
-    device_class: Annotated[str, StringConstraints(strict=True, pattern=CLASS_NAME_PATTERN)]
-    secure_boot: StrictBool
-    measured_boot_ok: StrictBool
-    firmware_version: Annotated[str, StringConstraints(strict=True, pattern=r"^0x[0-9a-f]{16}$")]
-    tpm_manufacturer: Annotated[str, StringConstraints(strict=True, pattern=_MANUFACTURER_PATTERN)]
-    ek_hash: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")]
-    region: Annotated[str, StringConstraints(strict=True, pattern=REGION_PATTERN)] | None = None
+    @classmethod
+    def refused(cls, pending: PendingChallenge, now: datetime) -> ToPersist:
+        """For an answer refused: its challenge used all the same, no clock."""
+        return cls(pending.challenge_id, pending.ek_hash, now)
 
 
 @dataclass(frozen=True)
-class Posture:
-    """The appraised state of a device, what credentials and policy see.
+class Attested:
+    """An answer that verified and matched a reference class: the device's posture, what
+    verified, and what the challenge store must hold now."""
 
-    `secure_boot`, `measured_boot_ok` and `region` come from the reference class that
-    matched; `tpm_manufacturer` from the verified EK certificate ("" when unknown).
-    """
-
-    attested: bool
-    device_class: str
-    secure_boot: bool
-    measured_boot_ok: bool
-    firmware_version: int
-    tpm_manufacturer: str
-    ek_hash: bytes
-    region: str | None = None
-
-    def claims(self) -> dict[str, object]:
-        """JSON-ready claims: `firmware_version` as ``0x`` + 16 lowercase hex digits (it is
-        a 64-bit unsigned number; Cedar's Long is signed), `ek_hash` as lowercase hex, and
-        `region` only when set."""
-        claims: dict[str, object] = {
-            "attested": self.attested,
-            "device_class": self.device_class,
-            "secure_boot": self.secure_boot,
-            "measured_boot_ok": self.measured_boot_ok,
-            "firmware_version": f"0x{self.firmware_version:016x}",
-            "tpm_manufacturer": self.tpm_manufacturer,
-            "ek_hash": self.ek_hash.hex(),
-        }
-        if self.region is not None:
-            claims["region"] = self.region
-        return claims
-
-    @classmethod
-    def from_claims(cls, claims: object) -> Posture:
-        """The posture of :meth:`claims` output (from a JWT or a certificate extension).
-
-        Strict: exactly the keys :meth:`claims` writes (``region`` optional, never null),
-        exact JSON types and formats. Raises ParseError on anything else.
-        """
-        if not isinstance(claims, Mapping):
-            raise ParseError(f"posture claims: expected an object, got {type(claims).__name__}")
-        if "region" in claims and claims["region"] is None:
-            raise ParseError("posture claims: region: null is not allowed (omit it)")
-        try:
-            parsed = _PostureClaims.model_validate(dict(claims))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "claims"
-            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            raise ParseError(f"posture claims: {where}: {error['msg']}{more}") from exc
-        return cls(
-            attested=parsed.attested,
-            device_class=parsed.device_class,
-            secure_boot=parsed.secure_boot,
-            measured_boot_ok=parsed.measured_boot_ok,
-            firmware_version=int(parsed.firmware_version, 16),
-            tpm_manufacturer=parsed.tpm_manufacturer,
-            ek_hash=bytes.fromhex(parsed.ek_hash),
-            region=parsed.region,
-        )
+    posture: Posture
+    verified: VerifiedAttestation
+    persist: ToPersist
 
 
 # --- enrollment --------------------------------------------------------------------------
@@ -497,7 +449,7 @@ def tpm_manufacturer(certificate: x509.Certificate) -> str:
     for directory in san.value.get_values_for_type(x509.DirectoryName):
         for attribute in directory.get_attributes_for_oid(TCG_AT_TPM_MANUFACTURER):
             value = attribute.value
-            if not isinstance(value, str) or not re.fullmatch(_MANUFACTURER_PATTERN, value):
+            if not isinstance(value, str) or not re.fullmatch(MANUFACTURER_PATTERN, value):
                 continue
             match = _VENDOR_ID.match(value)
             if match is not None:
@@ -713,7 +665,7 @@ def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Postur
     Every golden PCR must have been quoted with that value, and the firmware must be at least
     the class's `min_firmware`; otherwise EvidenceError naming the PCR (or the firmware).
     `secure_boot`, `measured_boot_ok` and `region` of the posture are the class's. To try
-    every class of a bundle, use ``attestation._reference.appraise_any``.
+    every class of a bundle, use :func:`appraise_any`.
     """
     golden = reference.golden()
     if not golden:  # a validated class always has some; fail closed all the same
@@ -740,3 +692,60 @@ def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Postur
         ek_hash=verified.ek_hash,
         region=reference.region,
     )
+
+
+def appraise_any(verified: VerifiedAttestation, reference: ReferenceValues) -> Posture:
+    """Appraise against each class in order; return the posture of the first that matches.
+
+    Raises EvidenceError when there is no class at all, or when none matches (the message
+    says, for each class, why not).
+    """
+    if not reference.classes:
+        raise EvidenceError("no reference values are configured: no device can be appraised")
+    reasons: list[str] = []
+    for candidate in reference.classes:
+        try:
+            return appraise(verified, candidate)
+        except EvidenceError as exc:
+            reasons.append(f"{candidate.name}: {exc}")
+    raise EvidenceError("matches no reference class: " + "; ".join(reasons))
+
+
+# --- one pass ----------------------------------------------------------------------------
+
+
+def verify_answer(
+    pending: PendingChallenge,
+    *,
+    activated_secret: bytes,
+    quote: bytes,
+    signature: bytes,
+    pcr_values: Mapping[tuple[int, int], bytes],
+    reference: ReferenceValues,
+    last_clock: tuple[int, int] | None,
+    now: datetime,
+    accepted_hashes: frozenset[int] = DEFAULT_QUOTE_HASHES,
+) -> Attested:
+    """An Attest's pure steps in one: :func:`finish_attestation` (the quote must cover every
+    PCR some class of `reference` names; `last_clock` is what the store holds for this
+    device), then :func:`appraise_any`. Returns the posture and what to persist (the
+    challenge used, this quote's clock).
+
+    Raises EvidenceError (the answer does not verify, the clock went backwards, no class
+    matches) or ParseError (malformed bytes); the caller then persists
+    ``ToPersist.refused(pending, now)``.
+    """
+    verified = finish_attestation(
+        pending,
+        activated_secret=activated_secret,
+        quote=quote,
+        signature=signature,
+        pcr_values=pcr_values,
+        now=now,
+        required_pcrs=reference.required_pcrs(),
+        last_clock=last_clock,
+        accepted_hashes=accepted_hashes,
+    )
+    posture = appraise_any(verified, reference)
+    clock = (verified.clock_info.reset_count, verified.clock_info.clock)
+    return Attested(posture, verified, ToPersist(pending.challenge_id, pending.ek_hash, now, clock))

@@ -56,14 +56,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from attestation._ca import JWT_POSTURE_CLAIM, CertificateAuthority
-from attestation._reference import ReferenceValues, appraise_any, load_reference
+from attestation._posture import Posture
+from attestation._reference import ReferenceValues, load_reference
 from attestation._store import ChallengeStore
 from attestation._tpm import parse_attest
 from attestation._verifier import (
     PendingChallenge,
-    Posture,
     TrustRoots,
     UnverifiedEnrollment,
+    appraise_any,
     begin_enrollment,
     finish_attestation,
 )

@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2
 
 from attestation._ca import CertificateAuthority
-from attestation._verifier import Posture
+from attestation._posture import Posture
 from benchmarks._common import table
 from benchmarks._load import (
     LoadResult,

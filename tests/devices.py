@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from attestation._ca import CertificateAuthority
-from attestation._verifier import Posture
+from attestation._posture import Posture
 from engine._runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

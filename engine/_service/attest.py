@@ -4,7 +4,8 @@ This is the edge around the pure verifier (:mod:`attestation._verifier`): it rea
 clock once per call, keeps pending challenges and TPM clocks in the challenge store,
 appraises against the reference values of the bundle in force, has the CA issue the
 credentials, and writes every issuance, refusal and failed attestation to the audit log
-before answering. :func:`load_trust_roots` reads the EK roots (skipping, with a log line,
+before answering. An Attest is one pass: read the store, verify (pure), write the store,
+issue, audit. :func:`load_trust_roots` reads the EK roots (skipping, with a log line,
 any file that cannot be used); ``quote_hashes`` is the quote hash policy (SHA-1 refused
 unless configured).
 
@@ -46,15 +47,15 @@ from attestation import (
     ReferenceValues,
     RevocationList,
     StoreUnavailable,
+    ToPersist,
     TrustRoots,
     UnverifiedEnrollment,
-    appraise_any,
     begin_enrollment,
     check_ek_root,
     check_quote_hashes,
     describe,
-    finish_attestation,
     load_pem_certificates,
+    verify_answer,
 )
 from audit import AuditLog, Entry, Receipt
 from engine._errors import TrustConfigError
@@ -247,38 +248,44 @@ class AttestationService:
     def attest(self, evidence: Evidence, *, caller: str | None) -> Issued:
         """Verify the evidence, appraise it and issue an X.509-SVID and a JWT-SVID.
 
-        The challenge is consumed first, so whatever follows it cannot be retried with
-        it. A failure is recorded, then raised (:class:`~attestation.AttestationError`).
+        One pass: the challenge store is read (the pending challenge, the device's last
+        TPM clock), the pure verifier judges the answer with those values and ``now``,
+        the store is written (the challenge used, whatever the verdict, so the answer
+        cannot be retried; the new TPM clock), then the credentials are issued and the
+        audit entries recorded. Of Attests racing with one challenge, the store's write
+        lets one through. A failure is recorded, then raised
+        (:class:`~attestation.AttestationError`).
         """
         now = self.clock()
         subject: str | None = None
         try:
-            pending = self.store.consume(evidence.challenge_id, now=now)
+            stored = self.store.read(evidence.challenge_id)
+            pending = stored.pending
             subject = device_spiffe_id(self.ca.trust_domain, pending.ek_hash)
-            # Again here: the device may have been revoked since its challenge.
-            self._not_revoked(pending.ek_hash)
-            reference = self._reference()
-            verified = finish_attestation(
-                pending,
-                activated_secret=evidence.activated_secret,
-                quote=evidence.quote,
-                signature=evidence.signature,
-                pcr_values=evidence.pcr_values,
-                now=now,
-                required_pcrs=reference.required_pcrs(),
-                last_clock=self.store.last_clock(pending.ek_hash),
-                accepted_hashes=self.quote_hashes,
-            )
-            posture = appraise_any(verified, reference)
-            csr = _load_csr(evidence.csr)
+            try:
+                # Again here: the device may have been revoked since its challenge.
+                self._not_revoked(pending.ek_hash)
+                attested = verify_answer(
+                    pending,
+                    activated_secret=evidence.activated_secret,
+                    quote=evidence.quote,
+                    signature=evidence.signature,
+                    pcr_values=evidence.pcr_values,
+                    reference=self._reference(),
+                    last_clock=stored.last_clock,
+                    now=now,
+                    accepted_hashes=self.quote_hashes,
+                )
+            except AttestationError:
+                self.store.write(ToPersist.refused(pending, now))
+                raise
+            self.store.write(attested.persist)
+            posture = attested.posture
             claims = posture.claims()
             leaf, intermediate = self.ca.issue_svid(
-                csr, subject, now=now, ttl=self.svid_ttl, posture=claims
+                _load_csr(evidence.csr), subject, now=now, ttl=self.svid_ttl, posture=claims
             )
             token = self.ca.issue_jwt(subject, evidence.audience, now=now, claims=claims)
-            self.store.record_clock(
-                pending.ek_hash, verified.clock_info.reset_count, verified.clock_info.clock
-            )
         except AttestationError as exc:
             self.refused("attest", exc, caller=caller, subject=subject, now=now)
             raise

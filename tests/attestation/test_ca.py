@@ -32,12 +32,11 @@ from attestation._ca import (
     CertificateAuthority,
     RevocationList,
     TokenError,
-    _posture_extension,
-    _read_posture,
     jwk_thumbprint,
     load_revocations,
     parse_spiffe_id,
 )
+from attestation._ca.authority import _posture_extension, _read_posture
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TD = "example.org"

@@ -14,6 +14,7 @@ from challenges import NOW, TIMEOUT, pending, race_in_processes
 
 from attestation._errors import AttestationError, EvidenceError
 from attestation._store import ChallengeStore, StoreUnavailable
+from attestation._verifier import ToPersist
 
 
 @pytest.fixture
@@ -180,6 +181,122 @@ def test_concurrent_processes_consume_a_challenge_once(url: str, store: Challeng
     assert sorted(wins) == sorted(ids)
     assert len(refusals) == 7 * len(ids)
     assert all(line.endswith("challenge already used (replay)") for line in refusals)
+
+
+# -- an Attest: read before the pure steps, written after them -------------------------
+
+
+def test_read_gives_the_challenge_and_the_device_clock_and_writes_nothing(
+    store: ChallengeStore,
+) -> None:
+    challenge = pending()
+    store.put(challenge)
+    store.record_clock(challenge.ek_hash, 5, 1000)
+    first = store.read("c-1")
+    assert first.pending == challenge
+    assert first.last_clock == (5, 1000)
+    assert store.read("c-1") == first  # nothing was used by reading
+    assert store.consume("c-1", now=NOW) == challenge
+
+
+def test_read_without_a_recorded_clock(store: ChallengeStore) -> None:
+    store.put(pending())
+    assert store.read("c-1").last_clock is None
+
+
+@pytest.mark.parametrize(
+    ("used", "message"),
+    [
+        pytest.param(False, "unknown challenge", id="unknown"),
+        pytest.param(True, r"challenge already used \(replay\)", id="used"),
+    ],
+)
+def test_read_refuses_an_unknown_or_used_challenge(
+    store: ChallengeStore, used: bool, message: str
+) -> None:
+    if used:
+        store.put(pending())
+        store.consume("c-1", now=NOW)
+    with pytest.raises(EvidenceError, match=message):
+        store.read("c-1")
+
+
+def test_write_uses_the_challenge_and_records_the_clock(store: ChallengeStore) -> None:
+    challenge = pending()
+    store.put(challenge)
+    store.write(ToPersist("c-1", challenge.ek_hash, NOW, (5, 1000)))
+    with pytest.raises(EvidenceError, match=r"challenge already used \(replay\)"):
+        store.read("c-1")
+    assert store.last_clock(challenge.ek_hash) == (5, 1000)
+
+
+def test_a_refused_answer_uses_its_challenge_and_records_no_clock(store: ChallengeStore) -> None:
+    challenge = pending()
+    store.put(challenge)
+    store.write(ToPersist("c-1", challenge.ek_hash, NOW))
+    with pytest.raises(EvidenceError, match=r"challenge already used \(replay\)"):
+        store.consume("c-1", now=NOW)
+    assert store.last_clock(challenge.ek_hash) is None
+
+
+def test_a_second_write_is_a_replay_and_records_nothing(store: ChallengeStore) -> None:
+    challenge = pending()
+    store.put(challenge)
+    store.write(ToPersist("c-1", challenge.ek_hash, NOW, (5, 1000)))
+    with pytest.raises(EvidenceError, match=r"challenge already used \(replay\)"):
+        store.write(ToPersist("c-1", challenge.ek_hash, NOW, (5, 2000)))
+    assert store.last_clock(challenge.ek_hash) == (5, 1000)
+
+
+def test_a_clock_going_backwards_at_the_write_is_refused_and_the_challenge_stays_used(
+    store: ChallengeStore,
+) -> None:
+    """Two challenges of one device answered at once: the later quote was written first."""
+    first, second = pending("c-1"), pending("c-2")
+    store.put(first)
+    store.put(second)
+    store.write(ToPersist("c-2", second.ek_hash, NOW, (5, 2000)))
+    with pytest.raises(EvidenceError, match="went backwards"):
+        store.write(ToPersist("c-1", first.ek_hash, NOW, (5, 1000)))
+    assert store.last_clock(first.ek_hash) == (5, 2000)
+    with pytest.raises(EvidenceError, match=r"challenge already used \(replay\)"):
+        store.read("c-1")
+
+
+def test_concurrent_writes_of_one_answer_use_the_challenge_once(
+    opened: Callable[[], ChallengeStore],
+) -> None:
+    """Attests racing with one challenge, in replicas: every one read it unused, one
+    write wins, and only the winner's clock is recorded."""
+    stores = [opened() for _ in range(8)]
+    challenge = pending()
+    stores[0].put(challenge)
+    reads = [store.read("c-1") for store in stores]
+    assert all(read.pending == challenge for read in reads)
+    barrier = threading.Barrier(len(stores))
+    wins: list[int] = []
+    refusals: list[str] = []
+    lock = threading.Lock()
+
+    def race(number: int) -> None:
+        barrier.wait()
+        try:
+            stores[number].write(ToPersist("c-1", challenge.ek_hash, NOW, (5, 1000 + number)))
+        except EvidenceError as exc:
+            with lock:
+                refusals.append(str(exc))
+        else:
+            with lock:
+                wins.append(number)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert len(wins) == 1
+    assert refusals == ["challenge already used (replay)"] * (len(stores) - 1)
+    assert stores[0].last_clock(challenge.ek_hash) == (5, 1000 + wins[0])
 
 
 # -- clocks -----------------------------------------------------------------------------

@@ -15,14 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attestation._errors import AttestationError, EvidenceError, ParseError, ReferenceError
-from attestation._reference import (
-    ReferenceValues,
-    appraise_any,
-    load_reference,
-    parse_reference,
-)
+from attestation._posture import Posture
+from attestation._reference import ReferenceValues, load_reference, parse_reference
 from attestation._tpm import ALG_SHA1, ALG_SHA256, ClockInfo, PcrSelection
-from attestation._verifier import Posture, VerifiedAttestation
+from attestation._verifier import VerifiedAttestation, appraise_any
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "policies" / "reference"
 ZERO = "00" * 32

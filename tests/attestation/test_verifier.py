@@ -25,11 +25,12 @@ from pydantic import ValidationError
 from attestation._credential import kdfa
 from attestation._der import _children, _encode
 from attestation._errors import EvidenceError
-from attestation._reference import ReferenceClass
+from attestation._posture import Posture
+from attestation._reference import ReferenceClass, ReferenceValues
 from attestation._verifier import (
     Challenge,
     PendingChallenge,
-    Posture,
+    ToPersist,
     TrustRoots,
     UnverifiedEnrollment,
     VerifiedAttestation,
@@ -38,6 +39,7 @@ from attestation._verifier import (
     ek_key_hash,
     finish_attestation,
     tpm_manufacturer,
+    verify_answer,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -547,6 +549,76 @@ def test_clock_at_last_value_is_accepted(world: World) -> None:
     challenge, pending = start(world)
     verified = finish(pending, answer(world, challenge), last_clock=(5, 1000))
     assert verified.clock_info.clock == 1000
+
+
+# --- one pass: the stored values in, the posture and what to store out -------------------
+
+
+def one_pass(pending: PendingChallenge, a: Answer, **kwargs: Any) -> Any:
+    args: dict[str, Any] = {
+        "now": NOW + timedelta(seconds=5),
+        "reference": ReferenceValues(
+            classes=(reference(name="other", min_firmware=2**63), REFERENCE)
+        ),
+        "last_clock": None,
+    }
+    args.update(kwargs)
+    return verify_answer(
+        pending,
+        activated_secret=a.activated_secret,
+        quote=a.quote,
+        signature=a.signature,
+        pcr_values=a.pcr_values,
+        **args,
+    )
+
+
+def test_one_pass_gives_the_posture_and_what_to_store(world: World) -> None:
+    challenge, pending = start(world)
+    attested = one_pass(pending, answer(world, challenge), last_clock=(5, 999))
+    assert attested.posture == appraise(finish(pending, answer(world, challenge)), REFERENCE)
+    assert attested.posture.device_class == "lab"  # "other" wants a newer firmware
+    assert attested.persist == ToPersist(
+        pending.challenge_id, pending.ek_hash, NOW + timedelta(seconds=5), (5, 1000)
+    )
+
+
+def test_a_refused_answer_is_to_be_stored_as_its_challenge_used_and_no_clock(
+    world: World,
+) -> None:
+    _, pending = start(world)
+    assert ToPersist.refused(pending, NOW) == ToPersist(pending.challenge_id, pending.ek_hash, NOW)
+
+
+ONE_PASS_REFUSALS = [
+    pytest.param({"last_clock": (5, 1001)}, "clock went backwards", id="clock-rolled-back"),
+    pytest.param({"last_clock": (6, 0)}, "resetCount went backwards", id="reset-rolled-back"),
+    pytest.param({"now": NOW + timedelta(seconds=61)}, "challenge expired", id="expired"),
+    pytest.param(
+        {"reference": ReferenceValues()}, "no reference values are configured", id="no-classes"
+    ),
+    pytest.param(
+        {"reference": ReferenceValues(classes=(reference(min_firmware=2**63),))},
+        "matches no reference class: lab: firmware version",
+        id="no-class-matches",
+    ),
+    pytest.param(
+        {
+            "reference": ReferenceValues(
+                classes=(reference(pcrs={"sha256": {"7": "00" * 32, "9": "00" * 32}}),)
+            )
+        },
+        "required PCRs sha256:9",
+        id="required-pcr-not-quoted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), ONE_PASS_REFUSALS)
+def test_one_pass_refused(world: World, kwargs: dict[str, Any], message: str) -> None:
+    challenge, pending = start(world)
+    with pytest.raises(EvidenceError, match=message):
+        one_pass(pending, answer(world, challenge), **kwargs)
 
 
 # --- appraisal ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import code_pb2
 
 from attestation._ca import CertificateAuthority, jwk_thumbprint
-from attestation._verifier import Posture
+from attestation._posture import Posture
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 

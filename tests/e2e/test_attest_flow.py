@@ -15,20 +15,27 @@ import json
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from e2e.docket_process import DOCKET, Docket, start_docket
 from google.protobuf import struct_pb2
 from swtpm import ProvisionedState, SoftwareTpm, free_port_pair
 
 from attestation._ca import JWT_POSTURE_CLAIM
+from sdk.agent import Tpm, pcr_selection
+from sdk.v1 import attestation_pb2 as attestation_pb
+from sdk.v1 import attestation_pb2_grpc as attestation_grpc
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
@@ -43,7 +50,10 @@ def docket(
 ) -> Iterator[Docket]:
     """``docket serve`` trusting the local TPM CA's root (only the root: the device
     brings the intermediate)."""
-    root = tmp_path_factory.mktemp("docket")
+    yield from _serve(provisioned_tpm, tmp_path_factory.mktemp("docket"))
+
+
+def _serve(provisioned_tpm: ProvisionedState, root: Path) -> Iterator[Docket]:
     roots = root / "data" / "trust" / "ek-roots"
     roots.mkdir(parents=True)
     shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
@@ -206,3 +216,83 @@ def test_serve_says_what_attestation_trusts(docket: Docket) -> None:
     assert "attestation trust domain docket.local; 1 EK roots" in text
     assert "reference classes: dev" in text
     assert (docket.data_dir / "ca" / "ca.json").exists()  # made on first start
+
+
+@pytest.fixture
+def fresh_docket(
+    provisioned_tpm: ProvisionedState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Docket]:
+    """Like ``docket``, with no TPM clock recorded yet (every test's swtpm is a copy of
+    one state: a clock recorded by another test would be ahead of this one's)."""
+    yield from _serve(provisioned_tpm, tmp_path_factory.mktemp("fresh-docket"))
+
+
+def test_attests_racing_with_one_challenge_issue_once(
+    fresh_docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState
+) -> None:
+    """One answer sent four times at once: every Attest reads the challenge unused, and
+    the store's write lets one of them use it. One issuance, three refusals, all
+    recorded."""
+    docket = fresh_docket
+    with Tpm(swtpm.env["TPM2TOOLS_TCTI"]) as tpm:
+        ek_public, ek_certificate = tpm.create_ek()
+        ak_public = tpm.create_ak()
+        intermediate = x509.load_pem_x509_certificate(provisioned_tpm.issuer_cert.read_bytes())
+        with grpc.insecure_channel(f"127.0.0.1:{docket.grpc_port}") as channel:
+            stub = attestation_grpc.AttestationStub(channel)
+            challenge = stub.Challenge(
+                attestation_pb.ChallengeRequest(
+                    ek_public=ek_public,
+                    ek_certificate=ek_certificate or b"",
+                    ek_intermediates=[intermediate.public_bytes(serialization.Encoding.DER)],
+                    ak_public=ak_public,
+                )
+            )
+            banks: dict[str, list[int]] = {}
+            for selection in challenge.pcrs:
+                banks.setdefault(selection.hash, []).extend(selection.pcrs)
+            assert set(banks) == {"sha256"}  # the default bundle's reference values
+            selection = pcr_selection(banks)
+            quote, signature = tpm.quote(challenge.nonce, selection)
+            answer = attestation_pb.AttestRequest(
+                challenge_id=challenge.challenge_id,
+                activated_secret=tpm.activate(challenge.credential),
+                quote=quote,
+                signature=signature,
+                pcr_values=[
+                    attestation_pb.PcrValue(hash="sha256", index=index, value=value)
+                    for (_, index), value in tpm.pcrread(selection).items()
+                ],
+                csr=_csr(),
+            )
+            before = len(docket.audit_entries("attestation", "certificate"))
+            barrier = threading.Barrier(4)
+
+            def send(_: int) -> tuple[str, str]:
+                barrier.wait()
+                try:
+                    stub.Attest(answer, timeout=60)
+                except grpc.RpcError as exc:
+                    return exc.code().name, exc.details() or ""
+                return "OK", ""
+
+            with ThreadPoolExecutor(4) as pool:
+                answers = sorted(pool.map(send, range(4)))
+    assert answers == [("OK", "")] + [("PERMISSION_DENIED", "challenge already used (replay)")] * 3
+    entries = docket.audit_entries("attestation", "certificate")[before:]
+    assert sorted((e["kind"], e["decision"]) for e in entries) == sorted(
+        [("attestation", "allow"), ("certificate", "allow"), ("certificate", "allow")]
+        + [("attestation", "deny")] * 3
+    )
+    refusals = [e["detail"]["reason"] for e in entries if e["decision"] == "deny"]
+    assert refusals == ["challenge already used (replay)"] * 3
+
+
+def _csr() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device")]))
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.DER)

@@ -32,7 +32,7 @@ from attestation._ca import (
     TokenError,
     jwk_thumbprint,
 )
-from attestation._verifier import Posture
+from attestation._posture import Posture
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError, ServeError
 from engine._runtime.settings import Settings

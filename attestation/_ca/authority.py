@@ -1,4 +1,4 @@
-"""Docket's certificate authority: X.509-SVIDs, JWT-SVIDs and the admission server certificate.
+"""Docket's certificate authority: its keys and files, X.509-SVIDs, server certificates.
 
 Two tiers, both ECDSA P-256:
 
@@ -12,10 +12,8 @@ dropped, and it stays trusted for what it signed before only until that has expi
 the JWKS for ``MAX_JWT_TTL``, in the trust bundle for ``MAX_SVID_TTL`` (verification
 applies these windows at ``now``; ``prune`` then removes it from the directory).
 
-``docket ca revoke`` keeps a :class:`RevocationList` (devices by EK hash, SPIFFE IDs,
-certificate serials), signed by the **root** key as an ES256 JWS (flattened JSON
-serialisation), with a version that only grows; ``sign_revocations`` and
-``verify_revocations`` make and check it, ``load_revocations`` reads it.
+Revocation lists (``revocations.py``) and JWT-SVIDs (``jwt_svid.py``) are signed with its
+keys; SPIFFE IDs are parsed by ``spiffe_id.py``, lifetimes capped by ``lifetimes.py``.
 
 The ``CertificateAuthority`` value is immutable and does no I/O or clock reads: ``create``,
 ``rotate`` and ``prune`` return new values, ``now`` is always passed in. ``init``, ``load``
@@ -34,21 +32,17 @@ Errors: :class:`~attestation.CAError` and :class:`~attestation.TokenError`
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import ipaddress
 import json
 import os
 import re
 import secrets
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jwt
 from cryptography import x509
@@ -58,38 +52,31 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from attestation._ca.jwk import jwk, jwk_thumbprint
+from attestation._ca.jwt_svid import encode_jwt_svid, jwt_audiences, verify_jwt_svid
+from attestation._ca.lifetimes import MAX_JWT_TTL, MAX_SVID_TTL, check_now
+from attestation._ca.revocations import (
+    REVOCATIONS_FILE,
+    RevocationList,
+    sign_revocations,
+    verify_revocations,
+)
+from attestation._ca.spiffe_id import check_trust_domain, parse_spiffe_id
 from attestation._errors import CAError, TokenError
 
 __all__ = [
-    "JWT_POSTURE_CLAIM",
-    "MAX_JWT_TTL",
-    "MAX_SVID_TTL",
+    "BACKDATE",
     "POSTURE_EXTENSION",
-    "REVOCATIONS_FILE",
-    "CAError",
     "CertificateAuthority",
-    "Revocation",
-    "RevocationList",
     "ServerCredential",
-    "TokenError",
-    "describe",
     "issued_at",
-    "jwk_thumbprint",
-    "load_revocations",
-    "parse_spiffe_id",
 ]
 
-MAX_SVID_TTL = timedelta(hours=24)
-MAX_JWT_TTL = timedelta(minutes=5)
-CLOCK_SKEW = timedelta(seconds=30)
-"""How far in the future a JWT-SVID's ``iat`` may lie (another replica's clock)."""
 DEFAULT_SERVER_TTL = timedelta(days=90)
 ROOT_VALIDITY = timedelta(days=3652)
 ISSUING_VALIDITY = timedelta(days=365)
 BACKDATE = timedelta(minutes=1)
-JWT_POSTURE_CLAIM = "https://docket.dev/posture"
 POSTURE_EXTENSION = x509.ObjectIdentifier("2.25.254625115688257366186368460684256347430")
 """The X.509-SVID extension (non-critical) carrying the attested posture: a DER UTF8String
 of the claims' canonical JSON, written and read strictly by `cryptography.hazmat.asn1`
@@ -98,218 +85,7 @@ package pins, and marked unstable there, hence the ``<51`` ceiling). The OID is 
 (ITU-T X.667, arc 2.25), so it needs no registration and cannot collide."""
 
 _STATE_FILE = "ca.json"
-REVOCATIONS_FILE = "revocations.json"
-"""The signed revocation list, in the CA directory (see :class:`RevocationList`)."""
-REVOCATIONS_TYPE = "docket-revocations+jws"
-_MAX_REVOCATIONS_BYTES = 16 * 1024 * 1024
-_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
-_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _DNS_LABEL = re.compile(r"\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-# --- SPIFFE IDs ---------------------------------------------------------------------------
-
-
-def parse_spiffe_id(spiffe_id: str) -> tuple[str, str]:
-    """Split a workload SPIFFE ID into ``(trust_domain, path)``.
-
-    Follows the SPIFFE ID spec: lowercase ``spiffe`` scheme, a lowercase trust domain of
-    ``[a-z0-9._-]``, a non-empty path of non-empty ``[A-Za-z0-9._-]`` segments other than
-    ``.``/``..``, no trailing slash, query, fragment, port or user info. Raises ``CAError``.
-    """
-    if len(spiffe_id.encode()) > 2048:
-        raise CAError("SPIFFE ID is longer than 2048 bytes")
-    if not spiffe_id.startswith("spiffe://"):
-        raise CAError(f"not a SPIFFE ID (want spiffe://<trust-domain>/<path>): {spiffe_id!r}")
-    if "?" in spiffe_id or "#" in spiffe_id:
-        raise CAError(f"SPIFFE ID must not have a query or fragment: {spiffe_id!r}")
-    rest = spiffe_id[len("spiffe://") :]
-    trust_domain, slash, path = rest.partition("/")
-    if not _TRUST_DOMAIN.fullmatch(trust_domain):
-        raise CAError(
-            f"SPIFFE ID trust domain must be lowercase letters, digits, '.', '-', '_': "
-            f"{spiffe_id!r}"
-        )
-    if not slash or not path:
-        raise CAError(f"SPIFFE ID has no workload path: {spiffe_id!r}")
-    for segment in path.split("/"):
-        if not segment or segment in {".", ".."} or not _PATH_SEGMENT.fullmatch(segment):
-            raise CAError(f"SPIFFE ID path segment {segment!r} is not allowed: {spiffe_id!r}")
-    return trust_domain, "/" + path
-
-
-def _check_trust_domain(trust_domain: str) -> str:
-    if not _TRUST_DOMAIN.fullmatch(trust_domain):
-        raise CAError(
-            f"trust domain must be 1-255 lowercase letters, digits, '.', '-', '_': {trust_domain!r}"
-        )
-    return trust_domain
-
-
-def _check_now(now: datetime) -> datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise CAError("now must be an aware datetime")
-    return now.astimezone(UTC)
-
-
-# --- JWK ------------------------------------------------------------------------------------
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _ec_coordinates(key: ec.EllipticCurvePublicKey) -> tuple[str, str]:
-    numbers = key.public_numbers()
-    return _b64url(numbers.x.to_bytes(32, "big")), _b64url(numbers.y.to_bytes(32, "big"))
-
-
-def jwk_thumbprint(key: ec.EllipticCurvePublicKey) -> str:
-    """RFC 7638 SHA-256 thumbprint of a P-256 public key, base64url without padding."""
-    if not isinstance(key.curve, ec.SECP256R1):
-        raise CAError(f"JWK thumbprints are made for P-256 keys only, not {key.curve.name}")
-    x, y = _ec_coordinates(key)
-    canonical = json.dumps(
-        {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
-    )
-    return _b64url(hashlib.sha256(canonical.encode()).digest())
-
-
-def _jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    x, y = _ec_coordinates(key)
-    kid = jwk_thumbprint(key)
-    return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"}
-
-
-# --- revocation ---------------------------------------------------------------------------
-
-RevocationKind = Literal["device", "spiffe_id", "serial"]
-_HEX_SERIAL = re.compile(r"[0-9a-f]{1,40}")
-_EK_HASH = re.compile(r"[0-9a-f]{64}")
-
-
-class Revocation(BaseModel):
-    """One revoked device (hex SHA-256 of its EK), SPIFFE ID or certificate serial (hex,
-    as audit entries write it), why, and since when."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    kind: RevocationKind
-    value: StrictStr = Field(min_length=1, max_length=2048)
-    reason: StrictStr = Field(min_length=1, max_length=1024)
-    revoked_at: StrictInt = Field(ge=0)
-    """Seconds since the epoch (UTC)."""
-
-
-class RevocationList(BaseModel):
-    """The revocations of one trust domain, as signed and published.
-
-    ``version`` grows by one with each revocation, so a replica or relying party that has
-    seen version N refuses an older list put back (a rollback un-revokes).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    trust_domain: StrictStr
-    version: StrictInt = Field(ge=0)
-    issued_at: StrictInt = Field(ge=0)
-    revoked: tuple[Revocation, ...] = ()
-
-    @classmethod
-    def empty(cls, trust_domain: str) -> RevocationList:
-        """No revocations (version 0): what holds before the first ``revoke``."""
-        return cls(trust_domain=trust_domain, version=0, issued_at=0)
-
-    def revoke(
-        self, kind: RevocationKind, value: str, reason: str, now: datetime
-    ) -> RevocationList:
-        """This list and one more revocation, as the next version. ``value`` is
-        normalised (lowercase hex); a SPIFFE ID must be in the trust domain. Raises
-        ``CAError`` for a malformed value or one already revoked."""
-        now = _check_now(now)
-        value = value.strip()
-        if kind == "device":
-            value = value.lower()
-            if not _EK_HASH.fullmatch(value):
-                raise CAError(f"a device is named by its EK hash, 64 hex digits: {value!r}")
-        elif kind == "serial":
-            value = value.lower().removeprefix("0x").lstrip("0") or "0"
-            if not _HEX_SERIAL.fullmatch(value):
-                raise CAError(f"a certificate serial is hex, at most 40 digits: {value!r}")
-        else:
-            trust_domain, _ = parse_spiffe_id(value)
-            if trust_domain != self.trust_domain:
-                raise CAError(f"{value!r} is not in the trust domain {self.trust_domain!r}")
-        reason = reason.strip()
-        if not reason or len(reason) > 1024:
-            raise CAError("a revocation needs a reason of 1-1024 characters")
-        if any(r.kind == kind and r.value == value for r in self.revoked):
-            raise CAError(f"{kind} {value} is already revoked")
-        moment = int(now.timestamp())
-        entry = Revocation(kind=kind, value=value, reason=reason, revoked_at=moment)
-        return self.model_copy(
-            update={
-                "version": self.version + 1,
-                "issued_at": max(moment, self.issued_at),
-                "revoked": (*self.revoked, entry),
-            }
-        )
-
-    @cached_property
-    def by_name(self) -> dict[tuple[str, str], Revocation]:
-        """Each revocation by (kind, value): checked on every request, so a lookup, not
-        a scan of a list that only grows."""
-        return {(r.kind, r.value): r for r in self.revoked}
-
-    def device(self, ek_hash: bytes) -> Revocation | None:
-        """The revocation of the device with this EK hash, if it is revoked."""
-        return self.by_name.get(("device", ek_hash.hex()))
-
-    def refuses(self, spiffe_id: str, serial: int | None, issued: datetime) -> Revocation | None:
-        """The revocation that refuses a credential for ``spiffe_id`` (with this serial,
-        if a certificate) issued at ``issued``, else None.
-
-        A revoked device's credentials are all refused (it cannot attest again); a
-        revoked SPIFFE ID's, those issued up to the revocation (a later one is new); a
-        revoked serial, that certificate.
-        """
-        if not self.revoked:
-            return None
-        by_name = self.by_name
-        prefix = f"spiffe://{self.trust_domain}/device/"
-        if spiffe_id.startswith(prefix):
-            found = by_name.get(("device", spiffe_id.removeprefix(prefix)))
-            if found is not None:
-                return found
-        found = by_name.get(("spiffe_id", spiffe_id))
-        if found is not None and issued.timestamp() <= found.revoked_at:
-            return found
-        return None if serial is None else by_name.get(("serial", f"{serial:x}"))
-
-
-def describe(revocation: Revocation) -> str:
-    """``device <hash> revoked at <time>: <reason>``, for refusals and logs."""
-    kind = revocation.kind.replace("_", " ")
-    when = datetime.fromtimestamp(revocation.revoked_at, UTC)
-    return f"{kind} {revocation.value} revoked at {when:%Y-%m-%dT%H:%M:%SZ}: {revocation.reason}"
-
-
-def load_revocations(directory: Path, ca: CertificateAuthority) -> tuple[RevocationList, bytes]:
-    """The revocation list in ``directory`` (the CA's) and its signed document, after
-    checking the signature with ``ca``'s root; an empty list signed now-less (version 0)
-    when there is no file. Raises ``CAError``."""
-    path = directory / REVOCATIONS_FILE
-    try:
-        with path.open("rb") as handle:
-            document = handle.read(_MAX_REVOCATIONS_BYTES + 1)
-    except FileNotFoundError:
-        empty = RevocationList.empty(ca.trust_domain)
-        return empty, ca.sign_revocations(empty)
-    except OSError as exc:
-        raise CAError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(document) > _MAX_REVOCATIONS_BYTES:
-        raise CAError(f"{path} is larger than {_MAX_REVOCATIONS_BYTES} bytes")
-    return ca.verify_revocations(document), document
 
 
 # --- certificates ---------------------------------------------------------------------------
@@ -491,8 +267,8 @@ class CertificateAuthority:
     @classmethod
     def create(cls, trust_domain: str, now: datetime) -> CertificateAuthority:
         """A new root and issuing intermediate in memory. Raises ``CAError``."""
-        trust_domain = _check_trust_domain(trust_domain)
-        now = _check_now(now)
+        trust_domain = check_trust_domain(trust_domain)
+        now = check_now(now)
         root, root_key = _make_root(trust_domain, now)
         issuing, issuing_key = _make_issuing(trust_domain, root, root_key, now)
         return cls(trust_domain, root, root_key, _Issuer(issuing, issuing_key))
@@ -524,7 +300,7 @@ class CertificateAuthority:
             raise CAError(f"no CA at {directory}; create one with `docket ca init`")
         try:
             state = json.loads((directory / _STATE_FILE).read_text(encoding="utf-8"))
-            trust_domain = _check_trust_domain(state["trust_domain"])
+            trust_domain = check_trust_domain(state["trust_domain"])
             root, root_key = _read_pair(directory, "root")
             issuing = _Issuer(*_read_pair(directory, "issuing"))
             retired = tuple(
@@ -609,13 +385,13 @@ class CertificateAuthority:
         """The JWT-SVID verification keys as a JWK Set: the current intermediate's, then
         the retired ones' until their last JWT-SVID has expired (``MAX_JWT_TTL`` after
         the rotation) at ``now`` (all that are kept, without ``now``)."""
-        return {"keys": [_jwk(issuer.public_key) for issuer in self._issuers(now, jwt=True)]}
+        return {"keys": [jwk(issuer.public_key) for issuer in self._issuers(now, jwt=True)]}
 
     def _issuers(self, now: datetime | None = None, *, jwt: bool = False) -> tuple[_Issuer, ...]:
         """The current issuer, then the retired ones still trusted at ``now``."""
         if now is None:
             return (self.issuing, *self.retired)
-        now = _check_now(now)
+        now = check_now(now)
         kept = (
             i for i in self.retired if (i.trusted_for_jwts if jwt else i.trusted_for_svids)(now)
         )
@@ -624,47 +400,20 @@ class CertificateAuthority:
     # --- revocation ---------------------------------------------------------------------------
 
     def sign_revocations(self, revocations: RevocationList) -> bytes:
-        """``revocations`` as a signed document: a JWS (RFC 7515) in the flattened JSON
-        serialisation, ES256 by the **root** key (``kid`` its RFC 7638 thumbprint,
-        ``x5t#S256`` the root certificate's SHA-256), payload the list's JSON.
+        """``revocations`` as a signed document (a flattened JWS, ES256), signed by the
+        **root** key (:func:`~attestation._ca.revocations.sign_revocations`).
 
         The root, not the issuing key: revocation must hold when an issuing key is what
         was compromised, the root is the anchor relying parties already hold (``docket
         ca bundle``) and it does not rotate, and its key usage includes cRLSign, the
         usage X.509 gives to signing revocation information. Raises ``CAError``.
         """
-        if revocations.trust_domain != self.trust_domain:
-            raise CAError("the revocation list is for another trust domain")
-        payload = revocations.model_dump_json().encode()
-        header = {
-            "typ": REVOCATIONS_TYPE,
-            "kid": jwk_thumbprint(self._root_public_key),
-            "x5t#S256": _b64url(self.root.fingerprint(hashes.SHA256())),
-        }
-        compact = jwt.api_jws.encode(payload, self.root_key, algorithm="ES256", headers=header)
-        protected, body, signature = compact.split(".")
-        document = {"protected": protected, "payload": body, "signature": signature}
-        return (json.dumps(document, indent=2) + "\n").encode()
+        return sign_revocations(revocations, self.trust_domain, self.root, self.root_key)
 
     def verify_revocations(self, document: bytes) -> RevocationList:
         """The revocation list in a document :meth:`sign_revocations` made, after checking
         its ES256 signature by this CA's root and its trust domain. Raises ``CAError``."""
-        try:
-            parsed = json.loads(document)
-            if not isinstance(parsed, dict) or set(parsed) != {"protected", "payload", "signature"}:
-                raise ValueError("want a flattened JWS: protected, payload, signature")
-            compact = ".".join(str(parsed[part]) for part in ("protected", "payload", "signature"))
-            header = jwt.get_unverified_header(compact)
-            if header.get("typ") != REVOCATIONS_TYPE:
-                raise ValueError(f"typ is {header.get('typ')!r}, want {REVOCATIONS_TYPE!r}")
-            payload = jwt.api_jws.decode(compact, self._root_public_key, algorithms=["ES256"])
-            revocations = RevocationList.model_validate_json(payload)
-        except (ValueError, jwt.PyJWTError, ValidationError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CAError(f"the revocation list does not verify: {message}") from exc
-        if revocations.trust_domain != self.trust_domain:
-            raise CAError("the revocation list is for another trust domain")
-        return revocations
+        return verify_revocations(document, self.trust_domain, self._root_public_key)
 
     @property
     def _root_public_key(self) -> ec.EllipticCurvePublicKey:
@@ -689,7 +438,7 @@ class CertificateAuthority:
         it signs later is refused, and it stays trusted for what it signed before only
         until that has expired (``MAX_JWT_TTL`` for JWT-SVIDs, ``MAX_SVID_TTL`` for
         X.509-SVIDs). Its private key is dropped."""
-        now = _check_now(now)
+        now = check_now(now)
         cert, key = _make_issuing(self.trust_domain, self.root, self.root_key, now)
         retired = _Issuer(self.issuing.certificate, None, retired_at=now)
         return dataclasses.replace(
@@ -698,11 +447,18 @@ class CertificateAuthority:
 
     def prune(self, now: datetime) -> CertificateAuthority:
         """Drop retired intermediates whose overlap window has ended by ``now``."""
-        now = _check_now(now)
+        now = check_now(now)
         kept = tuple(issuer for issuer in self.retired if issuer.trusted_for_svids(now))
         return dataclasses.replace(self, retired=kept)
 
     # --- X.509 ---------------------------------------------------------------------------------
+
+    def _check_in_domain(self, spiffe_id: str) -> None:
+        trust_domain, _ = parse_spiffe_id(spiffe_id)
+        if trust_domain != self.trust_domain:
+            raise CAError(
+                f"SPIFFE ID {spiffe_id!r} is not in this CA's trust domain {self.trust_domain!r}"
+            )
 
     def _not_after(self, now: datetime, ttl: timedelta, cap: timedelta | None) -> datetime:
         if ttl <= timedelta(0):
@@ -758,12 +514,8 @@ class CertificateAuthority:
         contributes only its key, and only if its signature verifies. ``posture`` (the
         verified claims) goes into the ``POSTURE_EXTENSION``. Raises ``CAError``.
         """
-        now = _check_now(now)
-        trust_domain, _ = parse_spiffe_id(spiffe_id)
-        if trust_domain != self.trust_domain:
-            raise CAError(
-                f"SPIFFE ID {spiffe_id!r} is not in this CA's trust domain {self.trust_domain!r}"
-            )
+        now = check_now(now)
+        self._check_in_domain(spiffe_id)
         if isinstance(csr_or_public_key, x509.CertificateSigningRequest):
             if not csr_or_public_key.is_signature_valid:
                 raise CAError("the CSR's signature does not verify")
@@ -795,7 +547,7 @@ class CertificateAuthority:
         Each of ``names`` that parses as an IP address becomes an IP SAN, the rest DNS SANs.
         Lives ``ttl``, never past the intermediate. Raises ``CAError``.
         """
-        now = _check_now(now)
+        now = check_now(now)
         if not names:
             raise CAError("a server certificate needs at least one DNS name or IP address")
         sans: list[x509.GeneralName] = []
@@ -821,7 +573,7 @@ class CertificateAuthority:
         )
         return ServerCredential(key, (leaf, issuer))
 
-    # --- JWT-SVIDs -----------------------------------------------------------------------------
+    # --- JWT-SVIDs (jwt_svid.py) ---------------------------------------------------------------
 
     def issue_jwt(
         self,
@@ -833,105 +585,31 @@ class CertificateAuthority:
         claims: Mapping[str, Any] | None = None,
     ) -> str:
         """A JWT-SVID (ES256) for ``spiffe_id``, living ``min(ttl, MAX_JWT_TTL)``, with a
-        fresh ``jti`` (a UUIDv4) that audit entries cite.
+        fresh ``jti`` (a UUIDv4) that audit entries cite, signed by the issuing key.
 
         ``claims`` (the verified posture) go under the one claim ``JWT_POSTURE_CLAIM``.
         Raises ``CAError``.
         """
-        now = _check_now(now)
-        trust_domain, _ = parse_spiffe_id(spiffe_id)
-        if trust_domain != self.trust_domain:
-            raise CAError(
-                f"SPIFFE ID {spiffe_id!r} is not in this CA's trust domain {self.trust_domain!r}"
-            )
-        audiences = [audience] if isinstance(audience, str) else list(audience)
-        if not audiences or not all(isinstance(a, str) and a for a in audiences):
-            raise CAError("a JWT-SVID needs at least one non-empty audience")
+        now = check_now(now)
+        self._check_in_domain(spiffe_id)
+        audiences = jwt_audiences(audience)
         expires = self._not_after(now, ttl, MAX_JWT_TTL)
-        payload: dict[str, Any] = {
-            "sub": spiffe_id,
-            "aud": audiences[0] if len(audiences) == 1 else audiences,
-            "iat": int(now.timestamp()),
-            "exp": int(expires.timestamp()),
-            # Names this token in the audit entries of the decisions it took part in.
-            "jti": str(uuid.uuid4()),
-        }
-        if claims is not None:
-            payload[JWT_POSTURE_CLAIM] = dict(claims)
-        try:
-            return jwt.encode(
-                payload,
-                self._signing_key,
-                algorithm="ES256",
-                headers={"kid": jwk_thumbprint(self.issuing.public_key), "typ": "JWT"},
-            )
-        except (TypeError, ValueError) as exc:
-            raise CAError(f"cannot encode the JWT-SVID claims: {exc}") from exc
+        return encode_jwt_svid(
+            spiffe_id, audiences, now=now, expires=expires, claims=claims, key=self._signing_key
+        )
 
     def verify_jwt(self, token: str, audience: str, now: datetime) -> dict[str, Any]:
-        """The claims of a JWT-SVID this CA signed, for ``audience``, valid at ``now``.
-
-        Only ES256 with the ``kid`` of the current intermediate, or of a retired one
-        within ``MAX_JWT_TTL`` of its retirement for a token issued (``iat``) before it,
-        is accepted.
-        ``sub``, ``aud``, ``exp`` and ``iat`` are required; at ``now`` the token must be
-        unexpired (``exp``), valid already (``nbf``, if present) and not issued in the
-        future (``iat``), and it may not live longer than ``MAX_JWT_TTL`` (``exp - iat``,
-        and ``exp - now``): a stolen key could otherwise mint a token that outlives
-        every revocation. Raises ``TokenError``.
+        """The claims of a JWT-SVID this CA signed, for ``audience``, valid at ``now``:
+        signed by the current intermediate, or by a retired one within ``MAX_JWT_TTL`` of
+        its retirement and before it (:func:`~attestation._ca.jwt_svid.verify_jwt_svid`
+        says what else is checked). Raises ``TokenError``.
         """
-        now = _check_now(now)
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise TokenError(f"malformed JWT: {exc}") from exc
-        if header.get("alg") != "ES256":
-            raise TokenError(f"JWT algorithm {header.get('alg')!r} is not accepted; want ES256")
-        issuers = {jwk_thumbprint(i.public_key): i for i in self._issuers(now, jwt=True)}
-        issuer = issuers.get(header.get("kid", ""))
-        if issuer is None:
-            raise TokenError(f"JWT key id {header.get('kid')!r} is not one of this CA's keys")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                issuer.public_key,
-                algorithms=["ES256"],
-                audience=audience,
-                # Time is checked below against the caller's ``now``, not the clock.
-                options={
-                    "require": ["sub", "aud", "exp", "iat"],
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
-            )
-        except jwt.PyJWTError as exc:
-            raise TokenError(f"JWT does not verify: {exc}") from exc
-        exp, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "iat")
-        moment = now.timestamp()
-        if moment >= exp:
-            raise TokenError("JWT has expired")
-        if "nbf" in claims and moment < _numeric_date(claims, "nbf"):
-            raise TokenError("JWT is not yet valid (nbf)")
-        if iat > moment + CLOCK_SKEW.total_seconds():
-            raise TokenError("JWT was issued in the future (iat)")
-        if issuer.retired_at is not None and iat > issuer.retired_at.timestamp():
-            raise TokenError(
-                "JWT was signed by an issuing key retired at "
-                f"{issuer.retired_at:%Y-%m-%dT%H:%M:%SZ}, after its retirement"
-            )
-        cap = MAX_JWT_TTL.total_seconds()
-        if exp - iat > cap or exp - moment > cap:
-            raise TokenError(
-                f"JWT lifetime exceeds the {MAX_JWT_TTL.total_seconds() / 60:g}-minute cap"
-            )
-        try:
-            trust_domain, _ = parse_spiffe_id(str(claims["sub"]))
-        except CAError as exc:
-            raise TokenError(f"JWT subject is not a SPIFFE ID: {exc}") from exc
-        if trust_domain != self.trust_domain:
-            raise TokenError("JWT subject is not in this CA's trust domain")
-        return claims
+        now = check_now(now)
+        keys = {
+            jwk_thumbprint(i.public_key): (i.public_key, i.retired_at)
+            for i in self._issuers(now, jwt=True)
+        }
+        return verify_jwt_svid(token, audience, now, keys, self.trust_domain)
 
     def names_key_of(self, token: str) -> bool:
         """True when a JWT's header names (``kid``) a current or retired key of this CA,
@@ -951,7 +629,7 @@ class CertificateAuthority:
         retirement, live at most ``MAX_SVID_TTL`` and be valid at ``now``. Raises
         ``TokenError``.
         """
-        now = _check_now(now)
+        now = check_now(now)
         # Successive intermediates' subjects differ by time; still, try each by signature.
         candidates = [i for i in self._issuers(now) if i.certificate.subject == leaf.issuer]
         if not candidates:
@@ -988,14 +666,6 @@ class CertificateAuthority:
         if not isinstance(value, x509.UnrecognizedExtension):
             raise TokenError("the certificate's posture extension is malformed")
         return spiffe_id, _read_posture(value.value)
-
-
-def _numeric_date(claims: Mapping[str, Any], name: str) -> int:
-    """A NumericDate claim (RFC 7519 §2) as whole seconds. Raises ``TokenError``."""
-    value = claims[name]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TokenError(f"JWT {name} is not an integer")
-    return value
 
 
 def _signed_by(leaf: x509.Certificate, issuer: x509.Certificate) -> bool:
