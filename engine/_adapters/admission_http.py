@@ -2,8 +2,8 @@
 ``GET /healthz``, an ASGI app (:class:`AdmissionApp`) served by uvicorn.
 
 The transport only: bodies go to a :class:`Reviewer` (``engine._service.admission``), which
-answers with an HTTP status and a JSON body. uvicorn (h11) does the HTTP/1.1 framing and
-keep-alive (the API server reuses connections), asyncio the TLS. Bodies are limited to
+answers with an HTTP status and a JSON body. uvicorn (httptools) does the HTTP/1.1
+framing and keep-alive (the API server reuses connections), asyncio the TLS. Bodies are limited to
 4 MiB and must be JSON; a request without a ``Content-Length`` is a 400, a path other than
 the three a 404.
 
@@ -38,10 +38,9 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import h11
 import structlog
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from engine._service.metrics import Metrics
 
@@ -167,7 +166,7 @@ class AdmissionApp:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    """The request body (h11 holds it to its Content-Length, checked against MAX_BODY)."""
+    """The request body (the parser holds it to its Content-Length, checked against MAX_BODY)."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
@@ -191,12 +190,14 @@ async def _respond(send: Send, status: int, body: dict[str, Any] | str, *, close
     await send({"type": "http.response.body", "body": data})
 
 
-def _protocol(request_seconds: float, max_connections: int) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a deadline on each request, and room made for a new
-    connection by letting an idle keep-alive one go."""
+def _protocol(request_seconds: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with ``TCP_NODELAY``, a deadline on each request, and
+    room made for a new connection by letting an idle keep-alive one go."""
 
-    class Guarded(H11Protocol):
+    class Guarded(HttpToolsProtocol):
         deadline: asyncio.TimerHandle | None = None
+        receiving = False
+        """Between a request's first byte and its last."""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -208,11 +209,20 @@ def _protocol(request_seconds: float, max_connections: int) -> type[H11Protocol]
             self._arm()  # the first request's deadline counts from the handshake's end
 
         def data_received(self, data: bytes) -> None:
-            if self.deadline is None and self.conn.their_state is h11.IDLE:
+            if self.deadline is None and not self.receiving:
                 self._arm()  # the first byte of the next request
             super().data_received(data)
-            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-                self._disarm()  # the whole request is in
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.receiving = True
+            if self.deadline is None:  # pipelined after one that completed
+                self._arm()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self.receiving = False
+            self._disarm()  # the whole request is in
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -228,14 +238,13 @@ def _protocol(request_seconds: float, max_connections: int) -> type[H11Protocol]
 
         def _expired(self) -> None:
             self.deadline = None
-            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
-                log.info("admission.request_timeout", client=str(self.client))
-                self.connections.discard(self)
-                self.transport.abort()  # no TLS close_notify to wait on from a trickler
+            log.info("admission.request_timeout", client=str(self.client))
+            self.connections.discard(self)
+            self.transport.abort()  # no TLS close_notify to wait on from a trickler
 
         def _let_idle_go(self) -> None:
             for other in list(self.connections):
-                if not isinstance(other, H11Protocol) or other is self:
+                if not isinstance(other, HttpToolsProtocol) or other is self:
                     continue
                 if other.timeout_keep_alive_task is not None:  # idle between requests
                     self.connections.discard(other)  # its slot is free now, not once closed
@@ -262,7 +271,7 @@ class _EventLoop(asyncio.SelectorEventLoop):
 
 
 class _UvicornLog(logging.Handler):
-    """uvicorn's own warnings and errors (a 503 at the limit, a request h11 refused, an
+    """uvicorn's own warnings and errors (a 503 at the limit, a request httptools refused, an
     app error), as structured log lines beside Docket's."""
 
     def emit(self, record: logging.LogRecord) -> None:
