@@ -3,9 +3,9 @@
 
 The transport only: bodies go to a :class:`Reviewer` (``engine._service.admission``), which
 answers with an HTTP status and a JSON body. uvicorn (httptools) does the HTTP/1.1
-framing and keep-alive (the API server reuses connections), asyncio the TLS. Bodies are limited to
-4 MiB and must be JSON; a request without a ``Content-Length`` is a 400, a path other than
-the three a 404.
+framing and keep-alive (the API server reuses connections), asyncio the TLS. Bodies are
+limited to 4 MiB and must be JSON; a request without a ``Content-Length`` is a 400, a
+path other than the three a 404.
 
 Connections are bounded, so a client cannot exhaust the process: at most
 ``max_connections`` are served at once (uvicorn's ``limit_concurrency``; past it a request
