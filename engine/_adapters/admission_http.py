@@ -1,57 +1,63 @@
 """The Kubernetes admission webhook over HTTPS: ``POST /validate``, ``POST /mutate`` and
-``GET /healthz``.
+``GET /healthz``, an ASGI app (:class:`AdmissionApp`) served by uvicorn.
 
 The transport only: bodies go to a :class:`Reviewer` (``engine._service.admission``), which
-answers with an HTTP status and a JSON body. HTTP/1.1 with keep-alive (the API server
-reuses connections). Bodies are limited to 4 MiB and must be JSON; a missing or wrong
-``Content-Length`` is a 400, a path other than the three a 404.
+answers with an HTTP status and a JSON body. uvicorn (httptools) does the HTTP/1.1
+framing and keep-alive (the API server reuses connections), asyncio the TLS. Bodies are
+limited to 4 MiB and must be JSON; a request without a ``Content-Length`` is a 400, a
+path other than the three a 404.
 
-Connections are bounded, so a client cannot exhaust the process's threads: at most
-``max_connections`` are served at once, each by a thread of a pool (the TLS handshake
-there too: a slow client never holds up the accept loop); the accept loop queues up to
-:data:`QUEUED` more and closes any beyond. A connection must complete its TLS handshake,
-headers and body within ``request_seconds`` of being accepted (time spent queued
-counts; one that waited past that gets :data:`GRACE_FRACTION` of it once a thread takes
-it: enough for a client that sent its request at once, not for one that trickles), and
-each later request on it within ``request_seconds`` of its first byte; a client that
-trickles is cut off. An idle
-keep-alive connection is kept for :data:`IDLE_SECONDS`, but let go at once when other
-connections are waiting for a thread.
+Connections are bounded, so a client cannot exhaust the process: at most
+``max_connections`` are served at once (uvicorn's ``limit_concurrency``; past it a request
+is answered 503), and a new connection lets an idle keep-alive one go to make room.
+Reviews run in a pool of at most ``max_connections`` threads (a review waits for the audit
+log's fsync), never on the event loop. Trickling clients are cut off: a connection must
+complete its TLS handshake within ``request_seconds`` of being accepted (asyncio's
+``ssl_handshake_timeout``, which uvicorn leaves at 60 s: :class:`_EventLoop` sets it), and
+each request's headers and body within ``request_seconds`` of its first byte (the first
+request: of the handshake's end). uvicorn bounds only the idle time between requests, so
+that deadline is :func:`_protocol`'s. An idle keep-alive connection is kept for
+:data:`IDLE_SECONDS`. Each accepted connection gets ``TCP_NODELAY``: uvicorn writes a
+response's head and body apart, and without it the body waits for the client's delayed
+ACK (40 ms). asyncio sets it only on sockets whose ``proto`` is ``IPPROTO_TCP``, which a
+connection accepted on our pre-bound socket (``proto`` 0) is not.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import json
-import queue
-import select
+import logging
+import math
 import socket
 import ssl
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from engine._service.metrics import Metrics
 
 log = structlog.get_logger("docket.admission")
 
 MAX_BODY = 4 * 1024 * 1024
-IDLE_SECONDS = 30.0
+IDLE_SECONDS = 30
 QUEUED = 1024
-"""Accepted connections that may wait for a thread; past this they are closed at once."""
+"""The listening socket's backlog: connections the kernel holds until they are accepted."""
 MAX_CONNECTIONS = 64
 REQUEST_SECONDS = 5.0
-GRACE_FRACTION = 0.2
-"""A connection that waited in the queue past its deadline still gets this fraction of
-``request_seconds`` once a thread takes it."""
-_IDLE_STEP = 0.25
 ReviewPath = Literal["validate", "mutate"]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+_REVIEWS: dict[str, ReviewPath] = {"/validate": "validate", "/mutate": "mutate"}
 
 
 class Reviewer(Protocol):
@@ -70,286 +76,236 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-_Queued = tuple[ssl.SSLSocket, Any, float]
-
-
-class _Server(HTTPServer):
-    allow_reuse_address = True
-    request_queue_size = 128
+class AdmissionApp:
+    """The webhook as an ASGI 3 app: routes, the body limit, and the review run in
+    ``pool`` (a thread: reviews block on the audit log)."""
 
     def __init__(
         self,
-        address: tuple[str, int],
-        context: ssl.SSLContext,
-        *,
-        reuse_port: bool,
         reviewer: Reviewer,
+        *,
         healthy: Callable[[], bool],
         metrics: Metrics,
-        max_connections: int = MAX_CONNECTIONS,
-        request_seconds: float = REQUEST_SECONDS,
+        pool: ThreadPoolExecutor,
     ) -> None:
-        self.context = context
-        self.reuse_port = reuse_port
         self.reviewer = reviewer
         self.healthy = healthy
         self.metrics = metrics
-        self.max_connections = max_connections
-        self.request_seconds = request_seconds
-        self.waiting: queue.Queue[_Queued | None] = queue.Queue(QUEUED)
-        self._lock = threading.Lock()
-        self._workers: list[threading.Thread] = []
-        self._idle = 0
-        self.local = threading.local()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        self.pool = pool
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Hand the connection to the pool; start a worker while there are fewer than
-        # max_connections and more connections waiting than idle workers. Never blocks
-        # the accept loop.
-        try:
-            self.waiting.put_nowait((request, client_address, time.monotonic()))
-        except queue.Full:
-            log.warning("admission.connections_full", queued=QUEUED)
-            self.shutdown_request(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; nothing else reaches an HTTP server
             return
-        with self._lock:
-            if self.waiting.qsize() > self._idle and len(self._workers) < self.max_connections:
-                worker = threading.Thread(
-                    target=self._work,
-                    name=f"docket-admission-{self.server_address[1]}-{len(self._workers)}",
-                    daemon=True,
-                )
-                self._workers.append(worker)
-                worker.start()
+        route, method = scope["path"], scope["method"]
+        status, body, close = await self._route(route, method, scope, receive)
+        log.debug("admission.http", method=method, path=route, status=int(status))
+        await _respond(send, status, body, close=close)
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            item = self.waiting.get()
-            with self._lock:
-                self._idle -= 1
-            if item is None:
-                return
-            request, address, accepted = item
-            # The deadline counts from the accept, so a queue of tricklers drains fast;
-            # but one that waited past it still gets a short grace, in which a real
-            # client (its ClientHello already sent) completes its handshake and request.
-            grace = time.monotonic() + self.request_seconds * GRACE_FRACTION
-            self.local.deadline = max(accepted + self.request_seconds, grace)
-            try:
-                self.finish_request(request, address)
-            except Exception:
-                self.handle_error(request, address)
-            finally:
-                self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        while True:  # connections still queued are closed unanswered
-            try:
-                item = self.waiting.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.shutdown_request(item[0])
-        with self._lock:
-            workers = len(self._workers)
-        for _ in range(workers):
-            try:
-                self.waiting.put_nowait(None)
-            except queue.Full:
-                break
-
-    def server_bind(self) -> None:
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = self.socket.accept()
-        # The handshake happens on the first read, in the connection's own thread.
-        wrapped = self.context.wrap_socket(
-            connection, server_side=True, do_handshake_on_connect=False
-        )
-        return wrapped, address
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that goes away mid-handshake or mid-request is not a server error.
-        log.debug("admission.connection_error", client=str(client_address))
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The connection's bytes, read under the handler's deadline (``deadline`` None: the
-    connection is idle between requests, and the first byte starts a new deadline)."""
-
-    def __init__(self, handler: _Handler) -> None:
-        self.handler = handler
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        handler = self.handler
-        sock: ssl.SSLSocket = handler.connection
-        if handler.deadline is None:
-            if not self._wait_idle(sock):
-                return 0  # as if the client closed: the connection ends quietly
-            handler.deadline = time.monotonic() + handler.server.request_seconds
-        remaining = handler.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the request did not arrive within its deadline")
-        sock.settimeout(remaining)
-        return sock.recv_into(buffer)
-
-    def _wait_idle(self, sock: ssl.SSLSocket) -> bool:
-        """Wait for the next request's first byte; False when the connection should go
-        (idle too long, or other connections wait for a thread)."""
-        until = time.monotonic() + IDLE_SECONDS
-        server = self.handler.server
-        while sock.pending() == 0:
-            left = until - time.monotonic()
-            if left <= 0 or not server.waiting.empty():
-                return False
-            readable, _, _ = select.select([sock], [], [], min(_IDLE_STEP, left))
-            if readable:
-                break
-        return True
-
-
-class _Writer(io.BufferedIOBase):
-    """Writes go out whole (sendall), under the socket's timeout."""
-
-    def __init__(self, sock: ssl.SSLSocket) -> None:
-        self.sock = sock
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.sock.sendall(data)
-        return len(data)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Without TCP_NODELAY a response written in two sends waits for the client's
-    # delayed ACK of the first (40 ms on Linux); _send writes one, but error pages
-    # from the stdlib still write two.
-    disable_nagle_algorithm = True
-    server_version = "docket"
-    sys_version = ""
-    server: _Server
-    connection: ssl.SSLSocket
-    deadline: float | None
-
-    def setup(self) -> None:
-        # Handshake, headers and body of the first request share one deadline, counted
-        # from when the connection was accepted.
-        self.deadline = float(self.server.local.deadline)
-        self.connection = self.request
-        if self.disable_nagle_algorithm:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the connection waited past its deadline")
-        self.connection.settimeout(remaining)
-        self.connection.do_handshake()
-        self.rfile = io.BufferedReader(_DeadlineReader(self))
-        self.wfile = _Writer(self.connection)
-
-    def handle(self) -> None:
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection:
-            self.deadline = None  # idle until the next request's first byte
-            self.handle_one_request()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("admission.http", message=format % args, client=self.client_address[0])
-
-    def _send(self, status: int, body: dict[str, Any] | str) -> None:
-        if isinstance(body, str):
-            data, kind = body.encode(), "text/plain; charset=utf-8"
-        else:
-            data, kind = json.dumps(body, separators=(",", ":")).encode(), "application/json"
-        # Status line, headers and body in one TLS record and one send (send_response
-        # and end_headers would send the headers on their own first).
-        self.log_request(status)
-        head = [
-            f"{self.protocol_version} {status} {HTTPStatus(status).phrase}",
-            f"Server: {self.version_string()}",
-            f"Date: {self.date_time_string()}",
-            f"Content-Type: {kind}",
-            f"Content-Length: {len(data)}",
-        ]
-        if self.close_connection:
-            head.append("Connection: close")
-        self.connection.settimeout(self.server.request_seconds)  # a client that will not read
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
-
-    def do_GET(self) -> None:
-        route = self.path.partition("?")[0]
-        if route in ("/validate", "/mutate"):
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{route} takes POST"})
-            return
-        if route != "/healthz":
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {route!r}"})
-            return
-        if self.server.healthy():
-            self._send(HTTPStatus.OK, "ok\n")
-        else:
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "not serving\n")
-
-    def do_POST(self) -> None:
-        route = self.path.partition("?")[0]
-        if route not in ("/validate", "/mutate"):
-            self.close_connection = True  # its body is not read: the connection is spent
-            self._send(
+    async def _route(
+        self, route: str, method: str, scope: Scope, receive: Receive
+    ) -> tuple[int, dict[str, Any] | str, bool]:
+        """(status, body, whether the connection closes: its request body went unread)."""
+        if method == "GET":
+            if route in _REVIEWS:
+                return HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{route} takes POST"}, False
+            if route != "/healthz":
+                return HTTPStatus.NOT_FOUND, {"error": f"no such path {route!r}"}, False
+            if self.healthy():
+                return HTTPStatus.OK, "ok\n", False
+            return HTTPStatus.SERVICE_UNAVAILABLE, "not serving\n", False
+        if method != "POST":
+            return (
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                {"error": f"{method}: GET /healthz, POST /validate or /mutate"},
+                True,
+            )
+        path = _REVIEWS.get(route)
+        if path is None:
+            return (
                 HTTPStatus.NOT_FOUND,
                 {"error": f"no such path {route!r}; POST to /validate or /mutate"},
+                True,
             )
-            return
-        path: ReviewPath = "validate" if route == "/validate" else "mutate"
-        api = f"admission_{path}"
-        metrics = self.server.metrics
-        with metrics.track(api):
-            status, body = self._review(path)
-            metrics.answered(api, str(status))
-        self._send(status, body)
-
-    def _review(self, path: ReviewPath) -> tuple[int, dict[str, Any]]:
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
-            self.close_connection = True
-            return HTTPStatus.BAD_REQUEST, {"error": "a Content-Length header is required"}
+        headers = {name.decode("latin-1"): value for name, value in scope["headers"]}
+        length_text = headers.get("content-length", b"").decode("latin-1")
+        if not length_text.isdigit():
+            return HTTPStatus.BAD_REQUEST, {"error": "a Content-Length header is required"}, True
         length = int(length_text)
         if length > MAX_BODY:
-            self.close_connection = True
-            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
-                "error": f"the body is {length} bytes; the limit is {MAX_BODY}"
-            }
-        body = self.rfile.read(length)
-        kind = self.headers.get("Content-Type", "application/json").partition(";")[0].strip()
+            return (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"error": f"the body is {length} bytes; the limit is {MAX_BODY}"},
+                True,
+            )
+        body = await _read_body(receive)
+        kind_text = headers.get("content-type", b"application/json").decode("latin-1")
+        kind = kind_text.partition(";")[0].strip()
         if kind != "application/json":
-            return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {
-                "error": f"Content-Type {kind!r}: an AdmissionReview is application/json"
-            }
-        try:
-            return self.server.reviewer.review(path, body)
-        except Exception:  # nothing a client sends may take the server down
-            log.exception("admission.failed", path=path)
-            return HTTPStatus.INTERNAL_SERVER_ERROR, {
-                "error": "internal error; the server log has the details"
-            }
+            return (
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                {"error": f"Content-Type {kind!r}: an AdmissionReview is application/json"},
+                False,
+            )
+        loop = asyncio.get_running_loop()
+        status, answer = await loop.run_in_executor(self.pool, self._review, path, body)
+        return status, answer, False
+
+    def _review(self, path: ReviewPath, body: bytes) -> tuple[int, dict[str, Any]]:
+        api = f"admission_{path}"
+        with self.metrics.track(api):
+            try:
+                status, answer = self.reviewer.review(path, body)
+            except Exception:  # nothing a client sends may take the server down
+                log.exception("admission.failed", path=path)
+                status, answer = (
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    {"error": "internal error; the server log has the details"},
+                )
+            self.metrics.answered(api, str(status))
+        return status, answer
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The request body (the parser holds it to its Content-Length, checked against MAX_BODY)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break  # the client went away; what answers it is never sent
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any] | str, *, close: bool) -> None:
+    if isinstance(body, str):
+        data, kind = body.encode(), b"text/plain; charset=utf-8"
+    else:
+        data, kind = json.dumps(body, separators=(",", ":")).encode(), b"application/json"
+    headers = [(b"content-type", kind), (b"content-length", str(len(data)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": int(status), "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _protocol(request_seconds: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with ``TCP_NODELAY``, a deadline on each request, and
+    room made for a new connection by letting an idle keep-alive one go."""
+
+    class Guarded(HttpToolsProtocol):
+        deadline: asyncio.TimerHandle | None = None
+        receiving = False
+        """Between a request's first byte and its last."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if len(self.connections) > max_connections:
+                self._let_idle_go()
+            self._arm()  # the first request's deadline counts from the handshake's end
+
+        def data_received(self, data: bytes) -> None:
+            if self.deadline is None and not self.receiving:
+                self._arm()  # the first byte of the next request
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.receiving = True
+            if self.deadline is None:  # pipelined after one that completed
+                self._arm()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self.receiving = False
+            self._disarm()  # the whole request is in
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self.deadline = self.loop.call_later(request_seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expired(self) -> None:
+            self.deadline = None
+            log.info("admission.request_timeout", client=str(self.client))
+            self.connections.discard(self)
+            self.transport.abort()  # no TLS close_notify to wait on from a trickler
+
+        def _let_idle_go(self) -> None:
+            for other in list(self.connections):
+                if not isinstance(other, HttpToolsProtocol) or other is self:
+                    continue
+                if other.timeout_keep_alive_task is not None:  # idle between requests
+                    self.connections.discard(other)  # its slot is free now, not once closed
+                    other.timeout_keep_alive_handler()
+                    return
+
+    return Guarded
+
+
+class _EventLoop(asyncio.SelectorEventLoop):
+    """An event loop whose TLS servers give a handshake, and a closing client's
+    close_notify, ``seconds`` (uvicorn passes neither, and asyncio's defaults are 60 s
+    and 30 s: a trickling handshake would hold its connection that long)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self.seconds)
+            kwargs.setdefault("ssl_shutdown_timeout", self.seconds)
+        return await super().create_server(*args, **kwargs)
+
+
+class _UvicornLog(logging.Handler):
+    """uvicorn's own warnings and errors (a 503 at the limit, a request httptools refused, an
+    app error), as structured log lines beside Docket's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.log(record.levelno, "admission.server", message=record.getMessage())
+
+
+def _route_uvicorn_log() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(handler, _UvicornLog) for handler in logger.handlers):
+        logger.addHandler(_UvicornLog())
+    logger.setLevel(logging.WARNING)  # not its "Started server process" lines
+    logger.propagate = False
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket on (host, port), SO_REUSEPORT when workers share the port.
+    Raises OSError."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(QUEUED)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class AdmissionServer:
-    """The webhook on one address, served from a thread and a pool of at most
-    ``max_connections`` connection threads; :meth:`stop` stops it."""
+    """The webhook on one address: the socket bound and listening when this returns,
+    served by uvicorn from a thread of its own once :meth:`start` runs; :meth:`stop`
+    stops it. Raises OSError when the address cannot be bound."""
 
     def __init__(
         self,
@@ -364,29 +320,47 @@ class AdmissionServer:
         max_connections: int = MAX_CONNECTIONS,
         request_seconds: float = REQUEST_SECONDS,
     ) -> None:
-        self._server = _Server(
-            (host, port),
-            context,
-            reuse_port=reuse_port,
-            reviewer=reviewer,
-            healthy=healthy,
-            metrics=metrics,
-            max_connections=max_connections,
-            request_seconds=request_seconds,
+        self._socket = _listen(host, port, reuse_port=reuse_port)
+        self._request_seconds = request_seconds
+        self._pool = ThreadPoolExecutor(
+            max_connections, thread_name_prefix=f"docket-admission-{self.port}-review"
         )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="docket-admission", daemon=True
+        app = AdmissionApp(reviewer, healthy=healthy, metrics=metrics, pool=self._pool)
+        _route_uvicorn_log()
+        config = uvicorn.Config(
+            app,
+            http=_protocol(request_seconds, max_connections),
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            headers=[("server", "docket")],
+            # The request's own connection counts: max_connections + 1 serves max_connections.
+            limit_concurrency=max_connections + 1,
+            backlog=QUEUED,
+            timeout_keep_alive=IDLE_SECONDS,
+            timeout_graceful_shutdown=math.ceil(request_seconds),
+            ssl_context_factory=lambda _config, _default: context,
         )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name="docket-admission", daemon=True)
 
     @property
     def port(self) -> int:
         """The port it listens on (the one chosen, for port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._socket.getsockname()[1])
 
     @property
     def started(self) -> bool:
         """True once :meth:`start` ran."""
-        return self._thread.is_alive() or self._thread.ident is not None
+        return self._thread.ident is not None
+
+    def _serve(self) -> None:
+        with asyncio.Runner(loop_factory=lambda: _EventLoop(self._request_seconds)) as runner:
+            runner.run(self._server.serve(sockets=[self._socket]))
 
     def start(self) -> AdmissionServer:
         """Serve on the bound socket (in a thread); returns self."""
@@ -394,7 +368,10 @@ class AdmissionServer:
         return self
 
     def stop(self) -> None:
-        """Stop accepting and close the socket (connections in flight finish)."""
-        if self.started:  # shutdown() waits for a serve loop that never ran otherwise
-            self._server.shutdown()
-        self._server.server_close()
+        """Stop accepting and close the socket; requests in flight finish (up to
+        ``request_seconds``)."""
+        if self.started:
+            self._server.should_exit = True
+            self._thread.join(self._request_seconds + 5)
+        self._socket.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -168,10 +168,12 @@ class Settings(BaseSettings):
     admission_namespace_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     """How long a namespace read from the Kubernetes API is believed."""
     admission_max_connections: int = Field(default=64, ge=1, le=4096)
-    """Webhook connections served at once (one thread each); more wait for a free one."""
+    """Webhook connections open at once (uvicorn's limit; reviews run in as many threads);
+    past it an idle kept-alive connection is let go, else the new request gets 503."""
     admission_request_seconds: float = Field(default=5.0, gt=0, le=60)
-    """Deadline for a webhook connection's TLS handshake, headers and body together (and
-    for each later request on it, from its first byte): a client that trickles is cut off."""
+    """Deadline for a webhook connection's TLS handshake, and for each request's headers
+    and body from its first byte (the first request: from the end of the handshake): a
+    client that trickles is cut off."""
 
     @property
     def database_url(self) -> str:

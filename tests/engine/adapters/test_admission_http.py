@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 import ssl
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -170,40 +171,133 @@ def test_a_response_whose_body_was_not_read_closes_the_connection(webhook: Webho
     assert kept.headers["server"].startswith("docket")
 
 
-def test_connections_are_bounded_and_tricklers_cut_off(tmp_path: Path) -> None:
-    """A few trickling TLS connections fill a pool of two; they are cut off at the
-    deadline, no thread beyond the pool is started, and a real review then gets through."""
+@contextlib.contextmanager
+def small_webhook(
+    tmp_path: Path, *, max_connections: int, request_seconds: float
+) -> Iterator[tuple[Webhook, int]]:
+    """A webhook of its own with a small connection limit and a short request deadline."""
     settings = Settings(
         bundle=ROOT / "policies",
         data_dir=tmp_path / "data",
         bundle_poll_seconds=60,
         admission="127.0.0.1:0",
-        admission_max_connections=2,
-        admission_request_seconds=1.0,
+        admission_max_connections=max_connections,
+        admission_request_seconds=request_seconds,
     )
     running = Running(settings)
-    sockets: list[socket.socket] = []
     try:
         admission_tls(settings, running.worker.ca)
         port = running.worker.start_admission(Address("127.0.0.1", 0))
         hook = Webhook(running, f"https://localhost:{port}", running.worker.ca.trust_bundle())
-        for _ in range(10):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"\x16\x03\x01")  # the start of a TLS record, and nothing more
-            sockets.append(sock)
-        started = time.monotonic()
-        answer = hook.post("/validate", review(fixture("pod")))
-        assert answer.json()["response"]["allowed"] is True
-        assert time.monotonic() - started < 8  # after the tricklers' 1 s deadline, not 10 s each
-        mine = f"docket-admission-{port}-"
-        pool = [t for t in threading.enumerate() if t.name.startswith(mine)]
-        assert len(pool) <= 2
-        for sock in sockets:
-            sock.settimeout(5)
-            with contextlib.suppress(ConnectionResetError):
-                assert sock.recv(1) == b""  # closed by the server
-        hook.client.close()
+        with hook.client:
+            yield hook, port
     finally:
-        for sock in sockets:
-            sock.close()
         running.stop()
+
+
+def tls_connection(hook: Webhook, port: int) -> ssl.SSLSocket:
+    """A TLS connection to the webhook, its handshake done."""
+    context = ssl.create_default_context(cadata=hook.running.worker.ca.trust_bundle().decode())
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True when the server closes (or resets) the connection within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:  # reset, or a TLS connection cut without close_notify
+        return True
+
+
+def test_connections_are_bounded_and_tricklers_cut_off(tmp_path: Path) -> None:
+    """A few trickling TLS connections are cut off at the deadline, no thread beyond the
+    pool of two is started, and a real review gets through meanwhile."""
+    sockets: list[socket.socket] = []
+    with small_webhook(tmp_path, max_connections=2, request_seconds=1.0) as (hook, port):
+        try:
+            for _ in range(10):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(b"\x16\x03\x01")  # the start of a TLS record, and nothing more
+                sockets.append(sock)
+            started = time.monotonic()
+            answer = hook.post("/validate", review(fixture("pod")))
+            assert answer.json()["response"]["allowed"] is True
+            assert time.monotonic() - started < 8  # not 10 tricklers' deadlines in a row
+            mine = f"docket-admission-{port}-"
+            pool = [t for t in threading.enumerate() if t.name.startswith(mine)]
+            assert len(pool) <= 2
+            for sock in sockets:  # the handshake's deadline (1 s), not asyncio's 60 s
+                assert closed_by_server(sock, 5)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"POST /validate HTTP/1.1\r\nHost: localhost\r\n",
+        b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{",
+    ],
+    ids=["headers", "body"],
+)
+def test_a_request_that_trickles_after_the_handshake_is_cut_off(
+    tmp_path: Path, sent: bytes
+) -> None:
+    with small_webhook(tmp_path, max_connections=4, request_seconds=1.0) as (hook, port):
+        with tls_connection(hook, port) as tls:
+            tls.sendall(sent)
+            started = time.monotonic()
+            assert closed_by_server(tls, 5)
+            assert time.monotonic() - started < 3
+        # The connection is gone and its slot free: the webhook still answers.
+        assert hook.client.get("/healthz").status_code == 200
+
+
+def test_a_new_connection_lets_an_idle_one_go(tmp_path: Path) -> None:
+    """Two idle keep-alive connections fill a limit of two; a third client is served."""
+    with small_webhook(tmp_path, max_connections=2, request_seconds=2.0) as (hook, _port):
+        context = ssl.create_default_context(cadata=hook.running.worker.ca.trust_bundle().decode())
+        others = [httpx.Client(base_url=hook.url, verify=context) for _ in range(2)]
+        try:
+            for other in others:
+                assert other.get("/healthz").status_code == 200  # now idle, kept alive
+            assert hook.post("/validate", review(fixture("pod"))).status_code == 200
+        finally:
+            for other in others:
+                other.close()
+
+
+def test_a_full_webhook_answers_503_until_a_slot_frees(tmp_path: Path) -> None:
+    """Two connections in the middle of a request fill a limit of two: a third is
+    answered 503 (and closed), and served once their deadline cuts them off."""
+    with small_webhook(tmp_path, max_connections=2, request_seconds=1.5) as (hook, port):
+        busy = [tls_connection(hook, port) for _ in range(2)]
+        try:
+            for tls in busy:
+                tls.sendall(b"POST /validate HTTP/1.1\r\n")
+            full = hook.client.get("/healthz")
+            assert (full.status_code, full.headers["connection"]) == (503, "close")
+            assert full.headers["server"] == "docket"
+            time.sleep(2.0)
+            assert hook.client.get("/healthz").status_code == 200
+        finally:
+            for tls in busy:
+                tls.close()
+
+
+def test_a_kept_alive_connection_answers_without_a_delayed_ack(webhook: Webhook) -> None:
+    """uvicorn writes a response's head and body apart: without TCP_NODELAY on the
+    accepted connection the body waits for the client's delayed ACK (40 ms on Linux)."""
+    webhook.client.get("/healthz")  # the connection is open
+    timings = []
+    for _ in range(20):
+        started = time.perf_counter()
+        assert webhook.client.get("/healthz").status_code == 200
+        timings.append(time.perf_counter() - started)
+    assert statistics.median(timings) < 0.02, timings
