@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from wsgiref.simple_server import WSGIServer
 
-from engine._runtime.serve import Address, Worker, load_bundle
+from engine._runtime.prepare import Address, load_bundle
 from engine._runtime.settings import Settings
+from engine._runtime.worker import Worker
 from engine._service.metrics import Metrics, serve_metrics
 
 # Device inventory (what a caller may relay) that passes every guard of the default

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from audit.cli import InputError
 from engine._errors import BundleError, ServeError, SignatureError
-from engine._runtime.serve import Listening
+from engine._runtime.prepare import Listening
 from engine._runtime.serve import serve as serve_forever
 from engine._runtime.settings import Settings
 from engine.cli.common import bundle_option, config_error, key_option, settings_of

@@ -19,7 +19,7 @@ import pytest
 from admission_reviews import body, fixture, patch_of, review
 from serving import Running
 
-from engine._runtime.serve import Address, admission_tls
+from engine._runtime.prepare import Address, admission_tls
 from engine._runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
