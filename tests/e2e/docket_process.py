@@ -23,11 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from attestation._ca import CertificateAuthority
+from sdk.v1 import decisions_pb2 as pb
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -219,3 +222,17 @@ def start_mtls_docket(
         env=env,
     )
     return docket, ca
+
+
+def authorize(server: Docket, principal: str, resource: str = "ledger") -> pb.AuthorizeResponse:
+    """One plaintext Authorize of ``User::principal`` reading ``Data::resource``."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        answer: pb.AuthorizeResponse = pb_grpc.DecisionsStub(channel).Authorize(
+            pb.AuthorizeRequest(
+                principal=pb.EntityRef(type="User", id=principal),
+                action=pb.EntityRef(type="Action", id="read"),
+                resource=pb.EntityRef(type="Data", id=resource),
+            ),
+            timeout=10,
+        )
+    return answer

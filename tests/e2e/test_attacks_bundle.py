@@ -16,13 +16,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from archive_bombs import long_name_bomb, many_members_bomb
 from e2e.docket_process import DOCKET, Docket, start_docket, stop
+from e2e.docket_process import authorize as docket_authorize
 
 from sdk.v1 import decisions_pb2 as pb
-from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e
 
@@ -60,16 +59,7 @@ def signed_bundle(path: Path, policy: str, revision: int, key: Path) -> Path:
 
 
 def authorize(server: Docket) -> pb.AuthorizeResponse:
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        answer: pb.AuthorizeResponse = pb_grpc.DecisionsStub(channel).Authorize(
-            pb.AuthorizeRequest(
-                principal=pb.EntityRef(type="User", id="mallory"),
-                action=pb.EntityRef(type="Action", id="read"),
-                resource=pb.EntityRef(type="Data", id="ledger"),
-            ),
-            timeout=10,
-        )
-    return answer
+    return docket_authorize(server, "mallory")
 
 
 def wait_for_log(server: Docket, needle: str, *, after: int = 0) -> float:

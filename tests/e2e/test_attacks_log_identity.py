@@ -27,10 +27,10 @@ import grpc
 import pytest
 import sqlalchemy
 from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket
+from e2e.docket_process import authorize as docket_authorize
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sdk.v1 import decisions_pb2 as pb
-from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +57,7 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def authorize(server: Docket) -> pb.AuthorizeResponse:
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        answer: pb.AuthorizeResponse = pb_grpc.DecisionsStub(channel).Authorize(
-            pb.AuthorizeRequest(
-                principal=pb.EntityRef(type="User", id="alice"),
-                action=pb.EntityRef(type="Action", id="read"),
-                resource=pb.EntityRef(type="Data", id="ledger"),
-            ),
-            timeout=10,
-        )
-    return answer
+    return docket_authorize(server, "alice")
 
 
 def refused_code(server: Docket) -> grpc.StatusCode | None:
