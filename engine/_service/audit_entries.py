@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from audit import Entry, digest
 from engine._core.bundle import DataLabels, PolicyBundle
@@ -136,43 +136,42 @@ def decision_entry(
     )
 
 
-def refusal_entry(
-    error: str,
-    *,
-    api: str,
-    caller: str | None,
-    decision_id: str,
-    now: datetime,
-    detail: Mapping[str, Any] | None = None,
-) -> Entry:
+class Undecided(TypedDict):
+    """Where an entry of a request that no policy decided comes from (the keywords of
+    :func:`refusal_entry` and :func:`unevaluated_entry`)."""
+
+    api: str
+    caller: str | None
+    decision_id: str
+    now: datetime
+    detail: NotRequired[Mapping[str, Any] | None]
+
+
+def refusal_entry(error: str, **where: Unpack[Undecided]) -> Entry:
     """The audit entry of a request denied because it could not be decided at all."""
-    return Entry(
-        kind=_kind(api),
-        time=now,
-        caller=_capped(caller),
-        decision="deny",
-        detail=_detail({**(detail or {}), "decision_id": decision_id, "api": api, "error": error}),
-    )
+    return _undecided("deny", "error", error, where)
 
 
-def unevaluated_entry(
-    note: str,
-    *,
-    api: str,
-    caller: str | None,
-    decision_id: str,
-    now: datetime,
-    detail: Mapping[str, Any] | None = None,
-) -> Entry:
+def unevaluated_entry(note: str, **where: Unpack[Undecided]) -> Entry:
     """The audit entry of a request allowed without evaluating any policy (an admission
     review of something Docket does not inspect); ``note`` says why."""
+    return _undecided("allow", "unevaluated", note, where)
+
+
+def _undecided(decision: Literal["allow", "deny"], key: str, why: str, where: Undecided) -> Entry:
+    api = where["api"]
     return Entry(
         kind=_kind(api),
-        time=now,
-        caller=_capped(caller),
-        decision="allow",
+        time=where["now"],
+        caller=_capped(where["caller"]),
+        decision=decision,
         detail=_detail(
-            {**(detail or {}), "decision_id": decision_id, "api": api, "unevaluated": note}
+            {
+                **(where.get("detail") or {}),
+                "decision_id": where["decision_id"],
+                "api": api,
+                key: why,
+            }
         ),
     )
 
