@@ -35,6 +35,8 @@ from attestation._tpm import (
     ALG_AES,
     ALG_CFB,
     ALG_NULL,
+    ATTR_DECRYPT,
+    ATTR_RESTRICTED,
     HASH_IDS,
     HASHES,
     EccPoint,
@@ -164,7 +166,7 @@ def parse_ek_public(tpm2b_public: bytes) -> PublicArea:
             f"EK symmetric 0x{symmetric.algorithm:04x}/{symmetric.key_bits}/"
             f"0x{symmetric.mode:04x}: only AES-CFB supported"
         )
-    if not (ek.restricted and ek.decrypt):
+    if not ek.has(ATTR_RESTRICTED | ATTR_DECRYPT):
         raise CredentialError("the EK is not a restricted decryption (storage) key")
     ek.public_key()  # a ParseError now for a modulus or point that is not a key
     return ek

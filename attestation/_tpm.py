@@ -270,36 +270,9 @@ class PublicArea:
     unique: bytes | EccPoint  # RSA modulus or ECC point
     raw: bytes = field(repr=False)
 
-    def _attr(self, bit: int) -> bool:
-        return bool(self.object_attributes & bit)
-
-    @property
-    def fixed_tpm(self) -> bool:
-        return self._attr(ATTR_FIXED_TPM)
-
-    @property
-    def fixed_parent(self) -> bool:
-        return self._attr(ATTR_FIXED_PARENT)
-
-    @property
-    def sensitive_data_origin(self) -> bool:
-        return self._attr(ATTR_SENSITIVE_DATA_ORIGIN)
-
-    @property
-    def user_with_auth(self) -> bool:
-        return self._attr(ATTR_USER_WITH_AUTH)
-
-    @property
-    def restricted(self) -> bool:
-        return self._attr(ATTR_RESTRICTED)
-
-    @property
-    def decrypt(self) -> bool:
-        return self._attr(ATTR_DECRYPT)
-
-    @property
-    def sign(self) -> bool:
-        return self._attr(ATTR_SIGN)
+    def has(self, attributes: int) -> bool:
+        """Whether every TPMA_OBJECT bit in ``attributes`` (``ATTR_…``, or'ed) is set."""
+        return self.object_attributes & attributes == attributes
 
     def name(self) -> bytes:
         """The TPM name: nameAlg (2 bytes) || H_nameAlg(marshalled TPMT_PUBLIC)."""
@@ -569,7 +542,7 @@ def verify_quote_signature(ak: PublicArea, attest_bytes: bytes, sig: Signature) 
     key has a scheme, equal it in algorithm and hash. Raises EvidenceError otherwise or
     when the signature does not verify; ParseError when the AK is not a valid key.
     """
-    if not (ak.sign and ak.restricted):
+    if not ak.has(ATTR_SIGN | ATTR_RESTRICTED):
         raise EvidenceError("the AK is not a restricted signing key")
     scheme = ak.parameters.scheme
     if scheme.scheme != ALG_NULL and (sig.sig_alg, sig.hash_alg) != (

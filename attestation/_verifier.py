@@ -81,6 +81,12 @@ from attestation._tpm import (
     ALG_SHA256,
     ALG_SHA384,
     ALG_SHA512,
+    ATTR_DECRYPT,
+    ATTR_FIXED_PARENT,
+    ATTR_FIXED_TPM,
+    ATTR_RESTRICTED,
+    ATTR_SENSITIVE_DATA_ORIGIN,
+    ATTR_SIGN,
     ECC_NIST_P256,
     ECC_NIST_P384,
     HASH_IDS,
@@ -496,16 +502,16 @@ def _check_ek_trust(
 
 def _check_ak(ak: PublicArea) -> None:
     required = (
-        ("fixedTPM", ak.fixed_tpm),
-        ("fixedParent", ak.fixed_parent),
-        ("sensitiveDataOrigin", ak.sensitive_data_origin),
-        ("restricted", ak.restricted),
-        ("sign", ak.sign),
+        ("fixedTPM", ATTR_FIXED_TPM),
+        ("fixedParent", ATTR_FIXED_PARENT),
+        ("sensitiveDataOrigin", ATTR_SENSITIVE_DATA_ORIGIN),
+        ("restricted", ATTR_RESTRICTED),
+        ("sign", ATTR_SIGN),
     )
-    for name, present in required:
-        if not present:
+    for name, attribute in required:
+        if not ak.has(attribute):
             raise EvidenceError(f"the AK lacks the {name} attribute")
-    if ak.decrypt:
+    if ak.has(ATTR_DECRYPT):
         raise EvidenceError("the AK has the decrypt attribute: an AK only signs")
     params = ak.parameters
     if isinstance(params, EccParameters):

@@ -128,17 +128,17 @@ def test_bare_and_2b_public_agree(kind: str) -> None:
     assert parse_public(bare_public(f"ak_{kind}.pub")) == ak(kind)
 
 
-ATTRIBUTES = [
-    "fixed_tpm",
-    "fixed_parent",
-    "sensitive_data_origin",
-    "user_with_auth",
-    "restricted",
-    "sign",
-    "decrypt",
-]
-AK_ATTRIBUTES = {"fixed_tpm", "fixed_parent", "sensitive_data_origin", "user_with_auth",
-                 "restricted", "sign"}  # fmt: skip
+ATTRIBUTES = {  # TPMA_OBJECT bits, TPM 2.0 Library Part 2, 8.3
+    "fixedTPM": 1 << 1,
+    "fixedParent": 1 << 4,
+    "sensitiveDataOrigin": 1 << 5,
+    "userWithAuth": 1 << 6,
+    "restricted": 1 << 16,
+    "decrypt": 1 << 17,
+    "sign": 1 << 18,
+}
+AK_ATTRIBUTES = {"fixedTPM", "fixedParent", "sensitiveDataOrigin", "userWithAuth", "restricted",
+                 "sign"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -146,13 +146,19 @@ AK_ATTRIBUTES = {"fixed_tpm", "fixed_parent", "sensitive_data_origin", "user_wit
     [
         ("ak_ecc.pub", AK_ATTRIBUTES),
         ("ak_rsa.pub", AK_ATTRIBUTES),
-        ("ek.pub", {"fixed_tpm", "fixed_parent", "sensitive_data_origin", "restricted", "decrypt"}),
+        ("ek.pub", {"fixedTPM", "fixedParent", "sensitiveDataOrigin", "restricted", "decrypt"}),
     ],
     ids=["ak_ecc", "ak_rsa", "ek"],
 )
 def test_object_attributes(name: str, expected: set[str]) -> None:
     public = parse_public_2b(fixture(name))
-    assert {attr for attr in ATTRIBUTES if getattr(public, attr)} == expected
+    assert {attr for attr, bit in ATTRIBUTES.items() if public.has(bit)} == expected
+
+
+def test_has_wants_every_attribute_named() -> None:
+    ek = parse_public_2b(fixture("ek.pub"))
+    assert ek.has(ATTRIBUTES["restricted"] | ATTRIBUTES["decrypt"])
+    assert not ek.has(ATTRIBUTES["restricted"] | ATTRIBUTES["sign"])
 
 
 def test_ecc_ak_parameters() -> None:
