@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -91,6 +92,16 @@ def _pod_security(decided: Decided, target: Target) -> str:
     if PSS_BASELINE_POLICY in reasons and target.baseline:
         return f"; {violation('baseline', target.baseline)}"
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Review:
+    """The review being answered: its uid, what each of its audit entries says about it
+    (:func:`_detail`), and the mTLS caller."""
+
+    uid: str
+    detail: dict[str, Any]
+    caller: str | None
 
 
 class AdmissionController:
@@ -188,7 +199,7 @@ class AdmissionController:
         caller: str | None,
         now: datetime,
     ) -> dict[str, Any]:
-        uid = request.uid
+        review = _Review(request.uid, detail, caller)
         kind = request.kind
         template = POD_KINDS.get((kind.group, kind.kind))
         skip: str | None = None
@@ -207,7 +218,9 @@ class AdmissionController:
             skip = "a Pod's node affinity cannot change after it is created"
         if skip is not None:
             decided = self.service.allow_unevaluated(skip, api=API, caller=caller, detail=detail)
-            return _respond(uid, allowed=True, decision_id=decided.decision_id, warnings=warnings)
+            return _respond(
+                review.uid, allowed=True, decision_id=decided.decision_id, warnings=warnings
+            )
         assert template is not None
         bundle = self.service.engine.bundle
         jurisdictions = frozenset(s.jurisdiction for s in bundle.sites) if bundle else frozenset()
@@ -216,14 +229,10 @@ class AdmissionController:
         except NamespaceUnavailable as exc:
             # A namespace Docket cannot read is never taken as unclassified.
             message = f"Docket cannot read the namespace's classification: {exc}"
-            log.warning("admission.namespace_unavailable", uid=uid, error=str(exc))
-            refused = self.service.refuse(message, api=API, caller=caller, detail=detail)
-            return _respond(uid, allowed=False, decision_id=refused.decision_id, message=message)
+            log.warning("admission.namespace_unavailable", uid=review.uid, error=str(exc))
+            return self._refuse(review, message)
         except AdmissionInputError as exc:
-            refused = self.service.refuse(str(exc), api=API, caller=caller, detail=detail)
-            return _respond(
-                uid, allowed=False, decision_id=refused.decision_id, code=400, message=str(exc)
-            )
+            return self._refuse(review, str(exc), code=400)
         try:
             principal, target = read_target(
                 request,
@@ -234,36 +243,28 @@ class AdmissionController:
                 namespace_level=namespace_level,
             )
         except AdmissionInputError as exc:
-            refused = self.service.refuse(str(exc), api=API, caller=caller, detail=detail)
-            return _respond(
-                uid, allowed=False, decision_id=refused.decision_id, code=400, message=str(exc)
-            )
+            return self._refuse(review, str(exc), code=400)
         detail["provenance"] = {
             "caller": caller,
             "classification": {"value": target.classification, "from": target.classified_by},
         }
         if path == "validate":
-            return self._validate(uid, principal, target, detail, caller)
-        return self._mutate(uid, request.operation, principal, target, detail, caller)
+            return self._validate(review, principal, target)
+        return self._mutate(review, request.operation, principal, target)
 
-    def _unevaluable(
-        self, uid: str, exc: RequestError, detail: dict[str, Any], caller: str | None
-    ) -> dict[str, Any]:
-        message = f"Docket could not evaluate the review against its policy bundle: {exc}"
-        log.error("admission.unevaluable", uid=uid, error=str(exc))
-        refused = self.service.refuse(message, api=API, caller=caller, detail=detail)
+    def _refuse(self, review: _Review, message: str, *, code: int = 403) -> dict[str, Any]:
+        """Deny the review with ``message`` (and ``code``), the refusal recorded first."""
+        refused = self.service.refuse(message, api=API, caller=review.caller, detail=review.detail)
         return _respond(
-            uid, allowed=False, decision_id=refused.decision_id, code=500, message=message
+            review.uid, allowed=False, decision_id=refused.decision_id, code=code, message=message
         )
 
-    def _validate(
-        self,
-        uid: str,
-        principal: EntityUID,
-        target: Target,
-        detail: dict[str, Any],
-        caller: str | None,
-    ) -> dict[str, Any]:
+    def _unevaluable(self, review: _Review, exc: RequestError) -> dict[str, Any]:
+        message = f"Docket could not evaluate the review against its policy bundle: {exc}"
+        log.error("admission.unevaluable", uid=review.uid, error=str(exc))
+        return self._refuse(review, message, code=500)
+
+    def _validate(self, review: _Review, principal: EntityUID, target: Target) -> dict[str, Any]:
         request = Request(
             principal=principal,
             action=EntityUID(type="Action", id="admit"),
@@ -271,17 +272,17 @@ class AdmissionController:
             context=target.context,
         )
         try:
-            (decided,) = self.service.authorize([request], api=API, detail=detail)
+            (decided,) = self.service.authorize([request], api=API, detail=review.detail)
         except RequestError as exc:
-            return self._unevaluable(uid, exc, detail, caller)
+            return self._unevaluable(review, exc)
         if decided.decision.allowed:
             return _respond(
-                uid, allowed=True, decision_id=decided.decision_id, warnings=target.warnings
+                review.uid, allowed=True, decision_id=decided.decision_id, warnings=target.warnings
             )
         why = f"{_why(decided)}{_pod_security(decided, target)}"
         message = f"{target.description}: {why} (decision {decided.decision_id})"
         return _respond(
-            uid,
+            review.uid,
             allowed=False,
             decision_id=decided.decision_id,
             message=message,
@@ -289,13 +290,7 @@ class AdmissionController:
         )
 
     def _mutate(
-        self,
-        uid: str,
-        operation: str,
-        principal: EntityUID,
-        target: Target,
-        detail: dict[str, Any],
-        caller: str | None,
+        self, review: _Review, operation: str, principal: EntityUID, target: Target
     ) -> dict[str, Any]:
         bundle = self.service.engine.bundle
         catalog = bundle.sites if bundle is not None else ()
@@ -307,12 +302,12 @@ class AdmissionController:
             kind="workload",
             classification=target.classification,
             residency=(target.residency,) if target.residency else (),
-            context={CALLER: caller} if caller else {},
+            context={CALLER: review.caller} if review.caller else {},
         )
         try:
-            placed = self.service.place(workload, sites, detail=detail)
+            placed = self.service.place(workload, sites, detail=review.detail)
         except RequestError as exc:
-            return self._unevaluable(uid, exc, detail, caller)
+            return self._unevaluable(review, exc)
         placement = placed.placement
         if not placement.allowed:
             reasons = sorted({r for denied in placement.denied for r in denied.reasons})
@@ -322,7 +317,9 @@ class AdmissionController:
                 f"{target.description}: no site{where} may run it ({why}; "
                 f"decision {placed.decision_id})"
             )
-            return _respond(uid, allowed=False, decision_id=placed.decision_id, message=message)
+            return _respond(
+                review.uid, allowed=False, decision_id=placed.decision_id, message=message
+            )
         groups = node_groups(placement, catalog)
         ops = affinity_ops(target.template, target.raw, groups)
         annotations = (target.raw.get("metadata") or {}).get("annotations") or {}
@@ -337,7 +334,7 @@ class AdmissionController:
                 f"none of its sites ({', '.join(sorted(allowed_regions))}): it will not schedule"
             )
         return _respond(
-            uid, allowed=True, decision_id=placed.decision_id, warnings=warnings, patch=ops
+            review.uid, allowed=True, decision_id=placed.decision_id, warnings=warnings, patch=ops
         )
 
 
