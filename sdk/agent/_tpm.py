@@ -17,9 +17,9 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
+from sdk._closing import Closing
 from sdk._errors import ConfigurationError, TpmError
 from sdk.agent._nv import EK_CERT_INDEX, der_prefix
 from sdk.agent._pcrs import parse_selection, split_pcr_values
@@ -44,7 +44,7 @@ def _stderr_line(stderr: str) -> str:
     return text if len(text) <= _MAX_STDERR else text[: _MAX_STDERR - 3] + "..."
 
 
-class Tpm:
+class Tpm(Closing):
     """A TPM 2.0 reached through tpm2-tools and a TCTI, with a private working directory.
 
     ``tcti`` is what ``TPM2TOOLS_TCTI`` would hold: ``swtpm:host=127.0.0.1,port=2321``,
@@ -74,17 +74,6 @@ class Tpm:
         """Remove the working directory (the saved key contexts). Idempotent."""
         shutil.rmtree(self._dir, ignore_errors=True)
         self._has_ek = self._has_ak = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _exec(self, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
         tool = argv[0]
