@@ -18,6 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from sdk import _convert
+from sdk._closing import Closing
 from sdk._errors import ConfigurationError, DocketError, ServerError, TransportError, error_from_rpc
 from sdk._models import (
     AuthorizeRequest,
@@ -170,7 +171,7 @@ class _ClientBase:
         raise exc
 
 
-class DecisionClient(_ClientBase):
+class DecisionClient(_ClientBase, Closing):
     """A blocking client for ``docket.v1.Decisions`` over one channel.
 
     ``target`` is ``HOST:PORT``; ``timeout`` is each call's deadline in seconds, retries
@@ -275,17 +276,6 @@ class DecisionClient(_ClientBase):
         """Close the channel; later calls raise ``TransportError``. Idempotent."""
         self._closed = True
         self._channel.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class AsyncDecisionClient(_ClientBase):

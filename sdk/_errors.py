@@ -16,7 +16,8 @@ chained as ``__cause__``)::
     │                           refused for the caller's identity, an attestation refused
     ├── ServerError             any other status (INTERNAL, UNIMPLEMENTED, ...) or a
     │                           response the client cannot read
-    └── TpmError                the device agent's TPM (tpm2-tools) failed or is missing
+    └── TpmError                the device agent's TPM (tpm2-tools, tpm2-pytss) failed or
+                                is missing
 
 Pydantic validators raise :class:`CedarValueError` (a ``ValueError``, as pydantic wants)
 for a value Cedar cannot carry; the client turns it into an ``InvalidRequestError``.

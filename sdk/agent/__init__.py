@@ -7,27 +7,42 @@
     Tpm.activate, Tpm.quote, Tpm.pcrread, a fresh device key + CSR ──Attest──> credentials
     ──> svid.pem, svid.key, bundle.pem, jwt in ``out`` (each replaced atomically)
 
-``Tpm`` drives tpm2-tools against a TCTI (``swtpm:host=127.0.0.1,port=2321``,
-``device:/dev/tpmrm0``, ...) in a private working directory and flushes transient objects
-after every command, since a TPM without a resource manager (swtpm) holds only three.
+Two TPM drivers give the flow the same evidence, byte for byte in the same formats, so
+the verifier cannot tell them apart:
+
+- ``Tpm`` drives tpm2-tools against a TCTI (``swtpm:host=127.0.0.1,port=2321``,
+  ``device:/dev/tpmrm0``, ...) in a private working directory;
+- ``EsapiTpm`` drives tpm2-pytss (ESAPI) in-process, the optional extra
+  ``pip install 'docket[tpm]'`` (it builds against libtss2-dev).
+
+``attest(..., backend=...)`` picks one: ``"tpm2-tools"``, ``"tpm2-pytss"``, or ``"auto"``
+(the default): tpm2-tools when ``tpm2_createek`` is on PATH, else tpm2-pytss when it
+imports. Both flush transient objects after every command, since a TPM without a
+resource manager (swtpm) holds only three.
 
 One module per reason to change:
 
     _attest.py        the flow: Challenge, the TPM's answers, Attest, the checked response
-    _tpm.py           the TPM driver: tpm2-tools subprocesses, transient-object flushing
+    _backend.py       which driver: tpm2-tools or tpm2-pytss, and "auto"
+    _tpm.py           the tpm2-tools driver: subprocesses, transient-object flushing
+    _esapi.py         the tpm2-pytss driver: ESAPI calls, transient-object flushing
+    _nv.py            the EK certificate's NV index, the DER cut from its padding (pure)
     _pcrs.py          PCR selections and the values tpm2_pcrread returns (pure)
     _channel.py       the gRPC channel: plaintext only to loopback, errors mapped
     _credentials.py   the device key and CSR, the credential files written atomically
 
 This package needs ``cryptography`` (the device key and its CSR), so ``import sdk`` does
-not import it. Every call raises only ``DocketError`` subclasses: ``TpmError`` when the
-TPM or tpm2-tools fail, ``PermissionDeniedError`` ("attestation refused: ...") when Docket
+not import it; tpm2-pytss is imported only when its driver is used. Every call raises
+only ``DocketError`` subclasses: ``TpmError`` when the TPM, tpm2-tools or tpm2-pytss fail
+or are missing, ``PermissionDeniedError`` ("attestation refused: ...") when Docket
 refuses the evidence, and the rest of the tree as for the decision client.
 """
 
 from sdk._errors import TpmError
 from sdk.agent._attest import AttestResult, attest
+from sdk.agent._backend import TpmBackend
+from sdk.agent._esapi import EsapiTpm
 from sdk.agent._pcrs import pcr_selection
 from sdk.agent._tpm import Tpm
 
-__all__ = ["AttestResult", "Tpm", "TpmError", "attest", "pcr_selection"]
+__all__ = ["AttestResult", "EsapiTpm", "Tpm", "TpmBackend", "TpmError", "attest", "pcr_selection"]

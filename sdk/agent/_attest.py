@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sdk._errors import ConfigurationError, InvalidRequestError, ServerError
 from sdk._tls import TLSConfig
+from sdk.agent._backend import TpmBackend, open_tpm
 from sdk.agent._channel import dial, invoke
 from sdk.agent._credentials import (
     BUNDLE_FILE,
@@ -27,7 +28,6 @@ from sdk.agent._credentials import (
     write_atomically,
 )
 from sdk.agent._pcrs import PCR_BANKS, pcr_selection
-from sdk.agent._tpm import Tpm
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1.attestation_pb2_grpc import AttestationStub
 
@@ -117,6 +117,7 @@ def attest(
     timeout: float = 30.0,
     ek_intermediates: Sequence[bytes] = (),
     insecure_plaintext: bool = False,
+    backend: TpmBackend = "auto",
 ) -> AttestResult:
     """Attest the TPM at ``tcti`` to Docket at ``server`` (``HOST:PORT``) and write the
     credentials into ``out``: ``svid.pem`` (leaf then chain), ``svid.key`` (PKCS#8,
@@ -128,19 +129,22 @@ def attest(
     ``timeout`` is each call's deadline in seconds, gRPC's retries of Challenge included
     (UNAVAILABLE and RESOURCE_EXHAUSTED, up to 3 times; Attest is sent once, since its
     first answer consumes the challenge); ``ek_intermediates`` are DER
-    certificates between the EK certificate and its root, when the TPM lacks them.
+    certificates between the EK certificate and its root, when the TPM lacks them;
+    ``backend`` the TPM driver: ``"tpm2-tools"``, ``"tpm2-pytss"`` (the ``docket[tpm]``
+    extra), or ``"auto"``, tpm2-tools when ``tpm2_createek`` is on PATH, else tpm2-pytss.
 
     Raises ``PermissionDeniedError`` ("attestation refused: <reason>") when Docket
     refuses the EK, the AK or the evidence; ``TpmError``; ``TransportError`` when Docket
     cannot be reached; ``ConfigurationError`` for unusable settings or an unwritable
-    ``out``; ``ServerError`` for a response the agent cannot use.
+    ``out`` or an unknown ``backend``; ``ServerError`` for a response the agent cannot
+    use.
     """
     if not timeout > 0:
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout}")
     channel = dial(server, tls, insecure_plaintext)
     prepare_out(out)
     try:
-        with Tpm(tcti) as tpm:
+        with open_tpm(tcti, backend) as tpm:
             ek_public, ek_certificate = tpm.create_ek()
             ak_public = tpm.create_ak()
             stub = AttestationStub(channel)

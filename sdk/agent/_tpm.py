@@ -17,16 +17,14 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
+from sdk._closing import Closing
 from sdk._errors import ConfigurationError, TpmError
+from sdk.agent._nv import EK_CERT_INDEX, der_prefix
 from sdk.agent._pcrs import parse_selection, split_pcr_values
 
-__all__ = ["EK_CERT_INDEX", "Tpm"]
-
-EK_CERT_INDEX: Final = 0x01C00002
-"""The NV index of the RSA 2048 EK certificate (TCG EK Credential Profile)."""
+__all__ = ["Tpm"]
 
 _TOOL_TIMEOUT: Final = 60.0
 _MAX_STDERR: Final = 400
@@ -46,28 +44,7 @@ def _stderr_line(stderr: str) -> str:
     return text if len(text) <= _MAX_STDERR else text[: _MAX_STDERR - 3] + "..."
 
 
-def _der_prefix(data: bytes, what: str) -> bytes:
-    """The DER SEQUENCE at the start of ``data``, without the padding NV indexes may hold.
-
-    Raises ``TpmError`` when ``data`` does not start with a complete DER SEQUENCE.
-    """
-    if len(data) < 2 or data[0] != 0x30:
-        raise TpmError(f"{what} is not a DER certificate")
-    first = data[1]
-    if first < 0x80:
-        header, length = 2, first
-    else:
-        size = first & 0x7F
-        if not 1 <= size <= 4 or len(data) < 2 + size:
-            raise TpmError(f"{what} is not a DER certificate (bad length)")
-        header, length = 2 + size, int.from_bytes(data[2 : 2 + size], "big")
-    end = header + length
-    if end > len(data):
-        raise TpmError(f"{what} is truncated: {len(data)} bytes of a {end}-byte certificate")
-    return data[:end]
-
-
-class Tpm:
+class Tpm(Closing):
     """A TPM 2.0 reached through tpm2-tools and a TCTI, with a private working directory.
 
     ``tcti`` is what ``TPM2TOOLS_TCTI`` would hold: ``swtpm:host=127.0.0.1,port=2321``,
@@ -97,17 +74,6 @@ class Tpm:
         """Remove the working directory (the saved key contexts). Idempotent."""
         shutil.rmtree(self._dir, ignore_errors=True)
         self._has_ek = self._has_ak = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _exec(self, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
         tool = argv[0]
@@ -178,7 +144,7 @@ class Tpm:
             return ek_public, None
         self._run("tpm2_nvread", f"0x{EK_CERT_INDEX:08x}", "-o", "ek.crt")
         what = f"the EK certificate in NV 0x{EK_CERT_INDEX:08x}"
-        return ek_public, _der_prefix(self._read("ek.crt"), what)
+        return ek_public, der_prefix(self._read("ek.crt"), what)
 
     def create_ak(self) -> bytes:
         """Create the attestation key under the EK: ECC P-256, SHA-256, ECDSA, restricted

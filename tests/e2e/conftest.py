@@ -6,7 +6,10 @@
 - ``postgres_db``: the URL of a new, empty database of the test's own (per test);
 - ``provisioned_tpm``: a swtpm state manufactured with an EK certificate by a private
   swtpm_localca, and that CA's root (session; copy the state per test, see swtpm.py);
-- ``swtpm``: a swtpm running on a fresh copy of that state (per test, stopped by PID).
+- ``swtpm``: a swtpm running on a fresh copy of that state (per test, stopped by PID);
+- ``tpm2_pytss``: the ``docket[tpm]`` extra imports (a skip only where it cannot be built);
+- ``tpm_backend``: each of the agent's TPM drivers in turn, ``"tpm2-tools"`` and
+  ``"tpm2-pytss"``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from e2e.postgres import Binaries, PostgresServer, find_binaries, start_postgres
@@ -31,18 +35,10 @@ def _in_ci() -> bool:
 def postgres_binaries() -> Binaries:
     """initdb and pg_ctl; a skip only where PostgreSQL cannot be installed (not root)."""
     binaries = find_binaries()
-    if binaries is not None:
-        return binaries
-    missing = "no PostgreSQL (initdb, pg_ctl under /usr/lib/postgresql/*/bin or on PATH)"
-    if os.geteuid() != 0:
-        cannot = "not root"
-    elif shutil.which("apt-get") is None:
-        cannot = "no apt-get"
-    else:
-        pytest.fail(f"{missing}: `make test` installs it (.ci/install-test-deps)")
-    if _in_ci():
-        pytest.fail(f"{missing}, and it cannot be installed ({cannot}); CI must not skip")
-    pytest.skip(f"{missing}, and it cannot be installed ({cannot}): apt-get install postgresql")
+    if binaries is None:
+        missing = "no PostgreSQL (initdb, pg_ctl under /usr/lib/postgresql/*/bin or on PATH)"
+        _cannot_have(missing, "apt-get install postgresql")
+    return binaries
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +61,40 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 def postgres_db(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database ``test_<n>``, for this test alone."""
     return postgres_server.create_database()
+
+
+@pytest.fixture
+def tpm2_pytss() -> None:
+    """tpm2-pytss imports (the ``docket[tpm]`` extra); a skip only where libtss2-dev cannot
+    be installed (not root, no apt-get), and never in CI."""
+    from sdk.agent._esapi import pytss_missing
+
+    reason = pytss_missing()
+    if reason is not None:
+        _cannot_have(f"tpm2-pytss does not import ({reason})", "pip install 'docket[tpm]'")
+
+
+@pytest.fixture(params=["tpm2-tools", "tpm2-pytss"])
+def tpm_backend(request: pytest.FixtureRequest) -> str:
+    """Each TPM driver of the agent in turn (tpm2-pytss as the ``tpm2_pytss`` fixture)."""
+    backend = str(request.param)
+    if backend == "tpm2-pytss":
+        request.getfixturevalue("tpm2_pytss")
+    return backend
+
+
+def _cannot_have(missing: str, install: str) -> NoReturn:
+    """Fail when ``make test`` could have installed what is missing, or in CI; else skip,
+    saying why it cannot be installed here."""
+    if os.geteuid() != 0:
+        cannot = "not root"
+    elif shutil.which("apt-get") is None:
+        cannot = "no apt-get"
+    else:
+        pytest.fail(f"{missing}: `make test` installs it (.ci/install-test-deps)")
+    if _in_ci():
+        pytest.fail(f"{missing}, and it cannot be installed ({cannot}); CI must not skip")
+    pytest.skip(f"{missing}, and it cannot be installed ({cannot}): {install}")
 
 
 @pytest.fixture(scope="session")

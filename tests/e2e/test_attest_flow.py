@@ -6,12 +6,15 @@ The agent writes svid.pem, svid.key, bundle.pem and jwt; the SVID chains to the 
 and the JWT verifies with ``docket ca jwks``; both say ``device_class: dev``. Running it
 again renews. A request with the device's JWT is allowed where the same request without
 it is denied. The audit log holds the attestation and both certificates and verifies.
-An EK whose chain cannot be built is refused (exit 1), a dead TPM is exit 2.
+An EK whose chain cannot be built is refused (exit 1), a dead TPM is exit 2. The agent
+earns the same credentials through either TPM driver (tpm2-tools, tpm2-pytss), and
+``docket attest`` on a machine without tpm2-tools uses tpm2-pytss.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -33,7 +36,7 @@ from google.protobuf import struct_pb2
 from swtpm import ProvisionedState, SoftwareTpm, free_port_pair
 
 from attestation._ca import JWT_POSTURE_CLAIM
-from sdk.agent import Tpm, pcr_selection
+from sdk.agent import Tpm, attest, pcr_selection
 from sdk.v1 import attestation_pb2 as attestation_pb
 from sdk.v1 import attestation_pb2_grpc as attestation_grpc
 from sdk.v1 import decisions_pb2 as pb
@@ -66,9 +69,14 @@ def _serve(provisioned_tpm: ProvisionedState, root: Path) -> Iterator[Docket]:
 
 
 def docket_attest(
-    docket: Docket, swtpm: SoftwareTpm | str, out: Path, *flags: str
+    docket: Docket,
+    swtpm: SoftwareTpm | str,
+    out: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``docket attest`` against ``docket``, with ``swtpm``'s TCTI (or a TCTI string)."""
+    """``docket attest`` against ``docket``, with ``swtpm``'s TCTI (or a TCTI string), in
+    ``env`` (this process's environment by default)."""
     tcti = swtpm if isinstance(swtpm, str) else swtpm.env["TPM2TOOLS_TCTI"]
     return subprocess.run(
         [
@@ -83,6 +91,7 @@ def docket_attest(
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
 
 
@@ -296,3 +305,58 @@ def _csr() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return request.public_bytes(serialization.Encoding.DER)
+
+
+def _issuer_der(provisioned_tpm: ProvisionedState) -> bytes:
+    issuer = x509.load_pem_x509_certificate(provisioned_tpm.issuer_cert.read_bytes())
+    return issuer.public_bytes(serialization.Encoding.DER)
+
+
+def test_each_tpm_backend_earns_credentials_from_docket_serve(
+    fresh_docket: Docket,
+    swtpm: SoftwareTpm,
+    provisioned_tpm: ProvisionedState,
+    tpm_backend: str,
+    tmp_path: Path,
+) -> None:
+    """The whole flow, Challenge to credentials on disk, through each TPM driver."""
+    out = tmp_path / "creds"
+    result = attest(
+        f"127.0.0.1:{fresh_docket.grpc_port}",
+        swtpm.env["TPM2TOOLS_TCTI"],
+        out,
+        ek_intermediates=[_issuer_der(provisioned_tpm)],
+        backend=tpm_backend,
+    )
+    assert result.device_class == "dev"
+    assert result.posture["attested"] is True
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == FILES
+    leaf, *chain = x509.load_pem_x509_certificates(result.svid_path.read_bytes())
+    bundle = x509.load_pem_x509_certificates(result.bundle_path.read_bytes())
+    verifier = PolicyBuilder().store(Store(bundle)).build_client_verifier()
+    (spiffe_id,) = verifier.verify(leaf, chain).subjects or []
+    assert isinstance(spiffe_id, x509.UniformResourceIdentifier)
+    assert spiffe_id.value == result.spiffe_id
+    issued = fresh_docket.audit_entries("attestation", "certificate")
+    assert [(e["kind"], e["decision"]) for e in issued] == [
+        ("attestation", "allow"),
+        ("certificate", "allow"),
+        ("certificate", "allow"),
+    ]
+    assert all(e["subject"] == result.spiffe_id for e in issued)
+
+
+@pytest.mark.usefixtures("tpm2_pytss")
+def test_docket_attest_without_tpm2_tools_uses_tpm2_pytss(
+    fresh_docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> None:
+    """A device with tpm2-pytss and no tpm2-tools attests: "auto" picks tpm2-pytss."""
+    bare = tmp_path / "bin"  # a PATH with docket's Python and nothing of tpm2-tools
+    bare.mkdir()
+    env = dict(os.environ, PATH=str(bare))
+    out = tmp_path / "creds"
+    intermediate = ("--ek-intermediate", str(provisioned_tpm.issuer_cert))
+    done = docket_attest(fresh_docket, swtpm, out, *intermediate, env=env)
+    assert done.returncode == 0, done.stderr + fresh_docket.log.read_text()
+    assert "device class  dev" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)

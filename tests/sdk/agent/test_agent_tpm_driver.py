@@ -15,15 +15,16 @@ from cryptography.hazmat.primitives import serialization
 
 from sdk import ConfigurationError
 from sdk.agent import Tpm, TpmError
-from sdk.agent._tpm import _der_prefix, _stderr_line
+from sdk.agent._nv import der_prefix
+from sdk.agent._tpm import _stderr_line
 
 # --- the EK certificate in NV ------------------------------------------------------------
 
 
 def test_nv_padding_is_removed_from_the_certificate() -> None:
     der = certificate()[0].public_bytes(serialization.Encoding.DER)
-    assert _der_prefix(der + b"\x00" * 100 + b"\xff" * 7, "the EK certificate") == der
-    assert _der_prefix(der, "the EK certificate") == der
+    assert der_prefix(der + b"\x00" * 100 + b"\xff" * 7, "the EK certificate") == der
+    assert der_prefix(der, "the EK certificate") == der
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_nv_padding_is_removed_from_the_certificate() -> None:
 )
 def test_nv_content_that_is_no_certificate_is_a_tpm_error(data: bytes, message: str) -> None:
     with pytest.raises(TpmError, match=message):
-        _der_prefix(data, "the EK certificate")
+        der_prefix(data, "the EK certificate")
 
 
 # --- tpm2-tools errors -------------------------------------------------------------------
