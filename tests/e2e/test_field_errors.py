@@ -1,18 +1,19 @@
 """A context off the schema is refused naming the field, the same way on every path of a
 real ``docket serve``: gRPC Authorize and BatchAuthorize (INVALID_ARGUMENT, the field in
-the details), the SDK (``InvalidRequestError``), and ext_authz (denied with the reason,
-and the refusal audited)."""
+the details), the SDK (``InvalidRequestError``), ``docket decide --server`` (exit 2, as
+offline), and ext_authz (denied with the reason, and the refusal audited)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from e2e.docket_process import Docket, start_docket
+from e2e.docket_process import DOCKET, Docket, start_docket
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.protobuf import json_format, struct_pb2
@@ -122,3 +123,26 @@ def test_ext_authz_denies_with_the_field_as_reason(docket: Docket) -> None:
         if entry["detail"].get("decision_id") == body["decision_id"]
     ]
     assert [entry["detail"]["error"] for entry in entries] == [body["error"]]
+
+
+def test_decide_with_server_names_the_field_as_offline(docket: Docket) -> None:
+    """`docket decide --server` fails as `docket decide` does: exit 2, one line naming
+    the line of input and the field."""
+    request = {
+        "principal": {"type": "User", "id": "alice"},
+        "action": {"type": "Action", "id": "read"},
+        "resource": {"type": "Data", "id": "payroll"},
+        "context": {"mfa": "yes"},
+    }
+    result = subprocess.run(
+        [DOCKET, "decide", "--server", f"127.0.0.1:{docket.grpc_port}"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("docket: <stdin>:1: ")
+    assert line.endswith(WRONG_MFA)
