@@ -25,6 +25,14 @@ from typing import Any
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),  # before int: a bool is an int to Python, never a long to Cedar
+    (int, "a whole number"),
+    (float, "a number with a fraction; Cedar has only whole numbers"),
+    (str, "a string"),
+    (list, "a JSON array"),
+    (dict, "a JSON object"),
+)
 _EXPECTED = {
     "Boolean": "a boolean",
     "Long": "a long (a whole number)",
@@ -122,18 +130,9 @@ def _mismatch(expected: Mapping[str, Any], value: Any, path: str) -> str:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "a whole number"
-    if isinstance(value, float):
-        return "a number with a fraction; Cedar has only whole numbers"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a JSON array"
-    if isinstance(value, dict):
-        return "a JSON object"
+    for kind, described in _KINDS:
+        if isinstance(value, kind):
+            return described
     return "null" if value is None else type(value).__name__
 
 
