@@ -74,25 +74,33 @@ class _Answerer:
         return connect(server, self.tls_ca, self.tls_cert, self.tls_key)
 
 
-def _answerer_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--bundle``, ``--bundle-key``, ``--server`` and its TLS options, handed to
-    ``command`` as one ``answerer``."""
+def _command(file_argument: str, json_help: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A command reading FILE (or stdin), with ``--json``, ``--bundle``, ``--bundle-key``,
+    ``--server`` and its TLS options; the last four reach it as one ``answerer``."""
 
-    @wraps(command)
-    def with_answerer(
-        *args: Any,
-        bundle_path: Path | None,
-        bundle_key: Path | None,
-        server: str | None,
-        tls_ca: Path | None,
-        tls_cert: Path | None,
-        tls_key: Path | None,
-        **kwargs: Any,
-    ) -> Any:
-        answerer = _Answerer(bundle_path, bundle_key, server, tls_ca, tls_cert, tls_key)
-        return command(*args, answerer=answerer, **kwargs)
+    def make(command: Callable[..., Any]) -> click.Command:
+        @wraps(command)
+        def with_answerer(
+            *args: Any,
+            bundle_path: Path | None,
+            bundle_key: Path | None,
+            server: str | None,
+            tls_ca: Path | None,
+            tls_cert: Path | None,
+            tls_key: Path | None,
+            **kwargs: Any,
+        ) -> Any:
+            answerer = _Answerer(bundle_path, bundle_key, server, tls_ca, tls_cert, tls_key)
+            return command(*args, answerer=answerer, **kwargs)
 
-    return bundle_option(key_option(server_options(with_answerer)))
+        # Applied innermost first: --help lists them in the opposite order.
+        options = server_options(click.pass_context(with_answerer))
+        options = click.option("--json", "as_json", is_flag=True, help=json_help)(options)
+        options = bundle_option(key_option(options))
+        argument = click.argument(file_argument, required=False, type=click.File("r"), default="-")
+        return click.command()(argument(options))
+
+    return make
 
 
 def _objects(source: IO[str]) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -141,11 +149,7 @@ def _print_verdict(
         out.print(f"  error in {policy}: {message}", markup=False)
 
 
-@click.command()
-@click.argument("request_file", required=False, type=click.File("r"), default="-")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per request.")
-@_answerer_options
-@click.pass_context
+@_command("request_file", "One JSON object per request.")
 def decide(ctx: click.Context, request_file: IO[str], as_json: bool, answerer: _Answerer) -> None:
     """Decide requests (a JSON object, or JSON Lines) from REQUEST_FILE or stdin.
 
@@ -187,11 +191,7 @@ def decide(ctx: click.Context, request_file: IO[str], as_json: bool, answerer: _
         ctx.exit(1)
 
 
-@click.command()
-@click.argument("workload_file", required=False, type=click.File("r"), default="-")
-@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
-@_answerer_options
-@click.pass_context
+@_command("workload_file", "Print the placement as JSON.")
 def place(ctx: click.Context, workload_file: IO[str], as_json: bool, answerer: _Answerer) -> None:
     """Rank the sites a workload or dataset may be placed on.
 
