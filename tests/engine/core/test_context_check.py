@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, PolicyBundle, Request, RequestError
-from engine._core.context_check import context_problem
+from engine._core.context_check import context_fits, context_problem
 from engine._core.schema_json import context_types, schema_json
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -186,7 +186,9 @@ def _plain(value: Any) -> bool:
 @given(_contexts)
 def test_refuses_only_what_cedar_refuses(context: dict[str, Any]) -> None:
     assert _TYPES is not None
-    problem = context_problem(_TYPES[("N::Action", "read")], context, "read")
+    context_type = _TYPES[("N::Action", "read")]
+    problem = context_problem(context_type, context, "read")
+    assert context_fits(context_type, context) is (problem is None)
     refused = _cedar_refuses(context)
     if problem is not None:
         assert refused, f"{json.dumps(context)}: the check says {problem!r}, Cedar accepts it"
