@@ -69,16 +69,20 @@ class Engine:
 
         Erroring policies are listed in ``errors``; an erroring ``forbid`` denies unless
         the bundle sets ``forbid_errors = "cedar"`` (see :mod:`engine._core.bundle`).
-        Raises :class:`~engine.RequestError` when the request does not fit the schema,
+        Raises :class:`~engine.RequestError` when the request does not fit the schema
+        (a context that does not names its first wrong field, ``context.mfa: expected a
+        boolean``: :mod:`engine._core.context_check`),
         :class:`~engine._errors.LimitExceeded` when it is over a limit of
-        :mod:`engine._core.limits` (checked before any Cedar work).
+        :mod:`engine._core.limits` (both checked before any Cedar work).
         """
         return self.decide_batch((request,), now=now)[0]
 
     def decide_batch(self, requests: Sequence[Request], *, now: datetime) -> list[Decision]:
-        """Decide many requests, in order. Raises :class:`~engine.RequestError`, and
-        :class:`~engine._errors.LimitExceeded` when one request or the batch's total of
-        per-request entities is over a limit; nothing is evaluated then."""
+        """Decide many requests, in order. Raises :class:`~engine.RequestError` (in a
+        batch of several, a wrong context field is named with its request:
+        ``requests[3].context.mfa: …``), and :class:`~engine._errors.LimitExceeded` when
+        one request or the batch's total of per-request entities is over a limit; nothing
+        is evaluated then."""
         _require_utc(now)
         bundle = self._bundle
         if bundle is None:
