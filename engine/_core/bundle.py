@@ -59,6 +59,7 @@ from engine._core.cedar_source import error_line
 from engine._core.index import UID, PolicyIndex
 from engine._core.limits import heights
 from engine._core.policies import Policy, parse_policy_files
+from engine._core.schema_json import Type, context_types, schema_json
 from engine._core.signing import SIGNATURE_FILE, verify_bundle
 from engine._core.sites import Site, jurisdictions, parse_sites, unknown_jurisdiction
 from engine._errors import BundleError, RequestError
@@ -648,6 +649,9 @@ class PolicyBundle:
     """``[bundle] revision``: grows with each release; a replica refuses a lower one."""
     entities: cedarpy.Entities
     index: PolicyIndex
+    context_types: Mapping[UID, Type]
+    """Each action's context type, names resolved (:func:`~engine._core.schema_json.context_types`);
+    empty when the schema could not be read into its JSON form (Cedar's messages then stand)."""
     _by_id: dict[str, Policy]
     _ancestors: dict[UID, frozenset[UID]]
     _heights: dict[UID, int]
@@ -758,6 +762,8 @@ class PolicyBundle:
             raise BundleError(problems)
         assert schema is not None
         self.schema = schema
+        described = schema_json(schema)
+        self.context_types = (None if described is None else context_types(described)) or {}
         self.policies = tuple(policies)
         self._by_id = {policy.id: policy for policy in policies}
         stored_parents = parents_map([*entity_list, *actions])

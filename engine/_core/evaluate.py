@@ -12,6 +12,7 @@ from typing import Any
 import cedarpy
 
 from engine._core.bundle import PolicyBundle, qualify_entities
+from engine._core.context_check import context_problem
 from engine._core.index import UID, request_anchors
 from engine._core.limits import (
     MAX_BATCH_ENTITIES,
@@ -68,16 +69,20 @@ class Engine:
 
         Erroring policies are listed in ``errors``; an erroring ``forbid`` denies unless
         the bundle sets ``forbid_errors = "cedar"`` (see :mod:`engine._core.bundle`).
-        Raises :class:`~engine.RequestError` when the request does not fit the schema,
+        Raises :class:`~engine.RequestError` when the request does not fit the schema
+        (a context that does not names its first wrong field, ``context.mfa: expected a
+        boolean``: :mod:`engine._core.context_check`),
         :class:`~engine._errors.LimitExceeded` when it is over a limit of
-        :mod:`engine._core.limits` (checked before any Cedar work).
+        :mod:`engine._core.limits` (both checked before any Cedar work).
         """
         return self.decide_batch((request,), now=now)[0]
 
     def decide_batch(self, requests: Sequence[Request], *, now: datetime) -> list[Decision]:
-        """Decide many requests, in order. Raises :class:`~engine.RequestError`, and
-        :class:`~engine._errors.LimitExceeded` when one request or the batch's total of
-        per-request entities is over a limit; nothing is evaluated then."""
+        """Decide many requests, in order. Raises :class:`~engine.RequestError` (in a
+        batch of several, a wrong context field is named with its request:
+        ``requests[3].context.mfa: …``), and :class:`~engine._errors.LimitExceeded` when
+        one request or the batch's total of per-request entities is over a limit; nothing
+        is evaluated then."""
         _require_utc(now)
         bundle = self._bundle
         if bundle is None:
@@ -93,7 +98,12 @@ class Engine:
                 for _ in requests
             ]
         _check_batch(requests)
-        staged = [_stage(bundle, request) for request in requests]
+        fields = (
+            ["context"]
+            if len(requests) == 1
+            else [f"requests[{i}].context" for i in range(len(requests))]
+        )
+        staged = [_stage(bundle, r, field) for r, field in zip(requests, fields, strict=True)]
         total = sum(len(item.extra_json) for item in staged)
         if total > MAX_BATCH_ENTITY_BYTES:
             raise LimitExceeded(
@@ -188,9 +198,11 @@ class _Staged:
     parents: dict[UID, list[UID]]
 
 
-def _stage(bundle: PolicyBundle, request: Request) -> _Staged:
-    """Qualify a request's names and check it against the limits (cheap: no Cedar).
-    Raises :class:`~engine.LimitExceeded`."""
+def _stage(bundle: PolicyBundle, request: Request, field: str = "context") -> _Staged:
+    """Qualify a request's names and check it against the limits, then its context
+    against the action's context type (cheap: no Cedar). Raises
+    :class:`~engine.LimitExceeded`, and :class:`~engine.RequestError` naming the first
+    wrong field of the context (``field`` is its path)."""
     namespace = bundle.namespace
     principal = (bundle.qualify(request.principal.type), request.principal.id)
     if principal[1].startswith(SPIFFE_SCHEME):
@@ -200,6 +212,11 @@ def _stage(bundle: PolicyBundle, request: Request) -> _Staged:
     context: dict[str, Any] = {}
     if request.context:
         context = check_context(request.context, namespace)
+    context_type = bundle.context_types.get(action)
+    if context_type is not None:
+        problem = context_problem(context_type, context, action[1], field)
+        if problem is not None:
+            raise RequestError(problem)
     extra_json = ""
     parents: dict[UID, list[UID]] = {}
     if request.entities:

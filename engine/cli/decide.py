@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 from pydantic import ValidationError
@@ -49,22 +50,75 @@ def _decision_json(decision: Decision, forbid_errors: str) -> str:
     )
 
 
-def _engine_for(ctx: click.Context, bundle_path: Path | None, bundle_key: Path | None) -> Engine:
-    """An engine on the bundle the flags (or settings) name."""
-    settings = settings_of(ctx)
-    bundle = load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
-    return Engine(bundle)
+@dataclass(frozen=True, slots=True)
+class _Answerer:
+    """Who answers: the bundle of ``--bundle`` (offline), or the server of ``--server``."""
+
+    bundle_path: Path | None
+    bundle_key: Path | None
+    server: str | None
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+
+    def engine(self, ctx: click.Context) -> Engine:
+        """An engine on the bundle the flags (or settings) name."""
+        settings = settings_of(ctx)
+        bundle = load_bundle(
+            self.bundle_path or settings.bundle, self.bundle_key or settings.bundle_public_key
+        )
+        return Engine(bundle)
+
+    def client(self, server: str) -> DecisionClient:
+        """A client of ``server`` with the TLS options given."""
+        return connect(server, self.tls_ca, self.tls_cert, self.tls_key)
+
+
+def _command(file_argument: str, json_help: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A command reading FILE (or stdin), with ``--json``, ``--bundle``, ``--bundle-key``,
+    ``--server`` and its TLS options; the last four reach it as one ``answerer``."""
+
+    def make(command: Callable[..., Any]) -> click.Command:
+        @wraps(command)
+        def with_answerer(
+            *args: Any,
+            bundle_path: Path | None,
+            bundle_key: Path | None,
+            server: str | None,
+            tls_ca: Path | None,
+            tls_cert: Path | None,
+            tls_key: Path | None,
+            **kwargs: Any,
+        ) -> Any:
+            answerer = _Answerer(bundle_path, bundle_key, server, tls_ca, tls_cert, tls_key)
+            return command(*args, answerer=answerer, **kwargs)
+
+        # Applied innermost first: --help lists them in the opposite order.
+        options = server_options(click.pass_context(with_answerer))
+        options = click.option("--json", "as_json", is_flag=True, help=json_help)(options)
+        options = bundle_option(key_option(options))
+        argument = click.argument(file_argument, required=False, type=click.File("r"), default="-")
+        return click.command()(argument(options))
+
+    return make
+
+
+def _objects(source: IO[str]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(name, line, object) for each JSON object of ``source``; anything else (an
+    array, a number) is an input error saying one object per line."""
+    name = source.name
+    for line, document in read_documents(source, name):
+        if not isinstance(document, dict):
+            raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
+        yield name, line, document
 
 
 def _decide_remote(
     ctx: click.Context, source: IO[str], as_json: bool, client: DecisionClient, server: str
 ) -> None:
-    name = source.name
     denied = 0
     with client:
-        for line, document in read_documents(source, name):
-            if not isinstance(document, dict):
-                raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
+        for name, line, document in _objects(source):
             try:
                 send = partial(remote.authorize, client, document)
                 result = call(f"{name}:{line}", server, send)
@@ -95,45 +149,27 @@ def _print_verdict(
         out.print(f"  error in {policy}: {message}", markup=False)
 
 
-@click.command()
-@click.argument("request_file", required=False, type=click.File("r"), default="-")
-@bundle_option
-@key_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per request.")
-@server_options
-@click.pass_context
-def decide(
-    ctx: click.Context,
-    request_file: IO[str],
-    bundle_path: Path | None,
-    bundle_key: Path | None,
-    as_json: bool,
-    server: str | None,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-) -> None:
+@_command("request_file", "One JSON object per request.")
+def decide(ctx: click.Context, request_file: IO[str], as_json: bool, answerer: _Answerer) -> None:
     """Decide requests (a JSON object, or JSON Lines) from REQUEST_FILE or stdin.
 
     Each answer says which semantics the bundle gives a forbid that errors
     (forbid_errors: "deny", the default, or "cedar": skipped, as Cedar does).
     With --server, a running `docket serve` decides and records each one and the
     answer names its audit entry. Exits 0 when every request is allowed, 1 when any
-    is denied.
+    is denied, 2 on an input error: one line naming the input line and the field
+    (`<stdin>:2: context.mfa: expected a boolean`). An array is not a request: give
+    one object per line.
     """
-    if server is not None:
-        _decide_remote(
-            ctx, request_file, as_json, connect(server, tls_ca, tls_cert, tls_key), server
-        )
+    if answerer.server is not None:
+        client = answerer.client(answerer.server)
+        _decide_remote(ctx, request_file, as_json, client, answerer.server)
         return
-    engine = _engine_for(ctx, bundle_path, bundle_key)
+    engine = answerer.engine(ctx)
     assert engine.bundle is not None
     forbid_errors = engine.bundle.forbid_errors
-    name = request_file.name
     denied = 0
-    for line, document in read_documents(request_file, name):
-        if not isinstance(document, dict):
-            raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
+    for name, line, document in _objects(request_file):
         try:
             request = Request.model_validate(document)
             decision = engine.decide(request, now=datetime.now(UTC))
@@ -155,24 +191,8 @@ def decide(
         ctx.exit(1)
 
 
-@click.command()
-@click.argument("workload_file", required=False, type=click.File("r"), default="-")
-@bundle_option
-@key_option
-@click.option("--json", "as_json", is_flag=True, help="Print the placement as JSON.")
-@server_options
-@click.pass_context
-def place(
-    ctx: click.Context,
-    workload_file: IO[str],
-    bundle_path: Path | None,
-    bundle_key: Path | None,
-    as_json: bool,
-    server: str | None,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-) -> None:
+@_command("workload_file", "Print the placement as JSON.")
+def place(ctx: click.Context, workload_file: IO[str], as_json: bool, answerer: _Answerer) -> None:
     """Rank the sites a workload or dataset may be placed on.
 
     Input: {"workload": {...}, "sites": [optional site names]} or just the workload.
@@ -181,14 +201,12 @@ def place(
     or users_in that is not a jurisdiction of the bundle's site catalog. With --server,
     a running `docket serve` places and records it.
     """
-    client = None if server is None else connect(server, tls_ca, tls_cert, tls_key)
-    engine = None if server is not None else _engine_for(ctx, bundle_path, bundle_key)
-    name = workload_file.name
+    server = answerer.server
+    client = None if server is None else answerer.client(server)
+    engine = None if server is not None else answerer.engine(ctx)
     placements: list[Placement] = []
     placed_any = True
-    for line, document in read_documents(workload_file, name):
-        if not isinstance(document, dict):
-            raise InputError(f"{name}:{line}: {ONE_OBJECT} (got {type(document).__name__})")
+    for name, line, document in _objects(workload_file):
         spec = document.get("workload", document)
         sites = document.get("sites") if "workload" in document else None
         if sites is not None and not (

@@ -317,6 +317,36 @@ def test_an_array_says_one_object_per_line(command: str) -> None:
     assert "(got list)" in result.stderr
 
 
+def test_an_array_in_a_file_says_one_object_per_line(tmp_path: Path) -> None:
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"principal": {"type": "User", "id": "alice"}}], indent=2))
+    result = docket("decide", str(requests))
+    assert_one_line_error(result, 2, f"{requests}:1: expected a JSON object")
+    assert "JSON Lines (one object per line)" in result.stderr
+
+
+READ = {
+    "principal": {"type": "User", "id": "alice"},
+    "action": {"type": "Action", "id": "read"},
+    "resource": {"type": "Data", "id": "payroll"},
+}
+
+
+def test_decide_names_the_wrong_context_field() -> None:
+    result = docket("decide", stdin=json.dumps({**READ, "context": {"mfa": "yes"}}))
+    assert_one_line_error(result, 2, "<stdin>:1: context.mfa: expected a boolean (got a string)")
+
+
+def test_decide_names_the_line_and_the_missing_field(tmp_path: Path) -> None:
+    """The exit code is that of any other input error (2), on the line at fault."""
+    requests = tmp_path / "requests.jsonl"
+    good = {**READ, "context": {"mfa": True}}
+    bad = {**READ, "context": {"device": {"attested": True}}}
+    requests.write_text(f"{json.dumps(good)}\n{json.dumps(bad)}\n")
+    result = docket("decide", str(requests))
+    assert_one_line_error(result, 2, f"{requests}:2: context.device.secure_boot: required")
+
+
 def test_keys_are_never_written_where_git_add_takes_them(tmp_path: Path) -> None:
     """Run as the docs say, from a checkout: the key lands under the data directory
     (which .gitignore covers), not in the working directory."""
