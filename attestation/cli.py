@@ -25,26 +25,14 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation._ca import (
-    MAX_JWT_TTL,
-    MAX_SVID_TTL,
-    CAError,
-    CertificateAuthority,
-    RevocationKind,
-    describe,
-    jwk_thumbprint,
-    load_revocations,
-)
+from attestation._errors import CAError
 
-DEFAULT_DATA_DIR = Path("docket-data")
-CA_DIR = "ca"
-DEFAULT_TRUST_DOMAIN = "docket.local"
+if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
+    from attestation._ca import CertificateAuthority, RevocationKind
 
 
 class InputError(click.ClickException):
@@ -60,22 +48,47 @@ ISSUED = "issued"
 """Where ``issue-server`` and ``issue-client`` write by default, under the data directory."""
 
 
+@runtime_checkable
+class CASettings(Protocol):
+    """What ``docket ca`` reads of the settings ``docket`` builds once, at its root
+    (defaults, ``docket.toml``, ``DOCKET_*``), and passes down on the click context.
+    engine's ``Settings`` is one; this package never imports engine, so it names here
+    only what it reads."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def ca_dir(self) -> Path: ...
+
+    @property
+    def trust_domain(self) -> str: ...
+
+    def with_flags(self, **flags: object) -> CASettings:
+        """The settings with a command's flags on top (``None``: not given)."""
+        ...
+
+
+def _settings(**flags: object) -> CASettings:
+    """The settings ``docket`` was started with, this command's flags on top."""
+    settings = click.get_current_context().find_root().obj
+    if not isinstance(settings, CASettings):
+        raise InputError("docket ca reads the settings `docket` reads: run `docket ca …`")
+    return settings.with_flags(**flags)
+
+
 def _data_dir(data_dir: Path | None) -> Path:
-    """``--data-dir``, else the settings ``docket`` was started with, else the environment."""
-    if data_dir is not None:
-        return data_dir
-    context = click.get_current_context(silent=True)
-    settings = context.find_root().obj if context is not None else None
-    configured = getattr(settings, "data_dir", None) or os.environ.get("DOCKET_DATA_DIR")
-    return Path(configured) if configured else DEFAULT_DATA_DIR
+    return _settings(data_dir=data_dir).data_dir
 
 
 def ca_dir(data_dir: Path | None) -> Path:
     """Where the CA lives: ``<data-dir>/ca``."""
-    return _data_dir(data_dir) / CA_DIR
+    return _settings(data_dir=data_dir).ca_dir
 
 
 def _load(data_dir: Path | None) -> CertificateAuthority:
+    from attestation._ca import CertificateAuthority
+
     try:
         return CertificateAuthority.load(ca_dir(data_dir))
     except CAError as exc:
@@ -98,13 +111,14 @@ def ca() -> None:
 @data_dir_option
 @click.option(
     "--trust-domain",
-    default=DEFAULT_TRUST_DOMAIN,
-    show_default=True,
-    help="SPIFFE trust domain the CA issues for.",
+    help="SPIFFE trust domain the CA issues for [the trust_domain setting: docket.local].",
 )
-def init(data_dir: Path | None, trust_domain: str) -> None:
+def init(data_dir: Path | None, trust_domain: str | None) -> None:
     """Create a root and an issuing CA under <data-dir>/ca (never overwrites one)."""
-    directory = ca_dir(data_dir)
+    from attestation._ca import CertificateAuthority
+
+    settings = _settings(data_dir=data_dir, trust_domain=trust_domain)
+    directory, trust_domain = settings.ca_dir, settings.trust_domain
     try:
         CertificateAuthority.init(directory, trust_domain, datetime.now(UTC))
     except CAError as exc:
@@ -134,6 +148,8 @@ def rotate(data_dir: Path | None) -> None:
     minutes, its X.509-SVIDs for 24 h (the longest each can live), then it leaves the
     JWKS and the bundle. A running `docket serve` starts issuing with the new key within
     revocation_poll_seconds (or on SIGHUP)."""
+    from attestation._ca import MAX_JWT_TTL, MAX_SVID_TTL, jwk_thumbprint
+
     directory = ca_dir(data_dir)
     now = datetime.now(UTC)
     authority = _load(data_dir).prune(now)
@@ -177,6 +193,8 @@ def revoke(
     """Revoke a device (it cannot attest again and all its credentials are refused), a
     SPIFFE ID (its credentials issued up to now) or a certificate serial. The list is
     signed by the CA's root and a running `docket serve` applies it within seconds."""
+    from attestation._ca import describe, load_revocations
+
     named: tuple[tuple[RevocationKind, str | None], ...] = (
         ("device", device),
         ("spiffe_id", spiffe_id),
@@ -204,6 +222,8 @@ def revoke(
 @click.option("--json", "as_json", is_flag=True, help="Print the verified list as JSON.")
 def revocations(data_dir: Path | None, as_json: bool) -> None:
     """Print the revocation list, after checking its signature by the CA's root."""
+    from attestation._ca import describe, load_revocations
+
     try:
         listed, _ = load_revocations(ca_dir(data_dir), _load(data_dir))
     except CAError as exc:
@@ -303,6 +323,11 @@ def _write_key_and_chain(out: Path, stem: str, key_pem: bytes, chain_pem: bytes)
 def issue_client(data_dir: Path | None, spiffe_id: str, out: Path | None, ttl: float) -> None:
     """Issue an X.509-SVID (clientAuth) and a new key for a service that calls Docket
     over mTLS, e.g. Envoy listed in trusted_peps. It carries no device posture."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from attestation._ca import MAX_SVID_TTL
+
     if not ttl > 0:
         raise InputError(f"--ttl must be a positive number of hours, not {ttl}")
     if timedelta(hours=ttl) > MAX_SVID_TTL:

@@ -18,15 +18,20 @@ from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_verifier
 from engine._errors import BundleError, SignatureError
-from engine._runtime.settings import Settings, describe_error
+from engine._runtime.settings import Settings
 
 out = Console(highlight=False)
 
 
 def settings_of(ctx: click.Context) -> Settings:
-    settings = ctx.find_object(Settings)
-    assert settings is not None
-    return settings
+    """The settings ``docket`` built at its root (read now if the root took a word for
+    help and did not)."""
+    from engine.cli import configure
+
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = configure(**root.params)
+    return root.obj
 
 
 def public_key(path: Path | None) -> VerifierKey | None:
@@ -81,11 +86,6 @@ def read_documents(source: IO[str], name: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{name}:{number}: invalid JSON: {exc.msg}") from exc
-
-
-def config_error(exc: ValidationError) -> InputError:
-    """Invalid settings as a usage error (exit 2), one line naming the setting."""
-    return InputError(describe_error(exc))
 
 
 def model_error(name: str, line: int, exc: ValidationError) -> InputError:

@@ -19,7 +19,10 @@ DOCKET = [sys.executable, "-c", "from engine.cli import run; run()"]
 
 
 def docket(
-    *args: str, stdin: str | None = None, cwd: Path | None = None
+    *args: str,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    environment: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*DOCKET, *args],
@@ -29,6 +32,7 @@ def docket(
         cwd=cwd or ROOT,
         check=False,
         timeout=120,
+        env={**os.environ, **(environment or {})},
     )
 
 
@@ -258,55 +262,138 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
     assert_one_line_error(docket("policy", "validate", cwd=tmp_path), 2, "bundel")
 
 
-def test_version_and_the_command_list_load_nothing_heavy() -> None:
-    """`docket --version` imports no Cedar, database, gRPC or crypto library: each
-    command's module is imported when that command runs (engine.cli.LazyGroup)."""
+HEAVY = ("cedarpy", "sqlalchemy", "grpc", "cryptography", "kubernetes", "uvicorn")
+"""What no command line that only asks for help or the version may load."""
+SETTINGS = ("pydantic", "pydantic_settings", "structlog", "rich")
+"""What reading the settings and setting up logging load: help needs neither."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["audit", "--help"], ["audit", "verify", "--help"], ["ca", "--help"]],
+    ids=" ".join,
+)
+def test_version_and_help_load_nothing_heavy(tmp_path: Path, argv: list[str]) -> None:
+    """`docket --version` and the auditor's help import no Cedar, database, gRPC or
+    crypto library, and do not read the settings: each command's module is imported
+    when that command runs (engine.cli.LazyGroup), and what a command needs, when it
+    runs. (Modules, not milliseconds: benchmarks/bench_startup.py times them.)"""
     code = (
         "import sys\n"
         "from engine.cli import main\n"
         "try:\n"
-        "    main.main(['--version'], prog_name='docket')\n"
+        f"    main.main({argv!r}, prog_name='docket')\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = ('cedarpy', 'sqlalchemy', 'grpc', 'cryptography', 'kubernetes', 'pydantic')\n"
-        "print(','.join(m for m in heavy if m in sys.modules))\n"
+        f"print(','.join(m for m in {HEAVY + SETTINGS!r} if m in sys.modules))\n"
     )
+    (tmp_path / "docket.toml").write_text("not toml")  # help reads no settings
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert done.stdout.splitlines()[-1] == "", done.stdout
-    assert done.stdout.startswith("docket, version ")
+    assert done.stdout.startswith("docket, version " if argv == ["--version"] else "Usage: docket")
+
+
+BAD_CONFIGURATIONS = [
+    pytest.param('log_level = "info\n', {}, "docket.toml:1:18: invalid TOML: Illegal character",
+                 id="malformed-toml"),
+    pytest.param('log_levl = "info"\n', {},
+                 "log_levl: unknown setting (did you mean log_level?)", id="unknown-key"),
+    pytest.param(None, {"DOCKET_CONFIG": "missing.toml"},
+                 "DOCKET_CONFIG=missing.toml: no such file", id="named-file-missing"),
+    pytest.param("workers = 0\n", {}, "configuration: workers: Input should be greater",
+                 id="out-of-range"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("config", "environment", "needle"),
-    [
-        pytest.param('log_level = "info\n', {}, "docket.toml:1:18: invalid TOML: Illegal character",
-                     id="malformed-toml"),
-        pytest.param('log_levl = "info"\n', {},
-                     "log_levl: unknown setting (did you mean log_level?)", id="unknown-key"),
-        pytest.param(None, {"DOCKET_CONFIG": "missing.toml"},
-                     "DOCKET_CONFIG=missing.toml: no such file", id="named-file-missing"),
-        pytest.param("workers = 0\n", {}, "configuration: workers: Input should be greater",
-                     id="out-of-range"),
-    ],
-)  # fmt: skip
+    "command",
+    [["decide", "--bundle", str(POLICIES)], ["serve"], ["audit", "verify"], ["ca", "bundle"]],
+    ids=lambda command: " ".join(command[:2]).split(" /")[0],
+)
+@pytest.mark.parametrize(("config", "environment", "needle"), BAD_CONFIGURATIONS)
 def test_a_bad_configuration_is_one_line_exit_2(
-    tmp_path: Path, config: str | None, environment: dict[str, str], needle: str
+    tmp_path: Path, command: list[str], config: str | None, environment: dict[str, str], needle: str
 ) -> None:
+    """Every command takes the one settings object, so a bad configuration is refused
+    the same way by each (before it reads or writes anything)."""
     if config is not None:
         (tmp_path / "docket.toml").write_text(config)
-    result = subprocess.run(
-        [*DOCKET, "decide", "--bundle", str(POLICIES)],
-        input="",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-        env={**os.environ, **environment},
-    )
+    result = docket(*command, stdin="", cwd=tmp_path, environment=environment)
     assert_one_line_error(result, 2, needle)
+    assert not (tmp_path / "docket-data").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["audit", "verify"], "no audit database at {}/docket.db"),
+        (["audit", "key"], "no audit signing key in {}/audit-keys"),
+        (["ca", "bundle"], "no CA at {}/ca"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+@pytest.mark.parametrize(
+    ("environment", "flags", "data_dir"),
+    [
+        pytest.param({}, [], "toml-data", id="docket.toml"),
+        pytest.param({"DOCKET_DATA_DIR": "env-data"}, [], "env-data", id="environment"),
+        pytest.param({"DOCKET_DATA_DIR": "env-data"}, ["--data-dir", "flag-data"], "flag-data",
+                     id="flag"),
+    ],
+)  # fmt: skip
+def test_audit_and_ca_take_the_data_dir_from_toml_then_environment_then_flag(
+    tmp_path: Path,
+    command: list[str],
+    says: str,
+    environment: dict[str, str],
+    flags: list[str],
+    data_dir: str,
+) -> None:
+    (tmp_path / "docket.toml").write_text('data_dir = "toml-data"\n')
+    result = docket(*command, *flags, cwd=tmp_path, environment=environment)
+    assert_one_line_error(result, 2, says.format(data_dir))
+
+
+@pytest.mark.parametrize(
+    ("environment", "flags", "database"),
+    [
+        pytest.param({}, [], "toml.db", id="docket.toml"),
+        pytest.param({"DOCKET_DB_URL": "sqlite:///env.db"}, [], "env.db", id="environment"),
+        pytest.param({"DOCKET_DB_URL": "sqlite:///env.db"}, ["--db", "sqlite:///flag.db"],
+                     "flag.db", id="flag"),
+    ],
+)  # fmt: skip
+def test_audit_verify_takes_the_database_from_toml_then_environment_then_flag(
+    tmp_path: Path, environment: dict[str, str], flags: list[str], database: str
+) -> None:
+    (tmp_path / "docket.toml").write_text('db_url = "sqlite:///toml.db"\n')
+    result = docket("audit", "verify", *flags, cwd=tmp_path, environment=environment)
+    assert_one_line_error(result, 2, f"no audit database at {database}")
+
+
+@pytest.mark.parametrize(
+    ("environment", "flags", "trust_domain"),
+    [
+        pytest.param({}, [], "toml.example", id="docket.toml"),
+        pytest.param({"DOCKET_TRUST_DOMAIN": "env.example"}, [], "env.example", id="environment"),
+        pytest.param({"DOCKET_TRUST_DOMAIN": "env.example"}, ["--trust-domain", "flag.example"],
+                     "flag.example", id="flag"),
+    ],
+)  # fmt: skip
+def test_ca_init_takes_the_trust_domain_from_toml_then_environment_then_flag(
+    tmp_path: Path, environment: dict[str, str], flags: list[str], trust_domain: str
+) -> None:
+    (tmp_path / "docket.toml").write_text('trust_domain = "toml.example"\n')
+    result = docket("ca", "init", *flags, cwd=tmp_path, environment=environment)
+    assert result.returncode == 0, result.stderr
+    assert f"created a CA for spiffe://{trust_domain} in docket-data/ca" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["decide", "place"])
