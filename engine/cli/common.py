@@ -7,25 +7,40 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
 
 from audit.cli import InputError
-from audit.note import VerifierKey
-from engine._core.bundle import PolicyBundle
-from engine._core.signing import load_verifier
 from engine._errors import BundleError, SignatureError
-from engine._runtime.settings import Settings
 
-out = Console(highlight=False)
+if TYPE_CHECKING:  # what a command runs is imported when it runs: `--help` loads none of it
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from audit.note import VerifierKey
+    from engine._core.bundle import PolicyBundle
+    from engine._runtime.settings import Settings
+
+if TYPE_CHECKING:
+    out: Console
+    """What the commands print tables and marked-up lines with (rich)."""
+
+
+def __getattr__(name: str) -> Any:
+    """``out`` made on first use: a command's ``--help`` does not import rich."""
+    if name != "out":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    globals()["out"] = console = Console(highlight=False)
+    return console
 
 
 def settings_of(ctx: click.Context) -> Settings:
     """The settings ``docket`` built at its root (read now if the root took a word for
     help and did not)."""
+    from engine._runtime.settings import Settings
     from engine.cli import configure
 
     root = ctx.find_root()
@@ -35,6 +50,8 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 def public_key(path: Path | None) -> VerifierKey | None:
+    from engine._core.signing import load_verifier
+
     if path is None:
         return None
     try:
@@ -44,6 +61,8 @@ def public_key(path: Path | None) -> VerifierKey | None:
 
 
 def load_bundle(path: Path, key: Path | None) -> PolicyBundle:
+    from engine._core.bundle import PolicyBundle
+
     try:
         return PolicyBundle.load(path, public_key=public_key(key))
     except BundleError as exc:

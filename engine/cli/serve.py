@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from audit.cli import InputError
 from engine._errors import BundleError, ServeError, SignatureError
-from engine._runtime.prepare import Listening
-from engine._runtime.serve import serve as serve_forever
 from engine.cli.common import bundle_option, key_option, settings_of
+
+if TYPE_CHECKING:
+    from engine._runtime.prepare import Listening
 
 
 @click.command()
@@ -69,6 +70,8 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     directory, audit database and CA on first start. Every decision and credential is in
     the audit log before it is answered. SIGHUP reloads the bundle, the CA and the EK
     roots; SIGTERM drains the calls in flight and exits 0."""
+    from engine._runtime.serve import serve as serve_forever
+
     names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
     names["metrics_addr"] = "metrics"
     names["admission_addr"] = "admission"

@@ -270,7 +270,14 @@ SETTINGS = ("pydantic", "pydantic_settings", "structlog", "rich")
 
 @pytest.mark.parametrize(
     "argv",
-    [["--version"], ["audit", "--help"], ["audit", "verify", "--help"], ["ca", "--help"]],
+    [
+        ["--version"],
+        ["audit", "--help"],
+        ["audit", "verify", "--help"],
+        ["ca", "--help"],
+        ["policy", "--help"],
+        ["serve", "--help"],
+    ],
     ids=" ".join,
 )
 def test_version_and_help_load_nothing_heavy(tmp_path: Path, argv: list[str]) -> None:
