@@ -25,65 +25,28 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import click
 
 from attestation._errors import CAError
+from audit.cli import InputError, configured
 
 if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
     from attestation._ca import CertificateAuthority, RevocationKind
-
-
-class InputError(click.ClickException):
-    """Bad input from the user: one line on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"docket: {self.format_message()}", err=True)
 
 
 ISSUED = "issued"
 """Where ``issue-server`` and ``issue-client`` write by default, under the data directory."""
 
 
-@runtime_checkable
-class CASettings(Protocol):
-    """What ``docket ca`` reads of the settings ``docket`` builds once, at its root
-    (defaults, ``docket.toml``, ``DOCKET_*``), and passes down on the click context.
-    engine's ``Settings`` is one; this package never imports engine, so it names here
-    only what it reads."""
-
-    @property
-    def data_dir(self) -> Path: ...
-
-    @property
-    def ca_dir(self) -> Path: ...
-
-    @property
-    def trust_domain(self) -> str: ...
-
-    def with_flags(self, **flags: object) -> CASettings:
-        """The settings with a command's flags on top (``None``: not given)."""
-        ...
-
-
-def _settings(**flags: object) -> CASettings:
-    """The settings ``docket`` was started with, this command's flags on top."""
-    settings = click.get_current_context().find_root().obj
-    if not isinstance(settings, CASettings):
-        raise InputError("docket ca reads the settings `docket` reads: run `docket ca …`")
-    return settings.with_flags(**flags)
-
-
 def _data_dir(data_dir: Path | None) -> Path:
-    return _settings(data_dir=data_dir).data_dir
+    return configured(data_dir=data_dir).data_dir
 
 
 def ca_dir(data_dir: Path | None) -> Path:
     """Where the CA lives: ``<data-dir>/ca``."""
-    return _settings(data_dir=data_dir).ca_dir
+    return configured(data_dir=data_dir).ca_dir
 
 
 def _load(data_dir: Path | None) -> CertificateAuthority:
@@ -117,7 +80,7 @@ def init(data_dir: Path | None, trust_domain: str | None) -> None:
     """Create a root and an issuing CA under <data-dir>/ca (never overwrites one)."""
     from attestation._ca import CertificateAuthority
 
-    settings = _settings(data_dir=data_dir, trust_domain=trust_domain)
+    settings = configured(data_dir=data_dir, trust_domain=trust_domain)
     directory, trust_domain = settings.ca_dir, settings.trust_domain
     try:
         CertificateAuthority.init(directory, trust_domain, datetime.now(UTC))

@@ -77,11 +77,12 @@ json_option = click.option(
 
 
 @runtime_checkable
-class AuditSettings(Protocol):
-    """What ``docket audit`` reads of the settings ``docket`` builds once, at its root
-    (defaults, ``docket.toml``, ``DOCKET_*``), and passes down on the click context.
-    engine's ``Settings`` is one; this package never imports engine, so it names here
-    only what it reads."""
+class CLISettings(Protocol):
+    """What the command groups below ``engine`` (``docket audit``, ``docket ca``) read
+    of the settings ``docket`` builds once, at its root (defaults, ``docket.toml``,
+    ``DOCKET_*``), and passes down on the click context. engine's ``Settings`` is one;
+    ``audit`` and ``attestation`` never import engine, so they name here what they read.
+    """
 
     @property
     def data_dir(self) -> Path: ...
@@ -92,31 +93,38 @@ class AuditSettings(Protocol):
     @property
     def audit_keys_dir(self) -> Path: ...
 
-    def with_flags(self, **flags: object) -> AuditSettings:
+    @property
+    def ca_dir(self) -> Path: ...
+
+    @property
+    def trust_domain(self) -> str: ...
+
+    def with_flags(self, **flags: object) -> CLISettings:
         """The settings with a command's flags on top (``None``: not given)."""
         ...
 
 
-def _settings(**flags: object) -> AuditSettings:
-    """The settings ``docket`` was started with, this command's flags on top."""
+def configured(**flags: object) -> CLISettings:
+    """The settings ``docket`` was started with, the running command's flags on top.
+    Raises :class:`InputError` when the group runs outside ``docket``."""
     settings = click.get_current_context().find_root().obj
-    if not isinstance(settings, AuditSettings):
-        raise InputError("docket audit reads the settings `docket` reads: run `docket audit …`")
+    if not isinstance(settings, CLISettings):
+        raise InputError("the settings are read by `docket`: run this as `docket …`")
     return settings.with_flags(**flags)
 
 
 def _data_dir(data_dir: Path | None) -> Path:
-    return _settings(data_dir=data_dir).data_dir
+    return configured(data_dir=data_dir).data_dir
 
 
 def database_url(db: str | None, data_dir: Path | None) -> str:
     """``--db``, else the configured URL, else SQLite under the data directory."""
-    return _settings(db_url=db, data_dir=data_dir).database_url
+    return configured(db_url=db, data_dir=data_dir).database_url
 
 
 def keys_dir(keys: Path | None, data_dir: Path | None) -> Path:
     """``--keys``, else the configured directory, else ``<data-dir>/audit-keys``."""
-    return _settings(audit_keys=keys, data_dir=data_dir).audit_keys_dir
+    return configured(audit_keys=keys, data_dir=data_dir).audit_keys_dir
 
 
 db_option = click.option(

@@ -338,69 +338,38 @@ def test_a_bad_configuration_is_one_line_exit_2(
 
 
 @pytest.mark.parametrize(
-    ("command", "says"),
+    ("command", "setting", "flag", "value", "says", "code"),
     [
-        (["audit", "verify"], "no audit database at {}/docket.db"),
-        (["audit", "key"], "no audit signing key in {}/audit-keys"),
-        (["ca", "bundle"], "no CA at {}/ca"),
+        (["audit", "verify"], "data_dir", "--data-dir", "{}-data",
+         "no audit database at {}-data/docket.db", 2),
+        (["audit", "key"], "data_dir", "--data-dir", "{}-data",
+         "no audit signing key in {}-data/audit-keys", 2),
+        (["ca", "bundle"], "data_dir", "--data-dir", "{}-data", "no CA at {}-data/ca", 2),
+        (["audit", "verify"], "db_url", "--db", "sqlite:///{}.db", "no audit database at {}.db", 2),
+        (["ca", "init"], "trust_domain", "--trust-domain", "{}.example",
+         "created a CA for spiffe://{}.example in ", 0),
     ],
-    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
-)
-@pytest.mark.parametrize(
-    ("environment", "flags", "data_dir"),
-    [
-        pytest.param({}, [], "toml-data", id="docket.toml"),
-        pytest.param({"DOCKET_DATA_DIR": "env-data"}, [], "env-data", id="environment"),
-        pytest.param({"DOCKET_DATA_DIR": "env-data"}, ["--data-dir", "flag-data"], "flag-data",
-                     id="flag"),
-    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )  # fmt: skip
-def test_audit_and_ca_take_the_data_dir_from_toml_then_environment_then_flag(
+@pytest.mark.parametrize("source", ["toml", "env", "flag"])
+def test_audit_and_ca_take_settings_from_toml_then_environment_then_flags(
     tmp_path: Path,
     command: list[str],
+    setting: str,
+    flag: str,
+    value: str,
     says: str,
-    environment: dict[str, str],
-    flags: list[str],
-    data_dir: str,
+    code: int,
+    source: str,
 ) -> None:
-    (tmp_path / "docket.toml").write_text('data_dir = "toml-data"\n')
+    """The order every command takes its settings in: docket.toml, then DOCKET_*, then
+    the command's own flag (each source below names a different value)."""
+    (tmp_path / "docket.toml").write_text(f'{setting} = "{value.format("toml")}"\n')
+    environment = {} if source == "toml" else {f"DOCKET_{setting.upper()}": value.format("env")}
+    flags = [flag, value.format("flag")] if source == "flag" else []
     result = docket(*command, *flags, cwd=tmp_path, environment=environment)
-    assert_one_line_error(result, 2, says.format(data_dir))
-
-
-@pytest.mark.parametrize(
-    ("environment", "flags", "database"),
-    [
-        pytest.param({}, [], "toml.db", id="docket.toml"),
-        pytest.param({"DOCKET_DB_URL": "sqlite:///env.db"}, [], "env.db", id="environment"),
-        pytest.param({"DOCKET_DB_URL": "sqlite:///env.db"}, ["--db", "sqlite:///flag.db"],
-                     "flag.db", id="flag"),
-    ],
-)  # fmt: skip
-def test_audit_verify_takes_the_database_from_toml_then_environment_then_flag(
-    tmp_path: Path, environment: dict[str, str], flags: list[str], database: str
-) -> None:
-    (tmp_path / "docket.toml").write_text('db_url = "sqlite:///toml.db"\n')
-    result = docket("audit", "verify", *flags, cwd=tmp_path, environment=environment)
-    assert_one_line_error(result, 2, f"no audit database at {database}")
-
-
-@pytest.mark.parametrize(
-    ("environment", "flags", "trust_domain"),
-    [
-        pytest.param({}, [], "toml.example", id="docket.toml"),
-        pytest.param({"DOCKET_TRUST_DOMAIN": "env.example"}, [], "env.example", id="environment"),
-        pytest.param({"DOCKET_TRUST_DOMAIN": "env.example"}, ["--trust-domain", "flag.example"],
-                     "flag.example", id="flag"),
-    ],
-)  # fmt: skip
-def test_ca_init_takes_the_trust_domain_from_toml_then_environment_then_flag(
-    tmp_path: Path, environment: dict[str, str], flags: list[str], trust_domain: str
-) -> None:
-    (tmp_path / "docket.toml").write_text('trust_domain = "toml.example"\n')
-    result = docket("ca", "init", *flags, cwd=tmp_path, environment=environment)
-    assert result.returncode == 0, result.stderr
-    assert f"created a CA for spiffe://{trust_domain} in docket-data/ca" in result.stdout
+    assert result.returncode == code, result.stderr
+    assert says.format(source) in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("command", ["decide", "place"])
