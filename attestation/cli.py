@@ -25,6 +25,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -63,6 +64,27 @@ data_dir_option = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     help="Data directory [env DOCKET_DATA_DIR, else ./docket-data].",
 )
+
+
+def _issued_options(
+    files: str, *, ttl: float, most: str = ""
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--out`` and ``--ttl`` of a command that issues a certificate and its key."""
+    out = click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help=f"Directory to write {files} into [<data-dir>/{ISSUED}: never the working "
+        "directory, where `git add .` would take the key].",
+    )
+    lifetime = click.option(
+        "--ttl",
+        type=float,
+        default=ttl,
+        show_default=True,
+        help=f"Lifetime in hours ({most}never past the issuing CA's).",
+    )
+    return lambda command: out(lifetime(command))
 
 
 @click.group("ca")
@@ -203,20 +225,7 @@ def revocations(data_dir: Path | None, as_json: bool) -> None:
 @data_dir_option
 @click.option("--dns", "dns_names", multiple=True, metavar="NAME", help="DNS name (repeatable).")
 @click.option("--ip", "ips", multiple=True, metavar="ADDR", help="IP address (repeatable).")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Directory to write server.pem and server.key into "
-    "[<data-dir>/issued: never the working directory, where `git add .` would take the key].",
-)
-@click.option(
-    "--ttl",
-    type=float,
-    default=24.0 * 90,
-    show_default=True,
-    help="Lifetime in hours (never past the issuing CA's).",
-)
+@_issued_options("server.pem and server.key", ttl=24.0 * 90)
 def issue_server(
     data_dir: Path | None,
     dns_names: tuple[str, ...],
@@ -269,20 +278,7 @@ def _write_key_and_chain(out: Path, stem: str, key_pem: bytes, chain_pem: bytes)
     metavar="ID",
     help="The SPIFFE ID to certify, in the CA's trust domain (spiffe://TD/…).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Directory to write client.pem (leaf + intermediate) and client.key into "
-    "[<data-dir>/issued: never the working directory, where `git add .` would take the key].",
-)
-@click.option(
-    "--ttl",
-    type=float,
-    default=24.0,
-    show_default=True,
-    help="Lifetime in hours (at most 24, never past the issuing CA's).",
-)
+@_issued_options("client.pem (leaf + intermediate) and client.key", ttl=24.0, most="at most 24, ")
 def issue_client(data_dir: Path | None, spiffe_id: str, out: Path | None, ttl: float) -> None:
     """Issue an X.509-SVID (clientAuth) and a new key for a service that calls Docket
     over mTLS, e.g. Envoy listed in trusted_peps. It carries no device posture."""

@@ -153,6 +153,25 @@ key_option = click.option(
 )
 
 
+def _export_and_checkpoint_options(
+    verb: str,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--export`` (``verb`` an export file instead of the database) and ``--checkpoint``."""
+    export = click.option(
+        "--export",
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help=f"{verb} an export file (from `docket audit export`) instead of a database.",
+    )
+    kept = click.option(
+        "--checkpoint",
+        "checkpoint_files",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="A signed checkpoint you kept; the log must still contain it (repeatable).",
+    )
+    return lambda command: export(kept(command))
+
+
 redaction_key_option = click.option(
     "--redaction-key",
     "redaction_texts",
@@ -397,18 +416,7 @@ def _describe(verdict: Verdict) -> list[str]:
 @audit.command()
 @db_option
 @data_dir_option
-@click.option(
-    "--export",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Verify an export file (from `docket audit export`) instead of a database.",
-)
-@click.option(
-    "--checkpoint",
-    "checkpoint_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A signed checkpoint you kept; the log must still contain it (repeatable).",
-)
+@_export_and_checkpoint_options("Verify")
 @key_option
 @redaction_key_option
 @json_option
@@ -977,18 +985,7 @@ def export(
 )
 @db_option
 @data_dir_option
-@click.option(
-    "--export",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Report on an export file (from `docket audit export`) instead of a database.",
-)
-@click.option(
-    "--checkpoint",
-    "checkpoint_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A signed checkpoint you kept; the log must still contain it (repeatable).",
-)
+@_export_and_checkpoint_options("Report on")
 @key_option
 @redaction_key_option
 def report(
