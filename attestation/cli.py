@@ -23,9 +23,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click

@@ -34,8 +34,8 @@ from structlog.testing import capture_logs
 
 from audit import AuditLog, Entry, Store
 from audit.cli import audit as audit_group
-from engine.cli import main as docket_root
 from audit.note import Checkpoint, SignerKey, sign_checkpoint
+from engine.cli import main as docket_root
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 from tests.engine.runtime.test_serve import Served
