@@ -3,6 +3,11 @@ The top room of ``engine``: it may import every room below (``engine._runtime`` 
 serve, ``engine._core`` for offline decisions and policy tests), and ``attestation.cli``
 and ``audit.cli``; ``engine.cli.attest`` holds the device agent's commands.
 
+The root reads the settings once (:func:`configure`) and passes them down on the click
+context: engine's commands take them with ``common.settings_of``, ``docket audit`` and
+``docket ca`` through ``audit.cli.CLISettings``; each puts its flags on top
+(``Settings.with_flags``). A command line that asks for help reads none of it.
+
 Exit codes: 0 success; 1 a check failed (a policy test, a verification, a deny from
 ``decide``); 2 usage or input error. Errors are one line on stderr, never a traceback.
 """
