@@ -89,8 +89,22 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
     """Docket: policy decisions, placement, attestation and a verifiable audit log."""
-    if not ctx.meta.get(ASKS_FOR_HELP):
+    if ctx.meta.get(ASKS_FOR_HELP):
+        ctx.obj = _ReadWhenAsked(ctx)
+    else:
         ctx.obj = configure(log_format=log_format, log_level=log_level)
+
+
+class _ReadWhenAsked:
+    """Left on the root when the command line seems to ask for help: the settings, read
+    when a command first asks (the help word was an option's value, and it runs)."""
+
+    def __init__(self, root: click.Context) -> None:
+        self._root = root
+
+    def __getattr__(self, name: str) -> Any:
+        self._root.obj = settings = configure(**self._root.params)
+        return getattr(settings, name)
 
 
 def configure(**flags: str | None) -> Settings:

@@ -338,6 +338,19 @@ def test_a_bad_configuration_is_one_line_exit_2(
 
 
 @pytest.mark.parametrize(
+    "command", [["audit", "verify", "--db", "--help"], ["ca", "init", "--trust-domain", "-h"]]
+)
+def test_a_help_word_given_as_a_value_still_reads_the_settings(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Help reads no settings, but a help word that is an option's value is no help:
+    the command runs, on the settings (here refused)."""
+    (tmp_path / "docket.toml").write_text('log_levl = "info"\n')
+    result = docket(*command, cwd=tmp_path)
+    assert_one_line_error(result, 2, "log_levl: unknown setting")
+
+
+@pytest.mark.parametrize(
     ("command", "setting", "flag", "value", "says", "code"),
     [
         (["audit", "verify"], "data_dir", "--data-dir", "{}-data",
