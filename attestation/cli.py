@@ -23,37 +23,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation._ca import (
-    MAX_JWT_TTL,
-    MAX_SVID_TTL,
-    CAError,
-    CertificateAuthority,
-    RevocationKind,
-    describe,
-    jwk_thumbprint,
-    load_revocations,
-)
+from attestation._errors import CAError
+from audit.cli import InputError, configured
 
-DEFAULT_DATA_DIR = Path("docket-data")
-CA_DIR = "ca"
-DEFAULT_TRUST_DOMAIN = "docket.local"
-
-
-class InputError(click.ClickException):
-    """Bad input from the user: one line on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"docket: {self.format_message()}", err=True)
+if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
+    from attestation._ca import CertificateAuthority, RevocationKind
 
 
 ISSUED = "issued"
@@ -61,21 +42,17 @@ ISSUED = "issued"
 
 
 def _data_dir(data_dir: Path | None) -> Path:
-    """``--data-dir``, else the settings ``docket`` was started with, else the environment."""
-    if data_dir is not None:
-        return data_dir
-    context = click.get_current_context(silent=True)
-    settings = context.find_root().obj if context is not None else None
-    configured = getattr(settings, "data_dir", None) or os.environ.get("DOCKET_DATA_DIR")
-    return Path(configured) if configured else DEFAULT_DATA_DIR
+    return configured(data_dir=data_dir).data_dir
 
 
 def ca_dir(data_dir: Path | None) -> Path:
     """Where the CA lives: ``<data-dir>/ca``."""
-    return _data_dir(data_dir) / CA_DIR
+    return configured(data_dir=data_dir).ca_dir
 
 
 def _load(data_dir: Path | None) -> CertificateAuthority:
+    from attestation._ca import CertificateAuthority
+
     try:
         return CertificateAuthority.load(ca_dir(data_dir))
     except CAError as exc:
@@ -89,6 +66,27 @@ data_dir_option = click.option(
 )
 
 
+def _issued_options(
+    files: str, *, ttl: float, most: str = ""
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--out`` and ``--ttl`` of a command that issues a certificate and its key."""
+    out = click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help=f"Directory to write {files} into [<data-dir>/{ISSUED}: never the working "
+        "directory, where `git add .` would take the key].",
+    )
+    lifetime = click.option(
+        "--ttl",
+        type=float,
+        default=ttl,
+        show_default=True,
+        help=f"Lifetime in hours ({most}never past the issuing CA's).",
+    )
+    return lambda command: out(lifetime(command))
+
+
 @click.group("ca")
 def ca() -> None:
     """Docket's certificate authority: X.509 and JWT SVIDs for attested workloads."""
@@ -98,13 +96,14 @@ def ca() -> None:
 @data_dir_option
 @click.option(
     "--trust-domain",
-    default=DEFAULT_TRUST_DOMAIN,
-    show_default=True,
-    help="SPIFFE trust domain the CA issues for.",
+    help="SPIFFE trust domain the CA issues for [the trust_domain setting: docket.local].",
 )
-def init(data_dir: Path | None, trust_domain: str) -> None:
+def init(data_dir: Path | None, trust_domain: str | None) -> None:
     """Create a root and an issuing CA under <data-dir>/ca (never overwrites one)."""
-    directory = ca_dir(data_dir)
+    from attestation._ca import CertificateAuthority
+
+    settings = configured(data_dir=data_dir, trust_domain=trust_domain)
+    directory, trust_domain = settings.ca_dir, settings.trust_domain
     try:
         CertificateAuthority.init(directory, trust_domain, datetime.now(UTC))
     except CAError as exc:
@@ -134,6 +133,8 @@ def rotate(data_dir: Path | None) -> None:
     minutes, its X.509-SVIDs for 24 h (the longest each can live), then it leaves the
     JWKS and the bundle. A running `docket serve` starts issuing with the new key within
     revocation_poll_seconds (or on SIGHUP)."""
+    from attestation._ca import MAX_JWT_TTL, MAX_SVID_TTL, jwk_thumbprint
+
     directory = ca_dir(data_dir)
     now = datetime.now(UTC)
     authority = _load(data_dir).prune(now)
@@ -177,6 +178,8 @@ def revoke(
     """Revoke a device (it cannot attest again and all its credentials are refused), a
     SPIFFE ID (its credentials issued up to now) or a certificate serial. The list is
     signed by the CA's root and a running `docket serve` applies it within seconds."""
+    from attestation._ca import describe, load_revocations
+
     named: tuple[tuple[RevocationKind, str | None], ...] = (
         ("device", device),
         ("spiffe_id", spiffe_id),
@@ -204,6 +207,8 @@ def revoke(
 @click.option("--json", "as_json", is_flag=True, help="Print the verified list as JSON.")
 def revocations(data_dir: Path | None, as_json: bool) -> None:
     """Print the revocation list, after checking its signature by the CA's root."""
+    from attestation._ca import describe, load_revocations
+
     try:
         listed, _ = load_revocations(ca_dir(data_dir), _load(data_dir))
     except CAError as exc:
@@ -220,20 +225,7 @@ def revocations(data_dir: Path | None, as_json: bool) -> None:
 @data_dir_option
 @click.option("--dns", "dns_names", multiple=True, metavar="NAME", help="DNS name (repeatable).")
 @click.option("--ip", "ips", multiple=True, metavar="ADDR", help="IP address (repeatable).")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Directory to write server.pem and server.key into "
-    "[<data-dir>/issued: never the working directory, where `git add .` would take the key].",
-)
-@click.option(
-    "--ttl",
-    type=float,
-    default=24.0 * 90,
-    show_default=True,
-    help="Lifetime in hours (never past the issuing CA's).",
-)
+@_issued_options("server.pem and server.key", ttl=24.0 * 90)
 def issue_server(
     data_dir: Path | None,
     dns_names: tuple[str, ...],
@@ -286,23 +278,15 @@ def _write_key_and_chain(out: Path, stem: str, key_pem: bytes, chain_pem: bytes)
     metavar="ID",
     help="The SPIFFE ID to certify, in the CA's trust domain (spiffe://TD/…).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Directory to write client.pem (leaf + intermediate) and client.key into "
-    "[<data-dir>/issued: never the working directory, where `git add .` would take the key].",
-)
-@click.option(
-    "--ttl",
-    type=float,
-    default=24.0,
-    show_default=True,
-    help="Lifetime in hours (at most 24, never past the issuing CA's).",
-)
+@_issued_options("client.pem (leaf + intermediate) and client.key", ttl=24.0, most="at most 24, ")
 def issue_client(data_dir: Path | None, spiffe_id: str, out: Path | None, ttl: float) -> None:
     """Issue an X.509-SVID (clientAuth) and a new key for a service that calls Docket
     over mTLS, e.g. Envoy listed in trusted_peps. It carries no device posture."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from attestation._ca import MAX_SVID_TTL
+
     if not ttl > 0:
         raise InputError(f"--ttl must be a positive number of hours, not {ttl}")
     if timedelta(hours=ttl) > MAX_SVID_TTL:

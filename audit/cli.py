@@ -14,31 +14,15 @@ import base64
 import dataclasses
 import getpass
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import click
-from pydantic import ValidationError
 
-from audit._auditor import (
-    Period,
-    Verdict,
-    VerifiedReceipt,
-    make_receipt,
-    prove_consistency,
-    root_b64,
-    select_period,
-    verify_export,
-    verify_receipt,
-    verify_store,
-    write_export,
-)
-from audit._entry import Entry, time_text
 from audit._errors import (
     FormatError,
     KeyFormatError,
@@ -47,23 +31,13 @@ from audit._errors import (
     StoreError,
     TamperDetected,
 )
-from audit._kept import KEPT_NAME, accept_log
-from audit._keys import KeyRing
-from audit._log import AuditLog
-from audit._note import (
-    Checkpoint,
-    SignerKey,
-    VerifierKey,
-    open_checkpoint,
-    parse_checkpoint_unverified,
-    read_signer,
-    write_signer,
-)
-from audit._report import ReportStatus, build_report, render
-from audit._store import Store
 
-DEFAULT_DATA_DIR = Path("docket-data")
-KEYS_DIR = "audit-keys"
+if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
+    from audit._auditor import Period, Verdict, VerifiedReceipt
+    from audit._entry import Entry
+    from audit._log import AuditLog
+    from audit._note import Checkpoint, VerifierKey
+    from audit._store import Store
 
 
 class InputError(click.ClickException):
@@ -102,32 +76,55 @@ json_option = click.option(
 )
 
 
-def _configured(name: str, env: str) -> Any:
-    """A setting not given as a flag: from the settings object ``docket`` was started
-    with (its config file and environment), else from the environment alone."""
-    context = click.get_current_context(silent=True)
-    settings = context.find_root().obj if context is not None else None
-    value = getattr(settings, name, None)
-    return value if value is not None else os.environ.get(env)
+@runtime_checkable
+class CLISettings(Protocol):
+    """What the command groups below ``engine`` (``docket audit``, ``docket ca``) read
+    of the settings ``docket`` builds once, at its root (defaults, ``docket.toml``,
+    ``DOCKET_*``), and passes down on the click context. engine's ``Settings`` is one;
+    ``audit`` and ``attestation`` never import engine, so they name here what they read.
+    """
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def audit_keys_dir(self) -> Path: ...
+
+    @property
+    def ca_dir(self) -> Path: ...
+
+    @property
+    def trust_domain(self) -> str: ...
+
+    def with_flags(self, **flags: object) -> CLISettings:
+        """The settings with a command's flags on top (``None``: not given)."""
+        ...
+
+
+def configured(**flags: object) -> CLISettings:
+    """The settings ``docket`` was started with, the running command's flags on top.
+    Raises :class:`InputError` when the group runs outside ``docket``."""
+    settings = click.get_current_context().find_root().obj
+    if not isinstance(settings, CLISettings):
+        raise InputError("the settings are read by `docket`: run this as `docket …`")
+    return settings.with_flags(**flags)
 
 
 def _data_dir(data_dir: Path | None) -> Path:
-    return data_dir or Path(_configured("data_dir", "DOCKET_DATA_DIR") or DEFAULT_DATA_DIR)
+    return configured(data_dir=data_dir).data_dir
 
 
 def database_url(db: str | None, data_dir: Path | None) -> str:
     """``--db``, else the configured URL, else SQLite under the data directory."""
-    return (
-        db
-        or _configured("db_url", "DOCKET_DB_URL")
-        or f"sqlite:///{_data_dir(data_dir) / 'docket.db'}"
-    )
+    return configured(db_url=db, data_dir=data_dir).database_url
 
 
 def keys_dir(keys: Path | None, data_dir: Path | None) -> Path:
     """``--keys``, else the configured directory, else ``<data-dir>/audit-keys``."""
-    configured = _configured("audit_keys", "DOCKET_AUDIT_KEYS")
-    return keys or (Path(configured) if configured else _data_dir(data_dir) / KEYS_DIR)
+    return configured(audit_keys=keys, data_dir=data_dir).audit_keys_dir
 
 
 db_option = click.option(
@@ -156,6 +153,25 @@ key_option = click.option(
 )
 
 
+def _export_and_checkpoint_options(
+    verb: str,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--export`` (``verb`` an export file instead of the database) and ``--checkpoint``."""
+    export = click.option(
+        "--export",
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help=f"{verb} an export file (from `docket audit export`) instead of a database.",
+    )
+    kept = click.option(
+        "--checkpoint",
+        "checkpoint_files",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="A signed checkpoint you kept; the log must still contain it (repeatable).",
+    )
+    return lambda command: export(kept(command))
+
+
 redaction_key_option = click.option(
     "--redaction-key",
     "redaction_texts",
@@ -167,6 +183,8 @@ redaction_key_option = click.option(
 
 
 def _verifier_keys(texts: Sequence[str], flag: str = "--key") -> list[VerifierKey]:
+    from audit._note import VerifierKey
+
     keys: list[VerifierKey] = []
     for text in texts:
         path = Path(text)
@@ -185,6 +203,8 @@ def _verifier_keys(texts: Sequence[str], flag: str = "--key") -> list[VerifierKe
 
 
 def _open_store(db: str | None, data_dir: Path | None) -> Store:
+    from audit._store import Store
+
     try:
         return Store(database_url(db, data_dir), create=False)
     except StoreError as exc:
@@ -220,6 +240,8 @@ def _parse_period(since: str | None, until: str | None) -> tuple[datetime | None
 def _select_period(store: Store, since: datetime | None, until: datetime | None) -> Period:
     """:func:`select_period`, its tampering a failed check (exit 1) naming the entry and
     the column, a database that cannot be read an input error."""
+    from audit._auditor import select_period
+
     try:
         return select_period(store, since, until)
     except TamperDetected as exc:
@@ -277,6 +299,8 @@ def _run_verify(
     key_texts: Sequence[str],
     redaction_texts: Sequence[str] = (),
 ) -> Verdict:
+    from audit._auditor import verify_export, verify_store
+
     extra = [(str(path), _read_note(path)) for path in checkpoint_files]
     keys = _verifier_keys(key_texts)
     redaction_keys = _verifier_keys(redaction_texts, "--redaction-key")
@@ -351,6 +375,9 @@ def _signed_by(verdict: Verdict) -> str:
 
 
 def _describe(verdict: Verdict) -> list[str]:
+    from audit._auditor import root_b64
+    from audit._entry import time_text
+
     log = verdict.log
     span = f"{log.size:,} entries" if log.start == 0 else f"entries {log.start:,}..{log.size - 1:,}"
     lines = [f"audit log intact: {span} of {verdict.origin}"]
@@ -389,18 +416,7 @@ def _describe(verdict: Verdict) -> list[str]:
 @audit.command()
 @db_option
 @data_dir_option
-@click.option(
-    "--export",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Verify an export file (from `docket audit export`) instead of a database.",
-)
-@click.option(
-    "--checkpoint",
-    "checkpoint_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A signed checkpoint you kept; the log must still contain it (repeatable).",
-)
+@_export_and_checkpoint_options("Verify")
 @key_option
 @redaction_key_option
 @json_option
@@ -441,6 +457,9 @@ def verify(
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    from audit._auditor import root_b64
+    from audit._entry import time_text
+
     anchor = verdict.anchor
     return {
         "intact": True,
@@ -474,6 +493,10 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
 def _signing_log(db: str | None, data_dir: Path | None, keys_path: Path | None) -> AuditLog:
     """The log with its signing keys when they are here (to sign a checkpoint on
     demand), else read-only."""
+    from audit._keys import KeyRing
+    from audit._log import AuditLog
+    from audit._store import Store
+
     directory = keys_dir(keys_path, data_dir)
     try:
         store = Store(database_url(db, data_dir), create=False)
@@ -501,6 +524,8 @@ def prove(
     """Print a JSON receipt for entry INDEX: the entry, its leaf hash, its inclusion
     proof and the signed checkpoint it is proven against. `docket audit verify-receipt`
     checks it with nothing but the log's key."""
+    from audit._auditor import make_receipt
+
     log = _signing_log(db, data_dir, keys_path)
     try:
         if size is None:
@@ -534,6 +559,8 @@ def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...], as_jso
     --key, the entry hashes to the leaf, and the leaf is in the signed tree. Exits 1
     when it does not verify, 2 for a file that is not a receipt. --json prints a
     result object on success and on failure."""
+    from audit._auditor import root_b64
+
     try:
         verified = _run_verify_receipt(receipt_file, key_texts)
     except click.ClickException as exc:
@@ -561,6 +588,8 @@ def verify_receipt_cmd(receipt_file: IO[str], key_texts: tuple[str, ...], as_jso
 
 
 def _run_verify_receipt(receipt_file: IO[str], key_texts: Sequence[str]) -> VerifiedReceipt:
+    from audit._auditor import verify_receipt
+
     keys = _verifier_keys(key_texts)
     if not keys:
         raise InputError("--key is required: the log's verifier key (`docket audit key`)")
@@ -598,6 +627,8 @@ def consistency(
     log's latest checkpoint): nothing was removed, changed or reordered. Exits 1 when
     the newer tree does not extend the older one or a checkpoint's signature fails, 2
     for unreadable input. --json prints a result object on success and on failure."""
+    from audit._auditor import root_b64
+
     try:
         low, high, proof = _run_consistency(old_checkpoint, new_checkpoint, db, data_dir, key_texts)
     except click.ClickException as exc:
@@ -627,6 +658,9 @@ def _run_consistency(
     data_dir: Path | None,
     key_texts: Sequence[str],
 ) -> tuple[Checkpoint, Checkpoint, list[bytes]]:
+    from audit._auditor import prove_consistency
+    from audit._note import parse_checkpoint_unverified
+
     store = _open_store(db, data_dir)
     try:
         keys = _verifier_keys(key_texts) or _verifier_keys(
@@ -658,6 +692,8 @@ def _run_consistency(
 
 
 def _open(source: str, note: str, keys: Sequence[VerifierKey], origin: str) -> Checkpoint:
+    from audit._note import open_checkpoint
+
     try:
         checkpoint, _ = open_checkpoint(note, keys, origin=origin)
     except NoteError as exc:
@@ -704,6 +740,10 @@ def key(
 ) -> None:
     """Print the log's verifier key as NAME+ID+BASE64 (give it to auditors). `docket
     serve` makes the signing key with the log, under <data-dir>/audit-keys (mode 0600)."""
+    from audit._kept import KEPT_NAME
+    from audit._keys import KeyRing
+    from audit._log import AuditLog
+
     if rotate and retire_previous:
         raise InputError("--rotate and --retire-previous are separate steps")
     directory = keys_dir(keys_path, data_dir)
@@ -743,6 +783,8 @@ def key(
 
 def _record_operation(log: AuditLog, action: str, who: str, detail: dict[str, Any]) -> None:
     """Record an audit operation (key rotation, export, redaction) in the log itself."""
+    from audit._entry import Entry
+
     log.publish_verifiers()
     log.start()
     try:
@@ -793,6 +835,8 @@ def redact(
     redaction order signed with --redaction-key. Its leaf hash stays, so the log still
     verifies; a `redaction` entry carries the order (who asked and why), and `verify`
     accepts the erasure only with an order a trusted redaction key signed."""
+    from audit._note import read_signer
+
     try:
         signer = read_signer(redaction_key)
     except KeyFormatError as exc:
@@ -827,6 +871,8 @@ def redaction_key(path: Path, make: bool, name: str) -> None:
     (mode 0600). Keep the key apart from the checkpoint keys and the data directory
     (the person who authorizes erasures holds it); give auditors the printed verifier
     key for `verify --redaction-key`."""
+    from audit._note import SignerKey, read_signer, write_signer
+
     try:
         if make:
             write_signer(path, SignerKey.generate(name))
@@ -867,6 +913,10 @@ def export(
     checkpoints and subtree hashes that let `docket audit verify --export` check them
     offline. The period is mapped to entries by the time inside each hashed entry; a
     stored column that disagrees with it exits 1, a period with no entry exits 1."""
+    from audit._auditor import write_export
+    from audit._log import AuditLog
+    from audit._store import Store
+
     start_time, end_time = _parse_period(since, until)
     log = _signing_log(db, data_dir, keys_path)
     try:
@@ -935,18 +985,7 @@ def export(
 )
 @db_option
 @data_dir_option
-@click.option(
-    "--export",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Report on an export file (from `docket audit export`) instead of a database.",
-)
-@click.option(
-    "--checkpoint",
-    "checkpoint_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A signed checkpoint you kept; the log must still contain it (repeatable).",
-)
+@_export_and_checkpoint_options("Report on")
 @key_option
 @redaction_key_option
 def report(
@@ -968,6 +1007,9 @@ def report(
     checkpoint). The period is mapped to entries by the time inside each hashed
     entry, never the unhashed columns; a column that disagrees with it, or a period
     with no entry, exits 1."""
+    from audit._auditor import root_b64
+    from audit._report import ReportStatus, build_report, render
+
     start_time, end_time = _parse_period(since, until)
     try:
         verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
@@ -1032,6 +1074,9 @@ def _report_entries(
 ) -> Iterator[tuple[int, Entry | None]]:
     """The entries to count. A payload that is no longer an entry (tampered with) is
     left out when the log is already reported as not intact, else it is an input error."""
+    from pydantic import ValidationError
+
+    from audit._entry import Entry
 
     def parsed(index: int, parse: Callable[[Any], Entry], data: Any) -> Iterator[tuple[int, Entry]]:
         try:
@@ -1089,6 +1134,11 @@ def accept(
     database). Records an `accept-log` entry (both sizes and roots, the reason, who) in
     the log, moves the kept file aside (audit-checkpoint.rejected-<time>) and keeps a
     fresh checkpoint. Exit 2 when there is nothing to accept."""
+    from audit._kept import KEPT_NAME, accept_log
+    from audit._keys import KeyRing
+    from audit._log import AuditLog
+    from audit._store import Store
+
     directory = keys_dir(keys_path, data_dir)
     ring = KeyRing(directory)
     if not ring.exists:

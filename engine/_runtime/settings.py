@@ -8,7 +8,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="DOCKET_", extra="forbid", frozen=True)
+    _read_sources: ClassVar[bool] = True
 
     data_dir: Path = Path("docket-data")
     db_url: str | None = None
@@ -175,6 +176,28 @@ class Settings(BaseSettings):
     and body from its first byte (the first request: from the end of the handshake): a
     client that trickles is cut off."""
 
+    @classmethod
+    def load(cls, **flags: object) -> Settings:
+        """The settings: defaults, then the configuration file, then ``DOCKET_*``, then
+        ``flags`` (a flag left out, ``None``, keeps the setting). ``docket`` builds them
+        once, at its root. Raises :class:`~engine._errors.ConfigError` in one line."""
+        try:
+            return cls(**_given(flags))
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc)) from exc
+
+    def with_flags(self, **flags: object) -> Settings:
+        """These settings with a command's ``flags`` on top (``None``: not given), checked
+        as the rest are, without reading the file or the environment again. Raises
+        :class:`~engine._errors.ConfigError` in one line."""
+        given = _given(flags)
+        if not given:
+            return self
+        try:
+            return _OnTop(**{**self.model_dump(), **given})
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc)) from exc
+
     @property
     def database_url(self) -> str:
         """``db_url``, or SQLite under the data directory."""
@@ -209,6 +232,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not cls._read_sources:
+            return (init_settings,)
         config = os.environ.get(CONFIG_ENV)
         path = Path(config) if config else DEFAULT_CONFIG
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
@@ -216,3 +241,14 @@ class Settings(BaseSettings):
         if path.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+class _OnTop(Settings):
+    """Settings validated from what is given alone: :meth:`Settings.with_flags` puts a
+    command's flags on settings already read, and must not read them again."""
+
+    _read_sources: ClassVar[bool] = False
+
+
+def _given(flags: dict[str, object]) -> dict[str, Any]:
+    return {name: value for name, value in flags.items() if value is not None}

@@ -3,6 +3,11 @@ The top room of ``engine``: it may import every room below (``engine._runtime`` 
 serve, ``engine._core`` for offline decisions and policy tests), and ``attestation.cli``
 and ``audit.cli``; ``engine.cli.attest`` holds the device agent's commands.
 
+The root reads the settings once (:func:`configure`) and passes them down on the click
+context: engine's commands take them with ``common.settings_of``, ``docket audit`` and
+``docket ca`` through ``audit.cli.CLISettings``; each puts its flags on top
+(``Settings.with_flags``). A command line that asks for help reads none of it.
+
 Exit codes: 0 success; 1 a check failed (a policy test, a verification, a deny from
 ``decide``); 2 usage or input error. Errors are one line on stderr, never a traceback.
 """
@@ -10,12 +15,16 @@ Exit codes: 0 success; 1 a check failed (a policy test, a verification, a deny f
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine._errors import ConfigError, EngineError
+from engine._errors import EngineError
+
+if TYPE_CHECKING:
+    from engine._runtime.settings import Settings
 
 COMMANDS = {
     "attest": "engine.cli.attest:attest",
@@ -31,6 +40,10 @@ COMMANDS = {
 SQLAlchemy, gRPC) is imported only when that command runs or help lists it."""
 
 
+ASKS_FOR_HELP = "docket.asks_for_help"
+"""``ctx.meta`` key: the command line asks for help somewhere below the root."""
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported on first use (click's documented pattern)."""
 
@@ -40,6 +53,14 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Help anywhere below reads no settings: it need not pay for pydantic-settings
+        # and structlog (a word is taken for help even as an option's value, e.g.
+        # `--db --help`; then the settings are read when first asked for).
+        words = itertools.takewhile(lambda arg: arg != "--", args)
+        ctx.meta[ASKS_FOR_HELP] = any(word in ctx.help_option_names for word in words)
+        return super().parse_args(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         where = self.lazy.get(cmd_name)
@@ -68,22 +89,34 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
     """Docket: policy decisions, placement, attestation and a verifiable audit log."""
-    from pydantic import ValidationError
+    if ctx.meta.get(ASKS_FOR_HELP):
+        ctx.obj = _ReadWhenAsked(ctx)
+    else:
+        ctx.obj = configure(log_format=log_format, log_level=log_level)
 
+
+class _ReadWhenAsked:
+    """Left on the root when the command line seems to ask for help: the settings, read
+    when a command first asks (the help word was an option's value, and it runs)."""
+
+    def __init__(self, root: click.Context) -> None:
+        self._root = root
+
+    def __getattr__(self, name: str) -> Any:
+        self._root.obj = settings = configure(**self._root.params)
+        return getattr(settings, name)
+
+
+def configure(**flags: str | None) -> Settings:
+    """The settings every command takes (defaults, docket.toml, DOCKET_*, the root's
+    flags), built once, and logging set up by them. Raises
+    :class:`~engine._errors.ConfigError`: one line, exit 2, whichever the command."""
     from engine._runtime.logging_setup import configure_logging
-    from engine._runtime.settings import Settings, describe_error
+    from engine._runtime.settings import Settings
 
-    overrides: dict[str, Any] = {}
-    if log_format:
-        overrides["log_format"] = log_format
-    if log_level:
-        overrides["log_level"] = log_level
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(describe_error(exc)) from exc
+    settings = Settings.load(**flags)
     configure_logging(settings.log_format, settings.log_level)
-    ctx.obj = settings
+    return settings
 
 
 def run() -> None:

@@ -31,7 +31,7 @@ def pin(ctx: click.Context, revision: int, name: str | None, data_dir: Path | No
     pin to the audit log."""
     from engine._service.bundle_revisions import RevisionGuard
 
-    directory = data_dir or settings_of(ctx).data_dir
+    directory = settings_of(ctx).with_flags(data_dir=data_dir).data_dir
     try:
         pinned = RevisionGuard(directory, signed=False).pin(revision, datetime.now(UTC), name=name)
     except BundleError as exc:

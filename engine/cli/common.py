@@ -7,29 +7,51 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
 
 from audit.cli import InputError
-from audit.note import VerifierKey
-from engine._core.bundle import PolicyBundle
-from engine._core.signing import load_verifier
 from engine._errors import BundleError, SignatureError
-from engine._runtime.settings import Settings, describe_error
 
-out = Console(highlight=False)
+if TYPE_CHECKING:  # what a command runs is imported when it runs: `--help` loads none of it
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from audit.note import VerifierKey
+    from engine._core.bundle import PolicyBundle
+    from engine._runtime.settings import Settings
+
+if TYPE_CHECKING:
+    out: Console
+    """What the commands print tables and marked-up lines with (rich)."""
+
+
+def __getattr__(name: str) -> Any:
+    """``out`` made on first use: a command's ``--help`` does not import rich."""
+    if name != "out":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    globals()["out"] = console = Console(highlight=False)
+    return console
 
 
 def settings_of(ctx: click.Context) -> Settings:
-    settings = ctx.find_object(Settings)
-    assert settings is not None
-    return settings
+    """The settings ``docket`` built at its root (read now if the root took a word for
+    help and did not)."""
+    from engine._runtime.settings import Settings
+    from engine.cli import configure
+
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = configure(**root.params)
+    return root.obj
 
 
 def public_key(path: Path | None) -> VerifierKey | None:
+    from engine._core.signing import load_verifier
+
     if path is None:
         return None
     try:
@@ -39,6 +61,8 @@ def public_key(path: Path | None) -> VerifierKey | None:
 
 
 def load_bundle(path: Path, key: Path | None) -> PolicyBundle:
+    from engine._core.bundle import PolicyBundle
+
     try:
         return PolicyBundle.load(path, public_key=public_key(key))
     except BundleError as exc:
@@ -81,11 +105,6 @@ def read_documents(source: IO[str], name: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{name}:{number}: invalid JSON: {exc.msg}") from exc
-
-
-def config_error(exc: ValidationError) -> InputError:
-    """Invalid settings as a usage error (exit 2), one line naming the setting."""
-    return InputError(describe_error(exc))
 
 
 def model_error(name: str, line: int, exc: ValidationError) -> InputError:

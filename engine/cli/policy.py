@@ -6,14 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from audit.cli import CheckFailed, InputError
-from engine._core.bundle import PolicyBundle
-from engine._core.policy_tests import junit_xml, load_cases, run_cases, uncovered_policies
-from engine._core.signing import SIGNATURE_FILE, load_signer, sign_bundle, write_keypair
 from engine._errors import BundleError, SignatureError
-from engine.cli.common import key_option, load_bundle, out, public_key, settings_of
+from engine.cli.common import key_option, load_bundle, public_key, settings_of
 
 
 @click.group()
@@ -29,6 +25,8 @@ def validate(ctx: click.Context, bundle_dir: Path | None, bundle_key: Path | Non
     """Check a bundle: parse, validate strictly against its schema, load entities and
     sites. Prints every problem as FILE:LINE: MESSAGE and exits 1 if there is any; a
     bundle that is not there is an input error (exit 2), as for every command."""
+    from engine._core.bundle import PolicyBundle
+
     settings = settings_of(ctx)
     path = bundle_dir or settings.bundle
     key = bundle_key or settings.bundle_public_key
@@ -65,6 +63,11 @@ def test_cmd(
 ) -> None:
     """Run the bundle's tests/*.yaml cases: list the failures, the policies that no case
     exercises and a summary (--verbose: every case, in a table)."""
+    from rich.table import Table
+
+    from engine._core.policy_tests import junit_xml, load_cases, run_cases, uncovered_policies
+    from engine.cli.common import out
+
     settings = settings_of(ctx)
     path = bundle_dir or settings.bundle
     bundle = load_bundle(path, bundle_key or settings.bundle_public_key)
@@ -126,6 +129,8 @@ def test_cmd(
 def sign(bundle_dir: Path, key: Path) -> None:
     """Sign a bundle directory: writes BUNDLE_DIR/bundle.sig, a C2SP signed note over its
     version, name and revision."""
+    from engine._core.signing import SIGNATURE_FILE, load_signer, sign_bundle
+
     if not bundle_dir.is_dir():
         raise InputError(f"{bundle_dir}: not a directory (sign the directory, then archive it)")
     try:
@@ -159,6 +164,8 @@ def sign(bundle_dir: Path, key: Path) -> None:
 def keygen(ctx: click.Context, prefix: str | None, force: bool) -> None:
     """Make a key pair for signing bundles: PREFIX.key (the signer, a C2SP note key, mode
     0600) and PREFIX.pub (its verifier key, for `bundle_public_key` / --bundle-key)."""
+    from engine._core.signing import write_keypair
+
     if prefix is None:
         directory = settings_of(ctx).data_dir / "keys"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
 from audit.cli import InputError
 from engine._errors import BundleError, ServeError, SignatureError
-from engine._runtime.prepare import Listening
-from engine._runtime.serve import serve as serve_forever
-from engine._runtime.settings import Settings
-from engine.cli.common import bundle_option, config_error, key_option, settings_of
+from engine.cli.common import bundle_option, key_option, settings_of
+
+if TYPE_CHECKING:
+    from engine._runtime.prepare import Listening
 
 
 @click.command()
@@ -71,14 +70,12 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     directory, audit database and CA on first start. Every decision and credential is in
     the audit log before it is answered. SIGHUP reloads the bundle, the CA and the EK
     roots; SIGTERM drains the calls in flight and exits 0."""
+    from engine._runtime.serve import serve as serve_forever
+
     names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
     names["metrics_addr"] = "metrics"
     names["admission_addr"] = "admission"
-    updates = {names.get(k, k): v for k, v in flags.items() if v is not None}
-    try:
-        settings = Settings(**{**settings_of(ctx).model_dump(), **updates})
-    except ValidationError as exc:
-        raise config_error(exc) from exc
+    settings = settings_of(ctx).with_flags(**{names.get(k, k): v for k, v in flags.items()})
 
     def ready(where: Listening) -> None:
         bundle = where.bundle

@@ -1,4 +1,5 @@
-"""``docket ca …`` through click's runner: files, output formats, exit codes, one-line errors."""
+"""``docket ca …`` through click's runner, under ``docket`` (which reads the settings):
+files, output formats, exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from attestation.cli import ca
+from engine.cli import main as docket
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def runner() -> CliRunner:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, runner: CliRunner) -> Path:
-    result = runner.invoke(ca, ["init", "--data-dir", str(tmp_path / "data")])
+    result = runner.invoke(docket, ["ca", "init", "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     return tmp_path / "data"
 
@@ -40,7 +41,7 @@ def test_init_creates_files(data_dir: Path) -> None:
 
 
 def test_init_twice_is_a_one_line_usage_error(data_dir: Path, runner: CliRunner) -> None:
-    result = runner.invoke(ca, ["init", "--data-dir", str(data_dir)])
+    result = runner.invoke(docket, ["ca", "init", "--data-dir", str(data_dir)])
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1
@@ -48,22 +49,16 @@ def test_init_twice_is_a_one_line_usage_error(data_dir: Path, runner: CliRunner)
 
 
 def test_init_rejects_bad_trust_domain(tmp_path: Path, runner: CliRunner) -> None:
-    result = runner.invoke(ca, ["init", "--data-dir", str(tmp_path), "--trust-domain", "Bad TD"])
+    result = runner.invoke(
+        docket, ["ca", "init", "--data-dir", str(tmp_path), "--trust-domain", "Bad TD"]
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("docket: trust domain")
     assert not (tmp_path / "ca").exists()
 
 
-def test_data_dir_from_environment(tmp_path: Path, runner: CliRunner) -> None:
-    env = {"DOCKET_DATA_DIR": str(tmp_path / "env-data")}
-    result = runner.invoke(ca, ["init", "--trust-domain", "prod.example"], env=env)
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "env-data" / "ca" / "root.key").is_file()
-    assert runner.invoke(ca, ["jwks"], env=env).exit_code == 0
-
-
 def test_bundle_prints_pem(data_dir: Path, runner: CliRunner) -> None:
-    result = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)])
+    result = runner.invoke(docket, ["ca", "bundle", "--data-dir", str(data_dir)])
     assert result.exit_code == 0
     certs = x509.load_pem_x509_certificates(result.stdout.encode())
     assert certs[0] == x509.load_pem_x509_certificate((data_dir / "ca" / "root.pem").read_bytes())
@@ -71,7 +66,7 @@ def test_bundle_prints_pem(data_dir: Path, runner: CliRunner) -> None:
 
 
 def test_jwks_prints_one_key(data_dir: Path, runner: CliRunner) -> None:
-    result = runner.invoke(ca, ["jwks", "--data-dir", str(data_dir)])
+    result = runner.invoke(docket, ["ca", "jwks", "--data-dir", str(data_dir)])
     assert result.exit_code == 0
     (key,) = json.loads(result.stdout)["keys"]
     assert key["kty"] == "EC"
@@ -83,7 +78,7 @@ def test_jwks_prints_one_key(data_dir: Path, runner: CliRunner) -> None:
 def test_missing_ca_is_a_one_line_usage_error(
     tmp_path: Path, runner: CliRunner, command: str
 ) -> None:
-    result = runner.invoke(ca, [command, "--data-dir", str(tmp_path)])
+    result = runner.invoke(docket, ["ca", command, "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "docket ca init" in result.stderr
@@ -92,14 +87,16 @@ def test_missing_ca_is_a_one_line_usage_error(
 def test_issue_server_chains_to_bundle(data_dir: Path, tmp_path: Path, runner: CliRunner) -> None:
     out = tmp_path / "tls"
     args = ["issue-server", "--data-dir", str(data_dir), "--dns", "webhook.docket.svc"]
-    result = runner.invoke(ca, [*args, "--ip", "127.0.0.1", "--out", str(out), "--ttl", "48"])
+    result = runner.invoke(
+        docket, ["ca", *args, "--ip", "127.0.0.1", "--out", str(out), "--ttl", "48"]
+    )
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE((out / "server.key").stat().st_mode) == 0o600
     leaf, *chain = x509.load_pem_x509_certificates((out / "server.pem").read_bytes())
     key = serialization.load_pem_private_key((out / "server.key").read_bytes(), None)
     assert key.public_key() == leaf.public_key()
 
-    bundle = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)]).stdout.encode()
+    bundle = runner.invoke(docket, ["ca", "bundle", "--data-dir", str(data_dir)]).stdout.encode()
     root, *intermediates = x509.load_pem_x509_certificates(bundle)
     verifier = (
         PolicyBuilder()
@@ -121,24 +118,24 @@ def test_issue_server_chains_to_bundle(data_dir: Path, tmp_path: Path, runner: C
     ids=["no-names", "bad-dns", "bad-ip", "zero-ttl"],
 )
 def test_issue_server_refused(data_dir: Path, runner: CliRunner, args: list[str]) -> None:
-    result = runner.invoke(ca, ["issue-server", "--data-dir", str(data_dir), *args])
+    result = runner.invoke(docket, ["ca", "issue-server", "--data-dir", str(data_dir), *args])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
 
 
 def test_rotate_keeps_the_old_key_in_the_bundle_and_jwks(data_dir: Path, runner: CliRunner) -> None:
-    before = json.loads(runner.invoke(ca, ["jwks", "--data-dir", str(data_dir)]).stdout)
+    before = json.loads(runner.invoke(docket, ["ca", "jwks", "--data-dir", str(data_dir)]).stdout)
     (old_key,) = before["keys"]
-    result = runner.invoke(ca, ["rotate", "--data-dir", str(data_dir)])
+    result = runner.invoke(docket, ["ca", "rotate", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("new issuing key ")
     assert "1 retired key(s)" in result.stdout
-    after = json.loads(runner.invoke(ca, ["jwks", "--data-dir", str(data_dir)]).stdout)
+    after = json.loads(runner.invoke(docket, ["ca", "jwks", "--data-dir", str(data_dir)]).stdout)
     kids = [key["kid"] for key in after["keys"]]
     assert len(kids) == 2
     assert kids[1] == old_key["kid"]  # the new key first, the old one still trusted
     assert kids[0] in result.stdout
-    bundle = runner.invoke(ca, ["bundle", "--data-dir", str(data_dir)]).stdout
+    bundle = runner.invoke(docket, ["ca", "bundle", "--data-dir", str(data_dir)]).stdout
     assert len(x509.load_pem_x509_certificates(bundle.encode())) == 3
     # Retired: its certificate stays for verification, its private key is gone.
     assert len(list((data_dir / "ca").glob("retired-*.pem"))) == 1
@@ -147,7 +144,7 @@ def test_rotate_keeps_the_old_key_in_the_bundle_and_jwks(data_dir: Path, runner:
 
 
 def test_rotate_without_a_ca_is_a_one_line_usage_error(tmp_path: Path, runner: CliRunner) -> None:
-    result = runner.invoke(ca, ["rotate", "--data-dir", str(tmp_path)])
+    result = runner.invoke(docket, ["ca", "rotate", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "docket ca init" in result.stderr
 
@@ -159,19 +156,19 @@ EK = "cd" * 32
 
 def test_revoke_and_list(data_dir: Path, runner: CliRunner) -> None:
     args = ["--data-dir", str(data_dir)]
-    result = runner.invoke(ca, ["revoke", *args, "--device", EK, "--reason", "stolen"])
+    result = runner.invoke(docket, ["ca", "revoke", *args, "--device", EK, "--reason", "stolen"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"revoked device {EK} revoked at ")
     assert "version 1" in result.stdout
-    result = runner.invoke(ca, ["revoke", *args, "--serial", "ABC", "--reason", "leak"])
+    result = runner.invoke(docket, ["ca", "revoke", *args, "--serial", "ABC", "--reason", "leak"])
     assert result.exit_code == 0, result.output
-    listed = runner.invoke(ca, ["revocations", *args])
+    listed = runner.invoke(docket, ["ca", "revocations", *args])
     assert listed.exit_code == 0, listed.output
     lines = listed.stdout.splitlines()
     assert lines[0] == "revocation list version 2, 2 revoked"
     assert lines[1].startswith(f"device {EK} revoked at ")
     assert lines[2].endswith(": leak")
-    as_json = json.loads(runner.invoke(ca, ["revocations", *args, "--json"]).stdout)
+    as_json = json.loads(runner.invoke(docket, ["ca", "revocations", *args, "--json"]).stdout)
     assert [r["kind"] for r in as_json["revoked"]] == ["device", "serial"]
 
 
@@ -187,7 +184,9 @@ def test_revoke_and_list(data_dir: Path, runner: CliRunner) -> None:
 def test_revoke_usage_errors_are_one_line(
     data_dir: Path, runner: CliRunner, flags: list[str], words: str
 ) -> None:
-    result = runner.invoke(ca, ["revoke", "--data-dir", str(data_dir), *flags, "--reason", "r"])
+    result = runner.invoke(
+        docket, ["ca", "revoke", "--data-dir", str(data_dir), *flags, "--reason", "r"]
+    )
     assert result.exit_code == 2, result.output
     assert words in result.stderr
     assert result.stderr.count("\n") == 1
@@ -197,11 +196,11 @@ def test_revocations_that_do_not_verify_are_an_error(data_dir: Path, runner: Cli
     (data_dir / "ca" / "revocations.json").write_text(
         '{"protected":"e30","payload":"e30","signature":"AA"}'
     )
-    result = runner.invoke(ca, ["revocations", "--data-dir", str(data_dir)])
+    result = runner.invoke(docket, ["ca", "revocations", "--data-dir", str(data_dir)])
     assert result.exit_code == 2
     assert "does not verify" in result.stderr
     result = runner.invoke(
-        ca, ["revoke", "--data-dir", str(data_dir), "--device", EK, "--reason", "r"]
+        docket, ["ca", "revoke", "--data-dir", str(data_dir), "--device", EK, "--reason", "r"]
     )
     assert result.exit_code == 2  # never re-signed over a list that was tampered with
 
@@ -223,7 +222,7 @@ def test_issued_keys_default_into_the_data_directory(
     """Without --out the key is written under <data-dir>/issued, never the working
     directory, where `git add .` would take it."""
     monkeypatch.chdir(data_dir.parent)
-    result = runner.invoke(ca, [*command, "--data-dir", str(data_dir)])
+    result = runner.invoke(docket, ["ca", *command, "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     assert (data_dir / "issued" / f"{stem}.key").is_file()
     assert not list(data_dir.parent.glob("*.key"))

@@ -35,6 +35,7 @@ from structlog.testing import capture_logs
 from audit import AuditLog, Entry, Store
 from audit.cli import audit as audit_group
 from audit.note import Checkpoint, SignerKey, sign_checkpoint
+from engine.cli import main as docket_root
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 from tests.engine.runtime.test_serve import Served
@@ -203,7 +204,9 @@ def cli(*args: str | Path, code: int = 0) -> Result:
     """``docket audit ARGS`` in process; asserts the exit code and that no exception
     other than click's exit escaped (a traceback would also exit 1)."""
     with capture_logs():  # ``docket`` sends logs to stderr, at info
-        result = CliRunner().invoke(audit_group, [str(a) for a in args])
+        result = CliRunner().invoke(
+            docket_root, ["audit", *(str(a) for a in args)], prog_name="docket"
+        )
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"docket audit {args} raised") from result.exception
     assert result.exit_code == code, (result.stdout, result.stderr)
@@ -715,7 +718,7 @@ def test_help() -> None:
 @pytest.mark.parametrize("command", sorted(audit_group.commands))
 def test_each_subcommand_has_help(command: str) -> None:
     shown = cli(command, "--help").stdout
-    assert shown.startswith(f"Usage: audit {command} ")
+    assert shown.startswith(f"Usage: docket audit {command} ")
     summary = audit_group.commands[command].get_short_help_str(limit=30)
     assert summary.rstrip(".") in " ".join(shown.split())
 

@@ -19,7 +19,10 @@ DOCKET = [sys.executable, "-c", "from engine.cli import run; run()"]
 
 
 def docket(
-    *args: str, stdin: str | None = None, cwd: Path | None = None
+    *args: str,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    environment: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*DOCKET, *args],
@@ -29,6 +32,7 @@ def docket(
         cwd=cwd or ROOT,
         check=False,
         timeout=120,
+        env={**os.environ, **(environment or {})},
     )
 
 
@@ -258,55 +262,127 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
     assert_one_line_error(docket("policy", "validate", cwd=tmp_path), 2, "bundel")
 
 
-def test_version_and_the_command_list_load_nothing_heavy() -> None:
-    """`docket --version` imports no Cedar, database, gRPC or crypto library: each
-    command's module is imported when that command runs (engine.cli.LazyGroup)."""
+HEAVY = ("cedarpy", "sqlalchemy", "grpc", "cryptography", "kubernetes", "uvicorn")
+"""What no command line that only asks for help or the version may load."""
+SETTINGS = ("pydantic", "pydantic_settings", "structlog", "rich")
+"""What reading the settings and setting up logging load: help needs neither."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--version"],
+        ["audit", "--help"],
+        ["audit", "verify", "--help"],
+        ["ca", "--help"],
+        ["policy", "--help"],
+        ["serve", "--help"],
+    ],
+    ids=" ".join,
+)
+def test_version_and_help_load_nothing_heavy(tmp_path: Path, argv: list[str]) -> None:
+    """`docket --version` and the auditor's help import no Cedar, database, gRPC or
+    crypto library, and do not read the settings: each command's module is imported
+    when that command runs (engine.cli.LazyGroup), and what a command needs, when it
+    runs. (Modules, not milliseconds: benchmarks/bench_startup.py times them.)"""
     code = (
         "import sys\n"
         "from engine.cli import main\n"
         "try:\n"
-        "    main.main(['--version'], prog_name='docket')\n"
+        f"    main.main({argv!r}, prog_name='docket')\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = ('cedarpy', 'sqlalchemy', 'grpc', 'cryptography', 'kubernetes', 'pydantic')\n"
-        "print(','.join(m for m in heavy if m in sys.modules))\n"
+        f"print(','.join(m for m in {HEAVY + SETTINGS!r} if m in sys.modules))\n"
     )
+    (tmp_path / "docket.toml").write_text("not toml")  # help reads no settings
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert done.stdout.splitlines()[-1] == "", done.stdout
-    assert done.stdout.startswith("docket, version ")
+    assert done.stdout.startswith("docket, version " if argv == ["--version"] else "Usage: docket")
+
+
+BAD_CONFIGURATIONS = [
+    pytest.param('log_level = "info\n', {}, "docket.toml:1:18: invalid TOML: Illegal character",
+                 id="malformed-toml"),
+    pytest.param('log_levl = "info"\n', {},
+                 "log_levl: unknown setting (did you mean log_level?)", id="unknown-key"),
+    pytest.param(None, {"DOCKET_CONFIG": "missing.toml"},
+                 "DOCKET_CONFIG=missing.toml: no such file", id="named-file-missing"),
+    pytest.param("workers = 0\n", {}, "configuration: workers: Input should be greater",
+                 id="out-of-range"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("config", "environment", "needle"),
-    [
-        pytest.param('log_level = "info\n', {}, "docket.toml:1:18: invalid TOML: Illegal character",
-                     id="malformed-toml"),
-        pytest.param('log_levl = "info"\n', {},
-                     "log_levl: unknown setting (did you mean log_level?)", id="unknown-key"),
-        pytest.param(None, {"DOCKET_CONFIG": "missing.toml"},
-                     "DOCKET_CONFIG=missing.toml: no such file", id="named-file-missing"),
-        pytest.param("workers = 0\n", {}, "configuration: workers: Input should be greater",
-                     id="out-of-range"),
-    ],
-)  # fmt: skip
+    "command",
+    [["decide", "--bundle", str(POLICIES)], ["serve"], ["audit", "verify"], ["ca", "bundle"]],
+    ids=lambda command: " ".join(command[:2]).split(" /")[0],
+)
+@pytest.mark.parametrize(("config", "environment", "needle"), BAD_CONFIGURATIONS)
 def test_a_bad_configuration_is_one_line_exit_2(
-    tmp_path: Path, config: str | None, environment: dict[str, str], needle: str
+    tmp_path: Path, command: list[str], config: str | None, environment: dict[str, str], needle: str
 ) -> None:
+    """Every command takes the one settings object, so a bad configuration is refused
+    the same way by each (before it reads or writes anything)."""
     if config is not None:
         (tmp_path / "docket.toml").write_text(config)
-    result = subprocess.run(
-        [*DOCKET, "decide", "--bundle", str(POLICIES)],
-        input="",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-        env={**os.environ, **environment},
-    )
+    result = docket(*command, stdin="", cwd=tmp_path, environment=environment)
     assert_one_line_error(result, 2, needle)
+    assert not (tmp_path / "docket-data").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["audit", "verify", "--db", "--help"], ["ca", "init", "--trust-domain", "-h"]]
+)
+def test_a_help_word_given_as_a_value_still_reads_the_settings(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Help reads no settings, but a help word that is an option's value is no help:
+    the command runs, on the settings (here refused)."""
+    (tmp_path / "docket.toml").write_text('log_levl = "info"\n')
+    result = docket(*command, cwd=tmp_path)
+    assert_one_line_error(result, 2, "log_levl: unknown setting")
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "flag", "value", "says", "code"),
+    [
+        (["audit", "verify"], "data_dir", "--data-dir", "{}-data",
+         "no audit database at {}-data/docket.db", 2),
+        (["audit", "key"], "data_dir", "--data-dir", "{}-data",
+         "no audit signing key in {}-data/audit-keys", 2),
+        (["ca", "bundle"], "data_dir", "--data-dir", "{}-data", "no CA at {}-data/ca", 2),
+        (["audit", "verify"], "db_url", "--db", "sqlite:///{}.db", "no audit database at {}.db", 2),
+        (["ca", "init"], "trust_domain", "--trust-domain", "{}.example",
+         "created a CA for spiffe://{}.example in ", 0),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)  # fmt: skip
+@pytest.mark.parametrize("source", ["toml", "env", "flag"])
+def test_audit_and_ca_take_settings_from_toml_then_environment_then_flags(
+    tmp_path: Path,
+    command: list[str],
+    setting: str,
+    flag: str,
+    value: str,
+    says: str,
+    code: int,
+    source: str,
+) -> None:
+    """The order every command takes its settings in: docket.toml, then DOCKET_*, then
+    the command's own flag (each source below names a different value)."""
+    (tmp_path / "docket.toml").write_text(f'{setting} = "{value.format("toml")}"\n')
+    environment = {} if source == "toml" else {f"DOCKET_{setting.upper()}": value.format("env")}
+    flags = [flag, value.format("flag")] if source == "flag" else []
+    result = docket(*command, *flags, cwd=tmp_path, environment=environment)
+    assert result.returncode == code, result.stderr
+    assert says.format(source) in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("command", ["decide", "place"])

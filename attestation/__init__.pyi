@@ -1,0 +1,41 @@
+# The names of `attestation`, typed; lazy_loader.attach_stub reads these imports to import
+# each name from its module on first use (`__init__.py`).
+
+from ._ca.authority import CertificateAuthority as CertificateAuthority
+from ._ca.authority import issued_at as issued_at
+from ._ca.jwt_svid import JWT_POSTURE_CLAIM as JWT_POSTURE_CLAIM
+from ._ca.revocations import REVOCATIONS_FILE as REVOCATIONS_FILE
+from ._ca.revocations import RevocationList as RevocationList
+from ._ca.revocations import describe as describe
+from ._ca.revocations import load_revocations as load_revocations
+from ._der import load_pem_certificates as load_pem_certificates
+from ._errors import AttestationError as AttestationError
+from ._errors import CAError as CAError
+from ._errors import CredentialError as CredentialError
+from ._errors import EvidenceError as EvidenceError
+from ._errors import ParseError as ParseError
+from ._errors import ReferenceError as ReferenceError
+from ._errors import StoreUnavailable as StoreUnavailable
+from ._errors import TokenError as TokenError
+from ._posture import Posture as Posture
+from ._reference import ReferenceValues as ReferenceValues
+from ._reference import parse_reference as parse_reference
+from ._store import ChallengeStore as ChallengeStore
+from ._tpm import ALG_SHA1 as ALG_SHA1
+from ._tpm import ALG_SHA256 as ALG_SHA256
+from ._tpm import ALG_SHA384 as ALG_SHA384
+from ._tpm import ALG_SHA512 as ALG_SHA512
+from ._tpm import hash_name as hash_name
+from ._verifier import DEFAULT_QUOTE_HASHES as DEFAULT_QUOTE_HASHES
+from ._verifier import QUOTE_HASHES as QUOTE_HASHES
+from ._verifier import Attested as Attested
+from ._verifier import Challenge as Challenge
+from ._verifier import ToPersist as ToPersist
+from ._verifier import TrustRoots as TrustRoots
+from ._verifier import UnverifiedEnrollment as UnverifiedEnrollment
+from ._verifier import appraise_any as appraise_any
+from ._verifier import begin_enrollment as begin_enrollment
+from ._verifier import check_ek_root as check_ek_root
+from ._verifier import check_quote_hashes as check_quote_hashes
+from ._verifier import finish_attestation as finish_attestation
+from ._verifier import verify_answer as verify_answer
