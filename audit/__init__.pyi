@@ -21,11 +21,13 @@ from ._errors import Overloaded as Overloaded
 from ._errors import ProofError as ProofError
 from ._errors import StoreError as StoreError
 from ._errors import TamperDetected as TamperDetected
+from ._kept import KEPT_NAME as KEPT_NAME
 from ._log import AuditLog as AuditLog
 from ._note import Checkpoint as Checkpoint
 from ._note import SignerKey as SignerKey
 from ._note import VerifierKey as VerifierKey
 from ._store import Receipt as Receipt
 from ._store import Store as Store
+from ._store import StoredCheckpoint as StoredCheckpoint
 from ._verify import VerifiedLog as VerifiedLog
 from ._verify import verify_entries as verify_entries

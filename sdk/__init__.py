@@ -13,7 +13,7 @@ into ``InvalidRequestError``. A client install never imports cedarpy.
 """
 
 from sdk._asgi import DocketASGIMiddleware
-from sdk._client import AsyncDecisionClient, DecisionClient, PlacementOptions
+from sdk._client import DEFAULT_TARGET, AsyncDecisionClient, DecisionClient, PlacementOptions
 from sdk._errors import (
     ConfigurationError,
     DocketError,
@@ -39,6 +39,7 @@ from sdk._models import (
 from sdk._tls import TLSConfig
 
 __all__ = [
+    "DEFAULT_TARGET",
     "AsyncDecisionClient",
     "AuditReceipt",
     "AuthorizeRequest",

@@ -19,8 +19,7 @@ from collections.abc import Callable
 
 import grpc
 
-from audit import AuditLog, ProofError
-from audit._store import StoredCheckpoint
+from audit import AuditLog, ProofError, StoredCheckpoint
 from audit.note import parse_checkpoint_unverified
 from engine._adapters.grpc_status import answer, caller_identity
 from engine._errors import LimitExceeded

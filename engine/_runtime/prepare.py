@@ -22,8 +22,7 @@ from attestation import (
     StoreUnavailable,
     TrustRoots,
 )
-from audit import AuditError, AuditLog
-from audit._kept import KEPT_NAME
+from audit import KEPT_NAME, AuditError, AuditLog
 from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_verifier

@@ -13,8 +13,7 @@ from pathlib import Path
 import click
 
 from audit.cli import CheckFailed, InputError
-from sdk import DocketError, PermissionDeniedError, TLSConfig
-from sdk._client import DEFAULT_TARGET
+from sdk import DEFAULT_TARGET, DocketError, PermissionDeniedError, TLSConfig
 
 __all__ = ["attest"]
 
