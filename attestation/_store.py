@@ -16,8 +16,8 @@ batch at a time by each :meth:`ChallengeStore.put` given ``now``, and all at onc
 The (resetCount, clock) of each AK's last accepted quote is kept in the same way, and
 :meth:`ChallengeStore.record_clock` refuses to move it backwards.
 
-Tables (created when missing, next to the audit tables; this module never imports
-``audit``):
+Tables (created when missing, next to the audit tables; of ``audit`` this module uses
+only :func:`audit.sqlite.sqlite_engine`, to open the shared SQLite file the same way):
 
 - ``attestation_challenge``: one row per challenge, ``consumed_at`` NULL until used;
 - ``attestation_clock``: one row per AK name.
@@ -48,6 +48,7 @@ from sqlmodel import Field, SQLModel
 
 from attestation._errors import EvidenceError, StoreUnavailable
 from attestation._verifier import PendingChallenge, ToPersist
+from audit.sqlite import sqlite_engine
 
 __all__ = ["ChallengeStore", "StoreUnavailable", "Stored"]
 
@@ -140,7 +141,7 @@ class ChallengeStore:
                 database = parsed.database
                 if database and database != ":memory:":
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
-                self._engine = _sqlite_engine(parsed)
+                self._engine = sqlite_engine(parsed)
             else:
                 self._engine = sa.create_engine(parsed, pool_pre_ping=True)
             with self._engine.begin() as conn:
@@ -369,24 +370,3 @@ def _pending(row: Any) -> PendingChallenge:
         expires_at=_from_micros(row.expires_at),
         tpm_manufacturer=row.tpm_manufacturer,
     )
-
-
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-
-    @sa.event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # We issue BEGIN IMMEDIATE ourselves (below): pysqlite's lazy BEGIN DEFERRED
-        # would let two consumers read the same unused row before either writes.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine

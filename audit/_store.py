@@ -44,6 +44,7 @@ from sqlmodel import Field, SQLModel
 
 from audit._errors import FormatError, LogIdentityError, ProofError, StoreError
 from audit._merkle import HASH_SIZE, CompactRange, NodeId, consistency_proof, inclusion_proof
+from audit.sqlite import sqlite_engine
 
 GENESIS = bytes(HASH_SIZE)
 """The chain value before the first entry."""
@@ -236,8 +237,9 @@ class Store:
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     _create_private(path)
-                self._writer = self._sqlite_engine(parsed, immediate=True)
-                self._reader = self._sqlite_engine(parsed, immediate=False)
+                # WAL checkpoints are Store.checkpoint_wal's, off the hot path.
+                self._writer = sqlite_engine(parsed, autocheckpoint=False)
+                self._reader = sqlite_engine(parsed, immediate=False, autocheckpoint=False)
             else:
                 self._writer = sa.create_engine(parsed, pool_pre_ping=True)
                 self._reader = self._writer
@@ -269,30 +271,6 @@ class Store:
         dbapi = self._writer.dialect.dbapi
         assert dbapi is not None  # a dialect created from a URL always has its driver
         self._driver_errors: tuple[type[Exception], ...] = (dbapi.Error,)
-
-    @staticmethod
-    def _sqlite_engine(url: sa.URL, *, immediate: bool) -> sa.Engine:
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-
-        @sa.event.listens_for(engine, "connect")
-        def _configure(dbapi_connection: Any, _record: Any) -> None:
-            # pysqlite's own transaction handling would issue BEGIN DEFERRED lazily; we
-            # issue BEGIN ourselves so a writer holds the lock from its first read.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout = 30000")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
-            # WAL checkpoints run off the hot path (Store.checkpoint_wal), not inside
-            # whichever commit crosses the auto-checkpoint threshold.
-            cursor.execute("PRAGMA wal_autocheckpoint = 0")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(connection: sa.Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-        return engine
 
     def _create(self) -> None:
         with self._writer.begin() as conn:
