@@ -13,9 +13,10 @@ High level (an auditor)::
     verdict = verify_store(Store(url, create=False), [VerifierKey.parse(key_text)])
 
 The RFC 6962 primitives (hashes, proofs, their verification) are in
-:mod:`audit.merkle`, the signed-note primitives in :mod:`audit.note`.
+:mod:`audit.merkle`, the signed-note primitives in :mod:`audit.note`; how the SQLite
+file the log shares with the challenge store is opened, in :mod:`audit.sqlite`.
 
-Names are imported on first use (PEP 562): ``audit.note`` and ``audit.merkle`` (and the
+Names are imported on first use (lazy_loader): ``audit.note`` and ``audit.merkle`` (and the
 bundle signatures that use them) do not load the store and SQLAlchemy.
 """
 
