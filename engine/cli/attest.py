@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from audit.cli import CheckFailed, InputError
 from sdk import DEFAULT_TARGET, DocketError, PermissionDeniedError, TLSConfig
+
+if TYPE_CHECKING:
+    from sdk.agent import TpmBackend
 
 __all__ = ["attest"]
 
@@ -112,6 +116,14 @@ def _when(moment: datetime) -> str:
     help="Seconds each call to Docket may take, retries included.",
 )
 @click.option(
+    "--tpm-backend",
+    type=click.Choice(["auto", "tpm2-tools", "tpm2-pytss"]),
+    default="auto",
+    show_default=True,
+    help="How to drive the TPM: tpm2-tools, tpm2-pytss (pip install 'docket[tpm]'), or "
+    "auto (tpm2-tools when on PATH, else tpm2-pytss).",
+)
+@click.option(
     "--insecure-plaintext",
     is_flag=True,
     help="Allow plaintext gRPC to a non-loopback server (never do this in production).",
@@ -128,6 +140,7 @@ def attest(
     tls_server_name: str | None,
     ek_intermediates: tuple[Path, ...],
     timeout: float,
+    tpm_backend: TpmBackend,
     insecure_plaintext: bool,
 ) -> None:
     """Attest this device's TPM to Docket and write its credentials into --out.
@@ -150,6 +163,7 @@ def attest(
             timeout=timeout,
             ek_intermediates=_read_intermediates(ek_intermediates),
             insecure_plaintext=insecure_plaintext,
+            backend=tpm_backend,
         )
     except PermissionDeniedError as exc:
         raise CheckFailed(exc.message) from exc

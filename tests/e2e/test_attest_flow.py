@@ -22,7 +22,9 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import get_args
 
+import click
 import grpc
 import jwt
 import pytest
@@ -360,3 +362,39 @@ def test_docket_attest_without_tpm2_tools_uses_tpm2_pytss(
     assert done.returncode == 0, done.stderr + fresh_docket.log.read_text()
     assert "device class  dev" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+
+
+def test_docket_attest_tpm_backend_flag_picks_the_driver(
+    fresh_docket: Docket,
+    swtpm: SoftwareTpm,
+    provisioned_tpm: ProvisionedState,
+    tpm2_pytss: None,
+    tmp_path: Path,
+) -> None:
+    """``--tpm-backend`` overrides "auto": on a PATH without tpm2-tools, asking for
+    tpm2-tools is one input error (exit 2) naming it, asking for tpm2-pytss attests."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    env = dict(os.environ, PATH=str(bare))
+    intermediate = ("--ek-intermediate", str(provisioned_tpm.issuer_cert))
+    refused = docket_attest(
+        fresh_docket, swtpm, tmp_path / "a", *intermediate, "--tpm-backend", "tpm2-tools", env=env
+    )
+    assert refused.returncode == 2, refused.stdout
+    assert "tpm2" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = docket_attest(
+        fresh_docket, swtpm, tmp_path / "b", *intermediate, "--tpm-backend", "tpm2-pytss", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "device class  dev" in done.stdout
+
+
+def test_docket_attest_tpm_backend_choices_are_the_agents() -> None:
+    """The CLI offers exactly the agent's drivers."""
+    from engine.cli.attest import attest as command
+    from sdk.agent import TpmBackend
+
+    (option,) = [p for p in command.params if p.name == "tpm_backend"]
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == get_args(TpmBackend)
