@@ -29,7 +29,7 @@ $(TPM_STAMP): $(STAMP)
 test: $(STAMP)
 	@.ci/install-test-deps
 	@$(MAKE) --no-print-directory $(TPM_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 ## lint: the generated code is current, ruff (lint + format check), mypy --strict
 lint: $(STAMP) proto-check
