@@ -44,18 +44,8 @@ from typing import Any
 
 import yaml
 
+from benchmarks import _load
 from benchmarks._common import table
-from benchmarks._load import (
-    LoadResult,
-    Server,
-    Stream,
-    connections_per_process,
-    free_port,
-    h2load_version,
-    merge,
-    run_h2load,
-    workdir,
-)
 from benchmarks.bench_grpc import (
     CHECK,
     CHECK_CONNECTIONS,
@@ -218,7 +208,7 @@ def envoy_server(
     binary: str, tmp: Path, name: str, docket: Docket, *, capped: bool
 ) -> Iterator[Envoy]:
     """Envoy on free ports in front of ``docket``; stopped (SIGTERM) afterwards."""
-    listen, admin = free_port(), free_port()
+    listen, admin = _load.free_port(), _load.free_port()
     config = tmp / f"{name}.yaml"
     config.write_text(yaml.safe_dump(envoy_config(docket.port, listen, admin, capped=capped)))
     argv = [
@@ -226,7 +216,7 @@ def envoy_server(
         *("--log-level", "warn"),
     ]
     print(f"  {name}: {shlex.join(argv)}", flush=True)
-    server = Server(argv, name=name)
+    server = _load.Server(argv, name=name)
     try:
         server.wait_for_port(f"127.0.0.1:{listen}", READY_TIMEOUT_S)
         yield Envoy(listen, server.proc.pid)
@@ -249,18 +239,22 @@ def verify_envoy(envoy: Envoy) -> int:
 # --- CPU per process ---------------------------------------------------------------------
 
 
-def cpu_seconds(pgid: int) -> dict[int, float]:
-    """User + system CPU seconds of each process of group ``pgid`` (``/proc/PID/stat``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) == pgid:  # pgrp; utime and stime are fields 14 and 15
-                found[int(entry.name)] = (int(stat[11]) + int(stat[12])) / tick
-    return found
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all its threads (``/proc/PID/stat``)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return 0.0
+
+
+def family_cpu_seconds(pid: int) -> dict[int, float]:
+    """:func:`cpu_seconds` of ``pid`` and of each of its children (whichever thread forked
+    them: ``/proc/PID/task/*/children``)."""
+    pids = {pid}
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.update(int(child) for child in children.read_text().split())
+    return {each: cpu_seconds(each) for each in pids}
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,18 +272,21 @@ class Probe:
 
 
 def prober(docket: Docket, envoy: Envoy | None, seconds: float) -> Callable[[], Probe]:
-    """A probe for :func:`run_h2load`: CPU of each process over ``seconds``."""
+    """A probe for :func:`_load.run_h2load`: CPU of each process over ``seconds``."""
 
     def probe() -> Probe:
-        before = cpu_seconds(docket.pgid), cpu_seconds(envoy.pgid) if envoy else {}
+        server, envoy_before = family_cpu_seconds(docket.pgid), envoy and cpu_seconds(envoy.pgid)
         started = time.monotonic()
-        connections = connections_per_process(docket.port, docket.pgid)
+        connections = _load.connections_per_process(docket.port, docket.pgid)
         time.sleep(seconds)
-        after = cpu_seconds(docket.pgid), cpu_seconds(envoy.pgid) if envoy else {}
         wall = time.monotonic() - started
-        server = {pid: (used - before[0].get(pid, 0.0)) / wall for pid, used in after[0].items()}
-        envoy_cores = sum(after[1].values()) - sum(before[1].values())
-        return Probe(server, envoy_cores / wall if envoy else None, connections)
+        cores = {
+            pid: (used - server.get(pid, 0.0)) / wall
+            for pid, used in family_cpu_seconds(docket.pgid).items()
+        }
+        if envoy is None:
+            return Probe(cores, None, connections)
+        return Probe(cores, (cpu_seconds(envoy.pgid) - (envoy_before or 0.0)) / wall, connections)
 
     return probe
 
@@ -303,10 +300,10 @@ class Target:
 
     key: str
     url: str
-    stream: Stream
+    stream: _load.Stream
     size: int
     envoy: Envoy | None
-    runs: list[LoadResult] = field(default_factory=list)
+    runs: list[_load.LoadResult] = field(default_factory=list)
 
     @property
     def probes(self) -> list[Probe]:
@@ -316,7 +313,7 @@ class Target:
 
 def measure(target: Target, docket: Docket, tmp: Path, times: Durations) -> None:
     """One round of ``target``'s load, kept in ``target.runs``."""
-    result = run_h2load(
+    result = _load.run_h2load(
         target.url,
         [target.stream],
         duration_s=times.round,
@@ -338,7 +335,7 @@ def measure(target: Target, docket: Docket, tmp: Path, times: Durations) -> None
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Run the benchmark, print its table and target, return its figures."""
-    version = h2load_version()
+    version = _load.h2load_version()
     binary = envoy_binary()
     reason = None
     if version is None:
@@ -351,7 +348,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     times = QUICK if quick else FULL
     check = check_request()
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(workdir("docket-bench-envoy-"))
+        tmp = stack.enter_context(_load.workdir("docket-bench-envoy-"))
         docket = stack.enter_context(docket_server(tmp / "data"))
         envoys = {
             key: stack.enter_context(envoy_server(binary, tmp, key, docket, capped=key == CAPPED))
@@ -363,8 +360,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             f"  verified: direct Check answers {verdict} as the engine decides; through "
             "either Envoy, GET answers Docket's denial (JSON body with a decision id)"
         )
-        direct = Stream(check.SerializeToString(), CHECK_CONNECTIONS)
-        gets = Stream(None, CHECK_CONNECTIONS, headers=())
+        direct = _load.Stream(check.SerializeToString(), CHECK_CONNECTIONS)
+        gets = _load.Stream(None, CHECK_CONNECTIONS, headers=())
         targets = [
             Target(DIRECT, f"http://{docket.grpc}{CHECK}", direct, check_size, None),
             *(
@@ -382,7 +379,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
 class Figures:
     """A load's rounds together: the merged run, cores per worker and of Envoy."""
 
-    result: LoadResult
+    result: _load.LoadResult
     workers: list[float]  # the WORKERS busiest server processes but the supervisor
     envoy: float | None
     connections: list[list[int] | None]
@@ -395,7 +392,7 @@ class Figures:
         workers = [sum(cores) / len(probes) for cores in zip(*per_round, strict=True)]
         envoy = [p.envoy_cores for p in probes if p.envoy_cores is not None]
         return cls(
-            merge(target.runs),
+            _load.merge(target.runs),
             workers,
             sum(envoy) / len(envoy) if envoy else None,
             [p.connections for p in probes],
