@@ -1,8 +1,8 @@
 """ext_authz Check through Envoy against direct Check, on the same ``docket serve
 --workers 2``, driven by h2load (see :mod:`benchmarks._load`).
 
-Three loads take turns on one server, in rounds, so that other load on the machine hits
-them all alike:
+Four loads take turns, in rounds, so that other load on the machine hits them all alike;
+the first three on one server:
 
 - **direct**: h2load posts the gRPC CheckRequest of ``bench_grpc`` (an anonymous GET of
   ``Data::"quarterly-forecast"``, denied) straight to Docket's port;
@@ -10,7 +10,9 @@ them all alike:
   ``docket`` cluster are those of examples/envoy/envoy.yaml (a cap of one Check in flight
   per upstream connection), asking Docket the same question;
 - **Envoy, one connection**: the same Envoy config with the ``docket`` cluster as it was
-  before issue 15 (no cap: every Check over one HTTP/2 connection).
+  before issue 15 (no cap: every Check over one HTTP/2 connection);
+- **direct, one worker** (a reference): the direct load on a second server, ``docket serve
+  --workers 1``, up throughout: what the second worker adds to the direct load at all.
 
 What is left of the example, and why: h2load cannot present a client certificate, so the
 direct load could not reach a Docket that requires mTLS; both sides speak plaintext to
@@ -21,9 +23,9 @@ Docket's 403 and JSON body; ``local_reply_config`` turns that 403 into a 200, ke
 body, because h2load counts 2xx answers only (``status_on_error`` is 503 here, so a
 failed Check stays a failure). Each Envoy runs with ``--concurrency 1``.
 
-Each run measures requests/s, latency, and the CPU of every process of the server (read
-from ``/proc/PID/stat`` over the third quarter of the measured time): the target wants
-every worker busy.
+Each run measures requests/s, latency, and the CPU of each worker of the server and of
+Envoy (read from ``/proc/PID/stat`` over the third quarter of the measured time): the
+target wants every worker busy.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ BUSY_SHARE = 0.5  # every worker is busy when the least busy one uses at least t
 BUSY_FLOOR = 0.1  # of the busiest one's CPU, and at least this many cores (a shared machine
 # leaves no core to itself: the share says whether the load is spread over the workers)
 DIRECT, CAPPED, ONE_CONNECTION = "direct", "envoy", "envoy-one-connection"
+ONE_WORKER = "direct-one-worker"
 LABELS = {
     DIRECT: "direct Check (h2load gRPC)",
     CAPPED: "through Envoy (example config)",
     ONE_CONNECTION: "through Envoy (one connection, before)",
+    ONE_WORKER: "direct Check, --workers 1 (reference)",
 }
 
 
@@ -259,34 +263,40 @@ def family_cpu_seconds(pid: int) -> dict[int, float]:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """What a run saw mid-way: cores used by each process of the server, and of Envoy
-    (over a quarter of the measured time), and connections per server process."""
+    """What a run saw mid-way: cores used by each worker of the server, busiest first,
+    and by Envoy (over a quarter of the measured time); connections per server process."""
 
-    server_cores: dict[int, float]
-    envoy_cores: float | None
+    workers: list[float]
+    envoy: float | None
     connections: list[int] | None
 
-    def workers_cores(self, leader: int) -> list[float]:
-        """Cores used by the server's processes other than its supervisor, most first."""
-        return sorted((c for pid, c in self.server_cores.items() if pid != leader), reverse=True)
 
-
-def prober(docket: Docket, envoy: Envoy | None, seconds: float) -> Callable[[], Probe]:
-    """A probe for :func:`_load.run_h2load`: CPU of each process over ``seconds``."""
+def prober(
+    docket: Docket, workers: int, envoy: Envoy | None, seconds: float
+) -> Callable[[], Probe]:
+    """A probe for :func:`_load.run_h2load`: CPU of each process over ``seconds``. The
+    workers of ``docket serve --workers N`` are its child processes (the busiest N); with
+    one worker, the process itself serves."""
+    leader = docket.pgid
 
     def probe() -> Probe:
-        server, envoy_before = family_cpu_seconds(docket.pgid), envoy and cpu_seconds(envoy.pgid)
+        server, envoy_before = family_cpu_seconds(leader), envoy and cpu_seconds(envoy.pgid)
         started = time.monotonic()
-        connections = _load.connections_per_process(docket.port, docket.pgid)
+        connections = _load.connections_per_process(docket.port, leader)
         time.sleep(seconds)
         wall = time.monotonic() - started
         cores = {
             pid: (used - server.get(pid, 0.0)) / wall
-            for pid, used in family_cpu_seconds(docket.pgid).items()
+            for pid, used in family_cpu_seconds(leader).items()
         }
+        if workers == 1:
+            busiest = [cores[leader]]
+        else:
+            children = sorted((c for pid, c in cores.items() if pid != leader), reverse=True)
+            busiest = (children + [0.0] * workers)[:workers]
         if envoy is None:
-            return Probe(cores, None, connections)
-        return Probe(cores, (cpu_seconds(envoy.pgid) - (envoy_before or 0.0)) / wall, connections)
+            return Probe(busiest, None, connections)
+        return Probe(busiest, (cpu_seconds(envoy.pgid) - (envoy_before or 0.0)) / wall, connections)
 
     return probe
 
@@ -302,6 +312,8 @@ class Target:
     url: str
     stream: _load.Stream
     size: int
+    docket: Docket
+    workers: int
     envoy: Envoy | None
     runs: list[_load.LoadResult] = field(default_factory=list)
 
@@ -311,7 +323,7 @@ class Target:
         return [run.probe for run in self.runs if isinstance(run.probe, Probe)]
 
 
-def measure(target: Target, docket: Docket, tmp: Path, times: Durations) -> None:
+def measure(target: Target, tmp: Path, times: Durations) -> None:
     """One round of ``target``'s load, kept in ``target.runs``."""
     result = _load.run_h2load(
         target.url,
@@ -320,14 +332,14 @@ def measure(target: Target, docket: Docket, tmp: Path, times: Durations) -> None
         warm_up_s=times.warm_up,
         response_sizes=[target.size],
         workdir=tmp,
-        probe=prober(docket, target.envoy, times.round / 4),
-        server_pgid=docket.pgid,
+        probe=prober(target.docket, target.workers, target.envoy, times.round / 4),
+        server_pgid=target.docket.pgid,
     )
     target.runs.append(result)
     probe = target.probes[-1]
     print(
         f"  {LABELS[target.key]}, round {len(target.runs)}: {result.per_second:,.0f}/s, "
-        f"worker cores {_cores(probe.workers_cores(docket.pgid))}, "
+        f"worker cores {_cores(probe.workers)}, "
         f"Docket's connections per process {probe.connections}",
         flush=True,
     )
@@ -350,11 +362,13 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(_load.workdir("docket-bench-envoy-"))
         docket = stack.enter_context(docket_server(tmp / "data"))
+        alone = stack.enter_context(docket_server(tmp / "data-1", workers=1))
         envoys = {
             key: stack.enter_context(envoy_server(binary, tmp, key, docket, capped=key == CAPPED))
             for key in (CAPPED, ONE_CONNECTION)
         }
         verdict, check_size = verify_check(docket.grpc, check)
+        verify_check(alone.grpc, check)
         sizes = {key: verify_envoy(envoy) for key, envoy in envoys.items()}
         print(
             f"  verified: direct Check answers {verdict} as the engine decides; through "
@@ -363,16 +377,19 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         direct = _load.Stream(check.SerializeToString(), CHECK_CONNECTIONS)
         gets = _load.Stream(None, CHECK_CONNECTIONS, headers=())
         targets = [
-            Target(DIRECT, f"http://{docket.grpc}{CHECK}", direct, check_size, None),
+            Target(
+                DIRECT, f"http://{docket.grpc}{CHECK}", direct, check_size, docket, WORKERS, None
+            ),
             *(
-                Target(key, envoy.url + CHECK_PATH, gets, sizes[key], envoy)
+                Target(key, envoy.url + CHECK_PATH, gets, sizes[key], docket, WORKERS, envoy)
                 for key, envoy in envoys.items()
             ),
+            Target(ONE_WORKER, f"http://{alone.grpc}{CHECK}", direct, check_size, alone, 1, None),
         ]
         for index in range(times.rounds):  # each round in another order
             for target in targets[index:] + targets[:index]:
-                measure(target, docket, tmp, times)
-    return report(targets, docket.pgid, version, times)
+                measure(target, tmp, times)
+    return report(targets, version, times)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,17 +397,17 @@ class Figures:
     """A load's rounds together: the merged run, cores per worker and of Envoy."""
 
     result: _load.LoadResult
-    workers: list[float]  # the WORKERS busiest server processes but the supervisor
+    workers: list[float]  # mean cores of each worker, busiest first
     envoy: float | None
     connections: list[list[int] | None]
 
     @classmethod
-    def of(cls, target: Target, leader: int) -> Figures:
+    def of(cls, target: Target) -> Figures:
         """The mean of ``target``'s rounds."""
         probes = target.probes
-        per_round = [(p.workers_cores(leader) + [0.0] * WORKERS)[:WORKERS] for p in probes]
+        per_round = [p.workers for p in probes]
         workers = [sum(cores) / len(probes) for cores in zip(*per_round, strict=True)]
-        envoy = [p.envoy_cores for p in probes if p.envoy_cores is not None]
+        envoy = [p.envoy for p in probes if p.envoy is not None]
         return cls(
             _load.merge(target.runs),
             workers,
@@ -408,9 +425,9 @@ def _cores(values: list[float]) -> str:
     return "/".join(f"{value:.2f}" for value in values)
 
 
-def report(targets: list[Target], leader: int, version: str, times: Durations) -> dict[str, Any]:
+def report(targets: list[Target], version: str, times: Durations) -> dict[str, Any]:
     """Print the table, the target and any warnings; return the figures."""
-    figures = {target.key: Figures.of(target, leader) for target in targets}
+    figures = {target.key: Figures.of(target) for target in targets}
     rows = [
         (
             LABELS[key],
@@ -420,25 +437,28 @@ def report(targets: list[Target], leader: int, version: str, times: Durations) -
             _cores(f.workers),
             "-" if f.envoy is None else f"{f.envoy:.2f}",
             cores(f.result),
+            "?" if f.result.cpu is None else round(f.result.cpu.server / f.result.per_second * 1e6),
             " ".join("?" if c is None else "/".join(map(str, c)) for c in f.connections),
         )
         for key, f in figures.items()
     ]
     headers = (
         *("load", "requests/s", "p50 ms", "p99 ms", "worker cores", "envoy cores"),
-        *("cores srv/h2load/other", "Docket conns per process"),
+        *("cores srv/h2load/other", "srv µs/req", "Docket conns per process"),
     )
     print(table(headers, rows))
     print(
         f"tool: {version}; {CHECK_CONNECTIONS} h2load connections, one request in flight on "
         f"each; {times.rounds} round(s) of {times.round:g} s (after {times.warm_up:g} s "
-        f"warm-up) per load, alternating; docket serve --workers {WORKERS}, two Envoys "
-        "(--concurrency 1) up throughout; 'worker cores': cores used by each server process "
-        "but the supervisor over the third quarter of each round, mean of the rounds; "
-        "'Docket conns': connections to Docket each server process held mid-round (every "
-        "client's: the idle Envoy keeps its own), per round"
+        f"warm-up) per load, alternating; docket serve --workers {WORKERS} and --workers 1, "
+        "two Envoys (--concurrency 1), all up throughout; 'worker cores': cores used by each "
+        "worker over the third quarter of each round, mean of the rounds; 'srv µs/req': "
+        "CPU time of the server's processes per request; 'Docket conns': connections to "
+        "Docket each server process held mid-round (every client's: the idle Envoy keeps "
+        "its own), per round"
     )
     direct, through, before = figures[DIRECT], figures[CAPPED], figures[ONE_CONNECTION]
+    alone = figures[ONE_WORKER]
     ratio = through.result.per_second / direct.result.per_second
     met = ratio >= 1.0 and through.spread
     print(
@@ -452,6 +472,11 @@ def report(targets: list[Target], leader: int, version: str, times: Durations) -
         f"{before.result.per_second / direct.result.per_second:.2f}x direct, worker cores "
         f"{_cores(before.workers)}; the example config does "
         f"{through.result.per_second / before.result.per_second:.2f}x that"
+    )
+    print(
+        f"direct Check, --workers {WORKERS} over --workers 1: "
+        f"{direct.result.per_second / alone.result.per_second:.2f}x (what the second worker "
+        "adds on this machine now: through Envoy can spread the load, not add cores)"
     )
     warnings = [
         f"{LABELS[key]}: {f.result.failed:,} failed requests, "
@@ -476,6 +501,7 @@ def report(targets: list[Target], leader: int, version: str, times: Durations) -
             for key, f in figures.items()
         },
         "ratio_envoy_over_direct": round(ratio, 3),
+        "ratio_workers_2_over_1": round(direct.result.per_second / alone.result.per_second, 3),
         "target_met": met,
         "warnings": warnings,
     }
