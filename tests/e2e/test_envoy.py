@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -687,3 +688,97 @@ def test_docket_down_fails_closed(
             envoy.stop()
     finally:
         docket.stop()
+
+
+# --- more than one worker ----------------------------------------------------------------
+
+WORKERS = 2
+CONCURRENT = 16  # Checks in flight at once: enough for Envoy to need several connections
+ROUNDS = 25  # rounds of CONCURRENT requests before giving up on a second worker
+
+
+def ext_authz_decisions_per_pid(metrics_dir: Path) -> dict[int, float]:
+    """``docket_decisions_total{api="ext_authz"}`` of each worker process, read from the
+    files prometheus_client's multiprocess mode keeps per process (``counter_<pid>.db``)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    counts: dict[int, float] = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = int(path.stem.removeprefix("counter_"))
+        for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
+            _metric, name, labels, _help = json.loads(key)
+            if name == "docket_decisions_total" and labels.get("api") == "ext_authz":
+                counts[pid] = counts.get(pid, 0.0) + value
+    return counts
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_checks_reach_every_worker_through_the_example_config(
+    envoy_binary: str,
+    tmp_path: Path,
+    upstream: Upstream,
+    tokens: dict[str, str],
+) -> None:
+    """Envoy sends every Check of a worker thread over its connections to Docket, and the
+    kernel (SO_REUSEPORT) gives each connection to one ``docket serve`` worker: with the
+    example's cap on streams per connection, Checks in flight together open several
+    connections, and both workers decide Checks. Without it (one HTTP/2 connection for
+    everything), one worker decides them all, however many rounds are sent."""
+    site = make_site(tmp_path / "site")
+    temp = tmp_path / "docket-tmp"  # where docket serve makes its metrics directory
+    temp.mkdir()
+    docket = start_docket(
+        site,
+        "--workers",
+        str(WORKERS),
+        env={"DOCKET_CONFIG": str(EXAMPLE / "docket.toml"), "TMPDIR": str(temp)},
+    )
+    try:
+        (metrics_dir,) = temp.glob("docket-metrics-*")
+        children = children_of(docket.process.pid)  # the workers (and helpers)
+        config = render_config(docket, upstream.server_port, Path(tokens["jwks"]))
+        envoy = start_envoy(envoy_binary, site, config)
+        try:
+            barrier = threading.Barrier(CONCURRENT)
+            clients = [httpx.Client(base_url=envoy.url, timeout=10) for _ in range(CONCURRENT)]
+
+            def one(client: httpx.Client) -> int:
+                barrier.wait(timeout=30)
+                return send(client, "GET", "/docs/research-notes", tokens["carol"])[1].status_code
+
+            per_pid: dict[int, float] = {}
+            sent = 0
+            try:
+                with ThreadPoolExecutor(CONCURRENT) as pool:
+                    for _ in range(ROUNDS):
+                        statuses = list(pool.map(one, clients))
+                        sent += len(statuses)
+                        assert statuses == [200] * CONCURRENT, statuses
+                        per_pid = ext_authz_decisions_per_pid(metrics_dir)
+                        if len([pid for pid, n in per_pid.items() if n > 0]) >= WORKERS:
+                            break
+            finally:
+                for client in clients:
+                    client.close()
+        finally:
+            envoy.stop()
+    finally:
+        code = docket.stop()
+    assert code == 0, f"docket serve exited {code}:\n{docket.log.read_text()}"
+    deciding = {pid for pid, n in per_pid.items() if n > 0}
+    assert deciding <= children, f"decided by processes other than docket's: {per_pid}"
+    assert len(deciding) == WORKERS, f"after {sent} Checks, decisions per worker pid: {per_pid}"
+    assert sum(per_pid.values()) == sent
