@@ -77,6 +77,15 @@ class Placed:
     receipt: Receipt
 
 
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """Decisions made and their entries, not yet recorded."""
+
+    ids: list[str]
+    decisions: list[Decision]
+    entries: list[Entry]
+
+
 class DecisionService:
     """Answers decision, placement and reload calls for every transport."""
 
@@ -132,6 +141,10 @@ class DecisionService:
             version, previous=previous, source=source, caller=None, now=self.clock()
         )
 
+    async def _record_async(self, entries: Sequence[Entry]) -> list[Receipt]:
+        # Never commits on the loop: the writer thread commits whatever is waiting.
+        return await self.audit.writer.append_async(entries)
+
     def authorize(
         self,
         requests: Sequence[Request],
@@ -143,8 +156,32 @@ class DecisionService:
         """Decide requests in order; ``detail`` goes into each audit entry's detail, and
         ``provenance`` (one per request: where its trusted facts came from, see
         :func:`engine._service.posture.provenance`) into its ``detail.provenance``.
-        Raises :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
-        :data:`MAX_BATCH`."""
+        Returns once their entries are durable. Raises :class:`~engine.RequestError`,
+        :class:`~engine.LimitExceeded` over :data:`MAX_BATCH`, the audit log's errors."""
+        made = self._decide(requests, api=api, detail=detail, provenance=provenance)
+        return self._decided(api, made, self._record(made.entries))
+
+    async def authorize_async(
+        self,
+        requests: Sequence[Request],
+        *,
+        api: str,
+        detail: Mapping[str, Any] | None = None,
+        provenance: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Decided]:
+        """:meth:`authorize` for a caller on an event loop: evaluated here, and awaited
+        until the writer thread's commit has made the entries durable."""
+        made = self._decide(requests, api=api, detail=detail, provenance=provenance)
+        return self._decided(api, made, await self._record_async(made.entries))
+
+    def _decide(
+        self,
+        requests: Sequence[Request],
+        *,
+        api: str,
+        detail: Mapping[str, Any] | None,
+        provenance: Sequence[Mapping[str, Any]] | None,
+    ) -> _Made:
         if len(requests) > MAX_BATCH:
             raise LimitExceeded(
                 f"requests: {len(requests)} requests in one batch; the limit is {MAX_BATCH}"
@@ -160,23 +197,24 @@ class DecisionService:
         bundle = self.engine.bundle
         decisions = self.engine.decide_batch(requests, now=now)
         ids = [decision_id(now) for _ in decisions]
-        receipts = self._record(
-            [
-                decision_entry(
-                    request,
-                    decision,
-                    decision_id=id_,
-                    api=api,
-                    bundle=bundle,
-                    now=now,
-                    detail=item_detail,
-                )
-                for request, decision, id_, item_detail in zip(
-                    requests, decisions, ids, details, strict=True
-                )
-            ]
-        )
-        decided = [Decided(*item) for item in zip(ids, decisions, receipts, strict=True)]
+        entries = [
+            decision_entry(
+                request,
+                decision,
+                decision_id=id_,
+                api=api,
+                bundle=bundle,
+                now=now,
+                detail=item_detail,
+            )
+            for request, decision, id_, item_detail in zip(
+                requests, decisions, ids, details, strict=True
+            )
+        ]
+        return _Made(ids, decisions, entries)
+
+    def _decided(self, api: str, made: _Made, receipts: list[Receipt]) -> list[Decided]:
+        decided = [Decided(*item) for item in zip(made.ids, made.decisions, receipts, strict=True)]
         for item in decided:
             self.metrics.decided(api, item.decision.decision)
             log.debug(
@@ -198,16 +236,35 @@ class DecisionService:
     ) -> Decided:
         """Deny a request that could not be decided (its input did not map onto the
         schema) and record the denial. Raises the audit errors of :meth:`authorize`."""
+        made = self._refusal(error, api=api, caller=caller, detail=detail)
+        (decided,) = self._decided(api, made, self._record(made.entries))
+        return decided
+
+    async def refuse_async(
+        self,
+        error: str,
+        *,
+        api: str,
+        caller: str | None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Decided:
+        """:meth:`refuse` for a caller on an event loop (see :meth:`authorize_async`)."""
+        made = self._refusal(error, api=api, caller=caller, detail=detail)
+        (decided,) = self._decided(api, made, await self._record_async(made.entries))
+        return decided
+
+    def _refusal(
+        self, error: str, *, api: str, caller: str | None, detail: Mapping[str, Any] | None
+    ) -> _Made:
         now = self.clock()
         id_ = decision_id(now)
-        (receipt,) = self._record(
-            [refusal_entry(error, api=api, caller=caller, decision_id=id_, now=now, detail=detail)]
+        entry = refusal_entry(
+            error, api=api, caller=caller, decision_id=id_, now=now, detail=detail
         )
-        self.metrics.decided(api, "deny")
         decision = Decision(
             decision="deny", errors=(PolicyError(policy=None, message=error),), evaluated_at=now
         )
-        return Decided(id_, decision, receipt)
+        return _Made([id_], [decision], [entry])
 
     def allow_unevaluated(
         self,
