@@ -1,11 +1,12 @@
 """The one place engine errors become gRPC statuses, and what every servicer shares:
-:func:`answer` runs an RPC (metrics, status mapping, no traceback to the caller) and
+:func:`answer` runs an RPC (metrics, status mapping, no traceback to the caller),
+:func:`answer_async` the same for a coroutine on the server's event loop, and
 :func:`caller_identity` reads the mTLS peer's SPIFFE ID."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NoReturn, Protocol, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 import structlog
@@ -63,7 +64,11 @@ def status_for(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def caller_identity(context: grpc.ServicerContext) -> str | None:
+Context = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
+"""A call's context, on a thread (sync handlers) or on the event loop (grpc.aio)."""
+
+
+def caller_identity(context: Context) -> str | None:
     """The SPIFFE ID of an mTLS peer (its one ``spiffe://`` URI SAN), else None."""
     # grpc gives each property as a list of bytes (its type stubs say bytes).
     values = cast("list[bytes] | None", context.auth_context().get(_SPIFFE_ID))
@@ -84,21 +89,41 @@ def answer(
         try:
             return produce()
         except Exception as exc:
-            code = status_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("rpc.failed", api=api)
-                message = "internal error; the server log has the details"
-            elif code is grpc.StatusCode.UNAVAILABLE:
-                # The database's own words name hosts and paths: for the log only.
-                log.error("rpc.audit_unavailable", api=api, error=str(exc))
-                message = AUDIT_UNAVAILABLE
-            else:
-                message = str(exc)
-            _abort(context, code, message)
+            code, message = _failed(api, exc)
+            context.abort(code, message)
+            raise AssertionError("unreachable: context.abort raises") from exc  # pragma: no cover
         finally:
             metrics.answered(api, code.name)
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+async def answer_async(
+    service: Measured,
+    api: str,
+    context: grpc.aio.ServicerContext[Any, Any],
+    produce: Callable[[], Awaitable[T]],
+) -> T:
+    """:func:`answer` for an RPC served on the event loop (grpc.aio)."""
+    metrics = service.metrics
+    code = grpc.StatusCode.OK
+    with metrics.track(api):
+        try:
+            return await produce()
+        except Exception as exc:
+            code, message = _failed(api, exc)
+            await context.abort(code, message)
+            raise AssertionError("unreachable: context.abort raises") from exc  # pragma: no cover
+        finally:
+            metrics.answered(api, code.name)
+
+
+def _failed(api: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message a failed RPC is answered with (and its log line)."""
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("rpc.failed", api=api, exc_info=exc)
+        return code, "internal error; the server log has the details"
+    if code is grpc.StatusCode.UNAVAILABLE:
+        # The database's own words name hosts and paths: for the log only.
+        log.error("rpc.audit_unavailable", api=api, error=str(exc))
+        return code, AUDIT_UNAVAILABLE
+    return code, str(exc)
