@@ -198,6 +198,10 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
         with grpc.insecure_channel(served.grpc) as channel:
             assert pb_grpc.DecisionsStub(channel).Authorize(ALLOW, timeout=5).decision == 1
     assert served.scrape('docket_decisions_total{api="authorize",decision="allow"}') == 21
+    # Every entry (the 21 decisions, each worker's bundle entry) went through a commit
+    # the entries-per-commit histogram saw.
+    assert served.scrape("docket_audit_entries_per_commit_sum") == 23
+    assert 1 <= served.scrape("docket_audit_entries_per_commit_count") <= 23
 
     (bundle / "extra.cedar").write_text(
         '@id("extra")\npermit (principal, action == Docket::Action::"share", resource)'
