@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import structlog
 
@@ -75,6 +75,22 @@ class Placed:
     decision_id: str
     placement: Placement
     receipt: Receipt
+
+
+class Asked(TypedDict):
+    """What :meth:`DecisionService.authorize` is asked besides the requests."""
+
+    api: str
+    detail: NotRequired[Mapping[str, Any] | None]
+    provenance: NotRequired[Sequence[Mapping[str, Any]] | None]
+
+
+class Refused(TypedDict):
+    """What :meth:`DecisionService.refuse` is told besides the error."""
+
+    api: str
+    caller: str | None
+    detail: NotRequired[Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,42 +161,31 @@ class DecisionService:
         # Never commits on the loop: the writer thread commits whatever is waiting.
         return await self.audit.writer.append_async(entries)
 
-    def authorize(
-        self,
-        requests: Sequence[Request],
-        *,
-        api: str,
-        detail: Mapping[str, Any] | None = None,
-        provenance: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[Decided]:
-        """Decide requests in order; ``detail`` goes into each audit entry's detail, and
-        ``provenance`` (one per request: where its trusted facts came from, see
-        :func:`engine._service.posture.provenance`) into its ``detail.provenance``.
-        Returns once their entries are durable. Raises :class:`~engine.RequestError`,
-        :class:`~engine.LimitExceeded` over :data:`MAX_BATCH`, the audit log's errors."""
-        made = self._decide(requests, api=api, detail=detail, provenance=provenance)
-        return self._decided(api, made, self._record(made.entries))
+    def authorize(self, requests: Sequence[Request], **asked: Unpack[Asked]) -> list[Decided]:
+        """Decide requests in order (``api`` names the API; ``detail`` goes into each
+        audit entry's detail, and ``provenance``, one per request: where its trusted
+        facts came from, see :func:`engine._service.posture.provenance`, into its
+        ``detail.provenance``). Returns once their entries are durable. Raises
+        :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
+        :data:`MAX_BATCH`, the audit log's errors."""
+        made = self._decide(requests, **asked)
+        return self._decided(asked["api"], made, self._record(made.entries))
 
     async def authorize_async(
-        self,
-        requests: Sequence[Request],
-        *,
-        api: str,
-        detail: Mapping[str, Any] | None = None,
-        provenance: Sequence[Mapping[str, Any]] | None = None,
+        self, requests: Sequence[Request], **asked: Unpack[Asked]
     ) -> list[Decided]:
         """:meth:`authorize` for a caller on an event loop: evaluated here, and awaited
         until the writer thread's commit has made the entries durable."""
-        made = self._decide(requests, api=api, detail=detail, provenance=provenance)
-        return self._decided(api, made, await self._record_async(made.entries))
+        made = self._decide(requests, **asked)
+        return self._decided(asked["api"], made, await self._record_async(made.entries))
 
     def _decide(
         self,
         requests: Sequence[Request],
         *,
         api: str,
-        detail: Mapping[str, Any] | None,
-        provenance: Sequence[Mapping[str, Any]] | None,
+        detail: Mapping[str, Any] | None = None,
+        provenance: Sequence[Mapping[str, Any]] | None = None,
     ) -> _Made:
         if len(requests) > MAX_BATCH:
             raise LimitExceeded(
@@ -226,35 +231,23 @@ class DecisionService:
             )
         return decided
 
-    def refuse(
-        self,
-        error: str,
-        *,
-        api: str,
-        caller: str | None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> Decided:
+    def refuse(self, error: str, **refused: Unpack[Refused]) -> Decided:
         """Deny a request that could not be decided (its input did not map onto the
-        schema) and record the denial. Raises the audit errors of :meth:`authorize`."""
-        made = self._refusal(error, api=api, caller=caller, detail=detail)
-        (decided,) = self._decided(api, made, self._record(made.entries))
+        schema: ``error``) and record the denial; ``api`` names the API, ``caller`` the
+        mTLS caller, ``detail`` goes into the entry's detail. Raises the audit errors of
+        :meth:`authorize`."""
+        made = self._refusal(error, **refused)
+        (decided,) = self._decided(refused["api"], made, self._record(made.entries))
         return decided
 
-    async def refuse_async(
-        self,
-        error: str,
-        *,
-        api: str,
-        caller: str | None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> Decided:
+    async def refuse_async(self, error: str, **refused: Unpack[Refused]) -> Decided:
         """:meth:`refuse` for a caller on an event loop (see :meth:`authorize_async`)."""
-        made = self._refusal(error, api=api, caller=caller, detail=detail)
-        (decided,) = self._decided(api, made, await self._record_async(made.entries))
+        made = self._refusal(error, **refused)
+        (decided,) = self._decided(refused["api"], made, await self._record_async(made.entries))
         return decided
 
     def _refusal(
-        self, error: str, *, api: str, caller: str | None, detail: Mapping[str, Any] | None
+        self, error: str, *, api: str, caller: str | None, detail: Mapping[str, Any] | None = None
     ) -> _Made:
         now = self.clock()
         id_ = decision_id(now)

@@ -28,29 +28,14 @@ from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e
 
-SCHEMA = """
-entity User;
-entity Data;
-action read appliesTo { principal: User, resource: Data };
-"""
-PERMIT_ALL = '@id("everyone-reads")\npermit (principal, action, resource);\n'
+# Allowed by the default bundle (policies/): public data is anyone's to read.
 REQUEST = pb.AuthorizeRequest(
-    principal=pb.EntityRef(type="User", id="alice"),
+    principal=pb.EntityRef(type="User", id="heidi"),
     action=pb.EntityRef(type="Action", id="read"),
-    resource=pb.EntityRef(type="Data", id="ledger"),
+    resource=pb.EntityRef(type="Data", id="public-website"),
 )
 BOUND = 60.0
 """Seconds after which a condition that should have come true fails the test."""
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    path = tmp_path / "bundle"
-    path.mkdir()
-    (path / "schema.cedarschema").write_text(SCHEMA)
-    (path / "policies.cedar").write_text(PERMIT_ALL)
-    (path / "entities.json").write_text("[]")
-    return path
 
 
 @contextmanager
@@ -81,14 +66,11 @@ def wait_until(what: str, condition: object) -> None:
         time.sleep(0.05)
 
 
-def test_past_max_concurrent_rpcs_a_call_is_refused_resource_exhausted(
-    tmp_path: Path, bundle: Path
-) -> None:
+def test_past_max_concurrent_rpcs_a_call_is_refused_resource_exhausted(tmp_path: Path) -> None:
     server = start_docket(
         tmp_path / "serve",
         "--admission",
         "off",
-        bundle=bundle,
         env={"DOCKET_MAX_CONCURRENT_RPCS": "8"},
     )
     try:
@@ -160,9 +142,9 @@ class Load:
         self.channel.close()
 
 
-def test_sigkill_under_load_loses_no_answered_decision(tmp_path: Path, bundle: Path) -> None:
+def test_sigkill_under_load_loses_no_answered_decision(tmp_path: Path) -> None:
     root = tmp_path / "serve"
-    server = start_docket(root, "--admission", "off", bundle=bundle)
+    server = start_docket(root, "--admission", "off")
     load = Load(server, in_flight=64, answered=400, limit=5_000)
     try:
         load.run()
@@ -175,7 +157,7 @@ def test_sigkill_under_load_loses_no_answered_decision(tmp_path: Path, bundle: P
     assert set(load.failed) <= {grpc.StatusCode.UNAVAILABLE}
 
     shutil.rmtree(root / "policies")
-    again = start_docket(root, "--admission", "off", bundle=bundle)
+    again = start_docket(root, "--admission", "off")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{again.grpc_port}") as channel:
             reply = pb_grpc.DecisionsStub(channel).Authorize(REQUEST, timeout=10)
