@@ -28,25 +28,21 @@ T = TypeVar("T")
 
 _SPIFFE_ID = "peer_spiffe_id"
 AUDIT_UNAVAILABLE = "the audit log cannot record decisions now; the server log has the details"
-_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    # The audit writer's queue is full: push back, never answer without the entry.
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    # The audit log cannot be written: fail closed, no answer without the entry.
-    (StoreError, grpc.StatusCode.UNAVAILABLE),
-    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ProofError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
-    (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
-    # Attestation: the challenge store is in the audit database.
-    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (ParseError, grpc.StatusCode.INVALID_ARGUMENT),
-    (CAError, grpc.StatusCode.INVALID_ARGUMENT),
-    (EvidenceError, grpc.StatusCode.PERMISSION_DENIED),
-    (TokenError, grpc.StatusCode.UNAUTHENTICATED),
-    # Anything else the verifier refuses: reference values it cannot use.
-    (AttestationError, grpc.StatusCode.FAILED_PRECONDITION),
-)
+_CODES: dict[grpc.StatusCode, tuple[type[Exception], ...]] = {
+    # Too much asked at once, or the audit writer's queue is full: push back, never
+    # answer without the entry.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (LimitExceeded, Overloaded),
+    # The audit log (and the challenge store in its database) cannot be written: fail
+    # closed, no answer without the entry.
+    grpc.StatusCode.UNAVAILABLE: (StoreError, StoreUnavailable),
+    grpc.StatusCode.INVALID_ARGUMENT: (RequestError, ProofError, ParseError, CAError),
+    grpc.StatusCode.PERMISSION_DENIED: (NotAuthorized, EvidenceError),
+    grpc.StatusCode.UNAUTHENTICATED: (TokenError,),
+    # A bundle that does not load; anything else the verifier refuses (reference values
+    # it cannot use).
+    grpc.StatusCode.FAILED_PRECONDITION: (BundleError, AttestationError),
+}
+_STATUS = {kind: code for code, kinds in _CODES.items() for kind in kinds}
 
 
 class Measured(Protocol):
@@ -57,9 +53,11 @@ class Measured(Protocol):
 
 
 def status_for(exc: Exception) -> grpc.StatusCode:
-    """The gRPC status an engine error is reported with (INTERNAL for anything else)."""
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
+    """The gRPC status an engine error is reported with: that of the most specific class
+    of ``exc`` that :data:`_CODES` names (INTERNAL for anything else)."""
+    for kind in type(exc).__mro__:
+        code = _STATUS.get(kind)
+        if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
 
