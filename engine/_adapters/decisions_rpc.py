@@ -23,7 +23,7 @@ from engine._adapters.wire import (
 from engine._core.models import Request
 from engine._errors import RequestError
 from engine._service.constants import DEVICE
-from engine._service.decisions import DecisionService
+from engine._service.decisions import Decided, DecisionService
 from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
@@ -69,15 +69,28 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
             provenances.append(provenance(request, proven, caller=caller))
         return attached, provenances
 
+    async def _authorized(
+        self,
+        parse: Callable[[str | None], list[Request]],
+        messages: Sequence[pb.AuthorizeRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+        api: str,
+    ) -> list[Decided]:
+        """The decisions on what ``parse`` reads from ``messages`` for the caller, with
+        their posture, once their entries are durable."""
+        caller = caller_identity(context)
+        requests, provenances = self._with_posture(parse(caller), messages, context, caller)
+        return await self._service.authorize_async(requests, api=api, provenance=provenances)
+
     async def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AuthorizeResponse:
         async def produce() -> pb.AuthorizeResponse:
-            caller = caller_identity(context)
-            engine_request = request_from_proto(request, caller=caller)
-            requests, provenances = self._with_posture([engine_request], [request], context, caller)
-            (decided,) = await self._service.authorize_async(
-                requests, api="authorize", provenance=provenances
+            (decided,) = await self._authorized(
+                lambda caller: [request_from_proto(request, caller=caller)],
+                [request],
+                context,
+                "authorize",
             )
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
@@ -87,11 +100,11 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self, request: pb.BatchAuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BatchAuthorizeResponse:
         async def produce() -> pb.BatchAuthorizeResponse:
-            caller = caller_identity(context)
-            requests = batch_from_proto(request, caller=caller)
-            requests, provenances = self._with_posture(requests, request.requests, context, caller)
-            decided = await self._service.authorize_async(
-                requests, api="batch_authorize", provenance=provenances
+            decided = await self._authorized(
+                lambda caller: batch_from_proto(request, caller=caller),
+                request.requests,
+                context,
+                "batch_authorize",
             )
             return pb.BatchAuthorizeResponse(
                 results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]
