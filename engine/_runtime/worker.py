@@ -101,6 +101,7 @@ class _Loop:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop and wait for it (never call this on the loop)."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def close(self) -> None:
@@ -233,7 +234,9 @@ class Worker:
         self.posture = PostureReader(self.ca, settings.jwt_audience, self.trust.revocations)
         self.metrics = metrics
         self.admission: AdmissionServer | None = None
-        self.health = health.HealthServicer()
+        # Asynchronous: a Watch stream holds no thread (a blocked one would keep the
+        # process from exiting after SIGTERM).
+        self.health = health.aio.HealthServicer()
         self.audit.writer.observe_commits(metrics.committed)
         self._threads = ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc")
         self._loop = _Loop()
@@ -412,8 +415,11 @@ class Worker:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        self._loop.run(self._set_all(status))
+
+    async def _set_all(self, status: int) -> None:
         for name in ("", DECISIONS, AUTHORIZATION, ATTESTATION, AUDIT):
-            self.health.set(name, status)
+            await self.health.set(name, status)
 
     def _watch_health(self) -> None:
         # The audit log can become unwritable (disk full) at any time, and writable
@@ -464,7 +470,9 @@ class Worker:
     def stop(self, grace: float = DRAIN_SECONDS) -> None:
         """Stop taking calls, let the ones in flight finish (up to ``grace``), stop."""
         self._stopping.set()
-        self.health.enter_graceful_shutdown()
+        if self._health_thread.is_alive():  # its last probe may still set the health
+            self._health_thread.join()
+        self._loop.run(self.health.enter_graceful_shutdown())
         if self.admission is not None:
             self.admission.stop()
         if self._started:
