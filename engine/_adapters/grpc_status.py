@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
@@ -106,6 +107,11 @@ async def answer_async(
     with metrics.track(api):
         try:
             return await produce()
+        except asyncio.CancelledError:
+            # The caller went away (or its deadline passed) while the call waited: no
+            # answer is sent; entries already queued are committed all the same.
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
             code, message = _failed(api, exc)
             await context.abort(code, message)

@@ -97,6 +97,33 @@ def test_past_max_concurrent_rpcs_a_call_is_refused_resource_exhausted(tmp_path:
     assert {a.decision_id for a in answered} <= ids
 
 
+def test_a_call_cancelled_while_it_waits_for_its_commit_is_counted_cancelled(
+    tmp_path: Path,
+) -> None:
+    server = start_docket(tmp_path / "serve", "--admission", "off")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = pb_grpc.DecisionsStub(channel)
+            with write_lock(server.data_dir / "docket.db"):
+                call = stub.Authorize.future(REQUEST, timeout=BOUND)
+                wait_until(
+                    "the call in flight",
+                    lambda: sample(server, "docket_in_flight_requests", {"api": "authorize"}) == 1,
+                )
+                assert call.cancel()
+                wait_until(
+                    "the call counted",
+                    lambda: sample(server, "docket_in_flight_requests", {"api": "authorize"}) == 0,
+                )
+            cancelled = {"api": "authorize", "code": "CANCELLED"}
+            assert sample(server, "docket_requests_total", cancelled) == 1
+            assert sample(server, "docket_requests_total", {"api": "authorize", "code": "OK"}) == 0
+            # Its entry was accepted before the cancel: it is committed all the same.
+            assert stub.Authorize(REQUEST, timeout=10).receipt.index >= 1
+    finally:
+        assert server.stop() == 0
+
+
 class Load:
     """Authorize calls kept ``in_flight`` at a time on one channel until ``answered``
     have been answered (at most ``limit`` sent); what each call got is kept."""
