@@ -7,6 +7,11 @@ it in one transaction and answers every caller once the commit is durable. While
 commit is in flight the next batch gathers, so the number of fsyncs per second stays
 flat as callers are added.
 
+A caller on an event loop (the asynchronous server) awaits :meth:`Writer.append_async`
+instead: it always queues, and the writer thread wakes each loop once per commit to
+resolve every caller of that loop the commit answered, so hundreds of calls can wait on
+one commit without a thread each.
+
 The queue is bounded (in entries). When it is full :meth:`Writer.submit` raises
 :class:`~audit._errors.Overloaded` at once: the caller pushes back (RESOURCE_EXHAUSTED,
 HTTP 429); an entry is never dropped after it was accepted.
@@ -21,7 +26,10 @@ checkpoint kept outside it (:mod:`audit._kept`), does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,19 +55,30 @@ class Ticket:
     shows at tens of thousands of single-entry commits a second.
     """
 
-    __slots__ = ("_done", "_error", "_receipts", "erase", "pending")
+    __slots__ = ("_done", "_error", "_future", "_receipts", "_waker", "erase", "pending")
 
-    def __init__(self, pending: Sequence[Any], erase: Sequence[int]) -> None:
+    def __init__(
+        self,
+        pending: Sequence[Any],
+        erase: Sequence[int],
+        waker: _LoopWaker | None = None,
+    ) -> None:
         self.pending: Sequence[Any] = pending
         self.erase = erase
         self._receipts: list[Receipt] | None = None
         self._error: AuditError | None = None
         self._done = threading.Lock()
         self._done.acquire()
+        self._waker = waker
+        self._future: asyncio.Future[None] | None = None
+        if waker is not None:
+            self._future = waker.loop.create_future()
 
     def _resolve(self, receipts: list[Receipt] | None, error: AuditError | None) -> None:
         self._receipts, self._error = receipts, error
         self._done.release()
+        if self._waker is not None:
+            self._waker.wake(self)
 
     def result(self, timeout: float | None = None) -> list[Receipt]:
         """The receipts, in order, once durable. Raises the commit's :class:`StoreError`,
@@ -71,6 +90,37 @@ class Ticket:
             raise self._error
         assert self._receipts is not None
         return self._receipts
+
+
+class _LoopWaker:
+    """Resolves the futures of one event loop's tickets from the writer thread: the
+    tickets a commit answers are gathered, and the loop is woken once for all of them
+    (``call_soon_threadsafe`` writes to the loop's wake-up pipe; once per commit, not
+    once per entry)."""
+
+    __slots__ = ("_lock", "_ready", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[Ticket] = []
+
+    def wake(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._ready.append(ticket)
+            first = len(self._ready) == 1
+        if first:
+            # A closed loop raises RuntimeError: nobody awaits these any more.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._release)
+
+    def _release(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for ticket in ready:
+            future = ticket._future
+            if future is not None and not future.done():  # a cancelled call's is done
+                future.set_result(None)
 
 
 class Writer:
@@ -105,6 +155,15 @@ class Writer:
         self._committing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="docket-audit-writer", daemon=True)
         self._started = False
+        self._wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._observers: list[Callable[[int], None]] = []
+
+    def observe_commits(self, observer: Callable[[int], None]) -> None:
+        """Call ``observer(entries)`` after each commit that appended entries (on the
+        thread that committed; keep it cheap: a metric's observe)."""
+        self._observers.append(observer)
 
     def start(self) -> Writer:
         """Start the writer thread (idempotent); returns self."""
@@ -162,14 +221,22 @@ class Writer:
         """Entries accepted and not yet committed."""
         return self._queued
 
-    def submit(self, pending: Sequence[Any], *, erase: Sequence[int] = ()) -> Ticket:
+    def submit(
+        self,
+        pending: Sequence[Any],
+        *,
+        erase: Sequence[int] = (),
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Ticket:
         """Queue entries for the next commit; the ticket's result is their receipts.
         With a ``prepare`` function the items are what it turns into :class:`Pending`.
+        With ``loop`` (the running one), the ticket's commit is also awaitable there
+        (:meth:`append_async`).
 
         Raises :class:`Overloaded` when the queue cannot take them, :class:`StoreError`
         when the writer is closed.
         """
-        job = Ticket(pending, erase)
+        job = Ticket(pending, erase, None if loop is None else self._waker(loop))
         if self._fatal is not None:
             raise LogIdentityError(self._fatal)
         with self._cond:
@@ -201,6 +268,23 @@ class Writer:
             finally:
                 self._committing.release()
         return self.submit(pending, erase=erase).result(timeout)
+
+    async def append_async(
+        self, pending: Sequence[Any], *, erase: Sequence[int] = ()
+    ) -> list[Receipt]:
+        """:meth:`append` for a caller on an event loop: always through the queue (a
+        commit never runs on the loop), resolved once the commit is durable. Raises
+        what :meth:`append` raises (:class:`Overloaded` at once when the queue is full)."""
+        ticket = self.submit(pending, erase=erase, loop=asyncio.get_running_loop())
+        assert ticket._future is not None
+        await ticket._future
+        return ticket.result(0)
+
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+        waker = self._wakers.get(loop)
+        if waker is None:
+            waker = self._wakers.setdefault(loop, _LoopWaker(loop))
+        return waker
 
     def probe(self) -> bool:
         """Check that the database is still the log (one ``os.stat``: a deletion is
@@ -241,11 +325,13 @@ class Writer:
             if error is exc:
                 raise
             raise error from exc
-        self._committed(appended)
+        self._committed(appended, len(pending))
         return appended.receipts
 
-    def _committed(self, appended: Appended) -> None:
+    def _committed(self, appended: Appended, entries: int) -> None:
         self._failure = None
+        for observer in self._observers:
+            observer(entries)
         if self._on_commit is not None:
             try:
                 self._on_commit(appended.size, appended.root)
@@ -317,7 +403,7 @@ class Writer:
                     count = len(job.pending)
                     job._resolve(appended.receipts[position : position + count], None)
                     position += count
-                self._committed(appended)
+                self._committed(appended, len(pending))
             finally:
                 with self._cond:
                     self._queued -= len(pending)

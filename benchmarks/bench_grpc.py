@@ -1,5 +1,8 @@
-"""``docket serve`` under gRPC load: Authorize, BatchAuthorize, a fixed-rate latency run
-and Envoy ext_authz Check, driven by h2load (see :mod:`benchmarks._load`).
+"""``docket serve`` under gRPC load: Authorize (one call in flight per connection, and
+256 in flight), BatchAuthorize, a fixed-rate latency run and Envoy ext_authz Check,
+driven by h2load (see :mod:`benchmarks._load`). Each run says how many audit entries a
+commit carried (the server's ``docket_audit_entries_per_commit``) and the server's CPU
+per call.
 
 The server runs as a subprocess on free 127.0.0.1 ports with a temporary data
 directory, the default bundle and ``--workers 2``; the load generator shares the
@@ -68,6 +71,7 @@ MIX = (
     "web-frontend-may-not-read-other-namespace",
 )
 CONNECTIONS_PER_BODY = 2  # 8 bodies x 2 = 16 connections, one request in flight on each
+DEEP_STREAMS = 16  # the deep run: 16 connections x 16 streams = 256 calls in flight
 BATCH_SIZES = (100, 1000)
 BATCH_CONNECTIONS = 8
 RATE = 2000  # Authorize/s for the latency run: 16 connections x 125/s
@@ -80,6 +84,7 @@ CHECK_HOST = "records.docket.example"
 TARGET_AUTHORIZE_PER_S = 5000
 TARGET_BATCH_DECISIONS_PER_S = 25_000
 TARGET_P99_MS = 10.0
+TARGET_ENTRIES_PER_COMMIT = 8.0  # at 256 calls in flight (issue 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +220,8 @@ class Docket:
     def calls(self) -> Counter[str] | None:
         """Calls the server has counted so far by gRPC status (its Prometheus
         ``docket_requests_total``, every API); None when the metrics say nothing."""
-        url = f"http://{self.metrics}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
+        text = self._scrape()
+        if text is None:
             return None
         counts: Counter[str] = Counter()
         for found in _REQUESTS_TOTAL.finditer(text):
@@ -227,8 +229,26 @@ class Docket:
             counts[code.group(1) if code else "?"] += round(float(found.group(2)))
         return counts or None
 
+    def commits(self) -> tuple[float, float] | None:
+        """Audit entries committed so far and the commits that carried them (the
+        server's ``docket_audit_entries_per_commit`` sum and count); None when its
+        metrics have no such histogram (a build before issue 15)."""
+        found = dict(_COMMITS.findall(self._scrape() or ""))
+        if "sum" not in found or "count" not in found:
+            return None
+        return float(found["sum"]), float(found["count"])
+
+    def _scrape(self) -> str | None:
+        """The server's ``/metrics`` text, or None when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
 
 _REQUESTS_TOTAL = re.compile(r"^docket_requests_total\{([^}]*)\} (\S+)$", re.M)
+_COMMITS = re.compile(r"^docket_audit_entries_per_commit_(sum|count) (\S+)$", re.M)
 
 
 @contextmanager
@@ -287,6 +307,14 @@ def verify_authorize(address: str, case: Case) -> int:
             f"errors {[e.message for e in reply.errors]})"
         )
     return len(frame(reply.SerializeToString()))
+
+
+def _answers_as_expected(address: str, case: Case) -> bool:
+    try:
+        verify_authorize(address, case)
+    except RuntimeError:
+        return False
+    return True
 
 
 def verify_batch(address: str, cases: list[Case], size: int) -> tuple[bytes, int]:
@@ -352,6 +380,7 @@ class Runner:
     warnings: list[str] = field(default_factory=list)
     not_ok: dict[str, int | None] = field(default_factory=dict)
     split: dict[str, list[int] | None] = field(default_factory=dict)
+    per_commit: dict[str, float | None] = field(default_factory=dict)
 
     def measure(
         self, label: str, path: str, streams: list[Stream], sizes: list[int], seconds: float
@@ -359,6 +388,8 @@ class Runner:
         """One h2load run, checked: HTTP failures, message bytes, the server's own count
         of calls that were not OK, and how the connections were spread over the workers."""
         before = self.server.calls()
+        codes = ""
+        commits_before = self.server.commits()
         result = run_h2load(
             f"http://{self.server.grpc}{path}",
             streams,
@@ -370,10 +401,17 @@ class Runner:
             server_pgid=self.server.pgid,
         )
         after = self.server.calls()
+        commits_after = self.server.commits()
+        self.per_commit[label] = None
+        if commits_before is not None and commits_after is not None:
+            entries = commits_after[0] - commits_before[0]
+            commits = commits_after[1] - commits_before[1]
+            self.per_commit[label] = entries / commits if commits else None
         self.split[label] = result.probe if isinstance(result.probe, list) else None
         if before is not None and after is not None:
             delta = after - before
             self.not_ok[label] = sum(n for code, n in delta.items() if code != "OK")
+            codes = ", ".join(f"{code} {n:,}" for code, n in delta.items() if code != "OK")
         else:
             self.not_ok[label] = None
         found = []
@@ -385,7 +423,9 @@ class Runner:
                 "bytes: some calls ended in a gRPC error"
             )
         if self.not_ok[label]:
-            found.append(f"{label}: the server counted {self.not_ok[label]:,} calls not OK")
+            found.append(
+                f"{label}: the server counted {self.not_ok[label]:,} calls not OK ({codes})"
+            )
         for warning in found:  # now, in case a later step fails
             print(f"  WARNING: {warning}", flush=True)
         self.warnings += found
@@ -400,13 +440,17 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         print(f"SKIPPED: {reason}")
         return {"skipped": reason}
     times = QUICK if quick else FULL
-    cases = bundle_cases()
-    authorize_cases = mix(cases)
     check = check_request()
     with workdir("docket-bench-grpc-") as tmp, docket_server(tmp / "data") as server:
         address = server.grpc
         ca = CertificateAuthority.load(tmp / "data" / "ca")
-        authorize_cases = [as_attested_device(case, ca) for case in authorize_cases]
+        # Attested facts travel as a device token: a caller may not send them (issue 13).
+        every = [as_attested_device(case, ca) for case in bundle_cases()]
+        authorize_cases = mix(every)
+        # The batches: the cases a caller can send as they are over the wire (a case
+        # whose device is unattested but carries attested facts cannot be).
+        cases = [case for case in every if _answers_as_expected(address, case)]
+        left_out = sorted(case.name for case in every if case not in cases)
         runner = Runner(server, tmp, times)
         sizes = [verify_authorize(address, case) for case in authorize_cases]
         allowed = sum(case.expected == pb.DECISION_ALLOW for case in authorize_cases)
@@ -420,6 +464,12 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         streams = [Stream(body, CONNECTIONS_PER_BODY) for body in bodies]
         labels = {"authorize": f"Authorize, mix of {len(bodies)}"}
         authorize = runner.measure(labels["authorize"], AUTHORIZE, streams, sizes, times.authorize)
+
+        # (a') Authorize, closed loop, 256 calls in flight: what fills a group commit.
+        deep_streams = [Stream(body, CONNECTIONS_PER_BODY, streams=DEEP_STREAMS) for body in bodies]
+        in_flight = len(bodies) * CONNECTIONS_PER_BODY * DEEP_STREAMS
+        labels["deep"] = f"Authorize, {in_flight} in flight"
+        deep = runner.measure(labels["deep"], AUTHORIZE, deep_streams, sizes, times.authorize)
 
         # (b) BatchAuthorize, closed loop, per batch size.
         batches: dict[int, LoadResult] = {}
@@ -435,7 +485,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             )
         print(
             f"  verified: BatchAuthorize of {' and '.join(map(str, BATCH_SIZES))} requests "
-            f"(all {len(cases)} cases of policies/tests, cycled) answers as the cases expect"
+            f"({len(cases)} of the {len(every)} cases of policies/tests, cycled) answers as the "
+            f"cases expect; left out: {', '.join(left_out) or 'none'}"
         )
 
         # (c) Authorize at a fixed rate (open loop), the same bodies and connections.
@@ -469,17 +520,26 @@ def run(*, quick: bool = False) -> dict[str, Any]:
 
     results = {
         "authorize": (authorize, 1),
+        "deep": (deep, 1),
         **{f"batch{size}": (batches[size], size) for size in BATCH_SIZES},
         "rate": (rated, 1),
         "check": (checked, 1),
     }
     rows = [
-        _row(labels[key], result, per_call, runner.not_ok[labels[key]], runner.split[labels[key]])
+        _row(
+            labels[key],
+            result,
+            per_call,
+            runner.not_ok[labels[key]],
+            runner.split[labels[key]],
+            runner.per_commit[labels[key]],
+        )
         for key, (result, per_call) in results.items()
     ]
     headers = (
         *("run", "conns", "per worker", "calls/s", "decisions/s"),
         *("p50 ms", "p90 ms", "p99 ms", "max ms", "not OK", "cores srv/h2load/other"),
+        *("entries/commit", "srv CPU µs/call"),
     )
     print(table(headers, rows))
     print(
@@ -490,11 +550,16 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         f"{times.check:g} s measured (Authorize/Batch/rate/Check); latencies from h2load's "
         "per-request log; 'per worker': connections each server process held mid-run; "
         "'not OK': calls the server's metrics counted with another gRPC status; 'cores': "
-        "average cores busy during the run (server processes / h2load / everything else)"
+        "average cores busy during the run (server processes / h2load / everything else); "
+        f"'{labels['deep']}': {CONNECTIONS_PER_BODY} connections per body with "
+        f"{DEEP_STREAMS} streams each; 'entries/commit': audit entries per commit (one "
+        "transaction, one fsync) during the run, from the server's metrics (n/a: a build "
+        "without them); 'srv CPU µs/call': server CPU time per call answered"
     )
     batch_rate = max(result.per_second * size for size, result in batches.items())
     sustained = rated.per_second >= 0.98 * offered
     rate_note = "" if sustained else f", only {rated.per_second:,.0f}/s answered"
+    deep_per_commit = runner.per_commit[labels["deep"]]
     targets = [
         ("Authorize", authorize.per_second >= TARGET_AUTHORIZE_PER_S,
          f"≥ {TARGET_AUTHORIZE_PER_S:,}/s", f"{authorize.per_second:,.0f}/s"),
@@ -502,6 +567,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
          f"≥ {TARGET_BATCH_DECISIONS_PER_S:,} decisions/s", f"{batch_rate:,.0f} decisions/s"),
         (f"p99 at {RATE:,}/s", sustained and rated.p99_ms <= TARGET_P99_MS,
          f"≤ {TARGET_P99_MS:g} ms", f"{rated.p99_ms:.2f} ms{rate_note}"),
+        (f"entries per commit at {in_flight} in flight",
+         deep_per_commit is not None and deep_per_commit >= TARGET_ENTRIES_PER_COMMIT,
+         f"≥ {TARGET_ENTRIES_PER_COMMIT:g}",
+         "n/a" if deep_per_commit is None else f"{deep_per_commit:.1f}"),
     ]  # fmt: skip
     for name, met, target, got in targets:
         print(f"target: {name} {target} — {'MET' if met else 'NOT MET'} ({got})")
@@ -517,6 +586,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                 None if per_core(result) is None else round(per_core(result) or 0, 1)
             ),
             "server_not_ok": runner.not_ok[labels[key]],
+            "entries_per_commit": runner.per_commit[labels[key]],
+            "server_cpu_us_per_call": cpu_us(result),
             "connections_per_worker": runner.split[labels[key]],
         }
 
@@ -524,6 +595,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         "tool": version,
         "workers": WORKERS,
         "authorize": figures_of("authorize"),
+        "authorize_deep": {"in_flight": in_flight, **figures_of("deep")},
         "batch": {str(size): figures_of(f"batch{size}") for size in BATCH_SIZES},
         "rate": {"offered_per_second": offered, **figures_of("rate")},
         "ext_authz_check": {"verdict": verdict, **figures_of("check")},
@@ -533,8 +605,14 @@ def run(*, quick: bool = False) -> dict[str, Any]:
 
 
 def _row(
-    label: str, result: LoadResult, per_call: int, not_ok: int | None, split: list[int] | None
+    label: str,
+    result: LoadResult,
+    per_call: int,
+    not_ok: int | None,
+    split: list[int] | None,
+    per_commit: float | None,
 ) -> tuple[object, ...]:
+    cpu = cpu_us(result)
     return (
         label,
         result.connections,
@@ -547,6 +625,8 @@ def _row(
         f"{result.max_ms:.2f}",
         "n/a" if not_ok is None else not_ok,
         cores(result),
+        "n/a" if per_commit is None else f"{per_commit:.1f}",
+        "?" if cpu is None else f"{cpu:,.0f}",
     )
 
 
@@ -554,6 +634,12 @@ def per_core(result: LoadResult) -> float | None:
     """Calls answered per second of server CPU time: less sensitive to a busy machine."""
     cpu = result.cpu
     return result.per_second / cpu.server if cpu is not None and cpu.server > 0 else None
+
+
+def cpu_us(result: LoadResult) -> float | None:
+    """Microseconds of server CPU time per call answered."""
+    calls = per_core(result)
+    return None if calls is None or calls <= 0 else round(1e6 / calls, 1)
 
 
 def cores(result: LoadResult) -> str:

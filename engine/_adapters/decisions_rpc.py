@@ -1,4 +1,9 @@
-"""``docket.v1.Decisions`` over gRPC: Authorize, BatchAuthorize, Place, ReloadBundle."""
+"""``docket.v1.Decisions`` over gRPC: Authorize, BatchAuthorize, Place, ReloadBundle.
+
+Authorize and BatchAuthorize are coroutines on the server's event loop: they evaluate
+there and await their audit entries' commit, so hundreds of them share one commit.
+Place and ReloadBundle (rare, and ReloadBundle reads the disk) run on the server's
+thread pool."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from engine._adapters.grpc_status import answer, caller_identity
+from engine._adapters.grpc_status import Context, answer, answer_async, caller_identity
 from engine._adapters.wire import (
     batch_from_proto,
     decision_to_proto,
@@ -18,7 +23,7 @@ from engine._adapters.wire import (
 from engine._core.models import Request
 from engine._errors import RequestError
 from engine._service.constants import DEVICE
-from engine._service.decisions import DecisionService
+from engine._service.decisions import Decided, DecisionService
 from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
@@ -41,7 +46,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self,
         requests: list[Request],
         messages: Sequence[pb.AuthorizeRequest],
-        context: grpc.ServicerContext,
+        context: Context,
         caller: str | None,
     ) -> tuple[list[Request], list[dict[str, Any]]]:
         """Requests with the attested posture of their device token, else of the peer's
@@ -64,33 +69,48 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
             provenances.append(provenance(request, proven, caller=caller))
         return attached, provenances
 
-    def Authorize(
-        self, request: pb.AuthorizeRequest, context: grpc.ServicerContext
+    async def _authorized(
+        self,
+        parse: Callable[[str | None], list[Request]],
+        messages: Sequence[pb.AuthorizeRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+        api: str,
+    ) -> list[Decided]:
+        """The decisions on what ``parse`` reads from ``messages`` for the caller, with
+        their posture, once their entries are durable."""
+        caller = caller_identity(context)
+        requests, provenances = self._with_posture(parse(caller), messages, context, caller)
+        return await self._service.authorize_async(requests, api=api, provenance=provenances)
+
+    async def Authorize(
+        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AuthorizeResponse:
-        def produce() -> pb.AuthorizeResponse:
-            caller = caller_identity(context)
-            engine_request = request_from_proto(request, caller=caller)
-            requests, provenances = self._with_posture([engine_request], [request], context, caller)
-            (decided,) = self._service.authorize(requests, api="authorize", provenance=provenances)
+        async def produce() -> pb.AuthorizeResponse:
+            (decided,) = await self._authorized(
+                lambda caller: [request_from_proto(request, caller=caller)],
+                [request],
+                context,
+                "authorize",
+            )
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
-        return answer(self._service, "authorize", context, produce)
+        return await answer_async(self._service, "authorize", context, produce)
 
-    def BatchAuthorize(
-        self, request: pb.BatchAuthorizeRequest, context: grpc.ServicerContext
+    async def BatchAuthorize(
+        self, request: pb.BatchAuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BatchAuthorizeResponse:
-        def produce() -> pb.BatchAuthorizeResponse:
-            caller = caller_identity(context)
-            requests = batch_from_proto(request, caller=caller)
-            requests, provenances = self._with_posture(requests, request.requests, context, caller)
-            decided = self._service.authorize(
-                requests, api="batch_authorize", provenance=provenances
+        async def produce() -> pb.BatchAuthorizeResponse:
+            decided = await self._authorized(
+                lambda caller: batch_from_proto(request, caller=caller),
+                request.requests,
+                context,
+                "batch_authorize",
             )
             return pb.BatchAuthorizeResponse(
                 results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]
             )
 
-        return answer(self._service, "batch_authorize", context, produce)
+        return await answer_async(self._service, "batch_authorize", context, produce)
 
     def Place(
         self, request: pb.PlacementRequest, context: grpc.ServicerContext

@@ -49,7 +49,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from audit import Overloaded, StoreError
-from engine._adapters.grpc_status import AUDIT_UNAVAILABLE, answer, caller_identity
+from engine._adapters.grpc_status import AUDIT_UNAVAILABLE, answer_async, caller_identity
 from engine._adapters.wire import dict_to_struct, value_to_python
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
@@ -230,12 +230,17 @@ class AuthorizationServicer:
         self._posture = posture
         self.trusted_peps = frozenset(trusted_peps)
 
-    def Check(
-        self, request: authz.CheckRequest, context: grpc.ServicerContext
+    async def Check(
+        self, request: authz.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> authz.CheckResponse:
-        return answer(self._service, "ext_authz", context, lambda: self._check(request, context))
+        """A coroutine on the server's event loop (see :mod:`engine._adapters.decisions_rpc`)."""
+        return await answer_async(
+            self._service, "ext_authz", context, lambda: self._check(request, context)
+        )
 
-    def _check(self, request: authz.CheckRequest, context: grpc.ServicerContext) -> Any:
+    async def _check(
+        self, request: authz.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         caller = caller_identity(context)
         # Only an mTLS identity can be trusted: caller_identity is None without one.
         pep = caller if caller is not None and caller in self.trusted_peps else None
@@ -255,12 +260,12 @@ class AuthorizationServicer:
                 pep=pep,
                 subject=subject_of(request.attributes, claims)[1],
             )
-            (decided,) = self._service.authorize(
+            (decided,) = await self._service.authorize_async(
                 [docket_request], api="ext_authz", provenance=[found]
             )
         except RequestError as exc:
             # Unmappable input is denied, and the denial is recorded like any decision.
-            refused = self._service.refuse(
+            refused = await self._service.refuse_async(
                 str(exc),
                 api="ext_authz",
                 caller=caller,

@@ -123,10 +123,40 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
             )
         )
 
+    plan = _Plan(settings, bundle, grpc_address, metrics_address, ready)
     if settings.workers == 1:
-        _serve_one(settings, bundle, grpc_address, metrics_address, ready)
+        _serve_one(plan)
     else:
-        _supervise(settings, bundle, grpc_address, metrics_address, ready)
+        _supervise(plan)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :func:`serve` checked before anything listens, and whom to tell once it does."""
+
+    settings: Settings
+    bundle: PolicyBundle
+    grpc: Address
+    metrics: Address
+    on_ready: Callable[[Listening], None]
+
+    def ready(
+        self,
+        grpc_port: int,
+        metrics_server: WSGIServer,
+        bundle: PolicyBundle | None,
+        admission: Address | None,
+    ) -> None:
+        self.on_ready(
+            Listening(
+                grpc=Address(self.grpc.host, grpc_port),
+                metrics=Address(self.metrics.host, metrics_server.server_port),
+                tls=tls_mode(self.settings),
+                bundle=bundle,
+                workers=self.settings.workers,
+                admission=admission,
+            )
+        )
 
 
 def _serve_metrics(address: Address, registry: CollectorRegistry, trust: TrustFiles) -> WSGIServer:
@@ -138,48 +168,37 @@ def _serve_metrics(address: Address, registry: CollectorRegistry, trust: TrustFi
         raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
 
 
-def _serve_one(
-    settings: Settings,
-    bundle: PolicyBundle,
-    grpc_address: Address,
-    metrics_address: Address,
-    on_ready: Callable[[Listening], None],
-) -> None:
+def _stop_serving(metrics_server: WSGIServer) -> None:
+    metrics_server.shutdown()
+    metrics_server.server_close()
+
+
+def _serve_one(plan: _Plan) -> None:
+    settings = plan.settings
     metrics = Metrics()
-    worker = Worker(settings, bundle, metrics, reuse_port=False)
+    worker = Worker(settings, plan.bundle, metrics, reuse_port=False)
     signals = _Signals(worker.reload)
     admission = admission_address(settings)
     # Every listener is bound before anything starts or is recorded: a port in use
     # leaves the audit log as it was.
     # The JWKS and revocation list the worker verifies with: they reload together.
-    metrics_server = _serve_metrics(metrics_address, metrics.registry, worker.trust)
+    metrics_server = _serve_metrics(plan.metrics, metrics.registry, worker.trust)
     try:
         if admission is not None:
             admission = Address(admission.host, worker.bind_admission(admission))
-        port = worker.start(grpc_address)
+        port = worker.start(plan.grpc)
     except ServeError:
         worker.stop(0)
-        metrics_server.shutdown()
-        metrics_server.server_close()
+        _stop_serving(metrics_server)
         raise
-    on_ready(
-        Listening(
-            grpc=Address(grpc_address.host, port),
-            metrics=Address(metrics_address.host, metrics_server.server_port),
-            tls=tls_mode(settings),
-            bundle=worker.engine.bundle,
-            workers=1,
-            admission=admission,
-        )
-    )
+    plan.ready(port, metrics_server, worker.engine.bundle, admission)
     # Poll: SIGTERM may be delivered to a gRPC thread, and an untimed wait in the main
     # thread would then never run the handler (seen: "ignored SIGTERM for 20 s").
     while not signals.stop.wait(0.5):
         pass
     log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
     worker.stop()
-    metrics_server.shutdown()
-    metrics_server.server_close()
+    _stop_serving(metrics_server)
     log.info("serve.stopped")
 
 
@@ -270,13 +289,8 @@ class _Supervisor:
                 process.join()
 
 
-def _supervise(
-    settings: Settings,
-    bundle: PolicyBundle,
-    grpc_address: Address,
-    metrics_address: Address,
-    on_ready: Callable[[Listening], None],
-) -> None:
+def _supervise(plan: _Plan) -> None:
+    settings = plan.settings
     metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     supervisor = _Supervisor(settings)
@@ -291,25 +305,21 @@ def _supervise(
     signals = _Signals(reload)
     # Bound before any worker starts (and records its bundle): a busy port leaves the
     # audit log as it was.
-    metrics_server = _serve_metrics(metrics_address, multiprocess_registry(), trust)
+    metrics_server = _serve_metrics(plan.metrics, multiprocess_registry(), trust)
     try:
         admission = admission_address(settings)
         supervisor.ports = supervisor.start_worker(
-            (grpc_address.port, None if admission is None else admission.port)
+            (plan.grpc.port, None if admission is None else admission.port)
         )
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.ports)
-        on_ready(
-            Listening(
-                grpc=Address(grpc_address.host, supervisor.ports[0]),
-                metrics=Address(metrics_address.host, metrics_server.server_port),
-                tls=tls_mode(settings),
-                bundle=bundle,
-                workers=settings.workers,
-                admission=None
-                if admission is None or supervisor.ports[1] is None
-                else Address(admission.host, supervisor.ports[1]),
-            )
+        plan.ready(
+            supervisor.ports[0],
+            metrics_server,
+            plan.bundle,
+            None
+            if admission is None or supervisor.ports[1] is None
+            else Address(admission.host, supervisor.ports[1]),
         )
         while not signals.stop.wait(0.5):
             supervisor.reap()
@@ -317,8 +327,7 @@ def _supervise(
                 trust.reload()
         log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
     finally:
-        metrics_server.shutdown()
-        metrics_server.server_close()
+        _stop_serving(metrics_server)
         supervisor.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.environ.pop(MULTIPROC_ENV, None)

@@ -101,10 +101,12 @@ class Settings(BaseSettings):
     """Server processes sharing the gRPC port (SO_REUSEPORT); cedarpy holds the GIL,
     so one per core is how decisions scale."""
     grpc_threads: int = Field(default=4, ge=1, le=256)
-    """Handler threads per process. cedarpy holds the GIL: more threads only add
-    switching (measured: 8 threads answer ~25% fewer calls than 2-4)."""
+    """Threads per process for the RPCs that are not served on the event loop (Place,
+    ReloadBundle, attestation, audit proofs, health); Authorize, BatchAuthorize and
+    Check need none. cedarpy holds the GIL: more threads only add switching."""
     max_concurrent_rpcs: int = Field(default=512, ge=1)
-    """Past this many RPCs in one process, callers get RESOURCE_EXHAUSTED."""
+    """Past this many RPCs in flight in one process (waiting for their audit commit
+    included), callers get RESOURCE_EXHAUSTED."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

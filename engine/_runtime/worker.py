@@ -1,17 +1,26 @@
 """One serving process: the gRPC server with every servicer, the admission webhook, the
 health and trust watchers, reload and drain (:class:`Worker`), and the CA files it
-verifies with (:class:`TrustFiles`)."""
+verifies with (:class:`TrustFiles`).
+
+The gRPC server is asynchronous (grpc.aio) on an event loop in a thread of its own.
+Authorize, BatchAuthorize and Check are coroutines there: each evaluates on the loop and
+awaits its audit entries' commit, so up to ``max_concurrent_rpcs`` calls wait at once and
+the audit writer commits all that are waiting in one transaction and one fsync. The
+other RPCs (Place, ReloadBundle, attestation, audit proofs, health) are ordinary
+functions that the server runs on a pool of ``grpc_threads`` threads. Past
+``max_concurrent_rpcs`` calls in flight, gRPC itself answers RESOURCE_EXHAUSTED."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -77,6 +86,28 @@ HEALTH_POLL_SECONDS = 1.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
 DRAIN_SECONDS = 10.0
+T = TypeVar("T")
+
+
+class _Loop:
+    """An event loop running in a thread of its own; :meth:`run` runs a coroutine on it
+    from any other thread and waits for its result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="docket-grpc-loop", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop and wait for it (never call this on the loop)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
 
 class TrustFiles:
@@ -200,43 +231,17 @@ class Worker:
             quote_hashes=quote_hash_algorithms(settings.quote_hashes),
             revocations=self.trust.revocations,
         )
-        self.posture = posture = PostureReader(
-            self.ca, settings.jwt_audience, self.trust.revocations
-        )
+        self.posture = PostureReader(self.ca, settings.jwt_audience, self.trust.revocations)
         self.metrics = metrics
         self.admission: AdmissionServer | None = None
-        self.health = health.HealthServicer()
-        self.server = grpc.server(
-            ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc"),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-            options=[
-                ("grpc.so_reuseport", int(reuse_port)),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        decisions_pb2_grpc.add_DecisionsServicer_to_server(
-            DecisionsServicer(self.service, on_reload, posture), self.server
-        )
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(self.service, posture, settings.trusted_peps), self.server
-        )
-        attestation_pb2_grpc.add_AttestationServicer_to_server(
-            AttestationServicer(self.attestation, metrics), self.server
-        )
-        audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.service), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                DECISIONS,
-                AUTHORIZATION,
-                ATTESTATION,
-                AUDIT,
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        # Asynchronous: a Watch stream holds no thread (a blocked one would keep the
+        # process from exiting after SIGTERM).
+        self.health = health.aio.HealthServicer()
+        self.audit.writer.observe_commits(metrics.committed)
+        self._threads = ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc")
+        self._loop = _Loop()
+        self.server = self._loop.run(self._server(reuse_port, on_reload))
+        self._started = False
         self.watcher.on_swap(lambda _bundle: self._set_health())
         self._serving: bool | None = None
         self._stopping = threading.Event()
@@ -247,6 +252,49 @@ class Worker:
         self._trust_thread = threading.Thread(
             target=self._watch_trust, name="docket-trust", daemon=True
         )
+
+    async def _server(
+        self, reuse_port: bool, on_reload: Callable[[], None] | None
+    ) -> grpc.aio.Server:
+        # Made on the loop it serves on (grpc.aio binds a server to the running loop).
+        server = grpc.aio.server(
+            migration_thread_pool=self._threads,
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+            options=[
+                ("grpc.so_reuseport", int(reuse_port)),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        decisions_pb2_grpc.add_DecisionsServicer_to_server(
+            DecisionsServicer(self.service, on_reload, self.posture), server
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(self.service, self.posture, self.settings.trusted_peps), server
+        )
+        attestation_pb2_grpc.add_AttestationServicer_to_server(
+            AttestationServicer(self.attestation, self.metrics), server
+        )
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(self.service), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                DECISIONS,
+                AUTHORIZATION,
+                ATTESTATION,
+                AUDIT,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        return server
+
+    async def _bind(self, address: Address) -> int:
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            return self.server.add_insecure_port(str(address))
+        return self.server.add_secure_port(str(address), credentials)
 
     def _refused(self, source: str, problems: list[str]) -> None:
         bundle = self.engine.bundle
@@ -335,12 +383,8 @@ class Worker:
         the port (useful with port 0). Bind the webhook first (:meth:`bind_admission`)
         so that a port in use stops the start before anything is recorded. Raises
         :class:`ServeError`."""
-        credentials = server_credentials(self.settings)
         try:
-            if credentials is None:
-                port = self.server.add_insecure_port(str(address))
-            else:
-                port = self.server.add_secure_port(str(address), credentials)
+            port = self._loop.run(self._bind(address))
         except RuntimeError as exc:  # grpc's own message only points at its debug log
             raise ServeError(
                 f"cannot listen on {address}: the address is in use or not available here"
@@ -351,7 +395,8 @@ class Worker:
             self.service.announce()
         except AuditError as exc:
             raise ServeError(f"audit log: {exc}") from exc
-        self.server.start()
+        self._loop.run(self.server.start())
+        self._started = True
         if self.admission is not None and not self.admission.started:
             self.admission.start()
         self._set_health()
@@ -370,8 +415,11 @@ class Worker:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        self._loop.run(self._set_all(status))
+
+    async def _set_all(self, status: int) -> None:
         for name in ("", DECISIONS, AUTHORIZATION, ATTESTATION, AUDIT):
-            self.health.set(name, status)
+            await self.health.set(name, status)
 
     def _watch_health(self) -> None:
         # The audit log can become unwritable (disk full) at any time, and writable
@@ -422,10 +470,17 @@ class Worker:
     def stop(self, grace: float = DRAIN_SECONDS) -> None:
         """Stop taking calls, let the ones in flight finish (up to ``grace``), stop."""
         self._stopping.set()
-        self.health.enter_graceful_shutdown()
+        if self._health_thread.is_alive():  # its last probe may still set the health
+            self._health_thread.join()
+        self._loop.run(self.health.enter_graceful_shutdown())
         if self.admission is not None:
             self.admission.stop()
-        self.server.stop(grace).wait()
+        if self._started:
+            # Calls in flight keep being answered (their commits resolve them) for up
+            # to `grace` seconds; new ones are refused.
+            self._loop.run(self.server.stop(grace))
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.watcher.stop()
         self.challenges.close()
         self.audit.close()
+        self._loop.close()

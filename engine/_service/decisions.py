@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import structlog
 
@@ -77,6 +77,31 @@ class Placed:
     receipt: Receipt
 
 
+class Asked(TypedDict):
+    """What :meth:`DecisionService.authorize` is asked besides the requests."""
+
+    api: str
+    detail: NotRequired[Mapping[str, Any] | None]
+    provenance: NotRequired[Sequence[Mapping[str, Any]] | None]
+
+
+class Refused(TypedDict):
+    """What :meth:`DecisionService.refuse` is told besides the error."""
+
+    api: str
+    caller: str | None
+    detail: NotRequired[Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """Decisions made and their entries, not yet recorded."""
+
+    ids: list[str]
+    decisions: list[Decision]
+    entries: list[Entry]
+
+
 class DecisionService:
     """Answers decision, placement and reload calls for every transport."""
 
@@ -132,19 +157,36 @@ class DecisionService:
             version, previous=previous, source=source, caller=None, now=self.clock()
         )
 
-    def authorize(
+    async def _record_async(self, entries: Sequence[Entry]) -> list[Receipt]:
+        # Never commits on the loop: the writer thread commits whatever is waiting.
+        return await self.audit.writer.append_async(entries)
+
+    def authorize(self, requests: Sequence[Request], **asked: Unpack[Asked]) -> list[Decided]:
+        """Decide requests in order (``api`` names the API; ``detail`` goes into each
+        audit entry's detail, and ``provenance``, one per request: where its trusted
+        facts came from, see :func:`engine._service.posture.provenance`, into its
+        ``detail.provenance``). Returns once their entries are durable. Raises
+        :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
+        :data:`MAX_BATCH`, the audit log's errors."""
+        made = self._decide(requests, **asked)
+        return self._decided(asked["api"], made, self._record(made.entries))
+
+    async def authorize_async(
+        self, requests: Sequence[Request], **asked: Unpack[Asked]
+    ) -> list[Decided]:
+        """:meth:`authorize` for a caller on an event loop: evaluated here, and awaited
+        until the writer thread's commit has made the entries durable."""
+        made = self._decide(requests, **asked)
+        return self._decided(asked["api"], made, await self._record_async(made.entries))
+
+    def _decide(
         self,
         requests: Sequence[Request],
         *,
         api: str,
         detail: Mapping[str, Any] | None = None,
         provenance: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[Decided]:
-        """Decide requests in order; ``detail`` goes into each audit entry's detail, and
-        ``provenance`` (one per request: where its trusted facts came from, see
-        :func:`engine._service.posture.provenance`) into its ``detail.provenance``.
-        Raises :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
-        :data:`MAX_BATCH`."""
+    ) -> _Made:
         if len(requests) > MAX_BATCH:
             raise LimitExceeded(
                 f"requests: {len(requests)} requests in one batch; the limit is {MAX_BATCH}"
@@ -160,23 +202,24 @@ class DecisionService:
         bundle = self.engine.bundle
         decisions = self.engine.decide_batch(requests, now=now)
         ids = [decision_id(now) for _ in decisions]
-        receipts = self._record(
-            [
-                decision_entry(
-                    request,
-                    decision,
-                    decision_id=id_,
-                    api=api,
-                    bundle=bundle,
-                    now=now,
-                    detail=item_detail,
-                )
-                for request, decision, id_, item_detail in zip(
-                    requests, decisions, ids, details, strict=True
-                )
-            ]
-        )
-        decided = [Decided(*item) for item in zip(ids, decisions, receipts, strict=True)]
+        entries = [
+            decision_entry(
+                request,
+                decision,
+                decision_id=id_,
+                api=api,
+                bundle=bundle,
+                now=now,
+                detail=item_detail,
+            )
+            for request, decision, id_, item_detail in zip(
+                requests, decisions, ids, details, strict=True
+            )
+        ]
+        return _Made(ids, decisions, entries)
+
+    def _decided(self, api: str, made: _Made, receipts: list[Receipt]) -> list[Decided]:
+        decided = [Decided(*item) for item in zip(made.ids, made.decisions, receipts, strict=True)]
         for item in decided:
             self.metrics.decided(api, item.decision.decision)
             log.debug(
@@ -188,26 +231,33 @@ class DecisionService:
             )
         return decided
 
-    def refuse(
-        self,
-        error: str,
-        *,
-        api: str,
-        caller: str | None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> Decided:
+    def refuse(self, error: str, **refused: Unpack[Refused]) -> Decided:
         """Deny a request that could not be decided (its input did not map onto the
-        schema) and record the denial. Raises the audit errors of :meth:`authorize`."""
+        schema: ``error``) and record the denial; ``api`` names the API, ``caller`` the
+        mTLS caller, ``detail`` goes into the entry's detail. Raises the audit errors of
+        :meth:`authorize`."""
+        made = self._refusal(error, **refused)
+        (decided,) = self._decided(refused["api"], made, self._record(made.entries))
+        return decided
+
+    async def refuse_async(self, error: str, **refused: Unpack[Refused]) -> Decided:
+        """:meth:`refuse` for a caller on an event loop (see :meth:`authorize_async`)."""
+        made = self._refusal(error, **refused)
+        (decided,) = self._decided(refused["api"], made, await self._record_async(made.entries))
+        return decided
+
+    def _refusal(
+        self, error: str, *, api: str, caller: str | None, detail: Mapping[str, Any] | None = None
+    ) -> _Made:
         now = self.clock()
         id_ = decision_id(now)
-        (receipt,) = self._record(
-            [refusal_entry(error, api=api, caller=caller, decision_id=id_, now=now, detail=detail)]
+        entry = refusal_entry(
+            error, api=api, caller=caller, decision_id=id_, now=now, detail=detail
         )
-        self.metrics.decided(api, "deny")
         decision = Decision(
             decision="deny", errors=(PolicyError(policy=None, message=error),), evaluated_at=now
         )
-        return Decided(id_, decision, receipt)
+        return _Made([id_], [decision], [entry])
 
     def allow_unevaluated(
         self,

@@ -44,6 +44,8 @@ REVOCATIONS_PATH = "/.well-known/docket-revocations.json"
 
 # Decisions take ~0.1 ms of evaluation; the buckets resolve that and reach a second.
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Group commit: one entry per commit is a starved log; hundreds is a full one.
+_COMMIT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
@@ -84,6 +86,12 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        self.entries_per_commit = Histogram(
+            "docket_audit_entries_per_commit",
+            "Audit entries made durable by one commit (one transaction, one fsync).",
+            buckets=_COMMIT_BUCKETS,
+            registry=self.registry,
+        )
         self._version: str | None = None
         # Labelled children, looked up once: `labels()` costs microseconds per call.
         self._children: dict[tuple[object, ...], Any] = {}
@@ -102,6 +110,10 @@ class Metrics:
     def answered(self, api: str, code: str) -> None:
         """Count one RPC answered with a gRPC status code (by name)."""
         self._child(self.requests, api, code).inc()
+
+    def committed(self, entries: int) -> None:
+        """Observe one audit commit of ``entries`` entries."""
+        self.entries_per_commit.observe(entries)
 
     @contextmanager
     def track(self, api: str) -> Iterator[None]:

@@ -222,7 +222,9 @@ class PostureReader:
                 raise RequestError(f"client certificate: {revoked}")
         return found.posture
 
-    def from_peer(self, context: grpc.ServicerContext, now: datetime) -> Proven | None:
+    def from_peer(
+        self, context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], now: datetime
+    ) -> Proven | None:
         """The posture in the mTLS client certificate of a gRPC call, if there is one."""
         values = cast("list[bytes] | None", context.auth_context().get(_PEER_CERT))
         return self.from_certificate(values[0], now) if values else None

@@ -169,6 +169,17 @@ def test_sigterm_drains_the_call_in_flight_and_exits_0(served: Served, tmp_path:
     assert any("serve.stopped" in line for line in served.stderr)
 
 
+def test_sigterm_with_a_health_watch_open_tells_it_and_exits_0(served: Served) -> None:
+    with grpc.insecure_channel(served.grpc) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=60
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        served.process.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert served.stop() == 0
+
+
 def test_the_banner_names_the_jwks_endpoint_and_the_trusted_enforcement_points(
     served: Served,
 ) -> None:
@@ -198,6 +209,10 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
         with grpc.insecure_channel(served.grpc) as channel:
             assert pb_grpc.DecisionsStub(channel).Authorize(ALLOW, timeout=5).decision == 1
     assert served.scrape('docket_decisions_total{api="authorize",decision="allow"}') == 21
+    # Every entry (the 21 decisions, each worker's bundle entry) went through a commit
+    # the entries-per-commit histogram saw.
+    assert served.scrape("docket_audit_entries_per_commit_sum") == 23
+    assert 1 <= served.scrape("docket_audit_entries_per_commit_count") <= 23
 
     (bundle / "extra.cedar").write_text(
         '@id("extra")\npermit (principal, action == Docket::Action::"share", resource)'

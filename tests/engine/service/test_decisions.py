@@ -1,0 +1,87 @@
+"""The decision service's two ways in: a thread that waits (``authorize``) and a
+coroutine on the server's event loop (``authorize_async``) decide the same and record
+the same entries, and neither answers before its entry is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit import AuditLog, StoreError
+from engine import BundleWatcher, Engine, PolicyBundle
+from engine._core.models import EntityUID, Request
+from engine._service.decisions import Decided, DecisionService
+from engine._service.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[3]
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+REQUESTS = [
+    Request(
+        principal=EntityUID(type="User", id=user),
+        action=EntityUID(type="Action", id="read"),
+        resource=EntityUID(type="Data", id=resource),
+    )
+    for user, resource in (("heidi", "public-website"), ("heidi", "payroll-uk"))
+]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[DecisionService]:
+    engine = Engine(PolicyBundle.load(ROOT / "policies"))
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
+    service = DecisionService(
+        engine, BundleWatcher(engine, ROOT / "policies"), Metrics(), log, clock=lambda: NOW
+    )
+    try:
+        yield service
+    finally:
+        service.audit.close()
+
+
+def payloads(service: DecisionService, decided: list[Decided]) -> list[dict[str, Any]]:
+    """The stored entries of ``decided``, without what differs from call to call (the
+    decision id, and the random salt of the request digest)."""
+    found = []
+    for item in decided:
+        row = service.audit.store.entry(item.receipt.index)
+        assert row is not None
+        assert row.payload is not None
+        entry = json.loads(row.payload)
+        assert entry["detail"].pop("decision_id") == item.decision_id
+        assert len(entry.pop("salt")) == 32
+        found.append(entry)
+    return found
+
+
+def test_async_authorize_decides_and_records_as_the_sync_one(service: DecisionService) -> None:
+    detail = {"provenance": {"caller": None}}
+    waited = service.authorize(REQUESTS, api="authorize", detail=detail)
+    awaited = asyncio.run(service.authorize_async(REQUESTS, api="authorize", detail=detail))
+    assert [d.decision for d in awaited] == [d.decision for d in waited]
+    assert [d.decision.decision for d in awaited] == ["allow", "deny"]
+    assert payloads(service, awaited) == payloads(service, waited)
+    assert [d.receipt.index for d in awaited] == [d.receipt.index + 2 for d in waited]
+
+
+def test_async_refusal_is_recorded_as_the_sync_one(service: DecisionService) -> None:
+    waited = service.refuse("bad input", api="ext_authz", caller=None)
+    awaited = asyncio.run(service.refuse_async("bad input", api="ext_authz", caller=None))
+    assert awaited.decision == waited.decision
+    assert payloads(service, [awaited]) == payloads(service, [waited])
+
+
+def test_no_async_answer_when_the_log_cannot_record(
+    service: DecisionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service.audit.store, "append", broken)
+    with pytest.raises(StoreError, match="disk on fire"):
+        asyncio.run(service.authorize_async(REQUESTS, api="authorize"))
