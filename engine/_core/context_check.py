@@ -14,13 +14,17 @@ cannot judge alone (an extension value's text, an entity id outside an enum) it 
 to Cedar. Attributes are visited in sorted order, so the answer depends on the context's
 shape (its paths, each value's JSON kind, entity types, whether a long fits) and not on
 key order: a pure function of (context type, action, context), cacheable per shape.
+
+For a *plain* type (no entity and no extension anywhere in it: :func:`plain_type`),
+whether a context fits depends only on its :func:`context_shape`, the paths and kinds of
+its values, so the engine walks each shape once per bundle and remembers the verdict.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
@@ -85,6 +89,38 @@ def context_fits(expected: Mapping[str, Any], value: Any) -> bool:
     if kind == "Entity":
         return _entity_problem(expected["name"], value, "") is None
     return isinstance(value, str | dict)  # an extension value: its text is Cedar's to judge
+
+
+def plain_type(expected: Mapping[str, Any]) -> bool:
+    """True when ``expected`` holds no entity and no extension type at any depth: then
+    whether a context fits it is a function of :func:`context_shape`, and Cedar reads
+    such a context the same way with or without the schema."""
+    kind = expected["type"]
+    if kind == "Record":
+        return all(plain_type(attribute) for attribute in expected["attributes"].values())
+    if kind == "Set":
+        return plain_type(expected["element"])
+    return kind in ("String", "Boolean", "Long")
+
+
+def context_shape(value: Any) -> Hashable:
+    """The paths and kinds of a context's values, whatever their order and their strings,
+    booleans and longs: everything :func:`context_fits` looks at under a plain type.
+    An object is the set of its (name, shape) pairs, an array the set of its elements'
+    shapes; a whole number out of Cedar's range, a fraction, null and any other Python
+    type are kinds of their own."""
+    kind = type(value)
+    if kind is str:
+        return "s"
+    if kind is bool:
+        return "b"
+    if kind is int:
+        return "l" if _LONG_MIN <= value <= _LONG_MAX else "L"
+    if kind is dict:
+        return frozenset([(name, context_shape(item)) for name, item in value.items()])
+    if kind is list:
+        return ("[]", frozenset([context_shape(item) for item in value]))
+    return ("?", kind)
 
 
 def _problem(expected: Mapping[str, Any], value: Any, path: str, action: str) -> str | None:

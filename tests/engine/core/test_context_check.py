@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, PolicyBundle, Request, RequestError
-from engine._core.context_check import context_fits, context_problem
+from engine._core.context_check import context_fits, context_problem, context_shape, plain_type
 from engine._core.schema_json import context_types, schema_json
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -198,3 +198,117 @@ def test_refuses_only_what_cedar_refuses(context: dict[str, Any]) -> None:
         assert judged_by_cedar or not _plain(context), (
             f"{json.dumps(context)}: Cedar refuses, the check names nothing"
         )
+
+
+# The shape: the paths and kinds of a context, which is all a plain context type (no
+# entity, no extension) looks at; the engine validates each shape once with Cedar.
+
+PLAIN_SCHEMA = """
+namespace P {
+  entity U;
+  type T = { a: Long, b?: Bool };
+  type Ctx = {
+    l?: Long, s?: String, b?: Bool, set?: Set<Long>, r?: T, need: String,
+    rs?: Set<T>, nested?: Set<Set<String>>, "odd name"?: String,
+  };
+  action read appliesTo { principal: [U], resource: [U], context: Ctx };
+}
+"""
+_PLAIN = cedarpy.Schema.from_str(PLAIN_SCHEMA)
+_PLAIN_TYPE = (context_types(schema_json(_PLAIN) or {}) or {})[("P::Action", "read")]
+_PLAIN_ENTITIES = cedarpy.Entities.from_json_str("[]", _PLAIN)
+_READING = cedarpy.PolicySet.from_str(
+    """
+    @id("long") permit(principal, action, resource) when { context has l && context.l > 2 };
+    @id("set") forbid(principal, action, resource) when { context has set && context.set.contains(7) };
+    @id("record") permit(principal, action, resource) when { context has r && context.r.a == 1 };
+    @id("strings") permit(principal, action, resource) when { context.need like "x*" };
+    @id("records") forbid(principal, action, resource)
+      when { context has rs && context.rs.contains({a: 1, b: true}) };
+    """
+)
+_plain_names = st.sampled_from(
+    ["l", "s", "b", "set", "r", "need", "rs", "nested", "odd name", "a", "zz"]
+)
+_plain_values = st.recursive(
+    st.one_of(
+        st.booleans(),
+        st.integers(min_value=-(2**64), max_value=2**64),
+        st.sampled_from(["", "x", "xy"]),
+        st.none(),
+        st.just(1.5),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(_plain_names, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_plain_contexts = st.dictionaries(_plain_names, _plain_values, max_size=5)
+
+
+def _same_shape(value: Any, flip: bool) -> Any:
+    """Another value of ``value``'s shape: other strings, booleans and longs in range,
+    keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: _same_shape(v, flip) for k, v in reversed(value.items())}
+    if isinstance(value, list):
+        return [_same_shape(v, flip) for v in reversed(value)]
+    if isinstance(value, bool):
+        return value != flip
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return value // 2 if flip else -value // 3
+    if isinstance(value, str):
+        return value + "y" if flip else ""
+    return value
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        ({"a": 1, "b": "x"}, {"b": "y", "a": -4}, True),
+        ({"a": 1}, {"a": True}, False),
+        ({"a": 1}, {"a": 2**63}, False),
+        ({"a": 1}, {"a": 1.0}, False),
+        ({"a": [1, 2]}, {"a": [5]}, True),
+        ({"a": []}, {"a": [1]}, False),
+        ({"a": [{"b": True}, {"c": 1}]}, {"a": [{"b": True, "c": 1}]}, False),
+        ({"a": {"b": "x"}}, {"a": {"c": "x"}}, False),
+        ({"a": "x"}, {"a": None}, False),
+    ],
+)
+def test_the_shape_is_the_paths_and_kinds(one: Any, other: Any, same: bool) -> None:
+    assert (context_shape(one) == context_shape(other)) is same
+
+
+def test_only_types_without_entities_or_extensions_are_plain() -> None:
+    assert plain_type(_PLAIN_TYPE)
+    assert _TYPES is not None
+    assert not plain_type(_TYPES[("N::Action", "read")])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_plain_contexts, st.booleans())
+def test_a_plain_shape_decides_whether_the_context_fits(context: dict[str, Any], flip: bool) -> None:
+    other = _same_shape(context, flip)
+    assert context_shape(other) == context_shape(context)
+    assert context_fits(_PLAIN_TYPE, other) is context_fits(_PLAIN_TYPE, context)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_plain_contexts)
+def test_a_context_that_fits_a_plain_type_needs_no_schema_at_cedar(context: dict[str, Any]) -> None:
+    """What lets the engine skip Cedar's per-call schema check for a validated shape."""
+    if not context_fits(_PLAIN_TYPE, context):
+        return
+    request = {
+        "principal": {"type": "P::U", "id": "a"},
+        "action": {"type": "P::Action", "id": "read"},
+        "resource": {"type": "P::U", "id": "b"},
+        "context": context,
+    }
+    (checked,) = cedarpy.is_authorized_batch([request], _READING, _PLAIN_ENTITIES, schema=_PLAIN)
+    (unchecked,) = cedarpy.is_authorized_batch([request], _READING, _PLAIN_ENTITIES)
+    assert checked.decision is not cedarpy.Decision.NoDecision, checked.diagnostics.errors
+    assert unchecked.decision is checked.decision
+    assert sorted(unchecked.diagnostics.reasons) == sorted(checked.diagnostics.reasons)
+    assert unchecked.diagnostics.errors == checked.diagnostics.errors
