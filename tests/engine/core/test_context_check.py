@@ -220,7 +220,8 @@ _PLAIN_ENTITIES = cedarpy.Entities.from_json_str("[]", _PLAIN)
 _READING = cedarpy.PolicySet.from_str(
     """
     @id("long") permit(principal, action, resource) when { context has l && context.l > 2 };
-    @id("set") forbid(principal, action, resource) when { context has set && context.set.contains(7) };
+    @id("set") forbid(principal, action, resource)
+      when { context has set && context.set.contains(7) };
     @id("record") permit(principal, action, resource) when { context has r && context.r.a == 1 };
     @id("strings") permit(principal, action, resource) when { context.need like "x*" };
     @id("records") forbid(principal, action, resource)
@@ -288,7 +289,9 @@ def test_only_types_without_entities_or_extensions_are_plain() -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_plain_contexts, st.booleans())
-def test_a_plain_shape_decides_whether_the_context_fits(context: dict[str, Any], flip: bool) -> None:
+def test_a_plain_shape_decides_whether_the_context_fits(
+    context: dict[str, Any], flip: bool
+) -> None:
     other = _same_shape(context, flip)
     assert context_shape(other) == context_shape(context)
     assert context_fits(_PLAIN_TYPE, other) is context_fits(_PLAIN_TYPE, context)
