@@ -166,6 +166,8 @@ class Engine:
         one request or the batch's total of per-request entities is over a limit; nothing
         is evaluated then."""
         _require_utc(now)
+        memo = self._memo
+        epoch = memo.epoch  # before the bundle: a swap after this drops what is stored
         live = self._live
         bundle = live.bundle
         if bundle is None:
@@ -181,13 +183,12 @@ class Engine:
                 for _ in requests
             ]
         _check_batch(requests)
-        memo = self._memo
         keys: list[bytes | None] = [None] * len(requests)
         found: list[Memoised | None] = [None] * len(requests)
         if memo.max_entries > 0:
             keys = [memo_key(request) for request in requests]
             found = memo.lookup(bundle.version, keys)
-            if None not in found:
+            if all(item is not None for item in found):
                 _check_batch_bytes(sum(item.entity_bytes for item in found if item is not None))
                 return [item.at(now) for item in found if item is not None]
         single = len(requests) == 1
@@ -204,7 +205,7 @@ class Engine:
         fresh = dict(zip(staged, evaluated, strict=True))
         if memo.max_entries > 0:
             memo.store(
-                bundle.version,
+                epoch,
                 [
                     (key, Memoised(fresh[i], len(staged[i].extra_json)))
                     for i in staged

@@ -59,7 +59,7 @@ def memo_key(request: Request) -> bytes | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Memoised:
     """A decision as first evaluated, and the bytes of per-request entities its request
     adds to a batch's total (the batch limit counts a remembered request too)."""
@@ -108,6 +108,9 @@ class DecisionMemo:
         self._entries: OrderedDict[bytes, tuple[Memoised, int]] = OrderedDict()
         self._bytes = 0
         self._revision: str | None = None
+        self.epoch = 0
+        """Grows with each :meth:`reset`: read it before a lookup and hand it to
+        :meth:`store`, so that nothing evaluated before a reset is kept after it."""
         self._hits = 0
         self._misses = 0
 
@@ -117,6 +120,7 @@ class DecisionMemo:
             self._entries.clear()
             self._bytes = 0
             self._revision = revision
+            self.epoch += 1
 
     def lookup(self, revision: str, keys: list[bytes | None]) -> list[Memoised | None]:
         """What is remembered for each key under ``revision`` (one lock for a batch);
@@ -137,15 +141,15 @@ class DecisionMemo:
             self._misses += len(found) - hits
         return found
 
-    def store(self, revision: str, items: list[tuple[bytes, Memoised]]) -> None:
-        """Remember decisions evaluated under ``revision``; dropped if another revision is
-        in force by now (a swap during the evaluation) or if one alone is over a 64th of
-        the byte bound."""
+    def store(self, epoch: int, items: list[tuple[bytes, Memoised]]) -> None:
+        """Remember decisions evaluated since :attr:`epoch` was ``epoch``; dropped if the
+        memo was reset since (a swap, a CA change during the evaluation), and one alone
+        over a 64th of the byte bound is not kept."""
         if self.max_entries <= 0:
             return
         sized = [(key, item, _size(key, item.decision)) for key, item in items]
         with self._lock:
-            if revision != self._revision:
+            if epoch != self.epoch:
                 return
             entries = self._entries
             for key, item, size in sized:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Decision, Engine, EngineError, PolicyBundle, Request
+from engine._core import evaluate
 from engine._core.bundle import read_bundle_files
 from engine._core.limits import MAX_BATCH_ENTITY_BYTES
 from engine._errors import LimitExceeded
@@ -241,6 +242,23 @@ def test_forget_empties_the_memo(bundle: PolicyBundle) -> None:
     assert engine.memo_stats().entries == 0
     engine.decide(alice(), now=NOW)
     assert (engine.memo_stats().hits, engine.memo_stats().misses) == (1, 2)
+
+
+def test_a_decision_evaluated_across_a_reset_is_not_kept(
+    bundle: PolicyBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CA change (or a swap) while a request is being evaluated: what that evaluation
+    gives is answered, not remembered past the reset."""
+    engine = Engine(bundle)
+    real = evaluate._evaluate
+
+    def changed_meanwhile(*args: Any, **kwargs: Any) -> list[Decision]:
+        engine.forget()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_evaluate", changed_meanwhile)
+    assert engine.decide(alice(), now=NOW).allowed
+    assert engine.memo_stats().entries == 0
 
 
 def test_the_memo_keeps_at_most_its_entries(bundle: PolicyBundle) -> None:
