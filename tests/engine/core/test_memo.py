@@ -10,14 +10,22 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from devices import DEVICE_ID, TD, attested
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import Decision, Engine, EngineError, PolicyBundle, Request
+from attestation._ca import CertificateAuthority, RevocationList
+from engine import Decision, Engine, EngineError, PolicyBundle, Request, RequestError
 from engine._core import evaluate
 from engine._core.bundle import read_bundle_files
 from engine._core.limits import MAX_BATCH_ENTITY_BYTES
 from engine._errors import LimitExceeded
+from engine._service.posture import PostureReader, attach
+
+ATTESTED = attested(measured_boot_ok=False)
+INVENTORY = {"disk_encrypted": True, "patch_age_days": 3, "trust_tier": "high", "managed": True}
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -182,6 +190,32 @@ def test_a_posture_change_is_another_request(shared: Engine) -> None:
     assert shared.decide(alice(), now=NOW).allowed
     assert not shared.decide(alice(attested=False), now=NOW).allowed
     assert shared.decide(alice(), now=NOW).allowed
+
+
+def test_a_decision_resting_on_a_credential_is_not_served_past_it(bundle: PolicyBundle) -> None:
+    """The server reads the posture from the caller's credential on every call, at that
+    call's time, before the engine: past the certificate's end (or once it is revoked)
+    the request is another one (unattested), or refused, never the remembered allow."""
+    engine = Engine(bundle)
+    issued = datetime.now(UTC)
+    ca = CertificateAuthority.create(TD, issued)
+    reader = PostureReader(ca, "docket")
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf, _ = ca.issue_svid(key.public_key(), DEVICE_ID, now=issued, posture=ATTESTED.claims())
+    pem = leaf.public_bytes(serialization.Encoding.PEM)
+    asked = alice().model_copy(update={"context": {**alice().context, "device": INVENTORY}})
+
+    def decide(at: datetime) -> Decision:
+        return engine.decide(attach(asked, reader.from_certificate(pem, at)), now=at)
+
+    assert decide(issued).allowed
+    assert decide(issued + timedelta(seconds=1)).allowed  # a hit
+    assert engine.memo_stats().hits == 1
+    expired = leaf.not_valid_after_utc + timedelta(seconds=1)
+    assert not decide(expired).allowed
+    reader.revocations = RevocationList.empty(TD).revoke("spiffe_id", DEVICE_ID, "lost", issued)
+    with pytest.raises(RequestError, match="revoked"):
+        decide(issued + timedelta(seconds=2))
 
 
 def test_the_clock_is_not_an_input_only_a_stamp(shared: Engine) -> None:
