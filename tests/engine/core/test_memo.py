@@ -295,6 +295,31 @@ def test_a_decision_evaluated_across_a_reset_is_not_kept(
     assert engine.memo_stats().entries == 0
 
 
+def test_a_decision_of_the_bundle_swapped_out_meanwhile_is_not_served_after(
+    bundle: PolicyBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swap while a request is evaluated under the old bundle: that answer is the old
+    bundle's (it started under it), and the next call gets the new bundle's."""
+    engine = Engine(bundle)
+    stricter = _with(
+        bundle,
+        "guards.cedar",
+        lambda text: text + '\n@id("no-reads")\nforbid(principal, action, resource);\n',
+    )
+    real = evaluate._evaluate
+
+    def swapped_meanwhile(*args: Any, **kwargs: Any) -> list[Decision]:
+        engine.swap(stricter)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_evaluate", swapped_meanwhile)
+    during = engine.decide(alice(), now=NOW)
+    assert (during.allowed, during.bundle_version) == (True, bundle.version)
+    monkeypatch.setattr(evaluate, "_evaluate", real)
+    after = engine.decide(alice(), now=NOW)
+    assert (after.allowed, after.bundle_version) == (False, stricter.version)
+
+
 def test_the_memo_keeps_at_most_its_entries(bundle: PolicyBundle) -> None:
     engine = Engine(bundle, memo_entries=50)
     for age in range(500):
