@@ -70,15 +70,7 @@ class Memoised:
     def at(self, now: datetime) -> Decision:
         """The decision with ``evaluated_at`` set to this call's ``now``; the rest (reasons,
         errors, version, count) is the same objects as first evaluated."""
-        first = self.decision
-        return Decision.model_construct(
-            decision=first.decision,
-            reasons=first.reasons,
-            errors=first.errors,
-            bundle_version=first.bundle_version,
-            policies_evaluated=first.policies_evaluated,
-            evaluated_at=now,
-        )
+        return self.decision.model_copy(update={"evaluated_at": now})
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,13 +160,18 @@ _values = st.recursive(
 _contexts = st.dictionaries(_names, _values, max_size=4)
 
 
-def _cedar_refuses(context: dict[str, Any]) -> bool:
-    request = {
-        "principal": {"type": "N::U", "id": "a"},
-        "action": {"type": "N::Action", "id": "read"},
-        "resource": {"type": "N::U", "id": "b"},
+def _reads(namespace: str, context: dict[str, Any]) -> dict[str, Any]:
+    """U::"a" reads U::"b" in ``namespace``, as a Cedar request."""
+    return {
+        "principal": {"type": f"{namespace}::U", "id": "a"},
+        "action": {"type": f"{namespace}::Action", "id": "read"},
+        "resource": {"type": f"{namespace}::U", "id": "b"},
         "context": context,
     }
+
+
+def _cedar_refuses(context: dict[str, Any]) -> bool:
+    request = _reads("N", context)
     (result,) = cedarpy.is_authorized_batch([request], _PERMIT, _ENTITIES, schema=_SCHEMA)
     return result.decision is cedarpy.Decision.NoDecision
 
@@ -303,12 +308,7 @@ def test_a_context_that_fits_a_plain_type_needs_no_schema_at_cedar(context: dict
     """What lets the engine skip Cedar's per-call schema check for a validated shape."""
     if not context_fits(_PLAIN_TYPE, context):
         return
-    request = {
-        "principal": {"type": "P::U", "id": "a"},
-        "action": {"type": "P::Action", "id": "read"},
-        "resource": {"type": "P::U", "id": "b"},
-        "context": context,
-    }
+    request = _reads("P", context)
     (checked,) = cedarpy.is_authorized_batch([request], _READING, _PLAIN_ENTITIES, schema=_PLAIN)
     (unchecked,) = cedarpy.is_authorized_batch([request], _READING, _PLAIN_ENTITIES)
     assert checked.decision is not cedarpy.Decision.NoDecision, checked.diagnostics.errors

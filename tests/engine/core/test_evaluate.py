@@ -704,20 +704,10 @@ POLICIES = Path(__file__).resolve().parents[3] / "policies"
 
 
 def alice_reads(age: int, **context: Any) -> Request:
+    """alice reads EU patient records from an attested device patched ``age`` days ago."""
     device = {"attested": True, "secure_boot": True, "disk_encrypted": True, "managed": True}
-    return Request.model_validate(
-        {
-            "principal": {"type": "User", "id": "alice"},
-            "action": {"type": "Action", "id": "read"},
-            "resource": {"type": "Data", "id": "patient-records-eu"},
-            "context": {
-                "mfa": True,
-                "jurisdiction": "eu",
-                "device": device | {"patch_age_days": age},
-            }
-            | context,
-        }
-    )
+    asked = {"mfa": True, "jurisdiction": "eu", "device": device | {"patch_age_days": age}}
+    return request("User:alice", "read", "Data:patient-records-eu", asked | context)
 
 
 @pytest.fixture
