@@ -5,8 +5,6 @@ import __future__
 
 import ast
 import importlib
-import subprocess
-import sys
 import types
 from pathlib import Path
 
