@@ -5,15 +5,16 @@ The per-call path, leanest first:
 * a request decided before under the bundle in force is answered from the decision memo
   (:mod:`engine._core.memo`), restamped with this call's ``now``; nothing is evaluated;
 * otherwise it is staged (names qualified, limits, the context checked) and evaluated
-  through the policy index (:mod:`engine._core.index`). A context of a *plain* type (no
-  entity, no extension) is checked once per shape (its paths and kinds,
-  :func:`~engine._core.context_check.context_shape`, with the principal and resource
-  types): the first request of a shape is evaluated with
-  the schema, so Cedar validates it; once it has, later requests of that shape skip both
-  the context walk and Cedar's per-call schema validation, which gives the same result
-  for them (``tests/engine/core/test_context_check.py`` holds Cedar to that). Shapes
-  with an enumerated entity type as principal or resource always keep the schema (an
-  enum's ids are checked by it).
+  through the policy index (:mod:`engine._core.index`). A context is checked once per
+  shape (its paths and kinds, :func:`~engine._core.context_check.context_shape`, with
+  the principal and resource types): the first request of a shape is evaluated with
+  the schema, so Cedar validates it; once it has, later requests of that shape skip the
+  context walk, and also Cedar's per-call schema validation when Cedar reads such a
+  context the same without the schema
+  (:func:`~engine._core.context_check.needs_no_schema`: no extension value, entity
+  references written out, no enumerated type; ``tests/engine/core/test_context_check.py``
+  holds Cedar to that). A principal or resource of an enumerated entity type keeps the
+  schema too (an enum's ids are checked by it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import cedarpy
 
 from engine._core.bundle import PolicyBundle, qualify_entities
-from engine._core.context_check import context_problem, context_shape, plain_type
+from engine._core.context_check import context_problem, context_shape, needs_no_schema
 from engine._core.index import UID, request_anchors
 from engine._core.limits import (
     MAX_BATCH_ENTITIES,
@@ -40,7 +41,7 @@ from engine._core.limits import (
 from engine._core.memo import MEMO_BYTES, MEMO_ENTRIES, DecisionMemo, Memoised, MemoStats, memo_key
 from engine._core.models import Decision, EntityUID, PolicyError, Request
 from engine._core.placement import DeniedSite, Placement, Workload, rank
-from engine._core.schema_json import schema_json
+from engine._core.schema_json import Type, schema_json
 from engine._errors import LimitExceeded, RequestError
 
 SPIFFE_SCHEME = "spiffe://"
@@ -54,22 +55,16 @@ Shape = tuple[str, UID, str, Any]
 
 
 class _Live:
-    """The bundle in force and what is learnt about it: which actions have a plain
-    context type, which entity types are enumerated, and the shapes seen (a shape maps
-    to True once Cedar validated one, with the schema, and the schema may be skipped;
-    to False when it fits but the schema stays)."""
+    """The bundle in force and what is learnt about it: its enumerated entity types, and
+    the shapes of requests Cedar validated (with the schema), each mapped to whether
+    Cedar reads requests of that shape the same without the schema."""
 
-    __slots__ = ("bundle", "enums", "plain", "shapes")
+    __slots__ = ("bundle", "enums", "shapes")
 
     def __init__(self, bundle: PolicyBundle | None) -> None:
         self.bundle = bundle
         self.shapes: dict[Shape, bool] = {}
-        self.plain: frozenset[UID] = frozenset()
-        self.enums: frozenset[str] = frozenset()
-        if bundle is None:
-            return
-        self.plain = frozenset(a for a, t in bundle.context_types.items() if plain_type(t))
-        described = schema_json(bundle.schema) if self.plain else None
+        described = schema_json(bundle.schema) if bundle is not None else None
         self.enums = frozenset(
             f"{namespace}::{name}" if namespace else name
             for namespace, body in (described or {}).items()
@@ -77,10 +72,16 @@ class _Live:
             if "enum" in entity_type
         )
 
-    def learn(self, shape: Shape) -> None:
+    def learn(self, shape: Shape, context_type: Type, context: dict[str, Any]) -> None:
+        """Remember ``shape``, of which ``context`` is a request Cedar validated."""
         if len(self.shapes) >= MAX_SHAPES:
             self.shapes.clear()
-        self.shapes[shape] = shape[0] not in self.enums and shape[2] not in self.enums
+        enums = self.enums
+        self.shapes[shape] = (
+            shape[0] not in enums
+            and shape[2] not in enums
+            and needs_no_schema(context_type, context, enums)
+        )
 
 
 @dataclass(slots=True)
@@ -331,7 +332,7 @@ def _stage(
     schema_free = False
     if context_type is not None:
         known = None
-        if live is not None and action in live.plain:
+        if live is not None:
             shape = (principal[0], action, resource[0], context_shape(context))
             known = live.shapes.get(shape)
         if known is None:
@@ -445,7 +446,7 @@ def _evaluate(
     if live is not None:
         for item in prepared:
             if item.shape is not None:
-                live.learn(item.shape)
+                live.learn(item.shape, bundle.context_types[item.shape[1]], item.cedar["context"])
     return [d for d in decisions if d is not None]
 
 

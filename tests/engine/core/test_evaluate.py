@@ -775,12 +775,22 @@ def test_a_shape_cedar_refuses_is_refused_every_time(cedar_calls: list[bool]) ->
     assert cedar_calls == [True, True, True]
 
 
-def test_a_context_with_entities_or_extensions_keeps_the_schema(
-    engine: Engine, cedar_calls: list[bool]
+@pytest.mark.parametrize(
+    ("owner", "schema_passed"),
+    [
+        ({"__entity": {"type": "User", "id": "alice"}}, [True, False, False]),
+        # A bare {"type", "id"} is a reference only through the schema.
+        ({"type": "Docket::User", "id": "alice"}, [True, True, True]),
+    ],
+    ids=["written-out", "bare"],
+)
+def test_an_entity_reference_keeps_the_schema_unless_written_out(
+    engine: Engine, cedar_calls: list[bool], owner: dict[str, Any], schema_passed: list[bool]
 ) -> None:
-    """The sample bundle's read context has an entity and an ipaddr: Cedar reads those
-    through the schema, so the schema stays on every call."""
     fresh = Engine(engine.bundle, memo_entries=0)
-    for _ in range(3):
-        fresh.decide(request("User:alice", "read", "Data:ledger", {"mfa": True}), now=NOW)
-    assert cedar_calls == [True, True, True]
+    decisions = [
+        fresh.decide(request("User:alice", "read", "Data:ledger", {"owner": owner}), now=NOW)
+        for _ in range(3)
+    ]
+    assert cedar_calls == schema_passed
+    assert len({outcome(d) for d in decisions}) == 1
