@@ -101,7 +101,7 @@ def needs_no_schema(
     bare ``{"type": …, "id": …}`` is a reference only through the schema) to a type that
     is not ``enumerated`` (whose ids only the schema checks). A function of the context's
     shape."""
-    kind = expected["type"]
+    kind: str = expected["type"]
     if kind == "Record":
         attributes = expected["attributes"]
         return all(
