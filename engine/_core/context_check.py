@@ -14,13 +14,18 @@ cannot judge alone (an extension value's text, an entity id outside an enum) it 
 to Cedar. Attributes are visited in sorted order, so the answer depends on the context's
 shape (its paths, each value's JSON kind, entity types, whether a long fits) and not on
 key order: a pure function of (context type, action, context), cacheable per shape.
+
+Whether a context fits depends only on its :func:`context_shape` (its paths, the kinds of
+its values and the types its entity references name), so the engine walks each shape
+once per bundle and remembers the verdict; :func:`needs_no_schema` says whether Cedar
+reads a context of that shape the same without the schema.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
@@ -85,6 +90,57 @@ def context_fits(expected: Mapping[str, Any], value: Any) -> bool:
     if kind == "Entity":
         return _entity_problem(expected["name"], value, "") is None
     return isinstance(value, str | dict)  # an extension value: its text is Cedar's to judge
+
+
+def needs_no_schema(
+    expected: Mapping[str, Any], value: Any, enumerated: frozenset[str] = frozenset()
+) -> bool:
+    """Whether Cedar reads ``value``, a context that fits ``expected``, the same without
+    the schema: no extension value (its text is parsed by the type the schema gives it),
+    and every entity reference written out as ``{"__entity": {"type": …, "id": …}}`` (a
+    bare ``{"type": …, "id": …}`` is a reference only through the schema) to a type that
+    is not ``enumerated`` (whose ids only the schema checks). A function of the context's
+    shape."""
+    kind: str = expected["type"]
+    if kind == "Record":
+        attributes = expected["attributes"]
+        return all(
+            needs_no_schema(attributes[name], item, enumerated) for name, item in value.items()
+        )
+    if kind == "Set":
+        element = expected["element"]
+        return all(needs_no_schema(element, item, enumerated) for item in value)
+    if kind == "Entity":
+        ref = value.get("__entity") if len(value) == 1 else None
+        return isinstance(ref, dict) and len(ref) == 2 and expected["name"] not in enumerated
+    return kind != "Extension"
+
+
+def context_shape(value: Any) -> Hashable:
+    """The paths and kinds of a context's values, whatever their order, and the type named
+    by each object's ``type`` string (an entity reference's): everything
+    :func:`context_fits` and :func:`needs_no_schema` look at. An object is the set of its
+    (name, shape) pairs, an array the set of its elements' shapes; a whole number out of
+    Cedar's range, a fraction, null and any other Python type are kinds of their own (a
+    ``type`` that is a subclass of ``str`` makes a shape equal to no other)."""
+    kind = type(value)
+    if kind is str:
+        return "s"
+    if kind is bool:
+        return "b"
+    if kind is int:
+        return "l" if _LONG_MIN <= value <= _LONG_MAX else "L"
+    if kind is dict:
+        pairs: list[Hashable] = [(name, context_shape(item)) for name, item in value.items()]
+        named = value.get("type")
+        if isinstance(named, str):
+            if type(named) is not str:
+                return object()
+            pairs.append((None, "type", named))
+        return frozenset(pairs)
+    if kind is list:
+        return ("[]", frozenset([context_shape(item) for item in value]))
+    return ("?", kind)
 
 
 def _problem(expected: Mapping[str, Any], value: Any, path: str, action: str) -> str | None:

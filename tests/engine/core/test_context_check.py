@@ -14,7 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, PolicyBundle, Request, RequestError
-from engine._core.context_check import context_fits, context_problem
+from engine._core.context_check import (
+    context_fits,
+    context_problem,
+    context_shape,
+    needs_no_schema,
+)
 from engine._core.schema_json import context_types, schema_json
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -160,13 +165,18 @@ _values = st.recursive(
 _contexts = st.dictionaries(_names, _values, max_size=4)
 
 
-def _cedar_refuses(context: dict[str, Any]) -> bool:
-    request = {
-        "principal": {"type": "N::U", "id": "a"},
-        "action": {"type": "N::Action", "id": "read"},
-        "resource": {"type": "N::U", "id": "b"},
+def _reads(namespace: str, context: dict[str, Any]) -> dict[str, Any]:
+    """U::"a" reads U::"b" in ``namespace``, as a Cedar request."""
+    return {
+        "principal": {"type": f"{namespace}::U", "id": "a"},
+        "action": {"type": f"{namespace}::Action", "id": "read"},
+        "resource": {"type": f"{namespace}::U", "id": "b"},
         "context": context,
     }
+
+
+def _cedar_refuses(context: dict[str, Any]) -> bool:
+    request = _reads("N", context)
     (result,) = cedarpy.is_authorized_batch([request], _PERMIT, _ENTITIES, schema=_SCHEMA)
     return result.decision is cedarpy.Decision.NoDecision
 
@@ -198,3 +208,205 @@ def test_refuses_only_what_cedar_refuses(context: dict[str, Any]) -> None:
         assert judged_by_cedar or not _plain(context), (
             f"{json.dumps(context)}: Cedar refuses, the check names nothing"
         )
+
+
+# The shape: the paths and kinds of a context and the types its references name, which is
+# all the check looks at; the engine validates each shape once with Cedar.
+
+PLAIN_SCHEMA = """
+namespace P {
+  entity U;
+  type T = { a: Long, b?: Bool };
+  type Ctx = {
+    l?: Long, s?: String, b?: Bool, set?: Set<Long>, r?: T, need: String,
+    rs?: Set<T>, nested?: Set<Set<String>>, "odd name"?: String,
+  };
+  action read appliesTo { principal: [U], resource: [U], context: Ctx };
+}
+"""
+_PLAIN = cedarpy.Schema.from_str(PLAIN_SCHEMA)
+_PLAIN_TYPE = (context_types(schema_json(_PLAIN) or {}) or {})[("P::Action", "read")]
+_PLAIN_ENTITIES = cedarpy.Entities.from_json_str("[]", _PLAIN)
+_READING = cedarpy.PolicySet.from_str(
+    """
+    @id("long") permit(principal, action, resource) when { context has l && context.l > 2 };
+    @id("set") forbid(principal, action, resource)
+      when { context has set && context.set.contains(7) };
+    @id("record") permit(principal, action, resource) when { context has r && context.r.a == 1 };
+    @id("strings") permit(principal, action, resource) when { context.need like "x*" };
+    @id("records") forbid(principal, action, resource)
+      when { context has rs && context.rs.contains({a: 1, b: true}) };
+    """
+)
+_plain_names = st.sampled_from(
+    ["l", "s", "b", "set", "r", "need", "rs", "nested", "odd name", "a", "zz"]
+)
+_plain_values = st.recursive(
+    st.one_of(
+        st.booleans(),
+        st.integers(min_value=-(2**64), max_value=2**64),
+        st.sampled_from(["", "x", "xy"]),
+        st.none(),
+        st.just(1.5),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(_plain_names, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_plain_contexts = st.dictionaries(_plain_names, _plain_values, max_size=5)
+
+
+def _same_shape(value: Any, flip: bool) -> Any:
+    """Another value of ``value``'s shape: other strings (but the ``type`` of an object),
+    booleans and longs in range, keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: v if k == "type" else _same_shape(v, flip) for k, v in reversed(value.items())}
+    if isinstance(value, list):
+        return [_same_shape(v, flip) for v in reversed(value)]
+    if isinstance(value, bool):
+        return value != flip
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return value // 2 if flip else -value // 3
+    if isinstance(value, str):
+        return value + "y" if flip else ""
+    return value
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        ({"a": 1, "b": "x"}, {"b": "y", "a": -4}, True),
+        ({"a": 1}, {"a": True}, False),
+        ({"a": 1}, {"a": 2**63}, False),
+        ({"a": 1}, {"a": 1.0}, False),
+        ({"a": [1, 2]}, {"a": [5]}, True),
+        ({"a": []}, {"a": [1]}, False),
+        ({"a": [{"b": True}, {"c": 1}]}, {"a": [{"b": True, "c": 1}]}, False),
+        ({"a": {"b": "x"}}, {"a": {"c": "x"}}, False),
+        ({"a": "x"}, {"a": None}, False),
+        (
+            {"a": {"__entity": {"type": "T", "id": "x"}}},
+            {"a": {"__entity": {"id": "y", "type": "T"}}},
+            True,
+        ),
+        (
+            {"a": {"__entity": {"type": "T", "id": "x"}}},
+            {"a": {"__entity": {"type": "U", "id": "x"}}},
+            False,
+        ),
+        ({"a": {"type": "T", "id": "x"}}, {"a": {"type": "U", "id": "x"}}, False),
+    ],
+)
+def test_the_shape_is_the_paths_and_kinds(one: Any, other: Any, same: bool) -> None:
+    assert (context_shape(one) == context_shape(other)) is same
+
+
+_NEEDS_NO_SCHEMA = [
+    ({"need": "x", "l": 1, "r": {"a": 1}, "set": [1]}, True),
+    ({"need": "x", "c": {"__entity": {"type": "N::C", "id": "x"}}}, True),
+    ({"need": "x", "c": {"type": "N::C", "id": "x"}}, False),
+    ({"need": "x", "ip": "1.2.3.4"}, False),
+    ({"need": "x", "ip": {"__extn": {"fn": "ip", "arg": "1.2.3.4"}}}, False),
+]
+
+
+@pytest.mark.parametrize(("context", "free"), _NEEDS_NO_SCHEMA)
+def test_cedar_needs_no_schema_without_extensions_and_bare_references(
+    context: dict[str, Any], free: bool
+) -> None:
+    assert _TYPES is not None
+    context_type = _TYPES[("N::Action", "read")]
+    assert context_fits(context_type, context)
+    assert needs_no_schema(context_type, context) is free
+
+
+def test_an_enumerated_type_needs_the_schema() -> None:
+    assert _TYPES is not None
+    context = {"need": "x", "c": {"__entity": {"type": "N::C", "id": "x"}}}
+    assert not needs_no_schema(_TYPES[("N::Action", "read")], context, frozenset({"N::C"}))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_plain_contexts, st.booleans())
+def test_a_plain_shape_decides_whether_the_context_fits(
+    context: dict[str, Any], flip: bool
+) -> None:
+    other = _same_shape(context, flip)
+    assert context_shape(other) == context_shape(context)
+    assert context_fits(_PLAIN_TYPE, other) is context_fits(_PLAIN_TYPE, context)
+
+
+# Contexts that mostly fit the N schema's context type, references of both forms.
+_fitting = st.fixed_dictionaries(
+    {"need": st.sampled_from(["x", ""])},
+    optional={
+        "c": _refs,
+        "l": st.integers(min_value=-3, max_value=3),
+        "r": st.fixed_dictionaries({"a": st.integers(0, 2)}, optional={"b": st.booleans()}),
+        "set": st.lists(st.integers(-2, 2), max_size=3),
+        "ip": st.one_of(_extensions, st.just("1.2.3.4")),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_fitting, _contexts), st.booleans())
+def test_a_shape_decides_whether_the_context_fits_and_needs_the_schema(
+    context: dict[str, Any], flip: bool
+) -> None:
+    """Entities and extensions too: the shape names the types references name."""
+    assert _TYPES is not None
+    context_type = _TYPES[("N::Action", "read")]
+    other = _same_shape(context, flip)
+    assert context_shape(other) == context_shape(context)
+    fits = context_fits(context_type, context)
+    assert context_fits(context_type, other) is fits
+    if fits:
+        assert needs_no_schema(context_type, other) is needs_no_schema(context_type, context)
+
+
+_READING_N = cedarpy.PolicySet.from_str(
+    """
+    @id("entity") permit(principal, action, resource)
+      when { context has c && context.c == N::C::"x" };
+    @id("long") forbid(principal, action, resource) when { context has l && context.l < 0 };
+    @id("record") permit(principal, action, resource) when { context has r && context.r.a == 1 };
+    """
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_fitting, _contexts))
+def test_a_context_that_needs_no_schema_is_read_the_same_without_it(
+    context: dict[str, Any],
+) -> None:
+    assert _TYPES is not None
+    context_type = _TYPES[("N::Action", "read")]
+    if not (context_fits(context_type, context) and needs_no_schema(context_type, context)):
+        return
+    _read_alike(_reads("N", context), _READING_N, _ENTITIES, _SCHEMA)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_plain_contexts)
+def test_a_context_that_fits_a_plain_type_needs_no_schema_at_cedar(context: dict[str, Any]) -> None:
+    """What lets the engine skip Cedar's per-call schema check for a validated shape."""
+    if not context_fits(_PLAIN_TYPE, context):
+        return
+    _read_alike(_reads("P", context), _READING, _PLAIN_ENTITIES, _PLAIN)
+
+
+def _read_alike(
+    request: dict[str, Any],
+    policies: cedarpy.PolicySet,
+    entities: cedarpy.Entities,
+    schema: cedarpy.Schema,
+) -> None:
+    """Cedar takes ``request`` with ``schema``, and decides it the same without."""
+    (checked,) = cedarpy.is_authorized_batch([request], policies, entities, schema=schema)
+    (unchecked,) = cedarpy.is_authorized_batch([request], policies, entities)
+    assert checked.decision is not cedarpy.Decision.NoDecision, checked.diagnostics.errors
+    assert unchecked.decision is checked.decision
+    assert sorted(unchecked.diagnostics.reasons) == sorted(checked.diagnostics.reasons)
+    assert unchecked.diagnostics.errors == checked.diagnostics.errors

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import cedarpy
 import pytest
 from sample_bundle import bundle_files
 
@@ -18,6 +20,7 @@ from engine import (
     RequestError,
     Workload,
 )
+from engine._core import evaluate
 from engine._core.index import PolicyIndex
 from engine._errors import LimitExceeded
 
@@ -692,3 +695,102 @@ def test_batch_total_of_entity_bytes_is_bounded(engine: Engine) -> None:
     one = read_as_eve([user("eve", "x" * 60_000)])
     with pytest.raises(LimitExceeded, match="bytes of per-request entities in one batch exceed"):
         engine.decide_batch([one] * 5, now=NOW)
+
+
+# The shape cache: a plain context's shape is checked (and validated by Cedar, with the
+# schema) once; later requests of that shape skip both.
+
+POLICIES = Path(__file__).resolve().parents[3] / "policies"
+
+
+def alice_reads(age: int, **context: Any) -> Request:
+    """alice reads EU patient records from an attested device patched ``age`` days ago."""
+    device = {"attested": True, "secure_boot": True, "disk_encrypted": True, "managed": True}
+    asked = {"mfa": True, "jurisdiction": "eu", "device": device | {"patch_age_days": age}}
+    return request("User:alice", "read", "Data:patient-records-eu", asked | context)
+
+
+@pytest.fixture
+def cedar_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Per cedarpy call of the engine, whether it passed the schema."""
+    calls: list[bool] = []
+    real = cedarpy.is_authorized_batch
+
+    def spy(requests: Any, policies: Any, entities: Any, schema: Any = None) -> Any:
+        calls.append(schema is not None)
+        return real(requests, policies, entities, schema=schema)
+
+    monkeypatch.setattr(evaluate.cedarpy, "is_authorized_batch", spy)
+    return calls
+
+
+@pytest.fixture
+def walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The actions whose context the engine walked."""
+    walked: list[str] = []
+    real = evaluate.context_problem
+
+    def spy(context_type: Any, context: Any, action: str, field: str = "context") -> str | None:
+        walked.append(action)
+        return real(context_type, context, action, field)
+
+    monkeypatch.setattr(evaluate, "context_problem", spy)
+    return walked
+
+
+def test_a_shape_is_validated_once_then_the_schema_is_skipped(
+    cedar_calls: list[bool], walks: list[str]
+) -> None:
+    bundle = PolicyBundle.load(POLICIES)
+    engine = Engine(bundle, memo_entries=0)
+    first = engine.decide(alice_reads(3), now=NOW)
+    again = [engine.decide(alice_reads(age), now=NOW) for age in (4, 5, 6)]
+    assert cedar_calls == [True, False, False, False]
+    assert walks == ["read"]
+    assert [d.reasons for d in again] == [first.reasons] * 3
+    engine.decide(alice_reads(3, time={"hour": 9, "weekday": "mon"}), now=NOW)  # another shape
+    assert cedar_calls[-1] is True
+    assert walks == ["read", "read"]
+
+
+def test_a_swap_forgets_the_shapes(cedar_calls: list[bool]) -> None:
+    bundle = PolicyBundle.load(POLICIES)
+    engine = Engine(bundle, memo_entries=0)
+    engine.decide(alice_reads(3), now=NOW)
+    engine.swap(PolicyBundle.load(POLICIES))
+    engine.decide(alice_reads(4), now=NOW)
+    assert cedar_calls == [True, True]
+
+
+def test_a_shape_cedar_refuses_is_refused_every_time(cedar_calls: list[bool]) -> None:
+    """A principal type the action does not apply to: Cedar's schema says so, each time."""
+    bundle = PolicyBundle.load(POLICIES)
+    engine = Engine(bundle, memo_entries=0)
+    wrong = alice_reads(3).model_copy(
+        update={"principal": alice_reads(3).principal.model_copy(update={"type": "Site"})}
+    )
+    for _ in range(3):
+        with pytest.raises(RequestError):
+            engine.decide(wrong, now=NOW)
+    assert cedar_calls == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("owner", "schema_passed"),
+    [
+        ({"__entity": {"type": "User", "id": "alice"}}, [True, False, False]),
+        # A bare {"type", "id"} is a reference only through the schema.
+        ({"type": "Docket::User", "id": "alice"}, [True, True, True]),
+    ],
+    ids=["written-out", "bare"],
+)
+def test_an_entity_reference_keeps_the_schema_unless_written_out(
+    engine: Engine, cedar_calls: list[bool], owner: dict[str, Any], schema_passed: list[bool]
+) -> None:
+    fresh = Engine(engine.bundle, memo_entries=0)
+    decisions = [
+        fresh.decide(request("User:alice", "read", "Data:ledger", {"owner": owner}), now=NOW)
+        for _ in range(3)
+    ]
+    assert cedar_calls == schema_passed
+    assert len({outcome(d) for d in decisions}) == 1
