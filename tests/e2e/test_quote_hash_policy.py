@@ -18,7 +18,7 @@ from e2e.docket_process import Docket, start_docket
 from swtpm import ProvisionedState, SoftwareTpm
 
 from sdk import PermissionDeniedError, agent
-from sdk.agent import _attest
+from sdk.agent import _backend
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +63,7 @@ def _attest_sha1(
         swtpm.env["TPM2TOOLS_TCTI"],
         out,
         ek_intermediates=[issuer.public_bytes(Encoding.DER)],
+        backend="tpm2-tools",
     )
 
 
@@ -72,7 +73,7 @@ def test_sha1_signed_quote_is_refused_by_default(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_attest, "Tpm", Sha1Tpm)  # the driver the flow uses
+    monkeypatch.setattr(_backend, "Tpm", Sha1Tpm)  # the tpm2-tools driver the flow opens
     docket = _serve(tmp_path / "serve", provisioned_tpm, {})
     try:
         with pytest.raises(PermissionDeniedError, match=SHA1_REFUSAL):
@@ -90,7 +91,7 @@ def test_sha1_signed_quote_is_accepted_when_the_setting_allows_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_attest, "Tpm", Sha1Tpm)  # the driver the flow uses
+    monkeypatch.setattr(_backend, "Tpm", Sha1Tpm)  # the tpm2-tools driver the flow opens
     env = {"DOCKET_QUOTE_HASHES": '["sha1", "sha256"]'}
     docket = _serve(tmp_path / "serve", provisioned_tpm, env)
     try:
