@@ -429,6 +429,8 @@ class Worker:
         while not self._stopping.wait(HEALTH_POLL_SECONDS):
             self.audit.writer.probe()
             self._set_health()
+            memo = self.engine.memo_stats()
+            self.metrics.memo(memo.hits, memo.misses, memo.entries)
 
     def _watch_trust(self) -> None:
         # `docket ca rotate` and `docket ca revoke` write the CA directory of a running
@@ -459,6 +461,8 @@ class Worker:
                 self.attestation.ca = self.posture.ca = ca
             self.attestation.revocations = self.posture.revocations = revocations
             self.attestation.roots = roots
+            # A remembered decision rests on postures read under the old CA and list.
+            self.engine.forget()
         log.info(
             "serve.trust_reloaded",
             ek_roots=len(roots.ek_roots),

@@ -92,6 +92,20 @@ class Metrics:
             buckets=_COMMIT_BUCKETS,
             registry=self.registry,
         )
+        self.memo_lookups = Counter(
+            "docket_decision_memo_lookups",
+            "Decisions looked up in the decision memo, by result (hit: not evaluated again; "
+            "every decision is recorded either way).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.memo_entries = Gauge(
+            "docket_decision_memo_entries",
+            "Decisions the memo holds now (emptied by a new bundle, CA or revocation list).",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self._memo_seen = (0, 0)
         self._version: str | None = None
         # Labelled children, looked up once: `labels()` costs microseconds per call.
         self._children: dict[tuple[object, ...], Any] = {}
@@ -114,6 +128,17 @@ class Metrics:
     def committed(self, entries: int) -> None:
         """Observe one audit commit of ``entries`` entries."""
         self.entries_per_commit.observe(entries)
+
+    def memo(self, hits: int, misses: int, entries: int) -> None:
+        """Bring the memo's counters up to the engine's running totals (called about once
+        a second: the decision path itself pays nothing for these metrics)."""
+        seen_hits, seen_misses = self._memo_seen
+        if hits > seen_hits:
+            self._child(self.memo_lookups, "hit").inc(hits - seen_hits)
+        if misses > seen_misses:
+            self._child(self.memo_lookups, "miss").inc(misses - seen_misses)
+        self._memo_seen = (max(hits, seen_hits), max(misses, seen_misses))
+        self.memo_entries.set(entries)
 
     @contextmanager
     def track(self, api: str) -> Iterator[None]:

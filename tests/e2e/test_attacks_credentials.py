@@ -148,6 +148,13 @@ def eventually(what: str, server: Server, condition: Callable[[], bool]) -> None
         time.sleep(0.2)
 
 
+def memo_entries(server: Server) -> float:
+    """Decisions the server's decision memo holds now, from its /metrics."""
+    text = httpx.get(server.docket.metrics_url, timeout=5).text
+    (line,) = [x for x in text.splitlines() if x.startswith("docket_decision_memo_entries ")]
+    return float(line.rpartition(" ")[2])
+
+
 def refused(call: Callable[[], object]) -> str | None:
     """The details of the INVALID_ARGUMENT ``call`` was refused with, else None."""
     try:
@@ -200,6 +207,7 @@ def test_revoked_device_jwt_svid_and_mtls_svid_are_refused_without_restart(
     with server.channel(ca, APP) as app, server.channel(ca, DEVICE_ID) as svid:
         assert server.authorize(app, token).decision == pb.DECISION_ALLOW
         assert server.authorize(svid).decision == pb.DECISION_ALLOW
+        eventually("no decision remembered", server, lambda: memo_entries(server) >= 1)
         done = server.docket_ca("revoke", "--device", EK_HASH.hex(), "--reason", "laptop stolen")
         assert done.returncode == 0, done.stderr
         eventually(
@@ -207,6 +215,8 @@ def test_revoked_device_jwt_svid_and_mtls_svid_are_refused_without_restart(
             server,
             lambda: refused(lambda: server.authorize(app, token)) is not None,
         )
+        # Nothing decided under the old revocation list is remembered after it.
+        eventually("the memo kept its decisions", server, lambda: memo_entries(server) == 0)
         jwt_refusal = refused(lambda: server.authorize(app, token)) or ""
         svid_refusal = refused(lambda: server.authorize(svid)) or ""
     for details in (jwt_refusal, svid_refusal):

@@ -213,6 +213,14 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
     # the entries-per-commit histogram saw.
     assert served.scrape("docket_audit_entries_per_commit_sum") == 23
     assert 1 <= served.scrape("docket_audit_entries_per_commit_count") <= 23
+    # The same request again and again is answered from each worker's decision memo
+    # (every answer still recorded above); the counters reach /metrics within a second.
+    deadline = time.monotonic() + 20
+    while served.scrape("docket_decision_memo_lookups_total") < 21:
+        assert time.monotonic() < deadline, "memo lookups never reached /metrics"
+        time.sleep(0.2)
+    assert served.scrape('docket_decision_memo_lookups_total{result="hit"}') >= 19
+    assert 1 <= served.scrape("docket_decision_memo_entries") <= 2
 
     (bundle / "extra.cedar").write_text(
         '@id("extra")\npermit (principal, action == Docket::Action::"share", resource)'
