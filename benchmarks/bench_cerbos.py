@@ -10,9 +10,11 @@ in the Cerbos request as principal and resource attributes, and the request cont
 (MFA, jurisdiction, device posture) as the principal attribute ``session``.
 
 Before any load, every case of ``policies/tests/access.yaml`` on Data without inline
-entities is asked of Cerbos, which must answer as the case expects. Cerbos's protos are
-not a dependency: the few messages used are described here with protobuf descriptors
-(field numbers as in cerbos/request/v1, engine/v1, response/v1 and effect/v1).
+entities is asked of both servers (of Docket as a caller sends it: an attested device's
+posture in a device token), and each must answer as the case expects; the table of
+both is printed, and nothing is timed if one case differs. Cerbos's protos are not a
+dependency: the few messages used are described here with protobuf descriptors (field
+numbers as in cerbos/request/v1, engine/v1, response/v1 and effect/v1).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import json
 import platform
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,7 @@ from benchmarks.bench_grpc import (
     BUNDLE,
     FULL,
     QUICK,
+    Case,
     Runner,
     as_attested_device,
     bundle_cases,
@@ -65,6 +69,8 @@ from benchmarks.bench_grpc import (
     per_core,
     verify_authorize,
 )
+from engine._service.constants import ATTESTED_DEVICE_FIELDS
+from sdk.v1 import decisions_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 CERBOS_DIR = HERE / "cerbos"
@@ -306,26 +312,33 @@ def _new(full_name: str) -> Message:
     return cls()
 
 
-def check_resources(principal: dict[str, Any], resource: dict[str, Any], action: str) -> bytes:
-    """A serialized CheckResourcesRequest for one action on one resource."""
+def check_resources(principal: dict[str, Any], entries: list[tuple[dict[str, Any], str]]) -> bytes:
+    """A serialized CheckResourcesRequest: one principal, and each (resource, action) of
+    ``entries`` as a resource entry of its own, in order."""
     body = {
         "requestId": "docket-bench",
         "principal": principal,
-        "resources": [{"actions": [action], "resource": resource}],
+        "resources": [{"actions": [action], "resource": resource} for resource, action in entries],
     }
     message = json_format.ParseDict(body, _new("cerbos.request.v1.CheckResourcesRequest"))
     return message.SerializeToString()
 
 
-def effect_of(reply: bytes, action: str) -> str:
-    """The effect (``EFFECT_ALLOW``...) a CheckResourcesResponse gives ``action``."""
+def effects_of(reply: bytes, actions: list[str]) -> list[str]:
+    """The effect (``EFFECT_ALLOW``...) a CheckResourcesResponse gives each resource entry,
+    in order; ``actions[i]`` is the action entry i asked about."""
     message = _new("cerbos.response.v1.CheckResourcesResponse")
     message.ParseFromString(reply)
     decoded = json_format.MessageToDict(message)
     results = decoded.get("results", [])
-    if len(results) != 1:
-        raise RuntimeError(f"CheckResources: {len(results)} results, expected 1: {decoded}")
-    return str(results[0].get("actions", {}).get(action, "EFFECT_UNSPECIFIED"))
+    if len(results) != len(actions):
+        raise RuntimeError(
+            f"CheckResources: {len(results)} results, expected {len(actions)}: {decoded}"
+        )
+    return [
+        str(result.get("actions", {}).get(action, "EFFECT_UNSPECIFIED"))
+        for result, action in zip(results, actions, strict=True)
+    ]
 
 
 # --- Docket requests as Cerbos requests -------------------------------------------------
@@ -381,11 +394,106 @@ def data_cases() -> list[tuple[str, dict[str, Any], str]]:
     ]
 
 
+# --- do Docket and Cerbos agree? ----------------------------------------------------------
+
+_DECISION = {pb.DECISION_ALLOW: "allow", pb.DECISION_DENY: "deny"}
+_EFFECT = {"EFFECT_ALLOW": "allow", "EFFECT_DENY": "deny"}
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """One case asked of both servers: what each decided, and what the case expects."""
+
+    case: str
+    docket: str  # allow, deny, or what came instead of a decision
+    cerbos: str
+    expected: str
+
+    @property
+    def agrees(self) -> bool:
+        """Both servers decided as the case expects."""
+        return self.docket == self.cerbos == self.expected
+
+
+def on_the_wire(case: Case, ca: CertificateAuthority) -> Case:
+    """The case as a caller sends it to ``docket serve``: an attested device's posture in a
+    JWT-SVID from ``ca`` (:func:`as_attested_device`); an unattested device without the
+    attested fields, which Docket alone sets (here ``attested: false``)."""
+    device = case.message.context.fields.get("device")
+    if device is None:
+        return case
+    attested = device.struct_value.fields.get("attested")
+    if attested is not None and attested.bool_value:  # as_attested_device also takes a
+        return as_attested_device(case, ca)  # present `attested: false` for attested
+    message = pb.AuthorizeRequest()
+    message.CopyFrom(case.message)
+    fields = message.context.fields["device"].struct_value.fields
+    for name in ATTESTED_DEVICE_FIELDS:
+        if name in fields:
+            del fields[name]
+    return Case(case.name, message, case.expected)
+
+
+def agreement(docket: str, cerbos: str, ca: CertificateAuthority) -> list[Agreement]:
+    """Every case of :func:`data_cases`, asked of ``docket serve`` at ``docket`` (as
+    :func:`on_the_wire` sends it) and of Cerbos at ``cerbos``."""
+    wire = {case.name: case for case in bundle_cases()}
+    rows = []
+    for name, request, expected in data_cases():
+        principal, resource, action = to_cerbos(request)
+        effect = _ask(cerbos, check_resources(principal, [(resource, action)]), [action])[0]
+        answer = call(docket, AUTHORIZE, on_the_wire(wire[name], ca).message.SerializeToString())
+        decided = f"error {answer.code.name}"
+        if answer.code == grpc.StatusCode.OK:
+            reply = pb.AuthorizeResponse.FromString(answer.message)
+            decided = _DECISION.get(reply.decision, pb.Decision.Name(reply.decision))
+        rows.append(Agreement(name, decided, _EFFECT.get(effect, effect), expected))
+    return rows
+
+
+def agreement_table(rows: list[Agreement]) -> str:
+    """The cases, each server's decision and the expected one; disagreements marked."""
+    return table(
+        ("case", "Docket", "Cerbos", "expected", "agree"),
+        [
+            (row.case, row.docket, row.cerbos, row.expected, "yes" if row.agrees else "NO")
+            for row in rows
+        ],
+    )
+
+
+def require_agreement(rows: list[Agreement]) -> None:
+    """Raise unless both servers decide every case as it expects."""
+    wrong = [row for row in rows if not row.agrees]
+    if wrong:
+        raise RuntimeError(
+            f"Docket and Cerbos disagree on {len(wrong)} of {len(rows)} cases, nothing timed: "
+            + "; ".join(
+                f"{row.case} (Docket {row.docket}, Cerbos {row.cerbos}, expected {row.expected})"
+                for row in wrong
+            )
+        )
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
+def alternate(
+    rounds: int, docket: Callable[[str], LoadResult], cerbos: Callable[[str], LoadResult]
+) -> tuple[LoadResult, LoadResult]:
+    """``rounds`` rounds of one Docket run and one Cerbos run (each called with the round's
+    label), the order swapped every round so that other load on the machine falls on both
+    alike; each side's runs pooled."""
+    sides = {"docket": docket, "cerbos": cerbos}
+    runs: dict[str, list[LoadResult]] = {"docket": [], "cerbos": []}
+    for index in range(rounds):
+        for which in ("docket", "cerbos") if index % 2 == 0 else ("cerbos", "docket"):
+            runs[which].append(sides[which](f"round {index + 1}"))
+    return merge(runs["docket"]), merge(runs["cerbos"])
+
+
 def run(*, quick: bool = False) -> dict[str, Any]:
-    """Run the comparison, print its table, return its figures."""
+    """Run the comparison, print its tables, return its figures."""
     version = h2load_version()
     if version is None:
         reason = "h2load not found: install it with `apt-get install nghttp2-client`"
@@ -396,11 +504,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         print(f"SKIPPED: {reason}")
         return {"skipped": reason}
     times = QUICK if quick else FULL
-    cases = data_cases()
-    by_name = {name: (request, expected) for name, request, expected in cases}
-    request, expected = by_name[CASE]
-    body = check_resources(*to_cerbos(request))
-    docket_case = next(case for case in bundle_cases() if case.name == CASE)
+    request, expected = next((r, e) for name, r, e in data_cases() if name == CASE)
+    body = single_check(request)
     rounds = 1 if quick else ROUNDS
     seconds = times.authorize / rounds
     with (
@@ -408,104 +513,111 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         cerbos_server(binary) as (address, pgid),
         docket_server(tmp / "data") as server,
     ):
-        docket_case = as_attested_device(
-            docket_case, CertificateAuthority.load(tmp / "data" / "ca")
-        )
-        disagree = []
-        for name, case_request, case_expected in cases:
-            principal, resource, action = to_cerbos(case_request)
-            effect = _ask(address, check_resources(principal, resource, action), action)
-            if effect != ("EFFECT_ALLOW" if case_expected == "allow" else "EFFECT_DENY"):
-                disagree.append(f"{name} ({effect}, expected {case_expected})")
-        if disagree:
-            raise RuntimeError("Cerbos policy is not equivalent: " + "; ".join(disagree))
+        ca = CertificateAuthority.load(tmp / "data" / "ca")
+        rows = agreement(server.grpc, address, ca)
+        print(agreement_table(rows))
+        require_agreement(rows)
         print(
-            f"  verified: Cerbos answers all {len(cases)} Data cases of access.yaml "
-            f"(no inline entities) as Docket's tests expect"
+            f"  verified: Docket and Cerbos decide all {len(rows)} Data cases of access.yaml "
+            "(no inline entities) as the cases expect"
         )
-        effect = _ask(address, body, request["action"]["id"])
+        docket_case = on_the_wire(next(c for c in bundle_cases() if c.name == CASE), ca)
+        effect = _ask(address, body, [request["action"]["id"]])[0]
         reply_size = _reply_size(address, body)
         print(f"  verified: {CASE}: Cerbos {effect}, expected {expected}")
         size = verify_authorize(server.grpc, docket_case)
         print(f"  verified: {CASE}: Docket {expected}")
         runner = Runner(server, tmp, times)
+
+        def docket_run(
+            label: str, path: str, body: bytes, reply: int, conns: int, duration: float
+        ) -> LoadResult:
+            return runner.measure(label, path, [Stream(body, conns)], [reply], duration)
+
+        def cerbos_run(body: bytes, reply: int, conns: int, duration: float) -> LoadResult:
+            return run_h2load(
+                f"http://{address}{CHECK_RESOURCES}",
+                [Stream(body, conns)],
+                duration_s=duration,
+                warm_up_s=times.warm_up,
+                response_sizes=[reply],
+                workdir=tmp,
+                server_pgid=pgid,
+            )
+
         docket_body = docket_case.message.SerializeToString()
-        docket_runs: list[LoadResult] = []
-        cerbos_runs: list[LoadResult] = []
-        for index in range(rounds):  # alternate, so that other load on the machine hits both
-            for which in ("docket", "cerbos") if index % 2 == 0 else ("cerbos", "docket"):
-                if which == "docket":
-                    docket_runs.append(
-                        runner.measure(
-                            f"Docket, round {index + 1}",
-                            AUTHORIZE,
-                            [Stream(docket_body, CONNECTIONS)],
-                            [size],
-                            seconds,
-                        )
-                    )
-                    continue
-                cerbos_runs.append(
-                    run_h2load(
-                        f"http://{address}{CHECK_RESOURCES}",
-                        [Stream(body, CONNECTIONS)],
-                        duration_s=seconds,
-                        warm_up_s=times.warm_up,
-                        response_sizes=[reply_size],
-                        workdir=tmp,
-                        server_pgid=pgid,
-                    )
-                )
-    docket, cerbos = merge(docket_runs), merge(cerbos_runs)
-    rows = [
-        _row("Docket Authorize", docket),
-        _row(f"Cerbos {CERBOS_VERSION} CheckResources", cerbos),
-    ]
+        single = alternate(
+            rounds,
+            lambda label: docket_run(
+                f"Docket, {label}", AUTHORIZE, docket_body, size, CONNECTIONS, seconds
+            ),
+            lambda _: cerbos_run(body, reply_size, CONNECTIONS, seconds),
+        )
+    return _report(version, rows, single, runner, rounds, seconds, times.warm_up)
+
+
+def single_check(request: dict[str, Any]) -> bytes:
+    """A Docket request (policies/tests shape) as a CheckResourcesRequest of one resource."""
+    principal, resource, action = to_cerbos(request)
+    return check_resources(principal, [(resource, action)])
+
+
+def _report(
+    version: str,
+    rows: list[Agreement],
+    single: tuple[LoadResult, LoadResult],
+    runner: Runner,
+    rounds: int,
+    seconds: float,
+    warm_up: float,
+) -> dict[str, Any]:
+    """Print the table, ratios and warnings; the figures as JSON-ready values."""
+    docket, cerbos = single
+    name = f"Cerbos {CERBOS_VERSION}"
+    table_rows = [_row("Docket Authorize", docket, 1), _row(f"{name} CheckResources", cerbos, 1)]
     headers = (
-        "server",
-        "calls/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "cores srv/h2load/other",
-        "calls per server core-s",
+        *("server", "calls/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms"),
+        *("cores srv/h2load/other", "calls per server core-s"),
     )
-    print(table(headers, rows))
+    print(table(headers, table_rows))
     ratio = docket.per_second / cerbos.per_second
     docket_core, cerbos_core = per_core(docket), per_core(cerbos)
     core_ratio = docket_core / cerbos_core if docket_core and cerbos_core else None
     print(
-        f"Docket/Cerbos: throughput {ratio:.2f}x, p50 {docket.p50_ms / cerbos.p50_ms:.2f}x, "
-        f"p99 {docket.p99_ms / cerbos.p99_ms:.2f}x"
+        f"Docket/Cerbos, one resource: throughput {ratio:.2f}x, p50 "
+        f"{docket.p50_ms / cerbos.p50_ms:.2f}x, p99 {docket.p99_ms / cerbos.p99_ms:.2f}x"
         + ("" if core_ratio is None else f", calls per server core-second {core_ratio:.2f}x")
     )
     print(
-        f"tool: {version}; one body ({CASE}), {CONNECTIONS} connections, one call in "
-        f"flight on each, for both: {rounds} round(s) of {seconds:g} s (after {times.warm_up:g} "
-        "s warm-up) each, alternating; both servers up throughout; Docket with --workers 2, "
-        "Cerbos with GOMAXPROCS=2"
+        f"tool: {version}; one body ({CASE}), {CONNECTIONS} connections, one call in flight "
+        f"on each, for both: {rounds} round(s) of {seconds:g} s (after {warm_up:g} s warm-up) "
+        "each, alternating; both servers up throughout; Docket with --workers 2, Cerbos "
+        "with GOMAXPROCS=2"
     )
     warnings = runner.warnings
     if cerbos.failed or not cerbos.data_ratio >= 0.99:
         warnings.append(
-            f"Cerbos: {cerbos.failed} failed, {cerbos.data_ratio:.1%} of the expected "
-            "message bytes: some calls ended in an error"
+            f"{name} CheckResources: {cerbos.failed} failed, {cerbos.data_ratio:.1%} of the "
+            "expected message bytes: some calls ended in an error"
         )
     for warning in warnings:
         print(f"WARNING: {warning}")
+
+    def figures(result: LoadResult, size: int) -> dict[str, Any]:
+        return {**result.figures(), "decisions_per_second": round(result.per_second * size, 1)}
+
     return {
         "tool": version,
         "cerbos_version": CERBOS_VERSION,
         "case": CASE,
-        "equivalent_cases": len(cases),
+        "agreement": [asdict(row) for row in rows],
         "rounds": rounds,
         "docket": {
-            **docket.figures(),
+            **figures(docket, 1),
             "connections_per_worker": list(runner.split.values()),
             "server_not_ok": runner.not_ok,
         },
-        "cerbos": cerbos.figures(),
+        "cerbos": figures(cerbos, 1),
         "throughput_ratio_docket_over_cerbos": round(ratio, 3),
         "per_server_core_ratio_docket_over_cerbos": (
             None if core_ratio is None else round(core_ratio, 3)
@@ -514,21 +626,22 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     }
 
 
-def _ask(address: str, body: bytes, action: str) -> str:
+def _ask(address: str, body: bytes, actions: list[str]) -> list[str]:
     answer = call(address, CHECK_RESOURCES, body)
     if answer.code != grpc.StatusCode.OK:
         raise RuntimeError(f"CheckResources: gRPC status {answer.code.name}: {answer.details}")
-    return effect_of(answer.message, action)
+    return effects_of(answer.message, actions)
 
 
 def _reply_size(address: str, body: bytes) -> int:
     return len(frame(call(address, CHECK_RESOURCES, body).message))
 
 
-def _row(label: str, result: LoadResult) -> tuple[object, ...]:
+def _row(label: str, result: LoadResult, size: int) -> tuple[object, ...]:
     return (
         label,
         round(result.per_second),
+        round(result.per_second * size),
         f"{result.p50_ms:.2f}",
         f"{result.p90_ms:.2f}",
         f"{result.p99_ms:.2f}",
