@@ -1,5 +1,6 @@
 """Peer comparison: Cerbos ``CheckResources`` against Docket ``Authorize`` on one
-equivalent decision, same load tool, same connections and duration.
+equivalent decision, and against ``BatchAuthorize`` on batches of the same decisions
+(10 and 100 resources per call); same load tool, connections and duration.
 
 Cerbos comes from npm (``cerbos``, which ships the binary as
 ``@cerbos/cerbos-<os>-<arch>``), installed on first use into ``benchmarks/.out/``.
@@ -7,14 +8,16 @@ Cerbos comes from npm (``cerbos``, which ships the binary as
 guards.cedar) as a Cerbos resource policy with derived roles. Cerbos is stateless: what
 Docket reads from its entity store (department, clearance, owner, residency...) is sent
 in the Cerbos request as principal and resource attributes, and the request context
-(MFA, jurisdiction, device posture) as the principal attribute ``session``.
+(MFA, jurisdiction, device posture) as the principal attribute ``session``. Both keep an
+audit log: Docket's durable before each answer, Cerbos's asynchronous.
 
 Before any load, every case of ``policies/tests/access.yaml`` on Data without inline
 entities is asked of both servers (of Docket as a caller sends it: an attested device's
 posture in a device token), and each must answer as the case expects; the table of
-both is printed, and nothing is timed if one case differs. Cerbos's protos are not a
-dependency: the few messages used are described here with protobuf descriptors (field
-numbers as in cerbos/request/v1, engine/v1, response/v1 and effect/v1).
+both is printed, and nothing is timed if one case differs. Each batch body is asked of
+both too, and they must agree on every resource. Cerbos's protos are not a dependency:
+the few messages used are described here with protobuf descriptors (field numbers as in
+cerbos/request/v1, engine/v1, response/v1 and effect/v1).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from benchmarks._load import (
 )
 from benchmarks.bench_grpc import (
     AUTHORIZE,
+    BATCH,
     BUNDLE,
     FULL,
     QUICK,
@@ -86,6 +90,12 @@ NPM_TIMEOUT_S = 300.0
 CASE = "restricted-record-from-attested-encrypted-eu-device"
 CONNECTIONS = 16  # one request in flight on each, as Docket's closed-loop Authorize
 ROUNDS = 3  # alternating Docket and Cerbos runs, FULL.authorize seconds in all for each
+# Batches: BatchAuthorize of N requests against CheckResources of N resources, the same
+# decisions (one principal and context, as CheckResources takes them), FULL.batch seconds
+# in all for each side and size, in ROUNDS alternating rounds, as bench_grpc's batches.
+BATCH_SIZES = (10, 100)
+BATCH_CONNECTIONS = 8
+BATCH_ACTIONS = ("read", "write", "delete", "share")
 
 CLEARANCE = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 ROLES = {"User": "user", "Workload": "workload"}
@@ -129,9 +139,10 @@ def cerbos_binary() -> tuple[Path | None, str]:
 
 
 @contextmanager
-def cerbos_server(binary: Path) -> Iterator[tuple[str, int]]:
-    """Start Cerbos on free ports with benchmarks/cerbos; yield its gRPC address and
-    process id; stop it (SIGTERM, wait) after."""
+def cerbos_server(binary: Path, audit: Path) -> Iterator[tuple[str, int]]:
+    """Start Cerbos on free ports with benchmarks/cerbos, its audit log (the ``local``
+    backend: asynchronous, never fsynced) in the directory ``audit``; yield its gRPC
+    address and process id; stop it (SIGTERM, wait) after."""
     grpc_addr = f"127.0.0.1:{free_port()}"
     argv = [
         str(binary),
@@ -141,6 +152,7 @@ def cerbos_server(binary: Path) -> Iterator[tuple[str, int]]:
         f"--set=server.grpcListenAddr={grpc_addr}",
         f"--set=server.httpListenAddr=127.0.0.1:{free_port()}",
         f"--set=storage.disk.directory={CERBOS_DIR / 'policies'}",
+        f"--set=audit.local.storagePath={audit}",
     ]
     server = Server(argv, cwd=CERBOS_DIR, name="cerbos server")
     try:
@@ -475,6 +487,77 @@ def require_agreement(rows: list[Agreement]) -> None:
         )
 
 
+# --- batches: BatchAuthorize against CheckResources -----------------------------------------
+
+
+def batch_pairs(size: int) -> list[tuple[str, str]]:
+    """(resource, action) of a batch of ``size``: every Data entity of the bundle with
+    ``read``, then every one with ``write``, and so on through :data:`BATCH_ACTIONS`,
+    cycled."""
+    resources = [name for kind, name in _entities() if kind == "Data"]
+    pairs = [(resource, action) for action in BATCH_ACTIONS for resource in resources]
+    return [pairs[index % len(pairs)] for index in range(size)]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The same ``size`` decisions as a Docket BatchAuthorize and a Cerbos CheckResources
+    body, each checked: framed reply sizes, and how many of them allow."""
+
+    size: int
+    docket: bytes
+    cerbos: bytes
+    docket_reply: int
+    cerbos_reply: int
+    allowed: int
+
+
+def batch(docket: str, cerbos: str, case: Case, request: dict[str, Any], size: int) -> Batch:
+    """``case`` (as sent on the wire) and its ``request`` (policies/tests shape) over the
+    resources and actions of :func:`batch_pairs`: one principal and context, as
+    CheckResources takes them. Raises unless both answer every entry, and alike."""
+    pairs = batch_pairs(size)
+    messages = []
+    for resource, action in pairs:
+        message = pb.AuthorizeRequest()
+        message.CopyFrom(case.message)
+        message.resource.id, message.action.id = resource, action
+        messages.append(message)
+    docket_body = pb.BatchAuthorizeRequest(requests=messages).SerializeToString()
+    entries = [
+        to_cerbos({**request, "resource": {"type": "Data", "id": resource},
+                   "action": {"type": "Action", "id": action}})
+        for resource, action in pairs
+    ]  # fmt: skip
+    cerbos_body = check_resources(entries[0][0], [(entry[1], entry[2]) for entry in entries])
+    answer = call(docket, BATCH, docket_body)
+    if answer.code != grpc.StatusCode.OK:
+        raise RuntimeError(f"BatchAuthorize x{size}: gRPC status {answer.code.name}")
+    results = pb.BatchAuthorizeResponse.FromString(answer.message).results
+    if len(results) != size:
+        raise RuntimeError(f"BatchAuthorize x{size}: {len(results)} results")
+    decided = [_DECISION.get(result.decision, "no decision") for result in results]
+    effects = _ask(cerbos, cerbos_body, [action for _, action in pairs])
+    wrong = [
+        f"{resource} {action} (Docket {mine}, Cerbos {theirs})"
+        for (resource, action), mine, theirs in zip(pairs, decided, effects, strict=True)
+        if mine != _EFFECT.get(theirs, theirs)
+    ]
+    if wrong:
+        raise RuntimeError(
+            f"BatchAuthorize x{size} and CheckResources x{size} disagree, nothing timed: "
+            + "; ".join(wrong)
+        )
+    return Batch(
+        size,
+        docket_body,
+        cerbos_body,
+        len(frame(answer.message)),
+        _reply_size(cerbos, cerbos_body),
+        decided.count("allow"),
+    )
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -507,10 +590,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     request, expected = next((r, e) for name, r, e in data_cases() if name == CASE)
     body = single_check(request)
     rounds = 1 if quick else ROUNDS
-    seconds = times.authorize / rounds
+    seconds, batch_seconds = times.authorize / rounds, times.batch / rounds
     with (
         workdir("docket-bench-cerbos-") as tmp,
-        cerbos_server(binary) as (address, pgid),
+        cerbos_server(binary, tmp / "cerbos-audit") as (address, pgid),
         docket_server(tmp / "data") as server,
     ):
         ca = CertificateAuthority.load(tmp / "data" / "ca")
@@ -527,6 +610,13 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         print(f"  verified: {CASE}: Cerbos {effect}, expected {expected}")
         size = verify_authorize(server.grpc, docket_case)
         print(f"  verified: {CASE}: Docket {expected}")
+        batches = [batch(server.grpc, address, docket_case, request, n) for n in BATCH_SIZES]
+        for each in batches:
+            print(
+                f"  verified: BatchAuthorize x{each.size} and CheckResources x{each.size} "
+                f"({CASE}'s principal and context; {each.allowed} allow, "
+                f"{each.size - each.allowed} deny) agree on every resource"
+            )
         runner = Runner(server, tmp, times)
 
         def docket_run(
@@ -553,7 +643,30 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             ),
             lambda _: cerbos_run(body, reply_size, CONNECTIONS, seconds),
         )
-    return _report(version, rows, single, runner, rounds, seconds, times.warm_up)
+        batched = {
+            each.size: alternate(
+                rounds,
+                lambda label, each=each: docket_run(
+                    f"Docket x{each.size}, {label}",
+                    BATCH,
+                    each.docket,
+                    each.docket_reply,
+                    BATCH_CONNECTIONS,
+                    batch_seconds,
+                ),
+                lambda _, each=each: cerbos_run(
+                    each.cerbos, each.cerbos_reply, BATCH_CONNECTIONS, batch_seconds
+                ),
+            )
+            for each in batches
+        }
+        audit_bytes = sum(  # on disk: Badger's value log file is sparse, 1 GiB long
+            f.stat().st_blocks * 512 for f in (tmp / "cerbos-audit").rglob("*") if f.is_file()
+        )
+    return _report(
+        version, rows, single, batched, runner, rounds, (seconds, batch_seconds),
+        times.warm_up, audit_bytes,
+    )  # fmt: skip
 
 
 def single_check(request: dict[str, Any]) -> bytes:
@@ -566,15 +679,22 @@ def _report(
     version: str,
     rows: list[Agreement],
     single: tuple[LoadResult, LoadResult],
+    batched: dict[int, tuple[LoadResult, LoadResult]],
     runner: Runner,
     rounds: int,
-    seconds: float,
+    seconds: tuple[float, float],
     warm_up: float,
+    audit_bytes: int,
 ) -> dict[str, Any]:
-    """Print the table, ratios and warnings; the figures as JSON-ready values."""
+    """Print the tables, targets and warnings; the figures as JSON-ready values."""
     docket, cerbos = single
     name = f"Cerbos {CERBOS_VERSION}"
     table_rows = [_row("Docket Authorize", docket, 1), _row(f"{name} CheckResources", cerbos, 1)]
+    for size, (mine, theirs) in batched.items():
+        table_rows += [
+            _row(f"Docket BatchAuthorize x{size}", mine, size),
+            _row(f"{name} CheckResources x{size}", theirs, size),
+        ]
     headers = (
         *("server", "calls/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms"),
         *("cores srv/h2load/other", "calls per server core-s"),
@@ -589,17 +709,39 @@ def _report(
         + ("" if core_ratio is None else f", calls per server core-second {core_ratio:.2f}x")
     )
     print(
-        f"tool: {version}; one body ({CASE}), {CONNECTIONS} connections, one call in flight "
-        f"on each, for both: {rounds} round(s) of {seconds:g} s (after {warm_up:g} s warm-up) "
-        "each, alternating; both servers up throughout; Docket with --workers 2, Cerbos "
-        "with GOMAXPROCS=2"
+        f"tool: {version}; Authorize and CheckResources x1: one body ({CASE}), {CONNECTIONS} "
+        f"connections; batches: one body per size, {BATCH_CONNECTIONS} connections; one call "
+        f"in flight on each connection, the same for both servers; {rounds} round(s) of "
+        f"{seconds[0]:g} s (batches {seconds[1]:g} s) after {warm_up:g} s warm-up each, "
+        "alternating; both servers up throughout; Docket with --workers 2, every decision "
+        "durable in its audit log before the answer; Cerbos with GOMAXPROCS=2, its audit log "
+        f"on (local backend, asynchronous, not fsynced; {audit_bytes / 1e6:,.1f} MB on disk "
+        "at the end)"
     )
-    warnings = runner.warnings
-    if cerbos.failed or not cerbos.data_ratio >= 0.99:
-        warnings.append(
-            f"{name} CheckResources: {cerbos.failed} failed, {cerbos.data_ratio:.1%} of the "
-            "expected message bytes: some calls ended in an error"
+    targets = []
+    for size, (mine, theirs) in batched.items():
+        met = mine.per_second >= theirs.per_second  # decisions/s: both x size
+        targets.append((size, met))
+        mine_core, theirs_core = per_core(mine), per_core(theirs)
+        print(
+            f"target: BatchAuthorize x{size} decisions/s ≥ CheckResources x{size}'s — "
+            f"{'MET' if met else 'NOT MET'} (Docket {mine.per_second * size:,.0f}/s, Cerbos "
+            f"{theirs.per_second * size:,.0f}/s: {mine.per_second / theirs.per_second:.2f}x"
+            + (
+                f"; per server core-second {mine_core / theirs_core:.2f}x)"
+                if mine_core and theirs_core
+                else ")"
+            )
         )
+    warnings = runner.warnings
+    for label, result in [(f"{name} CheckResources", cerbos)] + [
+        (f"{name} CheckResources x{size}", theirs) for size, (_, theirs) in batched.items()
+    ]:
+        if result.failed or not result.data_ratio >= 0.99:
+            warnings.append(
+                f"{label}: {result.failed} failed, {result.data_ratio:.1%} of the expected "
+                "message bytes: some calls ended in an error"
+            )
     for warning in warnings:
         print(f"WARNING: {warning}")
 
@@ -614,14 +756,24 @@ def _report(
         "rounds": rounds,
         "docket": {
             **figures(docket, 1),
-            "connections_per_worker": list(runner.split.values()),
+            "connections_per_worker": runner.split,
             "server_not_ok": runner.not_ok,
         },
         "cerbos": figures(cerbos, 1),
+        "cerbos_audit_bytes": audit_bytes,
         "throughput_ratio_docket_over_cerbos": round(ratio, 3),
         "per_server_core_ratio_docket_over_cerbos": (
             None if core_ratio is None else round(core_ratio, 3)
         ),
+        "batch": {
+            str(size): {
+                "docket": figures(mine, size),
+                "cerbos": figures(theirs, size),
+                "ratio_docket_over_cerbos": round(mine.per_second / theirs.per_second, 3),
+            }
+            for size, (mine, theirs) in batched.items()
+        },
+        "targets": {f"batch{size}_at_least_cerbos": met for size, met in targets},
         "warnings": warnings,
     }
 

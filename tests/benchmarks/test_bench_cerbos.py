@@ -21,7 +21,7 @@ def test_the_cerbos_mirror_decides_every_data_case_as_docket_serve_does() -> Non
         pytest.skip(reason)
     with (
         workdir("docket-test-cerbos-") as tmp,
-        bench_cerbos.cerbos_server(binary) as (cerbos, _pid),
+        bench_cerbos.cerbos_server(binary, tmp / "cerbos-audit") as (cerbos, _pid),
         docket_server(tmp / "data", workers=1) as docket,
     ):
         ca = CertificateAuthority.load(tmp / "data" / "ca")
@@ -83,3 +83,12 @@ def test_effects_are_read_per_resource_in_order_and_a_missing_result_is_refused(
     ]
     with pytest.raises(RuntimeError, match="3 results, expected 4"):
         bench_cerbos.effects_of(body, ["act0", "act1", "act2", "act3"])
+
+
+def test_a_batch_goes_over_every_data_resource_and_action_before_repeating() -> None:
+    data = [name for kind, name in bench_cerbos._entities() if kind == "Data"]
+    pairs = bench_cerbos.batch_pairs(100)
+    every = len(data) * len(bench_cerbos.BATCH_ACTIONS)
+    assert pairs[: len(data)] == [(name, "read") for name in data]
+    assert len(set(pairs[:every])) == every
+    assert pairs[every:] == pairs[: 100 - every]
