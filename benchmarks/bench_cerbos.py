@@ -436,8 +436,9 @@ def on_the_wire(case: Case, ca: CertificateAuthority) -> Case:
     if device is None:
         return case
     attested = device.struct_value.fields.get("attested")
-    if attested is not None and attested.bool_value:  # as_attested_device also takes a
-        return as_attested_device(case, ca)  # present `attested: false` for attested
+    # The value itself: as_attested_device takes a present `attested: false` for attested.
+    if attested is not None and attested.bool_value:
+        return as_attested_device(case, ca)
     message = pb.AuthorizeRequest()
     message.CopyFrom(case.message)
     fields = message.context.fields["device"].struct_value.fields
