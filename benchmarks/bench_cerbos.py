@@ -1,5 +1,6 @@
 """Peer comparison: Cerbos ``CheckResources`` against Docket ``Authorize`` on one
-equivalent decision, same load tool, same connections and duration.
+equivalent decision, and against ``BatchAuthorize`` on batches of the same decisions
+(10 and 100 resources per call); same load tool, connections and duration.
 
 Cerbos comes from npm (``cerbos``, which ships the binary as
 ``@cerbos/cerbos-<os>-<arch>``), installed on first use into ``benchmarks/.out/``.
@@ -7,12 +8,16 @@ Cerbos comes from npm (``cerbos``, which ships the binary as
 guards.cedar) as a Cerbos resource policy with derived roles. Cerbos is stateless: what
 Docket reads from its entity store (department, clearance, owner, residency...) is sent
 in the Cerbos request as principal and resource attributes, and the request context
-(MFA, jurisdiction, device posture) as the principal attribute ``session``.
+(MFA, jurisdiction, device posture) as the principal attribute ``session``. Both keep an
+audit log: Docket's durable before each answer, Cerbos's asynchronous.
 
 Before any load, every case of ``policies/tests/access.yaml`` on Data without inline
-entities is asked of Cerbos, which must answer as the case expects. Cerbos's protos are
-not a dependency: the few messages used are described here with protobuf descriptors
-(field numbers as in cerbos/request/v1, engine/v1, response/v1 and effect/v1).
+entities is asked of both servers (of Docket as a caller sends it: an attested device's
+posture in a device token), and each must answer as the case expects; the table of
+both is printed, and nothing is timed if one case differs. Each batch body is asked of
+both too, and they must agree on every resource. Cerbos's protos are not a dependency:
+the few messages used are described here with protobuf descriptors (field numbers as in
+cerbos/request/v1, engine/v1, response/v1 and effect/v1).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import json
 import platform
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,9 +60,11 @@ from benchmarks._load import (
 )
 from benchmarks.bench_grpc import (
     AUTHORIZE,
+    BATCH,
     BUNDLE,
     FULL,
     QUICK,
+    Case,
     Runner,
     as_attested_device,
     bundle_cases,
@@ -65,6 +73,8 @@ from benchmarks.bench_grpc import (
     per_core,
     verify_authorize,
 )
+from engine._service.constants import ATTESTED_DEVICE_FIELDS
+from sdk.v1 import decisions_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 CERBOS_DIR = HERE / "cerbos"
@@ -80,6 +90,13 @@ NPM_TIMEOUT_S = 300.0
 CASE = "restricted-record-from-attested-encrypted-eu-device"
 CONNECTIONS = 16  # one request in flight on each, as Docket's closed-loop Authorize
 ROUNDS = 3  # alternating Docket and Cerbos runs, FULL.authorize seconds in all for each
+# Batches: BatchAuthorize of N requests against CheckResources of N resources, the same
+# decisions (one principal and context, as CheckResources takes them), BATCH_ROUND_S
+# seconds (h2load takes whole seconds) per side and size in each of the alternating rounds.
+BATCH_SIZES = (10, 100)
+BATCH_ROUND_S = 3
+BATCH_CONNECTIONS = 8
+BATCH_ACTIONS = ("read", "write", "delete", "share")
 
 CLEARANCE = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 ROLES = {"User": "user", "Workload": "workload"}
@@ -123,9 +140,10 @@ def cerbos_binary() -> tuple[Path | None, str]:
 
 
 @contextmanager
-def cerbos_server(binary: Path) -> Iterator[tuple[str, int]]:
-    """Start Cerbos on free ports with benchmarks/cerbos; yield its gRPC address and
-    process id; stop it (SIGTERM, wait) after."""
+def cerbos_server(binary: Path, audit: Path) -> Iterator[tuple[str, int]]:
+    """Start Cerbos on free ports with benchmarks/cerbos, its audit log (the ``local``
+    backend: asynchronous, never fsynced) in the directory ``audit``; yield its gRPC
+    address and process id; stop it (SIGTERM, wait) after."""
     grpc_addr = f"127.0.0.1:{free_port()}"
     argv = [
         str(binary),
@@ -135,6 +153,7 @@ def cerbos_server(binary: Path) -> Iterator[tuple[str, int]]:
         f"--set=server.grpcListenAddr={grpc_addr}",
         f"--set=server.httpListenAddr=127.0.0.1:{free_port()}",
         f"--set=storage.disk.directory={CERBOS_DIR / 'policies'}",
+        f"--set=audit.local.storagePath={audit}",
     ]
     server = Server(argv, cwd=CERBOS_DIR, name="cerbos server")
     try:
@@ -306,26 +325,33 @@ def _new(full_name: str) -> Message:
     return cls()
 
 
-def check_resources(principal: dict[str, Any], resource: dict[str, Any], action: str) -> bytes:
-    """A serialized CheckResourcesRequest for one action on one resource."""
+def check_resources(principal: dict[str, Any], entries: list[tuple[dict[str, Any], str]]) -> bytes:
+    """A serialized CheckResourcesRequest: one principal, and each (resource, action) of
+    ``entries`` as a resource entry of its own, in order."""
     body = {
         "requestId": "docket-bench",
         "principal": principal,
-        "resources": [{"actions": [action], "resource": resource}],
+        "resources": [{"actions": [action], "resource": resource} for resource, action in entries],
     }
     message = json_format.ParseDict(body, _new("cerbos.request.v1.CheckResourcesRequest"))
     return message.SerializeToString()
 
 
-def effect_of(reply: bytes, action: str) -> str:
-    """The effect (``EFFECT_ALLOW``...) a CheckResourcesResponse gives ``action``."""
+def effects_of(reply: bytes, actions: list[str]) -> list[str]:
+    """The effect (``EFFECT_ALLOW``...) a CheckResourcesResponse gives each resource entry,
+    in order; ``actions[i]`` is the action entry i asked about."""
     message = _new("cerbos.response.v1.CheckResourcesResponse")
     message.ParseFromString(reply)
     decoded = json_format.MessageToDict(message)
     results = decoded.get("results", [])
-    if len(results) != 1:
-        raise RuntimeError(f"CheckResources: {len(results)} results, expected 1: {decoded}")
-    return str(results[0].get("actions", {}).get(action, "EFFECT_UNSPECIFIED"))
+    if len(results) != len(actions):
+        raise RuntimeError(
+            f"CheckResources: {len(results)} results, expected {len(actions)}: {decoded}"
+        )
+    return [
+        str(result.get("actions", {}).get(action, "EFFECT_UNSPECIFIED"))
+        for result, action in zip(results, actions, strict=True)
+    ]
 
 
 # --- Docket requests as Cerbos requests -------------------------------------------------
@@ -381,11 +407,178 @@ def data_cases() -> list[tuple[str, dict[str, Any], str]]:
     ]
 
 
+# --- do Docket and Cerbos agree? ----------------------------------------------------------
+
+_DECISION = {pb.DECISION_ALLOW: "allow", pb.DECISION_DENY: "deny"}
+_EFFECT = {"EFFECT_ALLOW": "allow", "EFFECT_DENY": "deny"}
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """One case asked of both servers: what each decided, and what the case expects."""
+
+    case: str
+    docket: str  # allow, deny, or what came instead of a decision
+    cerbos: str
+    expected: str
+
+    @property
+    def agrees(self) -> bool:
+        """Both servers decided as the case expects."""
+        return self.docket == self.cerbos == self.expected
+
+
+def on_the_wire(case: Case, ca: CertificateAuthority) -> Case:
+    """The case as a caller sends it to ``docket serve``: an attested device's posture in a
+    JWT-SVID from ``ca`` (:func:`as_attested_device`); an unattested device without the
+    attested fields, which Docket alone sets (here ``attested: false``)."""
+    device = case.message.context.fields.get("device")
+    if device is None:
+        return case
+    attested = device.struct_value.fields.get("attested")
+    # The value itself: as_attested_device takes a present `attested: false` for attested.
+    if attested is not None and attested.bool_value:
+        return as_attested_device(case, ca)
+    message = pb.AuthorizeRequest()
+    message.CopyFrom(case.message)
+    fields = message.context.fields["device"].struct_value.fields
+    for name in ATTESTED_DEVICE_FIELDS:
+        if name in fields:
+            del fields[name]
+    return Case(case.name, message, case.expected)
+
+
+def agreement(docket: str, cerbos: str, ca: CertificateAuthority) -> list[Agreement]:
+    """Every case of :func:`data_cases`, asked of ``docket serve`` at ``docket`` (as
+    :func:`on_the_wire` sends it) and of Cerbos at ``cerbos``."""
+    wire = {case.name: case for case in bundle_cases()}
+    rows = []
+    for name, request, expected in data_cases():
+        principal, resource, action = to_cerbos(request)
+        effect = _ask(cerbos, check_resources(principal, [(resource, action)]), [action])[0]
+        answer = call(docket, AUTHORIZE, on_the_wire(wire[name], ca).message.SerializeToString())
+        decided = f"error {answer.code.name}"
+        if answer.code == grpc.StatusCode.OK:
+            reply = pb.AuthorizeResponse.FromString(answer.message)
+            decided = _DECISION.get(reply.decision, pb.Decision.Name(reply.decision))
+        rows.append(Agreement(name, decided, _EFFECT.get(effect, effect), expected))
+    return rows
+
+
+def agreement_table(rows: list[Agreement]) -> str:
+    """The cases, each server's decision and the expected one; disagreements marked."""
+    return table(
+        ("case", "Docket", "Cerbos", "expected", "agree"),
+        [
+            (row.case, row.docket, row.cerbos, row.expected, "yes" if row.agrees else "NO")
+            for row in rows
+        ],
+    )
+
+
+def require_agreement(rows: list[Agreement]) -> None:
+    """Raise unless both servers decide every case as it expects."""
+    wrong = [row for row in rows if not row.agrees]
+    if wrong:
+        raise RuntimeError(
+            f"Docket and Cerbos disagree on {len(wrong)} of {len(rows)} cases, nothing timed: "
+            + "; ".join(
+                f"{row.case} (Docket {row.docket}, Cerbos {row.cerbos}, expected {row.expected})"
+                for row in wrong
+            )
+        )
+
+
+# --- batches: BatchAuthorize against CheckResources -----------------------------------------
+
+
+def batch_pairs(size: int) -> list[tuple[str, str]]:
+    """(resource, action) of a batch of ``size``: every Data entity of the bundle with
+    ``read``, then every one with ``write``, and so on through :data:`BATCH_ACTIONS`,
+    cycled."""
+    resources = [name for kind, name in _entities() if kind == "Data"]
+    pairs = [(resource, action) for action in BATCH_ACTIONS for resource in resources]
+    return [pairs[index % len(pairs)] for index in range(size)]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The same ``size`` decisions as a Docket BatchAuthorize and a Cerbos CheckResources
+    body, each checked: framed reply sizes, and how many of them allow."""
+
+    size: int
+    docket: bytes
+    cerbos: bytes
+    docket_reply: int
+    cerbos_reply: int
+    allowed: int
+
+
+def batch(docket: str, cerbos: str, case: Case, request: dict[str, Any], size: int) -> Batch:
+    """``case`` (as sent on the wire) and its ``request`` (policies/tests shape) over the
+    resources and actions of :func:`batch_pairs`: one principal and context, as
+    CheckResources takes them. Raises unless both answer every entry, and alike."""
+    pairs = batch_pairs(size)
+    messages = []
+    for resource, action in pairs:
+        message = pb.AuthorizeRequest()
+        message.CopyFrom(case.message)
+        message.resource.id, message.action.id = resource, action
+        messages.append(message)
+    docket_body = pb.BatchAuthorizeRequest(requests=messages).SerializeToString()
+    entries = [
+        to_cerbos({**request, "resource": {"type": "Data", "id": resource},
+                   "action": {"type": "Action", "id": action}})
+        for resource, action in pairs
+    ]  # fmt: skip
+    cerbos_body = check_resources(entries[0][0], [(entry[1], entry[2]) for entry in entries])
+    answer = call(docket, BATCH, docket_body)
+    if answer.code != grpc.StatusCode.OK:
+        raise RuntimeError(f"BatchAuthorize x{size}: gRPC status {answer.code.name}")
+    results = pb.BatchAuthorizeResponse.FromString(answer.message).results
+    if len(results) != size:
+        raise RuntimeError(f"BatchAuthorize x{size}: {len(results)} results")
+    decided = [_DECISION.get(result.decision, "no decision") for result in results]
+    effects = _ask(cerbos, cerbos_body, [action for _, action in pairs])
+    wrong = [
+        f"{resource} {action} (Docket {mine}, Cerbos {theirs})"
+        for (resource, action), mine, theirs in zip(pairs, decided, effects, strict=True)
+        if mine != _EFFECT.get(theirs, theirs)
+    ]
+    if wrong:
+        raise RuntimeError(
+            f"BatchAuthorize x{size} and CheckResources x{size} disagree, nothing timed: "
+            + "; ".join(wrong)
+        )
+    return Batch(
+        size,
+        docket_body,
+        cerbos_body,
+        len(frame(answer.message)),
+        _reply_size(cerbos, cerbos_body),
+        decided.count("allow"),
+    )
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
+def alternate(
+    rounds: int, docket: Callable[[str], LoadResult], cerbos: Callable[[str], LoadResult]
+) -> tuple[LoadResult, LoadResult]:
+    """``rounds`` rounds of one Docket run and one Cerbos run (each called with the round's
+    label), the order swapped every round so that other load on the machine falls on both
+    alike; each side's runs pooled."""
+    sides = {"docket": docket, "cerbos": cerbos}
+    runs: dict[str, list[LoadResult]] = {"docket": [], "cerbos": []}
+    for index in range(rounds):
+        for which in ("docket", "cerbos") if index % 2 == 0 else ("cerbos", "docket"):
+            runs[which].append(sides[which](f"round {index + 1}"))
+    return merge(runs["docket"]), merge(runs["cerbos"])
+
+
 def run(*, quick: bool = False) -> dict[str, Any]:
-    """Run the comparison, print its table, return its figures."""
+    """Run the comparison, print its tables, return its figures."""
     version = h2load_version()
     if version is None:
         reason = "h2load not found: install it with `apt-get install nghttp2-client`"
@@ -396,139 +589,213 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         print(f"SKIPPED: {reason}")
         return {"skipped": reason}
     times = QUICK if quick else FULL
-    cases = data_cases()
-    by_name = {name: (request, expected) for name, request, expected in cases}
-    request, expected = by_name[CASE]
-    body = check_resources(*to_cerbos(request))
-    docket_case = next(case for case in bundle_cases() if case.name == CASE)
+    request, expected = next((r, e) for name, r, e in data_cases() if name == CASE)
+    body = single_check(request)
     rounds = 1 if quick else ROUNDS
-    seconds = times.authorize / rounds
+    seconds, batch_seconds = times.authorize / rounds, BATCH_ROUND_S
     with (
         workdir("docket-bench-cerbos-") as tmp,
-        cerbos_server(binary) as (address, pgid),
+        cerbos_server(binary, tmp / "cerbos-audit") as (address, pgid),
         docket_server(tmp / "data") as server,
     ):
-        docket_case = as_attested_device(
-            docket_case, CertificateAuthority.load(tmp / "data" / "ca")
-        )
-        disagree = []
-        for name, case_request, case_expected in cases:
-            principal, resource, action = to_cerbos(case_request)
-            effect = _ask(address, check_resources(principal, resource, action), action)
-            if effect != ("EFFECT_ALLOW" if case_expected == "allow" else "EFFECT_DENY"):
-                disagree.append(f"{name} ({effect}, expected {case_expected})")
-        if disagree:
-            raise RuntimeError("Cerbos policy is not equivalent: " + "; ".join(disagree))
+        ca = CertificateAuthority.load(tmp / "data" / "ca")
+        rows = agreement(server.grpc, address, ca)
+        print(agreement_table(rows))
+        require_agreement(rows)
         print(
-            f"  verified: Cerbos answers all {len(cases)} Data cases of access.yaml "
-            f"(no inline entities) as Docket's tests expect"
+            f"  verified: Docket and Cerbos decide all {len(rows)} Data cases of access.yaml "
+            "(no inline entities) as the cases expect"
         )
-        effect = _ask(address, body, request["action"]["id"])
+        docket_case = on_the_wire(next(c for c in bundle_cases() if c.name == CASE), ca)
+        effect = _ask(address, body, [request["action"]["id"]])[0]
         reply_size = _reply_size(address, body)
         print(f"  verified: {CASE}: Cerbos {effect}, expected {expected}")
         size = verify_authorize(server.grpc, docket_case)
         print(f"  verified: {CASE}: Docket {expected}")
+        batches = [batch(server.grpc, address, docket_case, request, n) for n in BATCH_SIZES]
+        for each in batches:
+            print(
+                f"  verified: BatchAuthorize x{each.size} and CheckResources x{each.size} "
+                f"({CASE}'s principal and context; {each.allowed} allow, "
+                f"{each.size - each.allowed} deny) agree on every resource"
+            )
         runner = Runner(server, tmp, times)
+
+        def docket_run(
+            label: str, path: str, body: bytes, reply: int, conns: int, duration: float
+        ) -> LoadResult:
+            return runner.measure(label, path, [Stream(body, conns)], [reply], duration)
+
+        def cerbos_run(body: bytes, reply: int, conns: int, duration: float) -> LoadResult:
+            return run_h2load(
+                f"http://{address}{CHECK_RESOURCES}",
+                [Stream(body, conns)],
+                duration_s=duration,
+                warm_up_s=times.warm_up,
+                response_sizes=[reply],
+                workdir=tmp,
+                server_pgid=pgid,
+            )
+
         docket_body = docket_case.message.SerializeToString()
-        docket_runs: list[LoadResult] = []
-        cerbos_runs: list[LoadResult] = []
-        for index in range(rounds):  # alternate, so that other load on the machine hits both
-            for which in ("docket", "cerbos") if index % 2 == 0 else ("cerbos", "docket"):
-                if which == "docket":
-                    docket_runs.append(
-                        runner.measure(
-                            f"Docket, round {index + 1}",
-                            AUTHORIZE,
-                            [Stream(docket_body, CONNECTIONS)],
-                            [size],
-                            seconds,
-                        )
-                    )
-                    continue
-                cerbos_runs.append(
-                    run_h2load(
-                        f"http://{address}{CHECK_RESOURCES}",
-                        [Stream(body, CONNECTIONS)],
-                        duration_s=seconds,
-                        warm_up_s=times.warm_up,
-                        response_sizes=[reply_size],
-                        workdir=tmp,
-                        server_pgid=pgid,
-                    )
-                )
-    docket, cerbos = merge(docket_runs), merge(cerbos_runs)
-    rows = [
-        _row("Docket Authorize", docket),
-        _row(f"Cerbos {CERBOS_VERSION} CheckResources", cerbos),
-    ]
+        single = alternate(
+            rounds,
+            lambda label: docket_run(
+                f"Docket, {label}", AUTHORIZE, docket_body, size, CONNECTIONS, seconds
+            ),
+            lambda _: cerbos_run(body, reply_size, CONNECTIONS, seconds),
+        )
+        batched = {
+            each.size: alternate(
+                rounds,
+                lambda label, each=each: docket_run(
+                    f"Docket x{each.size}, {label}",
+                    BATCH,
+                    each.docket,
+                    each.docket_reply,
+                    BATCH_CONNECTIONS,
+                    batch_seconds,
+                ),
+                lambda _, each=each: cerbos_run(
+                    each.cerbos, each.cerbos_reply, BATCH_CONNECTIONS, batch_seconds
+                ),
+            )
+            for each in batches
+        }
+        audit_bytes = sum(  # on disk: Badger's value log file is sparse, 1 GiB long
+            f.stat().st_blocks * 512 for f in (tmp / "cerbos-audit").rglob("*") if f.is_file()
+        )
+    return _report(
+        version, rows, single, batched, runner, rounds, (seconds, batch_seconds),
+        times.warm_up, audit_bytes,
+    )  # fmt: skip
+
+
+def single_check(request: dict[str, Any]) -> bytes:
+    """A Docket request (policies/tests shape) as a CheckResourcesRequest of one resource."""
+    principal, resource, action = to_cerbos(request)
+    return check_resources(principal, [(resource, action)])
+
+
+def _report(
+    version: str,
+    rows: list[Agreement],
+    single: tuple[LoadResult, LoadResult],
+    batched: dict[int, tuple[LoadResult, LoadResult]],
+    runner: Runner,
+    rounds: int,
+    seconds: tuple[float, float],
+    warm_up: float,
+    audit_bytes: int,
+) -> dict[str, Any]:
+    """Print the tables, targets and warnings; the figures as JSON-ready values."""
+    docket, cerbos = single
+    name = f"Cerbos {CERBOS_VERSION}"
+    table_rows = [_row("Docket Authorize", docket, 1), _row(f"{name} CheckResources", cerbos, 1)]
+    for size, (mine, theirs) in batched.items():
+        table_rows += [
+            _row(f"Docket BatchAuthorize x{size}", mine, size),
+            _row(f"{name} CheckResources x{size}", theirs, size),
+        ]
     headers = (
-        "server",
-        "calls/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "cores srv/h2load/other",
-        "calls per server core-s",
+        *("server", "calls/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms"),
+        *("cores srv/h2load/other", "calls per server core-s"),
     )
-    print(table(headers, rows))
+    print(table(headers, table_rows))
     ratio = docket.per_second / cerbos.per_second
     docket_core, cerbos_core = per_core(docket), per_core(cerbos)
     core_ratio = docket_core / cerbos_core if docket_core and cerbos_core else None
     print(
-        f"Docket/Cerbos: throughput {ratio:.2f}x, p50 {docket.p50_ms / cerbos.p50_ms:.2f}x, "
-        f"p99 {docket.p99_ms / cerbos.p99_ms:.2f}x"
+        f"Docket/Cerbos, one resource: throughput {ratio:.2f}x, p50 "
+        f"{docket.p50_ms / cerbos.p50_ms:.2f}x, p99 {docket.p99_ms / cerbos.p99_ms:.2f}x"
         + ("" if core_ratio is None else f", calls per server core-second {core_ratio:.2f}x")
     )
     print(
-        f"tool: {version}; one body ({CASE}), {CONNECTIONS} connections, one call in "
-        f"flight on each, for both: {rounds} round(s) of {seconds:g} s (after {times.warm_up:g} "
-        "s warm-up) each, alternating; both servers up throughout; Docket with --workers 2, "
-        "Cerbos with GOMAXPROCS=2"
+        f"tool: {version}; Authorize and CheckResources x1: one body ({CASE}), {CONNECTIONS} "
+        f"connections; batches: one body per size, {BATCH_CONNECTIONS} connections; one call "
+        f"in flight on each connection, the same for both servers; {rounds} round(s) of "
+        f"{seconds[0]:g} s (batches {seconds[1]:g} s) after {warm_up:g} s warm-up each, "
+        "alternating; both servers up throughout; Docket with --workers 2, every decision "
+        "durable in its audit log before the answer; Cerbos with GOMAXPROCS=2, its audit log "
+        f"on (local backend, asynchronous, not fsynced; {audit_bytes / 1e6:,.1f} MB on disk "
+        "at the end)"
     )
-    warnings = runner.warnings
-    if cerbos.failed or not cerbos.data_ratio >= 0.99:
-        warnings.append(
-            f"Cerbos: {cerbos.failed} failed, {cerbos.data_ratio:.1%} of the expected "
-            "message bytes: some calls ended in an error"
+    targets = []
+    for size, (mine, theirs) in batched.items():
+        met = mine.per_second >= theirs.per_second  # decisions/s: both x size
+        targets.append((size, met))
+        mine_core, theirs_core = per_core(mine), per_core(theirs)
+        print(
+            f"target: BatchAuthorize x{size} decisions/s ≥ CheckResources x{size}'s — "
+            f"{'MET' if met else 'NOT MET'} (Docket {mine.per_second * size:,.0f}/s, Cerbos "
+            f"{theirs.per_second * size:,.0f}/s: {mine.per_second / theirs.per_second:.2f}x"
+            + (
+                f"; per server core-second {mine_core / theirs_core:.2f}x)"
+                if mine_core and theirs_core
+                else ")"
+            )
         )
+    warnings = runner.warnings
+    for label, result in [(f"{name} CheckResources", cerbos)] + [
+        (f"{name} CheckResources x{size}", theirs) for size, (_, theirs) in batched.items()
+    ]:
+        if result.failed or not result.data_ratio >= 0.99:
+            warnings.append(
+                f"{label}: {result.failed} failed, {result.data_ratio:.1%} of the expected "
+                "message bytes: some calls ended in an error"
+            )
     for warning in warnings:
         print(f"WARNING: {warning}")
+
+    def figures(result: LoadResult, size: int) -> dict[str, Any]:
+        return {**result.figures(), "decisions_per_second": round(result.per_second * size, 1)}
+
     return {
         "tool": version,
         "cerbos_version": CERBOS_VERSION,
         "case": CASE,
-        "equivalent_cases": len(cases),
+        "agreement": [asdict(row) for row in rows],
         "rounds": rounds,
         "docket": {
-            **docket.figures(),
-            "connections_per_worker": list(runner.split.values()),
+            **figures(docket, 1),
+            "connections_per_worker": runner.split,
             "server_not_ok": runner.not_ok,
         },
-        "cerbos": cerbos.figures(),
+        "cerbos": figures(cerbos, 1),
+        "cerbos_audit_bytes": audit_bytes,
         "throughput_ratio_docket_over_cerbos": round(ratio, 3),
         "per_server_core_ratio_docket_over_cerbos": (
             None if core_ratio is None else round(core_ratio, 3)
         ),
+        "batch": {
+            str(size): {
+                "docket": figures(mine, size),
+                "cerbos": figures(theirs, size),
+                "ratio_docket_over_cerbos": round(mine.per_second / theirs.per_second, 3),
+            }
+            for size, (mine, theirs) in batched.items()
+        },
+        "targets": {f"batch{size}_at_least_cerbos": met for size, met in targets},
         "warnings": warnings,
     }
 
 
-def _ask(address: str, body: bytes, action: str) -> str:
+def _ask(address: str, body: bytes, actions: list[str]) -> list[str]:
     answer = call(address, CHECK_RESOURCES, body)
     if answer.code != grpc.StatusCode.OK:
         raise RuntimeError(f"CheckResources: gRPC status {answer.code.name}: {answer.details}")
-    return effect_of(answer.message, action)
+    return effects_of(answer.message, actions)
 
 
 def _reply_size(address: str, body: bytes) -> int:
     return len(frame(call(address, CHECK_RESOURCES, body).message))
 
 
-def _row(label: str, result: LoadResult) -> tuple[object, ...]:
+def _row(label: str, result: LoadResult, size: int) -> tuple[object, ...]:
     return (
         label,
         round(result.per_second),
+        round(result.per_second * size),
         f"{result.p50_ms:.2f}",
         f"{result.p90_ms:.2f}",
         f"{result.p99_ms:.2f}",
