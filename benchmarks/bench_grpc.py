@@ -147,8 +147,9 @@ def as_attested_device(case: Case, ca: CertificateAuthority) -> Case:
     message = pb.AuthorizeRequest()
     message.CopyFrom(case.message)
     device = message.context.fields.get("device")
-    if device is None or not device.struct_value.fields.get("attested"):
-        return case
+    attested = device.struct_value.fields.get("attested") if device is not None else None
+    if attested is None or attested.WhichOneof("kind") != "bool_value" or not attested.bool_value:
+        return case  # a Value message is truthy even when it holds false
     for name in ATTESTED_DEVICE_FIELDS:
         if name in device.struct_value.fields:
             del device.struct_value.fields[name]
