@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from audit import AuditLog, StoreError
 from engine import BundleWatcher, Engine, PolicyBundle
 from engine._core.models import EntityUID, Request
-from engine._service.decisions import Decided, DecisionService
+from engine._service.decisions import LARGE_BATCH, Decided, DecisionService
 from engine._service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,3 +86,46 @@ def test_no_async_answer_when_the_log_cannot_record(
     monkeypatch.setattr(service.audit.store, "append", broken)
     with pytest.raises(StoreError, match="disk on fire"):
         asyncio.run(service.authorize_async(REQUESTS, api="authorize"))
+
+
+def test_a_large_batch_does_not_hold_the_loop(
+    service: DecisionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BatchAuthorize of many requests is evaluated off the event loop: a single
+    Authorize that arrives while it is being evaluated is answered first, instead of
+    waiting for the whole batch (one caller must not stall every other)."""
+    evaluating = threading.Event()
+    release = threading.Event()
+    decide_batch = service.engine.decide_batch
+
+    def slow(requests: list[Request], *, now: datetime) -> Any:
+        if len(requests) > 1:
+            evaluating.set()
+            release.wait(timeout=10)  # the batch's evaluation, as long as the test wants
+        return decide_batch(requests, now=now)
+
+    monkeypatch.setattr(service.engine, "decide_batch", slow)
+    batch = REQUESTS * (LARGE_BATCH // 2)
+    finished: list[str] = []
+
+    async def scenario() -> None:
+        async def run(name: str, requests: list[Request]) -> None:
+            await service.authorize_async(requests, api="authorize")
+            finished.append(name)
+
+        big = asyncio.create_task(run("batch", batch))
+        while not evaluating.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(run("single", REQUESTS[:1]), timeout=5)
+        release.set()
+        await big
+
+    asyncio.run(scenario())
+    assert finished == ["single", "batch"]
+
+
+def test_a_small_batch_is_decided_like_a_large_one(service: DecisionService) -> None:
+    """On or off the loop, the same decisions and entries."""
+    small = asyncio.run(service.authorize_async(REQUESTS, api="authorize"))
+    large = asyncio.run(service.authorize_async(REQUESTS * (LARGE_BATCH // 2), api="authorize"))
+    assert payloads(service, small) == payloads(service, large[:2])
