@@ -88,24 +88,24 @@ def written(
     if decision.errors:
         facts["errors"] = [{"policy": e.policy, "message": e.message} for e in decision.errors]
     request_json = rfc8785.dumps(request.model_dump(mode="json"))
-    values: dict[str, Any] = dict(
-        kind="decision",
-        time=NOW,
-        salt=SALT,
-        decision=decision.decision,
-        policies=decision.reasons,
-        bundle_version=decision.bundle_version,
-        subject=name(request.principal),
-        action=name(request.action),
-        resource=name(request.resource),
-        caller=None if _str(context.get("caller")) is None else _cap(context["caller"]),
-        jurisdiction=None if where is None else _cap(where),
-        region=None if _str(device.get("region")) is None else _cap(device["region"]),
-        classification=labels.classification if labels else None,
-        residency=labels.residency if labels else (),
-        request_digest=hashlib.sha256(request_json).hexdigest(),
-        detail=_bound(facts),
-    )
+    values: dict[str, Any] = {
+        "kind": "decision",
+        "time": NOW,
+        "salt": SALT,
+        "decision": decision.decision,
+        "policies": decision.reasons,
+        "bundle_version": decision.bundle_version,
+        "subject": name(request.principal),
+        "action": name(request.action),
+        "resource": name(request.resource),
+        "caller": None if _str(context.get("caller")) is None else _cap(context["caller"]),
+        "jurisdiction": None if where is None else _cap(where),
+        "region": None if _str(device.get("region")) is None else _cap(device["region"]),
+        "classification": labels.classification if labels else None,
+        "residency": labels.residency if labels else (),
+        "request_digest": hashlib.sha256(request_json).hexdigest(),
+        "detail": _bound(facts),
+    }
     entry = Entry(**values)
     document = {field: getattr(entry, field) for field in Entry.model_fields}
     document["time"] = NOW.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
