@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
@@ -43,6 +44,16 @@ LIMIT = 1024
 # --- what the log stores, from the rules ---------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Case:
+    """A decision to record, with what its entry is built from."""
+
+    request: Request
+    decision: Decision
+    bundle: PolicyBundle | None
+    detail: Mapping[str, Any] | None
+
+
 def _cap(text: str) -> str:
     raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= LIMIT:
@@ -63,14 +74,10 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def written(
-    request: Request,
-    decision: Decision,
-    bundle: PolicyBundle | None,
-    detail: Mapping[str, Any] | None,
-) -> tuple[Entry, bytes]:
+def written(case: Case) -> tuple[Entry, bytes]:
     """The entry of a decision and the bytes the log stores for it (raises where the
     log refuses the entry)."""
+    request, decision, bundle = case.request, case.decision, case.bundle
 
     def name(uid: EntityUID) -> str:
         kind = uid.type if bundle is None else bundle.qualify(uid.type)
@@ -83,7 +90,7 @@ def written(
     labels = None
     if bundle is not None:
         labels = bundle.labels((bundle.qualify(request.resource.type), request.resource.id))
-    facts = dict(detail or {})
+    facts = dict(case.detail or {})
     facts.update(decision_id="id-1", api="authorize")
     if decision.errors:
         facts["errors"] = [{"policy": e.policy, "message": e.message} for e in decision.errors]
@@ -123,37 +130,27 @@ def outcome(build: Any) -> tuple[Any, ...]:
     return (entry, payload, leaf_hash(payload))
 
 
-def served(
-    request: Request,
-    decision: Decision,
-    bundle: PolicyBundle | None,
-    detail: Mapping[str, Any] | None,
-) -> tuple[Entry, bytes]:
+def served(case: Case) -> tuple[Entry, bytes]:
     """What the service builds and the writer encodes."""
     entry = decision_entry(
-        request,
-        decision,
+        case.request,
+        case.decision,
         decision_id="id-1",
         api="authorize",
-        bundle=bundle,
+        bundle=case.bundle,
         now=NOW,
-        detail=detail,
+        detail=case.detail,
     ).model_copy(update={"salt": SALT})
     ready = pending(entry)
     assert (ready.kind, ready.time) == ("decision", "2026-12-04T18:05:06.789012Z")
     return entry, ready.payload
 
 
-def same(
-    request: Request,
-    decision: Decision,
-    bundle: PolicyBundle | None,
-    detail: Mapping[str, Any] | None,
-) -> None:
+def same(case: Case) -> None:
     # A failure of the rules (a lone surrogate, a float JSON cannot hold) is a failure
     # of the service, in building or encoding: it never records something else.
-    expected = outcome(lambda: written(request, decision, bundle, detail))
-    got = outcome(lambda: served(request, decision, bundle, detail))
+    expected = outcome(lambda: written(case))
+    got = outcome(lambda: served(case))
     event("refused" if expected[0] == "failed" else "stored")
     if expected[0] == "failed":
         assert got[0] == "failed"
@@ -194,9 +191,8 @@ PROVENANCE = {
 def test_every_policy_case_is_stored_as_before(
     bundle: PolicyBundle, request_: Request, detail: Mapping[str, Any] | None
 ) -> None:
-    decision = Engine(bundle).decide(request_, now=NOW)
-    entry, payload = served(request_, decision, bundle, detail)
-    assert (entry, payload) == written(request_, decision, bundle, detail)
+    case = Case(request_, Engine(bundle).decide(request_, now=NOW), bundle, detail)
+    assert served(case) == written(case)
 
 
 def test_a_typical_entry_is_these_bytes(bundle: PolicyBundle) -> None:
@@ -212,7 +208,7 @@ def test_a_typical_entry_is_these_bytes(bundle: PolicyBundle) -> None:
     decision = Decision(
         decision="allow", reasons=("p1",), bundle_version="sha256:00", evaluated_at=NOW
     )
-    _, payload = served(request, decision, bundle, PROVENANCE)
+    _, payload = served(Case(request, decision, bundle, PROVENANCE))
     assert payload == (
         b'{"action":"Docket::Action::\\"read\\"","bundle_version":"sha256:00","caller":null,'
         b'"classification":"confidential","decision":"allow","detail":{"api":"authorize",'
@@ -241,6 +237,8 @@ texts = st.one_of(
     st.sampled_from(["bob", "frank", "read", "quarterly-forecast", "payroll-uk", "uk", "eu"]),
     # Past the cap, with a multi-byte character across the cut or not.
     st.builds(lambda n, tail: "a" * n + tail, st.integers(250, 1100), short),
+    # Near the cap in characters of 2, 3 and 4 bytes.
+    st.builds(lambda n, c: c * n, st.integers(250, 520), st.sampled_from(["é", "€", "😀"])),
 )
 scalars = st.one_of(
     st.none(),
@@ -339,4 +337,4 @@ def test_any_request_is_stored_as_before(
     detail: Mapping[str, Any] | None,
     labelled: bool,
 ) -> None:
-    same(request, decision, bundle if labelled else None, detail)
+    same(Case(request, decision, bundle if labelled else None, detail))
