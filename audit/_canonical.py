@@ -6,9 +6,9 @@ floats, integers within ±2^53, every key made of characters below U+D800 so tha
 code-point and UTF-16 key order agree), the standard library's C encoder is used; the
 property test in ``tests/audit/test_canonical.py`` holds the two to the same output.
 
-Most values the log sees are made of exact ``dict``, ``list``, ``tuple``, ``str``,
-``bool``, ``None`` and small ``int`` (:func:`plain_text`): one walk that looks at the
-*types* of a container's items at once, then the C encoder made once, not per call.
+Most values the log sees are made only of exact ``dict``, ``list``, ``tuple``, ``str``,
+``bool``, ``None`` and small ``int`` (:func:`plain_text`): for them, one walk over the
+types (no call per string or number) and the C encoder, made once rather than per call.
 Such a value is also what pydantic's json mode leaves unchanged, which lets a caller
 skip ``model_dump`` (see :func:`audit.digest_plain`).
 """
@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 
 # CPython's C encoder, made once: json.JSONEncoder.encode builds one on every call.
-from _json import encode_basestring, make_encoder
+from _json import make_encoder
+from json.encoder import encode_basestring
 from typing import Any
 
 import rfc8785

@@ -52,9 +52,9 @@ def digest(value: Any) -> str:
 
 
 def digest_plain(value: Any) -> str | None:
-    """:func:`digest` of ``value`` when it is made only of exact ``dict`` (string keys),
-    ``list``, ``tuple``, ``str``, ``bool``, ``None`` and ``int`` within ±2^53 — what
-    pydantic's json mode leaves as it is, so that a model's fields need no
+    """:func:`digest` of ``value`` when it is made only of exact ``dict`` (string keys,
+    below U+D800), ``list``, ``tuple``, ``str``, ``bool``, ``None`` and ``int`` within
+    ±2^53 — what pydantic's json mode leaves as it is, so that a model's fields need no
     ``model_dump`` — else None. Raises :class:`FormatError` for a lone surrogate."""
     text = plain_text(value)
     if text is None:
