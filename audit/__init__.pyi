@@ -11,6 +11,7 @@ from ._auditor import verify_store as verify_store
 from ._auditor import write_export as write_export
 from ._entry import Entry as Entry
 from ._entry import digest as digest
+from ._entry import digest_plain as digest_plain
 from ._errors import AuditError as AuditError
 from ._errors import FormatError as FormatError
 from ._errors import KeptCheckpointError as KeptCheckpointError

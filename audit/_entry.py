@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_serializer, field_validator
 
-from audit._canonical import canonical_json, loads_canonical
+from audit._canonical import canonical_json, loads_canonical, plain_text
 
 EntryKind = Literal[
     "decision",
@@ -35,6 +36,8 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def time_text(value: datetime) -> str:
     """An aware datetime as RFC 3339 UTC with microseconds: ``2026-11-23T21:07:00.000000Z``."""
+    if value.tzinfo is UTC:  # an entry's time (validated): "+00:00" becomes "Z"
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -46,6 +49,28 @@ def new_salt() -> str:
 def digest(value: Any) -> str:
     """Hex SHA-256 of ``value``'s canonical JSON: the ``request_digest`` of an entry."""
     return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def digest_plain(value: Any) -> str | None:
+    """:func:`digest` of ``value`` when it is made only of exact ``dict`` (string keys,
+    below U+D800), ``list``, ``tuple``, ``str``, ``bool``, ``None`` and ``int`` within
+    ±2^53 — what pydantic's json mode leaves as it is, so that a model's fields need no
+    ``model_dump`` — else None. Raises :class:`FormatError` for a lone surrogate."""
+    text = plain_text(value)
+    if text is None:
+        return None
+    try:
+        return hashlib.sha256(text.encode()).hexdigest()
+    except UnicodeEncodeError:
+        return digest(value)  # it raises, in canonical_json's words
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _texts(values: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(encode_basestring, values)) + "]"
 
 
 class Entry(BaseModel):
@@ -120,10 +145,45 @@ class Entry(BaseModel):
 
     def canonical(self) -> bytes:
         """RFC 8785 canonical JSON of :meth:`document`: the bytes the leaf hash covers."""
-        return canonical_json(self.document())
+        return timed_canonical(self)[1]
 
     @classmethod
     def from_canonical(cls, data: bytes) -> Entry:
         """Parse stored canonical bytes back into an entry.
         Raises pydantic's ``ValidationError`` for bytes that are not an entry."""
         return cls.model_validate(loads_canonical(data))
+
+
+def timed_canonical(entry: Entry) -> tuple[str, bytes]:
+    """An entry's time (:func:`time_text`) and its :meth:`~Entry.canonical` bytes.
+
+    This runs for every entry the log takes. Every field but ``detail`` is a string,
+    None or a tuple of strings (validated), so the members are written here in RFC
+    8785's key order and only ``detail`` needs a look. Anything else — a ``detail``
+    beyond plain JSON, a lone surrogate, an entry made without validation — takes the
+    general path, and so gives the bytes or the error it always gave."""
+    time = time_text(entry.time)
+    detail = plain_text(entry.detail)
+    if detail is not None:
+        try:
+            return time, (
+                f'{{"action":{_text(entry.action)},'
+                f'"bundle_version":{_text(entry.bundle_version)},'
+                f'"caller":{_text(entry.caller)},'
+                f'"classification":{_text(entry.classification)},'
+                f'"decision":{_text(entry.decision)},'
+                f'"detail":{detail},'
+                f'"jurisdiction":{_text(entry.jurisdiction)},'
+                f'"kind":{_text(entry.kind)},'
+                f'"policies":{_texts(entry.policies)},'
+                f'"region":{_text(entry.region)},'
+                f'"request_digest":{_text(entry.request_digest)},'
+                f'"residency":{_texts(entry.residency)},'
+                f'"resource":{_text(entry.resource)},'
+                f'"salt":{_text(entry.salt)},'
+                f'"subject":{_text(entry.subject)},'
+                f'"time":{_text(time)}}}'
+            ).encode()
+        except (TypeError, UnicodeEncodeError):
+            pass
+    return time, canonical_json(entry.document())

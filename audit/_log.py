@@ -24,8 +24,8 @@ from typing import Any
 
 import structlog
 
-from audit._canonical import canonical_json, loads_canonical
-from audit._entry import Entry
+from audit._canonical import loads_canonical
+from audit._entry import Entry, timed_canonical
 from audit._errors import AuditError, FormatError, NoteError, ProofError, StoreError
 from audit._kept import KeptCheckpoint
 from audit._keys import KeyRing
@@ -44,8 +44,7 @@ CHECKPOINT_INTERVAL = 1.0
 
 def pending(entry: Entry) -> Pending:
     """An entry ready for the store: canonical bytes plus its indexed columns."""
-    document = entry.document()
-    return Pending(entry.kind, document["time"], canonical_json(document))
+    return Pending(entry.kind, *timed_canonical(entry))
 
 
 def utcnow() -> datetime:

@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
-from audit import Entry, digest
+from audit import Entry, digest, digest_plain
 from engine._core.bundle import DataLabels, PolicyBundle
 from engine._core.models import Decision, EntityUID, Request
 from engine._core.placement import Placement, Workload
@@ -43,6 +44,8 @@ string in ``detail``); the rest is cut and the cut is said."""
 def capped(text: str, limit: int = MAX_TEXT) -> str:
     """``text`` if it is at most ``limit`` UTF-8 bytes, else its first ``limit`` bytes
     (never half a character) and a marker saying how many bytes were cut."""
+    if len(text) <= limit >> 2:  # a character is at most 4 bytes: no need to count
+        return text
     encoded = text.encode("utf-8", "surrogatepass")
     if len(encoded) <= limit:
         return text
@@ -51,9 +54,21 @@ def capped(text: str, limit: int = MAX_TEXT) -> str:
     return f"{kept}… [{cut} bytes cut]"
 
 
+_AS_IS = frozenset({bool, int, float, type(None)})
+
+
 def bounded(value: Any) -> Any:
     """``value`` (JSON-like: mappings, lists, tuples, scalars) with every string in it,
     keys included, :func:`capped`."""
+    kind = type(value)  # the usual exact types first: isinstance(…, Mapping) is slow
+    if kind is str:
+        return capped(value)
+    if kind in _AS_IS:
+        return value
+    if kind is dict:
+        return {capped(str(key)): bounded(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [bounded(item) for item in value]
     if isinstance(value, str):
         return capped(value)
     if isinstance(value, Mapping):
@@ -74,7 +89,13 @@ def _capped(text: str | None) -> str | None:
 
 def _uid(uid: EntityUID, bundle: PolicyBundle | None) -> str:
     kind = bundle.qualify(uid.type) if bundle is not None else uid.type
-    return capped(f"{kind}::{json.dumps(uid.id, ensure_ascii=False)}")
+    # encode_basestring is what json.dumps(ensure_ascii=False) calls for a string.
+    quoted = (
+        encode_basestring(uid.id)
+        if isinstance(uid.id, str)
+        else json.dumps(uid.id, ensure_ascii=False)
+    )
+    return capped(f"{kind}::{quoted}")
 
 
 def _text(value: Any) -> str | None:
@@ -97,6 +118,27 @@ def _labels(request: Request, bundle: PolicyBundle | None) -> DataLabels | None:
     if bundle is None:
         return None
     return bundle.labels((bundle.qualify(request.resource.type), request.resource.id))
+
+
+def _request_digest(request: Request) -> str:
+    """``digest(request.model_dump(mode="json"))``; without the dump when the request is
+    plain JSON already (as the adapters make it), which pydantic's json mode would leave
+    as it is."""
+    uids = (request.principal, request.action, request.resource)
+    if type(request) is Request and all(type(uid) is EntityUID for uid in uids):
+        principal, action, resource = ({"type": uid.type, "id": uid.id} for uid in uids)
+        plain = digest_plain(
+            {
+                "principal": principal,
+                "action": action,
+                "resource": resource,
+                "context": request.context,
+                "entities": request.entities,
+            }
+        )
+        if plain is not None:
+            return plain
+    return digest(request.model_dump(mode="json"))
 
 
 def decision_entry(
@@ -131,7 +173,7 @@ def decision_entry(
         decision=decision.decision,
         policies=decision.reasons,
         bundle_version=decision.bundle_version,
-        request_digest=digest(request.model_dump(mode="json")),
+        request_digest=_request_digest(request),
         detail=_detail(fields),
     )
 
