@@ -239,6 +239,15 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
     assert served.stop() == 0
 
 
+def serve_once(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``docket serve ARGS`` on free metrics and admission ports, run until it exits."""
+    return subprocess.run(
+        [DOCKET, "serve", "--metrics=127.0.0.1:0", FREE_ADMISSION,
+         "--data-dir", str(data_dir), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -252,22 +261,7 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
     ],
 )
 def test_refuses_to_start(args: list[str], needle: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            DOCKET,
-            "serve",
-            "--metrics=127.0.0.1:0",
-            FREE_ADMISSION,
-            "--data-dir",
-            str(tmp_path),
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve_once(tmp_path, *args)
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -281,25 +275,7 @@ def test_a_port_in_use_is_one_line_exit_2(workers: str, tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                DOCKET,
-                "serve",
-                "--grpc",
-                f"127.0.0.1:{port}",
-                "--metrics=127.0.0.1:0",
-                FREE_ADMISSION,
-                "--workers",
-                workers,
-                "--data-dir",
-                str(tmp_path),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = serve_once(tmp_path, "--grpc", f"127.0.0.1:{port}", "--workers", workers)
     assert result.returncode == 2, result
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
 
