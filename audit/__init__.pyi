@@ -27,6 +27,9 @@ from ._log import AuditLog as AuditLog
 from ._note import Checkpoint as Checkpoint
 from ._note import SignerKey as SignerKey
 from ._note import VerifierKey as VerifierKey
+from ._relay import LogServer as LogServer
+from ._relay import Relay as Relay
+from ._relay import RelayAddress as RelayAddress
 from ._store import Receipt as Receipt
 from ._store import Store as Store
 from ._store import StoredCheckpoint as StoredCheckpoint

@@ -22,7 +22,7 @@ from attestation import (
     StoreUnavailable,
     TrustRoots,
 )
-from audit import KEPT_NAME, AuditError, AuditLog
+from audit import KEPT_NAME, AuditError, AuditLog, Relay, RelayAddress
 from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_verifier
@@ -191,11 +191,13 @@ def load_bundle(settings: Settings) -> PolicyBundle:
     return bundle
 
 
-def open_audit(settings: Settings) -> AuditLog:
+def open_audit(settings: Settings, relay: RelayAddress | None = None) -> AuditLog:
     """The audit log the settings name (created, with its signing key, on first use),
     keeping its latest checkpoint in ``<data-dir>/audit-checkpoint`` too. A log that
     does not contain the checkpoint kept there (an older or another database) is
-    refused. Raises :class:`ServeError` with one line saying what is wrong."""
+    refused. With ``relay`` (a worker process) it commits through the writer of the
+    process that owns the log. Raises :class:`ServeError` with one line saying what is
+    wrong."""
     try:
         audit = AuditLog.open(
             settings.database_url,
@@ -204,6 +206,7 @@ def open_audit(settings: Settings) -> AuditLog:
             checkpoint_interval=settings.audit_checkpoint_seconds,
             max_queue=settings.audit_queue,
             kept=settings.data_dir / KEPT_NAME,
+            relay=None if relay is None else Relay(relay),
         )
     except (AuditError, OSError) as exc:
         raise ServeError(f"audit log: {exc}") from exc

@@ -35,7 +35,7 @@ from attestation import (
     ReferenceValues,
     load_revocations,
 )
-from audit import AuditError, Entry
+from audit import AuditError, Entry, RelayAddress
 from engine._adapters.admission_http import AdmissionServer, server_context
 from engine._adapters.attestation_rpc import AttestationServicer
 from engine._adapters.audit_rpc import AuditServicer
@@ -190,6 +190,7 @@ class Worker:
         *,
         reuse_port: bool,
         on_reload: Callable[[], None] | None = None,
+        relay: RelayAddress | None = None,
     ) -> None:
         self.settings = settings
         guard = revision_guard(settings)
@@ -209,7 +210,7 @@ class Worker:
         # before anything runs.
         self.ca = prepare_ca(settings)
         self.trust = TrustFiles(settings.ca_dir, self.ca)
-        self.audit = open_audit(settings).start()
+        self.audit = open_audit(settings, relay).start()
         if admission.pin is not None:
             self._audit_bundle_event(pin_entry(bundle, admission, now=utcnow()))
         self.watcher.on_pin(
@@ -237,7 +238,8 @@ class Worker:
         # Asynchronous: a Watch stream holds no thread (a blocked one would keep the
         # process from exiting after SIGTERM).
         self.health = health.aio.HealthServicer()
-        self.audit.writer.observe_commits(metrics.committed)
+        if relay is None:  # else the log's owner observes its commits
+            self.audit.writer.observe_commits(metrics.committed)
         self._threads = ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc")
         self._loop = _Loop()
         self.server = self._loop.run(self._server(reuse_port, on_reload))

@@ -2,7 +2,9 @@
 
 With several worker processes, each records into files under
 ``PROMETHEUS_MULTIPROC_DIR`` and the supervising process serves their sum
-(prometheus_client's multiprocess mode); with one process, the process serves its own.
+(prometheus_client's multiprocess mode; the supervisor's own metrics, the log writer's
+entries per commit, are recorded there too: :func:`shared_metrics`); with one process,
+the process serves its own.
 
 The same listener serves the CA's JWT-SVID keys at ``/.well-known/jwks.json``
 (``application/json``, what ``docket ca jwks`` prints), so that Envoy's jwt_authn
@@ -34,6 +36,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client import values as prom_values
 from prometheus_client.exposition import ThreadingWSGIServer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -231,6 +234,21 @@ def serve_metrics(
     )
     threading.Thread(target=server.serve_forever, name="docket-metrics", daemon=True).start()
     return server
+
+
+@contextmanager
+def shared_metrics(directory: str) -> Iterator[None]:
+    """While inside: worker processes started from here record into ``directory``, and
+    so do the metrics this process creates (prometheus_client chooses how values are
+    kept when it is imported, so the choice is made again here, and undone after)."""
+    os.environ[MULTIPROC_ENV] = directory
+    kept = prom_values.ValueClass
+    prom_values.ValueClass = prom_values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        prom_values.ValueClass = kept
+        os.environ.pop(MULTIPROC_ENV, None)
 
 
 def multiprocess_registry() -> CollectorRegistry:
