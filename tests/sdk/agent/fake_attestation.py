@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -46,6 +47,10 @@ class FakeAttest:
 
     def __post_init__(self) -> None:
         self.ca = CertificateAuthority.create("docket.test", self.clock() - timedelta(days=1))
+
+    def ca_certificates(self) -> list[x509.Certificate]:
+        """The root and the issuing intermediate: the trust bundle."""
+        return x509.load_pem_x509_certificates(self.ca.trust_bundle(self.clock()))
 
     def __call__(self, out: Path, audience: str) -> AttestResult:
         now = self.clock()

@@ -20,6 +20,7 @@ def test_all_is_exactly_what_the_package_holds() -> None:
     }
     assert set(sdk.agent.__all__) == public
     assert sdk.agent.__all__ == [
+        "Agent",
         "AttestResult",
         "EsapiTpm",
         "Tpm",
