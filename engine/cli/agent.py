@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["agent"]
 
 
-class _Stop(Exception):  # noqa: N818 (a signal, not an error)
+class _Stop(Exception):
     """SIGTERM or SIGINT arrived: leave the renewal loop, close the socket."""
 
 

@@ -140,8 +140,7 @@ def validate_jwt_svid(
     key = identity.jwt_keys().get(str(header.get("kid", "")))
     if key is None:
         raise InvalidRequestError(
-            f"JWT-SVID key id {header.get('kid')!r} is not in the bundle of "
-            f"{identity.trust_domain}"
+            f"JWT-SVID key id {header.get('kid')!r} is not in the bundle of {identity.trust_domain}"
         )
     try:
         claims: dict[str, Any] = jwt.decode(

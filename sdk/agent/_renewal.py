@@ -82,7 +82,7 @@ def renewal_time(received_at: datetime, expires_at: datetime, jitter: float) -> 
 def retry_delay(failures: int, jitter: float) -> timedelta:
     """How long to wait after the ``failures``-th failure in a row (1, 2, ...): 1 s
     doubling up to 60 s, then scaled to between half and all of it by ``jitter`` (0-1)."""
-    base = min(MAX_RETRY, FIRST_RETRY * 2 ** min(max(failures - 1, 0), 16))
+    base = min(MAX_RETRY, FIRST_RETRY * (1 << min(max(failures - 1, 0), 16)))
     return base * (0.5 + 0.5 * jitter)
 
 

@@ -72,9 +72,7 @@ class WorkloadApi:
     """The servicer: each method reads ``state`` (the served SVID); JWT-SVIDs come from
     ``jwts``; ``clock`` gives aware UTC datetimes."""
 
-    def __init__(
-        self, state: IdentityState, jwts: JwtSvids, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, state: IdentityState, jwts: JwtSvids, clock: Callable[[], datetime]) -> None:
         self._state = state
         self._jwts = jwts
         self._clock = clock
@@ -102,7 +100,7 @@ class WorkloadApi:
         if identity is not None:
             return identity
         code = grpc.StatusCode.PERMISSION_DENIED if served.refused else grpc.StatusCode.UNAVAILABLE
-        _abort(context, code, served.reason or "no SVID: it expired and is being renewed")
+        return _abort(context, code, served.reason or "no SVID: it expired and is being renewed")
 
     def _changes(self, context: grpc.ServicerContext) -> Iterator[Served]:
         """The served state now, then at every change, until the call ends."""
@@ -136,7 +134,7 @@ class WorkloadApi:
 
     # -- the X.509-SVID profile ----------------------------------------------------------
 
-    def FetchX509SVID(  # noqa: N802 (the RPC's name)
+    def FetchX509SVID(
         self, request: pb.X509SVIDRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.X509SVIDResponse]:
         self._check_header(context)
@@ -157,7 +155,7 @@ class WorkloadApi:
                 ]
             )
 
-    def FetchX509Bundles(  # noqa: N802
+    def FetchX509Bundles(
         self, request: pb.X509BundlesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.X509BundlesResponse]:
         self._check_header(context)
@@ -166,7 +164,7 @@ class WorkloadApi:
 
     # -- the JWT-SVID profile ------------------------------------------------------------
 
-    def FetchJWTSVID(  # noqa: N802
+    def FetchJWTSVID(
         self, request: pb.JWTSVIDRequest, context: grpc.ServicerContext
     ) -> pb.JWTSVIDResponse:
         self._check_header(context)
@@ -194,14 +192,14 @@ class WorkloadApi:
             _abort(context, grpc.StatusCode.UNAVAILABLE, f"cannot mint a JWT-SVID: {exc.message}")
         return pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=identity.spiffe_id, svid=token)])
 
-    def FetchJWTBundles(  # noqa: N802
+    def FetchJWTBundles(
         self, request: pb.JWTBundlesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.JWTBundlesResponse]:
         self._check_header(context)
         for bundles in self._bundle_stream(context, Identity.jwks):
             yield pb.JWTBundlesResponse(bundles=bundles)
 
-    def ValidateJWTSVID(  # noqa: N802
+    def ValidateJWTSVID(
         self, request: pb.ValidateJWTSVIDRequest, context: grpc.ServicerContext
     ) -> pb.ValidateJWTSVIDResponse:
         self._check_header(context)
@@ -226,12 +224,12 @@ class WorkloadApi:
     def handler(self) -> grpc.GenericRpcHandler:
         """The service under the name SPIFFE clients call."""
 
-        def stream(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        def stream(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_stream_rpc_method_handler(
                 method, request.FromString, response.SerializeToString
             )
 
-        def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 method, request.FromString, response.SerializeToString
             )

@@ -214,9 +214,9 @@ def test_a_revoked_device_is_refused_at_renewal_and_its_svid_dropped_at_expiry(
     with agent.client() as client:
         svid = client.fetch_x509_svid()
     ek_hash = str(svid.spiffe_id).rsplit("/", 1)[1]
+    data_dir = str(docket.data_dir)
     subprocess.run(
-        [DOCKET, "ca", "revoke", "--device", ek_hash, "--reason", "stolen"]
-        + ["--data-dir", str(docket.data_dir)],
+        [DOCKET, "ca", "revoke", "--device", ek_hash, "--reason", "stolen", "--data-dir", data_dir],
         capture_output=True,
         check=True,
     )

@@ -116,7 +116,8 @@ def test_renews_at_half_the_lifetime_and_replaces_the_files(harness: Harness) ->
     harness.renewer.run()
     assert harness.attest_times() == [0, 30, 60]  # 60 s SVIDs, renewed at 30 s
     serials = [serial for _, serial, _ in harness.served]
-    assert len(serials) == 3 and None not in serials and len(set(serials)) == 3
+    assert None not in serials
+    assert len(set(serials)) == 3
     assert harness.state.now().generation == 3
     assert harness.renewer.renewals == 3
     served = harness.state.now().identity
@@ -149,10 +150,14 @@ def test_a_refused_renewal_keeps_the_svid_until_it_expires_then_withdraws_it(
     assert harness.attest_times() == [0, 30, 30.5, 31.5, 33.5, 37.5, 45.5]
     (issued, serial, _), (withdrawn, nothing, refused) = harness.served
     assert (issued, withdrawn) == (START, START + 60 * S)
-    assert serial is not None and nothing is None and refused
+    assert serial is not None
+    assert nothing is None
+    assert refused
     served = harness.state.now()
-    assert "expired" in served.reason and "device revoked" in served.reason
-    assert served.last is not None and served.last.serial == serial  # bundles stay
+    assert "expired" in served.reason
+    assert "device revoked" in served.reason
+    assert served.last is not None
+    assert served.last.serial == serial  # its bundles stay served
 
 
 def test_a_transient_failure_is_retried_and_the_next_renewal_is_on_schedule(
@@ -184,7 +189,8 @@ def test_jwt_svids_are_minted_per_audience_in_a_scratch_directory(harness: Harne
     assert harness.jwts.fetch("billing") == first  # fresh: reused
     ((_, where, audience),) = harness.docket.calls
     assert audience == "billing"
-    assert where != harness.out and not where.exists()  # discarded with its X.509 part
+    assert where != harness.out
+    assert not where.exists()  # discarded with its X.509 part
     assert not harness.out.exists()
     harness.clock.advance(151)  # past half of its 5 minutes
     assert harness.jwts.fetch("billing") != first

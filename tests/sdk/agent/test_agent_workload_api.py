@@ -123,7 +123,8 @@ def test_the_x509_stream_sends_each_renewal_and_ends_at_withdrawal(agent: Agent)
         second = contexts.get(timeout=WAIT).default_svid.leaf.serial_number
         assert first != second
         served = agent.state.now().identity
-        assert served is not None and served.serial == second
+        assert served is not None
+        assert served.serial == second
         agent.state.withdraw("attestation refused: device revoked", refused=True)
         error = errors.get(timeout=WAIT)
         assert "PERMISSION_DENIED" in str(error)
@@ -146,9 +147,7 @@ METHODS = {
 }
 
 
-def _call(
-    agent: Agent, method: str, metadata: tuple[tuple[str, str], ...] = (HEADER,)
-) -> Any:
+def _call(agent: Agent, method: str, metadata: tuple[tuple[str, str], ...] = (HEADER,)) -> Any:
     """One call of ``method`` on a raw channel (the first message of a stream)."""
     request, response, streams = METHODS[method]
     with grpc.insecure_channel(f"unix:{agent.socket}") as channel:
@@ -161,9 +160,7 @@ def _call(
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_a_call_without_the_security_header_is_invalid_argument(
-    agent: Agent, method: str
-) -> None:
+def test_a_call_without_the_security_header_is_invalid_argument(agent: Agent, method: str) -> None:
     agent.renew()
     with pytest.raises(grpc.RpcError) as refused:
         _call(agent, method, metadata=())
@@ -273,7 +270,9 @@ def test_a_stale_socket_is_replaced_and_a_file_is_not(short_dir: Path) -> None:
     stale = short_dir / "stale.sock"
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(stale))  # bound, never listening: what a killed agent leaves
-    api = WorkloadApi(IdentityState(), JwtSvids(FakeAttest(Clock()), threading.Lock(), Clock()), Clock())
+    api = WorkloadApi(
+        IdentityState(), JwtSvids(FakeAttest(Clock()), threading.Lock(), Clock()), Clock()
+    )
     WorkloadApiServer(api, stale).close()
     plain = short_dir / "file"
     plain.write_text("not a socket")

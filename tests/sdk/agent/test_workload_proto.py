@@ -29,8 +29,7 @@ def test_the_service_has_upstreams_methods_and_streams() -> None:
         m.name: (m.input_type.name, m.output_type.name, m.server_streaming) for m in mine.methods
     }
     assert shape == {
-        m.name: (m.input_type.name, m.output_type.name, m.server_streaming)
-        for m in theirs.methods
+        m.name: (m.input_type.name, m.output_type.name, m.server_streaming) for m in theirs.methods
     }
     assert theirs.full_name == "SpiffeWorkloadAPI"  # the name clients call
 
