@@ -32,6 +32,7 @@ from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop
 from spiffe import WorkloadApiClient
 from spiffe.workloadapi.x509_context import X509Context
 from swtpm import ProvisionedState, SoftwareTpm
+from workload_client import call
 
 from sdk.workload import workload_pb2 as pb
 
@@ -176,19 +177,11 @@ def test_the_agent_serves_its_svid_and_streams_the_renewed_one(agent: AgentProce
 
 
 def test_a_call_without_the_security_header_is_refused(agent: AgentProcess) -> None:
-    with grpc.insecure_channel(f"unix:{agent.socket}") as channel:
-        fetch = channel.unary_stream(
-            "/SpiffeWorkloadAPI/FetchX509SVID",
-            pb.X509SVIDRequest.SerializeToString,
-            pb.X509SVIDResponse.FromString,
-        )
-        with pytest.raises(grpc.RpcError) as refused:
-            next(iter(fetch(pb.X509SVIDRequest(), timeout=30)))
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        answer = next(
-            iter(fetch(pb.X509SVIDRequest(), metadata=[("workload.spiffe.io", "true")], timeout=30))
-        )
-        assert answer.svids[0].spiffe_id.startswith("spiffe://docket.local/device/")
+    with pytest.raises(grpc.RpcError) as refused:
+        call(agent.socket, pb.X509SVIDRequest(), metadata=())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    answer = call(agent.socket, pb.X509SVIDRequest())  # the same call with the header
+    assert answer.svids[0].spiffe_id.startswith("spiffe://docket.local/device/")
 
 
 def test_a_jwt_svid_for_an_audience_validates(agent: AgentProcess) -> None:
@@ -237,14 +230,8 @@ def test_a_revoked_device_is_refused_at_renewal_and_its_svid_dropped_at_expiry(
         client.close()
     assert "PERMISSION_DENIED" in str(error)
     assert agent.events("agent: SVID expired, no longer served")
-    with grpc.insecure_channel(f"unix:{agent.socket}") as channel:
-        fetch = channel.unary_stream(
-            "/SpiffeWorkloadAPI/FetchX509SVID",
-            pb.X509SVIDRequest.SerializeToString,
-            pb.X509SVIDResponse.FromString,
-        )
-        with pytest.raises(grpc.RpcError) as denied:
-            next(iter(fetch(pb.X509SVIDRequest(), metadata=[("workload.spiffe.io", "true")])))
+    with pytest.raises(grpc.RpcError) as denied:
+        call(agent.socket, pb.X509SVIDRequest())
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "revoked" in (denied.value.details() or "")
     # Docket recorded the refusal
