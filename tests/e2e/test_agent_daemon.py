@@ -237,3 +237,36 @@ def test_a_revoked_device_is_refused_at_renewal_and_its_svid_dropped_at_expiry(
     # Docket recorded the refusal
     (*_, last) = docket.audit_entries("attestation")
     assert last["decision"] == "deny"
+
+
+@pytest.mark.parametrize(
+    ("socket_arg", "needle"),
+    [
+        pytest.param("FILE", "exists and is not a socket", id="a-file"),
+        pytest.param("127.0.0.1:8081", "on a Unix socket only", id="tcp"),
+    ],
+)
+def test_an_unusable_socket_is_one_line_exit_2(
+    tmp_path: Path, socket_arg: str, needle: str
+) -> None:
+    """Settings that retrying cannot fix end the agent at once, before any attestation
+    (no TPM or server is needed to see it)."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file the agent must not replace")
+    done = subprocess.run(
+        [
+            DOCKET,
+            *("agent", "run", "--tcti", "swtpm:host=127.0.0.1,port=1"),
+            *("--out", str(tmp_path / "creds")),
+            *("--socket", str(taken) if socket_arg == "FILE" else socket_arg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("docket: ")
+    assert needle in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert taken.read_text() == "a file the agent must not replace"
