@@ -32,6 +32,8 @@ class _Stop(Exception):
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the close
+        signal.signal(sig, signal.SIG_IGN)
     raise _Stop(signal.Signals(signum).name)
 
 

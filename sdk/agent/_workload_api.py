@@ -110,7 +110,8 @@ class WorkloadApi:
             done.set()
             self._state.wake()
 
-        context.add_callback(ended)
+        if not context.add_callback(ended):
+            return  # the call has already ended
         served = self._state.now()
         while not done.is_set():
             yield served
