@@ -41,3 +41,10 @@ from ._store import Store as Store
 from ._store import StoredCheckpoint as StoredCheckpoint
 from ._verify import VerifiedLog as VerifiedLog
 from ._verify import verify_entries as verify_entries
+from ._witness import Witness as Witness
+from ._witness import origin_hash as origin_hash
+from ._witness_client import WitnessClient as WitnessClient
+from ._witness_client import gather_cosignatures as gather_cosignatures
+from ._witness_http import WitnessApp as WitnessApp
+from ._witness_store import Fork as Fork
+from ._witness_store import WitnessStore as WitnessStore
