@@ -1,0 +1,244 @@
+"""c2sp.org/tlog-witness against a real ``docket witness serve``, behaviour by behaviour:
+each status code and body the specification names, the fork record, persistence across
+a restart, concurrent submissions, and a site gathering cosignatures with
+``docket witness cosign``. Every 200's cosignature is checked by :func:`by_hand`,
+written from the specification's text, not with Docket's code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e.docket_process import DOCKET
+from e2e.witness_process import (
+    TinyLog,
+    WitnessProcess,
+    by_hand,
+    make_witness_key,
+    start_witness,
+)
+
+from audit import SignerKey, origin_hash
+from audit.merkle import EMPTY_ROOT
+
+pytestmark = pytest.mark.e2e
+
+NAME = "witness.test/w1"
+ORIGINS = [
+    "first",
+    "growth",
+    "stale",
+    "bad-proof",
+    "proof-from-zero",
+    "forged",
+    "old-past-size",
+    "malformed",
+    "oversize",
+    "size-zero",
+    "concurrent",
+    "monitor",
+]
+LOGS = {name: TinyLog(f"site.test/{name}") for name in ORIGINS}
+
+
+class Served:
+    def __init__(self, process: WitnessProcess, vkey: str, public: bytes) -> None:
+        self.process = process
+        self.vkey = vkey
+        self.public = public
+
+    def cosigned(self, answer: httpx.Response, tiny: TinyLog, size: int) -> int:
+        """Check a 200's body: one cosignature line by the witness over ``tiny``'s
+        checkpoint of ``size``; returns its timestamp."""
+        assert answer.status_code == 200, answer.text
+        (line,) = answer.text.splitlines(keepends=True)
+        return by_hand(line, tiny.checkpoint(size).body(), self.public, NAME)
+
+
+@pytest.fixture(scope="module")
+def witness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("witness")
+    vkey, public = make_witness_key(root / "witness.key", NAME)
+    process = start_witness(root, root / "witness.key", list(LOGS.values()))
+    try:
+        yield Served(process, vkey, public)
+    finally:
+        assert process.stop() == 0, process.log.read_text()
+
+
+def test_a_first_checkpoint_from_old_size_0_is_cosigned(witness: Served) -> None:
+    tiny = LOGS["first"]
+    answer = witness.process.post(tiny.body(0, 5))
+    stamp = witness.cosigned(answer, tiny, 5)
+    assert abs(datetime.fromtimestamp(stamp, UTC) - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_growth_with_a_good_proof_is_cosigned(witness: Served) -> None:
+    tiny = LOGS["growth"]
+    for old, new in [(0, 3), (3, 7), (7, 7), (7, 8), (8, 21)]:
+        witness.cosigned(witness.process.post(tiny.body(old, new)), tiny, new)
+
+
+def test_a_stale_old_size_gets_409_with_the_witness_size(witness: Served) -> None:
+    tiny = LOGS["stale"]
+    witness.cosigned(witness.process.post(tiny.body(0, 6)), tiny, 6)
+    for old in (0, 4):
+        answer = witness.process.post(tiny.body(old, 9))
+        assert answer.status_code == 409
+        assert answer.headers["content-type"] == "text/x.tlog.size"
+        assert answer.text == "6\n"
+    witness.cosigned(witness.process.post(tiny.body(6, 9)), tiny, 9)
+
+
+def test_a_bad_consistency_proof_gets_422(witness: Served) -> None:
+    tiny = LOGS["bad-proof"]
+    witness.cosigned(witness.process.post(tiny.body(0, 5)), tiny, 5)
+    proof = tiny.proof(5, 12)
+    proof[0] = bytes(32)
+    assert witness.process.post(tiny.body(5, 12, proof)).status_code == 422
+    assert witness.process.post(tiny.body(5, 12, proof[:-1])).status_code == 422
+    witness.cosigned(witness.process.post(tiny.body(5, 12)), tiny, 12)  # nothing moved
+
+
+def test_a_proof_from_size_0_must_be_empty(witness: Served) -> None:
+    tiny = LOGS["proof-from-zero"]
+    assert witness.process.post(tiny.body(0, 5, [bytes(32)])).status_code == 422
+
+
+def test_a_forged_signature_gets_403(witness: Served) -> None:
+    tiny = LOGS["forged"]
+    impostor = SignerKey.generate(tiny.origin)  # the log's name, another key
+    body = f"old 0\n\n{tiny.note(4, impostor)}".encode()
+    assert witness.process.post(body).status_code == 403
+    # A line with the trusted key's name and id but a broken signature: 403 too.
+    note = tiny.note(4)
+    text, _, line = note.rpartition("\n\n")
+    raw = bytearray(base64.b64decode(line.split(" ")[2]))
+    raw[-1] ^= 1
+    broken = f"{text}\n\n\N{EM DASH} {tiny.origin} {base64.b64encode(raw).decode()}\n"
+    assert witness.process.post(f"old 0\n\n{broken}".encode()).status_code == 403
+
+
+def test_an_unknown_origin_gets_404(witness: Served) -> None:
+    stranger = TinyLog("site.test/nobody-knows")
+    assert witness.process.post(stranger.body(0, 3)).status_code == 404
+
+
+def test_an_old_size_past_the_checkpoint_gets_400(witness: Served) -> None:
+    tiny = LOGS["old-past-size"]
+    assert witness.process.post(f"old 9\n\n{tiny.note(4)}".encode()).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"old 0\n", id="no-checkpoint"),
+        pytest.param(b"old 00\n\n{note}", id="leading-zero"),
+        pytest.param(b"old -1\n\n{note}", id="negative"),
+        pytest.param(b"new 0\n\n{note}", id="not-old"),
+        pytest.param(b"old 0\nnot base64!\n\n{note}", id="proof-not-base64"),
+        pytest.param(b"old 0\nAAAA\n\n{note}", id="proof-not-32-bytes"),
+        pytest.param(b"old 0\n\n\xff\xfe", id="not-utf8"),
+        pytest.param(b"old 0\n\nsite.test/malformed\n1\n", id="unsigned-note"),
+    ],
+)
+def test_a_malformed_body_gets_400(witness: Served, body: bytes) -> None:
+    body = body.replace(b"{note}", LOGS["malformed"].note(2).encode())
+    assert witness.process.post(body).status_code == 400
+
+
+def test_more_than_63_proof_lines_gets_400(witness: Served) -> None:
+    tiny = LOGS["malformed"]
+    assert witness.process.post(tiny.body(0, 2, [bytes(32)] * 64)).status_code == 400
+
+
+def test_an_oversize_body_is_refused_unread(witness: Served) -> None:
+    tiny = LOGS["oversize"]
+    body = tiny.body(0, 2) + b"x" * (70 * 1024)
+    assert witness.process.post(body).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused as it grows
+        yield body[:1000]
+        for _ in range(80):
+            yield b"\n" * 1024
+
+    answer = httpx.post(f"{witness.process.url}/add-checkpoint", content=chunks(), timeout=10)
+    assert answer.status_code == 413
+
+
+def test_a_size_0_checkpoint_needs_the_empty_root(witness: Served) -> None:
+    tiny = LOGS["size-zero"]
+    assert tiny.checkpoint(0).root == EMPTY_ROOT
+    witness.cosigned(witness.process.post(tiny.body(0, 0)), tiny, 0)
+
+
+def test_concurrent_submissions_from_one_old_size_never_both_succeed(witness: Served) -> None:
+    tiny = LOGS["concurrent"]
+    witness.cosigned(witness.process.post(tiny.body(0, 10)), tiny, 10)
+    sizes = list(range(11, 31))
+    with ThreadPoolExecutor(len(sizes)) as pool:
+        answers = list(pool.map(lambda n: witness.process.post(tiny.body(10, n)), sizes))
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == 1, codes
+    winner = sizes[codes.index(200)]
+    assert all(a.text == f"{winner}\n" for a in answers if a.status_code == 409)
+    assert set(codes) == {200, 409}
+
+
+def test_monitors_read_the_latest_cosigned_checkpoint(witness: Served) -> None:
+    tiny = LOGS["monitor"]
+    url = f"{witness.process.url}/{origin_hash(tiny.origin)}/checkpoint"
+    assert httpx.get(url, timeout=10).status_code == 404
+    witness.cosigned(witness.process.post(tiny.body(0, 3)), tiny, 3)
+    note = httpx.get(url, timeout=10).text
+    assert note.startswith(tiny.checkpoint(3).body() + "\n")
+    assert f"\N{EM DASH} {tiny.origin} " in note
+    line = next(x for x in note.splitlines(keepends=True) if x.startswith(f"\N{EM DASH} {NAME}"))
+    by_hand(line, tiny.checkpoint(3).body(), witness.public, NAME)
+
+
+def test_a_fork_gets_422_and_is_recorded_with_both_checkpoints(tmp_path: Path) -> None:
+    """Same size, another root, both signed by the log: 422, a log line, and a fork
+    record with both notes, kept across a restart; the witness still holds the first."""
+    tiny = LOGS["first"]
+    fork = TinyLog(tiny.origin)
+    fork.key, fork.salt = tiny.key, "other "
+    _, public = make_witness_key(tmp_path / "witness.key", NAME)
+    process = start_witness(tmp_path, tmp_path / "witness.key", [tiny])
+    try:
+        assert process.post(tiny.body(0, 8)).status_code == 200
+        answer = process.post(fork.body(8, 8))
+        assert answer.status_code == 422
+        assert "fork" in answer.text
+        # The fork's extension is refused too: the witness holds the first tree.
+        assert process.post(fork.body(8, 12, fork.proof(8, 12))).status_code == 422
+    finally:
+        assert process.stop() == 0
+    assert "witness_fork" in process.log.read_text()
+    process = start_witness(tmp_path, tmp_path / "witness.key", [tiny])
+    try:  # after a restart: the state and the record are still there
+        assert process.post(tiny.body(0, 9)).text == "8\n"
+        answer = process.post(tiny.body(8, 9))
+        assert answer.status_code == 200
+        by_hand(answer.text, tiny.checkpoint(9).body(), public, NAME)
+    finally:
+        assert process.stop() == 0
+    shown = subprocess.run(
+        [DOCKET, "witness", "logs", "--json", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (record,) = json.loads(shown)["forks"]
+    assert record["size"] == 8
+    assert record["held"].startswith(tiny.checkpoint(8).body())
+    assert record["offered"] == fork.note(8)

@@ -1,0 +1,163 @@
+"""``docket witness serve`` as a subprocess, a small log to feed it, and the check of a
+cosignature written from the specification's text alone.
+
+The witness starts on a free loopback port, is ready when its log says where it
+listens, and is stopped by the test that started it, by PID.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from e2e.docket_process import DOCKET, PREEXEC, stop, wait_for
+
+from audit import Checkpoint, SignerKey
+from audit.merkle import consistency_proof, leaf_hash, node_hash, root_of
+from audit.note import sign_checkpoint
+
+
+def by_hand(line: str, body: str, public: bytes, name: str) -> int:
+    """c2sp.org/tlog-cosignature's check of one cosignature/v1 line, built byte by byte
+    from the text: the key id is SHA-256(name || "\\n" || 0x04 || public)[:4]; after it
+    come a big-endian u64 timestamp and an Ed25519 signature over
+    "cosignature/v1\\ntime <t>\\n" || the checkpoint body. Returns the timestamp; fails
+    (assert, or InvalidSignature) on any mismatch."""
+    assert line.startswith("\N{EM DASH} "), line
+    assert line.endswith("\n"), line
+    line_name, encoded = line[2:-1].split(" ")
+    assert line_name == name
+    raw = base64.b64decode(encoded, validate=True)
+    assert len(raw) == 4 + 8 + 64
+    assert raw[:4] == hashlib.sha256(name.encode() + b"\n" + b"\x04" + public).digest()[:4]
+    timestamp = int.from_bytes(raw[4:12], "big")
+    message = b"cosignature/v1\n" + b"time " + str(timestamp).encode() + b"\n" + body.encode()
+    Ed25519PublicKey.from_public_bytes(public).verify(raw[12:], message)
+    return timestamp
+
+
+@dataclass
+class TinyLog:
+    """A log held in memory: leaves ``b"<origin> <i>"``, checkpoints signed by ``key``
+    (or by another key, to forge), consistency proofs between any two sizes."""
+
+    origin: str
+    key: SignerKey = field(init=False)
+    salt: str = ""
+    """Changes every leaf: a log with another salt is a fork of this one."""
+
+    def __post_init__(self) -> None:
+        self.key = SignerKey.generate(self.origin)
+
+    def leaves(self, size: int) -> list[bytes]:
+        return [leaf_hash(f"{self.origin} {self.salt}{i}".encode()) for i in range(size)]
+
+    def checkpoint(self, size: int) -> Checkpoint:
+        return Checkpoint(self.origin, size, root_of(self.leaves(size)))
+
+    def note(self, size: int, signer: SignerKey | None = None) -> str:
+        return sign_checkpoint(self.checkpoint(size), [signer or self.key])
+
+    def proof(self, old: int, new: int) -> list[bytes]:
+        if old in (0, new):
+            return []
+        return consistency_proof(old, new, _Nodes(self.leaves(new)))
+
+    def body(self, old: int, size: int, proof: list[bytes] | None = None) -> bytes:
+        """An add-checkpoint body from ``old`` to ``size`` (the right proof by default)."""
+        proof = self.proof(old, size) if proof is None else proof
+        lines = "".join(base64.b64encode(node).decode() + "\n" for node in proof)
+        return f"old {old}\n{lines}\n{self.note(size)}".encode()
+
+
+class _Nodes:
+    """A NodeReader over the perfect subtrees of a list of leaves."""
+
+    def __init__(self, leaves: list[bytes]) -> None:
+        self.table: dict[tuple[int, int], bytes] = {}
+        level, row = 0, leaves
+        while row:
+            self.table.update(((level, i), value) for i, value in enumerate(row))
+            row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+            level += 1
+
+    def __call__(self, ids: object) -> list[bytes]:
+        assert isinstance(ids, list | tuple)
+        return [self.table[node] for node in ids]
+
+
+@dataclass
+class WitnessProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def post(self, body: bytes, client: httpx.Client | None = None) -> httpx.Response:
+        poster = client or httpx
+        return poster.post(f"{self.url}/add-checkpoint", content=body, timeout=10)
+
+    def stop(self) -> int:
+        return stop(self.process, "docket witness serve")
+
+
+def start_witness(root: Path, key: Path, logs: list[TinyLog], *flags: str) -> WitnessProcess:
+    """``docket witness serve`` with ``--data-dir root/data``, the witness key file
+    ``key`` and ``logs`` known, on a free loopback port; returns once it listens."""
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "witness.log"
+    known = [f"--log={tiny.origin}={tiny.key.verifier()}" for tiny in logs]
+    start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                DOCKET,
+                "witness",
+                "serve",
+                "--data-dir",
+                str(root / "data"),
+                "--key",
+                str(key),
+                "--listen",
+                "127.0.0.1:0",
+                *known,
+                *flags,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            preexec_fn=PREEXEC,
+        )
+    found: list[str] = []
+
+    def listening() -> bool:
+        text = log.read_bytes()[start:].decode()
+        at = re.search(r"witness listening on (http://127\.0\.0\.1:\d+)", text)
+        if at:
+            found.append(at[1])
+        return bool(at)
+
+    try:
+        wait_for("docket witness serve", process, log, listening)
+    except BaseException:
+        stop(process, "docket witness serve")
+        raise
+    return WitnessProcess(process, found[0], log)
+
+
+def make_witness_key(path: Path, name: str) -> tuple[str, bytes]:
+    """``docket witness key --new``: the printed verifier key and its 32 raw bytes."""
+    printed = subprocess.run(
+        [DOCKET, "witness", "key", str(path), "--new", "--name", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    material = base64.b64decode(printed.split("+", 2)[2])
+    assert material[0] == 0x04
+    return printed, material[1:]
