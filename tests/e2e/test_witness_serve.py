@@ -19,14 +19,26 @@ import httpx
 import pytest
 from e2e.docket_process import DOCKET
 from e2e.witness_process import (
+    INTEROP_VENV,
     TinyLog,
     WitnessProcess,
+    aics_feed,
+    aics_witness,
     by_hand,
     make_witness_key,
+    start_aics_witness,
     start_witness,
 )
 
-from audit import SignerKey, origin_hash
+from audit import (
+    ALG_COSIGNATURE_V1,
+    AuditLog,
+    Entry,
+    SignerKey,
+    VerifierKey,
+    open_cosigned_checkpoint,
+    origin_hash,
+)
 from audit.merkle import EMPTY_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +57,7 @@ ORIGINS = [
     "size-zero",
     "concurrent",
     "monitor",
+    "interop",
 ]
 LOGS = {name: TinyLog(f"site.test/{name}") for name in ORIGINS}
 
@@ -242,3 +255,142 @@ def test_a_fork_gets_422_and_is_recorded_with_both_checkpoints(tmp_path: Path) -
     assert record["size"] == 8
     assert record["held"].startswith(tiny.checkpoint(8).body())
     assert record["offered"] == fork.note(8)
+
+
+# -- a site gathers cosignatures: `docket witness cosign` over a real audit log ------------
+
+
+class Site:
+    """A site's audit log under ``root/data`` (as ``docket serve`` keeps it), grown and
+    checkpointed on demand."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = root / "data"
+        self.log = AuditLog.open(
+            f"sqlite:///{self.data / 'docket.db'}",
+            keys=self.data / "audit-keys",
+            checkpoint_every=10**9,
+            checkpoint_interval=3600.0,
+        ).start()
+
+    @property
+    def origin(self) -> str:
+        return self.log.origin
+
+    def vkey(self) -> str:
+        return str(self.log.verifiers()[0])
+
+    def grow(self, entries: int) -> int:
+        now = datetime.now(UTC)
+        self.log.record([Entry(kind="decision", time=now) for _ in range(entries)])
+        return self.log.checkpoint().size
+
+    def cosign(
+        self, *witnesses: str, quorum: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        flags = [f"--witness={w}" for w in witnesses]
+        flags += [] if quorum is None else ["--quorum", str(quorum)]
+        return subprocess.run(
+            [DOCKET, "witness", "cosign", "--data-dir", str(self.data), *flags],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    made = Site(tmp_path / "site")
+    try:
+        yield made
+    finally:
+        made.log.close()
+
+
+def test_a_site_gathers_cosignatures_and_treats_the_checkpoint_as_final(
+    tmp_path: Path, site: Site
+) -> None:
+    site.grow(5)
+    vkey, public = make_witness_key(tmp_path / "w.key", NAME)
+    process = start_witness(
+        tmp_path / "w", tmp_path / "w.key", [], f"--log={site.origin}={site.vkey()}"
+    )
+    witness = f"{process.url}={vkey}"
+    try:
+        first = site.cosign(witness)
+        assert first.returncode == 0, first.stderr
+        size = site.grow(7)
+        second = site.cosign(witness)  # from the witness's 5, with the store's proof
+        assert second.returncode == 0, second.stderr
+        absent = SignerKey.generate("witness.test/w2", ALG_COSIGNATURE_V1).verifier()
+        down = f"http://127.0.0.1:9={absent}"  # nothing listens on the discard port
+        refused = site.cosign(witness, down)
+        assert refused.returncode == 1
+        assert "not final" in refused.stderr
+        assert site.cosign(witness, down, quorum=1).returncode == 0
+    finally:
+        assert process.stop() == 0
+    opened = open_cosigned_checkpoint(
+        second.stdout, site.log.verifiers(), [VerifierKey.parse(vkey, ALG_COSIGNATURE_V1)]
+    )
+    assert opened.checkpoint.size == size == 12
+    body = opened.checkpoint.body()
+    line = next(
+        x for x in second.stdout.splitlines(keepends=True) if x.startswith(f"\N{EM DASH} {NAME} ")
+    )
+    by_hand(line, body, public, NAME)
+
+
+# -- interoperation with a witness and a client we did not write (aics-witness, PyPI) -------
+
+needs_aics = pytest.mark.skipif(
+    aics_witness() is None,
+    reason=f"no aics-witness in {INTEROP_VENV} (python3 -m venv .venv-interop && "
+    ".venv-interop/bin/pip install --ignore-requires-python aics-witness==0.1.0)",
+)
+
+
+@needs_aics
+def test_a_site_is_cosigned_by_our_witness_and_one_we_did_not_write(
+    tmp_path: Path, site: Site
+) -> None:
+    site.grow(4)
+    ours_vkey, _ = make_witness_key(tmp_path / "w.key", NAME)
+    ours = start_witness(
+        tmp_path / "ours", tmp_path / "w.key", [], f"--log={site.origin}={site.vkey()}"
+    )
+    theirs, theirs_vkey = start_aics_witness(
+        tmp_path / "theirs", "witness.test/aics", {site.origin: site.vkey()}
+    )
+    witnesses = [f"{ours.url}={ours_vkey}", f"{theirs.url}={theirs_vkey}"]
+    try:
+        for grow in (0, 9, 1):  # the first, then growth with proofs from the site's store
+            size = site.grow(grow) if grow else 4
+            cosigned = site.cosign(*witnesses)
+            assert cosigned.returncode == 0, cosigned.stderr + theirs.log.read_text()
+            keys = [VerifierKey.parse(v, ALG_COSIGNATURE_V1) for v in (ours_vkey, theirs_vkey)]
+            opened = open_cosigned_checkpoint(cosigned.stdout, site.log.verifiers(), keys)
+            assert opened.checkpoint.size == size
+    finally:
+        assert ours.stop() == 0
+        theirs.stop()
+
+
+@needs_aics
+def test_our_witness_answers_a_client_we_did_not_write(witness: Served, tmp_path: Path) -> None:
+    """aics-witness's client submits to `docket witness serve` and checks each
+    cosignature with aics-tlog; a fork is refused with 422."""
+    tiny = LOGS["interop"]
+    fork = TinyLog(tiny.origin)
+    fork.key, fork.salt = tiny.key, "fork "
+    steps = [
+        (0, [], tiny.note(3)),
+        (3, tiny.proof(3, 10), tiny.note(10)),
+        (10, [], tiny.note(10)),
+        (10, [], fork.note(10)),
+    ]
+    answers = aics_feed(witness.process.url, witness.vkey, steps)
+    assert [a.get("rejected") for a in answers] == [None, None, None, 422]
+    for answer, size in zip(answers[:3], (3, 10, 10), strict=True):
+        assert isinstance(answer["lines"], str)
+        by_hand(answer["lines"], tiny.checkpoint(size).body(), witness.public, NAME)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from e2e.docket_process import DOCKET, PREEXEC, stop, wait_for
+from e2e.docket_process import DOCKET, PREEXEC, ROOT, stop, wait_for
 
 from audit import Checkpoint, SignerKey
 from audit.merkle import consistency_proof, leaf_hash, node_hash, root_of
@@ -109,45 +111,102 @@ class WitnessProcess:
 def start_witness(root: Path, key: Path, logs: list[TinyLog], *flags: str) -> WitnessProcess:
     """``docket witness serve`` with ``--data-dir root/data``, the witness key file
     ``key`` and ``logs`` known, on a free loopback port; returns once it listens."""
+    known = [f"--log={tiny.origin}={tiny.key.verifier()}" for tiny in logs]
+    command = [DOCKET, "witness", "serve", "--data-dir", str(root / "data"), "--key", str(key)]
+    return _start(
+        root, [*command, "--listen", "127.0.0.1:0", *known, *flags], "witness listening on"
+    )
+
+
+def _start(root: Path, command: list[str], ready: str) -> WitnessProcess:
+    """Run ``command`` in ``root``, logging to ``root/witness.log``; ready when the log
+    says ``ready`` and the URL it listens on (a restart appends to the same log)."""
     root.mkdir(parents=True, exist_ok=True)
     log = root / "witness.log"
-    known = [f"--log={tiny.origin}={tiny.key.verifier()}" for tiny in logs]
-    start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [
-                DOCKET,
-                "witness",
-                "serve",
-                "--data-dir",
-                str(root / "data"),
-                "--key",
-                str(key),
-                "--listen",
-                "127.0.0.1:0",
-                *known,
-                *flags,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            preexec_fn=PREEXEC,
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=root, preexec_fn=PREEXEC
         )
     found: list[str] = []
 
     def listening() -> bool:
         text = log.read_bytes()[start:].decode()
-        at = re.search(r"witness listening on (http://127\.0\.0\.1:\d+)", text)
+        at = re.search(ready + r" (http://127\.0\.0\.1:\d+)", text)
         if at:
             found.append(at[1])
         return bool(at)
 
     try:
-        wait_for("docket witness serve", process, log, listening)
+        wait_for(command[0], process, log, listening)
     except BaseException:
-        stop(process, "docket witness serve")
+        stop(process, command[0])
         raise
     return WitnessProcess(process, found[0], log)
+
+
+# -- aics-witness (PyPI): a C2SP witness and client we did not write ----------------------
+
+INTEROP_VENV = Path(os.environ.get("DOCKET_WITNESS_INTEROP_VENV", ROOT / ".venv-interop"))
+"""A virtualenv holding aics-witness 0.1.0 (it declares Python >= 3.12 but runs on 3.11):
+``python3 -m venv .venv-interop && .venv-interop/bin/pip install
+--ignore-requires-python aics-witness==0.1.0``."""
+
+
+def aics_witness() -> Path | None:
+    """The ``aics-witness`` command, or None when it is not installed."""
+    command = INTEROP_VENV / "bin" / "aics-witness"
+    return command if command.exists() else None
+
+
+def start_aics_witness(root: Path, name: str, logs: dict[str, str]) -> tuple[WitnessProcess, str]:
+    """aics-witness made (``init``), told the ``logs`` (origin → log vkey) and serving
+    on a free loopback port; returns it and its cosignature/v1 vkey."""
+    command = aics_witness()
+    assert command is not None
+    config = ["--config", str(root / "witness.json")]
+    root.mkdir(parents=True, exist_ok=True)
+    made = [str(command), "init", *config, "--name", name, "--listen", "127.0.0.1:0"]
+    vkey = subprocess.run(made, capture_output=True, text=True, check=True).stdout.strip()
+    for origin, log_vkey in logs.items():
+        added = [str(command), "add-log", *config, "--origin", origin, "--vkey", log_vkey]
+        subprocess.run(added, capture_output=True, check=True)
+    return _start(root, [str(command), "serve", *config], "listening on"), vkey
+
+
+_FEED = """
+import base64, json, sys
+from aics_witness.feeder import WitnessClient, WitnessRejected
+url, vkey = sys.argv[1:3]
+client = WitnessClient(url, vkey, max_attempts=1)
+for step in json.load(sys.stdin):
+    proof = [base64.b64decode(node) for node in step["proof"]]
+    try:
+        print(json.dumps({"lines": client.submit(step["note"], (step["old"], proof))}))
+    except WitnessRejected as exc:
+        print(json.dumps({"rejected": exc.status}))
+"""
+
+
+def aics_feed(
+    url: str, vkey: str, steps: list[tuple[int, list[bytes], str]]
+) -> list[dict[str, object]]:
+    """Submit each ``(old size, proof, signed note)`` with aics-witness's own client
+    (which checks each cosignature against ``vkey`` with aics-tlog); its answers: the
+    cosignature lines, or the status of a refusal."""
+    steps_json = [
+        {"old": old, "proof": [base64.b64encode(n).decode() for n in proof], "note": note}
+        for old, proof, note in steps
+    ]
+    python = str(INTEROP_VENV / "bin" / "python")
+    fed = subprocess.run(
+        [python, "-c", _FEED, url, vkey],
+        input=json.dumps(steps_json),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [json.loads(line) for line in fed.stdout.splitlines()]
 
 
 def make_witness_key(path: Path, name: str) -> tuple[str, bytes]:
