@@ -75,21 +75,12 @@ def _log_keys(pairs: tuple[str, ...]) -> dict[str, list[VerifierKey]]:
 def key(path: Path, make: bool, name: str | None) -> None:
     """Print the verifier key (cosignature/v1, NAME+ID+BASE64) of the witness key at
     PATH; with --new, make it first (mode 0600). Sites configure the printed key."""
-    from audit import ALG_COSIGNATURE_V1, KeyFormatError, SignerKey
-    from audit.note import read_signer, write_signer
+    from audit import ALG_COSIGNATURE_V1
+    from audit.cli import show_key_file
 
-    try:
-        if make:
-            if not name:
-                raise InputError("--new needs --name (the witness's name)")
-            write_signer(path, SignerKey.generate(name, ALG_COSIGNATURE_V1))
-        click.echo(str(read_signer(path, ALG_COSIGNATURE_V1).verifier()))
-    except FileExistsError as exc:
-        raise InputError(f"{path} exists: not overwriting a key") from exc
-    except KeyFormatError as exc:
-        raise InputError(str(exc)) from exc
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+    if make and not name:
+        raise InputError("--new needs --name (the witness's name)")
+    show_key_file(path, name if make else None, ALG_COSIGNATURE_V1)
 
 
 @witness.command(name="add-log")

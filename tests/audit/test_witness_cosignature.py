@@ -1,8 +1,9 @@
 """cosignature/v1 (c2sp.org/tlog-cosignature): made by a witness key, checked here by
 hand from the specification's text, and required N of M by a site.
 
-The independent check builds the signed message and the key id byte by byte as the
-specification says, and verifies with ``cryptography`` directly, not with audit's code.
+The independent check (:func:`e2e.witness_process.by_hand`) builds the signed message
+and the key id byte by byte as the specification says, and verifies with
+``cryptography`` directly, not with audit's code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from e2e.witness_process import by_hand
 
 from audit._cosignature import (
     Cosignature,
@@ -39,24 +40,6 @@ W1 = SignerKey.generate("witness.example/w1", ALG_COSIGNATURE_V1)
 W2 = SignerKey.generate("witness.example/w2", ALG_COSIGNATURE_V1)
 W3 = SignerKey.generate("witness.example/w3", ALG_COSIGNATURE_V1)
 CHECKPOINT = Checkpoint("example.com/log", 20852163, hashlib.sha256(b"root").digest())
-
-
-def by_hand(line: str, body: str, public: bytes, name: str) -> int:
-    """The specification's check of one cosignature line: the key id is
-    SHA-256(name || "\\n" || 0x04 || public)[:4]; the rest is a big-endian u64 timestamp
-    and an Ed25519 signature over "cosignature/v1\\ntime <t>\\n" || the checkpoint body.
-    Returns the timestamp; raises on any mismatch."""
-    assert line.startswith("\N{EM DASH} ")
-    assert line.endswith("\n")
-    line_name, encoded = line[2:-1].split(" ")
-    assert line_name == name
-    raw = base64.b64decode(encoded, validate=True)
-    assert len(raw) == 4 + 8 + 64
-    assert raw[:4] == hashlib.sha256(name.encode() + b"\n" + b"\x04" + public).digest()[:4]
-    timestamp = int.from_bytes(raw[4:12], "big")
-    message = b"cosignature/v1\n" + b"time " + str(timestamp).encode() + b"\n" + body.encode()
-    Ed25519PublicKey.from_public_bytes(public).verify(raw[12:], message)  # raises if bad
-    return timestamp
 
 
 def test_a_cosignature_verifies_by_the_specifications_own_construction() -> None:

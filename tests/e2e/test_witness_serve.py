@@ -285,6 +285,13 @@ class Site:
         self.log.record([Entry(kind="decision", time=now) for _ in range(entries)])
         return self.log.checkpoint().size
 
+    def our_witness(self, root: Path) -> tuple[WitnessProcess, str, bytes]:
+        """A `docket witness serve` under ``root`` that knows this site's log: the
+        process, its verifier key and its raw public key."""
+        vkey, public = make_witness_key(root / "w.key", NAME)
+        knows = f"--log={self.origin}={self.vkey()}"
+        return start_witness(root / "w", root / "w.key", [], knows), vkey, public
+
     def cosign(
         self, *witnesses: str, quorum: int | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -311,10 +318,7 @@ def test_a_site_gathers_cosignatures_and_treats_the_checkpoint_as_final(
     tmp_path: Path, site: Site
 ) -> None:
     site.grow(5)
-    vkey, public = make_witness_key(tmp_path / "w.key", NAME)
-    process = start_witness(
-        tmp_path / "w", tmp_path / "w.key", [], f"--log={site.origin}={site.vkey()}"
-    )
+    process, vkey, public = site.our_witness(tmp_path)
     witness = f"{process.url}={vkey}"
     try:
         first = site.cosign(witness)
@@ -355,10 +359,7 @@ def test_a_site_is_cosigned_by_our_witness_and_one_we_did_not_write(
     tmp_path: Path, site: Site
 ) -> None:
     site.grow(4)
-    ours_vkey, _ = make_witness_key(tmp_path / "w.key", NAME)
-    ours = start_witness(
-        tmp_path / "ours", tmp_path / "w.key", [], f"--log={site.origin}={site.vkey()}"
-    )
+    ours, ours_vkey, _ = site.our_witness(tmp_path)
     theirs, theirs_vkey = start_aics_witness(
         tmp_path / "theirs", "witness.test/aics", {site.origin: site.vkey()}
     )
