@@ -35,7 +35,7 @@ import structlog
 from audit._cosignature import cosign, with_cosignatures
 from audit._errors import ForkDetected, NoteError, ProofError, WitnessError
 from audit._merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
-from audit._note import Checkpoint, SignerKey, open_checkpoint, parse_note
+from audit._note import Checkpoint, SignedNote, SignerKey, open_checkpoint, parse_note
 from audit._witness_store import Advance, LogState, WitnessStore
 
 __all__ = [
@@ -113,14 +113,14 @@ def _hash_line(line: str) -> bytes:
     return raw
 
 
-def judge(request: AddCheckpoint, state: LogState) -> Checkpoint:
+def judge(request: AddCheckpoint, state: LogState) -> tuple[Checkpoint, SignedNote]:
     """Decide an add-checkpoint for the known log ``state``, in the specification's
     order: the log's signature (403), an old size past the checkpoint (400), the old
     size against the one cosigned (409), a size-0 root (422), the
     proof (422), a fork at the cosigned size (422, :class:`ForkDetected`). Returns the
-    verified checkpoint to cosign. Pure."""
+    verified checkpoint to cosign and its note with the log's verified signatures. Pure."""
     try:
-        checkpoint, _ = open_checkpoint(request.note, state.keys, origin=state.origin)
+        checkpoint, verified = open_checkpoint(request.note, state.keys, origin=state.origin)
     except NoteError as exc:
         raise WitnessError(403, f"the checkpoint's signature: {exc}") from None
     if request.old_size > checkpoint.size:
@@ -136,7 +136,7 @@ def judge(request: AddCheckpoint, state: LogState) -> Checkpoint:
     if request.old_size == 0:
         if request.proof:
             raise WitnessError(422, "a consistency proof from size 0 must be empty")
-        return checkpoint
+        return checkpoint, verified
     assert state.root is not None
     assert state.note is not None
     if checkpoint.size == state.size and checkpoint.root != state.root:
@@ -149,7 +149,7 @@ def judge(request: AddCheckpoint, state: LogState) -> Checkpoint:
         verify_consistency(state.size, checkpoint.size, state.root, checkpoint.root, request.proof)
     except ProofError as exc:
         raise WitnessError(422, f"the consistency proof does not verify: {exc}") from None
-    return checkpoint
+    return checkpoint, verified
 
 
 class Witness:
@@ -177,11 +177,11 @@ class Witness:
         lines: list[str] = []
 
         def decide(state: LogState) -> Advance:
-            checkpoint = judge(request, state)
+            checkpoint, verified = judge(request, state)
             now = self._clock()
             cosignatures = [cosign(checkpoint, key, now) for key in self.keys]
             lines[:] = [c.line() for c in cosignatures]
-            note = with_cosignatures(_log_signed(request.note, state), cosignatures)
+            note = with_cosignatures(str(verified), cosignatures)
             return Advance(checkpoint.size, checkpoint.root, note)
 
         try:
@@ -204,9 +204,3 @@ class Witness:
             if origin_hash(state.origin) == hashed_origin:
                 return state.note
         return None
-
-
-def _log_signed(note: str, state: LogState) -> str:
-    """``note`` with only the signatures of the log's own keys (the ones verified)."""
-    _, verified = open_checkpoint(note, state.keys)
-    return str(verified)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from e2e.witness_process import TinyLog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit import ALG_COSIGNATURE_V1, ForkDetected, SignerKey, WitnessError
 from audit._witness import Witness, parse_add_checkpoint
@@ -91,3 +93,23 @@ def test_a_malformed_request_says_what_is_wrong(body: bytes, why: str) -> None:
     with pytest.raises(WitnessError, match=why) as refused:
         parse_add_checkpoint(body)
     assert refused.value.status == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda head, tail: head + tail,
+            st.sampled_from([b"old 0\n", b"old 5\n", b"old 0\n\n", b"old 3\nAAAA\n\n"]),
+            st.binary(max_size=200),
+        ),
+    )
+)
+def test_the_parser_raises_only_a_400_on_arbitrary_bytes(body: bytes) -> None:
+    status = None
+    try:
+        parse_add_checkpoint(body)
+    except WitnessError as exc:
+        status = exc.status
+    assert status in (None, 400)
