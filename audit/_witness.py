@@ -188,13 +188,13 @@ class Witness:
             self.store.advance(origin, decide)
         except ForkDetected as fork:
             log.error(
-                "witness_fork", origin=origin, size=request.checkpoint.size, problem=str(fork)
+                "witness.fork", origin=origin, size=request.checkpoint.size, problem=str(fork)
             )
             raise
         except WitnessError as exc:
-            log.info("witness_refused", origin=origin, status=exc.status, problem=str(exc))
+            log.info("witness.refused", origin=origin, status=exc.status, problem=str(exc))
             raise
-        log.info("witness_cosigned", origin=origin, size=request.checkpoint.size)
+        log.info("witness.cosigned", origin=origin, size=request.checkpoint.size)
         return "".join(lines)
 
     def checkpoint(self, hashed_origin: str) -> str | None:

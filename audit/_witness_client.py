@@ -148,7 +148,7 @@ def gather_cosignatures(
     by default; see :func:`~audit._cosignature.open_cosigned_checkpoint`). A witness
     that refuses or cannot be reached is logged and skipped. Raises
     :class:`~audit._errors.CosignatureError` when too few cosigned (a fork refused by a
-    witness is then in the log as ``witness_refused`` with status 422)."""
+    witness is then in the log as ``witness.refused`` with status 422)."""
     size = Checkpoint.parse_body(parse_note(note).text).size
     gathered: list[Cosignature] = []
     for client in witnesses:
@@ -156,7 +156,7 @@ def gather_cosignatures(
             gathered.append(_cosign_one(client, note, size, proofs))
         except (WitnessError, CosignatureError) as exc:
             status = getattr(exc, "status", None)
-            log.warning("witness_refused", witness=client.url, status=status, problem=str(exc))
+            log.warning("witness.refused", witness=client.url, status=status, problem=str(exc))
     cosigned = with_cosignatures(note, gathered)
     keys = [client.key for client in witnesses]
     return cosigned, open_cosigned_checkpoint(cosigned, log_keys, keys, quorum=quorum)

@@ -197,11 +197,9 @@ def serve(key_path: Path, listen: str, log_pairs: tuple[str, ...], data_dir: Pat
         timeout_keep_alive=30,
     )
     log = structlog.get_logger("docket.witness")
-    log.info(
-        f"witness listening on http://{host}:{port}",
-        key=str(signer.verifier()),
-        logs=[state.origin for state in store.logs()],
-    )
+    logs = ", ".join(state.origin for state in store.logs())
+    click.echo(f"docket: witness listening on http://{host}:{port} (logs: {logs})", err=True)
+    click.echo(f"docket: witness key {signer.verifier()}", err=True)
     # uvicorn handles SIGTERM (a graceful stop) and then raises it again for the handler
     # that was there before: let that one be a no-op, so a stop exits 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
@@ -210,7 +208,7 @@ def serve(key_path: Path, listen: str, log_pairs: tuple[str, ...], data_dir: Pat
     finally:
         store.close()
         sock.close()
-    log.info("witness stopped")
+    log.info("witness.stopped")
 
 
 @witness.command()

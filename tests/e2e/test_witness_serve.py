@@ -207,6 +207,13 @@ def test_concurrent_submissions_from_one_old_size_never_both_succeed(witness: Se
     assert set(codes) == {200, 409}
 
 
+def test_add_checkpoint_is_a_post_and_other_paths_are_not_found(witness: Served) -> None:
+    answer = httpx.get(f"{witness.process.url}/add-checkpoint", timeout=10)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+    assert httpx.post(f"{witness.process.url}/other", content=b"x", timeout=10).status_code == 404
+
+
 def test_monitors_read_the_latest_cosigned_checkpoint(witness: Served) -> None:
     tiny = LOGS["monitor"]
     url = f"{witness.process.url}/{origin_hash(tiny.origin)}/checkpoint"
@@ -236,7 +243,7 @@ def test_a_fork_gets_422_and_is_recorded_with_both_checkpoints(tmp_path: Path) -
         assert process.post(fork.body(8, 12, fork.proof(8, 12))).status_code == 422
     finally:
         assert process.stop() == 0
-    assert "witness_fork" in process.log.read_text()
+    assert "witness.fork" in process.log.read_text()
     process = start_witness(tmp_path, tmp_path / "witness.key", [tiny])
     try:  # after a restart: the state and the record are still there
         assert process.post(tiny.body(0, 9)).text == "8\n"
