@@ -19,11 +19,9 @@ import httpx
 import pytest
 from e2e.docket_process import DOCKET
 from e2e.witness_process import (
-    INTEROP_VENV,
     TinyLog,
     WitnessProcess,
     aics_feed,
-    aics_witness,
     by_hand,
     make_witness_key,
     start_aics_witness,
@@ -352,16 +350,10 @@ def test_a_site_gathers_cosignatures_and_treats_the_checkpoint_as_final(
     by_hand(line, body, public, NAME)
 
 
-# -- interoperation with a witness and a client we did not write (aics-witness, PyPI) -------
-
-needs_aics = pytest.mark.skipif(
-    aics_witness() is None,
-    reason=f"no aics-witness in {INTEROP_VENV} (python3 -m venv .venv-interop && "
-    ".venv-interop/bin/pip install --ignore-requires-python aics-witness==0.1.0)",
-)
+# -- interoperation with a witness and a client we did not write (aics-witness, PyPI, in a
+# virtualenv of its own that the first test to need it installs: see witness_process.py) ---
 
 
-@needs_aics
 def test_a_site_is_cosigned_by_our_witness_and_one_we_did_not_write(
     tmp_path: Path, site: Site
 ) -> None:
@@ -384,7 +376,6 @@ def test_a_site_is_cosigned_by_our_witness_and_one_we_did_not_write(
         theirs.stop()
 
 
-@needs_aics
 def test_our_witness_answers_a_client_we_did_not_write(witness: Served, tmp_path: Path) -> None:
     """aics-witness's client submits to `docket witness serve` and checks each
     cosignature with aics-tlog; a fork is refused with 422."""

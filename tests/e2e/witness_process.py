@@ -8,15 +8,18 @@ listens, and is stopped by the test that started it, by PID.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from e2e.docket_process import DOCKET, PREEXEC, ROOT, stop, wait_for
 
@@ -147,23 +150,53 @@ def _start(root: Path, command: list[str], ready: str) -> WitnessProcess:
 
 # -- aics-witness (PyPI): a C2SP witness and client we did not write ----------------------
 
-INTEROP_VENV = Path(os.environ.get("DOCKET_WITNESS_INTEROP_VENV", ROOT / ".venv-interop"))
-"""A virtualenv holding aics-witness 0.1.0 (it declares Python >= 3.12 but runs on 3.11):
-``python3 -m venv .venv-interop && .venv-interop/bin/pip install
---ignore-requires-python aics-witness==0.1.0``."""
+INTEROP_VENV = Path(os.environ.get("DOCKET_WITNESS_INTEROP_VENV", ROOT / ".venv" / "interop-aics"))
+"""A virtualenv of its own for aics-witness 0.1.0 (PyPI), apart from Docket's: it declares
+Python >= 3.12 but runs on 3.11, so it is installed with ``--ignore-requires-python``."""
+AICS_WITNESS = "aics-witness==0.1.0"
 
 
-def aics_witness() -> Path | None:
-    """The ``aics-witness`` command, or None when it is not installed."""
+def aics_witness() -> Path:
+    """The ``aics-witness`` command, installed into :data:`INTEROP_VENV` with pip on
+    first use (under a lock: pytest-xdist workers share it). When it cannot be
+    installed (no network), the test fails in CI and skips elsewhere."""
     command = INTEROP_VENV / "bin" / "aics-witness"
-    return command if command.exists() else None
+    INTEROP_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(INTEROP_VENV.parent / f".{INTEROP_VENV.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if command.exists():
+            return command
+        python = str(INTEROP_VENV / "bin" / "python")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(INTEROP_VENV)], check=True)
+            subprocess.run(
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--ignore-requires-python",
+                    AICS_WITNESS,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            why = getattr(exc, "stderr", None) or str(exc)
+            message = f"cannot install {AICS_WITNESS} into {INTEROP_VENV}: {why.strip()[-300:]}"
+            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+                pytest.fail(f"{message}; CI must not skip")
+            pytest.skip(message)
+    return command
 
 
 def start_aics_witness(root: Path, name: str, logs: dict[str, str]) -> tuple[WitnessProcess, str]:
     """aics-witness made (``init``), told the ``logs`` (origin → log vkey) and serving
     on a free loopback port; returns it and its cosignature/v1 vkey."""
     command = aics_witness()
-    assert command is not None
     config = ["--config", str(root / "witness.json")]
     root.mkdir(parents=True, exist_ok=True)
     made = [str(command), "init", *config, "--name", name, "--listen", "127.0.0.1:0"]
@@ -198,7 +231,7 @@ def aics_feed(
         {"old": old, "proof": [base64.b64encode(n).decode() for n in proof], "note": note}
         for old, proof, note in steps
     ]
-    python = str(INTEROP_VENV / "bin" / "python")
+    python = str(aics_witness().with_name("python"))
     fed = subprocess.run(
         [python, "-c", _FEED, url, vkey],
         input=json.dumps(steps_json),
