@@ -35,6 +35,7 @@ def witness() -> None:
     """A C2SP tlog-witness: cosign the checkpoints of known logs, detect forks."""
 
 
+A_FILE = click.Path(path_type=Path, dir_okay=False)
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -69,7 +70,7 @@ def _log_keys(pairs: tuple[str, ...]) -> dict[str, list[VerifierKey]]:
 
 
 @witness.command()
-@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("path", type=A_FILE)
 @click.option("--new", "make", is_flag=True, help="Make a new key at PATH (it must not exist).")
 @click.option("--name", help="The witness's name, e.g. witness.example/w1 (with --new).")
 def key(path: Path, make: bool, name: str | None) -> None:
@@ -151,13 +152,7 @@ def _listen(address: str) -> socket.socket:
 
 
 @witness.command()
-@click.option(
-    "--key",
-    "key_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The witness key file (docket witness key --new).",
-)
+@click.option("--key", "key_path", type=A_FILE, required=True, help="The witness key file.")
 @click.option("--listen", default="127.0.0.1:7380", show_default=True, help="HOST:PORT.")
 @click.option(
     "--log",
@@ -229,9 +224,7 @@ def serve(key_path: Path, listen: str, log_pairs: tuple[str, ...], data_dir: Pat
     help="The site's checkpoint key directory [as docket audit].",
 )
 @data_dir_option
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write it here."
-)
+@click.option("-o", "--output", type=A_FILE, help="Write it here.")
 def cosign(
     witnesses: tuple[str, ...],
     quorum: int | None,

@@ -8,6 +8,7 @@ written from the specification's text, not with Docket's code.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -148,20 +149,20 @@ def test_an_old_size_past_the_checkpoint_gets_400(witness: Served) -> None:
     assert witness.process.post(f"old 9\n\n{tiny.note(4)}".encode()).status_code == 400
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        pytest.param(b"", id="empty"),
-        pytest.param(b"old 0\n", id="no-checkpoint"),
-        pytest.param(b"old 00\n\n{note}", id="leading-zero"),
-        pytest.param(b"old -1\n\n{note}", id="negative"),
-        pytest.param(b"new 0\n\n{note}", id="not-old"),
-        pytest.param(b"old 0\nnot base64!\n\n{note}", id="proof-not-base64"),
-        pytest.param(b"old 0\nAAAA\n\n{note}", id="proof-not-32-bytes"),
-        pytest.param(b"old 0\n\n\xff\xfe", id="not-utf8"),
-        pytest.param(b"old 0\n\nsite.test/malformed\n1\n", id="unsigned-note"),
-    ],
-)
+MALFORMED = {
+    "empty": b"",
+    "no-checkpoint": b"old 0\n",
+    "leading-zero": b"old 00\n\n{note}",
+    "negative": b"old -1\n\n{note}",
+    "not-old": b"new 0\n\n{note}",
+    "proof-not-base64": b"old 0\nnot base64!\n\n{note}",
+    "proof-not-32-bytes": b"old 0\nAAAA\n\n{note}",
+    "not-utf8": b"old 0\n\n\xff\xfe",
+    "unsigned-note": b"old 0\n\nsite.test/malformed\n1\n",
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_body_gets_400(witness: Served, body: bytes) -> None:
     body = body.replace(b"{note}", LOGS["malformed"].note(2).encode())
     assert witness.process.post(body).status_code == 400
@@ -313,10 +314,8 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     made = Site(tmp_path / "site")
-    try:
+    with contextlib.closing(made.log):
         yield made
-    finally:
-        made.log.close()
 
 
 def test_a_site_gathers_cosignatures_and_treats_the_checkpoint_as_final(
