@@ -170,6 +170,12 @@ def serve(key_path: Path, listen: str, log_pairs: tuple[str, ...], data_dir: Pat
 
     from audit import ALG_COSIGNATURE_V1, KeyFormatError, Witness, WitnessApp
     from audit.note import read_signer
+    from engine._adapters.admission_http import (
+        IDLE_SECONDS,
+        MAX_CONNECTIONS,
+        REQUEST_SECONDS,
+        _protocol,
+    )
 
     try:
         signer = read_signer(key_path, ALG_COSIGNATURE_V1)
@@ -182,14 +188,19 @@ def serve(key_path: Path, listen: str, log_pairs: tuple[str, ...], data_dir: Pat
         raise InputError("the witness knows no log: pass --log ORIGIN=VKEY or run add-log")
     sock = _listen(listen)
     host, port = sock.getsockname()[:2]
+    # The admission webhook's HTTP protocol: TCP_NODELAY (else a response's two writes
+    # wait out the client's delayed ACK, 40 ms), a deadline on each request (a client
+    # trickling its body is cut off), and at most MAX_CONNECTIONS at once.
     config = uvicorn.Config(
         WitnessApp(Witness(store, [signer])),
+        http=_protocol(REQUEST_SECONDS, MAX_CONNECTIONS),
         lifespan="off",
         interface="asgi3",
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_keep_alive=30,
+        limit_concurrency=MAX_CONNECTIONS + 1,
+        timeout_keep_alive=IDLE_SECONDS,
     )
     log = structlog.get_logger("docket.witness")
     logs = ", ".join(state.origin for state in store.logs())
