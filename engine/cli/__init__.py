@@ -37,6 +37,7 @@ COMMANDS = {
     "place": "engine.cli.decide:place",
     "policy": "engine.cli.policy:policy",
     "serve": "engine.cli.serve:serve",
+    "witness": "engine.cli.witness:witness",
 }
 """Each command and where it is defined: a command's module (and what it needs: Cedar,
 SQLAlchemy, gRPC) is imported only when that command runs or help lists it."""
