@@ -87,7 +87,7 @@ class StaticServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            def do_GET(self) -> None:
                 data = server.files.get(self.path)
                 if data is None:
                     self._answer(404, b"")
@@ -98,7 +98,7 @@ class StaticServer:
                     return
                 self._answer(200, data, etag=etag)
 
-            def do_PUT(self) -> None:  # noqa: N802
+            def do_PUT(self) -> None:
                 length = int(self.headers["Content-Length"])
                 server.files[self.path] = self.rfile.read(length)
                 self._answer(201, b"")
@@ -188,5 +188,5 @@ def start_registry(root: Path) -> Registry:
         except (urllib.error.URLError, OSError):
             if process.poll() is not None or time.monotonic() > deadline:
                 registry.stop()
-                raise AssertionError(f"docker-registry did not start:\n{log.read_text()}")
+                raise AssertionError(f"docker-registry did not start:\n{log.read_text()}") from None
             time.sleep(0.05)

@@ -220,7 +220,7 @@ def pull_at_start(settings: Settings) -> None:
     puller = bundle_puller(settings)
     if puller is None:
         return
-    pulled = puller.pull()
+    pulled = puller.pull(report=False)  # the audit log is not open: a worker reports it
     url = puller.source.url
     if pulled.outcome in ("new", "unchanged"):
         log.info("bundle.pulled", source=url, outcome=pulled.outcome, version=pulled.version)

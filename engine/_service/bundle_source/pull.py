@@ -155,10 +155,12 @@ class Puller:
         spacing = timedelta(seconds=self.interval * (1 - self.jitter))
         return attempted is None or now - attempted >= spacing or now < attempted
 
-    def pull(self, *, wait: bool = True, only_if_due: bool = False) -> Pulled:
+    def pull(self, *, wait: bool = True, only_if_due: bool = False, report: bool = True) -> Pulled:
         """Pull once (see the module docstring). With ``wait=False`` a pull under way in
         another process is left to it (``busy``); with ``only_if_due`` so is one not yet
-        due. Never raises for the source or the bundle: the outcome says."""
+        due. ``report=False`` (at start, before the audit log is open) leaves a refusal or
+        an outage unmarked, so that the next pull reports it again. Never raises for the
+        source or the bundle: the outcome says."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -166,9 +168,9 @@ class Puller:
         with self._locked(wait) as locked:
             if not locked or (only_if_due and not self.due(self.clock())):
                 return Pulled("busy")
-            return self._pull()
+            return self._pull(report)
 
-    def _pull(self) -> Pulled:
+    def _pull(self, report: bool) -> Pulled:
         now = self.clock()
         state = self.read_state()
         held = state.tag if self.archive.exists() else None
@@ -180,7 +182,7 @@ class Puller:
             try:
                 fetched = self.source.fetch(incoming, tag=held, limits=self.limits)
             except SourceError as exc:
-                return self._failed(state, now, exc)
+                return self._failed(state if report else None, now, exc)
             if fetched is None:
                 self._write(
                     state.model_copy(
@@ -198,7 +200,8 @@ class Puller:
                 self.guard.check(bundle)
             except BundleError as exc:
                 repeated = state.refused == fetched.digest
-                self._write(answered.model_copy(update={"refused": fetched.digest}))
+                if report:
+                    self._write(answered.model_copy(update={"refused": fetched.digest}))
                 reason = exc.reason if isinstance(exc, SourceError) else type(exc).__name__
                 return Pulled("refused", exc.problems, reason, repeated=repeated)
             if bundle.version == state.version and self.archive.exists():
@@ -226,7 +229,13 @@ class Puller:
             with contextlib.suppress(FileNotFoundError):
                 incoming.unlink()
 
-    def _failed(self, state: PullState, now: datetime, exc: SourceError) -> Pulled:
+    def _failed(self, state: PullState | None, now: datetime, exc: SourceError) -> Pulled:
+        if state is None:  # not reported now: the next pull reports it
+            return Pulled(
+                "refused" if exc.reason != "unreachable" else "unreachable",
+                exc.problems,
+                exc.reason,
+            )
         if exc.reason != "unreachable":
             # The source answered, with something that is not a bundle it may serve.
             seen = exc.problems[0]

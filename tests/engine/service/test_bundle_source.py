@@ -39,7 +39,9 @@ from engine._service.bundle_source import (
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LIMITS = Limits(max_bytes=1024 * 1024, timeout=5.0)
-FRESH = '@id("wire")\n@fresh_policy("revocations must count")\npermit (principal, action, resource);\n'
+FRESH = (
+    '@id("wire")\n@fresh_policy("revocations must count")\npermit (principal, action, resource);\n'
+)
 
 
 class Clock:
@@ -225,7 +227,8 @@ def test_pulls_are_due_once_per_interval_across_processes(
     assert other.pull(only_if_due=True).outcome == "busy"
     assert other.due(NOW + timedelta(seconds=30))
     delays = {round(pull.next_delay(), 3) for _ in range(50)}
-    assert all(27.0 <= delay <= 33.0 for delay in delays) and len(delays) > 1
+    assert all(27.0 <= delay <= 33.0 for delay in delays)
+    assert len(delays) > 1
 
 
 def test_push_then_pull_over_http(tmp_path: Path, server: StaticServer) -> None:
@@ -301,7 +304,8 @@ def test_a_stale_bundle_stops_what_needs_fresh_policy(
     if expected == "deny":
         assert vetted.reasons == ()
         (error,) = vetted.errors
-        assert isinstance(error, PolicyError) and error.policy == "wire"
+        assert isinstance(error, PolicyError)
+        assert error.policy == "wire"
         assert "needs fresh policy (@fresh_policy), but the bundle is stale" in error.message
         assert "past max_bundle_staleness of 60 s" in error.message
 

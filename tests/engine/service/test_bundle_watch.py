@@ -224,7 +224,8 @@ def test_a_pulled_bundle_is_swapped_in_and_refusals_reported_once(tmp_path: Path
         server.files["/b.tar.gz"] = signed_archive(2, extra=LOCKDOWN)
         clock.now += timedelta(seconds=30)
         assert watcher.pull().outcome == "new"  # type: ignore[union-attr]
-        assert engine.bundle is not None and engine.bundle.revision == 2
+        assert engine.bundle is not None
+        assert engine.bundle.revision == 2
         assert not engine.decide(ALICE_READS, now=NOW).allowed
         server.files["/b.tar.gz"] = signed_archive(1)
         for _ in range(2):
@@ -252,7 +253,9 @@ def test_staleness_is_observed_from_what_pulls_record(tmp_path: Path) -> None:
         server.stop()  # the source goes away: pulls fail, the bundle ages
         clock.now += timedelta(seconds=61)
         assert watcher.pull().outcome == "unreachable"  # type: ignore[union-attr]
-        assert seen[-1] == (61.0, True) and watcher.stale
-        assert watcher.freshness is not None and watcher.freshness.stale(clock.now)
+        assert seen[-1] == (61.0, True)
+        assert watcher.stale
+        assert watcher.freshness is not None
+        assert watcher.freshness.stale(clock.now)
     finally:
         server.stop()
