@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from bundle_servers import (
     OTHER_SIGNER,
-    REGISTRY,
     SIGNER,
     Registry,
     StaticServer,
     free_port,
     signed_archive,
     signed_files,
+    start_registry,
 )
 from sample_bundle import bundle_files
 
@@ -321,10 +321,6 @@ def test_without_a_maximum_a_bundle_is_never_stale() -> None:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
-    if REGISTRY is None:
-        pytest.skip("no docker-registry (apt-get install docker-registry; make test does)")
-    from bundle_servers import start_registry
-
     running = start_registry(tmp_path / "registry")
     yield running
     running.stop()
