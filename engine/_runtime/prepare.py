@@ -203,8 +203,8 @@ def bundle_puller(settings: Settings) -> Puller | None:
     if settings.bundle_url is None:
         return None
     return Puller(
-        open_source(settings.bundle_url),
-        settings.data_dir / DIRECTORY,
+        source=open_source(settings.bundle_url),
+        directory=settings.data_dir / DIRECTORY,
         public_key=bundle_key(settings),
         guard=revision_guard(settings),
         limits=Limits(settings.bundle_max_bytes, settings.bundle_pull_timeout_seconds),

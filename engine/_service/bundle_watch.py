@@ -92,7 +92,7 @@ class BundleWatcher:
         self.freshness = Freshness(max_staleness) if puller is not None else None
         """How old the bundle in force is (None without a source: a local bundle is
         never stale)."""
-        self._source_stamp: tuple[int, int] | None = None
+        self._source_stamp: _Stamp | None = None
         self._stale = False
         self._freshness_listeners: list[Callable[[float | None, bool], None]] = []
         self._pull_thread: threading.Thread | None = None
@@ -206,7 +206,10 @@ class BundleWatcher:
         log a change of staleness and tell the ``on_freshness`` listeners."""
         if self._puller is None or self.freshness is None:
             return
-        stamp = self._puller.stamp()
+        try:
+            stamp: _Stamp | None = _stamp(self._puller.state_path)
+        except OSError:  # no pull recorded yet
+            stamp = None
         if stamp != self._source_stamp:
             self._source_stamp = stamp
             self.freshness.confirmed_at = self._puller.read_state().checked_at

@@ -97,31 +97,30 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Puller:
-    """Pulls ``source`` into ``directory`` (see the module docstring)."""
+    """Pulls ``source`` into ``directory`` (see the module docstring): a bundle must
+    verify with ``public_key`` and pass ``guard``; downloads within ``limits``; a pull
+    due every ``interval`` seconds, give or take ``jitter`` of it."""
 
-    def __init__(
-        self,
-        source: Source,
-        directory: Path,
-        *,
-        public_key: VerifierKey | None,
-        guard: RevisionGuard,
-        limits: Limits,
-        interval: float,
-        jitter: float = 0.1,
-        clock: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        self.source = source
-        self.directory = directory
-        self.archive = directory / ARCHIVE
-        self.state_path = directory / STATE
-        self.public_key = public_key
-        self.guard = guard
-        self.limits = limits
-        self.interval = interval
-        self.jitter = jitter
-        self.clock = clock
+    source: Source
+    directory: Path
+    public_key: VerifierKey | None
+    guard: RevisionGuard
+    limits: Limits
+    interval: float
+    jitter: float = 0.1
+    clock: Callable[[], datetime] = _utcnow
+
+    @property
+    def archive(self) -> Path:
+        """The last good bundle, which every worker loads."""
+        return self.directory / ARCHIVE
+
+    @property
+    def state_path(self) -> Path:
+        """``source.json``."""
+        return self.directory / STATE
 
     def read_state(self) -> PullState:
         """``source.json`` (empty for another URL, or none yet)."""
@@ -130,14 +129,6 @@ class Puller:
         except (OSError, ValidationError):
             return PullState(url=self.source.url)
         return state if state.url == self.source.url else PullState(url=self.source.url)
-
-    def stamp(self) -> tuple[int, int] | None:
-        """(mtime, size) of ``source.json``: a watcher re-reads it when this changes."""
-        try:
-            found = self.state_path.stat()
-        except OSError:
-            return None
-        return found.st_mtime_ns, found.st_size
 
     def age(self, now: datetime) -> float | None:
         """Seconds since the source was last seen serving the bundle held (None: never)."""
@@ -207,9 +198,7 @@ class Puller:
             if bundle.version == state.version and self.archive.exists():
                 self._write(answered.model_copy(update={"checked_at": now, "tag": fetched.tag}))
                 return Pulled("unchanged", version=state.version)
-            _durable(incoming)
-            os.replace(incoming, self.archive)
-            _durable(self.directory)
+            _install(incoming, self.archive)
             self._write(
                 answered.model_copy(
                     update={
@@ -264,13 +253,17 @@ class Puller:
         fd, name = tempfile.mkstemp(dir=self.directory, prefix=".source.")
         with os.fdopen(fd, "w") as out:
             out.write(state.model_dump_json(indent=2) + "\n")
-        os.replace(name, self.state_path)
+        _install(Path(name), self.state_path)
 
 
-def _durable(path: Path) -> None:
-    """fsync a file or directory (a renamed bundle must survive a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
+def _install(temporary: Path, target: Path) -> None:
+    """Rename ``temporary`` over ``target`` so that a power cut leaves one or the other
+    whole: its bytes reach the disk first, then the rename (the folder's entry)."""
+    with temporary.open("rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, target)
+    folder = os.open(target.parent, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        os.fsync(folder)
     finally:
-        os.close(fd)
+        os.close(folder)

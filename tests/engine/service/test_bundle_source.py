@@ -53,16 +53,21 @@ class Clock:
 
 
 @pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
 def server() -> Iterator[StaticServer]:
-    served = StaticServer()
+    served = StaticServer({"/bundle.tar.gz": signed_archive(1)})
     yield served
     served.stop()
 
 
 def puller(tmp_path: Path, url: str, *, clock: Clock | None = None, **limits: int) -> Puller:
     return Puller(
-        open_source(url),
-        tmp_path / "pulled",
+        source=open_source(url),
+        directory=tmp_path / "pulled",
         public_key=SIGNER.verifier(),
         guard=RevisionGuard(tmp_path, signed=True),
         limits=Limits(**{"max_bytes": LIMITS.max_bytes, "timeout": 5.0, **limits}),
@@ -76,7 +81,6 @@ def held(pull: Puller) -> int | None:
 
 
 def test_a_new_bundle_is_pulled_verified_and_kept(tmp_path: Path, server: StaticServer) -> None:
-    server.files["/bundle.tar.gz"] = signed_archive(1)
     pull = puller(tmp_path, server.url())
     pulled = pull.pull()
     assert pulled.outcome == "new"
@@ -86,10 +90,8 @@ def test_a_new_bundle_is_pulled_verified_and_kept(tmp_path: Path, server: Static
 
 
 def test_an_unchanged_source_answers_304_and_costs_no_download(
-    tmp_path: Path, server: StaticServer
+    tmp_path: Path, server: StaticServer, clock: Clock
 ) -> None:
-    server.files["/bundle.tar.gz"] = signed_archive(1)
-    clock = Clock()
     pull = puller(tmp_path, server.url(), clock=clock)
     assert pull.pull().outcome == "new"
     sent = server.body_bytes
@@ -214,10 +216,8 @@ def test_a_missing_bundle_is_refused_with_the_status(tmp_path: Path, server: Sta
 
 
 def test_pulls_are_due_once_per_interval_across_processes(
-    tmp_path: Path, server: StaticServer
+    tmp_path: Path, server: StaticServer, clock: Clock
 ) -> None:
-    server.files["/bundle.tar.gz"] = signed_archive(1)
-    clock = Clock()
     pull = puller(tmp_path, server.url(), clock=clock)
     assert pull.due(NOW)
     pull.pull()

@@ -189,8 +189,8 @@ def _pulling(tmp_path: Path, url: str, clock: _Clock) -> tuple[BundleWatcher, En
 
     guard = RevisionGuard(tmp_path, signed=True)
     puller = Puller(
-        open_source(url),
-        tmp_path / "pulled",
+        source=open_source(url),
+        directory=tmp_path / "pulled",
         public_key=SIGNER.verifier(),
         guard=guard,
         limits=Limits(max_bytes=1024 * 1024, timeout=5),

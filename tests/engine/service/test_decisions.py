@@ -142,8 +142,8 @@ def test_a_stale_pulled_bundle_denies_what_needs_fresh_policy(tmp_path: Path) ->
     fresh = '@id("wire")\n@fresh_policy\npermit (principal, action, resource);\n'
     engine = Engine(PolicyBundle.from_files(bundle_files({"30-wire.cedar": fresh})))
     puller = Puller(
-        open_source("http://127.0.0.1:9/never-reached.tar.gz"),
-        tmp_path / "pulled",
+        source=open_source("http://127.0.0.1:9/never-reached.tar.gz"),
+        directory=tmp_path / "pulled",
         public_key=None,
         guard=RevisionGuard(tmp_path, signed=False),
         limits=Limits(max_bytes=1024, timeout=1),
