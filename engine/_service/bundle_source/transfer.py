@@ -19,8 +19,9 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from engine._core.bundle import MAX_BUNDLE_BYTES
 from engine._errors import SourceError
@@ -56,7 +57,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener()
+class _HttpRedirect(urllib.request.HTTPRedirectHandler):
+    """A GET follows redirects (object stores and registries send blobs elsewhere), but
+    only to http:// or https:// (urllib would follow one to ftp://)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not newurl.startswith(("http://", "https://")):
+            raise SourceError("bad-answer", f"{req.full_url}: redirected to {newurl}, refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_HttpRedirect())
 _no_redirect = urllib.request.build_opener(_NoRedirect())
 
 

@@ -375,3 +375,28 @@ def test_oci_layer_past_the_bound_is_refused_before_download(
     publish(PolicyBundle.from_files(big), reference, timeout=10)
     pulled = puller(tmp_path, reference, max_bytes=len(pack(big)) - 1).pull()
     assert (pulled.outcome, pulled.reason) == ("refused", "too-big")
+
+
+def test_a_redirect_to_another_scheme_is_refused(tmp_path: Path) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/bundle.tar.gz")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        pulled = puller(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}/b").pull()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (pulled.outcome, pulled.reason) == ("refused", "bad-answer")
+    assert "redirected to ftp://127.0.0.1/bundle.tar.gz, refused" in pulled.problems[0]
