@@ -71,13 +71,25 @@ class StaticServer:
     """A static HTTP server of ``files`` (path → bytes) in a thread, with strong ETags and
     ``If-None-Match``; ``PUT`` stores a file. It counts what it sends, and can misbehave:
     ``cut_after`` bytes of a body sent then the connection closed (the full
-    ``Content-Length`` announced); ``no_length`` sends no length (close-delimited)."""
+    ``Content-Length`` announced); ``no_length`` sends no length (close-delimited).
+
+    With ``long_poll``, it answers OPA's long polling: a ``GET`` with ``Prefer:
+    wait=N`` and the ETag of the file held waits up to N seconds for :meth:`put` to
+    change the file, and says ``Preference-Applied: wait=N`` (RFC 7240)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     cut_after: int | None = None
     no_length: bool = False
     answers: list[tuple[str, int]] = field(default_factory=list)
     body_bytes: int = 0
+    long_poll: bool = False
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def put(self, path: str, data: bytes) -> None:
+        """Serve ``data`` at ``path`` from now on, waking the long polls."""
+        with self.changed:
+            self.files[path] = data
+            self.changed.notify_all()
 
     def __post_init__(self) -> None:
         server = self
@@ -93,7 +105,17 @@ class StaticServer:
                 if data is None:
                     self._answer(404, b"")
                     return
-                etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+                etag = _etag(data)
+                wait = self.headers.get("Prefer", "").removeprefix("wait=")
+                applied = server.long_poll and wait.isdigit()
+                if applied and self.headers.get("If-None-Match") == etag:
+                    with server.changed:
+                        server.changed.wait_for(
+                            lambda: server.files.get(self.path) != data, timeout=int(wait)
+                        )
+                    data = server.files.get(self.path, data)
+                    etag = _etag(data)
+                self.applied = f"wait={wait}" if applied else None
                 if self.headers.get("If-None-Match") == etag:
                     self._answer(304, b"", etag=etag)
                     return
@@ -101,12 +123,14 @@ class StaticServer:
 
             def do_PUT(self) -> None:
                 length = int(self.headers["Content-Length"])
-                server.files[self.path] = self.rfile.read(length)
+                server.put(self.path, self.rfile.read(length))
                 self._answer(201, b"")
 
             def _answer(self, status: int, body: bytes, *, etag: str | None = None) -> None:
                 server.answers.append((self.command, status))
                 self.send_response(status)
+                if getattr(self, "applied", None):
+                    self.send_header("Preference-Applied", self.applied)
                 if etag is not None:
                     self.send_header("ETag", etag)
                 if status == 304:
@@ -139,6 +163,10 @@ class StaticServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
 
 
 @dataclass

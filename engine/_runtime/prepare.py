@@ -6,6 +6,7 @@ wrong, so a serve that cannot start says why and writes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -207,7 +208,11 @@ def bundle_puller(settings: Settings) -> Puller | None:
         directory=settings.data_dir / DIRECTORY,
         public_key=bundle_key(settings),
         guard=revision_guard(settings),
-        limits=Limits(settings.bundle_max_bytes, settings.bundle_pull_timeout_seconds),
+        limits=Limits(
+            settings.bundle_max_bytes,
+            settings.bundle_pull_timeout_seconds,
+            settings.bundle_long_poll_seconds,
+        ),
         interval=settings.bundle_pull_seconds,
     )
 
@@ -220,7 +225,10 @@ def pull_at_start(settings: Settings) -> None:
     puller = bundle_puller(settings)
     if puller is None:
         return
-    pulled = puller.pull(report=False)  # the audit log is not open: a worker reports it
+    # Never a long poll (the start would wait for the next release); the audit log is not
+    # open yet: a refusal or an outage is reported by a worker's next pull.
+    quick = dataclasses.replace(puller.limits, long_poll=None)
+    pulled = dataclasses.replace(puller, limits=quick).pull(report=False)
     url = puller.source.url
     if pulled.outcome in ("new", "unchanged"):
         log.info("bundle.pulled", source=url, outcome=pulled.outcome, version=pulled.version)

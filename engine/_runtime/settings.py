@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     bundle_pull_seconds: float = Field(default=30.0, gt=0, le=86_400)
     """How often a replica asks ``bundle_url`` for a new bundle (give or take 10 %, so
     that replicas started together spread out)."""
+    bundle_long_poll_seconds: float | None = Field(default=None, ge=1, le=3600)
+    """With an HTTP source that supports it (OPA's long polling: ``Prefer: wait=N``,
+    answered with ``Preference-Applied``), hold each pull up to this long until a new
+    bundle is there, then ask again at once: a bundle arrives as soon as it is published.
+    A source that does not support it answers at once, and ``bundle_pull_seconds`` stays
+    the interval. None: ordinary polling."""
     bundle_pull_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     """Deadline of each socket operation of a pull, and of the whole download."""
     bundle_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)

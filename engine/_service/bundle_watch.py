@@ -35,6 +35,10 @@ from engine._service.bundle_source import Freshness, Pulled, Puller
 log = structlog.get_logger("docket.bundle")
 
 _Stamp = tuple[tuple[str, int, int], ...]
+LONG_POLL_PAUSE = 0.5
+PULL_JOIN_SECONDS = 1.0
+"""How long :meth:`BundleWatcher.stop` waits for a pull under way."""
+"""Seconds between a long poll's answer and the next long poll."""
 
 
 def _utcnow() -> datetime:
@@ -268,11 +272,14 @@ class BundleWatcher:
             self._pull_thread.start()
 
     def stop(self) -> None:
-        """Stop polling and wait for the threads."""
+        """Stop polling and wait for the watch thread. A pull under way (a long poll may
+        wait minutes) is left to end with the process: it installs files by renames, so
+        a pull cut short leaves the last good bundle as it was."""
         self._stop.set()
-        for thread in (self._thread, self._pull_thread):
-            if thread is not None:
-                thread.join()
+        if self._thread is not None:
+            self._thread.join()
+        if self._pull_thread is not None:
+            self._pull_thread.join(PULL_JOIN_SECONDS)
         self._thread = self._pull_thread = None
 
     def _run(self) -> None:
@@ -286,4 +293,7 @@ class BundleWatcher:
         delay = 0.0
         while not self._stop.wait(delay):
             self.pull()
-            delay = self._puller.next_delay()
+            # Long polls follow one another (a short pause bounds a server that answers
+            # at once while claiming to have waited); otherwise the interval.
+            long_polling = self._puller.long_polling()
+            delay = LONG_POLL_PAUSE if long_polling else self._puller.next_delay()

@@ -95,7 +95,7 @@ def pull(ctx: click.Context, url: str, output: Path | None, bundle_key: Path | N
     import tempfile
 
     from engine._core.bundle import PolicyBundle
-    from engine._service.bundle_source import Limits, open_source
+    from engine._service.bundle_source import Fetched, Limits, open_source
     from engine._service.bundle_source.transfer import check_complete
 
     settings = settings_of(ctx).with_flags(bundle_public_key=bundle_key)
@@ -105,7 +105,7 @@ def pull(ctx: click.Context, url: str, output: Path | None, bundle_key: Path | N
         into = Path(directory) / "bundle.tar.gz"
         try:
             fetched = open_source(url).fetch(into, tag=None, limits=limits)
-            assert fetched is not None  # no tag asked: never "unchanged"
+            assert isinstance(fetched, Fetched)  # no tag asked: never Unchanged
             check_complete(into, url)
             loaded = PolicyBundle.load(into, public_key=key)
         except BundleError as exc:

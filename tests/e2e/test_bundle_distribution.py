@@ -65,8 +65,10 @@ def key_file(tmp_path: Path) -> Path:
     return key
 
 
-def serve(root: Path, url: str, key: Path, *flags: str, staleness: float | None = None) -> Docket:
-    env = {"DOCKET_BUNDLE_PULL_SECONDS": str(PULL_SECONDS)}
+def serve(
+    root: Path, url: str, key: Path, *flags: str, staleness: float | None = None, **env: str
+) -> Docket:
+    env = {"DOCKET_BUNDLE_PULL_SECONDS": str(PULL_SECONDS), **env}
     if staleness is not None:
         env["DOCKET_MAX_BUNDLE_STALENESS"] = str(staleness)
     return start_docket(root, "--bundle-url", url, "--bundle-key", str(key), *flags, env=env)
@@ -146,6 +148,29 @@ def test_http_source_new_bundle_arrives_older_and_forged_are_refused(
         assert denied(server)  # revision 2 stays in force throughout
         assert "bundle.pull_refused" in server.log.read_text()
     finally:
+        assert server.stop() == 0
+
+
+def test_long_polling_brings_a_bundle_without_waiting_for_the_interval(
+    tmp_path: Path, static: StaticServer
+) -> None:
+    static.long_poll = True
+    url = static.url()
+    push(tmp_path, signed_files(1), url)
+    # An interval of ten minutes: only the long poll can bring revision 2 in time.
+    server = serve(
+        tmp_path / "replica",
+        url,
+        key_file(tmp_path),
+        DOCKET_BUNDLE_PULL_SECONDS="600",
+        DOCKET_BUNDLE_LONG_POLL_SECONDS="60",
+    )
+    try:
+        assert decision(server, "alice", "ledger").decision == pb.DECISION_ALLOW
+        push(tmp_path, signed_files(2, extra=LOCKDOWN), url)
+        until("revision 2 in force", server, lambda: denied(server))
+    finally:
+        # A long poll is waiting as it stops: the server still stops promptly, cleanly.
         assert server.stop() == 0
 
 

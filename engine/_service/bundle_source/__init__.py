@@ -24,7 +24,7 @@ from engine._service.bundle_source.freshness import Freshness
 from engine._service.bundle_source.http_source import HttpSource
 from engine._service.bundle_source.oci import OciSource
 from engine._service.bundle_source.pull import Pulled, Puller, PullState
-from engine._service.bundle_source.types import MEDIA_TYPE, Fetched, Limits, Source
+from engine._service.bundle_source.types import MEDIA_TYPE, Fetched, Limits, Source, Unchanged
 
 __all__ = [
     "MEDIA_TYPE",
@@ -37,6 +37,7 @@ __all__ = [
     "Pulled",
     "Puller",
     "Source",
+    "Unchanged",
     "open_source",
     "pack",
     "publish",

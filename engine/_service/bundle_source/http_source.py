@@ -2,8 +2,14 @@
 
 Pulled with ``GET`` and ``If-None-Match`` carrying the ETag of the bundle held (OPA's
 bundle service does the same): ``304 Not Modified`` costs no download and confirms the
-source still serves it. Published with ``PUT`` of the ``.tar.gz`` (what an object store
-or a WebDAV-style static server takes).
+source still serves it. With long polling (``bundle_long_poll_seconds``) the request also
+says ``Prefer: wait=N``: a server that supports it holds the request until the bundle
+changes or N seconds pass, and says so with ``Preference-Applied: wait=N`` (RFC 7240);
+the replica then asks again at once. A server that does not (any static server) answers
+at once and the replica keeps its pull interval.
+
+Published with ``PUT`` of the ``.tar.gz`` (what an object store or a WebDAV-style static
+server takes).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from pathlib import Path
 
 from engine._errors import SourceError
 from engine._service.bundle_source.transfer import describe, download, request
-from engine._service.bundle_source.types import MEDIA_TYPE, Fetched, Limits
+from engine._service.bundle_source.types import MEDIA_TYPE, Fetched, Limits, Unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,23 +28,31 @@ class HttpSource:
 
     url: str
 
-    def fetch(self, into: Path, *, tag: str | None, limits: Limits) -> Fetched | None:
-        """Download the bundle into ``into`` unless it is still ``tag`` (its ETag): then
-        None. Raises :class:`~engine.SourceError`."""
+    def fetch(self, into: Path, *, tag: str | None, limits: Limits) -> Fetched | Unchanged:
+        """Download the bundle into ``into`` unless it is still ``tag`` (its ETag).
+        Raises :class:`~engine.SourceError`."""
         headers = {"Accept": f"{MEDIA_TYPE}, application/gzip, */*"}
+        wait = 0
         if tag is not None:
             headers["If-None-Match"] = tag
-        answer = request("GET", self.url, timeout=limits.timeout, headers=headers)
+            if limits.long_poll is not None:
+                wait = max(int(limits.long_poll), 1)
+                headers["Prefer"] = f"wait={wait}"
+        # A long poll's answer may take its whole wait to come: the socket waits that too.
+        answer = request("GET", self.url, timeout=wait + limits.timeout, headers=headers)
         try:
+            long_polled = wait > 0 and answer.headers.get("Preference-Applied") == f"wait={wait}"
             if answer.status == 304 and tag is not None:
-                return None
+                return Unchanged(long_polled=long_polled)
             if answer.status != 200:
                 raise SourceError("bad-answer", describe(answer, self.url))
             with into.open("wb") as out:
                 received = download(
                     answer, out, url=self.url, limit=limits.max_bytes, timeout=limits.timeout
                 )
-            return Fetched(tag=answer.headers.get("ETag"), digest=received.digest)
+            return Fetched(
+                tag=answer.headers.get("ETag"), digest=received.digest, long_polled=long_polled
+            )
         finally:
             answer.close()
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from engine._errors import SourceError
 from engine._service.bundle_source.transfer import describe, download, request
-from engine._service.bundle_source.types import MEDIA_TYPE, Fetched, Limits
+from engine._service.bundle_source.types import MEDIA_TYPE, Fetched, Limits, Unchanged
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.docket.bundle.v1"
@@ -78,9 +78,9 @@ class OciSource:
             reference=found["digest"] or found["tag"] or "latest",
         )
 
-    def fetch(self, into: Path, *, tag: str | None, limits: Limits) -> Fetched | None:
-        """The layer of the manifest into ``into``; None when the manifest's digest is
-        still ``tag``. Raises :class:`~engine.SourceError`."""
+    def fetch(self, into: Path, *, tag: str | None, limits: Limits) -> Fetched | Unchanged:
+        """The layer of the manifest into ``into``, unless the manifest's digest is still
+        ``tag``. Raises :class:`~engine.SourceError`."""
         manifest_url = f"{self.base}/manifests/{self.reference}"
         raw = self._get(manifest_url, io.BytesIO(), MAX_MANIFEST_BYTES, limits, MANIFEST_TYPE)
         manifest_digest = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
@@ -89,7 +89,7 @@ class OciSource:
                 "bad-answer", f"{manifest_url}: the manifest's digest is {manifest_digest}"
             )
         if tag is not None and tag == manifest_digest:
-            return None
+            return Unchanged()
         layer = _bundle_layer(raw.getvalue(), manifest_url)
         size, digest = layer["size"], layer["digest"]
         if size > limits.max_bytes:

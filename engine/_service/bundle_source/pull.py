@@ -45,7 +45,7 @@ from engine._core.bundle import PolicyBundle
 from engine._errors import BundleError, SourceError
 from engine._service.bundle_revisions import RevisionGuard
 from engine._service.bundle_source.transfer import check_complete
-from engine._service.bundle_source.types import Limits, Source
+from engine._service.bundle_source.types import Limits, Source, Unchanged
 
 log = structlog.get_logger("docket.bundle")
 
@@ -75,6 +75,9 @@ class PullState(BaseModel):
     """When the source was last seen serving it (a download or a 304): its freshness."""
     attempted_at: datetime | None = None
     """When a pull last started (the next is due ``interval`` later)."""
+    long_poll: bool | None = None
+    """Whether the source honoured the last long poll asked of it (None: none asked yet).
+    While it does (or is not known not to), the next pull follows at once."""
     refused: StrictStr | None = None
     """The digest of the last download refused (not audited again while it is served)."""
     failing_since: datetime | None = None
@@ -91,6 +94,7 @@ class Pulled:
     reason: str = ""
     version: str | None = None
     repeated: bool = False
+    long_polled: bool = False
 
 
 def _utcnow() -> datetime:
@@ -139,10 +143,21 @@ class Puller:
         """Seconds to wait before the next pull: ``interval``, give or take ``jitter``."""
         return self.interval * (1 + self.jitter * (2 * random.random() - 1))  # noqa: S311
 
+    def long_polling(self, state: PullState | None = None) -> bool:
+        """Whether pulls follow one another at once: long polls are configured and the
+        source is not known to ignore them (an outage or a refusal falls back to the
+        interval until a long poll is honoured again)."""
+        if self.limits.long_poll is None:
+            return False
+        return (state or self.read_state()).long_poll is not False
+
     def due(self, now: datetime) -> bool:
         """Whether no process of this replica started a pull in the last interval (less
         the jitter, so that the first to wake after it takes it)."""
-        attempted = self.read_state().attempted_at
+        state = self.read_state()
+        if self.long_polling(state):
+            return True
+        attempted = state.attempted_at
         spacing = timedelta(seconds=self.interval * (1 - self.jitter))
         return attempted is None or now - attempted >= spacing or now < attempted
 
@@ -162,6 +177,8 @@ class Puller:
             return self._pull(report)
 
     def _pull(self, report: bool) -> Pulled:
+        for left in self.directory.glob(".incoming-*"):  # from a process that ended mid-pull
+            left.unlink(missing_ok=True)
         now = self.clock()
         state = self.read_state()
         held = state.tag if self.archive.exists() else None
@@ -174,17 +191,22 @@ class Puller:
                 fetched = self.source.fetch(incoming, tag=held, limits=self.limits)
             except SourceError as exc:
                 return self._failed(state if report else None, now, exc)
-            if fetched is None:
-                self._write(
-                    state.model_copy(
-                        update={"checked_at": now, "attempted_at": now, "failing_since": None}
-                    )
-                )
-                return Pulled("unchanged", version=state.version)
-            answered = state.model_copy(update={"attempted_at": now, "failing_since": None})
+            answered = state.model_copy(
+                update={
+                    "attempted_at": now,
+                    "failing_since": None,
+                    # A pull that asked no long poll (at start) says nothing about them.
+                    "long_poll": fetched.long_polled
+                    if self.limits.long_poll is not None
+                    else state.long_poll,
+                }
+            )
+            if isinstance(fetched, Unchanged):
+                self._write(answered.model_copy(update={"checked_at": self.clock()}))
+                return Pulled("unchanged", version=state.version, long_polled=fetched.long_polled)
             if fetched.digest == state.digest and self.archive.exists():
                 self._write(answered.model_copy(update={"checked_at": now, "tag": fetched.tag}))
-                return Pulled("unchanged", version=state.version)
+                return Pulled("unchanged", version=state.version, long_polled=fetched.long_polled)
             try:
                 check_complete(incoming, self.source.url)
                 bundle = PolicyBundle.load(incoming, public_key=self.public_key)
@@ -194,10 +216,16 @@ class Puller:
                 if report:
                     self._write(answered.model_copy(update={"refused": fetched.digest}))
                 reason = exc.reason if isinstance(exc, SourceError) else type(exc).__name__
-                return Pulled("refused", exc.problems, reason, repeated=repeated)
+                return Pulled(
+                    "refused",
+                    exc.problems,
+                    reason,
+                    repeated=repeated,
+                    long_polled=fetched.long_polled,
+                )
             if bundle.version == state.version and self.archive.exists():
                 self._write(answered.model_copy(update={"checked_at": now, "tag": fetched.tag}))
-                return Pulled("unchanged", version=state.version)
+                return Pulled("unchanged", version=state.version, long_polled=fetched.long_polled)
             _install(incoming, self.archive)
             self._write(
                 answered.model_copy(
@@ -213,7 +241,7 @@ class Puller:
                     }
                 )
             )
-            return Pulled("new", version=bundle.version)
+            return Pulled("new", version=bundle.version, long_polled=fetched.long_polled)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 incoming.unlink()
@@ -230,13 +258,22 @@ class Puller:
             seen = exc.problems[0]
             self._write(
                 state.model_copy(
-                    update={"attempted_at": now, "failing_since": None, "refused": seen}
+                    update={
+                        "attempted_at": now,
+                        "failing_since": None,
+                        "refused": seen,
+                        "long_poll": False,
+                    }
                 )
             )
             return Pulled("refused", exc.problems, exc.reason, repeated=state.refused == seen)
         repeated = state.failing_since is not None
         since = state.failing_since or now
-        self._write(state.model_copy(update={"attempted_at": now, "failing_since": since}))
+        self._write(
+            state.model_copy(
+                update={"attempted_at": now, "failing_since": since, "long_poll": False}
+            )
+        )
         return Pulled("unreachable", exc.problems, exc.reason, repeated=repeated)
 
     @contextlib.contextmanager

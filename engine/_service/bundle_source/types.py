@@ -17,6 +17,9 @@ class Limits:
 
     max_bytes: int
     timeout: float
+    long_poll: float | None = None
+    """Ask an HTTP source to hold a pull up to this many seconds until the bundle
+    changes (OPA's long polling: ``Prefer: wait=N``); None: ordinary polling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,16 @@ class Fetched:
 
     tag: str | None
     digest: str
+    long_polled: bool = False
+    """The server held the request until there was something new (``Preference-Applied``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The source still serves the bundle held (a ``304``, the same manifest digest);
+    ``long_polled``: the server held the request until its wait ran out."""
+
+    long_polled: bool = False
 
 
 class Source(Protocol):
@@ -36,8 +49,9 @@ class Source(Protocol):
         """What the source was named by (``https://…``, ``oci://…``)."""
         ...
 
-    def fetch(self, into: Path, *, tag: str | None, limits: Limits) -> Fetched | None:
-        """The bundle into ``into``, or None when the source still serves ``tag``."""
+    def fetch(self, into: Path, *, tag: str | None, limits: Limits) -> Fetched | Unchanged:
+        """The bundle into ``into``, or :class:`Unchanged` when the source still serves
+        ``tag``."""
         ...
 
     def push(self, archive: bytes, *, timeout: float) -> str:

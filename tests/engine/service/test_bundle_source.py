@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -64,7 +65,7 @@ def server() -> Iterator[StaticServer]:
     served.stop()
 
 
-def puller(tmp_path: Path, url: str, *, clock: Clock | None = None, **limits: int) -> Puller:
+def puller(tmp_path: Path, url: str, *, clock: Clock | None = None, **limits: float) -> Puller:
     return Puller(
         source=open_source(url),
         directory=tmp_path / "pulled",
@@ -400,3 +401,41 @@ def test_a_redirect_to_another_scheme_is_refused(tmp_path: Path) -> None:
         httpd.server_close()
     assert (pulled.outcome, pulled.reason) == ("refused", "bad-answer")
     assert "redirected to ftp://127.0.0.1/bundle.tar.gz, refused" in pulled.problems[0]
+
+
+# -- long polling (OPA's ``Prefer: wait``) ----------------------------------------------
+
+
+@pytest.mark.parametrize("supported", [True, False], ids=["server-long-polls", "server-does-not"])
+def test_a_long_poll_waits_for_the_next_bundle(
+    tmp_path: Path, server: StaticServer, clock: Clock, supported: bool
+) -> None:
+    server.long_poll = supported
+    pull = puller(tmp_path, server.url(), clock=clock, long_poll=10)
+    assert pull.pull().outcome == "new"  # nothing held yet: an ordinary GET
+    # While the request waits (or before it, on a server that does not long-poll)...
+    if supported:
+        threading.Timer(0.2, server.put, ("/bundle.tar.gz", signed_archive(2))).start()
+    else:
+        server.put("/bundle.tar.gz", signed_archive(2))
+    pulled = pull.pull()
+    # ...the answer is the new bundle, with no 304 before it.
+    assert (pulled.outcome, held(pull)) == ("new", 2)
+    assert server.answers[-1] == ("GET", 200)
+    assert pulled.long_polled is supported
+    # Another worker of the replica may follow a long poll at once: it is always due.
+    other = puller(tmp_path, server.url(), clock=clock, long_poll=10)
+    assert other.due(clock.now) is supported
+
+
+def test_a_long_poll_that_times_out_confirms_the_bundle(
+    tmp_path: Path, server: StaticServer, clock: Clock
+) -> None:
+    server.long_poll = True
+    pull = puller(tmp_path, server.url(), clock=clock, long_poll=1)
+    assert pull.pull().outcome == "new"
+    clock.now = NOW + timedelta(minutes=1)
+    pulled = pull.pull()
+    assert (pulled.outcome, pulled.long_polled) == ("unchanged", True)
+    assert server.answers[-1] == ("GET", 304)
+    assert pull.read_state().checked_at == clock.now
