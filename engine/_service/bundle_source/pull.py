@@ -214,7 +214,9 @@ class Puller:
             except BundleError as exc:
                 repeated = state.refused == fetched.digest
                 if report:
-                    self._write(answered.model_copy(update={"refused": fetched.digest}))
+                    # Back to the interval: a long poll would get this bundle again at once.
+                    refused = {"refused": fetched.digest, "long_poll": False}
+                    self._write(answered.model_copy(update=refused))
                 reason = exc.reason if isinstance(exc, SourceError) else type(exc).__name__
                 return Pulled(
                     "refused",

@@ -439,3 +439,18 @@ def test_a_long_poll_that_times_out_confirms_the_bundle(
     assert (pulled.outcome, pulled.long_polled) == ("unchanged", True)
     assert server.answers[-1] == ("GET", 304)
     assert pull.read_state().checked_at == clock.now
+
+
+def test_a_refused_bundle_ends_the_long_polls_until_the_interval(
+    tmp_path: Path, server: StaticServer, clock: Clock
+) -> None:
+    """Long polling past a refused bundle would download it again at once, forever: the
+    replica goes back to its interval."""
+    server.long_poll = True
+    pull = puller(tmp_path, server.url(), clock=clock, long_poll=10)
+    assert pull.pull().outcome == "new"
+    server.put("/bundle.tar.gz", signed_archive(2, signer=OTHER_SIGNER))
+    pulled = pull.pull()
+    assert (pulled.outcome, pulled.long_polled) == ("refused", True)
+    assert not pull.long_polling()
+    assert not pull.due(clock.now)
