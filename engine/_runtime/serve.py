@@ -59,6 +59,7 @@ from engine._runtime.prepare import (
     open_audit,
     open_challenges,
     prepare_ca,
+    pull_at_start,
     tls_mode,
     trust_roots,
 )
@@ -98,6 +99,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     Raises :class:`ServeError` or :class:`~engine.BundleError` before anything listens.
     """
     grpc_address, metrics_address = check_settings(settings)
+    pull_at_start(settings)  # bundle_url: the last good bundle when the source is down
     bundle = load_bundle(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Create the database and the signing key once, before workers race to.

@@ -47,6 +47,8 @@ from engine._errors import EngineError, ServeError
 from engine._runtime.prepare import (
     Address,
     bundle_key,
+    bundle_path,
+    bundle_puller,
     open_audit,
     open_challenges,
     prepare_ca,
@@ -83,6 +85,10 @@ AUTHORIZATION = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].f
 AUDIT = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 ATTESTATION = attestation_pb2.DESCRIPTOR.services_by_name["Attestation"].full_name
 HEALTH_POLL_SECONDS = 1.0
+BUNDLE_HEALTH = "docket.bundle"
+"""A health service name that is NOT_SERVING while the bundle is stale (the rest serve)."""
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
 DRAIN_SECONDS = 10.0
@@ -200,12 +206,15 @@ class Worker:
         self.engine = Engine(bundle)
         self.watcher = BundleWatcher(
             self.engine,
-            settings.bundle,
+            bundle_path(settings),
             interval=settings.bundle_poll_seconds,
             public_key=bundle_key(settings),
             guard=guard,
             clock=utcnow,
+            puller=bundle_puller(settings),
+            max_staleness=settings.max_bundle_staleness,
         )
+        self.watcher.on_freshness(metrics.bundle_freshness)
         # The CA and its revocation list first: one that does not verify stops the start
         # before anything runs.
         self.ca = prepare_ca(settings)
@@ -418,6 +427,8 @@ class Worker:
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         self._loop.run(self._set_all(status))
+        fresh = serving and not self.watcher.stale
+        self._loop.run(self.health.set(BUNDLE_HEALTH, SERVING if fresh else NOT_SERVING))
 
     async def _set_all(self, status: int) -> None:
         for name in ("", DECISIONS, AUTHORIZATION, ATTESTATION, AUDIT):

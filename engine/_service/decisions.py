@@ -215,6 +215,8 @@ class DecisionService:
         now = self.clock()
         bundle = self.engine.bundle
         decisions = self.engine.decide_batch(requests, now=now)
+        if self._watcher.freshness is not None:  # a stale pulled bundle: @fresh_policy
+            decisions = list(self._watcher.freshness.vet(bundle, decisions, now))
         ids = [decision_id(now) for _ in decisions]
         entries = [
             decision_entry(

@@ -108,6 +108,19 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self.bundle_age = Gauge(
+            "docket_bundle_age_seconds",
+            "Seconds since the bundle source (bundle_url) last served the bundle in force.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.bundle_stale = Gauge(
+            "docket_bundle_stale",
+            "1 while the pulled bundle is past max_bundle_staleness (permits marked "
+            "@fresh_policy then do not allow), else 0.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self._memo_seen = (0, 0)
         self._version: str | None = None
         # Labelled children, looked up once: `labels()` costs microseconds per call.
@@ -142,6 +155,11 @@ class Metrics:
             self._child(self.memo_lookups, "miss").inc(misses - seen_misses)
         self._memo_seen = (max(hits, seen_hits), max(misses, seen_misses))
         self.memo_entries.set(entries)
+
+    def bundle_freshness(self, age: float | None, stale: bool) -> None:
+        """Record the pulled bundle's age (-1 when never confirmed) and staleness."""
+        self.bundle_age.set(-1 if age is None else age)
+        self.bundle_stale.set(int(stale))
 
     @contextmanager
     def track(self, api: str) -> Iterator[None]:
