@@ -72,6 +72,9 @@ from engine._service.metrics import (
     shared_metrics,
     worker_exited,
 )
+from engine._service.revocation_source import STATE_NAME as REVOCATIONS_STATE
+from engine._service.revocation_source import RevocationPuller
+from engine._service.revocation_source import start as start_pulling
 
 log = structlog.get_logger("docket.serve")
 
@@ -129,10 +132,30 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
         )
 
     plan = _Plan(settings, bundle, grpc_address, metrics_address, ready)
-    if settings.workers == 1:
-        _serve_one(plan)
-    else:
-        _supervise(plan)
+    stop_pulling = _pull_revocations(settings)
+    try:
+        if settings.workers == 1:
+            _serve_one(plan)
+        else:
+            _supervise(plan)
+    finally:
+        stop_pulling()
+
+
+def _pull_revocations(settings: Settings) -> Callable[[], None]:
+    """With ``revocations_url``: pull the revocation list into the CA directory, once per
+    replica (this process: the one process, or the supervisor), until the server stops."""
+    if settings.revocations_url is None:
+        return lambda: None
+    return start_pulling(
+        RevocationPuller(
+            settings.revocations_url,
+            settings.ca_dir,
+            settings.data_dir / REVOCATIONS_STATE,
+            interval=settings.revocations_pull_seconds,
+            timeout=settings.bundle_pull_timeout_seconds,
+        )
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -106,6 +106,26 @@ class Settings(BaseSettings):
     health (``docket.bundle``) and metrics (``docket_bundle_stale``) say so, and permits
     annotated ``@fresh_policy`` stop allowing (the rest keeps working). None: never."""
 
+    revocations_url: str | None = None
+    """Pull the CA's signed revocation list from here (``http://…``/``https://…``: another
+    replica's ``/.well-known/docket-revocations.json``, or a static copy): verified with
+    this replica's CA, never older than the list in force, installed in the CA directory
+    (every process applies it within ``revocation_poll_seconds``). None: only ``docket ca
+    revoke`` on this replica's CA directory changes it."""
+    revocations_pull_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    """How often ``revocations_url`` is asked (give or take 10 %)."""
+    max_revocation_staleness: float | None = Field(default=None, gt=0)
+    """Seconds after which a pulled revocation list the source has not confirmed is stale:
+    health (``docket.revocations``) and metrics (``docket_revocations_stale``) say so, and
+    permits annotated ``@fresh_policy`` stop allowing. None: never."""
+
+    @field_validator("revocations_url")
+    @classmethod
+    def _revocations_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: expected http://… or https://…")
+        return value
+
     @field_validator("bundle_url")
     @classmethod
     def _bundle_url(cls, value: str | None) -> str | None:

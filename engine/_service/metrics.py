@@ -121,6 +121,19 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        self.revocations_age = Gauge(
+            "docket_revocations_age_seconds",
+            "Seconds since revocations_url last served the revocation list in force.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.revocations_stale = Gauge(
+            "docket_revocations_stale",
+            "1 while the pulled revocation list is past max_revocation_staleness (permits "
+            "marked @fresh_policy then do not allow), else 0.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self._memo_seen = (0, 0)
         self._version: str | None = None
         # Labelled children, looked up once: `labels()` costs microseconds per call.
@@ -160,6 +173,11 @@ class Metrics:
         """Record the pulled bundle's age (-1 when never confirmed) and staleness."""
         self.bundle_age.set(-1 if age is None else age)
         self.bundle_stale.set(int(stale))
+
+    def revocations_freshness(self, age: float | None, stale: bool) -> None:
+        """Record the pulled revocation list's age (-1 when never confirmed) and staleness."""
+        self.revocations_age.set(-1 if age is None else age)
+        self.revocations_stale.set(int(stale))
 
     @contextmanager
     def track(self, api: str) -> Iterator[None]:

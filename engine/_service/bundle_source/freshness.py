@@ -32,10 +32,19 @@ ANNOTATION = "fresh_policy"
 
 class Freshness:
     """The age of the bundle in force (``confirmed_at``: when its source last served it,
-    set by the watcher) against ``max_staleness`` seconds (None: never stale)."""
+    set by the watcher) against ``max_staleness`` seconds (None: never stale). ``what``
+    and ``setting`` name what is aged in a stale decision's errors (the revocation list
+    is aged the same way: :mod:`engine._service.revocation_source`)."""
 
-    def __init__(self, max_staleness: float | None) -> None:
+    def __init__(
+        self,
+        max_staleness: float | None,
+        *,
+        what: str = "the bundle",
+        setting: str = "max_bundle_staleness",
+    ) -> None:
         self.max_staleness = max_staleness
+        self.what, self.setting = what, setting
         self.confirmed_at: datetime | None = None
         self._marked: tuple[str | None, frozenset[str]] = (None, frozenset())
 
@@ -85,8 +94,8 @@ class Freshness:
         age = self.age(now)
         known = "never confirmed" if age is None else f"last confirmed {age:.0f} s ago"
         message = (
-            f"needs fresh policy (@{ANNOTATION}), but the bundle is stale: {known}, past "
-            f"max_bundle_staleness of {self.max_staleness:g} s"
+            f"needs fresh policy (@{ANNOTATION}), but {self.what} is stale: {known}, past "
+            f"{self.setting} of {self.max_staleness:g} s"
         )
         return decision.model_copy(
             update={

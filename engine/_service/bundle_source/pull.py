@@ -228,7 +228,7 @@ class Puller:
             if bundle.version == state.version and self.archive.exists():
                 self._write(answered.model_copy(update={"checked_at": now, "tag": fetched.tag}))
                 return Pulled("unchanged", version=state.version, long_polled=fetched.long_polled)
-            _install(incoming, self.archive)
+            install(incoming, self.archive)
             self._write(
                 answered.model_copy(
                     update={
@@ -292,10 +292,10 @@ class Puller:
         fd, name = tempfile.mkstemp(dir=self.directory, prefix=".source.")
         with os.fdopen(fd, "w") as out:
             out.write(state.model_dump_json(indent=2) + "\n")
-        _install(Path(name), self.state_path)
+        install(Path(name), self.state_path)
 
 
-def _install(temporary: Path, target: Path) -> None:
+def install(temporary: Path, target: Path) -> None:
     """Rename ``temporary`` over ``target`` so that a power cut leaves one or the other
     whole: its bytes reach the disk first, then the rename (the folder's entry)."""
     with temporary.open("rb") as written:

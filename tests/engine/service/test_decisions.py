@@ -174,3 +174,34 @@ def test_a_stale_pulled_bundle_denies_what_needs_fresh_policy(tmp_path: Path) ->
         assert service.authorize([only_wire], api="authorize")[0].decision.allowed
     finally:
         log.close()
+
+
+def test_a_stale_pulled_revocation_list_denies_what_needs_fresh_policy(tmp_path: Path) -> None:
+    """Issue 16: the same holds for the revocation list (``max_revocation_staleness``),
+    with a local bundle: the denial names the list."""
+    from sample_bundle import bundle_files
+
+    from engine._service.bundle_source import Freshness
+
+    fresh = '@id("wire")\n@fresh_policy\npermit (principal, action, resource);\n'
+    engine = Engine(PolicyBundle.from_files(bundle_files({"30-wire.cedar": fresh})))
+    watcher = BundleWatcher(engine, tmp_path / "bundle")
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
+    service = DecisionService(engine, watcher, Metrics(), log, clock=lambda: NOW)
+    service.revocations = Freshness(
+        60, what="the revocation list", setting="max_revocation_staleness"
+    )
+    request = Request(
+        principal=EntityUID(type="User", id="bob"),
+        action=EntityUID(type="Action", id="read"),
+        resource=EntityUID(type="Data", id="orphan"),
+    )
+    try:
+        (denied,) = service.authorize([request], api="authorize")
+        (error,) = denied.decision.errors
+        assert "but the revocation list is stale: never confirmed" in error.message
+        assert "max_revocation_staleness of 60 s" in error.message
+        service.revocations.confirmed_at = NOW
+        assert service.authorize([request], api="authorize")[0].decision.allowed
+    finally:
+        log.close()
