@@ -16,9 +16,7 @@ def test_an_exported_tree_runs_its_own_engine_even_from_the_checkout(tmp_path: P
     cli = tmp_path / "engine" / "cli"
     cli.mkdir(parents=True)
     (tmp_path / "engine" / "__init__.py").write_text("")
-    (cli / "__init__.py").write_text(
-        "import sys\n\ndef run():\n    print(__file__, *sys.argv)\n"
-    )
+    (cli / "__init__.py").write_text("import sys\n\ndef run():\n    print(__file__, *sys.argv)\n")
     argv = [*bench_compare.tree_command(tmp_path), "serve", "--here"]
     shown = subprocess.run(
         argv, cwd=bench_compare.ROOT, capture_output=True, text=True, check=True, timeout=60
