@@ -82,6 +82,7 @@ TARGET_P99_MS = 10.0
 TARGET_CPU_VS_TRIVIAL = 2.5
 TARGET_ENTRIES_PER_COMMIT = 8.0
 SUSTAINED = 0.98  # of the offered rate answered, for a p99 to count
+Batches = Callable[[], list[bench_cerbos.Batch]]  # the batch bodies, with a fresh token
 
 
 # Seconds of each run (h2load takes whole seconds): the rounds' runs (authorize and
@@ -107,6 +108,7 @@ class Sample:
     per_commit: float | None  # audit entries per commit (Docket)
     p50_ms: float
     p99_ms: float
+    answered: bool = True  # no call failed (HTTP, or a gRPC error: message bytes missing)
 
 
 def cpu_us_per_call(cpu_seconds: float | None, calls: int) -> float | None:
@@ -139,16 +141,36 @@ def medians(samples: Sequence[Sample]) -> list[Sample]:
             _median([s.per_commit for s in group]),
             statistics.median(s.p50_ms for s in group),
             statistics.median(s.p99_ms for s in group),
+            all(s.answered for s in group),
         )
         for (server, load), group in groups.items()
     ]
+
+
+def answered(result: LoadResult) -> bool:
+    """The run's calls were answered: no more than 1 % failed at the HTTP level, and at
+    least 99 % of the message bytes came (a gRPC error carries none)."""
+    return result.failed <= 0.01 * result.measured_ok and result.data_ratio >= 0.99
+
+
+def figure_of(
+    figures: Sequence[Sample], server: str, load: str, value: Callable[[Sample], float | None]
+) -> tuple[float | None, str]:
+    """A median figure of ``server`` under ``load``, or None and why there is none (calls
+    failed in one of its rounds: a figure of errors, not of answers)."""
+    found = next((s for s in figures if (s.server, s.load) == (server, load)), None)
+    if found is None or value(found) is None:
+        return None, f"no figure for {server}"
+    if not found.answered:
+        return None, f"calls failed in a round of {server}"
+    return value(found), ""
 
 
 def samples_table(samples: Sequence[Sample], *, skipped: dict[str, str]) -> str:
     """The samples as a table (round ``median`` for medians), and a row per skipped server."""
     headers = (
         *("server", "load", "round", "calls/s", "decisions/s", "srv CPU µs/call"),
-        *("entries/commit", "p50 ms", "p99 ms"),
+        *("entries/commit", "p50 ms", "p99 ms", "all OK"),
     )
     rows: list[tuple[object, ...]] = [
         (
@@ -161,10 +183,11 @@ def samples_table(samples: Sequence[Sample], *, skipped: dict[str, str]) -> str:
             "n/a" if s.per_commit is None else f"{s.per_commit:.1f}",
             f"{s.p50_ms:.2f}",
             f"{s.p99_ms:.2f}",
+            "yes" if s.answered else "NO",
         )
         for s in samples
     ]
-    rows += [(name, "SKIPPED", *["-"] * 7) for name in skipped]
+    rows += [(name, "SKIPPED", *["-"] * 8) for name in skipped]
     return table(headers, rows)
 
 
@@ -186,17 +209,13 @@ def ratio_target(
     unit: str,
     *,
     cost: bool = False,
-    missing: str = "",
+    unjudged: str = "",
 ) -> Target:
     """``mine`` ≥ ``factor`` times ``theirs``, a figure of the same run (with ``cost``: ≤,
-    lower is better). Not judged without both figures; ``missing``: why ``theirs`` was
-    skipped."""
+    lower is better). Not judged without both figures; ``unjudged`` says why."""
     goal = f"{'≤' if cost else '≥'} {factor:g}x {theirs[0]}"
-    if theirs[1] is None:
-        why = f"{theirs[0]} SKIPPED: {missing}" if missing else f"no figure for {theirs[0]}"
-        return Target(name, goal, "NOT JUDGED", why)
-    if mine[1] is None:
-        return Target(name, goal, "NOT JUDGED", f"no figure for {mine[0]}")
+    if mine[1] is None or theirs[1] is None:
+        return Target(name, goal, "NOT JUDGED", unjudged or "a figure is missing")
     ratio = mine[1] / theirs[1]
     figure = f"{mine[0]} {mine[1]:,.0f}{unit}, {theirs[0]} {theirs[1]:,.0f}{unit}: {ratio:.2f}x"
     met = ratio <= factor if cost else ratio >= factor
@@ -218,11 +237,12 @@ def latency_target(*, p99_ms: float, offered: int, answered: float) -> Target:
     )
 
 
-def entries_target(per_commit: float | None) -> Target:
+def entries_target(per_commit: float | None, unjudged: str = "") -> Target:
     """≥ 8 audit entries per commit (one fsync) at 256 calls in flight."""
     name, goal = f"entries per commit at {DEEP}", f"≥ {TARGET_ENTRIES_PER_COMMIT:g}"
     if per_commit is None:
-        return Target(name, goal, "NOT JUDGED", "no docket_audit_entries_per_commit figure")
+        why = unjudged or "no docket_audit_entries_per_commit figure"
+        return Target(name, goal, "NOT JUDGED", why)
     met = per_commit >= TARGET_ENTRIES_PER_COMMIT
     return Target(name, goal, "MET" if met else "NOT MET", f"{per_commit:.1f}")
 
@@ -292,6 +312,7 @@ class Peer:
     bodies: list[bytes]
     sizes: list[int]
     runner: Runner | None = None  # a Docket: its per-run checks and metrics
+    renew: Callable[[], None] | None = None  # a Docket: mint its device token again
 
 
 @dataclass(slots=True)
@@ -345,7 +366,7 @@ class Bench:
                 workdir=self.tmp,
                 server_pgid=server.pgid,
             )
-            if result.failed or not result.data_ratio >= 0.99:
+            if not answered(result):
                 warning = (
                     f"{label}: {result.failed} failed, {result.data_ratio:.1%} of the "
                     "expected message bytes: some calls ended in an error"
@@ -365,6 +386,7 @@ class Bench:
                 None if server.runner is None else server.runner.per_commit[label],
                 result.p50_ms,
                 result.p99_ms,
+                answered(result),
             )
         )
         print(f"  {label}: {result.per_second:,.0f} calls/s, cores {cores(result)}", flush=True)
@@ -374,14 +396,21 @@ class Bench:
 def docket_peer(name: str, server: Docket, data: Path, cases: list[Case], tmp: Path) -> Peer:
     """A running ``docket serve`` with its data directory ``data``, checked: every body of
     the mix (the attested one with a device token from its own CA) answers OK with the
-    decision its case expects."""
+    decision its case expects. A device token lives 5 minutes (``MAX_JWT_TTL``), less than
+    a full run: :attr:`Peer.renew` mints the bodies again, and checks them again."""
     ca = CertificateAuthority.load(data / "ca")
-    sent = [bench_cerbos.on_the_wire(case, ca) for case in cases]
-    sizes = [verify_authorize(server.grpc, case) for case in sent]
-    print(f"  verified: {name} answers the {len(sent)} mix bodies OK as their cases expect")
     runner = Runner(server, tmp, replace(FULL, warm_up=0))  # warm-ups: Bench.measure's
-    bodies = [case.message.SerializeToString() for case in sent]
-    return Peer(name, server.grpc, server.pgid, AUTHORIZE, bodies, sizes, runner)
+    peer = Peer(name, server.grpc, server.pgid, AUTHORIZE, [], [], runner)
+
+    def renew() -> None:
+        sent = [bench_cerbos.on_the_wire(case, ca) for case in cases]
+        peer.sizes = [verify_authorize(server.grpc, case) for case in sent]
+        peer.bodies = [case.message.SerializeToString() for case in sent]
+
+    renew()
+    peer.renew = renew
+    print(f"  verified: {name} answers the {len(cases)} mix bodies OK as their cases expect")
+    return peer
 
 
 def start_trivial(bench: Bench, stack: ExitStack) -> None:
@@ -395,7 +424,7 @@ def start_trivial(bench: Bench, stack: ExitStack) -> None:
         if answer.code != grpc.StatusCode.OK or answer.message != reply:
             raise RuntimeError(f"{TRIVIAL}: {answer.code.name}, not Docket's answer")
     print(f"  verified: {TRIVIAL} on {address} answers every mix body with Docket's bytes")
-    bench.up[TRIVIAL] = Peer(TRIVIAL, address, pgid, AUTHORIZE, docket.bodies, docket.sizes)
+    bench.up[TRIVIAL] = Peer(TRIVIAL, address, pgid, AUTHORIZE, list(docket.bodies), docket.sizes)
 
 
 def start_previous(bench: Bench, stack: ExitStack, cases: list[Case]) -> str:
@@ -416,14 +445,15 @@ def start_previous(bench: Bench, stack: ExitStack, cases: list[Case]) -> str:
         return revision
 
 
-def start_cerbos(bench: Bench, stack: ExitStack, cases: list[Case]) -> list[bench_cerbos.Batch]:
+def start_cerbos(bench: Bench, stack: ExitStack, cases: list[Case]) -> Batches:
     """Cerbos, once it decides the 40 cases of its agreement table as Docket does, with
-    the mix as CheckResources of one resource; and the batches, checked on both."""
+    the mix as CheckResources of one resource; and what makes the batches (a fresh
+    device token), checked on both, each time it is called."""
     binary, reason = bench_cerbos.cerbos_binary()
     if binary is None:
         bench.skipped[CERBOS] = reason
         print(f"  {CERBOS}: SKIPPED ({reason})")
-        return []
+        return list
     docket = bench.up[DOCKET]
     ca = CertificateAuthority.load(bench.tmp / "docket" / "ca")
     requests = {name: request for name, request, _ in bench_cerbos.data_cases()}
@@ -444,11 +474,15 @@ def start_cerbos(bench: Bench, stack: ExitStack, cases: list[Case]) -> list[benc
                     raise RuntimeError(f"CheckResources: {answer.code.name}: {answer.details}")
                 sizes.append(len(_load.frame(answer.message)))
             main = next(case for case in bundle_cases() if case.name == bench_cerbos.CASE)
-            on_wire = bench_cerbos.on_the_wire(main, ca)
-            batches = [
-                bench_cerbos.batch(docket.address, address, on_wire, requests[main.name], n)
-                for n in bench_cerbos.BATCH_SIZES
-            ]
+
+            def batches() -> list[bench_cerbos.Batch]:
+                on_wire = bench_cerbos.on_the_wire(main, ca)
+                return [
+                    bench_cerbos.batch(docket.address, address, on_wire, requests[main.name], n)
+                    for n in bench_cerbos.BATCH_SIZES
+                ]
+
+            batches()
             print(
                 f"  verified: BatchAuthorize and CheckResources x"
                 f"{' and x'.join(map(str, bench_cerbos.BATCH_SIZES))} agree on every resource"
@@ -457,16 +491,18 @@ def start_cerbos(bench: Bench, stack: ExitStack, cases: list[Case]) -> list[benc
     except RuntimeError as exc:
         bench.skipped[CERBOS] = str(exc).splitlines()[0]
         print(f"  {CERBOS}: SKIPPED ({bench.skipped[CERBOS]})")
-        return []
+        return list
     bench.up[CERBOS] = Peer(CERBOS, address, pgid, bench_cerbos.CHECK_RESOURCES, bodies, sizes)
     return batches
 
 
-def rounds(bench: Bench, batches: list[bench_cerbos.Batch]) -> None:
+def rounds(bench: Bench, batches: Batches) -> None:
     """The alternating rounds: each load on every server in turn, the order rotated every
-    round; then the batches on Docket and Cerbos."""
+    round; then the batches on Docket and Cerbos. Each round starts with fresh device
+    tokens, checked."""
     names = [name for name in SERVERS if name in bench.up]
     for number in range(1, bench.rounds + 1):
+        renew(bench)
         shift = (number - 1) % len(names)
         order = names[shift:] + names[:shift]
         for load, depth in ((SHALLOW, 1), (DEEP, DEEP_STREAMS)):
@@ -476,7 +512,7 @@ def rounds(bench: Bench, batches: list[bench_cerbos.Batch]) -> None:
                     Stream(body, CONNECTIONS_PER_BODY, streams=depth) for body in peer.bodies
                 ]
                 bench.measure(peer, load, number, streams, peer.sizes)
-        for each in batches:
+        for each in batches():
             for name in (n for n in order if n in (DOCKET, CERBOS)):
                 docket = name == DOCKET
                 bench.measure(
@@ -495,6 +531,13 @@ def rounds(bench: Bench, batches: list[bench_cerbos.Batch]) -> None:
                 )
 
 
+def renew(bench: Bench) -> None:
+    """Every Docket's bodies with a fresh device token, checked again."""
+    for peer in bench.up.values():
+        if peer.renew is not None:
+            peer.renew()
+
+
 def latency(bench: Bench) -> dict[str, tuple[int, LoadResult]]:
     """Each Docket at half its median throughput at 256 in flight, open loop: the same
     bodies and connections, ``--rps`` per connection, up to 16 streams each."""
@@ -504,6 +547,7 @@ def latency(bench: Bench) -> dict[str, tuple[int, LoadResult]]:
         if name not in bench.up:
             continue
         peer = bench.up[name]
+        renew(bench)
         connections = len(peer.bodies) * CONNECTIONS_PER_BODY
         per_connection = max(1, round(deep[name] / 2 / connections))
         offered = per_connection * connections
@@ -567,11 +611,30 @@ def report(
         f"durable audit log; {TRIVIAL}: grpc.aio, one process; srv CPU µs/call: the server's "
         "process group's CPU time across the measured run / calls answered"
     )
-    figure = {(s.server, s.load): s for s in middle}
 
-    def of(server: str, load: str, value: Callable[[Sample], float | None]) -> float | None:
-        found = figure.get((server, load))
-        return None if found is None else value(found)
+    def versus(
+        name: str,
+        factor: float,
+        load: str,
+        value: Callable[[Sample], float | None],
+        other: str,
+        unit: str,
+        *,
+        cost: bool = False,
+    ) -> Target:
+        mine, why_mine = figure_of(middle, DOCKET, load, value)
+        theirs, why_theirs = figure_of(middle, other, load, value)
+        if other in bench.skipped:
+            why_theirs = f"{other} SKIPPED: {bench.skipped[other]}"
+        return ratio_target(
+            name,
+            factor,
+            (DOCKET, mine),
+            (other, theirs),
+            unit,
+            cost=cost,
+            unjudged=why_theirs or why_mine,
+        )
 
     def calls(s: Sample) -> float:
         return s.calls_per_s
@@ -584,35 +647,22 @@ def report(
 
     throughput = f"durable Authorize throughput at {DEEP}"
     targets = [
-        ratio_target(
-            throughput, TARGET_VS_PREVIOUS, (DOCKET, of(DOCKET, DEEP, calls)),
-            (PREVIOUS, of(PREVIOUS, DEEP, calls)), "/s", missing=bench.skipped.get(PREVIOUS, ""),
-        ),
-        ratio_target(
-            throughput, TARGET_VS_CERBOS, (DOCKET, of(DOCKET, DEEP, calls)),
-            (CERBOS, of(CERBOS, DEEP, calls)), "/s", missing=bench.skipped.get(CERBOS, ""),
-        ),
+        versus(throughput, TARGET_VS_PREVIOUS, DEEP, calls, PREVIOUS, "/s"),
+        versus(throughput, TARGET_VS_CERBOS, DEEP, calls, CERBOS, "/s"),
     ]  # fmt: skip
     if DOCKET in latencies:
         offered, result = latencies[DOCKET]
-        targets.append(
-            latency_target(p99_ms=result.p99_ms, offered=offered, answered=result.per_second)
-        )
-    targets.append(
-        ratio_target(
-            f"CPU per durable Authorize at {DEEP}", TARGET_CPU_VS_TRIVIAL,
-            (DOCKET, of(DOCKET, DEEP, cpu)), (TRIVIAL, of(TRIVIAL, DEEP, cpu)), " µs", cost=True,
-        )
-    )  # fmt: skip
-    targets.append(entries_target(of(DOCKET, DEEP, lambda s: s.per_commit)))
-    for n in bench_cerbos.BATCH_SIZES:
-        mine, theirs = of(DOCKET, f"x{n}", decisions), of(CERBOS, f"x{n}", decisions)
-        targets.append(
-            ratio_target(
-                f"BatchAuthorize x{n} decisions/s", 1, (DOCKET, mine), (CERBOS, theirs), "/s",
-                missing=bench.skipped.get(CERBOS, ""),
-            )
-        )  # fmt: skip
+        target = latency_target(p99_ms=result.p99_ms, offered=offered, answered=result.per_second)
+        if not answered(result):
+            target = replace(target, verdict="NOT JUDGED", figure="calls failed during the run")
+        targets.append(target)
+    targets += [
+        versus(f"CPU per durable Authorize at {DEEP}", TARGET_CPU_VS_TRIVIAL, DEEP, cpu, TRIVIAL,
+               " µs", cost=True),
+        entries_target(*figure_of(middle, DOCKET, DEEP, lambda s: s.per_commit)),
+        *(versus(f"BatchAuthorize x{n} decisions/s", 1, f"x{n}", decisions, CERBOS, "/s")
+          for n in bench_cerbos.BATCH_SIZES),
+    ]  # fmt: skip
     warnings = bench.warnings + [
         w for p in bench.up.values() if p.runner for w in p.runner.warnings
     ]

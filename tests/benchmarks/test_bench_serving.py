@@ -3,9 +3,15 @@ over rounds, and how each target is judged and printed. Nothing here is timed.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
 import pytest
 
 from benchmarks import bench_serving as bs
+from benchmarks._load import call
+from benchmarks.bench_grpc import AUTHORIZE
 
 
 def sample(server: str, round_: int, calls: float, **figures: float | None) -> bs.Sample:
@@ -70,7 +76,7 @@ def test_a_ratio_target_is_judged_against_the_other_server_of_the_same_run(
 ) -> None:
     target = bs.ratio_target(
         "Authorize throughput", 2.5, ("Docket", mine), ("previous", theirs), "/s",
-        missing="no git",
+        unjudged="previous SKIPPED: no git",
     )  # fmt: skip
     assert (target.verdict, target.figure) == (verdict, figure)
     assert bs.target_line(target) == (
@@ -94,8 +100,8 @@ def test_a_cost_target_is_met_at_or_under_its_bound() -> None:
 
 
 def test_a_target_without_its_own_figure_is_not_judged() -> None:
-    target = bs.ratio_target("entries", 8, ("Docket", None), ("", 1.0), "", missing="")
-    assert target.verdict == "NOT JUDGED"
+    target = bs.ratio_target("entries", 8, ("Docket", None), ("", 1.0), "")
+    assert (target.verdict, target.figure) == ("NOT JUDGED", "a figure is missing")
 
 
 @pytest.mark.parametrize(
@@ -119,7 +125,7 @@ def test_the_table_shows_a_skipped_server_and_every_round() -> None:
     text = bs.samples_table(rounds, skipped={"Cerbos 0.51.0": "npm not found"})
     header, _rule, docket, cerbos = text.splitlines()
     assert header.split()[:3] == ["server", "load", "round"]
-    assert docket.split()[-7:] == ["1", "1,000", "1,000", "900", "9.3", "1.00", "2.00"]
+    assert docket.split()[-8:] == ["1", "1,000", "1,000", "900", "9.3", "1.00", "2.00", "yes"]
     assert "SKIPPED" in cerbos
 
 
@@ -133,3 +139,45 @@ def test_the_table_shows_a_skipped_server_and_every_round() -> None:
 )
 def test_entries_per_commit_at_depth(per_commit: float | None, verdict: str) -> None:
     assert bs.entries_target(per_commit).verdict == verdict
+
+
+def test_the_trivial_server_answers_each_body_with_the_bytes_recorded_for_it(
+    tmp_path: Path,
+) -> None:
+    pairs = {b"\x0a\x01a": b"\x08\x01", b"\x0a\x01b": b"\x08\x02 answer"}
+    with bs.trivial_server(pairs, tmp_path) as (address, _pgid):
+        answers = [call(address, AUTHORIZE, body) for body in pairs]
+        unknown = call(address, AUTHORIZE, b"\x0a\x01c")
+    assert [(a.code, a.message) for a in answers] == [
+        (grpc.StatusCode.OK, reply) for reply in pairs.values()
+    ]
+    assert unknown.code != grpc.StatusCode.OK
+
+
+def test_a_round_whose_calls_failed_marks_the_median_and_is_shown() -> None:
+    failed = replace(sample("Docket", 2, 9000, cpu_us=100), answered=False)
+    rounds = [sample("Docket", 1, 1000, cpu_us=900), failed]
+    (median,) = bs.medians(rounds)
+    assert not median.answered
+    text = bs.samples_table([*rounds, median], skipped={})
+    assert [line.split()[-1] for line in text.splitlines()[2:]] == ["yes", "NO", "NO"]
+
+
+def test_no_target_is_judged_on_a_figure_from_failed_calls() -> None:
+    good = sample("trivial", 1, 5000, cpu_us=250)
+    bad = replace(sample("Docket", 1, 9000, cpu_us=100), answered=False)
+    figures = bs.medians([good, bad])
+    assert bs.figure_of(figures, "trivial", "256 in flight", lambda s: s.cpu_us) == (250, "")
+    assert bs.figure_of(figures, "Docket", "256 in flight", lambda s: s.cpu_us) == (
+        None,
+        "calls failed in a round of Docket",
+    )
+    assert bs.figure_of(figures, "Cerbos", "256 in flight", lambda s: s.cpu_us) == (
+        None,
+        "no figure for Cerbos",
+    )
+    target = bs.ratio_target(
+        "CPU", 2.5, ("Docket", None), ("trivial", 250.0), " µs", cost=True,
+        unjudged="calls failed in a round of Docket",
+    )  # fmt: skip
+    assert (target.verdict, target.figure) == ("NOT JUDGED", "calls failed in a round of Docket")
