@@ -23,6 +23,7 @@ from benchmarks import (
     bench_envoy,
     bench_grpc,
     bench_index,
+    bench_serving,
     bench_startup,
 )
 from benchmarks._common import machine, machine_line
@@ -37,6 +38,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
     "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
+    "serving": (
+        "side by side: trivial grpcio, previous Docket, Docket, Cerbos (issue 15's targets)",
+        bench_serving.run,
+    ),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
