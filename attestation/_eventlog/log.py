@@ -1,8 +1,8 @@
-"""The TCG PC Client boot event log: a strict parser, PCR replay, and event-data decoders.
+"""The TCG PC Client boot event log: its values and its strict parser.
 
-Pure: bytes in, values out, no I/O. The log is the firmware's record of what it measured
-into the TPM (``/sys/kernel/security/tpm0/binary_bios_measurements`` on Linux), in the
-format of the TCG PC Client Platform Firmware Profile (PFP), all integers little-endian:
+The log is the firmware's record of what it measured into the TPM
+(``/sys/kernel/security/tpm0/binary_bios_measurements`` on Linux), in the format of the TCG
+PC Client Platform Firmware Profile (PFP), all integers little-endian:
 
 - **SHA-1** (TPM 1.2 era): every event a TCG_PCClientPCREvent — pcrIndex, eventType, a
   20-byte SHA-1 digest, eventDataSize, the data;
@@ -11,31 +11,21 @@ format of the TCG PC Client Platform Firmware Profile (PFP), all integers little
   TCG_PCR_EVENT2 records — pcrIndex, eventType, a digest count and that many (algorithm id,
   digest) pairs, eventSize, the data.
 
-    parse_event_log(raw)          -> EventLog (events, banks, spec_id, startup_locality)
-    replay(log, bank, pcrs)       -> {pcr: value} the log extends to, from the initial values
-    check_replay(log, bank, quoted)  the log replays to the quoted PCRs, or EventLogError
-                                  naming the first PCR that differs
-    check_event_data(event, bank) the event's data is what its digest measured
-    efi_variable / efi_image_load / event_text   an event's data, decoded by its type
-
 Parsing is strict: any malformed input raises EventLogError with the offset, the event and
-what is wrong; nothing else escapes. A replayed log proves the *digests*; an event's *data*
-is only proven where its digest is of that data (``check_event_data``): an image load's
-digest is of the image, not of the device path it names.
+what is wrong; nothing else escapes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
 from attestation._errors import EventLogError
-from attestation._tpm import HASH_IDS, HASHES
+from attestation._tpm import HASHES
 
 MAX_EVENT_LOG_BYTES: Final = 1 << 20
 """The largest log parsed. Real logs are 15-75 KB (a long dbx and many option ROMs
@@ -116,7 +106,8 @@ _OTHER_ALGORITHMS: Final = {
     0x0028: "sha3_384",
     0x0029: "sha3_512",
 }
-_PCR_COUNT: Final = 24
+PCR_COUNT: Final = 24
+"""PCRs 0-23, as the PC Client profile has them."""
 _MAX_SPEC_ALGORITHMS: Final = 16
 _MAX_DIGEST_SIZE: Final = 64
 _SPEC_ID_03: Final = b"Spec ID Event03\x00"
@@ -130,9 +121,6 @@ _U32: Final = struct.Struct("<I")
 _U16: Final = struct.Struct("<H")
 _SPEC_BODY: Final = struct.Struct("<IBBBBI")  # platformClass, minor, major, errata, uintn, n
 _ALG_SIZE: Final = struct.Struct("<HH")
-_VARIABLE_HEAD: Final = struct.Struct("<16sQQ")  # VariableName GUID, name length, data length
-_IMAGE_HEAD: Final = struct.Struct("<QQQQ")  # location, length, link-time address, path length
-_NODE_HEAD: Final = struct.Struct("<BBH")  # device path node: type, subtype, length
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,47 +146,6 @@ class EventLog:
     banks: tuple[str, ...]
     spec_id: str | None
     startup_locality: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EfiVariable:
-    """UEFI_VARIABLE_DATA: the variable's vendor GUID (``8be4df61-93ca-11d2-aa0d-…``), its
-    name ("SecureBoot", "db") and its data."""
-
-    guid: str
-    name: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class EfiImageLoad:
-    """UEFI_IMAGE_LOAD_EVENT: where the image was loaded, its length, its link-time address
-    and the UEFI device path it was loaded from. The event's digest is of the image (a PE
-    Authenticode hash), not of these fields: they are the firmware's word only."""
-
-    location: int
-    length: int
-    link_time_address: int
-    device_path: bytes
-
-    @property
-    def file_path(self) -> str | None:
-        """The text of the device path's file-path nodes (``\\EFI\\BOOT\\BOOTX64.EFI``),
-        or None when it has none or is malformed."""
-        path, parts = self.device_path, []
-        offset = 0
-        while offset + _NODE_HEAD.size <= len(path):
-            kind, subtype, length = _NODE_HEAD.unpack_from(path, offset)
-            if length < _NODE_HEAD.size or offset + length > len(path) or kind == 0x7F:
-                break
-            if (kind, subtype) == (4, 4):  # MEDIA_DEVICE_PATH / MEDIA_FILEPATH_DP
-                try:
-                    parts.append(path[offset + 4 : offset + length].decode("utf-16-le"))
-                except UnicodeDecodeError:
-                    return None
-            offset += length
-        text = "".join(part.rstrip("\x00") for part in parts)
-        return text or None
 
 
 def type_name(event_type: int) -> str:
@@ -283,7 +230,7 @@ def _event(
             index,
             f"event data of {size} bytes runs past the end of the log ({len(raw) - start} left)",
         )
-    if pcr >= _PCR_COUNT and etype != EV_NO_ACTION:  # Windows logs EV_NO_ACTION in PCR -1
+    if pcr >= PCR_COUNT and etype != EV_NO_ACTION:  # Windows logs EV_NO_ACTION in PCR -1
         raise _at(offset, index, f"PCR index {pcr} is out of range (0-23)")
     data = raw[start : start + size]
     return Event(index, pcr, etype, type_name(etype), MappingProxyType(digests), data, offset)
@@ -416,172 +363,3 @@ def _startup_locality(events: list[Event]) -> int:
                 f"{where}StartupLocality event: locality {locality} is not 0, 3 or 4"
             )
     return locality
-
-
-# --- replay --------------------------------------------------------------------------------
-
-
-def _hash(log: EventLog, bank: str) -> tuple[str, int]:
-    if bank not in log.banks:
-        raise EventLogError(f"the log has no {bank} bank (it has {', '.join(log.banks)})")
-    if bank not in HASH_IDS:
-        raise EventLogError(f"the {bank} bank cannot be replayed (no such hash here)")
-    return bank, HASHES[HASH_IDS[bank]].digest_size
-
-
-def _initial(pcr: int, size: int, locality: int) -> bytes:
-    if not 0 <= pcr < _PCR_COUNT:
-        raise EventLogError(f"PCR index {pcr} is out of range (0-23)")
-    if 17 <= pcr <= 22:  # the dynamic (DRTM) PCRs start at all ones
-        return b"\xff" * size
-    return bytes(size - 1) + bytes([locality if pcr == 0 else 0])
-
-
-def replay(log: EventLog, bank: str, pcrs: Iterable[int] = REPLAYED_PCRS) -> dict[int, bytes]:
-    """The values ``pcrs`` hold after extending, from their initial values (PCR 0 at the
-    StartupLocality; 17-22 all ones), every event of ``bank`` but EV_NO_ACTION ones, in
-    order. Raises EventLogError for a bank the log lacks or cannot be replayed."""
-    name, size = _hash(log, bank)
-    values = {pcr: _initial(pcr, size, log.startup_locality) for pcr in pcrs}
-    new = hashlib.new
-    for event in log.events:
-        value = values.get(event.pcr)
-        if value is not None and event.type != EV_NO_ACTION:
-            values[event.pcr] = new(name, value + event.digests[bank]).digest()
-    return values
-
-
-def check_replay(log: EventLog, bank: str, quoted: Mapping[int, bytes]) -> None:
-    """The log replays to every quoted PCR (a PCR the log never extends must hold its
-    initial value). Raises EventLogError naming the first PCR, in index order, that does
-    not: ``PCR 4 (sha256) does not replay: log gives …, quote has …``. Only events of the
-    quoted PCRs are proven by this; the caller quotes the PCRs whose events it reads."""
-    _, size = _hash(log, bank)
-    for pcr in sorted(quoted):
-        if len(quoted[pcr]) != size:
-            raise EventLogError(
-                f"PCR {pcr} ({bank}): the quote gives {len(quoted[pcr])} bytes, not {size}"
-            )
-    replayed = replay(log, bank, sorted(quoted))
-    for pcr, value in replayed.items():
-        if value != quoted[pcr]:
-            raise EventLogError(
-                f"PCR {pcr} ({bank}) does not replay: "
-                f"log gives {value.hex()}, quote has {quoted[pcr].hex()}"
-            )
-
-
-# --- event data ----------------------------------------------------------------------------
-
-
-def _wrong(event: Event, what: str) -> EventLogError:
-    return EventLogError(
-        f"event {event.index} ({event.type_name}) at offset {event.offset}: {what}"
-    )
-
-
-def check_event_data(event: Event, bank: str) -> None:
-    """The event's digest in ``bank`` is the digest of its data, so what its data says was
-    measured (after check_replay proved the digest). Raises EventLogError otherwise: for
-    events that measure something else (an image, a file) and for data edited under a kept
-    digest."""
-    digest = event.digests.get(bank)
-    if digest is None:
-        raise _wrong(event, f"has no {bank} digest")
-    try:
-        measured = hashlib.new(bank, event.data).digest()
-    except ValueError:
-        raise _wrong(event, f"the {bank} digest cannot be computed here") from None
-    if measured != digest:
-        raise _wrong(event, f"its data is not what its {bank} digest measures")
-
-
-_VARIABLE_EVENTS: Final = frozenset(
-    {
-        EV_EFI_VARIABLE_DRIVER_CONFIG,
-        EV_EFI_VARIABLE_BOOT,
-        EV_EFI_VARIABLE_BOOT2,
-        EV_EFI_VARIABLE_AUTHORITY,
-        EV_EFI_SPDM_DEVICE_POLICY,
-    }
-)
-_IMAGE_EVENTS: Final = frozenset(
-    {EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER}
-)
-
-
-def _guid(raw: bytes) -> str:
-    a, b, c = struct.unpack_from("<IHH", raw)
-    return f"{a:08x}-{b:04x}-{c:04x}-{raw[8:10].hex()}-{raw[10:16].hex()}"
-
-
-def efi_variable(event: Event) -> EfiVariable:
-    """The UEFI_VARIABLE_DATA of an EV_EFI_VARIABLE_* event (DRIVER_CONFIG, BOOT, BOOT2,
-    AUTHORITY, SPDM_DEVICE_POLICY). Raises EventLogError for another type, lengths that run
-    past the event's data, or a name that is not UTF-16. Bytes after the variable's data
-    are ignored: GCE's firmware pads its EV_EFI_VARIABLE_AUTHORITY events with six."""
-    if event.type not in _VARIABLE_EVENTS:
-        raise _wrong(event, "not an EFI variable event")
-    data = event.data
-    if len(data) < _VARIABLE_HEAD.size:
-        raise _wrong(event, f"UEFI_VARIABLE_DATA of {len(data)} bytes is shorter than its header")
-    guid, name_chars, value_size = _VARIABLE_HEAD.unpack_from(data)
-    start = _VARIABLE_HEAD.size
-    value = start + 2 * name_chars
-    if value + value_size > len(data):
-        raise _wrong(
-            event,
-            f"UEFI_VARIABLE_DATA lengths (a name of {name_chars} characters, {value_size} bytes "
-            f"of data) run past its {len(data)} bytes",
-        )
-    try:
-        name = data[start:value].decode("utf-16-le")
-    except UnicodeDecodeError:
-        raise _wrong(event, "the variable name is not UTF-16") from None
-    return EfiVariable(_guid(guid), name, data[value : value + value_size])
-
-
-def efi_image_load(event: Event) -> EfiImageLoad:
-    """The UEFI_IMAGE_LOAD_EVENT of an EV_EFI_BOOT_SERVICES_APPLICATION, _DRIVER or
-    EV_EFI_RUNTIME_SERVICES_DRIVER event. Raises EventLogError for another type or a device
-    path that runs past the data. Bytes after the device path are ignored: shim and some
-    firmware pad these events (8 or 9 bytes in GCE, RHEL and Fedora logs)."""
-    if event.type not in _IMAGE_EVENTS:
-        raise _wrong(event, "not an EFI image load event")
-    data = event.data
-    if len(data) < _IMAGE_HEAD.size:
-        raise _wrong(
-            event, f"UEFI_IMAGE_LOAD_EVENT of {len(data)} bytes is shorter than its header"
-        )
-    location, length, link_time, path_size = _IMAGE_HEAD.unpack_from(data)
-    if path_size > len(data) - _IMAGE_HEAD.size:
-        follow = len(data) - _IMAGE_HEAD.size
-        raise _wrong(event, f"a device path of {path_size} bytes, but {follow} follow the header")
-    path = data[_IMAGE_HEAD.size : _IMAGE_HEAD.size + path_size]
-    return EfiImageLoad(location, length, link_time, path)
-
-
-_ASCII_TEXT: Final = frozenset({EV_ACTION, EV_EFI_ACTION})
-
-
-def event_text(event: Event) -> str:
-    """The text of an EV_EFI_ACTION or EV_ACTION (ASCII), EV_S_CRTM_VERSION (UTF-16) or
-    EV_IPL event (UTF-16 as systemd-boot writes it, else UTF-8 as GRUB does), without
-    trailing NULs. Raises EventLogError for another type or text that does not decode."""
-    data = event.data
-    if event.type in _ASCII_TEXT:
-        encoding = "ascii"
-    elif event.type == EV_S_CRTM_VERSION:
-        encoding = "utf-16-le"
-    elif event.type == EV_IPL:
-        encoding = (
-            "utf-16-le" if len(data) % 2 == 0 and len(data) >= 2 and data[1] == 0 else "utf-8"
-        )
-    else:
-        raise _wrong(event, "carries no text")
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError:
-        label = {"ascii": "ASCII", "utf-16-le": "UTF-16", "utf-8": "UTF-8"}[encoding]
-        raise _wrong(event, f"its text is not {label}") from None
-    return text.rstrip("\x00")
