@@ -2,7 +2,8 @@
 
 A replayed log proves the *digests*; an event's *data* is only proven where its digest is
 of that data (``check_event_data``): an image load's digest is of the image, not of the
-device path it names, and EDK2 measures an EV_EFI_VARIABLE_BOOT variable's value alone.
+device path it names; EDK2 in cloud VMs measures an EV_EFI_VARIABLE_BOOT variable's value
+alone (TPM 1.2 era firmware every variable's), leaving its name and GUID unproven.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ EV_NO_ACTION = 0x3
 EV_SEPARATOR = 0x4
 EV_IPL = 0xD
 EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
+EV_EFI_VARIABLE_BOOT = 0x80000002
 EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003
 EV_EFI_ACTION = 0x80000007
 EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
@@ -282,6 +283,43 @@ def test_pcr_7_has_one_zero_separator_its_digests_measure(name: str) -> None:
     assert separator.data == bytes(4)
     for bank in parsed.banks:
         check_event_data(separator, bank)
+
+
+@pytest.mark.parametrize("name", names())
+def test_uefi_configuration_variables_are_proven_by_their_digests(name: str) -> None:
+    # SecureBoot, PK, KEK, db, dbx: what appraisal reads, measured whole (PFP 10.4.4) by
+    # every crypto-agile firmware here; the TPM 1.2 era Lenovo firmware measured the values
+    # alone (its names and GUIDs are then not proven).
+    parsed = log(name)
+    for event in parsed.events:
+        if event.type == EV_EFI_VARIABLE_DRIVER_CONFIG:
+            for bank in parsed.banks:
+                if parsed.spec_id == "Spec ID Event03":
+                    check_event_data(event, bank)
+                else:
+                    assert _measures(event, bank) in ("whole", "value")
+
+
+@pytest.mark.parametrize("name", names())
+def test_boot_variables_are_measured_whole_or_by_value_alone(name: str) -> None:
+    # Firmware differs: the laptops and workstations measure Boot#### and BootOrder whole,
+    # EDK2 in the cloud VMs their value alone (their names are then not proven).
+    parsed = log(name)
+    for event in parsed.events:
+        if event.type == EV_EFI_VARIABLE_BOOT:
+            for bank in parsed.banks:
+                assert _measures(event, bank) in ("whole", "value")
+
+
+def _measures(event: Event, bank: str) -> str:
+    """What the event's digest is of: its whole data, the variable's value, or neither."""
+    if hashlib.new(bank, event.data).digest() == event.digests[bank]:
+        check_event_data(event, bank)
+        return "whole"
+    with pytest.raises(EventLogError, match="not what its"):
+        check_event_data(event, bank)
+    value = efi_variable(event).data
+    return "value" if hashlib.new(bank, value).digest() == event.digests[bank] else "neither"
 
 
 def test_keylime_bogus_and_empty_logs_are_refused() -> None:
