@@ -13,7 +13,7 @@ import hashlib
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from attestation import REPLAYED_PCRS
 
@@ -116,12 +116,13 @@ def file_path_node(path: str) -> bytes:
 
 
 SEPARATOR = b"\x00\x00\x00\x00"
+DBX = Ev(7, EV_EFI_VARIABLE_DRIVER_CONFIG, variable_data(IMAGE_SECURITY, "dbx", b"dbx" * 300))
 BOOT = [
     Ev(0, EV_S_CRTM_VERSION, utf16("Docket Test Firmware v1")),
     Ev(7, EV_EFI_VARIABLE_DRIVER_CONFIG, variable_data(GLOBAL, "SecureBoot", b"\x01")),
     Ev(7, EV_EFI_VARIABLE_DRIVER_CONFIG, variable_data(GLOBAL, "PK", b"pk-list" * 40)),
     Ev(7, EV_EFI_VARIABLE_DRIVER_CONFIG, variable_data(IMAGE_SECURITY, "db", b"db-list" * 90)),
-    Ev(7, EV_EFI_VARIABLE_DRIVER_CONFIG, variable_data(IMAGE_SECURITY, "dbx", b"dbx" * 300)),
+    DBX,
     Ev(1, EV_EFI_VARIABLE_BOOT, variable_data(GLOBAL, "BootOrder", b"\x00\x00")),
     Ev(4, EV_EFI_ACTION, b"Calling EFI Application from Boot Option"),
     *[Ev(pcr, EV_SEPARATOR, SEPARATOR) for pcr in range(8)],
@@ -139,3 +140,20 @@ BOOT = [
     Ev(5, EV_EFI_ACTION, b"Exit Boot Services Invocation"),
     Ev(5, EV_EFI_ACTION, b"Exit Boot Services Returned with Success"),
 ]
+
+
+def sized_boot(size: int) -> list[Ev]:
+    """``BOOT`` grown to about ``size`` bytes as a crypto-agile log of ``SIZED_BANKS``, the
+    way real 40 KB logs are: a dbx of some 9 KB, then GRUB's commands, one event each."""
+    dbx = BOOT.index(DBX)
+    events = [*BOOT[:dbx], replace(DBX, data=variable_data(IMAGE_SECURITY, "dbx", bytes(9000)))]
+    events += BOOT[dbx + 1 :]
+    line = 0
+    while len(agile_log(events, SIZED_BANKS)) < size:
+        line += 1
+        command = f"grub_cmd: search --set=root --fs-uuid {line:08x}\x00"
+        events.append(Ev(8, EV_IPL, command.encode()))
+    return events
+
+
+SIZED_BANKS = ("sha1", "sha256", "sha384")

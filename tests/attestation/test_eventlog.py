@@ -30,6 +30,7 @@ from event_logs import (
     GLOBAL,
     IMAGE_SECURITY,
     SEPARATOR,
+    SIZED_BANKS,
     Ev,
     agile_event,
     agile_log,
@@ -38,6 +39,7 @@ from event_logs import (
     image_load,
     legacy_event,
     sha1_log,
+    sized_boot,
     spec_id_data,
     utf16,
     variable_data,
@@ -314,6 +316,17 @@ def test_a_log_of_only_the_spec_id_event_has_no_other_event() -> None:
 @pytest.mark.parametrize("bank", ["sha1", "sha256"])
 def test_replay_matches_the_oracle(bank: str) -> None:
     assert replay(parse_event_log(AGILE), bank) == expected_pcrs(BOOT, bank)
+
+
+def test_a_40_kb_log_of_three_banks_replays_in_each() -> None:
+    # The benchmark's log (benchmarks/bench_eventlog.py).
+    events = sized_boot(40_000)
+    raw = agile_log(events, SIZED_BANKS)
+    assert 40_000 <= len(raw) < 41_000
+    log = parse_event_log(raw)
+    assert len(log.events) == len(events) + 1
+    for bank in SIZED_BANKS:
+        check_replay(log, bank, expected_pcrs(events, bank))
 
 
 def test_replay_of_a_sha1_log() -> None:
