@@ -9,12 +9,14 @@ reads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+import attestation as at
 from attestation import REPLAYED_PCRS
 
 EV_NO_ACTION = 0x3
@@ -157,3 +159,24 @@ def sized_boot(size: int) -> list[Ev]:
 
 
 SIZED_BANKS = ("sha1", "sha256", "sha384")
+
+
+def use_every_way(raw: bytes) -> None:
+    """Parse ``raw`` and, if it parses, replay every bank, check every event's data and
+    decode it every way: for the fuzz tests, where only EventLogError may come out."""
+    try:
+        log = at.parse_event_log(raw)
+    except at.EventLogError:
+        return
+    for bank in log.banks:
+        with contextlib.suppress(at.EventLogError):
+            at.check_replay(log, bank, at.replay(log, bank))
+    for event in log.events:
+        for bank in log.banks:
+            with contextlib.suppress(at.EventLogError):
+                at.check_event_data(event, bank)
+        with contextlib.suppress(at.EventLogError):
+            assert at.efi_image_load(event).file_path != ""
+        for decode in (at.efi_variable, at.event_text):
+            with contextlib.suppress(at.EventLogError):
+                decode(event)
