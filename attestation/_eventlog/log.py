@@ -178,7 +178,8 @@ def parse_event_log(
     event). Raises EventLogError, with the offset and the reason, on an empty log, one over
     ``max_bytes`` or ``max_events``, a truncated header or digest, a digest count or an
     algorithm the Spec ID event does not announce, event data past the end, a PCR index
-    over 23, a malformed Spec ID or StartupLocality event, and trailing bytes."""
+    over 23 (an EV_NO_ACTION event aside: Windows logs some in PCR -1, and they are never
+    extended), a malformed Spec ID or StartupLocality event, and trailing bytes."""
     if len(raw) > max_bytes:
         raise EventLogError(f"event log of {len(raw)} bytes exceeds the limit of {max_bytes}")
     if not raw:
