@@ -6,10 +6,11 @@
                 (efi_variable, efi_image_load, event_text)
 
 Imports point up this list (``data`` and ``replay`` use ``log``).
-Every name the package offers is importable from here; ``attestation`` exports the public
-ones.
+Every name the package offers is importable from here (EventLogError too, whose home is
+``attestation._errors``); ``attestation`` exports the public ones.
 """
 
+from attestation._errors import EventLogError
 from attestation._eventlog.data import (
     EfiImageLoad,
     EfiVariable,
@@ -39,6 +40,7 @@ __all__ = [
     "EfiVariable",
     "Event",
     "EventLog",
+    "EventLogError",
     "check_event_data",
     "check_replay",
     "efi_image_load",
