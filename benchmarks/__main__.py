@@ -21,6 +21,7 @@ from benchmarks import (
     bench_compare,
     bench_decide,
     bench_envoy,
+    bench_eventlog,
     bench_grpc,
     bench_index,
     bench_serving,
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "cerbos": ("peer: Cerbos CheckResources against Docket Authorize", bench_cerbos.run),
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
+    "eventlog": ("TCG boot event log: parse a 40 KB log and replay it", bench_eventlog.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
     "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
     "serving": (
