@@ -26,19 +26,21 @@ request can reach, not the entities a policy would admit.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
 import structlog
 
 from audit import AuditError
+from engine._adapters.admission_http import Receive, Scope, Send
 from engine._adapters.authzen import Catalog, Semantic, evaluations, to_request
 from engine._adapters.grpc_status import AUDIT_UNAVAILABLE
 from engine._core.bundle import PolicyBundle
 from engine._core.models import Request
 from engine._errors import LimitExceeded, RequestError
 from engine._service.decisions import Decided, DecisionService
+from engine._service.metrics import Asgi
 from engine._service.posture import attach, provenance
 
 log = structlog.get_logger("docket.authzen")
@@ -52,10 +54,6 @@ MAX_REQUEST_ID = 256
 """Characters of an ``X-Request-ID`` recorded in the audit log (a longer one is cut)."""
 API = "authzen"
 DECISION_ID_HEADER = "x-docket-decision-id"
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 _INTERNAL = "internal error; the server log has the details"
 
 
@@ -101,6 +99,7 @@ class AuthzenApp:
             return
         metrics = self.service.metrics
         status, extra = 200, {}
+        answer: dict[str, Any] | str
         with metrics.track(API):
             try:
                 body = await _read_json(headers, receive)

@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -228,10 +228,10 @@ def _app(
     return app
 
 
-Asgi = Callable[
-    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI 3 application."""
 
 
@@ -243,11 +243,7 @@ def metrics_app(
     listener of ``docket serve`` answers besides AuthZEN."""
     metrics = make_asgi_app(registry)
 
-    async def app(
-        scope: dict[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
-    ) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         found = _well_known(scope.get("path"), jwks, revocations)
         if found is None:
             await metrics(scope, receive, send)

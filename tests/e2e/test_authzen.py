@@ -55,7 +55,7 @@ SPEC_REQUEST = {
     "action": {"name": "can_read", "properties": {"method": "GET"}},
     "context": {"time": "1985-10-26T01:22-07:00"},
 }
-THREE_DOCUMENTS = {
+THREE_DOCUMENTS: dict[str, Any] = {
     "subject": {"type": "user", "id": "alice@example.com"},
     "action": {"name": "read"},
     "evaluations": [{"resource": {"type": "document", "id": str(n)}} for n in (1, 2, 3)],
