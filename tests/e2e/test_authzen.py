@@ -29,10 +29,8 @@ def docket(
     server = start_docket(
         root, "--admission", "off", "--workers", str(request.param), bundle=BUNDLE
     )
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield server  # pytest runs the rest whatever the tests did
+    server.stop()
 
 
 @pytest.fixture(scope="module")
