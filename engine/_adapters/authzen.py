@@ -29,7 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from engine._core.bundle import ENTITIES_FILE, PolicyBundle, qualify_entities, qualify_type
+from engine._core.bundle import (
+    ENTITIES_FILE,
+    PolicyBundle,
+    qualify_entities,
+    qualify_refs,
+    qualify_type,
+)
 from engine._core.context_check import context_problem
 from engine._core.models import EntityUID, Request
 from engine._core.schema_json import Type, entity_types, schema_json
@@ -77,6 +83,8 @@ class Catalog:
         """The per-request entity that ``properties`` (at ``field``) make, or None for a
         stored entity whose attributes they only repeat. Raises :class:`~engine.RequestError`."""
         qualified = qualify_type(type_name, self.namespace)
+        # Entity references name their types as the store does (``Docket::Group``).
+        properties = qualify_refs(dict(properties), self.namespace)
         stored = self.stored.get((qualified, entity_id))
         if stored is not None:
             for name in sorted(properties):
@@ -93,12 +101,12 @@ class Catalog:
                     f"{field.removesuffix('.properties')}.type: no entity type {qualified} "
                     "with attributes in the schema"
                 )
-            problem = context_problem(record, dict(properties), "", field, owner=qualified)
+            problem = context_problem(record, properties, "", field, owner=qualified)
             if problem is not None:
                 raise RequestError(problem)
         return {
             "uid": {"type": type_name, "id": entity_id},
-            "attrs": dict(properties),
+            "attrs": properties,
             "parents": [],
         }
 
