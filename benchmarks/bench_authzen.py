@@ -9,17 +9,21 @@ workers. Every body is first checked to get its case's decision; every answer un
 must be a 200 of the verified size. The figure is the ratio of evaluations/s to
 Authorize/s: what the HTTP binding costs against the gRPC one on the same engine and
 audit log (each decision is recorded and durable before it is answered, either way).
+The two alternate over several rounds (the order swapped each round) and the ratio is
+the median of the rounds', so that a neighbour's load on a shared machine weighs on both.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import statistics
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks._common import table
-from benchmarks._load import LoadResult, Stream, h2load_version, run_h2load, workdir
+from benchmarks._load import LoadResult, Stream, h2load_version, merge, run_h2load, workdir
 from benchmarks.bench_decide import load_cases
 from benchmarks.bench_grpc import (
     AUTHORIZE,
@@ -37,8 +41,8 @@ from sdk.v1 import decisions_pb2 as pb
 EVALUATION = "/access/v1/evaluation"
 JSON_HEADERS = ("content-type: application/json",)
 CONNECTIONS_PER_BODY = 8  # 2 bodies x 8 = 16 connections, as bench_grpc's Authorize run
-SECONDS = {"warm_up": 2.0, "run": 10.0}
-QUICK = {"warm_up": 1.0, "run": 3.0}
+SECONDS = {"warm_up": 2.0, "run": 6.0, "rounds": 5}
+QUICK = {"warm_up": 1.0, "run": 3.0, "rounds": 1}
 
 
 def authzen_body(request: Request) -> bytes:
@@ -76,8 +80,8 @@ def verify_authzen(address: str, body: bytes, expected: str) -> int:
     return len(data)
 
 
-def measure(server: Docket, tmp: Path, seconds: dict[str, float]) -> dict[str, LoadResult]:
-    """Both APIs under the same load, AuthZEN first."""
+def measure(server: Docket, tmp: Path, seconds: dict[str, float]) -> list[dict[str, LoadResult]]:
+    """Both APIs under the same load, in alternating order, round after round."""
     authzen: list[Stream] = []
     authzen_sizes: list[int] = []
     grpc: list[Stream] = []
@@ -96,14 +100,29 @@ def measure(server: Docket, tmp: Path, seconds: dict[str, float]) -> dict[str, L
         "workdir": tmp,
         "server_pgid": server.pgid,
     }
-    return {
-        "authzen": run_h2load(
-            f"http://{server.metrics}", authzen, response_sizes=authzen_sizes, http1=True, **common
-        ),
-        "authorize": run_h2load(
-            f"http://{server.grpc}{AUTHORIZE}", grpc, response_sizes=grpc_sizes, **common
-        ),
-    }
+    rounds = []
+    for number in range(int(seconds["rounds"])):
+        run_authzen = partial(
+            run_h2load,
+            f"http://{server.metrics}",
+            authzen,
+            response_sizes=authzen_sizes,
+            http1=True,
+            **common,
+        )
+        run_authorize = partial(
+            run_h2load,
+            f"http://{server.grpc}{AUTHORIZE}",
+            grpc,
+            response_sizes=grpc_sizes,
+            **common,
+        )
+        if number % 2:
+            authorize = run_authorize()
+            rounds.append({"authzen": run_authzen(), "authorize": authorize})
+        else:
+            rounds.append({"authzen": run_authzen(), "authorize": run_authorize()})
+    return rounds
 
 
 def run(*, quick: bool = False) -> dict[str, Any]:
@@ -119,15 +138,16 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             workdir("docket-bench-authzen-") as tmp,
             docket_server(tmp / "data", workers=workers) as server,
         ):
-            results = measure(server, tmp, seconds)
-        authzen, authorize = results["authzen"], results["authorize"]
-        ratio = authzen.per_second / authorize.per_second
+            rounds = measure(server, tmp, seconds)
+        ratios = [r["authzen"].per_second / r["authorize"].per_second for r in rounds]
+        ratio = statistics.median(ratios)
+        merged = {api: merge([r[api] for r in rounds]) for api in ("authzen", "authorize")}
         figures[f"workers_{workers}"] = {
-            "authzen": authzen.figures(),
-            "authorize": authorize.figures(),
+            **{api: result.figures() for api, result in merged.items()},
             "ratio": round(ratio, 3),
+            "ratios": [round(r, 3) for r in ratios],
         }
-        for label, result in results.items():
+        for label, result in merged.items():
             rows.append(
                 (
                     workers,
@@ -139,6 +159,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                     result.failed,
                 )
             )
-        print(f"  workers {workers}: AuthZEN/Authorize = {ratio:.2f}", flush=True)
+        shown = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"  workers {workers}: AuthZEN/Authorize = {ratio:.2f} (rounds: {shown})", flush=True)
     print(table(("workers", "API", "connections", "per s", "p50 ms", "p99 ms", "failed"), rows))
     return figures
