@@ -14,7 +14,8 @@ and recorded in each entry's ``detail.request_id``.
 
 Errors, as the specification's HTTPS binding has them (status and a message string):
 a body that is not a JSON object, not ``application/json``, or over :data:`MAX_BODY`
-is a 400; a request that does not map (:mod:`engine._adapters.authzen`: the message
+is a 400; a request over a size limit (evaluations, context, entities) and one that
+does not map (:mod:`engine._adapters.authzen`: the message
 names the field) is a 400 *and* an audited denial; in an Access Evaluations request
 such an evaluation is instead denied in its place (``"decision": false`` with
 ``context.error``) and the others are decided. When the audit log cannot record, or
@@ -25,6 +26,7 @@ request can reach, not the entities a policy would admit.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -148,11 +150,11 @@ class AuthzenApp:
             if items is None:
                 (decided,) = await self._decide([self._request(body, "")], detail)
                 return {"decision": decided.decision.allowed}, [decided.decision_id]
-        except (RequestError, LimitExceeded) as exc:
+            results, ids = await self._evaluate_all(items, semantic, detail)
+            return {"evaluations": results}, ids
+        except (RequestError, LimitExceeded) as exc:  # over a limit: the whole request
             refused = await self._refuse(str(exc), detail)
             raise _Refused(400, f"{exc} (decision {refused.decision_id})") from exc
-        results, ids = await self._evaluate_all(items, semantic, detail)
-        return {"evaluations": results}, ids
 
     def _request(self, item: Mapping[str, Any], field: str) -> Request:
         catalog = self.catalog()
@@ -205,26 +207,41 @@ class AuthzenApp:
             except RequestError as exc:
                 errors[offset] = str(exc)
         decided: dict[int, Decided] = {}
-        try:
-            decided = dict(
-                zip(requests, await self._decide(list(requests.values()), detail), strict=True)
-            )
-        except (RequestError, LimitExceeded):
-            for offset, request in requests.items():  # which one: each alone
-                try:
-                    (decided[offset],) = await self._decide([request], detail)
-                except (RequestError, LimitExceeded) as exc:
-                    errors[offset] = f"evaluations[{first + offset}].{exc}"
+        if requests:
+            try:
+                decided = dict(
+                    zip(requests, await self._decide(list(requests.values()), detail), strict=True)
+                )
+            except RequestError:
+                # Which one cannot be decided: each alone (their commits still grouped).
+                alone = await asyncio.gather(*(self._alone(r, detail) for r in requests.values()))
+                for offset, outcome in zip(requests, alone, strict=True):
+                    if isinstance(outcome, Decided):
+                        decided[offset] = outcome
+                    else:
+                        errors[offset] = f"evaluations[{first + offset}].{outcome}"
+        failed = sorted(errors)
+        refused = await asyncio.gather(*(self._refuse(errors[o], detail) for o in failed))
+        refusals = dict(zip(failed, refused, strict=True))
         outcomes: list[tuple[dict[str, Any], str]] = []
         for offset in range(len(items)):
             if offset in decided:
                 made = decided[offset]
                 outcomes.append(({"decision": made.decision.allowed}, made.decision_id))
                 continue
-            refused = await self._refuse(errors[offset], detail)
             error = {"status": 400, "message": errors[offset]}
-            outcomes.append(({"decision": False, "context": {"error": error}}, refused.decision_id))
+            outcomes.append(
+                ({"decision": False, "context": {"error": error}}, refusals[offset].decision_id)
+            )
         return outcomes
+
+    async def _alone(self, request: Request, detail: Mapping[str, Any]) -> Decided | RequestError:
+        """One request decided, or the error that kept it from being decided."""
+        try:
+            (decided,) = await self._decide([request], detail)
+        except RequestError as exc:
+            return exc
+        return decided
 
 
 async def _read_json(headers: Mapping[str, bytes], receive: Receive) -> dict[str, Any]:
