@@ -11,6 +11,8 @@ Authorize/s: what the HTTP binding costs against the gRPC one on the same engine
 audit log (each decision is recorded and durable before it is answered, either way).
 The two alternate over several rounds (the order swapped each round) and the ratio is
 the median of the rounds', so that a neighbour's load on a shared machine weighs on both.
+The server's CPU time per request (*srv µs/req*, as in ``grpc``) is the figure a busy
+machine disturbs least: its ratio (Authorize's over AuthZEN's) is printed too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from benchmarks.bench_grpc import (
     MIX,
     Case,
     Docket,
+    cores,
+    cpu_us,
     docket_server,
     to_proto,
     verify_authorize,
@@ -142,10 +146,16 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         ratios = [r["authzen"].per_second / r["authorize"].per_second for r in rounds]
         ratio = statistics.median(ratios)
         merged = {api: merge([r[api] for r in rounds]) for api in ("authzen", "authorize")}
+        cpu = {api: cpu_us(result) for api, result in merged.items()}
+        cpu_ratio = (
+            cpu["authorize"] / cpu["authzen"] if cpu["authorize"] and cpu["authzen"] else None
+        )
         figures[f"workers_{workers}"] = {
             **{api: result.figures() for api, result in merged.items()},
             "ratio": round(ratio, 3),
             "ratios": [round(r, 3) for r in ratios],
+            "server_cpu_us": cpu,
+            "cpu_ratio": None if cpu_ratio is None else round(cpu_ratio, 3),
         }
         for label, result in merged.items():
             rows.append(
@@ -156,10 +166,17 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                     f"{result.per_second:,.0f}",
                     f"{result.p50_ms:.2f}",
                     f"{result.p99_ms:.2f}",
+                    cores(result),
+                    cpu["authzen" if label == "authzen" else "authorize"],
                     result.failed,
                 )
             )
         shown = ", ".join(f"{r:.2f}" for r in ratios)
         print(f"  workers {workers}: AuthZEN/Authorize = {ratio:.2f} (rounds: {shown})", flush=True)
-    print(table(("workers", "API", "connections", "per s", "p50 ms", "p99 ms", "failed"), rows))
+        if cpu_ratio is not None:
+            print(
+                f"  workers {workers}: server CPU per request, Authorize/AuthZEN = {cpu_ratio:.2f}"
+            )
+    headers = ("workers", "API", "conns", "per s", "p50 ms", "p99 ms", "cores s/l/o")
+    print(table((*headers, "srv µs/req", "failed"), rows))
     return figures
