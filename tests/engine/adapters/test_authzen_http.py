@@ -6,39 +6,22 @@ leaves to the app it wraps."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from audit import AuditLog
-from engine import BundleWatcher, Engine, PolicyBundle
+from audit import Receipt, StoreError
 from engine._adapters.authzen_http import AuthzenApp
 from engine._adapters.grpc_status import AUDIT_UNAVAILABLE
 from engine._service.decisions import DecisionService
-from engine._service.metrics import Metrics, metrics_app
+from engine._service.metrics import metrics_app
 
-ROOT = Path(__file__).resolve().parents[3]
-NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 ALLOWED = {
     "subject": {"type": "User", "id": "heidi"},
     "action": {"name": "read"},
     "resource": {"type": "Data", "id": "public-website"},
 }
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[DecisionService]:
-    engine = Engine(PolicyBundle.load(ROOT / "policies"))
-    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
-    service = DecisionService(
-        engine, BundleWatcher(engine, ROOT / "policies"), Metrics(), log, clock=lambda: NOW
-    )
-    yield service
-    service.audit.close()
 
 
 def call(
@@ -56,15 +39,16 @@ def app_of(service: DecisionService, base_url: str | None = None) -> AuthzenApp:
     return AuthzenApp(service, metrics_app(service.metrics.registry), base_url=base_url)
 
 
-def test_a_decision_the_log_cannot_record_is_a_500_never_an_answer(
-    service: DecisionService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("disk on fire")
+async def disk_on_fire(*args: object, **kwargs: object) -> list[Receipt]:
+    raise StoreError("disk on fire")
 
-    monkeypatch.setattr(service.audit.store, "append", broken)
+
+def test_a_decision_the_log_cannot_record_is_a_500_never_an_answer(
+    decision_service: DecisionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decision_service.audit.writer, "append_async", disk_on_fire)
     answer = call(
-        app_of(service), "POST", "/access/v1/evaluation", ALLOWED, **{"X-Request-ID": "r"}
+        app_of(decision_service), "POST", "/access/v1/evaluation", ALLOWED, **{"X-Request-ID": "r"}
     )
     assert answer.status_code == 500
     assert answer.text == AUDIT_UNAVAILABLE
@@ -73,33 +57,41 @@ def test_a_decision_the_log_cannot_record_is_a_500_never_an_answer(
 
 
 def test_an_internal_error_is_a_500_with_no_detail(
-    service: DecisionService, monkeypatch: pytest.MonkeyPatch
+    decision_service: DecisionService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(service.engine, "decide_batch", broken)
+    monkeypatch.setattr(decision_service.engine, "decide_batch", broken)
     answer = call(
-        app_of(service), "POST", "/access/v1/evaluations", {**ALLOWED, "evaluations": [{}, {}]}
+        app_of(decision_service),
+        "POST",
+        "/access/v1/evaluations",
+        {**ALLOWED, "evaluations": [{}, {}]},
     )
     assert answer.status_code == 500
     assert answer.text == "internal error; the server log has the details"
 
 
-def test_the_metadata_names_the_configured_identifier(service: DecisionService) -> None:
+def test_the_metadata_names_the_configured_identifier(decision_service: DecisionService) -> None:
     answer = call(
-        app_of(service, "https://pdp.example.com/"), "GET", "/.well-known/authzen-configuration"
+        app_of(decision_service, "https://pdp.example.com/"),
+        "GET",
+        "/.well-known/authzen-configuration",
     )
     assert answer.json() == {
         "policy_decision_point": "https://pdp.example.com",
         "access_evaluation_endpoint": "https://pdp.example.com/access/v1/evaluation",
         "access_evaluations_endpoint": "https://pdp.example.com/access/v1/evaluations",
     }
-    assert call(app_of(service), "POST", "/.well-known/authzen-configuration").status_code == 405
+    assert (
+        call(app_of(decision_service), "POST", "/.well-known/authzen-configuration").status_code
+        == 405
+    )
 
 
-def test_other_paths_are_the_wrapped_apps(service: DecisionService) -> None:
-    app = app_of(service)
+def test_other_paths_are_the_wrapped_apps(decision_service: DecisionService) -> None:
+    app = app_of(decision_service)
     call(app, "POST", "/access/v1/evaluation", ALLOWED)
     metrics = call(app, "GET", "/metrics")
     assert metrics.status_code == 200
@@ -107,14 +99,16 @@ def test_other_paths_are_the_wrapped_apps(service: DecisionService) -> None:
     assert 'docket_requests_total{api="authzen",code="200"} 1.0' in metrics.text
 
 
-def test_short_circuits_decide_nothing_after_the_deciding_item(service: DecisionService) -> None:
+def test_short_circuits_decide_nothing_after_the_deciding_item(
+    decision_service: DecisionService,
+) -> None:
     denied = {"resource": {"type": "Data", "id": "payroll-uk"}}
     body = {
         **ALLOWED,
         "options": {"evaluations_semantic": "deny_on_first_deny"},
         "evaluations": [{}, denied, {}, {}],
     }
-    before = service.audit.store.count()
-    answer = call(app_of(service), "POST", "/access/v1/evaluations", body)
+    before = decision_service.audit.store.count()
+    answer = call(app_of(decision_service), "POST", "/access/v1/evaluations", body)
     assert [item["decision"] for item in answer.json()["evaluations"]] == [True, False]
-    assert service.audit.store.count() == before + 2
+    assert decision_service.audit.store.count() == before + 2
