@@ -1,5 +1,7 @@
 """The Kubernetes admission webhook over HTTPS: ``POST /validate``, ``POST /mutate`` and
-``GET /healthz``, an ASGI app (:class:`AdmissionApp`) served by uvicorn.
+``GET /healthz``, an ASGI app (:class:`AdmissionApp`) served by uvicorn; and the
+server that serves it (:class:`HttpServer`), which also serves the plain-HTTP listener
+of ``/metrics``, the JWKS and AuthZEN (:mod:`engine._adapters.authzen_http`).
 
 The transport only: bodies go to a :class:`Reviewer` (``engine._service.admission``), which
 answers with an HTTP status and a JSON body. uvicorn (httptools) does the HTTP/1.1
@@ -302,30 +304,27 @@ def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
-class AdmissionServer:
-    """The webhook on one address: the socket bound and listening when this returns,
-    served by uvicorn from a thread of its own once :meth:`start` runs; :meth:`stop`
-    stops it. Raises OSError when the address cannot be bound."""
+class HttpServer:
+    """An ASGI app on one address: the socket bound and listening when this returns,
+    served by uvicorn from a thread of its own (its own event loop) once :meth:`start`
+    runs; :meth:`stop` stops it. HTTPS with ``context``, plain HTTP without. Connections,
+    request deadlines and keep-alive are bounded as the module docstring says. Raises
+    OSError when the address cannot be bound."""
 
     def __init__(
         self,
         host: str,
         port: int,
-        context: ssl.SSLContext,
-        reviewer: Reviewer,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
         *,
-        healthy: Callable[[], bool],
-        metrics: Metrics,
+        context: ssl.SSLContext | None = None,
+        name: str = "docket-http",
         reuse_port: bool = False,
         max_connections: int = MAX_CONNECTIONS,
         request_seconds: float = REQUEST_SECONDS,
     ) -> None:
         self._socket = _listen(host, port, reuse_port=reuse_port)
         self._request_seconds = request_seconds
-        self._pool = ThreadPoolExecutor(
-            max_connections, thread_name_prefix=f"docket-admission-{self.port}-review"
-        )
-        app = AdmissionApp(reviewer, healthy=healthy, metrics=metrics, pool=self._pool)
         _route_uvicorn_log()
         config = uvicorn.Config(
             app,
@@ -343,10 +342,10 @@ class AdmissionServer:
             backlog=QUEUED,
             timeout_keep_alive=IDLE_SECONDS,
             timeout_graceful_shutdown=math.ceil(request_seconds),
-            ssl_context_factory=lambda _config, _default: context,
+            ssl_context_factory=None if context is None else lambda _config, _default: context,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, name="docket-admission", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
     @property
     def port(self) -> int:
@@ -362,7 +361,7 @@ class AdmissionServer:
         with asyncio.Runner(loop_factory=lambda: _EventLoop(self._request_seconds)) as runner:
             runner.run(self._server.serve(sockets=[self._socket]))
 
-    def start(self) -> AdmissionServer:
+    def start(self) -> HttpServer:
         """Serve on the bound socket (in a thread); returns self."""
         self._thread.start()
         return self
@@ -374,4 +373,46 @@ class AdmissionServer:
             self._server.should_exit = True
             self._thread.join(self._request_seconds + 5)
         self._socket.close()
+
+
+class AdmissionServer(HttpServer):
+    """The webhook (:class:`AdmissionApp`) over HTTPS on one address, its reviews on a
+    pool of ``max_connections`` threads. Raises OSError when the address cannot be
+    bound."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        reviewer: Reviewer,
+        *,
+        healthy: Callable[[], bool],
+        metrics: Metrics,
+        reuse_port: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        request_seconds: float = REQUEST_SECONDS,
+    ) -> None:
+        self._pool = ThreadPoolExecutor(
+            max_connections, thread_name_prefix=f"docket-admission-{port}-review"
+        )
+        app = AdmissionApp(reviewer, healthy=healthy, metrics=metrics, pool=self._pool)
+        try:
+            super().__init__(
+                host,
+                port,
+                app,
+                context=context,
+                name="docket-admission",
+                reuse_port=reuse_port,
+                max_connections=max_connections,
+                request_seconds=request_seconds,
+            )
+        except OSError:
+            self._pool.shutdown(wait=False)
+            raise
+
+    def stop(self) -> None:
+        """Stop serving (see :meth:`HttpServer.stop`), then the review pool."""
+        super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -52,13 +52,22 @@ def context_problem(
     context: Mapping[str, Any],
     action: str,
     field: str = "context",
+    *,
+    owner: str | None = None,
 ) -> str | None:
     """The first field of ``context`` that does not fit ``context_type`` (a resolved
     Record type), as ``field.path: what is wrong``; ``None`` when Cedar has nothing this
-    check can name. ``action`` is the action's id, for an attribute not in the schema."""
+    check can name. ``action`` is the action's id, for an attribute not in the schema
+    (``not in the schema for action "read"``); ``owner`` instead names the entity type
+    whose attributes these are (``not an attribute of Docket::User``)."""
     if context_fits(context_type, context):
         return None
-    return _problem(context_type, context, field, action)
+    unknown = (
+        f"not in the schema for action {json.dumps(action)}"
+        if owner is None
+        else f"not an attribute of {owner}"
+    )
+    return _problem(context_type, context, field, unknown)
 
 
 def context_fits(expected: Mapping[str, Any], value: Any) -> bool:
@@ -143,7 +152,9 @@ def context_shape(value: Any) -> Hashable:
     return ("?", kind)
 
 
-def _problem(expected: Mapping[str, Any], value: Any, path: str, action: str) -> str | None:
+def _problem(expected: Mapping[str, Any], value: Any, path: str, unknown: str) -> str | None:
+    """The first problem under ``path``; ``unknown`` says what an attribute not in the
+    schema is."""
     kind = expected["type"]
     if value is None:
         return f"{path}: expected {_describe(expected)} (got null; leave the attribute out)"
@@ -155,12 +166,12 @@ def _problem(expected: Mapping[str, Any], value: Any, path: str, action: str) ->
             where = _join(path, name)
             attribute = attributes.get(name)
             if attribute is None:
-                return f"{where}: not in the schema for action {json.dumps(action)}"
+                return f"{where}: {unknown}"
             if name not in value:
                 if attribute["required"]:
                     return f"{where}: required"
                 continue
-            problem = _problem(attribute, value[name], where, action)
+            problem = _problem(attribute, value[name], where, unknown)
             if problem is not None:
                 return problem
         return None
@@ -168,7 +179,7 @@ def _problem(expected: Mapping[str, Any], value: Any, path: str, action: str) ->
         if not isinstance(value, list):
             return _mismatch(expected, value, path)
         for position, item in enumerate(value):
-            problem = _problem(expected["element"], item, f"{path}[{position}]", action)
+            problem = _problem(expected["element"], item, f"{path}[{position}]", unknown)
             if problem is not None:
                 return problem
         return None

@@ -345,3 +345,25 @@ def context_types(schema: Mapping[str, Any]) -> dict[UID, Type] | None:
     except (_Unreadable, KeyError):
         return None
     return types
+
+
+def entity_types(schema: Mapping[str, Any]) -> dict[str, Type] | None:
+    """Each entity type's attributes as a resolved Record type, keyed by the type's
+    qualified name (``"Docket::User"``); a type declared without attributes has an
+    empty Record, an enumerated type none (its entities cannot be made by a request).
+    ``None`` if a name does not resolve."""
+    resolver = _Resolver(schema)
+    types: dict[str, Type] = {}
+    try:
+        for space, body in schema.items():
+            for name, entity in body.get("entityTypes", {}).items():
+                if "enum" in entity:
+                    continue
+                declared = entity.get("shape", {"type": "Record", "attributes": {}})
+                resolved = resolver.type(declared, space)
+                if resolved["type"] != "Record":
+                    return None
+                types[_qualify(space, name)] = resolved
+    except (_Unreadable, KeyError):
+        return None
+    return types

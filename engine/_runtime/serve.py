@@ -12,11 +12,14 @@ and devices. A revocation list that does not verify, or is older than the one in
 One process by default. With ``workers > 1`` a supervisor starts that many worker
 processes that share the gRPC port (SO_REUSEPORT); the supervisor owns the audit log's
 one writer, which every worker's entries are committed through (:mod:`audit._relay`:
-one transaction and one fsync carries what all workers have waiting), serves the summed
-metrics and the JWKS, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the
-workers and restarts a worker that dies. ``trusted_peps`` (ext_authz enforcement points
-that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the server does not
-start.
+one transaction and one fsync carries what all workers have waiting), forwards SIGHUP
+(reload) and SIGTERM (drain, then exit) to the workers and restarts a worker that dies.
+The HTTP listener (``/metrics``, the CA's key documents, AuthZEN) is the workers' too,
+on a shared port like gRPC's: an AuthZEN call is decided and recorded in a worker as a
+gRPC call is, and any worker serves the metrics of all (they are summed from the shared
+multiprocess directory). With one process, that process serves it all.
+``trusted_peps`` (ext_authz enforcement points that may name a Check's subject) needs
+mTLS: without ``tls_client_ca`` the server does not start.
 
 The bundle is checked against the revisions this replica accepted
 (``<data_dir>/bundle-state.json``, :mod:`engine._service.bundle_revisions`) before anything listens,
@@ -39,10 +42,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from audit import LogServer, RelayAddress
 from engine._core.bundle import PolicyBundle
@@ -68,7 +69,6 @@ from engine._runtime.worker import DRAIN_SECONDS, TrustFiles, Worker
 from engine._service.metrics import (
     Metrics,
     multiprocess_registry,
-    serve_metrics,
     shared_metrics,
     worker_exited,
 )
@@ -171,34 +171,20 @@ class _Plan:
     def ready(
         self,
         grpc_port: int,
-        metrics_server: WSGIServer,
+        http_port: int,
         bundle: PolicyBundle | None,
         admission: Address | None,
     ) -> None:
         self.on_ready(
             Listening(
                 grpc=Address(self.grpc.host, grpc_port),
-                metrics=Address(self.metrics.host, metrics_server.server_port),
+                metrics=Address(self.metrics.host, http_port),
                 tls=tls_mode(self.settings),
                 bundle=bundle,
                 workers=self.settings.workers,
                 admission=admission,
             )
         )
-
-
-def _serve_metrics(address: Address, registry: CollectorRegistry, trust: TrustFiles) -> WSGIServer:
-    try:
-        return serve_metrics(
-            address.host, address.port, registry, trust.jwks, lambda: trust.document
-        )
-    except OSError as exc:
-        raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
-
-
-def _stop_serving(metrics_server: WSGIServer) -> None:
-    metrics_server.shutdown()
-    metrics_server.server_close()
 
 
 def _serve_one(plan: _Plan) -> None:
@@ -209,30 +195,29 @@ def _serve_one(plan: _Plan) -> None:
     admission = admission_address(settings)
     # Every listener is bound before anything starts or is recorded: a port in use
     # leaves the audit log as it was.
-    # The JWKS and revocation list the worker verifies with: they reload together.
-    metrics_server = _serve_metrics(plan.metrics, metrics.registry, worker.trust)
     try:
+        http_port = worker.bind_http(plan.metrics, metrics.registry)
         if admission is not None:
             admission = Address(admission.host, worker.bind_admission(admission))
         port = worker.start(plan.grpc)
     except ServeError:
         worker.stop(0)
-        _stop_serving(metrics_server)
         raise
-    plan.ready(port, metrics_server, worker.engine.bundle, admission)
+    plan.ready(port, http_port, worker.engine.bundle, admission)
     # Poll: SIGTERM may be delivered to a gRPC thread, and an untimed wait in the main
     # thread would then never run the handler (seen: "ignored SIGTERM for 20 s").
     while not signals.stop.wait(0.5):
         pass
     log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
     worker.stop()
-    _stop_serving(metrics_server)
     log.info("serve.stopped")
 
 
-def _worker_main(
-    settings: Settings, ports: tuple[int, int | None], ready: Any, relay: RelayAddress
-) -> None:
+Ports = tuple[int, int | None, int]
+"""What a worker binds: gRPC, the admission webhook (None: off), the HTTP listener."""
+
+
+def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddress) -> None:
     """A worker process (started by the supervisor with the spawn method); it commits
     its audit entries through the supervisor's writer (``relay``)."""
     configure_logging(settings.log_format, settings.log_level)
@@ -252,8 +237,12 @@ def _worker_main(
     signals = _Signals(worker.reload)
     address = Address.parse(settings.grpc, "gRPC")
     admission = admission_address(settings)
-    port, admission_port = ports
+    port, admission_port, http_port = ports
     try:
+        http = Address.parse(settings.metrics, "metrics")
+        bound_http = worker.bind_http(
+            Address(http.host, http_port), multiprocess_registry(), reuse_port=True
+        )
         bound_admission = None
         if admission is not None and admission_port is not None:
             bound_admission = worker.bind_admission(
@@ -264,7 +253,7 @@ def _worker_main(
         worker.stop(0)
         ready.put(("error", str(exc)))
         return
-    ready.put(("ready", (bound, bound_admission)))
+    ready.put(("ready", (bound, bound_admission, bound_http)))
     while not signals.stop.wait(0.5):  # polled: see _serve_one
         if os.getppid() != supervisor:
             # The supervisor, and with it the log's writer, is gone (killed): nothing
@@ -281,10 +270,11 @@ class _Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.ready = self.context.Queue()
         self.processes: list[BaseProcess] = []
-        self.ports: tuple[int, int | None] = (0, None)
+        self.ports: Ports = (0, None, 0)
 
-    def start_worker(self, ports: tuple[int, int | None]) -> tuple[int, int | None]:
-        """Start a worker on (gRPC port, admission port or None); the ports it bound."""
+    def start_worker(self, ports: Ports) -> Ports:
+        """Start a worker on (gRPC port, admission port or None, HTTP port); the ports it
+        bound."""
         process = self.context.Process(
             target=_worker_main,
             args=(self.settings, ports, self.ready, self.relay),
@@ -304,8 +294,12 @@ class _Supervisor:
                     ) from None
         if status != "ready":
             raise ServeError(str(value))
-        grpc_port, admission_port = value
-        return int(grpc_port), None if admission_port is None else int(admission_port)
+        grpc_port, admission_port, http_port = value
+        return (
+            int(grpc_port),
+            None if admission_port is None else int(admission_port),
+            int(http_port),
+        )
 
     def signal_all(self, signum: int) -> None:
         for process in self.processes:
@@ -356,28 +350,18 @@ def _supervise(plan: _Plan) -> None:
 def _run_workers(plan: _Plan, relay: RelayAddress) -> None:
     settings = plan.settings
     supervisor = _Supervisor(settings, relay)
-    # The supervisor's copy of the CA's JWKS and revocation list (it serves the HTTP
-    # listener; the workers verify with their own copies, and poll as it does).
-    trust = TrustFiles(settings.ca_dir, prepare_ca(settings))
-
-    def reload() -> None:
-        supervisor.signal_all(signal.SIGHUP)
-        trust.reload()
-
-    signals = _Signals(reload)
-    # Bound before any worker starts (and records its bundle): a busy port leaves the
-    # audit log as it was.
-    metrics_server = _serve_metrics(plan.metrics, multiprocess_registry(), trust)
+    signals = _Signals(lambda: supervisor.signal_all(signal.SIGHUP))
     try:
         admission = admission_address(settings)
+        # The first worker binds every port (port 0: one chosen), the others share them.
         supervisor.ports = supervisor.start_worker(
-            (plan.grpc.port, None if admission is None else admission.port)
+            (plan.grpc.port, None if admission is None else admission.port, plan.metrics.port)
         )
         for _ in range(settings.workers - 1):
             supervisor.start_worker(supervisor.ports)
         plan.ready(
             supervisor.ports[0],
-            metrics_server,
+            supervisor.ports[2],
             plan.bundle,
             None
             if admission is None or supervisor.ports[1] is None
@@ -385,9 +369,6 @@ def _run_workers(plan: _Plan, relay: RelayAddress) -> None:
         )
         while not signals.stop.wait(0.5):
             supervisor.reap()
-            if trust.changed():
-                trust.reload()
         log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
     finally:
-        _stop_serving(metrics_server)
         supervisor.stop()

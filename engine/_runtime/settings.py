@@ -139,7 +139,15 @@ class Settings(BaseSettings):
     grpc: str = "127.0.0.1:50051"
     """``HOST:PORT`` of the gRPC service (Decisions, ext_authz, health, reflection)."""
     metrics: str = "127.0.0.1:9464"
-    """``HOST:PORT`` of the Prometheus ``/metrics`` endpoint."""
+    """``HOST:PORT`` of the HTTP listener: Prometheus ``/metrics``, the CA's JWKS and
+    revocation list, and the AuthZEN API."""
+    authzen_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    """The AuthZEN PDP identifier (``policy_decision_point`` of the metadata, and the
+    base of its endpoint URLs) when the listener is reached through a proxy; by default
+    ``http://`` and the request's ``Host``."""
+    http_max_connections: int = Field(default=256, ge=1, le=4096)
+    """Connections the HTTP listener serves at once (per process); past it an idle
+    kept-alive connection is let go, else the new request gets 503."""
     admission: str = "127.0.0.1:8443"
     """``HOST:PORT`` of the Kubernetes admission webhook (HTTPS), or ``off``."""
     admission_cert: Path | None = None

@@ -27,6 +27,7 @@ import structlog
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from attestation import (
     REVOCATIONS_FILE,
@@ -36,9 +37,10 @@ from attestation import (
     load_revocations,
 )
 from audit import AuditError, Entry, RelayAddress
-from engine._adapters.admission_http import AdmissionServer, server_context
+from engine._adapters.admission_http import AdmissionServer, HttpServer, server_context
 from engine._adapters.attestation_rpc import AttestationServicer
 from engine._adapters.audit_rpc import AuditServicer
+from engine._adapters.authzen_http import AuthzenApp
 from engine._adapters.decisions_rpc import DecisionsServicer
 from engine._adapters.ext_authz import AuthorizationServicer
 from engine._core.bundle import PolicyBundle
@@ -66,9 +68,7 @@ from engine._service.bundle_revisions import pin_entry, refusal_entry
 from engine._service.bundle_source import Freshness
 from engine._service.bundle_watch import BundleWatcher
 from engine._service.decisions import DecisionService, utcnow
-from engine._service.metrics import (
-    Metrics,
-)
+from engine._service.metrics import Metrics, metrics_app
 from engine._service.posture import PostureReader
 from engine._service.revocation_source import STATE_NAME as REVOCATIONS_STATE
 from engine._service.revocation_source import confirmed_at as revocations_confirmed_at
@@ -256,6 +256,7 @@ class Worker:
         self.posture = PostureReader(self.ca, settings.jwt_audience, self.trust.revocations)
         self.metrics = metrics
         self.admission: AdmissionServer | None = None
+        self.http: HttpServer | None = None
         # Asynchronous: a Watch stream holds no thread (a blocked one would keep the
         # process from exiting after SIGTERM).
         self.health = health.aio.HealthServicer()
@@ -397,6 +398,27 @@ class Worker:
             raise ServeError(f"cannot serve admission on {address}: {exc.strerror}") from exc
         return self.admission.port
 
+    def bind_http(
+        self, address: Address, registry: CollectorRegistry, *, reuse_port: bool = False
+    ) -> int:
+        """Bind the HTTP listener on ``address``: AuthZEN, ``/metrics`` (of ``registry``)
+        and the CA's JWKS and revocation list this process applies; :meth:`start` serves
+        it. Returns the port. Raises :class:`ServeError`."""
+        documents = metrics_app(registry, self.trust.jwks, lambda: self.trust.document)
+        app = AuthzenApp(self.service, documents, base_url=self.settings.authzen_url)
+        try:
+            self.http = HttpServer(
+                address.host,
+                address.port,
+                app,
+                name="docket-http",
+                reuse_port=reuse_port,
+                max_connections=self.settings.http_max_connections,
+            )
+        except OSError as exc:
+            raise ServeError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
+        return self.http.port
+
     def _reference(self) -> ReferenceValues:
         bundle = self.engine.bundle
         return bundle.reference if bundle is not None else ReferenceValues()
@@ -422,6 +444,8 @@ class Worker:
         self._started = True
         if self.admission is not None and not self.admission.started:
             self.admission.start()
+        if self.http is not None and not self.http.started:
+            self.http.start()
         self._set_health()
         self._observe_revocations()
         self.watcher.start()
@@ -531,6 +555,8 @@ class Worker:
         self._loop.run(self.health.enter_graceful_shutdown())
         if self.admission is not None:
             self.admission.stop()
+        if self.http is not None:
+            self.http.stop()
         if self._started:
             # Calls in flight keep being answered (their commits resolve them) for up
             # to `grace` seconds; new ones are refused.

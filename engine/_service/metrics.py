@@ -1,10 +1,13 @@
-"""Prometheus metrics of the decision service, and the HTTP listener that serves them.
+"""Prometheus metrics of the decision service, and the HTTP app that serves them.
 
 With several worker processes, each records into files under
-``PROMETHEUS_MULTIPROC_DIR`` and the supervising process serves their sum
+``PROMETHEUS_MULTIPROC_DIR`` and every worker serves their sum on the shared HTTP port
 (prometheus_client's multiprocess mode; the supervisor's own metrics, the log writer's
 entries per commit, are recorded there too: :func:`shared_metrics`); with one process,
-the process serves its own.
+the process serves its own. :func:`metrics_app` is that HTTP app (ASGI; the listener,
+which also answers AuthZEN, is :mod:`engine._adapters.authzen_http`'s);
+:func:`serve_metrics` serves the same documents without AuthZEN from a thread (WSGI),
+for tools and tests.
 
 The same listener serves the CA's JWT-SVID keys at ``/.well-known/jwks.json``
 (``application/json``, what ``docket ca jwks`` prints), so that Envoy's jwt_authn
@@ -23,7 +26,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -33,6 +36,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    make_asgi_app,
     make_wsgi_app,
 )
 from prometheus_client import multiprocess as prom_multiprocess
@@ -216,37 +220,86 @@ Revocations = Callable[[], bytes]
 """Gives the signed revocation list in force (it changes after ``docket ca revoke``)."""
 
 
+def _well_known(
+    path: str | None, jwks: Jwks | None, revocations: Revocations | None
+) -> tuple[bytes, int] | None:
+    """The body of a key document at ``path`` and its max-age, or None for another path."""
+    if jwks is not None and path == JWKS_PATH:
+        # Verifiers refetch soon after a rotation; retired keys stay in the set until
+        # their last token has expired, so a minute's staleness is safe.
+        return json.dumps(jwks(), separators=(",", ":")).encode(), 60
+    if revocations is not None and path == REVOCATIONS_PATH:
+        # A revocation should reach relying parties within seconds, as it reaches
+        # Docket's own checks.
+        return revocations(), 5
+    return None
+
+
+def _document_headers(method: str, body: bytes, max_age: int) -> tuple[int, list[tuple[str, str]]]:
+    """The status and headers answering ``method`` on a key document."""
+    if method not in ("GET", "HEAD"):
+        return 405, [("Allow", "GET, HEAD")]
+    return 200, [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", f"max-age={max_age}"),
+    ]
+
+
 def _app(
     registry: CollectorRegistry, jwks: Jwks | None, revocations: Revocations | None
 ) -> Callable[..., Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO")
-        if jwks is not None and path == JWKS_PATH:
-            body = json.dumps(jwks(), separators=(",", ":")).encode()
-            # Verifiers refetch soon after a rotation; retired keys stay in the set until
-            # their last token has expired, so a minute's staleness is safe.
-            max_age = 60
-        elif revocations is not None and path == REVOCATIONS_PATH:
-            body = revocations()
-            # A revocation should reach relying parties within seconds, as it reaches
-            # Docket's own checks.
-            max_age = 5
-        else:
+        found = _well_known(environ.get("PATH_INFO"), jwks, revocations)
+        if found is None:
             return metrics(environ, start_response)  # type: ignore[no-any-return]
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
-            return [b""]
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", f"max-age={max_age}"),
-            ],
+        body, max_age = found
+        method = environ.get("REQUEST_METHOD", "")
+        status, headers = _document_headers(method, body, max_age)
+        start_response("200 OK" if status == 200 else "405 Method Not Allowed", headers)
+        return [body] if status == 200 and method == "GET" else [b""]
+
+    return app
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An ASGI 3 application."""
+
+
+def metrics_app(
+    registry: CollectorRegistry, jwks: Jwks | None = None, revocations: Revocations | None = None
+) -> Asgi:
+    """``/metrics`` (every other path too, as prometheus_client serves it), and, given
+    ``jwks`` and ``revocations``, the two key documents, as an ASGI app: what the HTTP
+    listener of ``docket serve`` answers besides AuthZEN."""
+    metrics = make_asgi_app(registry)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        found = _well_known(scope.get("path"), jwks, revocations)
+        if found is None:
+            await metrics(scope, receive, send)
+            return
+        body, max_age = found
+        method = scope.get("method", "")
+        status, headers = _document_headers(method, body, max_age)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
+            }
         )
-        return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+        await send(
+            {
+                "type": "http.response.body",
+                "body": body if status == 200 and method == "GET" else b"",
+            }
+        )
 
     return app
 

@@ -96,6 +96,10 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
             f"docket: device JWT-SVID keys on http://{where.metrics}/.well-known/jwks.json, "
             f"revocations on http://{where.metrics}/.well-known/docket-revocations.json"
         )
+        click.echo(
+            f"docket: AuthZEN 1.0 on http://{where.metrics}/access/v1/evaluation(s) "
+            f"(metadata: http://{where.metrics}/.well-known/authzen-configuration)"
+        )
         peps = ", ".join(settings.trusted_peps) or "none (ext_authz Checks may not name a subject)"
         click.echo(f"docket: trusted enforcement points: {peps}")
         if where.admission is not None:

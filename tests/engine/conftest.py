@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from serving import Running
 
+from audit import AuditLog
+from engine import BundleWatcher, Engine, PolicyBundle
 from engine._runtime.settings import Settings
+from engine._service.decisions import DecisionService
+from engine._service.metrics import Metrics
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVICE_NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+"""The clock of :func:`decision_service`."""
+
+
+@pytest.fixture
+def decision_service(tmp_path: Path) -> Iterator[DecisionService]:
+    """A decision service on the default bundle, its audit log a SQLite file in
+    ``tmp_path``, its clock stopped at :data:`SERVICE_NOW`."""
+    engine = Engine(PolicyBundle.load(ROOT / "policies"))
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
+    service = DecisionService(
+        engine, BundleWatcher(engine, ROOT / "policies"), Metrics(), log, clock=lambda: SERVICE_NOW
+    )
+    try:
+        yield service
+    finally:
+        service.audit.close()
 
 
 @pytest.fixture

@@ -410,3 +410,17 @@ def _read_alike(
     assert unchecked.decision is checked.decision
     assert sorted(unchecked.diagnostics.reasons) == sorted(checked.diagnostics.reasons)
     assert unchecked.diagnostics.errors == checked.diagnostics.errors
+
+
+def test_an_entitys_attributes_are_named_by_their_owner() -> None:
+    record = {"type": "Record", "attributes": {"email": {"type": "String", "required": True}}}
+    assert (
+        context_problem(
+            record, {"email": "a", "team": "x"}, "read", "subject.properties", owner="App::User"
+        )
+        == "subject.properties.team: not an attribute of App::User"
+    )
+    assert (
+        context_problem(record, {"email": 1}, "read", "subject.properties", owner="App::User")
+        == "subject.properties.email: expected a string (got a whole number)"
+    )

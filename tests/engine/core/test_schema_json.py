@@ -9,7 +9,7 @@ from pathlib import Path
 import cedarpy
 import pytest
 
-from engine._core.schema_json import context_types, schema_json
+from engine._core.schema_json import context_types, entity_types, schema_json
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
 
@@ -128,3 +128,29 @@ def test_the_default_bundles_device_posture_is_inlined() -> None:
     assert device["attributes"]["secure_boot"] == {"type": "Boolean", "required": True}
     place = types[("Docket::Action", "place")]["attributes"]["classification"]
     assert place == {"type": "Entity", "name": "Docket::Classification", "required": True}
+
+
+def test_entity_types_resolve_each_types_attributes() -> None:
+    schema = cedarpy.Schema.from_str(
+        """
+        type Labels = Set<String>;
+        namespace App {
+          entity Group;
+          entity Colour enum ["red"];
+          entity User in [Group] = { email: String, groups?: Labels, boss?: User };
+        }
+        """
+    )
+    described = schema_json(schema)
+    assert described is not None
+    assert entity_types(described) == {
+        "App::Group": {"type": "Record", "attributes": {}},
+        "App::User": {
+            "type": "Record",
+            "attributes": {
+                "email": {"type": "String", "required": True},
+                "groups": {"type": "Set", "element": {"type": "String"}, "required": False},
+                "boss": {"type": "Entity", "name": "App::User", "required": False},
+            },
+        },
+    }

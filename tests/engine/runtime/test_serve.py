@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -192,6 +193,12 @@ def test_the_banner_names_the_jwks_endpoint_and_the_trusted_enforcement_points(
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.headers["content-type"].startswith("application/json")
         assert response.read().startswith(b'{"keys"')
+    metadata = re.search(r"AuthZEN 1.0 on \S+ \(metadata: (\S+)\)", printed)[1]  # type: ignore[index]
+    with urllib.request.urlopen(metadata, timeout=5) as response:
+        endpoint = json.loads(response.read())["access_evaluation_endpoint"]
+    assert endpoint == metadata.replace(
+        "/.well-known/authzen-configuration", "/access/v1/evaluation"
+    )
 
 
 @pytest.mark.parametrize("served", [["--workers", "2"]], indirect=True)
@@ -209,10 +216,23 @@ def test_workers_share_the_port_sum_metrics_and_reload_on_sighup(
         with grpc.insecure_channel(served.grpc) as channel:
             assert pb_grpc.DecisionsStub(channel).Authorize(ALLOW, timeout=5).decision == 1
     assert served.scrape('docket_decisions_total{api="authorize",decision="allow"}') == 21
+    # AuthZEN on the shared HTTP port is decided in the workers too, and counted there.
+    for _ in range(4):
+        answer = httpx.post(
+            served.metrics.removesuffix("/metrics") + "/access/v1/evaluation",
+            json={
+                "subject": {"type": "User", "id": "heidi"},
+                "action": {"name": "read"},
+                "resource": {"type": "Data", "id": "public-website"},
+            },
+            timeout=5,
+        )
+        assert answer.json() == {"decision": True}
+    assert served.scrape('docket_decisions_total{api="authzen",decision="allow"}') == 4
     # Every entry (the 21 decisions, each worker's bundle entry) went through a commit
     # the entries-per-commit histogram saw.
-    assert served.scrape("docket_audit_entries_per_commit_sum") == 23
-    assert 1 <= served.scrape("docket_audit_entries_per_commit_count") <= 23
+    assert served.scrape("docket_audit_entries_per_commit_sum") == 27
+    assert 1 <= served.scrape("docket_audit_entries_per_commit_count") <= 27
     # The same request again and again is answered from each worker's decision memo
     # (every answer still recorded above); the counters reach /metrics within a second.
     deadline = time.monotonic() + 20

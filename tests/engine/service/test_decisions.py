@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from audit import AuditLog, StoreError
-from engine import BundleWatcher, Engine, PolicyBundle
+from audit import StoreError
 from engine._core.models import EntityUID, Request
 from engine._service.decisions import LARGE_BATCH, Decided, DecisionService
-from engine._service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -33,16 +30,8 @@ REQUESTS = [
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[DecisionService]:
-    engine = Engine(PolicyBundle.load(ROOT / "policies"))
-    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
-    service = DecisionService(
-        engine, BundleWatcher(engine, ROOT / "policies"), Metrics(), log, clock=lambda: NOW
-    )
-    try:
-        yield service
-    finally:
-        service.audit.close()
+def service(decision_service: DecisionService) -> DecisionService:
+    return decision_service  # tests/engine/conftest.py; its clock is NOW
 
 
 def payloads(service: DecisionService, decided: list[Decided]) -> list[dict[str, Any]]:
