@@ -13,9 +13,13 @@ from typing import Any
 
 import pytest
 
-from audit import StoreError
+from audit import AuditLog, StoreError
+from engine._core.bundle import PolicyBundle
+from engine._core.evaluate import Engine
 from engine._core.models import EntityUID, Request
+from engine._service.bundle_watch import BundleWatcher
 from engine._service.decisions import LARGE_BATCH, Decided, DecisionService
+from engine._service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
