@@ -27,6 +27,7 @@ from benchmarks import (
     bench_index,
     bench_serving,
     bench_startup,
+    bench_writer,
 )
 from benchmarks._common import machine, machine_line
 
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
         "side by side: trivial grpcio, previous Docket, Docket, Cerbos (issue 15's targets)",
         bench_serving.run,
     ),
+    "writer": ("--workers 2: per-worker writers against the supervisor's one", bench_writer.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"

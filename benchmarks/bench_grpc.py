@@ -18,7 +18,7 @@ import shlex
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -254,10 +254,15 @@ _COMMITS = re.compile(r"^docket_audit_entries_per_commit_(sum|count) (\S+)$", re
 
 @contextmanager
 def docket_server(
-    state: Path, *, workers: int = WORKERS, command: list[str] | None = None
+    state: Path,
+    *,
+    workers: int = WORKERS,
+    command: list[str] | None = None,
+    flags: Sequence[str] = (),
 ) -> Iterator[Docket]:
     """Start ``docket serve`` on free ports; yield it; stop it (SIGTERM, wait) after.
-    ``command`` runs another build of ``docket`` (default :func:`serve_command`)."""
+    ``command`` runs another build of ``docket`` (default :func:`serve_command`);
+    ``flags`` are more of its flags."""
     grpc_addr = f"127.0.0.1:{free_port()}"
     metrics_addr = f"127.0.0.1:{free_port()}"
     argv = [
@@ -275,6 +280,7 @@ def docket_server(
         str(state),
         "--workers",
         str(workers),
+        *flags,
     ]
     print(f"  server: {shlex.join(argv)}", flush=True)
     server = Server(argv, cwd=ROOT, name="docket serve")

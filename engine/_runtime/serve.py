@@ -10,9 +10,10 @@ and devices. A revocation list that does not verify, or is older than the one in
 (a rollback), is logged and refused; the one in force stays.
 
 One process by default. With ``workers > 1`` a supervisor starts that many worker
-processes that share the gRPC port (SO_REUSEPORT); the supervisor owns the audit log's
-one writer, which every worker's entries are committed through (:mod:`audit._relay`:
-one transaction and one fsync carries what all workers have waiting), forwards SIGHUP
+processes that share the gRPC port (SO_REUSEPORT); each worker commits its own audit
+entries, or with ``audit_writer = "supervisor"`` the supervisor owns the log's one writer,
+which every worker's entries are committed through (:mod:`audit._relay`: one transaction
+and one fsync carries what all workers have waiting); it forwards SIGHUP
 (reload) and SIGTERM (drain, then exit) to the workers and restarts a worker that dies.
 The HTTP listener (``/metrics``, the CA's key documents, AuthZEN) is the workers' too,
 on a shared port like gRPC's: an AuthZEN call is decided and recorded in a worker as a
@@ -217,9 +218,9 @@ Ports = tuple[int, int | None, int]
 """What a worker binds: gRPC, the admission webhook (None: off), the HTTP listener."""
 
 
-def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddress) -> None:
+def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddress | None) -> None:
     """A worker process (started by the supervisor with the spawn method); it commits
-    its audit entries through the supervisor's writer (``relay``)."""
+    its audit entries itself, or through the supervisor's writer (``relay``)."""
     configure_logging(settings.log_format, settings.log_level)
     supervisor = os.getppid()
 
@@ -264,7 +265,7 @@ def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddre
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings, relay: RelayAddress) -> None:
+    def __init__(self, settings: Settings, relay: RelayAddress | None) -> None:
         self.settings = settings
         self.relay = relay
         self.context = multiprocessing.get_context("spawn")
@@ -330,24 +331,31 @@ def _supervise(plan: _Plan) -> None:
     metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
     try:
         with shared_metrics(str(metrics_dir)):
-            # One writer for the log, fed by every worker: their batches share its
-            # commits (audit._relay), and it observes entries per commit for them all.
-            audit = open_audit(plan.settings).start()
-            try:
-                audit.writer.observe_commits(Metrics().committed)
-                log_server = LogServer(audit).start()
-                try:
-                    _run_workers(plan, log_server.address)
-                finally:
-                    log_server.close()
-            finally:
-                audit.close()
+            if plan.settings.audit_writer == "per-worker":
+                _run_workers(plan, None)
+            else:
+                _run_workers_with_one_writer(plan)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("serve.stopped")
 
 
-def _run_workers(plan: _Plan, relay: RelayAddress) -> None:
+def _run_workers_with_one_writer(plan: _Plan) -> None:
+    """One writer for the log, fed by every worker: their batches share its commits
+    (audit._relay), and it observes entries per commit for them all."""
+    audit = open_audit(plan.settings).start()
+    try:
+        audit.writer.observe_commits(Metrics().committed)
+        log_server = LogServer(audit).start()
+        try:
+            _run_workers(plan, log_server.address)
+        finally:
+            log_server.close()
+    finally:
+        audit.close()
+
+
+def _run_workers(plan: _Plan, relay: RelayAddress | None) -> None:
     settings = plan.settings
     supervisor = _Supervisor(settings, relay)
     signals = _Signals(lambda: supervisor.signal_all(signal.SIGHUP))

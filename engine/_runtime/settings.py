@@ -198,6 +198,13 @@ class Settings(BaseSettings):
     """…or after this many seconds with anything new."""
     audit_queue: int = Field(default=50_000, ge=1)
     """Audit entries waiting for a commit before callers get RESOURCE_EXHAUSTED."""
+    audit_writer: Literal["per-worker", "supervisor"] = "per-worker"
+    """With ``workers > 1``, who commits: each worker its own entries (its group commits
+    take turns on the database's write lock), or the supervisor every worker's (one
+    writer for the log, fed over a Unix socket: ``audit._relay``). Measured on 2 cores
+    with SQLite (benchmarks/README.md, "one writer per log"): the same throughput and CPU
+    per call, but fewer entries per commit and a higher median latency with the
+    supervisor's writer, hence the default."""
 
     trust_domain: str = "docket.local"
     """The SPIFFE trust domain of the CA that ``docket serve`` creates on first start."""

@@ -49,6 +49,11 @@ if TYPE_CHECKING:
     help="Audit database [sqlite:///<data-dir>/docket.db]; postgresql+psycopg://… to share.",
 )
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port [1].")
+@click.option(
+    "--audit-writer",
+    type=click.Choice(["per-worker", "supervisor"]),
+    help="With --workers > 1: each worker commits its entries, or the supervisor all [per-worker].",
+)
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="Server certificate (PEM).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="Server private key (PEM).")
 @click.option(

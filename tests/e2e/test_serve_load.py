@@ -191,21 +191,29 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    "workers",
+    ("workers", "writer"),
     [
-        pytest.param("1", id="one process"),
-        # The supervisor owns the log's one writer: killing it kills the writer every
-        # worker commits through. The workers then answer no more, and exit.
-        pytest.param("2", id="supervisor and its log writer killed"),
+        pytest.param("1", "per-worker", id="one process"),
+        # The supervisor's death leaves its workers unable to go on (with the one writer,
+        # unable to record): they stop, and what they answered is in the log.
+        pytest.param("2", "per-worker", id="supervisor killed"),
+        pytest.param("2", "supervisor", id="supervisor and its log writer killed"),
     ],
 )
-def test_sigkill_under_load_loses_no_answered_decision(tmp_path: Path, workers: str) -> None:
+def test_sigkill_under_load_loses_no_answered_decision(
+    tmp_path: Path, workers: str, writer: str
+) -> None:
     root = tmp_path / "serve"
-    server = start_docket(root, "--admission", "off", "--workers", workers)
+    server = start_docket(
+        root, "--admission", "off", "--workers", workers, env={"DOCKET_AUDIT_WRITER": writer}
+    )
     load = Load(server, in_flight=64, answered=400, limit=5_000)
     orphans = children(server.process.pid) if workers != "1" else []
     try:
         load.run()
+        # Every entry went through a commit the entries-per-commit histogram saw (the
+        # supervisor's, with its one writer).
+        assert sample(server, "docket_audit_entries_per_commit_count", {}) > 0
         os.kill(server.process.pid, signal.SIGKILL)  # calls still in flight
         server.process.wait(BOUND)
         wait_until("the workers exit", lambda: not any(alive(pid) for pid in orphans))
