@@ -160,6 +160,8 @@ class Evidence:
     pcr_values: Mapping[tuple[int, int], bytes]
     csr: bytes
     audience: str = DEFAULT_AUDIENCE
+    event_log: bytes = b""
+    """The TCG boot event log the device sent (empty: none)."""
 
 
 @dataclass(frozen=True, slots=True)

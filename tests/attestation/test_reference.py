@@ -475,6 +475,37 @@ BAD_CLAIMS: list[Any] = [
 ]
 
 
+BOOT = Posture(
+    **{
+        **POSTURE.__dict__,
+        "boot_chain": "ab" * 32,
+        "dbx_revision": 371,
+        "crtm_version": "1.2.3 (2024-05-01)",
+    }
+)
+BOOT_CLAIMS: dict[str, Any] = {
+    **CLAIMS,
+    "boot_chain": "ab" * 32,
+    "dbx_revision": 371,
+    "crtm_version": "1.2.3 (2024-05-01)",
+}
+
+
+def test_boot_facts_are_claims_only_when_an_event_log_was_appraised() -> None:
+    assert BOOT.claims() == BOOT_CLAIMS
+    assert Posture.from_claims(BOOT_CLAIMS) == BOOT
+    assert not {"boot_chain", "dbx_revision", "crtm_version"} & set(POSTURE.claims())
+
+
+BAD_CLAIMS += [
+    pytest.param({**BOOT_CLAIMS, "boot_chain": None}, "boot_chain: null", id="null-chain"),
+    pytest.param({**BOOT_CLAIMS, "boot_chain": "AB" * 32}, "boot_chain", id="chain-upper"),
+    pytest.param({**BOOT_CLAIMS, "dbx_revision": -1}, "dbx_revision", id="dbx-negative"),
+    pytest.param({**BOOT_CLAIMS, "dbx_revision": "3"}, "dbx_revision", id="dbx-string"),
+    pytest.param({**BOOT_CLAIMS, "crtm_version": "a\nb"}, "crtm_version", id="crtm-newline"),
+]
+
+
 @pytest.mark.parametrize(("claims", "message"), BAD_CLAIMS)
 def test_from_claims_refuses_anything_off(claims: Any, message: str) -> None:
     with pytest.raises(ParseError, match=f"^posture claims: .*{message}"):
@@ -492,6 +523,10 @@ POSTURES = st.builds(
     tpm_manufacturer=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=64),
     ek_hash=st.binary(min_size=32, max_size=32),
     region=st.none() | NAMES,
+    boot_chain=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex),
+    dbx_revision=st.none() | st.integers(0, 2**32 - 1),
+    crtm_version=st.none()
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=128),
 )
 
 
