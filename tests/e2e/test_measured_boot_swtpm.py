@@ -1,0 +1,181 @@
+"""Measured boot end to end: a swtpm whose PCRs were extended with a synthetic
+crypto-agile boot log's events (tests/eventlogs.py), ``docket attest --event-log`` against
+a real ``docket serve`` whose bundle has one class, ``fleet``, that appraises that log
+(no golden PCR values).
+
+The log as booted earns credentials whose posture (SVID extension, JWT) carries the boot
+facts, recorded in the audit entry; the log with one event changed is refused naming the
+PCR that does not replay; a log whose events are all as measured but whose SecureBoot
+variable is 0 replays and is refused by the appraisal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import eventlogs
+import jwt
+import pytest
+from cryptography import x509
+from e2e.docket_process import Docket, start_docket
+from e2e.test_attest_flow import docket_attest
+from swtpm import ProvisionedState, SoftwareTpm
+
+from attestation._ca import JWT_POSTURE_CLAIM
+from attestation._ca.authority import POSTURE_EXTENSION, _read_posture
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = (eventlogs.SHIM, eventlogs.GRUB, eventlogs.KERNEL)
+CHAIN = hashlib.sha256(b"".join(hashlib.sha256(i).digest() for i in IMAGES)).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+FLEET = f"""\
+class = "fleet"
+description = "measured boot: shim, grub, kernel with Secure Boot on"
+secure_boot = true
+measured_boot = true
+
+[event_log]
+bank = "sha256"
+db = ["{sha256(eventlogs.DB)}"]
+dbx_revisions = {{ "{sha256(eventlogs.DBX)}" = 371 }}
+min_dbx_revision = 300
+min_crtm_version = "1.0"
+
+[[event_log.boot]]
+name = "shim"
+digests = ["{sha256(eventlogs.SHIM)}"]
+
+[[event_log.boot]]
+name = "grub"
+digests = ["{sha256(eventlogs.GRUB)}"]
+
+[[event_log.boot]]
+name = "kernel"
+digests = ["{sha256(eventlogs.KERNEL)}", "{"ab" * 32}"]
+"""
+
+
+@pytest.fixture
+def docket(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[Docket]:
+    """``docket serve`` with the ``fleet`` class only, trusting the local TPM CA's root.
+    One per test: every swtpm is a copy of one state (one EK), whose TPM clock starts
+    again, and Docket refuses a device's clock going backwards."""
+    root = tmp_path / "measured-boot"
+    bundle = root / "bundle"
+    shutil.copytree(ROOT / "policies", bundle)
+    (bundle / "reference" / "dev.toml").unlink()
+    (bundle / "reference" / "fleet.toml").write_text(FLEET)
+    roots = root / "served" / "data" / "trust" / "ek-roots"
+    roots.mkdir(parents=True)
+    shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
+    running = start_docket(root / "served", bundle=bundle)
+    try:
+        yield running
+    finally:
+        code = running.stop()
+    assert code == 0, running.log.read_text()
+
+
+def booted(swtpm: SoftwareTpm, events: list[eventlogs.LogEvent], cwd: Path) -> None:
+    """Extend the swtpm's sha256 PCRs as ``events`` say (what the firmware would do)."""
+    for command in eventlogs.extend_commands(events, banks=("sha256",)):
+        swtpm.run(*command, cwd=cwd)
+
+
+def attest_with_log(
+    docket: Docket,
+    swtpm: SoftwareTpm,
+    provisioned_tpm: ProvisionedState,
+    log: bytes,
+    tmp_path: Path,
+) -> tuple[int, str, Path]:
+    path = tmp_path / "binary_bios_measurements"
+    path.write_bytes(log)
+    out = tmp_path / "creds"
+    done = docket_attest(
+        docket,
+        swtpm,
+        out,
+        *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
+        *("--event-log", str(path)),
+    )
+    return done.returncode, done.stdout + done.stderr, out
+
+
+def test_a_booted_swtpm_and_its_log_earn_the_boot_posture(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> None:
+    events = eventlogs.standard_boot()
+    booted(swtpm, events, tmp_path)
+    log = eventlogs.crypto_agile(events)
+    code, output, out = attest_with_log(docket, swtpm, provisioned_tpm, log, tmp_path)
+    assert code == 0, output
+    assert "device class  fleet" in output
+    assert f"Secure Boot on, boot chain {CHAIN[:16]}" in output
+    leaf, *_ = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+    extension = leaf.extensions.get_extension_for_oid(POSTURE_EXTENSION).value
+    assert isinstance(extension, x509.UnrecognizedExtension)
+    in_svid = _read_posture(extension.value)
+    boot = {
+        "device_class": "fleet",
+        "secure_boot": True,
+        "measured_boot_ok": True,
+        "boot_chain": CHAIN,
+        "dbx_revision": 371,
+        "crtm_version": "1.0.2",
+    }
+    assert {k: in_svid[k] for k in boot} == boot
+    token = jwt.decode((out / "jwt").read_text(), options={"verify_signature": False})
+    assert {k: token[JWT_POSTURE_CLAIM][k] for k in boot} == boot
+    (entry,) = [e for e in docket.audit_entries("attestation") if e["decision"] == "allow"]
+    assert {k: entry["detail"]["posture"][k] for k in boot} == boot
+    assert entry["detail"]["event_log"] == {"sha256": sha256(log), "bytes": len(log)}
+
+
+def test_a_log_with_one_event_changed_is_refused_naming_the_pcr(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> None:
+    events = eventlogs.standard_boot()
+    booted(swtpm, events, tmp_path)
+    # The log says the allowed second kernel ran; the TPM measured the first.
+    kernel = len(events) - 3
+    lying = eventlogs.with_event(events, kernel, digests={"sha256": bytes.fromhex("ab" * 32)})
+    code, output, _ = attest_with_log(
+        docket, swtpm, provisioned_tpm, eventlogs.crypto_agile(lying), tmp_path
+    )
+    assert code == 1, output
+    assert "fleet: PCR 4 (sha256) does not replay" in output
+    refusal = docket.audit_entries("attestation")[-1]
+    assert refusal["decision"] == "deny"
+    assert "PCR 4 (sha256) does not replay" in refusal["detail"]["reason"]
+
+
+def test_a_log_that_replays_with_secure_boot_off_is_refused_by_the_appraisal(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> None:
+    events = eventlogs.standard_boot(secure_boot=False)
+    booted(swtpm, events, tmp_path)
+    code, output, _ = attest_with_log(
+        docket, swtpm, provisioned_tpm, eventlogs.crypto_agile(events), tmp_path
+    )
+    assert code == 1, output
+    assert "fleet: Secure Boot is off (SecureBoot = 00)" in output
+
+
+def test_a_device_that_sends_no_log_is_told_the_class_needs_one(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> None:
+    booted(swtpm, eventlogs.standard_boot(), tmp_path)
+    code, output, _ = attest_with_log(docket, swtpm, provisioned_tpm, b"", tmp_path)
+    assert code == 1, output
+    assert "fleet: no boot event log was sent" in output
