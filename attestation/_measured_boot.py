@@ -5,7 +5,11 @@ bundle the way Keylime's measured-boot policies are. The verifier first parses t
 checks it replays to the quoted PCRs of the class's bank (``attestation._eventlog``); then
 :func:`appraise_boot` applies the rules below, in this order, and refuses at the first that
 fails, naming it (:class:`~attestation.EvidenceError`). Only events of PCRs 0-7 are read
-(the quote covers 0-9 of the bank, so each of them is proven by the replay).
+(the quote covers 0-9 of the bank, so each of them is proven by the replay). The replay
+proves digests, not data: every event whose data a rule reads (a separator, an action, a
+Secure Boot variable, the CRTM version) must have a digest, in the class's bank, of that
+data (``check_event_data``), or the log is refused, so data edited under a kept digest
+cannot pass.
 
 1. **Unexpected events.** An event type the parser does not know (``EV_UNKNOWN_…``); an
    EV_SEPARATOR whose data is not four zero bytes (``01000000`` is the firmware's error
@@ -59,7 +63,14 @@ from pydantic import (
 )
 
 from attestation._errors import EvidenceError
-from attestation._eventlog import Event, EventLog, EventLogError, efi_variable, event_text
+from attestation._eventlog import (
+    Event,
+    EventLog,
+    EventLogError,
+    check_event_data,
+    efi_variable,
+    event_text,
+)
 from attestation._posture import CRTM_VERSION_PATTERN
 
 __all__ = [
@@ -198,6 +209,22 @@ def _where(event: Event) -> str:
     return f"event {event.index} ({event.type_name}, PCR {event.pcr})"
 
 
+_DATA_READ: Final[Mapping[int, frozenset[int]]] = {
+    EV_SEPARATOR: APPRAISED_PCRS,
+    EV_EFI_ACTION: APPRAISED_PCRS,
+    EV_EFI_VARIABLE_DRIVER_CONFIG: frozenset({7}),
+    EV_S_CRTM_VERSION: frozenset({0}),
+}
+"""Event type -> the PCRs in which the rules read its data (so its digest must be of it)."""
+
+
+def _proven(event: Event, bank: str) -> None:
+    try:
+        check_event_data(event, bank)
+    except EventLogError as exc:
+        raise EvidenceError(str(exc)) from exc
+
+
 def _text(event: Event) -> str:
     try:
         return event_text(event)
@@ -214,6 +241,8 @@ def _read(log: EventLog, policy: EventLogPolicy) -> _Seen:
             continue
         if event.type_name.startswith("EV_UNKNOWN"):
             raise EvidenceError(f"{_where(event)}: an event type the appraisal does not know")
+        if event.pcr in _DATA_READ.get(event.type, frozenset()):
+            _proven(event, policy.bank)
         if event.type == EV_SEPARATOR and event.data != _SEPARATOR:
             raise EvidenceError(
                 f"{_where(event)}: separator {event.data.hex()} (not 00000000: 01000000 is "

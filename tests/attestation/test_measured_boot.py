@@ -165,6 +165,38 @@ def test_each_rule_refuses_naming_itself(
         appraise(events, **policy)
 
 
+def _kept_digest(index: int, data: bytes) -> list[LogEvent]:
+    """The standard boot with event ``index``'s data replaced, its digests kept."""
+    events = eventlogs.standard_boot()
+    kept = {bank: events[index].digest(bank) for bank in ("sha1", "sha256")}
+    return eventlogs.with_event(events, index, data=data, digests=kept)
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        pytest.param(
+            _kept_digest(1, eventlogs.variable("SecureBoot", b"\x01").data[:-1] + b"\x02"),
+            r"event 1 \(EV_EFI_VARIABLE_DRIVER_CONFIG\) at offset \d+: its data is not",
+            id="variable",
+        ),
+        pytest.param(
+            _kept_digest(6, b"Exit Boot Services Invocation"),
+            r"event 6 \(EV_EFI_ACTION\) at offset \d+: its data is not",
+            id="action",
+        ),
+        pytest.param(
+            _kept_digest(0, "9.9.9\x00".encode("utf-16-le")),
+            r"event 0 \(EV_S_CRTM_VERSION\) at offset \d+: its data is not",
+            id="crtm",
+        ),
+    ],
+)
+def test_data_edited_under_a_kept_digest_is_refused(events: list[LogEvent], message: str) -> None:
+    with pytest.raises(EvidenceError, match=message):
+        appraise(events)
+
+
 def test_a_class_may_allow_an_extra_action_but_not_the_standard_ones_away() -> None:
     events = eventlogs.standard_boot(extra=[eventlogs.action(1, "Booting BIOS")])
     assert appraise(events, allowed_actions=["Booting BIOS"]).boot_chain == CHAIN
