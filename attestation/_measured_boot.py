@@ -39,7 +39,7 @@ cannot pass.
    numbers, compared with the first dotted number in the text) of the EV_S_CRTM_VERSION
    event of PCR 0. The posture's ``crtm_version`` is that text (printable ASCII only).
 
-:func:`derive_policy` proposes an ``[event_log]`` section from known-good logs, the way
+:func:`derive_boot_policy` proposes an ``[event_log]`` section from known-good logs, the way
 Keylime's ``create_mb_refstate`` does (``docket policy derive-boot``).
 """
 
@@ -81,8 +81,8 @@ __all__ = [
     "BootStage",
     "EventLogPolicy",
     "appraise_boot",
-    "derive_policy",
-    "policy_toml",
+    "boot_class_toml",
+    "derive_boot_policy",
 ]
 
 LOG_PCRS: Final = tuple(range(10))
@@ -409,7 +409,7 @@ class Derived:
     logs: int
 
 
-def derive_policy(logs: Sequence[EventLog], bank: str = "sha256") -> Derived:
+def derive_boot_policy(logs: Sequence[EventLog], bank: str = "sha256") -> Derived:
     """The ``[event_log]`` section that admits exactly what ``logs`` show: the digests of
     PK, KEK, db and dbx seen, each boot stage's digests (the logs must agree on the number
     of boot applications), the firmware versions, and the non-standard actions. Raises
@@ -476,7 +476,7 @@ def _toml_list(values: Sequence[str], indent: str = "") -> str:
     return f"[\n{inner}{indent}]"
 
 
-def policy_toml(derived: Derived, class_name: str) -> str:
+def boot_class_toml(derived: Derived, class_name: str) -> str:
     """A reference class file (TOML) with the derived ``[event_log]`` section."""
     policy = derived.policy
     lines = [

@@ -19,8 +19,8 @@ from attestation._measured_boot import (
     BootFacts,
     EventLogPolicy,
     appraise_boot,
-    derive_policy,
-    policy_toml,
+    derive_boot_policy,
+    boot_class_toml,
 )
 from attestation._reference import parse_reference
 
@@ -216,11 +216,11 @@ def test_a_derived_policy_admits_its_logs_and_refuses_another_kernel() -> None:
             ("1.0.3", (eventlogs.SHIM, eventlogs.GRUB, b"vmlinuz 6.9")),
         )
     ]
-    derived = derive_policy(logs)
+    derived = derive_boot_policy(logs)
     assert derived.secure_boot
     assert [len(stage.digests) for stage in derived.policy.boot] == [1, 1, 2]
     assert derived.policy.crtm_versions == ("1.0.2", "1.0.3")
-    text = policy_toml(derived, "fleet")
+    text = boot_class_toml(derived, "fleet")
     parsed = parse_reference({"fleet.toml": text.encode()}).classes[0]
     assert parsed.event_log == derived.policy
     assert tomllib.loads(text)["secure_boot"] is True
@@ -241,6 +241,6 @@ def test_deriving_from_logs_with_different_chains_is_refused() -> None:
         for images in (IMAGES, IMAGES[:2])
     ]
     with pytest.raises(EvidenceError, match="disagree on the number of boot applications"):
-        derive_policy(logs)
+        derive_boot_policy(logs)
     with pytest.raises(EvidenceError, match="no event log"):
-        derive_policy([])
+        derive_boot_policy([])

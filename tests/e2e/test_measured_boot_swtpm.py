@@ -11,8 +11,6 @@ variable is 0 replays and is refused by the appraisal.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import eventlogs
 import jwt
 import pytest
 from cryptography import x509
-from e2e.docket_process import Docket, start_docket
+from e2e.booted import CHAIN, booted, serve_fleet, sha256
+from e2e.docket_process import Docket
 from e2e.test_attest_flow import docket_attest
 from swtpm import ProvisionedState, SoftwareTpm
 
@@ -29,67 +28,10 @@ from attestation._ca.authority import POSTURE_EXTENSION, _read_posture
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGES = (eventlogs.SHIM, eventlogs.GRUB, eventlogs.KERNEL)
-CHAIN = hashlib.sha256(b"".join(hashlib.sha256(i).digest() for i in IMAGES)).hexdigest()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-FLEET = f"""\
-class = "fleet"
-description = "measured boot: shim, grub, kernel with Secure Boot on"
-secure_boot = true
-measured_boot = true
-
-[event_log]
-bank = "sha256"
-db = ["{sha256(eventlogs.DB)}"]
-dbx_revisions = {{ "{sha256(eventlogs.DBX)}" = 371 }}
-min_dbx_revision = 300
-min_crtm_version = "1.0"
-
-[[event_log.boot]]
-name = "shim"
-digests = ["{sha256(eventlogs.SHIM)}"]
-
-[[event_log.boot]]
-name = "grub"
-digests = ["{sha256(eventlogs.GRUB)}"]
-
-[[event_log.boot]]
-name = "kernel"
-digests = ["{sha256(eventlogs.KERNEL)}", "{"ab" * 32}"]
-"""
-
 
 @pytest.fixture
 def docket(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[Docket]:
-    """``docket serve`` with the ``fleet`` class only, trusting the local TPM CA's root.
-    One per test: every swtpm is a copy of one state (one EK), whose TPM clock starts
-    again, and Docket refuses a device's clock going backwards."""
-    root = tmp_path / "measured-boot"
-    bundle = root / "bundle"
-    shutil.copytree(ROOT / "policies", bundle)
-    (bundle / "reference" / "dev.toml").unlink()
-    (bundle / "reference" / "fleet.toml").write_text(FLEET)
-    roots = root / "served" / "data" / "trust" / "ek-roots"
-    roots.mkdir(parents=True)
-    shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
-    running = start_docket(root / "served", bundle=bundle)
-    try:
-        yield running
-    finally:
-        code = running.stop()
-    assert code == 0, running.log.read_text()
-
-
-def booted(swtpm: SoftwareTpm, events: list[eventlogs.LogEvent], cwd: Path) -> None:
-    """Extend the swtpm's sha256 PCRs as ``events`` say (what the firmware would do)."""
-    for command in eventlogs.extend_commands(events, banks=("sha256",)):
-        swtpm.run(*command, cwd=cwd)
+    yield from serve_fleet(provisioned_tpm, tmp_path)
 
 
 def attest_with_log(
