@@ -436,16 +436,16 @@ def derive_boot_policy(logs: Sequence[EventLog], bank: str = "sha256") -> Derive
         secure = secure and seen.variables.get("SecureBoot") == b"\x01"
         for name, found in variables.items():
             if name in seen.variables:
-                digest = hashlib.sha256(seen.variables[name]).hexdigest()
-                found += [digest] if digest not in found else []
+                value = hashlib.sha256(seen.variables[name]).hexdigest()
+                found += [value] if value not in found else []
         if stages and len(stages) != len(seen.applications):
             raise EvidenceError(
                 f"the logs disagree on the number of boot applications ({len(stages)} and "
                 f"{len(seen.applications)}): derive each kind of machine apart"
             )
         stages = stages or [[] for _ in seen.applications]
-        for stage, digest in zip(stages, seen.applications, strict=True):
-            stage += [digest.hex()] if digest.hex() not in stage else []
+        for stage, application in zip(stages, seen.applications, strict=True):
+            stage += [application.hex()] if application.hex() not in stage else []
         text = _crtm(permissive, seen.crtm)
         versions += [text] if text is not None and text not in versions else []
     names = _stage_names(len(stages))

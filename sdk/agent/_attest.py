@@ -134,7 +134,7 @@ def _posture_dict(posture: pb.Posture) -> dict[str, Any]:
     return {
         field.name: getattr(posture, field.name)
         for field in posture.DESCRIPTOR.fields
-        if not field.has_presence or posture.HasField(field.name)
+        if not field.has_presence or posture.HasField(field.name)  # type: ignore[arg-type]
     }
 
 
