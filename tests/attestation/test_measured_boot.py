@@ -75,7 +75,7 @@ REFUSALS: list[Any] = [
     pytest.param(
         eventlogs.standard_boot(extra=[eventlogs.action(7, "UEFI Debug Mode")]),
         {},
-        r"event 15 \(EV_EFI_ACTION, PCR 7\): unexpected action 'UEFI Debug Mode'",
+        r"event 16 \(EV_EFI_ACTION, PCR 7\): unexpected action 'UEFI Debug Mode'",
         id="debug-mode",
     ),
     pytest.param(
@@ -166,7 +166,8 @@ def test_each_rule_refuses_naming_itself(
 
 
 def _kept_digest(index: int, data: bytes) -> list[LogEvent]:
-    """The standard boot with event ``index``'s data replaced, its digests kept."""
+    """The standard boot with event ``index``'s data replaced, its digests kept (the log's
+    event ``index + 1``: the Spec ID header is its event 0)."""
     events = eventlogs.standard_boot()
     kept = {bank: events[index].digest(bank) for bank in ("sha1", "sha256")}
     return eventlogs.with_event(events, index, data=data, digests=kept)
@@ -177,17 +178,17 @@ def _kept_digest(index: int, data: bytes) -> list[LogEvent]:
     [
         pytest.param(
             _kept_digest(1, eventlogs.variable("SecureBoot", b"\x01").data[:-1] + b"\x02"),
-            r"event 1 \(EV_EFI_VARIABLE_DRIVER_CONFIG\) at offset \d+: its data is not",
+            r"event 2 \(EV_EFI_VARIABLE_DRIVER_CONFIG\) at offset \d+: its data is not",
             id="variable",
         ),
         pytest.param(
             _kept_digest(6, b"Exit Boot Services Invocation"),
-            r"event 6 \(EV_EFI_ACTION\) at offset \d+: its data is not",
+            r"event 7 \(EV_EFI_ACTION\) at offset \d+: its data is not",
             id="action",
         ),
         pytest.param(
             _kept_digest(0, "9.9.9\x00".encode("utf-16-le")),
-            r"event 0 \(EV_S_CRTM_VERSION\) at offset \d+: its data is not",
+            r"event 1 \(EV_S_CRTM_VERSION\) at offset \d+: its data is not",
             id="crtm",
         ),
     ],
