@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib.util
 import os
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation._reference import ReferenceClass, ReferenceValues
 from attestation._verifier import TrustRoots, UnverifiedEnrollment, begin_enrollment, verify_answer
-from benchmarks._common import as_dict, summarize, table, time_calls
+from benchmarks._common import as_dict, import_path, summarize, table, time_calls
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 TARGET_PER_S = 300
@@ -38,16 +36,6 @@ LOG_BYTES = 40_000
 CALLS = 2000
 QUICK_CALLS = 200
 LOG_PCRS = list(range(10))
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
 
 
 def forty_kb_log(logs: ModuleType) -> tuple[list[Any], bytes, bytes]:
@@ -70,8 +58,10 @@ def forty_kb_log(logs: ModuleType) -> tuple[list[Any], bytes, bytes]:
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Time ``verify_answer`` with a 40 KB log; print the table; return the figures."""
-    logs = _load("eventlogs", TESTS / "eventlogs.py")
-    helpers = _load("docket_bench_verifier_helpers", TESTS / "attestation" / "test_verifier.py")
+    logs = import_path("eventlogs", TESTS / "eventlogs.py")
+    helpers = import_path(
+        "docket_bench_verifier_helpers", TESTS / "attestation" / "test_verifier.py"
+    )
     events, log, dbx = forty_kb_log(logs)
     ek = rsa.generate_private_key(65537, 2048)
     ak = ec.generate_private_key(ec.SECP256R1())

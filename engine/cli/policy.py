@@ -186,20 +186,7 @@ def keygen(ctx: click.Context, prefix: str | None, force: bool) -> None:
 
 @policy.command(name="derive-boot")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--class",
-    "class_name",
-    default="measured",
-    show_default=True,
-    help="The device class name to propose.",
-)
-@click.option(
-    "--bank",
-    type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
-    default="sha256",
-    show_default=True,
-    help="The PCR bank the logs must replay to.",
-)
+@click.option("--class", "class_name", default="measured", help="The class name [measured].")
 @click.option(
     "--write",
     "target",
@@ -207,6 +194,13 @@ def keygen(ctx: click.Context, prefix: str | None, force: bool) -> None:
     help="After showing it, write the class to this file (reference/<class>.toml), once confirmed.",
 )
 @click.option("--yes", is_flag=True, help="Write without asking (with --write).")
+@click.option(
+    "--bank",
+    type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
+    default="sha256",
+    show_default=True,
+    help="The PCR bank the logs must replay to.",
+)
 def derive_boot(
     logs: tuple[Path, ...], class_name: str, bank: str, target: Path | None, yes: bool
 ) -> None:

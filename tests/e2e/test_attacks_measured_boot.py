@@ -9,7 +9,7 @@ One test per attack, each named after it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import eventlogs
@@ -36,6 +36,22 @@ EVIL = eventlogs.standard_boot(images=(eventlogs.SHIM, eventlogs.GRUB, b"evil ke
 @pytest.fixture
 def docket(provisioned_tpm: ProvisionedState, tmp_path: Path) -> Iterator[Docket]:
     yield from serve_fleet(provisioned_tpm, tmp_path)
+
+
+Attack = Callable[[list[eventlogs.LogEvent]], "Attacker"]
+
+
+@pytest.fixture
+def attack(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> Attack:
+    """An attacker whose TPM booted the events given."""
+
+    def make(boot: list[eventlogs.LogEvent]) -> Attacker:
+        booted(swtpm, boot, tmp_path)
+        return Attacker(docket, swtpm, provisioned_tpm)
+
+    return make
 
 
 def _csr() -> bytes:
@@ -107,12 +123,9 @@ class Attacker:
         return caught.value.code(), caught.value.details() or ""
 
 
-def test_a_good_log_with_a_quote_over_other_pcrs_is_refused(
-    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
-) -> None:
+def test_a_good_log_with_a_quote_over_other_pcrs_is_refused(attack: Attack) -> None:
     # The TPM booted the evil kernel; PCRs 10-12 say nothing about the boot.
-    booted(swtpm, EVIL, tmp_path)
-    with Attacker(docket, swtpm, provisioned_tpm) as attacker:
+    with attack(EVIL) as attacker:
         challenge = attacker.challenge()
         assert [(s.hash, list(s.pcrs)) for s in challenge.pcrs] == [("sha256", list(range(10)))]
         request = attacker.answer(
@@ -123,12 +136,9 @@ def test_a_good_log_with_a_quote_over_other_pcrs_is_refused(
     assert details == "the quote does not cover required PCRs sha256:0,1,2,3,4,5,6,7,8,9"
 
 
-def test_a_good_log_from_a_tpm_that_booted_another_kernel_is_refused(
-    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
-) -> None:
-    booted(swtpm, EVIL, tmp_path)
+def test_a_good_log_from_a_tpm_that_booted_another_kernel_is_refused(attack: Attack) -> None:
     good = eventlogs.crypto_agile(GOOD)
-    with Attacker(docket, swtpm, provisioned_tpm) as attacker:
+    with attack(EVIL) as attacker:
         # The PCR values the TPM quoted: the log does not replay to them.
         code, details = attacker.refused(attacker.answer(attacker.challenge(), good))
         assert code is grpc.StatusCode.PERMISSION_DENIED
@@ -141,12 +151,9 @@ def test_a_good_log_from_a_tpm_that_booted_another_kernel_is_refused(
     assert details == "the PCR values do not match the quote's pcrDigest"
 
 
-def test_a_huge_event_log_is_refused_before_it_is_read(
-    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
-) -> None:
-    booted(swtpm, GOOD, tmp_path)
+def test_a_huge_event_log_is_refused_before_it_is_read(docket: Docket, attack: Attack) -> None:
     good = eventlogs.crypto_agile(GOOD)
-    with Attacker(docket, swtpm, provisioned_tpm) as attacker:
+    with attack(GOOD) as attacker:
         challenge = attacker.challenge()
         # A valid log padded past the bound: refused before the challenge is even read.
         request = attacker.answer(challenge, good + bytes((1 << 20) + 1 - len(good)))
@@ -166,13 +173,10 @@ def test_a_huge_event_log_is_refused_before_it_is_read(
     assert refusals[0]["detail"]["reason"] == details
 
 
-def test_a_log_that_replays_only_in_another_bank_is_refused(
-    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
-) -> None:
+def test_a_log_that_replays_only_in_another_bank_is_refused(attack: Attack) -> None:
     # The TPM's sha256 bank holds the evil boot. A sha1-only log of the good boot would
     # replay in a bank that held the good boot, but the class appraises sha256.
-    booted(swtpm, EVIL, tmp_path)
-    with Attacker(docket, swtpm, provisioned_tpm) as attacker:
+    with attack(EVIL) as attacker:
         sha1_only = eventlogs.crypto_agile(GOOD, banks=("sha1",))
         code, details = attacker.refused(attacker.answer(attacker.challenge(), sha1_only))
         assert code is grpc.StatusCode.PERMISSION_DENIED
