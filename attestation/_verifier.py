@@ -733,7 +733,9 @@ def _appraise_log(
     if isinstance(log, EventLogError):
         raise EvidenceError(f"the boot event log is malformed: {log}")
     alg = HASH_IDS[policy.bank]
-    quoted = {index: value for (bank, index), value in verified.pcrs.items() if bank == alg}
+    # PCRs 0-9 only: the appraisal reads events of 0-7, and a quote may cover PCRs the
+    # boot log does not describe (10: IMA; 11 and up: the OS's own measurements).
+    quoted = {i: verified.pcrs[(alg, i)] for i in LOG_PCRS if (alg, i) in verified.pcrs}
     missing = sorted(set(LOG_PCRS) - set(quoted))
     if missing:  # required_pcrs asks for them; fail closed all the same
         raise EvidenceError(f"PCRs {policy.bank}:{missing} were not quoted: the log cannot replay")

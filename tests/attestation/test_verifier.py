@@ -910,10 +910,15 @@ BOOT_CLASS = ReferenceClass.model_validate(
 
 
 def booted(
-    world: World, challenge: Challenge, events: list[eventlogs.LogEvent], pcrs: list[int] = LOG_PCRS
+    world: World,
+    challenge: Challenge,
+    events: list[eventlogs.LogEvent],
+    pcrs: list[int] = LOG_PCRS,
+    others: dict[int, bytes] | None = None,
 ) -> Answer:
-    """An answer quoting sha256 PCRs ``pcrs`` as ``events`` extended them."""
-    replayed = eventlogs.replay(events)
+    """An answer quoting sha256 PCRs ``pcrs`` as ``events`` extended them (``others``:
+    values of PCRs something else extended)."""
+    replayed = {**eventlogs.replay(events), **(others or {})}
     values = {i: replayed.get(i, bytes(32)) for i in pcrs}
     secret = activate(world.ek, ak_name(world.enrollment.ak_public), challenge.credential)
     quote = attest(challenge.nonce, digest_of(values, pcrs), pcrs=pcrs)
@@ -946,6 +951,19 @@ def test_a_log_that_replays_and_passes_the_class_gives_the_boot_facts(world: Wor
         371,
         "1.0.2",
     )
+
+
+def test_quoted_pcrs_past_9_are_not_replayed(world: World) -> None:
+    """PCR 10 holds IMA's measurements, 11 and up the OS's: not the boot log's."""
+    events = eventlogs.standard_boot()
+    challenge, pending = start(world)
+    others = {10: hashlib.sha256(b"ima").digest(), 11: hashlib.sha256(b"uki").digest()}
+    answer_ = booted(world, challenge, events, pcrs=list(range(12)), others=others)
+    reference = ReferenceValues(classes=(BOOT_CLASS,))
+    attested = one_pass(
+        pending, answer_, reference=reference, event_log=eventlogs.crypto_agile(events)
+    )
+    assert attested.posture.device_class == "fleet"
 
 
 def test_a_pcr_only_class_ignores_the_log_and_has_no_boot_facts(world: World) -> None:

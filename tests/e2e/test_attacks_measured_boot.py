@@ -144,7 +144,7 @@ def test_a_good_log_from_a_tpm_that_booted_another_kernel_is_refused(attack: Att
         assert code is grpc.StatusCode.PERMISSION_DENIED
         assert "fleet: PCR 4 (sha256) does not replay" in details
         # The PCR values the good log gives: not what the quote signed.
-        replayed = eventlogs.replay(GOOD)
+        replayed = {i: v for i, v in eventlogs.replay(GOOD).items() if i < 10}
         forged = attacker.answer(attacker.challenge(), good, values=replayed)
         code, details = attacker.refused(forged)
     assert code is grpc.StatusCode.PERMISSION_DENIED
