@@ -7,9 +7,10 @@ checks it replays to the quoted PCRs of the class's bank (``attestation._eventlo
 fails, naming it (:class:`~attestation.EvidenceError`). Only events of PCRs 0-7 are read
 (the quote covers 0-9 of the bank, so each of them is proven by the replay). The replay
 proves digests, not data: every event whose data a rule reads (a separator, an action, a
-Secure Boot variable, the CRTM version) must have a digest, in the class's bank, of that
-data (``check_event_data``), or the log is refused, so data edited under a kept digest
-cannot pass.
+Secure Boot variable; the CRTM version for rule 6) must have a digest, in the class's
+bank, of that data (``check_event_data``), or the log is refused, so data edited under a
+kept digest cannot pass. Firmware that measures a variable's value alone (TPM 1.2 era
+SHA-1 logs) leaves its name unproven: such a log is refused by a class that reads it.
 
 1. **Unexpected events.** An event type the parser does not know (``EV_UNKNOWN_…``); an
    EV_SEPARATOR whose data is not four zero bytes (``01000000`` is the firmware's error
@@ -37,7 +38,10 @@ cannot pass.
    over those digests in order (hex), whatever the class says.
 6. **Firmware.** ``crtm_versions`` (exact texts allowed) or ``min_crtm_version`` (dotted
    numbers, compared with the first dotted number in the text) of the EV_S_CRTM_VERSION
-   event of PCR 0. The posture's ``crtm_version`` is that text (printable ASCII only).
+   event of PCR 0, whose digest must be of its UTF-16 text. The posture's ``crtm_version``
+   is that text (printable ASCII only); none when there is no such event, it is not text
+   (some firmware write a binary version) or its digest is of something else (as some
+   firmware measure it), which refuses only a class with a firmware rule.
 
 :func:`derive_boot_policy` proposes an ``[event_log]`` section from known-good logs, the way
 Keylime's ``create_mb_refstate`` does (``docket policy derive-boot``).
@@ -213,9 +217,9 @@ _DATA_READ: Final[Mapping[int, frozenset[int]]] = {
     EV_SEPARATOR: APPRAISED_PCRS,
     EV_EFI_ACTION: APPRAISED_PCRS,
     EV_EFI_VARIABLE_DRIVER_CONFIG: frozenset({7}),
-    EV_S_CRTM_VERSION: frozenset({0}),
 }
-"""Event type -> the PCRs in which the rules read its data (so its digest must be of it)."""
+"""Event type -> the PCRs in which the rules read its data (so its digest must be of it).
+The CRTM version is read by rule 6 alone (see :func:`_crtm`)."""
 
 
 def _proven(event: Event, bank: str) -> None:
@@ -356,12 +360,26 @@ def _version(text: str) -> tuple[int, ...] | None:
     return None if found is None else tuple(int(part) for part in found.group().split("."))
 
 
+def _crtm_text(crtm: Event | None, bank: str) -> tuple[str | None, str]:
+    """The CRTM version's text, or None and why not: absent, its digest not of its data
+    (some firmware measure the version elsewhere), or not text (some write a binary
+    version)."""
+    if crtm is None:
+        return None, "no EV_S_CRTM_VERSION event (PCR 0)"
+    try:
+        check_event_data(crtm, bank)
+        return event_text(crtm), ""
+    except EventLogError as exc:
+        return None, f"the EV_S_CRTM_VERSION event cannot be read: {exc}"
+
+
 def _crtm(policy: EventLogPolicy, crtm: Event | None) -> str | None:
-    """Rule 6: the firmware version text (None when absent), refused when not allowed."""
-    text = None if crtm is None else _text(crtm)
+    """Rule 6: the firmware version text, refused when not allowed. Without a firmware
+    rule, a version that cannot be read is no refusal: the posture has none."""
+    text, why = _crtm_text(crtm, policy.bank)
     if policy.crtm_versions or policy.min_crtm_version is not None:
         if text is None:
-            raise EvidenceError("no EV_S_CRTM_VERSION event (PCR 0) and the class names one")
+            raise EvidenceError(f"{why}, and the class names a firmware version")
         if policy.crtm_versions and text not in policy.crtm_versions:
             raise EvidenceError(f"firmware version {text[:80]!r} is not one the class allows")
         if policy.min_crtm_version is not None:

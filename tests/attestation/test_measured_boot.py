@@ -19,8 +19,8 @@ from attestation._measured_boot import (
     BootFacts,
     EventLogPolicy,
     appraise_boot,
-    derive_boot_policy,
     boot_class_toml,
+    derive_boot_policy,
 )
 from attestation._reference import parse_reference
 
@@ -188,13 +188,30 @@ def _kept_digest(index: int, data: bytes) -> list[LogEvent]:
         ),
         pytest.param(
             _kept_digest(0, "9.9.9\x00".encode("utf-16-le")),
-            r"event 1 \(EV_S_CRTM_VERSION\) at offset \d+: its data is not",
+            r"the EV_S_CRTM_VERSION event cannot be read: event 1 \(EV_S_CRTM_VERSION\) at "
+            r"offset \d+: its data is not .*, and the class names a firmware version",
             id="crtm",
         ),
     ],
 )
 def test_data_edited_under_a_kept_digest_is_refused(events: list[LogEvent], message: str) -> None:
     with pytest.raises(EvidenceError, match=message):
+        appraise(events)
+
+
+@pytest.mark.parametrize(
+    "crtm",
+    [
+        pytest.param(_kept_digest(0, "9.9.9\x00".encode("utf-16-le"))[0], id="not-proven"),
+        pytest.param(LogEvent(0, eventlogs.EV_S_CRTM_VERSION, b"\xff\xfe\x00\xd8"), id="binary"),
+    ],
+)
+def test_a_crtm_version_that_cannot_be_read_refuses_only_a_class_with_a_firmware_rule(
+    crtm: LogEvent,
+) -> None:
+    events = [crtm, *eventlogs.standard_boot()[1:]]
+    assert appraise(events, min_crtm_version=None).crtm_version is None
+    with pytest.raises(EvidenceError, match="the EV_S_CRTM_VERSION event cannot be read"):
         appraise(events)
 
 
