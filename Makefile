@@ -48,14 +48,21 @@ PROTOC  = $(BIN)/python -m grpc_tools.protoc -I . --python_out=$(1) --mypy_out=$
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc $(PROTOS)
 
-## proto: regenerate the committed gRPC/protobuf code under sdk/v1 from its .proto files
+# The SPIFFE Workload API: messages only; sdk/agent/_workload_api.py registers the service
+# under the package-less name SPIFFE clients call (sdk/workload/README.md).
+WORKLOAD_PROTO := sdk/workload/workload.proto
+PROTOC_MESSAGES = $(BIN)/python -m grpc_tools.protoc -I . --python_out=$(1) --mypy_out=$(1) \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy $(WORKLOAD_PROTO)
+
+## proto: regenerate the committed gRPC/protobuf code under sdk/v1 and sdk/workload
 proto: $(STAMP)
 	$(call PROTOC,.)
+	$(call PROTOC_MESSAGES,.)
 
 ## proto-check: fail when the committed generated code differs from what `make proto` makes
 proto-check: $(STAMP)
 	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
-	$(call PROTOC,$$out) && \
+	$(call PROTOC,$$out) && $(call PROTOC_MESSAGES,$$out) && \
 	for f in $$(cd "$$out" && find sdk -type f); do \
 		cmp -s "$$out/$$f" "$$f" || { echo "$$f is stale: run 'make proto' and commit the result" >&2; exit 1; }; \
 	done

@@ -10,6 +10,13 @@ What the rest of Docket uses, and all it may import from here:
   :func:`check_ek_root` and :func:`check_quote_hashes` check a root and the quote hash
   policy up front;
 - **reference values**: :func:`parse_reference`, :func:`appraise_any`;
+- **the boot event log** (pure): :func:`parse_event_log` reads a TCG PC Client log (SHA-1
+  or crypto agile) into an :class:`EventLog` of :class:`Event`; :func:`replay` and
+  :func:`check_replay` recompute its PCRs against a quote's; :func:`check_event_data`
+  says whether an event's data is what its digest measured; :func:`efi_variable`,
+  :func:`efi_image_load` and :func:`event_text` decode an event's data
+  (:class:`EfiVariable`, :class:`EfiImageLoad`); :data:`MAX_EVENT_LOG_BYTES`,
+  :data:`MAX_EVENT_LOG_EVENTS`, :data:`REPLAYED_PCRS`;
 - **the CA**: :class:`CertificateAuthority` (X.509- and JWT-SVIDs),
   :class:`RevocationList`, :func:`load_revocations`, :func:`describe`,
   :func:`issued_at`;

@@ -6,6 +6,9 @@
     ├── EvidenceError          evidence parses but does not verify (signature, nonce,
     │                          PCR digest, key attributes, certificate chain, no
     │                          matching reference class)
+    ├── EventLogError          a TCG boot event log is malformed (offset and reason), does
+    │                          not replay to the quoted PCRs (the first PCR that differs),
+    │                          or an event's data is not what its type says
     ├── CredentialError        a credential cannot be made (unsupported key, algorithm)
     │   └── CAError            the CA cannot do what was asked: a malformed or foreign
     │                          SPIFFE ID, a CSR whose signature does not verify, an
@@ -39,6 +42,12 @@ class ParseError(AttestationError):
 
 class EvidenceError(AttestationError):
     """Evidence is well-formed but does not verify."""
+
+
+class EventLogError(AttestationError):
+    """A TCG PC Client boot event log is malformed (the message gives the offset and what
+    is wrong), does not replay to the quoted PCRs (naming the first PCR that differs), or
+    an event's data does not decode as its type says."""
 
 
 class CredentialError(AttestationError):

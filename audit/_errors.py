@@ -3,7 +3,9 @@
     AuditError
     ├── ProofError             a proof, tree size or hash is malformed or does not verify
     ├── NoteError              a signed note or checkpoint is malformed, unsigned by a
-    │                          known key, or its signature does not verify
+    │   │                      known key, or its signature does not verify
+    │   └── CosignatureError   a witness's cosignature does not verify, or fewer of the
+    │                          configured witnesses than required cosigned the checkpoint
     ├── KeyFormatError         a signing or verifier key string/file is malformed
     ├── FormatError            an export, receipt or entry file is malformed
     ├── StoreError             the database cannot be opened, read or written
@@ -12,6 +14,11 @@
     │   │                      while serving: fatal until the process restarts
     │   └── KeptCheckpointError  the checkpoint kept outside the database does not verify,
     │                          or the database does not contain it (docket audit accept)
+    ├── WitnessError           a witness refused a checkpoint (``status``: the tlog-witness
+    │   │                      HTTP status; ``size``: its latest size, with 409) or could
+    │   │                      not be asked (``status`` None)
+    │   └── ForkDetected       (422) a second root for a tree size the witness has
+    │                          cosigned: the log forked; ``held`` and ``offered`` notes
     └── TamperDetected         the log does not verify; ``index`` and ``kind`` say where
                                and what (modified, deleted, inserted, reordered,
                                truncated, checkpoint; redaction: a payload erased
@@ -39,6 +46,33 @@ class ProofError(AuditError):
 
 class NoteError(AuditError):
     """A signed note or checkpoint is malformed, or no trusted signature verifies."""
+
+
+class CosignatureError(NoteError):
+    """A cosignature does not verify, or too few of the configured witnesses cosigned."""
+
+
+class WitnessError(AuditError):
+    """A witness refused a checkpoint, or could not be asked. ``status`` is the HTTP
+    status of c2sp.org/tlog-witness (404 unknown log, 403 bad signature, 409 another old
+    size, 422 bad proof, 400 malformed, 413 too large; None: no answer); ``size`` is the
+    witness's latest size for the log with a 409, else None."""
+
+    def __init__(self, status: int | None, message: str, *, size: int | None = None) -> None:
+        self.status = status
+        self.size = size
+        super().__init__(message)
+
+
+class ForkDetected(WitnessError):
+    """The log signed two checkpoints of one size with different roots: ``held`` is the
+    note the witness cosigned, ``offered`` the conflicting one (both signed by the log:
+    the evidence). Status 422."""
+
+    def __init__(self, message: str, *, held: str, offered: str) -> None:
+        self.held = held
+        self.offered = offered
+        super().__init__(422, message)
 
 
 class KeyFormatError(AuditError):

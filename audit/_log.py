@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -34,6 +34,9 @@ from audit._redaction import RedactionOrder, sign_order
 from audit._store import Pending, Receipt, Store, StoredCheckpoint
 from audit._writer import Ticket, Writer
 
+if TYPE_CHECKING:
+    from audit._relay import Relay
+
 log = structlog.get_logger("docket.audit")
 
 CHECKPOINT_EVERY = 1_000
@@ -42,8 +45,11 @@ CHECKPOINT_INTERVAL = 1.0
 """…or this many seconds passed with anything new."""
 
 
-def pending(entry: Entry) -> Pending:
-    """An entry ready for the store: canonical bytes plus its indexed columns."""
+def pending(entry: Entry | Pending) -> Pending:
+    """An entry ready for the store: canonical bytes plus its indexed columns (one a
+    worker's relay already made is taken as it is)."""
+    if isinstance(entry, Pending):
+        return entry
     return Pending(entry.kind, *timed_canonical(entry))
 
 
@@ -53,7 +59,12 @@ def utcnow() -> datetime:
 
 
 class AuditLog:
-    """A store, its signing keys, a group-commit writer and a checkpointer."""
+    """A store, its signing keys, a group-commit writer and a checkpointer.
+
+    With ``relay`` (a worker process of a log another process owns) the writer commits
+    through the owner's writer (:mod:`audit._relay`), and the owner signs the periodic
+    checkpoints and keeps the database's WAL: this log only reads, records and proves.
+    """
 
     def __init__(
         self,
@@ -64,8 +75,10 @@ class AuditLog:
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         max_queue: int | None = None,
         kept: Path | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self.store = store
+        self.relay = relay
         # The latest checkpoint kept outside the database (None: not kept).
         self.kept = KeptCheckpoint(kept) if kept is not None else None
         self._kept_size = -1
@@ -77,6 +90,8 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         options: dict[str, Any] = {} if max_queue is None else {"max_queue": max_queue}
+        if relay is not None:
+            options["commit"] = relay.append
         self.writer = Writer(store, prepare=pending, on_commit=self._committed, **options)
         self._latest = (0, b"")
         # Sizes already checkpointed (by any process): nothing to sign until it grows.
@@ -109,9 +124,9 @@ class AuditLog:
             self._kept_size = kept.checkpoint.size
 
     def start(self) -> AuditLog:
-        """Start the writer and the checkpoint/WAL maintenance thread."""
+        """Start the writer and (unless relayed) the checkpoint/WAL maintenance thread."""
         self.writer.start()
-        if self._maintenance is None:
+        if self._maintenance is None and self.relay is None:
             self._maintenance = threading.Thread(
                 target=self._maintain, name="docket-audit-checkpointer", daemon=True
             )
@@ -119,14 +134,17 @@ class AuditLog:
         return self
 
     def close(self) -> None:
-        """Commit what is queued, sign a last checkpoint, release the database."""
+        """Commit what is queued, sign a last checkpoint (the owner does, when relayed),
+        release the database."""
         self.writer.close()
         self._stop.set()
         self._wake.set()
         if self._maintenance is not None:
             self._maintenance.join(10)
+        if self.relay is not None:
+            self.relay.close()
         try:
-            if self.keys is not None:
+            if self.keys is not None and self.relay is None:
                 self.checkpoint()
         except AuditError as exc:
             log.warning("audit.final_checkpoint_failed", error=str(exc))

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from audit._errors import KeyFormatError, NoteError
 
 __all__ = [
+    "ALG_COSIGNATURE_V1",
     "ALG_ED25519",
     "MAX_SIGNATURES",
     "Checkpoint",
@@ -68,6 +69,11 @@ ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100
 """Most signature lines a note may carry (Go's limit; the spec requires at least 16)."""
 
+ALG_COSIGNATURE_V1 = 0x04
+"""Signature type byte of an Ed25519 cosignature/v1 witness key (c2sp.org/tlog-cosignature):
+the same key material, another id, and signatures over a timestamped message."""
+
+_ALG_NAMES = {ALG_ED25519: "Ed25519 note key", ALG_COSIGNATURE_V1: "cosignature/v1 witness key"}
 _KEY_ID_SIZE = 4
 _PUBLIC_SIZE = 32
 _SIGNATURE_SIZE = 64
@@ -97,15 +103,16 @@ def valid_name(name: str) -> bool:
     return not any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in name)
 
 
-def key_id(name: str, public: bytes) -> bytes:
+def key_id(name: str, public: bytes, alg: int = ALG_ED25519) -> bytes:
     """The 4-byte id of the Ed25519 key ``public`` (32 raw bytes) named ``name``:
-    ``SHA-256(name || 0x0A || 0x01 || public)[:4]``. Raises :class:`KeyFormatError`
-    for an invalid name or a public key that is not 32 bytes."""
+    ``SHA-256(name || 0x0A || alg || public)[:4]``; ``alg`` is 0x01 for a note signer,
+    0x04 for a cosignature/v1 witness (c2sp.org/tlog-cosignature). Raises
+    :class:`KeyFormatError` for an invalid name or a public key that is not 32 bytes."""
     if not valid_name(name):
         raise KeyFormatError("invalid key name: it must be non-empty, without '+' or spaces")
     if len(public) != _PUBLIC_SIZE:
         raise KeyFormatError(f"an Ed25519 public key is {_PUBLIC_SIZE} bytes, not {len(public)}")
-    return _key_hash(name, bytes([ALG_ED25519]) + bytes(public))
+    return _key_hash(name, bytes([alg]) + bytes(public))
 
 
 def _key_hash(name: str, encoded_key: bytes) -> bytes:
@@ -132,7 +139,9 @@ def _raw_public(public: Ed25519PublicKey) -> bytes:
 # -- keys -------------------------------------------------------------------------------
 
 
-def _split_key(what: str, name: str, hex_id: str, encoded: str) -> tuple[str, bytes, bytes]:
+def _split_key(
+    what: str, alg: int, name: str, hex_id: str, encoded: str
+) -> tuple[str, bytes, bytes]:
     """Check the fields shared by both key forms; return the name, the 4-byte key id and
     the 32 bytes of key material. Messages never quote the key material."""
     if not valid_name(name):
@@ -142,37 +151,52 @@ def _split_key(what: str, name: str, hex_id: str, encoded: str) -> tuple[str, by
     raw = _b64decode(encoded)
     if not raw:
         raise KeyFormatError(f"{what} {name!r}: the key is not canonical base64")
-    if raw[0] != ALG_ED25519:
-        raise KeyFormatError(f"{what} {name!r}: unknown key algorithm {raw[0]:#04x}")
+    if raw[0] != alg:
+        expected = _ALG_NAMES.get(alg, f"{alg:#04x}")
+        raise KeyFormatError(
+            f"{what} {name!r}: key algorithm {raw[0]:#04x}, expected {alg:#04x} ({expected})"
+        )
     if len(raw) != 1 + _PUBLIC_SIZE:
         raise KeyFormatError(f"{what} {name!r}: an Ed25519 key is {_PUBLIC_SIZE} bytes")
     return name, bytes.fromhex(hex_id), raw[1:]
 
 
+def _check_alg(alg: object) -> None:
+    if alg not in _ALG_NAMES:
+        raise KeyFormatError(f"unknown key algorithm {alg!r}")
+
+
 @dataclass(frozen=True, repr=False)
 class VerifierKey:
-    """A named Ed25519 public key that verifies note signatures.
+    """A named Ed25519 public key that verifies note signatures (``alg`` 0x01) or, with
+    ``alg`` :data:`ALG_COSIGNATURE_V1`, a witness's cosignatures (see
+    :mod:`audit._cosignature`; such a key never verifies a plain note signature).
 
-    Equal when name, key id and public key are equal. The constructor checks that
-    ``key_id`` is the id of ``name`` and ``public``; raises :class:`KeyFormatError`.
+    Equal when name, key id, algorithm and public key are equal. The constructor checks
+    that ``key_id`` is the id of ``name``, ``public`` and ``alg``; raises
+    :class:`KeyFormatError`.
     """
 
     name: str
     key_id: bytes
     public: Ed25519PublicKey = field(compare=False)
+    alg: int = ALG_ED25519
     _raw: bytes = field(init=False)  # compared and hashed in place of `public`
 
     def __post_init__(self) -> None:
         if not isinstance(self.public, Ed25519PublicKey):
             raise KeyFormatError("a verifier key needs an Ed25519 public key")
+        _check_alg(self.alg)
         raw = _raw_public(self.public)
-        if bytes(self.key_id) != key_id(self.name, raw):
+        if bytes(self.key_id) != key_id(self.name, raw, self.alg):
             raise KeyFormatError(f"key id does not match the key named {self.name!r}")
         object.__setattr__(self, "key_id", bytes(self.key_id))
         object.__setattr__(self, "_raw", raw)
 
     @classmethod
-    def from_public(cls, name: str, public: Ed25519PublicKey | bytes) -> VerifierKey:
+    def from_public(
+        cls, name: str, public: Ed25519PublicKey | bytes, alg: int = ALG_ED25519
+    ) -> VerifierKey:
         """The verifier key named ``name`` for ``public`` (a key or its 32 raw bytes),
         its id computed. Raises :class:`KeyFormatError`."""
         if not isinstance(public, Ed25519PublicKey):
@@ -183,32 +207,32 @@ class VerifierKey:
                 public = Ed25519PublicKey.from_public_bytes(raw)
             except ValueError as exc:
                 raise KeyFormatError("not an Ed25519 public key") from exc
-        return cls(name, key_id(name, _raw_public(public)), public)
+        return cls(name, key_id(name, _raw_public(public), alg), public, alg)
 
     @classmethod
-    def parse(cls, text: str) -> VerifierKey:
-        """Parse ``<name>+<8 hex key id>+<base64(0x01 || 32-byte public key)>``.
+    def parse(cls, text: str, alg: int = ALG_ED25519) -> VerifierKey:
+        """Parse ``<name>+<8 hex key id>+<base64(alg || 32-byte public key)>``.
 
-        Raises :class:`KeyFormatError` when the text is malformed, the algorithm is not
-        Ed25519 or the key id is not the id of the name and key.
+        Raises :class:`KeyFormatError` when the text is malformed, the algorithm byte is
+        not ``alg`` or the key id is not the id of the name and key.
         """
         if not isinstance(text, str):
             raise KeyFormatError("a verifier key is a string")
         parts = text.split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError("a verifier key has the form <name>+<key id>+<key>")
-        name, wanted, material = _split_key("verifier key", *parts)
+        name, wanted, material = _split_key("verifier key", alg, *parts)
         try:
             public = Ed25519PublicKey.from_public_bytes(material)
         except ValueError as exc:
             raise KeyFormatError(f"verifier key {name!r}: not an Ed25519 public key") from exc
-        if key_id(name, material) != wanted:
+        if key_id(name, material, alg) != wanted:
             raise KeyFormatError(f"verifier key {name!r}: the key id does not match the key")
-        return cls(name, wanted, public)
+        return cls(name, wanted, public, alg)
 
     def __str__(self) -> str:
         """The key in its text form, as :meth:`parse` reads it."""
-        encoded = _b64encode(bytes([ALG_ED25519]) + self._raw)
+        encoded = _b64encode(bytes([self.alg]) + self._raw)
         return f"{self.name}+{self.key_id.hex()}+{encoded}"
 
     def __repr__(self) -> str:
@@ -228,7 +252,8 @@ class VerifierKey:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class SignerKey:
-    """A named Ed25519 private key that signs notes.
+    """A named Ed25519 private key that signs notes (``alg`` 0x01) or, with ``alg``
+    :data:`ALG_COSIGNATURE_V1`, a witness's key that cosigns checkpoints.
 
     ``str(key)`` is the secret ``PRIVATE+KEY+…`` form: keep it out of logs (``repr``
     shows only the name and key id). The constructor checks the key id; raises
@@ -238,46 +263,48 @@ class SignerKey:
     name: str
     key_id: bytes
     private: Ed25519PrivateKey
+    alg: int = ALG_ED25519
 
     def __post_init__(self) -> None:
         if not isinstance(self.private, Ed25519PrivateKey):
             raise KeyFormatError("a signer key needs an Ed25519 private key")
+        _check_alg(self.alg)
         public = _raw_public(self.private.public_key())
-        if bytes(self.key_id) != key_id(self.name, public):
+        if bytes(self.key_id) != key_id(self.name, public, self.alg):
             raise KeyFormatError(f"key id does not match the key named {self.name!r}")
         object.__setattr__(self, "key_id", bytes(self.key_id))
 
     @classmethod
-    def generate(cls, name: str) -> SignerKey:
+    def generate(cls, name: str, alg: int = ALG_ED25519) -> SignerKey:
         """A new random key named ``name``. Raises :class:`KeyFormatError` for an
         invalid name (see :func:`valid_name`)."""
         if not valid_name(name):
             raise KeyFormatError("invalid key name: it must be non-empty, without '+' or spaces")
         private = Ed25519PrivateKey.generate()
-        return cls(name, key_id(name, _raw_public(private.public_key())), private)
+        return cls(name, key_id(name, _raw_public(private.public_key()), alg), private, alg)
 
     @classmethod
-    def parse(cls, text: str) -> SignerKey:
-        """Parse ``PRIVATE+KEY+<name>+<8 hex key id>+<base64(0x01 || 32-byte seed)>``.
+    def parse(cls, text: str, alg: int = ALG_ED25519) -> SignerKey:
+        """Parse ``PRIVATE+KEY+<name>+<8 hex key id>+<base64(alg || 32-byte seed)>``.
 
         Raises :class:`KeyFormatError` (whose message never contains the key) when the
-        text is malformed, the algorithm is not Ed25519 or the key id does not match.
+        text is malformed, the algorithm byte is not ``alg`` or the key id does not match.
         """
         if not isinstance(text, str) or not text.startswith(_PRIVATE_PREFIX):
             raise KeyFormatError("a signer key starts with PRIVATE+KEY+")
         parts = text[len(_PRIVATE_PREFIX) :].split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError("a signer key has the form PRIVATE+KEY+<name>+<key id>+<key>")
-        name, wanted, material = _split_key("signer key", *parts)
+        name, wanted, material = _split_key("signer key", alg, *parts)
         private = Ed25519PrivateKey.from_private_bytes(material)  # any 32 bytes is a seed
-        if key_id(name, _raw_public(private.public_key())) != wanted:
+        if key_id(name, _raw_public(private.public_key()), alg) != wanted:
             raise KeyFormatError(f"signer key {name!r}: the key id does not match the key")
-        return cls(name, wanted, private)
+        return cls(name, wanted, private, alg)
 
     def __str__(self) -> str:
         """The secret key in its text form, as :meth:`parse` reads it."""
         seed = self.private.private_bytes_raw()
-        encoded = _b64encode(bytes([ALG_ED25519]) + seed)
+        encoded = _b64encode(bytes([self.alg]) + seed)
         return f"{_PRIVATE_PREFIX}{self.name}+{self.key_id.hex()}+{encoded}"
 
     def __repr__(self) -> str:
@@ -285,7 +312,7 @@ class SignerKey:
 
     def verifier(self) -> VerifierKey:
         """The matching public key."""
-        return VerifierKey(self.name, self.key_id, self.private.public_key())
+        return VerifierKey(self.name, self.key_id, self.private.public_key(), self.alg)
 
     def sign(self, text: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``text``."""
@@ -364,6 +391,7 @@ def sign_note(text: str, signers: Sequence[SignerKey]) -> str:
     message = text.encode("utf-8")
     lines = []
     for signer in signers:
+        _note_key(signer)
         ident = (signer.name, signer.key_id)
         if ident in seen:
             raise NoteError(f"signer {signer.name}+{signer.key_id.hex()} is given twice")
@@ -407,9 +435,17 @@ def _parse_signature(line: str) -> Signature:
     return Signature(name, raw[:_KEY_ID_SIZE], raw[_KEY_ID_SIZE:])
 
 
+def _note_key(key: SignerKey | VerifierKey) -> None:
+    """Refuse a cosignature/v1 witness key where a note key is due: its signatures are
+    over another message, so it must never pass for a note signer."""
+    if key.alg != ALG_ED25519:
+        raise NoteError(f"{key.name}+{key.key_id.hex()} is a witness key, not a note key")
+
+
 def _trusted(keys: Sequence[VerifierKey]) -> dict[tuple[str, bytes], VerifierKey]:
     trusted: dict[tuple[str, bytes], VerifierKey] = {}
     for key in keys:
+        _note_key(key)
         ident = (key.name, key.key_id)
         if trusted.setdefault(ident, key) != key:
             # Two different keys under one name and id: the key list is not trustworthy.
@@ -557,7 +593,7 @@ def write_signer(path: Path, key: SignerKey) -> None:
         raise
 
 
-def read_signer(path: Path) -> SignerKey:
+def read_signer(path: Path, alg: int = ALG_ED25519) -> SignerKey:
     """Read a signer key written by :func:`write_signer` (surrounding whitespace is
     ignored). Raises :class:`KeyFormatError`, naming ``path``, when the file is missing,
     unreadable or malformed; the message never contains the key."""
@@ -571,6 +607,6 @@ def read_signer(path: Path) -> SignerKey:
     except UnicodeDecodeError:
         raise KeyFormatError(f"{path}: not a signer key (not UTF-8 text)") from None
     try:
-        return SignerKey.parse(text.strip())
+        return SignerKey.parse(text.strip(), alg)
     except KeyFormatError as exc:
         raise KeyFormatError(f"{path}: {exc}") from None

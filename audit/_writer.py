@@ -55,7 +55,7 @@ class Ticket:
     shows at tens of thousands of single-entry commits a second.
     """
 
-    __slots__ = ("_done", "_error", "_future", "_receipts", "_waker", "erase", "pending")
+    __slots__ = ("_done", "_error", "_future", "_receipts", "_waker", "erase", "pending", "tree")
 
     def __init__(
         self,
@@ -67,6 +67,8 @@ class Ticket:
         self.erase = erase
         self._receipts: list[Receipt] | None = None
         self._error: AuditError | None = None
+        # The tree the commit left behind (size, root), set before the ticket resolves.
+        self.tree: tuple[int, bytes] = (0, b"")
         self._done = threading.Lock()
         self._done.acquire()
         self._waker = waker
@@ -127,7 +129,9 @@ class Writer:
     """The one appender of a process. Start it, submit entries, close it.
 
     ``on_commit(size, root)`` runs on the writer thread after each commit (keep it
-    cheap: the checkpointer only notes the new head there).
+    cheap: the checkpointer only notes the new head there). ``commit`` replaces the
+    store's own append (``Store.append``'s signature): a worker process that feeds
+    another process's writer commits through it (:mod:`audit._relay`).
     """
 
     def __init__(
@@ -138,8 +142,10 @@ class Writer:
         max_queue: int = MAX_QUEUE,
         max_batch: int = MAX_BATCH,
         on_commit: Callable[[int, bytes], None] | None = None,
+        commit: Callable[..., Appended] | None = None,
     ) -> None:
         self.store = store
+        self._relayed = commit
         self._prepare = prepare
         self.max_queue = max_queue
         self.max_batch = max_batch
@@ -210,7 +216,11 @@ class Writer:
 
     def _failed(self, error: AuditError) -> None:
         """Note a failed commit: a lost database for good, a store error until a commit
-        works again; a refused redaction (FormatError) is the caller's, the log works."""
+        works again; a refused redaction (FormatError) is the caller's, the log works, and
+        so does a log too busy to take more (Overloaded, from the writer a relay commits
+        through: :mod:`audit._relay`)."""
+        if isinstance(error, Overloaded):
+            return
         if isinstance(error, LogIdentityError) and self._fatal is None:
             self._fatal = str(error)
             log.error("audit.log_lost", error=self._fatal)
@@ -399,8 +409,10 @@ class Writer:
                     job._resolve(None, error)
             else:
                 position = 0
+                tree = (appended.size, appended.root)
                 for job in jobs:
                     count = len(job.pending)
+                    job.tree = tree
                     job._resolve(appended.receipts[position : position + count], None)
                     position += count
                 self._committed(appended, len(pending))
@@ -411,6 +423,8 @@ class Writer:
     def _commit(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
         # No retry here: a failed COMMIT may still have landed, and a retry would then
         # append the entries twice. SQLite's busy_timeout already waits out other writers.
+        if self._relayed is not None:
+            return self._relayed(pending, erase=erase)
         return self.store.append(pending, erase=erase)
 
 

@@ -871,12 +871,20 @@ def redaction_key(path: Path, make: bool, name: str) -> None:
     (mode 0600). Keep the key apart from the checkpoint keys and the data directory
     (the person who authorizes erasures holds it); give auditors the printed verifier
     key for `verify --redaction-key`."""
+    show_key_file(path, name if make else None)
+
+
+def show_key_file(path: Path, new_name: str | None, alg: int = 0x01) -> None:
+    """Print the verifier key of the signer key file ``path`` (of algorithm ``alg``:
+    0x01 a note key, 0x04 a cosignature/v1 witness key); with ``new_name``, make the
+    key first (mode 0600, never over an existing file). Errors are
+    :class:`InputError`."""
     from audit._note import SignerKey, read_signer, write_signer
 
     try:
-        if make:
-            write_signer(path, SignerKey.generate(name))
-        click.echo(str(read_signer(path).verifier()))
+        if new_name is not None:
+            write_signer(path, SignerKey.generate(new_name, alg))
+        click.echo(str(read_signer(path, alg).verifier()))
     except FileExistsError as exc:
         raise InputError(f"{path} exists: not overwriting a key") from exc
     except KeyFormatError as exc:

@@ -21,9 +21,10 @@ from benchmarks import (
     bench_compare,
     bench_decide,
     bench_envoy,
+    bench_eventlog,
     bench_grpc,
     bench_index,
-    bench_measured_boot,
+    bench_serving,
     bench_startup,
 )
 from benchmarks._common import machine, machine_line
@@ -36,12 +37,13 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "cerbos": ("peer: Cerbos CheckResources against Docket Authorize", bench_cerbos.run),
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
-    "measured-boot": (
-        "measured boot: a quote and a 40 KB boot event log appraised, one core",
-        bench_measured_boot.run,
-    ),
+    "eventlog": ("TCG boot event log: parse a 40 KB log and replay it", bench_eventlog.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
     "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
+    "serving": (
+        "side by side: trivial grpcio, previous Docket, Docket, Cerbos (issue 15's targets)",
+        bench_serving.run,
+    ),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"

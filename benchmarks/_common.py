@@ -22,6 +22,13 @@ from engine import Engine, Request
 from engine._core.evaluate import _prepare  # the engine's own request → bucket lookup
 
 WARM_UP_TIMEOUT_S = 120.0
+H2LOAD_MISSING = "h2load not found: install it with `apt-get install nghttp2-client`"
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    """Print that a benchmark is skipped and why; its figures: the reason."""
+    print(f"SKIPPED: {reason}")
+    return {"skipped": reason}
 
 
 def machine() -> dict[str, Any]:

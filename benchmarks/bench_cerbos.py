@@ -45,7 +45,7 @@ from google.protobuf import (
 from google.protobuf.message import Message
 
 from attestation._ca import CertificateAuthority
-from benchmarks._common import table
+from benchmarks._common import H2LOAD_MISSING, skipped, table
 from benchmarks._load import (
     LoadResult,
     Server,
@@ -581,13 +581,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     """Run the comparison, print its tables, return its figures."""
     version = h2load_version()
     if version is None:
-        reason = "h2load not found: install it with `apt-get install nghttp2-client`"
-        print(f"SKIPPED: {reason}")
-        return {"skipped": reason}
+        return skipped(H2LOAD_MISSING)
     binary, reason = cerbos_binary()
     if binary is None:
-        print(f"SKIPPED: {reason}")
-        return {"skipped": reason}
+        return skipped(reason)
     times = QUICK if quick else FULL
     request, expected = next((r, e) for name, r, e in data_cases() if name == CASE)
     body = single_check(request)

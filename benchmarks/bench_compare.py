@@ -160,13 +160,19 @@ def compare_decide(base: Path, rounds: Rounds) -> dict[str, Any]:
 # --- (b) docket serve under Authorize load -----------------------------------------------
 
 
-def _serve_command(tree: Path) -> list[str]:
+def tree_command(tree: Path) -> list[str]:
+    """The ``docket`` command of ``tree``: this virtualenv's for this tree; for another
+    (an export), this virtualenv's Python with ``PYTHONPATH`` at it and ``-P``: a
+    ``python -c`` otherwise puts its working directory (the servers start in this
+    checkout) first on ``sys.path``, ahead of ``PYTHONPATH``, and runs this tree's code.
+    The spawned workers inherit that ``sys.path``."""
     if tree == ROOT:
         return [str(Path(sys.executable).parent / "docket")]
     return [
         "env",
         f"PYTHONPATH={tree}",
         sys.executable,
+        "-P",
         "-c",
         "import sys; from engine.cli import run; sys.argv[0] = 'docket'; run()",
     ]
@@ -176,8 +182,8 @@ def compare_serve(base: Path, rounds: Rounds, tmp: Path) -> dict[str, Any]:
     """(b): Authorize calls/s of each side over alternating h2load rounds."""
     cases = mix(bundle_cases())
     with (
-        docket_server(tmp / "base", workers=1, command=_serve_command(base)) as base_server,
-        docket_server(tmp / "this", workers=1, command=_serve_command(ROOT)) as this_server,
+        docket_server(tmp / "base", workers=1, command=tree_command(base)) as base_server,
+        docket_server(tmp / "this", workers=1, command=tree_command(ROOT)) as this_server,
     ):
         servers = {"base": base_server, "this": this_server}
         streams: dict[str, list[Stream]] = {}

@@ -32,7 +32,7 @@ from google.rpc import code_pb2
 
 from attestation._ca import CertificateAuthority
 from attestation._posture import Posture
-from benchmarks._common import table
+from benchmarks._common import H2LOAD_MISSING, skipped, table
 from benchmarks._load import (
     LoadResult,
     Server,
@@ -437,9 +437,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     """Run the benchmark, print its table, return its figures."""
     version = h2load_version()
     if version is None:
-        reason = "h2load not found: install it with `apt-get install nghttp2-client`"
-        print(f"SKIPPED: {reason}")
-        return {"skipped": reason}
+        return skipped(H2LOAD_MISSING)
     times = QUICK if quick else FULL
     check = check_request()
     with workdir("docket-bench-grpc-") as tmp, docket_server(tmp / "data") as server:

@@ -4,8 +4,10 @@
     ├── BundleError            a bundle cannot be loaded; ``problems`` holds every
     │   │                      ``file:line: message`` found
     │   ├── SignatureError     a signature is missing, malformed or does not verify
-    │   └── RollbackError      a bundle that verifies, but whose revision this replica
-    │                          must refuse (lower than accepted, not pinned)
+    │   ├── RollbackError      a bundle that verifies, but whose revision this replica
+    │   │                      must refuse (lower than accepted, not pinned)
+    │   └── SourceError        a bundle source (``bundle_url``) cannot be read: unreachable,
+    │                          an answer past the size bound, a truncated or malformed one
     ├── RequestError           a request does not fit the bundle's schema or is malformed
     │   ├── LimitExceeded      a request is over a size limit (batch size, per-request
     │   │                      entities, chain depth, context size: engine/_core/limits.py)
@@ -46,6 +48,16 @@ class SignatureError(BundleError):
     """A bundle signature is missing, malformed or does not verify."""
 
     def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+class SourceError(BundleError):
+    """A bundle could not be fetched from (or published to) its source. ``reason`` is
+    one word for logs and metrics: ``unreachable``, ``too-big``, ``truncated`` or
+    ``bad-answer``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
         super().__init__([message])
 
 

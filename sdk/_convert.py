@@ -48,6 +48,7 @@ __all__ = [
     "placement_request_from_proto",
     "placement_request_to_proto",
     "reload_result_from_proto",
+    "resource_batches",
     "struct_from_dict",
 ]
 
@@ -291,6 +292,38 @@ def batch_to_proto(requests: Iterable[Any]) -> pb.BatchAuthorizeRequest:
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"requests[{i}]: {exc.message}") from exc
     return pb.BatchAuthorizeRequest(requests=messages)
+
+
+def resource_batches(
+    principal: EntityRef | Mapping[str, Any],
+    action: EntityRef | Mapping[str, Any] | str,
+    resources: Iterable[EntityRef | Mapping[str, Any]],
+    context: Mapping[str, Any] | None = None,
+    entities: Iterable[Entity | Mapping[str, Any]] | None = None,
+    device_token: str | None = None,
+) -> list[pb.BatchAuthorizeRequest]:
+    """One request per resource, all else shared, in BatchAuthorize messages of at most
+    ``MAX_BATCH`` requests each (none for no resources). The shared parts are checked
+    once. Raises ``InvalidRequestError`` naming the bad field (``resources[i]`` for a
+    resource) before anything is sent."""
+    first = authorize_request(
+        principal, action, {"type": "_", "id": "_"}, context, entities, device_token
+    )
+    shared = authorize_request_to_proto(first)
+    messages: list[pb.AuthorizeRequest] = []
+    for i, resource in enumerate(resources):
+        try:
+            ref = _validate(EntityRef, resource)
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"resources[{i}]: {exc.message}") from exc
+        message = pb.AuthorizeRequest()
+        message.CopyFrom(shared)
+        message.resource.type, message.resource.id = ref.type, ref.id
+        messages.append(message)
+    return [
+        pb.BatchAuthorizeRequest(requests=messages[start : start + MAX_BATCH])
+        for start in range(0, len(messages), MAX_BATCH)
+    ]
 
 
 def batch_results_from_proto(

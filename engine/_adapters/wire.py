@@ -40,8 +40,40 @@ _KINDS = {
 
 
 def struct_to_dict(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
-    """A Struct as Cedar JSON: whole numbers become ints; floats and nulls are refused."""
+    """A Struct as Cedar JSON: whole numbers become ints; floats and nulls are refused.
+    Raises :class:`~engine.RequestError` naming the field at fault."""
+    try:
+        return _struct(struct)
+    except _Refused:
+        pass
+    # Found again, slowly, with the path: the fast walk does not build a name per value.
     return {key: value_to_python(value, f"{field}.{key}") for key, value in struct.fields.items()}
+
+
+class _Refused(Exception):
+    """A value Cedar cannot take (found by the fast walk; named by the slow one)."""
+
+
+def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    fields = struct.fields
+    return {key: _value(fields[key]) for key in fields}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) <= _EXACT:
+            return int(number)
+    elif kind == "struct_value":
+        return _struct(value.struct_value)
+    elif kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    raise _Refused
 
 
 def value_to_python(value: struct_pb2.Value, field: str) -> Any:
@@ -87,14 +119,33 @@ def check_device(device: struct_pb2.Value, field: str) -> None:
             raise RequestError(f"{field}.{name}: {ATTESTED_BY_DOCKET}")
 
 
-def _context(struct: struct_pb2.Struct, field: str, caller: str | None) -> dict[str, Any]:
+def _context(
+    struct: struct_pb2.Struct,
+    field: str,
+    caller: str | None,
+    seen: dict[bytes, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The request context, with ``caller`` set from the connection, never by the client,
-    and no attested ``device`` field (see :func:`check_device`)."""
+    and no attested ``device`` field (see :func:`check_device`). With ``seen`` (one batch's
+    contexts by their bytes), a context sent again is read once: the requests then share
+    its nested values, which nothing changes in place (a request's context is replaced,
+    never edited)."""
+    key = None
+    if seen is not None:
+        key = struct.SerializeToString(deterministic=True)
+        known = seen.get(key)
+        if known is not None:
+            context = dict(known)
+            if caller is not None:
+                context[CALLER] = caller
+            return context
     if CALLER in struct.fields:
         raise RequestError(f"{field}.{CALLER}: set by the server from the caller's mTLS identity")
     if DEVICE in struct.fields:
         check_device(struct.fields[DEVICE], f"{field}.{DEVICE}")
     context = struct_to_dict(struct, field)
+    if key is not None and seen is not None:
+        seen[key] = dict(context)
     if caller is not None:
         context[CALLER] = caller
     return context
@@ -125,14 +176,19 @@ def _entity(entity: pb.Entity, field: str) -> dict[str, Any]:
 
 
 def request_from_proto(
-    message: pb.AuthorizeRequest, *, field: str = "", caller: str | None = None
+    message: pb.AuthorizeRequest,
+    *,
+    field: str = "",
+    caller: str | None = None,
+    seen: dict[bytes, dict[str, Any]] | None = None,
 ) -> Request:
-    """An engine :class:`Request`; ``caller`` (an mTLS SPIFFE ID) goes into ``context.caller``.
+    """An engine :class:`Request`; ``caller`` (an mTLS SPIFFE ID) goes into ``context.caller``
+    (``seen``: see :func:`_context`).
 
     Raises :class:`~engine.RequestError` naming the field at fault.
     """
     prefix = f"{field}." if field else ""
-    context = _context(message.context, f"{prefix}context", caller)
+    context = _context(message.context, f"{prefix}context", caller, seen)
     return Request.model_construct(
         principal=_uid(message, "principal", field or "request"),
         action=_uid(message, "action", field or "request"),
@@ -147,9 +203,12 @@ def request_from_proto(
 def batch_from_proto(
     message: pb.BatchAuthorizeRequest, *, caller: str | None = None
 ) -> list[Request]:
-    """The requests of a batch, in order. The size limit is checked by the caller."""
+    """The requests of a batch, in order (a context repeated in the batch, as when one
+    principal asks about many resources, is read once). The size limit is checked by the
+    caller."""
+    seen: dict[bytes, dict[str, Any]] = {}
     return [
-        request_from_proto(request, field=f"requests[{i}]", caller=caller)
+        request_from_proto(request, field=f"requests[{i}]", caller=caller, seen=seen)
         for i, request in enumerate(message.requests)
     ]
 

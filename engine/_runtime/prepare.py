@@ -6,6 +6,7 @@ wrong, so a serve that cannot start says why and writes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -22,16 +23,18 @@ from attestation import (
     StoreUnavailable,
     TrustRoots,
 )
-from audit import KEPT_NAME, AuditError, AuditLog
+from audit import KEPT_NAME, AuditError, AuditLog, Relay, RelayAddress
 from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_verifier
-from engine._errors import ServeError, TrustConfigError
+from engine._errors import BundleError, ServeError, TrustConfigError
 from engine._runtime.settings import Settings
 from engine._service.attest import (
     load_trust_roots,
 )
 from engine._service.bundle_revisions import RevisionGuard
+from engine._service.bundle_source import Limits, Puller, open_source
+from engine._service.bundle_source.pull import ARCHIVE, DIRECTORY
 from engine._service.decisions import utcnow
 
 log = structlog.get_logger("docket.serve")
@@ -170,6 +173,11 @@ def check_settings(settings: Settings) -> tuple[Address, Address]:
             f"refusing plaintext gRPC on {grpc_address}, which is not loopback: configure "
             "tls_cert and tls_key (and tls_client_ca for mTLS), or set insecure_plaintext"
         )
+    if settings.bundle_url is not None and settings.bundle_public_key is None:
+        raise ServeError(
+            f"bundle_url {settings.bundle_url} needs bundle_public_key: a bundle pulled over "
+            "the network is used only once its signature verifies"
+        )
     return grpc_address, metrics_address
 
 
@@ -183,19 +191,86 @@ def revision_guard(settings: Settings) -> RevisionGuard:
     return RevisionGuard(settings.data_dir, signed=settings.bundle_public_key is not None)
 
 
+def bundle_path(settings: Settings) -> Path:
+    """What the workers load and watch: ``bundle``, or with ``bundle_url`` the last good
+    bundle pulled (``<data_dir>/bundle-pulled/bundle.tar.gz``)."""
+    if settings.bundle_url is None:
+        return settings.bundle
+    return settings.data_dir / DIRECTORY / ARCHIVE
+
+
+def bundle_puller(settings: Settings) -> Puller | None:
+    """The puller of ``bundle_url`` (None without one). Raises :class:`~engine.BundleError`."""
+    if settings.bundle_url is None:
+        return None
+    return Puller(
+        source=open_source(settings.bundle_url),
+        directory=settings.data_dir / DIRECTORY,
+        public_key=bundle_key(settings),
+        guard=revision_guard(settings),
+        limits=Limits(
+            settings.bundle_max_bytes,
+            settings.bundle_pull_timeout_seconds,
+            settings.bundle_long_poll_seconds,
+        ),
+        interval=settings.bundle_pull_seconds,
+    )
+
+
+def pull_at_start(settings: Settings) -> None:
+    """With ``bundle_url``, pull the bundle once before anything listens. When the source
+    cannot be reached, or serves a bundle that is refused, the last good bundle is used
+    (logged, with its age); without one the start fails. Raises
+    :class:`~engine.BundleError`."""
+    puller = bundle_puller(settings)
+    if puller is None:
+        return
+    # Never a long poll (the start would wait for the next release); the audit log is not
+    # open yet: a refusal or an outage is reported by a worker's next pull.
+    quick = dataclasses.replace(puller.limits, long_poll=None)
+    pulled = dataclasses.replace(puller, limits=quick).pull(report=False)
+    url = puller.source.url
+    if pulled.outcome in ("new", "unchanged"):
+        log.info("bundle.pulled", source=url, outcome=pulled.outcome, version=pulled.version)
+        return
+    event = "bundle.pull_unreachable" if pulled.outcome == "unreachable" else "bundle.pull_refused"
+    log.error(event, source=url, reason=pulled.reason, problems=list(pulled.problems))
+    if not puller.archive.exists():
+        raise BundleError(
+            [
+                f"{url}: no bundle: {pulled.problems[0] if pulled.problems else pulled.outcome}, "
+                f"and no last good bundle in {puller.directory}"
+            ]
+        )
+    state = puller.read_state()
+    age = puller.age(utcnow())
+    log.warning(
+        "bundle.last_good",
+        source=url,
+        path=str(puller.archive),
+        version=state.version,
+        revision=state.revision,
+        age_seconds=None if age is None else round(age, 1),
+        pulled_at=None if state.pulled_at is None else state.pulled_at.isoformat(),
+    )
+
+
 def load_bundle(settings: Settings) -> PolicyBundle:
-    """The configured bundle, checked against the revisions this replica accepted (not
-    yet recorded: a worker does that). Raises :class:`~engine.BundleError`."""
-    bundle = PolicyBundle.load(settings.bundle, public_key=bundle_key(settings))
+    """The configured bundle (:func:`bundle_path`), checked against the revisions this
+    replica accepted (not yet recorded: a worker does that). Raises
+    :class:`~engine.BundleError`."""
+    bundle = PolicyBundle.load(bundle_path(settings), public_key=bundle_key(settings))
     revision_guard(settings).check(bundle)
     return bundle
 
 
-def open_audit(settings: Settings) -> AuditLog:
+def open_audit(settings: Settings, relay: RelayAddress | None = None) -> AuditLog:
     """The audit log the settings name (created, with its signing key, on first use),
     keeping its latest checkpoint in ``<data-dir>/audit-checkpoint`` too. A log that
     does not contain the checkpoint kept there (an older or another database) is
-    refused. Raises :class:`ServeError` with one line saying what is wrong."""
+    refused. With ``relay`` (a worker process) it commits through the writer of the
+    process that owns the log. Raises :class:`ServeError` with one line saying what is
+    wrong."""
     try:
         audit = AuditLog.open(
             settings.database_url,
@@ -204,6 +279,7 @@ def open_audit(settings: Settings) -> AuditLog:
             checkpoint_interval=settings.audit_checkpoint_seconds,
             max_queue=settings.audit_queue,
             kept=settings.data_dir / KEPT_NAME,
+            relay=None if relay is None else Relay(relay),
         )
     except (AuditError, OSError) as exc:
         raise ServeError(f"audit log: {exc}") from exc

@@ -10,7 +10,9 @@ and devices. A revocation list that does not verify, or is older than the one in
 (a rollback), is logged and refused; the one in force stays.
 
 One process by default. With ``workers > 1`` a supervisor starts that many worker
-processes that share the gRPC port (SO_REUSEPORT); the supervisor serves the summed
+processes that share the gRPC port (SO_REUSEPORT); the supervisor owns the audit log's
+one writer, which every worker's entries are committed through (:mod:`audit._relay`:
+one transaction and one fsync carries what all workers have waiting), serves the summed
 metrics and the JWKS, forwards SIGHUP (reload) and SIGTERM (drain, then exit) to the
 workers and restarts a worker that dies. ``trusted_peps`` (ext_authz enforcement points
 that may name a Check's subject) needs mTLS: without ``tls_client_ca`` the server does not
@@ -42,6 +44,7 @@ from wsgiref.simple_server import WSGIServer
 import structlog
 from prometheus_client import CollectorRegistry
 
+from audit import LogServer, RelayAddress
 from engine._core.bundle import PolicyBundle
 from engine._errors import ServeError
 from engine._runtime.logging_setup import configure_logging
@@ -56,18 +59,22 @@ from engine._runtime.prepare import (
     open_audit,
     open_challenges,
     prepare_ca,
+    pull_at_start,
     tls_mode,
     trust_roots,
 )
 from engine._runtime.settings import Settings
 from engine._runtime.worker import DRAIN_SECONDS, TrustFiles, Worker
 from engine._service.metrics import (
-    MULTIPROC_ENV,
     Metrics,
     multiprocess_registry,
     serve_metrics,
+    shared_metrics,
     worker_exited,
 )
+from engine._service.revocation_source import STATE_NAME as REVOCATIONS_STATE
+from engine._service.revocation_source import RevocationPuller
+from engine._service.revocation_source import start as start_pulling
 
 log = structlog.get_logger("docket.serve")
 
@@ -95,6 +102,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     Raises :class:`ServeError` or :class:`~engine.BundleError` before anything listens.
     """
     grpc_address, metrics_address = check_settings(settings)
+    pull_at_start(settings)  # bundle_url: the last good bundle when the source is down
     bundle = load_bundle(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Create the database and the signing key once, before workers race to.
@@ -124,10 +132,30 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
         )
 
     plan = _Plan(settings, bundle, grpc_address, metrics_address, ready)
-    if settings.workers == 1:
-        _serve_one(plan)
-    else:
-        _supervise(plan)
+    stop_pulling = _pull_revocations(settings)
+    try:
+        if settings.workers == 1:
+            _serve_one(plan)
+        else:
+            _supervise(plan)
+    finally:
+        stop_pulling()
+
+
+def _pull_revocations(settings: Settings) -> Callable[[], None]:
+    """With ``revocations_url``: pull the revocation list into the CA directory, once per
+    replica (this process: the one process, or the supervisor), until the server stops."""
+    if settings.revocations_url is None:
+        return lambda: None
+    return start_pulling(
+        RevocationPuller(
+            settings.revocations_url,
+            settings.ca_dir,
+            settings.data_dir / REVOCATIONS_STATE,
+            interval=settings.revocations_pull_seconds,
+            timeout=settings.bundle_pull_timeout_seconds,
+        )
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -202,8 +230,11 @@ def _serve_one(plan: _Plan) -> None:
     log.info("serve.stopped")
 
 
-def _worker_main(settings: Settings, ports: tuple[int, int | None], ready: Any) -> None:
-    """A worker process (started by the supervisor with the spawn method)."""
+def _worker_main(
+    settings: Settings, ports: tuple[int, int | None], ready: Any, relay: RelayAddress
+) -> None:
+    """A worker process (started by the supervisor with the spawn method); it commits
+    its audit entries through the supervisor's writer (``relay``)."""
     configure_logging(settings.log_format, settings.log_level)
     supervisor = os.getppid()
 
@@ -211,7 +242,12 @@ def _worker_main(settings: Settings, ports: tuple[int, int | None], ready: Any) 
         os.kill(supervisor, signal.SIGHUP)
 
     worker = Worker(
-        settings, load_bundle(settings), Metrics(), reuse_port=True, on_reload=tell_siblings
+        settings,
+        load_bundle(settings),
+        Metrics(),
+        reuse_port=True,
+        on_reload=tell_siblings,
+        relay=relay,
     )
     signals = _Signals(worker.reload)
     address = Address.parse(settings.grpc, "gRPC")
@@ -230,13 +266,18 @@ def _worker_main(settings: Settings, ports: tuple[int, int | None], ready: Any) 
         return
     ready.put(("ready", (bound, bound_admission)))
     while not signals.stop.wait(0.5):  # polled: see _serve_one
-        pass
+        if os.getppid() != supervisor:
+            # The supervisor, and with it the log's writer, is gone (killed): nothing
+            # can be recorded any more, so stop instead of refusing every call forever.
+            log.error("serve.supervisor_gone", supervisor=supervisor)
+            break
     worker.stop()
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, relay: RelayAddress) -> None:
         self.settings = settings
+        self.relay = relay
         self.context = multiprocessing.get_context("spawn")
         self.ready = self.context.Queue()
         self.processes: list[BaseProcess] = []
@@ -245,7 +286,9 @@ class _Supervisor:
     def start_worker(self, ports: tuple[int, int | None]) -> tuple[int, int | None]:
         """Start a worker on (gRPC port, admission port or None); the ports it bound."""
         process = self.context.Process(
-            target=_worker_main, args=(self.settings, ports, self.ready), name="docket-worker"
+            target=_worker_main,
+            args=(self.settings, ports, self.ready, self.relay),
+            name="docket-worker",
         )
         process.start()
         self.processes.append(process)
@@ -290,10 +333,29 @@ class _Supervisor:
 
 
 def _supervise(plan: _Plan) -> None:
-    settings = plan.settings
     metrics_dir = Path(tempfile.mkdtemp(prefix="docket-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    supervisor = _Supervisor(settings)
+    try:
+        with shared_metrics(str(metrics_dir)):
+            # One writer for the log, fed by every worker: their batches share its
+            # commits (audit._relay), and it observes entries per commit for them all.
+            audit = open_audit(plan.settings).start()
+            try:
+                audit.writer.observe_commits(Metrics().committed)
+                log_server = LogServer(audit).start()
+                try:
+                    _run_workers(plan, log_server.address)
+                finally:
+                    log_server.close()
+            finally:
+                audit.close()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("serve.stopped")
+
+
+def _run_workers(plan: _Plan, relay: RelayAddress) -> None:
+    settings = plan.settings
+    supervisor = _Supervisor(settings, relay)
     # The supervisor's copy of the CA's JWKS and revocation list (it serves the HTTP
     # listener; the workers verify with their own copies, and poll as it does).
     trust = TrustFiles(settings.ca_dir, prepare_ca(settings))
@@ -329,6 +391,3 @@ def _supervise(plan: _Plan) -> None:
     finally:
         _stop_serving(metrics_server)
         supervisor.stop()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        os.environ.pop(MULTIPROC_ENV, None)
-    log.info("serve.stopped")

@@ -80,6 +80,59 @@ class Settings(BaseSettings):
     """A file holding the bundle verifier key (``<name>+<id>+<base64>``, as ``docket policy
     keygen`` writes ``PREFIX.pub``): every bundle must then carry a ``bundle.sig`` signed
     note by it."""
+    bundle_url: str | None = None
+    """Pull the bundle from here instead of reading ``bundle``: ``https://…`` or
+    ``http://…`` (any static server or object store; ETag/If-None-Match) or
+    ``oci://HOST[:PORT]/REPOSITORY[:TAG]`` (an OCI registry; plain HTTP on loopback). Needs
+    ``bundle_public_key``: every pulled bundle is verified, and checked against the
+    revisions accepted, before it is used; the last good one is kept in
+    ``<data_dir>/bundle-pulled/`` and used when the source cannot be reached at start."""
+    bundle_pull_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    """How often a replica asks ``bundle_url`` for a new bundle (give or take 10 %, so
+    that replicas started together spread out)."""
+    bundle_long_poll_seconds: float | None = Field(default=None, ge=1, le=3600)
+    """With an HTTP source that supports it (OPA's long polling: ``Prefer: wait=N``,
+    answered with ``Preference-Applied``), hold each pull up to this long until a new
+    bundle is there, then ask again at once: a bundle arrives as soon as it is published.
+    A source that does not support it answers at once, and ``bundle_pull_seconds`` stays
+    the interval. None: ordinary polling."""
+    bundle_pull_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """Deadline of each socket operation of a pull, and of the whole download."""
+    bundle_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """A download larger than this is refused (before it is read when its size is
+    announced; cut off past it when not)."""
+    max_bundle_staleness: float | None = Field(default=None, gt=0)
+    """Seconds after which a pulled bundle whose source has not confirmed it is stale:
+    health (``docket.bundle``) and metrics (``docket_bundle_stale``) say so, and permits
+    annotated ``@fresh_policy`` stop allowing (the rest keeps working). None: never."""
+
+    revocations_url: str | None = None
+    """Pull the CA's signed revocation list from here (``http://…``/``https://…``: another
+    replica's ``/.well-known/docket-revocations.json``, or a static copy): verified with
+    this replica's CA, never older than the list in force, installed in the CA directory
+    (every process applies it within ``revocation_poll_seconds``). None: only ``docket ca
+    revoke`` on this replica's CA directory changes it."""
+    revocations_pull_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    """How often ``revocations_url`` is asked (give or take 10 %)."""
+    max_revocation_staleness: float | None = Field(default=None, gt=0)
+    """Seconds after which a pulled revocation list the source has not confirmed is stale:
+    health (``docket.revocations``) and metrics (``docket_revocations_stale``) say so, and
+    permits annotated ``@fresh_policy`` stop allowing. None: never."""
+
+    @field_validator("revocations_url")
+    @classmethod
+    def _revocations_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: expected http://… or https://…")
+        return value
+
+    @field_validator("bundle_url")
+    @classmethod
+    def _bundle_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "oci://")):
+            raise ValueError(f"{value!r}: expected http://…, https://… or oci://host/repo:tag")
+        return value
+
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     bundle_poll_seconds: float = Field(default=1.0, gt=0)

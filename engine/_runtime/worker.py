@@ -35,7 +35,7 @@ from attestation import (
     ReferenceValues,
     load_revocations,
 )
-from audit import AuditError, Entry
+from audit import AuditError, Entry, RelayAddress
 from engine._adapters.admission_http import AdmissionServer, server_context
 from engine._adapters.attestation_rpc import AttestationServicer
 from engine._adapters.audit_rpc import AuditServicer
@@ -47,6 +47,8 @@ from engine._errors import EngineError, ServeError
 from engine._runtime.prepare import (
     Address,
     bundle_key,
+    bundle_path,
+    bundle_puller,
     open_audit,
     open_challenges,
     prepare_ca,
@@ -61,12 +63,15 @@ from engine._service.attest import (
     quote_hash_algorithms,
 )
 from engine._service.bundle_revisions import pin_entry, refusal_entry
+from engine._service.bundle_source import Freshness
 from engine._service.bundle_watch import BundleWatcher
 from engine._service.decisions import DecisionService, utcnow
 from engine._service.metrics import (
     Metrics,
 )
 from engine._service.posture import PostureReader
+from engine._service.revocation_source import STATE_NAME as REVOCATIONS_STATE
+from engine._service.revocation_source import confirmed_at as revocations_confirmed_at
 from sdk.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
@@ -83,6 +88,12 @@ AUTHORIZATION = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].f
 AUDIT = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 ATTESTATION = attestation_pb2.DESCRIPTOR.services_by_name["Attestation"].full_name
 HEALTH_POLL_SECONDS = 1.0
+BUNDLE_HEALTH = "docket.bundle"
+"""A health service name that is NOT_SERVING while the bundle is stale (the rest serve)."""
+REVOCATIONS_HEALTH = "docket.revocations"
+"""NOT_SERVING while the pulled revocation list is stale (``max_revocation_staleness``)."""
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Larger requests are refused with RESOURCE_EXHAUSTED by gRPC itself."""
 DRAIN_SECONDS = 10.0
@@ -190,6 +201,7 @@ class Worker:
         *,
         reuse_port: bool,
         on_reload: Callable[[], None] | None = None,
+        relay: RelayAddress | None = None,
     ) -> None:
         self.settings = settings
         guard = revision_guard(settings)
@@ -199,17 +211,20 @@ class Worker:
         self.engine = Engine(bundle)
         self.watcher = BundleWatcher(
             self.engine,
-            settings.bundle,
+            bundle_path(settings),
             interval=settings.bundle_poll_seconds,
             public_key=bundle_key(settings),
             guard=guard,
             clock=utcnow,
+            puller=bundle_puller(settings),
+            max_staleness=settings.max_bundle_staleness,
         )
+        self.watcher.on_freshness(metrics.bundle_freshness)
         # The CA and its revocation list first: one that does not verify stops the start
         # before anything runs.
         self.ca = prepare_ca(settings)
         self.trust = TrustFiles(settings.ca_dir, self.ca)
-        self.audit = open_audit(settings).start()
+        self.audit = open_audit(settings, relay).start()
         if admission.pin is not None:
             self._audit_bundle_event(pin_entry(bundle, admission, now=utcnow()))
         self.watcher.on_pin(
@@ -219,6 +234,13 @@ class Worker:
         self.service = DecisionService(
             self.engine, self.watcher, metrics, self.audit, announce=False
         )
+        self._revocations_stale = False
+        if settings.revocations_url is not None:
+            self.service.revocations = Freshness(
+                settings.max_revocation_staleness,
+                what="the revocation list",
+                setting="max_revocation_staleness",
+            )
         self.challenges = open_challenges(settings)
         self.attestation = AttestationService(
             self.ca,
@@ -237,7 +259,8 @@ class Worker:
         # Asynchronous: a Watch stream holds no thread (a blocked one would keep the
         # process from exiting after SIGTERM).
         self.health = health.aio.HealthServicer()
-        self.audit.writer.observe_commits(metrics.committed)
+        if relay is None:  # else the log's owner observes its commits
+            self.audit.writer.observe_commits(metrics.committed)
         self._threads = ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc")
         self._loop = _Loop()
         self.server = self._loop.run(self._server(reuse_port, on_reload))
@@ -400,6 +423,7 @@ class Worker:
         if self.admission is not None and not self.admission.started:
             self.admission.start()
         self._set_health()
+        self._observe_revocations()
         self.watcher.start()
         self._health_thread.start()
         self._trust_thread.start()
@@ -416,6 +440,10 @@ class Worker:
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         self._loop.run(self._set_all(status))
+        fresh = serving and not self.watcher.stale
+        self._loop.run(self.health.set(BUNDLE_HEALTH, SERVING if fresh else NOT_SERVING))
+        fresh = serving and not self._revocations_stale
+        self._loop.run(self.health.set(REVOCATIONS_HEALTH, SERVING if fresh else NOT_SERVING))
 
     async def _set_all(self, status: int) -> None:
         for name in ("", DECISIONS, AUTHORIZATION, ATTESTATION, AUDIT):
@@ -434,10 +462,34 @@ class Worker:
 
     def _watch_trust(self) -> None:
         # `docket ca rotate` and `docket ca revoke` write the CA directory of a running
-        # server: a revocation must count within seconds, without a signal.
+        # server (and so does the revocation puller): a revocation must count within
+        # seconds, without a signal.
         while not self._stopping.wait(self.settings.revocation_poll_seconds):
             if self.trust.changed():
                 self.reload_credentials()
+            self._observe_revocations()
+
+    def _observe_revocations(self) -> None:
+        """Bring the pulled revocation list's age (when the puller last had it confirmed)
+        into the decisions, the metrics and the ``docket.revocations`` health."""
+        freshness = self.service.revocations
+        if freshness is None:
+            return
+        freshness.confirmed_at = revocations_confirmed_at(
+            self.settings.data_dir / REVOCATIONS_STATE
+        )
+        now = utcnow()
+        stale = freshness.stale(now)
+        self.metrics.revocations_freshness(freshness.age(now), stale)
+        if stale != self._revocations_stale:
+            self._revocations_stale = stale
+            if stale:
+                log.error(
+                    "revocations.stale",
+                    age_seconds=freshness.age(now),
+                    max_staleness_seconds=freshness.max_staleness,
+                )
+            self._set_health()
 
     def reload(self) -> None:
         """Reload the bundle, the CA, the revocation list and the EK trust from disk

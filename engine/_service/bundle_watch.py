@@ -4,6 +4,15 @@ With a :class:`~engine._service.bundle_revisions.RevisionGuard`, a new version m
 anti-rollback rules before it is swapped in; its state file is watched too, so that an
 operator's ``docket bundle pin`` takes effect at the next poll. Every refused bundle is
 logged and passed to the ``on_refuse`` listeners (the server writes it to the audit log).
+
+With a :class:`~engine._service.bundle_source.Puller` (``bundle_url``), a second thread
+pulls the bundle from its source every pull interval (with jitter) into the file this
+watcher watches; a new verified bundle is swapped in at once, and every refusal (a bad
+signature, a lower revision, a truncated or too big download, and the first failure of
+an outage of the source) goes to the ``on_refuse`` listeners too. The watcher keeps the
+bundle's :class:`~engine._service.bundle_source.Freshness` up to date from what the pulls
+record (whichever worker of the replica made them) and tells ``on_freshness`` listeners
+the age each poll.
 """
 
 from __future__ import annotations
@@ -21,10 +30,15 @@ from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._errors import BundleError
 from engine._service.bundle_revisions import Admission, RevisionGuard
+from engine._service.bundle_source import Freshness, Pulled, Puller
 
 log = structlog.get_logger("docket.bundle")
 
 _Stamp = tuple[tuple[str, int, int], ...]
+LONG_POLL_PAUSE = 0.5
+PULL_JOIN_SECONDS = 1.0
+"""How long :meth:`BundleWatcher.stop` waits for a pull under way."""
+"""Seconds between a long poll's answer and the next long poll."""
 
 
 def _utcnow() -> datetime:
@@ -74,8 +88,18 @@ class BundleWatcher:
         public_key: VerifierKey | None = None,
         guard: RevisionGuard | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        puller: Puller | None = None,
+        max_staleness: float | None = None,
     ) -> None:
         self._engine = engine
+        self._puller = puller
+        self.freshness = Freshness(max_staleness) if puller is not None else None
+        """How old the bundle in force is (None without a source: a local bundle is
+        never stale)."""
+        self._source_stamp: _Stamp | None = None
+        self._stale = False
+        self._freshness_listeners: list[Callable[[float | None, bool], None]] = []
+        self._pull_thread: threading.Thread | None = None
         self._guard = guard
         self._clock = clock
         self._path = Path(path)
@@ -88,6 +112,7 @@ class BundleWatcher:
         self._listeners: list[Callable[[PolicyBundle], None]] = []
         self._refusal_listeners: list[Callable[[str, list[str]], None]] = []
         self._pin_listeners: list[Callable[[PolicyBundle, Admission], None]] = []
+        self.observe_freshness()
 
     def _stamps(self) -> tuple[_Stamp, tuple[int, int] | None]:
         return _stamp(self._path), self._guard.stamp() if self._guard is not None else None
@@ -170,20 +195,105 @@ class BundleWatcher:
         """Call ``listener`` with each bundle let in by an operator's pin (before the swap)."""
         self._pin_listeners.append(listener)
 
+    def on_freshness(self, listener: Callable[[float | None, bool], None]) -> None:
+        """Call ``listener`` with the bundle's age in seconds (None: unknown) and whether
+        it is stale, at each poll (only with a source)."""
+        self._freshness_listeners.append(listener)
+
+    @property
+    def stale(self) -> bool:
+        """Whether the bundle in force is past ``max_bundle_staleness`` (as of the last poll)."""
+        return self._stale
+
+    def observe_freshness(self) -> None:
+        """Re-read when the source last served the bundle (if a pull recorded it since),
+        log a change of staleness and tell the ``on_freshness`` listeners."""
+        if self._puller is None or self.freshness is None:
+            return
+        try:
+            stamp: _Stamp | None = _stamp(self._puller.state_path)
+        except OSError:  # no pull recorded yet
+            stamp = None
+        if stamp != self._source_stamp:
+            self._source_stamp = stamp
+            self.freshness.confirmed_at = self._puller.read_state().checked_at
+        now = self._clock()
+        age, stale = self.freshness.age(now), self.freshness.stale(now)
+        if stale != self._stale:
+            self._stale = stale
+            event = log.warning if stale else log.info
+            event(
+                "bundle.stale" if stale else "bundle.fresh",
+                source=self._puller.source.url,
+                age_seconds=None if age is None else round(age, 1),
+                max_staleness_seconds=self.freshness.max_staleness,
+            )
+        for listener in self._freshness_listeners:
+            listener(age, stale)
+
+    def pull(self) -> Pulled | None:
+        """Pull from the source now if a pull is due and no other worker of the replica
+        is pulling; swap a new bundle in at once. Every refusal is logged and passed to
+        the ``on_refuse`` listeners (an outage only when it starts)."""
+        if self._puller is None:
+            return None
+        pulled = self._puller.pull(wait=False, only_if_due=True)
+        url = self._puller.source.url
+        if pulled.outcome == "new":
+            log.info("bundle.pulled", source=url, version=pulled.version)
+            self.check()
+        elif pulled.outcome in ("refused", "unreachable"):
+            event = log.warning if pulled.outcome == "unreachable" else log.error
+            current = self._engine.bundle
+            event(
+                f"bundle.pull_{pulled.outcome}",
+                source=url,
+                reason=pulled.reason,
+                problems=list(pulled.problems),
+                active_version=current.version if current is not None else None,
+                repeated=pulled.repeated,
+            )
+            if not pulled.repeated:
+                for refused in self._refusal_listeners:
+                    refused(url, [f"{pulled.outcome} ({pulled.reason})", *pulled.problems])
+        self.observe_freshness()
+        return pulled
+
     def start(self) -> None:
-        """Poll in a daemon thread until :meth:`stop`."""
+        """Poll in a daemon thread until :meth:`stop` (and pull in another, given a source)."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="docket-bundle-watch", daemon=True)
         self._thread.start()
+        if self._puller is not None:
+            self._pull_thread = threading.Thread(
+                target=self._run_pulls, name="docket-bundle-pull", daemon=True
+            )
+            self._pull_thread.start()
 
     def stop(self) -> None:
-        """Stop polling and wait for the thread."""
+        """Stop polling and wait for the watch thread. A pull under way (a long poll may
+        wait minutes) is left to end with the process: it installs files by renames, so
+        a pull cut short leaves the last good bundle as it was."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-            self._thread = None
+        if self._pull_thread is not None:
+            self._pull_thread.join(PULL_JOIN_SECONDS)
+        self._thread = self._pull_thread = None
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.check()
+            self.observe_freshness()
+
+    def _run_pulls(self) -> None:
+        assert self._puller is not None
+        # The first pull is due at once if no process of this replica pulled lately.
+        delay = 0.0
+        while not self._stop.wait(delay):
+            self.pull()
+            # Long polls follow one another (a short pause bounds a server that answers
+            # at once while claiming to have waited); otherwise the interval.
+            long_polling = self._puller.long_polling()
+            delay = LONG_POLL_PAUSE if long_polling else self._puller.next_delay()

@@ -36,6 +36,7 @@ from engine._service.audit_entries import (
     refusal_entry,
     unevaluated_entry,
 )
+from engine._service.bundle_source import Freshness
 from engine._service.bundle_watch import BundleWatcher, Reload
 from engine._service.constants import CALLER, MAX_BATCH
 from engine._service.metrics import Metrics
@@ -127,6 +128,8 @@ class DecisionService:
         self.audit = audit
         self._watcher = watcher
         self.clock = clock
+        # The pulled revocation list's age (revocations_url), set by the worker.
+        self.revocations: Freshness | None = None
         bundle = engine.bundle
         self._version = bundle.version if bundle else None
         metrics.bundle_loaded(self._version)
@@ -215,6 +218,10 @@ class DecisionService:
         now = self.clock()
         bundle = self.engine.bundle
         decisions = self.engine.decide_batch(requests, now=now)
+        if self._watcher.freshness is not None:  # a stale pulled bundle: @fresh_policy
+            decisions = list(self._watcher.freshness.vet(bundle, decisions, now))
+        if self.revocations is not None:  # a stale pulled revocation list: likewise
+            decisions = list(self.revocations.vet(bundle, decisions, now))
         ids = [decision_id(now) for _ in decisions]
         entries = [
             decision_entry(

@@ -2,7 +2,9 @@
 
 With several worker processes, each records into files under
 ``PROMETHEUS_MULTIPROC_DIR`` and the supervising process serves their sum
-(prometheus_client's multiprocess mode); with one process, the process serves its own.
+(prometheus_client's multiprocess mode; the supervisor's own metrics, the log writer's
+entries per commit, are recorded there too: :func:`shared_metrics`); with one process,
+the process serves its own.
 
 The same listener serves the CA's JWT-SVID keys at ``/.well-known/jwks.json``
 (``application/json``, what ``docket ca jwks`` prints), so that Envoy's jwt_authn
@@ -34,6 +36,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client import values as prom_values
 from prometheus_client.exposition import ThreadingWSGIServer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -105,6 +108,32 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self.bundle_age = Gauge(
+            "docket_bundle_age_seconds",
+            "Seconds since the bundle source (bundle_url) last served the bundle in force.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.bundle_stale = Gauge(
+            "docket_bundle_stale",
+            "1 while the pulled bundle is past max_bundle_staleness (permits marked "
+            "@fresh_policy then do not allow), else 0.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.revocations_age = Gauge(
+            "docket_revocations_age_seconds",
+            "Seconds since revocations_url last served the revocation list in force.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.revocations_stale = Gauge(
+            "docket_revocations_stale",
+            "1 while the pulled revocation list is past max_revocation_staleness (permits "
+            "marked @fresh_policy then do not allow), else 0.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self._memo_seen = (0, 0)
         self._version: str | None = None
         # Labelled children, looked up once: `labels()` costs microseconds per call.
@@ -139,6 +168,16 @@ class Metrics:
             self._child(self.memo_lookups, "miss").inc(misses - seen_misses)
         self._memo_seen = (max(hits, seen_hits), max(misses, seen_misses))
         self.memo_entries.set(entries)
+
+    def bundle_freshness(self, age: float | None, stale: bool) -> None:
+        """Record the pulled bundle's age (-1 when never confirmed) and staleness."""
+        self.bundle_age.set(-1 if age is None else age)
+        self.bundle_stale.set(int(stale))
+
+    def revocations_freshness(self, age: float | None, stale: bool) -> None:
+        """Record the pulled revocation list's age (-1 when never confirmed) and staleness."""
+        self.revocations_age.set(-1 if age is None else age)
+        self.revocations_stale.set(int(stale))
 
     @contextmanager
     def track(self, api: str) -> Iterator[None]:
@@ -231,6 +270,21 @@ def serve_metrics(
     )
     threading.Thread(target=server.serve_forever, name="docket-metrics", daemon=True).start()
     return server
+
+
+@contextmanager
+def shared_metrics(directory: str) -> Iterator[None]:
+    """While inside: worker processes started from here record into ``directory``, and
+    so do the metrics this process creates (prometheus_client chooses how values are
+    kept when it is imported, so the choice is made again here, and undone after)."""
+    os.environ[MULTIPROC_ENV] = directory
+    kept = prom_values.ValueClass
+    prom_values.ValueClass = prom_values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        prom_values.ValueClass = kept
+        os.environ.pop(MULTIPROC_ENV, None)
 
 
 def multiprocess_registry() -> CollectorRegistry:

@@ -1,7 +1,8 @@
 """The ``docket`` command line. Each package owns its slice; this module composes them.
 The top room of ``engine``: it may import every room below (``engine._runtime`` to
 serve, ``engine._core`` for offline decisions and policy tests), and ``attestation.cli``
-and ``audit.cli``; ``engine.cli.attest`` holds the device agent's commands.
+and ``audit.cli``; ``engine.cli.attest`` and ``engine.cli.agent`` (the daemon) hold the
+device agent's commands.
 
 The root reads the settings once (:func:`configure`) and passes them down on the click
 context: engine's commands take them with ``common.settings_of``, ``docket audit`` and
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from engine._runtime.settings import Settings
 
 COMMANDS = {
+    "agent": "engine.cli.agent:agent",
     "attest": "engine.cli.attest:attest",
     "audit": "audit.cli:audit",
     "bundle": "engine.cli.bundle:bundle_cli",
@@ -35,6 +37,7 @@ COMMANDS = {
     "place": "engine.cli.decide:place",
     "policy": "engine.cli.policy:policy",
     "serve": "engine.cli.serve:serve",
+    "witness": "engine.cli.witness:witness",
 }
 """Each command and where it is defined: a command's module (and what it needs: Cedar,
 SQLAlchemy, gRPC) is imported only when that command runs or help lists it."""

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 @click.command()
 @bundle_option
+@click.option(
+    "--bundle-url",
+    metavar="URL",
+    help="Pull the bundle from https://…, http://… or oci://host/repo:tag (needs --bundle-key).",
+)
 @key_option
 @click.option("--grpc", "grpc_addr", metavar="HOST:PORT", help="gRPC address [127.0.0.1:50051].")
 @click.option(
@@ -105,6 +110,6 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     try:
         serve_forever(settings, ready)
     except BundleError as exc:
-        raise InputError(f"bundle {settings.bundle} refused: {exc}") from exc
+        raise InputError(f"bundle {settings.bundle_url or settings.bundle} refused: {exc}") from exc
     except (ServeError, SignatureError) as exc:
         raise InputError(str(exc)) from exc

@@ -21,6 +21,11 @@ the verifier cannot tell them apart:
 imports. Both flush transient objects after every command, since a TPM without a
 resource manager (swtpm) holds only three.
 
+``Agent(attest, out, socket)`` is what ``docket agent run`` runs: it attests, writes the
+credentials into ``out``, renews them at half their lifetime (re-attesting, so the
+posture is current), and serves them on the SPIFFE Workload API on the Unix socket
+``socket``, to any SPIFFE client (py-spiffe, go-spiffe, Envoy).
+
 One module per reason to change:
 
     _attest.py        the flow: Challenge, the TPM's answers, Attest, the checked response;
@@ -32,6 +37,13 @@ One module per reason to change:
     _pcrs.py          PCR selections and the values tpm2_pcrread returns (pure)
     _channel.py       the gRPC channel: plaintext only to loopback, errors mapped
     _credentials.py   the device key and CSR, the credential files written atomically
+    _identity.py      the SVID served (read back from the files), its JWT keys, checking
+                      a JWT-SVID (ValidateJWTSVID)
+    _renewal.py       when to renew and back off, what is served now, the renewal loop,
+                      JWT-SVIDs minted per audience
+    _workload_api.py  the SPIFFE Workload API (gRPC on a Unix socket; messages in
+                      sdk/workload)
+    _daemon.py        ``Agent``: the renewal loop and the Workload API together
 
 This package needs ``cryptography`` (the device key and its CSR), so ``import sdk`` does
 not import it; tpm2-pytss is imported only when its driver is used. Every call raises
@@ -43,8 +55,18 @@ refuses the evidence, and the rest of the tree as for the decision client.
 from sdk._errors import TpmError
 from sdk.agent._attest import AttestResult, attest
 from sdk.agent._backend import TpmBackend
+from sdk.agent._daemon import Agent
 from sdk.agent._esapi import EsapiTpm
 from sdk.agent._pcrs import pcr_selection
 from sdk.agent._tpm import Tpm
 
-__all__ = ["AttestResult", "EsapiTpm", "Tpm", "TpmBackend", "TpmError", "attest", "pcr_selection"]
+__all__ = [
+    "Agent",
+    "AttestResult",
+    "EsapiTpm",
+    "Tpm",
+    "TpmBackend",
+    "TpmError",
+    "attest",
+    "pcr_selection",
+]

@@ -169,16 +169,51 @@ class Load:
         self.channel.close()
 
 
-def test_sigkill_under_load_loses_no_answered_decision(tmp_path: Path) -> None:
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        pytest.param("1", id="one process"),
+        # The supervisor owns the log's one writer: killing it kills the writer every
+        # worker commits through. The workers then answer no more, and exit.
+        pytest.param("2", id="supervisor and its log writer killed"),
+    ],
+)
+def test_sigkill_under_load_loses_no_answered_decision(tmp_path: Path, workers: str) -> None:
     root = tmp_path / "serve"
-    server = start_docket(root, "--admission", "off")
+    server = start_docket(root, "--admission", "off", "--workers", workers)
     load = Load(server, in_flight=64, answered=400, limit=5_000)
+    orphans = children(server.process.pid) if workers != "1" else []
     try:
         load.run()
         os.kill(server.process.pid, signal.SIGKILL)  # calls still in flight
         server.process.wait(BOUND)
+        wait_until("the workers exit", lambda: not any(alive(pid) for pid in orphans))
     finally:
         server.stop()
+        for pid in orphans:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
     load.settle()
     assert len(load.answered) + len(load.failed) == load.sent
     assert set(load.failed) <= {grpc.StatusCode.UNAVAILABLE}

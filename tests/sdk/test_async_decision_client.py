@@ -142,3 +142,14 @@ def test_a_client_made_outside_the_loop_connects_inside_it(docket: Running) -> N
     assert asyncio.run(main()) == "allow"
     with pytest.raises(TransportError, match="closed"):
         asyncio.run(client.authorize(ALICE, "read", RECORDS))
+
+
+def test_many_resources_in_batches(docket: Running, fake: FakeDecisions) -> None:
+    resources = [{"type": "Data", "id": f"d{n}"} for n in range(1001)]
+
+    async def use(client: AsyncDecisionClient) -> list[str]:
+        results = await client.authorize_resources(MALLORY, "read", resources)
+        return [result.decision for result in results]
+
+    assert run(docket.target, use) == ["deny"] * 1001
+    assert [len(call.requests) for call in fake.calls("BatchAuthorize")] == [1000, 1]

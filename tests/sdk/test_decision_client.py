@@ -344,3 +344,31 @@ def test_a_closed_client_refuses_calls(docket: Running) -> None:
 def test_unusable_settings_are_refused(settings: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         DecisionClient(**settings)  # type: ignore[arg-type]
+
+
+def test_many_resources_go_in_batches_of_the_limit_in_order(
+    client: DecisionClient, fake: FakeDecisions
+) -> None:
+    resources = [{"type": "Data", "id": f"d{n}"} for n in range(DecisionClient.MAX_BATCH * 2 + 1)]
+
+    results = client.authorize_resources(ALICE, "read", resources, context={"mfa": True})
+
+    calls = fake.calls("BatchAuthorize")
+    assert [len(call.requests) for call in calls] == [1000, 1000, 1]
+    sent = [request for call in calls for request in call.requests]
+    assert [request.resource.id for request in sent] == [r["id"] for r in resources]
+    first = authorize_request_from_proto(sent[0]).model_dump()
+    assert first["principal"] == ALICE
+    assert first["context"] == {"mfa": True}
+    assert len(results) == len(resources)
+    assert [r.decision_id for r in results[:2]] == ["dec-1.0", "dec-1.1"]
+    assert results[-1].decision_id == "dec-3.0"
+
+
+def test_a_bad_resource_is_named_and_nothing_is_sent(
+    client: DecisionClient, fake: FakeDecisions
+) -> None:
+    with pytest.raises(InvalidRequestError, match=r"resources\[1\]"):
+        client.authorize_resources(ALICE, "read", [RECORDS, {"type": "Data"}])
+    assert client.authorize_resources(ALICE, "read", []) == []
+    assert fake.received == []

@@ -509,3 +509,50 @@ def test_a_missing_bundle_is_the_same_input_error_everywhere(
     assert_one_line_error(
         result, 2, f"bundle {missing} refused: {missing}: no such bundle directory or .tar.gz file"
     )
+
+
+# -- docket bundle push / pull (issue 16) -----------------------------------------------
+
+
+def test_bundle_push_refuses_an_unsigned_bundle(tmp_path: Path) -> None:
+    result = docket("bundle", "push", str(POLICIES), "--to", "http://127.0.0.1:9/b.tar.gz")
+    assert_one_line_error(result, 2, "is not signed with a name and revision")
+
+
+def test_bundle_push_to_an_unreachable_url_is_one_line(tmp_path: Path) -> None:
+    from bundle_servers import free_port, signed_files
+    from sample_bundle import write_bundle
+
+    bundle = write_bundle(tmp_path / "b", signed_files(1))
+    url = f"http://127.0.0.1:{free_port()}/b.tar.gz"
+    assert_one_line_error(docket("bundle", "push", str(bundle), "--to", url), 2, "unreachable")
+
+
+def test_bundle_push_then_pull_checks_the_signature(tmp_path: Path) -> None:
+    from bundle_servers import OTHER_SIGNER, SIGNER, StaticServer, signed_files
+    from sample_bundle import write_bundle
+
+    server = StaticServer()
+    key, other = tmp_path / "bundle.pub", tmp_path / "other.pub"
+    key.write_text(f"{SIGNER.verifier()}\n")
+    other.write_text(f"{OTHER_SIGNER.verifier()}\n")
+    try:
+        bundle = write_bundle(tmp_path / "b", signed_files(4))
+        pushed = docket(
+            "bundle", "push", str(bundle), "--to", server.url(), "--bundle-key", str(key)
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        assert "pushed acme revision 4 (sha256:" in pushed.stdout
+        out = tmp_path / "pulled.tar.gz"
+        pulled = docket(
+            "bundle", "pull", "--from", server.url(), "--bundle-key", str(key), "-o", str(out)
+        )
+        assert pulled.returncode == 0, pulled.stderr
+        assert "bundle acme revision 4" in pulled.stdout
+        assert f"signed by {SIGNER.verifier().name}" in pulled.stdout
+        assert out.read_bytes() == server.files["/bundle.tar.gz"]
+        forged = docket("bundle", "pull", "--from", server.url(), "--bundle-key", str(other))
+        assert forged.returncode == 1
+        assert "not signed by the configured key" in forged.stderr
+    finally:
+        server.stop()

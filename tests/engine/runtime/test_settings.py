@@ -90,6 +90,11 @@ def test_flags_do_not_read_the_environment_again(monkeypatch: pytest.MonkeyPatch
                      id="out-of-range"),
         pytest.param({"wrkers": 2}, "wrkers: unknown setting (did you mean workers?)",
                      id="unknown"),
+        pytest.param({"bundle_url": "file:///srv/bundle.tar.gz"},
+                     "bundle_url: Value error, 'file:///srv/bundle.tar.gz': expected http://",
+                     id="bundle-url-scheme"),
+        pytest.param({"max_bundle_staleness": 0}, "max_bundle_staleness: Input should be greater",
+                     id="staleness-zero"),
     ],
 )  # fmt: skip
 def test_a_bad_flag_is_one_line(flags: dict[str, object], message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -169,3 +169,93 @@ def test_a_pin_written_while_watching_lets_the_older_revision_in(
     assert watcher.check() is True
     assert pinned == [1]
     assert engine.decide(ALICE_READS, now=NOW).allowed
+
+
+# -- pulled from a source (issue 16) ----------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _pulling(tmp_path: Path, url: str, clock: _Clock) -> tuple[BundleWatcher, Engine]:
+    from bundle_servers import SIGNER
+
+    from engine._service.bundle_source import Limits, Puller, open_source
+
+    guard = RevisionGuard(tmp_path, signed=True)
+    puller = Puller(
+        source=open_source(url),
+        directory=tmp_path / "pulled",
+        public_key=SIGNER.verifier(),
+        guard=guard,
+        limits=Limits(max_bytes=1024 * 1024, timeout=5),
+        interval=30,
+        clock=clock,
+    )
+    assert puller.pull().outcome == "new"
+    engine = Engine(PolicyBundle.load(puller.archive))
+    guard.admit(engine.bundle, NOW)  # type: ignore[arg-type]
+    watcher = BundleWatcher(
+        engine,
+        puller.archive,
+        public_key=SIGNER.verifier(),
+        guard=guard,
+        clock=clock,
+        puller=puller,
+        max_staleness=60,
+    )
+    return watcher, engine
+
+
+def test_a_pulled_bundle_is_swapped_in_and_refusals_reported_once(tmp_path: Path) -> None:
+    from bundle_servers import StaticServer, signed_archive
+
+    server = StaticServer({"/b.tar.gz": signed_archive(1)})
+    clock = _Clock()
+    try:
+        watcher, engine = _pulling(tmp_path, server.url("/b.tar.gz"), clock)
+        refused: list[tuple[str, list[str]]] = []
+        watcher.on_refuse(lambda source, problems: refused.append((source, problems)))
+        server.files["/b.tar.gz"] = signed_archive(2, extra=LOCKDOWN)
+        clock.now += timedelta(seconds=30)
+        assert watcher.pull().outcome == "new"  # type: ignore[union-attr]
+        assert engine.bundle is not None
+        assert engine.bundle.revision == 2
+        assert not engine.decide(ALICE_READS, now=NOW).allowed
+        server.files["/b.tar.gz"] = signed_archive(1)
+        for _ in range(2):
+            clock.now += timedelta(seconds=30)
+            assert watcher.pull().outcome == "refused"  # type: ignore[union-attr]
+        assert len(refused) == 1
+        source, problems = refused[0]
+        assert source == server.url("/b.tar.gz")
+        assert problems[0] == "refused (RollbackError)"
+        assert "older than revision 2" in problems[1]
+        assert engine.bundle.revision == 2
+    finally:
+        server.stop()
+
+
+def test_staleness_is_observed_from_what_pulls_record(tmp_path: Path) -> None:
+    from bundle_servers import StaticServer, signed_archive
+
+    server = StaticServer({"/b.tar.gz": signed_archive(1)})
+    clock = _Clock()
+    try:
+        watcher, _ = _pulling(tmp_path, server.url("/b.tar.gz"), clock)
+        seen: list[tuple[float | None, bool]] = []
+        watcher.on_freshness(lambda age, stale: seen.append((age, stale)))
+        server.stop()  # the source goes away: pulls fail, the bundle ages
+        clock.now += timedelta(seconds=61)
+        assert watcher.pull().outcome == "unreachable"  # type: ignore[union-attr]
+        assert seen[-1] == (61.0, True)
+        assert watcher.stale
+        assert watcher.freshness is not None
+        assert watcher.freshness.stale(clock.now)
+    finally:
+        server.stop()

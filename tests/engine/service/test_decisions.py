@@ -129,3 +129,79 @@ def test_a_small_batch_is_decided_like_a_large_one(service: DecisionService) -> 
     small = asyncio.run(service.authorize_async(REQUESTS, api="authorize"))
     large = asyncio.run(service.authorize_async(REQUESTS * (LARGE_BATCH // 2), api="authorize"))
     assert payloads(service, small) == payloads(service, large[:2])
+
+
+def test_a_stale_pulled_bundle_denies_what_needs_fresh_policy(tmp_path: Path) -> None:
+    """Issue 16: a permit marked ``@fresh_policy`` no longer allows once the pulled bundle
+    is past ``max_bundle_staleness``; the denial, and why, is what the log records."""
+    from sample_bundle import bundle_files
+
+    from engine._service.bundle_revisions import RevisionGuard
+    from engine._service.bundle_source import Limits, Puller, open_source
+
+    fresh = '@id("wire")\n@fresh_policy\npermit (principal, action, resource);\n'
+    engine = Engine(PolicyBundle.from_files(bundle_files({"30-wire.cedar": fresh})))
+    puller = Puller(
+        source=open_source("http://127.0.0.1:9/never-reached.tar.gz"),
+        directory=tmp_path / "pulled",
+        public_key=None,
+        guard=RevisionGuard(tmp_path, signed=False),
+        limits=Limits(max_bytes=1024, timeout=1),
+        interval=30,
+    )
+    watcher = BundleWatcher(engine, tmp_path / "pulled", puller=puller, max_staleness=60)
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
+    service = DecisionService(engine, watcher, Metrics(), log, clock=lambda: NOW)
+    only_wire, also_own = (
+        Request(
+            principal=EntityUID(type="User", id=user),
+            action=EntityUID(type="Action", id="read"),
+            resource=EntityUID(type="Data", id=resource),
+        )
+        for user, resource in (("bob", "orphan"), ("alice", "ledger"))
+    )
+    try:
+        denied, allowed = service.authorize([only_wire, also_own], api="authorize")
+        assert (denied.decision.decision, allowed.decision.decision) == ("deny", "allow")
+        (error,) = denied.decision.errors
+        assert error.policy == "wire"
+        assert "needs fresh policy (@fresh_policy), but the bundle is stale" in error.message
+        entry = payloads(service, [denied])[0]
+        assert entry["decision"] == "deny"
+        assert "needs fresh policy" in json.dumps(entry)
+        assert watcher.freshness is not None
+        watcher.freshness.confirmed_at = NOW  # the source confirmed it: it allows again
+        assert service.authorize([only_wire], api="authorize")[0].decision.allowed
+    finally:
+        log.close()
+
+
+def test_a_stale_pulled_revocation_list_denies_what_needs_fresh_policy(tmp_path: Path) -> None:
+    """Issue 16: the same holds for the revocation list (``max_revocation_staleness``),
+    with a local bundle: the denial names the list."""
+    from sample_bundle import bundle_files
+
+    from engine._service.bundle_source import Freshness
+
+    fresh = '@id("wire")\n@fresh_policy\npermit (principal, action, resource);\n'
+    engine = Engine(PolicyBundle.from_files(bundle_files({"30-wire.cedar": fresh})))
+    watcher = BundleWatcher(engine, tmp_path / "bundle")
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
+    service = DecisionService(engine, watcher, Metrics(), log, clock=lambda: NOW)
+    service.revocations = Freshness(
+        60, what="the revocation list", setting="max_revocation_staleness"
+    )
+    request = Request(
+        principal=EntityUID(type="User", id="bob"),
+        action=EntityUID(type="Action", id="read"),
+        resource=EntityUID(type="Data", id="orphan"),
+    )
+    try:
+        (denied,) = service.authorize([request], api="authorize")
+        (error,) = denied.decision.errors
+        assert "but the revocation list is stale: never confirmed" in error.message
+        assert "max_revocation_staleness of 60 s" in error.message
+        service.revocations.confirmed_at = NOW
+        assert service.authorize([request], api="authorize")[0].decision.allowed
+    finally:
+        log.close()

@@ -29,3 +29,15 @@ def test_entries_per_commit_is_a_histogram() -> None:
     assert found["4.0"] == 2
     assert found["32.0"] == 2
     assert found["64.0"] == 3
+
+
+def test_a_pulled_bundles_age_and_staleness_are_gauges() -> None:
+    metrics = Metrics()
+    metrics.bundle_freshness(12.5, False)
+    assert samples(metrics, "docket_bundle_") == {
+        "docket_bundle_age_seconds": 12.5,
+        "docket_bundle_stale": 0.0,
+    }
+    metrics.bundle_freshness(None, True)
+    assert samples(metrics, "docket_bundle_age_seconds") == {"docket_bundle_age_seconds": -1.0}
+    assert samples(metrics, "docket_bundle_stale") == {"docket_bundle_stale": 1.0}

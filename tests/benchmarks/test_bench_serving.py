@@ -1,0 +1,183 @@
+"""The side-by-side benchmark (benchmarks/bench_serving.py): its arithmetic, the medians
+over rounds, and how each target is judged and printed. Nothing here is timed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from benchmarks import bench_serving as bs
+from benchmarks._load import call
+from benchmarks.bench_grpc import AUTHORIZE
+
+
+def sample(server: str, round_: int, calls: float, **figures: float | None) -> bs.Sample:
+    return bs.Sample(
+        server=server,
+        load="256 in flight",
+        round=round_,
+        calls_per_s=calls,
+        decisions_per_call=1,
+        cpu_us=figures.get("cpu_us"),
+        per_commit=figures.get("per_commit"),
+        p50_ms=figures.get("p50_ms") or 1.0,
+        p99_ms=figures.get("p99_ms") or 2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cpu_seconds", "calls", "expected"),
+    [
+        pytest.param(2.0, 4000, 500.0, id="two-core-seconds-over-4000-calls"),
+        pytest.param(0.25, 1000, 250.0, id="quarter-second"),
+        pytest.param(None, 1000, None, id="cpu-unreadable"),
+        pytest.param(1.0, 0, None, id="no-call-answered"),
+    ],
+)
+def test_cpu_per_call_is_the_process_group_cpu_delta_over_the_calls(
+    cpu_seconds: float | None, calls: int, expected: float | None
+) -> None:
+    assert bs.cpu_us_per_call(cpu_seconds, calls) == expected
+
+
+def test_the_side_by_side_figure_is_the_median_of_the_rounds() -> None:
+    rounds = [
+        sample("Docket", 1, 1000, cpu_us=900, per_commit=9, p99_ms=5),
+        sample("Docket", 2, 3000, cpu_us=700, per_commit=12, p99_ms=50),
+        sample("Docket", 3, 2000, cpu_us=800, per_commit=10, p99_ms=7),
+        sample("trivial grpcio", 1, 9000, cpu_us=250),
+    ]
+    docket, trivial = bs.medians(rounds)
+    assert (docket.server, docket.round) == ("Docket", 0)
+    assert (docket.calls_per_s, docket.cpu_us, docket.per_commit) == (2000, 800, 10)
+    assert docket.p99_ms == 7
+    assert (trivial.calls_per_s, trivial.cpu_us, trivial.per_commit) == (9000, 250, None)
+
+
+def test_a_figure_missing_in_one_round_has_no_median() -> None:
+    rounds = [sample("x", 1, 10, cpu_us=5), sample("x", 2, 10, cpu_us=None)]
+    assert bs.medians(rounds)[0].cpu_us is None
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "verdict", "figure"),
+    [
+        pytest.param(2500.0, 1000.0, "MET", "Docket 2,500/s, previous 1,000/s: 2.50x", id="at"),
+        pytest.param(2400.0, 1000.0, "NOT MET", "Docket 2,400/s, previous 1,000/s: 2.40x",
+                     id="below"),
+        pytest.param(2400.0, None, "NOT JUDGED", "previous SKIPPED: no git", id="skipped"),
+    ],
+)  # fmt: skip
+def test_a_ratio_target_is_judged_against_the_other_server_of_the_same_run(
+    mine: float, theirs: float | None, verdict: str, figure: str
+) -> None:
+    target = bs.ratio_target(
+        "Authorize throughput", 2.5, ("Docket", mine), ("previous", theirs), "/s",
+        unjudged="previous SKIPPED: no git",
+    )  # fmt: skip
+    assert (target.verdict, target.figure) == (verdict, figure)
+    assert bs.target_line(target) == (
+        f"target: Authorize throughput ≥ 2.5x previous — {verdict} ({figure})"
+    )
+
+
+def test_a_cost_target_is_met_at_or_under_its_bound() -> None:
+    met = bs.ratio_target(
+        "CPU per call", 2.5, ("Docket", 625.0), ("trivial", 250.0), " µs", cost=True
+    )
+    over = bs.ratio_target(
+        "CPU per call", 2.5, ("Docket", 626.0), ("trivial", 250.0), " µs", cost=True
+    )
+    assert (met.verdict, over.verdict) == ("MET", "NOT MET")
+    assert met.figure == "Docket 625 µs, trivial 250 µs: 2.50x"
+    assert (
+        bs.target_line(met)
+        == "target: CPU per call ≤ 2.5x trivial — MET (Docket 625 µs, trivial 250 µs: 2.50x)"
+    )
+
+
+def test_a_target_without_its_own_figure_is_not_judged() -> None:
+    target = bs.ratio_target("entries", 8, ("Docket", None), ("", 1.0), "")
+    assert (target.verdict, target.figure) == ("NOT JUDGED", "a figure is missing")
+
+
+@pytest.mark.parametrize(
+    ("p99", "answered", "verdict"),
+    [
+        pytest.param(9.9, 0.99, "MET", id="sustained-and-fast"),
+        pytest.param(10.1, 0.99, "NOT MET", id="slow"),
+        pytest.param(3.0, 0.90, "NOT MET", id="rate-not-sustained"),
+    ],
+)
+def test_p99_at_half_throughput_counts_only_when_the_rate_is_sustained(
+    p99: float, answered: float, verdict: str
+) -> None:
+    target = bs.latency_target(p99_ms=p99, offered=1000, answered=answered * 1000)
+    assert target.verdict == verdict
+    assert target.figure.startswith(f"p99 {p99:.2f} ms at {answered * 1000:,.0f}/s of 1,000/s")
+
+
+def test_the_table_shows_a_skipped_server_and_every_round() -> None:
+    rounds = [sample("Docket", 1, 1000, cpu_us=900.4, per_commit=9.26)]
+    text = bs.samples_table(rounds, skipped={"Cerbos 0.51.0": "npm not found"})
+    header, _rule, docket, cerbos = text.splitlines()
+    assert header.split()[:3] == ["server", "load", "round"]
+    assert docket.split()[-8:] == ["1", "1,000", "1,000", "900", "9.3", "1.00", "2.00", "yes"]
+    assert "SKIPPED" in cerbos
+
+
+@pytest.mark.parametrize(
+    ("per_commit", "verdict"),
+    [
+        pytest.param(8.0, "MET", id="eight"),
+        pytest.param(7.9, "NOT MET", id="under"),
+        pytest.param(None, "NOT JUDGED", id="build-without-the-metric"),
+    ],
+)
+def test_entries_per_commit_at_depth(per_commit: float | None, verdict: str) -> None:
+    assert bs.entries_target(per_commit).verdict == verdict
+
+
+def test_the_trivial_server_answers_each_body_with_the_bytes_recorded_for_it(
+    tmp_path: Path,
+) -> None:
+    pairs = {b"\x0a\x01a": b"\x08\x01", b"\x0a\x01b": b"\x08\x02 answer"}
+    with bs.trivial_server(pairs, tmp_path) as (address, _pgid):
+        answers = [call(address, AUTHORIZE, body) for body in pairs]
+        unknown = call(address, AUTHORIZE, b"\x0a\x01c")
+    assert [(a.code, a.message) for a in answers] == [
+        (grpc.StatusCode.OK, reply) for reply in pairs.values()
+    ]
+    assert unknown.code != grpc.StatusCode.OK
+
+
+def test_a_round_whose_calls_failed_marks_the_median_and_is_shown() -> None:
+    failed = replace(sample("Docket", 2, 9000, cpu_us=100), answered=False)
+    rounds = [sample("Docket", 1, 1000, cpu_us=900), failed]
+    (median,) = bs.medians(rounds)
+    assert not median.answered
+    text = bs.samples_table([*rounds, median], skipped={})
+    assert [line.split()[-1] for line in text.splitlines()[2:]] == ["yes", "NO", "NO"]
+
+
+def test_no_target_is_judged_on_a_figure_from_failed_calls() -> None:
+    good = sample("trivial", 1, 5000, cpu_us=250)
+    bad = replace(sample("Docket", 1, 9000, cpu_us=100), answered=False)
+    figures = bs.medians([good, bad])
+    assert bs.figure_of(figures, "trivial", "256 in flight", lambda s: s.cpu_us) == (250, "")
+    assert bs.figure_of(figures, "Docket", "256 in flight", lambda s: s.cpu_us) == (
+        None,
+        "calls failed in a round of Docket",
+    )
+    assert bs.figure_of(figures, "Cerbos", "256 in flight", lambda s: s.cpu_us) == (
+        None,
+        "no figure for Cerbos",
+    )
+    target = bs.ratio_target(
+        "CPU", 2.5, ("Docket", None), ("trivial", 250.0), " µs", cost=True,
+        unjudged="calls failed in a round of Docket",
+    )  # fmt: skip
+    assert (target.verdict, target.figure) == ("NOT JUDGED", "calls failed in a round of Docket")

@@ -1,0 +1,272 @@
+"""``docket agent run`` as a user runs it: a real ``docket serve`` issuing 60-second SVIDs
+(``DOCKET_SVID_TTL_SECONDS``, its shortest), a swtpm manufactured with an EK certificate,
+the agent as a subprocess, and py-spiffe (an existing SPIFFE client) on its socket.
+
+The agent attests and serves the SVID and bundle; the X.509 stream gets a new SVID when
+the agent renews at half the lifetime, and the files in --out are replaced (new inodes,
+no temporary file left). A call without the security header is INVALID_ARGUMENT. A JWT-SVID
+for an audience validates. After ``docket ca revoke`` the renewal is refused, the SVID is
+still served until it expires and then dropped: the stream ends PERMISSION_DENIED.
+SIGTERM stops the agent with exit 0 and removes its socket.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store
+from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop
+from spiffe import WorkloadApiClient
+from spiffe.workloadapi.x509_context import X509Context
+from swtpm import ProvisionedState, SoftwareTpm
+from workload_client import call
+
+from sdk.workload import workload_pb2 as pb
+
+pytestmark = pytest.mark.e2e
+
+TTL = 60  # seconds: Docket's shortest SVID lifetime; the agent renews at 24-30 s
+RENEWAL = 2 * TTL  # the longest the tests wait for a renewal or an expiry
+FILES = {"svid.pem": 0o644, "svid.key": 0o600, "bundle.pem": 0o644, "jwt": 0o600}
+
+
+def until(what: str, condition: Callable[[], Any], timeout: float, log: Path) -> Any:
+    """Poll ``condition`` until it returns something true; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not within {timeout} s:\n{log.read_text()}")
+        time.sleep(0.1)
+    return found
+
+
+@dataclass
+class AgentProcess:
+    process: subprocess.Popen[bytes]
+    out: Path
+    socket: Path
+    log: Path
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The agent's log lines (JSON) whose event is ``name``."""
+        lines = self.log.read_text().splitlines()
+        parsed = [json.loads(line) for line in lines if line.startswith("{")]
+        return [event for event in parsed if event.get("event") == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = RENEWAL) -> dict[str, Any]:
+        def seen() -> list[dict[str, Any]] | None:
+            if self.process.poll() is not None:
+                pytest.fail(f"the agent exited {self.process.returncode}:\n{self.log.read_text()}")
+            found = self.events(name)
+            return found if len(found) >= count else None
+
+        found: list[dict[str, Any]] = until(f"{name!r} x{count}", seen, timeout, self.log)
+        return found[count - 1]
+
+    def client(self) -> WorkloadApiClient:
+        return WorkloadApiClient(f"unix:{self.socket}", default_timeout=30)
+
+
+def _serve(provisioned_tpm: ProvisionedState, root: Path) -> Iterator[Docket]:
+    """``docket serve`` issuing 60-second SVIDs, trusting the local TPM CA's root."""
+    roots = root / "data" / "trust" / "ek-roots"
+    roots.mkdir(parents=True)
+    shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
+    running = start_docket(root, env={"DOCKET_SVID_TTL_SECONDS": str(TTL)})
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def docket(
+    provisioned_tpm: ProvisionedState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Docket]:
+    """A server of the test's own: every swtpm copy has the same EK, which one test
+    revokes."""
+    yield from _serve(provisioned_tpm, tmp_path_factory.mktemp("docket"))
+
+
+@pytest.fixture
+def agent(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> Iterator[AgentProcess]:
+    """``docket agent run`` against ``docket`` and ``swtpm``, once it has an SVID."""
+    short = Path(tempfile.mkdtemp(prefix="agent-", dir="/tmp"))  # a socket path <= 107 bytes
+    log = tmp_path / "agent.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                DOCKET,
+                *("--log-format", "json"),
+                *("agent", "run"),
+                *("--server", f"127.0.0.1:{docket.grpc_port}"),
+                *("--tcti", swtpm.env["TPM2TOOLS_TCTI"]),
+                *("--out", str(tmp_path / "creds")),
+                *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
+                *("--socket", str(short / "api" / "agent.sock")),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=PREEXEC,
+        )
+    running = AgentProcess(process, tmp_path / "creds", short / "api" / "agent.sock", log)
+    try:
+        running.wait_for("agent: SVID issued", timeout=60)
+        yield running
+    finally:
+        stop(process, "docket agent run")
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _leaf_on_disk(out: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())[0]
+
+
+def test_the_agent_serves_its_svid_and_streams_the_renewed_one(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        context = client.fetch_x509_context()
+    svid = context.default_svid
+    spiffe_id = str(svid.spiffe_id)
+    assert spiffe_id.startswith("spiffe://docket.local/device/")
+    bundle = context.x509_bundle_set.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
+    assert bundle is not None
+    verifier = PolicyBuilder().store(Store(list(bundle.x509_authorities))).build_client_verifier()
+    verifier.verify(svid.leaf, svid.cert_chain[1:])
+    assert svid.private_key.public_key() == svid.leaf.public_key()
+    # what is served is what is on disk
+    assert _leaf_on_disk(agent.out).serial_number == svid.leaf.serial_number
+    inode = (agent.out / "svid.pem").stat().st_ino
+
+    contexts: queue.Queue[X509Context] = queue.Queue()
+    errors: queue.Queue[Exception] = queue.Queue()
+    client = agent.client()
+    handle = client.stream_x509_contexts(contexts.put, errors.put, retry_connect=False)
+    try:
+        first = contexts.get(timeout=30).default_svid
+        assert first.leaf.serial_number == svid.leaf.serial_number
+        renewed = contexts.get(timeout=RENEWAL).default_svid  # the agent renews at 24-30 s
+    finally:
+        handle.cancel()
+        client.close()
+    assert errors.empty()
+    assert renewed.leaf.serial_number != svid.leaf.serial_number
+    assert str(renewed.spiffe_id) == spiffe_id
+    assert renewed.leaf.public_key() != svid.leaf.public_key()  # a fresh device key
+    event = agent.wait_for("agent: SVID renewed")
+    assert event["serial"] == f"{renewed.leaf.serial_number:x}"
+
+    # the files were replaced by renames (new inodes), nothing half-written left behind
+    assert _leaf_on_disk(agent.out).serial_number == renewed.leaf.serial_number
+    assert (agent.out / "svid.pem").stat().st_ino != inode
+    assert {p.name: p.stat().st_mode & 0o777 for p in agent.out.iterdir()} == FILES
+
+
+def test_a_call_without_the_security_header_is_refused(agent: AgentProcess) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        call(agent.socket, pb.X509SVIDRequest(), metadata=())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    answer = call(agent.socket, pb.X509SVIDRequest())  # the same call with the header
+    assert answer.svids[0].spiffe_id.startswith("spiffe://docket.local/device/")
+
+
+def test_a_jwt_svid_for_an_audience_validates(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        svid = client.fetch_jwt_svid({"payments"})
+        assert svid.audience == {"payments"}
+        validated = client.validate_jwt_svid(svid.token, "payments")
+    assert validated.spiffe_id == svid.spiffe_id
+    assert str(svid.spiffe_id).startswith("spiffe://docket.local/device/")
+
+
+def test_sigterm_stops_the_agent_and_removes_its_socket(agent: AgentProcess) -> None:
+    assert agent.socket.exists()
+    agent.process.send_signal(signal.SIGTERM)
+    assert agent.process.wait(timeout=30) == 0
+    assert not agent.socket.exists()
+    assert agent.events("agent: stopped")
+
+
+def test_a_revoked_device_is_refused_at_renewal_and_its_svid_dropped_at_expiry(
+    agent: AgentProcess, docket: Docket
+) -> None:
+    with agent.client() as client:
+        svid = client.fetch_x509_svid()
+    ek_hash = str(svid.spiffe_id).rsplit("/", 1)[1]
+    data_dir = str(docket.data_dir)
+    subprocess.run(
+        [DOCKET, "ca", "revoke", "--device", ek_hash, "--reason", "stolen", "--data-dir", data_dir],
+        capture_output=True,
+        check=True,
+    )
+    errors: queue.Queue[Exception] = queue.Queue()
+    client = agent.client()
+    handle = client.stream_x509_contexts(lambda _: None, errors.put, retry_connect=False)
+    try:
+        refused = agent.wait_for("agent: renewal refused")
+        assert "revoked" in refused["reason"]
+        # refused, but the SVID is still valid: it is still served
+        with agent.client() as again:
+            assert again.fetch_x509_svid().leaf.serial_number == svid.leaf.serial_number
+        assert errors.empty()
+        # at its expiry it is dropped: the stream ends, and nothing is served
+        error = errors.get(timeout=RENEWAL)
+    finally:
+        handle.cancel()
+        client.close()
+    assert "PERMISSION_DENIED" in str(error)
+    assert agent.events("agent: SVID expired, no longer served")
+    with pytest.raises(grpc.RpcError) as denied:
+        call(agent.socket, pb.X509SVIDRequest())
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "revoked" in (denied.value.details() or "")
+    # Docket recorded the refusal
+    (*_, last) = docket.audit_entries("attestation")
+    assert last["decision"] == "deny"
+
+
+@pytest.mark.parametrize(
+    ("socket_arg", "needle"),
+    [
+        pytest.param("FILE", "exists and is not a socket", id="a-file"),
+        pytest.param("127.0.0.1:8081", "on a Unix socket only", id="tcp"),
+    ],
+)
+def test_an_unusable_socket_is_one_line_exit_2(
+    tmp_path: Path, socket_arg: str, needle: str
+) -> None:
+    """Settings that retrying cannot fix end the agent at once, before any attestation
+    (no TPM or server is needed to see it)."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file the agent must not replace")
+    done = subprocess.run(
+        [
+            DOCKET,
+            *("agent", "run", "--tcti", "swtpm:host=127.0.0.1,port=1"),
+            *("--out", str(tmp_path / "creds")),
+            *("--socket", str(taken) if socket_arg == "FILE" else socket_arg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("docket: ")
+    assert needle in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert taken.read_text() == "a file the agent must not replace"
