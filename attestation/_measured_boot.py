@@ -66,11 +66,10 @@ from pydantic import (
     model_validator,
 )
 
-from attestation._errors import EvidenceError
+from attestation._errors import EventLogError, EvidenceError
 from attestation._eventlog import (
     Event,
     EventLog,
-    EventLogError,
     check_event_data,
     efi_variable,
     event_text,

@@ -83,8 +83,8 @@ from cryptography.x509.verification import (
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
-from attestation._errors import CredentialError, EvidenceError, ParseError
-from attestation._eventlog import EventLog, EventLogError, check_replay, parse_event_log
+from attestation._errors import CredentialError, EventLogError, EvidenceError, ParseError
+from attestation._eventlog import EventLog, check_replay, parse_event_log
 from attestation._measured_boot import LOG_PCRS, BootFacts, appraise_boot
 from attestation._posture import MANUFACTURER_PATTERN, Posture
 from attestation._reference import ReferenceClass, ReferenceValues

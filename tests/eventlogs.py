@@ -1,11 +1,11 @@
-"""Synthetic TCG PC Client boot event logs for tests: the bytes a UEFI firmware writes.
+"""Synthetic boot event logs for the appraisal tests: what a UEFI firmware with shim, grub
+and a kernel writes, and what it extends a TPM's PCRs with.
 
-:func:`crypto_agile` lays out a log in the crypto-agile format (the ``Spec ID Event03``
-header as a SHA-1-format EV_NO_ACTION event, then TCG_PCR_EVENT2 events with a digest per
-bank); :func:`replay` gives the PCR values those events extend to, and
-:func:`extend_commands` the ``tpm2_pcrextend`` arguments that put them into a (software)
-TPM. :func:`standard_boot` is a plausible Secure Boot log: CRTM version, the Secure Boot
-variables, separators, the actions around the boot option, shim → grub → kernel.
+The encoding is tests/event_logs.py's (the parser tests' oracle); this module adds events
+whose digests can lie (``digests``), :func:`standard_boot` (a plausible Secure Boot log:
+CRTM version, the Secure Boot variables with EFI_SIGNATURE_LISTs, separators, the actions
+around the boot option, shim → grub → kernel), and :func:`extend_commands`, the
+``tpm2_pcrextend`` arguments that put a log's events into a (software) TPM.
 
 Each :class:`LogEvent`'s digests are of ``measured`` (what the firmware hashed: the event
 data for most events, the image for a boot application), unless ``digests`` overrides
@@ -19,6 +19,8 @@ import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+
+import event_logs
 
 EV_POST_CODE = 0x1
 EV_NO_ACTION = 0x3
@@ -35,7 +37,6 @@ EFI_CERT_X509 = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")
 EFI_CERT_SHA256 = uuid.UUID("c1c41626-504c-4092-aca9-41f936934328")
 OWNER = uuid.UUID("77fa9abd-0359-4d32-bd60-28f4e78f784b")  # Microsoft's signature owner
 
-BANKS = {"sha1": (0x0004, hashlib.sha1), "sha256": (0x000B, hashlib.sha256)}
 SIZES = {"sha1": 20, "sha256": 32}
 
 
@@ -53,14 +54,12 @@ class LogEvent:
         """The event's digest in ``bank``."""
         if bank in self.digests:
             return self.digests[bank]
-        return BANKS[bank][1](self.data if self.measured is None else self.measured).digest()
+        return hashlib.new(bank, self.data if self.measured is None else self.measured).digest()
 
 
 def variable_data(guid: uuid.UUID, name: str, value: bytes) -> bytes:
-    """UEFI_VARIABLE_DATA: VariableName GUID, name length (chars), data length, the
-    UTF-16LE name (no NUL), the data."""
-    encoded = name.encode("utf-16-le")
-    return guid.bytes_le + struct.pack("<QQ", len(name), len(value)) + encoded + value
+    """UEFI_VARIABLE_DATA (tests/event_logs.py's), for a GUID given as a UUID."""
+    return event_logs.variable_data(str(guid), name, value)
 
 
 def signature_list(kind: uuid.UUID, entries: Sequence[bytes]) -> bytes:
@@ -71,9 +70,8 @@ def signature_list(kind: uuid.UUID, entries: Sequence[bytes]) -> bytes:
 
 
 def image_load_data(path: str) -> bytes:
-    """UEFI_IMAGE_LOAD_EVENT: location, length, link-time address, device path."""
-    device_path = path.encode("utf-16-le") + b"\x00\x00"
-    return struct.pack("<QQQQ", 0x7E000000, 0x100000, 0, len(device_path)) + device_path
+    """UEFI_IMAGE_LOAD_EVENT of an image at ``path`` (one file path node)."""
+    return event_logs.image_load(0x7E000000, 0x100000, event_logs.file_path_node(path))
 
 
 def variable(name: str, value: bytes) -> LogEvent:
@@ -150,42 +148,20 @@ def with_event(events: Sequence[LogEvent], index: int, **changes: object) -> lis
     return changed
 
 
-def _spec_id(banks: Sequence[str]) -> bytes:
-    algorithms = b"".join(struct.pack("<HH", BANKS[b][0], SIZES[b]) for b in banks)
-    return (
-        b"Spec ID Event03\x00"
-        + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, len(banks))
-        + algorithms
-        + b"\x00"
-    )
-
-
 def crypto_agile(events: Iterable[LogEvent], banks: Sequence[str] = ("sha1", "sha256")) -> bytes:
     """The log's bytes: the Spec ID header (a SHA-1 format event), then each event with a
-    digest in every bank of ``banks``."""
-    spec = _spec_id(banks)
-    out = [struct.pack("<II", 0, EV_NO_ACTION) + bytes(20) + struct.pack("<I", len(spec)) + spec]
+    digest in every bank of ``banks`` (what :meth:`LogEvent.digest` says, lies included)."""
+    algs = [(event_logs.ALG_IDS[b], SIZES[b]) for b in banks]
+    out = event_logs.legacy_event(0, EV_NO_ACTION, bytes(20), event_logs.spec_id_data(algs))
     for event in events:
-        digests = b"".join(struct.pack("<H", BANKS[b][0]) + event.digest(b) for b in banks)
-        out.append(
-            struct.pack("<III", event.pcr, event.type, len(banks))
-            + digests
-            + struct.pack("<I", len(event.data))
-            + event.data
-        )
-    return b"".join(out)
+        digests = [(event_logs.ALG_IDS[b], event.digest(b)) for b in banks]
+        out += event_logs.agile_event(event.pcr, event.type, digests, event.data)
+    return out
 
 
 def replay(events: Iterable[LogEvent], bank: str = "sha256") -> dict[int, bytes]:
-    """The PCR values the events extend to, from all-zero PCRs (locality 0)."""
-    hash_ = BANKS[bank][1]
-    pcrs: dict[int, bytes] = {}
-    for event in events:
-        if event.type == EV_NO_ACTION:
-            continue
-        before = pcrs.get(event.pcr, bytes(SIZES[bank]))
-        pcrs[event.pcr] = hash_(before + event.digest(bank)).digest()
-    return pcrs
+    """The PCR values the events extend to (PCRs 0-9 and 14), from locality 0."""
+    return event_logs.expected_pcrs(events, bank)  # type: ignore[arg-type]
 
 
 def extend_commands(

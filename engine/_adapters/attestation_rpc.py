@@ -21,6 +21,7 @@ from attestation import (
     ALG_SHA256,
     ALG_SHA384,
     ALG_SHA512,
+    MAX_EVENT_LOG_BYTES,
     ParseError,
     Posture,
     UnverifiedEnrollment,
@@ -35,9 +36,6 @@ from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
 _BANKS = {hash_name(alg): alg for alg in (ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512)}
 MAX_PCR_VALUES = 4 * 24
-MAX_EVENT_LOG_BYTES = 1 << 20
-"""The longest boot event log an AttestRequest may carry (the proto says so); a longer one
-is refused before it is read."""
 T = TypeVar("T")
 
 
@@ -90,7 +88,7 @@ def evidence_from_proto(message: pb.AttestRequest) -> Evidence:
         values[key] = pcr.value
     if not message.csr:
         raise ParseError("csr: missing (a DER PKCS#10 request for the device key)")
-    if len(message.event_log) > MAX_EVENT_LOG_BYTES:
+    if len(message.event_log) > MAX_EVENT_LOG_BYTES:  # refused before it is read
         raise ParseError(
             f"event_log: {len(message.event_log)} bytes, more than the {MAX_EVENT_LOG_BYTES} "
             "accepted"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import eventlogs
-from tests.engine.cli.test_cli import assert_one_line_error, docket
 
 from attestation import parse_reference
+from tests.engine.cli.test_cli import assert_one_line_error, docket
 
 
 def logs(tmp_path: Path) -> list[str]:
@@ -46,7 +46,8 @@ def test_derive_boot_writes_the_class_once_confirmed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"wrote {target}" in done.stdout
     fleet = parse_reference({"fleet.toml": target.read_bytes()}).classes[0]
-    assert fleet.secure_boot and fleet.event_log is not None
+    assert fleet.secure_boot
+    assert fleet.event_log is not None
     assert len(fleet.event_log.boot[2].digests) == 2
 
 
