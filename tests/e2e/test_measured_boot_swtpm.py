@@ -12,8 +12,6 @@ variable is 0 replays and is refused by the appraisal.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +20,8 @@ import jwt
 import pytest
 from cryptography import x509
 from e2e.booted import CHAIN, booted, serve_fleet, sha256
-from e2e.docket_process import DOCKET, PREEXEC, Docket, stop
-from e2e.test_agent_daemon import AgentProcess
+from e2e.docket_process import Docket, stop
+from e2e.test_agent_daemon import start_agent
 from e2e.test_attest_flow import docket_attest
 from swtpm import ProvisionedState, SoftwareTpm
 
@@ -135,30 +133,13 @@ def test_the_agent_daemon_sends_the_log_it_is_given(
     booted(swtpm, events, tmp_path)
     path = tmp_path / "binary_bios_measurements"
     path.write_bytes(eventlogs.crypto_agile(events))
-    short = Path(tempfile.mkdtemp(prefix="agent-", dir="/tmp"))  # a socket path <= 107 bytes
-    log = tmp_path / "agent.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                DOCKET,
-                *("--log-format", "json"),
-                *("agent", "run"),
-                *("--server", f"127.0.0.1:{docket.grpc_port}"),
-                *("--tcti", swtpm.env["TPM2TOOLS_TCTI"]),
-                *("--out", str(tmp_path / "creds")),
-                *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
-                *("--socket", str(short / "agent.sock")),
-                *("--event-log", str(path)),
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            preexec_fn=PREEXEC,
-        )
-    running = AgentProcess(process, tmp_path / "creds", short / "agent.sock", log)
+    running, short = start_agent(
+        docket, swtpm, provisioned_tpm, tmp_path, *("--event-log", str(path))
+    )
     try:
         running.wait_for("agent: SVID issued", timeout=60)
     finally:
-        stop(process, "docket agent run")
+        stop(running.process, "docket agent run")
         shutil.rmtree(short, ignore_errors=True)
     leaf, *_ = x509.load_pem_x509_certificates((tmp_path / "creds" / "svid.pem").read_bytes())
     extension = leaf.extensions.get_extension_for_oid(POSTURE_EXTENSION).value
