@@ -32,6 +32,8 @@ from ._eventlog.log import EventLog as EventLog
 from ._eventlog.log import parse_event_log as parse_event_log
 from ._eventlog.replay import check_replay as check_replay
 from ._eventlog.replay import replay as replay
+from ._measured_boot import boot_class_toml as boot_class_toml
+from ._measured_boot import derive_boot_policy as derive_boot_policy
 from ._posture import Posture as Posture
 from ._reference import ReferenceValues as ReferenceValues
 from ._reference import parse_reference as parse_reference

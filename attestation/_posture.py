@@ -17,11 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, ValidationError
 
 from attestation._errors import ParseError
 
-__all__ = ["CLASS_NAME_PATTERN", "MANUFACTURER_PATTERN", "REGION_PATTERN", "Posture"]
+__all__ = [
+    "BOOT_FACTS",
+    "CLASS_NAME_PATTERN",
+    "CRTM_VERSION_PATTERN",
+    "MANUFACTURER_PATTERN",
+    "REGION_PATTERN",
+    "Posture",
+]
 
 CLASS_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """A device class name (a reference file's stem by default)."""
@@ -29,6 +36,11 @@ REGION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """A region a reference class puts into the posture."""
 MANUFACTURER_PATTERN: Final = r"^[\x20-\x7e]{0,64}$"
 """A TPM manufacturer as a posture carries it: printable ASCII, at most 64."""
+CRTM_VERSION_PATTERN: Final = r"^[\x20-\x7e]{0,128}$"
+"""A platform firmware version (EV_S_CRTM_VERSION) as a posture carries it: printable ASCII,
+at most 128."""
+BOOT_FACTS: Final = ("boot_chain", "dbx_revision", "crtm_version")
+"""The claims only an appraised boot event log gives; absent otherwise, never null."""
 
 
 class _PostureClaims(BaseModel):
@@ -44,6 +56,13 @@ class _PostureClaims(BaseModel):
     tpm_manufacturer: Annotated[str, StringConstraints(strict=True, pattern=MANUFACTURER_PATTERN)]
     ek_hash: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")]
     region: Annotated[str, StringConstraints(strict=True, pattern=REGION_PATTERN)] | None = None
+    boot_chain: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")] | None = (
+        None
+    )
+    dbx_revision: Annotated[int, Field(strict=True, ge=0, lt=2**32)] | None = None
+    crtm_version: (
+        Annotated[str, StringConstraints(strict=True, pattern=CRTM_VERSION_PATTERN)] | None
+    ) = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,13 @@ class Posture:
     """The appraised state of a device, what credentials and policy see.
 
     `secure_boot`, `measured_boot_ok` and `region` come from the reference class that
-    matched; `tpm_manufacturer` from the verified EK certificate ("" when unknown).
+    matched; `tpm_manufacturer` from the verified EK certificate ("" when unknown);
+    `firmware_version` is the TPM's (from the quote). A class that appraises the boot event
+    log (``attestation._measured_boot``) gives `secure_boot` from the log's SecureBoot
+    variable, and the boot facts: `boot_chain` (SHA-256 hex over the boot applications'
+    digests in order), `dbx_revision` (the class's number for the measured dbx, None when
+    it knows none) and `crtm_version` (the platform firmware's EV_S_CRTM_VERSION text);
+    they are None for a PCR-only class.
     """
 
     attested: bool
@@ -62,11 +87,14 @@ class Posture:
     tpm_manufacturer: str
     ek_hash: bytes
     region: str | None = None
+    boot_chain: str | None = None
+    dbx_revision: int | None = None
+    crtm_version: str | None = None
 
     def claims(self) -> dict[str, object]:
         """JSON-ready claims: `firmware_version` as ``0x`` + 16 lowercase hex digits (it is
         a 64-bit unsigned number; Cedar's Long is signed), `ek_hash` as lowercase hex, and
-        `region` only when set."""
+        `region` and the boot facts (:data:`BOOT_FACTS`) only when set."""
         claims: dict[str, object] = {
             "attested": self.attested,
             "device_class": self.device_class,
@@ -76,21 +104,23 @@ class Posture:
             "tpm_manufacturer": self.tpm_manufacturer,
             "ek_hash": self.ek_hash.hex(),
         }
-        if self.region is not None:
-            claims["region"] = self.region
+        optional = {"region": self.region, **{name: getattr(self, name) for name in BOOT_FACTS}}
+        claims.update({name: value for name, value in optional.items() if value is not None})
         return claims
 
     @classmethod
     def from_claims(cls, claims: object) -> Posture:
         """The posture of :meth:`claims` output (from a JWT or a certificate extension).
 
-        Strict: exactly the keys :meth:`claims` writes (``region`` optional, never null),
-        exact JSON types and formats. Raises ParseError on anything else.
+        Strict: exactly the keys :meth:`claims` writes (``region`` and the boot facts
+        optional, never null), exact JSON types and formats. Raises ParseError on anything
+        else.
         """
         if not isinstance(claims, Mapping):
             raise ParseError(f"posture claims: expected an object, got {type(claims).__name__}")
-        if "region" in claims and claims["region"] is None:
-            raise ParseError("posture claims: region: null is not allowed (omit it)")
+        for name in ("region", *BOOT_FACTS):
+            if name in claims and claims[name] is None:
+                raise ParseError(f"posture claims: {name}: null is not allowed (omit it)")
         try:
             parsed = _PostureClaims.model_validate(dict(claims))
         except ValidationError as exc:
@@ -107,4 +137,7 @@ class Posture:
             tpm_manufacturer=parsed.tpm_manufacturer,
             ek_hash=bytes.fromhex(parsed.ek_hash),
             region=parsed.region,
+            boot_chain=parsed.boot_chain,
+            dbx_revision=parsed.dbx_revision,
+            crtm_version=parsed.crtm_version,
         )

@@ -11,6 +11,18 @@ device class::
     region = "eu"            # optional: copied into the posture
     [pcrs.sha256]            # bank sha1|sha256|sha384|sha512
     0 = "00…00"              # index 0..23 -> hex of the bank's digest size
+    [event_log]              # optional: appraise the boot event log (then [pcrs] is
+    bank = "sha256"          # optional); the rules are attestation._measured_boot's
+    db = ["…"]
+    [[event_log.boot]]
+    name = "shim"
+    digests = ["…", "…"]
+
+A class with an ``[event_log]`` section needs no golden PCR values: the quote must cover
+PCRs 0-9 of its bank, the log must replay to them, and its events must pass the section's
+rules (:class:`~attestation._measured_boot.EventLogPolicy`); ``measured_boot`` must be
+true, and ``secure_boot = true`` requires the log's SecureBoot variable on (no PCR 7 golden
+value needed).
 
 :func:`parse_reference` reads such files from bytes (the bundle loader's files) and
 :func:`load_reference` from a directory; both raise :class:`ReferenceError` naming the file,
@@ -38,11 +50,12 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from attestation._errors import ReferenceError
+from attestation._measured_boot import LOG_PCRS, EventLogPolicy
 from attestation._posture import CLASS_NAME_PATTERN, REGION_PATTERN
 from attestation._tpm import HASHES, hash_name
 
@@ -116,8 +129,10 @@ class ReferenceClass(BaseModel):
     """The golden values come from a measured boot (false for an unmeasured dev TPM)."""
     min_firmware: StrictInt = Field(default=0, ge=0, lt=2**64)
     region: Region | None = None
-    pcrs: dict[str, dict[int, str]]
+    pcrs: dict[str, dict[int, str]] = {}
     """Bank name -> PCR index -> lowercase hex of the golden value."""
+    event_log: EventLogPolicy | None = None
+    """What the boot event log must show (``attestation._measured_boot``), if appraised."""
 
     @field_validator("pcrs", mode="before")
     @classmethod
@@ -136,18 +151,32 @@ class ReferenceClass(BaseModel):
             raise _FieldProblem(("pcrs",), "no golden PCR values (an empty reference fails)")
         return banks
 
-    @field_validator("pcrs")
-    @classmethod
-    def _secure_boot_needs_pcr7(
-        cls, value: dict[str, dict[int, str]], info: ValidationInfo
-    ) -> dict[str, dict[int, str]]:
-        if info.data.get("secure_boot") and not any(SECURE_BOOT_PCR in v for v in value.values()):
+    @model_validator(mode="after")
+    def _golden_or_event_log(self) -> ReferenceClass:
+        if self.event_log is not None:
+            if not self.measured_boot:
+                raise _FieldProblem(
+                    ("measured_boot",), "an [event_log] class is a measured boot: set it true"
+                )
+            return self
+        if not self.pcrs:
+            raise _FieldProblem(
+                ("pcrs",),
+                "a class needs golden PCR values ([pcrs.<bank>]) or an [event_log] section",
+            )
+        if self.secure_boot and not any(SECURE_BOOT_PCR in v for v in self.pcrs.values()):
             raise _FieldProblem(
                 ("secure_boot",),
                 f"secure_boot = true needs PCR {SECURE_BOOT_PCR} among the golden values (it "
-                "holds the secure boot state)",
+                "holds the secure boot state) or an [event_log] section",
             )
-        return value
+        return self
+
+    def log_pcrs(self) -> dict[int, frozenset[int]]:
+        """TPM_ALG id -> the PCRs a quote must cover for the event log (none without one)."""
+        if self.event_log is None:
+            return {}
+        return {BANKS[self.event_log.bank][0]: frozenset(LOG_PCRS)}
 
     def golden(self) -> dict[tuple[int, int], bytes]:
         """The golden values as (TPM_ALG id, PCR index) -> digest bytes."""
@@ -189,11 +218,14 @@ class ReferenceValues(BaseModel):
 
     def required_pcrs(self) -> dict[int, frozenset[int]]:
         """TPM_ALG id -> the PCR indices a quote must cover: the union of every class's
-        golden PCRs (what ``finish_attestation(required_pcrs=…)`` takes)."""
+        golden PCRs and, for a class with an ``[event_log]``, PCRs 0-9 of its bank (what
+        ``finish_attestation(required_pcrs=…)`` takes)."""
         required: dict[int, set[int]] = {}
         for reference in self.classes:
             for alg, index in reference.golden():
                 required.setdefault(alg, set()).add(index)
+            for alg, indices in reference.log_pcrs().items():
+                required.setdefault(alg, set()).update(indices)
         return {alg: frozenset(indices) for alg, indices in sorted(required.items())}
 
     def pcr_selection(self) -> list[tuple[str, list[int]]]:
@@ -246,7 +278,7 @@ def _problems(name: str, text: str, exc: ValidationError, *, stem_class: bool) -
         message = error["msg"].removeprefix("Value error, ")
         if isinstance(cause, _FieldProblem):
             path, message = cause.path, str(cause)
-        elif error["type"] == "string_pattern_mismatch":
+        elif error["type"] == "string_pattern_mismatch" and path[0] in ("class", "region"):
             message = f"{error['input']!r} {_NAME_RULE}"
             if path == ("class",) and stem_class:
                 message += " (the class name defaults to the file name; set class = …)"

@@ -7,11 +7,12 @@ A state machine without I/O, in the order the protocol allows and no other:
     PendingChallenge + evidence ──finish_attestation──> VerifiedAttestation
     VerifiedAttestation + a ReferenceClass ──appraise──> Posture (attestation._posture)
                         (every class of a bundle, in order: appraise_any)
+    (a class with an [event_log]: + the boot event log ──check_replay──> appraise_boot)
 
 An Attest is one call, :func:`verify_answer` (the two steps above), fed with what the
 challenge store holds and returning what it must hold next:
 
-    PendingChallenge + last TPM clock + evidence + ReferenceValues + now
+    PendingChallenge + last TPM clock + evidence (+ event log) + ReferenceValues + now
         ──verify_answer──> Attested: the Posture, and ToPersist (the challenge used, the
                            quote's TPM clock), or EvidenceError (then ToPersist.refused)
 
@@ -39,6 +40,14 @@ a self-signature that verifies).
 Quote hash policy: `finish_attestation(accepted_hashes=…)` refuses a quote signed with, or
 covering a PCR bank in, a hash not listed ("quote signed with sha1, which this appraisal
 does not accept"); `DEFAULT_QUOTE_HASHES` leaves SHA-1 out.
+
+Boot event log: read only for a class with an ``[event_log]`` section, and parsed once per
+answer. Such a class refuses a device that sent no log, a malformed log, a log that does not
+replay to the quoted PCRs 0-9 of the class's bank (naming the first PCR that differs: the
+quote's PCR digest covers those values, so the log's events are the ones that were
+measured), and a log whose events break the class's rules
+(``attestation._measured_boot.appraise_boot``, naming the first). A PCR-only class ignores
+the log.
 
 TPM manufacturer: read from a *verified* EK certificate only (one that chained to a root):
 TCG EK certificates name it in the subjectAltName, a directoryName with the attribute
@@ -74,7 +83,9 @@ from cryptography.x509.verification import (
 
 from attestation._credential import make_credential, parse_ek_public, to_tpm2_tools_file
 from attestation._der import LoadedCertificate, load_certificate, verify_signed_by
-from attestation._errors import CredentialError, EvidenceError, ParseError
+from attestation._errors import CredentialError, EventLogError, EvidenceError, ParseError
+from attestation._eventlog import EventLog, check_replay, parse_event_log
+from attestation._measured_boot import LOG_PCRS, BootFacts, appraise_boot
 from attestation._posture import MANUFACTURER_PATTERN, Posture
 from attestation._reference import ReferenceClass, ReferenceValues
 from attestation._tpm import (
@@ -665,16 +676,23 @@ def _check_clock(clock: ClockInfo, last: tuple[int, int] | None) -> None:
 # --- appraisal ---------------------------------------------------------------------------
 
 
-def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Posture:
+def appraise(
+    verified: VerifiedAttestation,
+    reference: ReferenceClass,
+    log: EventLog | EventLogError | None = None,
+) -> Posture:
     """Compare a verified attestation with one device class's reference values.
 
     Every golden PCR must have been quoted with that value, and the firmware must be at least
     the class's `min_firmware`; otherwise EvidenceError naming the PCR (or the firmware).
-    `secure_boot`, `measured_boot_ok` and `region` of the posture are the class's. To try
-    every class of a bundle, use :func:`appraise_any`.
+    `secure_boot`, `measured_boot_ok` and `region` of the posture are the class's. A class
+    with an ``[event_log]`` also needs `log` (the parsed boot event log, or the error its
+    parsing raised): it must replay to the quoted PCRs and pass the class's rules, and the
+    posture's `secure_boot` and boot facts are then the log's. To try every class of a
+    bundle, use :func:`appraise_any`.
     """
     golden = reference.golden()
-    if not golden:  # a validated class always has some; fail closed all the same
+    if not golden and reference.event_log is None:  # a validated class never; fail closed
         raise EvidenceError(f"reference class {reference.name!r} has no golden PCR values")
     for (alg, index), value in sorted(golden.items()):
         label = f"PCR {hash_name(alg)}:{index}"
@@ -688,30 +706,74 @@ def appraise(verified: VerifiedAttestation, reference: ReferenceClass) -> Postur
             f"firmware version 0x{verified.firmware_version:x} is below the minimum "
             f"0x{reference.min_firmware:x}"
         )
+    boot = None if reference.event_log is None else _appraise_log(verified, reference, log)
     return Posture(
         attested=True,
         device_class=reference.name,
-        secure_boot=reference.secure_boot,
+        secure_boot=reference.secure_boot if boot is None else boot.secure_boot,
         measured_boot_ok=reference.measured_boot,
         firmware_version=verified.firmware_version,
         tpm_manufacturer=verified.tpm_manufacturer,
         ek_hash=verified.ek_hash,
         region=reference.region,
+        boot_chain=None if boot is None else boot.boot_chain,
+        dbx_revision=None if boot is None else boot.dbx_revision,
+        crtm_version=None if boot is None else boot.crtm_version,
     )
 
 
-def appraise_any(verified: VerifiedAttestation, reference: ReferenceValues) -> Posture:
+def _appraise_log(
+    verified: VerifiedAttestation, reference: ReferenceClass, log: EventLog | EventLogError | None
+) -> BootFacts:
+    """Replay the log against the quoted PCRs of the class's bank, then appraise it."""
+    policy = reference.event_log
+    assert policy is not None
+    if log is None:
+        raise EvidenceError("no boot event log was sent, and this class appraises it")
+    if isinstance(log, EventLogError):
+        raise EvidenceError(f"the boot event log is malformed: {log}")
+    alg = HASH_IDS[policy.bank]
+    # PCRs 0-9 only: the appraisal reads events of 0-7, and a quote may cover PCRs the
+    # boot log does not describe (10: IMA; 11 and up: the OS's own measurements).
+    quoted = {i: verified.pcrs[(alg, i)] for i in LOG_PCRS if (alg, i) in verified.pcrs}
+    missing = sorted(set(LOG_PCRS) - set(quoted))
+    if missing:  # required_pcrs asks for them; fail closed all the same
+        raise EvidenceError(f"PCRs {policy.bank}:{missing} were not quoted: the log cannot replay")
+    try:
+        check_replay(log, policy.bank, quoted)
+    except EventLogError as exc:
+        raise EvidenceError(str(exc)) from exc
+    return appraise_boot(log, policy, secure_boot=reference.secure_boot)
+
+
+def parsed_log(event_log: bytes) -> EventLog | EventLogError | None:
+    """The boot event log parsed (None when empty; the error when malformed), what
+    :func:`appraise` takes."""
+    if not event_log:
+        return None
+    try:
+        return parse_event_log(event_log)
+    except EventLogError as exc:
+        return exc
+
+
+def appraise_any(
+    verified: VerifiedAttestation, reference: ReferenceValues, event_log: bytes = b""
+) -> Posture:
     """Appraise against each class in order; return the posture of the first that matches.
+    `event_log` is the boot event log the device sent (parsed only if a class reads it).
 
     Raises EvidenceError when there is no class at all, or when none matches (the message
     says, for each class, why not).
     """
     if not reference.classes:
         raise EvidenceError("no reference values are configured: no device can be appraised")
+    needed = any(candidate.event_log is not None for candidate in reference.classes)
+    log = parsed_log(event_log) if needed else None
     reasons: list[str] = []
     for candidate in reference.classes:
         try:
-            return appraise(verified, candidate)
+            return appraise(verified, candidate, log)
         except EvidenceError as exc:
             reasons.append(f"{candidate.name}: {exc}")
     raise EvidenceError("matches no reference class: " + "; ".join(reasons))
@@ -731,10 +793,12 @@ def verify_answer(
     last_clock: tuple[int, int] | None,
     now: datetime,
     accepted_hashes: frozenset[int] = DEFAULT_QUOTE_HASHES,
+    event_log: bytes = b"",
 ) -> Attested:
     """An Attest's pure steps in one: :func:`finish_attestation` (the quote must cover every
     PCR some class of `reference` names; `last_clock` is what the store holds for this
-    device), then :func:`appraise_any`. Returns the posture and what to persist (the
+    device), then :func:`appraise_any` (with `event_log`, the device's boot event log, if
+    it sent one). Returns the posture and what to persist (the
     challenge used, this quote's clock).
 
     Raises EvidenceError (the answer does not verify, the clock went backwards, no class
@@ -752,6 +816,6 @@ def verify_answer(
         last_clock=last_clock,
         accepted_hashes=accepted_hashes,
     )
-    posture = appraise_any(verified, reference)
+    posture = appraise_any(verified, reference, event_log)
     clock = (verified.clock_info.reset_count, verified.clock_info.clock)
     return Attested(posture, verified, ToPersist(pending.challenge_id, pending.ek_hash, now, clock))

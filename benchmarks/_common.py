@@ -1,17 +1,21 @@
-"""Shared pieces of the benchmarks: machine description, warm-up, percentiles, tables."""
+"""Shared pieces of the benchmarks: machine description, warm-up, percentiles, tables,
+importing tests/ helpers by path."""
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from engine import Engine, Request
@@ -68,6 +72,18 @@ class Summary:
     p99_us: float
     mean_us: float
     max_us: float
+
+
+def import_path(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` imported as module ``name`` (tests/ helpers: tests/ is not a
+    package on sys.path), registered in ``sys.modules`` (dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def percentile(ordered: Sequence[int], fraction: float) -> int:

@@ -12,7 +12,6 @@ again after the load. ``DOCKET_BENCH_SERVE`` replaces the ``docket`` command, as
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import ssl
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any, Literal
 import jsonpatch
 
 from audit import AuditLog
-from benchmarks._common import summarize, table
+from benchmarks._common import import_path, summarize, table
 from benchmarks._load import (
     LoadResult,
     Server,
@@ -97,13 +96,7 @@ QUICK = Durations(warm_up=1, load=3, rate=3, workers1=3, healthz=2)
 
 def reviews_module() -> ModuleType:
     """tests/admission_reviews.py, imported by path (tests/ is not a package on sys.path)."""
-    spec = importlib.util.spec_from_file_location("docket_bench_reviews", REVIEWS_HELPER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_path("docket_bench_reviews", REVIEWS_HELPER)
 
 
 def make_bodies() -> list[tuple[Body, dict[str, Any], bytes]]:

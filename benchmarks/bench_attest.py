@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
 import os
 import shutil
 import statistics
@@ -69,7 +68,7 @@ from attestation._verifier import (
     finish_attestation,
 )
 from audit import AuditLog
-from benchmarks._common import percentile, table, time_calls
+from benchmarks._common import import_path, percentile, table, time_calls
 from engine._runtime.logging_setup import configure_logging
 from engine._service.attest import AttestationService, Evidence, Issued, device_spiffe_id
 from sdk.agent import Tpm, pcr_selection
@@ -100,13 +99,7 @@ QUICK_SERVICE_WARM_UP = 4
 
 def _swtpm() -> ModuleType:
     """tests/swtpm.py, imported by path (tests/ is not a package on sys.path)."""
-    spec = importlib.util.spec_from_file_location("docket_bench_swtpm", SWTPM_HELPER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
+    return import_path("docket_bench_swtpm", SWTPM_HELPER)
 
 
 @dataclass(frozen=True, slots=True)

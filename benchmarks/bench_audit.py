@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -30,7 +29,6 @@ import shutil
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -56,7 +54,7 @@ from audit._keys import KeyRing
 from audit._log import CHECKPOINT_EVERY, pending
 from audit._merkle import verify_inclusion
 from audit._note import Checkpoint, sign_checkpoint
-from benchmarks._common import percentile, table, time_calls
+from benchmarks._common import import_path, percentile, table, time_calls
 from engine._runtime.logging_setup import configure_logging
 from engine._service.decisions import decision_id
 
@@ -443,13 +441,7 @@ def _filesystem(path: Path) -> str:
 
 def _postgres() -> ModuleType:
     """tests/e2e/postgres.py, imported by path (tests/ is not a package on sys.path)."""
-    spec = importlib.util.spec_from_file_location("docket_bench_postgres", POSTGRES_HELPER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
+    return import_path("docket_bench_postgres", POSTGRES_HELPER)
 
 
 def bench_sqlite(duration: float) -> dict[str, Any]:

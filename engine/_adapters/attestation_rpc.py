@@ -21,6 +21,7 @@ from attestation import (
     ALG_SHA256,
     ALG_SHA384,
     ALG_SHA512,
+    MAX_EVENT_LOG_BYTES,
     ParseError,
     Posture,
     UnverifiedEnrollment,
@@ -87,6 +88,11 @@ def evidence_from_proto(message: pb.AttestRequest) -> Evidence:
         values[key] = pcr.value
     if not message.csr:
         raise ParseError("csr: missing (a DER PKCS#10 request for the device key)")
+    if len(message.event_log) > MAX_EVENT_LOG_BYTES:  # refused before it is read
+        raise ParseError(
+            f"event_log: {len(message.event_log)} bytes, more than the {MAX_EVENT_LOG_BYTES} "
+            "accepted"
+        )
     return Evidence(
         challenge_id=message.challenge_id,
         activated_secret=message.activated_secret,
@@ -95,6 +101,7 @@ def evidence_from_proto(message: pb.AttestRequest) -> Evidence:
         pcr_values=values,
         csr=message.csr,
         audience=message.audience or DEFAULT_AUDIENCE,
+        event_log=message.event_log,
     )
 
 
@@ -109,6 +116,9 @@ def posture_to_proto(posture: Posture) -> pb.Posture:
         tpm_manufacturer=posture.tpm_manufacturer,
         ek_hash=posture.ek_hash.hex(),
         region=posture.region or "",
+        boot_chain=posture.boot_chain or "",
+        dbx_revision=posture.dbx_revision,
+        crtm_version=posture.crtm_version or "",
     )
 
 

@@ -12,8 +12,10 @@ unless configured).
 Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
 
 - ``attestation``: one per Challenge refused and per Attest, with the device's SPIFFE ID
-  as ``subject`` when known, and ``detail`` {stage, reason | posture, challenge_id}; a
-  device revoked with ``docket ca revoke --device`` is refused at both stages;
+  as ``subject`` when known, and ``detail`` {stage, reason | posture, challenge_id, and
+  ``event_log`` {sha256, bytes} when the device sent a boot event log}; the posture holds
+  the boot facts of an appraised log (``boot_chain``, ``dbx_revision``, ``crtm_version``);
+  a device revoked with ``docket ca revoke --device`` is refused at both stages;
 - ``certificate``: one per credential issued (the X.509-SVID and the JWT-SVID), with
   ``detail`` {credential, serial | audience, not_after, device_class}.
 
@@ -24,6 +26,7 @@ and, a bounded batch at a time, whenever a new one is stored.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -160,6 +163,8 @@ class Evidence:
     pcr_values: Mapping[tuple[int, int], bytes]
     csr: bytes
     audience: str = DEFAULT_AUDIENCE
+    event_log: bytes = b""
+    """The TCG boot event log the device sent (empty: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +280,7 @@ class AttestationService:
                     last_clock=stored.last_clock,
                     now=now,
                     accepted_hashes=self.quote_hashes,
+                    event_log=evidence.event_log,
                 )
             except AttestationError:
                 self.store.write(ToPersist.refused(pending, now))
@@ -380,17 +386,18 @@ def _issued_entries(
         "region": posture.region,
         "decision": "allow",
     }
+    detail: dict[str, Any] = {
+        "stage": "attest",
+        "challenge_id": capped(evidence.challenge_id),
+        "posture": claims,
+    }
+    if evidence.event_log:
+        detail["event_log"] = {
+            "sha256": hashlib.sha256(evidence.event_log).hexdigest(),
+            "bytes": len(evidence.event_log),
+        }
     return [
-        Entry(
-            kind="attestation",
-            action="attest",
-            detail={
-                "stage": "attest",
-                "challenge_id": capped(evidence.challenge_id),
-                "posture": claims,
-            },
-            **common,
-        ),
+        Entry(kind="attestation", action="attest", detail=detail, **common),
         Entry(
             kind="certificate",
             action="issue",

@@ -17,6 +17,9 @@ ATTESTED_DEVICE_FIELDS = (
     "ek_hash",
     "device_class",
     "region",
+    "boot_chain",
+    "dbx_revision",
+    "crtm_version",
     "id",
 )
 """Fields of ``context.device`` that only a verified Docket credential sets (the

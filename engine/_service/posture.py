@@ -5,7 +5,9 @@ certificate (an X.509-SVID whose posture extension Docket wrote) or a JWT-SVID (
 ``device_token`` of a request, or, on an Envoy-checked request, the
 ``x-docket-device-token`` header or a Docket ``Bearer`` token). The claims in it set the
 attested fields of ``context.device`` (``attested``, ``secure_boot``, ``device_class``…,
-and ``id`` = the device's SPIFFE ID); the inventory facts the caller relays
+the boot facts of an appraised event log — ``boot_chain``, ``dbx_revision``,
+``crtm_version`` — when the credential has them, and ``id`` = the device's SPIFFE ID);
+the inventory facts the caller relays
 (``disk_encrypted``, ``managed``…) stay as they are. Without a credential the device is
 ``attested: false, secure_boot: false``: a caller can never set those fields (the wire
 layer refuses them, :mod:`engine._adapters.wire`).

@@ -96,6 +96,7 @@ def run(socket_address: str | None, **flags: Any) -> None:
             ek_intermediates=intermediates,
             insecure_plaintext=flags["insecure_plaintext"],
             backend=flags["tpm_backend"],
+            event_log=flags["event_log"],
         )
 
     log = structlog.get_logger("docket.agent")

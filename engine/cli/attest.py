@@ -124,6 +124,13 @@ def _when(moment: datetime) -> str:
     "auto (tpm2-tools when on PATH, else tpm2-pytss).",
 )
 @click.option(
+    "--event-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="A recorded TCG boot event log to send (binary_bios_measurements format) "
+    "[default: /sys/kernel/security/tpm0/binary_bios_measurements when readable].",
+)
+@click.option(
     "--insecure-plaintext",
     is_flag=True,
     help="Allow plaintext gRPC to a non-loopback server (never do this in production).",
@@ -141,6 +148,7 @@ def attest(
     ek_intermediates: tuple[Path, ...],
     timeout: float,
     tpm_backend: TpmBackend,
+    event_log: Path | None,
     insecure_plaintext: bool,
 ) -> None:
     """Attest this device's TPM to Docket and write its credentials into --out.
@@ -148,7 +156,9 @@ def attest(
     Creates the EK and a fresh AK, answers Docket's challenge with a quote of the PCRs it
     asks for, and writes the X.509 SVID (svid.pem, svid.key), the trust bundle
     (bundle.pem) and the JWT-SVID (jwt). Run it again to renew: every run attests anew
-    with a fresh key. Exits 1 when Docket refuses the device.
+    with a fresh key. The firmware's boot event log goes with the quote (the kernel's,
+    or --event-log FILE), for classes that appraise it. Exits 1 when Docket refuses the
+    device.
     """
     from sdk.agent import attest as run_attestation  # imports cryptography: only when used
 
@@ -164,6 +174,7 @@ def attest(
             ek_intermediates=_read_intermediates(ek_intermediates),
             insecure_plaintext=insecure_plaintext,
             backend=tpm_backend,
+            event_log=event_log,
         )
     except PermissionDeniedError as exc:
         raise CheckFailed(exc.message) from exc
@@ -172,6 +183,10 @@ def attest(
     click.echo(f"docket: attested {result.spiffe_id}")
     dev = "  (a software TPM: not for production)" if result.device_class == "dev" else ""
     click.echo(f"  device class  {result.device_class}{dev}")
+    boot_chain = result.posture.get("boot_chain")
+    if boot_chain:
+        secure = "on" if result.posture.get("secure_boot") else "off"
+        click.echo(f"  boot          Secure Boot {secure}, boot chain {boot_chain[:16]}…")
     click.echo(f"  X.509 SVID    expires {_when(result.svid_expires_at)}")
     click.echo(f"  JWT-SVID      expires {_when(result.jwt_expires_at)} (audience {audience})")
     click.echo(f"  audit index   {result.audit_index}")

@@ -1,4 +1,5 @@
-"""``docket policy``: validate, test and sign policy bundles, and make signing keys."""
+"""``docket policy``: validate, test and sign policy bundles, make signing keys, and derive
+a measured-boot device class from known-good boot event logs (``derive-boot``)."""
 
 from __future__ import annotations
 
@@ -181,3 +182,78 @@ def keygen(ctx: click.Context, prefix: str | None, force: bool) -> None:
     except OSError as exc:
         raise InputError(f"cannot write {prefix}.key: {exc.strerror}") from exc
     click.echo(f"private key: {private_path} (keep it secret)\npublic key:  {public_path}")
+
+
+@policy.command(name="derive-boot")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--class", "class_name", default="measured", help="The class name [measured].")
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="After showing it, write the class to this file (reference/<class>.toml), once confirmed.",
+)
+@click.option("--yes", is_flag=True, help="Write without asking (with --write).")
+@click.option(
+    "--bank",
+    type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
+    default="sha256",
+    show_default=True,
+    help="The PCR bank the logs must replay to.",
+)
+def derive_boot(
+    logs: tuple[Path, ...], class_name: str, bank: str, target: Path | None, yes: bool
+) -> None:
+    """Propose a measured-boot device class from known-good boot event logs
+    (binary_bios_measurements of machines you trust), as Keylime's create_mb_refstate does:
+    the PK/KEK/db/dbx digests, each boot stage's digests, the firmware versions seen. The
+    class admits exactly what the logs show: review it, then --write it into the bundle's
+    reference/ (nothing is written without --write)."""
+    from attestation import (
+        AttestationError,
+        boot_class_toml,
+        derive_boot_policy,
+        parse_event_log,
+        parse_reference,
+    )
+
+    parsed = []
+    for path in logs:
+        try:
+            parsed.append(parse_event_log(path.read_bytes()))
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        except AttestationError as exc:
+            raise InputError(f"{path}: {exc}") from exc
+    try:
+        derived = derive_boot_policy(parsed, bank)
+        text = boot_class_toml(derived, class_name)
+        parse_reference({f"{class_name}.toml": text.encode()})  # what `serve` will read
+    except AttestationError as exc:
+        raise InputError(str(exc)) from exc
+    click.echo(text, nl=False)
+    proposal = derived.policy
+    secure = "on in every one" if derived.secure_boot else "off in at least one"
+    summary = [f"# {derived.logs} logs, Secure Boot {secure}"]
+    for name in ("pk", "kek", "db", "dbx"):
+        found = getattr(proposal, name)
+        plural = "s" if len(found) != 1 else ""
+        summary.append(f"#   {name}: {len(found)} digest{plural}")
+    for number, stage in enumerate(proposal.boot, start=1):
+        count = len(stage.digests)
+        plural = "s" if count != 1 else ""
+        summary.append(f"#   boot stage {number} ({stage.name}): {count} digest{plural}")
+    summary.append(f"#   firmware versions: {', '.join(proposal.crtm_versions) or 'none'}")
+    if proposal.allowed_actions:
+        summary.append(f"#   non-standard actions allowed: {len(proposal.allowed_actions)}")
+    click.echo("\n".join(summary))
+    if target is None:
+        return
+    verb = "Replace" if target.exists() else "Write"
+    if not yes and not click.confirm(f"{verb} {target} with this class?", default=False):
+        raise CheckFailed(f"{target}: not written")
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write {target}: {exc.strerror}") from exc
+    click.echo(f"wrote {target}")

@@ -4,7 +4,8 @@
 ``docket attest`` does):
 
     Tpm.create_ek, Tpm.create_ak ──Challenge──> credential, nonce, PCRs to quote
-    Tpm.activate, Tpm.quote, Tpm.pcrread, a fresh device key + CSR ──Attest──> credentials
+    Tpm.activate, Tpm.quote, Tpm.pcrread, the boot event log (the kernel's, or a file),
+    a fresh device key + CSR ──Attest──> credentials
     ──> svid.pem, svid.key, bundle.pem, jwt in ``out`` (each replaced atomically)
 
 Two TPM drivers give the flow the same evidence, byte for byte in the same formats, so
@@ -27,7 +28,8 @@ posture is current), and serves them on the SPIFFE Workload API on the Unix sock
 
 One module per reason to change:
 
-    _attest.py        the flow: Challenge, the TPM's answers, Attest, the checked response
+    _attest.py        the flow: Challenge, the TPM's answers, Attest, the checked response;
+                      which boot event log is sent (read_event_log)
     _backend.py       which driver: tpm2-tools or tpm2-pytss, and "auto"
     _tpm.py           the tpm2-tools driver: subprocesses, transient-object flushing
     _esapi.py         the tpm2-pytss driver: ESAPI calls, transient-object flushing

@@ -31,7 +31,12 @@ from sdk.agent._pcrs import PCR_BANKS, pcr_selection
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1.attestation_pb2_grpc import AttestationStub
 
-__all__ = ["AttestResult", "attest"]
+__all__ = ["KERNEL_EVENT_LOG", "AttestResult", "attest", "read_event_log"]
+
+KERNEL_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+"""Where Linux exposes the firmware's TCG boot event log (readable by root only)."""
+MAX_EVENT_LOG_BYTES = 1 << 20
+"""The longest event log Docket accepts in an AttestRequest (the proto says so)."""
 
 
 class AttestResult(BaseModel):
@@ -103,8 +108,34 @@ def _check_response(
         raise ServerError(f"{call} returned an SVID for another key than the device key")
 
 
+def read_event_log(path: Path | None, *, kernel: Path = KERNEL_EVENT_LOG) -> bytes:
+    """The boot event log to send: the file ``path`` when given (ConfigurationError when it
+    cannot be read or is longer than Docket accepts), else the kernel's when it is there
+    and readable, else none (b""). A class that appraises the log refuses a device that
+    sent none, saying so."""
+    if path is None:
+        try:
+            return kernel.read_bytes()[: MAX_EVENT_LOG_BYTES + 1]
+        except OSError:  # no TPM log exposed, or not root: attest without one
+            return b""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"event log {path}: cannot read: {exc.strerror}") from exc
+    if len(data) > MAX_EVENT_LOG_BYTES:
+        raise ConfigurationError(
+            f"event log {path}: {len(data)} bytes, more than the {MAX_EVENT_LOG_BYTES} bytes "
+            "Docket accepts"
+        )
+    return data
+
+
 def _posture_dict(posture: pb.Posture) -> dict[str, Any]:
-    return {field.name: getattr(posture, field.name) for field in posture.DESCRIPTOR.fields}
+    return {
+        field.name: getattr(posture, field.name)
+        for field in posture.DESCRIPTOR.fields
+        if not field.has_presence or posture.HasField(field.name)  # type: ignore[arg-type]
+    }
 
 
 def attest(
@@ -118,6 +149,7 @@ def attest(
     ek_intermediates: Sequence[bytes] = (),
     insecure_plaintext: bool = False,
     backend: TpmBackend = "auto",
+    event_log: Path | None = None,
 ) -> AttestResult:
     """Attest the TPM at ``tcti`` to Docket at ``server`` (``HOST:PORT``) and write the
     credentials into ``out``: ``svid.pem`` (leaf then chain), ``svid.key`` (PKCS#8,
@@ -131,7 +163,9 @@ def attest(
     first answer consumes the challenge); ``ek_intermediates`` are DER
     certificates between the EK certificate and its root, when the TPM lacks them;
     ``backend`` the TPM driver: ``"tpm2-tools"``, ``"tpm2-pytss"`` (the ``docket[tpm]``
-    extra), or ``"auto"``, tpm2-tools when ``tpm2_createek`` is on PATH, else tpm2-pytss.
+    extra), or ``"auto"``, tpm2-tools when ``tpm2_createek`` is on PATH, else tpm2-pytss;
+    ``event_log`` a recorded TCG boot event log to send, else the kernel's
+    (:data:`KERNEL_EVENT_LOG`) when readable (:func:`read_event_log`).
 
     Raises ``PermissionDeniedError`` ("attestation refused: <reason>") when Docket
     refuses the EK, the AK or the evidence; ``TpmError``; ``TransportError`` when Docket
@@ -141,6 +175,7 @@ def attest(
     """
     if not timeout > 0:
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout}")
+    log = read_event_log(event_log)
     channel = dial(server, tls, insecure_plaintext)
     prepare_out(out)
     try:
@@ -176,6 +211,7 @@ def attest(
                     pcr_values=_pcr_values(values),
                     csr=csr,
                     audience=audience,
+                    event_log=log,
                 ),
                 rpc="Attest",
                 server=server,

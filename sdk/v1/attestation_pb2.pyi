@@ -10,8 +10,9 @@ The flow (what `docket attest` does):
      allow-listed) and the AK is a restricted signing key, and answers with a
      credential bound to the AK (activate it with the EK) and a nonce. Both expire.
   2. Attest: send the activated secret, a quote over the nonce covering the PCRs asked
-     for, the PCR values and a CSR. Docket verifies, appraises the PCRs against the
-     bundle's reference values and issues the credentials.
+     for, the PCR values, the TPM's boot event log when it has one, and a CSR. Docket
+     verifies, replays the event log against the quoted PCRs, appraises the PCRs and
+     the log against the bundle's reference values and issues the credentials.
 Every issuance, refusal and failed attestation is in the audit log.
 """
 
@@ -165,6 +166,7 @@ class AttestRequest(_message.Message):
     PCR_VALUES_FIELD_NUMBER: _builtins.int
     CSR_FIELD_NUMBER: _builtins.int
     AUDIENCE_FIELD_NUMBER: _builtins.int
+    EVENT_LOG_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     activated_secret: _builtins.bytes
     """The secret `tpm2_activatecredential` recovered."""
@@ -175,6 +177,13 @@ class AttestRequest(_message.Message):
     """DER PKCS#10 request for the device key the X.509 SVID certifies."""
     audience: _builtins.str
     """The JWT-SVID's audience; empty means "docket"."""
+    event_log: _builtins.bytes
+    """The TCG PC Client boot event log as the firmware wrote it (on Linux
+    /sys/kernel/security/tpm0/binary_bios_measurements): SHA-1 or crypto-agile format.
+    Empty when the device has none. At most 1 MiB (1048576 bytes): a longer log is
+    refused with INVALID_ARGUMENT before it is read. A class with an [event_log] section
+    needs it; Docket replays it against the quoted PCRs of the class's bank.
+    """
     @_builtins.property
     def pcr_values(self) -> _containers.RepeatedCompositeFieldContainer[Global___PcrValue]:
         """The values of the quoted PCRs (`tpm2_pcrread -o`)."""
@@ -189,10 +198,11 @@ class AttestRequest(_message.Message):
         pcr_values: _abc.Iterable[Global___PcrValue] | None = ...,
         csr: _builtins.bytes = ...,
         audience: _builtins.str = ...,
+        event_log: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_secret", b"activated_secret", "audience", b"audience", "challenge_id", b"challenge_id", "csr", b"csr", "pcr_values", b"pcr_values", "quote", b"quote", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_secret", b"activated_secret", "audience", b"audience", "challenge_id", b"challenge_id", "csr", b"csr", "event_log", b"event_log", "pcr_values", b"pcr_values", "quote", b"quote", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,6 +222,9 @@ class Posture(_message.Message):
     TPM_MANUFACTURER_FIELD_NUMBER: _builtins.int
     EK_HASH_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    BOOT_CHAIN_FIELD_NUMBER: _builtins.int
+    DBX_REVISION_FIELD_NUMBER: _builtins.int
+    CRTM_VERSION_FIELD_NUMBER: _builtins.int
     attested: _builtins.bool
     device_class: _builtins.str
     secure_boot: _builtins.bool
@@ -221,6 +234,14 @@ class Posture(_message.Message):
     ek_hash: _builtins.str
     """SHA-256 of the EK's SubjectPublicKeyInfo, hex."""
     region: _builtins.str
+    boot_chain: _builtins.str
+    """From an appraised boot event log (empty / unset otherwise): SHA-256 hex over the
+    digests of the boot applications in the order they ran (shim, boot loader, kernel).
+    """
+    dbx_revision: _builtins.int
+    """The revision the class gives the measured dbx; absent when the class knows none."""
+    crtm_version: _builtins.str
+    """The platform firmware's version (the EV_S_CRTM_VERSION event's text)."""
     def __init__(
         self,
         *,
@@ -232,12 +253,17 @@ class Posture(_message.Message):
         tpm_manufacturer: _builtins.str = ...,
         ek_hash: _builtins.str = ...,
         region: _builtins.str = ...,
+        boot_chain: _builtins.str = ...,
+        dbx_revision: _builtins.int | None = ...,
+        crtm_version: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dbx_revision", b"_dbx_revision", "dbx_revision", b"dbx_revision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attested", b"attested", "device_class", b"device_class", "ek_hash", b"ek_hash", "firmware_version", b"firmware_version", "measured_boot_ok", b"measured_boot_ok", "region", b"region", "secure_boot", b"secure_boot", "tpm_manufacturer", b"tpm_manufacturer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dbx_revision", b"_dbx_revision", "attested", b"attested", "boot_chain", b"boot_chain", "crtm_version", b"crtm_version", "dbx_revision", b"dbx_revision", "device_class", b"device_class", "ek_hash", b"ek_hash", "firmware_version", b"firmware_version", "measured_boot_ok", b"measured_boot_ok", "region", b"region", "secure_boot", b"secure_boot", "tpm_manufacturer", b"tpm_manufacturer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__dbx_revision: _TypeAlias = _typing.Literal["dbx_revision"]  # noqa: Y015
+    _WhichOneofArgType__dbx_revision: _TypeAlias = _typing.Literal["_dbx_revision", b"_dbx_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dbx_revision) -> _WhichOneofReturnType__dbx_revision | None: ...
 
 Global___Posture: _TypeAlias = Posture  # noqa: Y015
 

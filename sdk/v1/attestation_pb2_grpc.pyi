@@ -10,8 +10,9 @@ The flow (what `docket attest` does):
      allow-listed) and the AK is a restricted signing key, and answers with a
      credential bound to the AK (activate it with the EK) and a nonce. Both expire.
   2. Attest: send the activated secret, a quote over the nonce covering the PCRs asked
-     for, the PCR values and a CSR. Docket verifies, appraises the PCRs against the
-     bundle's reference values and issues the credentials.
+     for, the PCR values, the TPM's boot event log when it has one, and a CSR. Docket
+     verifies, replays the event log against the quoted PCRs, appraises the PCRs and
+     the log against the bundle's reference values and issues the credentials.
 Every issuance, refusal and failed attestation is in the audit log.
 """
 

@@ -155,7 +155,10 @@ REFUSALS: list[Any] = [
     ),
     pytest.param(
         {"r/dev.toml": b"secure_boot = false\nmeasured_boot = false\n"},
-        ["r/dev.toml:1: pcrs: Field required"],
+        [
+            "r/dev.toml:1: pcrs: a class needs golden PCR values ([pcrs.<bank>]) or an "
+            "[event_log] section"
+        ],
         id="missing-pcrs",
     ),
     pytest.param(
@@ -287,6 +290,84 @@ def test_malformed_reference_is_refused_naming_file_line_and_field(
         assert fragment in joined, joined
     assert str(error) == "; ".join(error.problems)
     assert len(error.problems) == len([f for f in expected if f.startswith("r/")])
+
+
+MEASURED_BOOT = b"""\
+class = "fleet"
+secure_boot = true
+measured_boot = true
+
+[event_log]
+db = ["%s"]
+min_dbx_revision = 7
+dbx_revisions = { "%s" = 7 }
+allowed_actions = ["Booting BIOS"]
+
+[[event_log.boot]]
+name = "shim"
+digests = ["%s", "%s"]
+
+[[event_log.boot]]
+name = "kernel"
+digests = ["%s"]
+""" % (b"AA" * 32, b"bb" * 32, b"11" * 32, b"22" * 32, b"33" * 32)
+
+
+def test_a_measured_boot_class_needs_no_golden_pcrs_and_requires_pcrs_0_to_9() -> None:
+    values = parse_reference({"r/fleet.toml": MEASURED_BOOT})
+    fleet = values.classes[0]
+    assert fleet.pcrs == {}
+    assert fleet.event_log is not None
+    assert fleet.event_log.db == ("aa" * 32,)  # lowercase
+    assert [stage.name for stage in fleet.event_log.boot] == ["shim", "kernel"]
+    assert fleet.event_log.dbx_revisions == {"bb" * 32: 7}
+    assert values.required_pcrs() == {ALG_SHA256: frozenset(range(10))}
+    with_golden = parse_reference(
+        {"a.toml": MEASURED_BOOT, "b.toml": toml_class(pcrs={10: "00" * 20}, bank="sha1")}
+    )
+    assert with_golden.required_pcrs() == {
+        ALG_SHA1: frozenset({10}),
+        ALG_SHA256: frozenset(range(10)),
+    }
+
+
+MEASURED_BOOT_REFUSALS = [
+    pytest.param(
+        MEASURED_BOOT.replace(b"measured_boot = true", b"measured_boot = false"),
+        "r/x.toml:3: measured_boot: an [event_log] class is a measured boot: set it true",
+        id="not-measured",
+    ),
+    pytest.param(
+        MEASURED_BOOT.replace(
+            b'name = "kernel"\ndigests = ["' + b"33" * 32,
+            b'name = "kernel"\ndigests = ["' + b"33" * 20,
+        ),
+        "r/x.toml:5: event_log: boot stage 2 (kernel): 3333333333333333… is not a sha256 digest",
+        id="stage-digest-size",
+    ),
+    pytest.param(
+        MEASURED_BOOT.replace(b"dbx_revisions = {", b"other = {"),
+        "event_log.other: Extra inputs are not permitted",
+        id="unknown-key",
+    ),
+    pytest.param(
+        MEASURED_BOOT.replace(b'db = ["', b'db = ["0'),
+        "event_log.db.0: String should match pattern",
+        id="db-digest",
+    ),
+    pytest.param(
+        MEASURED_BOOT.replace(b"dbx_revisions = {", b"xx = {").replace(b"xx = {", b"#"),
+        "min_dbx_revision needs dbx_revisions",
+        id="revision-without-table",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), MEASURED_BOOT_REFUSALS)
+def test_a_malformed_event_log_section_is_refused(data: bytes, message: str) -> None:
+    with pytest.raises(ReferenceError) as refused:
+        parse_reference({"r/x.toml": data})
+    assert message in str(refused.value)
 
 
 def test_secure_boot_with_pcr7_in_any_bank_is_accepted() -> None:
@@ -475,6 +556,37 @@ BAD_CLAIMS: list[Any] = [
 ]
 
 
+BOOT = Posture(
+    **{
+        **POSTURE.__dict__,
+        "boot_chain": "ab" * 32,
+        "dbx_revision": 371,
+        "crtm_version": "1.2.3 (2024-05-01)",
+    }
+)
+BOOT_CLAIMS: dict[str, Any] = {
+    **CLAIMS,
+    "boot_chain": "ab" * 32,
+    "dbx_revision": 371,
+    "crtm_version": "1.2.3 (2024-05-01)",
+}
+
+
+def test_boot_facts_are_claims_only_when_an_event_log_was_appraised() -> None:
+    assert BOOT.claims() == BOOT_CLAIMS
+    assert Posture.from_claims(BOOT_CLAIMS) == BOOT
+    assert not {"boot_chain", "dbx_revision", "crtm_version"} & set(POSTURE.claims())
+
+
+BAD_CLAIMS += [
+    pytest.param({**BOOT_CLAIMS, "boot_chain": None}, "boot_chain: null", id="null-chain"),
+    pytest.param({**BOOT_CLAIMS, "boot_chain": "AB" * 32}, "boot_chain", id="chain-upper"),
+    pytest.param({**BOOT_CLAIMS, "dbx_revision": -1}, "dbx_revision", id="dbx-negative"),
+    pytest.param({**BOOT_CLAIMS, "dbx_revision": "3"}, "dbx_revision", id="dbx-string"),
+    pytest.param({**BOOT_CLAIMS, "crtm_version": "a\nb"}, "crtm_version", id="crtm-newline"),
+]
+
+
 @pytest.mark.parametrize(("claims", "message"), BAD_CLAIMS)
 def test_from_claims_refuses_anything_off(claims: Any, message: str) -> None:
     with pytest.raises(ParseError, match=f"^posture claims: .*{message}"):
@@ -492,6 +604,10 @@ POSTURES = st.builds(
     tpm_manufacturer=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=64),
     ek_hash=st.binary(min_size=32, max_size=32),
     region=st.none() | NAMES,
+    boot_chain=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex),
+    dbx_revision=st.none() | st.integers(0, 2**32 - 1),
+    crtm_version=st.none()
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=128),
 )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import eventlogs
 import pytest
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
@@ -883,3 +884,144 @@ def test_ek_certificate_extensions_real_ones_carry_are_admitted(world: World) ->
     challenge, pending = begin_enrollment(_chain(world, leaf, intermediate), world.roots, now=NOW)
     assert pending.tpm_manufacturer == "IBM"
     assert challenge.challenge_id == pending.challenge_id
+
+
+# --- measured boot: the event log replayed and appraised ---------------------------------
+
+LOG_PCRS = list(range(10))
+BOOT_CLASS = ReferenceClass.model_validate(
+    {
+        "class": "fleet",
+        "secure_boot": True,
+        "measured_boot": True,
+        "event_log": {
+            "db": [hashlib.sha256(eventlogs.DB).hexdigest()],
+            "dbx_revisions": {hashlib.sha256(eventlogs.DBX).hexdigest(): 371},
+            "min_dbx_revision": 300,
+            "boot": [
+                {"name": "shim", "digests": [hashlib.sha256(eventlogs.SHIM).hexdigest()]},
+                {"name": "grub", "digests": [hashlib.sha256(eventlogs.GRUB).hexdigest()]},
+                {"name": "kernel", "digests": [hashlib.sha256(eventlogs.KERNEL).hexdigest()]},
+            ],
+            "min_crtm_version": "1.0",
+        },
+    }
+)
+
+
+def booted(
+    world: World,
+    challenge: Challenge,
+    events: list[eventlogs.LogEvent],
+    pcrs: list[int] = LOG_PCRS,
+    others: dict[int, bytes] | None = None,
+) -> Answer:
+    """An answer quoting sha256 PCRs ``pcrs`` as ``events`` extended them (``others``:
+    values of PCRs something else extended)."""
+    replayed = {**eventlogs.replay(events), **(others or {})}
+    values = {i: replayed.get(i, bytes(32)) for i in pcrs}
+    secret = activate(world.ek, ak_name(world.enrollment.ak_public), challenge.credential)
+    quote = attest(challenge.nonce, digest_of(values, pcrs), pcrs=pcrs)
+    return Answer(secret, quote, sign(world.ak, quote), {(SHA256, i): v for i, v in values.items()})
+
+
+def boot_pass(world: World, log: bytes, events: list[eventlogs.LogEvent], **kwargs: Any) -> Posture:
+    challenge, pending = start(world)
+    reference = kwargs.pop("reference", ReferenceValues(classes=(BOOT_CLASS,)))
+    return one_pass(
+        pending, booted(world, challenge, events), reference=reference, event_log=log, **kwargs
+    ).posture
+
+
+def test_a_log_that_replays_and_passes_the_class_gives_the_boot_facts(world: World) -> None:
+    events = eventlogs.standard_boot()
+    posture = boot_pass(world, eventlogs.crypto_agile(events), events)
+    chain = hashlib.sha256(
+        b"".join(
+            hashlib.sha256(i).digest() for i in (eventlogs.SHIM, eventlogs.GRUB, eventlogs.KERNEL)
+        )
+    ).hexdigest()
+    assert (posture.device_class, posture.secure_boot, posture.measured_boot_ok) == (
+        "fleet",
+        True,
+        True,
+    )
+    assert (posture.boot_chain, posture.dbx_revision, posture.crtm_version) == (
+        chain,
+        371,
+        "1.0.2",
+    )
+
+
+def test_quoted_pcrs_past_9_are_not_replayed(world: World) -> None:
+    """PCR 10 holds IMA's measurements, 11 and up the OS's: not the boot log's."""
+    events = eventlogs.standard_boot()
+    challenge, pending = start(world)
+    others = {10: hashlib.sha256(b"ima").digest(), 11: hashlib.sha256(b"uki").digest()}
+    answer_ = booted(world, challenge, events, pcrs=list(range(12)), others=others)
+    reference = ReferenceValues(classes=(BOOT_CLASS,))
+    attested = one_pass(
+        pending, answer_, reference=reference, event_log=eventlogs.crypto_agile(events)
+    )
+    assert attested.posture.device_class == "fleet"
+
+
+def test_a_pcr_only_class_ignores_the_log_and_has_no_boot_facts(world: World) -> None:
+    challenge, pending = start(world)
+    log = eventlogs.crypto_agile(eventlogs.standard_boot())
+    posture = one_pass(pending, answer(world, challenge), event_log=log[:50]).posture
+    assert posture.device_class == "lab"
+    assert (posture.boot_chain, posture.dbx_revision, posture.crtm_version) == (None, None, None)
+
+
+def _changed_kernel() -> list[eventlogs.LogEvent]:
+    events = eventlogs.standard_boot()
+    return eventlogs.with_event(events, len(events) - 3, measured=b"another kernel")
+
+
+MEASURED_BOOT_REFUSALS = [
+    pytest.param(lambda events: b"", "fleet: no boot event log was sent", id="no-log"),
+    pytest.param(
+        lambda events: b"\x00" * 40, "fleet: the boot event log is malformed", id="malformed"
+    ),
+    pytest.param(
+        lambda events: eventlogs.crypto_agile(_changed_kernel()),
+        r"fleet: PCR 4 \(sha256\) does not replay",
+        id="log-changed",
+    ),
+    pytest.param(
+        lambda events: eventlogs.crypto_agile(events, banks=("sha1",)),
+        "fleet: .*sha256",
+        id="other-bank-only",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make_log", "message"), MEASURED_BOOT_REFUSALS)
+def test_a_log_that_is_missing_malformed_or_does_not_replay_is_refused(
+    world: World, make_log: Callable[[list[eventlogs.LogEvent]], bytes], message: str
+) -> None:
+    events = eventlogs.standard_boot()
+    with pytest.raises(EvidenceError, match=f"matches no reference class: {message}"):
+        boot_pass(world, make_log(events), events)
+
+
+def test_a_log_that_replays_but_fails_the_class_is_refused_by_appraisal(world: World) -> None:
+    events = eventlogs.standard_boot(secure_boot=False)
+    with pytest.raises(EvidenceError, match=r"fleet: Secure Boot is off \(SecureBoot = 00\)"):
+        boot_pass(world, eventlogs.crypto_agile(events), events)
+    kernel = _changed_kernel()
+    with pytest.raises(EvidenceError, match=r"fleet: boot application 3 \(kernel\) sha256 "):
+        boot_pass(world, eventlogs.crypto_agile(kernel), kernel)
+
+
+def test_the_quote_must_cover_pcrs_0_to_9_of_the_class_bank(world: World) -> None:
+    events = eventlogs.standard_boot()
+    challenge, pending = start(world)
+    with pytest.raises(EvidenceError, match="required PCRs sha256:8,9"):
+        one_pass(
+            pending,
+            booted(world, challenge, events, pcrs=list(range(8))),
+            reference=ReferenceValues(classes=(BOOT_CLASS,)),
+            event_log=eventlogs.crypto_agile(events),
+        )

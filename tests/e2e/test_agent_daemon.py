@@ -101,11 +101,15 @@ def docket(
     yield from _serve(provisioned_tpm, tmp_path_factory.mktemp("docket"))
 
 
-@pytest.fixture
-def agent(
-    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
-) -> Iterator[AgentProcess]:
-    """``docket agent run`` against ``docket`` and ``swtpm``, once it has an SVID."""
+def start_agent(
+    docket: Docket,
+    swtpm: SoftwareTpm,
+    provisioned_tpm: ProvisionedState,
+    tmp_path: Path,
+    *flags: str,
+) -> tuple[AgentProcess, Path]:
+    """``docket agent run`` against ``docket`` and ``swtpm`` with ``flags`` besides, and the
+    directory of its socket (a short path under /tmp: remove it after stopping)."""
     short = Path(tempfile.mkdtemp(prefix="agent-", dir="/tmp"))  # a socket path <= 107 bytes
     log = tmp_path / "agent.log"
     with log.open("wb") as sink:
@@ -119,17 +123,26 @@ def agent(
                 *("--out", str(tmp_path / "creds")),
                 *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
                 *("--socket", str(short / "api" / "agent.sock")),
+                *flags,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
             preexec_fn=PREEXEC,
         )
-    running = AgentProcess(process, tmp_path / "creds", short / "api" / "agent.sock", log)
+    return AgentProcess(process, tmp_path / "creds", short / "api" / "agent.sock", log), short
+
+
+@pytest.fixture
+def agent(
+    docket: Docket, swtpm: SoftwareTpm, provisioned_tpm: ProvisionedState, tmp_path: Path
+) -> Iterator[AgentProcess]:
+    """``docket agent run`` against ``docket`` and ``swtpm``, once it has an SVID."""
+    running, short = start_agent(docket, swtpm, provisioned_tpm, tmp_path)
     try:
         running.wait_for("agent: SVID issued", timeout=60)
         yield running
     finally:
-        stop(process, "docket agent run")
+        stop(running.process, "docket agent run")
         shutil.rmtree(short, ignore_errors=True)
 
 

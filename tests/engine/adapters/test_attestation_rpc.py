@@ -101,9 +101,14 @@ def test_challenge_refusals(
             grpc.StatusCode.INVALID_ARGUMENT,
             "given twice",
         ),
+        (
+            {"event_log": b"\x00" * (1024 * 1024 + 1)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "event_log: 1048577 bytes, more than the 1048576 accepted",
+        ),
         ({}, grpc.StatusCode.PERMISSION_DENIED, "challenge"),  # never issued
     ],
-    ids=["no-id", "no-csr", "bank", "twice", "unknown-challenge"],
+    ids=["no-id", "no-csr", "bank", "twice", "log-too-big", "unknown-challenge"],
 )
 def test_attest_refusals(
     running: Running,

@@ -126,6 +126,35 @@ def test_device_token_makes_the_same_request_allowed(
         assert [r.decision for r in batch.results] == [pb.DECISION_DENY, pb.DECISION_ALLOW]
 
 
+BOOTED = Posture(
+    **{
+        **ATTESTED.__dict__,
+        "measured_boot_ok": True,
+        "boot_chain": "c0" * 32,
+        "dbx_revision": 371,
+        "crtm_version": "1.0.2",
+    }
+)
+
+
+def test_boot_facts_of_a_credential_reach_the_decision_and_a_caller_cannot_send_them(
+    ca_server: tuple[Running, CertificateAuthority],
+) -> None:
+    running, ca = ca_server
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=BOOTED.claims())
+    with channel(running, ca, None) as ch:
+        stub = pb_grpc.DecisionsStub(ch)
+        allowed = stub.Authorize(restricted_read(token))
+        assert allowed.decision == pb.DECISION_ALLOW, allowed
+        for field, value in (("boot_chain", "c0" * 32), ("dbx_revision", 1), ("crtm_version", "x")):
+            forged = restricted_read(token)
+            forged.context.fields["device"].struct_value.update({field: value})
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Authorize(forged)
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, field
+            assert (caught.value.details() or "").startswith(f"context.device.{field}: set by")
+
+
 def test_a_token_that_does_not_verify_is_invalid_argument(
     ca_server: tuple[Running, CertificateAuthority],
 ) -> None:
