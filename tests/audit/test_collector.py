@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import QUIET, sample_entry
+from tests.audit.conftest import QUIET, sample_entry
 
 from audit import (
     ALG_COSIGNATURE_V1,
