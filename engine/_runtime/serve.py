@@ -63,6 +63,7 @@ from engine._runtime.prepare import (
     trust_roots,
 )
 from engine._runtime.settings import Settings
+from engine._runtime.site_push import start_site_push
 from engine._runtime.worker import DRAIN_SECONDS, TrustFiles, Worker
 from engine._service.metrics import (
     Metrics,
@@ -195,11 +196,14 @@ def _serve_one(plan: _Plan) -> None:
         _stop_serving(metrics_server)
         raise
     plan.ready(port, metrics_server, worker.engine.bundle, admission)
+    pusher = start_site_push(settings, worker.audit)  # the log's owner pushes it
     # Poll: SIGTERM may be delivered to a gRPC thread, and an untimed wait in the main
     # thread would then never run the handler (seen: "ignored SIGTERM for 20 s").
     while not signals.stop.wait(0.5):
         pass
     log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
+    if pusher is not None:
+        pusher.stop()
     worker.stop()
     _stop_serving(metrics_server)
     log.info("serve.stopped")
@@ -314,6 +318,7 @@ def _supervise(plan: _Plan) -> None:
             # One writer for the log, fed by every worker: their batches share its
             # commits (audit._relay), and it observes entries per commit for them all.
             audit = open_audit(plan.settings).start()
+            pusher = start_site_push(plan.settings, audit)
             try:
                 audit.writer.observe_commits(Metrics().committed)
                 log_server = LogServer(audit).start()
@@ -322,6 +327,8 @@ def _supervise(plan: _Plan) -> None:
                 finally:
                     log_server.close()
             finally:
+                if pusher is not None:
+                    pusher.stop()
                 audit.close()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
