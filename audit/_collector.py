@@ -192,9 +192,7 @@ def encode_push(push: Push) -> bytes:
     ).encode("utf-8")
 
 
-def judge_push(
-    push: Push, state: SiteState, keys: Sequence[SignerKey], now: datetime
-) -> Accepted:
+def judge_push(push: Push, state: SiteState, keys: Sequence[SignerKey], now: datetime) -> Accepted:
     """Decide ``push`` against what is held for the site (``state``): the witness's
     judging of the checkpoint, then the entries, recomputed to the checkpoint's root;
     returns what to keep, cosigned by ``keys`` at ``now``. Raises
@@ -257,7 +255,9 @@ class Collector:
                 push, lambda state: judge_push(push, state, self.keys, self._clock())
             )
         except ForkDetected as fork:
-            log.error("collector.fork", site=push.site, size=push.checkpoint.size, problem=str(fork))
+            log.error(
+                "collector.fork", site=push.site, size=push.checkpoint.size, problem=str(fork)
+            )
             raise
         except WitnessError as exc:
             log.info("collector.refused", site=push.site, status=exc.status, problem=str(exc))

@@ -127,7 +127,9 @@ class CollectorStore:
             parsed = sa.make_url(url)
             self.sqlite = parsed.get_backend_name() == "sqlite"
             self._engine = (
-                sqlite_engine(parsed) if self.sqlite else sa.create_engine(parsed, pool_pre_ping=True)
+                sqlite_engine(parsed)
+                if self.sqlite
+                else sa.create_engine(parsed, pool_pre_ping=True)
             )
             self.url = parsed.render_as_string(hide_password=True)
             with self._engine.begin() as connection:

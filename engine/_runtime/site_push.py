@@ -41,7 +41,8 @@ class SitePusher:
     """Pushes ``audit``'s log to the collector as ``settings`` say (a thread)."""
 
     def __init__(self, settings: Settings, audit: AuditLog) -> None:
-        assert settings.site_name is not None and settings.collector_url is not None
+        assert settings.site_name is not None
+        assert settings.collector_url is not None
         self.site = settings.site_name
         self.audit = audit
         self.client = CollectorClient(settings.collector_url)

@@ -63,7 +63,9 @@ def serve(listen: str, database_url: str, key_path: Path, sites: tuple[str, ...]
         sock = listen_on(listen)
         host, port = sock.getsockname()[:2]
         names = ", ".join(status.name for status in store.statuses())
-        click.echo(f"docket: collector listening on http://{host}:{port} (sites: {names})", err=True)
+        click.echo(
+            f"docket: collector listening on http://{host}:{port} (sites: {names})", err=True
+        )
         click.echo(f"docket: collector witness key {signer.verifier()}", err=True)
         try:
             serve_http(CollectorApp(Collector(store, [signer])), sock)

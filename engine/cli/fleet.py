@@ -44,10 +44,20 @@ def _age(cosigned: str | None, now: datetime) -> str:
 @fleet.command()
 @click.option("--collector", "url", metavar="URL", help="The collector [setting collector_url].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--lag-seconds", type=float, default=60.0, show_default=True, help="Flag a site "
-              "whose last cosigned checkpoint is older than this.")
-@click.option("--lag-entries", type=int, default=10_000, show_default=True, help="Flag a site "
-              "whose reported backlog is larger than this.")
+@click.option(
+    "--lag-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Flag a site whose last cosigned checkpoint is older than this.",
+)
+@click.option(
+    "--lag-entries",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Flag a site whose reported backlog is larger than this.",
+)
 @click.pass_obj
 def status(obj: Any, url: str | None, as_json: bool, lag_seconds: float, lag_entries: int) -> None:
     """One row per site; exit 1 when a site lags, forked or never pushed."""
@@ -83,9 +93,9 @@ def status(obj: Any, url: str | None, as_json: bool, lag_seconds: float, lag_ent
             for s in sites
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        for row, site in zip(rows, [None, *sites], strict=True):
+        flags = ["STATE", *(s["state"] for s in sites)]
+        for row, flag in zip(rows, flags, strict=True):
             line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            flag = "STATE" if site is None else site["state"]
             click.echo(f"{line}  {flag}".rstrip())
         for site in sites:
             if site["last_incident"]:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.audit.conftest import QUIET, sample_entry
 
 from audit import (
     ALG_COSIGNATURE_V1,
@@ -32,6 +31,7 @@ from audit import (
 from audit._collector import MAX_ENTRIES, encode_push
 from audit._merkle import leaf_hash
 from audit._note import sign_checkpoint
+from tests.audit.conftest import QUIET, sample_entry
 
 WITNESS = SignerKey.generate("collector.test/w1", ALG_COSIGNATURE_V1)
 
@@ -94,7 +94,8 @@ def test_a_site_takes_a_checkpoint_as_final_only_with_its_witnesses(
     witness = WitnessClient("http://collector.invalid", WITNESS.verifier())
     finalize(site.store, push.note + lines, site.verifiers(), [witness])
     final = final_checkpoint(site.store)
-    assert final is not None and final.endswith(lines)
+    assert final is not None
+    assert final.endswith(lines)
     other = WitnessClient("http://127.0.0.1:9", SignerKey.generate("w2", 4).verifier(), 0.5)
     with pytest.raises(CosignatureError):  # w2 cannot be reached: not final
         finalize(site.store, push.note + lines, site.verifiers(), [witness, other])
@@ -133,11 +134,16 @@ def test_a_forked_checkpoint_is_refused_and_kept_as_evidence(
     assert site.keys is not None
     forged = sign_checkpoint(Checkpoint(site.origin, 5, leaf_hash(b"other")), site.keys.signers())
     push = dataclasses.replace(
-        _push(site, 0), old_size=5, note=forged, entries=(), proof=(),
+        _push(site, 0),
+        old_size=5,
+        note=forged,
+        entries=(),
+        proof=(),
         checkpoint=Checkpoint(site.origin, 5, leaf_hash(b"other")),
     )
     refused = _refused(collector, push)
-    assert isinstance(refused, ForkDetected) and refused.status == 422
+    assert isinstance(refused, ForkDetected)
+    assert refused.status == 422
     (incident,) = collector.store.incidents("eu-1")
     assert (incident.size, incident.offered) == (5, forged)
     assert collector.store.statuses()[0].incidents == 1
@@ -154,7 +160,8 @@ def test_entries_that_do_not_hash_to_their_leaves_are_refused(
         push, entries=(*push.entries[:2], (payload + b" ", leaf), *push.entries[3:])
     )
     refused = _refused(collector, bad)
-    assert refused.status == 422 and "entry 2" in str(refused)
+    assert refused.status == 422
+    assert "entry 2" in str(refused)
     assert collector.store.site("eu-1").log.size == 0  # type: ignore[union-attr]
 
 
@@ -165,7 +172,8 @@ def test_entries_that_do_not_reach_the_signed_root_are_refused_as_evidence(
     push = _push(site, 0)
     swapped = (push.entries[1], push.entries[0], *push.entries[2:])
     refused = _refused(collector, dataclasses.replace(push, entries=swapped))
-    assert refused.status == 422 and "do not extend" in str(refused)
+    assert refused.status == 422
+    assert "do not extend" in str(refused)
     assert len(collector.store.incidents("eu-1")) == 1
     assert list(collector.store.entries("eu-1")) == []
 
@@ -186,7 +194,8 @@ def test_bad_bodies_are_refused_with_their_reason(
     body = encode_push(_push(site, 0))
     assert callable(mangle)
     refused = _refused(collector, mangle(body))
-    assert refused.status == status and reason in str(refused)
+    assert refused.status == status
+    assert reason in str(refused)
     collector.push(body)  # the last good state was kept: the good push still fits
 
 

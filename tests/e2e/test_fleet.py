@@ -69,14 +69,29 @@ class Fleet:
         args = [f"--site={name}={self.site_key(name)}" for name in self.sites]
         with log.open("ab") as out:
             self.collector = subprocess.Popen(
-                [DOCKET, "collector", "serve", "--listen", f"127.0.0.1:{self.port}",
-                 "--database-url", self.database, "--key", str(self.root / "collector.key"),
-                 *args],
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=PREEXEC,
+                [
+                    DOCKET,
+                    "collector",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--database-url",
+                    self.database,
+                    "--key",
+                    str(self.root / "collector.key"),
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=PREEXEC,
             )
         self.starts += 1
-        wait_for("docket collector", self.collector, log,
-                 lambda: log.read_text().count("collector listening") >= self.starts)
+        wait_for(
+            "docket collector",
+            self.collector,
+            log,
+            lambda: log.read_text().count("collector listening") >= self.starts,
+        )
 
     def stop_collector(self) -> None:
         assert self.collector is not None
@@ -119,8 +134,10 @@ class Fleet:
 
     def caught_up(self, *names: str) -> None:
         """Wait until the collector holds every entry of each site (its whole log)."""
-        until(lambda: all(self.held()[n]["size"] == self.head(n) > 0 for n in names),
-              f"the collector to catch up with {names}")
+        until(
+            lambda: all(self.held()[n]["size"] == self.head(n) > 0 for n in names),
+            f"the collector to catch up with {names}",
+        )
 
 
 def until(condition: Callable[[], bool], what: str) -> None:
@@ -138,8 +155,9 @@ def decide(site: Docket, count: int, who: str) -> None:
 
 @pytest.fixture
 def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
-    made = _docket("witness", "key", str(tmp_path / "collector.key"), "--new",
-                   "--name", "collector.test/c1")
+    made = _docket(
+        "witness", "key", str(tmp_path / "collector.key"), "--new", "--name", "collector.test/c1"
+    )
     assert made.returncode == 0, made.stderr
     fleet = Fleet(tmp_path, postgres_db, _free_port(), made.stdout.strip(), {})
     try:
@@ -162,7 +180,8 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     for name in SITES:
         until(lambda n=name: fleet.final(n) is not None, f"{name}'s final checkpoint")
         final = fleet.final(name)
-        assert final is not None and "collector.test/c1" in final
+        assert final is not None
+        assert "collector.test/c1" in final
 
     # Cut off: the collector is down; the sites keep deciding and logging.
     fleet.stop_collector()
@@ -186,10 +205,16 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     held = fleet.held()["eu-1"]
     key = read_signer(fleet.sites["eu-1"].data_dir / "audit-keys" / "signing.key")
     forged = sign_checkpoint(Checkpoint(held["origin"], held["size"], leaf_hash(b"forged")), [key])
-    body = {"site": "eu-1", "old_size": held["size"], "proof": [], "checkpoint": forged,
-            "entries": []}
+    body = {
+        "site": "eu-1",
+        "old_size": held["size"],
+        "proof": [],
+        "checkpoint": forged,
+        "entries": [],
+    }
     answer = httpx.post(f"{fleet.url}/push", json=body, timeout=10)
-    assert answer.status_code == 422 and answer.json()["fork"] is True, answer.text
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["fork"] is True
     status = _docket("fleet", "status", "--collector", fleet.url)
     assert status.returncode == 1, status.stdout + status.stderr
     row = next(line for line in status.stdout.splitlines() if line.startswith("eu-1"))
@@ -200,12 +225,20 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
         assert line.endswith("ok"), status.stdout
 
     # The auditor verifies every site's entries against its cosigned checkpoints.
-    verified = _docket("audit", "verify-fleet", "--collector-db", fleet.database,
-                       "--witness-key", fleet.vkey, "--json")
+    verified = _docket(
+        "audit",
+        "verify-fleet",
+        "--collector-db",
+        fleet.database,
+        "--witness-key",
+        fleet.vkey,
+        "--json",
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = {site["site"]: site for site in json.loads(verified.stdout)["sites"]}
     assert set(report) == set(SITES)
-    assert report["eu-2"]["size"] >= 25 and report["eu-2"]["checkpoints"] >= 2
+    assert report["eu-2"]["size"] >= 25
+    assert report["eu-2"]["checkpoints"] >= 2
     assert report["eu-2"]["first"] <= report["eu-2"]["last"]
 
 
@@ -220,18 +253,40 @@ def test_bad_pushes_are_refused_with_their_reason_and_change_nothing(fleet: Flee
     cases: dict[str, tuple[bytes, int, str]] = {
         "truncated": (b'{"site": "eu-1", "old_si', 400, "not JSON"),
         "bad signature": (
-            json.dumps({"site": "eu-1", "old_size": held["size"], "proof": [],
-                        "checkpoint": sign_checkpoint(good_root, [read_signer_for_test()]),
-                        "entries": [[base64.b64encode(payload).decode(),
-                                     base64.b64encode(leaf_hash(payload)).decode()]]}).encode(),
-            403, "signature",
+            json.dumps(
+                {
+                    "site": "eu-1",
+                    "old_size": held["size"],
+                    "proof": [],
+                    "checkpoint": sign_checkpoint(good_root, [read_signer_for_test()]),
+                    "entries": [
+                        [
+                            base64.b64encode(payload).decode(),
+                            base64.b64encode(leaf_hash(payload)).decode(),
+                        ]
+                    ],
+                }
+            ).encode(),
+            403,
+            "signature",
         ),
         "a proof that does not verify": (
-            json.dumps({"site": "eu-1", "old_size": held["size"], "proof": [],
-                        "checkpoint": sign_checkpoint(good_root, [key]),
-                        "entries": [[base64.b64encode(b"other").decode(),
-                                     base64.b64encode(leaf_hash(payload)).decode()]]}).encode(),
-            422, "consistency proof",
+            json.dumps(
+                {
+                    "site": "eu-1",
+                    "old_size": held["size"],
+                    "proof": [],
+                    "checkpoint": sign_checkpoint(good_root, [key]),
+                    "entries": [
+                        [
+                            base64.b64encode(b"other").decode(),
+                            base64.b64encode(leaf_hash(payload)).decode(),
+                        ]
+                    ],
+                }
+            ).encode(),
+            422,
+            "consistency proof",
         ),
     }
     for what, (body, code, reason) in cases.items():
