@@ -55,6 +55,7 @@ from ._store import Store as Store
 from ._store import StoredCheckpoint as StoredCheckpoint
 from ._verify import VerifiedLog as VerifiedLog
 from ._verify import verify_entries as verify_entries
+from ._witness import Cosigner as Cosigner
 from ._witness import Witness as Witness
 from ._witness import origin_hash as origin_hash
 from ._witness_client import WitnessClient as WitnessClient

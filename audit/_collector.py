@@ -27,18 +27,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from audit._cosignature import cosign, with_cosignatures
 from audit._errors import ForkDetected, NoteError, WitnessError
 from audit._merkle import HASH_SIZE, CompactRange, leaf_hash
-from audit._note import Checkpoint, SignerKey, parse_note
-from audit._witness import MAX_PROOF_LINES, AddCheckpoint, judge
+from audit._note import Checkpoint, parse_note
+from audit._witness import MAX_PROOF_LINES, AddCheckpoint, Cosigner, judge
 
 if TYPE_CHECKING:
     from audit._collector_store import CollectorStore, SiteState
@@ -192,13 +189,13 @@ def encode_push(push: Push) -> bytes:
     ).encode("utf-8")
 
 
-def judge_push(push: Push, state: SiteState, keys: Sequence[SignerKey], now: datetime) -> Accepted:
+def judge_push(push: Push, state: SiteState, cosigner: Cosigner) -> Accepted:
     """Decide ``push`` against what is held for the site (``state``): the witness's
     judging of the checkpoint, then the entries, recomputed to the checkpoint's root;
-    returns what to keep, cosigned by ``keys`` at ``now``. Raises
+    returns what to keep, cosigned by ``cosigner``. Raises
     :class:`~audit._errors.WitnessError` (422 for entries that do not extend what is
     held to the checkpoint; :class:`~audit._errors.ForkDetected` for a second root at
-    the size held). Pure."""
+    the size held). Pure but for the cosigner's clock."""
     request = AddCheckpoint(push.old_size, push.proof, push.note, push.checkpoint)
     checkpoint, verified = judge(request, state.log)
     added = checkpoint.size - push.old_size
@@ -222,27 +219,17 @@ def judge_push(push: Push, state: SiteState, keys: Sequence[SignerKey], now: dat
             held=state.log.note or "",
             offered=push.note,
         )
-    cosignatures = [cosign(checkpoint, key, now) for key in keys]
-    note = with_cosignatures(str(verified), cosignatures)
-    lines = "".join(c.line() for c in cosignatures)
+    note, lines = cosigner.cosign(checkpoint, verified)
     return Accepted(checkpoint.size, checkpoint.root, frontier, note, lines)
 
 
 class Collector:
-    """The collector: its store and its cosigning keys (``alg`` 0x04). ``clock`` gives
-    the time each cosignature states."""
+    """The collector: its store and its witness keys (a
+    :class:`~audit._witness.Cosigner`)."""
 
-    def __init__(
-        self,
-        store: CollectorStore,
-        keys: Sequence[SignerKey],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        if not keys:
-            raise WitnessError(None, "a collector needs at least one witness key")
+    def __init__(self, store: CollectorStore, cosigner: Cosigner) -> None:
         self.store = store
-        self.keys = tuple(keys)
-        self._clock = clock
+        self.cosigner = cosigner
 
     def push(self, body: bytes) -> Accepted:
         """Take a push body: verify it, store its entries and the cosigned checkpoint
@@ -252,7 +239,7 @@ class Collector:
         push = parse_push(body)
         try:
             accepted = self.store.advance(
-                push, lambda state: judge_push(push, state, self.keys, self._clock())
+                push, lambda state: judge_push(push, state, self.cosigner)
             )
         except ForkDetected as fork:
             log.error(

@@ -22,11 +22,12 @@ from typing import Any
 from audit._collector import MAX_BODY, Collector
 from audit._collector_store import SiteStatus
 from audit._errors import ForkDetected, StoreError, WitnessError
-from audit._witness_http import Receive, Scope, Send, read_body, respond
+from audit._witness_http import Receive, Scope, Send, body_or_413, respond
 
 __all__ = ["CollectorApp", "status_document"]
 
 _JSON = b"application/json"
+_UNKNOWN = {"error": "unknown site"}
 
 
 def status_document(status: SiteStatus) -> dict[str, Any]:
@@ -56,29 +57,32 @@ class CollectorApp:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
+        if scope["type"] == "http":
+            await self._route(scope["method"], scope["path"], scope, receive, send)
+
+    async def _route(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         store = self.collector.store
-        if path == "/push" and method == "POST":
-            await self._push(scope, receive, send)
-        elif path == "/sites" and method == "GET":
-            statuses = await asyncio.to_thread(store.statuses)
-            await _json(send, 200, [status_document(s) for s in statuses])
-        elif path.startswith("/sites/") and method == "GET":
-            state = await asyncio.to_thread(store.site, path.removeprefix("/sites/"))
-            if state is None:
-                await _json(send, 404, {"error": "unknown site"})
-            else:
-                await _json(send, 200, {"site": state.name, "size": state.log.size})
-        else:
-            await _json(send, 404, {"error": "not found"})
+        match method, path.split("/")[1:]:
+            case "POST", ["push"]:
+                await self._push(scope, receive, send)
+            case "GET", ["sites"]:
+                statuses = await asyncio.to_thread(store.statuses)
+                await _json(send, 200, [status_document(s) for s in statuses])
+            case "GET", ["sites", name]:
+                state = await asyncio.to_thread(store.site, name)
+                held = None if state is None else {"site": name, "size": state.log.size}
+                await _json(send, 200, held) if held else await _json(send, 404, _UNKNOWN)
+            case _:
+                await _json(send, 404, {"error": "not found"})
 
     async def _push(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await read_body(scope, receive, self.max_body)
-        if body is None:
-            await respond(send, 413, f"the body is over {self.max_body} bytes\n", close=True)
-            return
+        body = await body_or_413(scope, receive, send, self.max_body)
+        if body is not None:
+            await self._answer(body, send)
+
+    async def _answer(self, body: bytes, send: Send) -> None:
         try:
             accepted = await asyncio.to_thread(self.collector.push, body)
         except WitnessError as exc:
@@ -88,8 +92,7 @@ class CollectorApp:
             if isinstance(exc, ForkDetected):
                 answer["fork"] = True
             await _json(send, exc.status or 500, answer)
-            return
         except StoreError as exc:
             await _json(send, 503, {"error": f"the collector cannot record: {exc}"})
-            return
-        await _json(send, 200, {"size": accepted.size, "cosignatures": accepted.lines})
+        else:
+            await _json(send, 200, {"size": accepted.size, "cosignatures": accepted.lines})

@@ -17,66 +17,75 @@ entries, the checkpoint and the new state written in one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit._collector import Accepted, Push
-from audit._errors import ForkDetected, KeyFormatError, StoreError, WitnessError
+from audit._errors import ForkDetected, KeyFormatError, StoreError
 from audit._merkle import CompactRange
 from audit._note import VerifierKey
-from audit._witness_store import LogState
+from audit._witness_store import LogState, TableStore
 from audit.sqlite import sqlite_engine
 
 __all__ = ["CollectorStore", "Incident", "SiteState", "SiteStatus"]
 
 _META = sa.MetaData()
-_SITES = sa.Table(
+TEXT, SIZE, BYTES = sa.Text, sa.BigInteger, sa.LargeBinary
+
+
+def _table(name: str, key: tuple[str, ...], /, **columns: tuple[Any, bool]) -> sa.Table:
+    """A table of ``columns`` (name: (type, nullable)) whose primary key is ``key``
+    (an ``id`` key counts up by itself)."""
+    return sa.Table(
+        name,
+        _META,
+        *(
+            sa.Column(
+                column,
+                kind,
+                primary_key=column in key,
+                nullable=nullable,
+                autoincrement=column == "id",
+            )
+            for column, (kind, nullable) in columns.items()
+        ),
+    )
+
+
+# The site's keys are verifier keys, one per line; its frontier, the compact range
+# (CompactRange.to_bytes) after its entries; cosigned, when the collector cosigned last.
+_SITES = _table(
     "collector_site",
-    _META,
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("keys", sa.Text, nullable=False),
-    sa.Column("origin", sa.Text, nullable=True),
-    sa.Column("size", sa.BigInteger, nullable=False, default=0),
-    sa.Column("root", sa.LargeBinary, nullable=True),
-    sa.Column("frontier", sa.LargeBinary, nullable=False, default=b""),
-    sa.Column("note", sa.Text, nullable=True),
-    sa.Column("cosigned", sa.Text, nullable=True),
-    sa.Column("head", sa.BigInteger, nullable=True),
-    sa.Column("bundle_revision", sa.Text, nullable=True),
-    sa.Column("bundle_pulled", sa.Text, nullable=True),
+    ("name",),
+    name=(TEXT, False),
+    keys=(TEXT, False),
+    origin=(TEXT, True),
+    size=(SIZE, False),
+    root=(BYTES, True),
+    frontier=(BYTES, False),
+    note=(TEXT, True),
+    cosigned=(TEXT, True),
+    head=(SIZE, True),
+    bundle_revision=(TEXT, True),
+    bundle_pulled=(TEXT, True),
 )
-_ENTRIES = sa.Table(
-    "collector_entry",
-    _META,
-    sa.Column("site", sa.Text, primary_key=True),
-    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("payload", sa.LargeBinary, nullable=True),
-    sa.Column("leaf", sa.LargeBinary, nullable=False),
-)
-_CHECKPOINTS = sa.Table(
-    "collector_checkpoint",
-    _META,
-    sa.Column("site", sa.Text, primary_key=True),
-    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("root", sa.LargeBinary, nullable=False),
-    sa.Column("note", sa.Text, nullable=False),
-    sa.Column("received", sa.Text, nullable=False),
-)
-_INCIDENTS = sa.Table(
-    "collector_incident",
-    _META,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("site", sa.Text, nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("held", sa.Text, nullable=False),
-    sa.Column("offered", sa.Text, nullable=False),
-    sa.Column("seen", sa.Text, nullable=False),
-)
+_ENTRIES = _table(
+    "collector_entry", ("site", "idx"), site=(TEXT, False), idx=(SIZE, False),
+    payload=(BYTES, True), leaf=(BYTES, False),
+)  # fmt: skip
+_CHECKPOINTS = _table(
+    "collector_checkpoint", ("site", "size"), site=(TEXT, False), size=(SIZE, False),
+    root=(BYTES, False), note=(TEXT, False), received=(TEXT, False),
+)  # fmt: skip
+_INCIDENTS = _table(
+    "collector_incident", ("id",), id=(sa.Integer, False), site=(TEXT, False),
+    size=(SIZE, False), reason=(TEXT, False), held=(TEXT, False), offered=(TEXT, False),
+    seen=(TEXT, False),
+)  # fmt: skip
 _READ_CHUNK = 10_000
 
 
@@ -118,36 +127,21 @@ class Incident:
     seen: datetime
 
 
-class CollectorStore:
+class CollectorStore(TableStore):
     """The collector's tables in the database at ``url`` (made when missing). Raises
     :class:`~audit._errors.StoreError` when it cannot be opened."""
 
     def __init__(self, url: str) -> None:
         try:
             parsed = sa.make_url(url)
-            self.sqlite = parsed.get_backend_name() == "sqlite"
-            self._engine = (
-                sqlite_engine(parsed)
-                if self.sqlite
-                else sa.create_engine(parsed, pool_pre_ping=True)
+            sqlite = parsed.get_backend_name() == "sqlite"
+            engine = (
+                sqlite_engine(parsed) if sqlite else sa.create_engine(parsed, pool_pre_ping=True)
             )
-            self.url = parsed.render_as_string(hide_password=True)
-            with self._engine.begin() as connection:
-                _META.create_all(connection)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the collector database: {exc}") from exc
-
-    def close(self) -> None:
-        """Release the database's connections."""
-        self._engine.dispose()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sa.Connection]:
-        try:
-            with self._engine.begin() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            raise StoreError(f"the collector database failed: {exc}") from exc
+        self.url = parsed.render_as_string(hide_password=True)
+        super().__init__(engine, _META, f"{self.url} (the collector database)")
 
     def add_site(self, name: str, keys: Sequence[VerifierKey]) -> None:
         """Know the site ``name`` by its checkpoint verifier ``keys`` (replacing a known
@@ -156,15 +150,14 @@ class CollectorStore:
             raise KeyFormatError(f"site {name!r} needs at least one verifier key")
         text = "\n".join(str(key) for key in keys)
         with self._transaction() as connection:
-            found = connection.execute(sa.select(_SITES.c.name).where(_SITES.c.name == name))
-            if found.first() is None:
+            changed = connection.execute(
+                _SITES.update().where(_SITES.c.name == name).values(keys=text)
+            ).rowcount
+            if not changed:
+                empty = CompactRange().to_bytes()
                 connection.execute(
-                    _SITES.insert().values(
-                        name=name, keys=text, size=0, frontier=CompactRange().to_bytes()
-                    )
+                    _SITES.insert().values(name=name, keys=text, size=0, frontier=empty)
                 )
-            else:
-                connection.execute(_SITES.update().where(_SITES.c.name == name).values(keys=text))
 
     def site(self, name: str) -> SiteState | None:
         """What is held of site ``name``, or None when it is not known."""
@@ -187,31 +180,26 @@ class CollectorStore:
         :class:`~audit._errors.ForkDetected` is recorded as an incident (committed)
         before it is raised again; any other error changes nothing. Raises
         :class:`~audit._errors.WitnessError` (404) for an unknown site."""
-        fork: ForkDetected | None = None
         now = _now()
-        with self._transaction() as connection:
-            state = self._read(connection, push.site, push.checkpoint.origin)
-            if state is None:
-                raise WitnessError(404, f"unknown site {push.site!r}")
-            try:
-                accepted = judge(state)
-            except ForkDetected as exc:
-                fork = exc
-                connection.execute(
-                    _INCIDENTS.insert().values(
-                        site=push.site,
-                        size=push.checkpoint.size,
-                        reason=str(exc),
-                        held=exc.held,
-                        offered=exc.offered,
-                        seen=now,
-                    )
+
+        def record(connection: sa.Connection, state: SiteState, fork: ForkDetected) -> None:
+            connection.execute(
+                _INCIDENTS.insert().values(
+                    site=push.site, size=push.checkpoint.size, reason=str(fork),
+                    held=fork.held, offered=fork.offered, seen=now,
                 )
-            else:
-                self._keep(connection, push, state, accepted, now)
-        if fork is not None:
-            raise fork
-        return accepted
+            )  # fmt: skip
+
+        def keep(connection: sa.Connection, state: SiteState, accepted: Accepted) -> None:
+            self._keep(connection, push, state, accepted, now)
+
+        return self.check_and_set(
+            lambda connection: self._read(connection, push.site, push.checkpoint.origin),
+            f"unknown site {push.site!r}",
+            judge,
+            keep,
+            record,
+        )
 
     @staticmethod
     def _keep(

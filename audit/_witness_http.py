@@ -19,7 +19,7 @@ from typing import Any
 from audit._errors import StoreError, WitnessError
 from audit._witness import MAX_BODY, Witness
 
-__all__ = ["WitnessApp", "read_body", "respond"]
+__all__ = ["WitnessApp", "body_or_413", "read_body", "respond"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,9 +57,8 @@ class WitnessApp:
             await respond(send, 404, "not found\n")
 
     async def _add_checkpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await read_body(scope, receive, self.max_body)
+        body = await body_or_413(scope, receive, send, self.max_body)
         if body is None:
-            await respond(send, 413, f"the body is over {self.max_body} bytes\n", close=True)
             return
         try:
             lines = await asyncio.to_thread(self.witness.add_checkpoint, body)
@@ -95,6 +94,14 @@ async def read_body(scope: Scope, receive: Receive, max_body: int) -> bytes | No
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+async def body_or_413(scope: Scope, receive: Receive, send: Send, max_body: int) -> bytes | None:
+    """The request's body; None once a body over ``max_body`` was answered with 413."""
+    body = await read_body(scope, receive, max_body)
+    if body is None:
+        await respond(send, 413, f"the body is over {max_body} bytes\n", close=True)
+    return body
 
 
 async def respond(

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from audit.cli import InputError
+from engine.cli.witness import A_FILE
 
 
 @click.group()
@@ -28,12 +29,9 @@ def collector() -> None:
     help="Where the collector keeps sites' entries: postgresql://… (or sqlite:///…).",
 )
 @click.option(
-    "--key",
-    "key_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The collector's witness key (docket witness key PATH --new --name N).",
-)
+    "--key", "key_path", type=A_FILE, required=True, help="The collector's witness key "
+    "(made by docket witness key PATH --new --name N).",
+)  # fmt: skip
 @click.option(
     "--site",
     "sites",
@@ -46,7 +44,14 @@ def serve(listen: str, database_url: str, key_path: Path, sites: tuple[str, ...]
     or SIGINT."""
     import structlog
 
-    from audit import ALG_COSIGNATURE_V1, AuditError, Collector, CollectorApp, CollectorStore
+    from audit import (
+        ALG_COSIGNATURE_V1,
+        AuditError,
+        Collector,
+        CollectorApp,
+        CollectorStore,
+        Cosigner,
+    )
     from audit.note import read_signer
     from engine.cli.witness import keys_by_name, listen_on, serve_http
 
@@ -68,7 +73,7 @@ def serve(listen: str, database_url: str, key_path: Path, sites: tuple[str, ...]
         )
         click.echo(f"docket: collector witness key {signer.verifier()}", err=True)
         try:
-            serve_http(CollectorApp(Collector(store, [signer])), sock)
+            serve_http(CollectorApp(Collector(store, Cosigner([signer]))), sock)
         finally:
             sock.close()
     finally:

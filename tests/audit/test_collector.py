@@ -18,6 +18,7 @@ from audit import (
     Collector,
     CollectorStore,
     CosignatureError,
+    Cosigner,
     ForkDetected,
     Push,
     SignerKey,
@@ -48,7 +49,7 @@ def site(tmp_path: Path) -> Iterator[AuditLog]:
 def collector(tmp_path: Path, site: AuditLog) -> Iterator[Collector]:
     store = CollectorStore(f"sqlite:///{tmp_path / 'collector.db'}")
     store.add_site("eu-1", site.verifiers())
-    yield Collector(store, [WITNESS])
+    yield Collector(store, Cosigner([WITNESS]))
     store.close()
 
 
