@@ -11,9 +11,9 @@ partition goes as several pushes, each verified on its own).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from audit._collector import MAX_BODY, MAX_ENTRIES, Push
 from audit._cosignature import CosignedCheckpoint, open_cosigned_checkpoint, with_cosignatures
@@ -22,14 +22,48 @@ from audit._note import Checkpoint, VerifierKey, parse_note
 from audit._store import Store
 from audit._witness_client import WitnessClient, _cosign_one, http_request
 
-__all__ = ["FINAL_META", "CollectorClient", "final_checkpoint", "finalize", "next_push"]
+__all__ = [
+    "FINAL_META",
+    "CollectorClient",
+    "PushSource",
+    "final_checkpoint",
+    "finalize",
+    "next_push",
+]
 
 FINAL_META = "final_checkpoint"
 """The audit store's meta key holding the latest final checkpoint (cosigned note)."""
 
 
+class _Row(Protocol):
+    @property
+    def payload(self) -> bytes | None: ...
+    @property
+    def leaf(self) -> bytes: ...
+
+
+class _Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+class _Signed(_Sized, Protocol):
+    @property
+    def note(self) -> str: ...
+
+
+class PushSource(Protocol):
+    """What a push is built from: a site's audit :class:`~audit._store.Store`, or the
+    simulation benchmark's in-memory log."""
+
+    def checkpoints(self) -> Sequence[_Signed]: ...
+    def entries(self, start: int, end: int) -> Iterable[_Row]: ...
+    def consistency_proof(self, old_size: int, new_size: int) -> Sequence[bytes]: ...
+    def head(self) -> _Sized: ...
+
+
 def next_push(
-    store: Store,
+    store: PushSource,
     site: str,
     old_size: int,
     *,

@@ -21,6 +21,7 @@ from benchmarks import (
     bench_compare,
     bench_decide,
     bench_envoy,
+    bench_fleet,
     bench_grpc,
     bench_index,
     bench_startup,
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
+    "fleet": ("1,000 edge sites pushing to one collector (simulated)", bench_fleet.run),
     "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
 }
