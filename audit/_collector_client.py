@@ -68,13 +68,19 @@ def next_push(
     old_size: int,
     *,
     limit: int = MAX_ENTRIES,
+    heartbeat: bool = False,
     bundle_revision: str | None = None,
     bundle_pulled: str | None = None,
 ) -> Push | None:
     """The push that takes the collector from ``old_size`` to the largest stored
     checkpoint at most ``limit`` entries further (else the next one), or None when
-    there is no checkpoint past ``old_size``."""
-    later = [c for c in store.checkpoints() if c.size > old_size]
+    there is no checkpoint past ``old_size``. With ``heartbeat``, when there is none,
+    the checkpoint of ``old_size`` again, without entries (the collector cosigns it
+    anew: the site is alive and has nothing new)."""
+    checkpoints = store.checkpoints()
+    later = [c for c in checkpoints if c.size > old_size]
+    if not later and heartbeat:
+        later = [c for c in checkpoints if c.size == old_size]
     if not later:
         return None
     within = [c for c in later if c.size - old_size <= limit]

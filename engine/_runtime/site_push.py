@@ -4,7 +4,8 @@ collector (``collector_url``) and keeps a checkpoint as final once the configure
 ``witnesses`` cosigned it.
 
 It pushes whenever a checkpoint newer than what the collector holds is stored (checked
-every ``site_push_seconds``); a backlog goes as consecutive pushes of at most 10,000
+every ``site_push_seconds``), and the held one again after :data:`HEARTBEAT_SECONDS`
+with nothing new; a backlog goes as consecutive pushes of at most 10,000
 entries. While the collector cannot be reached or refuses, it waits twice as long each
 time, up to :data:`MAX_BACKOFF` seconds. Decisions never wait for it: they are recorded
 in the site's own log, whatever the collector does. After a restart it asks the
@@ -14,6 +15,7 @@ collector where it holds the site, and resumes there.
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
@@ -35,6 +37,9 @@ log = structlog.get_logger("docket.site")
 
 MAX_BACKOFF = 60.0
 """The longest wait between attempts while the collector is unreachable."""
+HEARTBEAT_SECONDS = 30.0
+"""With nothing new for this long, the checkpoint the collector holds is pushed again
+(no entries): its fresh cosignature tells ``docket fleet status`` the site is alive."""
 
 
 class SitePusher:
@@ -51,6 +56,7 @@ class SitePusher:
         self.interval = settings.site_push_seconds
         self.size: int | None = None
         """The size the collector holds (None: to be asked)."""
+        self._pushed = 0.0  # when the collector last took a push (monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="docket-site-push", daemon=True)
 
@@ -87,7 +93,8 @@ class SitePusher:
         collector's status, None when unreachable)."""
         if self.size is None:
             self.size = self.client.size(self.site)
-        push = next_push(self.audit.store, self.site, self.size)
+        idle = time.monotonic() - self._pushed >= HEARTBEAT_SECONDS
+        push = next_push(self.audit.store, self.site, self.size, heartbeat=idle)
         if push is None:
             return False
         try:
@@ -98,6 +105,9 @@ class SitePusher:
                 return True
             raise
         self.size = push.checkpoint.size
+        self._pushed = time.monotonic()
+        if not push.entries:
+            return False  # a heartbeat: the final checkpoint is already kept
         log.info("site.pushed", size=self.size, entries=len(push.entries), head=push.head)
         if self.witnesses:
             try:

@@ -217,3 +217,18 @@ def test_more_entries_than_a_push_may_carry_are_refused(
     push = _push(site, 0)
     many = dataclasses.replace(push, entries=push.entries * (MAX_ENTRIES + 1))
     assert _refused(collector, many).status == 413
+
+
+def test_an_idle_site_is_cosigned_again_without_entries(
+    site: AuditLog, collector: Collector
+) -> None:
+    """A heartbeat: the checkpoint the collector holds, pushed again, is cosigned anew
+    (the site is alive, not lagging) and stores nothing more."""
+    _grow(site, 0, 4)
+    collector.push(encode_push(_push(site, 0)))
+    assert next_push(site.store, "eu-1", 4) is None
+    again = next_push(site.store, "eu-1", 4, heartbeat=True)
+    assert again is not None
+    assert (again.old_size, again.checkpoint.size, again.entries) == (4, 4, ())
+    assert collector.push(encode_push(again)).size == 4
+    assert [size for size, _ in collector.store.checkpoints("eu-1")] == [4]
