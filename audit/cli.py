@@ -774,10 +774,22 @@ def _open(source: str, note: str, keys: Sequence[VerifierKey], origin: str) -> C
 @db_option
 @data_dir_option
 @keys_option
-def checkpoint(db: str | None, data_dir: Path | None, keys_path: Path | None) -> None:
+@click.option("--final", is_flag=True, help="The latest checkpoint the site's witnesses cosigned.")
+def checkpoint(db: str | None, data_dir: Path | None, keys_path: Path | None, final: bool) -> None:
     """Print the latest signed checkpoint (C2SP signed note). With the signing key at
-    hand, one covering every entry is signed first if the log grew."""
+    hand, one covering every entry is signed first if the log grew. With --final, the
+    latest one the site took as final (with its witnesses' cosignatures; exit 1 while
+    none is)."""
     log = _signing_log(db, data_dir, keys_path)
+    if final:
+        from audit._collector_client import final_checkpoint
+
+        note = final_checkpoint(log.store)
+        log.store.close()
+        if note is None:
+            raise CheckFailed("no checkpoint is final yet: no configured witness cosigned one")
+        click.echo(note, nl=False)
+        return
     try:
         stored = log.checkpoint()
     except (StoreError, KeyFormatError) as exc:
