@@ -12,7 +12,6 @@ key signing a second checkpoint of a size the collector holds) is refused and sh
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -22,17 +21,21 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+import sqlalchemy as sa
 from e2e.docket_process import DOCKET, PREEXEC, Docket, authorize, start_docket, stop, wait_for
 
-from audit import Checkpoint, Store
+from audit import AuditLog, Checkpoint, Push, SignerKey, Store, next_push
+from audit._collector import encode_push
 from audit.merkle import leaf_hash
 from audit.note import read_signer, sign_checkpoint
+from tests.audit.conftest import QUIET, sample_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +60,8 @@ class Fleet:
     port: int
     vkey: str
     sites: dict[str, Docket]
+    lab: AuditLog
+    """A site log the test writes itself, to push by hand."""
     collector: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -67,6 +72,7 @@ class Fleet:
     def start_collector(self) -> None:
         log = self.root / "collector.log"
         args = [f"--site={name}={self.site_key(name)}" for name in self.sites]
+        args += [f"--site=lab-1={key}" for key in self.lab.verifiers()]
         with log.open("ab") as out:
             self.collector = subprocess.Popen(
                 [
@@ -159,7 +165,8 @@ def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
         "witness", "key", str(tmp_path / "collector.key"), "--new", "--name", "collector.test/c1"
     )
     assert made.returncode == 0, made.stderr
-    fleet = Fleet(tmp_path, postgres_db, _free_port(), made.stdout.strip(), {})
+    lab = AuditLog.open(f"sqlite:///{tmp_path / 'lab.db'}", keys=tmp_path / "lab-keys", **QUIET)
+    fleet = Fleet(tmp_path, postgres_db, _free_port(), made.stdout.strip(), {}, lab.start())
     try:
         for name in SITES:
             fleet.start_site(name)
@@ -170,6 +177,7 @@ def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
             site.stop()
         if fleet.collector is not None:
             stop(fleet.collector, "docket collector")
+        lab.close()
 
 
 def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
@@ -233,6 +241,7 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
         "--witness-key",
         fleet.vkey,
         "--json",
+        *(f"--site={name}" for name in SITES),
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = {site["site"]: site for site in json.loads(verified.stdout)["sites"]}
@@ -241,67 +250,67 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     assert report["eu-2"]["checkpoints"] >= 2
     assert report["eu-2"]["first"] <= report["eu-2"]["last"]
 
+    # An entry changed in the collector's database: the auditor names the site and entry.
+    conninfo = sa.make_url(fleet.database).set(drivername="postgresql")
+    with psycopg.connect(conninfo.render_as_string(hide_password=False)) as connection:
+        connection.execute(
+            "UPDATE collector_entry SET payload = %s WHERE site = 'eu-2' AND idx = 7",
+            (b'{"kind":"decision","decision":"allow"}',),
+        )
+    tampered = _docket("audit", "verify-fleet", "--collector-db", fleet.database)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert "entry 7: modified: site eu-2" in tampered.stderr
+
 
 def test_bad_pushes_are_refused_with_their_reason_and_change_nothing(fleet: Fleet) -> None:
-    site = fleet.sites["eu-1"]
-    decide(site, 3, "good")
-    fleet.caught_up("eu-1")
-    held = fleet.held()["eu-1"]
-    key = read_signer(site.data_dir / "audit-keys" / "signing.key")
-    payload = b'{"kind":"decision"}'
-    good_root = Checkpoint(held["origin"], held["size"] + 1, leaf_hash(payload))
+    """A site log the test writes itself (``lab-1``), pushed over HTTP: each bad push
+    is refused with its status and reason, and the collector keeps its last good state
+    (the good push still fits after them all)."""
+    lab = fleet.lab
+    grow(lab, 3)
+    assert post(fleet, next_push(lab.store, "lab-1", 0)).status_code == 200
+    grow(lab, 3)
+    good = next_push(lab.store, "lab-1", 3)
+    assert good is not None
+    payload, leaf = good.entries[0]
+    assert payload is not None
+    stranger = SignerKey.generate(lab.origin)
     cases: dict[str, tuple[bytes, int, str]] = {
-        "truncated": (b'{"site": "eu-1", "old_si', 400, "not JSON"),
-        "bad signature": (
-            json.dumps(
-                {
-                    "site": "eu-1",
-                    "old_size": held["size"],
-                    "proof": [],
-                    "checkpoint": sign_checkpoint(good_root, [read_signer_for_test()]),
-                    "entries": [
-                        [
-                            base64.b64encode(payload).decode(),
-                            base64.b64encode(leaf_hash(payload)).decode(),
-                        ]
-                    ],
-                }
-            ).encode(),
+        "a truncated body": (encode_push(good)[:200], 400, "not JSON"),
+        "a bad signature": (
+            encode_push(replace(good, note=sign_checkpoint(good.checkpoint, [stranger]))),
             403,
             "signature",
         ),
-        "a proof that does not verify": (
-            json.dumps(
-                {
-                    "site": "eu-1",
-                    "old_size": held["size"],
-                    "proof": [],
-                    "checkpoint": sign_checkpoint(good_root, [key]),
-                    "entries": [
-                        [
-                            base64.b64encode(b"other").decode(),
-                            base64.b64encode(leaf_hash(payload)).decode(),
-                        ]
-                    ],
-                }
-            ).encode(),
+        "an entry that does not hash to its leaf": (
+            encode_push(replace(good, entries=((payload + b" ", leaf), *good.entries[1:]))),
             422,
-            "consistency proof",
+            "does not hash to its leaf",
+        ),
+        "entries that do not reach the signed root": (
+            encode_push(replace(good, entries=good.entries[::-1])),
+            422,
+            "do not extend",
         ),
     }
     for what, (body, code, reason) in cases.items():
         answer = httpx.post(f"{fleet.url}/push", content=body, timeout=10)
         assert answer.status_code == code, (what, answer.text)
         assert reason in answer.json()["error"], (what, answer.text)
-    assert fleet.held()["eu-1"]["size"] == held["size"]
+        assert fleet.held()["lab-1"]["size"] == 3, what
     too_big = httpx.post(f"{fleet.url}/push", content=b"x" * (64 * 1024 * 1024 + 1), timeout=30)
     assert too_big.status_code == 413
-    decide(site, 2, "still-good")
-    fleet.caught_up("eu-1")
+    assert post(fleet, good).status_code == 200
+    assert fleet.held()["lab-1"]["size"] == 6
+    assert fleet.held()["lab-1"]["incidents"] == 1  # the entries that do not reach the root
     assert re.search(r"collector\.refused", (fleet.root / "collector.log").read_text())
 
 
-def read_signer_for_test() -> Any:
-    from audit import SignerKey
+def grow(log: AuditLog, count: int) -> None:
+    log.record([sample_entry(n) for n in range(count)])
+    log.checkpoint()
 
-    return SignerKey.generate("stranger.test/log")
+
+def post(fleet: Fleet, push: Push | None) -> httpx.Response:
+    assert push is not None
+    return httpx.post(f"{fleet.url}/push", content=encode_push(push), timeout=10)
