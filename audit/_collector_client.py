@@ -69,14 +69,13 @@ def next_push(
     *,
     limit: int = MAX_ENTRIES,
     heartbeat: bool = False,
-    bundle_revision: str | None = None,
-    bundle_pulled: str | None = None,
 ) -> Push | None:
     """The push that takes the collector from ``old_size`` to the largest stored
     checkpoint at most ``limit`` entries further (else the next one), or None when
     there is no checkpoint past ``old_size``. With ``heartbeat``, when there is none,
     the checkpoint of ``old_size`` again, without entries (the collector cosigns it
-    anew: the site is alive and has nothing new)."""
+    anew: the site is alive and has nothing new). What else the site reports (its
+    bundle revision, its last pull) goes on with :func:`dataclasses.replace`."""
     checkpoints = store.checkpoints()
     later = [c for c in checkpoints if c.size > old_size]
     if not later and heartbeat:
@@ -95,8 +94,6 @@ def next_push(
         checkpoint=Checkpoint.parse_body(parse_note(target.note).text),
         entries=tuple((row.payload, row.leaf) for row in rows),
         head=store.head().size,
-        bundle_revision=bundle_revision,
-        bundle_pulled=bundle_pulled,
     )
 
 
