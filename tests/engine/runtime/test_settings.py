@@ -90,6 +90,11 @@ def test_flags_do_not_read_the_environment_again(monkeypatch: pytest.MonkeyPatch
                      id="out-of-range"),
         pytest.param({"wrkers": 2}, "wrkers: unknown setting (did you mean workers?)",
                      id="unknown"),
+        pytest.param({"collector_url": "127.0.0.1:7390"},
+                     "collector_url: Value error, '127.0.0.1:7390' is not an http(s) URL",
+                     id="collector-without-scheme"),
+        pytest.param({"witness_quorum": 0}, "witness_quorum: Input should be greater",
+                     id="no-quorum"),
     ],
 )  # fmt: skip
 def test_a_bad_flag_is_one_line(flags: dict[str, object], message: str) -> None:
