@@ -1,5 +1,5 @@
 """A fleet on loopback, every part a real process: a collector (``docket collector
-serve``) on PostgreSQL and three edge sites (``docket serve``) pushing their logs to it.
+serve``) on PostgreSQL and three edge sites (``docket serve``, one of them with two worker processes) pushing their logs to it.
 
 One story, in order (each step builds on the state the last left): every site's
 decisions reach the collector with proofs and are cosigned (the site keeps the
@@ -117,7 +117,9 @@ class Fleet:
             "DOCKET_AUDIT_CHECKPOINT_SECONDS": "0.2",
         }
         shutil.rmtree(self.root / name / "policies", ignore_errors=True)  # a restart's copy
-        self.sites[name] = start_docket(self.root / name, env=env)
+        # eu-2 runs two workers: its log's one writer, and so its pusher, is the supervisor's.
+        workers = ("--workers", "2") if name == "eu-2" else ()
+        self.sites[name] = start_docket(self.root / name, *workers, env=env)
         return self.sites[name]
 
     def held(self) -> dict[str, dict[str, Any]]:
