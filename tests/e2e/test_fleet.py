@@ -1,5 +1,6 @@
 """A fleet on loopback, every part a real process: a collector (``docket collector
-serve``) on PostgreSQL and three edge sites (``docket serve``, one of them with two worker processes) pushing their logs to it.
+serve``) on PostgreSQL and three edge sites (``docket serve``, one of them with two
+worker processes) pushing their logs to it.
 
 One story, in order (each step builds on the state the last left): every site's
 decisions reach the collector with proofs and are cosigned (the site keeps the
