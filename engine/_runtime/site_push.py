@@ -9,7 +9,9 @@ with nothing new; a backlog goes as consecutive pushes of at most 10,000
 entries. While the collector cannot be reached or refuses, it waits twice as long each
 time, up to :data:`MAX_BACKOFF` seconds. Decisions never wait for it: they are recorded
 in the site's own log, whatever the collector does. After a restart it asks the
-collector where it holds the site, and resumes there.
+collector where it holds the site, and resumes there. A log the collector refuses as
+forked (422) is not sent again: the pusher stops (``site.refused``, an error) until the
+process restarts.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class SitePusher:
         """The size the collector holds (None: to be asked)."""
         self._pushed = 0.0  # when the collector last took a push (monotonic)
         self._stop = threading.Event()
+        self.refused = threading.Event()
+        """Set when the collector refused the site's log as forked (422): the pusher
+        then stops (the same log sent again would only add incidents) until a restart."""
         self._thread = threading.Thread(target=self._run, name="docket-site-push", daemon=True)
 
     def start(self) -> SitePusher:
@@ -77,9 +82,13 @@ class SitePusher:
             try:
                 more = self.push_once()
             except AuditError as exc:
+                status = getattr(exc, "status", None)
+                if status == 422:
+                    log.error("site.refused", status=status, problem=str(exc), pushing="stopped")
+                    self.refused.set()
+                    return
                 failures += 1
                 delay = min(MAX_BACKOFF, self.interval * 2**failures)
-                status = getattr(exc, "status", None)
                 log.warning("site.push_failed", status=status, problem=str(exc), retry_in=delay)
                 if status is None:
                     self.size = None  # unreachable: ask where to resume once it answers
