@@ -34,8 +34,8 @@ class _Collector(BaseHTTPRequestHandler):
     def _json(self, status: int, document: dict[str, object]) -> None:
         body = json.dumps(document).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        for header in (("Content-Type", "application/json"), ("Content-Length", str(len(body)))):
+            self.send_header(*header)
         self.end_headers()
         self.wfile.write(body)
 
