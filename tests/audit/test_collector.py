@@ -6,10 +6,13 @@ processes and PostgreSQL: tests/e2e/test_fleet.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit import (
     ALG_COSIGNATURE_V1,
@@ -29,7 +32,7 @@ from audit import (
     next_push,
     open_cosigned_checkpoint,
 )
-from audit._collector import MAX_ENTRIES, encode_push
+from audit._collector import MAX_ENTRIES, encode_push, parse_push
 from audit._merkle import leaf_hash
 from audit._note import sign_checkpoint
 from tests.audit.conftest import QUIET, sample_entry
@@ -232,3 +235,29 @@ def test_an_idle_site_is_cosigned_again_without_entries(
     assert (again.old_size, again.checkpoint.size, again.entries) == (4, 4, ())
     assert collector.push(encode_push(again)).size == 4
     assert [size for size, _ in collector.store.checkpoints("eu-1")] == [4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=512), st.text(max_size=512).map(str.encode)))
+def test_a_push_body_of_any_bytes_raises_only_the_collector_s_refusal(body: bytes) -> None:
+    status = None
+    try:
+        parse_push(body)
+    except WitnessError as exc:
+        status = exc.status
+    assert status in (None, 400, 413)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=20,
+))  # fmt: skip
+def test_any_json_document_raises_only_the_collector_s_refusal(document: object) -> None:
+    status = None
+    try:
+        parse_push(json.dumps(document).encode())
+    except WitnessError as exc:
+        status = exc.status
+    assert status in (None, 400, 413)
