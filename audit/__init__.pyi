@@ -9,6 +9,17 @@ from ._auditor import verify_export as verify_export
 from ._auditor import verify_receipt as verify_receipt
 from ._auditor import verify_store as verify_store
 from ._auditor import write_export as write_export
+from ._collector import Collector as Collector
+from ._collector import Push as Push
+from ._collector_client import CollectorClient as CollectorClient
+from ._collector_client import final_checkpoint as final_checkpoint
+from ._collector_client import finalize as finalize
+from ._collector_client import next_push as next_push
+from ._collector_http import CollectorApp as CollectorApp
+from ._collector_http import status_document as status_document
+from ._collector_store import CollectorStore as CollectorStore
+from ._collector_store import Incident as Incident
+from ._collector_store import SiteStatus as SiteStatus
 from ._cosignature import Cosignature as Cosignature
 from ._cosignature import CosignedCheckpoint as CosignedCheckpoint
 from ._cosignature import cosign as cosign
@@ -44,6 +55,7 @@ from ._store import Store as Store
 from ._store import StoredCheckpoint as StoredCheckpoint
 from ._verify import VerifiedLog as VerifiedLog
 from ._verify import verify_entries as verify_entries
+from ._witness import Cosigner as Cosigner
 from ._witness import Witness as Witness
 from ._witness import origin_hash as origin_hash
 from ._witness_client import WitnessClient as WitnessClient

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_BODY",
     "MAX_PROOF_LINES",
     "AddCheckpoint",
+    "Cosigner",
     "Witness",
     "judge",
     "origin_hash",
@@ -152,7 +153,30 @@ def judge(request: AddCheckpoint, state: LogState) -> tuple[Checkpoint, SignedNo
     return checkpoint, verified
 
 
-class Witness:
+class Cosigner:
+    """Cosigning keys (``alg`` 0x04); ``clock`` gives the time each cosignature states
+    (UTC now by default)."""
+
+    def __init__(
+        self,
+        keys: Sequence[SignerKey],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if not keys:
+            raise WitnessError(None, "a witness needs at least one key")
+        self.keys = tuple(keys)
+        self._clock = clock
+
+    def cosign(self, checkpoint: Checkpoint, verified: SignedNote) -> tuple[str, str]:
+        """The note ``verified`` with a cosignature of ``checkpoint`` by each key, now;
+        and those cosignature lines alone."""
+        now = self._clock()
+        cosignatures = [cosign(checkpoint, key, now) for key in self.keys]
+        lines = "".join(c.line() for c in cosignatures)
+        return with_cosignatures(str(verified), cosignatures), lines
+
+
+class Witness(Cosigner):
     """A witness: its cosigning keys (``alg`` 0x04) and its store. ``clock`` gives the
     time each cosignature states (UTC now by default)."""
 
@@ -162,11 +186,8 @@ class Witness:
         keys: Sequence[SignerKey],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if not keys:
-            raise WitnessError(None, "a witness needs at least one key")
+        super().__init__(keys, clock)
         self.store = store
-        self.keys = tuple(keys)
-        self._clock = clock
 
     def add_checkpoint(self, body: bytes) -> str:
         """Answer an add-checkpoint: the cosignature lines (one per witness key) of the
@@ -178,10 +199,8 @@ class Witness:
 
         def decide(state: LogState) -> Advance:
             checkpoint, verified = judge(request, state)
-            now = self._clock()
-            cosignatures = [cosign(checkpoint, key, now) for key in self.keys]
-            lines[:] = [c.line() for c in cosignatures]
-            note = with_cosignatures(str(verified), cosignatures)
+            note, cosigned = self.cosign(checkpoint, verified)
+            lines[:] = [cosigned]
             return Advance(checkpoint.size, checkpoint.root, note)
 
         try:

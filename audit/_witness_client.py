@@ -31,7 +31,7 @@ from audit._errors import CosignatureError, KeyFormatError, NoteError, WitnessEr
 from audit._note import ALG_COSIGNATURE_V1, Checkpoint, VerifierKey, parse_note
 from audit._witness import MAX_BODY, origin_hash
 
-__all__ = ["ProofSource", "WitnessClient", "gather_cosignatures"]
+__all__ = ["ProofSource", "WitnessClient", "gather_cosignatures", "http_request"]
 
 ProofSource = Callable[[int, int], Sequence[bytes]]
 """``(old_size, new_size)`` → the RFC 6962 consistency proof between them."""
@@ -64,18 +64,7 @@ class WitnessClient:
         return cls(url.rstrip("/"), VerifierKey.parse(vkey, ALG_COSIGNATURE_V1), timeout)
 
     def _request(self, path: str, body: bytes | None = None) -> tuple[int, str, bytes]:
-        # The scheme is http(s), checked when the client was made.
-        request = urllib.request.Request(  # noqa: S310
-            self.url + path, data=body, method="POST" if body is not None else "GET"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
-                return answer.status, answer.headers.get_content_type(), answer.read(MAX_BODY)
-        except urllib.error.HTTPError as answer:
-            with answer:
-                return answer.code, answer.headers.get_content_type(), answer.read(MAX_BODY)
-        except (OSError, ValueError) as exc:
-            raise WitnessError(None, f"witness {self.url}: no answer: {exc}") from exc
+        return http_request(f"witness {self.url}", self.url + path, body, self.timeout)
 
     def latest_size(self, origin: str) -> int:
         """The size the witness last cosigned for ``origin`` (0: never), from its
@@ -114,6 +103,27 @@ class WitnessClient:
         if not found:
             raise CosignatureError(f"witness {self.url} answered without its cosignature")
         return found[0]
+
+
+def http_request(
+    who: str, url: str, body: bytes | None, timeout: float, limit: int = MAX_BODY
+) -> tuple[int, str, bytes]:
+    """GET ``url`` (or POST ``body``): the status, content type and at most ``limit``
+    bytes of the answer, whatever the status. Raises
+    :class:`~audit._errors.WitnessError` (``status`` None) naming ``who`` when there is
+    no answer."""
+    # The scheme is http(s): the callers' URLs are checked when their clients are made.
+    request = urllib.request.Request(  # noqa: S310
+        url, data=body, method="POST" if body is not None else "GET"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return answer.status, answer.headers.get_content_type(), answer.read(limit)
+    except urllib.error.HTTPError as answer:
+        with answer:
+            return answer.code, answer.headers.get_content_type(), answer.read(limit)
+    except (OSError, ValueError) as exc:
+        raise WitnessError(None, f"{who}: no answer: {exc}") from exc
 
 
 def _proof(proofs: ProofSource, old: int, new: int) -> Sequence[bytes]:

@@ -19,7 +19,7 @@ from typing import Any
 from audit._errors import StoreError, WitnessError
 from audit._witness import MAX_BODY, Witness
 
-__all__ = ["WitnessApp"]
+__all__ = ["WitnessApp", "body_or_413", "read_body", "respond"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,10 +29,6 @@ Send = Callable[[Message], Awaitable[None]]
 _MONITOR = re.compile(r"/([0-9a-f]{64})/checkpoint")
 _SIZE_TYPE = b"text/x.tlog.size"
 _TEXT_TYPE = b"text/plain; charset=utf-8"
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class WitnessApp:
@@ -48,58 +44,67 @@ class WitnessApp:
         path, method = scope["path"], scope["method"]
         if path == "/add-checkpoint":
             if method != "POST":
-                await _respond(send, 405, "add-checkpoint takes a POST\n", allow=b"POST")
+                await respond(send, 405, "add-checkpoint takes a POST\n", allow=b"POST")
                 return
             await self._add_checkpoint(scope, receive, send)
         elif (monitored := _MONITOR.fullmatch(path)) is not None and method in ("GET", "HEAD"):
             note = await asyncio.to_thread(self.witness.checkpoint, monitored[1])
             if note is None:
-                await _respond(send, 404, "no checkpoint cosigned for this log\n")
+                await respond(send, 404, "no checkpoint cosigned for this log\n")
             else:
-                await _respond(send, 200, note)
+                await respond(send, 200, note)
         else:
-            await _respond(send, 404, "not found\n")
+            await respond(send, 404, "not found\n")
 
     async def _add_checkpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            body = await self._body(scope, receive)
-        except _TooLarge:
-            await _respond(send, 413, f"the body is over {self.max_body} bytes\n", close=True)
+        body = await body_or_413(scope, receive, send, self.max_body)
+        if body is None:
             return
         try:
             lines = await asyncio.to_thread(self.witness.add_checkpoint, body)
         except WitnessError as exc:
             if exc.status == 409 and exc.size is not None:
-                await _respond(send, 409, f"{exc.size}\n", kind=_SIZE_TYPE)
+                await respond(send, 409, f"{exc.size}\n", kind=_SIZE_TYPE)
             else:
-                await _respond(send, exc.status or 500, f"{exc}\n")
+                await respond(send, exc.status or 500, f"{exc}\n")
             return
         except StoreError as exc:
-            await _respond(send, 503, f"the witness cannot record: {exc}\n")
+            await respond(send, 503, f"the witness cannot record: {exc}\n")
             return
-        await _respond(send, 200, lines)
-
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
-                raise _TooLarge
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise _TooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        await respond(send, 200, lines)
 
 
-async def _respond(
+async def read_body(scope: Scope, receive: Receive, max_body: int) -> bytes | None:
+    """The request's body, or None as soon as it is known to be over ``max_body``
+    bytes (by its Content-Length, or as it arrives): the rest is not read."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and (not value.isdigit() or int(value) > max_body):
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def body_or_413(scope: Scope, receive: Receive, send: Send, max_body: int) -> bytes | None:
+    """The request's body; None once a body over ``max_body`` was answered with 413."""
+    body = await read_body(scope, receive, max_body)
+    if body is None:
+        await respond(send, 413, f"the body is over {max_body} bytes\n", close=True)
+    return body
+
+
+async def respond(
     send: Send,
     status: int,
     body: str,

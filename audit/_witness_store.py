@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +28,10 @@ from audit._errors import ForkDetected, KeyFormatError, StoreError, WitnessError
 from audit._note import VerifierKey
 from audit.sqlite import sqlite_engine
 
-__all__ = ["Fork", "LogState", "WitnessStore"]
+__all__ = ["Fork", "LogState", "TableStore", "WitnessStore"]
+
+State = TypeVar("State")
+Decided = TypeVar("Decided")
 
 _META = sa.MetaData()
 _LOGS = sa.Table(
@@ -85,19 +89,18 @@ class Advance:
     note: str
 
 
-class WitnessStore:
-    """The witness's state in the SQLite file ``path`` (made, with its tables, when
-    missing). Raises :class:`~audit._errors.StoreError` when it cannot be opened."""
+class TableStore:
+    """A few tables (``metadata``, made when missing) behind one engine; every database
+    error becomes a :class:`~audit._errors.StoreError` naming ``where``."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, engine: sa.Engine, metadata: sa.MetaData, where: str) -> None:
+        self._engine = engine
+        self._where = where
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._engine = sqlite_engine(sa.URL.create("sqlite", database=str(self.path)))
             with self._engine.begin() as connection:
-                _META.create_all(connection)
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(f"{self.path}: cannot open the witness database: {exc}") from exc
+                metadata.create_all(connection)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{where}: cannot open the database: {exc}") from exc
 
     def close(self) -> None:
         """Release the database's connections."""
@@ -109,7 +112,50 @@ class WitnessStore:
             with self._engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as exc:
-            raise StoreError(f"{self.path}: the witness database failed: {exc}") from exc
+            raise StoreError(f"{self._where}: the database failed: {exc}") from exc
+
+    def check_and_set(
+        self,
+        read: Callable[[sa.Connection], State | None],
+        unknown: str,
+        judge: Callable[[State], Decided],
+        keep: Callable[[sa.Connection, State, Decided], None],
+        record: Callable[[sa.Connection, State, ForkDetected], None],
+    ) -> Decided:
+        """In one transaction: ``read`` the state (locking it; None: a
+        :class:`~audit._errors.WitnessError` 404 saying ``unknown``), ``judge`` it,
+        ``keep`` what was decided. A :class:`~audit._errors.ForkDetected` from ``judge``
+        is ``record``-ed and committed before it is raised again; any other error
+        changes nothing."""
+        fork: ForkDetected | None = None
+        with self._transaction() as connection:
+            state = read(connection)
+            if state is None:
+                raise WitnessError(404, unknown)
+            try:
+                decided = judge(state)
+            except ForkDetected as exc:
+                fork = exc
+                record(connection, state, exc)
+            else:
+                keep(connection, state, decided)
+        if fork is not None:
+            raise fork
+        return decided
+
+
+class WitnessStore(TableStore):
+    """The witness's state in the SQLite file ``path`` (made, with its tables, when
+    missing). Raises :class:`~audit._errors.StoreError` when it cannot be opened."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the witness database: {exc}") from exc
+        url = sa.URL.create("sqlite", database=str(self.path))
+        super().__init__(sqlite_engine(url), _META, f"{self.path} (the witness database)")
 
     def add_log(self, origin: str, keys: Sequence[VerifierKey]) -> LogState:
         """Know the log ``origin`` by ``keys`` (replacing the keys of a known log, keeping
@@ -155,33 +201,32 @@ class WitnessStore:
         ``judge`` is recorded (committed) before it is raised again; any other error
         changes nothing. Raises :class:`~audit._errors.WitnessError` (404) for an
         unknown origin."""
-        fork: ForkDetected | None = None
-        with self._transaction() as connection:
-            state = self._read(connection, origin)
-            if state is None:
-                raise WitnessError(404, f"unknown log origin {origin!r}")
-            try:
-                decided = judge(state)
-            except ForkDetected as exc:
-                fork = exc
-                connection.execute(
-                    _FORKS.insert().values(
-                        origin=origin,
-                        size=state.size,
-                        held=exc.held,
-                        offered=exc.offered,
-                        seen=_now(),
-                    )
+
+        def record(connection: sa.Connection, state: LogState, fork: ForkDetected) -> None:
+            connection.execute(
+                _FORKS.insert().values(
+                    origin=origin,
+                    size=state.size,
+                    held=fork.held,
+                    offered=fork.offered,
+                    seen=_now(),
                 )
-            else:
-                connection.execute(
-                    _LOGS.update()
-                    .where(_LOGS.c.origin == origin)
-                    .values(size=decided.size, root=decided.root, note=decided.note, updated=_now())
-                )
-        if fork is not None:
-            raise fork
-        return decided
+            )
+
+        def keep(connection: sa.Connection, state: LogState, decided: Advance) -> None:
+            connection.execute(
+                _LOGS.update()
+                .where(_LOGS.c.origin == origin)
+                .values(size=decided.size, root=decided.root, note=decided.note, updated=_now())
+            )
+
+        return self.check_and_set(
+            lambda connection: self._read(connection, origin),
+            f"unknown log origin {origin!r}",
+            judge,
+            keep,
+            record,
+        )
 
     def forks(self, origin: str | None = None) -> list[Fork]:
         """The forks recorded (of ``origin``, or of every log), oldest first."""

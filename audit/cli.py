@@ -456,6 +456,75 @@ def verify(
         click.echo(line)
 
 
+@audit.command(name="verify-fleet")
+@click.option(
+    "--collector-db", "url", required=True, metavar="URL", help="The collector's database."
+)
+@click.option("--site", "names", multiple=True, help="Only this site (repeatable) [every one].")
+@click.option(
+    "--witness-key",
+    "witness_texts",
+    multiple=True,
+    metavar="VKEY",
+    help="A witness (the collector's) whose cosignature every checkpoint must carry.",
+)
+@json_option
+def verify_fleet(
+    url: str, names: tuple[str, ...], witness_texts: tuple[str, ...], as_json: bool
+) -> None:
+    """Verify each site's entries as the collector holds them against the site's
+    checkpoints (signed by the keys the collector knows it by; with --witness-key,
+    cosigned by that witness): per site and together, with each site's coverage
+    (entries, checkpoints, time span). Exits 1 naming the first bad site and entry."""
+    from audit._collector_audit import verify_site
+    from audit._collector_store import CollectorStore
+    from audit._note import ALG_COSIGNATURE_V1, VerifierKey
+
+    try:
+        witnesses = [VerifierKey.parse(text, ALG_COSIGNATURE_V1) for text in witness_texts]
+        store = CollectorStore(url)
+    except (KeyFormatError, StoreError) as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        known = [status.name for status in store.statuses()]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise InputError(f"the collector knows no site {', '.join(unknown)}")
+        coverage = []
+        for name in names or tuple(known):
+            state = store.site(name)
+            assert state is not None
+            try:
+                coverage.append(
+                    verify_site(
+                        name,
+                        store.entries(name),
+                        store.checkpoints(name),
+                        state.log.keys,
+                        witnesses,
+                    )
+                )
+            except TamperDetected as exc:
+                failure = CheckFailed(f"{exc}")
+                if as_json:
+                    _failure_json(failure, "intact", site=name, index=exc.index, kind=exc.kind)
+                raise failure from exc
+    finally:
+        store.close()
+    total = sum(site.size for site in coverage)
+    if as_json:
+        sites = [dataclasses.asdict(site) for site in coverage]
+        click.echo(json.dumps({"intact": True, "entries": total, "sites": sites}, indent=2))
+        return
+    for site in coverage:
+        span = f"{site.first} .. {site.last}" if site.first else "no dated entry"
+        click.echo(
+            f"{site.site}: {site.size:,} entries intact, {site.checkpoints} checkpoint(s), "
+            f"{span}" + (f", {site.redacted} redacted" if site.redacted else "")
+        )
+    click.echo(f"fleet: {len(coverage)} site(s), {total:,} entries intact")
+
+
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
     from audit._auditor import root_b64
     from audit._entry import time_text
@@ -705,10 +774,22 @@ def _open(source: str, note: str, keys: Sequence[VerifierKey], origin: str) -> C
 @db_option
 @data_dir_option
 @keys_option
-def checkpoint(db: str | None, data_dir: Path | None, keys_path: Path | None) -> None:
+@click.option("--final", is_flag=True, help="The latest checkpoint the site's witnesses cosigned.")
+def checkpoint(db: str | None, data_dir: Path | None, keys_path: Path | None, final: bool) -> None:
     """Print the latest signed checkpoint (C2SP signed note). With the signing key at
-    hand, one covering every entry is signed first if the log grew."""
+    hand, one covering every entry is signed first if the log grew. With --final, the
+    latest one the site took as final (with its witnesses' cosignatures; exit 1 while
+    none is)."""
     log = _signing_log(db, data_dir, keys_path)
+    if final:
+        from audit._collector_client import final_checkpoint
+
+        note = final_checkpoint(log.store)
+        log.store.close()
+        if note is None:
+            raise CheckFailed("no checkpoint is final yet: no configured witness cosigned one")
+        click.echo(note, nl=False)
+        return
     try:
         stored = log.checkpoint()
     except (StoreError, KeyFormatError) as exc:

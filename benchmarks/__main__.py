@@ -23,6 +23,7 @@ from benchmarks import (
     bench_decide,
     bench_envoy,
     bench_eventlog,
+    bench_fleet,
     bench_grpc,
     bench_index,
     bench_serving,
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
     "eventlog": ("TCG boot event log: parse a 40 KB log and replay it", bench_eventlog.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
+    "fleet": ("1,000 edge sites pushing to one collector (simulated)", bench_fleet.run),
     "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
     "serving": (
         "side by side: trivial grpcio, previous Docket, Docket, Cerbos (issue 15's targets)",

@@ -66,6 +66,7 @@ from engine._runtime.prepare import (
     trust_roots,
 )
 from engine._runtime.settings import Settings
+from engine._runtime.site_push import start_site_push
 from engine._runtime.worker import DRAIN_SECONDS, TrustFiles, Worker
 from engine._service.metrics import (
     Metrics,
@@ -205,11 +206,14 @@ def _serve_one(plan: _Plan) -> None:
         worker.stop(0)
         raise
     plan.ready(port, http_port, worker.engine.bundle, admission)
+    pusher = start_site_push(settings, worker.audit)  # the log's owner pushes it
     # Poll: SIGTERM may be delivered to a gRPC thread, and an untimed wait in the main
     # thread would then never run the handler (seen: "ignored SIGTERM for 20 s").
     while not signals.stop.wait(0.5):
         pass
     log.info("serve.draining", grace_seconds=DRAIN_SECONDS)
+    if pusher is not None:
+        pusher.stop()
     worker.stop()
     log.info("serve.stopped")
 
@@ -332,7 +336,7 @@ def _supervise(plan: _Plan) -> None:
     try:
         with shared_metrics(str(metrics_dir)):
             if plan.settings.audit_writer == "per-worker":
-                _run_workers(plan, None)
+                _run_workers_pushing(plan)
             else:
                 _run_workers_with_one_writer(plan)
     finally:
@@ -344,6 +348,7 @@ def _run_workers_with_one_writer(plan: _Plan) -> None:
     """One writer for the log, fed by every worker: their batches share its commits
     (audit._relay), and it observes entries per commit for them all."""
     audit = open_audit(plan.settings).start()
+    pusher = start_site_push(plan.settings, audit)  # the log's owner pushes it
     try:
         audit.writer.observe_commits(Metrics().committed)
         log_server = LogServer(audit).start()
@@ -352,7 +357,27 @@ def _run_workers_with_one_writer(plan: _Plan) -> None:
         finally:
             log_server.close()
     finally:
+        if pusher is not None:
+            pusher.stop()
         audit.close()
+
+
+def _run_workers_pushing(plan: _Plan) -> None:
+    """Workers that each commit their own entries; the supervisor pushes the site's log
+    to the collector (with ``site_name`` and ``collector_url``), reading it as any
+    auditor does."""
+    settings = plan.settings
+    if settings.site_name is None or settings.collector_url is None:
+        _run_workers(plan, None)
+        return
+    audit = open_audit(settings)  # not started: the workers write, this one reads
+    pusher = start_site_push(settings, audit)
+    try:
+        _run_workers(plan, None)
+    finally:
+        if pusher is not None:
+            pusher.stop()
+        audit.store.close()
 
 
 def _run_workers(plan: _Plan, relay: RelayAddress | None) -> None:

@@ -245,6 +245,30 @@ class Settings(BaseSettings):
     """Deadline for a webhook connection's TLS handshake, and for each request's headers
     and body from its first byte (the first request: from the end of the handshake): a
     client that trickles is cut off."""
+    # -- an edge site and its collector (issue 16) -----------------------------------------
+    site_name: str | None = Field(default=None, min_length=1, max_length=128)
+    """This site's name at the collector (``docket collector serve --site NAME=VKEY``).
+    With ``collector_url``, the process that owns the audit log pushes its entries and
+    checkpoints there."""
+    collector_url: str | None = None
+    """The collector's ``http(s)://HOST:PORT``. Decisions never wait for it: the site keeps
+    deciding and logging while it is unreachable, and its backlog follows."""
+    witnesses: tuple[str, ...] = ()
+    """The witnesses a checkpoint needs to be final, each ``URL=VKEY`` (a C2SP
+    tlog-witness's URL prefix and cosignature/v1 verifier key; the collector, by its
+    ``collector_url``, is one). In ``docket.toml`` a list; ``DOCKET_WITNESSES`` a JSON list."""
+    witness_quorum: int | None = Field(default=None, ge=1)
+    """How many of ``witnesses`` must cosign [all of them]."""
+    site_push_seconds: float = Field(default=1.0, gt=0, le=3600)
+    """How often the site pushes to the collector when it has a new checkpoint; while the
+    collector is unreachable the wait doubles up to 60 s."""
+
+    @field_validator("collector_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
 
     @classmethod
     def load(cls, **flags: object) -> Settings:

@@ -17,7 +17,7 @@ import json
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -52,8 +52,9 @@ def _store(data_dir: Path | None) -> WitnessStore:
         raise InputError(str(exc)) from exc
 
 
-def _log_keys(pairs: tuple[str, ...]) -> dict[str, list[VerifierKey]]:
-    """``ORIGIN=VKEY`` pairs (split at the first ``=``), grouped by origin."""
+def keys_by_name(pairs: tuple[str, ...], option: str = "--log") -> dict[str, list[VerifierKey]]:
+    """``NAME=VKEY`` pairs (split at the first ``=``; ``option`` names them in an
+    error), grouped by name. Raises :class:`InputError`."""
     from audit import KeyFormatError
     from audit.note import VerifierKey
 
@@ -61,11 +62,11 @@ def _log_keys(pairs: tuple[str, ...]) -> dict[str, list[VerifierKey]]:
     for pair in pairs:
         origin, equals, vkey = pair.partition("=")
         if not equals or not origin:
-            raise InputError(f"--log takes ORIGIN=VKEY, not {pair!r}")
+            raise InputError(f"{option} takes NAME=VKEY, not {pair!r}")
         try:
             logs.setdefault(origin, []).append(VerifierKey.parse(vkey))
         except KeyFormatError as exc:
-            raise InputError(f"--log {origin}: {exc}") from exc
+            raise InputError(f"{option} {origin}: {exc}") from exc
     return logs
 
 
@@ -93,7 +94,7 @@ def add_log(origin: str, vkeys: tuple[str, ...], data_dir: Path | None) -> None:
     a known log; what was cosigned is kept)."""
     store = _store(data_dir)
     try:
-        keys = _log_keys(tuple(f"{origin}={vkey}" for vkey in vkeys))[origin]
+        keys = keys_by_name(tuple(f"{origin}={vkey}" for vkey in vkeys))[origin]
         state = store.add_log(origin, keys)
     finally:
         store.close()
@@ -140,7 +141,39 @@ def logs(data_dir: Path | None, as_json: bool) -> None:
         click.echo(f"FORK {fork.origin} at size {fork.size}, seen {fork.seen.isoformat()}")
 
 
-def _listen(address: str) -> socket.socket:
+def serve_http(app: Any, sock: socket.socket) -> None:
+    """Serve the ASGI ``app`` on ``sock`` until SIGTERM or SIGINT (then return)."""
+    import uvicorn
+
+    from engine._adapters.admission_http import (
+        IDLE_SECONDS,
+        MAX_CONNECTIONS,
+        REQUEST_SECONDS,
+        _protocol,
+    )
+
+    # The admission webhook's HTTP protocol: TCP_NODELAY (else a response's two writes
+    # wait out the client's delayed ACK, 40 ms), a deadline on each request (a client
+    # trickling its body is cut off), and at most MAX_CONNECTIONS at once.
+    config = uvicorn.Config(
+        app,
+        http=_protocol(REQUEST_SECONDS, MAX_CONNECTIONS),
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        limit_concurrency=MAX_CONNECTIONS + 1,
+        timeout_keep_alive=IDLE_SECONDS,
+    )
+    # uvicorn handles SIGTERM (a graceful stop) and then raises it again for the handler
+    # that was there before: let that one be a no-op, so a stop exits 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen_on(address: str) -> socket.socket:
+    """A socket listening on ``HOST:PORT``. Raises :class:`InputError`."""
     host, colon, port = address.rpartition(":")
     if not colon or not port.isdigit():
         raise InputError(f"--listen takes HOST:PORT, not {address!r}")
@@ -166,51 +199,27 @@ def serve(key_path: Path, listen: str, log_pairs: tuple[str, ...], data_dir: Pat
     """Answer POST /add-checkpoint (and GET /<origin hash>/checkpoint for monitors)
     until SIGTERM or SIGINT."""
     import structlog
-    import uvicorn
 
     from audit import ALG_COSIGNATURE_V1, KeyFormatError, Witness, WitnessApp
     from audit.note import read_signer
-    from engine._adapters.admission_http import (
-        IDLE_SECONDS,
-        MAX_CONNECTIONS,
-        REQUEST_SECONDS,
-        _protocol,
-    )
 
     try:
         signer = read_signer(key_path, ALG_COSIGNATURE_V1)
     except KeyFormatError as exc:
         raise InputError(str(exc)) from exc
     store = _store(data_dir)
-    for origin, keys in _log_keys(log_pairs).items():
+    for origin, keys in keys_by_name(log_pairs).items():
         store.add_log(origin, keys)
     if not store.logs():
         raise InputError("the witness knows no log: pass --log ORIGIN=VKEY or run add-log")
-    sock = _listen(listen)
+    sock = listen_on(listen)
     host, port = sock.getsockname()[:2]
-    # The admission webhook's HTTP protocol: TCP_NODELAY (else a response's two writes
-    # wait out the client's delayed ACK, 40 ms), a deadline on each request (a client
-    # trickling its body is cut off), and at most MAX_CONNECTIONS at once.
-    config = uvicorn.Config(
-        WitnessApp(Witness(store, [signer])),
-        http=_protocol(REQUEST_SECONDS, MAX_CONNECTIONS),
-        lifespan="off",
-        interface="asgi3",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        limit_concurrency=MAX_CONNECTIONS + 1,
-        timeout_keep_alive=IDLE_SECONDS,
-    )
     log = structlog.get_logger("docket.witness")
     logs = ", ".join(state.origin for state in store.logs())
     click.echo(f"docket: witness listening on http://{host}:{port} (logs: {logs})", err=True)
     click.echo(f"docket: witness key {signer.verifier()}", err=True)
-    # uvicorn handles SIGTERM (a graceful stop) and then raises it again for the handler
-    # that was there before: let that one be a no-op, so a stop exits 0.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        serve_http(WitnessApp(Witness(store, [signer])), sock)
     finally:
         store.close()
         sock.close()

@@ -343,6 +343,18 @@ def append_unsigned(data: Path, count: int) -> None:
         log.close()
 
 
+def test_checkpoint_final_prints_what_the_witnesses_cosigned(copy: Path) -> None:
+    """``--final``: the checkpoint the site's pusher kept as final (with the witnesses'
+    cosignatures), or exit 1 while there is none."""
+    refused = cli("checkpoint", "--final", "--data-dir", copy, code=1).stderr
+    assert "no checkpoint is final yet" in refused
+    store = Store(f"sqlite:///{copy / 'docket.db'}", create=False)
+    note = cli("checkpoint", "--data-dir", copy).stdout
+    store.set_meta("final_checkpoint", note)
+    store.close()
+    assert cli("checkpoint", "--final", "--data-dir", copy).stdout == note
+
+
 def test_checkpoints_grow_and_stay_consistent(copy: Path, tmp_path: Path, other: Other) -> None:
     key = key_of(copy)
     old_text = cli("checkpoint", "--data-dir", copy).stdout

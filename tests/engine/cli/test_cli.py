@@ -208,6 +208,19 @@ def test_decide_json_lines_in_order() -> None:
             id="unknown-site",
         ),
         pytest.param(["frobnicate"], None, "No such command", id="unknown-command"),
+        pytest.param(["fleet", "status"], None, "no collector", id="fleet-without-collector"),
+        pytest.param(
+            ["fleet", "status", "--collector", "http://127.0.0.1:9"],
+            None,
+            "collector http://127.0.0.1:9: no answer",
+            id="fleet-collector-unreachable",
+        ),
+        pytest.param(
+            ["collector", "serve", "--database-url", "sqlite://", "--key", "no-such.key"],
+            None,
+            "no-such.key",
+            id="collector-without-its-key",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, needle: str) -> None:

@@ -95,6 +95,11 @@ def test_flags_do_not_read_the_environment_again(monkeypatch: pytest.MonkeyPatch
                      id="bundle-url-scheme"),
         pytest.param({"max_bundle_staleness": 0}, "max_bundle_staleness: Input should be greater",
                      id="staleness-zero"),
+        pytest.param({"collector_url": "127.0.0.1:7390"},
+                     "collector_url: Value error, '127.0.0.1:7390' is not an http(s) URL",
+                     id="collector-without-scheme"),
+        pytest.param({"witness_quorum": 0}, "witness_quorum: Input should be greater",
+                     id="no-quorum"),
     ],
 )  # fmt: skip
 def test_a_bad_flag_is_one_line(flags: dict[str, object], message: str) -> None:

@@ -1,0 +1,319 @@
+"""A fleet on loopback, every part a real process: a collector (``docket collector
+serve``) on PostgreSQL and three edge sites (``docket serve``, one of them with two
+worker processes) pushing their logs to it.
+
+One story, in order (each step builds on the state the last left): every site's
+decisions reach the collector with proofs and are cosigned (the site keeps the
+checkpoint as final); one site is cut off (the collector is stopped), keeps deciding
+and logging, and its backlog is reconciled when the collector is back; a killed site
+restarts and resumes from where the collector holds it; a forged fork (the site's own
+key signing a second checkpoint of a size the collector holds) is refused and shown by
+``docket fleet status``; ``docket audit verify-fleet`` verifies what the collector holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+from e2e.docket_process import DOCKET, PREEXEC, Docket, authorize, start_docket, stop, wait_for
+
+from audit import AuditLog, Checkpoint, Push, SignerKey, Store, next_push
+from audit._collector import encode_push
+from audit.merkle import leaf_hash
+from audit.note import read_signer, sign_checkpoint
+from tests.audit.conftest import QUIET, sample_entry
+
+pytestmark = pytest.mark.e2e
+
+SITES = ("eu-1", "eu-2", "us-1")
+WAIT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docket(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DOCKET, *args], capture_output=True, text=True, timeout=60)
+
+
+@dataclass
+class Fleet:
+    root: Path
+    database: str
+    port: int
+    vkey: str
+    sites: dict[str, Docket]
+    lab: AuditLog
+    """A site log the test writes itself, to push by hand."""
+    collector: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_collector(self) -> None:
+        log = self.root / "collector.log"
+        args = [f"--site={name}={self.site_key(name)}" for name in self.sites]
+        args += [f"--site=lab-1={key}" for key in self.lab.verifiers()]
+        with log.open("ab") as out:
+            self.collector = subprocess.Popen(
+                [
+                    DOCKET,
+                    "collector",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--database-url",
+                    self.database,
+                    "--key",
+                    str(self.root / "collector.key"),
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=PREEXEC,
+            )
+        self.starts += 1
+        wait_for(
+            "docket collector",
+            self.collector,
+            log,
+            lambda: log.read_text().count("collector listening") >= self.starts,
+        )
+
+    def stop_collector(self) -> None:
+        assert self.collector is not None
+        assert stop(self.collector, "docket collector") == 0
+
+    def site_key(self, name: str) -> str:
+        answer = _docket("audit", "key", "--data-dir", str(self.sites[name].data_dir))
+        assert answer.returncode == 0, answer.stderr
+        return answer.stdout.strip()
+
+    def start_site(self, name: str) -> Docket:
+        env = {
+            "DOCKET_SITE_NAME": name,
+            "DOCKET_COLLECTOR_URL": self.url,
+            "DOCKET_WITNESSES": json.dumps([f"{self.url}={self.vkey}"]),
+            "DOCKET_SITE_PUSH_SECONDS": "0.2",
+            "DOCKET_AUDIT_CHECKPOINT_SECONDS": "0.2",
+        }
+        shutil.rmtree(self.root / name / "policies", ignore_errors=True)  # a restart's copy
+        # eu-2 runs two workers: its log's one writer, and so its pusher, is the supervisor's.
+        workers = ("--workers", "2") if name == "eu-2" else ()
+        self.sites[name] = start_docket(self.root / name, *workers, env=env)
+        return self.sites[name]
+
+    def held(self) -> dict[str, dict[str, Any]]:
+        answer = httpx.get(f"{self.url}/sites", timeout=10).json()
+        return {site["site"]: site for site in answer}
+
+    def head(self, name: str) -> int:
+        store = Store(f"sqlite:///{self.sites[name].data_dir / 'docket.db'}", create=False)
+        try:
+            return store.head().size
+        finally:
+            store.close()
+
+    def final(self, name: str) -> str | None:
+        store = Store(f"sqlite:///{self.sites[name].data_dir / 'docket.db'}", create=False)
+        try:
+            return store.meta("final_checkpoint")
+        finally:
+            store.close()
+
+    def caught_up(self, *names: str) -> None:
+        """Wait until the collector holds every entry of each site (its whole log)."""
+        until(
+            lambda: all(self.held()[n]["size"] == self.head(n) > 0 for n in names),
+            f"the collector to catch up with {names}",
+        )
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {WAIT} s for {what}")
+        time.sleep(0.2)
+
+
+def decide(site: Docket, count: int, who: str) -> None:
+    for n in range(count):
+        authorize(site, f"{who}-{n}")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
+    made = _docket(
+        "witness", "key", str(tmp_path / "collector.key"), "--new", "--name", "collector.test/c1"
+    )
+    assert made.returncode == 0, made.stderr
+    lab = AuditLog.open(f"sqlite:///{tmp_path / 'lab.db'}", keys=tmp_path / "lab-keys", **QUIET)
+    fleet = Fleet(tmp_path, postgres_db, _free_port(), made.stdout.strip(), {}, lab.start())
+    try:
+        for name in SITES:
+            fleet.start_site(name)
+        fleet.start_collector()
+        yield fleet
+    finally:
+        for site in fleet.sites.values():
+            site.stop()
+        if fleet.collector is not None:
+            stop(fleet.collector, "docket collector")
+        lab.close()
+
+
+def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
+    # Every site's decisions reach the collector, cosigned; the site keeps it as final.
+    for name, site in fleet.sites.items():
+        decide(site, 5, name)
+    fleet.caught_up(*SITES)
+    for name in SITES:
+        until(lambda n=name: fleet.final(n) is not None, f"{name}'s final checkpoint")
+        final = fleet.final(name)
+        assert final is not None
+        assert "collector.test/c1" in final
+
+    # Cut off: the collector is down; the sites keep deciding and logging.
+    fleet.stop_collector()
+    cut = fleet.sites["eu-2"]
+    decide(cut, 20, "partitioned")
+    assert fleet.head("eu-2") >= 25
+    fleet.start_collector()
+    fleet.caught_up(*SITES)
+
+    # A killed site restarts and resumes pushing from where the collector holds it.
+    killed = fleet.sites["us-1"]
+    os.kill(killed.process.pid, signal.SIGKILL)
+    killed.process.wait()
+    held_before = fleet.held()["us-1"]["size"]
+    restarted = fleet.start_site("us-1")
+    decide(restarted, 5, "after-restart")
+    fleet.caught_up("us-1")
+    assert fleet.held()["us-1"]["size"] > held_before
+
+    # A forged fork: eu-1's own key signs another root for the size the collector holds.
+    held = fleet.held()["eu-1"]
+    key = read_signer(fleet.sites["eu-1"].data_dir / "audit-keys" / "signing.key")
+    forged = sign_checkpoint(Checkpoint(held["origin"], held["size"], leaf_hash(b"forged")), [key])
+    body = {
+        "site": "eu-1",
+        "old_size": held["size"],
+        "proof": [],
+        "checkpoint": forged,
+        "entries": [],
+    }
+    answer = httpx.post(f"{fleet.url}/push", json=body, timeout=10)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["fork"] is True
+    status = _docket("fleet", "status", "--collector", fleet.url)
+    assert status.returncode == 1, status.stdout + status.stderr
+    row = next(line for line in status.stdout.splitlines() if line.startswith("eu-1"))
+    assert row.endswith("FORKED"), status.stdout
+    assert "two roots" in status.stdout
+    for other in ("eu-2", "us-1"):
+        line = next(line for line in status.stdout.splitlines() if line.startswith(other))
+        assert line.endswith("ok"), status.stdout
+
+    # The auditor verifies every site's entries against its cosigned checkpoints.
+    verified = _docket(
+        "audit",
+        "verify-fleet",
+        "--collector-db",
+        fleet.database,
+        "--witness-key",
+        fleet.vkey,
+        "--json",
+        *(f"--site={name}" for name in SITES),
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = {site["site"]: site for site in json.loads(verified.stdout)["sites"]}
+    assert set(report) == set(SITES)
+    assert report["eu-2"]["size"] >= 25
+    assert report["eu-2"]["checkpoints"] >= 2
+    assert report["eu-2"]["first"] <= report["eu-2"]["last"]
+
+    # An entry changed in the collector's database: the auditor names the site and entry.
+    conninfo = sa.make_url(fleet.database).set(drivername="postgresql")
+    with psycopg.connect(conninfo.render_as_string(hide_password=False)) as connection:
+        connection.execute(
+            "UPDATE collector_entry SET payload = %s WHERE site = 'eu-2' AND idx = 7",
+            (b'{"kind":"decision","decision":"allow"}',),
+        )
+    tampered = _docket("audit", "verify-fleet", "--collector-db", fleet.database)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert "entry 7: modified: site eu-2" in tampered.stderr
+
+
+def test_bad_pushes_are_refused_with_their_reason_and_change_nothing(fleet: Fleet) -> None:
+    """A site log the test writes itself (``lab-1``), pushed over HTTP: each bad push
+    is refused with its status and reason, and the collector keeps its last good state
+    (the good push still fits after them all)."""
+    lab = fleet.lab
+    grow(lab, 3)
+    assert post(fleet, next_push(lab.store, "lab-1", 0)).status_code == 200
+    grow(lab, 3)
+    good = next_push(lab.store, "lab-1", 3)
+    assert good is not None
+    payload, leaf = good.entries[0]
+    assert payload is not None
+    stranger = SignerKey.generate(lab.origin)
+    cases: dict[str, tuple[bytes, int, str]] = {
+        "a truncated body": (encode_push(good)[:200], 400, "not JSON"),
+        "a bad signature": (
+            encode_push(replace(good, note=sign_checkpoint(good.checkpoint, [stranger]))),
+            403,
+            "signature",
+        ),
+        "an entry that does not hash to its leaf": (
+            encode_push(replace(good, entries=((payload + b" ", leaf), *good.entries[1:]))),
+            422,
+            "does not hash to its leaf",
+        ),
+        "entries that do not reach the signed root": (
+            encode_push(replace(good, entries=good.entries[::-1])),
+            422,
+            "do not extend",
+        ),
+    }
+    for what, (body, code, reason) in cases.items():
+        answer = httpx.post(f"{fleet.url}/push", content=body, timeout=10)
+        assert answer.status_code == code, (what, answer.text)
+        assert reason in answer.json()["error"], (what, answer.text)
+        assert fleet.held()["lab-1"]["size"] == 3, what
+    too_big = httpx.post(f"{fleet.url}/push", content=b"x" * (64 * 1024 * 1024 + 1), timeout=30)
+    assert too_big.status_code == 413
+    assert post(fleet, good).status_code == 200
+    assert fleet.held()["lab-1"]["size"] == 6
+    assert fleet.held()["lab-1"]["incidents"] == 1  # the entries that do not reach the root
+    assert re.search(r"collector\.refused", (fleet.root / "collector.log").read_text())
+
+
+def grow(log: AuditLog, count: int) -> None:
+    log.record([sample_entry(n) for n in range(count)])
+    log.checkpoint()
+
+
+def post(fleet: Fleet, push: Push | None) -> httpx.Response:
+    assert push is not None
+    return httpx.post(f"{fleet.url}/push", content=encode_push(push), timeout=10)
