@@ -1,0 +1,280 @@
+"""The drift audit: the objects already running in a cluster decided against the bundle
+in force now, as Gatekeeper's audit does, and every one the validating webhook would
+refuse listed with why.
+
+Each object of a kind the webhook inspects (``target.POD_KINDS``) becomes the
+AdmissionRequest of its CREATE and goes through the webhook's own reading
+(:func:`~engine._service.admission.controller.admit_request`), decided offline by an
+:class:`~engine._core.evaluate.Engine`. Namespace labels classify as the webhook's
+source does: the Namespaces listed with the objects, when there are any.
+
+Input is bounded: :data:`MAX_BYTES` of JSON, :data:`MAX_OBJECTS` objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from audit import Entry
+from engine._core.evaluate import Engine
+from engine._errors import AdmissionInputError, NamespaceUnavailable, RequestError
+from engine._service.admission.controller import admit_request, namespace_level, refusal_reason
+from engine._service.admission.review import AdmissionRequest, parse_part
+from engine._service.admission.target import POD_KINDS
+from engine._service.audit_entries import bounded
+from engine._service.namespaces import NamespaceLabels
+
+MAX_BYTES = 256 * 1024 * 1024
+"""The largest ``kubectl get -A -o json`` output read."""
+MAX_OBJECTS = 100_000
+"""The most objects one audit reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One thing running that policy now refuses: an object (its kind, namespace, name)
+    or a device, the rule that refuses it (policy ids, ``revoked``, …) and why."""
+
+    kind: str
+    namespace: str | None
+    name: str | None
+    rules: tuple[str, ...]
+    reason: str
+
+    def row(self) -> dict[str, Any]:
+        """The drift as a JSON object."""
+        found = asdict(self)
+        found["rules"] = list(self.rules)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """One run: where the objects came from, the bundle, how many objects were read and
+    inspected, and every drift found."""
+
+    source: str
+    bundle_version: str
+    objects: int
+    inspected: int
+    drifts: tuple[Drift, ...]
+
+
+class ListedNamespaces:
+    """Namespace labels from the Namespaces listed beside the objects."""
+
+    def __init__(self, source: str, labels: Mapping[str, Mapping[str, str]]) -> None:
+        self.description = source
+        self._labels = labels
+
+    def labels(self, namespace: str, now: datetime) -> Mapping[str, str]:
+        """The labels of ``namespace``. Raises :class:`NamespaceUnavailable` when it was
+        not listed."""
+        found = self._labels.get(namespace)
+        if found is None:
+            raise NamespaceUnavailable(f'namespace "{namespace}" is not in {self.description}')
+        return found
+
+
+def read_list(data: bytes, source: str) -> list[dict[str, Any]]:
+    """The objects of ``kubectl get -A -o json`` output (a ``List``). Raises
+    :class:`AdmissionInputError` in one line for anything else or over a bound."""
+    if len(data) > MAX_BYTES:
+        raise AdmissionInputError(f"{source}: larger than {MAX_BYTES} bytes")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdmissionInputError(f"{source}: not JSON ({exc})") from exc
+    items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise AdmissionInputError(
+            f"{source}: expected the output of kubectl get -A -o json (a List with items)"
+        )
+    if len(items) > MAX_OBJECTS:
+        raise AdmissionInputError(f"{source}: {len(items)} objects, more than {MAX_OBJECTS}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
+            raise AdmissionInputError(f"{source}: items[{index}]: expected an object with a kind")
+    return items
+
+
+def listed_namespaces(items: Iterable[Mapping[str, Any]], source: str) -> ListedNamespaces | None:
+    """The Namespaces among ``items`` as a label source; None when none is listed."""
+    labels: dict[str, dict[str, str]] = {}
+    for item in items:
+        if item.get("kind") != "Namespace" or item.get("apiVersion") != "v1":
+            continue
+        meta = item.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        name, found = meta.get("name"), meta.get("labels")
+        if isinstance(name, str):
+            found = found if isinstance(found, Mapping) else {}
+            labels[name] = {str(k): str(v) for k, v in found.items()}
+    return ListedNamespaces(source, labels) if labels else None
+
+
+def _as_create(item: Mapping[str, Any], index: int) -> AdmissionRequest:
+    """The AdmissionRequest the API server sent when ``item`` was created."""
+    group, _, version = str(item.get("apiVersion", "")).rpartition("/")
+    meta = item.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    kind = str(item["kind"])
+    uid = meta.get("uid")
+    sent = {
+        "uid": uid if isinstance(uid, str) and uid else f"drift-{index}",
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "operation": "CREATE",
+        "userInfo": {},
+        "object": dict(item),
+    }
+    return parse_part(AdmissionRequest, sent, f"items[{index}]")
+
+
+def _judge(
+    engine: Engine,
+    item: Mapping[str, Any],
+    index: int,
+    template: tuple[str, ...],
+    *,
+    namespaces: NamespaceLabels | None,
+    trust_domain: str,
+    cluster: str,
+    jurisdictions: frozenset[str],
+    now: datetime,
+) -> tuple[tuple[str, ...], str] | None:
+    """(the rules, the reason) the webhook would refuse ``item``'s creation for; None
+    when it would admit it."""
+    try:
+        request = _as_create(item, index)
+        level = namespace_level(namespaces, request, now)
+        admit, target = admit_request(
+            request,
+            template,
+            trust_domain=trust_domain,
+            cluster=cluster,
+            jurisdictions=jurisdictions,
+            caller=None,
+            level=level,
+        )
+        decision = engine.decide(admit, now=now)
+    except NamespaceUnavailable as exc:
+        return ("namespace",), f"Docket cannot read the namespace's classification: {exc}"
+    except AdmissionInputError as exc:
+        return ("unreadable",), str(exc)
+    except RequestError as exc:
+        return ("unevaluable",), f"Docket could not evaluate it against its bundle: {exc}"
+    if decision.allowed:
+        return None
+    return decision.reasons, refusal_reason(decision, target)
+
+
+def audit_objects(
+    engine: Engine,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    source: str,
+    namespaces: NamespaceLabels | None,
+    trust_domain: str,
+    cluster: str,
+    now: datetime,
+) -> Audit:
+    """Decide every object of ``items`` the webhook inspects as its CREATE, with the
+    bundle of ``engine``; each it would refuse is a :class:`Drift`."""
+    bundle = engine.bundle
+    assert bundle is not None
+    jurisdictions = frozenset(site.jurisdiction for site in bundle.sites)
+    drifts: list[Drift] = []
+    inspected = 0
+    for index, item in enumerate(items):
+        group = str(item.get("apiVersion", "")).rpartition("/")[0]
+        template = POD_KINDS.get((group, str(item["kind"])))
+        if template is None:
+            continue
+        inspected += 1
+        refused = _judge(
+            engine,
+            item,
+            index,
+            template,
+            namespaces=namespaces,
+            trust_domain=trust_domain,
+            cluster=cluster,
+            jurisdictions=jurisdictions,
+            now=now,
+        )
+        if refused is None:
+            continue
+        meta = item.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        drifts.append(
+            Drift(
+                kind=str(item["kind"]),
+                namespace=namespace if isinstance(namespace, str) else None,
+                name=name if isinstance(name, str) else None,
+                rules=refused[0],
+                reason=refused[1],
+            )
+        )
+    return Audit(
+        source=source,
+        bundle_version=bundle.version,
+        objects=len(items),
+        inspected=inspected,
+        drifts=tuple(drifts),
+    )
+
+
+def audit_entries(audit: Audit, *, run_id: str, now: datetime) -> list[Entry]:
+    """What a run writes to the audit log: one ``audit`` entry with its counts, then one
+    entry per drift (``detail.drift`` true): an ``admission`` deny for an object, an
+    ``attestation`` deny for a device."""
+    counts = {
+        "objects": audit.objects,
+        "inspected": audit.inspected,
+        "violations": sum(d.kind != "Device" for d in audit.drifts),
+        "devices": sum(d.kind == "Device" for d in audit.drifts),
+    }
+    entries = [
+        Entry(
+            kind="audit",
+            time=now,
+            action="drift-audit",
+            resource=audit.source,
+            bundle_version=audit.bundle_version,
+            detail={"run_id": run_id, "source": audit.source, **counts},
+        )
+    ]
+    for found in audit.drifts:
+        device = found.kind == "Device"
+        entries.append(
+            Entry(
+                kind="attestation" if device else "admission",
+                time=now,
+                subject=found.name if device else None,
+                action="drift-audit",
+                decision="deny",
+                policies=found.rules,
+                bundle_version=audit.bundle_version,
+                detail=bounded(
+                    {
+                        "drift": True,
+                        "run_id": run_id,
+                        "object": {
+                            "kind": found.kind,
+                            "namespace": found.namespace,
+                            "name": found.name,
+                        },
+                        "reason": found.reason,
+                    }
+                ),
+            )
+        )
+    return entries

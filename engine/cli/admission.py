@@ -1,0 +1,130 @@
+"""``docket admission audit``: the drift audit of what already runs in a cluster
+(:mod:`engine._service.admission.drift`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from audit.cli import InputError
+from engine.cli.common import bundle_option, key_option, load_bundle, settings_of
+
+if TYPE_CHECKING:
+    from engine._core.evaluate import Engine
+    from engine._runtime.settings import Settings
+    from engine._service.admission.drift import Audit
+
+
+@click.group()
+def admission() -> None:
+    """Kubernetes admission beyond the webhook."""
+
+
+def _read_source(from_file: Path) -> tuple[list[dict[str, Any]], str]:
+    from engine._errors import AdmissionInputError
+    from engine._service.admission.drift import MAX_BYTES, read_list
+
+    source = str(from_file)
+    try:
+        with from_file.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot be read ({exc.strerror})") from exc
+    try:
+        return read_list(data, source), source
+    except AdmissionInputError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _run(engine: Engine, items: list[dict[str, Any]], source: str, settings: Settings) -> Audit:
+    from engine._service.admission.drift import audit_objects, listed_namespaces
+
+    return audit_objects(
+        engine,
+        items,
+        source=source,
+        namespaces=listed_namespaces(items, source),
+        trust_domain=settings.trust_domain,
+        cluster=settings.admission_cluster,
+        now=datetime.now(UTC),
+    )
+
+
+def _table(audit: Audit) -> list[str]:
+    """The drifts as aligned columns, the reason last and whole."""
+    header = ("KIND", "NAMESPACE", "NAME", "RULE", "REASON")
+    rows = [
+        (d.kind, d.namespace or "-", d.name or "-", ",".join(d.rules) or "-", d.reason)
+        for d in audit.drifts
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    return [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]])
+        for row in [header, *rows]
+    ]
+
+
+def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
+    if as_json:
+        document = {
+            "source": audit.source,
+            "bundle_version": audit.bundle_version,
+            "objects": audit.objects,
+            "inspected": audit.inspected,
+            "drifts": [d.row() for d in audit.drifts],
+            "audit_log": logged,
+        }
+        click.echo(json.dumps(document, sort_keys=True))
+        return
+    if audit.drifts:
+        for line in _table(audit):
+            click.echo(line.rstrip())
+    found = len(audit.drifts)
+    click.echo(
+        f"{found} violation{'s' if found != 1 else ''} in {audit.inspected} of "
+        f"{audit.objects} objects from {audit.source} (bundle {audit.bundle_version}); "
+        f"audit log: {logged or 'nothing written (no --data-dir)'}"
+    )
+
+
+@admission.command("audit")
+@click.option(
+    "--from-file",
+    "from_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The output of `kubectl get -A -o json` (a List of objects of any kinds).",
+)
+@bundle_option
+@key_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per audit.")
+@click.pass_context
+def audit_command(
+    ctx: click.Context,
+    from_file: Path,
+    bundle_path: Path | None,
+    bundle_key: Path | None,
+    as_json: bool,
+) -> None:
+    """Decide the objects already in a cluster against the bundle, as the validating
+    webhook would decide their creation, and list every one it would refuse: kind,
+    namespace, name, the rule and the reason (the Cedar policies, the Pod Security
+    checks). Pods and the pod templates of Deployments, StatefulSets, DaemonSets,
+    ReplicaSets, Jobs and CronJobs are inspected; Namespaces listed with them classify
+    them (docket.io/classification).
+
+    Exits 0 when nothing is refused, 1 when something is, 2 on bad input.
+    """
+    from engine._core.evaluate import Engine
+
+    settings = settings_of(ctx)
+    bundle = load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
+    items, source = _read_source(from_file)
+    audit = _run(Engine(bundle), items, source, settings)
+    _report(audit, None, as_json)
+    if audit.drifts:
+        ctx.exit(1)

@@ -1,0 +1,165 @@
+"""``docket admission audit``: the drift audit over recorded ``kubectl get -A -o json``
+output (fixtures/drift/cluster.json), its table, JSON, exit codes and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+CLUSTER = ROOT / "tests" / "engine" / "fixtures" / "drift" / "cluster.json"
+POLICIES = ROOT / "policies"
+
+RESTRICTED = (
+    'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container '
+    '"{c}" must set securityContext.allowPrivilegeEscalation=false), runAsNonRoot != true (pod '
+    'or container "{c}" must set securityContext.runAsNonRoot=true), seccompProfile (pod or '
+    'container "{c}" must set securityContext.seccompProfile.type to "RuntimeDefault" or '
+    '"Localhost"), unrestricted capabilities (container "{c}" must set '
+    'securityContext.capabilities.drop=["ALL"])'
+)
+EXPECTED = [
+    (
+        "Pod",
+        "web",
+        "debug-shell",
+        ["admit-pod-security-baseline"],
+        "denied by Docket policy admit-pod-security-baseline; violates PodSecurity "
+        '"baseline:latest": host namespaces (hostNetwork=true)',
+    ),
+    (
+        "Pod",
+        "web",
+        "log-collector-x2k9q",
+        ["admit-pod-security-baseline"],
+        "denied by Docket policy admit-pod-security-baseline; violates PodSecurity "
+        '"baseline:latest": hostPath volumes (volume "varlog")',
+    ),
+    (
+        "Pod",
+        "web",
+        "metrics-exporter",
+        ["admit-allowed-registries"],
+        "denied by Docket policy admit-allowed-registries",
+    ),
+    (
+        "Pod",
+        "payments",
+        "ledger-0",
+        [
+            "admit-no-host-access-for-confidential",
+            "admit-pod-security-baseline",
+            "admit-pod-security-restricted",
+        ],
+        "denied by Docket policy admit-no-host-access-for-confidential, "
+        "admit-pod-security-baseline, admit-pod-security-restricted; "
+        + RESTRICTED.format(c="ledger").replace(
+            'violates PodSecurity "restricted:latest": ',
+            'violates PodSecurity "restricted:latest": privileged (container "ledger" must '
+            "not set securityContext.privileged=true), ",
+        ),
+    ),
+    (
+        "Deployment",
+        "payments",
+        "reporting",
+        ["admit-pod-security-restricted"],
+        "denied by Docket policy admit-pod-security-restricted; "
+        + RESTRICTED.format(c="reporting"),
+    ),
+]
+
+
+def audit(*args: str) -> Result:
+    return CliRunner().invoke(
+        main, ["admission", "audit", "--bundle", str(POLICIES), *args], catch_exceptions=False
+    )
+
+
+def test_json_lists_every_violation_and_nothing_compliant() -> None:
+    result = audit("--from-file", str(CLUSTER), "--json")
+    assert result.exit_code == 1, result.output
+    found = json.loads(result.output)
+    assert [
+        (d["kind"], d["namespace"], d["name"], d["rules"], d["reason"]) for d in found["drifts"]
+    ] == EXPECTED
+    assert (found["objects"], found["inspected"], found["audit_log"]) == (13, 8, None)
+    assert found["source"] == str(CLUSTER)
+    assert found["bundle_version"].startswith("sha256:")
+
+
+def test_table_has_a_row_per_violation_and_says_nothing_was_written() -> None:
+    result = audit("--from-file", str(CLUSTER))
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["KIND", "NAMESPACE", "NAME", "RULE", "REASON"]
+    reason_at = lines[0].index("REASON")
+    rows = [(*line[:reason_at].split(), line[reason_at:]) for line in lines[1:-1]]
+    assert rows == [(k, n, name, ",".join(r), why) for k, n, name, r, why in EXPECTED]
+    assert lines[-1].startswith(f"5 violations in 8 of 13 objects from {CLUSTER} (bundle sha256:")
+    assert lines[-1].endswith("audit log: nothing written (no --data-dir)")
+
+
+def _write(tmp_path: Path, document: Any) -> Path:
+    path = tmp_path / "objects.json"
+    path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    return path
+
+
+def test_a_cluster_with_nothing_refused_exits_0(tmp_path: Path) -> None:
+    items = [
+        i
+        for i in json.loads(CLUSTER.read_text())["items"]
+        if i["metadata"].get("name")
+        in (
+            "frontend-7d9f8-abcde",
+            "frontend",
+            "web",
+            "api",
+        )
+    ]
+    result = audit("--from-file", str(_write(tmp_path, {"kind": "List", "items": items})))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("0 violations in 2 of 4 objects")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("{not json", "not JSON"),
+        ({"kind": "Pod"}, "expected the output of kubectl get -A -o json"),
+        ({"kind": "List", "items": [3]}, "items[0]: expected an object with a kind"),
+    ],
+    ids=["not-json", "not-a-list", "item-not-an-object"],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, document: Any, message: str) -> None:
+    result = audit("--from-file", str(_write(tmp_path, document)))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_more_objects_than_the_bound_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine._service.admission import drift
+
+    monkeypatch.setattr(drift, "MAX_OBJECTS", 3)
+    result = audit("--from-file", str(CLUSTER))
+    assert result.exit_code == 2
+    assert "13 objects, more than 3" in result.output
+
+
+def test_a_file_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine._service.admission import drift
+
+    monkeypatch.setattr(drift, "MAX_BYTES", 100)
+    result = audit("--from-file", str(CLUSTER))
+    assert result.exit_code == 2
+    assert "larger than 100 bytes" in result.output
