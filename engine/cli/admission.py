@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,27 @@ def _run(engine: Engine, items: list[dict[str, Any]], source: str, settings: Set
     )
 
 
+def _record(audit: Audit, settings: Settings) -> str:
+    """Write the run and its drifts to the audit log of ``settings``; what was written."""
+    from audit import AuditError
+    from engine._errors import ServeError
+    from engine._runtime.prepare import open_audit
+    from engine._service.admission.drift import audit_entries
+
+    entries = audit_entries(audit, run_id=uuid.uuid4().hex, now=datetime.now(UTC))
+    try:
+        log = open_audit(settings).start()
+    except ServeError as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        log.record(entries)
+    except AuditError as exc:
+        raise InputError(f"audit log: {exc}") from exc
+    finally:
+        log.close()
+    return f"{len(entries)} entries written to {settings.database_url}"
+
+
 def _table(audit: Audit) -> list[str]:
     """The drifts as aligned columns, the reason last and whole."""
     header = ("KIND", "NAMESPACE", "NAME", "RULE", "REASON")
@@ -101,6 +123,13 @@ def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
 )
 @bundle_option
 @key_option
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The server's data directory: the run and each violation are written to its "
+    "audit log. Without it nothing is written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per audit.")
 @click.pass_context
 def audit_command(
@@ -108,6 +137,7 @@ def audit_command(
     from_file: Path,
     bundle_path: Path | None,
     bundle_key: Path | None,
+    data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Decide the objects already in a cluster against the bundle, as the validating
@@ -124,7 +154,10 @@ def audit_command(
     settings = settings_of(ctx)
     bundle = load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
     items, source = _read_source(from_file)
+    if data_dir is not None:
+        settings = settings.with_flags(data_dir=data_dir)
     audit = _run(Engine(bundle), items, source, settings)
-    _report(audit, None, as_json)
+    logged = _record(audit, settings) if data_dir is not None else None
+    _report(audit, logged, as_json)
     if audit.drifts:
         ctx.exit(1)

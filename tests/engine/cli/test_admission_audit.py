@@ -163,3 +163,57 @@ def test_a_file_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatch) 
     result = audit("--from-file", str(CLUSTER))
     assert result.exit_code == 2
     assert "larger than 100 bytes" in result.output
+
+
+def _log_entries(data_dir: Path) -> list[dict[str, Any]]:
+    from audit import AuditLog
+
+    log = AuditLog.open(f"sqlite:///{data_dir / 'docket.db'}", keys=None, create=False)
+    try:
+        found = []
+        for index in range(log.store.head().size):
+            row = log.store.entry(index)
+            assert row is not None
+            assert row.payload is not None
+            found.append(json.loads(row.payload))
+        return found
+    finally:
+        log.store.close()
+
+
+def test_with_a_data_dir_the_run_and_each_violation_go_to_the_audit_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = audit("--from-file", str(CLUSTER), "--data-dir", str(data), "--json")
+    assert result.exit_code == 1, result.output
+    found = json.loads(result.output)
+    entries = [e for e in _log_entries(data) if e["kind"] in ("audit", "admission")]
+    assert found["audit_log"] == f"6 entries written to sqlite:///{data / 'docket.db'}"
+    run, *violations = entries
+    assert run["action"] == "drift-audit"
+    assert run["resource"] == str(CLUSTER)
+    assert run["bundle_version"] == found["bundle_version"]
+    assert {k: run["detail"][k] for k in ("objects", "inspected", "violations", "devices")} == {
+        "objects": 13,
+        "inspected": 8,
+        "violations": 5,
+        "devices": 0,
+    }
+    assert [
+        (
+            v["kind"],
+            v["decision"],
+            v["detail"]["drift"],
+            v["detail"]["run_id"],
+            v["detail"]["object"]["name"],
+            v["policies"],
+            v["detail"]["reason"],
+        )
+        for v in violations
+    ] == [
+        ("admission", "deny", True, run["detail"]["run_id"], name, rules, why)
+        for _, _, name, rules, why in EXPECTED
+    ]
+    table = audit("--from-file", str(CLUSTER), "--data-dir", str(data))
+    assert table.output.splitlines()[-1].endswith(
+        f"audit log: 6 entries written to sqlite:///{data / 'docket.db'}"
+    )
