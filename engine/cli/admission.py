@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from engine.cli.common import bundle_option, key_option, load_bundle, settings_o
 if TYPE_CHECKING:
     from engine._core.evaluate import Engine
     from engine._runtime.settings import Settings
-    from engine._service.admission.drift import Audit
+    from engine._service.admission.drift import Audit, Drift
 
 
 @click.group()
@@ -53,6 +54,38 @@ def _run(engine: Engine, items: list[dict[str, Any]], source: str, settings: Set
         cluster=settings.admission_cluster,
         now=datetime.now(UTC),
     )
+
+
+def _devices(settings: Settings, now: datetime) -> list[Drift]:
+    """The revoked devices and credentials of the CA under the data directory, and the
+    attested devices whose last posture expired (from the audit log)."""
+    from attestation import CAError, CertificateAuthority, load_revocations
+    from audit import AuditError, AuditLog
+    from engine._service.admission.drift import expired_postures, revoked
+
+    found: list[Drift] = []
+    if (settings.ca_dir / "ca.json").exists():
+        try:
+            listed, _ = load_revocations(
+                settings.ca_dir, CertificateAuthority.load(settings.ca_dir)
+            )
+        except CAError as exc:
+            raise InputError(f"revocation list: {exc}") from exc
+        found += revoked(listed)
+    try:
+        log = AuditLog.open(settings.database_url, keys=None, create=False)
+    except AuditError:
+        return found  # no log yet: no device was ever attested
+    try:
+        payloads = (
+            json.loads(row.payload)
+            for row in log.store.entries()
+            if row.kind == "certificate" and row.payload is not None
+        )
+        found += expired_postures(payloads, now)
+    finally:
+        log.store.close()
+    return found
 
 
 def _record(audit: Audit, settings: Settings) -> str:
@@ -105,10 +138,14 @@ def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
     if audit.drifts:
         for line in _table(audit):
             click.echo(line.rstrip())
-    found = len(audit.drifts)
+    from engine._service.admission.drift import DEVICE_KINDS
+
+    devices = sum(d.kind in DEVICE_KINDS for d in audit.drifts)
+    found = len(audit.drifts) - devices
     click.echo(
         f"{found} violation{'s' if found != 1 else ''} in {audit.inspected} of "
         f"{audit.objects} objects from {audit.source} (bundle {audit.bundle_version}); "
+        f"{f'{devices} revoked or expired devices; ' if devices else ''}"
         f"audit log: {logged or 'nothing written (no --data-dir)'}"
     )
 
@@ -157,6 +194,9 @@ def audit_command(
     if data_dir is not None:
         settings = settings.with_flags(data_dir=data_dir)
     audit = _run(Engine(bundle), items, source, settings)
+    if data_dir is not None:
+        devices = _devices(settings, datetime.now(UTC))
+        audit = dataclasses.replace(audit, drifts=(*audit.drifts, *devices))
     logged = _record(audit, settings) if data_dir is not None else None
     _report(audit, logged, as_json)
     if audit.drifts:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from attestation import RevocationList, describe
 from audit import Entry
 from engine._core.evaluate import Engine
 from engine._errors import AdmissionInputError, NamespaceUnavailable, RequestError
@@ -50,6 +51,10 @@ class Drift:
         found = asdict(self)
         found["rules"] = list(self.rules)
         return found
+
+
+DEVICE_KINDS = frozenset({"Device", "Credential"})
+"""The kinds of drift that are devices and their credentials, not cluster objects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,56 @@ def audit_objects(
     )
 
 
+def revoked(revocations: RevocationList) -> list[Drift]:
+    """Each device and credential (SPIFFE ID, certificate serial) the CA has revoked."""
+    return [
+        Drift(
+            kind="Device" if found.kind == "device" else "Credential",
+            namespace=None,
+            name=found.value,
+            rules=("revoked",),
+            reason=describe(found),
+        )
+        for found in revocations.revoked
+    ]
+
+
+def expired_postures(payloads: Iterable[Mapping[str, Any]], now: datetime) -> list[Drift]:
+    """Each attested device whose last X.509-SVID (what its posture was attested for,
+    as the audit log's ``certificate`` entries record it) expired before ``now``: its
+    posture is no longer vouched for and it has not attested again."""
+    last: dict[str, tuple[datetime, str, str]] = {}
+    for entry in payloads:
+        detail = entry.get("detail")
+        subject = entry.get("subject")
+        if (
+            entry.get("kind") != "certificate"
+            or entry.get("action") != "issue"
+            or not isinstance(detail, Mapping)
+            or detail.get("credential") != "x509-svid"
+            or not isinstance(subject, str)
+        ):
+            continue
+        try:
+            expires = datetime.fromisoformat(str(detail.get("not_after")))
+        except ValueError:
+            continue
+        if subject not in last or expires > last[subject][0]:
+            last[subject] = (expires, str(detail.get("not_after")), str(detail.get("serial")))
+    return [
+        Drift(
+            kind="Device",
+            namespace=None,
+            name=subject,
+            rules=("posture-expired",),
+            reason=f"its last posture expired at {text} (x509-svid {serial}); "
+            "it has not attested since",
+        )
+        for subject, (expires, text, serial) in last.items()
+        if expires <= now
+    ]
+
+
 def audit_entries(audit: Audit, *, run_id: str, now: datetime) -> list[Entry]:
     """What a run writes to the audit log: one ``audit`` entry with its counts, then one
     entry per drift (``detail.drift`` true): an ``admission`` deny for an object, an
@@ -239,8 +294,8 @@ def audit_entries(audit: Audit, *, run_id: str, now: datetime) -> list[Entry]:
     counts = {
         "objects": audit.objects,
         "inspected": audit.inspected,
-        "violations": sum(d.kind != "Device" for d in audit.drifts),
-        "devices": sum(d.kind == "Device" for d in audit.drifts),
+        "violations": sum(d.kind not in DEVICE_KINDS for d in audit.drifts),
+        "devices": sum(d.kind in DEVICE_KINDS for d in audit.drifts),
     }
     entries = [
         Entry(
@@ -253,7 +308,7 @@ def audit_entries(audit: Audit, *, run_id: str, now: datetime) -> list[Entry]:
         )
     ]
     for found in audit.drifts:
-        device = found.kind == "Device"
+        device = found.kind in DEVICE_KINDS
         entries.append(
             Entry(
                 kind="attestation" if device else "admission",

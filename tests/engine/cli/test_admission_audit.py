@@ -4,6 +4,7 @@ output (fixtures/drift/cluster.json), its table, JSON, exit codes and bad input.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,68 @@ def test_with_a_data_dir_the_run_and_each_violation_go_to_the_audit_log(tmp_path
     assert table.output.splitlines()[-1].endswith(
         f"audit log: 6 entries written to sqlite:///{data / 'docket.db'}"
     )
+
+
+DEVICE = "spiffe://docket.local/device/laptop-7"
+FRESH = "spiffe://docket.local/device/laptop-8"
+
+
+def _issued(subject: str, not_after: datetime, serial: str) -> Any:
+    from audit import Entry
+
+    return Entry(
+        kind="certificate",
+        time=not_after - timedelta(hours=1),
+        subject=subject,
+        action="issue",
+        resource=f"x509-svid:{serial}",
+        decision="allow",
+        detail={"credential": "x509-svid", "serial": serial, "not_after": not_after.isoformat()},
+    )
+
+
+def test_revoked_credentials_and_expired_postures_are_drift_rows(tmp_path: Path) -> None:
+    from attestation import CertificateAuthority, load_revocations
+    from audit import AuditLog
+
+    data = tmp_path / "data"
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.init(data / "ca", "docket.local", now)
+    listed, _ = load_revocations(data / "ca", ca)
+    ek = "ab" * 32
+    listed = listed.revoke("device", ek, "stolen", now).revoke("serial", "1f2e", "leaked", now)
+    ca.save_revocations(data / "ca", listed)
+    log = AuditLog.open(f"sqlite:///{data / 'docket.db'}", keys=data / "audit-keys").start()
+    try:
+        log.record(
+            [
+                _issued(DEVICE, now - timedelta(days=2), "a1"),
+                _issued(DEVICE, now - timedelta(hours=3), "a2"),  # its last: expired
+                _issued(FRESH, now - timedelta(days=1), "b1"),
+                _issued(FRESH, now + timedelta(hours=1), "b2"),  # re-attested: current
+            ]
+        )
+    finally:
+        log.close()
+    empty = _write(tmp_path, {"kind": "List", "items": []})
+    result = audit("--from-file", str(empty), "--data-dir", str(data), "--json")
+    assert result.exit_code == 1, result.output
+    rows = [(d["kind"], d["name"], d["rules"]) for d in json.loads(result.output)["drifts"]]
+    assert rows == [
+        ("Device", ek, ["revoked"]),
+        ("Credential", "1f2e", ["revoked"]),
+        ("Device", DEVICE, ["posture-expired"]),
+    ]
+    reasons = [d["reason"] for d in json.loads(result.output)["drifts"]]
+    assert reasons[0].startswith(f"device {ek} revoked at ")
+    assert reasons[0].endswith(": stolen")
+    assert reasons[2] == (
+        f"its last posture expired at {(now - timedelta(hours=3)).isoformat()} "
+        "(x509-svid a2); it has not attested since"
+    )
+    written = [e for e in _log_entries(data) if e["detail"].get("drift")]
+    assert [(e["kind"], e["subject"], e["policies"]) for e in written] == [
+        ("attestation", ek, ["revoked"]),
+        ("attestation", "1f2e", ["revoked"]),
+        ("attestation", DEVICE, ["posture-expired"]),
+    ]
