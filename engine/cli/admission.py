@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from audit.cli import InputError
-from engine.cli.common import bundle_option, key_option, load_bundle, settings_of
+from engine.cli.common import bundle_option, key_option, load_bundle, public_key, settings_of
 
 if TYPE_CHECKING:
     from engine._core.evaluate import Engine
@@ -168,6 +170,18 @@ def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
     "audit log. Without it nothing is written.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per audit.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Audit again (re-reading the objects) each time the bundle changes, until "
+    "SIGTERM or Ctrl-C; the exit code is the last audit's.",
+)
+@click.option(
+    "--poll-seconds",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    help="With --watch: how often the bundle is checked for a change [bundle_poll_seconds, 1].",
+)
 @click.pass_context
 def audit_command(
     ctx: click.Context,
@@ -176,6 +190,8 @@ def audit_command(
     bundle_key: Path | None,
     data_dir: Path | None,
     as_json: bool,
+    watch: bool,
+    poll_seconds: float | None,
 ) -> None:
     """Decide the objects already in a cluster against the bundle, as the validating
     webhook would decide their creation, and list every one it would refuse: kind,
@@ -187,17 +203,34 @@ def audit_command(
     Exits 0 when nothing is refused, 1 when something is, 2 on bad input.
     """
     from engine._core.evaluate import Engine
+    from engine._service.bundle_watch import BundleWatcher
 
     settings = settings_of(ctx)
-    bundle = load_bundle(bundle_path or settings.bundle, bundle_key or settings.bundle_public_key)
-    items, source = _read_source(from_file)
     if data_dir is not None:
         settings = settings.with_flags(data_dir=data_dir)
-    audit = _run(Engine(bundle), items, source, settings)
-    if data_dir is not None:
-        devices = _devices(settings, datetime.now(UTC))
-        audit = dataclasses.replace(audit, drifts=(*audit.drifts, *devices))
-    logged = _record(audit, settings) if data_dir is not None else None
-    _report(audit, logged, as_json)
-    if audit.drifts:
-        ctx.exit(1)
+    path, key = bundle_path or settings.bundle, bundle_key or settings.bundle_public_key
+    engine = Engine(None)
+    interval = poll_seconds or settings.bundle_poll_seconds
+    # Stamped before the first load: a change made meanwhile is seen at the first poll.
+    watcher = BundleWatcher(engine, path, interval=interval, public_key=public_key(key))
+    engine.swap(load_bundle(path, key))
+
+    def once() -> int:
+        items, source = _read_source(from_file)
+        audit = _run(engine, items, source, settings)
+        if data_dir is not None:
+            devices = _devices(settings, datetime.now(UTC))
+            audit = dataclasses.replace(audit, drifts=(*audit.drifts, *devices))
+        logged = _record(audit, settings) if data_dir is not None else None
+        _report(audit, logged, as_json)
+        return 1 if audit.drifts else 0
+
+    code = once()
+    if watch:
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(interval):
+            if watcher.check():
+                code = once()
+    ctx.exit(code)

@@ -4,6 +4,11 @@ output (fixtures/drift/cluster.json), its table, JSON, exit codes and bad input.
 from __future__ import annotations
 
 import json
+import select
+import shutil
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -283,3 +288,68 @@ def test_revoked_credentials_and_expired_postures_are_drift_rows(tmp_path: Path)
         ("attestation", "1f2e", ["revoked"]),
         ("attestation", DEVICE, ["posture-expired"]),
     ]
+
+
+WEB_FORBID = """
+@id("admit-nothing-in-web")
+forbid (principal, action == Docket::Action::"admit", resource is Docket::Cluster)
+when { context.namespace == "web" };
+"""
+
+
+def _next_line(process: subprocess.Popen[str], within: float = 60.0) -> str:
+    """The next line the process prints (a bound on a hung process, not a timing)."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], within)
+    assert ready, "no audit printed"
+    return process.stdout.readline()
+
+
+def test_watch_re_audits_when_the_bundle_changes_until_sigterm(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(POLICIES, bundle)
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from engine.cli import run; run()",
+            "admission",
+            "audit",
+            "--from-file",
+            str(CLUSTER),
+            "--bundle",
+            str(bundle),
+            "--watch",
+            "--poll-seconds",
+            "0.1",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            _watched(process, bundle)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def _watched(process: subprocess.Popen[str], bundle: Path) -> None:
+    """The first audit, a bundle change, the second audit, SIGTERM."""
+    first = json.loads(_next_line(process))
+    assert len(first["drifts"]) == 5
+    with (bundle / "admission.cedar").open("a") as cedar:
+        cedar.write(WEB_FORBID)
+    second = json.loads(_next_line(process))
+    assert second["bundle_version"] != first["bundle_version"]
+    web = {d["name"] for d in second["drifts"] if "admit-nothing-in-web" in d["rules"]}
+    assert web == {
+        "frontend-7d9f8-abcde",
+        "debug-shell",
+        "log-collector-x2k9q",
+        "metrics-exporter",
+        "frontend",
+    }
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 1  # the last audit found violations
