@@ -28,17 +28,23 @@ def admission() -> None:
     """Kubernetes admission beyond the webhook."""
 
 
-def _read_source(from_file: Path) -> tuple[list[dict[str, Any]], str]:
+def _read_source(
+    from_file: Path | None, kubeconfig: Path | None
+) -> tuple[list[dict[str, Any]], str]:
+    """The objects to audit and how their source is named: the file, else the cluster
+    of ``kubeconfig``, else the one this runs in."""
     from engine._errors import AdmissionInputError
-    from engine._service.admission.drift import MAX_BYTES, read_list
+    from engine._service.admission.drift import MAX_BYTES, list_cluster, read_list
 
-    source = str(from_file)
     try:
-        with from_file.open("rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{source}: cannot be read ({exc.strerror})") from exc
-    try:
+        if from_file is None:
+            return list_cluster(kubeconfig)
+        source = str(from_file)
+        try:
+            with from_file.open("rb") as handle:
+                data = handle.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"{source}: cannot be read ({exc.strerror})") from exc
         return read_list(data, source), source
     except AdmissionInputError as exc:
         raise InputError(str(exc)) from exc
@@ -156,9 +162,19 @@ def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
 @click.option(
     "--from-file",
     "from_file",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="The output of `kubectl get -A -o json` (a List of objects of any kinds).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="List the objects from the cluster of this kubeconfig (needs list on "
+    "namespaces, pods and the workload kinds).",
+)
+@click.option(
+    "--in-cluster",
+    is_flag=True,
+    help="List the objects from the cluster this runs in (the pod's service account).",
 )
 @bundle_option
 @key_option
@@ -185,7 +201,9 @@ def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
 @click.pass_context
 def audit_command(
     ctx: click.Context,
-    from_file: Path,
+    from_file: Path | None,
+    kubeconfig: Path | None,
+    in_cluster: bool,
     bundle_path: Path | None,
     bundle_key: Path | None,
     data_dir: Path | None,
@@ -193,7 +211,8 @@ def audit_command(
     watch: bool,
     poll_seconds: float | None,
 ) -> None:
-    """Decide the objects already in a cluster against the bundle, as the validating
+    """Decide the objects already in a cluster (from a file, a kubeconfig or in-cluster)
+    against the bundle, as the validating
     webhook would decide their creation, and list every one it would refuse: kind,
     namespace, name, the rule and the reason (the Cedar policies, the Pod Security
     checks). Pods and the pod templates of Deployments, StatefulSets, DaemonSets,
@@ -205,6 +224,8 @@ def audit_command(
     from engine._core.evaluate import Engine
     from engine._service.bundle_watch import BundleWatcher
 
+    if (from_file is not None) + (kubeconfig is not None) + in_cluster != 1:
+        raise click.UsageError("give exactly one of --from-file, --kubeconfig or --in-cluster")
     settings = settings_of(ctx)
     if data_dir is not None:
         settings = settings.with_flags(data_dir=data_dir)
@@ -216,7 +237,7 @@ def audit_command(
     engine.swap(load_bundle(path, key))
 
     def once() -> int:
-        items, source = _read_source(from_file)
+        items, source = _read_source(from_file, kubeconfig)
         audit = _run(engine, items, source, settings)
         if data_dir is not None:
             devices = _devices(settings, datetime.now(UTC))

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from attestation import RevocationList, describe
@@ -333,3 +334,78 @@ def audit_entries(audit: Audit, *, run_id: str, now: datetime) -> list[Entry]:
             )
         )
     return entries
+
+
+_LISTS: tuple[tuple[str, str, str, str], ...] = (
+    ("CoreV1Api", "list_namespace", "v1", "Namespace"),
+    ("CoreV1Api", "list_pod_for_all_namespaces", "v1", "Pod"),
+    ("AppsV1Api", "list_deployment_for_all_namespaces", "apps/v1", "Deployment"),
+    ("AppsV1Api", "list_stateful_set_for_all_namespaces", "apps/v1", "StatefulSet"),
+    ("AppsV1Api", "list_daemon_set_for_all_namespaces", "apps/v1", "DaemonSet"),
+    ("AppsV1Api", "list_replica_set_for_all_namespaces", "apps/v1", "ReplicaSet"),
+    ("BatchV1Api", "list_job_for_all_namespaces", "batch/v1", "Job"),
+    ("BatchV1Api", "list_cron_job_for_all_namespaces", "batch/v1", "CronJob"),
+)
+"""What is listed from the API server: the Namespaces (their labels classify) and every
+kind the webhook inspects (``target.POD_KINDS``)."""
+PAGE = 500
+"""Objects asked for per list call (the API server pages with ``continue``)."""
+TIMEOUT_SECONDS = 30.0
+"""One list call to the API server."""
+
+
+def _failure(exc: Exception) -> str:
+    """An API or connection failure in one line: ``403 Forbidden``, ``MaxRetryError: …``."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"{status} {getattr(exc, 'reason', '')}".strip()
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+def list_cluster(kubeconfig: Path | None) -> tuple[list[dict[str, Any]], str]:
+    """The Namespaces and the objects of every inspected kind, across namespaces, from
+    the Kubernetes API (``kubeconfig`` None: in-cluster configuration, the pod's service
+    account, which needs ``list`` on them), and how the source is named. Raises
+    :class:`AdmissionInputError` in one line when the API cannot be configured or read,
+    or holds more than :data:`MAX_OBJECTS`."""
+    # Imported here: only an audit of a live cluster pays for the client.
+    from kubernetes import client, config  # type: ignore[import-untyped]
+
+    source = f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster Kubernetes API"
+    try:
+        if kubeconfig is not None:
+            api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        else:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            api_client = client.ApiClient(configuration)
+    except (config.ConfigException, OSError, ValueError) as exc:
+        message = f"cannot configure the Kubernetes client ({source}): {exc}"
+        raise AdmissionInputError(message) from exc
+    items: list[dict[str, Any]] = []
+    with api_client:
+        for api_name, method, api_version, kind in _LISTS:
+            call = getattr(getattr(client, api_name)(api_client), method)
+            token: str | None = None
+            while True:
+                try:
+                    response = call(
+                        limit=PAGE,
+                        _continue=token,
+                        _preload_content=False,
+                        _request_timeout=TIMEOUT_SECONDS,
+                    )
+                    page = json.loads(response.data)
+                except Exception as exc:  # ApiException, urllib3/ssl/socket, bad JSON
+                    raise AdmissionInputError(
+                        f"cannot list {kind} objects from {source} ({_failure(exc)})"
+                    ) from exc
+                for item in page.get("items") or ():
+                    items.append({"apiVersion": api_version, "kind": kind, **item})
+                if len(items) > MAX_OBJECTS:
+                    raise AdmissionInputError(f"{source}: more than {MAX_OBJECTS} objects")
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    break
+    return items, source

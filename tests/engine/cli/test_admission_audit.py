@@ -9,9 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner, Result
@@ -82,6 +85,12 @@ EXPECTED = [
 ]
 
 
+def _rows(found: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(kind, namespace, name, rules, reason) of each drift of a JSON answer."""
+    keys = ("kind", "namespace", "name", "rules", "reason")
+    return [tuple(d[k] for k in keys) for d in found["drifts"]]
+
+
 def audit(*args: str) -> Result:
     return CliRunner().invoke(
         main, ["admission", "audit", "--bundle", str(POLICIES), *args], catch_exceptions=False
@@ -92,9 +101,7 @@ def test_json_lists_every_violation_and_nothing_compliant() -> None:
     result = audit("--from-file", str(CLUSTER), "--json")
     assert result.exit_code == 1, result.output
     found = json.loads(result.output)
-    assert [
-        (d["kind"], d["namespace"], d["name"], d["rules"], d["reason"]) for d in found["drifts"]
-    ] == EXPECTED
+    assert _rows(found) == EXPECTED
     assert (found["objects"], found["inspected"], found["audit_log"]) == (13, 8, None)
     assert found["source"] == str(CLUSTER)
     assert found["bundle_version"].startswith("sha256:")
@@ -353,3 +360,113 @@ def _watched(process: subprocess.Popen[str], bundle: Path) -> None:
     }
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 1  # the last audit found violations
+
+
+# -- a live cluster: the kubernetes client against an API server that answers lists ----
+
+PATHS = {
+    "/api/v1/namespaces": ("v1", "Namespace"),
+    "/api/v1/pods": ("v1", "Pod"),
+    "/apis/apps/v1/deployments": ("apps/v1", "Deployment"),
+    "/apis/apps/v1/statefulsets": ("apps/v1", "StatefulSet"),
+    "/apis/apps/v1/daemonsets": ("apps/v1", "DaemonSet"),
+    "/apis/apps/v1/replicasets": ("apps/v1", "ReplicaSet"),
+    "/apis/batch/v1/jobs": ("batch/v1", "Job"),
+    "/apis/batch/v1/cronjobs": ("batch/v1", "CronJob"),
+}
+
+
+class _ApiServer(BaseHTTPRequestHandler):
+    """Lists as the API server answers them: items without kind and apiVersion, one
+    object a page (the client must follow ``continue``)."""
+
+    forbidden: ClassVar[str | None] = None
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if path not in PATHS or path == self.forbidden:
+            self._send(403 if path == self.forbidden else 404, {"kind": "Status"})
+            return
+        api_version, kind = PATHS[path]
+        items = [
+            {k: v for k, v in item.items() if k not in ("kind", "apiVersion")}
+            for item in json.loads(CLUSTER.read_text())["items"]
+            if (item["apiVersion"], item["kind"]) == (api_version, kind)
+        ]
+        at = int(params.get("continue", "0"))
+        more = {"continue": str(at + 1)} if at + 1 < len(items) else {}
+        page = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": more}
+        self._send(200, {**page, "items": items[at : at + 1]})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path) -> Iterator[Path]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "test",
+                        "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"},
+                    }
+                ],
+                "users": [{"name": "test", "user": {"token": "t"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+                "current-context": "test",
+            }
+        )
+    )
+    try:
+        yield path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_live_cluster_is_audited_as_its_kubectl_output(kubeconfig: Path) -> None:
+    result = audit("--kubeconfig", str(kubeconfig), "--json")
+    assert result.exit_code == 1, result.output
+    found = json.loads(result.output)
+    # Listed kind by kind: the Deployment comes after the Pods, as in the file.
+    assert _rows(found) == EXPECTED
+    assert (found["objects"], found["inspected"]) == (11, 8)  # no Service, no ConfigMap
+    assert found["source"] == f"kubeconfig {kubeconfig}"
+
+
+def test_a_list_the_api_server_refuses_is_one_line_and_exit_2(kubeconfig: Path) -> None:
+    _ApiServer.forbidden = "/apis/apps/v1/daemonsets"
+    try:
+        result = audit("--kubeconfig", str(kubeconfig))
+    finally:
+        _ApiServer.forbidden = None
+    assert result.exit_code == 2
+    assert f"cannot list DaemonSet objects from kubeconfig {kubeconfig} (403 Forbidden)" in (
+        result.output
+    )
+
+
+def test_exactly_one_source_is_given(kubeconfig: Path) -> None:
+    both = audit("--kubeconfig", str(kubeconfig), "--from-file", str(CLUSTER))
+    none = audit()
+    for result in (both, none):
+        assert result.exit_code == 2
+        assert "give exactly one of --from-file, --kubeconfig or --in-cluster" in result.output
