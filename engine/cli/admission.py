@@ -158,16 +158,18 @@ def _report(audit: Audit, logged: str | None, as_json: bool) -> None:
     )
 
 
+_A_FILE = click.Path(path_type=Path, dir_okay=False)
+
+
 @admission.command("audit")
 @click.option(
     "--from-file",
-    "from_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=_A_FILE,
     help="The output of `kubectl get -A -o json` (a List of objects of any kinds).",
 )
 @click.option(
     "--kubeconfig",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=_A_FILE,
     help="List the objects from the cluster of this kubeconfig (needs list on "
     "namespaces, pods and the workload kinds).",
 )

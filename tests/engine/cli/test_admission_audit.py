@@ -9,14 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
+from admission_reviews import FakeKubernetes
 from click.testing import CliRunner, Result
 
 from engine.cli import main
@@ -364,85 +363,17 @@ def _watched(process: subprocess.Popen[str], bundle: Path) -> None:
 
 # -- a live cluster: the kubernetes client against an API server that answers lists ----
 
-PATHS = {
-    "/api/v1/namespaces": ("v1", "Namespace"),
-    "/api/v1/pods": ("v1", "Pod"),
-    "/apis/apps/v1/deployments": ("apps/v1", "Deployment"),
-    "/apis/apps/v1/statefulsets": ("apps/v1", "StatefulSet"),
-    "/apis/apps/v1/daemonsets": ("apps/v1", "DaemonSet"),
-    "/apis/apps/v1/replicasets": ("apps/v1", "ReplicaSet"),
-    "/apis/batch/v1/jobs": ("batch/v1", "Job"),
-    "/apis/batch/v1/cronjobs": ("batch/v1", "CronJob"),
-}
-
-
-class _ApiServer(BaseHTTPRequestHandler):
-    """Lists as the API server answers them: items without kind and apiVersion, one
-    object a page (the client must follow ``continue``)."""
-
-    forbidden: ClassVar[str | None] = None
-
-    def do_GET(self) -> None:
-        path, _, query = self.path.partition("?")
-        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-        if path not in PATHS or path == self.forbidden:
-            self._send(403 if path == self.forbidden else 404, {"kind": "Status"})
-            return
-        api_version, kind = PATHS[path]
-        items = [
-            {k: v for k, v in item.items() if k not in ("kind", "apiVersion")}
-            for item in json.loads(CLUSTER.read_text())["items"]
-            if (item["apiVersion"], item["kind"]) == (api_version, kind)
-        ]
-        at = int(params.get("continue", "0"))
-        more = {"continue": str(at + 1)} if at + 1 < len(items) else {}
-        page = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": more}
-        self._send(200, {**page, "items": items[at : at + 1]})
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
-def kubeconfig(tmp_path: Path) -> Iterator[Path]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "test",
-                        "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"},
-                    }
-                ],
-                "users": [{"name": "test", "user": {"token": "t"}}],
-                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-                "current-context": "test",
-            }
-        )
-    )
-    try:
-        yield path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def kubernetes(tmp_path: Path) -> Iterator[tuple[FakeKubernetes, Path]]:
+    with FakeKubernetes({}, json.loads(CLUSTER.read_text())["items"]) as fake:
+        yield fake, fake.kubeconfig(tmp_path / "kubeconfig")
 
 
-def test_a_live_cluster_is_audited_as_its_kubectl_output(kubeconfig: Path) -> None:
+def test_a_live_cluster_is_audited_as_its_kubectl_output(
+    kubernetes: tuple[FakeKubernetes, Path],
+) -> None:
+    _, kubeconfig = kubernetes
     result = audit("--kubeconfig", str(kubeconfig), "--json")
     assert result.exit_code == 1, result.output
     found = json.loads(result.output)
@@ -452,19 +383,20 @@ def test_a_live_cluster_is_audited_as_its_kubectl_output(kubeconfig: Path) -> No
     assert found["source"] == f"kubeconfig {kubeconfig}"
 
 
-def test_a_list_the_api_server_refuses_is_one_line_and_exit_2(kubeconfig: Path) -> None:
-    _ApiServer.forbidden = "/apis/apps/v1/daemonsets"
-    try:
-        result = audit("--kubeconfig", str(kubeconfig))
-    finally:
-        _ApiServer.forbidden = None
+def test_a_list_the_api_server_refuses_is_one_line_and_exit_2(
+    kubernetes: tuple[FakeKubernetes, Path],
+) -> None:
+    fake, kubeconfig = kubernetes
+    fake.forbidden.add("/apis/apps/v1/daemonsets")
+    result = audit("--kubeconfig", str(kubeconfig))
     assert result.exit_code == 2
     assert f"cannot list DaemonSet objects from kubeconfig {kubeconfig} (403 Forbidden)" in (
         result.output
     )
 
 
-def test_exactly_one_source_is_given(kubeconfig: Path) -> None:
+def test_exactly_one_source_is_given(kubernetes: tuple[FakeKubernetes, Path]) -> None:
+    _, kubeconfig = kubernetes
     both = audit("--kubeconfig", str(kubeconfig), "--from-file", str(CLUSTER))
     none = audit()
     for result in (both, none):
