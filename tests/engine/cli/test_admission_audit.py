@@ -402,3 +402,15 @@ def test_exactly_one_source_is_given(kubernetes: tuple[FakeKubernetes, Path]) ->
     for result in (both, none):
         assert result.exit_code == 2
         assert "give exactly one of --from-file, --kubeconfig or --in-cluster" in result.output
+
+
+def test_in_cluster_outside_a_cluster_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = audit("--in-cluster")
+    assert result.exit_code == 2
+    assert "cannot configure the Kubernetes client (the in-cluster Kubernetes API)" in (
+        result.output
+    )
+    assert len(result.output.strip().splitlines()) == 1
