@@ -9,6 +9,7 @@ import copy
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,19 @@ class FakeKubernetes:
     ``GET /api/v1/namespaces/<name>`` answers the Namespace (its labels from
     :attr:`namespaces`, changeable while it runs) or a 404 Status, as the real one does.
     :attr:`reads` counts the reads. Use as a context manager; :meth:`kubeconfig` writes
-    a kubeconfig the ``kubernetes`` client (and ``docket serve``) can use."""
+    a kubeconfig the ``kubernetes`` client (and ``docket serve``) can use.
 
-    def __init__(self, namespaces: dict[str, dict[str, str]]) -> None:
+    With ``objects`` it also answers the lists across namespaces (``GET /api/v1/pods``,
+    ``/apis/apps/v1/deployments``, …) as the real one does: items without kind and
+    apiVersion, here one a page (the client must follow ``continue``); a path in
+    :attr:`forbidden` is answered 403."""
+
+    def __init__(
+        self, namespaces: dict[str, dict[str, str]], objects: Sequence[dict[str, Any]] = ()
+    ) -> None:
         self.namespaces = namespaces
+        self.objects = objects
+        self.forbidden: set[str] = set()
         self.reads = 0
         fake = self
 
@@ -118,6 +128,10 @@ class FakeKubernetes:
 
             def do_GET(self) -> None:
                 fake.reads += 1
+                listed = fake.listed(self.path)
+                if listed is not None:
+                    self._send(*listed)
+                    return
                 prefix = "/api/v1/namespaces/"
                 name = self.path.partition("?")[0].removeprefix(prefix)
                 labels = fake.namespaces.get(name) if self.path.startswith(prefix) else None
@@ -147,6 +161,9 @@ class FakeKubernetes:
                             "status": {"phase": "Active"},
                         },
                     )
+                self._send(status, payload)
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -156,6 +173,28 @@ class FakeKubernetes:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def listed(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        """The answer to a list of one kind across namespaces; None for another path."""
+        where, _, query = path.partition("?")
+        group = where.removeprefix("/api/v1").removeprefix("/apis/")
+        kinds = {(o["apiVersion"], o["kind"].lower() + "s"): o["kind"] for o in self.objects}
+        api_version = "v1" if where.startswith("/api/v1/") else group.rpartition("/")[0]
+        kind = kinds.get((api_version, where.rpartition("/")[2]))
+        if not self.objects or where.count("/") != (3 if api_version == "v1" else 4):
+            return None
+        if where in self.forbidden:
+            return 403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403}
+        items = [
+            {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
+            for o in self.objects
+            if (o["apiVersion"], o["kind"]) == (api_version, kind)
+        ]
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        at = int(params.get("continue", "0"))
+        more = {"continue": str(at + 1)} if at + 1 < len(items) else {}
+        page = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": more}
+        return 200, {**page, "items": items[at : at + 1]}
 
     @property
     def url(self) -> str:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from engine._runtime.settings import Settings
 
 COMMANDS = {
+    "admission": "engine.cli.admission:admission",
     "agent": "engine.cli.agent:agent",
     "attest": "engine.cli.attest:attest",
     "audit": "audit.cli:audit",

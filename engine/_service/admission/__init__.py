@@ -62,6 +62,8 @@ The package, by reason to change::
     patch.py            the JSON-patch algebra: node affinity narrowing, the annotation
     controller.py       AdmissionController: the decision, the audit entry, the response
     labels.py           the label and annotation names Docket reads and writes
+    drift.py            the drift audit: objects already running decided as their CREATE,
+                        revoked and expired devices, the entries a run writes
 
 Errors::
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import structlog
 
 from audit import AuditError, Overloaded
-from engine._core.models import EntityUID, Request
+from engine._core.models import Decision, EntityUID, Request
 from engine._core.placement import Classification, Workload
 from engine._core.pod_security import violation
 from engine._errors import AdmissionInputError, NamespaceUnavailable, RequestError
@@ -29,7 +29,7 @@ from engine._service.admission.target import (
     read_target,
 )
 from engine._service.constants import CALLER
-from engine._service.decisions import Decided, DecisionService
+from engine._service.decisions import DecisionService
 from engine._service.namespaces import NamespaceLabels
 
 log = structlog.get_logger("docket.admission")
@@ -68,8 +68,7 @@ def _respond(
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
 
 
-def _why(decided: Decided) -> str:
-    decision = decided.decision
+def _why(decision: Decision) -> str:
     why = (
         f"denied by Docket policy {', '.join(decision.reasons)}"
         if decision.reasons
@@ -83,15 +82,67 @@ PSS_BASELINE_POLICY = "admit-pod-security-baseline"
 PSS_RESTRICTED_POLICY = "admit-pod-security-restricted"
 
 
-def _pod_security(decided: Decided, target: Target) -> str:
+def _pod_security(decision: Decision, target: Target) -> str:
     """``: violates PodSecurity "restricted:latest": …`` naming every failed check, when
     a Pod Security policy of the bundle denied the review; "" otherwise."""
-    reasons = decided.decision.reasons
+    reasons = decision.reasons
     if PSS_RESTRICTED_POLICY in reasons and target.restricted:
         return f"; {violation('restricted', target.restricted)}"
     if PSS_BASELINE_POLICY in reasons and target.baseline:
         return f"; {violation('baseline', target.baseline)}"
     return ""
+
+
+def refusal_reason(decision: Decision, target: Target) -> str:
+    """Why ``decision`` refuses the object of ``target``, in the words of the webhook's
+    denial: the policies that denied it and every Pod Security check it fails."""
+    return f"{_why(decision)}{_pod_security(decision, target)}"
+
+
+def namespace_level(
+    namespaces: NamespaceLabels | None, request: AdmissionRequest, now: datetime
+) -> Classification | None:
+    """The classification of the request's namespace from ``namespaces`` (None without
+    a source). Raises :class:`NamespaceUnavailable` or :class:`AdmissionInputError`."""
+    if namespaces is None:
+        return None
+    meta = (request.object or {}).get("metadata")
+    namespace = request.namespace or (meta.get("namespace") if isinstance(meta, Mapping) else None)
+    if not isinstance(namespace, str) or not namespace:
+        return None  # read_target refuses the review for want of a namespace
+    labels = namespaces.labels(namespace, now)
+    where = f"namespace {namespace} label {CLASSIFICATION_LABEL}"
+    return classification_of(labels.get(CLASSIFICATION_LABEL), where) or (DEFAULT_CLASSIFICATION)
+
+
+def admit_request(
+    request: AdmissionRequest,
+    template: tuple[str, ...],
+    *,
+    trust_domain: str,
+    cluster: str,
+    jurisdictions: frozenset[str],
+    caller: str | None,
+    level: Classification | None,
+) -> tuple[Request, Target]:
+    """The Cedar ``admit`` request the validating webhook decides for ``request`` (its
+    object's pod at ``template``), and what was read from the object. Raises
+    :class:`AdmissionInputError` naming the field."""
+    principal, target = read_target(
+        request,
+        template,
+        trust_domain=trust_domain,
+        jurisdictions=jurisdictions,
+        caller=caller,
+        namespace_level=level,
+    )
+    admit = Request(
+        principal=principal,
+        action=EntityUID(type="Action", id="admit"),
+        resource=EntityUID(type="Cluster", id=cluster),
+        context=target.context,
+    )
+    return admit, target
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,23 +225,6 @@ class AdmissionController:
         except AuditError as exc:  # the answer is a 400 all the same; say it went unrecorded
             log.error("admission.refusal_unrecorded", error=error, audit_error=str(exc))
 
-    def _namespace_level(self, request: AdmissionRequest, now: datetime) -> Classification | None:
-        """The classification of the review's namespace from the configured source (None
-        without one). Raises :class:`NamespaceUnavailable` or :class:`AdmissionInputError`."""
-        if self.namespaces is None:
-            return None
-        meta = (request.object or {}).get("metadata")
-        namespace = request.namespace or (
-            meta.get("namespace") if isinstance(meta, Mapping) else None
-        )
-        if not isinstance(namespace, str) or not namespace:
-            return None  # read_target refuses the review for want of a namespace
-        labels = self.namespaces.labels(namespace, now)
-        where = f"namespace {namespace} label {CLASSIFICATION_LABEL}"
-        return classification_of(labels.get(CLASSIFICATION_LABEL), where) or (
-            DEFAULT_CLASSIFICATION
-        )
-
     def _answer(
         self,
         path: str,
@@ -225,7 +259,7 @@ class AdmissionController:
         bundle = self.service.engine.bundle
         jurisdictions = frozenset(s.jurisdiction for s in bundle.sites) if bundle else frozenset()
         try:
-            namespace_level = self._namespace_level(request, now)
+            level = namespace_level(self.namespaces, request, now)
         except NamespaceUnavailable as exc:
             # A namespace Docket cannot read is never taken as unclassified.
             message = f"Docket cannot read the namespace's classification: {exc}"
@@ -234,13 +268,14 @@ class AdmissionController:
         except AdmissionInputError as exc:
             return self._refuse(review, str(exc), code=400)
         try:
-            principal, target = read_target(
+            admit, target = admit_request(
                 request,
                 template,
                 trust_domain=self.trust_domain,
+                cluster=self.cluster,
                 jurisdictions=jurisdictions,
                 caller=caller,
-                namespace_level=namespace_level,
+                level=level,
             )
         except AdmissionInputError as exc:
             return self._refuse(review, str(exc), code=400)
@@ -249,8 +284,8 @@ class AdmissionController:
             "classification": {"value": target.classification, "from": target.classified_by},
         }
         if path == "validate":
-            return self._validate(review, principal, target)
-        return self._mutate(review, request.operation, principal, target)
+            return self._validate(review, admit, target)
+        return self._mutate(review, request.operation, admit.principal, target)
 
     def _refuse(self, review: _Review, message: str, *, code: int = 403) -> dict[str, Any]:
         """Deny the review with ``message`` (and ``code``), the refusal recorded first."""
@@ -264,13 +299,7 @@ class AdmissionController:
         log.error("admission.unevaluable", uid=review.uid, error=str(exc))
         return self._refuse(review, message, code=500)
 
-    def _validate(self, review: _Review, principal: EntityUID, target: Target) -> dict[str, Any]:
-        request = Request(
-            principal=principal,
-            action=EntityUID(type="Action", id="admit"),
-            resource=EntityUID(type="Cluster", id=self.cluster),
-            context=target.context,
-        )
+    def _validate(self, review: _Review, request: Request, target: Target) -> dict[str, Any]:
         try:
             (decided,) = self.service.authorize([request], api=API, detail=review.detail)
         except RequestError as exc:
@@ -279,7 +308,7 @@ class AdmissionController:
             return _respond(
                 review.uid, allowed=True, decision_id=decided.decision_id, warnings=target.warnings
             )
-        why = f"{_why(decided)}{_pod_security(decided, target)}"
+        why = refusal_reason(decided.decision, target)
         message = f"{target.description}: {why} (decision {decided.decision_id})"
         return _respond(
             review.uid,
