@@ -180,17 +180,13 @@ def _served(
         try:
             yield span
         except BaseException as exc:
-            span.set_status(on.error, _code_name(status) or type(exc).__name__)
-            raise
-        finally:
             code = None if status is None else status()
-            if code is not None:  # a grpc.StatusCode: its value is (number, name)
-                span.set_attribute("rpc.grpc.status_code", int(code.value[0]))
-
-
-def _code_name(status: Callable[[], Any] | None) -> str | None:
-    code = None if status is None else status()
-    return None if code is None else str(code.name)
+            span.set_status(on.error, type(exc).__name__ if code is None else str(code.name))
+            raise
+        else:
+            code = None if status is None else status()
+        if status is not None:  # a grpc.StatusCode, whose value is (number, name); None: OK
+            span.set_attribute("rpc.grpc.status_code", 0 if code is None else int(code.value[0]))
 
 
 def child_span(name: str) -> AbstractContextManager[Span | None]:

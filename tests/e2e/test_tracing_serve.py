@@ -1,0 +1,250 @@
+"""Traces of a real ``docket serve`` (a subprocess), received over OTLP/gRPC by a small
+collector in this test process (``opentelemetry-proto``'s TraceService; no collector
+binary is installable from the registries this project uses): a caller's
+``traceparent`` is the parent of the server span, evaluation and the audit commit are
+its children, and its decision id is the response's and the audit entry's. Without
+``otel_endpoint`` nothing is sent, even with OpenTelemetry's own environment variables
+set."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from admission_reviews import body, fixture, review
+from e2e.docket_process import Docket, start_docket
+from envoy.service.auth.v3 import external_auth_pb2 as authz
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from sdk.v1 import decisions_pb2 as pb
+from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.e2e
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+WAIT = 15.0
+EXPORT_SOON = {"OTEL_BSP_SCHEDULE_DELAY": "50"}  # the SDK's batch delay, in ms
+HEIDI_READS_WEBSITE = pb.AuthorizeRequest(
+    principal=pb.EntityRef(type="User", id="heidi"),
+    action=pb.EntityRef(type="Action", id="read"),
+    resource=pb.EntityRef(type="Data", id="public-website"),
+)
+
+
+def traceparent(n: int) -> str:
+    """A distinct caller trace per test (the collector sees every test's spans)."""
+    return f"00-{TRACE_ID[:-4]}{n:04x}-{PARENT_ID}-01"
+
+
+class Collector(otlp_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver: keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[trace_pb2.Span] = []
+        self.exports = 0
+        self._lock = threading.Lock()
+        self.server = grpc.server(ThreadPoolExecutor(2))
+        otlp_grpc.add_TraceServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def Export(  # noqa: N802 (the gRPC method's name)
+        self, request: otlp.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> otlp.ExportTraceServiceResponse:
+        with self._lock:
+            self.exports += 1
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    self.spans.extend(scope.spans)
+        return otlp.ExportTraceServiceResponse()
+
+    def trace(self, trace_id: str, count: int) -> list[trace_pb2.Span]:
+        """The spans of ``trace_id`` once ``count`` have arrived."""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [s for s in self.spans if s.trace_id.hex() == trace_id]
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        pytest.fail(f"{len(found)} of {count} spans of trace {trace_id} after {WAIT} s")
+
+
+def attributes(span: trace_pb2.Span) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for item in span.attributes:
+        kind = item.value.WhichOneof("value")
+        value = getattr(item.value, kind)
+        found[item.key] = [v.string_value for v in value.values] if kind == "array_value" else value
+    return found
+
+
+def named(spans: list[trace_pb2.Span], name: str) -> trace_pb2.Span:
+    (span,) = [s for s in spans if s.name == name]
+    return span
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Collector]:
+    running = Collector()
+    try:
+        yield running
+    finally:
+        running.server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> Iterator[Docket]:
+    running = start_docket(
+        tmp_path_factory.mktemp("traced"),
+        env={"DOCKET_OTEL_ENDPOINT": collector.endpoint, **EXPORT_SOON},
+    )
+    try:
+        yield running
+    finally:
+        code = running.stop()
+    assert code == 0, running.log.read_text()
+
+
+def test_authorize_is_a_span_under_the_callers_trace(
+    traced: Docket, collector: Collector
+) -> None:
+    caller = traceparent(1)
+    with grpc.insecure_channel(f"127.0.0.1:{traced.grpc_port}") as channel:
+        answer = pb_grpc.DecisionsStub(channel).Authorize(
+            HEIDI_READS_WEBSITE, metadata=[("traceparent", caller)], timeout=10
+        )
+    spans = collector.trace(caller[3:35], 3)
+    served = named(spans, "docket.v1.Decisions/Authorize")
+    assert served.parent_span_id.hex() == PARENT_ID
+    assert served.kind == trace_pb2.Span.SPAN_KIND_SERVER
+    for child in ("docket.evaluate", "docket.audit.commit"):
+        assert named(spans, child).parent_span_id == served.span_id
+    said = attributes(served)
+    assert said["docket.decision_id"] == answer.decision_id
+    assert said["docket.decision"] == "allow"
+    assert said["docket.bundle_version"] == answer.bundle_version
+    assert said["docket.api"] == "authorize"
+    assert said["rpc.grpc.status_code"] == 0
+    (entry,) = [
+        e
+        for e in traced.audit_entries("decision")
+        if e["detail"]["decision_id"] == answer.decision_id
+    ]
+    assert entry["decision"] == "allow"
+
+
+def test_a_batch_names_its_decisions_in_order(traced: Docket, collector: Collector) -> None:
+    caller = traceparent(2)
+    denied = pb.AuthorizeRequest()
+    denied.CopyFrom(HEIDI_READS_WEBSITE)
+    denied.resource.id = "payroll-uk"
+    with grpc.insecure_channel(f"127.0.0.1:{traced.grpc_port}") as channel:
+        answer = pb_grpc.DecisionsStub(channel).BatchAuthorize(
+            pb.BatchAuthorizeRequest(requests=[HEIDI_READS_WEBSITE, denied]),
+            metadata=[("traceparent", caller)],
+            timeout=10,
+        )
+    spans = collector.trace(caller[3:35], 3)
+    said = attributes(named(spans, "docket.v1.Decisions/BatchAuthorize"))
+    assert said["docket.decision_ids"] == [r.decision_id for r in answer.results]
+    assert said["docket.decisions"] == ["allow", "deny"]
+
+
+def test_check_follows_the_checked_requests_trace(traced: Docket, collector: Collector) -> None:
+    """Envoy without tracing of its own passes the downstream request's headers, its
+    ``traceparent`` among them."""
+    caller = traceparent(3)
+    check = authz.CheckRequest()
+    http = check.attributes.request.http
+    http.method, http.path = "GET", "/records/quarterly-forecast"
+    http.headers["traceparent"] = caller
+    check.attributes.context_extensions["resource_id"] = "quarterly-forecast"
+    with grpc.insecure_channel(f"127.0.0.1:{traced.grpc_port}") as channel:
+        answer = authz_grpc.AuthorizationStub(channel).Check(check, timeout=10)
+    decision_id = answer.dynamic_metadata.fields["decision_id"].string_value
+    spans = collector.trace(caller[3:35], 3)
+    served = named(spans, "envoy.service.auth.v3.Authorization/Check")
+    assert served.parent_span_id.hex() == PARENT_ID
+    assert attributes(served)["docket.decision_id"] == decision_id
+    assert attributes(served)["docket.api"] == "ext_authz"
+
+
+def test_an_admission_review_follows_the_api_servers_trace(
+    traced: Docket, collector: Collector
+) -> None:
+    caller = traceparent(4)
+    with traced.admission_client() as client:
+        answer = client.post(
+            "/validate",
+            content=body(review(fixture("deployment"))),
+            headers={"Content-Type": "application/json", "traceparent": caller},
+        )
+    assert answer.json()["response"]["allowed"] is True
+    spans = collector.trace(caller[3:35], 3)
+    served = named(spans, "POST /validate")
+    assert served.parent_span_id.hex() == PARENT_ID
+    said = attributes(served)
+    assert said["http.response.status_code"] == 200
+    (entry,) = [
+        e
+        for e in traced.audit_entries("admission")
+        if e["detail"]["decision_id"] == said["docket.decision_id"]
+    ]
+    assert entry["decision"] == "allow"
+
+
+def test_log_lines_about_a_decision_name_it(tmp_path: Path) -> None:
+    """With the audit log gone, the line that says a decision went unrecorded names it."""
+    running = start_docket(tmp_path, env={"DOCKET_LOG_FORMAT": "json"})
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+            stub = pb_grpc.DecisionsStub(channel)
+            stub.Authorize(HEIDI_READS_WEBSITE, timeout=10)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{running.data_dir / 'docket.db'}{suffix}").unlink(missing_ok=True)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Authorize(HEIDI_READS_WEBSITE, timeout=10)
+    finally:
+        running.stop()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    lines = [
+        json.loads(line)
+        for line in running.log.read_text().splitlines()
+        if line.startswith("{") and "rpc.audit_unavailable" in line
+    ]
+    assert lines, running.log.read_text()
+    assert len(lines[0]["decision_id"]) == 36
+
+
+def test_off_by_default_nothing_is_sent(tmp_path: Path) -> None:
+    """OpenTelemetry's own variables do not turn tracing on: only ``otel_endpoint``."""
+    collector = Collector()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, **EXPORT_SOON}
+    running = start_docket(tmp_path, env=env)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+            pb_grpc.DecisionsStub(channel).Authorize(
+                HEIDI_READS_WEBSITE, metadata=[("traceparent", traceparent(5))], timeout=10
+            )
+    finally:
+        code = running.stop()
+        collector.server.stop(0)
+    assert code == 0, running.log.read_text()
+    assert collector.exports == 0
+    assert "serve.tracing" not in running.log.read_text()
