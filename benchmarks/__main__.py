@@ -24,6 +24,7 @@ from benchmarks import (
     bench_grpc,
     bench_index,
     bench_startup,
+    bench_tracing,
 )
 from benchmarks._common import machine, machine_line
 
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),
     "startup": ("CLI start-up against a bare `import click`", bench_startup.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
+    "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

@@ -63,7 +63,7 @@ class Collector(otlp_grpc.TraceServiceServicer):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def Export(  # noqa: N802 (the gRPC method's name)
+    def Export(
         self, request: otlp.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> otlp.ExportTraceServiceResponse:
         with self._lock:
@@ -121,9 +121,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> It
     assert code == 0, running.log.read_text()
 
 
-def test_authorize_is_a_span_under_the_callers_trace(
-    traced: Docket, collector: Collector
-) -> None:
+def test_authorize_is_a_span_under_the_callers_trace(traced: Docket, collector: Collector) -> None:
     caller = traceparent(1)
     with grpc.insecure_channel(f"127.0.0.1:{traced.grpc_port}") as channel:
         answer = pb_grpc.DecisionsStub(channel).Authorize(
