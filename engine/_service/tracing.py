@@ -177,16 +177,18 @@ def _served(
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
+        failed: BaseException | None = None
         try:
             yield span
         except BaseException as exc:
-            code = None if status is None else status()
-            span.set_status(on.error, type(exc).__name__ if code is None else str(code.name))
+            failed = exc
             raise
-        else:
+        finally:
             code = None if status is None else status()
-        if status is not None:  # a grpc.StatusCode, whose value is (number, name); None: OK
-            span.set_attribute("rpc.grpc.status_code", 0 if code is None else int(code.value[0]))
+            if status is not None:  # a grpc.StatusCode, whose value is (number, name); None: OK
+                span.set_attribute("rpc.grpc.status_code", 0 if code is None else code.value[0])
+            if failed is not None:
+                span.set_status(on.error, type(failed).__name__ if code is None else code.name)
 
 
 def child_span(name: str) -> AbstractContextManager[Span | None]:

@@ -28,6 +28,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from sdk.v1.attestation_pb2 import ChallengeRequest
+from sdk.v1.attestation_pb2_grpc import AttestationStub
 
 pytestmark = pytest.mark.e2e
 
@@ -114,11 +116,8 @@ def traced(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> It
         tmp_path_factory.mktemp("traced"),
         env={"DOCKET_OTEL_ENDPOINT": collector.endpoint, **EXPORT_SOON},
     )
-    try:
-        yield running
-    finally:
-        code = running.stop()
-    assert code == 0, running.log.read_text()
+    yield running  # pytest resumes here after the module's tests, failed or not
+    assert running.stop() == 0, running.log.read_text()
 
 
 def test_authorize_is_a_span_under_the_callers_trace(traced: Docket, collector: Collector) -> None:
@@ -228,6 +227,28 @@ def test_log_lines_about_a_decision_name_it(tmp_path: Path) -> None:
     ]
     assert lines, running.log.read_text()
     assert len(lines[0]["decision_id"]) == 36
+
+
+def test_a_decision_id_does_not_stay_on_its_thread(tmp_path: Path) -> None:
+    """Place runs on a thread of the pool (grpc_threads: one here); the next call on that
+    thread, a refused Challenge, logs no decision id of the Place's."""
+    env = {"DOCKET_LOG_FORMAT": "json", "DOCKET_GRPC_THREADS": "1"}
+    running = start_docket(tmp_path, env=env)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+            placed = pb_grpc.DecisionsStub(channel).Place(
+                pb.PlacementRequest(workload_id="ehr-gateway", classification="internal"),
+                timeout=10,
+            )
+            with pytest.raises(grpc.RpcError) as caught:
+                AttestationStub(channel).Challenge(ChallengeRequest(), timeout=10)
+    finally:
+        running.stop()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    text = running.log.read_text()
+    assert placed.decision_id
+    (refused,) = [json.loads(line) for line in text.splitlines() if "attestation.refused" in line]
+    assert "decision_id" not in refused, refused
 
 
 def test_off_by_default_nothing_is_sent(tmp_path: Path) -> None:

@@ -1,68 +1,25 @@
 """Tracing: off costs a test of a global and reads nothing; on, a caller's W3C trace
-context is the parent, and a decision's span says what was decided (SDK in-memory
-exporter)."""
+context is the parent (SDK in-memory exporter). What a decision's span says, and its
+children: tests/engine/service/test_decisions.py."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-import structlog
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from audit import AuditLog
-from engine import BundleWatcher, Engine, PolicyBundle
-from engine._core.models import EntityUID, Request
 from engine._service import tracing
-from engine._service.decisions import LARGE_BATCH, DecisionService
-from engine._service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[3]
-NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 CALL = tracing.Call.grpc("docket.v1.Decisions", "Authorize")
-ALLOWED = Request(
-    principal=EntityUID(type="User", id="heidi"),
-    action=EntityUID(type="Action", id="read"),
-    resource=EntityUID(type="Data", id="public-website"),
-)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    tracing.start(exporter, service_name="docket-test", batch=False)
-    try:
-        yield exporter
-    finally:
-        tracing.stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[DecisionService]:
-    engine = Engine(PolicyBundle.load(ROOT / "policies"))
-    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
-    service = DecisionService(
-        engine, BundleWatcher(engine, ROOT / "policies"), Metrics(), log, clock=lambda: NOW
-    )
-    try:
-        yield service
-    finally:
-        service.audit.close()
-
-
-def by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
-    return {span.name: span for span in exporter.get_finished_spans()}
 
 
 def unread() -> list[tuple[str, str]]:
@@ -183,61 +140,6 @@ def test_no_child_span_outside_a_served_call(spans: InMemorySpanExporter) -> Non
     """A bundle entry recorded by the watcher's thread is no trace of its own."""
     with tracing.child_span(tracing.AUDIT_COMMIT) as child:
         assert child is None
-
-
-def test_a_decision_is_a_span_with_evaluation_and_commit_under_it(
-    spans: InMemorySpanExporter, service: DecisionService
-) -> None:
-    async def served() -> str:
-        with tracing.server_span(CALL, lambda: [("traceparent", TRACEPARENT)]):
-            (decided,) = await service.authorize_async([ALLOWED], api="authorize")
-        return decided.decision_id
-
-    decision_id = asyncio.run(served())
-    found = by_name(spans)
-    root = found["docket.v1.Decisions/Authorize"]
-    for child in (tracing.EVALUATE, tracing.AUDIT_COMMIT):
-        assert found[child].parent is not None
-        assert found[child].parent.span_id == root.context.span_id
-    assert root.attributes is not None
-    assert root.attributes["docket.decision_id"] == decision_id
-    assert root.attributes["docket.decision"] == "allow"
-    assert root.attributes["docket.api"] == "authorize"
-    assert root.attributes["docket.bundle_version"] == service.engine.bundle.version  # type: ignore[union-attr]
-
-
-def test_a_large_batch_is_evaluated_in_the_calls_trace(
-    spans: InMemorySpanExporter, service: DecisionService
-) -> None:
-    """From LARGE_BATCH requests evaluation runs on an executor thread: the call's
-    context follows it there, and the batch's ids are on the span, in order."""
-
-    async def served() -> list[str]:
-        with tracing.server_span(CALL, lambda: None):
-            decided = await service.authorize_async([ALLOWED] * LARGE_BATCH, api="batch_authorize")
-        return [item.decision_id for item in decided]
-
-    ids = asyncio.run(served())
-    found = by_name(spans)
-    root = found["docket.v1.Decisions/Authorize"]
-    assert found[tracing.EVALUATE].parent is not None
-    assert found[tracing.EVALUATE].parent.span_id == root.context.span_id
-    assert root.attributes is not None
-    assert list(root.attributes["docket.decision_ids"]) == ids  # type: ignore[arg-type]
-    assert list(root.attributes["docket.decisions"]) == ["allow"] * LARGE_BATCH  # type: ignore[arg-type]
-
-
-def test_log_lines_after_a_decision_carry_its_id(service: DecisionService) -> None:
-    """What the call logs once its decision has an id (an audit failure included) names
-    it: the id is bound in the call's context (structlog contextvars)."""
-
-    async def served() -> tuple[str, dict[str, object]]:
-        (decided,) = await service.authorize_async([ALLOWED], api="authorize")
-        return decided.decision_id, structlog.contextvars.get_contextvars()
-
-    decision_id, bound = asyncio.run(served())
-    assert bound == {"decision_id": decision_id}
-    assert structlog.contextvars.get_contextvars() == {}  # the call's own context
 
 
 def test_otlp_over_http_posts_to_v1_traces() -> None:
