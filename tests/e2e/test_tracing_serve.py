@@ -9,6 +9,8 @@ set."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from admission_reviews import body, fixture, review
 from e2e.docket_process import Docket, start_docket
+from e2e.test_envoy import (  # envoy_binary: the fixture (the Envoy binary, or a skip)
+    EXAMPLE,
+    envoy_binary,  # noqa: F401
+    make_site,
+    render_config,
+    start_envoy,
+)
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
@@ -204,6 +214,47 @@ def test_an_admission_review_follows_the_api_servers_trace(
         if e["detail"]["decision_id"] == said["docket.decision_id"]
     ]
     assert entry["decision"] == "allow"
+
+
+def test_check_through_envoy_continues_the_clients_trace(
+    envoy_binary: str,  # noqa: F811 (the fixture imported above)
+    collector: Collector,
+    tmp_path: Path,
+) -> None:
+    """Envoy (the example's configuration, which does not trace) passes the client's
+    ``traceparent`` in the request headers of its Check; Docket's span continues it, and
+    the decision id Envoy logs is the span's."""
+    site = make_site(tmp_path / "site")
+    env = {
+        "DOCKET_CONFIG": str(EXAMPLE / "docket.toml"),
+        "DOCKET_OTEL_ENDPOINT": collector.endpoint,
+        **EXPORT_SOON,
+    }
+    running = start_docket(site, env=env)
+    idp = tmp_path / "idp"
+    subprocess.run(
+        [sys.executable, str(EXAMPLE / "make_token.py"), "--out", str(idp), "--sub", "alice"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    envoy = None
+    try:
+        config = render_config(running, running.grpc_port, idp / "jwks.json")
+        envoy = start_envoy(envoy_binary, site, config)
+        caller = traceparent(6)
+        answer = httpx.get(
+            f"{envoy.url}/docs/research-notes", headers={"traceparent": caller}, timeout=10
+        )
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        running.stop()
+    assert answer.status_code == 403  # anonymous: no policy permits it
+    spans = collector.trace(caller[3:35], 3)
+    served = named(spans, "envoy.service.auth.v3.Authorization/Check")
+    assert served.parent_span_id.hex() == PARENT_ID
+    assert attributes(served)["docket.decision_id"] == answer.json()["decision_id"]
 
 
 def test_log_lines_about_a_decision_name_it(tmp_path: Path) -> None:
