@@ -1,4 +1,9 @@
-"""structlog, configured once per process: console for humans, JSON for machines."""
+"""structlog, configured once per process: console for humans, JSON for machines.
+
+Every line carries what the call it belongs to bound in its context (structlog's
+context variables: the ``decision_id`` of a decision, see
+:mod:`engine._service.decisions`) and, while the call is traced, its ``trace_id`` and
+``span_id`` (:mod:`engine._service.tracing`)."""
 
 from __future__ import annotations
 
@@ -7,9 +12,22 @@ import sys
 from typing import Literal
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from engine._service.tracing import current_ids
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
+
+
+def _trace_ids(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """A line logged while a call is traced names its trace and span (OpenTelemetry's
+    ids, in hex), so that the line and the span find each other."""
+    ids = current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
 
 
 def configure_logging(
@@ -25,6 +43,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

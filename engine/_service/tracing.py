@@ -220,6 +220,18 @@ def decisions(api: str, decided: Sequence[Named]) -> None:
         span.set_attribute("docket.decisions", [item.decision.decision for item in decided])
 
 
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the span being served, for log lines; None when
+    tracing is off or no call is traced."""
+    on = _on
+    if on is None:
+        return None
+    context = on.current().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
 def annotate(span: Span | None, **attributes: str | int) -> None:
     """Set ``attributes`` on ``span`` (nothing when tracing is off: ``span`` is None)."""
     if span is not None:

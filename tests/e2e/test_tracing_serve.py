@@ -1,6 +1,7 @@
 """Traces of a real ``docket serve`` (a subprocess), received over OTLP/gRPC by a small
-collector in this test process (``opentelemetry-proto``'s TraceService; no collector
-binary is installable from the registries this project uses): a caller's
+collector (tests/e2e/otlp_collector.py: ``opentelemetry-proto``'s TraceService in a
+process of its own; no collector binary is installable from the registries this project
+uses): a caller's
 ``traceparent`` is the parent of the server span, evaluation and the audit commit are
 its children, and its decision id is the response's and the audit entry's. Without
 ``otel_endpoint`` nothing is sent, even with OpenTelemetry's own environment variables
@@ -11,10 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import grpc
 import httpx
 import pytest
 from admission_reviews import body, fixture, review
-from e2e.docket_process import Docket, start_docket
+from e2e.docket_process import PREEXEC, Docket, start_docket, stop
 from e2e.test_envoy import (  # envoy_binary: the fixture (the Envoy binary, or a skip)
     EXAMPLE,
     envoy_binary,  # noqa: F401
@@ -32,8 +31,6 @@ from e2e.test_envoy import (  # envoy_binary: the fixture (the Envoy binary, or 
 )
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from sdk.v1 import decisions_pb2 as pb
@@ -59,72 +56,67 @@ def traceparent(n: int) -> str:
     return f"00-{TRACE_ID[:-4]}{n:04x}-{PARENT_ID}-01"
 
 
-class Collector(otlp_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace receiver: keeps every span it is sent."""
+class Collector:
+    """tests/e2e/otlp_collector.py running: the spans it received, as JSON."""
 
-    def __init__(self) -> None:
-        self.spans: list[trace_pb2.Span] = []
-        self.exports = 0
-        self._lock = threading.Lock()
-        self.server = grpc.server(ThreadPoolExecutor(2))
-        otlp_grpc.add_TraceServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.out = root / "spans.jsonl"
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("otlp_collector.py")), str(self.out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=PREEXEC,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("listening "), line
+        self.endpoint = f"http://127.0.0.1:{line.split()[1]}"
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def spans(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.read_text().splitlines()]
 
-    def Export(
-        self, request: otlp.ExportTraceServiceRequest, context: grpc.ServicerContext
-    ) -> otlp.ExportTraceServiceResponse:
-        with self._lock:
-            self.exports += 1
-            for resource in request.resource_spans:
-                for scope in resource.scope_spans:
-                    self.spans.extend(scope.spans)
-        return otlp.ExportTraceServiceResponse()
-
-    def trace(self, trace_id: str, count: int) -> list[trace_pb2.Span]:
+    def trace(self, trace_id: str, count: int) -> list[dict[str, Any]]:
         """The spans of ``trace_id`` once ``count`` have arrived."""
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
-            with self._lock:
-                found = [s for s in self.spans if s.trace_id.hex() == trace_id]
+            found = [s for s in self.spans() if s["trace_id"] == trace_id]
             if len(found) >= count:
                 return found
             time.sleep(0.05)
         pytest.fail(f"{len(found)} of {count} spans of trace {trace_id} after {WAIT} s")
 
-
-def attributes(span: trace_pb2.Span) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for item in span.attributes:
-        kind = item.value.WhichOneof("value")
-        value = getattr(item.value, kind)
-        found[item.key] = [v.string_value for v in value.values] if kind == "array_value" else value
-    return found
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.close()
+        stop(self.process, "otlp_collector.py")
+        self.process.stdout.close()
 
 
-def named(spans: list[trace_pb2.Span], name: str) -> trace_pb2.Span:
-    (span,) = [s for s in spans if s.name == name]
+def named(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (span,) = [s for s in spans if s["name"] == name]
     return span
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[Collector]:
-    running = Collector()
-    try:
-        yield running
-    finally:
-        running.server.stop(0)
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    running = Collector(tmp_path_factory.mktemp("collector"))
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> Iterator[Docket]:
     running = start_docket(
         tmp_path_factory.mktemp("traced"),
-        env={"DOCKET_OTEL_ENDPOINT": collector.endpoint, **EXPORT_SOON},
+        env={
+            "DOCKET_OTEL_ENDPOINT": collector.endpoint,
+            "DOCKET_LOG_FORMAT": "json",
+            "DOCKET_LOG_LEVEL": "debug",
+            **EXPORT_SOON,
+        },
     )
     yield running  # pytest resumes here after the module's tests, failed or not
     assert running.stop() == 0, running.log.read_text()
@@ -138,11 +130,11 @@ def test_authorize_is_a_span_under_the_callers_trace(traced: Docket, collector: 
         )
     spans = collector.trace(caller[3:35], 3)
     served = named(spans, "docket.v1.Decisions/Authorize")
-    assert served.parent_span_id.hex() == PARENT_ID
-    assert served.kind == trace_pb2.Span.SPAN_KIND_SERVER
+    assert served["parent_span_id"] == PARENT_ID
+    assert served["kind"] == trace_pb2.Span.SPAN_KIND_SERVER
     for child in ("docket.evaluate", "docket.audit.commit"):
-        assert named(spans, child).parent_span_id == served.span_id
-    said = attributes(served)
+        assert named(spans, child)["parent_span_id"] == served["span_id"]
+    said = served["attributes"]
     assert said["docket.decision_id"] == answer.decision_id
     assert said["docket.decision"] == "allow"
     assert said["docket.bundle_version"] == answer.bundle_version
@@ -154,6 +146,13 @@ def test_authorize_is_a_span_under_the_callers_trace(traced: Docket, collector: 
         if e["detail"]["decision_id"] == answer.decision_id
     ]
     assert entry["decision"] == "allow"
+    (line,) = [
+        json.loads(line)
+        for line in traced.log.read_text().splitlines()
+        if answer.decision_id in line and '"event": "decision"' in line
+    ]
+    assert line["trace_id"] == caller[3:35]
+    assert line["span_id"] == served["span_id"]
 
 
 def test_a_batch_names_its_decisions_in_order(traced: Docket, collector: Collector) -> None:
@@ -168,7 +167,7 @@ def test_a_batch_names_its_decisions_in_order(traced: Docket, collector: Collect
             timeout=10,
         )
     spans = collector.trace(caller[3:35], 3)
-    said = attributes(named(spans, "docket.v1.Decisions/BatchAuthorize"))
+    said = named(spans, "docket.v1.Decisions/BatchAuthorize")["attributes"]
     assert said["docket.decision_ids"] == [r.decision_id for r in answer.results]
     assert said["docket.decisions"] == ["allow", "deny"]
 
@@ -187,9 +186,9 @@ def test_check_follows_the_checked_requests_trace(traced: Docket, collector: Col
     decision_id = answer.dynamic_metadata.fields["decision_id"].string_value
     spans = collector.trace(caller[3:35], 3)
     served = named(spans, "envoy.service.auth.v3.Authorization/Check")
-    assert served.parent_span_id.hex() == PARENT_ID
-    assert attributes(served)["docket.decision_id"] == decision_id
-    assert attributes(served)["docket.api"] == "ext_authz"
+    assert served["parent_span_id"] == PARENT_ID
+    assert served["attributes"]["docket.decision_id"] == decision_id
+    assert served["attributes"]["docket.api"] == "ext_authz"
 
 
 def test_an_admission_review_follows_the_api_servers_trace(
@@ -205,8 +204,8 @@ def test_an_admission_review_follows_the_api_servers_trace(
     assert answer.json()["response"]["allowed"] is True
     spans = collector.trace(caller[3:35], 3)
     served = named(spans, "POST /validate")
-    assert served.parent_span_id.hex() == PARENT_ID
-    said = attributes(served)
+    assert served["parent_span_id"] == PARENT_ID
+    said = served["attributes"]
     assert said["http.response.status_code"] == 200
     (entry,) = [
         e
@@ -253,8 +252,8 @@ def test_check_through_envoy_continues_the_clients_trace(
     assert answer.status_code == 403  # anonymous: no policy permits it
     spans = collector.trace(caller[3:35], 3)
     served = named(spans, "envoy.service.auth.v3.Authorization/Check")
-    assert served.parent_span_id.hex() == PARENT_ID
-    assert attributes(served)["docket.decision_id"] == answer.json()["decision_id"]
+    assert served["parent_span_id"] == PARENT_ID
+    assert served["attributes"]["docket.decision_id"] == answer.json()["decision_id"]
 
 
 def test_log_lines_about_a_decision_name_it(tmp_path: Path) -> None:
@@ -304,7 +303,7 @@ def test_a_decision_id_does_not_stay_on_its_thread(tmp_path: Path) -> None:
 
 def test_off_by_default_nothing_is_sent(tmp_path: Path) -> None:
     """OpenTelemetry's own variables do not turn tracing on: only ``otel_endpoint``."""
-    collector = Collector()
+    collector = Collector(tmp_path / "collector")
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, **EXPORT_SOON}
     running = start_docket(tmp_path, env=env)
     try:
@@ -314,7 +313,7 @@ def test_off_by_default_nothing_is_sent(tmp_path: Path) -> None:
             )
     finally:
         code = running.stop()
-        collector.server.stop(0)
+        collector.stop()
     assert code == 0, running.log.read_text()
-    assert collector.exports == 0
+    assert collector.spans() == []
     assert "serve.tracing" not in running.log.read_text()
