@@ -72,7 +72,9 @@ class Collector:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         assert line.startswith("listening "), line
-        self.endpoint = f"http://127.0.0.1:{line.split()[1]}"
+        _, grpc_port, http_port = line.split()
+        self.endpoint = f"http://127.0.0.1:{grpc_port}"
+        self.http_endpoint = f"http://127.0.0.1:{http_port}"
 
     def spans(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.out.read_text().splitlines()]
@@ -153,6 +155,28 @@ def test_authorize_is_a_span_under_the_callers_trace(traced: Docket, collector: 
     ]
     assert line["trace_id"] == caller[3:35]
     assert line["span_id"] == served["span_id"]
+
+
+def test_otlp_over_http(collector: Collector, tmp_path: Path) -> None:
+    env = {
+        "DOCKET_OTEL_ENDPOINT": collector.http_endpoint,
+        "DOCKET_OTEL_PROTOCOL": "http",
+        "DOCKET_OTEL_SERVICE_NAME": "docket-over-http",
+        **EXPORT_SOON,
+    }
+    running = start_docket(tmp_path, "--admission", "off", env=env)
+    caller = traceparent(7)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+            answer = pb_grpc.DecisionsStub(channel).Authorize(
+                HEIDI_READS_WEBSITE, metadata=[("traceparent", caller)], timeout=10
+            )
+        spans = collector.trace(caller[3:35], 3)
+    finally:
+        running.stop()
+    served = named(spans, "docket.v1.Decisions/Authorize")
+    assert served["attributes"]["docket.decision_id"] == answer.decision_id
+    assert served["resource"]["service.name"] == "docket-over-http"
 
 
 def test_a_batch_names_its_decisions_in_order(traced: Docket, collector: Collector) -> None:
