@@ -30,6 +30,26 @@ def _trace_ids(logger: WrappedLogger, method: str, event: EventDict) -> EventDic
     return event
 
 
+def _route_stdlib(name: str, renderer: structlog.types.Processor) -> None:
+    """Warnings and errors of the stdlib logger ``name`` (a library's), rendered as
+    Docket's own lines are."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 def configure_logging(
     log_format: Literal["console", "json"] = "console",
     level: Literal["debug", "info", "warning", "error"] = "info",
@@ -40,6 +60,7 @@ def configure_logging(
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    _route_stdlib("opentelemetry", renderer)  # the SDK's export errors
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

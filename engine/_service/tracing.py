@@ -20,6 +20,7 @@ rest (parent-based).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # imported by start(), never while tracing is off
     from opentelemetry.trace import Span
 
 OtlpProtocol = Literal["grpc", "http"]
+STOP_SECONDS = 2.0
+"""How long a stopping process waits for its last spans to leave."""
 EVALUATE = "docket.evaluate"
 AUDIT_COMMIT = "docket.audit.commit"
 Headers = Callable[[], Iterable[tuple[str | bytes, str | bytes]] | None]
@@ -139,12 +142,18 @@ def start(
     _on = _Tracing(provider)
 
 
-def stop() -> None:
-    """Send the spans not yet sent, and trace no more."""
+def stop(timeout: float = STOP_SECONDS) -> None:
+    """Trace no more, and send the spans not yet sent, for at most ``timeout`` seconds: a
+    collector that is down (the exporter retries for up to 10 s) must not hold a server
+    that is stopping. What is not sent by then is lost."""
     global _on
     on, _on = _on, None
     if on is not None:
-        on.provider.shutdown()
+        closing = threading.Thread(
+            target=on.provider.shutdown, name="docket-tracing-stop", daemon=True
+        )
+        closing.start()
+        closing.join(timeout)
 
 
 def server_span(

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -147,3 +151,32 @@ def test_otlp_over_http_posts_to_v1_traces() -> None:
     assert exporter._endpoint == "http://127.0.0.1:4318/v1/traces"  # type: ignore[attr-defined]
     named = tracing.otlp_exporter("https://collector.example/otlp/v1/traces", "http")
     assert named._endpoint == "https://collector.example/otlp/v1/traces"  # type: ignore[attr-defined]
+
+
+class Stuck(SpanExporter):
+    """A collector that never answers: each export waits until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.exporting = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.exporting.set()
+        self.release.wait()
+        return SpanExportResult.FAILURE
+
+
+def test_a_collector_that_never_answers_does_not_hold_a_stopping_server() -> None:
+    stuck = Stuck()
+    tracing.start(stuck, service_name="docket")
+    with tracing.server_span(CALL, lambda: None):
+        pass
+    stopper = threading.Thread(target=tracing.stop, kwargs={"timeout": 0.1})
+    try:
+        stopper.start()
+        assert stuck.exporting.wait(10)  # the last export has begun, and waits
+        stopper.join(10)  # a bound for the test only: without one, stop() waits forever
+        assert not stopper.is_alive()
+        assert not tracing.enabled()
+    finally:
+        stuck.release.set()
