@@ -20,6 +20,7 @@ rest (parent-based).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -133,7 +134,8 @@ def start(
     global _on
     stop()
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service_name}),
+        # Each worker process exports on its own: its pid tells them apart.
+        resource=Resource.create({"service.name": service_name, "process.pid": os.getpid()}),
         sampler=ParentBased(TraceIdRatioBased(ratio)),
     )
     provider.add_span_processor(

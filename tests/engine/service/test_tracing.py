@@ -4,6 +4,7 @@ children: tests/engine/service/test_decisions.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -84,6 +85,7 @@ def test_a_callers_traceparent_is_the_parent(spans: InMemorySpanExporter) -> Non
         "rpc.method": "Authorize",
     }
     assert served.resource.attributes["service.name"] == "docket-test"
+    assert served.resource.attributes["process.pid"] == os.getpid()
 
 
 def test_http_headers_as_bytes_carry_the_context(spans: InMemorySpanExporter) -> None:
