@@ -28,6 +28,7 @@ from benchmarks import (
     bench_index,
     bench_serving,
     bench_startup,
+    bench_tracing,
     bench_writer,
 )
 from benchmarks._common import machine, machine_line
@@ -51,6 +52,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     ),
     "writer": ("--workers 2: per-worker writers against the supervisor's one", bench_writer.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
+    "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

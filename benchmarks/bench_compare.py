@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -178,12 +179,17 @@ def tree_command(tree: Path) -> list[str]:
     ]
 
 
-def compare_serve(base: Path, rounds: Rounds, tmp: Path) -> dict[str, Any]:
-    """(b): Authorize calls/s of each side over alternating h2load rounds."""
+def compare_serve(
+    base: Path, rounds: Rounds, tmp: Path, *, this_env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """(b): Authorize calls/s of each side over alternating h2load rounds; ``this_env``:
+    settings for this tree's server alone (``DOCKET_*`` variables)."""
     cases = mix(bundle_cases())
+    settings = [f"{name}={value}" for name, value in (this_env or {}).items()]
+    this_command = ["env", *settings, *tree_command(ROOT)] if settings else tree_command(ROOT)
     with (
         docket_server(tmp / "base", workers=1, command=tree_command(base)) as base_server,
-        docket_server(tmp / "this", workers=1, command=tree_command(ROOT)) as this_server,
+        docket_server(tmp / "this", workers=1, command=this_command) as this_server,
     ):
         servers = {"base": base_server, "this": this_server}
         streams: dict[str, list[Stream]] = {}

@@ -28,6 +28,7 @@ connection accepted on our pre-bound socket (``proto`` 0) is not.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ import structlog
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from engine._service import tracing
 from engine._service.metrics import Metrics
 
 log = structlog.get_logger("docket.admission")
@@ -60,6 +62,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 _REVIEWS: dict[str, ReviewPath] = {"/validate": "validate", "/mutate": "mutate"}
+_SPANS = {path: tracing.Call.http("POST", route) for route, path in _REVIEWS.items()}
 
 
 class Reviewer(Protocol):
@@ -149,7 +152,12 @@ class AdmissionApp:
                 False,
             )
         loop = asyncio.get_running_loop()
-        status, answer = await loop.run_in_executor(self.pool, self._review, path, body)
+        with tracing.server_span(_SPANS[path], lambda: scope["headers"]) as span:
+            # In a copy of this request's context: a review's span and log fields are its
+            # own, not its thread's (a pool thread would keep them for the next review).
+            review = contextvars.copy_context().run
+            status, answer = await loop.run_in_executor(self.pool, review, self._review, path, body)
+            tracing.annotate(span, **{"http.response.status_code": int(status)})
         return status, answer, False
 
     def _review(self, path: ReviewPath, body: bytes) -> tuple[int, dict[str, Any]]:

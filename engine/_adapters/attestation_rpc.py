@@ -28,6 +28,7 @@ from attestation import (
     hash_name,
 )
 from engine._adapters.grpc_status import answer, caller_identity
+from engine._service import tracing
 from engine._service.attest import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
 from engine._service.audit_entries import capped
 from engine._service.metrics import Metrics
@@ -37,6 +38,9 @@ from sdk.v1 import attestation_pb2_grpc as pb_grpc
 _BANKS = {hash_name(alg): alg for alg in (ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512)}
 MAX_PCR_VALUES = 4 * 24
 T = TypeVar("T")
+_SERVICE = pb.DESCRIPTOR.services_by_name["Attestation"].full_name
+CHALLENGE = tracing.Call.grpc(_SERVICE, "Challenge")
+ATTEST = tracing.Call.grpc(_SERVICE, "Attest")
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -172,12 +176,16 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                 pcrs=selection_to_proto(challenged.pcrs),
             )
 
-        return answer(self, "attestation_challenge", context, produce)
+        with tracing.server_span(CHALLENGE, context.invocation_metadata):
+            return answer(self, "attestation_challenge", context, produce)
 
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         def produce() -> pb.AttestResponse:
             caller = caller_identity(context)
             evidence = self._parsed("attest", lambda: evidence_from_proto(request), caller)
-            return issued_to_proto(self._service.attest(evidence, caller=caller))
+            issued = self._service.attest(evidence, caller=caller)
+            tracing.annotate(span, **{"docket.spiffe_id": issued.spiffe_id})
+            return issued_to_proto(issued)
 
-        return answer(self, "attestation_attest", context, produce)
+        with tracing.server_span(ATTEST, context.invocation_metadata) as span:
+            return answer(self, "attestation_attest", context, produce)

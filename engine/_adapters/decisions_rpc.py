@@ -22,11 +22,16 @@ from engine._adapters.wire import (
 )
 from engine._core.models import Request
 from engine._errors import RequestError
+from engine._service import tracing
 from engine._service.constants import DEVICE
 from engine._service.decisions import Decided, DecisionService
 from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["Decisions"].full_name
+AUTHORIZE = tracing.Call.grpc(_SERVICE, "Authorize")
+BATCH_AUTHORIZE = tracing.Call.grpc(_SERVICE, "BatchAuthorize")
 
 
 class DecisionsServicer(pb_grpc.DecisionsServicer):
@@ -94,7 +99,8 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
             )
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
-        return await answer_async(self._service, "authorize", context, produce)
+        with tracing.server_span(AUTHORIZE, context.invocation_metadata, context.code):
+            return await answer_async(self._service, "authorize", context, produce)
 
     async def BatchAuthorize(
         self, request: pb.BatchAuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -110,7 +116,8 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
                 results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]
             )
 
-        return await answer_async(self._service, "batch_authorize", context, produce)
+        with tracing.server_span(BATCH_AUTHORIZE, context.invocation_metadata, context.code):
+            return await answer_async(self._service, "batch_authorize", context, produce)
 
     def Place(
         self, request: pb.PlacementRequest, context: grpc.ServicerContext

@@ -36,9 +36,10 @@ answer carries ``decision_id`` in ``dynamic_metadata``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any, Literal
 
 import grpc
@@ -53,6 +54,7 @@ from engine._adapters.grpc_status import AUDIT_UNAVAILABLE, answer_async, caller
 from engine._adapters.wire import dict_to_struct, value_to_python
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
+from engine._service import tracing
 from engine._service.constants import CALLER, DEVICE, INVENTORY_DEVICE_FIELDS
 from engine._service.decisions import DecisionService, decision_id
 from engine._service.posture import PostureReader, attach, provenance
@@ -67,6 +69,7 @@ _ACTIONS = {"GET": "read", "HEAD": "read", "DELETE": "delete"}
 _CONTEXT_PREFIX = "context."
 _CLAIMS = ("sub", "amr", "mfa", "device")
 Subject = Literal["source.principal", "jwt", "anonymous"]
+CHECK = tracing.Call.grpc(authz.DESCRIPTOR.services_by_name["Authorization"].full_name, "Check")
 
 
 def untrusted_field(attributes: Any) -> str | None:
@@ -233,10 +236,21 @@ class AuthorizationServicer:
     async def Check(
         self, request: authz.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> authz.CheckResponse:
-        """A coroutine on the server's event loop (see :mod:`engine._adapters.decisions_rpc`)."""
-        return await answer_async(
-            self._service, "ext_authz", context, lambda: self._check(request, context)
-        )
+        """A coroutine on the server's event loop (see :mod:`engine._adapters.decisions_rpc`).
+        Its trace's parent: the ``traceparent`` Envoy sends, else that of the request
+        checked."""
+
+        def headers() -> Iterable[tuple[str, str | bytes]]:
+            # Envoy's own context (its metadata) last: it wins.
+            return itertools.chain(
+                request.attributes.request.http.headers.items(),
+                context.invocation_metadata() or (),
+            )
+
+        with tracing.server_span(CHECK, headers, context.code):
+            return await answer_async(
+                self._service, "ext_authz", context, lambda: self._check(request, context)
+            )
 
     async def _check(
         self, request: authz.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -9,6 +9,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -268,6 +269,28 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    # -- tracing (issue 18) ---------------------------------------------------------------
+    otel_endpoint: str | None = None
+    """Where ``docket serve`` sends its traces (OpenTelemetry, OTLP): a collector's URL,
+    ``http://HOST:4317`` for ``otel_protocol = "grpc"`` (``https://`` for TLS),
+    ``http://HOST:4318`` for ``"http"``. Unset (the default), nothing is traced or sent."""
+    otel_protocol: Literal["grpc", "http"] = "grpc"
+    """OTLP over gRPC, or over HTTP (protobuf bodies to ``/v1/traces``)."""
+    otel_service_name: str = Field(default="docket", min_length=1)
+    """The ``service.name`` Docket's spans carry."""
+    otel_sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    """The share of traces that start at Docket which are recorded; a caller's trace
+    follows the caller's own sampling decision (its ``traceparent`` flags)."""
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
     @classmethod

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ssl
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +60,7 @@ from engine._runtime.prepare import (
     trust_roots,
 )
 from engine._runtime.settings import Settings
+from engine._service import tracing
 from engine._service.admission import AdmissionController
 from engine._service.attest import (
     AttestationService,
@@ -119,6 +121,15 @@ class _Loop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+class _CallThreads(ThreadPoolExecutor):
+    """The threads of the RPCs that are not coroutines, each call in a context of its
+    own: what one call binds (its decision id in log lines, its span) does not stay on
+    its thread for the next."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(contextvars.Context().run, fn, *args, **kwargs)
 
 
 class TrustFiles:
@@ -262,7 +273,17 @@ class Worker:
         self.health = health.aio.HealthServicer()
         if relay is None:  # else the log's owner observes its commits
             self.audit.writer.observe_commits(metrics.committed)
-        self._threads = ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="docket-grpc")
+        self._tracing = settings.otel_endpoint is not None
+        if settings.otel_endpoint is not None:
+            tracing.start(
+                tracing.otlp_exporter(settings.otel_endpoint, settings.otel_protocol),
+                service_name=settings.otel_service_name,
+                ratio=settings.otel_sampling_ratio,
+            )
+            log.info(
+                "serve.tracing", endpoint=settings.otel_endpoint, protocol=settings.otel_protocol
+            )
+        self._threads = _CallThreads(settings.grpc_threads, thread_name_prefix="docket-grpc")
         self._loop = _Loop()
         self.server = self._loop.run(self._server(reuse_port, on_reload))
         self._started = False
@@ -566,3 +587,5 @@ class Worker:
         self.challenges.close()
         self.audit.close()
         self._loop.close()
+        if self._tracing:
+            tracing.stop()  # sends what is left

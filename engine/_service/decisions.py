@@ -13,6 +13,7 @@ caller then answers with an error, never with the decision) when they cannot be.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from engine._core.evaluate import Engine
 from engine._core.models import Decision, EntityUID, PolicyError, Request
 from engine._core.placement import Placement, Workload
 from engine._errors import LimitExceeded, NotAuthorized
+from engine._service import tracing
 from engine._service.audit_entries import (
     bundle_entry,
     decision_entry,
@@ -59,6 +61,15 @@ def decision_id(now: datetime) -> str:
     value = (millis << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64
     value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
     return str(uuid.UUID(int=value))
+
+
+def _name(ids: Sequence[str]) -> None:
+    """Put the ids of the decisions being made into every log line of this call that
+    follows (structlog's context variables: a call runs in a context of its own)."""
+    if len(ids) == 1:
+        structlog.contextvars.bind_contextvars(decision_id=ids[0])
+    else:
+        structlog.contextvars.bind_contextvars(decision_ids=list(ids))
 
 
 def utcnow() -> datetime:
@@ -152,7 +163,8 @@ class DecisionService:
         return self.engine.bundle is not None and self.audit.writable
 
     def _record(self, entries: Sequence[Entry]) -> list[Receipt]:
-        return self.audit.record(entries)
+        with tracing.child_span(tracing.AUDIT_COMMIT):
+            return self.audit.record(entries)
 
     def _swapped(self, bundle: PolicyBundle) -> None:
         self.metrics.bundle_loaded(bundle.version)
@@ -169,7 +181,8 @@ class DecisionService:
 
     async def _record_async(self, entries: Sequence[Entry]) -> list[Receipt]:
         # Never commits on the loop: the writer thread commits whatever is waiting.
-        return await self.audit.writer.append_async(entries)
+        with tracing.child_span(tracing.AUDIT_COMMIT):
+            return await self.audit.writer.append_async(entries)
 
     def authorize(self, requests: Sequence[Request], **asked: Unpack[Asked]) -> list[Decided]:
         """Decide requests in order (``api`` names the API; ``detail`` goes into each
@@ -179,6 +192,7 @@ class DecisionService:
         :class:`~engine.RequestError`, :class:`~engine.LimitExceeded` over
         :data:`MAX_BATCH`, the audit log's errors."""
         made = self._decide(requests, **asked)
+        _name(made.ids)
         return self._decided(asked["api"], made, self._record(made.entries))
 
     async def authorize_async(
@@ -193,7 +207,10 @@ class DecisionService:
             made = self._decide(requests, **asked)
         else:
             loop = asyncio.get_running_loop()
-            made = await loop.run_in_executor(None, partial(self._decide, requests, **asked))
+            # In this call's context: its span and log fields follow it into the thread.
+            decide = partial(self._decide, requests, **asked)
+            made = await loop.run_in_executor(None, contextvars.copy_context().run, decide)
+        _name(made.ids)
         return self._decided(asked["api"], made, await self._record_async(made.entries))
 
     def _decide(
@@ -217,7 +234,8 @@ class DecisionService:
         )
         now = self.clock()
         bundle = self.engine.bundle
-        decisions = self.engine.decide_batch(requests, now=now)
+        with tracing.child_span(tracing.EVALUATE):
+            decisions = self.engine.decide_batch(requests, now=now)
         if self._watcher.freshness is not None:  # a stale pulled bundle: @fresh_policy
             decisions = list(self._watcher.freshness.vet(bundle, decisions, now))
         if self.revocations is not None:  # a stale pulled revocation list: likewise
@@ -241,6 +259,9 @@ class DecisionService:
 
     def _decided(self, api: str, made: _Made, receipts: list[Receipt]) -> list[Decided]:
         decided = [Decided(*item) for item in zip(made.ids, made.decisions, receipts, strict=True)]
+        tracing.decisions(api, decided)
+        if len(decided) != 1:  # each line below names its own
+            structlog.contextvars.unbind_contextvars("decision_ids")
         for item in decided:
             self.metrics.decided(api, item.decision.decision)
             log.debug(
@@ -272,6 +293,7 @@ class DecisionService:
     ) -> _Made:
         now = self.clock()
         id_ = decision_id(now)
+        _name([id_])
         entry = refusal_entry(
             error, api=api, caller=caller, decision_id=id_, now=now, detail=detail
         )
@@ -294,6 +316,7 @@ class DecisionService:
         :meth:`authorize`: nothing is allowed unrecorded."""
         now = self.clock()
         id_ = decision_id(now)
+        _name([id_])
         (receipt,) = self._record(
             [
                 unevaluated_entry(
@@ -308,7 +331,9 @@ class DecisionService:
             bundle_version=bundle.version if bundle is not None else None,
             evaluated_at=now,
         )
-        return Decided(id_, decision, receipt)
+        decided = Decided(id_, decision, receipt)
+        tracing.decisions(api, [decided])
+        return decided
 
     def place(
         self,
@@ -323,6 +348,7 @@ class DecisionService:
         now = self.clock()
         placement = self.engine.place(workload, sites, now=now)
         id_ = decision_id(now)
+        _name([id_])
         caller = workload.context.get(CALLER)
         (receipt,) = self._record(
             [

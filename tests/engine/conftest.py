@@ -1,4 +1,5 @@
-"""Fixtures for the engine tests: an in-process Docket server on the default bundle."""
+"""Fixtures for the engine tests: an in-process Docket server on the default bundle, and
+traces kept in memory (the OpenTelemetry SDK's exporter)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from serving import Running
 
 from audit import AuditLog
 from engine import BundleWatcher, Engine, PolicyBundle
 from engine._runtime.settings import Settings
+from engine._service import tracing
 from engine._service.decisions import DecisionService
 from engine._service.metrics import Metrics
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
@@ -61,3 +64,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 def stub(server: Running) -> Iterator[pb_grpc.DecisionsStub]:
     with grpc.insecure_channel(server.target) as channel:
         yield pb_grpc.DecisionsStub(channel)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test (in this process), every span kept in memory as it ends."""
+    exporter = InMemorySpanExporter()
+    tracing.start(exporter, service_name="docket-test", batch=False)
+    try:
+        yield exporter
+    finally:
+        tracing.stop()

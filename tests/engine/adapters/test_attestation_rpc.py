@@ -4,11 +4,14 @@ requests, each refusal recorded in the audit log (the whole flow with a TPM: tes
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from serving import Running
 
 from engine._runtime.settings import Settings
@@ -133,3 +136,22 @@ def test_attest_refusals(
         "stage": "attest",
         "reason": caught.value.details(),
     }
+
+
+def test_an_attest_is_a_span_under_the_callers_trace(
+    stub: pb_grpc.AttestationStub, spans: InMemorySpanExporter
+) -> None:
+    """Attest runs on a thread of the server's pool; its span still continues the trace
+    in the call's metadata, and a refused Attest is a failed span."""
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with pytest.raises(grpc.RpcError):
+        stub.Attest(ATTEST, metadata=[("traceparent", caller)], timeout=5)
+    # The status leaves (context.abort) before the handler's thread has closed its span.
+    deadline = time.monotonic() + 10
+    while not spans.get_finished_spans() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (served,) = spans.get_finished_spans()
+    assert served.name == "docket.v1.Attestation/Attest"
+    assert served.parent is not None
+    assert format(served.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert served.status.status_code is StatusCode.ERROR

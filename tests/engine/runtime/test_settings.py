@@ -106,3 +106,34 @@ def test_a_bad_flag_is_one_line(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=r"^configuration: ") as raised:
         Settings.load().with_flags(**flags)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        pytest.param({"DOCKET_OTEL_ENDPOINT": "127.0.0.1:4317"},
+                     "'127.0.0.1:4317' is not an http:// or https:// URL",
+                     id="endpoint-without-scheme"),
+        pytest.param({"DOCKET_OTEL_PROTOCOL": "thrift"}, "otel_protocol: Input should be",
+                     id="protocol"),
+        pytest.param({"DOCKET_OTEL_SAMPLING_RATIO": "1.5"}, "otel_sampling_ratio: Input should be",
+                     id="ratio-over-one"),
+    ],
+)  # fmt: skip
+def test_a_bad_tracing_setting_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], message: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"^configuration: ") as raised:
+        Settings.load()
+    assert message in str(raised.value)
+
+
+def test_tracing_is_off_unless_an_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    assert Settings.load().otel_endpoint is None
+    monkeypatch.setenv("DOCKET_OTEL_ENDPOINT", "")
+    assert Settings.load().otel_endpoint is None
+    monkeypatch.setenv("DOCKET_OTEL_ENDPOINT", "http://127.0.0.1:4317")
+    assert Settings.load().otel_endpoint == "http://127.0.0.1:4317"

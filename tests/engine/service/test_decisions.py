@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from audit import AuditLog, StoreError
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.models import EntityUID, Request
+from engine._service import tracing
 from engine._service.bundle_watch import BundleWatcher
 from engine._service.decisions import LARGE_BATCH, Decided, DecisionService
 from engine._service.metrics import Metrics
@@ -198,3 +202,70 @@ def test_a_stale_pulled_revocation_list_denies_what_needs_fresh_policy(tmp_path:
         assert service.authorize([request], api="authorize")[0].decision.allowed
     finally:
         log.close()
+
+
+# -- traces and log lines (issue 18) ----------------------------------------------------
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+CALL = tracing.Call.grpc("docket.v1.Decisions", "Authorize")
+ALLOWED = REQUESTS[0]
+
+
+def by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in exporter.get_finished_spans()}
+
+
+def test_a_decision_is_a_span_with_evaluation_and_commit_under_it(
+    spans: InMemorySpanExporter, service: DecisionService
+) -> None:
+    async def served() -> str:
+        with tracing.server_span(CALL, lambda: [("traceparent", TRACEPARENT)]):
+            (decided,) = await service.authorize_async([ALLOWED], api="authorize")
+        return decided.decision_id
+
+    decision_id = asyncio.run(served())
+    found = by_name(spans)
+    root = found["docket.v1.Decisions/Authorize"]
+    for child in (tracing.EVALUATE, tracing.AUDIT_COMMIT):
+        assert found[child].parent is not None
+        assert found[child].parent.span_id == root.context.span_id
+    assert root.attributes is not None
+    assert root.attributes["docket.decision_id"] == decision_id
+    assert root.attributes["docket.decision"] == "allow"
+    assert root.attributes["docket.api"] == "authorize"
+    assert root.attributes["docket.bundle_version"] == service.engine.bundle.version  # type: ignore[union-attr]
+
+
+def test_a_large_batch_is_evaluated_in_the_calls_trace(
+    spans: InMemorySpanExporter, service: DecisionService
+) -> None:
+    """From LARGE_BATCH requests evaluation runs on an executor thread: the call's
+    context follows it there, and the batch's ids are on the span, in order."""
+
+    async def served() -> list[str]:
+        with tracing.server_span(CALL, lambda: None):
+            decided = await service.authorize_async([ALLOWED] * LARGE_BATCH, api="batch_authorize")
+        return [item.decision_id for item in decided]
+
+    ids = asyncio.run(served())
+    found = by_name(spans)
+    root = found["docket.v1.Decisions/Authorize"]
+    assert found[tracing.EVALUATE].parent is not None
+    assert found[tracing.EVALUATE].parent.span_id == root.context.span_id
+    assert root.attributes is not None
+    assert list(root.attributes["docket.decision_ids"]) == ids  # type: ignore[arg-type]
+    assert list(root.attributes["docket.decisions"]) == ["allow"] * LARGE_BATCH  # type: ignore[arg-type]
+
+
+def test_log_lines_after_a_decision_carry_its_id(service: DecisionService) -> None:
+    """What the call logs once its decision has an id (an audit failure included) names
+    it: the id is bound in the call's context (structlog contextvars)."""
+
+    async def served() -> tuple[str, dict[str, object]]:
+        (decided,) = await service.authorize_async([ALLOWED], api="authorize")
+        return decided.decision_id, structlog.contextvars.get_contextvars()
+
+    structlog.contextvars.clear_contextvars()  # what a sync call above bound in this thread
+    decision_id, bound = asyncio.run(served())
+    assert bound == {"decision_id": decision_id}
+    assert structlog.contextvars.get_contextvars() == {}  # bound in the call's own context
