@@ -255,7 +255,8 @@ def open_segment(
             header = json.loads(handle.readline())
         chain_before = bytes.fromhex(header["chain_before"])
     except TamperDetected as exc:
-        raise TamperDetected(exc.index, exc.kind, f"archive {path.name}: {exc}") from exc
+        said = str(exc).removeprefix(f"entry {exc.index}: {exc.kind}: ")
+        raise TamperDetected(exc.index, exc.kind, f"archive {path.name}: {said}") from exc
     except (FormatError, NoteError, ProofError, ValueError, KeyError, TypeError) as exc:
         raise _fail(path, first, str(exc)) from exc
     if verdict.origin != origin:
@@ -320,11 +321,11 @@ def open_archives(
         before = segments[-1] if segments else None
         expected = before.last + 1 if before is not None else 0
         if segment.first != expected:
+            after = f"the archive before it ends at {expected - 1}" if expected else "not 0"
             raise _fail(
                 path,
                 segment.first,
-                f"it starts at entry {segment.first}, the archive before it ends at "
-                f"{expected - 1} (a segment is missing or swapped)",
+                f"it starts at entry {segment.first}, {after} (a segment is missing or swapped)",
             )
         if before is not None and (
             segment.previous != before.checkpoint or segment.chain_before != before.chain
