@@ -141,7 +141,7 @@ TAMPERING: list[tuple[str, Callable[[Path], None], str]] = [
     (
         "flipped-byte-manifest-rewritten",
         lambda d: _rewrite_manifest(d / "segment-10-24", flip=True),
-        "archive segment-10-24: entry 10: modified",
+        "entry 10: modified: archive segment-10-24: its payload does not hash to its stored leaf",
     ),
     (
         "missing-file",
