@@ -445,13 +445,16 @@ def _describe(verdict: Verdict) -> list[str]:
     return lines
 
 
+_ARCHIVES_HELP = (
+    "An archive directory (from `docket audit archive`) to verify with the live log; "
+    "payloads pruned from it verify only against these (repeatable)."
+)
 archives_option = click.option(
     "--archives",
     "archive_dirs",
     multiple=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="An archive directory (from `docket audit archive`) to verify with the live log; "
-    "payloads pruned from it verify only against these (repeatable).",
+    type=click.Path(path_type=Path),
+    help=_ARCHIVES_HELP,
 )
 
 
@@ -1284,6 +1287,8 @@ def archive_cmd(
     it, as a self-verifying segment (entries, checkpoint, consistency proof to the
     previous segment, manifest), then read it back and verify it. Nothing is removed
     from the log: `docket audit prune` does that."""
+    from contextlib import closing
+
     from audit._archive import next_index, write_segment
     from audit._log import AuditLog
     from audit._store import Store
@@ -1291,30 +1296,29 @@ def archive_cmd(
     directory = _archive_directory(destination)
     now = datetime.now(UTC)
     log = _signing_log(db, data_dir, keys_path)
-    try:
-        end = _archive_end(log, before, up_to, retention, now)
-        first = next_index(directory)
-        within = [c for c in log.store.checkpoints() if first < c.size <= end]
-        if not within:
-            raise InputError(
-                f"nothing to archive: no signed checkpoint between entry {first} and entry "
-                f"{end} (the selection ends at {end}; checkpoints are signed as the log grows)"
-            )
-        segment = write_segment(log.store, directory, checkpoint=within[-1], now=now)
-    except TamperDetected as exc:
-        raise CheckFailed(f"the archive written does NOT verify: {exc}") from exc
-    except (StoreError, FormatError, ProofError) as exc:
-        raise InputError(str(exc)) from exc
-    except OSError as exc:
-        raise InputError(f"cannot write to {directory}: {exc.strerror}") from exc
-    finally:
-        log.store.close()
+    with closing(log.store):
+        try:
+            end = _archive_end(log, before, up_to, retention, now)
+            first = next_index(directory)
+            within = [c for c in log.store.checkpoints() if first < c.size <= end]
+            if not within:
+                raise InputError(
+                    f"nothing to archive: no signed checkpoint between entry {first} and "
+                    f"entry {end} (the selection ends at {end}; checkpoints are signed as "
+                    "the log grows)"
+                )
+            segment = write_segment(log.store, directory, checkpoint=within[-1], now=now)
+        except TamperDetected as exc:
+            raise CheckFailed(f"the archive written does NOT verify: {exc}") from exc
+        except OSError as exc:
+            raise InputError(f"cannot write to {directory}: {exc.strerror}") from exc
+        except (StoreError, FormatError, ProofError) as exc:
+            raise InputError(str(exc)) from exc
     if log.keys is not None:
+        detail = {"first": segment.first, "last": segment.last, "archive": str(segment.path)}
+        who = f"local:{getpass.getuser()}"
         _record_operation(
-            AuditLog(Store(database_url(db, data_dir)), log.keys),
-            "archive",
-            f"local:{getpass.getuser()}",
-            {"first": segment.first, "last": segment.last, "archive": str(segment.path)},
+            AuditLog(Store(database_url(db, data_dir)), log.keys), "archive", who, detail
         )
     size = sum(path.stat().st_size for path in segment.path.iterdir())
     click.echo(
