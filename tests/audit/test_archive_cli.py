@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
+from audit import Store
 from engine.cli import main as docket_root
 from tests.audit.conftest import SealedLog, build_log
 from tests.audit.test_audit_cli import assert_one_line
@@ -104,3 +105,19 @@ def test_archive_usage_errors_are_one_line(
 ) -> None:
     line = run("archive", *(a.format(tmp=tmp_path) for a in args), *at(sealed), code=2)
     assert needle in line
+
+
+def test_prune_refuses_another_logs_archive(sealed: SealedLog, tmp_path: Path) -> None:
+    other = build_log(tmp_path / "other")
+    other.store.close()
+    archive = tmp_path / "archive"
+    run("archive", "--to", archive, "--up-to", 9, *at(other))
+    refused = run("prune", "--archived-in", archive, *at(sealed), code=1)
+    assert refused.startswith("docket: archive or log NOT intact, nothing pruned: ")
+    assert "archive segment-0-9" in refused
+    store = Store(sealed.url, create=False)
+    try:
+        erased = [row.idx for row in store.entries(0, 10) if row.payload is None]
+    finally:
+        store.close()
+    assert erased == [3]  # the redacted one: nothing was pruned
