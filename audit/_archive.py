@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit._auditor import Verdict, verify_export, verify_store, write_export
 from audit._entry import Entry
-from audit._errors import FormatError, NoteError, ProofError, TamperDetected
+from audit._errors import FormatError, NoteError, ProofError, StoreError, TamperDetected
 from audit._merkle import verify_consistency
 from audit._note import Checkpoint, VerifierKey, open_checkpoint
 from audit._store import Store, StoredCheckpoint
@@ -131,14 +131,16 @@ def write_segment(
     now: datetime,
     keys: Sequence[VerifierKey] | None = None,
     redaction_keys: Sequence[VerifierKey] | None = None,
+    first: int | None = None,
 ) -> Segment:
-    """Archive the entries from the end of the last segment in ``directory`` up to
+    """Archive the entries from the end of the last segment in ``directory`` (or from
+    ``first``: a staging directory for an object store) up to
     ``checkpoint`` (a stored checkpoint of ``store``) as a new segment; read it back and
     verify it (with ``keys``, else the keys the log names) before returning it. Raises
     :class:`FormatError` when there is nothing to archive or the previous segment's
     checkpoint is not stored, :class:`TamperDetected` when what was written does not
     verify, ``OSError`` when it cannot be written."""
-    first, end = next_index(directory), checkpoint.size
+    first, end = next_index(directory) if first is None else first, checkpoint.size
     if end <= first:
         raise FormatError(
             f"nothing to archive: {directory} already holds entries up to {first - 1}, "
@@ -364,6 +366,96 @@ def verify_with_archives(
         archived=[(s.first, s.last) for s in segments],
     )
     return dataclasses.replace(verdict, kept=verdict.kept[: len(extra)]), segments
+
+
+# -- an S3-compatible store --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class S3Archive:
+    """``s3://bucket/prefix``: segments are ``<prefix>/segment-<first>-<last>/<file>``
+    objects, the manifest uploaded last (a segment without one is incomplete and not
+    listed). The endpoint and credentials are boto3's (``AWS_ENDPOINT_URL``, …)."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Archive:
+        """Parse ``s3://bucket[/prefix]``. Raises :class:`FormatError`."""
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not url.startswith("s3://") or not bucket:
+            raise FormatError(f"{url}: not an s3://bucket/prefix URL")
+        return cls(bucket, prefix.strip("/"))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def _call(self, method: str, *args: Any, **named: Any) -> Any:
+        """One call of the boto3 S3 client; its errors as :class:`~audit.StoreError`."""
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(boto3.client("s3"), method)(*args, **named)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self}: {method} failed: {exc}") from exc
+
+    def segments(self) -> list[str]:
+        """The names of the complete segments, by first index."""
+        found, token = [], None
+        while True:
+            more: dict[str, str] = {} if token is None else {"ContinuationToken": token}
+            page = self._call("list_objects_v2", Bucket=self.bucket, Prefix=self._key(""), **more)
+            for item in page.get("Contents", []):
+                name, _, file = str(item["Key"]).removeprefix(self._key("")).partition("/")
+                if file == MANIFEST and _NAME.fullmatch(name):
+                    found.append(name)
+            token = page.get("NextContinuationToken")
+            if token is None:
+                return sorted(found, key=lambda n: int(n.split("-")[1]))
+
+    def next_index(self) -> int:
+        """The first index no complete segment holds."""
+        found = self.segments()
+        return int(found[-1].split("-")[2]) + 1 if found else 0
+
+    def upload(self, segment: Path) -> None:
+        """Upload the files of the local ``segment``, its manifest last."""
+        for name in (*_FILES, MANIFEST):
+            self._call(
+                "upload_file", str(segment / name), self.bucket, self._key(segment.name, name)
+            )
+
+    def download(self, into: Path, names: Sequence[str] | None = None) -> Path:
+        """Download the complete segments (or those ``names``) into ``into``; ``into``."""
+        for name in self.segments() if names is None else names:
+            (into / name).mkdir(parents=True, exist_ok=True)
+            for file in (*_FILES, MANIFEST):
+                self._call(
+                    "download_file", self.bucket, self._key(name, file), str(into / name / file)
+                )
+        return into
+
+
+def write_segment_s3(
+    store: Store, archive: S3Archive, staging: Path, *, checkpoint: StoredCheckpoint, now: datetime
+) -> Segment:
+    """:func:`write_segment` for an S3-compatible store: written in ``staging`` (an empty
+    local directory), uploaded, then downloaded again and verified from what the store
+    holds. Raises as :func:`write_segment` does, and :class:`~audit.StoreError` when the
+    store cannot be reached."""
+    local = write_segment(
+        store, staging / "written", checkpoint=checkpoint, now=now, first=archive.next_index()
+    )
+    archive.upload(local.path)
+    back = archive.download(staging / "read-back", [local.path.name])
+    keys = [VerifierKey.parse(text) for text in (store.meta("verifier_keys") or "").split()]
+    named = [VerifierKey.parse(text) for text in (store.meta("redaction_keys") or "").split()]
+    return open_segment(back / local.path.name, keys, store.origin, named)
 
 
 # -- pruning ----------------------------------------------------------------------------

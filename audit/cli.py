@@ -301,7 +301,7 @@ def _run_verify(
     checkpoint_files: Sequence[Path],
     key_texts: Sequence[str],
     redaction_texts: Sequence[str] = (),
-    archives: Sequence[Path] = (),
+    archives: Sequence[str] = (),
 ) -> Verdict:
     from audit._auditor import verify_export
 
@@ -361,7 +361,7 @@ def _verify_live(
     redaction_keys: Sequence[VerifierKey],
     extra: Sequence[tuple[str, str]],
     progress: Callable[[int], None],
-    archives: Sequence[Path],
+    archives: Sequence[str],
 ) -> Verdict:
     """The live log, and with ``archives`` the segments archived from it, together."""
     from audit._archive import verify_with_archives
@@ -371,15 +371,16 @@ def _verify_live(
         return verify_store(
             store, keys, redaction_keys=redaction_keys, extra=extra, progress=progress
         )
-    verdict, segments = verify_with_archives(
-        store, keys, archives, redaction_keys=redaction_keys, extra=extra, progress=progress
-    )
+    with _archive_copies(archives) as directories:
+        verdict, segments = verify_with_archives(
+            store, keys, directories, redaction_keys=redaction_keys, extra=extra, progress=progress
+        )
     if not segments:
-        note = "no archived segment in " + ", ".join(map(str, archives))
+        note = "no archived segment in " + ", ".join(archives)
     else:
         note = (
             f"archived entries 0..{segments[-1].last:,} verified in {len(segments)} "
-            f"segment(s) of {', '.join(map(str, archives))}; "
+            f"segment(s) of {', '.join(archives)}; "
             f"{len(verdict.log.pruned):,} payloads pruned from the live log are held there"
         )
     return dataclasses.replace(verdict, notes=(*verdict.notes, note))
@@ -446,14 +447,14 @@ def _describe(verdict: Verdict) -> list[str]:
 
 
 _ARCHIVES_HELP = (
-    "An archive directory (from `docket audit archive`) to verify with the live log; "
+    "An archive (from `docket audit archive`) to verify with the live log; "
     "payloads pruned from it verify only against these (repeatable)."
 )
 archives_option = click.option(
     "--archives",
     "archive_dirs",
     multiple=True,
-    type=click.Path(path_type=Path),
+    metavar="DIR|s3://BUCKET/PREFIX",
     help=_ARCHIVES_HELP,
 )
 
@@ -473,7 +474,7 @@ def verify(
     checkpoint_files: tuple[Path, ...],
     key_texts: tuple[str, ...],
     redaction_texts: tuple[str, ...],
-    archive_dirs: tuple[Path, ...],
+    archive_dirs: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Recompute every leaf hash, the hash chain and the Merkle root; check every
@@ -1230,14 +1231,25 @@ def accept(
 # -- archive / prune ------------------------------------------------------------------
 
 
-def _archive_directory(location: str) -> Path:
-    """``--to`` / ``--archived-in``: a directory (an object store is not supported yet)."""
-    if "://" in location:
-        raise InputError(
-            f"{location}: only a directory is supported as an archive (archive to one, "
-            "then copy it to your object store; docs/retention.md)"
-        )
-    return Path(location)
+@contextmanager
+def _archive_copies(locations: Sequence[str]) -> Iterator[list[Path]]:
+    """Each archive as a local directory: a directory as it is, an ``s3://`` archive
+    downloaded into a temporary one (removed after)."""
+    import tempfile
+
+    from audit._archive import S3Archive
+
+    with tempfile.TemporaryDirectory(prefix="docket-archive-") as scratch:
+        directories = []
+        for number, location in enumerate(locations):
+            if not location.startswith("s3://"):
+                directories.append(Path(location))
+                continue
+            try:
+                directories.append(S3Archive.parse(location).download(Path(scratch) / str(number)))
+            except FormatError as exc:
+                raise InputError(str(exc)) from exc
+        yield directories
 
 
 def _archive_end(
@@ -1289,43 +1301,56 @@ def archive_cmd(
     from the log: `docket audit prune` does that."""
     from contextlib import closing
 
-    from audit._archive import next_index, write_segment
     from audit._log import AuditLog
     from audit._store import Store
 
-    directory = _archive_directory(destination)
     now = datetime.now(UTC)
     log = _signing_log(db, data_dir, keys_path)
     with closing(log.store):
         try:
             end = _archive_end(log, before, up_to, retention, now)
-            first = next_index(directory)
-            within = [c for c in log.store.checkpoints() if first < c.size <= end]
-            if not within:
-                raise InputError(
-                    f"nothing to archive: no signed checkpoint between entry {first} and "
-                    f"entry {end} (the selection ends at {end}; checkpoints are signed as "
-                    "the log grows)"
-                )
-            segment = write_segment(log.store, directory, checkpoint=within[-1], now=now)
+            segment, size = _write_archive(log.store, destination, end, now)
         except TamperDetected as exc:
             raise CheckFailed(f"the archive written does NOT verify: {exc}") from exc
         except OSError as exc:
-            raise InputError(f"cannot write to {directory}: {exc.strerror}") from exc
+            raise InputError(f"cannot write to {destination}: {exc.strerror}") from exc
         except (StoreError, FormatError, ProofError) as exc:
             raise InputError(str(exc)) from exc
+    where = f"{destination.rstrip('/')}/{segment.path.name}"
     if log.keys is not None:
-        detail = {"first": segment.first, "last": segment.last, "archive": str(segment.path)}
+        detail = {"first": segment.first, "last": segment.last, "archive": where}
         who = f"local:{getpass.getuser()}"
         _record_operation(
             AuditLog(Store(database_url(db, data_dir)), log.keys), "archive", who, detail
         )
-    size = sum(path.stat().st_size for path in segment.path.iterdir())
     click.echo(
-        f"archived entries {segment.first}..{segment.last} to {segment.path} "
+        f"archived entries {segment.first}..{segment.last} to {where} "
         f"({size / 1e6:.1f} MB), verified against the checkpoint of size "
         f"{segment.checkpoint.size:,}"
     )
+
+
+def _write_archive(store: Store, destination: str, end: int, now: datetime) -> tuple[Any, int]:
+    """Write the next segment, up to the last checkpoint at or before ``end``, to a
+    directory or an ``s3://`` archive; the segment (read back and verified) and its bytes."""
+    import tempfile
+
+    from audit._archive import S3Archive, next_index, write_segment, write_segment_s3
+
+    remote = S3Archive.parse(destination) if destination.startswith("s3://") else None
+    first = remote.next_index() if remote is not None else next_index(Path(destination))
+    within = [c for c in store.checkpoints() if first < c.size <= end]
+    if not within:
+        raise InputError(
+            f"nothing to archive: no signed checkpoint between entry {first} and entry {end} "
+            f"(the selection ends at {end}; checkpoints are signed as the log grows)"
+        )
+    with tempfile.TemporaryDirectory(prefix="docket-archive-") as staging:
+        if remote is None:
+            segment = write_segment(store, Path(destination), checkpoint=within[-1], now=now)
+        else:
+            segment = write_segment_s3(store, remote, Path(staging), checkpoint=within[-1], now=now)
+        return segment, sum(path.stat().st_size for path in segment.path.iterdir())
 
 
 @audit.command()
@@ -1333,8 +1358,8 @@ def archive_cmd(
     "--archived-in",
     "archived_in",
     required=True,
-    metavar="DIR",
-    help="The archive directory whose segments are pruned from the log.",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="The archive whose segments are pruned from the log.",
 )
 @click.option("--by", "pruned_by", help="Who prunes [the current user].")
 @db_option
@@ -1358,7 +1383,6 @@ def prune(
     when it does not verify: nothing is pruned then."""
     from audit._archive import prune_archived, verify_with_archives
 
-    directory = _archive_directory(archived_in)
     log = _signing_log(db, data_dir, keys_path)
     store = log.store
     try:
@@ -1368,10 +1392,13 @@ def prune(
         redaction_keys = _verifier_keys(redaction_texts, "--redaction-key") or _verifier_keys(
             (store.meta("redaction_keys") or "").split()
         )
-        _, segments = verify_with_archives(store, keys, [directory], redaction_keys=redaction_keys)
+        with _archive_copies([archived_in]) as directories:
+            _, segments = verify_with_archives(
+                store, keys, directories, redaction_keys=redaction_keys
+            )
         if not segments:
             raise InputError(
-                f"no archived segment in {directory}: nothing is pruned without a verified "
+                f"no archived segment in {archived_in}: nothing is pruned without a verified "
                 "archive (run `docket audit archive --to DIR` first)"
             )
         log.start()
@@ -1379,7 +1406,7 @@ def prune(
             done = prune_archived(
                 log,
                 segments,
-                location=str(directory),
+                location=archived_in,
                 by=pruned_by or f"local:{getpass.getuser()}",
                 now=datetime.now(UTC),
             )
@@ -1392,9 +1419,9 @@ def prune(
     finally:
         store.close()  # again after log.close(): closing twice is harmless
     if not done:
-        click.echo(f"nothing to prune: every entry archived in {directory} is pruned already")
+        click.echo(f"nothing to prune: every entry archived in {archived_in} is pruned already")
     for segment, count in done:
         click.echo(
             f"pruned {count:,} payloads of entries {segment.first}..{segment.last} "
-            f"(archived in {segment.path})"
+            f"(archived in {archived_in.rstrip('/')}/{segment.path.name})"
         )

@@ -4,6 +4,7 @@ them, on a log written the way a server writes it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_retention_archives_what_is_older(sealed: SealedLog, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--to", "s3://bucket/prefix", "--up-to", "3"], "only a directory is supported"),
+        (["--to", "s3://", "--up-to", "3"], "s3://: not an s3://bucket/prefix URL"),
         (["--to", "{tmp}/a"], "give exactly one of --before DATE, --up-to INDEX, --retention"),
         (["--to", "{tmp}/a", "--up-to", "3", "--before", "2025-01-01"], "exactly one of"),
         (["--to", "{tmp}/a", "--before", "yesterday"], "--before 'yesterday': not an ISO 8601"),
@@ -121,3 +122,52 @@ def test_prune_refuses_another_logs_archive(sealed: SealedLog, tmp_path: Path) -
     finally:
         store.close()
     assert erased == [3]  # the redacted one: nothing was pruned
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real S3 endpoint over HTTP (moto's server, on a free port) with an empty
+    bucket; boto3 is pointed at it by the environment, as an operator would."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "docket-test",
+        "AWS_SECRET_ACCESS_KEY": "docket-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3").create_bucket(Bucket="docket-archive")
+    yield "s3://docket-archive/site-a"
+    server.stop()
+
+
+def test_an_s3_archive_round_trip(sealed: SealedLog, s3: str) -> None:
+    import boto3
+
+    assert run("archive", "--to", s3, "--up-to", 9, *at(sealed)).startswith(
+        f"archived entries 0..9 to {s3}/segment-0-9 ("
+    )
+    assert run("archive", "--to", s3, "--up-to", 30, *at(sealed)).startswith(
+        f"archived entries 10..24 to {s3}/segment-10-24 ("
+    )
+    client = boto3.client("s3")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="docket-archive")["Contents"]]
+    assert "site-a/segment-10-24/manifest.json" in keys
+    assert run("prune", "--archived-in", s3, *at(sealed)) == (
+        f"pruned 9 payloads of entries 0..9 (archived in {s3}/segment-0-9)\n"
+        f"pruned 15 payloads of entries 10..24 (archived in {s3}/segment-10-24)\n"
+    )
+    assert "entry 0: missing" in run("verify", *at(sealed, keys=False), code=1)
+    intact = run("verify", "--archives", s3, *at(sealed, keys=False))
+    assert f"verified in 2 segment(s) of {s3}; 24 payloads pruned" in intact
+
+    key = "site-a/segment-0-9/entries.jsonl"
+    body = client.get_object(Bucket="docket-archive", Key=key)["Body"].read()
+    client.put_object(Bucket="docket-archive", Key=key, Body=body.replace(b"user-1", b"user-2", 1))
+    caught = run("verify", "--archives", s3, *at(sealed, keys=False), code=1)
+    assert "archive segment-0-9: entries.jsonl does not hash to its manifest" in caught
