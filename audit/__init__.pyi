@@ -1,6 +1,11 @@
 # The names of `audit`, typed; lazy_loader.attach_stub reads these imports to import
 # each name from its module on first use (`__init__.py`).
 
+from ._archive import Segment as Segment
+from ._archive import open_archives as open_archives
+from ._archive import prune_archived as prune_archived
+from ._archive import verify_with_archives as verify_with_archives
+from ._archive import write_segment as write_segment
 from ._auditor import Verdict as Verdict
 from ._auditor import VerifiedReceipt as VerifiedReceipt
 from ._auditor import make_receipt as make_receipt

@@ -112,12 +112,15 @@ def verify_store(
     redaction_keys: Sequence[VerifierKey] = (),
     extra: Sequence[tuple[str, str]] = (),
     progress: Callable[[int], None] | None = None,
+    archived: Sequence[tuple[int, int]] = (),
 ) -> Verdict:
     """Verify the whole log in ``store`` against its stored checkpoints and ``extra``
     ``(source, note)`` checkpoints (an auditor's saved copies), all signed by ``keys``,
     every entry's ``kind`` and ``time`` columns against its hashed payload, and every
     erased payload against the order its ``redaction`` entry carries, signed by one of
-    ``redaction_keys`` (none given: an erased payload does not verify).
+    ``redaction_keys`` (none given: an erased payload does not verify), or, for a
+    payload pruned after archival, against ``archived``: the ``(first, last)`` ranges
+    verified archives hold (:func:`audit._archive.verify_with_archives`).
     Raises :class:`TamperDetected`, :class:`~audit.StoreError`."""
     origin = store.origin
     # Checkpoints before the head: a checkpoint is only signed for a committed head and
@@ -159,8 +162,22 @@ def verify_store(
     # The kind and time columns are not hashed; nothing may select by them while they
     # disagree with the payloads (a second read: the hot loop above stays lean).
     select_period(store, None, None)
+    check_archived(verified, archived)
     orders = check_orders(verified, origin, redaction_keys)
     return dataclasses.replace(_verdict(verified, origin, trusted, extra, keys), redactions=orders)
+
+
+def check_archived(verified: VerifiedLog, archived: Sequence[tuple[int, int]]) -> None:
+    """Every pruned payload of ``verified`` lies in one of the ``archived`` ranges.
+    Raises :class:`TamperDetected` of kind ``missing`` for the first that does not."""
+    for index in verified.pruned:
+        if not any(first <= index <= last for first, last in archived):
+            raise TamperDetected(
+                index,
+                "missing",
+                "its payload was pruned after archival, but no verified archive holds it "
+                "(pass --archives with the archive directory)",
+            )
 
 
 def check_orders(

@@ -22,7 +22,9 @@
     └── TamperDetected         the log does not verify; ``index`` and ``kind`` say where
                                and what (modified, deleted, inserted, reordered,
                                truncated, checkpoint; redaction: a payload erased
-                               without a signed redaction order)
+                               without a signed redaction order; missing: a payload
+                               pruned with no verified archive holding it; archive: an
+                               archived segment does not verify)
 
 Callers never see sqlalchemy or cryptography exceptions: they are translated here.
 """
@@ -32,7 +34,15 @@ from __future__ import annotations
 from typing import Literal
 
 TamperKind = Literal[
-    "modified", "deleted", "inserted", "reordered", "truncated", "checkpoint", "redaction"
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "truncated",
+    "checkpoint",
+    "redaction",
+    "missing",
+    "archive",
 ]
 
 

@@ -9,7 +9,10 @@ What is checked, entry by entry (index order):
 2. the leaf hash is ``SHA-256(0x00 || payload)`` (else the entry was **modified**), or,
    for an erased payload, a later ``redaction`` entry records it (whether a redaction
    key signed the order it carries is checked by the caller, :mod:`audit._auditor`,
-   from :attr:`VerifiedLog.orders`);
+   from :attr:`VerifiedLog.orders`), or a later ``prune`` marker (an ``audit`` entry,
+   action ``prune``) covers it: the payload went to an archive, and the caller accepts
+   it only when a verified archive holds that index (:attr:`VerifiedLog.pruned`,
+   :mod:`audit._archive`);
 3. the chain hash is ``SHA-256(chain_{n-1} || leaf)``; when it is not, the entries that
    follow tell what happened: a later entry that continues the chain means the ones
    before it were **inserted** or **reordered**; otherwise the entry was **modified**;
@@ -38,6 +41,8 @@ from audit._store import GENESIS, StoredEntry, chain_hash
 LOOK_AHEAD = 64
 """Entries read past a chain break to tell an insertion or reordering from a change."""
 PROGRESS_EVERY = 10_000
+PRUNE_ACTION = "prune"
+"""The action of the ``audit`` entry that records payloads pruned after archival."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,9 @@ class VerifiedLog:
     ("" when it carries none), for those recorded within what was verified."""
     frontier: CompactRange | None = None
     """The compact range after the last entry (to extend to a later checkpoint)."""
+    pruned: tuple[int, ...] = ()
+    """Erased payloads a ``prune`` marker covers (and no redaction entry records): they
+    verify only against an archive that holds them."""
 
 
 @dataclass(slots=True)
@@ -73,6 +81,7 @@ class _State:
     last_good_checkpoint: int = 0
     redacted: dict[int, bytes] = field(default_factory=dict)
     recorded: dict[int, str] = field(default_factory=dict)
+    prunes: list[tuple[int, int]] = field(default_factory=list)
 
 
 def verify_entries(
@@ -157,9 +166,9 @@ def _verify(
             )
         chain = expected
         index += 1
-        if kind == "redaction" and payload is not None:
+        if kind in _MARKERS and payload is not None:
             state.index, state.chain = index, chain
-            _note_redaction(state, row)
+            _MARKERS[kind](state, row)
         if index in roots:
             state.index, state.chain = index, chain
             _check_root(state)
@@ -175,7 +184,12 @@ def _verify(
             "truncated",
             f"the log ends after {state.index} entries, but a checkpoint signed {max(beyond)}",
         )
-    unrecorded = sorted(set(state.redacted) - set(state.recorded))
+    pruned = sorted(
+        index
+        for index in set(state.redacted) - set(state.recorded)
+        if any(first <= index <= last for first, last in state.prunes)
+    )
+    unrecorded = sorted(set(state.redacted) - set(state.recorded) - set(pruned))
     if unrecorded and require_redaction_records:
         raise TamperDetected(
             unrecorded[0], "modified", "its payload was erased without a redaction entry"
@@ -186,8 +200,9 @@ def _verify(
         root=state.frontier.root() if state.frontier.begin == 0 else b"",
         chain=state.chain,
         checkpoints=tuple(state.matched),
-        redacted=tuple(sorted(state.redacted)),
+        redacted=tuple(sorted(set(state.redacted) - set(pruned))),
         unrecorded_redactions=tuple(unrecorded),
+        pruned=tuple(pruned),
         frontier=state.frontier,
         erased=dict(state.redacted),
         orders={i: state.recorded[i] for i in state.redacted if i in state.recorded},
@@ -242,6 +257,30 @@ def _note_redaction(state: _State, row: StoredEntry) -> None:
         )
     order = detail.get("order", "")
     state.recorded[target] = order if isinstance(order, str) else ""
+
+
+def _note_prune(state: _State, row: StoredEntry) -> None:
+    """An ``audit`` entry: when its payload says ``prune``, the range it names may have
+    its payloads erased (they are in an archive)."""
+    assert row.payload is not None
+    try:
+        document = json.loads(row.payload)
+        if document.get("kind") != "audit" or document.get("action") != PRUNE_ACTION:
+            return
+        detail = document["detail"]
+        first, last = int(detail["first"]), int(detail["last"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TamperDetected(row.idx, "modified", f"malformed prune entry: {exc}") from exc
+    if not 0 <= first <= last < row.idx:
+        raise TamperDetected(row.idx, "modified", "a prune entry names entries not before it")
+    state.prunes.append((first, last))
+
+
+_MARKERS: dict[str, Callable[[_State, StoredEntry], None]] = {
+    "redaction": _note_redaction,
+    "audit": _note_prune,
+}
+"""Entries (by kind column) that allow an earlier payload to be erased."""
 
 
 def _chain_break(state: _State, row: StoredEntry, rest: Iterator[StoredEntry]) -> None:

@@ -99,6 +99,9 @@ class CLISettings(Protocol):
     @property
     def trust_domain(self) -> str: ...
 
+    @property
+    def retention_days(self) -> int | None: ...
+
     def with_flags(self, **flags: object) -> CLISettings:
         """The settings with a command's flags on top (``None``: not given)."""
         ...
@@ -298,8 +301,9 @@ def _run_verify(
     checkpoint_files: Sequence[Path],
     key_texts: Sequence[str],
     redaction_texts: Sequence[str] = (),
+    archives: Sequence[str] = (),
 ) -> Verdict:
-    from audit._auditor import verify_export, verify_store
+    from audit._auditor import verify_export
 
     extra = [(str(path), _read_note(path)) for path in checkpoint_files]
     keys = _verifier_keys(key_texts)
@@ -336,9 +340,7 @@ def _run_verify(
                 if not keys:
                     raise InputError("the log names no verifier key: pass --key")
             with _progress("verifying", store.head().size) as progress:
-                verdict = verify_store(
-                    store, keys, redaction_keys=redaction_keys, extra=extra, progress=progress
-                )
+                verdict = _verify_live(store, keys, redaction_keys, extra, progress, archives)
             if not notes:
                 _covered(verdict, keys)
             return dataclasses.replace(verdict, notes=(*verdict.notes, *notes))
@@ -351,6 +353,37 @@ def _run_verify(
         raise CheckFailed(f"audit log NOT intact: {exc}{hint}") from exc
     except (FormatError, StoreError) as exc:
         raise InputError(str(exc)) from exc
+
+
+def _verify_live(
+    store: Store,
+    keys: Sequence[VerifierKey],
+    redaction_keys: Sequence[VerifierKey],
+    extra: Sequence[tuple[str, str]],
+    progress: Callable[[int], None],
+    archives: Sequence[str],
+) -> Verdict:
+    """The live log, and with ``archives`` the segments archived from it, together."""
+    from audit._archive import verify_with_archives
+    from audit._auditor import verify_store
+
+    if not archives:
+        return verify_store(
+            store, keys, redaction_keys=redaction_keys, extra=extra, progress=progress
+        )
+    with _archive_copies(archives) as directories:
+        verdict, segments = verify_with_archives(
+            store, keys, directories, redaction_keys=redaction_keys, extra=extra, progress=progress
+        )
+    if not segments:
+        note = "no archived segment in " + ", ".join(archives)
+    else:
+        note = (
+            f"archived entries 0..{segments[-1].last:,} verified in {len(segments)} "
+            f"segment(s) of {', '.join(archives)}; "
+            f"{len(verdict.log.pruned):,} payloads pruned from the live log are held there"
+        )
+    return dataclasses.replace(verdict, notes=(*verdict.notes, note))
 
 
 def _covered(verdict: Verdict, keys: Sequence[VerifierKey]) -> Verdict:
@@ -413,12 +446,26 @@ def _describe(verdict: Verdict) -> list[str]:
     return lines
 
 
+_ARCHIVES_HELP = (
+    "An archive (from `docket audit archive`) to verify with the live log; "
+    "payloads pruned from it verify only against these (repeatable)."
+)
+archives_option = click.option(
+    "--archives",
+    "archive_dirs",
+    multiple=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help=_ARCHIVES_HELP,
+)
+
+
 @audit.command()
 @db_option
 @data_dir_option
 @_export_and_checkpoint_options("Verify")
 @key_option
 @redaction_key_option
+@archives_option
 @json_option
 def verify(
     db: str | None,
@@ -427,6 +474,7 @@ def verify(
     checkpoint_files: tuple[Path, ...],
     key_texts: tuple[str, ...],
     redaction_texts: tuple[str, ...],
+    archive_dirs: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Recompute every leaf hash, the hash chain and the Merkle root; check every
@@ -435,10 +483,15 @@ def verify(
     a redaction key. Exits 1 naming the first bad entry and what is wrong (modified,
     deleted, inserted, reordered, truncated, checkpoint, redaction), or, with --key,
     when no checkpoint signed by that key covers the log (with --key, erasures are
-    checked only against --redaction-key). --json prints a result
-    object on success and on failure."""
+    checked only against --redaction-key). With --archives, the archived segments
+    too: each file against its manifest, its entries against its signed checkpoint,
+    each segment chained to the one before by its consistency proof, and a payload
+    pruned from the live log only where a segment holds it (else: missing). --json
+    prints a result object on success and on failure."""
     try:
-        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
+        verdict = _run_verify(
+            db, data_dir, export, checkpoint_files, key_texts, redaction_texts, archive_dirs
+        )
     except click.ClickException as exc:
         if as_json:
             tamper = exc.__cause__
@@ -541,6 +594,7 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
         else {"size": anchor.size, "root": root_b64(anchor.root), "source": verdict.anchor_source},
         "checkpoints_checked": list(verdict.log.checkpoints),
         "redacted": list(verdict.log.redacted),
+        "pruned": len(verdict.log.pruned),
         "redactions": [
             {
                 "index": index,
@@ -1253,3 +1307,202 @@ def accept(
         f"accepted the log of {detail['log']['size']} entries (the kept checkpoint was "
         f"{was}); recorded, and a new checkpoint is kept in {kept}"
     )
+
+
+# -- archive / prune ------------------------------------------------------------------
+
+
+@contextmanager
+def _archive_copies(locations: Sequence[str]) -> Iterator[list[Path]]:
+    """Each archive as a local directory: a directory as it is, an ``s3://`` archive
+    downloaded into a temporary one (removed after)."""
+    import tempfile
+
+    from audit._archive import S3Archive
+
+    with tempfile.TemporaryDirectory(prefix="docket-archive-") as scratch:
+        directories = []
+        for number, location in enumerate(locations):
+            if not location.startswith("s3://"):
+                directories.append(Path(location))
+                continue
+            try:
+                directories.append(S3Archive.parse(location).download(Path(scratch) / str(number)))
+            except FormatError as exc:
+                raise InputError(str(exc)) from exc
+        yield directories
+
+
+def _archive_end(
+    log: AuditLog, before: str | None, up_to: int | None, retention: bool, now: datetime
+) -> int:
+    """The first entry NOT to archive, from exactly one of the selection flags."""
+    from datetime import timedelta
+
+    if sum((before is not None, up_to is not None, retention)) != 1:
+        raise InputError("give exactly one of --before DATE, --up-to INDEX, --retention")
+    if up_to is not None:
+        return up_to + 1
+    if retention:
+        days = configured().retention_days
+        if days is None:
+            raise InputError("retention_days is not set (docket.toml or DOCKET_RETENTION_DAYS)")
+        cutoff: datetime | None = now - timedelta(days=days)
+    else:
+        cutoff = _parse_time(before, "--before")
+    period = _select_period(log.store, None, cutoff)
+    return period.end
+
+
+@audit.command(name="archive")
+@click.option("--to", "destination", required=True, metavar="DIR", help="The archive directory.")
+@click.option("--before", help="Archive the entries dated before this time (ISO 8601).")
+@click.option("--up-to", type=click.IntRange(min=0), help="Archive up to this index.")
+@click.option(
+    "--retention",
+    is_flag=True,
+    help="Archive the entries older than the retention_days setting.",
+)
+@db_option
+@data_dir_option
+@keys_option
+def archive_cmd(
+    destination: str,
+    before: str | None,
+    up_to: int | None,
+    retention: bool,
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+) -> None:
+    """Seal the entries from the end of the last segment in --to up to the selection
+    (--before, --up-to or --retention), cut back to the last signed checkpoint within
+    it, as a self-verifying segment (entries, checkpoint, consistency proof to the
+    previous segment, manifest), then read it back and verify it. Nothing is removed
+    from the log: `docket audit prune` does that."""
+    from contextlib import closing
+
+    from audit._log import AuditLog
+    from audit._store import Store
+
+    now = datetime.now(UTC)
+    log = _signing_log(db, data_dir, keys_path)
+    with closing(log.store):
+        try:
+            end = _archive_end(log, before, up_to, retention, now)
+            segment, size = _write_archive(log.store, destination, end, now)
+        except TamperDetected as exc:
+            raise CheckFailed(f"the archive written does NOT verify: {exc}") from exc
+        except OSError as exc:
+            raise InputError(f"cannot write to {destination}: {exc.strerror}") from exc
+        except (StoreError, FormatError, ProofError) as exc:
+            raise InputError(str(exc)) from exc
+    where = f"{destination.rstrip('/')}/{segment.path.name}"
+    if log.keys is not None:
+        detail = {"first": segment.first, "last": segment.last, "archive": where}
+        who = f"local:{getpass.getuser()}"
+        _record_operation(
+            AuditLog(Store(database_url(db, data_dir)), log.keys), "archive", who, detail
+        )
+    click.echo(
+        f"archived entries {segment.first}..{segment.last} to {where} "
+        f"({size / 1e6:.1f} MB), verified against the checkpoint of size "
+        f"{segment.checkpoint.size:,}"
+    )
+
+
+def _write_archive(store: Store, destination: str, end: int, now: datetime) -> tuple[Any, int]:
+    """Write the next segment, up to the last checkpoint at or before ``end``, to a
+    directory or an ``s3://`` archive; the segment (read back and verified) and its bytes."""
+    import tempfile
+
+    from audit._archive import S3Archive, next_index, write_segment, write_segment_s3
+
+    remote = S3Archive.parse(destination) if destination.startswith("s3://") else None
+    first = remote.next_index() if remote is not None else next_index(Path(destination))
+    within = [c for c in store.checkpoints() if first < c.size <= end]
+    if not within:
+        raise InputError(
+            f"nothing to archive: no signed checkpoint between entry {first} and entry {end} "
+            f"(the selection ends at {end}; checkpoints are signed as the log grows)"
+        )
+    with tempfile.TemporaryDirectory(prefix="docket-archive-") as staging:
+        if remote is None:
+            segment = write_segment(store, Path(destination), checkpoint=within[-1], now=now)
+        else:
+            segment = write_segment_s3(store, remote, Path(staging), checkpoint=within[-1], now=now)
+        return segment, sum(path.stat().st_size for path in segment.path.iterdir())
+
+
+@audit.command()
+@click.option(
+    "--archived-in",
+    "archived_in",
+    required=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="The archive whose segments are pruned from the log.",
+)
+@click.option("--by", "pruned_by", help="Who prunes [the current user].")
+@db_option
+@data_dir_option
+@keys_option
+@key_option
+@redaction_key_option
+def prune(
+    archived_in: str,
+    pruned_by: str | None,
+    db: str | None,
+    data_dir: Path | None,
+    keys_path: Path | None,
+    key_texts: tuple[str, ...],
+    redaction_texts: tuple[str, ...],
+) -> None:
+    """Erase the payloads of the entries archived in --archived-in from the live log
+    (leaf hashes, chain and tree stay), after verifying the archive and the log
+    together. Each segment is pruned in one transaction with an `audit` entry (action
+    `prune`) naming the range and the archive. Exits 2 when there is no archive, 1
+    when it does not verify: nothing is pruned then."""
+    from audit._archive import prune_archived, verify_with_archives
+
+    log = _signing_log(db, data_dir, keys_path)
+    store = log.store
+    try:
+        keys = _verifier_keys(key_texts) or _verifier_keys(
+            (store.meta("verifier_keys") or "").split()
+        )
+        redaction_keys = _verifier_keys(redaction_texts, "--redaction-key") or _verifier_keys(
+            (store.meta("redaction_keys") or "").split()
+        )
+        with _archive_copies([archived_in]) as directories:
+            _, segments = verify_with_archives(
+                store, keys, directories, redaction_keys=redaction_keys
+            )
+        if not segments:
+            raise InputError(
+                f"no archived segment in {archived_in}: nothing is pruned without a verified "
+                "archive (run `docket audit archive --to DIR` first)"
+            )
+        log.start()
+        try:
+            done = prune_archived(
+                log,
+                segments,
+                location=archived_in,
+                by=pruned_by or f"local:{getpass.getuser()}",
+                now=datetime.now(UTC),
+            )
+        finally:
+            log.close()
+    except TamperDetected as exc:
+        raise CheckFailed(f"archive or log NOT intact, nothing pruned: {exc}") from exc
+    except (StoreError, FormatError) as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        store.close()  # again after log.close(): closing twice is harmless
+    if not done:
+        click.echo(f"nothing to prune: every entry archived in {archived_in} is pruned already")
+    for segment, count in done:
+        click.echo(
+            f"pruned {count:,} payloads of entries {segment.first}..{segment.last} "
+            f"(archived in {archived_in.rstrip('/')}/{segment.path.name})"
+        )

@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks import (
     bench_admission,
+    bench_archive,
     bench_attest,
     bench_audit,
     bench_authzen,
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "authzen": ("AuthZEN evaluations/s against gRPC Authorize/s, one server", bench_authzen.run),
     "cerbos": ("peer: Cerbos CheckResources against Docket Authorize", bench_cerbos.run),
     "audit": ("audit log: durable appends, verification, proofs", bench_audit.run),
+    "archive": ("audit archival: archive MB/s, prune, verify log + archive", bench_archive.run),
     "attest": ("device attestation: verify a TPM quote, issue an SVID and a JWT", bench_attest.run),
     "eventlog": ("TCG boot event log: parse a 40 KB log and replay it", bench_eventlog.run),
     "admission": ("Kubernetes admission webhook under HTTPS load (h2load)", bench_admission.run),

@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     """…or after this many seconds with anything new."""
     audit_queue: int = Field(default=50_000, ge=1)
     """Audit entries waiting for a commit before callers get RESOURCE_EXHAUSTED."""
+    retention_days: int | None = Field(default=None, ge=1)
+    """How long entries stay in the live log before `docket audit archive --retention`
+    archives them (None: keep everything; docs/retention.md)."""
     audit_writer: Literal["per-worker", "supervisor"] = "per-worker"
     """With ``workers > 1``, who commits: each worker its own entries (its group commits
     take turns on the database's write lock), or the supervisor every worker's (one

@@ -1,0 +1,173 @@
+"""``docket audit archive``, ``prune`` and ``verify --archives`` as an operator runs
+them, on a log written the way a server writes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from structlog.testing import capture_logs
+
+from audit import Store
+from engine.cli import main as docket_root
+from tests.audit.conftest import SealedLog, build_log
+from tests.audit.test_audit_cli import assert_one_line
+
+
+def run(*args: str | Path, code: int = 0, env: dict[str, str] | None = None) -> str:
+    """``docket audit ARGS`` in process; the exit code asserted; stdout (or stderr)."""
+    with capture_logs():
+        result = CliRunner().invoke(
+            docket_root, ["audit", *(str(a) for a in args)], prog_name="docket", env=env
+        )
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"docket audit {args} raised") from result.exception
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    if code:
+        return assert_one_line(result.stderr)
+    return result.stdout
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> SealedLog:
+    log = build_log(tmp_path / "data", redact=[3])
+    log.store.close()
+    return log
+
+
+def at(sealed: SealedLog, *, keys: bool = True) -> list[str | Path]:
+    """Where the log is (and its signing keys, for the commands that take them)."""
+    data = sealed.path.parent
+    return ["--data-dir", data, *(["--keys", data / "keys"] if keys else [])]
+
+
+def test_archive_prune_and_verify_with_the_archives(sealed: SealedLog, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    shown = run("archive", "--to", archive, "--up-to", 30, *at(sealed))
+    assert shown.startswith(f"archived entries 0..24 to {archive}/segment-0-24 (")
+    assert shown.endswith("verified against the checkpoint of size 25\n")
+    again = run("archive", "--to", archive, "--up-to", 30, *at(sealed), code=2)
+    assert "nothing to archive: no signed checkpoint between entry 25 and entry 31" in again
+
+    empty = tmp_path / "empty"
+    refused = run("prune", "--archived-in", empty, *at(sealed), code=2)
+    assert "no archived segment in" in refused
+    assert "nothing is pruned without a verified archive" in refused
+    assert "24 entries" not in run("verify", *at(sealed, keys=False))  # nothing was pruned
+
+    pruned = run("prune", "--archived-in", archive, *at(sealed))
+    assert pruned == f"pruned 24 payloads of entries 0..24 (archived in {archive}/segment-0-24)\n"
+    missing = run("verify", *at(sealed, keys=False), code=1)
+    assert "entry 0: missing: its payload was pruned after archival" in missing
+    intact = run("verify", "--archives", archive, *at(sealed, keys=False))
+    assert intact.startswith("audit log intact: ")
+    assert (
+        f"note: archived entries 0..24 verified in 1 segment(s) of {archive}; 24 payloads "
+        "pruned from the live log are held there" in intact
+    )
+    verdict = json.loads(run("verify", "--archives", archive, "--json", *at(sealed, keys=False)))
+    assert (verdict["intact"], verdict["pruned"], verdict["redacted"]) == (True, 24, [3])
+    assert run("prune", "--archived-in", archive, *at(sealed)).startswith("nothing to prune")
+
+    entries = archive / "segment-0-24" / "entries.jsonl"
+    entries.write_bytes(entries.read_bytes().replace(b"user-7", b"user-8", 1))
+    caught = run("verify", "--archives", archive, *at(sealed, keys=False), code=1)
+    assert "archive segment-0-24: entries.jsonl does not hash to its manifest" in caught
+    refused = run("prune", "--archived-in", archive, *at(sealed), code=1)
+    assert "nothing pruned" in refused
+
+
+def test_retention_archives_what_is_older(sealed: SealedLog, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    unset = run("archive", "--to", archive, "--retention", *at(sealed), code=2)
+    assert "retention_days is not set" in unset
+    # The standard log's entries are dated March 2025: all older than 30 days.
+    shown = run(
+        "archive", "--to", archive, "--retention", *at(sealed),
+        env={"DOCKET_RETENTION_DAYS": "30"},
+    )  # fmt: skip
+    assert shown.startswith(f"archived entries 0..40 to {archive}/segment-0-40 ")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--to", "s3://", "--up-to", "3"], "s3://: not an s3://bucket/prefix URL"),
+        (["--to", "{tmp}/a"], "give exactly one of --before DATE, --up-to INDEX, --retention"),
+        (["--to", "{tmp}/a", "--up-to", "3", "--before", "2025-01-01"], "exactly one of"),
+        (["--to", "{tmp}/a", "--before", "yesterday"], "--before 'yesterday': not an ISO 8601"),
+    ],
+)
+def test_archive_usage_errors_are_one_line(
+    args: list[str], needle: str, sealed: SealedLog, tmp_path: Path
+) -> None:
+    line = run("archive", *(a.format(tmp=tmp_path) for a in args), *at(sealed), code=2)
+    assert needle in line
+
+
+def test_prune_refuses_another_logs_archive(sealed: SealedLog, tmp_path: Path) -> None:
+    other = build_log(tmp_path / "other")
+    other.store.close()
+    archive = tmp_path / "archive"
+    run("archive", "--to", archive, "--up-to", 9, *at(other))
+    refused = run("prune", "--archived-in", archive, *at(sealed), code=1)
+    assert refused.startswith("docket: archive or log NOT intact, nothing pruned: ")
+    assert "archive segment-0-9" in refused
+    store = Store(sealed.url, create=False)
+    try:
+        erased = [row.idx for row in store.entries(0, 10) if row.payload is None]
+    finally:
+        store.close()
+    assert erased == [3]  # the redacted one: nothing was pruned
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real S3 endpoint over HTTP (moto's server, on a free port) with an empty
+    bucket; boto3 is pointed at it by the environment, as an operator would."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "docket-test",
+        "AWS_SECRET_ACCESS_KEY": "docket-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3").create_bucket(Bucket="docket-archive")
+    yield "s3://docket-archive/site-a"
+    server.stop()
+
+
+def test_an_s3_archive_round_trip(sealed: SealedLog, s3: str) -> None:
+    import boto3
+
+    assert run("archive", "--to", s3, "--up-to", 9, *at(sealed)).startswith(
+        f"archived entries 0..9 to {s3}/segment-0-9 ("
+    )
+    assert run("archive", "--to", s3, "--up-to", 30, *at(sealed)).startswith(
+        f"archived entries 10..24 to {s3}/segment-10-24 ("
+    )
+    client = boto3.client("s3")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="docket-archive")["Contents"]]
+    assert "site-a/segment-10-24/manifest.json" in keys
+    assert run("prune", "--archived-in", s3, *at(sealed)) == (
+        f"pruned 9 payloads of entries 0..9 (archived in {s3}/segment-0-9)\n"
+        f"pruned 15 payloads of entries 10..24 (archived in {s3}/segment-10-24)\n"
+    )
+    assert "entry 0: missing" in run("verify", *at(sealed, keys=False), code=1)
+    intact = run("verify", "--archives", s3, *at(sealed, keys=False))
+    assert f"verified in 2 segment(s) of {s3}; 24 payloads pruned" in intact
+
+    key = "site-a/segment-0-9/entries.jsonl"
+    body = client.get_object(Bucket="docket-archive", Key=key)["Body"].read()
+    client.put_object(Bucket="docket-archive", Key=key, Body=body.replace(b"user-1", b"user-2", 1))
+    caught = run("verify", "--archives", s3, *at(sealed, keys=False), code=1)
+    assert "archive segment-0-9: entries.jsonl does not hash to its manifest" in caught
