@@ -161,8 +161,28 @@ class StaticServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
+        """Stop serving (again: only let go of the port held by :meth:`go_away`)."""
+        held = getattr(self, "_held", None)
+        if held is not None:
+            held.close()
+            self._held = None
+            return
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def go_away(self) -> None:
+        """Stop serving, and keep the port bound without listening until :meth:`stop`:
+        a connection to it is refused (another test's server cannot take the port over
+        and answer in its place)."""
+        port = self.port
+        self.stop()
+        held = socket.socket()
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", port))
+        self._held: socket.socket | None = held
 
 
 def _etag(data: bytes) -> str:

@@ -181,7 +181,7 @@ def test_unreachable_source_at_start_means_the_last_good_bundle_until_stale(
     push(tmp_path, signed_files(1, extra=FRESH), url)
     first = serve(tmp_path / "first", url, key)
     assert first.stop() == 0
-    static.stop()  # the source goes away
+    static.go_away()  # the source goes away (its port refuses connections)
 
     # The same replica restarted (its data directory: the last good bundle, its state).
     shutil.copytree(tmp_path / "first" / "data", tmp_path / "second" / "data")

@@ -52,7 +52,7 @@ def test_an_unreachable_source_at_start_uses_the_last_good_bundle(
     tmp_path: Path, server: StaticServer
 ) -> None:
     pull_at_start(pulling(tmp_path, server.url("/b.tar.gz")))
-    server.stop()
+    server.go_away()
     settings = pulling(tmp_path, server.url("/b.tar.gz"))
     with structlog.testing.capture_logs() as logs:
         pull_at_start(settings)
