@@ -13,7 +13,7 @@ them. Offline use (``docket decide``, the library) does not pass through here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
@@ -45,13 +45,20 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
     try:
         return _struct(struct)
     except _Refused:
-        pass
-    # Found again, slowly, with the path: the fast walk does not build a name per value.
-    return {key: value_to_python(value, f"{field}.{key}") for key, value in struct.fields.items()}
+        _name_refused(struct.fields.items(), field, ".{}")
+
+
+def value_to_python(value: struct_pb2.Value, field: str) -> Any:
+    """One Struct value as Cedar JSON. Raises :class:`~engine.RequestError` naming ``field``."""
+    try:
+        return _value(value)
+    except _Refused:
+        _refuse(value, field)
 
 
 class _Refused(Exception):
-    """A value Cedar cannot take (found by the fast walk; named by the slow one)."""
+    """A value Cedar cannot take (found by the fast walk, which builds no field names;
+    :func:`_refuse` then finds it again and names it)."""
 
 
 def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -76,26 +83,29 @@ def _value(value: struct_pb2.Value) -> Any:
     raise _Refused
 
 
-def value_to_python(value: struct_pb2.Value, field: str) -> Any:
-    """One Struct value as Cedar JSON. Raises :class:`~engine.RequestError` naming ``field``."""
+def _name_refused(items: Iterable[tuple[Any, struct_pb2.Value]], field: str, step: str) -> NoReturn:
+    """Raise the RequestError of the first refused value of ``items`` (key or index,
+    value), its name ``field`` + ``step`` formatted with the key."""
+    for key, value in items:
+        try:
+            _value(value)
+        except _Refused:
+            _refuse(value, field + step.format(key))
+    raise RequestError(f"{field}: a value must be set")  # not reached: one was refused
+
+
+def _refuse(value: struct_pb2.Value, field: str) -> NoReturn:
+    """Raise why Cedar cannot take ``value`` (which the fast walk refused), naming the
+    innermost field at fault."""
     kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
     if kind == "number_value":
-        number = value.number_value
-        if not number.is_integer():
+        if not value.number_value.is_integer():
             raise RequestError(f"{field}: Cedar has no fractional numbers; send a whole number")
-        if abs(number) > _EXACT:
-            raise RequestError(f"{field}: whole numbers must lie within ±2^53 to be exact")
-        return int(number)
+        raise RequestError(f"{field}: whole numbers must lie within ±2^53 to be exact")
     if kind == "struct_value":
-        return struct_to_dict(value.struct_value, field)
+        _name_refused(value.struct_value.fields.items(), field, ".{}")
     if kind == "list_value":
-        return [
-            value_to_python(item, f"{field}[{i}]") for i, item in enumerate(value.list_value.values)
-        ]
+        _name_refused(enumerate(value.list_value.values), field, "[{}]")
     if kind == "null_value":
         raise RequestError(f"{field}: null is not a Cedar value; leave the attribute out")
     raise RequestError(f"{field}: a value must be set")
