@@ -16,6 +16,7 @@ process restarts.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -32,7 +33,8 @@ from audit import (
     finalize,
     next_push,
 )
-from engine._errors import ServeError
+from engine._errors import BundleError, ServeError
+from engine._runtime.prepare import bundle_puller, revision_guard
 from engine._runtime.settings import Settings
 
 log = structlog.get_logger("docket.site")
@@ -50,6 +52,7 @@ class SitePusher:
     def __init__(self, settings: Settings, audit: AuditLog) -> None:
         assert settings.site_name is not None
         assert settings.collector_url is not None
+        self.settings = settings
         self.site = settings.site_name
         self.audit = audit
         self.client = CollectorClient(settings.collector_url)
@@ -106,6 +109,8 @@ class SitePusher:
         push = next_push(self.audit.store, self.site, self.size, heartbeat=idle)
         if push is None:
             return False
+        revision, pulled = bundle_report(self.settings)
+        push = dataclasses.replace(push, bundle_revision=revision, bundle_pulled=pulled)
         try:
             lines = self.client.push(push)
         except WitnessError as exc:
@@ -132,6 +137,29 @@ class SitePusher:
             else:
                 log.info("site.final", size=final.checkpoint.size)
         return True
+
+
+def bundle_report(settings: Settings) -> tuple[str | None, str | None]:
+    """What a site tells the collector of its bundle: the revision in force (``NAME
+    rN``, from the revisions this replica accepted) and, with ``bundle_url``, when its
+    source last served it (RFC 3339). What it cannot read is None."""
+    revision = None
+    try:
+        state = revision_guard(settings).read()
+    except BundleError:
+        state = None
+    if state is not None and state.current is not None:
+        accepted = state.bundles.get(state.current)
+        revision = state.current if accepted is None else f"{state.current} r{accepted.revision}"
+    pulled = None
+    try:
+        puller = bundle_puller(settings)
+        checked = puller.read_state().checked_at if puller is not None else None
+    except (BundleError, OSError):
+        checked = None
+    if checked is not None:
+        pulled = checked.isoformat()
+    return revision, pulled
 
 
 def start_site_push(settings: Settings, audit: AuditLog) -> SitePusher | None:

@@ -77,3 +77,34 @@ def test_a_log_refused_as_a_fork_is_not_pushed_again(
         assert len(pushes) == 1
     finally:
         log.close()
+
+
+def test_a_site_reports_its_bundle_revision_and_when_its_source_served_it(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: the collector's BUNDLE and PULLED columns come from what the replica
+    accepted (bundle-state.json) and its pull state."""
+    from datetime import UTC, datetime
+
+    from bundle_servers import SIGNER, signed_files
+
+    from engine._core.bundle import PolicyBundle
+    from engine._runtime.prepare import bundle_puller, revision_guard
+    from engine._runtime.site_push import bundle_report
+
+    key = tmp_path / "bundle.pub"
+    key.write_text(str(SIGNER.verifier()))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        bundle_url="http://127.0.0.1:9/bundle.tar.gz",
+        bundle_public_key=key,
+    )
+    settings.data_dir.mkdir()
+    assert bundle_report(settings) == (None, None)
+    now = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)
+    revision_guard(settings).admit(PolicyBundle.from_files(signed_files(3)), now)
+    puller = bundle_puller(settings)
+    assert puller is not None
+    puller.directory.mkdir(parents=True)
+    puller._write(puller.read_state().model_copy(update={"checked_at": now}))
+    assert bundle_report(settings) == ("acme r3", now.isoformat())
