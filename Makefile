@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	@# xds-protos (Envoy's API, for ext_authz) ships older copies of the OpenTelemetry protos
+	@# into opentelemetry/proto/; whichever installs last wins. The exporter needs its own.
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
+		"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP)
 
 ## run: install and start Docket on embedded defaults (./docket-data, the bundle in policies/)

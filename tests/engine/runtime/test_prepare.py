@@ -11,6 +11,7 @@ import structlog
 from bundle_servers import SIGNER, StaticServer, free_port, signed_archive
 
 from engine._errors import BundleError, ServeError
+from engine._runtime import prepare
 from engine._runtime.prepare import (
     bundle_path,
     check_settings,
@@ -49,12 +50,15 @@ def test_the_start_pulls_and_loads_the_pulled_bundle(tmp_path: Path, server: Sta
 
 
 def test_an_unreachable_source_at_start_uses_the_last_good_bundle(
-    tmp_path: Path, server: StaticServer
+    tmp_path: Path, server: StaticServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pull_at_start(pulling(tmp_path, server.url("/b.tar.gz")))
     server.go_away()
     settings = pulling(tmp_path, server.url("/b.tar.gz"))
     with structlog.testing.capture_logs() as logs:
+        # A fresh logger: the module's may be cached with the processors an earlier
+        # test's configure_logging set (cache_logger_on_first_use), past capture_logs.
+        monkeypatch.setattr(prepare, "log", structlog.get_logger("docket.prepare"))
         pull_at_start(settings)
     assert load_bundle(settings).revision == 1
     events = {entry["event"]: entry for entry in logs}
