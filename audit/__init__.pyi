@@ -66,5 +66,6 @@ from ._witness import origin_hash as origin_hash
 from ._witness_client import WitnessClient as WitnessClient
 from ._witness_client import gather_cosignatures as gather_cosignatures
 from ._witness_http import WitnessApp as WitnessApp
+from ._witness_http import read_asgi_body as read_asgi_body
 from ._witness_store import Fork as Fork
 from ._witness_store import WitnessStore as WitnessStore

@@ -19,7 +19,7 @@ from typing import Any
 from audit._errors import StoreError, WitnessError
 from audit._witness import MAX_BODY, Witness
 
-__all__ = ["WitnessApp", "body_or_413", "read_body", "respond"]
+__all__ = ["WitnessApp", "body_or_413", "read_asgi_body", "respond"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,7 +74,7 @@ class WitnessApp:
         await respond(send, 200, lines)
 
 
-async def read_body(scope: Scope, receive: Receive, max_body: int) -> bytes | None:
+async def read_asgi_body(scope: Scope, receive: Receive, max_body: int) -> bytes | None:
     """The request's body, or None as soon as it is known to be over ``max_body``
     bytes (by its Content-Length, or as it arrives): the rest is not read."""
     for name, value in scope["headers"]:
@@ -98,7 +98,7 @@ async def read_body(scope: Scope, receive: Receive, max_body: int) -> bytes | No
 
 async def body_or_413(scope: Scope, receive: Receive, send: Send, max_body: int) -> bytes | None:
     """The request's body; None once a body over ``max_body`` was answered with 413."""
-    body = await read_body(scope, receive, max_body)
+    body = await read_asgi_body(scope, receive, max_body)
     if body is None:
         await respond(send, 413, f"the body is over {max_body} bytes\n", close=True)
     return body

@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from audit import AuditError
+from audit import AuditError, read_asgi_body
 from engine._adapters.admission_http import Receive, Scope, Send
 from engine._adapters.authzen import Catalog, Semantic, evaluations, to_request
 from engine._adapters.grpc_status import AUDIT_UNAVAILABLE
@@ -104,7 +104,7 @@ class AuthzenApp:
         answer: dict[str, Any] | str
         with metrics.track(API):
             try:
-                body = await _read_json(headers, receive)
+                body = await _read_json(scope, headers, receive)
                 answer, ids = await self._answer(path, body, request_id)
                 extra = {DECISION_ID_HEADER: ",".join(ids)}
             except _Refused as refused:
@@ -244,29 +244,21 @@ class AuthzenApp:
         return decided
 
 
-async def _read_json(headers: Mapping[str, bytes], receive: Receive) -> dict[str, Any]:
+async def _read_json(
+    scope: Scope, headers: Mapping[str, bytes], receive: Receive
+) -> dict[str, Any]:
     """The request body as a JSON object. Raises :class:`_Refused` (400)."""
     kind = headers.get("content-type", b"").decode("latin-1").partition(";")[0].strip()
     if kind != "application/json":
         raise _Refused(400, f"Content-Type {kind!r}: an AuthZEN request is application/json")
-    length = headers.get("content-length", b"").decode("latin-1")
-    if length.isdigit() and int(length) > MAX_BODY:
-        raise _Refused(400, f"the body is {length} bytes; the limit is {MAX_BODY}")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _Refused(400, f"the body is over the limit of {MAX_BODY} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    raw = await read_asgi_body(scope, receive, MAX_BODY)
+    if raw is None:
+        length = headers.get("content-length", b"").decode("latin-1")
+        if length.isdigit():
+            raise _Refused(400, f"the body is {length} bytes; the limit is {MAX_BODY}")
+        raise _Refused(400, f"the body is over the limit of {MAX_BODY} bytes")
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise _Refused(400, f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
