@@ -246,6 +246,7 @@ class Worker:
             self.engine, self.watcher, metrics, self.audit, announce=False
         )
         self._revocations_stale = False
+        self._bundle_stale = False
         if settings.revocations_url is not None:
             self.service.revocations = Freshness(
                 settings.max_revocation_staleness,
@@ -288,6 +289,7 @@ class Worker:
         self.server = self._loop.run(self._server(reuse_port, on_reload))
         self._started = False
         self.watcher.on_swap(lambda _bundle: self._set_health())
+        self.watcher.on_freshness(self._bundle_freshness)
         self._serving: bool | None = None
         self._stopping = threading.Event()
         self._health_thread = threading.Thread(
@@ -489,6 +491,13 @@ class Worker:
         self._loop.run(self.health.set(BUNDLE_HEALTH, SERVING if fresh else NOT_SERVING))
         fresh = serving and not self._revocations_stale
         self._loop.run(self.health.set(REVOCATIONS_HEALTH, SERVING if fresh else NOT_SERVING))
+
+    def _bundle_freshness(self, _age: float | None, stale: bool) -> None:
+        # The bundle health follows staleness at once, not at the next health poll: a
+        # probe that sees the metric say stale sees the health say so too.
+        if self._started and stale != self._bundle_stale:
+            self._bundle_stale = stale
+            self._set_health()
 
     async def _set_all(self, status: int) -> None:
         for name in ("", DECISIONS, AUTHORIZATION, ATTESTATION, AUDIT):
