@@ -2,6 +2,8 @@
 # each name from its module on first use (`__init__.py`).
 
 from ._core.bundle import PolicyBundle as PolicyBundle
+from ._core.bundle_compare import BundleComparison as BundleComparison
+from ._core.bundle_compare import compare_bundles as compare_bundles
 from ._core.evaluate import Engine as Engine
 from ._core.models import Decision as Decision
 from ._core.models import EntityUID as EntityUID
