@@ -140,11 +140,7 @@ def compare_bundles(
     tests are decided at. Raises nothing for a bundle whose tests cannot be read: their
     problems are in ``tests.problems``."""
     about = {side: _about(bundle) for side, bundle in (("live", live), ("candidate", candidate))}
-    changed = [
-        field
-        for field in ("name", "revision", "signed_by", "forbid_errors")
-        if about["live"][field] != about["candidate"][field]
-    ]
+    changed = [field for field in _ABOUT[2:] if about["live"][field] != about["candidate"][field]]
     return BundleComparison(
         live=about["live"],
         candidate=about["candidate"],
@@ -164,15 +160,12 @@ def compare_bundles(
     )
 
 
+_ABOUT = ("source", "version", "name", "revision", "signed_by", "forbid_errors")
+"""What is said of each bundle; the fields after ``version`` are its metadata."""
+
+
 def _about(bundle: PolicyBundle) -> Json:
-    return {
-        "source": bundle.source,
-        "version": bundle.version,
-        "name": bundle.name,
-        "revision": bundle.revision,
-        "signed_by": bundle.signed_by,
-        "forbid_errors": bundle.forbid_errors,
-    }
+    return {field: getattr(bundle, field) for field in _ABOUT}
 
 
 def _has_change(value: Any) -> bool:

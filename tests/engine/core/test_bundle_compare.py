@@ -16,33 +16,25 @@ from engine._core.bundle_compare import MAX_LISTED
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
-TESTS = """\
-cases:
-  - name: alice-reads-her-ledger
-    request:
-      principal: {type: User, id: alice}
-      action: {type: Action, id: read}
-      resource: {type: Data, id: ledger}
-    expect:
-      decision: allow
-  - name: bob-reads-alices-ledger
-    request:
-      principal: {type: User, id: bob}
-      action: {type: Action, id: read}
-      resource: {type: Data, id: ledger}
-    expect:
-      decision: deny
-"""
 
-EXTRA_TEST = """\
-  - name: dave-reads-the-ledger
-    request:
-      principal: {type: User, id: dave}
-      action: {type: Action, id: read}
-      resource: {type: Data, id: ledger}
-    expect:
-      decision: allow
-"""
+def case(name: str, principal: str, decision: str) -> str:
+    """One policy test case: ``principal`` reads the ledger, expecting ``decision``."""
+    return (
+        f"  - name: {name}\n"
+        "    request:\n"
+        f"      principal: {{type: User, id: {principal}}}\n"
+        "      action: {type: Action, id: read}\n"
+        "      resource: {type: Data, id: ledger}\n"
+        f"    expect:\n      decision: {decision}\n"
+    )
+
+
+TESTS = (
+    "cases:\n"
+    + case("alice-reads-her-ledger", "alice", "allow")
+    + case("bob-reads-alices-ledger", "bob", "deny")
+)
+EXTRA_TEST = case("dave-reads-the-ledger", "dave", "allow")
 
 SETTINGS = """\
 [bundle]
