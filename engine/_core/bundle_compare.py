@@ -350,6 +350,8 @@ def _entity_type_change(
             _type_names(space, before.get("memberOfTypes", [])),
             _type_names(space, after.get("memberOfTypes", [])),
         ),
+        "tags": _pair(before.get("tags"), after.get("tags")),
+        "enum": _pair(before.get("enum"), after.get("enum")),
     }
 
 

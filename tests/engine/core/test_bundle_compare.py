@@ -201,6 +201,25 @@ def test_schema_changes_name_entity_types_attributes_and_actions() -> None:
     }
 
 
+def test_entity_tags_and_enumerations_are_schema_changes() -> None:
+    schema = SCHEMA.replace(
+        "    department: String,\n  };\n  entity Site",
+        "    department: String,\n  } tags String;\n  entity Site",
+    ).replace("entity Group in [Group];", 'entity Group enum ["engineering", "sre"];')
+    entities = json.loads(ENTITIES)
+    for entity in entities:
+        if entity["uid"]["type"] == "Group":
+            entity["attrs"] = {}
+            entity["parents"] = []
+    found = compare({"schema.cedarschema": schema, "entities.json": json.dumps(entities)})
+    changed = {c["name"]: c for c in found["schema"]["entity_types"]["changed"]}
+    assert changed["Docket::Data"]["tags"] == {
+        "live": None,
+        "candidate": {"type": "EntityOrCommon", "name": "String"},
+    }
+    assert changed["Docket::Group"]["enum"] == {"live": None, "candidate": ["engineering", "sre"]}
+
+
 def test_a_test_that_changes_outcome_is_reported_with_both_outcomes() -> None:
     engineering_everything = ACCESS.replace(
         '@id("engineering-reads")\npermit (principal in Docket::Group::"engineering", '
