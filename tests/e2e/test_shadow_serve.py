@@ -6,7 +6,6 @@ counted exactly, annotated in the log (which still verifies) and reported by
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,25 +16,13 @@ import httpx
 import pytest
 from e2e.docket_process import DOCKET, ROOT, Docket, start_docket
 from prometheus_client.parser import text_string_to_metric_families
+from shadow_bundles import FORBID_HEIDI, OVERFLOW, PERMIT_DIRECTORY, candidate
 
 from engine._core.bundle import PolicyBundle
 from sdk import DecisionClient
 
 pytestmark = pytest.mark.e2e
 
-FORBID_HEIDI = """
-@id("candidate-forbids-heidi-website")
-forbid (principal == Docket::User::"heidi", action, resource == Docket::Data::"public-website");
-"""
-PERMIT_DIRECTORY = """
-@id("candidate-permits-heidi-directory")
-permit (principal == Docket::User::"heidi", action, resource == Docket::Data::"employee-directory");
-"""
-OVERFLOW = """
-@id("candidate-overflows-on-late-hours")
-forbid (principal, action == Docket::Action::"read", resource is Docket::Data)
-when { context has time && context.time.hour * 4611686018427387904 > 0 };
-"""
 HOUR = {"weekday": "mon"}
 # (principal, resource, context): the live answer, and how the candidate disagrees.
 CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
@@ -46,15 +33,6 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
 ]
 CALLS = 2000
 IN_FLIGHT = 32
-
-
-def candidate(root: Path, *extra: str) -> Path:
-    target = root / "candidate"
-    shutil.copytree(ROOT / "policies", target)
-    shutil.rmtree(target / "tests")  # its cases pin today's answers, which it changes
-    with (target / "access.cedar").open("a") as handle:
-        handle.write("".join(extra))
-    return target
 
 
 def shadow_counts(server: Docket) -> dict[str, float]:
@@ -158,14 +136,8 @@ def test_a_candidate_that_does_not_verify_stops_the_start_in_one_line(tmp_path: 
             str(ROOT / "policies"),
             "--shadow-bundle",
             str(path),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--grpc",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--admission",
-            "off",
+            *f"--data-dir {tmp_path / 'data'} --grpc 127.0.0.1:0 --metrics 127.0.0.1:0".split(),
+            *("--admission", "off"),
         ],
         capture_output=True,
         text=True,

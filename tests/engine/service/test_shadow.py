@@ -5,40 +5,21 @@ decision's audit entry (only then), and a candidate that does not verify is refu
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shadow_bundles import FORBID_HEIDI, OVERFLOW, PERMIT_DIRECTORY, candidate
 
-from audit import AuditLog, verify_store
-from engine._core.bundle import PolicyBundle
-from engine._core.evaluate import Engine
+from audit import verify_store
 from engine._core.models import EntityUID, Request
 from engine._errors import BundleError
-from engine._service.bundle_watch import BundleWatcher
 from engine._service.decisions import DecisionService
-from engine._service.metrics import Metrics
 from engine._service.shadow import Shadow, load_candidate
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
-
-FORBID_HEIDI = """
-@id("candidate-forbids-heidi-website")
-forbid (principal == Docket::User::"heidi", action, resource == Docket::Data::"public-website");
-"""
-PERMIT_PAYROLL = """
-@id("candidate-permits-heidi-directory")
-permit (principal == Docket::User::"heidi", action, resource == Docket::Data::"employee-directory");
-"""
-OVERFLOW = """
-@id("candidate-overflows-on-late-hours")
-forbid (principal, action == Docket::Action::"read", resource is Docket::Data)
-when { context has time && context.time.hour * 4611686018427387904 > 0 };
-"""
 
 
 def request(user: str, resource: str, **context: Any) -> Request:
@@ -55,29 +36,9 @@ DENIED = request("heidi", "employee-directory")  # denied by it: no permit
 LATE = request("heidi", "public-website", time={"hour": 9, "weekday": "mon"})
 
 
-def candidate(tmp_path: Path, *extra: str, tests: bool = False) -> Path:
-    """The default bundle with ``extra`` policies added (its tests dropped unless asked:
-    a candidate that changes decisions fails the cases that pin them)."""
-    target = tmp_path / "candidate"
-    shutil.copytree(ROOT / "policies", target)
-    if not tests:
-        shutil.rmtree(target / "tests")
-    with (target / "access.cedar").open("a") as handle:
-        handle.write("".join(extra))
-    return target
-
-
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[DecisionService]:
-    engine = Engine(PolicyBundle.load(ROOT / "policies"))
-    log = AuditLog.open(f"sqlite:///{tmp_path / 'docket.db'}", keys=tmp_path / "keys").start()
-    service = DecisionService(
-        engine, BundleWatcher(engine, ROOT / "policies"), Metrics(), log, clock=lambda: NOW
-    )
-    try:
-        yield service
-    finally:
-        service.audit.close()
+def live(decision_service: DecisionService) -> DecisionService:
+    return decision_service  # tests/engine/conftest.py
 
 
 def shadowing(service: DecisionService, path: Path) -> Shadow:
@@ -104,7 +65,7 @@ def stored(service: DecisionService, index: int) -> dict[str, Any]:
 def test_flips_are_counted_and_annotated_and_the_live_answer_stands(
     live: DecisionService, tmp_path: Path
 ) -> None:
-    shadow = shadowing(live, candidate(tmp_path, FORBID_HEIDI, PERMIT_PAYROLL))
+    shadow = shadowing(live, candidate(tmp_path, FORBID_HEIDI, PERMIT_DIRECTORY))
     decided = live.authorize([ALLOWED, DENIED, request("alice", "public-website")], api="authorize")
     assert [d.decision.decision for d in decided] == ["allow", "deny", "allow"]
     flipped, unflipped, agreed = (stored(live, d.receipt.index) for d in decided)
@@ -196,7 +157,7 @@ def test_on_reload_a_bad_candidate_is_refused_and_the_last_good_one_stays(
         shadow.reload()
     assert shadow.bundle.version == good
     (path / "access.cedar").write_text((path / "access.cedar").read_text()[: -len("permit (")])
-    (path / "guards.cedar").write_text((path / "guards.cedar").read_text() + PERMIT_PAYROLL)
+    (path / "guards.cedar").write_text((path / "guards.cedar").read_text() + PERMIT_DIRECTORY)
     assert shadow.reload().changed
     (decided,) = live.authorize([DENIED], api="authorize")
     assert stored(live, decided.receipt.index)["detail"]["shadow"]["bundle"] != good
