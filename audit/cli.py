@@ -231,7 +231,7 @@ def _parse_time(value: str | None, flag: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+def parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
     """``--since``/``--until`` as aware datetimes; a reversed or zero-length period is a
     usage error (it could only ever hold nothing, and must not read as all clear)."""
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
@@ -1060,7 +1060,7 @@ def export(
     from audit._log import AuditLog
     from audit._store import Store
 
-    start_time, end_time = _parse_period(since, until)
+    start_time, end_time = parse_period(since, until)
     log = _signing_log(db, data_dir, keys_path)
     try:
         period = _select_period(log.store, start_time, end_time)
@@ -1153,7 +1153,7 @@ def report(
     from audit._auditor import root_b64
     from audit._report import ReportStatus, build_report, render
 
-    start_time, end_time = _parse_period(since, until)
+    start_time, end_time = parse_period(since, until)
     try:
         verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
         anchor = verdict.anchor

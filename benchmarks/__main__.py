@@ -28,6 +28,7 @@ from benchmarks import (
     bench_grpc,
     bench_index,
     bench_serving,
+    bench_shadow,
     bench_startup,
     bench_tracing,
     bench_writer,
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "writer": ("--workers 2: per-worker writers against the supervisor's one", bench_writer.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
     "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),
+    "shadow": ("docket serve Authorize with a shadow bundle against none", bench_shadow.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

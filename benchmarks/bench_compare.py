@@ -38,7 +38,7 @@ from typing import Any
 
 from attestation._ca import CertificateAuthority
 from benchmarks._common import table
-from benchmarks._load import Stream, frame, h2load_version, run_h2load, workdir
+from benchmarks._load import CpuSnapshot, Stream, frame, h2load_version, run_h2load, workdir
 from benchmarks.bench_grpc import (
     AUTHORIZE,
     BUNDLE,
@@ -182,8 +182,9 @@ def tree_command(tree: Path) -> list[str]:
 def compare_serve(
     base: Path, rounds: Rounds, tmp: Path, *, this_env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """(b): Authorize calls/s of each side over alternating h2load rounds; ``this_env``:
-    settings for this tree's server alone (``DOCKET_*`` variables)."""
+    """(b): Authorize calls/s of each side over alternating h2load rounds, and each
+    server's CPU µs per call (its process group's CPU time over the calls answered);
+    ``this_env``: settings for this tree's server alone (``DOCKET_*`` variables)."""
     cases = mix(bundle_cases())
     settings = [f"{name}={value}" for name, value in (this_env or {}).items()]
     this_command = ["env", *settings, *tree_command(ROOT)] if settings else tree_command(ROOT)
@@ -216,8 +217,10 @@ def compare_serve(
             flush=True,
         )
         samples: dict[str, list[float]] = {"base": [], "this": []}
+        cpu: dict[str, list[float]] = {"base": [], "this": []}
         for number in range(rounds.serve_rounds):
             for side, server in servers.items():
+                before = CpuSnapshot.take(server.pgid)
                 result = run_h2load(
                     f"http://{server.grpc}{AUTHORIZE}",
                     streams[side],
@@ -229,9 +232,16 @@ def compare_serve(
                 if result.failed or result.data_ratio < 0.99:
                     raise RuntimeError(f"{side}: calls failed under load ({result.failed})")
                 samples[side].append(result.per_second)
+                after = CpuSnapshot.take(server.pgid)
+                if after.group is not None and before.group is not None and result.measured_ok:
+                    cpu[side].append((after.group - before.group) * 1e6 / result.measured_ok)
     medians = {side: statistics.median(values) for side, values in samples.items()}
     return {
         "calls_per_second": {side: round(value, 1) for side, value in medians.items()},
+        "cpu_us_per_call": {
+            side: round(statistics.median(values), 1) if values else None
+            for side, values in cpu.items()
+        },
         "rounds_per_second": {side: [round(v) for v in values] for side, values in samples.items()},
         "slowdown": round(1 - medians["this"] / medians["base"], 4),
     }

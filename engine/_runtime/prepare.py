@@ -36,6 +36,7 @@ from engine._service.bundle_revisions import RevisionGuard
 from engine._service.bundle_source import Limits, Puller, open_source
 from engine._service.bundle_source.pull import ARCHIVE, DIRECTORY
 from engine._service.decisions import utcnow
+from engine._service.shadow import load_candidate
 
 log = structlog.get_logger("docket.serve")
 
@@ -89,6 +90,8 @@ class Listening:
     """Where the admission webhook listens (HTTPS), if it does."""
     admission_cert: str = ""
     """The webhook's certificate file."""
+    shadow: PolicyBundle | None = None
+    """The shadow (candidate) bundle decided beside the live one, if any."""
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -262,6 +265,19 @@ def load_bundle(settings: Settings) -> PolicyBundle:
     bundle = PolicyBundle.load(bundle_path(settings), public_key=bundle_key(settings))
     revision_guard(settings).check(bundle)
     return bundle
+
+
+def load_shadow(settings: Settings) -> PolicyBundle | None:
+    """The shadow bundle (``shadow_bundle``; None without one), verified as the live one
+    is and its policy tests passed, never held to the live revisions. Raises
+    :class:`~engine.ServeError` saying why it was refused, in one line."""
+    path = settings.shadow_bundle
+    if path is None:
+        return None
+    try:
+        return load_candidate(path, public_key=bundle_key(settings), now=utcnow())
+    except BundleError as exc:
+        raise ServeError(f"shadow bundle {path} refused: {exc}") from exc
 
 
 def open_audit(settings: Settings, relay: RelayAddress | None = None) -> AuditLog:

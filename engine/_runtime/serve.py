@@ -58,6 +58,7 @@ from engine._runtime.prepare import (
     check_settings,
     describe_attestation,
     load_bundle,
+    load_shadow,
     open_audit,
     open_challenges,
     prepare_ca,
@@ -106,6 +107,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     grpc_address, metrics_address = check_settings(settings)
     pull_at_start(settings)  # bundle_url: the last good bundle when the source is down
     bundle = load_bundle(settings)
+    shadow = load_shadow(settings)  # a candidate that does not verify stops the start
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Create the database and the signing key once, before workers race to.
     prepared = open_audit(settings)
@@ -130,6 +132,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
                 audit_key=audit_key,
                 attestation=attestation,
                 admission_cert=admission_cert,
+                shadow=shadow,
             )
         )
 

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     """Seconds after which a pulled bundle whose source has not confirmed it is stale:
     health (``docket.bundle``) and metrics (``docket_bundle_stale``) say so, and permits
     annotated ``@fresh_policy`` stop allowing (the rest keeps working). None: never."""
+    shadow_bundle: Path | None = None
+    """A candidate bundle (directory or archive) decided beside the live one on every
+    request, never answering: its disagreements are counted
+    (``docket_shadow_decisions_total``) and annotated on the decision's audit entry
+    (``docket policy shadow-report``). Verified as the live bundle is, and its policy
+    tests must pass; watched and reloaded as the live one is."""
 
     revocations_url: str | None = None
     """Pull the CA's signed revocation list from here (``http://…``/``https://…``: another

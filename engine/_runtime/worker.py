@@ -52,6 +52,7 @@ from engine._runtime.prepare import (
     bundle_key,
     bundle_path,
     bundle_puller,
+    load_shadow,
     open_audit,
     open_challenges,
     prepare_ca,
@@ -66,6 +67,7 @@ from engine._service.attest import (
     AttestationService,
     quote_hash_algorithms,
 )
+from engine._service.audit_entries import shadow_entry
 from engine._service.bundle_revisions import pin_entry, refusal_entry
 from engine._service.bundle_source import Freshness
 from engine._service.bundle_watch import BundleWatcher
@@ -74,6 +76,7 @@ from engine._service.metrics import Metrics, metrics_app
 from engine._service.posture import PostureReader
 from engine._service.revocation_source import STATE_NAME as REVOCATIONS_STATE
 from engine._service.revocation_source import confirmed_at as revocations_confirmed_at
+from engine._service.shadow import Shadow
 from sdk.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
@@ -245,6 +248,8 @@ class Worker:
         self.service = DecisionService(
             self.engine, self.watcher, metrics, self.audit, announce=False
         )
+        self.shadow = self._shadow(settings, metrics)
+        self.service.shadow = self.shadow
         self._revocations_stale = False
         self._bundle_stale = False
         if settings.revocations_url is not None:
@@ -342,6 +347,25 @@ class Worker:
         if credentials is None:
             return self.server.add_insecure_port(str(address))
         return self.server.add_secure_port(str(address), credentials)
+
+    def _shadow(self, settings: Settings, metrics: Metrics) -> Shadow | None:
+        candidate = load_shadow(settings)  # ServeError: checked before, so not changed since
+        if candidate is None or settings.shadow_bundle is None:
+            return None
+        shadow = Shadow(
+            candidate,
+            settings.shadow_bundle,
+            metrics=metrics,
+            public_key=bundle_key(settings),
+            interval=settings.bundle_poll_seconds,
+            clock=utcnow,
+        )
+        shadow.watcher.on_swap(lambda bundle: self._audit_bundle_event(self._shadow_entry(bundle)))
+        return shadow
+
+    def _shadow_entry(self, candidate: PolicyBundle) -> Entry:
+        live = self.engine.bundle
+        return shadow_entry(candidate, live=live.version if live else None, now=utcnow())
 
     def _refused(self, source: str, problems: list[str]) -> None:
         bundle = self.engine.bundle
@@ -461,6 +485,8 @@ class Worker:
         # that fails to bind leaves the log as it was), before the first call is answered.
         try:
             self.service.announce()
+            if self.shadow is not None:  # the decisions that follow are shadowed
+                self.audit.record([self._shadow_entry(self.shadow.bundle)])
         except AuditError as exc:
             raise ServeError(f"audit log: {exc}") from exc
         self._loop.run(self.server.start())
@@ -472,6 +498,8 @@ class Worker:
         self._set_health()
         self._observe_revocations()
         self.watcher.start()
+        if self.shadow is not None:
+            self.shadow.watcher.start()
         self._health_thread.start()
         self._trust_thread.start()
         return port
@@ -550,6 +578,9 @@ class Worker:
         (SIGHUP); what does not load is logged and the old one stays."""
         with contextlib.suppress(EngineError):  # logged by the watcher; the old bundle stays
             self.watcher.reload()
+        if self.shadow is not None:
+            with contextlib.suppress(EngineError):  # likewise: the last good candidate stays
+                self.shadow.reload()
         self.reload_credentials()
 
     def reload_credentials(self) -> None:
@@ -569,6 +600,8 @@ class Worker:
             self.attestation.roots = roots
             # A remembered decision rests on postures read under the old CA and list.
             self.engine.forget()
+            if self.shadow is not None:
+                self.shadow.engine.forget()
         log.info(
             "serve.trust_reloaded",
             ek_roots=len(roots.ek_roots),
@@ -593,6 +626,8 @@ class Worker:
             self._loop.run(self.server.stop(grace))
         self._threads.shutdown(wait=False, cancel_futures=True)
         self.watcher.stop()
+        if self.shadow is not None:
+            self.shadow.watcher.stop()
         self.challenges.close()
         self.audit.close()
         self._loop.close()

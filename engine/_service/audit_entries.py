@@ -262,6 +262,17 @@ def placement_entry(
     )
 
 
+def shadow_entry(candidate: PolicyBundle, *, live: str | None, now: datetime) -> Entry:
+    """The audit entry of a shadow (candidate) bundle coming into use beside the live
+    bundle ``live``: the decisions that follow it are made again by the candidate, and
+    a disagreement is annotated on its decision's entry (``detail.shadow``)."""
+    loaded = bundle_entry(
+        candidate.version, previous=None, source=candidate.source, caller=None, now=now
+    )
+    detail = {"name": candidate.name, "revision": candidate.revision, "live_version": live}
+    return loaded.model_copy(update={"action": "shadow", "detail": detail})
+
+
 def bundle_entry(
     version: str, *, previous: str | None, source: str, caller: str | None, now: datetime
 ) -> Entry:

@@ -73,7 +73,8 @@ def _stamp(path: Path) -> _Stamp:
 class BundleWatcher:
     """Polls a bundle path and swaps each new valid version into an engine.
 
-    A bundle that fails to load, or that ``guard`` refuses (an older revision), is
+    A bundle that fails to load, that ``vet`` refuses (raising
+    :class:`~engine.BundleError`), or that ``guard`` refuses (an older revision), is
     logged with every problem, passed to the ``on_refuse`` listeners, and the engine
     keeps the version it had. Polling (rather than inotify) works the same on every
     filesystem, including the ones container volumes are mounted from.
@@ -90,8 +91,10 @@ class BundleWatcher:
         clock: Callable[[], datetime] = _utcnow,
         puller: Puller | None = None,
         max_staleness: float | None = None,
+        vet: Callable[[PolicyBundle], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._vet = vet
         self._puller = puller
         self.freshness = Freshness(max_staleness) if puller is not None else None
         """How old the bundle in force is (None without a source: a local bundle is
@@ -148,6 +151,8 @@ class BundleWatcher:
                 bundle = PolicyBundle.load(self._path, public_key=self._public_key)
                 if previous == bundle.version:
                     return Reload(version=bundle.version, previous=previous, changed=False)
+                if self._vet is not None:  # e.g. a shadow bundle's policy tests
+                    self._vet(bundle)
                 admission = (
                     self._guard.admit(bundle, self._clock()) if self._guard is not None else None
                 )

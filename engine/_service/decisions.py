@@ -42,6 +42,7 @@ from engine._service.bundle_source import Freshness
 from engine._service.bundle_watch import BundleWatcher, Reload
 from engine._service.constants import CALLER, MAX_BATCH
 from engine._service.metrics import Metrics
+from engine._service.shadow import Shadow
 
 log = structlog.get_logger("docket.decisions")
 
@@ -141,6 +142,8 @@ class DecisionService:
         self.clock = clock
         # The pulled revocation list's age (revocations_url), set by the worker.
         self.revocations: Freshness | None = None
+        # A candidate bundle decided beside the live one (shadow_bundle), set by the worker.
+        self.shadow: Shadow | None = None
         bundle = engine.bundle
         self._version = bundle.version if bundle else None
         metrics.bundle_loaded(self._version)
@@ -236,6 +239,8 @@ class DecisionService:
         bundle = self.engine.bundle
         with tracing.child_span(tracing.EVALUATE):
             decisions = self.engine.decide_batch(requests, now=now)
+        if self.shadow is not None:  # the candidate's disagreements, annotated; never the answer
+            details = self.shadow.annotate(requests, decisions, details, now)
         if self._watcher.freshness is not None:  # a stale pulled bundle: @fresh_policy
             decisions = list(self._watcher.freshness.vet(bundle, decisions, now))
         if self.revocations is not None:  # a stale pulled revocation list: likewise

@@ -138,8 +138,23 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        self.shadow_decisions = Counter(
+            "docket_shadow_decisions",
+            "Decisions made again by the shadow bundle (shadow_bundle), by how its decision "
+            "compared with the live one: agree, flip_allow_to_deny, flip_deny_to_allow, error.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.shadow_bundle = Gauge(
+            "docket_shadow_bundle_info",
+            "The shadow (candidate) bundle in use (value 1) by version.",
+            ["version"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self._memo_seen = (0, 0)
         self._version: str | None = None
+        self._shadow_version: str | None = None
         # Labelled children, looked up once: `labels()` costs microseconds per call.
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -153,6 +168,10 @@ class Metrics:
     def decided(self, api: str, decision: str) -> None:
         """Count one decision (``allow`` or ``deny``) made through ``api``."""
         self._child(self.decisions, api, decision).inc()
+
+    def shadow_compared(self, outcome: str) -> None:
+        """Count one decision the shadow bundle made again, by ``outcome``."""
+        self._child(self.shadow_decisions, outcome).inc()
 
     def answered(self, api: str, code: str) -> None:
         """Count one RPC answered with a gRPC status code (by name)."""
@@ -198,11 +217,20 @@ class Metrics:
 
     def bundle_loaded(self, version: str | None) -> None:
         """Record the bundle version in force (an info metric: 1 for current, 0 for old)."""
-        if self._version is not None and self._version != version:
-            self.bundle.labels(self._version).set(0)
-        if version is not None:
-            self.bundle.labels(version).set(1)
-        self._version = version
+        self._version = _info(self.bundle, self._version, version)
+
+    def shadow_loaded(self, version: str) -> None:
+        """Record the shadow bundle version in use (1 for current, 0 for old)."""
+        self._shadow_version = _info(self.shadow_bundle, self._shadow_version, version)
+
+
+def _info(gauge: Gauge, previous: str | None, version: str | None) -> str | None:
+    """Set an info gauge's ``version`` to 1 and the ``previous`` one to 0; ``version``."""
+    if previous is not None and previous != version:
+        gauge.labels(previous).set(0)
+    if version is not None:
+        gauge.labels(version).set(1)
+    return version
 
 
 class _Quiet(WSGIRequestHandler):

@@ -257,3 +257,73 @@ def derive_boot(
     except OSError as exc:
         raise InputError(f"cannot write {target}: {exc.strerror}") from exc
     click.echo(f"wrote {target}")
+
+
+@policy.command(name="shadow-report")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="State directory [./docket-data]."
+)
+@click.option(
+    "--db", "db_url", metavar="URL", help="Audit database [sqlite:///<data-dir>/docket.db]."
+)
+@click.option("--since", help="First decision time (ISO 8601, UTC if no offset).")
+@click.option("--until", help="End time, exclusive (ISO 8601).")
+@click.option(
+    "--candidate",
+    metavar="VERSION",
+    help="The shadow bundle to report on (a prefix of its sha256:… version) [the last one used].",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def shadow_report(
+    ctx: click.Context,
+    data_dir: Path | None,
+    db_url: str | None,
+    since: str | None,
+    until: str | None,
+    candidate: str | None,
+    fmt: str,
+) -> None:
+    """Report how a shadow bundle (`docket serve --shadow-bundle`) disagreed with the
+    live one, from the audit log: decisions made with it, disagreements by kind
+    (flip_allow_to_deny, flip_deny_to_allow, error) and by policy, examples. Exits 0
+    when clean (no disagreement over at least one decision made with it), else 1."""
+    import json
+
+    from audit import AuditError, AuditLog, Entry
+    from audit.cli import parse_period
+    from engine._service.shadow_report import render_text, shadow_reports
+
+    settings = settings_of(ctx).with_flags(data_dir=data_dir, db_url=db_url)
+    start, end = parse_period(since, until)
+    try:
+        log = AuditLog.open(settings.database_url, keys=None, create=False)
+    except AuditError as exc:
+        raise InputError(f"audit log {settings.database_url}: {exc}") from exc
+    try:
+        entries = (
+            Entry.from_canonical(row.payload)
+            for row in log.store.entries()
+            if row.payload is not None  # an erased (redacted) payload says nothing
+        )
+        reports = shadow_reports(entries, since=start, until=end)
+    finally:
+        log.store.close()
+    chosen = [r for r in reports if candidate is None or r.version.startswith(candidate)]
+    if not chosen:
+        which = f"shadow bundle {candidate}" if candidate else "shadow bundle"
+        raise CheckFailed(f"no {which} in the audit log {settings.database_url}")
+    report = chosen[-1]
+    if fmt == "json":
+        click.echo(json.dumps(report.document(), indent=2))
+    else:
+        click.echo(render_text(report))
+    if not report.clean:
+        raise CheckFailed(
+            f"shadow bundle {report.version[:19]}: {report.disagreements:,} disagreements over "
+            f"{report.decisions:,} decisions"
+            if report.decisions or report.disagreements
+            else f"shadow bundle {report.version[:19]}: no decision was made with it"
+        )

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     help="Pull the bundle from https://…, http://… or oci://host/repo:tag (needs --bundle-key).",
 )
 @key_option
+@click.option(
+    "--shadow-bundle",
+    type=click.Path(path_type=Path),
+    help="A candidate bundle decided beside the live one, never answering (see "
+    "`docket policy shadow-report`).",
+)
 @click.option("--grpc", "grpc_addr", metavar="HOST:PORT", help="gRPC address [127.0.0.1:50051].")
 @click.option(
     "--metrics", "metrics_addr", metavar="HOST:PORT", help="Prometheus /metrics [127.0.0.1:9464]."
@@ -93,6 +99,13 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
             click.echo(
                 f"docket: bundle {bundle.version[:19]} from {bundle.source} "
                 f"({len(bundle.policies)} policies)"
+            )
+        shadow = where.shadow
+        if shadow is not None:
+            revision = f", revision {shadow.revision}" if shadow.revision is not None else ""
+            click.echo(
+                f"docket: shadow bundle {shadow.version[:19]} from {shadow.source} "
+                f"({len(shadow.policies)} policies{revision}): decided beside, never answering"
             )
         processes = f", {where.workers} workers" if where.workers > 1 else ""
         click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
