@@ -231,7 +231,7 @@ def _parse_time(value: str | None, flag: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+def parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
     """``--since``/``--until`` as aware datetimes; a reversed or zero-length period is a
     usage error (it could only ever hold nothing, and must not read as all clear)."""
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
@@ -266,7 +266,7 @@ def _nothing_in(
 
 
 @contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr for long runs (only when stderr is a terminal)."""
     if not sys.stderr.isatty() or (total is not None and total < 50_000):
         yield lambda done: None
@@ -310,7 +310,7 @@ def _run_verify(
     redaction_keys = _verifier_keys(redaction_texts, "--redaction-key")
     try:
         if export is not None:
-            with _progress("verifying", None) as progress:
+            with progress_bar("verifying", None) as progress:
                 # With the auditor's own --key, erasures need their own --redaction-key
                 # too: the keys an export names are only the exporter's word.
                 named: list[VerifierKey] | None = None if not keys else []
@@ -339,7 +339,7 @@ def _run_verify(
                 notes.append("checked against the keys stored in the log; pass --key to use yours")
                 if not keys:
                     raise InputError("the log names no verifier key: pass --key")
-            with _progress("verifying", store.head().size) as progress:
+            with progress_bar("verifying", store.head().size) as progress:
                 verdict = _verify_live(store, keys, redaction_keys, extra, progress, archives)
             if not notes:
                 _covered(verdict, keys)
@@ -1060,7 +1060,7 @@ def export(
     from audit._log import AuditLog
     from audit._store import Store
 
-    start_time, end_time = _parse_period(since, until)
+    start_time, end_time = parse_period(since, until)
     log = _signing_log(db, data_dir, keys_path)
     try:
         period = _select_period(log.store, start_time, end_time)
@@ -1078,7 +1078,10 @@ def export(
             )
             end = max(start, anchor.size)
         keys = (log.store.meta("verifier_keys") or "").split()
-        with output.open("w", encoding="utf-8") as out, _progress("exporting", end - start) as bar:
+        with (
+            output.open("w", encoding="utf-8") as out,
+            progress_bar("exporting", end - start) as bar,
+        ):
             written = write_export(
                 log.store,
                 out,
@@ -1153,7 +1156,7 @@ def report(
     from audit._auditor import root_b64
     from audit._report import ReportStatus, build_report, render
 
-    start_time, end_time = _parse_period(since, until)
+    start_time, end_time = parse_period(since, until)
     try:
         verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
         anchor = verdict.anchor
