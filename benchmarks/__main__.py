@@ -27,6 +27,7 @@ from benchmarks import (
     bench_fleet,
     bench_grpc,
     bench_index,
+    bench_replay,
     bench_serving,
     bench_startup,
     bench_tracing,
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "writer": ("--workers 2: per-worker writers against the supervisor's one", bench_writer.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
     "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),
+    "replay": ("policy diff: replayed requests/s, bytes per recorded request", bench_replay.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 
