@@ -1,9 +1,9 @@
 """Replay for ``docket policy diff``: recorded requests replayed per second, and the
 storage each recorded request costs.
 
-The same traffic (``SIZE`` decisions over the default bundle: 16 users × 11 datasets ×
-2 actions with a device posture whose patch age varies, so most requests are distinct)
-is decided once and its entries written twice, in commits of 100 as a busy server's
+The same traffic (``SIZE`` reads of the default bundle's data by 9 users, with a device
+posture whose patch age and attestation vary, so most requests are distinct) is decided
+once and its entries written twice, in commits of 100 as a busy server's
 group commit makes them: to a log without ``record_requests`` and to one with it.
 Storage per recorded request is the difference of the two SQLite files (after a WAL
 checkpoint) over ``SIZE``. Replay is :func:`engine._service.replay.replay` of every
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from audit import AuditLog, Entry, Recorded, RequestKeys, Store
+from audit import AuditLog, Entry, RequestKeys, Store
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.models import EntityUID, Request
