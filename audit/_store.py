@@ -559,27 +559,13 @@ class Store:
         """The recorded requests of entries ``start <= index < end``, in index order, still
         sealed. None on a database made before requests were recorded. Raises
         :class:`StoreError`."""
-        position, stop = start, end if end is not None else 2**63 - 1
+        if not self._has_requests_table():
+            return
         columns = (_REQUEST.c.idx, _REQUEST.c.time, _REQUEST.c.key_id, _REQUEST.c.sealed)
-        while position < stop:
-            query = (
-                sa.select(*columns)
-                .where(_REQUEST.c.idx >= position, _REQUEST.c.idx < stop)
-                .order_by(_REQUEST.c.idx)
-                .limit(_READ_CHUNK)
-            )
-            try:
-                with self._read() as conn:
-                    rows = conn.execute(query).all()
-            except (SQLAlchemyError, StoreError) as exc:
-                if not self._has_requests_table():
-                    return
-                raise StoreError(f"cannot read the recorded requests: {exc}") from exc
-            for idx, time, key_id, sealed in rows:
-                yield RecordedRow(int(idx), str(time), str(key_id), bytes(sealed))
-            if len(rows) < _READ_CHUNK:
-                return
-            position = int(rows[-1][0]) + 1
+        for idx, time, key_id, sealed in self._by_index(
+            columns, start, end, "the recorded requests"
+        ):
+            yield RecordedRow(int(idx), str(time), str(key_id), bytes(sealed))
 
     def _has_requests_table(self) -> bool:
         with self._read() as conn:
@@ -685,24 +671,31 @@ class Store:
         in index order: the stored columns a period or kind is selected by, with the
         hashed payload they must agree with (``None``: redacted). Raises
         :class:`StoreError` when the database cannot be read."""
-        position, stop = start, end if end is not None else 2**63 - 1
         columns = (_ENTRY.c.idx, _ENTRY.c.kind, _ENTRY.c.time, _ENTRY.c.payload)
+        for idx, kind, time, payload in self._by_index(columns, start, end, "the audit log"):
+            yield SelectionRow(
+                int(idx), str(kind), str(time), None if payload is None else bytes(payload)
+            )
+
+    def _by_index(
+        self, columns: Sequence[Any], start: int, end: int | None, what: str
+    ) -> Iterator[Any]:
+        """Rows of ``columns`` (the first: an index) with ``start <= index < end``, in
+        index order, read in chunks. Raises :class:`StoreError` naming ``what``."""
+        position, stop = start, end if end is not None else 2**63 - 1
         while position < stop:
             query = (
                 sa.select(*columns)
-                .where(_ENTRY.c.idx >= position, _ENTRY.c.idx < stop)
-                .order_by(_ENTRY.c.idx)
+                .where(columns[0] >= position, columns[0] < stop)
+                .order_by(columns[0])
                 .limit(_READ_CHUNK)
             )
             try:
                 with self._read() as conn:
                     rows = conn.execute(query).all()
             except SQLAlchemyError as exc:
-                raise StoreError(f"cannot read the audit log: {_reason(exc)}") from exc
-            for idx, kind, time, payload in rows:
-                yield SelectionRow(
-                    int(idx), str(kind), str(time), None if payload is None else bytes(payload)
-                )
+                raise StoreError(f"cannot read {what}: {_reason(exc)}") from exc
+            yield from rows
             if len(rows) < _READ_CHUNK:
                 return
             position = int(rows[-1][0]) + 1

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import AuditLog, Entry, RequestKeys, Store
+from benchmarks._common import table
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.models import EntityUID, Request
@@ -130,7 +131,5 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         "replay_s": round(replay_s, 2),
         "replay_requests_per_s": round(size / replay_s),
     }
-    print(f"{'figure':<32} value")
-    for name, value in figures.items():
-        print(f"{name:<32} {value:,}")
+    print(table(["figure", "value"], list(figures.items())))
     return figures
