@@ -43,6 +43,7 @@ from ._errors import LogIdentityError as LogIdentityError
 from ._errors import NoteError as NoteError
 from ._errors import Overloaded as Overloaded
 from ._errors import ProofError as ProofError
+from ._errors import RecordedRequestError as RecordedRequestError
 from ._errors import StoreError as StoreError
 from ._errors import TamperDetected as TamperDetected
 from ._errors import WitnessError as WitnessError
@@ -55,6 +56,10 @@ from ._note import VerifierKey as VerifierKey
 from ._relay import LogServer as LogServer
 from ._relay import Relay as Relay
 from ._relay import RelayAddress as RelayAddress
+from ._requests import Recorded as Recorded
+from ._requests import RecordedRequest as RecordedRequest
+from ._requests import RequestKeys as RequestKeys
+from ._requests import read_recorded as read_recorded
 from ._store import Receipt as Receipt
 from ._store import Store as Store
 from ._store import StoredCheckpoint as StoredCheckpoint

@@ -8,6 +8,9 @@
     │                          configured witnesses than required cosigned the checkpoint
     ├── KeyFormatError         a signing or verifier key string/file is malformed
     ├── FormatError            an export, receipt or entry file is malformed
+    ├── RecordedRequestError   a recorded request does not open: its key is not held, or
+    │                          it was sealed with another key, for another entry or log,
+    │                          or its ciphertext changed
     ├── StoreError             the database cannot be opened, read or written
     │   ├── Overloaded         the writer's queue is full: try again later (back-pressure)
     │   ├── LogIdentityError   the database was deleted, replaced, truncated or rolled back
@@ -91,6 +94,11 @@ class KeyFormatError(AuditError):
 
 class FormatError(AuditError):
     """An export, receipt or entry file is malformed."""
+
+
+class RecordedRequestError(AuditError):
+    """A recorded request does not open (unknown key id, wrong key, a row moved to
+    another entry or log, a changed ciphertext): it is reported, never replayed."""
 
 
 class StoreError(AuditError):

@@ -17,8 +17,9 @@ does not contain it (a restart on an older or different database).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from audit._kept import KeptCheckpoint
 from audit._keys import KeyRing
 from audit._note import Checkpoint, SignerKey, VerifierKey, sign_checkpoint
 from audit._redaction import RedactionOrder, sign_order
+from audit._requests import Recorded, RequestKeys, request_bytes
 from audit._store import Pending, Receipt, Store, StoredCheckpoint
 from audit._writer import Ticket, Writer
 
@@ -43,13 +45,20 @@ CHECKPOINT_EVERY = 1_000
 """Sign a checkpoint once this many entries were added since the last one…"""
 CHECKPOINT_INTERVAL = 1.0
 """…or this many seconds passed with anything new."""
+REQUEST_RETENTION_EVERY = 60.0
+"""Seconds between two passes dropping recorded requests past their retention."""
 
 
-def pending(entry: Entry | Pending) -> Pending:
-    """An entry ready for the store: canonical bytes plus its indexed columns (one a
-    worker's relay already made is taken as it is)."""
+def pending(entry: Entry | Recorded | Pending) -> Pending:
+    """An entry ready for the store: canonical bytes plus its indexed columns, and the
+    request it was decided on when recorded (one a worker's relay already made is taken
+    as it is). Raises :class:`FormatError` for a request over the size cap."""
     if isinstance(entry, Pending):
         return entry
+    if isinstance(entry, Recorded):
+        return Pending(
+            entry.entry.kind, *timed_canonical(entry.entry), request_bytes(entry.request)
+        )
     return Pending(entry.kind, *timed_canonical(entry))
 
 
@@ -76,6 +85,7 @@ class AuditLog:
         max_queue: int | None = None,
         kept: Path | None = None,
         relay: Relay | None = None,
+        request_retention_days: int | None = None,
     ) -> None:
         self.store = store
         self.relay = relay
@@ -100,14 +110,30 @@ class AuditLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
+        # Recorded requests older than this are dropped by the maintenance thread.
+        self.request_retention = (
+            None if request_retention_days is None else timedelta(days=request_retention_days)
+        )
+        self._requests_dropped_at = 0.0
 
     @classmethod
-    def open(cls, url: str, *, keys: Path | None, create: bool = True, **options: Any) -> AuditLog:
+    def open(
+        cls,
+        url: str,
+        *,
+        keys: Path | None,
+        create: bool = True,
+        request_keys: RequestKeys | None = None,
+        **options: Any,
+    ) -> AuditLog:
         """Open (and on first use create) the log at ``url``; ``keys`` is the signing-key
         directory (None: read-only use, no checkpoints are signed); ``kept=path`` keeps
-        the latest checkpoint in that file too. Raises :class:`StoreError`,
+        the latest checkpoint in that file too; with ``request_keys`` the requests of
+        :class:`~audit.Recorded` entries are sealed and kept beside them
+        (:mod:`audit._requests`). Raises :class:`StoreError`,
         :class:`~audit.KeyFormatError`."""
-        return cls(Store(url, create=create), None if keys is None else KeyRing(keys), **options)
+        store = Store(url, create=create, request_keys=request_keys)
+        return cls(store, None if keys is None else KeyRing(keys), **options)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -155,14 +181,22 @@ class AuditLog:
         """True while entries can be recorded (the health check's "audit log writable")."""
         return self.writer.writable
 
+    @property
+    def records_requests(self) -> bool:
+        """True when requests are recorded beside their entries (``record_requests``):
+        a caller then passes :class:`~audit.Recorded` entries."""
+        return self.store.request_keys is not None
+
     # -- recording ----------------------------------------------------------------
 
-    def submit(self, entries: Sequence[Entry]) -> Ticket:
+    def submit(self, entries: Sequence[Entry | Recorded]) -> Ticket:
         """Queue entries; the ticket's result is their receipts once durable.
         Raises :class:`~audit.Overloaded` (back-pressure), :class:`StoreError`."""
         return self.writer.submit(entries)
 
-    def record(self, entries: Sequence[Entry], *, timeout: float | None = 30) -> list[Receipt]:
+    def record(
+        self, entries: Sequence[Entry | Recorded], *, timeout: float | None = 30
+    ) -> list[Receipt]:
         """Record entries and wait until they are durable; their receipts, in order."""
         return self.writer.append(entries, timeout=timeout)
 
@@ -318,5 +352,19 @@ class AuditLog:
             self.store.checkpoint_wal()
             if self.keys is not None and self._latest[0] > self._signed_size:
                 self.checkpoint()
+            if time.monotonic() - self._requests_dropped_at >= REQUEST_RETENTION_EVERY:
+                self._requests_dropped_at = time.monotonic()
+                self.drop_expired_requests(utcnow())
         except AuditError as exc:
             log.warning("audit.maintenance_failed", error=str(exc))
+
+    def drop_expired_requests(self, now: datetime) -> int:
+        """Delete the recorded requests older than the request retention at ``now``
+        (nothing without one); how many. The log's entries stay. Raises
+        :class:`StoreError`."""
+        if self.request_retention is None:
+            return 0
+        dropped = self.store.drop_requests(now - self.request_retention)
+        if dropped:
+            log.info("audit.requests_dropped", rows=dropped)
+        return dropped

@@ -50,7 +50,7 @@ MAX_MESSAGE = 256 << 20
 
 _COUNT = struct.Struct("!I")
 _INDEX = struct.Struct("!q")
-_ITEM = struct.Struct("!HHI")
+_ITEM = struct.Struct("!HHIi")  # kind, time, payload, request sizes (-1: none)
 _TREE = struct.Struct("!qI")
 _OK, _ERROR = b"\x00", b"\x01"
 # The errors that cross as themselves; anything else arrives as a StoreError.
@@ -68,12 +68,15 @@ class RelayAddress:
 
 
 def encode_batch(pending: Sequence[Pending], erase: Sequence[int]) -> bytes:
-    """A batch on the wire: the indices to erase, then each entry's kind, time, payload."""
+    """A batch on the wire: the indices to erase, then each entry's kind, time, payload
+    and the request it was decided on (when recorded)."""
     parts = [_COUNT.pack(len(erase)), *(_INDEX.pack(index) for index in erase)]
     parts.append(_COUNT.pack(len(pending)))
     for item in pending:
-        kind, time = item.kind.encode(), item.time.encode()
-        parts += (_ITEM.pack(len(kind), len(time), len(item.payload)), kind, time, item.payload)
+        kind, time, request = item.kind.encode(), item.time.encode(), item.request
+        size = -1 if request is None else len(request)
+        parts += (_ITEM.pack(len(kind), len(time), len(item.payload), size), kind, time)
+        parts += (item.payload, request or b"")
     return b"".join(parts)
 
 
@@ -91,16 +94,18 @@ def decode_batch(data: bytes) -> tuple[list[Pending], list[int]]:
         offset += _COUNT.size
         pending = []
         for _ in range(count):
-            kind_size, time_size, payload_size = _ITEM.unpack_from(view, offset)
+            kind_size, time_size, payload_size, request_size = _ITEM.unpack_from(view, offset)
             offset += _ITEM.size
-            end = offset + kind_size + time_size + payload_size
+            end = offset + kind_size + time_size + payload_size + max(request_size, 0)
             if end > len(data):
                 raise FormatError("a relayed batch ends inside an entry")
             kind = bytes(view[offset : offset + kind_size]).decode()
             offset += kind_size
             time = bytes(view[offset : offset + time_size]).decode()
             offset += time_size
-            pending.append(Pending(kind, time, bytes(view[offset:end])))
+            middle = offset + payload_size
+            request = None if request_size < 0 else bytes(view[middle:end])
+            pending.append(Pending(kind, time, bytes(view[offset:middle]), request))
             offset = end
     except (struct.error, UnicodeDecodeError) as exc:
         raise FormatError(f"a relayed batch is malformed: {exc}") from exc

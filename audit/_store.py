@@ -44,6 +44,7 @@ from sqlmodel import Field, SQLModel
 
 from audit._errors import FormatError, LogIdentityError, ProofError, StoreError
 from audit._merkle import HASH_SIZE, CompactRange, NodeId, consistency_proof, inclusion_proof
+from audit._requests import RequestKeys, seal
 from audit.sqlite import sqlite_engine
 
 GENESIS = bytes(HASH_SIZE)
@@ -64,6 +65,9 @@ _READ_ENTRIES = (
     "SELECT idx, kind, payload, leaf, chain, nodes FROM audit_entry "
     "WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
 )
+_INSERT_REQUESTS = "INSERT INTO audit_request (idx, time, key_id, sealed) VALUES "
+_REQUEST_VALUES = "(?, ?, ?, ?)"
+_DROP_REQUEST = "DELETE FROM audit_request WHERE idx = ?"
 _INSERT_CHUNK = 500  # 3,500 parameters: well under SQLite's 32,766 and PostgreSQL's 65,535
 _CREATE_LOCK = 0x646F636B6574  # "docket": the advisory lock that serializes table creation
 
@@ -80,6 +84,18 @@ class AuditEntryRow(SQLModel, table=True):
     leaf: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     chain: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     nodes: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+class AuditRequestRow(SQLModel, table=True):
+    """The request entry ``idx`` was decided on, sealed (:mod:`audit._requests`); not
+    covered by any hash. ``time`` is the entry's, for retention."""
+
+    __tablename__ = "audit_request"
+
+    idx: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    time: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, index=True))
+    key_id: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    sealed: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
 class AuditHeadRow(SQLModel, table=True):
@@ -118,7 +134,8 @@ _ENTRY = AuditEntryRow.__table__  # type: ignore[attr-defined]
 _HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINT = AuditCheckpointRow.__table__  # type: ignore[attr-defined]
 _META = AuditMetaRow.__table__  # type: ignore[attr-defined]
-_TABLES = [_ENTRY, _HEAD, _CHECKPOINT, _META]
+_REQUEST = AuditRequestRow.__table__  # type: ignore[attr-defined]
+_TABLES = [_ENTRY, _HEAD, _CHECKPOINT, _META, _REQUEST]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +145,9 @@ class Pending:
     kind: str
     time: str
     payload: bytes
+    request: bytes | None = None
+    """The request it was decided on (:mod:`audit._requests`), recorded beside it when
+    the store has request keys; never hashed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +198,16 @@ class SelectionRow(NamedTuple):
     payload: bytes | None
 
 
+class RecordedRow(NamedTuple):
+    """A recorded request's row as stored: still sealed (:func:`audit._requests.unseal`
+    opens it, for this index only)."""
+
+    idx: int
+    time: str
+    key_id: str
+    sealed: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
     """A stored checkpoint note (its signatures not yet verified)."""
@@ -221,7 +251,12 @@ class Store:
     be opened, read or written.
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, request_keys: RequestKeys | None = None
+    ) -> None:
+        self.request_keys = request_keys
+        """With keys, the requests entries carry are sealed and recorded beside them."""
+        self._origin: str | None = None
         try:
             parsed = sa.make_url(url)
         except SQLAlchemyError as exc:
@@ -464,10 +499,14 @@ class Store:
                     sql(_INSERT_ENTRIES + ", ".join([_ENTRY_VALUES] * len(chunk))),
                     [value for row in chunk for value in row],
                 )
+            if self.request_keys is not None:
+                self._record_requests(cursor, pending, rows)
             for index in erase:
                 cursor.execute(sql(_ERASE), (index,))
                 if cursor.rowcount != 1:  # two redactions of one entry raced: one wins
                     raise FormatError(f"entry {index} is missing or already redacted")
+                # The request goes with the payload, in the same transaction.
+                cursor.execute(sql(_DROP_REQUEST), (index,))
             root = frontier.root()
             cursor.execute(sql(_MOVE_HEAD), (frontier.end, chain, frontier.to_bytes(), root))
             if self.sqlite:
@@ -490,6 +529,54 @@ class Store:
             raw.close()
         self._saw(frontier.end, chain)
         return Appended([Receipt(r[0], r[4]) for r in rows], frontier.end, root)
+
+    def _record_requests(
+        self, cursor: Any, pending: Sequence[Pending], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Seal each entry's request for its index (now known) and insert the rows in the
+        entries' transaction."""
+        assert self.request_keys is not None
+        origin = self.origin_cached()
+        recorded = []
+        for item, row in zip(pending, rows, strict=True):
+            if item.request is not None:
+                key_id, sealed = seal(self.request_keys, origin, row[0], item.request)
+                recorded.append((row[0], item.time, key_id, sealed))
+        for first in range(0, len(recorded), _INSERT_CHUNK):
+            chunk = recorded[first : first + _INSERT_CHUNK]
+            cursor.execute(
+                self._driver_sql(_INSERT_REQUESTS + ", ".join([_REQUEST_VALUES] * len(chunk))),
+                [value for row in chunk for value in row],
+            )
+
+    def origin_cached(self) -> str:
+        """:attr:`origin`, read once (it never changes)."""
+        if self._origin is None:
+            self._origin = self.origin
+        return self._origin
+
+    def recorded(self, start: int = 0, end: int | None = None) -> Iterator[RecordedRow]:
+        """The recorded requests of entries ``start <= index < end``, in index order, still
+        sealed. None on a database made before requests were recorded. Raises
+        :class:`StoreError`."""
+        if not self._has_requests_table():
+            return
+        columns = (_REQUEST.c.idx, _REQUEST.c.time, _REQUEST.c.key_id, _REQUEST.c.sealed)
+        for idx, time, key_id, sealed in self._by_index(
+            columns, start, end, "the recorded requests"
+        ):
+            yield RecordedRow(int(idx), str(time), str(key_id), bytes(sealed))
+
+    def _has_requests_table(self) -> bool:
+        with self._read() as conn:
+            return _REQUEST.name in sa.inspect(conn).get_table_names()
+
+    def drop_requests(self, before: datetime) -> int:
+        """Delete the recorded requests of entries older than ``before`` (retention);
+        how many. The log is untouched. Raises :class:`StoreError`."""
+        cutoff = before.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._write() as conn:
+            return int(conn.execute(sa.delete(_REQUEST).where(_REQUEST.c.time < cutoff)).rowcount)
 
     def checkpoint_wal(self) -> None:
         """Fold the SQLite WAL into the database without blocking writers (PASSIVE).
@@ -584,24 +671,31 @@ class Store:
         in index order: the stored columns a period or kind is selected by, with the
         hashed payload they must agree with (``None``: redacted). Raises
         :class:`StoreError` when the database cannot be read."""
-        position, stop = start, end if end is not None else 2**63 - 1
         columns = (_ENTRY.c.idx, _ENTRY.c.kind, _ENTRY.c.time, _ENTRY.c.payload)
+        for idx, kind, time, payload in self._by_index(columns, start, end, "the audit log"):
+            yield SelectionRow(
+                int(idx), str(kind), str(time), None if payload is None else bytes(payload)
+            )
+
+    def _by_index(
+        self, columns: Sequence[Any], start: int, end: int | None, what: str
+    ) -> Iterator[Any]:
+        """Rows of ``columns`` (the first: an index) with ``start <= index < end``, in
+        index order, read in chunks. Raises :class:`StoreError` naming ``what``."""
+        position, stop = start, end if end is not None else 2**63 - 1
         while position < stop:
             query = (
                 sa.select(*columns)
-                .where(_ENTRY.c.idx >= position, _ENTRY.c.idx < stop)
-                .order_by(_ENTRY.c.idx)
+                .where(columns[0] >= position, columns[0] < stop)
+                .order_by(columns[0])
                 .limit(_READ_CHUNK)
             )
             try:
                 with self._read() as conn:
                     rows = conn.execute(query).all()
             except SQLAlchemyError as exc:
-                raise StoreError(f"cannot read the audit log: {_reason(exc)}") from exc
-            for idx, kind, time, payload in rows:
-                yield SelectionRow(
-                    int(idx), str(kind), str(time), None if payload is None else bytes(payload)
-                )
+                raise StoreError(f"cannot read {what}: {_reason(exc)}") from exc
+            yield from rows
             if len(rows) < _READ_CHUNK:
                 return
             position = int(rows[-1][0]) + 1

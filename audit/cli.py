@@ -266,7 +266,7 @@ def _nothing_in(
 
 
 @contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr for long runs (only when stderr is a terminal)."""
     if not sys.stderr.isatty() or (total is not None and total < 50_000):
         yield lambda done: None
@@ -310,7 +310,7 @@ def _run_verify(
     redaction_keys = _verifier_keys(redaction_texts, "--redaction-key")
     try:
         if export is not None:
-            with _progress("verifying", None) as progress:
+            with progress_bar("verifying", None) as progress:
                 # With the auditor's own --key, erasures need their own --redaction-key
                 # too: the keys an export names are only the exporter's word.
                 named: list[VerifierKey] | None = None if not keys else []
@@ -339,7 +339,7 @@ def _run_verify(
                 notes.append("checked against the keys stored in the log; pass --key to use yours")
                 if not keys:
                     raise InputError("the log names no verifier key: pass --key")
-            with _progress("verifying", store.head().size) as progress:
+            with progress_bar("verifying", store.head().size) as progress:
                 verdict = _verify_live(store, keys, redaction_keys, extra, progress, archives)
             if not notes:
                 _covered(verdict, keys)
@@ -1078,7 +1078,10 @@ def export(
             )
             end = max(start, anchor.size)
         keys = (log.store.meta("verifier_keys") or "").split()
-        with output.open("w", encoding="utf-8") as out, _progress("exporting", end - start) as bar:
+        with (
+            output.open("w", encoding="utf-8") as out,
+            progress_bar("exporting", end - start) as bar,
+        ):
             written = write_export(
                 log.store,
                 out,

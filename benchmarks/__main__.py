@@ -27,6 +27,7 @@ from benchmarks import (
     bench_fleet,
     bench_grpc,
     bench_index,
+    bench_replay,
     bench_serving,
     bench_shadow,
     bench_startup,
@@ -57,6 +58,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
     "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),
     "shadow": ("docket serve Authorize with a shadow bundle against none", bench_shadow.run),
+    "replay": ("policy diff: replayed requests/s, bytes per recorded request", bench_replay.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

@@ -23,7 +23,7 @@ from attestation import (
     StoreUnavailable,
     TrustRoots,
 )
-from audit import KEPT_NAME, AuditError, AuditLog, Relay, RelayAddress
+from audit import KEPT_NAME, AuditError, AuditLog, Relay, RelayAddress, RequestKeys
 from audit.note import VerifierKey
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_verifier
@@ -288,6 +288,10 @@ def open_audit(settings: Settings, relay: RelayAddress | None = None) -> AuditLo
     process that owns the log. Raises :class:`ServeError` with one line saying what is
     wrong."""
     try:
+        request_keys = None
+        if settings.record_requests:
+            request_keys = RequestKeys.in_dir(settings.data_dir)
+            request_keys.current()  # made now, before any worker starts, or refused now
         audit = AuditLog.open(
             settings.database_url,
             keys=settings.audit_keys_dir,
@@ -296,6 +300,8 @@ def open_audit(settings: Settings, relay: RelayAddress | None = None) -> AuditLo
             max_queue=settings.audit_queue,
             kept=settings.data_dir / KEPT_NAME,
             relay=None if relay is None else Relay(relay),
+            request_keys=request_keys,
+            request_retention_days=settings.request_retention_days,
         )
     except (AuditError, OSError) as exc:
         raise ServeError(f"audit log: {exc}") from exc

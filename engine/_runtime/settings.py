@@ -208,6 +208,19 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(default=None, ge=1)
     """How long entries stay in the live log before `docket audit archive --retention`
     archives them (None: keep everything; docs/retention.md)."""
+    record_requests: bool = False
+    """Keep the full input of every decision and placement (principal, action, resource,
+    context with the verified posture, the caller's entities, the provenance) beside its
+    audit entry, encrypted under ``<data_dir>/request-keys``, so that ``docket policy diff``
+    can replay it against a candidate bundle. Off by default: the log itself keeps only
+    each request's digest, and a recorded request is personal data (who asked for what,
+    from which device) that the log would otherwise not hold; it also adds about a
+    kilobyte per decision (benchmarks/README.md, "replay"). Redaction erases an entry's
+    recorded request with its payload."""
+    request_retention_days: int = Field(default=30, ge=1)
+    """Recorded requests older than this are deleted (their entries stay in the log); a
+    schedule of their own, shorter than the log's ``retention_days``. Archives never carry
+    them."""
     audit_writer: Literal["per-worker", "supervisor"] = "per-worker"
     """With ``workers > 1``, who commits: each worker its own entries (its group commits
     take turns on the database's write lock), or the supervisor every worker's (one

@@ -25,12 +25,12 @@ UTF-8 bytes by :func:`capped`, which says how many bytes it cut; the entry's
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
-from audit import Entry, digest, digest_plain
+from audit import Entry, Recorded, digest, digest_plain
 from engine._core.bundle import DataLabels, PolicyBundle
 from engine._core.models import Decision, EntityUID, Request
 from engine._core.placement import Placement, Workload
@@ -120,25 +120,56 @@ def _labels(request: Request, bundle: PolicyBundle | None) -> DataLabels | None:
     return bundle.labels((bundle.qualify(request.resource.type), request.resource.id))
 
 
+def _fields(request: Request) -> dict[str, Any] | None:
+    """The request's fields as the JSON values pydantic's json mode would give, without
+    the dump, when the request is made of exact models (as the adapters make it); else
+    None."""
+    uids = (request.principal, request.action, request.resource)
+    if type(request) is Request and all(type(uid) is EntityUID for uid in uids):
+        principal, action, resource = ({"type": uid.type, "id": uid.id} for uid in uids)
+        return {
+            "principal": principal,
+            "action": action,
+            "resource": resource,
+            "context": request.context,
+            "entities": request.entities,
+        }
+    return None
+
+
 def _request_digest(request: Request) -> str:
     """``digest(request.model_dump(mode="json"))``; without the dump when the request is
     plain JSON already (as the adapters make it), which pydantic's json mode would leave
     as it is."""
-    uids = (request.principal, request.action, request.resource)
-    if type(request) is Request and all(type(uid) is EntityUID for uid in uids):
-        principal, action, resource = ({"type": uid.type, "id": uid.id} for uid in uids)
-        plain = digest_plain(
-            {
-                "principal": principal,
-                "action": action,
-                "resource": resource,
-                "context": request.context,
-                "entities": request.entities,
-            }
-        )
-        if plain is not None:
-            return plain
-    return digest(request.model_dump(mode="json"))
+    fields = _fields(request)
+    plain = None if fields is None else digest_plain(fields)
+    return plain if plain is not None else digest(request.model_dump(mode="json"))
+
+
+def recorded_decision(
+    entry: Entry, request: Request, *, api: str, detail: Mapping[str, Any] | None
+) -> Recorded:
+    """``entry`` with the request it was decided on, for ``record_requests``: the
+    request as evaluated (its context holds the verified posture), the API and the
+    adapter's detail (the provenance). Serialized later, on the audit writer's thread."""
+    fields = _fields(request)
+    if fields is None:
+        fields = request.model_dump(mode="json")
+    return Recorded(
+        entry, {"kind": "decision", "api": api, "request": fields, "detail": detail or {}}
+    )
+
+
+def recorded_placement(entry: Entry, workload: Workload, sites: Sequence[str] | None) -> Recorded:
+    """``entry`` with the workload and candidate sites it was placed with."""
+    return Recorded(
+        entry,
+        {
+            "kind": "placement",
+            "workload": workload.model_dump(mode="json"),
+            "sites": None if sites is None else list(sites),
+        },
+    )
 
 
 def decision_entry(

@@ -24,7 +24,7 @@ from typing import Any, NotRequired, TypedDict, Unpack
 
 import structlog
 
-from audit import AuditError, AuditLog, Entry, Receipt
+from audit import AuditError, AuditLog, Entry, Receipt, Recorded
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._core.models import Decision, EntityUID, PolicyError, Request
@@ -35,6 +35,8 @@ from engine._service.audit_entries import (
     bundle_entry,
     decision_entry,
     placement_entry,
+    recorded_decision,
+    recorded_placement,
     refusal_entry,
     unevaluated_entry,
 )
@@ -119,7 +121,7 @@ class _Made:
 
     ids: list[str]
     decisions: list[Decision]
-    entries: list[Entry]
+    entries: Sequence[Entry | Recorded]
 
 
 class DecisionService:
@@ -138,6 +140,8 @@ class DecisionService:
         self.engine = engine
         self.metrics = metrics
         self.audit = audit
+        # record_requests: each decision's input goes beside its entry (audit._requests).
+        self._recording = audit.records_requests
         self._watcher = watcher
         self.clock = clock
         # The pulled revocation list's age (revocations_url), set by the worker.
@@ -165,7 +169,7 @@ class DecisionService:
         every request is denied or refused)."""
         return self.engine.bundle is not None and self.audit.writable
 
-    def _record(self, entries: Sequence[Entry]) -> list[Receipt]:
+    def _record(self, entries: Sequence[Entry | Recorded]) -> list[Receipt]:
         with tracing.child_span(tracing.AUDIT_COMMIT):
             return self.audit.record(entries)
 
@@ -182,7 +186,7 @@ class DecisionService:
             version, previous=previous, source=source, caller=None, now=self.clock()
         )
 
-    async def _record_async(self, entries: Sequence[Entry]) -> list[Receipt]:
+    async def _record_async(self, entries: Sequence[Entry | Recorded]) -> list[Receipt]:
         # Never commits on the loop: the writer thread commits whatever is waiting.
         with tracing.child_span(tracing.AUDIT_COMMIT):
             return await self.audit.writer.append_async(entries)
@@ -260,6 +264,12 @@ class DecisionService:
                 requests, decisions, ids, details, strict=True
             )
         ]
+        if self._recording:
+            recorded = [
+                recorded_decision(entry, request, api=api, detail=item_detail)
+                for entry, request, item_detail in zip(entries, requests, details, strict=True)
+            ]
+            return _Made(ids, decisions, recorded)
         return _Made(ids, decisions, entries)
 
     def _decided(self, api: str, made: _Made, receipts: list[Receipt]) -> list[Decided]:
@@ -355,17 +365,16 @@ class DecisionService:
         id_ = decision_id(now)
         _name([id_])
         caller = workload.context.get(CALLER)
+        entry = placement_entry(
+            workload,
+            placement,
+            decision_id=id_,
+            caller=caller if isinstance(caller, str) else None,
+            now=now,
+            detail=detail,
+        )
         (receipt,) = self._record(
-            [
-                placement_entry(
-                    workload,
-                    placement,
-                    decision_id=id_,
-                    caller=caller if isinstance(caller, str) else None,
-                    now=now,
-                    detail=detail,
-                )
-            ]
+            [recorded_placement(entry, workload, sites) if self._recording else entry]
         )
         self.metrics.decided("place", "allow" if placement.allowed else "deny")
         return Placed(id_, placement, receipt)

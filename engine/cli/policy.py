@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from audit.cli import CheckFailed, InputError
+from audit.cli import CheckFailed, InputError, data_dir_option, db_option
 from engine._errors import BundleError, SignatureError
 from engine.cli.common import key_option, load_bundle, public_key, settings_of
 
@@ -327,3 +327,96 @@ def shadow_report(
             if report.decisions or report.disagreements
             else f"shadow bundle {report.version[:19]}: no decision was made with it"
         )
+
+
+@policy.command()
+@click.argument("candidate", type=click.Path(path_type=Path))
+@key_option
+@data_dir_option
+@db_option
+@click.option("--since", help="Replay entries from this time on (ISO 8601, UTC if no zone).")
+@click.option("--until", help="Replay entries before this time (exclusive).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
+@click.option(
+    "--examples",
+    type=click.IntRange(0, 1000),
+    default=5,
+    show_default=True,
+    help="Examples kept per group.",
+)
+@click.pass_context
+def diff(
+    ctx: click.Context,
+    candidate: Path,
+    bundle_key: Path | None,
+    data_dir: Path | None,
+    db: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    out: Path | None,
+    examples: int,
+) -> None:
+    """Replay the requests recorded beside the audit log (`record_requests`) against the
+    CANDIDATE bundle and report every decision that would flip (allow→deny, deny→allow),
+    grouped by determining policy and by principal/resource type, and every placement
+    whose ranking would change or that would lose a site. The candidate must verify like
+    any bundle (--bundle-key). Exit 0: nothing would change; 1: something would (or a
+    recorded request could not be replayed); 2: an error."""
+    import json
+
+    from audit import AuditError, RequestKeys, Store
+    from audit.cli import parse_period, progress_bar
+    from engine._core.evaluate import Engine
+    from engine._service.impact import build_report, to_html, to_json, to_text
+    from engine._service.replay import Progress, replay
+
+    settings = settings_of(ctx).with_flags(data_dir=data_dir, db_url=db)
+    bundle = load_bundle(candidate, bundle_key or settings.bundle_public_key)
+    start, end = parse_period(since, until)
+    try:
+        store = Store(settings.database_url, create=False)
+    except AuditError as exc:
+        raise InputError(f"audit log: {exc}") from exc
+    keys = RequestKeys.in_dir(settings.data_dir)
+    try:
+        with progress_bar("replaying", store.extent()[2]) as bar:
+
+            def shown(state: Progress) -> None:
+                bar(state.read)
+
+            report = build_report(
+                replay(store, keys, Engine(bundle), since=start, until=end, progress=shown),
+                candidate=f"{candidate} ({bundle.version[:19]})",
+                since=since,
+                until=until,
+                examples=examples,
+            )
+    except AuditError as exc:
+        raise InputError(f"cannot replay: {exc}") from exc
+    finally:
+        store.close()
+    if fmt == "json":
+        text = json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = to_html(report) if fmt == "html" else to_text(report)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+    click.echo(
+        f"replayed {report.replayed}: {report.flipped} flips, {report.reranked.count} "
+        f"reranked, {len(report.lost_sites)} sites lost, {len(report.problems)} not replayed",
+        err=True,
+    )
+    if report.problems:
+        raise CheckFailed(f"{len(report.problems)} recorded requests could not be replayed")
+    if report.changed:
+        raise CheckFailed(f"{report.flipped} decisions would flip under {candidate}")

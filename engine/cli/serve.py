@@ -74,6 +74,11 @@ if TYPE_CHECKING:
     help="Allow plaintext gRPC on a non-loopback address (never do this in production).",
 )
 @click.option(
+    "--record-requests/--no-record-requests",
+    default=None,
+    help="Keep each decision's full input, encrypted, for `docket policy diff` [off].",
+)
+@click.option(
     "--ek-roots",
     type=click.Path(path_type=Path),
     help="TPM manufacturer CA certificates (*.pem) [<data-dir>/trust/ek-roots].",

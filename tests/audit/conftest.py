@@ -42,7 +42,7 @@ REDACTION_KEY = SignerKey(
 """The redaction key that signs the test logs' redaction orders (fixed: this module is
 imported both as pytest's conftest and by name, and both must hold the same key)."""
 REDACTION_KEYS = [REDACTION_KEY.verifier()]
-QUIET = {"checkpoint_every": 10**9, "checkpoint_interval": 3600.0}
+QUIET: dict[str, Any] = {"checkpoint_every": 10**9, "checkpoint_interval": 3600.0}
 """AuditLog options that keep the background checkpointer from signing at sizes a test
 did not choose (on a slow machine a second can pass while a log is built)."""
 
