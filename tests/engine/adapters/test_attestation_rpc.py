@@ -6,15 +6,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from serving import Running
 
+from attestation import Posture
+
 from engine._runtime.settings import Settings
+from sdk.agent import jwt_svid_proof
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
@@ -155,3 +161,109 @@ def test_an_attest_is_a_span_under_the_callers_trace(
     assert served.parent is not None
     assert format(served.parent.span_id, "016x") == "b7ad6b7169203331"
     assert served.status.status_code is StatusCode.ERROR
+
+
+def _device_svid(running: Running) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    """An X.509-SVID with posture from the server's own CA, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    posture = Posture(True, "laptop", True, True, 1, "IBM", bytes(32))
+    leaf, _ = running.worker.ca.issue_svid(
+        key.public_key(),
+        f"spiffe://{running.worker.ca.trust_domain}/device/{'00' * 32}",
+        now=datetime.now(UTC),
+        ttl=timedelta(minutes=10),
+        posture=posture.claims(),
+    )
+    return leaf.public_bytes(serialization.Encoding.DER), key
+
+
+def _mint(
+    stub: pb_grpc.AttestationStub, svid: bytes, key: ec.EllipticCurvePrivateKey, audiences: list[str]
+) -> pb.MintJwtSvidRequest:
+    challenge = stub.JwtChallenge(pb.JwtChallengeRequest(svid=svid))
+    proof = jwt_svid_proof(challenge.challenge_id, challenge.nonce, audiences)
+    return pb.MintJwtSvidRequest(
+        challenge_id=challenge.challenge_id,
+        audience=audiences,
+        svid=svid,
+        signature=key.sign(proof, ec.ECDSA(hashes.SHA256())),
+    )
+
+
+def test_a_device_mints_a_jwt_svid_for_two_audiences(
+    running: Running, stub: pb_grpc.AttestationStub
+) -> None:
+    svid, key = _device_svid(running)
+    minted = stub.MintJwtSvid(_mint(stub, svid, key, ["payments", "ledger"]))
+    now = datetime.now(UTC)
+    for audience in ("payments", "ledger"):
+        claims = running.worker.ca.verify_jwt(minted.jwt, audience, now)
+        assert claims["sub"] == minted.spiffe_id
+    assert minted.expires_at.ToDatetime(tzinfo=UTC) <= now + timedelta(minutes=5)
+    row = list(running.worker.audit.store.entries())[minted.audit_index]
+    assert row.kind == "certificate"
+    assert row.payload is not None
+    assert json.loads(row.payload)["detail"]["audience"] == ["payments", "ledger"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "message"),
+    [
+        ({"audience": []}, grpc.StatusCode.INVALID_ARGUMENT, "audience: at least one"),
+        (
+            {"audience": [str(i) for i in range(17)]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "17 given, more than the 16 accepted",
+        ),
+        ({"audience": ["a", ""]}, grpc.StatusCode.INVALID_ARGUMENT, "audience[1]: empty"),
+        ({"audience": ["a" * 257]}, grpc.StatusCode.INVALID_ARGUMENT, "longer than 256 bytes"),
+        ({"svid": b""}, grpc.StatusCode.INVALID_ARGUMENT, "svid: missing"),
+        ({"svid": b"\x00" * (16 * 1024 + 1)}, grpc.StatusCode.INVALID_ARGUMENT, "svid: 16385"),
+        ({"signature": b""}, grpc.StatusCode.INVALID_ARGUMENT, "signature: missing"),
+        ({"challenge_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "challenge_id: missing"),
+        ({"challenge_id": "jwt-00"}, grpc.StatusCode.PERMISSION_DENIED, "unknown challenge"),
+        ({"signature": b"forged"}, grpc.StatusCode.PERMISSION_DENIED, "does not hold it"),
+    ],
+    ids=[
+        "none",
+        "too-many",
+        "empty",
+        "too-long",
+        "no-svid",
+        "svid-too-big",
+        "no-signature",
+        "no-challenge",
+        "unknown-challenge",
+        "forged",
+    ],
+)
+def test_mint_jwt_svid_refusals(
+    running: Running,
+    stub: pb_grpc.AttestationStub,
+    changes: dict[str, object],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    svid, key = _device_svid(running)
+    request = _mint(stub, svid, key, ["payments"])
+    for field, value in changes.items():
+        if field == "audience":
+            del request.audience[:]
+            request.audience.extend(value)  # type: ignore[arg-type]
+        else:
+            setattr(request, field, value)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.MintJwtSvid(request)
+    assert caught.value.code() is code
+    assert message in (caught.value.details() or "")
+    assert last_refusal(running)["detail"] == {"stage": "jwt", "reason": caught.value.details()}
+
+
+def test_a_jwt_challenge_needs_an_svid_of_this_ca(
+    running: Running, stub: pb_grpc.AttestationStub
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.JwtChallenge(pb.JwtChallengeRequest(svid=b"not a certificate"))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "svid: not a DER certificate" in (caught.value.details() or "")
+    assert last_refusal(running)["detail"]["stage"] == "jwt"  # type: ignore[index]
