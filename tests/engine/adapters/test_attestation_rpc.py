@@ -11,14 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from serving import Running
 
 from attestation import Posture
-
 from engine._runtime.settings import Settings
 from sdk.agent import jwt_svid_proof
 from sdk.v1 import attestation_pb2 as pb
@@ -178,7 +177,10 @@ def _device_svid(running: Running) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
 
 
 def _mint(
-    stub: pb_grpc.AttestationStub, svid: bytes, key: ec.EllipticCurvePrivateKey, audiences: list[str]
+    stub: pb_grpc.AttestationStub,
+    svid: bytes,
+    key: ec.EllipticCurvePrivateKey,
+    audiences: list[str],
 ) -> pb.MintJwtSvidRequest:
     challenge = stub.JwtChallenge(pb.JwtChallengeRequest(svid=svid))
     proof = jwt_svid_proof(challenge.challenge_id, challenge.nonce, audiences)
