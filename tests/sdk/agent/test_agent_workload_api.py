@@ -2,7 +2,8 @@
 on the agent's Unix socket, the SVID coming from a real Docket CA (fake_attestation.py).
 
 X.509: the SVID, its key and bundle; the bundle alone; a stream that gets a new message
-when the SVID is renewed and ends when it is withdrawn. JWT: a token for an audience,
+when the SVID is renewed and ends when it is withdrawn. JWT: a token for one audience or
+several (minted with the SVID, Docket's refusals passed on with their status),
 the JWK Set, validation. The security header is required by every method; no SVID is
 UNAVAILABLE (PERMISSION_DENIED once Docket refused the device). The socket is 0600 in a
 0700 directory, Unix-domain only, and not taken over from a running agent.
