@@ -4,6 +4,7 @@ recorded. (Against a real ``docket serve`` and agent: tests/e2e/test_agent_daemo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -62,18 +63,18 @@ class Device:
 
 
 class Harness:
+    """The service on a real SQLite file and a CA; no EK is trusted and no reference value
+    is set: minting needs neither."""
+
     def __init__(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'docket.db'}"
-        self.audit = AuditLog.open(url, keys=tmp_path / "keys").start()
         self.clock = Clock()
         self.ca = CertificateAuthority.create("docket.local", NOW - timedelta(days=1))
+        self.store = ChallengeStore(url)
+        self.audit = AuditLog.open(url, keys=tmp_path / "keys").start()
+        nothing = parse_reference({})
         self.service = AttestationService(
-            self.ca,
-            TrustRoots(),
-            ChallengeStore(url),
-            self.audit,
-            lambda: parse_reference({}),
-            clock=self.clock,
+            self.ca, TrustRoots(), self.store, self.audit, lambda: nothing, clock=self.clock
         )
 
     def device(
@@ -109,14 +110,15 @@ class Harness:
     def refusals(self) -> list[str]:
         return [str(entry) for entry in self.entries("attestation")]
 
+    def close(self) -> None:
+        self.store.close()
+        self.audit.close()
+
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    running = Harness(tmp_path)
-    try:
+    with contextlib.closing(Harness(tmp_path)) as running:
         yield running
-    finally:
-        running.audit.close()
 
 
 def test_a_device_gets_a_jwt_svid_for_several_audiences_with_its_svid_s_posture(
