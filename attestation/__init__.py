@@ -21,7 +21,8 @@ What the rest of Docket uses, and all it may import from here:
   :class:`RevocationList`, :func:`load_revocations`, :func:`describe`,
   :func:`issued_at`;
 - **the challenge store**: :class:`ChallengeStore` (single-use challenges, in the
-  audit database): ``read`` before :func:`verify_answer`, ``write`` after;
+  audit database, a :class:`PendingChallenge` each): ``read`` before
+  :func:`verify_answer`, ``write`` after;
 - **TPM algorithm names** for the quote hash policy, and :func:`load_pem_certificates`
   for EK root files real vendors ship;
 - **errors**: :class:`AttestationError` and its tree (:mod:`attestation._errors`).

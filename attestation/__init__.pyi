@@ -47,6 +47,7 @@ from ._verifier import DEFAULT_QUOTE_HASHES as DEFAULT_QUOTE_HASHES
 from ._verifier import QUOTE_HASHES as QUOTE_HASHES
 from ._verifier import Attested as Attested
 from ._verifier import Challenge as Challenge
+from ._verifier import PendingChallenge as PendingChallenge
 from ._verifier import ToPersist as ToPersist
 from ._verifier import TrustRoots as TrustRoots
 from ._verifier import UnverifiedEnrollment as UnverifiedEnrollment

@@ -1,4 +1,5 @@
-"""``docket.v1.Attestation`` over gRPC: Challenge and Attest on an :class:`AttestationService`.
+"""``docket.v1.Attestation`` over gRPC: Challenge and Attest, JwtChallenge and MintJwtSvid
+on an :class:`AttestationService`.
 
 Messages become verifier inputs here and results become messages; statuses come from
 the one mapping in :mod:`engine._adapters.grpc_status` (malformed evidence
@@ -29,7 +30,14 @@ from attestation import (
 )
 from engine._adapters.grpc_status import answer, caller_identity
 from engine._service import tracing
-from engine._service.attest import DEFAULT_AUDIENCE, AttestationService, Evidence, Issued
+from engine._service.attest import (
+    DEFAULT_AUDIENCE,
+    AttestationService,
+    Evidence,
+    Issued,
+    JwtProof,
+    check_audiences,
+)
 from engine._service.audit_entries import capped
 from engine._service.metrics import Metrics
 from sdk.v1 import attestation_pb2 as pb
@@ -37,10 +45,16 @@ from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
 _BANKS = {hash_name(alg): alg for alg in (ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512)}
 MAX_PCR_VALUES = 4 * 24
+MAX_SVID_BYTES = 16 * 1024
+"""The longest DER X.509-SVID accepted (Docket's are under 1 KiB)."""
+MAX_PROOF_SIGNATURE_BYTES = 256
+MAX_CHALLENGE_ID = 128
 T = TypeVar("T")
 _SERVICE = pb.DESCRIPTOR.services_by_name["Attestation"].full_name
 CHALLENGE = tracing.Call.grpc(_SERVICE, "Challenge")
 ATTEST = tracing.Call.grpc(_SERVICE, "Attest")
+JWT_CHALLENGE = tracing.Call.grpc(_SERVICE, "JwtChallenge")
+MINT_JWT_SVID = tracing.Call.grpc(_SERVICE, "MintJwtSvid")
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -106,6 +120,35 @@ def evidence_from_proto(message: pb.AttestRequest) -> Evidence:
         csr=message.csr,
         audience=message.audience or DEFAULT_AUDIENCE,
         event_log=message.event_log,
+    )
+
+
+def svid_from_proto(svid: bytes) -> bytes:
+    """The DER X.509-SVID of a JwtChallenge or MintJwtSvid request, bounded before it is
+    read. Raises ParseError."""
+    if not svid:
+        raise ParseError("svid: missing (the device's X.509-SVID, a DER certificate)")
+    if len(svid) > MAX_SVID_BYTES:
+        raise ParseError(f"svid: {len(svid)} bytes, more than the {MAX_SVID_BYTES} accepted")
+    return svid
+
+
+def jwt_proof_from_proto(message: pb.MintJwtSvidRequest) -> JwtProof:
+    """The proof a MintJwtSvidRequest carries. Raises ParseError naming the field at fault."""
+    if not message.challenge_id:
+        raise ParseError("challenge_id: missing (from JwtChallenge)")
+    if len(message.challenge_id) > MAX_CHALLENGE_ID:
+        raise ParseError(f"challenge_id: longer than {MAX_CHALLENGE_ID} characters")
+    if not 0 < len(message.signature) <= MAX_PROOF_SIGNATURE_BYTES:
+        raise ParseError(
+            f"signature: missing or longer than {MAX_PROOF_SIGNATURE_BYTES} bytes (an ECDSA "
+            "signature with the SVID's key)"
+        )
+    return JwtProof(
+        challenge_id=message.challenge_id,
+        audiences=check_audiences(message.audience),
+        svid=svid_from_proto(message.svid),
+        signature=message.signature,
     )
 
 
@@ -189,3 +232,37 @@ class AttestationServicer(pb_grpc.AttestationServicer):
 
         with tracing.server_span(ATTEST, context.invocation_metadata) as span:
             return answer(self, "attestation_attest", context, produce)
+
+    def JwtChallenge(
+        self, request: pb.JwtChallengeRequest, context: grpc.ServicerContext
+    ) -> pb.JwtChallengeResponse:
+        def produce() -> pb.JwtChallengeResponse:
+            caller = caller_identity(context)
+            svid = self._parsed("jwt", lambda: svid_from_proto(request.svid), caller)
+            pending = self._service.jwt_challenge(svid, caller=caller)
+            return pb.JwtChallengeResponse(
+                challenge_id=pending.challenge_id,
+                nonce=pending.nonce,
+                expires_at=_timestamp(pending.expires_at),
+            )
+
+        with tracing.server_span(JWT_CHALLENGE, context.invocation_metadata):
+            return answer(self, "attestation_jwt_challenge", context, produce)
+
+    def MintJwtSvid(
+        self, request: pb.MintJwtSvidRequest, context: grpc.ServicerContext
+    ) -> pb.MintJwtSvidResponse:
+        def produce() -> pb.MintJwtSvidResponse:
+            caller = caller_identity(context)
+            proof = self._parsed("jwt", lambda: jwt_proof_from_proto(request), caller)
+            minted = self._service.mint_jwt(proof, caller=caller)
+            tracing.annotate(span, **{"docket.spiffe_id": minted.spiffe_id})
+            return pb.MintJwtSvidResponse(
+                spiffe_id=minted.spiffe_id,
+                jwt=minted.jwt,
+                expires_at=_timestamp(minted.expires_at),
+                audit_index=minted.receipt.index,
+            )
+
+        with tracing.server_span(MINT_JWT_SVID, context.invocation_metadata) as span:
+            return answer(self, "attestation_mint_jwt_svid", context, produce)

@@ -1,4 +1,6 @@
-"""Device attestation as a service, without a transport: Challenge and Attest.
+"""Device attestation as a service, without a transport: Challenge and Attest, and
+JwtChallenge and MintJwtSvid (a JWT-SVID for any audiences, for a device holding a live
+X.509-SVID).
 
 This is the edge around the pure verifier (:mod:`attestation._verifier`): it reads the
 clock once per call, keeps pending challenges and TPM clocks in the challenge store,
@@ -17,7 +19,20 @@ Audit entries (``decision`` is ``allow`` for issued, ``deny`` for refused):
   the boot facts of an appraised log (``boot_chain``, ``dbx_revision``, ``crtm_version``);
   a device revoked with ``docket ca revoke --device`` is refused at both stages;
 - ``certificate``: one per credential issued (the X.509-SVID and the JWT-SVID), with
-  ``detail`` {credential, serial | audience, not_after, device_class}.
+  ``detail`` {credential, serial | audience, not_after, device_class}; a JWT-SVID minted
+  by MintJwtSvid has ``audience`` the list of its audiences, and ``svid_serial`` and
+  ``challenge_id`` of the proof;
+- ``attestation`` with ``stage`` ``jwt``: a JwtChallenge or MintJwtSvid refused.
+
+A JWT-SVID for other audiences than the one of an Attest is minted without the TPM:
+:meth:`AttestationService.jwt_challenge` gives a holder of a live, unrevoked Docket
+X.509-SVID a single-use nonce (kept in the challenge store, as an attestation's; its id
+starts ``jwt-`` and it has no AK), and :meth:`AttestationService.mint_jwt` takes a
+signature with the SVID's key over it and the audiences
+(:func:`sdk.agent.jwt_svid_proof`). The SVID is checked again then (this CA's, valid,
+not revoked: a revocation since the challenge counts), the token carries the SVID's
+SPIFFE ID and posture and expires no later than it (the posture is as fresh as the
+SVID's, as for every other use of it).
 
 Refusal reasons, challenge ids and audiences are capped in the entry
 (:func:`engine._service.audit_entries.capped`). Old challenges are pruned when the service starts
@@ -27,6 +42,7 @@ and, a bounded batch at a time, whenever a new one is stored.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +52,9 @@ from typing import Any
 import jwt
 import structlog
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestation import (
     DEFAULT_QUOTE_HASHES,
@@ -46,10 +65,12 @@ from attestation import (
     ChallengeStore,
     EvidenceError,
     ParseError,
+    PendingChallenge,
     Posture,
     ReferenceValues,
     RevocationList,
     StoreUnavailable,
+    TokenError,
     ToPersist,
     TrustRoots,
     UnverifiedEnrollment,
@@ -57,17 +78,43 @@ from attestation import (
     check_ek_root,
     check_quote_hashes,
     describe,
+    issued_at,
     load_pem_certificates,
     verify_answer,
 )
 from audit import AuditLog, Entry, Receipt
 from engine._errors import TrustConfigError
 from engine._service.audit_entries import capped
+from sdk.agent import jwt_svid_proof
 
 log = structlog.get_logger("docket.attestation")
 
 DEFAULT_AUDIENCE = "docket"
 CHALLENGE_TTL = timedelta(seconds=60)
+JWT_CHALLENGE_PREFIX = "jwt-"
+"""What the id of a JwtChallenge starts with (an attestation's is hex)."""
+MAX_AUDIENCES = 16
+"""The most audiences one minted JWT-SVID may have..."""
+MAX_AUDIENCE_BYTES = 256
+"""...and the longest each may be (UTF-8)."""
+
+
+def check_audiences(audiences: Iterable[str]) -> tuple[str, ...]:
+    """The audiences of a JWT-SVID to mint, as asked. Raises ParseError for none, more
+    than :data:`MAX_AUDIENCES`, an empty or over-long one, or one given twice."""
+    found = tuple(audiences)
+    if not found:
+        raise ParseError("audience: at least one is needed")
+    if len(found) > MAX_AUDIENCES:
+        raise ParseError(f"audience: {len(found)} given, more than the {MAX_AUDIENCES} accepted")
+    for i, audience in enumerate(found):
+        if not audience:
+            raise ParseError(f"audience[{i}]: empty")
+        if len(audience.encode()) > MAX_AUDIENCE_BYTES:
+            raise ParseError(f"audience[{i}]: longer than {MAX_AUDIENCE_BYTES} bytes")
+    if len(set(found)) != len(found):
+        raise ParseError("audience: an audience is given twice")
+    return found
 
 
 def load_trust_roots(roots_dir: Path, allowlist: Path) -> TrustRoots:
@@ -165,6 +212,38 @@ class Evidence:
     audience: str = DEFAULT_AUDIENCE
     event_log: bytes = b""
     """The TCG boot event log the device sent (empty: none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProof:
+    """A request for a JWT-SVID, as received: the challenge answered, the audiences, the
+    device's X.509-SVID (DER leaf) and its key's signature over
+    :func:`sdk.agent.jwt_svid_proof` of them (nothing in it is trusted)."""
+
+    challenge_id: str
+    audiences: tuple[str, ...]
+    svid: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MintedJwt:
+    """A JWT-SVID minted for a device's X.509-SVID, and the audit receipt of its issue."""
+
+    spiffe_id: str
+    jwt: str
+    expires_at: datetime
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveSvid:
+    """A Docket X.509-SVID of a device, verified: valid now, not revoked, with posture."""
+
+    leaf: x509.Certificate
+    spiffe_id: str
+    ek_hash: bytes
+    posture: Posture
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,9 +374,7 @@ class AttestationService:
         except AttestationError as exc:
             self.refused("attest", exc, caller=caller, subject=subject, now=now)
             raise
-        # Our own token, just signed: its exp is what the CA capped the lifetime to.
-        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-        jwt_expires = datetime.fromtimestamp(int(exp), UTC)
+        jwt_expires = _expiry(token)
         entries = _issued_entries(
             subject,
             posture,
@@ -324,6 +401,129 @@ class AttestationService:
             jwt_expires,
             receipt,
         )
+
+    def jwt_challenge(self, svid: bytes, *, caller: str | None) -> PendingChallenge:
+        """A single-use nonce for :meth:`mint_jwt`, for the device of ``svid`` (a DER
+        X.509-SVID this CA issued, valid now and not revoked). A refusal is recorded, then
+        raised (:class:`~attestation.EvidenceError`, :class:`~attestation.ParseError`)."""
+        now = self.clock()
+        try:
+            live = self._live_svid(svid, now)
+        except AttestationError as exc:
+            self.refused("jwt", exc, caller=caller, subject=None, now=now)
+            raise
+        pending = PendingChallenge(
+            challenge_id=JWT_CHALLENGE_PREFIX + secrets.token_hex(16),
+            secret=b"",
+            nonce=secrets.token_bytes(32),
+            ak_public=b"",
+            ek_hash=live.ek_hash,
+            expires_at=now + CHALLENGE_TTL,
+        )
+        self.store.put(pending, now=now)
+        return pending
+
+    def mint_jwt(self, proof: JwtProof, *, caller: str | None) -> MintedJwt:
+        """A JWT-SVID for ``proof.audiences``, for the device whose X.509-SVID's key signed
+        the challenge and the audiences (see the module docstring).
+
+        The challenge is consumed first (whatever the verdict: a proof cannot be tried
+        twice), then the SVID is checked (this CA's, valid now, not revoked), then that
+        the challenge was the same device's and that the signature verifies with the
+        SVID's key. The token's ``sub`` is the SVID's SPIFFE ID, its posture the SVID's,
+        it expires at the latest with the SVID. The issue is recorded (a ``certificate``
+        entry) before it is returned; a refusal is recorded, then raised
+        (:class:`~attestation.EvidenceError`, :class:`~attestation.ParseError`).
+        """
+        now = self.clock()
+        subject: str | None = None
+        try:
+            if not proof.challenge_id.startswith(JWT_CHALLENGE_PREFIX):
+                raise EvidenceError("challenge_id: not a JwtChallenge's")
+            pending = self.store.consume(proof.challenge_id, now=now)
+            live = self._live_svid(proof.svid, now)
+            subject = live.spiffe_id
+            if pending.ek_hash != live.ek_hash:
+                raise EvidenceError("the challenge was given to another device's SVID")
+            key = live.leaf.public_key()
+            signed = jwt_svid_proof(proof.challenge_id, pending.nonce, proof.audiences)
+            try:
+                if not isinstance(key, ec.EllipticCurvePublicKey):
+                    raise InvalidSignature
+                key.verify(proof.signature, signed, ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                raise EvidenceError(
+                    "the proof's signature does not verify with the SVID's key: the caller "
+                    "does not hold it"
+                ) from None
+            claims = live.posture.claims()
+            token = self.ca.issue_jwt(
+                subject,
+                proof.audiences,
+                now=now,
+                ttl=live.leaf.not_valid_after_utc - now,
+                claims=claims,
+            )
+        except AttestationError as exc:
+            self.refused("jwt", exc, caller=caller, subject=subject, now=now)
+            raise
+        expires = _expiry(token)
+        serial = f"{live.leaf.serial_number:x}"
+        receipt, *_ = self.audit.record(
+            [
+                Entry(
+                    kind="certificate",
+                    time=now,
+                    caller=caller,
+                    subject=subject,
+                    region=live.posture.region,
+                    action="issue",
+                    decision="allow",
+                    resource="jwt-svid",
+                    detail={
+                        "credential": "jwt-svid",
+                        "audience": [capped(audience) for audience in proof.audiences],
+                        "not_after": expires.isoformat(),
+                        "device_class": live.posture.device_class,
+                        "svid_serial": serial,
+                        "challenge_id": capped(proof.challenge_id),
+                    },
+                )
+            ]
+        )
+        log.info(
+            "attestation.jwt_minted",
+            spiffe_id=subject,
+            audiences=len(proof.audiences),
+            svid_serial=serial,
+            expires=expires.isoformat(),
+        )
+        return MintedJwt(subject, token, expires, receipt)
+
+    def _live_svid(self, der: bytes, now: datetime) -> _LiveSvid:
+        """The device X.509-SVID ``der`` once verified at ``now``: this CA's, valid, with
+        posture, of a device, not revoked. Raises :class:`~attestation.ParseError` or
+        :class:`~attestation.EvidenceError`."""
+        try:
+            leaf = x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            raise ParseError(f"svid: not a DER certificate ({exc})") from exc
+        try:
+            spiffe_id, claims = self.ca.verify_svid(leaf, now)
+        except TokenError as exc:
+            raise EvidenceError(f"svid: {exc}") from exc
+        prefix = f"spiffe://{self.ca.trust_domain}/device/"
+        if claims is None or not spiffe_id.startswith(prefix):
+            raise EvidenceError("svid: not a device's SVID (no device SPIFFE ID or posture)")
+        revocation = self.revocations.refuses(spiffe_id, leaf.serial_number, issued_at(leaf))
+        if revocation is not None:
+            raise EvidenceError(f"{describe(revocation)}; its SVID is refused")
+        try:
+            ek_hash = bytes.fromhex(spiffe_id.removeprefix(prefix))
+            posture = Posture.from_claims(claims)
+        except (ValueError, ParseError) as exc:
+            raise EvidenceError(f"svid: malformed device SVID ({exc})") from exc
+        return _LiveSvid(leaf, spiffe_id, ek_hash, posture)
 
     def _not_revoked(self, ek_hash: bytes) -> None:
         """Raises :class:`~attestation.EvidenceError` when the device is revoked."""
@@ -359,6 +559,12 @@ class AttestationService:
                 )
             ]
         )
+
+
+def _expiry(token: str) -> datetime:
+    """When a JWT-SVID the CA just signed expires (what the CA capped its lifetime to)."""
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    return datetime.fromtimestamp(int(exp), UTC)
 
 
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:

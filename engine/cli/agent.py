@@ -9,6 +9,7 @@ logged and retried, never an exit.
 
 from __future__ import annotations
 
+import functools
 import signal
 from pathlib import Path
 from types import FrameType
@@ -67,12 +68,13 @@ def run(socket_address: str | None, **flags: Any) -> None:
 
     The SPIFFE Workload API (FetchX509SVID, FetchX509Bundles, FetchJWTSVID,
     FetchJWTBundles, ValidateJWTSVID) is served on --socket to clients that send the
-    workload.spiffe.io: true header; each JWT-SVID for a new audience is an attestation
-    of its own. Runs until SIGTERM or SIGINT.
+    workload.spiffe.io: true header. A JWT-SVID for any audiences a workload asks is
+    minted by Docket for the served SVID, proven with its key (no TPM); it is reused
+    until half its life. Runs until SIGTERM or SIGINT.
     """
     import structlog
 
-    from sdk.agent import Agent
+    from sdk.agent import Agent, mint_jwt_svid
     from sdk.agent import attest as run_attestation  # imports cryptography: only when used
 
     out: Path = flags["out"]
@@ -99,12 +101,20 @@ def run(socket_address: str | None, **flags: Any) -> None:
             event_log=flags["event_log"],
         )
 
+    mint = functools.partial(
+        mint_jwt_svid,
+        flags["server"],
+        tls=tls,
+        timeout=flags["timeout"],
+        insecure_plaintext=flags["insecure_plaintext"],
+    )
     log = structlog.get_logger("docket.agent")
     try:
         daemon = Agent(
             attest_into,
             out,
             socket_address or out / "agent.sock",
+            mint=mint,
             audience=flags["audience"],
             log=log,
         )

@@ -24,7 +24,9 @@ resource manager (swtpm) holds only three.
 ``Agent(attest, out, socket)`` is what ``docket agent run`` runs: it attests, writes the
 credentials into ``out``, renews them at half their lifetime (re-attesting, so the
 posture is current), and serves them on the SPIFFE Workload API on the Unix socket
-``socket``, to any SPIFFE client (py-spiffe, go-spiffe, Envoy).
+``socket``, to any SPIFFE client (py-spiffe, go-spiffe, Envoy). Its JWT-SVIDs, for any
+audiences a workload asks, come from ``mint_jwt_svid``: no TPM, the SVID's key signs a
+single-use challenge and the audiences (``jwt_svid_proof``, the bytes signed).
 
 One module per reason to change:
 
@@ -37,6 +39,7 @@ One module per reason to change:
     _pcrs.py          PCR selections and the values tpm2_pcrread returns (pure)
     _channel.py       the gRPC channel: plaintext only to loopback, errors mapped
     _credentials.py   the device key and CSR, the credential files written atomically
+    _jwt.py           JWT-SVIDs for any audiences, proven with the SVID's key
     _identity.py      the SVID served (read back from the files), its JWT keys, checking
                       a JWT-SVID (ValidateJWTSVID)
     _renewal.py       when to renew and back off, what is served now, the renewal loop,
@@ -57,6 +60,7 @@ from sdk.agent._attest import AttestResult, attest
 from sdk.agent._backend import TpmBackend
 from sdk.agent._daemon import Agent
 from sdk.agent._esapi import EsapiTpm
+from sdk.agent._jwt import MintedJwt, jwt_svid_proof, mint_jwt_svid
 from sdk.agent._pcrs import pcr_selection
 from sdk.agent._tpm import Tpm
 
@@ -64,9 +68,12 @@ __all__ = [
     "Agent",
     "AttestResult",
     "EsapiTpm",
+    "MintedJwt",
     "Tpm",
     "TpmBackend",
     "TpmError",
     "attest",
+    "jwt_svid_proof",
+    "mint_jwt_svid",
     "pcr_selection",
 ]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sdk._closing import Closing
-from sdk.agent._renewal import Attest, IdentityState, JwtSvids, Log, Renewer, StdLog
+from sdk.agent._renewal import Attest, IdentityState, JwtSvids, Log, Mint, Renewer, StdLog
 from sdk.agent._workload_api import WorkloadApi, WorkloadApiServer, socket_path
 
 __all__ = ["Agent"]
@@ -23,7 +23,10 @@ class Agent(Closing):
     (``sdk.agent.attest`` bound to the server, the TPM and the TLS settings). ``run()``
     listens on ``socket`` (a path or ``unix:PATH``), attests, writes the credentials
     into ``out`` and renews them at half their lifetime, until ``close()`` (from another
-    thread) or an exception. ``audience`` is the JWT-SVID's written to ``out/jwt``.
+    thread) or an exception. ``audience`` is the JWT-SVID's written to ``out/jwt``;
+    ``mint(identity, audiences)`` has Docket mint a JWT-SVID of the served SVID for the
+    audiences a workload asks (``sdk.agent.mint_jwt_svid`` bound to the server and TLS
+    settings), without the TPM.
 
     Raises ``ConfigurationError`` for an unusable socket or settings.
     """
@@ -34,6 +37,7 @@ class Agent(Closing):
         out: Path,
         socket: str | Path,
         *,
+        mint: Mint,
         audience: str = "docket",
         log: Log | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -43,7 +47,7 @@ class Agent(Closing):
         self.state = IdentityState()
         tpm = threading.Lock()
         self._log: Log = log if log is not None else StdLog()
-        self.jwts = JwtSvids(attest, tpm, clock)
+        self.jwts = JwtSvids(mint, clock)
         self.renewer = Renewer(
             attest, out, audience, self.state, self.jwts, tpm=tpm, log=log, clock=clock, rand=rand
         )

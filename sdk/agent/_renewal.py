@@ -1,7 +1,7 @@
 """Keeping the device's SVID current: when to renew (``renewal_time``), how long to back
 off after a failure (``retry_delay``), what is served now (``IdentityState``), and the
-driver that attests, publishes and waits (``Renewer``), with the JWT-SVIDs it mints on
-demand for an audience (``JwtSvids``).
+driver that attests, publishes and waits (``Renewer``), with the JWT-SVIDs minted on
+demand for any audiences with the served SVID's key (``JwtSvids``).
 
 Every renewal is a full attestation (a fresh key, the PCRs quoted again, so the posture
 in the new SVID is current). The schedule is SPIRE's: at half the lifetime, made earlier
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,13 +27,16 @@ from sdk._errors import ConfigurationError, DocketError, PermissionDeniedError
 from sdk.agent._attest import AttestResult
 from sdk.agent._credentials import JWT_FILE
 from sdk.agent._identity import Identity, load_identity
+from sdk.agent._jwt import MintedJwt
 
 __all__ = [
     "FIRST_RETRY",
+    "MAX_JWT_SETS",
     "MAX_RETRY",
     "IdentityState",
     "JwtSvids",
     "Log",
+    "Mint",
     "Renewer",
     "Served",
     "renewal_time",
@@ -50,6 +52,11 @@ MAX_RETRY: Final = timedelta(seconds=60)
 
 Attest = Callable[[Path, str], AttestResult]
 """Attest the TPM and write the credentials into a directory, for a JWT audience."""
+Mint = Callable[[Identity, tuple[str, ...]], MintedJwt]
+"""Have Docket mint a JWT-SVID of an SVID for audiences, proven with its key."""
+MAX_JWT_SETS: Final = 64
+"""The most audience sets whose JWT-SVIDs the agent keeps."""
+_JwtKey = tuple[int, tuple[str, ...]]
 
 
 class Log(Protocol):
@@ -141,54 +148,56 @@ class IdentityState:
 
 
 class JwtSvids:
-    """JWT-SVIDs for an audience, minted on demand: Docket's Attest issues a JWT-SVID for
-    the one audience it is asked for, so a token for a new audience (or one past half its
-    life) takes an attestation of its own, into a private scratch directory (the X.509
-    credentials it also yields are discarded). Tokens are reused while more than half
-    their lifetime is left."""
+    """JWT-SVIDs for a set of audiences, minted on demand with the served X.509-SVID's key
+    (``mint``, ``sdk.agent.mint_jwt_svid`` bound to the server: no attestation, no TPM).
+    Tokens are kept per SVID and audience set (the order and repeats of the audiences
+    aside) and reused while more than half their lifetime is left; at most
+    :data:`MAX_JWT_SETS` are kept, the least recently used dropped first. A renewed SVID
+    gets tokens of its own, with its posture."""
 
-    def __init__(self, attest: Attest, tpm: threading.Lock, clock: Callable[[], datetime]) -> None:
-        self._attest = attest
-        self._tpm = tpm
+    def __init__(self, mint: Mint, clock: Callable[[], datetime]) -> None:
+        self._mint = mint
         self._clock = clock
         self._lock = threading.Lock()
-        self._tokens: dict[str, tuple[str, datetime, datetime]] = {}
+        self._tokens: OrderedDict[_JwtKey, tuple[str, datetime, datetime]] = OrderedDict()
 
-    def remember(self, audience: str, token: str, issued: datetime, expires: datetime) -> None:
+    def remember(
+        self, identity: Identity, audiences: tuple[str, ...], token: str, expires: datetime
+    ) -> None:
+        """Keep ``token`` of ``identity`` for ``audiences``, received now."""
+        key = (identity.serial, tuple(sorted(set(audiences))))
         with self._lock:
-            self._tokens[audience] = (token, issued, expires)
+            self._tokens[key] = (token, self._clock(), expires)
+            self._tokens.move_to_end(key)
+            while len(self._tokens) > MAX_JWT_SETS:
+                self._tokens.popitem(last=False)
 
     def forget(self) -> None:
         """Drop every token (the device was refused: hand out none it held)."""
         with self._lock:
             self._tokens.clear()
 
-    def _fresh(self, audience: str, now: datetime) -> str | None:
+    def _fresh(self, key: _JwtKey, now: datetime) -> str | None:
         with self._lock:
-            found = self._tokens.get(audience)
+            found = self._tokens.get(key)
+            if found is not None:
+                self._tokens.move_to_end(key)
         if found is None:
             return None
         token, issued, expires = found
         return token if now < issued + (expires - issued) * RENEW_AT else None
 
-    def fetch(self, audience: str) -> str:
-        """A JWT-SVID for ``audience`` with more than half its life left. Raises what
-        ``attest`` raises (``PermissionDeniedError`` when Docket refuses the device)."""
-        token = self._fresh(audience, self._clock())
+    def fetch(self, identity: Identity, audiences: Iterable[str]) -> str:
+        """A JWT-SVID of ``identity`` for ``audiences`` with more than half its life left.
+        Raises what ``mint`` raises (``PermissionDeniedError`` when Docket refuses,
+        ``InvalidRequestError`` for audiences it does not accept)."""
+        wanted = tuple(sorted(set(audiences)))
+        token = self._fresh((identity.serial, wanted), self._clock())
         if token is not None:
             return token
-        with self._tpm:
-            token = self._fresh(audience, self._clock())  # minted while we waited?
-            if token is not None:
-                return token
-            scratch = Path(tempfile.mkdtemp(prefix="docket-agent-jwt-"))
-            try:
-                result = self._attest(scratch, audience)
-                token = (scratch / JWT_FILE).read_text().strip()
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        self.remember(audience, token, self._clock(), result.jwt_expires_at)
-        return token
+        minted = self._mint(identity, wanted)
+        self.remember(identity, wanted, minted.token, minted.expires_at)
+        return minted.token
 
 
 class Renewer:
@@ -245,7 +254,7 @@ class Renewer:
             received = self._clock()
             identity = load_identity(self._out, received)
         token = (self._out / JWT_FILE).read_text().strip()
-        self._jwts.remember(self._audience, token, received, result.jwt_expires_at)
+        self._jwts.remember(identity, (self._audience,), token, result.jwt_expires_at)
         self._state.publish(identity)
         self.renewals += 1
         renew_at = renewal_time(received, identity.expires_at, self._rand())

@@ -3,7 +3,7 @@ workloads of its device (SPIFFE_Workload_API.md; the messages in ``sdk/workload`
 
     FetchX509SVID      stream: the device's SVID, key and bundle; again on every renewal
     FetchX509Bundles   stream: the trust bundle (DER), again when it changes
-    FetchJWTSVID       a JWT-SVID for one audience (minted through an attestation)
+    FetchJWTSVID       a JWT-SVID for any audiences (minted by Docket with the SVID's key)
     FetchJWTBundles    stream: the JWT-SVID keys as a JWK Set, again when they change
     ValidateJWTSVID    a token of this trust domain checked for an audience
 
@@ -169,15 +169,9 @@ class WorkloadApi:
         self, request: pb.JWTSVIDRequest, context: grpc.ServicerContext
     ) -> pb.JWTSVIDResponse:
         self._check_header(context)
-        audiences = sorted(set(request.audience))
+        audiences = list(request.audience)
         if not audiences or not all(audiences):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "audience must be specified")
-        if len(audiences) > 1:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "Docket issues a JWT-SVID for one audience: ask for one audience per call",
-            )
         identity = self._identity_or_abort(self._state.now(), context)
         if request.spiffe_id and request.spiffe_id != identity.spiffe_id:
             _abort(
@@ -186,9 +180,11 @@ class WorkloadApi:
                 f"this workload has no SVID for {request.spiffe_id}",
             )
         try:
-            token = self._jwts.fetch(audiences[0])
+            token = self._jwts.fetch(identity, audiences)
         except Refused as exc:
             _abort(context, grpc.StatusCode.PERMISSION_DENIED, exc.message)
+        except InvalidRequestError as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         except DocketError as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, f"cannot mint a JWT-SVID: {exc.message}")
         return pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=identity.spiffe_id, svid=token)])

@@ -314,3 +314,119 @@ class AttestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttestResponse: _TypeAlias = AttestResponse  # noqa: Y015
+
+@_typing.final
+class JwtChallengeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SVID_FIELD_NUMBER: _builtins.int
+    svid: _builtins.bytes
+    """The device's X.509-SVID: the DER leaf certificate."""
+    def __init__(
+        self,
+        *,
+        svid: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["svid", b"svid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JwtChallengeRequest: _TypeAlias = JwtChallengeRequest  # noqa: Y015
+
+@_typing.final
+class JwtChallengeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    challenge_id: _builtins.str
+    """"jwt-" and hex."""
+    nonce: _builtins.bytes
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        challenge_id: _builtins.str = ...,
+        nonce: _builtins.bytes = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "expires_at", b"expires_at", "nonce", b"nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JwtChallengeResponse: _TypeAlias = JwtChallengeResponse  # noqa: Y015
+
+@_typing.final
+class MintJwtSvidRequest(_message.Message):
+    """The proof is an ECDSA signature (SHA-256, DER) with the SVID's private key over
+      "docket jwt-svid proof v1" 0x00, then challenge_id, nonce and each audience in the
+      order sent, each as a 4-byte big-endian length and its bytes (UTF-8 for strings)
+    (sdk.agent.jwt_svid_proof builds it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_ID_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    SVID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    challenge_id: _builtins.str
+    svid: _builtins.bytes
+    """The device's X.509-SVID: the DER leaf certificate the challenge was asked with."""
+    signature: _builtins.bytes
+    @_builtins.property
+    def audience(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The token's `aud`: 1 to 16, each 1 to 256 bytes, no repeats."""
+
+    def __init__(
+        self,
+        *,
+        challenge_id: _builtins.str = ...,
+        audience: _abc.Iterable[_builtins.str] | None = ...,
+        svid: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "challenge_id", b"challenge_id", "signature", b"signature", "svid", b"svid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MintJwtSvidRequest: _TypeAlias = MintJwtSvidRequest  # noqa: Y015
+
+@_typing.final
+class MintJwtSvidResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPIFFE_ID_FIELD_NUMBER: _builtins.int
+    JWT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    spiffe_id: _builtins.str
+    jwt: _builtins.str
+    """The JWT-SVID (ES256)."""
+    audit_index: _builtins.int
+    """Where the issuance is in the audit log."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        spiffe_id: _builtins.str = ...,
+        jwt: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "expires_at", b"expires_at", "jwt", b"jwt", "spiffe_id", b"spiffe_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MintJwtSvidResponse: _TypeAlias = MintJwtSvidResponse  # noqa: Y015

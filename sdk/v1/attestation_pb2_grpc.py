@@ -44,6 +44,16 @@ class AttestationStub:
                 request_serializer=sdk_dot_v1_dot_attestation__pb2.AttestRequest.SerializeToString,
                 response_deserializer=sdk_dot_v1_dot_attestation__pb2.AttestResponse.FromString,
                 _registered_method=True)
+        self.JwtChallenge = channel.unary_unary(
+                '/docket.v1.Attestation/JwtChallenge',
+                request_serializer=sdk_dot_v1_dot_attestation__pb2.JwtChallengeRequest.SerializeToString,
+                response_deserializer=sdk_dot_v1_dot_attestation__pb2.JwtChallengeResponse.FromString,
+                _registered_method=True)
+        self.MintJwtSvid = channel.unary_unary(
+                '/docket.v1.Attestation/MintJwtSvid',
+                request_serializer=sdk_dot_v1_dot_attestation__pb2.MintJwtSvidRequest.SerializeToString,
+                response_deserializer=sdk_dot_v1_dot_attestation__pb2.MintJwtSvidResponse.FromString,
+                _registered_method=True)
 
 
 class AttestationServicer:
@@ -66,6 +76,29 @@ class AttestationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JwtChallenge(self, request, context):
+        """A nonce for MintJwtSvid, for the holder of a live, unrevoked X.509-SVID Docket
+        issued (the certificate is checked now, and again at MintJwtSvid). Single use,
+        expires in 60 s. PERMISSION_DENIED: the SVID is not Docket's, expired or revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MintJwtSvid(self, request, context):
+        """A JWT-SVID for any audiences, for a device that proves it holds its X.509-SVID's
+        key: it signs the challenge and the audiences with it. The token's subject is the
+        SVID's SPIFFE ID, its posture claims the SVID's, and it expires no later than the
+        SVID (at most 5 minutes). The challenge is consumed by its first use, whatever the
+        verdict. INVALID_ARGUMENT: malformed, no audience, an empty or over-long audience,
+        too many audiences; PERMISSION_DENIED: an unknown, used or expired challenge, a
+        signature that does not verify with the SVID's key, an SVID that is not Docket's,
+        expired or revoked, or another device's challenge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AttestationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +111,16 @@ def add_AttestationServicer_to_server(servicer, server):
                     servicer.Attest,
                     request_deserializer=sdk_dot_v1_dot_attestation__pb2.AttestRequest.FromString,
                     response_serializer=sdk_dot_v1_dot_attestation__pb2.AttestResponse.SerializeToString,
+            ),
+            'JwtChallenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.JwtChallenge,
+                    request_deserializer=sdk_dot_v1_dot_attestation__pb2.JwtChallengeRequest.FromString,
+                    response_serializer=sdk_dot_v1_dot_attestation__pb2.JwtChallengeResponse.SerializeToString,
+            ),
+            'MintJwtSvid': grpc.unary_unary_rpc_method_handler(
+                    servicer.MintJwtSvid,
+                    request_deserializer=sdk_dot_v1_dot_attestation__pb2.MintJwtSvidRequest.FromString,
+                    response_serializer=sdk_dot_v1_dot_attestation__pb2.MintJwtSvidResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +177,60 @@ class Attestation:
             '/docket.v1.Attestation/Attest',
             sdk_dot_v1_dot_attestation__pb2.AttestRequest.SerializeToString,
             sdk_dot_v1_dot_attestation__pb2.AttestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JwtChallenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docket.v1.Attestation/JwtChallenge',
+            sdk_dot_v1_dot_attestation__pb2.JwtChallengeRequest.SerializeToString,
+            sdk_dot_v1_dot_attestation__pb2.JwtChallengeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MintJwtSvid(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/docket.v1.Attestation/MintJwtSvid',
+            sdk_dot_v1_dot_attestation__pb2.MintJwtSvidRequest.SerializeToString,
+            sdk_dot_v1_dot_attestation__pb2.MintJwtSvidResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,21 @@ class AttestationStub:
     """Answer a challenge (once: a challenge is consumed by its first answer).
     PERMISSION_DENIED: the evidence did not verify or matched no reference class.
     """
+    JwtChallenge: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.JwtChallengeRequest, _attestation_pb2.JwtChallengeResponse]
+    """A nonce for MintJwtSvid, for the holder of a live, unrevoked X.509-SVID Docket
+    issued (the certificate is checked now, and again at MintJwtSvid). Single use,
+    expires in 60 s. PERMISSION_DENIED: the SVID is not Docket's, expired or revoked.
+    """
+    MintJwtSvid: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.MintJwtSvidRequest, _attestation_pb2.MintJwtSvidResponse]
+    """A JWT-SVID for any audiences, for a device that proves it holds its X.509-SVID's
+    key: it signs the challenge and the audiences with it. The token's subject is the
+    SVID's SPIFFE ID, its posture claims the SVID's, and it expires no later than the
+    SVID (at most 5 minutes). The challenge is consumed by its first use, whatever the
+    verdict. INVALID_ARGUMENT: malformed, no audience, an empty or over-long audience,
+    too many audiences; PERMISSION_DENIED: an unknown, used or expired challenge, a
+    signature that does not verify with the SVID's key, an SVID that is not Docket's,
+    expired or revoked, or another device's challenge.
+    """
 
 @_typing.type_check_only
 class AttestationAsyncStub(AttestationStub):
@@ -65,6 +80,21 @@ class AttestationAsyncStub(AttestationStub):
     Attest: _aio.UnaryUnaryMultiCallable[_attestation_pb2.AttestRequest, _attestation_pb2.AttestResponse]  # type: ignore[assignment]
     """Answer a challenge (once: a challenge is consumed by its first answer).
     PERMISSION_DENIED: the evidence did not verify or matched no reference class.
+    """
+    JwtChallenge: _aio.UnaryUnaryMultiCallable[_attestation_pb2.JwtChallengeRequest, _attestation_pb2.JwtChallengeResponse]  # type: ignore[assignment]
+    """A nonce for MintJwtSvid, for the holder of a live, unrevoked X.509-SVID Docket
+    issued (the certificate is checked now, and again at MintJwtSvid). Single use,
+    expires in 60 s. PERMISSION_DENIED: the SVID is not Docket's, expired or revoked.
+    """
+    MintJwtSvid: _aio.UnaryUnaryMultiCallable[_attestation_pb2.MintJwtSvidRequest, _attestation_pb2.MintJwtSvidResponse]  # type: ignore[assignment]
+    """A JWT-SVID for any audiences, for a device that proves it holds its X.509-SVID's
+    key: it signs the challenge and the audiences with it. The token's subject is the
+    SVID's SPIFFE ID, its posture claims the SVID's, and it expires no later than the
+    SVID (at most 5 minutes). The challenge is consumed by its first use, whatever the
+    verdict. INVALID_ARGUMENT: malformed, no audience, an empty or over-long audience,
+    too many audiences; PERMISSION_DENIED: an unknown, used or expired challenge, a
+    signature that does not verify with the SVID's key, an SVID that is not Docket's,
+    expired or revoked, or another device's challenge.
     """
 
 class AttestationServicer(metaclass=_abc_1.ABCMeta):
@@ -87,6 +117,33 @@ class AttestationServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_attestation_pb2.AttestResponse, _abc.Awaitable[_attestation_pb2.AttestResponse]]:
         """Answer a challenge (once: a challenge is consumed by its first answer).
         PERMISSION_DENIED: the evidence did not verify or matched no reference class.
+        """
+
+    @_abc_1.abstractmethod
+    def JwtChallenge(
+        self,
+        request: _attestation_pb2.JwtChallengeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attestation_pb2.JwtChallengeResponse, _abc.Awaitable[_attestation_pb2.JwtChallengeResponse]]:
+        """A nonce for MintJwtSvid, for the holder of a live, unrevoked X.509-SVID Docket
+        issued (the certificate is checked now, and again at MintJwtSvid). Single use,
+        expires in 60 s. PERMISSION_DENIED: the SVID is not Docket's, expired or revoked.
+        """
+
+    @_abc_1.abstractmethod
+    def MintJwtSvid(
+        self,
+        request: _attestation_pb2.MintJwtSvidRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attestation_pb2.MintJwtSvidResponse, _abc.Awaitable[_attestation_pb2.MintJwtSvidResponse]]:
+        """A JWT-SVID for any audiences, for a device that proves it holds its X.509-SVID's
+        key: it signs the challenge and the audiences with it. The token's subject is the
+        SVID's SPIFFE ID, its posture claims the SVID's, and it expires no later than the
+        SVID (at most 5 minutes). The challenge is consumed by its first use, whatever the
+        verdict. INVALID_ARGUMENT: malformed, no audience, an empty or over-long audience,
+        too many audiences; PERMISSION_DENIED: an unknown, used or expired challenge, a
+        signature that does not verify with the SVID's key, an SVID that is not Docket's,
+        expired or revoked, or another device's challenge.
         """
 
 def add_AttestationServicer_to_server(servicer: AttestationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,8 +4,10 @@ the agent as a subprocess, and py-spiffe (an existing SPIFFE client) on its sock
 
 The agent attests and serves the SVID and bundle; the X.509 stream gets a new SVID when
 the agent renews at half the lifetime, and the files in --out are replaced (new inodes,
-no temporary file left). A call without the security header is INVALID_ARGUMENT. A JWT-SVID
-for an audience validates. After ``docket ca revoke`` the renewal is refused, the SVID is
+no temporary file left). A call without the security header is INVALID_ARGUMENT.
+JWT-SVIDs for two audiences and for both at once validate (ValidateJWTSVID, py-spiffe's
+JwtSource); Docket refuses an over-long audience list, a stolen SVID without its key, a
+replayed proof, and a revoked device. After ``docket ca revoke`` the renewal is refused, the SVID is
 still served until it expires and then dropped: the stream ends PERMISSION_DENIED.
 SIGTERM stops the agent with exit 0 and removes its socket.
 """
@@ -27,13 +29,18 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop
-from spiffe import WorkloadApiClient
+from spiffe import JwtSource, JwtSvid, WorkloadApiClient
 from spiffe.workloadapi.x509_context import X509Context
 from swtpm import ProvisionedState, SoftwareTpm
 from workload_client import call
 
+from sdk.agent import jwt_svid_proof
+from sdk.v1 import attestation_pb2
+from sdk.v1.attestation_pb2_grpc import AttestationStub
 from sdk.workload import workload_pb2 as pb
 
 pytestmark = pytest.mark.e2e
@@ -197,13 +204,124 @@ def test_a_call_without_the_security_header_is_refused(agent: AgentProcess) -> N
     assert answer.svids[0].spiffe_id.startswith("spiffe://docket.local/device/")
 
 
-def test_a_jwt_svid_for_an_audience_validates(agent: AgentProcess) -> None:
+def test_jwt_svids_for_any_audiences_validate(agent: AgentProcess, docket: Docket) -> None:
+    """Two audiences and both at once, each minted by Docket for the served SVID (no
+    attestation): each validates with ValidateJWTSVID and with py-spiffe's JwtSource."""
+    wanted = [{"payments"}, {"ledger"}, {"payments", "ledger"}]
     with agent.client() as client:
-        svid = client.fetch_jwt_svid({"payments"})
-        assert svid.audience == {"payments"}
-        validated = client.validate_jwt_svid(svid.token, "payments")
-    assert validated.spiffe_id == svid.spiffe_id
-    assert str(svid.spiffe_id).startswith("spiffe://docket.local/device/")
+        svids = [client.fetch_jwt_svid(audiences) for audiences in wanted]
+        for svid, audiences in zip(svids, wanted, strict=True):
+            assert svid.audience == audiences
+            assert str(svid.spiffe_id).startswith("spiffe://docket.local/device/")
+            for audience in audiences:
+                assert client.validate_jwt_svid(svid.token, audience).spiffe_id == svid.spiffe_id
+        client_for_source = agent.client()
+    source = JwtSource(client_for_source, timeout_in_seconds=30)
+    try:
+        for svid, audiences in zip(svids, wanted, strict=True):
+            bundle = source.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
+            assert bundle is not None
+            assert JwtSvid.parse_and_validate(svid.token, bundle, audiences).audience == audiences
+        fetched = source.fetch_svid({"payments", "ledger"})  # the agent's cached token
+        assert fetched.token == svids[2].token
+    finally:
+        source.close()
+        client_for_source.close()
+    minted = [
+        entry["detail"]
+        for entry in docket.audit_entries("certificate")
+        if "svid_serial" in entry["detail"]
+    ]
+    assert [sorted(detail["audience"]) for detail in minted] == [
+        ["payments"],
+        ["ledger"],
+        ["ledger", "payments"],
+    ]
+
+
+def test_an_over_long_audience_list_is_refused(agent: AgentProcess) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        call(agent.socket, pb.JWTSVIDRequest(audience=[f"aud-{i}" for i in range(17)]))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "17 given, more than the 16 accepted" in (refused.value.details() or "")
+
+
+def _mint_request(
+    stub: AttestationStub, leaf: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> attestation_pb2.MintJwtSvidRequest:
+    """What the agent sends for a JWT-SVID for "payments": a fresh challenge for the SVID
+    ``leaf``, signed with ``key``."""
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    challenge = stub.JwtChallenge(attestation_pb2.JwtChallengeRequest(svid=der))
+    proof = jwt_svid_proof(challenge.challenge_id, challenge.nonce, ["payments"])
+    return attestation_pb2.MintJwtSvidRequest(
+        challenge_id=challenge.challenge_id,
+        audience=["payments"],
+        svid=der,
+        signature=key.sign(proof, ec.ECDSA(hashes.SHA256())),
+    )
+
+
+def _refused_mint(
+    stub: AttestationStub, request: attestation_pb2.MintJwtSvidRequest, docket: Docket
+) -> str:
+    """MintJwtSvid's refusal of ``request``: PERMISSION_DENIED, recorded by Docket."""
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.MintJwtSvid(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    reason = refused.value.details() or ""
+    (*_, last) = docket.audit_entries("attestation")
+    assert last["decision"] == "deny"
+    assert last["detail"] == {"stage": "jwt", "reason": reason}
+    return reason
+
+
+def test_a_stolen_svid_without_its_key_is_refused(agent: AgentProcess, docket: Docket) -> None:
+    with agent.client() as client:
+        stolen = client.fetch_x509_svid().leaf  # public: any peer it talked to has it
+    thief = ec.generate_private_key(ec.SECP256R1())
+    with grpc.insecure_channel(f"127.0.0.1:{docket.grpc_port}") as channel:
+        stub = AttestationStub(channel)
+        reason = _refused_mint(stub, _mint_request(stub, stolen, thief), docket)
+    assert "does not verify with the SVID's key" in reason
+
+
+def test_a_replayed_proof_is_refused(agent: AgentProcess, docket: Docket) -> None:
+    with agent.client() as client:
+        svid = client.fetch_x509_svid()
+    assert isinstance(svid.private_key, ec.EllipticCurvePrivateKey)
+    with grpc.insecure_channel(f"127.0.0.1:{docket.grpc_port}") as channel:
+        stub = AttestationStub(channel)
+        request = _mint_request(stub, svid.leaf, svid.private_key)
+        assert stub.MintJwtSvid(request, timeout=30).jwt  # the first use: minted
+        reason = _refused_mint(stub, request, docket)  # the same proof again
+    assert "already used" in reason
+
+
+def test_a_revoked_device_gets_no_jwt_svid(agent: AgentProcess, docket: Docket) -> None:
+    with agent.client() as client:
+        svid = client.fetch_x509_svid()
+        client.fetch_jwt_svid({"payments"})  # allowed before the revocation
+    ek_hash = str(svid.spiffe_id).rsplit("/", 1)[1]
+    revoke = [DOCKET, "ca", "revoke", "--device", ek_hash, "--reason", "stolen"]
+    subprocess.run([*revoke, "--data-dir", str(docket.data_dir)], capture_output=True, check=True)
+    attempts = iter(range(10_000))
+
+    def refused() -> grpc.RpcError | None:
+        """A new audience each time (none cached): refused once Docket applied the list
+        (within revocation_poll_seconds)."""
+        try:
+            call(agent.socket, pb.JWTSVIDRequest(audience=[f"after-{next(attempts)}"]))
+        except grpc.RpcError as exc:
+            return exc
+        return None
+
+    error = until("a refused JWT-SVID", refused, 30, agent.log)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "revoked" in (error.details() or "")
+    (*_, last) = docket.audit_entries("attestation")
+    assert last["detail"]["stage"] == "jwt"
+    assert "revoked" in last["detail"]["reason"]
 
 
 def test_sigterm_stops_the_agent_and_removes_its_socket(agent: AgentProcess) -> None:

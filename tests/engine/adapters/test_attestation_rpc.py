@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf.message import Message
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from serving import Running
 
+from attestation import Posture
 from engine._runtime.settings import Settings
+from sdk.agent import jwt_svid_proof
 from sdk.v1 import attestation_pb2 as pb
 from sdk.v1 import attestation_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
+M = TypeVar("M", bound=Message)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +51,27 @@ def last_refusal(running: Running) -> dict[str, object]:
     entry: dict[str, object] = json.loads(rows[-1].payload)
     assert entry["decision"] == "deny"
     return entry
+
+
+def changed(request: M, changes: dict[str, object]) -> M:
+    """``request`` with ``changes`` made (a list replaces a repeated field's items)."""
+    for field, value in changes.items():
+        request.ClearField(field)
+        if isinstance(value, list):
+            getattr(request, field).extend(value)
+        else:
+            setattr(request, field, value)
+    return request
+
+
+def refused(method: Callable[[M], object], request: M, code: grpc.StatusCode, message: str) -> str:
+    """The reason ``method`` gives for refusing ``request`` with ``code``, saying ``message``."""
+    with pytest.raises(grpc.RpcError) as caught:
+        method(request)
+    assert caught.value.code() is code
+    details = caught.value.details() or ""
+    assert message in details
+    return details
 
 
 ATTEST = pb.AttestRequest(
@@ -80,13 +109,10 @@ def test_challenge_refusals(
     code: grpc.StatusCode,
     message: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.Challenge(request_)
-    assert caught.value.code() is code
-    assert message in (caught.value.details() or "")
+    reason = refused(stub.Challenge, request_, code, message)
     refusal = last_refusal(running)
     assert refusal["action"] == "challenge"
-    assert refusal["detail"] == {"stage": "challenge", "reason": caught.value.details()}
+    assert refusal["detail"] == {"stage": "challenge", "reason": reason}
 
 
 @pytest.mark.parametrize(
@@ -122,20 +148,8 @@ def test_attest_refusals(
 ) -> None:
     request = pb.AttestRequest()
     request.CopyFrom(ATTEST)
-    for field, value in changes.items():
-        if field == "pcr_values":
-            del request.pcr_values[:]
-            request.pcr_values.extend(value)  # type: ignore[arg-type]
-        else:
-            setattr(request, field, value)
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.Attest(request)
-    assert caught.value.code() is code
-    assert message in (caught.value.details() or "")
-    assert last_refusal(running)["detail"] == {
-        "stage": "attest",
-        "reason": caught.value.details(),
-    }
+    reason = refused(stub.Attest, changed(request, changes), code, message)
+    assert last_refusal(running)["detail"] == {"stage": "attest", "reason": reason}
 
 
 def test_an_attest_is_a_span_under_the_callers_trace(
@@ -155,3 +169,101 @@ def test_an_attest_is_a_span_under_the_callers_trace(
     assert served.parent is not None
     assert format(served.parent.span_id, "016x") == "b7ad6b7169203331"
     assert served.status.status_code is StatusCode.ERROR
+
+
+def _device_svid(running: Running) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    """An X.509-SVID with posture from the server's own CA, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    posture = Posture(True, "laptop", True, True, 1, "IBM", bytes(32))
+    leaf, _ = running.worker.ca.issue_svid(
+        key.public_key(),
+        f"spiffe://{running.worker.ca.trust_domain}/device/{'00' * 32}",
+        now=datetime.now(UTC),
+        ttl=timedelta(minutes=10),
+        posture=posture.claims(),
+    )
+    return leaf.public_bytes(serialization.Encoding.DER), key
+
+
+def _mint(
+    stub: pb_grpc.AttestationStub,
+    svid: bytes,
+    key: ec.EllipticCurvePrivateKey,
+    audiences: list[str],
+) -> pb.MintJwtSvidRequest:
+    challenge = stub.JwtChallenge(pb.JwtChallengeRequest(svid=svid))
+    proof = jwt_svid_proof(challenge.challenge_id, challenge.nonce, audiences)
+    return pb.MintJwtSvidRequest(
+        challenge_id=challenge.challenge_id,
+        audience=audiences,
+        svid=svid,
+        signature=key.sign(proof, ec.ECDSA(hashes.SHA256())),
+    )
+
+
+def test_a_device_mints_a_jwt_svid_for_two_audiences(
+    running: Running, stub: pb_grpc.AttestationStub
+) -> None:
+    svid, key = _device_svid(running)
+    minted = stub.MintJwtSvid(_mint(stub, svid, key, ["payments", "ledger"]))
+    now = datetime.now(UTC)
+    for audience in ("payments", "ledger"):
+        claims = running.worker.ca.verify_jwt(minted.jwt, audience, now)
+        assert claims["sub"] == minted.spiffe_id
+    assert minted.expires_at.ToDatetime(tzinfo=UTC) <= now + timedelta(minutes=5)
+    row = list(running.worker.audit.store.entries())[minted.audit_index]
+    assert row.kind == "certificate"
+    assert row.payload is not None
+    assert json.loads(row.payload)["detail"]["audience"] == ["payments", "ledger"]
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"audience": []}, f"{INVALID.name}: audience: at least one", id="none"),
+        pytest.param(
+            {"audience": [str(i) for i in range(17)]},
+            f"{INVALID.name}: 17 given, more than the 16 accepted",
+            id="too-many",
+        ),
+        pytest.param({"audience": ["a", ""]}, f"{INVALID.name}: audience[1]: empty", id="empty"),
+        pytest.param(
+            {"audience": ["a" * 257]}, f"{INVALID.name}: longer than 256 bytes", id="too-long"
+        ),
+        pytest.param({"svid": b""}, f"{INVALID.name}: svid: missing", id="no-svid"),
+        pytest.param(
+            {"svid": b"\x00" * (16 * 1024 + 1)}, f"{INVALID.name}: svid: 16385", id="svid-too-big"
+        ),
+        pytest.param({"signature": b""}, f"{INVALID.name}: signature: missing", id="no-signature"),
+        pytest.param(
+            {"challenge_id": ""}, f"{INVALID.name}: challenge_id: missing", id="no-challenge"
+        ),
+        pytest.param(
+            {"challenge_id": "jwt-00"}, f"{DENIED.name}: unknown challenge", id="unknown-challenge"
+        ),
+        pytest.param({"signature": b"forged"}, f"{DENIED.name}: does not hold it", id="forged"),
+    ],
+)
+def test_mint_jwt_svid_refusals(
+    running: Running, stub: pb_grpc.AttestationStub, changes: dict[str, object], message: str
+) -> None:
+    """Each refusal with its status (``message`` is ``STATUS: words``), recorded."""
+    svid, key = _device_svid(running)
+    request = changed(_mint(stub, svid, key, ["payments"]), changes)
+    status, _, words = message.partition(": ")
+    reason = refused(stub.MintJwtSvid, request, grpc.StatusCode[status], words)
+    assert last_refusal(running)["detail"] == {"stage": "jwt", "reason": reason}
+
+
+def test_a_jwt_challenge_needs_an_svid_of_this_ca(
+    running: Running, stub: pb_grpc.AttestationStub
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.JwtChallenge(pb.JwtChallengeRequest(svid=b"not a certificate"))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "svid: not a DER certificate" in (caught.value.details() or "")
+    assert last_refusal(running)["detail"]["stage"] == "jwt"  # type: ignore[index]

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestation._ca import CertificateAuthority
 from sdk import DocketError
-from sdk.agent import AttestResult
+from sdk.agent import AttestResult, MintedJwt
 from sdk.agent._credentials import prepare_out, write_atomically
+from sdk.agent._identity import Identity
 
 SPIFFE_ID = "spiffe://docket.test/device/ab12"
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -44,6 +45,8 @@ class FakeAttest:
     failure: DocketError | None = None
     ca: CertificateAuthority = field(init=False)
     calls: list[tuple[datetime, Path, str]] = field(default_factory=list)
+    mints: list[tuple[datetime, int, tuple[str, ...]]] = field(default_factory=list)
+    """Each ``mint``: when, the SVID's serial, the audiences."""
 
     def __post_init__(self) -> None:
         self.ca = CertificateAuthority.create("docket.test", self.clock() - timedelta(days=1))
@@ -86,3 +89,14 @@ class FakeAttest:
             bundle_path=out / "bundle.pem",
             jwt_path=out / "jwt",
         )
+
+    def mint(self, identity: Identity, audiences: tuple[str, ...]) -> MintedJwt:
+        """``sdk.agent.mint_jwt_svid`` as Docket answers it: a JWT-SVID of the SVID's
+        SPIFFE ID for ``audiences``, expiring no later than the SVID."""
+        now = self.clock()
+        self.mints.append((now, identity.serial, audiences))
+        if self.failure is not None:
+            raise self.failure
+        ttl = min(timedelta(minutes=5), identity.expires_at - now)
+        token = self.ca.issue_jwt(identity.spiffe_id, audiences, now=now, ttl=ttl)
+        return MintedJwt(token, now + ttl)

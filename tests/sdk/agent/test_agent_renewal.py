@@ -3,7 +3,8 @@
 (fake_attestation.py): it renews at half the SVID's lifetime, replaces the files, keeps
 serving the SVID through failed renewals and withdraws it at expiry (refused: the device
 is refused), recovers after a transient failure, and stops on unusable settings.
-``JwtSvids`` mints a token per audience through an attestation of its own."""
+``JwtSvids`` mints a token per audience set with the served SVID (no attestation), and
+keeps a bounded number of them until half their life."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from cryptography import x509
 from fake_attestation import START, Clock, FakeAttest
 
 from sdk import ConfigurationError, PermissionDeniedError, TransportError
-from sdk.agent._renewal import IdentityState, JwtSvids, Renewer, renewal_time, retry_delay
+from sdk.agent._identity import Identity
+from sdk.agent._renewal import (
+    MAX_JWT_SETS,
+    IdentityState,
+    JwtSvids,
+    Renewer,
+    renewal_time,
+    retry_delay,
+)
 
 S = timedelta(seconds=1)
 
@@ -59,7 +68,7 @@ class Harness:
         self.docket = FakeAttest(self.clock)
         self.state = IdentityState()
         tpm = threading.Lock()
-        self.jwts = JwtSvids(self.docket, tpm, self.clock)
+        self.jwts = JwtSvids(self.docket.mint, self.clock)
         self.out = tmp_path / "creds"
         self.stop_when: Callable[[], bool] = lambda: False
         self.served: list[tuple[datetime, int | None, bool]] = []
@@ -184,23 +193,57 @@ def test_unusable_settings_end_the_run(harness: Harness) -> None:
     assert harness.attest_times() == [0]
 
 
-def test_jwt_svids_are_minted_per_audience_in_a_scratch_directory(harness: Harness) -> None:
-    first = harness.jwts.fetch("billing")
-    assert harness.jwts.fetch("billing") == first  # fresh: reused
-    ((_, where, audience),) = harness.docket.calls
-    assert audience == "billing"
-    assert where != harness.out
-    assert not where.exists()  # discarded with its X.509 part
-    assert not harness.out.exists()
-    harness.clock.advance(151)  # past half of its 5 minutes
-    assert harness.jwts.fetch("billing") != first
-    assert len(harness.docket.calls) == 2
+def _identity(harness: Harness) -> Identity:
+    identity = harness.state.now().identity
+    assert identity is not None
+    return identity
+
+
+def test_jwt_svids_are_minted_per_audience_set_without_an_attestation(harness: Harness) -> None:
+    harness.renewer.attest_once()
+    identity = _identity(harness)
+    first = harness.jwts.fetch(identity, ["billing", "ledger"])
+    assert harness.jwts.fetch(identity, ["ledger", "billing", "ledger"]) == first  # one set
+    assert harness.docket.mints == [(START, identity.serial, ("billing", "ledger"))]
+    assert len(harness.docket.calls) == 1  # the renewer's attestation only
+    other = harness.jwts.fetch(identity, ["billing"])
+    assert other != first
+    assert len(harness.docket.mints) == 2
+    harness.clock.advance(31)  # past half of its life: the SVID's 60 s cap it
+    assert harness.jwts.fetch(identity, ["billing", "ledger"]) != first
+    assert len(harness.docket.mints) == 3
+
+
+def test_the_attested_audience_s_token_is_reused(harness: Harness) -> None:
+    harness.renewer.attest_once()
+    harness.jwts.fetch(_identity(harness), ["docket"])
+    assert harness.docket.mints == []
+
+
+def test_a_renewed_svid_gets_tokens_of_its_own(harness: Harness) -> None:
+    harness.renewer.attest_once()
+    first = harness.jwts.fetch(_identity(harness), ["billing"])
+    harness.renewer.attest_once()
+    assert harness.jwts.fetch(_identity(harness), ["billing"]) != first  # its posture now
+
+
+def test_the_tokens_held_are_bounded(harness: Harness) -> None:
+    harness.renewer.attest_once()
+    identity = _identity(harness)
+    for i in range(MAX_JWT_SETS + 1):
+        harness.jwts.fetch(identity, [f"aud-{i}"])
+    harness.jwts.fetch(identity, [f"aud-{MAX_JWT_SETS}"])  # the newest: held
+    assert len(harness.docket.mints) == MAX_JWT_SETS + 1
+    harness.jwts.fetch(identity, ["aud-0"])  # the oldest: dropped, minted again
+    assert len(harness.docket.mints) == MAX_JWT_SETS + 2
 
 
 def test_a_refusal_forgets_the_jwt_svids_held(harness: Harness) -> None:
-    harness.jwts.fetch("billing")
+    harness.renewer.attest_once()
+    identity = _identity(harness)
+    harness.jwts.fetch(identity, ["billing"])
     harness.docket.failure = PermissionDeniedError("attestation refused: revoked")
     harness.stop_when = lambda: True
     harness.renewer.run()
     with pytest.raises(PermissionDeniedError):
-        harness.jwts.fetch("billing")
+        harness.jwts.fetch(identity, ["billing"])

@@ -19,7 +19,10 @@ def test_all_is_exactly_what_the_package_holds() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert set(sdk.agent.__all__) == public
-    names = "Agent AttestResult EsapiTpm Tpm TpmBackend TpmError attest pcr_selection"
+    names = (
+        "Agent AttestResult EsapiTpm MintedJwt Tpm TpmBackend TpmError attest jwt_svid_proof "
+        "mint_jwt_svid pcr_selection"
+    )
     assert sdk.agent.__all__ == names.split()
 
 

@@ -2,7 +2,8 @@
 on the agent's Unix socket, the SVID coming from a real Docket CA (fake_attestation.py).
 
 X.509: the SVID, its key and bundle; the bundle alone; a stream that gets a new message
-when the SVID is renewed and ends when it is withdrawn. JWT: a token for an audience,
+when the SVID is renewed and ends when it is withdrawn. JWT: a token for one audience or
+several (minted with the SVID, Docket's refusals passed on with their status),
 the JWK Set, validation. The security header is required by every method; no SVID is
 UNAVAILABLE (PERMISSION_DENIED once Docket refused the device). The socket is 0600 in a
 0700 directory, Unix-domain only, and not taken over from a running agent.
@@ -32,7 +33,13 @@ from spiffe.workloadapi.x509_context import X509Context
 from workload_client import HEADER, call
 
 from attestation._ca import CertificateAuthority
-from sdk import ConfigurationError
+from sdk import (
+    ConfigurationError,
+    DocketError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    TransportError,
+)
 from sdk.agent._renewal import IdentityState, JwtSvids, Renewer
 from sdk.agent._workload_api import WorkloadApi, WorkloadApiServer, socket_path
 from sdk.workload import workload_pb2 as pb
@@ -51,7 +58,7 @@ class Agent:
         self.docket = FakeAttest(self.clock)
         self.state = IdentityState()
         tpm = threading.Lock()
-        self.jwts = JwtSvids(self.docket, tpm, self.clock)
+        self.jwts = JwtSvids(self.docket.mint, self.clock)
         self.renewer = Renewer(
             self.docket, directory / "creds", "docket", self.state, self.jwts, tpm=tpm
         )
@@ -200,12 +207,14 @@ def test_fetch_jwt_svid_for_an_audience_and_validate_it(agent: Agent) -> None:
     assert key is not None
     claims = jwt.decode(svid.token, key, algorithms=["ES256"], audience="billing")  # type: ignore[arg-type]
     assert claims["sub"] == SPIFFE_ID
-    assert [audience for _, _, audience in agent.docket.calls] == ["docket", "billing"]
+    assert [audiences for _, _, audiences in agent.docket.mints] == [("billing",)]
 
 
 def test_validate_refuses_a_wrong_audience_and_a_foreign_token(agent: Agent) -> None:
     agent.renew()
-    token = agent.jwts.fetch("docket")
+    identity = agent.state.now().identity
+    assert identity is not None
+    token = agent.jwts.fetch(identity, ["docket"])
     other = CertificateAuthority.create("docket.test", agent.clock())
     foreign = other.issue_jwt(SPIFFE_ID, "docket", now=agent.clock())
     cases = {
@@ -220,13 +229,49 @@ def test_validate_refuses_a_wrong_audience_and_a_foreign_token(agent: Agent) -> 
         assert reason in refused.value.details(), case
 
 
-def test_fetch_jwt_svid_for_two_audiences_or_none_is_refused(agent: Agent) -> None:
+def test_fetch_jwt_svid_for_two_audiences_validates_for_each(agent: Agent) -> None:
     agent.renew()
-    for audiences, words in ([["a", "b"], "one audience"], [[], "audience must"]):
+    with agent.client() as client:
+        svid = client.fetch_jwt_svid({"billing", "ledger"})
+        assert svid.audience == {"billing", "ledger"}
+        for audience in ("billing", "ledger"):
+            assert str(client.validate_jwt_svid(svid.token, audience).spiffe_id) == SPIFFE_ID
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        pytest.param(
+            PermissionDeniedError("attestation refused: revoked"),
+            grpc.StatusCode.PERMISSION_DENIED,
+            id="refused",
+        ),
+        pytest.param(
+            InvalidRequestError("audience: 17 given, more than the 16 accepted"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            id="too-many",
+        ),
+        pytest.param(TransportError("Docket is down"), grpc.StatusCode.UNAVAILABLE, id="down"),
+    ],
+)
+def test_a_mint_docket_refuses_is_answered_with_its_reason(
+    agent: Agent, failure: DocketError, code: grpc.StatusCode
+) -> None:
+    agent.renew()
+    agent.docket.failure = failure
+    with pytest.raises(grpc.RpcError) as refused:
+        call(agent.socket, pb.JWTSVIDRequest(audience=["billing"]))
+    assert refused.value.code() == code
+    assert failure.message in refused.value.details()
+
+
+def test_fetch_jwt_svid_for_no_audience_is_refused(agent: Agent) -> None:
+    agent.renew()
+    for audiences in ([], ["a", ""]):
         with pytest.raises(grpc.RpcError) as refused:
             call(agent.socket, pb.JWTSVIDRequest(audience=audiences))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert words in refused.value.details()
+        assert "audience must" in refused.value.details()
 
 
 def test_the_socket_is_0600_in_a_0700_directory(agent: Agent) -> None:
@@ -246,9 +291,7 @@ def test_a_stale_socket_is_replaced_and_a_file_is_not(short_dir: Path) -> None:
     stale = short_dir / "stale.sock"
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(stale))  # bound, never listening: what a killed agent leaves
-    api = WorkloadApi(
-        IdentityState(), JwtSvids(FakeAttest(Clock()), threading.Lock(), Clock()), Clock()
-    )
+    api = WorkloadApi(IdentityState(), JwtSvids(FakeAttest(Clock()).mint, Clock()), Clock())
     WorkloadApiServer(api, stale).close()
     plain = short_dir / "file"
     plain.write_text("not a socket")
