@@ -9,8 +9,9 @@ examples. Placements are reported likewise when their allowed sites change order
 (``reranked``) or lose a site (``lost``). Requests that could not be replayed are listed
 with why: they are never counted as unchanged.
 
-The JSON and HTML forms keep a ``static`` section (None here) for the static comparison
-of the two bundles (policies added, removed, changed; tests that change outcome).
+Beside the replay, the ``static`` section compares the two bundles themselves
+(:func:`~engine._core.bundle_compare.compare_bundles`: policies added, removed, changed;
+schema; policy tests that change outcome), in every form.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine._core.bundle_compare import BundleComparison
 from engine._service.replay import Replayed, Side
 
 DEFAULT_DENY = "(default deny)"
@@ -56,8 +58,8 @@ class ImpactReport:
     reranked: Group = field(default_factory=Group)
     lost_sites: dict[str, Group] = field(default_factory=dict)
     problems: list[dict[str, Any]] = field(default_factory=list)
-    static: dict[str, Any] | None = None
-    """Reserved for the static comparison of the live and candidate bundles."""
+    static: BundleComparison | None = None
+    """The static comparison of the live and candidate bundles (None: not made)."""
 
     @property
     def flipped(self) -> int:
@@ -150,7 +152,7 @@ def to_json(report: ImpactReport) -> dict[str, Any]:
             "lost_sites": _groups(report.lost_sites),
         },
         "problems": report.problems,
-        "static": report.static,
+        "static": None if report.static is None else report.static.to_json(),
     }
 
 
@@ -188,6 +190,9 @@ def to_text(report: ImpactReport) -> str:
     if report.problems:
         lines.append(f"not replayed: {len(report.problems)}")
         lines += [f"    #{p['index']}: {p['problem']}" for p in report.problems[: report.examples]]
+    if report.static is not None:
+        lines.append("static comparison with the live bundle:")
+        lines += ["  " + line for line in report.static.text_lines()]
     return "\n".join(lines) + "\n"
 
 
@@ -213,7 +218,7 @@ def to_html(report: ImpactReport) -> str:
             parts.append(f"<tr><td>{esc(group['key'])}<td>{group['count']}<td>{shown}</tr>")
         parts.append("</table>")
     parts.append('<h2>Static comparison</h2><div id="static">')
-    parts.append("not computed" if report.static is None else esc(json.dumps(report.static)))
+    parts.append("not made" if report.static is None else report.static.html())
     parts.append("</div>")
     data = json.dumps(to_json(report)).replace("</", "<\\/")
     parts.append(f'<script type="application/json" id="report">{data}</script>')

@@ -351,11 +351,18 @@ def shadow_report(
     show_default=True,
     help="Examples kept per group.",
 )
+@click.option(
+    "--live",
+    type=click.Path(path_type=Path),
+    help="The live bundle to compare the candidate with statically [the one this replica "
+    "serves: bundle, or with bundle_url the last good one pulled].",
+)
 @click.pass_context
 def diff(
     ctx: click.Context,
     candidate: Path,
     bundle_key: Path | None,
+    live: Path | None,
     data_dir: Path | None,
     db: str | None,
     since: str | None,
@@ -368,19 +375,30 @@ def diff(
     CANDIDATE bundle and report every decision that would flip (allow→deny, deny→allow),
     grouped by determining policy and by principal/resource type, and every placement
     whose ranking would change or that would lose a site. The candidate must verify like
-    any bundle (--bundle-key). Exit 0: nothing would change; 1: something would (or a
+    any bundle (--bundle-key). The report also compares the candidate with the live
+    bundle itself (--live): policies added, removed and changed, schema, and policy tests
+    whose outcome changes. Exit 0: no recorded decision would change; 1: some would (or a
     recorded request could not be replayed); 2: an error."""
     import json
 
     from audit import AuditError, RequestKeys, Store
     from audit.cli import parse_period, progress_bar
+    from engine._core.bundle_compare import compare_bundles
     from engine._core.evaluate import Engine
+    from engine._runtime.prepare import bundle_path
     from engine._service.impact import build_report, to_html, to_json, to_text
     from engine._service.replay import Progress, replay
 
     settings = settings_of(ctx).with_flags(data_dir=data_dir, db_url=db)
-    bundle = load_bundle(candidate, bundle_key or settings.bundle_public_key)
+    key = bundle_key or settings.bundle_public_key
+    bundle = load_bundle(candidate, key)
     start, end = parse_period(since, until)
+    if live is None and not bundle_path(settings).exists():
+        click.echo(f"no live bundle at {bundle_path(settings)}: no static comparison", err=True)
+        static = None
+    else:
+        live_bundle = load_bundle(live or bundle_path(settings), key)
+        static = compare_bundles(live_bundle, bundle, now=datetime.now(UTC))
     try:
         store = Store(settings.database_url, create=False)
     except AuditError as exc:
@@ -403,6 +421,7 @@ def diff(
         raise InputError(f"cannot replay: {exc}") from exc
     finally:
         store.close()
+    report.static = static
     if fmt == "json":
         text = json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n"
     else:

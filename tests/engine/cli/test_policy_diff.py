@@ -5,6 +5,7 @@ exactly the decisions it determined, and nothing else."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -54,8 +55,14 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, 
     return tmp, allowed
 
 
-def diff(tmp: Path, candidate: Path, *more: str) -> subprocess.CompletedProcess[str]:
-    return docket("policy", "diff", str(candidate), "--data-dir", str(tmp / "data"), *more)
+def diff(
+    tmp: Path, candidate: Path, *more: str, env_bundle: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    args = ["policy", "diff", str(candidate), "--data-dir", str(tmp / "data"), *more]
+    if env_bundle is None:
+        return docket(*args)
+    env = {**os.environ, "DOCKET_BUNDLE": str(env_bundle)}
+    return subprocess.run([DOCKET, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_a_removed_permit_flips_exactly_the_decisions_it_alone_determined(
@@ -72,7 +79,8 @@ def test_a_removed_permit_flips_exactly_the_decisions_it_alone_determined(
     assert expected  # the traffic has decisions only this permit allowed…
     assert any(reasons != (REMOVED,) for reasons in allowed.values())  # …and others
 
-    done = diff(tmp, candidate, "--format", "json", "--examples", "100")
+    live = ("--live", str(tmp / "policies"))
+    done = diff(tmp, candidate, *live, "--format", "json", "--examples", "100")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert report["flips"] == {"allow→deny": len(expected), "deny→allow": 0, "total": len(expected)}
@@ -82,13 +90,30 @@ def test_a_removed_permit_flips_exactly_the_decisions_it_alone_determined(
     assert {g["key"] for g in report["by_types"]} == {"Docket::User → Docket::Data"}
     assert all(e["new"]["decision"] == "deny" for e in group["examples"])
     assert report["problems"] == []
-    assert report["static"] is None
+    # The bundles compared statically: the one policy removed, nothing else changed.
+    static = report["static"]
+    assert [policy["id"] for policy in static["policies"]["removed"]] == [REMOVED]
+    assert static["policies"]["added"] == static["policies"]["changed"] == []
 
-    html = diff(tmp, candidate, "--format", "html", "--out", str(tmp / "diff.html"))
+    html = diff(tmp, candidate, *live, "--format", "html", "--out", str(tmp / "diff.html"))
     assert html.returncode == 1
-    assert REMOVED in (tmp / "diff.html").read_text()
-    text_form = diff(tmp, candidate)
+    page = (tmp / "diff.html").read_text()
+    assert REMOVED in page
+    assert "docket-bundle-comparison" in page  # the static comparison's section
+    text_form = diff(tmp, candidate, *live)
     assert f"flips: {len(expected)} ({len(expected)} allow→deny, 0 deny→allow)" in text_form.stdout
+    assert "static comparison with the live bundle:" in text_form.stdout
+
+
+def test_without_a_live_bundle_the_static_comparison_is_not_made_and_says_so(
+    recorded: tuple[Path, dict[int, tuple[str, ...]]],
+) -> None:
+    tmp, _ = recorded
+    missing = tmp / "no-such-bundle"
+    done = diff(tmp, tmp / "policies", "--format", "json", env_bundle=missing)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["static"] is None
+    assert f"no live bundle at {missing}: no static comparison" in done.stderr
 
 
 def test_the_same_bundle_changes_nothing_and_exits_0(
