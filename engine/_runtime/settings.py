@@ -244,8 +244,9 @@ class Settings(BaseSettings):
     or bank in another is refused ("quote signed with sha1, which this appraisal does not
     accept"). SHA-1 is off unless listed. In ``docket.toml`` a list;
     ``DOCKET_QUOTE_HASHES`` takes a JSON list."""
-    svid_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
-    """Lifetime of the X.509-SVIDs issued on attestation (JWT-SVIDs live 5 minutes)."""
+    svid_ttl_seconds: int = Field(default=3600, ge=10, le=86_400)
+    """Lifetime of the X.509-SVIDs issued on attestation (JWT-SVIDs live 5 minutes, at
+    most as long as the SVID they are minted for), 10 s to a day."""
     jwt_audience: str = Field(default="docket", min_length=1)
     """The audience Docket accepts on JWT-SVIDs presented with decision requests."""
     revocation_poll_seconds: float = Field(default=2.0, gt=0, le=300)

@@ -1,5 +1,5 @@
-"""``docket agent run`` as a user runs it: a real ``docket serve`` issuing 60-second SVIDs
-(``DOCKET_SVID_TTL_SECONDS``, its shortest), a swtpm manufactured with an EK certificate,
+"""``docket agent run`` as a user runs it: a real ``docket serve`` issuing 20-second SVIDs
+(``DOCKET_SVID_TTL_SECONDS``), a swtpm manufactured with an EK certificate,
 the agent as a subprocess, and py-spiffe (an existing SPIFFE client) on its socket.
 
 The agent attests and serves the SVID and bundle; the X.509 stream gets a new SVID when
@@ -45,7 +45,7 @@ from sdk.workload import workload_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 
-TTL = 60  # seconds: Docket's shortest SVID lifetime; the agent renews at 24-30 s
+TTL = 20  # seconds (Docket's shortest is 10): the agent renews at 8-10 s
 RENEWAL = 2 * TTL  # the longest the tests wait for a renewal or an expiry
 FILES = {"svid.pem": 0o644, "svid.key": 0o600, "bundle.pem": 0o644, "jwt": 0o600}
 
@@ -88,7 +88,7 @@ class AgentProcess:
 
 
 def _serve(provisioned_tpm: ProvisionedState, root: Path) -> Iterator[Docket]:
-    """``docket serve`` issuing 60-second SVIDs, trusting the local TPM CA's root."""
+    """``docket serve`` issuing 20-second SVIDs, trusting the local TPM CA's root."""
     roots = root / "data" / "trust" / "ek-roots"
     roots.mkdir(parents=True)
     shutil.copy(provisioned_tpm.root_cert, roots / "swtpm-localca.pem")
@@ -179,7 +179,7 @@ def test_the_agent_serves_its_svid_and_streams_the_renewed_one(agent: AgentProce
     try:
         first = contexts.get(timeout=30).default_svid
         assert first.leaf.serial_number == svid.leaf.serial_number
-        renewed = contexts.get(timeout=RENEWAL).default_svid  # the agent renews at 24-30 s
+        renewed = contexts.get(timeout=RENEWAL).default_svid  # the agent renews at 8-10 s
     finally:
         handle.cancel()
         client.close()
