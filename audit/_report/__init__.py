@@ -103,9 +103,11 @@ from audit._report.model import (
     CredentialCount,
     DecisionCount,
     Finding,
+    Gap,
     Report,
     ReportStatus,
     build_report,
+    merge_reports,
 )
 from audit._report.text import render_table
 from audit._report.wording import SHOWN_FINDINGS
@@ -124,9 +126,11 @@ __all__ = [
     "DecisionCount",
     "Finding",
     "Format",
+    "Gap",
     "Report",
     "ReportStatus",
     "build_report",
+    "merge_reports",
     "render",
 ]
 

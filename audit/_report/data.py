@@ -9,8 +9,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from audit._report.model import Report
+from audit._report.model import Gap, Report
 from audit._report.wording import clean, iso_time
+
+
+def _gap_json(gap: Gap) -> dict[str, Any]:
+    where = {} if gap.log is None else {"log": gap.log}
+    return {**where, "first": gap.first, "last": gap.last, "reason": gap.reason}
 
 
 def _json_document(report: Report) -> dict[str, Any]:
@@ -46,10 +51,16 @@ def _json_document(report: Report) -> dict[str, Any]:
             }
             for cell in report.decisions
         ],
+        "coverage": {
+            "complete": report.complete,
+            "not_covered": report.not_covered,
+            "gaps": [_gap_json(g) for g in report.gaps],
+        },
         "residency": {
             "violations": report.violations,
             "findings": [
                 {
+                    **({} if f.log is None else {"log": f.log}),
                     "index": f.index,
                     "time": iso_time(f.time),
                     "kind": f.kind,
@@ -134,6 +145,16 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
         ("redacted_in_log", len(status.redacted)),
     ):
         yield {"section": "verification", "metric": metric, "value": value}
+    yield {"section": "coverage", "metric": "complete", "value": report.complete}
+    yield {"section": "coverage", "metric": "not_covered", "value": report.not_covered}
+    for gap in report.gaps:
+        key: dict[str, str | int | bool | None] = {
+            "section": "coverage",
+            "index": gap.first,
+            "site": gap.log,
+        }
+        yield {**key, "metric": "gap_last", "value": gap.last}
+        yield {**key, "metric": "gap_reason", "value": gap.reason}
     for metric, count in (
         ("entries", report.entries),
         ("redacted", report.redacted),
@@ -160,7 +181,7 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
                 "value": count,
             }
     for f in report.findings:
-        key: dict[str, str | int | bool | None] = {
+        key = {
             "section": "residency_finding",
             "kind": f.kind,
             "classification": f.classification,

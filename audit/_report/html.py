@@ -29,7 +29,10 @@ from audit._report.model import Report
 from audit._report.wording import (
     SHOWN_FINDINGS,
     clean,
+    coverage_line,
     credential_label,
+    gap_text,
+    no_decisions,
     period_text,
     place_of,
     utc_time,
@@ -91,6 +94,7 @@ def _environment() -> jinja2.Environment:
         utc=utc_time,
         place=place_of,
         credential=credential_label,
+        gap=gap_text,
     )
     return env
 
@@ -242,6 +246,8 @@ def render_html(report: Report) -> str:
             first_entry=None if report.first_time is None else utc_time(report.first_time),
             last_entry=None if report.last_time is None else utc_time(report.last_time),
             cards=_cards(report),
+            coverage=coverage_line(report),
+            no_decisions=no_decisions(report),
             findings=report.findings[:SHOWN_FINDINGS],
             hidden_findings=max(report.violations - SHOWN_FINDINGS, 0),
             decisions_chart=_chart(

@@ -14,7 +14,11 @@ from audit._report.model import Report
 from audit._report.wording import (
     SHOWN_FINDINGS,
     clean,
+    coverage_line,
     credential_label,
+    entry_label,
+    gap_text,
+    no_decisions,
     period_text,
     place_of,
     status_line,
@@ -64,6 +68,13 @@ def render_table(report: Report, *, color: bool) -> str:
     console.print(
         _t(f"Log:       {status_line(status)}", "bold green" if status.intact else "bold red")
     )
+    console.print(
+        _t(f"Coverage:  {coverage_line(report)}", "bold green" if report.complete else "bold red")
+    )
+    if not report.complete:
+        heading("Coverage")
+        for gap in report.gaps:
+            console.print(_t(gap_text(gap), "red"))
 
     heading("Verification")
     table = _table("check", "result")
@@ -92,7 +103,7 @@ def render_table(report: Report, *, color: bool) -> str:
         table.add_row(_t("all", "bold"), _t(""), _t(report.allowed), _t(report.denied))
         console.print(table)
     else:
-        console.print("No decisions, placements or admissions in this period.")
+        console.print(_t(no_decisions(report)))
 
     heading("Residency findings")
     if not report.findings:
@@ -109,7 +120,7 @@ def render_table(report: Report, *, color: bool) -> str:
             console.print()
             console.print(
                 Text.assemble(
-                    (f"entry {f.index}", "bold"),
+                    (entry_label(f), "bold"),
                     f"  {utc_time(f.time)}  {f.kind}  ",
                     _t(f.classification),
                     "  residency ",
