@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of i
     from audit._entry import Entry
     from audit._log import AuditLog
     from audit._note import Checkpoint, VerifierKey
+    from audit._report import Gap, ReportStatus
     from audit._store import Store
 
 
@@ -302,7 +303,11 @@ def _run_verify(
     key_texts: Sequence[str],
     redaction_texts: Sequence[str] = (),
     archives: Sequence[str] = (),
+    unarchived_ok: bool = False,
 ) -> Verdict:
+    """The verdict of ``docket audit verify``; with ``unarchived_ok``, payloads pruned
+    after archival verify without an archive holding them (in ``verdict.log.pruned``:
+    the report counts those no archive holds as not covered)."""
     from audit._auditor import verify_export
 
     extra = [(str(path), _read_note(path)) for path in checkpoint_files]
@@ -340,7 +345,9 @@ def _run_verify(
                 if not keys:
                     raise InputError("the log names no verifier key: pass --key")
             with _progress("verifying", store.head().size) as progress:
-                verdict = _verify_live(store, keys, redaction_keys, extra, progress, archives)
+                verdict = _verify_live(
+                    store, keys, redaction_keys, extra, progress, archives, unarchived_ok
+                )
             if not notes:
                 _covered(verdict, keys)
             return dataclasses.replace(verdict, notes=(*verdict.notes, *notes))
@@ -362,18 +369,30 @@ def _verify_live(
     extra: Sequence[tuple[str, str]],
     progress: Callable[[int], None],
     archives: Sequence[str],
+    unarchived_ok: bool = False,
 ) -> Verdict:
     """The live log, and with ``archives`` the segments archived from it, together."""
-    from audit._archive import verify_with_archives
+    from audit._archive import ANYWHERE, verify_with_archives
     from audit._auditor import verify_store
 
     if not archives:
         return verify_store(
-            store, keys, redaction_keys=redaction_keys, extra=extra, progress=progress
+            store,
+            keys,
+            redaction_keys=redaction_keys,
+            extra=extra,
+            progress=progress,
+            archived=ANYWHERE * unarchived_ok,
         )
     with _archive_copies(archives) as directories:
         verdict, segments = verify_with_archives(
-            store, keys, directories, redaction_keys=redaction_keys, extra=extra, progress=progress
+            store,
+            keys,
+            directories,
+            redaction_keys=redaction_keys,
+            extra=extra,
+            progress=progress,
+            unarchived_ok=unarchived_ok,
         )
     if not segments:
         note = "no archived segment in " + ", ".join(archives)
@@ -1131,6 +1150,14 @@ def export(
 @_export_and_checkpoint_options("Report on")
 @key_option
 @redaction_key_option
+@click.option(
+    "--archives",
+    "archive_dirs",
+    multiple=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="An archive (from `docket audit archive`), verified with the live log, whose "
+    "entries stand in for the payloads pruned from it (repeatable).",
+)
 def report(
     since: str | None,
     until: str | None,
@@ -1142,6 +1169,7 @@ def report(
     checkpoint_files: tuple[Path, ...],
     key_texts: tuple[str, ...],
     redaction_texts: tuple[str, ...],
+    archive_dirs: tuple[str, ...],
 ) -> None:
     """Residency and compliance report for a period: decisions by classification and
     jurisdiction, any access or placement of data outside its declared residency,
@@ -1149,42 +1177,47 @@ def report(
     credentials issued and refused, and whether the log verified (and against which
     checkpoint). The period is mapped to entries by the time inside each hashed
     entry, never the unhashed columns; a column that disagrees with it, or a period
-    with no entry, exits 1."""
-    from audit._auditor import root_b64
-    from audit._report import ReportStatus, build_report, render
+    with no entry, exits 1. Payloads pruned after archival are read from --archives
+    (verified first); without them they are reported as not covered, and the report,
+    still written, exits 1 as INCOMPLETE."""
+    from audit._report import build_report
 
     start_time, end_time = _parse_period(since, until)
-    try:
-        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
-        anchor = verdict.anchor
-        status = ReportStatus(
-            intact=True,
-            tree_size=verdict.log.size,
-            checkpoint=None
-            if anchor is None
-            else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}"
-            + "".join(f" ({note})" for note in verdict.notes),
-            problem=None,
-            redacted=verdict.log.redacted,
-            keys=verdict.keys,
+    with _archive_copies(archive_dirs) as directories:
+        status, gaps, held = _report_status(
+            db, data_dir, export, checkpoint_files, key_texts, redaction_texts, directories
         )
-    except CheckFailed as exc:
-        tamper = exc.__cause__
-        status = ReportStatus(
-            intact=False,
-            tree_size=_head_size(db, data_dir) if export is None else 0,
-            checkpoint=None,
-            problem=str(tamper) if isinstance(tamper, TamperDetected) else exc.format_message(),
-            redacted=(),
+        # Verifying the store also compared its kind and time columns with the payloads;
+        # build_report selects by each payload's own time.
+        entries = _report_entries(
+            db, data_dir, export, skip_unreadable=not status.intact, archives=held
         )
-    # Verifying the store also compared its kind and time columns with the payloads;
-    # build_report selects by each payload's own time.
-    entries = _report_entries(db, data_dir, export, skip_unreadable=not status.intact)
-    built = build_report(
-        entries, since=start_time, until=end_time, status=status, generated_at=datetime.now(UTC)
-    )
+        built = build_report(
+            entries,
+            since=start_time,
+            until=end_time,
+            status=status,
+            generated_at=datetime.now(UTC),
+            gaps=gaps,
+        )
     if status.intact and built.entries == 0 and (start_time or end_time):
         raise _nothing_in("report", start_time, end_time, status.tree_size)
+    _write_report(built, fmt, output)
+
+
+def _write_report(built: Any, fmt: str, output: Path | None) -> None:
+    """Print or write the rendered report (a :class:`~audit._report.Report` or a
+    :class:`~audit._report.FleetReport`), then fail when it is not intact or not
+    complete: the report is written either way, and says why."""
+    from audit._report import render
+    from audit._report.wording import coverage_line, gap_text
+
+    failure = None
+    if not built.status.intact:
+        failure = built.status.problem or "the log does not verify"
+    elif not built.complete:
+        said = coverage_line(built).removeprefix("INCOMPLETE: ").split(";")[0]
+        failure = f"report INCOMPLETE: {said}; {gap_text(built.gaps[0])}"
     text = render(built, fmt)  # type: ignore[arg-type]
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -1193,9 +1226,70 @@ def report(
             output.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot write {output}: {exc.strerror}") from exc
-        click.echo(f"report written to {output}", err=True)
-    if not status.intact:
-        raise CheckFailed(status.problem or "the log does not verify")
+        if failure is None:
+            click.echo(f"report written to {output}", err=True)
+    if failure is not None:
+        raise CheckFailed(failure + ("" if output is None else f" (report written to {output})"))
+
+
+def _report_status(
+    db: str | None,
+    data_dir: Path | None,
+    export: Path | None,
+    checkpoint_files: Sequence[Path],
+    key_texts: Sequence[str],
+    redaction_texts: Sequence[str],
+    archives: Sequence[Path],
+) -> tuple[ReportStatus, list[Gap], list[Path]]:
+    """Verify the log (with its ``archives``) as `verify` does, pruned payloads no
+    archive holds accepted: the report's status, the gaps those leave, and the archives
+    whose entries may be read (none when the log or an archive does not verify)."""
+    from audit._archive import segment_dirs
+    from audit._auditor import root_b64
+    from audit._report import Gap, ReportStatus
+
+    locations = [str(directory) for directory in archives]
+    try:
+        verdict = _run_verify(
+            db, data_dir, export, checkpoint_files, key_texts, redaction_texts, locations, True
+        )
+    except CheckFailed as exc:
+        tamper = exc.__cause__
+        failed = ReportStatus(
+            intact=False,
+            tree_size=_head_size(db, data_dir) if export is None else 0,
+            checkpoint=None,
+            problem=str(tamper) if isinstance(tamper, TamperDetected) else exc.format_message(),
+            redacted=(),
+        )
+        return failed, [], []
+    anchor = verdict.anchor
+    status = ReportStatus(
+        intact=True,
+        tree_size=verdict.log.size,
+        checkpoint=None
+        if anchor is None
+        else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}"
+        + "".join(f" ({note})" for note in verdict.notes),
+        problem=None,
+        redacted=verdict.log.redacted,
+        keys=verdict.keys,
+    )
+    held = [
+        tuple(int(n) for n in path.name.split("-")[1:])
+        for directory in archives
+        for path in segment_dirs(directory)
+    ]
+    gaps: list[Gap] = []
+    for index in verdict.log.pruned:
+        if any(first <= index <= last for first, last in held):
+            continue
+        if gaps and gaps[-1].last == index - 1:
+            gaps[-1] = dataclasses.replace(gaps[-1], last=index)
+        else:
+            reason = "payloads pruned after archival; no archive given holds them (pass --archives)"
+            gaps.append(Gap(index, index, reason))
+    return status, gaps, list(archives)
 
 
 def _head_size(db: str | None, data_dir: Path | None) -> int:
@@ -1214,11 +1308,15 @@ def _report_entries(
     export: Path | None,
     *,
     skip_unreadable: bool,
+    archives: Sequence[Path] = (),
 ) -> Iterator[tuple[int, Entry | None]]:
-    """The entries to count. A payload that is no longer an entry (tampered with) is
-    left out when the log is already reported as not intact, else it is an input error."""
+    """The entries to count; a payload pruned from the live log is read from the
+    ``archives`` (verified with it) when one holds it. A payload that is no longer an
+    entry (tampered with) is left out when the log is already reported as not intact,
+    else it is an input error."""
     from pydantic import ValidationError
 
+    from audit._archive import ENTRIES, segment_dirs
     from audit._entry import Entry
 
     def parsed(index: int, parse: Callable[[Any], Entry], data: Any) -> Iterator[tuple[int, Entry]]:
@@ -1231,8 +1329,8 @@ def _report_entries(
             raise InputError(f"entry {index} is not a Docket audit entry: {problem}") from exc
         yield index, entry
 
-    if export is not None:
-        with export.open(encoding="utf-8") as handle:
+    def exported(path: Path) -> Iterator[tuple[int, Entry | None]]:
+        with path.open(encoding="utf-8") as handle:
             for line in handle:
                 value = json.loads(line)
                 if value.get("type") == "entry":
@@ -1241,17 +1339,29 @@ def _report_entries(
                         yield index, None
                     else:
                         yield from parsed(index, Entry.model_validate, document)
+
+    if export is not None:
+        yield from exported(export)
         return
+    archived = (
+        item
+        for directory in archives
+        for path in segment_dirs(directory)
+        for item in exported(path / ENTRIES)
+    )
+    waiting = next(archived, None)
     store = _open_store(db, data_dir)
     try:
         # Every entry is read: the time column is not hashed, so it cannot choose
         # them; build_report selects by each entry's own (hashed) time.
         for row in store.entries(0, None):
             payload = row.payload
-            if payload is None:
-                yield row.idx, None
-            else:
+            if payload is not None:
                 yield from parsed(row.idx, Entry.from_canonical, payload)
+                continue
+            while waiting is not None and waiting[0] < row.idx:
+                waiting = next(archived, None)
+            yield waiting if waiting is not None and waiting[0] == row.idx else (row.idx, None)
     finally:
         store.close()
 
