@@ -92,6 +92,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from audit._report.data import CSV_COLUMNS, render_csv, render_json
+from audit._report.fleet import LAG_SECONDS, FleetReport, SiteSection, fleet_report
 from audit._report.html import render_html
 from audit._report.model import (
     CREDENTIAL_KINDS,
@@ -118,6 +119,7 @@ __all__ = [
     "DECISION_KINDS",
     "DEFAULT_DENY",
     "FORMATS",
+    "LAG_SECONDS",
     "NO_REASON",
     "SHOWN_FINDINGS",
     "UNCLASSIFIED",
@@ -125,11 +127,14 @@ __all__ = [
     "CredentialCount",
     "DecisionCount",
     "Finding",
+    "FleetReport",
     "Format",
     "Gap",
     "Report",
     "ReportStatus",
+    "SiteSection",
     "build_report",
+    "fleet_report",
     "merge_reports",
     "render",
 ]
@@ -138,9 +143,10 @@ Format = Literal["table", "html", "json", "csv"]
 FORMATS: tuple[str, ...] = get_args(Format)
 
 
-def render(report: Report, fmt: Format, *, color: bool = False) -> str:
-    """``report`` as ``table`` (terminal text), ``json``, ``csv`` or ``html`` (one
-    self-contained file). ``color`` adds ANSI colours to ``table`` (for a terminal).
+def render(report: Report | FleetReport, fmt: Format, *, color: bool = False) -> str:
+    """``report`` (one log's, or the fleet's) as ``table`` (terminal text), ``json``,
+    ``csv`` or ``html`` (one self-contained file). ``color`` adds ANSI colours to
+    ``table`` (for a terminal).
 
     Raises ``ValueError`` for any other format.
     """

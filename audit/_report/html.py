@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
+from audit._report.fleet import COMPLETE, FleetReport
 from audit._report.model import Report
 from audit._report.wording import (
     SHOWN_FINDINGS,
+    SITE_COLUMNS,
     clean,
     coverage_line,
     credential_label,
@@ -35,6 +37,7 @@ from audit._report.wording import (
     no_decisions,
     period_text,
     place_of,
+    site_row,
     utc_time,
 )
 
@@ -228,8 +231,13 @@ def _cards(report: Report) -> tuple[_Card, ...]:
     )
 
 
-def render_html(report: Report) -> str:
-    """``report`` as one self-contained HTML page (nothing is loaded from elsewhere)."""
+def render_html(report: Report | FleetReport) -> str:
+    """``report`` as one self-contained HTML page (nothing is loaded from elsewhere);
+    a fleet's report has its sites' coverage first, then the verified sites together."""
+    sites = None
+    if isinstance(report, FleetReport):
+        sites = [(site_row(s), s.state != COMPLETE, s.problem) for s in report.sites]
+        report = report.total
     status = report.status
     credentials = [(credential_label(c.kind), (c.issued, c.refused)) for c in report.credentials]
     redacted = ", ".join(str(index) for index in status.redacted[:_SHOWN_REDACTED])
@@ -241,6 +249,8 @@ def render_html(report: Report) -> str:
         .render(
             report=report,
             status=status,
+            sites=sites,
+            site_columns=SITE_COLUMNS,
             period=period_text(report),
             generated=utc_time(report.generated_at),
             first_entry=None if report.first_time is None else utc_time(report.first_time),

@@ -4,8 +4,12 @@ control and bidi-override characters escaped, times, the period and the verifica
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from audit._report.model import UNKNOWN, Finding, Gap, Report, ReportStatus
+
+if TYPE_CHECKING:
+    from audit._report.fleet import SiteSection
 
 SHOWN_FINDINGS = 1000
 """Findings listed in the table and HTML reports; JSON and CSV always hold all of them."""
@@ -104,3 +108,41 @@ def no_decisions(report: Report) -> str:
             f"{report.not_covered:,} entries of this period could not be read (see Coverage)."
         )
     return "No decisions, placements or admissions in this period."
+
+
+SITE_COLUMNS = (
+    "site",
+    "state",
+    "held",
+    "checkpoint",
+    "cosigned at",
+    "behind",
+    "allow",
+    "deny",
+    "violations",
+    "entries from",
+    "entries to",
+)
+"""The sites table of a fleet report (HTML; the terminal leaves out the last two)."""
+
+
+def site_row(site: SiteSection) -> tuple[str, ...]:
+    """One site's coverage and figures, as :data:`SITE_COLUMNS` reads them."""
+    report = site.report
+
+    def figure(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    return (
+        site.site,
+        site.state,
+        figure(site.entries),
+        figure(site.checkpoint),
+        "-" if site.cosigned is None else utc_time(site.cosigned).removesuffix(" UTC"),
+        figure(site.behind),
+        figure(None if report is None else report.allowed),
+        figure(None if report is None else report.denied),
+        figure(None if report is None else report.violations),
+        "-" if report is None or report.first_time is None else utc_time(report.first_time),
+        "-" if report is None or report.last_time is None else utc_time(report.last_time),
+    )
