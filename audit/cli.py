@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import getpass
 import json
 import sys
@@ -34,10 +35,12 @@ from audit._errors import (
 
 if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
     from audit._auditor import Period, Verdict, VerifiedReceipt
+    from audit._collector_audit import SiteCoverage
+    from audit._collector_store import CollectorStore
     from audit._entry import Entry
     from audit._log import AuditLog
     from audit._note import Checkpoint, VerifierKey
-    from audit._report import Gap, ReportStatus
+    from audit._report import FleetReport, Gap, Report, ReportStatus
     from audit._store import Store
 
 
@@ -548,34 +551,12 @@ def verify_fleet(
     checkpoints (signed by the keys the collector knows it by; with --witness-key,
     cosigned by that witness): per site and together, with each site's coverage
     (entries, checkpoints, time span). Exits 1 naming the first bad site and entry."""
-    from audit._collector_audit import verify_site
-    from audit._collector_store import CollectorStore
-    from audit._note import ALG_COSIGNATURE_V1, VerifierKey
-
+    store, witnesses = _open_collector(url, witness_texts)
     try:
-        witnesses = [VerifierKey.parse(text, ALG_COSIGNATURE_V1) for text in witness_texts]
-        store = CollectorStore(url)
-    except (KeyFormatError, StoreError) as exc:
-        raise InputError(str(exc)) from exc
-    try:
-        known = [status.name for status in store.statuses()]
-        unknown = sorted(set(names) - set(known))
-        if unknown:
-            raise InputError(f"the collector knows no site {', '.join(unknown)}")
         coverage = []
-        for name in names or tuple(known):
-            state = store.site(name)
-            assert state is not None
+        for name in _held_sites(store, names):
             try:
-                coverage.append(
-                    verify_site(
-                        name,
-                        store.entries(name),
-                        store.checkpoints(name),
-                        state.log.keys,
-                        witnesses,
-                    )
-                )
+                coverage.append(_verify_held(store, name, witnesses))
             except TamperDetected as exc:
                 failure = CheckFailed(f"{exc}")
                 if as_json:
@@ -595,6 +576,45 @@ def verify_fleet(
             f"{span}" + (f", {site.redacted} redacted" if site.redacted else "")
         )
     click.echo(f"fleet: {len(coverage)} site(s), {total:,} entries intact")
+
+
+def _open_collector(
+    url: str, witness_texts: Sequence[str]
+) -> tuple[CollectorStore, list[VerifierKey]]:
+    """The collector's database at ``url`` and the witnesses (``--witness-key``) whose
+    cosignature every checkpoint must carry."""
+    from audit._collector_store import CollectorStore
+    from audit._note import ALG_COSIGNATURE_V1, VerifierKey
+
+    try:
+        witnesses = [VerifierKey.parse(text, ALG_COSIGNATURE_V1) for text in witness_texts]
+        return CollectorStore(url), witnesses
+    except (KeyFormatError, StoreError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _held_sites(store: CollectorStore, names: Sequence[str]) -> list[str]:
+    """``names`` (every site the collector knows when empty); an unknown one is an
+    input error."""
+    known = [status.name for status in store.statuses()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise InputError(f"the collector knows no site {', '.join(unknown)}")
+    return list(names or known)
+
+
+def _verify_held(
+    store: CollectorStore, name: str, witnesses: Sequence[VerifierKey]
+) -> SiteCoverage:
+    """Site ``name``'s entries as the collector holds them, verified against its
+    cosigned checkpoints. Raises :class:`TamperDetected` naming the site."""
+    from audit._collector_audit import verify_site
+
+    state = store.site(name)
+    assert state is not None
+    return verify_site(
+        name, store.entries(name), store.checkpoints(name), state.log.keys, witnesses
+    )
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
@@ -1158,6 +1178,27 @@ def export(
     help="An archive (from `docket audit archive`), verified with the live log, whose "
     "entries stand in for the payloads pruned from it (repeatable).",
 )
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="Report on every site's entries as the collector holds them (--collector-db).",
+)
+@click.option("--collector-db", metavar="URL", help="The collector's database (with --fleet).")
+@click.option("--site", "sites", multiple=True, help="With --fleet: only this site (repeatable).")
+@click.option(
+    "--witness-key",
+    "witness_texts",
+    multiple=True,
+    metavar="VKEY",
+    help="With --fleet: a witness whose cosignature every checkpoint must carry.",
+)
+@click.option(
+    "--lag-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="With --fleet: a site whose last cosigned checkpoint is older lags.",
+)
 def report(
     since: str | None,
     until: str | None,
@@ -1170,6 +1211,11 @@ def report(
     key_texts: tuple[str, ...],
     redaction_texts: tuple[str, ...],
     archive_dirs: tuple[str, ...],
+    fleet: bool,
+    collector_db: str | None,
+    sites: tuple[str, ...],
+    witness_texts: tuple[str, ...],
+    lag_seconds: float,
 ) -> None:
     """Residency and compliance report for a period: decisions by classification and
     jurisdiction, any access or placement of data outside its declared residency,
@@ -1179,10 +1225,32 @@ def report(
     entry, never the unhashed columns; a column that disagrees with it, or a period
     with no entry, exits 1. Payloads pruned after archival are read from --archives
     (verified first); without them they are reported as not covered, and the report,
-    still written, exits 1 as INCOMPLETE."""
+    still written, exits 1 as INCOMPLETE. With --fleet, over every site the collector
+    holds: each site's entries verified against its cosigned checkpoints first, its
+    coverage shown (entries held, checkpoint, last cosigned, how far behind the head
+    it reported); a site that does not verify is left out of the totals with its
+    reason, and one that lags (or never pushed) makes the report INCOMPLETE."""
     from audit._report import build_report
 
     start_time, end_time = _parse_period(since, until)
+    if fleet or collector_db or sites or witness_texts:
+        local = ("--db", db), ("--data-dir", data_dir), ("--export", export)
+        given = [flag for flag, value in local if value] + ["--archives"] * bool(archive_dirs)
+        if given:
+            raise InputError(f"--fleet reads the collector's database: drop {', '.join(given)}")
+        if collector_db is None or not fleet:
+            raise InputError("--fleet needs --collector-db URL (and --collector-db needs --fleet)")
+        built_fleet = _fleet_report(
+            collector_db, sites, witness_texts, lag_seconds, start_time, end_time
+        )
+        if (
+            built_fleet.status.intact
+            and built_fleet.total.entries == 0
+            and (start_time or end_time)
+        ):
+            raise _nothing_in("report", start_time, end_time, built_fleet.status.tree_size)
+        _write_report(built_fleet, fmt, output)
+        return
     with _archive_copies(archive_dirs) as directories:
         status, gaps, held = _report_status(
             db, data_dir, export, checkpoint_files, key_texts, redaction_texts, directories
@@ -1205,18 +1273,81 @@ def report(
     _write_report(built, fmt, output)
 
 
-def _write_report(built: Any, fmt: str, output: Path | None) -> None:
-    """Print or write the rendered report (a :class:`~audit._report.Report` or a
-    :class:`~audit._report.FleetReport`), then fail when it is not intact or not
-    complete: the report is written either way, and says why."""
-    from audit._report import render
+def _fleet_report(
+    url: str,
+    names: Sequence[str],
+    witness_texts: Sequence[str],
+    lag_seconds: float,
+    since: datetime | None,
+    until: datetime | None,
+) -> FleetReport:
+    """Each site's entries as the collector holds them, verified (as `verify-fleet`
+    does) and then counted, with its coverage; the verified sites together."""
+    from audit._entry import Entry
+    from audit._report import ReportStatus, SiteSection, build_report, fleet_report
+
+    store, witnesses = _open_collector(url, witness_texts)
+    now = datetime.now(UTC)
+    sections = []
+    try:
+        held = {status.name: status for status in store.statuses()}
+        for name in _held_sites(store, names):
+            status = held[name]
+            judge = functools.partial(
+                SiteSection.judge,
+                cosigned=status.cosigned,
+                head=status.head,
+                now=now,
+                fork=status.last_incident,
+            )
+            try:
+                coverage = _verify_held(store, name, witnesses)
+            except TamperDetected as exc:
+                sections.append(
+                    judge(name, None, entries=status.size, checkpoint=status.size, problem=str(exc))
+                )  # fmt: skip
+                continue
+            entries = (
+                item
+                for index, payload, _ in store.entries(name)
+                if index < coverage.size
+                for item in (
+                    [(index, None)]
+                    if payload is None
+                    else _parsed(index, Entry.from_canonical, payload, skip_unreadable=False)
+                )
+            )
+            signed = f"{coverage.origin} size {coverage.size}, cosigned" if coverage.size else None
+            verified = ReportStatus(True, coverage.size, signed, None, ())
+            counted = build_report(
+                entries, since=since, until=until, status=verified, generated_at=now
+            )
+            sections.append(
+                judge(
+                    name, counted, entries=coverage.size,
+                    checkpoint=coverage.size if coverage.checkpoints else None,
+                    lag_seconds=lag_seconds,
+                )
+            )  # fmt: skip
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        store.close()
+    return fleet_report(sections, since=since, until=until, generated_at=now)
+
+
+def _write_report(built: Report | FleetReport, fmt: str, output: Path | None) -> None:
+    """Print or write the rendered report (one log's or the fleet's), then fail when it
+    is not intact or not complete: the report is written either way, and says why."""
+    from audit._report import FleetReport, render
     from audit._report.wording import coverage_line, gap_text
 
     failure = None
+    summary = built.total if isinstance(built, FleetReport) else built
     if not built.status.intact:
         failure = built.status.problem or "the log does not verify"
     elif not built.complete:
-        said = coverage_line(built).removeprefix("INCOMPLETE: ").split(";")[0]
+        said = coverage_line(summary).removeprefix("INCOMPLETE: ").split(";")[0]
         failure = f"report INCOMPLETE: {said}; {gap_text(built.gaps[0])}"
     text = render(built, fmt)  # type: ignore[arg-type]
     if output is None:
@@ -1302,6 +1433,24 @@ def _head_size(db: str | None, data_dir: Path | None) -> int:
         store.close()
 
 
+def _parsed(
+    index: int, parse: Callable[[Any], Entry], data: Any, *, skip_unreadable: bool
+) -> Iterator[tuple[int, Entry]]:
+    """Entry ``index`` parsed from ``data``. One that is no longer an entry (tampered
+    with) is left out with ``skip_unreadable`` (the log is reported as not intact
+    already), else it is an input error."""
+    from pydantic import ValidationError
+
+    try:
+        entry = parse(data)
+    except ValueError as exc:  # not JSON, or JSON that is not an entry
+        if skip_unreadable:
+            return
+        problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise InputError(f"entry {index} is not a Docket audit entry: {problem}") from exc
+    yield index, entry
+
+
 def _report_entries(
     db: str | None,
     data_dir: Path | None,
@@ -1314,20 +1463,11 @@ def _report_entries(
     ``archives`` (verified with it) when one holds it. A payload that is no longer an
     entry (tampered with) is left out when the log is already reported as not intact,
     else it is an input error."""
-    from pydantic import ValidationError
-
     from audit._archive import ENTRIES, segment_dirs
     from audit._entry import Entry
 
     def parsed(index: int, parse: Callable[[Any], Entry], data: Any) -> Iterator[tuple[int, Entry]]:
-        try:
-            entry = parse(data)
-        except ValueError as exc:  # not JSON, or JSON that is not an entry
-            if skip_unreadable:
-                return
-            problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            raise InputError(f"entry {index} is not a Docket audit entry: {problem}") from exc
-        yield index, entry
+        return _parsed(index, parse, data, skip_unreadable=skip_unreadable)
 
     def exported(path: Path) -> Iterator[tuple[int, Entry | None]]:
         with path.open(encoding="utf-8") as handle:

@@ -8,8 +8,10 @@ A site is **complete** when the collector holds every entry the site last report
 its last cosignature is recent (``lag_seconds``); **LAGGING** when the site reported
 more entries than the collector holds (a partition, a backlog) or its last cosignature
 is older (it may have entries it could not push); **NEVER PUSHED** before its first
-cosigned checkpoint; **NOT VERIFIED** when its entries do not verify: it is then left
-out of the totals, and the totals' status says why. Every state but complete is a gap
+cosigned checkpoint; **FORKED** once the collector recorded it signing two trees (what
+is held verified and counts, but the site's record is in doubt); **NOT VERIFIED** when
+its entries do not verify: it is then left out of the totals, and the totals' status
+says why. Every state but complete is a gap
 of the total (:attr:`FleetReport.complete` is false): a lagging fleet is never shown
 as a complete record.
 """
@@ -27,6 +29,7 @@ LAG_SECONDS = 60.0
 """A site whose last cosignature is older than this lags (``docket fleet status``'s default)."""
 
 COMPLETE, LAGGING, NEVER, NOT_VERIFIED = "complete", "LAGGING", "NEVER PUSHED", "NOT VERIFIED"
+FORKED = "FORKED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +66,16 @@ class SiteSection:
         now: datetime,
         problem: str | None = None,
         lag_seconds: float = LAG_SECONDS,
+        fork: str | None = None,
     ) -> SiteSection:
         """The section of ``site``, its state judged at ``now``: ``report`` is ``None``
-        when its entries did not verify (``problem`` says why)."""
+        when its entries did not verify (``problem`` says why); ``fork`` is the last
+        fork the collector recorded of it (its entries count, the record is in doubt)."""
         section = cls(site, COMPLETE, None, entries, checkpoint, cosigned, head, report)
         if report is None:
             return dataclasses.replace(section, state=NOT_VERIFIED, problem=problem)
+        if fork is not None:
+            return dataclasses.replace(section, state=FORKED, problem=fork)
         if cosigned is None:
             why = "no checkpoint of it was cosigned yet"
             return dataclasses.replace(section, state=NEVER, problem=why)

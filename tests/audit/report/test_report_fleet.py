@@ -117,3 +117,15 @@ def test_json_and_csv_hold_each_sites_report_and_coverage() -> None:
         r["log"]: r["value"] for r in rows if r["section"] == "site" and r["metric"] == "state"
     }
     assert state == {"eu-1": "complete", "eu-2": "LAGGING", "us-1": "NOT VERIFIED"}
+
+
+def test_a_site_that_forked_counts_but_leaves_the_record_in_doubt() -> None:
+    fork = "two roots for size 16"
+    site = SiteSection.judge(
+        "eu-4", build(), entries=16, checkpoint=16, cosigned=GENERATED, head=16, now=GENERATED,
+        fork=fork,
+    )  # fmt: skip
+    fleet = fleet_report([site], since=None, until=None, generated_at=GENERATED)
+    assert (site.state, site.problem) == ("FORKED", fork)
+    assert fleet.total.entries == 16
+    assert not fleet.complete
