@@ -1340,15 +1340,19 @@ def _write_report(built: Report | FleetReport, fmt: str, output: Path | None) ->
     """Print or write the rendered report (one log's or the fleet's), then fail when it
     is not intact or not complete: the report is written either way, and says why."""
     from audit._report import FleetReport, render
-    from audit._report.wording import coverage_line, gap_text
+    from audit._report.wording import gap_text
 
     failure = None
     summary = built.total if isinstance(built, FleetReport) else built
     if not built.status.intact:
         failure = built.status.problem or "the log does not verify"
     elif not built.complete:
-        said = coverage_line(summary).removeprefix("INCOMPLETE: ").split(";")[0]
-        failure = f"report INCOMPLETE: {said}; {gap_text(built.gaps[0])}"
+        unread = f"{summary.not_covered:,} entries of this period could not be read; "
+        more = len(built.gaps) - 1
+        failure = (
+            f"report INCOMPLETE: {unread * bool(summary.not_covered)}{gap_text(built.gaps[0])}"
+            + f" (and {more} more gap(s), listed in the report)" * bool(more)
+        )
     text = render(built, fmt)  # type: ignore[arg-type]
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))

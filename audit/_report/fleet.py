@@ -134,7 +134,7 @@ def fleet_report(
     status = ReportStatus(
         intact=not excluded,
         tree_size=sum(s.entries for s in sites if s.report is not None),
-        checkpoint=f"{len(counted)} site(s), each against its own cosigned checkpoints",
+        checkpoint=f"each site's own cosigned checkpoints ({len(counted)} site(s))",
         problem="; ".join(
             f"site {s.site} NOT VERIFIED, excluded from the totals: {s.problem}" for s in excluded
         )

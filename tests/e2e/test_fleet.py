@@ -253,6 +253,23 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     assert report["eu-2"]["checkpoints"] >= 2
     assert report["eu-2"]["first"] <= report["eu-2"]["last"]
 
+    # The report over the fleet: each site per its coverage, all of them together.
+    shown = _docket(
+        "audit", "report", "--fleet", "--collector-db", fleet.database,
+        "--witness-key", fleet.vkey, "--format", "json", "--lag-seconds", "3600",
+    )  # fmt: skip
+    assert shown.returncode == 1, shown.stdout + shown.stderr  # eu-1 forked: in doubt
+    document = json.loads(shown.stdout)
+    sites = {site["site"]: site for site in document["sites"]}
+    assert sites["eu-1"]["coverage"]["state"] == "FORKED"
+    for name in ("eu-2", "us-1"):
+        assert sites[name]["coverage"]["state"] == "complete", sites[name]["coverage"]
+    assert {name: site["report"]["entries"] for name, site in sites.items()} == {
+        name: report[name]["size"] for name in SITES
+    }
+    assert document["entries"] == sum(report[name]["size"] for name in SITES)
+    assert "report INCOMPLETE" in shown.stderr
+
     # An entry changed in the collector's database: the auditor names the site and entry.
     conninfo = sa.make_url(fleet.database).set(drivername="postgresql")
     with psycopg.connect(conninfo.render_as_string(hide_password=False)) as connection:
@@ -263,6 +280,16 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     tampered = _docket("audit", "verify-fleet", "--collector-db", fleet.database)
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     assert "entry 7: modified: site eu-2" in tampered.stderr
+    excluded = _docket(
+        "audit", "report", "--fleet", "--collector-db", fleet.database, "--format", "json"
+    )  # fmt: skip
+    assert excluded.returncode == 1, excluded.stdout + excluded.stderr
+    document = json.loads(excluded.stdout)
+    sites = {site["site"]: site for site in document["sites"]}
+    assert sites["eu-2"]["coverage"]["state"] == "NOT VERIFIED"
+    assert sites["eu-2"]["report"] is None
+    assert document["entries"] == report["eu-1"]["size"] + report["us-1"]["size"]
+    assert "site eu-2 NOT VERIFIED, excluded from the totals: entry 7" in excluded.stderr
 
 
 def test_bad_pushes_are_refused_with_their_reason_and_change_nothing(fleet: Fleet) -> None:
