@@ -41,14 +41,22 @@ JSON (``render(report, "json")``), one object, keys always present, times RFC 33
      "verification": {"intact": bool, "tree_size": int, "checkpoint": str|null,
                       "problem": str|null, "redacted": [int]},
      "entries": int, "redacted": int, "totals": {kind: int},      # every kind, zeros too
+     "coverage": {"complete": bool, "not_covered": int,           # entries not read
+                  "gaps": [{"log"?, "first", "last", "reason"}]},
      "decisions": [{"classification", "jurisdiction", "allow", "deny"}],
      "residency": {"violations": int,
-                   "findings": [{"index", "time", "kind", "subject", "action", "resource",
+                   "findings": [{"log"?, "index", "time", "kind", "subject", "action", "resource",
                                  "classification", "residency": [str], "jurisdiction",
                                  "site", "sites": [str], "decision_id"}]},
      "denials": [{"policy", "count"}],                             # most first
      "credentials": {"attestation"|"certificate":
                      {"issued", "refused", "refusals": [{"reason", "count"}]}}}
+
+``"log"`` is there only in a report of several logs (the fleet's total): the site.
+The fleet's report (``render(fleet, "json")``, a :class:`FleetReport`) is the total's
+object with ``"report": "docket-fleet-residency"`` and ``"sites": [{"site",
+"coverage": {"state", "problem", "entries", "checkpoint", "cosigned", "head", "behind",
+"first_entry", "last_entry"}, "report": {…one log's object…} | null}]``.
 
 CSV (``render(report, "csv")``), a long format with the header
 ``section,kind,classification,jurisdiction,policy,reason,index,site,metric,value``;
@@ -63,6 +71,8 @@ period             --                                          since, until, gen
 verification       --                                          intact, tree_size,
                                                                checkpoint, problem,
                                                                redacted_in_log
+coverage           index (a gap's first), site (its log)       complete, not_covered,
+                                                               gap_last, gap_reason
 summary            --                                          entries, redacted,
                                                                residency_violations
 totals             kind                                        entries
@@ -76,11 +86,15 @@ residency_finding  kind, classification, jurisdiction, index,  violation (value 
                                                                decision_id
 =================  ==========================================  ===========================
 
+The fleet's CSV has a first column more, ``log``: empty for the total's rows, the site's
+name for its own rows and for its coverage (section ``site``, metrics as the JSON's).
+
 Modules, one reason to change each: :mod:`~audit._report.model` (the counts and
 :func:`build_report`), :mod:`~audit._report.text` (the terminal table),
 :mod:`~audit._report.data` (JSON and CSV), :mod:`~audit._report.html` (the page, from
 ``templates/report.html.j2`` and ``templates/report.css``) and
-:mod:`~audit._report.wording` (how values read in every format).
+:mod:`~audit._report.wording` (how values read in every format); the fleet's sections
+and states in :mod:`~audit._report.fleet`.
 
 Text taken from entries is caller-supplied: every renderer escapes control and
 bidirectional-override characters, HTML escapes all of it, and CSV cells that a
