@@ -531,18 +531,21 @@ def verify(
         click.echo(line)
 
 
-@audit.command(name="verify-fleet")
-@click.option(
-    "--collector-db", "url", required=True, metavar="URL", help="The collector's database."
-)
-@click.option("--site", "names", multiple=True, help="Only this site (repeatable) [every one].")
-@click.option(
+witness_key_option = click.option(
     "--witness-key",
     "witness_texts",
     multiple=True,
     metavar="VKEY",
     help="A witness (the collector's) whose cosignature every checkpoint must carry.",
 )
+
+
+@audit.command(name="verify-fleet")
+@click.option(
+    "--collector-db", "url", required=True, metavar="URL", help="The collector's database."
+)
+@click.option("--site", "names", multiple=True, help="Only this site (repeatable) [every one].")
+@witness_key_option
 @json_option
 def verify_fleet(
     url: str, names: tuple[str, ...], witness_texts: tuple[str, ...], as_json: bool
@@ -1185,13 +1188,7 @@ def export(
 )
 @click.option("--collector-db", metavar="URL", help="The collector's database (with --fleet).")
 @click.option("--site", "sites", multiple=True, help="With --fleet: only this site (repeatable).")
-@click.option(
-    "--witness-key",
-    "witness_texts",
-    multiple=True,
-    metavar="VKEY",
-    help="With --fleet: a witness whose cosignature every checkpoint must carry.",
-)
+@witness_key_option
 @click.option(
     "--lag-seconds",
     type=float,
