@@ -1302,7 +1302,7 @@ def _fleet_report(
             except TamperDetected as exc:
                 sections.append(
                     judge(name, None, entries=status.size, checkpoint=status.size, problem=str(exc))
-                )  # fmt: skip
+                )
                 continue
             entries = (
                 item
@@ -1314,7 +1314,8 @@ def _fleet_report(
                     else _parsed(index, Entry.from_canonical, payload, skip_unreadable=False)
                 )
             )
-            signed = f"{coverage.origin} size {coverage.size}, cosigned" if coverage.size else None
+            by = "cosigned by --witness-key" if witnesses else "witness cosignatures not checked"
+            signed = f"{coverage.origin} size {coverage.size}, {by}" if coverage.size else None
             verified = ReportStatus(True, coverage.size, signed, None, ())
             counted = build_report(
                 entries, since=since, until=until, status=verified, generated_at=now
