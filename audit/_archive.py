@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from audit._log import AuditLog
 
 ARCHIVE_FORMAT = "docket-audit-archive/1"
+ANYWHERE = [(0, sys.maxsize)]
+"""The ``archived`` ranges that accept every pruned payload, held by an archive or not."""
 ENTRIES, CHECKPOINT, CONSISTENCY, MANIFEST = (
     "entries.jsonl",
     "checkpoint",
@@ -350,11 +353,13 @@ def verify_with_archives(
     redaction_keys: Sequence[VerifierKey] = (),
     extra: Sequence[tuple[str, str]] = (),
     progress: Callable[[int], None] | None = None,
+    unarchived_ok: bool = False,
 ) -> tuple[Verdict, list[Segment]]:
     """Verify the archives in ``directories`` (:func:`open_archives`), then the live log
     in ``store`` with every segment's checkpoint among those its roots must match, and
-    its pruned payloads accepted where a segment holds them. Raises
-    :class:`TamperDetected`, :class:`~audit.StoreError`."""
+    its pruned payloads accepted where a segment holds them (with ``unarchived_ok``,
+    elsewhere too: a report counts those as not covered; the verdict's ``pruned`` lists
+    them all). Raises :class:`TamperDetected`, :class:`~audit.StoreError`."""
     segments = open_archives(directories, keys, store.origin, redaction_keys)
     notes = [(f"archive {s.path.name}", s.note) for s in segments]
     verdict = verify_store(
@@ -363,7 +368,7 @@ def verify_with_archives(
         redaction_keys=redaction_keys,
         extra=[*extra, *notes],
         progress=progress,
-        archived=[(s.first, s.last) for s in segments],
+        archived=[(s.first, s.last) for s in segments] + ANYWHERE * unarchived_ok,
     )
     return dataclasses.replace(verdict, kept=verdict.kept[: len(extra)]), segments
 

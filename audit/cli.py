@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import getpass
 import json
 import sys
@@ -34,9 +35,12 @@ from audit._errors import (
 
 if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
     from audit._auditor import Period, Verdict, VerifiedReceipt
+    from audit._collector_audit import SiteCoverage
+    from audit._collector_store import CollectorStore
     from audit._entry import Entry
     from audit._log import AuditLog
     from audit._note import Checkpoint, VerifierKey
+    from audit._report import FleetReport, Gap, Report, ReportStatus
     from audit._store import Store
 
 
@@ -302,7 +306,11 @@ def _run_verify(
     key_texts: Sequence[str],
     redaction_texts: Sequence[str] = (),
     archives: Sequence[str] = (),
+    unarchived_ok: bool = False,
 ) -> Verdict:
+    """The verdict of ``docket audit verify``; with ``unarchived_ok``, payloads pruned
+    after archival verify without an archive holding them (in ``verdict.log.pruned``:
+    the report counts those no archive holds as not covered)."""
     from audit._auditor import verify_export
 
     extra = [(str(path), _read_note(path)) for path in checkpoint_files]
@@ -340,7 +348,9 @@ def _run_verify(
                 if not keys:
                     raise InputError("the log names no verifier key: pass --key")
             with progress_bar("verifying", store.head().size) as progress:
-                verdict = _verify_live(store, keys, redaction_keys, extra, progress, archives)
+                verdict = _verify_live(
+                    store, keys, redaction_keys, extra, progress, archives, unarchived_ok
+                )
             if not notes:
                 _covered(verdict, keys)
             return dataclasses.replace(verdict, notes=(*verdict.notes, *notes))
@@ -362,18 +372,30 @@ def _verify_live(
     extra: Sequence[tuple[str, str]],
     progress: Callable[[int], None],
     archives: Sequence[str],
+    unarchived_ok: bool = False,
 ) -> Verdict:
     """The live log, and with ``archives`` the segments archived from it, together."""
-    from audit._archive import verify_with_archives
+    from audit._archive import ANYWHERE, verify_with_archives
     from audit._auditor import verify_store
 
     if not archives:
         return verify_store(
-            store, keys, redaction_keys=redaction_keys, extra=extra, progress=progress
+            store,
+            keys,
+            redaction_keys=redaction_keys,
+            extra=extra,
+            progress=progress,
+            archived=ANYWHERE * unarchived_ok,
         )
     with _archive_copies(archives) as directories:
         verdict, segments = verify_with_archives(
-            store, keys, directories, redaction_keys=redaction_keys, extra=extra, progress=progress
+            store,
+            keys,
+            directories,
+            redaction_keys=redaction_keys,
+            extra=extra,
+            progress=progress,
+            unarchived_ok=unarchived_ok,
         )
     if not segments:
         note = "no archived segment in " + ", ".join(archives)
@@ -509,18 +531,21 @@ def verify(
         click.echo(line)
 
 
-@audit.command(name="verify-fleet")
-@click.option(
-    "--collector-db", "url", required=True, metavar="URL", help="The collector's database."
-)
-@click.option("--site", "names", multiple=True, help="Only this site (repeatable) [every one].")
-@click.option(
+witness_key_option = click.option(
     "--witness-key",
     "witness_texts",
     multiple=True,
     metavar="VKEY",
     help="A witness (the collector's) whose cosignature every checkpoint must carry.",
 )
+
+
+@audit.command(name="verify-fleet")
+@click.option(
+    "--collector-db", "url", required=True, metavar="URL", help="The collector's database."
+)
+@click.option("--site", "names", multiple=True, help="Only this site (repeatable) [every one].")
+@witness_key_option
 @json_option
 def verify_fleet(
     url: str, names: tuple[str, ...], witness_texts: tuple[str, ...], as_json: bool
@@ -529,34 +554,12 @@ def verify_fleet(
     checkpoints (signed by the keys the collector knows it by; with --witness-key,
     cosigned by that witness): per site and together, with each site's coverage
     (entries, checkpoints, time span). Exits 1 naming the first bad site and entry."""
-    from audit._collector_audit import verify_site
-    from audit._collector_store import CollectorStore
-    from audit._note import ALG_COSIGNATURE_V1, VerifierKey
-
+    store, witnesses = _open_collector(url, witness_texts)
     try:
-        witnesses = [VerifierKey.parse(text, ALG_COSIGNATURE_V1) for text in witness_texts]
-        store = CollectorStore(url)
-    except (KeyFormatError, StoreError) as exc:
-        raise InputError(str(exc)) from exc
-    try:
-        known = [status.name for status in store.statuses()]
-        unknown = sorted(set(names) - set(known))
-        if unknown:
-            raise InputError(f"the collector knows no site {', '.join(unknown)}")
         coverage = []
-        for name in names or tuple(known):
-            state = store.site(name)
-            assert state is not None
+        for name in _held_sites(store, names):
             try:
-                coverage.append(
-                    verify_site(
-                        name,
-                        store.entries(name),
-                        store.checkpoints(name),
-                        state.log.keys,
-                        witnesses,
-                    )
-                )
+                coverage.append(_verify_held(store, name, witnesses))
             except TamperDetected as exc:
                 failure = CheckFailed(f"{exc}")
                 if as_json:
@@ -576,6 +579,45 @@ def verify_fleet(
             f"{span}" + (f", {site.redacted} redacted" if site.redacted else "")
         )
     click.echo(f"fleet: {len(coverage)} site(s), {total:,} entries intact")
+
+
+def _open_collector(
+    url: str, witness_texts: Sequence[str]
+) -> tuple[CollectorStore, list[VerifierKey]]:
+    """The collector's database at ``url`` and the witnesses (``--witness-key``) whose
+    cosignature every checkpoint must carry."""
+    from audit._collector_store import CollectorStore
+    from audit._note import ALG_COSIGNATURE_V1, VerifierKey
+
+    try:
+        witnesses = [VerifierKey.parse(text, ALG_COSIGNATURE_V1) for text in witness_texts]
+        return CollectorStore(url), witnesses
+    except (KeyFormatError, StoreError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _held_sites(store: CollectorStore, names: Sequence[str]) -> list[str]:
+    """``names`` (every site the collector knows when empty); an unknown one is an
+    input error."""
+    known = [status.name for status in store.statuses()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise InputError(f"the collector knows no site {', '.join(unknown)}")
+    return list(names or known)
+
+
+def _verify_held(
+    store: CollectorStore, name: str, witnesses: Sequence[VerifierKey]
+) -> SiteCoverage:
+    """Site ``name``'s entries as the collector holds them, verified against its
+    cosigned checkpoints. Raises :class:`TamperDetected` naming the site."""
+    from audit._collector_audit import verify_site
+
+    state = store.site(name)
+    assert state is not None
+    return verify_site(
+        name, store.entries(name), store.checkpoints(name), state.log.keys, witnesses
+    )
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
@@ -1134,6 +1176,29 @@ def export(
 @_export_and_checkpoint_options("Report on")
 @key_option
 @redaction_key_option
+@click.option(
+    "--archives",
+    "archive_dirs",
+    multiple=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="An archive (from `docket audit archive`), verified with the live log, whose "
+    "entries stand in for the payloads pruned from it (repeatable).",
+)
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="Report on every site's entries as the collector holds them (--collector-db).",
+)
+@click.option("--collector-db", metavar="URL", help="The collector's database (with --fleet).")
+@click.option("--site", "sites", multiple=True, help="With --fleet: only this site (repeatable).")
+@witness_key_option
+@click.option(
+    "--lag-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="With --fleet: a site whose last cosigned checkpoint is older lags.",
+)
 def report(
     since: str | None,
     until: str | None,
@@ -1145,6 +1210,12 @@ def report(
     checkpoint_files: tuple[Path, ...],
     key_texts: tuple[str, ...],
     redaction_texts: tuple[str, ...],
+    archive_dirs: tuple[str, ...],
+    fleet: bool,
+    collector_db: str | None,
+    sites: tuple[str, ...],
+    witness_texts: tuple[str, ...],
+    lag_seconds: float,
 ) -> None:
     """Residency and compliance report for a period: decisions by classification and
     jurisdiction, any access or placement of data outside its declared residency,
@@ -1152,42 +1223,137 @@ def report(
     credentials issued and refused, and whether the log verified (and against which
     checkpoint). The period is mapped to entries by the time inside each hashed
     entry, never the unhashed columns; a column that disagrees with it, or a period
-    with no entry, exits 1."""
-    from audit._auditor import root_b64
-    from audit._report import ReportStatus, build_report, render
+    with no entry, exits 1. Payloads pruned after archival are read from --archives
+    (verified first); without them they are reported as not covered, and the report,
+    still written, exits 1 as INCOMPLETE. With --fleet, over every site the collector
+    holds: each site's entries verified against its cosigned checkpoints first, its
+    coverage shown (entries held, checkpoint, last cosigned, how far behind the head
+    it reported); a site that does not verify is left out of the totals with its
+    reason, and one that lags (or never pushed) makes the report INCOMPLETE."""
+    from audit._report import build_report
 
     start_time, end_time = parse_period(since, until)
-    try:
-        verdict = _run_verify(db, data_dir, export, checkpoint_files, key_texts, redaction_texts)
-        anchor = verdict.anchor
-        status = ReportStatus(
-            intact=True,
-            tree_size=verdict.log.size,
-            checkpoint=None
-            if anchor is None
-            else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}"
-            + "".join(f" ({note})" for note in verdict.notes),
-            problem=None,
-            redacted=verdict.log.redacted,
-            keys=verdict.keys,
+    if fleet or collector_db or sites or witness_texts:
+        local = ("--db", db), ("--data-dir", data_dir), ("--export", export)
+        given = [flag for flag, value in local if value] + ["--archives"] * bool(archive_dirs)
+        if given:
+            raise InputError(f"--fleet reads the collector's database: drop {', '.join(given)}")
+        if collector_db is None or not fleet:
+            raise InputError("--fleet needs --collector-db URL (and --collector-db needs --fleet)")
+        built_fleet = _fleet_report(
+            collector_db, sites, witness_texts, lag_seconds, start_time, end_time
         )
-    except CheckFailed as exc:
-        tamper = exc.__cause__
-        status = ReportStatus(
-            intact=False,
-            tree_size=_head_size(db, data_dir) if export is None else 0,
-            checkpoint=None,
-            problem=str(tamper) if isinstance(tamper, TamperDetected) else exc.format_message(),
-            redacted=(),
+        if (
+            built_fleet.status.intact
+            and built_fleet.total.entries == 0
+            and (start_time or end_time)
+        ):
+            raise _nothing_in("report", start_time, end_time, built_fleet.status.tree_size)
+        _write_report(built_fleet, fmt, output)
+        return
+    with _archive_copies(archive_dirs) as directories:
+        status, gaps, held = _report_status(
+            db, data_dir, export, checkpoint_files, key_texts, redaction_texts, directories
         )
-    # Verifying the store also compared its kind and time columns with the payloads;
-    # build_report selects by each payload's own time.
-    entries = _report_entries(db, data_dir, export, skip_unreadable=not status.intact)
-    built = build_report(
-        entries, since=start_time, until=end_time, status=status, generated_at=datetime.now(UTC)
-    )
+        # Verifying the store also compared its kind and time columns with the payloads;
+        # build_report selects by each payload's own time.
+        entries = _report_entries(
+            db, data_dir, export, skip_unreadable=not status.intact, archives=held
+        )
+        built = build_report(
+            entries,
+            since=start_time,
+            until=end_time,
+            status=status,
+            generated_at=datetime.now(UTC),
+            gaps=gaps,
+        )
     if status.intact and built.entries == 0 and (start_time or end_time):
         raise _nothing_in("report", start_time, end_time, status.tree_size)
+    _write_report(built, fmt, output)
+
+
+def _fleet_report(
+    url: str,
+    names: Sequence[str],
+    witness_texts: Sequence[str],
+    lag_seconds: float,
+    since: datetime | None,
+    until: datetime | None,
+) -> FleetReport:
+    """Each site's entries as the collector holds them, verified (as `verify-fleet`
+    does) and then counted, with its coverage; the verified sites together."""
+    from audit._entry import Entry
+    from audit._report import ReportStatus, SiteSection, build_report, fleet_report
+
+    store, witnesses = _open_collector(url, witness_texts)
+    now = datetime.now(UTC)
+    sections = []
+    try:
+        held = {status.name: status for status in store.statuses()}
+        for name in _held_sites(store, names):
+            status = held[name]
+            judge = functools.partial(
+                SiteSection.judge,
+                cosigned=status.cosigned,
+                head=status.head,
+                now=now,
+                fork=status.last_incident,
+            )
+            try:
+                coverage = _verify_held(store, name, witnesses)
+            except TamperDetected as exc:
+                sections.append(
+                    judge(name, None, entries=status.size, checkpoint=status.size, problem=str(exc))
+                )
+                continue
+            entries = (
+                item
+                for index, payload, _ in store.entries(name)
+                if index < coverage.size
+                for item in (
+                    [(index, None)]
+                    if payload is None
+                    else _parsed(index, Entry.from_canonical, payload, skip_unreadable=False)
+                )
+            )
+            by = "cosigned by --witness-key" if witnesses else "witness cosignatures not checked"
+            signed = f"{coverage.origin} size {coverage.size}, {by}" if coverage.size else None
+            verified = ReportStatus(True, coverage.size, signed, None, ())
+            counted = build_report(
+                entries, since=since, until=until, status=verified, generated_at=now
+            )
+            sections.append(
+                judge(
+                    name, counted, entries=coverage.size,
+                    checkpoint=coverage.size if coverage.checkpoints else None,
+                    lag_seconds=lag_seconds,
+                )
+            )  # fmt: skip
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        store.close()
+    return fleet_report(sections, since=since, until=until, generated_at=now)
+
+
+def _write_report(built: Report | FleetReport, fmt: str, output: Path | None) -> None:
+    """Print or write the rendered report (one log's or the fleet's), then fail when it
+    is not intact or not complete: the report is written either way, and says why."""
+    from audit._report import FleetReport, render
+    from audit._report.wording import gap_text
+
+    failure = None
+    summary = built.total if isinstance(built, FleetReport) else built
+    if not built.status.intact:
+        failure = built.status.problem or "the log does not verify"
+    elif not built.complete:
+        unread = f"{summary.not_covered:,} entries of this period could not be read; "
+        more = len(built.gaps) - 1
+        failure = (
+            f"report INCOMPLETE: {unread * bool(summary.not_covered)}{gap_text(built.gaps[0])}"
+            + f" (and {more} more gap(s), listed in the report)" * bool(more)
+        )
     text = render(built, fmt)  # type: ignore[arg-type]
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -1196,9 +1362,70 @@ def report(
             output.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot write {output}: {exc.strerror}") from exc
-        click.echo(f"report written to {output}", err=True)
-    if not status.intact:
-        raise CheckFailed(status.problem or "the log does not verify")
+        if failure is None:
+            click.echo(f"report written to {output}", err=True)
+    if failure is not None:
+        raise CheckFailed(failure + ("" if output is None else f" (report written to {output})"))
+
+
+def _report_status(
+    db: str | None,
+    data_dir: Path | None,
+    export: Path | None,
+    checkpoint_files: Sequence[Path],
+    key_texts: Sequence[str],
+    redaction_texts: Sequence[str],
+    archives: Sequence[Path],
+) -> tuple[ReportStatus, list[Gap], list[Path]]:
+    """Verify the log (with its ``archives``) as `verify` does, pruned payloads no
+    archive holds accepted: the report's status, the gaps those leave, and the archives
+    whose entries may be read (none when the log or an archive does not verify)."""
+    from audit._archive import segment_dirs
+    from audit._auditor import root_b64
+    from audit._report import Gap, ReportStatus
+
+    locations = [str(directory) for directory in archives]
+    try:
+        verdict = _run_verify(
+            db, data_dir, export, checkpoint_files, key_texts, redaction_texts, locations, True
+        )
+    except CheckFailed as exc:
+        tamper = exc.__cause__
+        failed = ReportStatus(
+            intact=False,
+            tree_size=_head_size(db, data_dir) if export is None else 0,
+            checkpoint=None,
+            problem=str(tamper) if isinstance(tamper, TamperDetected) else exc.format_message(),
+            redacted=(),
+        )
+        return failed, [], []
+    anchor = verdict.anchor
+    status = ReportStatus(
+        intact=True,
+        tree_size=verdict.log.size,
+        checkpoint=None
+        if anchor is None
+        else f"{verdict.origin} size {anchor.size} root {root_b64(anchor.root)}"
+        + "".join(f" ({note})" for note in verdict.notes),
+        problem=None,
+        redacted=verdict.log.redacted,
+        keys=verdict.keys,
+    )
+    held = [
+        tuple(int(n) for n in path.name.split("-")[1:])
+        for directory in archives
+        for path in segment_dirs(directory)
+    ]
+    gaps: list[Gap] = []
+    for index in verdict.log.pruned:
+        if any(first <= index <= last for first, last in held):
+            continue
+        if gaps and gaps[-1].last == index - 1:
+            gaps[-1] = dataclasses.replace(gaps[-1], last=index)
+        else:
+            reason = "payloads pruned after archival; no archive given holds them (pass --archives)"
+            gaps.append(Gap(index, index, reason))
+    return status, gaps, list(archives)
 
 
 def _head_size(db: str | None, data_dir: Path | None) -> int:
@@ -1211,31 +1438,44 @@ def _head_size(db: str | None, data_dir: Path | None) -> int:
         store.close()
 
 
+def _parsed(
+    index: int, parse: Callable[[Any], Entry], data: Any, *, skip_unreadable: bool
+) -> Iterator[tuple[int, Entry]]:
+    """Entry ``index`` parsed from ``data``. One that is no longer an entry (tampered
+    with) is left out with ``skip_unreadable`` (the log is reported as not intact
+    already), else it is an input error."""
+    from pydantic import ValidationError
+
+    try:
+        entry = parse(data)
+    except ValueError as exc:  # not JSON, or JSON that is not an entry
+        if skip_unreadable:
+            return
+        problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise InputError(f"entry {index} is not a Docket audit entry: {problem}") from exc
+    yield index, entry
+
+
 def _report_entries(
     db: str | None,
     data_dir: Path | None,
     export: Path | None,
     *,
     skip_unreadable: bool,
+    archives: Sequence[Path] = (),
 ) -> Iterator[tuple[int, Entry | None]]:
-    """The entries to count. A payload that is no longer an entry (tampered with) is
-    left out when the log is already reported as not intact, else it is an input error."""
-    from pydantic import ValidationError
-
+    """The entries to count; a payload pruned from the live log is read from the
+    ``archives`` (verified with it) when one holds it. A payload that is no longer an
+    entry (tampered with) is left out when the log is already reported as not intact,
+    else it is an input error."""
+    from audit._archive import ENTRIES, segment_dirs
     from audit._entry import Entry
 
     def parsed(index: int, parse: Callable[[Any], Entry], data: Any) -> Iterator[tuple[int, Entry]]:
-        try:
-            entry = parse(data)
-        except ValueError as exc:  # not JSON, or JSON that is not an entry
-            if skip_unreadable:
-                return
-            problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            raise InputError(f"entry {index} is not a Docket audit entry: {problem}") from exc
-        yield index, entry
+        return _parsed(index, parse, data, skip_unreadable=skip_unreadable)
 
-    if export is not None:
-        with export.open(encoding="utf-8") as handle:
+    def exported(path: Path) -> Iterator[tuple[int, Entry | None]]:
+        with path.open(encoding="utf-8") as handle:
             for line in handle:
                 value = json.loads(line)
                 if value.get("type") == "entry":
@@ -1244,17 +1484,29 @@ def _report_entries(
                         yield index, None
                     else:
                         yield from parsed(index, Entry.model_validate, document)
+
+    if export is not None:
+        yield from exported(export)
         return
+    archived = (
+        item
+        for directory in archives
+        for path in segment_dirs(directory)
+        for item in exported(path / ENTRIES)
+    )
+    waiting = next(archived, None)
     store = _open_store(db, data_dir)
     try:
         # Every entry is read: the time column is not hashed, so it cannot choose
         # them; build_report selects by each entry's own (hashed) time.
         for row in store.entries(0, None):
             payload = row.payload
-            if payload is None:
-                yield row.idx, None
-            else:
+            if payload is not None:
                 yield from parsed(row.idx, Entry.from_canonical, payload)
+                continue
+            while waiting is not None and waiting[0] < row.idx:
+                waiting = next(archived, None)
+            yield waiting if waiting is not None and waiting[0] == row.idx else (row.idx, None)
     finally:
         store.close()
 

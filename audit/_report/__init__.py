@@ -41,14 +41,22 @@ JSON (``render(report, "json")``), one object, keys always present, times RFC 33
      "verification": {"intact": bool, "tree_size": int, "checkpoint": str|null,
                       "problem": str|null, "redacted": [int]},
      "entries": int, "redacted": int, "totals": {kind: int},      # every kind, zeros too
+     "coverage": {"complete": bool, "not_covered": int,           # entries not read
+                  "gaps": [{"log"?, "first", "last", "reason"}]},
      "decisions": [{"classification", "jurisdiction", "allow", "deny"}],
      "residency": {"violations": int,
-                   "findings": [{"index", "time", "kind", "subject", "action", "resource",
+                   "findings": [{"log"?, "index", "time", "kind", "subject", "action", "resource",
                                  "classification", "residency": [str], "jurisdiction",
                                  "site", "sites": [str], "decision_id"}]},
      "denials": [{"policy", "count"}],                             # most first
      "credentials": {"attestation"|"certificate":
                      {"issued", "refused", "refusals": [{"reason", "count"}]}}}
+
+``"log"`` is there only in a report of several logs (the fleet's total): the site.
+The fleet's report (``render(fleet, "json")``, a :class:`FleetReport`) is the total's
+object with ``"report": "docket-fleet-residency"`` and ``"sites": [{"site",
+"coverage": {"state", "problem", "entries", "checkpoint", "cosigned", "head", "behind",
+"first_entry", "last_entry"}, "report": {…one log's object…} | null}]``.
 
 CSV (``render(report, "csv")``), a long format with the header
 ``section,kind,classification,jurisdiction,policy,reason,index,site,metric,value``;
@@ -63,6 +71,8 @@ period             --                                          since, until, gen
 verification       --                                          intact, tree_size,
                                                                checkpoint, problem,
                                                                redacted_in_log
+coverage           index (a gap's first), site (its log)       complete, not_covered,
+                                                               gap_last, gap_reason
 summary            --                                          entries, redacted,
                                                                residency_violations
 totals             kind                                        entries
@@ -76,11 +86,15 @@ residency_finding  kind, classification, jurisdiction, index,  violation (value 
                                                                decision_id
 =================  ==========================================  ===========================
 
+The fleet's CSV has a first column more, ``log``: empty for the total's rows, the site's
+name for its own rows and for its coverage (section ``site``, metrics as the JSON's).
+
 Modules, one reason to change each: :mod:`~audit._report.model` (the counts and
 :func:`build_report`), :mod:`~audit._report.text` (the terminal table),
 :mod:`~audit._report.data` (JSON and CSV), :mod:`~audit._report.html` (the page, from
 ``templates/report.html.j2`` and ``templates/report.css``) and
-:mod:`~audit._report.wording` (how values read in every format).
+:mod:`~audit._report.wording` (how values read in every format); the fleet's sections
+and states in :mod:`~audit._report.fleet`.
 
 Text taken from entries is caller-supplied: every renderer escapes control and
 bidirectional-override characters, HTML escapes all of it, and CSV cells that a
@@ -92,6 +106,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from audit._report.data import CSV_COLUMNS, render_csv, render_json
+from audit._report.fleet import LAG_SECONDS, FleetReport, SiteSection, fleet_report
 from audit._report.html import render_html
 from audit._report.model import (
     CREDENTIAL_KINDS,
@@ -103,9 +118,11 @@ from audit._report.model import (
     CredentialCount,
     DecisionCount,
     Finding,
+    Gap,
     Report,
     ReportStatus,
     build_report,
+    merge_reports,
 )
 from audit._report.text import render_table
 from audit._report.wording import SHOWN_FINDINGS
@@ -116,6 +133,7 @@ __all__ = [
     "DECISION_KINDS",
     "DEFAULT_DENY",
     "FORMATS",
+    "LAG_SECONDS",
     "NO_REASON",
     "SHOWN_FINDINGS",
     "UNCLASSIFIED",
@@ -123,10 +141,15 @@ __all__ = [
     "CredentialCount",
     "DecisionCount",
     "Finding",
+    "FleetReport",
     "Format",
+    "Gap",
     "Report",
     "ReportStatus",
+    "SiteSection",
     "build_report",
+    "fleet_report",
+    "merge_reports",
     "render",
 ]
 
@@ -134,9 +157,10 @@ Format = Literal["table", "html", "json", "csv"]
 FORMATS: tuple[str, ...] = get_args(Format)
 
 
-def render(report: Report, fmt: Format, *, color: bool = False) -> str:
-    """``report`` as ``table`` (terminal text), ``json``, ``csv`` or ``html`` (one
-    self-contained file). ``color`` adds ANSI colours to ``table`` (for a terminal).
+def render(report: Report | FleetReport, fmt: Format, *, color: bool = False) -> str:
+    """``report`` (one log's, or the fleet's) as ``table`` (terminal text), ``json``,
+    ``csv`` or ``html`` (one self-contained file). ``color`` adds ANSI colours to
+    ``table`` (for a terminal).
 
     Raises ``ValueError`` for any other format.
     """

@@ -9,8 +9,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from audit._report.model import Report
+from audit._report.fleet import FleetReport, SiteSection
+from audit._report.model import Gap, Report
 from audit._report.wording import clean, iso_time
+
+
+def _gap_json(gap: Gap) -> dict[str, Any]:
+    where = {} if gap.log is None else {"log": gap.log}
+    return {**where, "first": gap.first, "last": gap.last, "reason": gap.reason}
 
 
 def _json_document(report: Report) -> dict[str, Any]:
@@ -46,10 +52,16 @@ def _json_document(report: Report) -> dict[str, Any]:
             }
             for cell in report.decisions
         ],
+        "coverage": {
+            "complete": report.complete,
+            "not_covered": report.not_covered,
+            "gaps": [_gap_json(g) for g in report.gaps],
+        },
         "residency": {
             "violations": report.violations,
             "findings": [
                 {
+                    **({} if f.log is None else {"log": f.log}),
                     "index": f.index,
                     "time": iso_time(f.time),
                     "kind": f.kind,
@@ -78,9 +90,39 @@ def _json_document(report: Report) -> dict[str, Any]:
     }
 
 
-def render_json(report: Report) -> str:
+def _site_coverage(site: SiteSection) -> dict[str, Any]:
+    report = site.report
+    return {
+        "state": site.state,
+        "problem": site.problem,
+        "entries": site.entries,
+        "checkpoint": site.checkpoint,
+        "cosigned": iso_time(site.cosigned),
+        "head": site.head,
+        "behind": site.behind,
+        "first_entry": None if report is None else iso_time(report.first_time),
+        "last_entry": None if report is None else iso_time(report.last_time),
+    }
+
+
+def render_json(report: Report | FleetReport) -> str:
+    if isinstance(report, FleetReport):
+        document = {
+            **_json_document(report.total),
+            "report": "docket-fleet-residency",
+            "sites": [
+                {
+                    "site": site.site,
+                    "coverage": _site_coverage(site),
+                    "report": None if site.report is None else _json_document(site.report),
+                }
+                for site in report.sites
+            ],
+        }
+    else:
+        document = _json_document(report)
     # ensure_ascii: control characters and bidi overrides arrive as \u escapes.
-    return json.dumps(_json_document(report), indent=2) + "\n"
+    return json.dumps(document, indent=2) + "\n"
 
 
 # -- csv -------------------------------------------------------------------------------
@@ -134,6 +176,16 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
         ("redacted_in_log", len(status.redacted)),
     ):
         yield {"section": "verification", "metric": metric, "value": value}
+    yield {"section": "coverage", "metric": "complete", "value": report.complete}
+    yield {"section": "coverage", "metric": "not_covered", "value": report.not_covered}
+    for gap in report.gaps:
+        key: dict[str, str | int | bool | None] = {
+            "section": "coverage",
+            "index": gap.first,
+            "site": gap.log,
+        }
+        yield {**key, "metric": "gap_last", "value": gap.last}
+        yield {**key, "metric": "gap_reason", "value": gap.reason}
     for metric, count in (
         ("entries", report.entries),
         ("redacted", report.redacted),
@@ -160,7 +212,7 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
                 "value": count,
             }
     for f in report.findings:
-        key: dict[str, str | int | bool | None] = {
+        key = {
             "section": "residency_finding",
             "kind": f.kind,
             "classification": f.classification,
@@ -181,10 +233,25 @@ def _csv_rows(report: Report) -> Iterator[dict[str, str | int | bool | None]]:
             yield {**key, "metric": metric, "value": value}
 
 
-def render_csv(report: Report) -> str:
+def _fleet_rows(report: FleetReport) -> Iterator[dict[str, str | int | bool | None]]:
+    """The fleet's rows: the totals (``log`` empty), then per site its coverage
+    (section ``site``) and its report's rows."""
+    yield from _csv_rows(report.total)
+    for site in report.sites:
+        for metric, value in _site_coverage(site).items():
+            yield {"log": site.site, "section": "site", "metric": metric, "value": value}
+        if site.report is not None:
+            yield from ({"log": site.site, **row} for row in _csv_rows(site.report))
+
+
+def render_csv(report: Report | FleetReport) -> str:
+    """The long table; a fleet's has a first column more, ``log``: the site a row is of."""
+    fleet = isinstance(report, FleetReport)
+    columns = ("log", *CSV_COLUMNS) if fleet else CSV_COLUMNS
+    rows = _fleet_rows(report) if isinstance(report, FleetReport) else _csv_rows(report)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
-    for row in _csv_rows(report):
-        writer.writerow({column: _cell(row.get(column)) for column in CSV_COLUMNS})
+    for row in rows:
+        writer.writerow({column: _cell(row.get(column)) for column in columns})
     return out.getvalue()

@@ -25,13 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
+from audit._report.fleet import COMPLETE, FleetReport
 from audit._report.model import Report
 from audit._report.wording import (
     SHOWN_FINDINGS,
+    SITE_COLUMNS,
     clean,
+    coverage_line,
     credential_label,
+    gap_text,
+    no_decisions,
     period_text,
     place_of,
+    site_row,
     utc_time,
 )
 
@@ -91,6 +97,7 @@ def _environment() -> jinja2.Environment:
         utc=utc_time,
         place=place_of,
         credential=credential_label,
+        gap=gap_text,
     )
     return env
 
@@ -224,8 +231,13 @@ def _cards(report: Report) -> tuple[_Card, ...]:
     )
 
 
-def render_html(report: Report) -> str:
-    """``report`` as one self-contained HTML page (nothing is loaded from elsewhere)."""
+def render_html(report: Report | FleetReport) -> str:
+    """``report`` as one self-contained HTML page (nothing is loaded from elsewhere);
+    a fleet's report has its sites' coverage first, then the verified sites together."""
+    sites = None
+    if isinstance(report, FleetReport):
+        sites = [(site_row(s), s.state != COMPLETE, s.problem) for s in report.sites]
+        report = report.total
     status = report.status
     credentials = [(credential_label(c.kind), (c.issued, c.refused)) for c in report.credentials]
     redacted = ", ".join(str(index) for index in status.redacted[:_SHOWN_REDACTED])
@@ -237,11 +249,15 @@ def render_html(report: Report) -> str:
         .render(
             report=report,
             status=status,
+            sites=sites,
+            site_columns=SITE_COLUMNS,
             period=period_text(report),
             generated=utc_time(report.generated_at),
             first_entry=None if report.first_time is None else utc_time(report.first_time),
             last_entry=None if report.last_time is None else utc_time(report.last_time),
             cards=_cards(report),
+            coverage=coverage_line(report),
+            no_decisions=no_decisions(report),
             findings=report.findings[:SHOWN_FINDINGS],
             hidden_findings=max(report.violations - SHOWN_FINDINGS, 0),
             decisions_chart=_chart(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, get_args
 
@@ -85,6 +85,20 @@ class Finding:
     site: str | None
     sites: tuple[str, ...]
     decision_id: str | None
+    log: str | None = None
+    """The log (a fleet's site) the entry is in, when a report adds several together."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Entries ``first..last`` of a log whose payloads could not be read (pruned after
+    archival with no archive given, say): counted as not covered, never as absent."""
+
+    first: int
+    last: int
+    reason: str
+    log: str | None = None
+    """The log (a fleet's site) the entries are in, when a report adds several together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +137,15 @@ class Report:
     denials: tuple[tuple[str, int], ...]
     credentials: tuple[CredentialCount, ...]
     status: ReportStatus
+    not_covered: int = 0
+    """Entries of the period whose payload could not be read (in ``entries`` too)."""
+    gaps: tuple[Gap, ...] = ()
+    """The gaps those entries lie in."""
+
+    @property
+    def complete(self) -> bool:
+        """Every entry of the period was read (redacted ones are read as erased)."""
+        return not self.gaps
 
     @property
     def violations(self) -> int:
@@ -207,6 +230,24 @@ def _classification_key(name: str) -> tuple[int, str]:
     return (order.index(name), "") if name in order else (len(order), name)
 
 
+def _most_first(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _credentials(
+    issued: Counter[str], refused: Counter[str], refusals: dict[str, Counter[str]]
+) -> tuple[CredentialCount, ...]:
+    return tuple(
+        CredentialCount(
+            kind=kind,
+            issued=issued[kind],
+            refused=refused[kind],
+            refusals=_most_first(refusals[kind]),
+        )
+        for kind in CREDENTIAL_KINDS
+    )
+
+
 def build_report(
     entries: Iterable[tuple[int, Entry | None]],
     *,
@@ -214,10 +255,12 @@ def build_report(
     until: datetime | None,
     status: ReportStatus,
     generated_at: datetime,
+    gaps: Sequence[Gap] = (),
 ) -> Report:
     """Count ``entries`` — ``(index, entry)`` in log order, ``None`` for a redacted
     payload — whose time is in ``[since, until)`` (``None``: unbounded) into a
-    :class:`Report`.
+    :class:`Report`. A ``None`` inside one of ``gaps`` is a payload that could not be
+    read: counted as not covered (and the gap kept in the report), not as redacted.
 
     One pass; memory grows with the number of groups and findings, not of entries.
     Raises ``ValueError`` for a naive ``since``, ``until`` or ``generated_at``.
@@ -237,18 +280,20 @@ def build_report(
     low: int | None = None
     high: int | None = None
     redacted = 0
-    pending = 0  # redacted entries since the last dated one, placed by the next one
+    # Undated entries (redacted, or in a gap) since the last dated one, placed by the next.
+    pending: list[int] = []
+    unread: list[int] = []
     previous: datetime | None = None
     for index, entry in entries:
         if entry is None:
             if until is None or previous is None or previous < until:
-                pending += 1
+                pending.append(index)
             continue
         time = entry.time
         if pending:
             if since is None or time >= since:
-                redacted += pending
-            pending = 0
+                unread.extend(pending)
+            pending = []
         previous = time
         if (since is not None and time < since) or (until is not None and time >= until):
             continue
@@ -274,10 +319,10 @@ def build_report(
             elif entry.decision == "deny":
                 refused[entry.kind] += 1
                 refusals[entry.kind][_refusal_reason(entry)] += 1
-    redacted += pending
-
-    def most_first(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
-        return tuple(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+    unread.extend(pending)
+    missing = [i for i in unread if any(g.first <= i <= g.last for g in gaps)]
+    redacted = len(unread) - len(missing)
+    touched = tuple(g for g in gaps if any(g.first <= i <= g.last for i in missing))
 
     ordered = sorted(
         cells.items(),
@@ -296,7 +341,7 @@ def build_report(
         last_time=last,
         first_index=low,
         last_index=high,
-        entries=dated + redacted,
+        entries=dated + len(unread),
         totals=tuple((kind, kinds[kind]) for kind in _KINDS),
         redacted=redacted,
         decisions=tuple(
@@ -304,15 +349,71 @@ def build_report(
             for (c, j), (allow, deny) in ordered
         ),
         findings=tuple(findings),
-        denials=most_first(denials),
-        credentials=tuple(
-            CredentialCount(
-                kind=kind,
-                issued=issued[kind],
-                refused=refused[kind],
-                refusals=most_first(refusals[kind]),
-            )
-            for kind in CREDENTIAL_KINDS
-        ),
+        denials=_most_first(denials),
+        credentials=_credentials(issued, refused, refusals),
         status=status,
+        not_covered=len(missing),
+        gaps=touched,
+    )
+
+
+def merge_reports(
+    reports: Sequence[tuple[str, Report]],
+    *,
+    status: ReportStatus,
+    generated_at: datetime,
+    since: datetime | None,
+    until: datetime | None,
+) -> Report:
+    """Several logs' reports (each named: a fleet's sites) added into one: counts
+    summed, findings and gaps kept with the log they came from. Index ranges are per
+    log, so the merged report has none."""
+    kinds: Counter[str] = Counter()
+    cells: Counter[tuple[str, str, str]] = Counter()
+    denials: Counter[str] = Counter()
+    issued: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    refusals: dict[str, Counter[str]] = {kind: Counter() for kind in CREDENTIAL_KINDS}
+    findings: list[Finding] = []
+    gaps: list[Gap] = []
+    times: list[datetime] = []
+    for name, report in reports:
+        kinds.update(dict(report.totals))
+        for cell in report.decisions:
+            cells[(cell.classification, cell.jurisdiction, "allow")] += cell.allow
+            cells[(cell.classification, cell.jurisdiction, "deny")] += cell.deny
+        denials.update(dict(report.denials))
+        for c in report.credentials:
+            issued[c.kind] += c.issued
+            refused[c.kind] += c.refused
+            refusals[c.kind].update(dict(c.refusals))
+        findings.extend(replace(f, log=name) for f in report.findings)
+        gaps.extend(replace(g, log=name) for g in report.gaps)
+        times.extend(t for t in (report.first_time, report.last_time) if t is not None)
+
+    groups = sorted(
+        {(c, j) for c, j, _ in cells},
+        key=lambda key: (_classification_key(key[0]), key[1] == UNKNOWN, key[1]),
+    )
+    return Report(
+        since=since,
+        until=until,
+        generated_at=generated_at,
+        first_time=min(times, default=None),
+        last_time=max(times, default=None),
+        first_index=None,
+        last_index=None,
+        entries=sum(report.entries for _, report in reports),
+        totals=tuple((kind, kinds[kind]) for kind in _KINDS),
+        redacted=sum(report.redacted for _, report in reports),
+        decisions=tuple(
+            DecisionCount(c, j, allow=cells[(c, j, "allow")], deny=cells[(c, j, "deny")])
+            for c, j in groups
+        ),
+        findings=tuple(findings),
+        denials=_most_first(denials),
+        credentials=_credentials(issued, refused, refusals),
+        status=status,
+        not_covered=sum(report.not_covered for _, report in reports),
+        gaps=tuple(gaps),
     )

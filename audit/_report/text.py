@@ -10,13 +10,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from audit._report.fleet import COMPLETE, FleetReport
 from audit._report.model import Report
 from audit._report.wording import (
     SHOWN_FINDINGS,
+    SITE_COLUMNS,
     clean,
+    coverage_line,
     credential_label,
+    entry_label,
+    gap_text,
+    no_decisions,
     period_text,
     place_of,
+    site_row,
     status_line,
     utc_time,
 )
@@ -38,7 +45,9 @@ def _table(*columns: str, numeric: Sequence[str] = ()) -> Table:
     return table
 
 
-def render_table(report: Report, *, color: bool) -> str:
+def render_table(report: Report | FleetReport, *, color: bool) -> str:
+    fleet = report if isinstance(report, FleetReport) else None
+    report = report.total if isinstance(report, FleetReport) else report
     out = io.StringIO()
     console = Console(
         file=out,
@@ -57,13 +66,33 @@ def render_table(report: Report, *, color: bool) -> str:
         console.print(Text(title, style="bold"))
         console.print(Text("=" * len(title)))
 
-    console.print(Text("Docket residency and compliance report", style="bold"))
+    title = "Docket fleet residency and compliance report" if fleet else "Docket residency"
+    console.print(Text(title + (" and compliance report" * (fleet is None)), style="bold"))
     console.print(_t(f"Period:    {period_text(report)}"))
     console.print(_t(f"Generated: {utc_time(report.generated_at)}"))
     status = report.status
     console.print(
         _t(f"Log:       {status_line(status)}", "bold green" if status.intact else "bold red")
     )
+    console.print(
+        _t(f"Coverage:  {coverage_line(report)}", "bold green" if report.complete else "bold red")
+    )
+    if not report.complete:
+        heading("Coverage")
+        for gap in report.gaps:
+            console.print(_t(gap_text(gap), "red"))
+    if fleet is not None:
+        heading("Sites (the totals below add up the verified ones)")
+        table = _table(*SITE_COLUMNS[:-2], numeric=SITE_COLUMNS[2:-2])
+        for site in fleet.sites:
+            row = site_row(site)
+            style = "" if site.state == COMPLETE else "bold red"
+            table.add_row(_t(row[0]), _t(row[1], style), *(_t(cell) for cell in row[2:-2]))
+        console.print(table)
+        for site in fleet.sites:
+            row = site_row(site)
+            said = f"{site.site}: entries {row[-2]} .. {row[-1]}"
+            console.print(_t(said + ("" if site.problem is None else f"; {site.problem}")))
 
     heading("Verification")
     table = _table("check", "result")
@@ -92,7 +121,7 @@ def render_table(report: Report, *, color: bool) -> str:
         table.add_row(_t("all", "bold"), _t(""), _t(report.allowed), _t(report.denied))
         console.print(table)
     else:
-        console.print("No decisions, placements or admissions in this period.")
+        console.print(_t(no_decisions(report)))
 
     heading("Residency findings")
     if not report.findings:
@@ -109,7 +138,7 @@ def render_table(report: Report, *, color: bool) -> str:
             console.print()
             console.print(
                 Text.assemble(
-                    (f"entry {f.index}", "bold"),
+                    (entry_label(f), "bold"),
                     f"  {utc_time(f.time)}  {f.kind}  ",
                     _t(f.classification),
                     "  residency ",

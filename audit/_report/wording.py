@@ -4,8 +4,12 @@ control and bidi-override characters escaped, times, the period and the verifica
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from audit._report.model import UNKNOWN, Finding, Report, ReportStatus
+from audit._report.model import UNKNOWN, Finding, Gap, Report, ReportStatus
+
+if TYPE_CHECKING:
+    from audit._report.fleet import SiteSection
 
 SHOWN_FINDINGS = 1000
 """Findings listed in the table and HTML reports; JSON and CSV always hold all of them."""
@@ -69,3 +73,76 @@ def place_of(finding: Finding) -> str:
 
 def credential_label(kind: str) -> str:
     return {"attestation": "Attestations", "certificate": "Certificates"}.get(kind, kind)
+
+
+def coverage_line(report: Report) -> str:
+    """Whether every entry of the period was read, said plainly."""
+    if report.complete:
+        return "COMPLETE: every entry of the period was read"
+    unread = f"{report.not_covered:,} entries of this period could not be read; " * bool(
+        report.not_covered
+    )
+    return f"INCOMPLETE: {unread}{len(report.gaps)} gap(s), listed under Coverage"
+
+
+def gap_text(gap: Gap) -> str:
+    where = f"site {gap.log} " if gap.log is not None else ""
+    return f"{where}entries {gap.first:,}..{gap.last:,} not covered: {gap.reason}"
+
+
+def entry_label(finding: Finding) -> str:
+    """The entry a finding is about: its index, and its log when there are several."""
+    return (
+        f"entry {finding.index}"
+        if finding.log is None
+        else f"site {finding.log} entry {finding.index}"
+    )
+
+
+def no_decisions(report: Report) -> str:
+    """What the decisions section says when it counted none: never a plain "none" for
+    a period some of whose entries could not be read."""
+    if report.not_covered:
+        return (
+            f"No decisions, placements or admissions among the entries read: "
+            f"{report.not_covered:,} entries of this period could not be read (see Coverage)."
+        )
+    return "No decisions, placements or admissions in this period."
+
+
+SITE_COLUMNS = (
+    "site",
+    "state",
+    "held",
+    "checkpoint",
+    "cosigned at",
+    "behind",
+    "allow",
+    "deny",
+    "violations",
+    "entries from",
+    "entries to",
+)
+"""The sites table of a fleet report (HTML; the terminal leaves out the last two)."""
+
+
+def site_row(site: SiteSection) -> tuple[str, ...]:
+    """One site's coverage and figures, as :data:`SITE_COLUMNS` reads them."""
+    report = site.report
+
+    def figure(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    return (
+        site.site,
+        site.state,
+        figure(site.entries),
+        figure(site.checkpoint),
+        "-" if site.cosigned is None else utc_time(site.cosigned).removesuffix(" UTC"),
+        figure(site.behind),
+        figure(None if report is None else report.allowed),
+        figure(None if report is None else report.denied),
+        figure(None if report is None else report.violations),
+        "-" if report is None or report.first_time is None else utc_time(report.first_time),
+        "-" if report is None or report.last_time is None else utc_time(report.last_time),
+    )

@@ -171,3 +171,51 @@ def test_an_s3_archive_round_trip(sealed: SealedLog, s3: str) -> None:
     client.put_object(Bucket="docket-archive", Key=key, Body=body.replace(b"user-1", b"user-2", 1))
     caught = run("verify", "--archives", s3, *at(sealed, keys=False), code=1)
     assert "archive segment-0-9: entries.jsonl does not hash to its manifest" in caught
+
+
+def test_a_report_over_a_pruned_log_needs_its_archive(sealed: SealedLog, tmp_path: Path) -> None:
+    """Pruned payloads are read back from the verified archive, so the period is
+    reported in full; without the archive they are reported as not covered (exit 1),
+    never as a period without decisions; a tampered archive is not used."""
+    before = tmp_path / "before.json"
+    run("report", "--format", "json", "-o", before, *at(sealed, keys=False))
+    full = json.loads(before.read_text())
+    archive = tmp_path / "archive"
+    run("archive", "--to", archive, "--up-to", 30, *at(sealed))
+    run("prune", "--archived-in", archive, *at(sealed))
+
+    after = tmp_path / "after.json"
+    run("report", "--archives", archive, "--format", "json", "-o", after, *at(sealed, keys=False))
+    shown = json.loads(after.read_text())
+    assert shown["coverage"] == {"complete": True, "not_covered": 0, "gaps": []}
+    for section in ("redacted", "decisions", "denials", "credentials"):
+        assert shown[section] == full[section], section
+    # Archiving and pruning are recorded in the log: two `audit` entries more.
+    assert shown["totals"] == {**full["totals"], "audit": full["totals"]["audit"] + 2}
+    assert shown["entries"] == full["entries"] + 2
+    assert "archived entries 0..24 verified in 1 segment(s)" in shown["verification"]["checkpoint"]
+
+    blind = tmp_path / "blind.json"
+    said = run("report", "--format", "json", "-o", blind, *at(sealed, keys=False), code=1)
+    assert "report INCOMPLETE: 24 entries of this period could not be read" in said
+    partial = json.loads(blind.read_text())
+    assert partial["verification"]["intact"] is True
+    assert partial["coverage"]["complete"] is False
+    assert partial["coverage"]["not_covered"] == 24
+    reason = "payloads pruned after archival; no archive given holds them (pass --archives)"
+    # Entry 3 was erased by a redaction order before: it is redacted, not a gap.
+    assert partial["coverage"]["gaps"] == [
+        {"first": 0, "last": 2, "reason": reason},
+        {"first": 4, "last": 24, "reason": reason},
+    ]
+    assert partial["entries"] == shown["entries"]
+    assert partial["redacted"] == full["redacted"]
+    table = run("report", *at(sealed, keys=False), code=1)
+    assert "report INCOMPLETE" in table
+
+    entries = archive / "segment-0-24" / "entries.jsonl"
+    entries.write_bytes(entries.read_bytes().replace(b"user-7", b"user-8", 1))
+    tampered = tmp_path / "tampered.json"
+    said = run("report", "--archives", archive, "-o", tampered, *at(sealed, keys=False), code=1)
+    assert "archive segment-0-24: entries.jsonl does not hash to its manifest" in said
+    assert "user-8" not in tampered.read_text()

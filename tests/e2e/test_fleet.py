@@ -253,6 +253,24 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     assert report["eu-2"]["checkpoints"] >= 2
     assert report["eu-2"]["first"] <= report["eu-2"]["last"]
 
+    # The report over the fleet: each site per its coverage, all of them together.
+    shown = _docket(
+        "audit", "report", "--fleet", "--collector-db", fleet.database,
+        "--witness-key", fleet.vkey, "--format", "json", "--lag-seconds", "3600",
+    )  # fmt: skip
+    assert shown.returncode == 1, shown.stdout + shown.stderr  # eu-1 forked: in doubt
+    document = json.loads(shown.stdout)
+    sites = {site["site"]: site for site in document["sites"]}
+    assert sites["eu-1"]["coverage"]["state"] == "FORKED"
+    for name in ("eu-2", "us-1"):
+        assert sites[name]["coverage"]["state"] == "complete", sites[name]["coverage"]
+    # The sites are live: the collector may hold more by now than verify-fleet saw.
+    held = {name: site["coverage"]["entries"] for name, site in sites.items()}
+    for name in SITES:
+        assert sites[name]["report"]["entries"] == held[name] >= report[name]["size"]
+    assert document["entries"] == sum(held.values())
+    assert "report INCOMPLETE" in shown.stderr
+
     # An entry changed in the collector's database: the auditor names the site and entry.
     conninfo = sa.make_url(fleet.database).set(drivername="postgresql")
     with psycopg.connect(conninfo.render_as_string(hide_password=False)) as connection:
@@ -263,6 +281,18 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     tampered = _docket("audit", "verify-fleet", "--collector-db", fleet.database)
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     assert "entry 7: modified: site eu-2" in tampered.stderr
+    excluded = _docket(
+        "audit", "report", "--fleet", "--collector-db", fleet.database, "--format", "json"
+    )  # fmt: skip
+    assert excluded.returncode == 1, excluded.stdout + excluded.stderr
+    document = json.loads(excluded.stdout)
+    sites = {site["site"]: site for site in document["sites"]}
+    assert sites["eu-2"]["coverage"]["state"] == "NOT VERIFIED"
+    assert sites["eu-2"]["report"] is None
+    counted = [site["report"]["entries"] for site in sites.values() if site["report"]]
+    assert document["entries"] == sum(counted)
+    assert [name for name, site in sites.items() if site["report"] is None] == ["eu-2"]
+    assert "site eu-2 NOT VERIFIED, excluded from the totals: entry 7" in excluded.stderr
 
 
 def test_bad_pushes_are_refused_with_their_reason_and_change_nothing(fleet: Fleet) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from audit._entry import Entry
-from audit._report import CSV_COLUMNS, Format, Report, ReportStatus, build_report, render
+from audit._report import CSV_COLUMNS, Format, Gap, Report, ReportStatus, build_report, render
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GENERATED = datetime(2025, 4, 1, 8, 30, tzinfo=UTC)
@@ -114,6 +114,7 @@ def build(
     since: datetime | None = None,
     until: datetime | None = None,
     status: ReportStatus = INTACT,
+    gaps: list[Gap] | None = None,
 ) -> Report:
     return build_report(
         sample() if entries is None else entries,
@@ -121,6 +122,7 @@ def build(
         until=until,
         status=status,
         generated_at=GENERATED,
+        gaps=gaps or (),
     )
 
 
