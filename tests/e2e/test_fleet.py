@@ -1,14 +1,20 @@
 """A fleet on loopback, every part a real process: a collector (``docket collector
 serve``) on PostgreSQL and three edge sites (``docket serve``, one of them with two
-worker processes) pushing their logs to it.
+worker processes) pushing their logs to it, and pulling their signed bundle from one
+static HTTP server (in the test, ETags; every half second).
 
 One story, in order (each step builds on the state the last left): every site's
 decisions reach the collector with proofs and are cosigned (the site keeps the
-checkpoint as final); one site is cut off (the collector is stopped), keeps deciding
-and logging, and its backlog is reconciled when the collector is back; a killed site
-restarts and resumes from where the collector holds it; a forged fork (the site's own
-key signing a second checkpoint of a size the collector holds) is refused and shown by
-``docket fleet status``; ``docket audit verify-fleet`` verifies what the collector holds.
+checkpoint as final); ``docket bundle push`` of a new signed revision reaches every
+site (its decisions change, and ``docket fleet status`` shows the revision for each),
+then an older signed revision pushed to the source is refused by every site (logged and
+audited with its reason; the newer one stays in force and in the status); one site is
+cut off (the collector is stopped), keeps deciding and logging, and its backlog is
+reconciled when the collector is back; a killed site restarts, with the bundle source
+gone, on its last good bundle, and resumes from where the collector holds it; a forged
+fork (the site's own key signing a second checkpoint of a size the collector holds) is
+refused and shown by ``docket fleet status``; ``docket audit verify-fleet`` verifies
+what the collector holds.
 """
 
 from __future__ import annotations
@@ -30,18 +36,23 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
+from bundle_servers import SIGNER, StaticServer, signed_archive, signed_files
 from e2e.docket_process import DOCKET, PREEXEC, Docket, authorize, start_docket, stop, wait_for
+from sample_bundle import write_bundle
 
-from audit import AuditLog, Checkpoint, Push, SignerKey, Store, next_push
+from audit import AuditLog, Checkpoint, CollectorStore, Push, SignerKey, Store, next_push
 from audit._collector import encode_push
 from audit.merkle import leaf_hash
 from audit.note import read_signer, sign_checkpoint
+from sdk.v1 import decisions_pb2 as pb
 from tests.audit.conftest import QUIET, sample_entry
 
 pytestmark = pytest.mark.e2e
 
 SITES = ("eu-1", "eu-2", "us-1")
 WAIT = 60.0
+LOCKDOWN = '@id("lockdown")\nforbid (principal, action, resource);\n'
+"""Added by revision 2: every decision a deny (under revision 1 alice reads her ledger)."""
 
 
 def _free_port() -> int:
@@ -63,6 +74,8 @@ class Fleet:
     sites: dict[str, Docket]
     lab: AuditLog
     """A site log the test writes itself, to push by hand."""
+    source: StaticServer
+    """The one bundle source every site pulls."""
     collector: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -116,12 +129,36 @@ class Fleet:
             "DOCKET_WITNESSES": json.dumps([f"{self.url}={self.vkey}"]),
             "DOCKET_SITE_PUSH_SECONDS": "0.2",
             "DOCKET_AUDIT_CHECKPOINT_SECONDS": "0.2",
+            "DOCKET_BUNDLE_PULL_SECONDS": "0.5",
         }
         shutil.rmtree(self.root / name / "policies", ignore_errors=True)  # a restart's copy
         # eu-2 runs two workers: its log's one writer, and so its pusher, is the supervisor's.
         workers = ("--workers", "2") if name == "eu-2" else ()
-        self.sites[name] = start_docket(self.root / name, *workers, env=env)
+        pulling = ("--bundle-url", self.source.url(), "--bundle-key", str(self.bundle_key))
+        self.sites[name] = start_docket(self.root / name, *workers, *pulling, env=env)
         return self.sites[name]
+
+    @property
+    def bundle_key(self) -> Path:
+        key = self.root / "bundle.pub"
+        if not key.exists():
+            key.write_text(f"{SIGNER.verifier()}\n")
+        return key
+
+    def push_bundle(self, revision: int, extra: str = "") -> None:
+        """``docket bundle push`` of the sample bundle as ``acme`` revision ``revision``."""
+        directory = write_bundle(
+            self.root / f"bundle-{time.monotonic_ns()}", signed_files(revision, extra=extra)
+        )
+        pushed = _docket("bundle", "push", str(directory), "--to", self.source.url())
+        assert pushed.returncode == 0, pushed.stderr
+
+    def revisions(self) -> dict[str, str | None]:
+        """The bundle each running site runs, as ``docket fleet status --json`` shows it."""
+        status = _docket("fleet", "status", "--collector", self.url, "--json")
+        assert status.stdout, status.stderr
+        listed = json.loads(status.stdout)
+        return {site["site"]: site["bundle_revision"] for site in listed if site["site"] in SITES}
 
     def held(self) -> dict[str, dict[str, Any]]:
         answer = httpx.get(f"{self.url}/sites", timeout=10).json()
@@ -140,6 +177,15 @@ class Fleet:
             return store.meta("final_checkpoint")
         finally:
             store.close()
+
+    def collected_refusals(self, name: str) -> list[dict[str, Any]]:
+        """The bundle refusals in site ``name``'s log, as the collector holds it."""
+        store = CollectorStore(self.database)
+        try:
+            entries = [json.loads(payload) for _, payload, _ in store.entries(name) if payload]
+        finally:
+            store.close()
+        return [e for e in entries if e["kind"] == "bundle" and e["action"] == "refuse"]
 
     def caught_up(self, *names: str) -> None:
         """Wait until the collector holds every entry of each site (its whole log)."""
@@ -162,6 +208,12 @@ def decide(site: Docket, count: int, who: str) -> None:
         authorize(site, f"{who}-{n}")
 
 
+def alice_reads(site: Docket) -> set[int]:
+    """The decisions alice gets on her ledger over several connections (spread across a
+    site's workers by SO_REUSEPORT)."""
+    return {authorize(site, "alice").decision for _ in range(6)}
+
+
 @pytest.fixture
 def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
     made = _docket(
@@ -169,7 +221,9 @@ def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
     )
     assert made.returncode == 0, made.stderr
     lab = AuditLog.open(f"sqlite:///{tmp_path / 'lab.db'}", keys=tmp_path / "lab-keys", **QUIET)
-    fleet = Fleet(tmp_path, postgres_db, _free_port(), made.stdout.strip(), {}, lab.start())
+    source = StaticServer()
+    source.put("/bundle.tar.gz", signed_archive(1))
+    fleet = Fleet(tmp_path, postgres_db, _free_port(), made.stdout.strip(), {}, lab.start(), source)
     try:
         for name in SITES:
             fleet.start_site(name)
@@ -181,6 +235,7 @@ def fleet(tmp_path: Path, postgres_db: str) -> Iterator[Fleet]:
         if fleet.collector is not None:
             stop(fleet.collector, "docket collector")
         lab.close()
+        source.stop()
 
 
 def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
@@ -194,6 +249,31 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
         assert final is not None
         assert "collector.test/c1" in final
 
+    # A new signed revision pushed to the source: in force at every site, and reported.
+    assert fleet.revisions() == dict.fromkeys(SITES, "acme r1")
+    for site in fleet.sites.values():
+        assert alice_reads(site) == {pb.DECISION_ALLOW}
+    fleet.push_bundle(2, LOCKDOWN)
+    for name, site in fleet.sites.items():
+        until(lambda s=site: alice_reads(s) == {pb.DECISION_DENY}, f"revision 2 in force at {name}")
+    until(lambda: fleet.revisions() == dict.fromkeys(SITES, "acme r2"), "revision 2 everywhere")
+
+    # An older, validly signed revision pushed to the source: refused by every site, with
+    # its reason, in its log and its audit log; revision 2 stays in force and reported.
+    fleet.push_bundle(1)
+    for name, site in fleet.sites.items():
+        until(lambda s=site: "bundle.pull_refused" in s.log.read_text(), f"{name}'s refusal")
+        # Its audit log, as the collector holds it (the push that brought the refusal
+        # reported the bundle then in force).
+        until(lambda n=name: bool(fleet.collected_refusals(n)), f"{name}'s refusal collected")
+        (refusal,) = fleet.collected_refusals(name)
+        assert refusal["resource"] == fleet.source.url()
+        problems = refusal["detail"]["problems"]
+        assert problems[0] == "refused (RollbackError)", (name, problems)
+        assert "revision 1 of bundle 'acme' is older than revision 2" in problems[1], name
+        assert alice_reads(site) == {pb.DECISION_DENY}, name
+    assert fleet.revisions() == dict.fromkeys(SITES, "acme r2")
+
     # Cut off: the collector is down; the sites keep deciding and logging.
     fleet.stop_collector()
     cut = fleet.sites["eu-2"]
@@ -202,12 +282,18 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     fleet.start_collector()
     fleet.caught_up(*SITES)
 
-    # A killed site restarts and resumes pushing from where the collector holds it.
+    # A killed site restarts, with its bundle source gone, on its last good bundle (revision
+    # 2), and resumes pushing from where the collector holds it.
     killed = fleet.sites["us-1"]
     os.kill(killed.process.pid, signal.SIGKILL)
     killed.process.wait()
+    fleet.source.go_away()
     held_before = fleet.held()["us-1"]["size"]
     restarted = fleet.start_site("us-1")
+    log = restarted.log.read_text()
+    assert "bundle.pull_unreachable" in log
+    assert re.search(r"bundle\.last_good .*revision=2", log), log
+    assert alice_reads(restarted) == {pb.DECISION_DENY}
     decide(restarted, 5, "after-restart")
     fleet.caught_up("us-1")
     assert fleet.held()["us-1"]["size"] > held_before
