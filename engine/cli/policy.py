@@ -274,7 +274,12 @@ def derive_boot(
     help="The shadow bundle to report on (a prefix of its sha256:… version) [the last one used].",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for a terminal, json for tools.",
 )
 @click.pass_context
 def shadow_report(
@@ -342,6 +347,7 @@ def shadow_report(
     type=click.Choice(["text", "json", "html"]),
     default="text",
     show_default=True,
+    help="text for a terminal, json for tools, html for a browser (one self-contained page).",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
 @click.option(
