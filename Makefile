@@ -33,7 +33,7 @@ $(TPM_STAMP): $(STAMP)
 test: $(STAMP)
 	@.ci/install-test-deps
 	@$(MAKE) --no-print-directory $(TPM_STAMP)
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --durations=25
 
 ## lint: the generated code is current, ruff (lint + format check), mypy --strict
 lint: $(STAMP) proto-check

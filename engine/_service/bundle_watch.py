@@ -120,8 +120,9 @@ class BundleWatcher:
     def _stamps(self) -> tuple[_Stamp, tuple[int, int] | None]:
         return _stamp(self._path), self._guard.stamp() if self._guard is not None else None
 
-    def check(self) -> bool:
+    def check(self, loaded: PolicyBundle | None = None) -> bool:
         """Reload if the files changed; True when a new version was swapped in.
+        ``loaded``: the bundle now in the file, already read and verified (a pull's).
 
         A bundle that fails to load is logged and the engine keeps its version.
         """
@@ -134,12 +135,18 @@ class BundleWatcher:
             return False
         self._last = stamp
         try:
-            return self.reload().changed
+            changed = self.reload(loaded).changed
         except BundleError:
             return False
+        if changed and self._guard is not None:
+            # The swap recorded its revision (the guard's file): that write of our own is
+            # no reason to read the bundle again at the next poll.
+            self._last = (stamp[0], self._guard.stamp())
+        return changed
 
-    def reload(self) -> Reload:
-        """Load the bundle now, whatever the files' stamps say, and swap it in if new.
+    def reload(self, loaded: PolicyBundle | None = None) -> Reload:
+        """Load the bundle now, whatever the files' stamps say, and swap it in if new
+        (``loaded``: the file's bundle, already read and verified: not read again).
 
         Raises :class:`~engine.BundleError` (also logged) when it does not load; the
         engine then keeps the version it had.
@@ -148,7 +155,7 @@ class BundleWatcher:
             current = self._engine.bundle
             previous = current.version if current else None
             try:
-                bundle = PolicyBundle.load(self._path, public_key=self._public_key)
+                bundle = loaded or PolicyBundle.load(self._path, public_key=self._public_key)
                 if previous == bundle.version:
                     return Reload(version=bundle.version, previous=previous, changed=False)
                 if self._vet is not None:  # e.g. a shadow bundle's policy tests
@@ -246,7 +253,7 @@ class BundleWatcher:
         url = self._puller.source.url
         if pulled.outcome == "new":
             log.info("bundle.pulled", source=url, version=pulled.version)
-            self.check()
+            self.check(pulled.bundle)
         elif pulled.outcome in ("refused", "unreachable"):
             event = log.warning if pulled.outcome == "unreachable" else log.error
             current = self._engine.bundle

@@ -32,7 +32,7 @@ import os
 import random
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -41,7 +41,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from audit.note import VerifierKey
-from engine._core.bundle import PolicyBundle
+from engine._core.bundle import PolicyBundle, read_bundle_files
 from engine._errors import BundleError, SourceError
 from engine._service.bundle_revisions import RevisionGuard
 from engine._service.bundle_source.transfer import check_complete
@@ -87,7 +87,8 @@ class PullState(BaseModel):
 @dataclass(frozen=True, slots=True)
 class Pulled:
     """What one pull did; ``problems`` say why a bundle was refused or the source failed,
-    ``repeated`` that the same refusal or outage was already reported."""
+    ``repeated`` that the same refusal or outage was already reported; a ``new`` one
+    carries the ``bundle`` it verified and installed (so that it is not parsed again)."""
 
     outcome: Outcome
     problems: tuple[str, ...] = ()
@@ -95,6 +96,7 @@ class Pulled:
     version: str | None = None
     repeated: bool = False
     long_polled: bool = False
+    bundle: PolicyBundle | None = field(default=None, compare=False, repr=False)
 
 
 def _utcnow() -> datetime:
@@ -209,7 +211,11 @@ class Puller:
                 return Pulled("unchanged", version=state.version, long_polled=fetched.long_polled)
             try:
                 check_complete(incoming, self.source.url)
-                bundle = PolicyBundle.load(incoming, public_key=self.public_key)
+                # Named by where it is installed: the audit's bundle entry says so.
+                files = read_bundle_files(incoming)
+                bundle = PolicyBundle.from_files(
+                    files, source=str(self.archive), public_key=self.public_key
+                )
                 self.guard.check(bundle)
             except BundleError as exc:
                 repeated = state.refused == fetched.digest
@@ -243,7 +249,9 @@ class Puller:
                     }
                 )
             )
-            return Pulled("new", version=bundle.version, long_polled=fetched.long_polled)
+            return Pulled(
+                "new", version=bundle.version, long_polled=fetched.long_polled, bundle=bundle
+            )
         finally:
             with contextlib.suppress(FileNotFoundError):
                 incoming.unlink()

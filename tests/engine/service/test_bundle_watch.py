@@ -259,3 +259,39 @@ def test_staleness_is_observed_from_what_pulls_record(tmp_path: Path) -> None:
         assert watcher.freshness.stale(clock.now)
     finally:
         server.stop()
+
+
+def test_a_pulled_bundle_is_read_and_verified_once_by_the_worker_that_pulled_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The puller verifies the bundle before installing it; the worker that pulled swaps
+    # in that verified bundle instead of parsing the installed file again (the parse is
+    # most of an activation's CPU, bench_fleet's propagation).
+    from bundle_servers import StaticServer, signed_archive
+
+    server = StaticServer({"/b.tar.gz": signed_archive(1)})
+    clock = _Clock()
+    try:
+        watcher, engine = _pulling(tmp_path, server.url("/b.tar.gz"), clock)
+        loads: list[Path] = []
+        real_load = PolicyBundle.load
+
+        def watcher_path(_watcher: BundleWatcher) -> Path:
+            return tmp_path / "pulled" / "bundle.tar.gz"
+
+        def counted(path: Path, **kwargs: object) -> PolicyBundle:
+            loads.append(Path(path))
+            return real_load(path, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PolicyBundle, "load", staticmethod(counted))
+        server.files["/b.tar.gz"] = signed_archive(2, extra=LOCKDOWN)
+        clock.now += timedelta(seconds=30)
+        assert watcher.pull().outcome == "new"  # type: ignore[union-attr]
+        assert engine.bundle is not None
+        assert engine.bundle.revision == 2
+        assert engine.bundle.source == str(watcher_path(watcher))  # where it is installed
+        assert loads == []  # verified once, by the pull, from the bytes it installed
+        assert not watcher.check()  # the installed file is the bundle in force: no reload
+        assert loads == []
+    finally:
+        server.stop()
