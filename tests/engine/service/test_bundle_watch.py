@@ -276,9 +276,6 @@ def test_a_pulled_bundle_is_read_and_verified_once_by_the_worker_that_pulled_it(
         loads: list[Path] = []
         real_load = PolicyBundle.load
 
-        def watcher_path(_watcher: BundleWatcher) -> Path:
-            return tmp_path / "pulled" / "bundle.tar.gz"
-
         def counted(path: Path, **kwargs: object) -> PolicyBundle:
             loads.append(Path(path))
             return real_load(path, **kwargs)  # type: ignore[arg-type]
@@ -289,7 +286,7 @@ def test_a_pulled_bundle_is_read_and_verified_once_by_the_worker_that_pulled_it(
         assert watcher.pull().outcome == "new"  # type: ignore[union-attr]
         assert engine.bundle is not None
         assert engine.bundle.revision == 2
-        assert engine.bundle.source == str(watcher_path(watcher))  # where it is installed
+        assert engine.bundle.source == str(tmp_path / "pulled" / "bundle.tar.gz")  # installed there
         assert loads == []  # verified once, by the pull, from the bytes it installed
         assert not watcher.check()  # the installed file is the bundle in force: no reload
         assert loads == []
