@@ -163,6 +163,11 @@ class PolicyIndex:
         found.sort()
         return tuple(found)
 
+    @property
+    def actions(self) -> list[UID]:
+        """Every action some policy applies to, sorted."""
+        return sorted(self._by_action)
+
     def reaches_permit(
         self,
         action: UID,

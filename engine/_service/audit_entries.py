@@ -209,6 +209,47 @@ def decision_entry(
     )
 
 
+def search_entry(
+    *,
+    searched: str,
+    uids: Mapping[str, EntityUID | None],
+    found: int,
+    evaluated: int,
+    more: bool,
+    query_digest: str,
+    bundle: PolicyBundle | None,
+    decision_id: str,
+    api: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+) -> Entry:
+    """The one audit entry of a search call (an AuthZEN search page): the pinned parts
+    (``uids``: subject, action, resource; None for the one searched), the type searched,
+    how many candidates were evaluated and how many found, whether more pages follow.
+    ``allow`` when it found any. Bounded whatever the query: strings are capped."""
+    fields: dict[str, Any] = {
+        **(detail or {}),
+        "decision_id": decision_id,
+        "api": api,
+        "search": searched,
+        "results": found,
+        "evaluated": evaluated,
+        "more": more,
+    }
+    parts = {name: None if uid is None else _uid(uid, bundle) for name, uid in uids.items()}
+    return Entry(
+        kind="decision",
+        time=now,
+        subject=parts.get("subject"),
+        action=parts.get("action"),
+        resource=parts.get("resource"),
+        decision="allow" if found else "deny",
+        bundle_version=bundle.version if bundle is not None else None,
+        request_digest=query_digest,
+        detail=_detail(fields),
+    )
+
+
 class Undecided(TypedDict):
     """Where an entry of a request that no policy decided comes from (the keywords of
     :func:`refusal_entry` and :func:`unevaluated_entry`)."""
