@@ -19,9 +19,13 @@ does not map (:mod:`engine._adapters.authzen`: the message
 names the field) is a 400 *and* an audited denial; in an Access Evaluations request
 such an evaluation is instead denied in its place (``"decision": false`` with
 ``context.error``) and the others are decided. When the audit log cannot record, or
-anything else fails, the answer is a 500 with the reason, never a decision. Search APIs
-are not offered (the metadata leaves them out): the policy index finds the policies a
-request can reach, not the entities a policy would admit.
+anything else fails, the answer is a 500 with the reason, never a decision.
+
+``POST /access/v1/search/subject``, ``…/resource`` and ``…/action`` (:meth:`AuthzenApp._search`)
+answer one page of a search (:mod:`engine._adapters.authzen_search`): candidates decided
+in batches as evaluations are (:meth:`~engine._service.decisions.DecisionService.judge_async`),
+recorded as one audit entry per call (api ``"authzen-search"``), a query or page token
+that does not open a 400 and a refusal.
 """
 
 from __future__ import annotations
@@ -234,29 +238,22 @@ class AuthzenApp:
             "action": None if searched == "action" else base.action,
             "resource": None if searched == "resource" else base.resource,
         }
+        counts = {"results": len(found), "evaluated": evaluated, "more": more, "start": start}
+        about = {"search": searched, "type": query.type, **counts}
+        mine = {
+            "decision_id": id_,
+            "api": SEARCH_API,
+            "provenance": provenance(base, None, caller=None),
+        }
         entry = search_entry(
-            searched=searched,
-            uids=uids,
-            found=len(found),
-            evaluated=evaluated,
-            more=more,
-            query_digest=query.digest,
-            bundle=bundle,
-            decision_id=id_,
-            api=SEARCH_API,
-            now=now,
-            detail={
-                **detail,
-                "type": query.type,
-                "start": start,
-                "provenance": provenance(base, None, caller=None),
-            },
+            uids, bundle, query.digest, now=now, detail={**detail, **mine, **about}
         )
         await self.service.record_async(entry)
-        if searched == "action":
-            results = [{"name": name} for name in found]
-        else:
-            results = [{"type": query.type, "id": id_found} for id_found in found]
+        results: list[dict[str, Any]] = (
+            [{"name": name} for name in found]
+            if searched == "action"
+            else [{"type": query.type, "id": id_found} for id_found in found]
+        )
         return {"page": {"next_token": next_token, "count": len(found)}, "results": results}, [id_]
 
     async def _page(

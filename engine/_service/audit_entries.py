@@ -210,32 +210,18 @@ def decision_entry(
 
 
 def search_entry(
-    *,
-    searched: str,
     uids: Mapping[str, EntityUID | None],
-    found: int,
-    evaluated: int,
-    more: bool,
-    query_digest: str,
     bundle: PolicyBundle | None,
-    decision_id: str,
-    api: str,
+    query_digest: str,
+    *,
     now: datetime,
-    detail: Mapping[str, Any] | None = None,
+    detail: Mapping[str, Any],
 ) -> Entry:
     """The one audit entry of a search call (an AuthZEN search page): the pinned parts
-    (``uids``: subject, action, resource; None for the one searched), the type searched,
-    how many candidates were evaluated and how many found, whether more pages follow.
-    ``allow`` when it found any. Bounded whatever the query: strings are capped."""
-    fields: dict[str, Any] = {
-        **(detail or {}),
-        "decision_id": decision_id,
-        "api": api,
-        "search": searched,
-        "results": found,
-        "evaluated": evaluated,
-        "more": more,
-    }
+    (``uids``: subject, action, resource; None for the one searched), the bundle, the
+    digest of the query; ``detail`` says what was searched and counts the candidates
+    evaluated and the ``results`` found (``allow`` when it found any). Bounded whatever
+    the query: strings are capped."""
     parts = {name: None if uid is None else _uid(uid, bundle) for name, uid in uids.items()}
     return Entry(
         kind="decision",
@@ -243,10 +229,10 @@ def search_entry(
         subject=parts.get("subject"),
         action=parts.get("action"),
         resource=parts.get("resource"),
-        decision="allow" if found else "deny",
+        decision="allow" if detail.get("results") else "deny",
         bundle_version=bundle.version if bundle is not None else None,
         request_digest=query_digest,
-        detail=_detail(fields),
+        detail=_detail(detail),
     )
 
 

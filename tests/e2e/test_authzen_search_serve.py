@@ -24,15 +24,13 @@ DECISION_IDS = "x-docket-decision-id"
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
-def docket(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Docket]:
-    root = tmp_path_factory.mktemp(f"search-{request.param}")
-    server = start_docket(
-        root, "--admission", "off", "--workers", str(request.param), bundle=BUNDLE
-    )
-    yield server
-    server.stop()
+def docket(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Docket]:
+    workers = ("--admission", "off", "--workers", str(request.param))
+    server = start_docket(tmp_path_factory.mktemp("search"), *workers, bundle=BUNDLE)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

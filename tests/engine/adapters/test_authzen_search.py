@@ -84,9 +84,7 @@ def service(big: PolicyBundle, tmp_path: Path) -> Iterator[DecisionService]:
 
 
 def app(service: DecisionService, key: bytes = b"k" * 32) -> AuthzenApp:
-    return AuthzenApp(
-        service, metrics_app(service.metrics.registry), base_url=None, search_key=key
-    )
+    return AuthzenApp(service, metrics_app(service.metrics.registry), base_url=None, search_key=key)
 
 
 WHO_VIEWS = {

@@ -30,9 +30,7 @@ def bundle() -> PolicyBundle:
 
 
 def anchors(type_name: str, id_: str, *parents: str) -> list[tuple[str, ...]]:
-    return request_anchors(
-        (f"N::{type_name}", id_), frozenset(("N::Group", p) for p in parents)
-    )
+    return request_anchors((f"N::{type_name}", id_), frozenset(("N::Group", p) for p in parents))
 
 
 @pytest.mark.parametrize("fold_limit", [48, 0], ids=["folded", "bucketed"])
