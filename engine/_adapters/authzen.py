@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine._core.bundle import (
@@ -38,7 +38,7 @@ from engine._core.bundle import (
 )
 from engine._core.context_check import context_problem
 from engine._core.models import EntityUID, Request
-from engine._core.schema_json import Type, entity_types, schema_json
+from engine._core.schema_json import Type, action_targets, entity_types, schema_json
 from engine._errors import LimitExceeded, RequestError
 from engine._service.constants import (
     ATTESTED_BY_DOCKET,
@@ -64,6 +64,10 @@ class Catalog:
     namespace: str | None
     stored: Mapping[tuple[str, str], Mapping[str, Any]]
     types: Mapping[str, Type] | None
+    by_type: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """The stored entities' ids by qualified type, sorted (a search's candidates)."""
+    actions: Mapping[str, tuple[frozenset[str], frozenset[str]]] | None = None
+    """Each action's principal and resource types, by action id (None: unknown)."""
 
     @classmethod
     def of(cls, bundle: PolicyBundle) -> Catalog:
@@ -74,8 +78,34 @@ class Catalog:
             (entity["uid"]["type"], entity["uid"]["id"]): entity.get("attrs", {})
             for entity in loaded
         }
+        by_type: dict[str, list[str]] = {}
+        for type_name, entity_id in stored:
+            by_type.setdefault(type_name, []).append(entity_id)
         described = schema_json(bundle.schema)
-        return cls(bundle.namespace, stored, None if described is None else entity_types(described))
+        return cls(
+            bundle.namespace,
+            stored,
+            None if described is None else entity_types(described),
+            {type_name: tuple(sorted(ids)) for type_name, ids in by_type.items()},
+            None
+            if described is None
+            else {uid[1]: targets for uid, targets in action_targets(described).items()},
+        )
+
+    def ids_of(self, type_name: str) -> tuple[str, ...]:
+        """The ids of the stored entities of the qualified ``type_name``, sorted."""
+        return self.by_type.get(type_name, ())
+
+    def actions_for(self, principal: str | None, resource: str | None) -> list[str] | None:
+        """The actions that apply to these (qualified) principal and resource types,
+        sorted; None when the schema's actions are unknown."""
+        if self.actions is None:
+            return None
+        return sorted(
+            name
+            for name, (principals, resources) in self.actions.items()
+            if principal in principals and resource in resources
+        )
 
     def entity(
         self, type_name: str, entity_id: str, properties: Mapping[str, Any], field: str

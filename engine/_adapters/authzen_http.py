@@ -19,16 +19,21 @@ does not map (:mod:`engine._adapters.authzen`: the message
 names the field) is a 400 *and* an audited denial; in an Access Evaluations request
 such an evaluation is instead denied in its place (``"decision": false`` with
 ``context.error``) and the others are decided. When the audit log cannot record, or
-anything else fails, the answer is a 500 with the reason, never a decision. Search APIs
-are not offered (the metadata leaves them out): the policy index finds the policies a
-request can reach, not the entities a policy would admit.
+anything else fails, the answer is a 500 with the reason, never a decision.
+
+``POST /access/v1/search/subject``, ``…/resource`` and ``…/action`` (:meth:`AuthzenApp._search`)
+answer one page of a search (:mod:`engine._adapters.authzen_search`): candidates decided
+in batches as evaluations are (:meth:`~engine._service.decisions.DecisionService.judge_async`),
+recorded as one audit entry per call (api ``"authzen-search"``), a query or page token
+that does not open a 400 and a refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -37,11 +42,22 @@ import structlog
 from audit import AuditError, read_asgi_body
 from engine._adapters.admission_http import Receive, Scope, Send
 from engine._adapters.authzen import Catalog, Semantic, evaluations, to_request
+from engine._adapters.authzen_search import (
+    MAX_EVALUATED,
+    SEARCHED,
+    PageTokens,
+    Query,
+    Searched,
+    candidates,
+    read_query,
+)
 from engine._adapters.grpc_status import AUDIT_UNAVAILABLE
 from engine._core.bundle import PolicyBundle
-from engine._core.models import Request
+from engine._core.models import EntityUID, Request
 from engine._errors import LimitExceeded, RequestError
-from engine._service.decisions import Decided, DecisionService
+from engine._service.audit_entries import search_entry
+from engine._service.constants import MAX_BATCH
+from engine._service.decisions import Decided, DecisionService, decision_id
 from engine._service.metrics import Asgi
 from engine._service.posture import attach, provenance
 
@@ -54,7 +70,9 @@ MAX_BODY = 4 * 1024 * 1024
 """Bytes of one request body, as a gRPC message."""
 MAX_REQUEST_ID = 256
 """Characters of an ``X-Request-ID`` recorded in the audit log (a longer one is cut)."""
+SEARCH_PATHS: dict[str, Searched] = {f"/access/v1/search/{part}": part for part in SEARCHED}
 API = "authzen"
+SEARCH_API = "authzen-search"
 DECISION_ID_HEADER = "x-docket-decision-id"
 _INTERNAL = "internal error; the server log has the details"
 
@@ -72,8 +90,17 @@ class AuthzenApp:
     ``base_url`` is the PDP identifier the metadata gives (default: ``http://`` and the
     request's ``Host``)."""
 
-    def __init__(self, service: DecisionService, other: Asgi, *, base_url: str | None) -> None:
+    def __init__(
+        self,
+        service: DecisionService,
+        other: Asgi,
+        *,
+        base_url: str | None,
+        search_key: bytes | None = None,
+    ) -> None:
         self.service = service
+        # Page tokens: the data directory's key (every worker's), else this process's own.
+        self.tokens = PageTokens(search_key if search_key is not None else os.urandom(32))
         self.other = other
         self.base_url = base_url.rstrip("/") if base_url else None
         self._catalog: tuple[PolicyBundle, Catalog] | None = None
@@ -89,7 +116,7 @@ class AuthzenApp:
                 return
             await _respond(send, 200, self._metadata(headers))
             return
-        if path not in (EVALUATION_PATH, EVALUATIONS_PATH):
+        if path not in (EVALUATION_PATH, EVALUATIONS_PATH) and path not in SEARCH_PATHS:
             if path.startswith("/access/"):
                 await _respond(send, 404, f"no such path {path!r}", close=True)
                 return
@@ -126,6 +153,7 @@ class AuthzenApp:
             "policy_decision_point": base,
             "access_evaluation_endpoint": base + EVALUATION_PATH,
             "access_evaluations_endpoint": base + EVALUATIONS_PATH,
+            **{f"search_{part}_endpoint": base + path for path, part in SEARCH_PATHS.items()},
         }
 
     def catalog(self) -> Catalog | None:
@@ -143,6 +171,8 @@ class AuthzenApp:
     ) -> tuple[dict[str, Any], list[str]]:
         """The response body and the decision ids, in order. Raises :class:`_Refused`."""
         detail = {} if request_id is None else {"request_id": request_id[:MAX_REQUEST_ID]}
+        if path in SEARCH_PATHS:
+            return await self._search(SEARCH_PATHS[path], body, detail)
         try:
             items, semantic = (
                 (None, "execute_all") if path == EVALUATION_PATH else evaluations(body)
@@ -172,8 +202,84 @@ class AuthzenApp:
             provenance=[provenance(request, None, caller=None) for request in requests],
         )
 
-    async def _refuse(self, error: str, detail: Mapping[str, Any]) -> Decided:
-        return await self.service.refuse_async(error, api=API, caller=None, detail=detail or None)
+    async def _refuse(self, error: str, detail: Mapping[str, Any], api: str = API) -> Decided:
+        return await self.service.refuse_async(error, api=api, caller=None, detail=detail or None)
+
+    async def _search(
+        self, searched: Searched, body: dict[str, Any], detail: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """One page of a search and the id of its one audit entry. Raises
+        :class:`_Refused` (400, recorded as a refusal) for a query that does not map or
+        a page token that does not open."""
+        try:
+            query = read_query(searched, body)
+            # The pinned parts map (and are refused) as an evaluation's would.
+            base = attach(self._request(_placeholder(query), ""), None)
+            bundle = self.service.engine.bundle
+            catalog = self.catalog()
+            pool: Sequence[str] = ()
+            start = 0
+            if bundle is not None and catalog is not None:
+                if query.token is not None:
+                    start = self.tokens.open(query, bundle.version)
+                pool = candidates(query, catalog, bundle)
+            found, evaluated, position = await self._page(base, searched, query.limit, pool, start)
+        except (RequestError, LimitExceeded) as exc:
+            refused = await self._refuse(str(exc), detail, SEARCH_API)
+            raise _Refused(400, f"{exc} (decision {refused.decision_id})") from exc
+        more = query.limit > 0 and position < len(pool)
+        next_token = ""
+        if more and bundle is not None:
+            next_token = self.tokens.issue(query, bundle.version, position)
+        now = self.service.clock()
+        id_ = decision_id(now)
+        uids = {
+            "subject": None if searched == "subject" else base.principal,
+            "action": None if searched == "action" else base.action,
+            "resource": None if searched == "resource" else base.resource,
+        }
+        counts = {"results": len(found), "evaluated": evaluated, "more": more, "start": start}
+        about = {"search": searched, "type": query.type, **counts}
+        mine = {
+            "decision_id": id_,
+            "api": SEARCH_API,
+            "provenance": provenance(base, None, caller=None),
+        }
+        entry = search_entry(
+            uids, bundle, query.digest, now=now, detail={**detail, **mine, **about}
+        )
+        await self.service.record_async(entry)
+        results: list[dict[str, Any]] = (
+            [{"name": name} for name in found]
+            if searched == "action"
+            else [{"type": query.type, "id": id_found} for id_found in found]
+        )
+        return {"page": {"next_token": next_token, "count": len(found)}, "results": results}, [id_]
+
+    async def _page(
+        self, base: Request, searched: Searched, limit: int, pool: Sequence[str], start: int
+    ) -> tuple[list[str], int, int]:
+        """The candidates from ``start`` that are permitted, up to ``limit`` of them and
+        :data:`MAX_EVALUATED` evaluated, in batches; how many were evaluated; where the
+        next page starts."""
+        found: list[str] = []
+        evaluated, position = 0, start
+        while position < len(pool) and len(found) < limit and evaluated < MAX_EVALUATED:
+            size = min(MAX_BATCH, MAX_EVALUATED - evaluated, max(2 * (limit - len(found)), 16))
+            chunk = pool[position : position + size]
+            decisions = await self.service.judge_async(
+                [_candidate(base, searched, value) for value in chunk]
+            )
+            evaluated += len(chunk)
+            for offset, (value, decision) in enumerate(zip(chunk, decisions, strict=True)):
+                if decision.allowed:
+                    found.append(value)
+                    if len(found) == limit:
+                        position += offset + 1
+                        break
+            else:
+                position += len(chunk)
+        return found, evaluated, position
 
     async def _evaluate_all(
         self, items: list[dict[str, Any]], semantic: Semantic, detail: Mapping[str, Any]
@@ -242,6 +348,24 @@ class AuthzenApp:
         except RequestError as exc:
             return exc
         return decided
+
+
+def _placeholder(query: Query) -> dict[str, Any]:
+    """The query's evaluation item with an empty id (or action name) where the searched
+    part goes: mapped once, then each candidate put in its place."""
+    if query.searched == "action":
+        return {**query.item, "action": {"name": ""}}
+    return {**query.item, query.searched: {"type": query.type, "id": ""}}
+
+
+def _candidate(base: Request, searched: Searched, value: str) -> Request:
+    if searched == "action":
+        return base.model_copy(
+            update={"action": EntityUID.model_construct(type="Action", id=value)}
+        )
+    field = "principal" if searched == "subject" else "resource"
+    kind = base.principal.type if searched == "subject" else base.resource.type
+    return base.model_copy(update={field: EntityUID.model_construct(type=kind, id=value)})
 
 
 async def _read_json(

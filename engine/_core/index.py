@@ -163,6 +163,34 @@ class PolicyIndex:
         found.sort()
         return tuple(found)
 
+    @property
+    def actions(self) -> list[UID]:
+        """Every action some policy applies to, sorted."""
+        return sorted(self._by_action)
+
+    def reaches_permit(
+        self,
+        action: UID,
+        principal_anchors: Sequence[Anchor] | None,
+        resource_anchors: Sequence[Anchor] | None,
+    ) -> bool:
+        """Whether a request for ``action`` whose principal and resource have these
+        anchors (None: any principal, any resource) can reach a ``permit`` policy. When
+        it cannot, every such request is denied (Cedar's default) without evaluating."""
+        index = self._by_action.get(action)
+        if index is None:
+            return False
+        buckets: list[Bucket] = [] if index.folded is None else [index.folded]
+        for p_anchor, by_resource in index.by_principal.items():
+            if principal_anchors is not None and p_anchor not in principal_anchors:
+                continue
+            buckets.extend(
+                bucket
+                for r_anchor, bucket in by_resource.items()
+                if resource_anchors is None or r_anchor in resource_anchors
+            )
+        return any(policy.effect == "permit" for bucket in buckets for policy in bucket.policies)
+
     def merged(self, key: tuple[int, ...]) -> cedarpy.PolicySet | None:
         """The union of several buckets as one policy set, if built; else schedule it."""
         return self._merged.get(key)

@@ -299,6 +299,12 @@ class _Resolver:
             return self._name(declared["name"], space, depth)
         raise _Unreadable(f"type {kind!r}")
 
+    def entity(self, name: str, space: str) -> str:
+        """The qualified name of the entity type ``name`` declared in ``space`` names."""
+        if "::" not in name and _qualify(space, name) in self._entities:
+            return _qualify(space, name)
+        return name
+
     def _name(self, name: str, space: str, depth: int) -> Type:
         if name.startswith("__cedar::"):
             return _builtin(name.removeprefix("__cedar::"))
@@ -345,6 +351,26 @@ def context_types(schema: Mapping[str, Any]) -> dict[UID, Type] | None:
     except (_Unreadable, KeyError):
         return None
     return types
+
+
+def action_targets(
+    schema: Mapping[str, Any],
+) -> dict[UID, tuple[frozenset[str], frozenset[str]]]:
+    """The principal and resource types (qualified, resolved as Cedar resolves them) of
+    each action that applies to something, keyed by the action's uid."""
+    resolver = _Resolver(schema)
+    targets: dict[UID, tuple[frozenset[str], frozenset[str]]] = {}
+    for space, body in schema.items():
+        for name, action in body.get("actions", {}).items():
+            applies = action.get("appliesTo")
+            if applies is None:
+                continue
+            principals, resources = (
+                frozenset(resolver.entity(kind, space) for kind in applies.get(key, []))
+                for key in ("principalTypes", "resourceTypes")
+            )
+            targets[(_qualify(space, "Action"), name)] = (principals, resources)
+    return targets
 
 
 def entity_types(schema: Mapping[str, Any]) -> dict[str, Type] | None:

@@ -156,6 +156,35 @@ def admission_tls(settings: Settings, ca: CertificateAuthority) -> tuple[Path, P
     return cert, key
 
 
+SEARCH_KEY = "authzen-search.key"
+"""The key of AuthZEN search page tokens, in the data directory: every worker's."""
+
+
+def search_key(settings: Settings) -> bytes:
+    """The data directory's key for AuthZEN search page tokens, made (32 random bytes,
+    0600) the first time; whichever process makes it first wins a race, the others read
+    it. Raises :class:`ServeError`."""
+    path = settings.data_dir / SEARCH_KEY
+    try:
+        if not path.exists():
+            temporary = path.with_name(f".{SEARCH_KEY}.{os.getpid()}")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(os.urandom(32))
+            try:
+                os.link(temporary, path)  # fails if another process made it first
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink()
+        key = path.read_bytes()
+    except OSError as exc:
+        raise ServeError(f"cannot read or make the search key {path}: {exc}") from exc
+    if len(key) < 32:
+        raise ServeError(f"{path}: shorter than 32 bytes; delete it to make a new one")
+    return key
+
+
 def check_settings(settings: Settings) -> tuple[Address, Address]:
     """The gRPC and metrics addresses, after the checks that keep a server safe to start.
 

@@ -63,6 +63,7 @@ from engine._runtime.prepare import (
     open_challenges,
     prepare_ca,
     pull_at_start,
+    search_key,
     tls_mode,
     trust_roots,
 )
@@ -115,6 +116,7 @@ def serve(settings: Settings, on_ready: Callable[[Listening], None]) -> None:
     prepared.store.close()
     # …and the challenge tables, the CA and the (empty) place for EK roots.
     open_challenges(settings).close()
+    search_key(settings)  # AuthZEN search page tokens: one key for every worker
     if settings.ek_roots is None:
         settings.ek_roots_dir.mkdir(parents=True, exist_ok=True)
     ca = prepare_ca(settings)

@@ -57,6 +57,7 @@ from engine._runtime.prepare import (
     open_challenges,
     prepare_ca,
     revision_guard,
+    search_key,
     server_credentials,
     trust_roots,
 )
@@ -452,7 +453,12 @@ class Worker:
         and the CA's JWKS and revocation list this process applies; :meth:`start` serves
         it. Returns the port. Raises :class:`ServeError`."""
         documents = metrics_app(registry, self.trust.jwks, lambda: self.trust.document)
-        app = AuthzenApp(self.service, documents, base_url=self.settings.authzen_url)
+        app = AuthzenApp(
+            self.service,
+            documents,
+            base_url=self.settings.authzen_url,
+            search_key=search_key(self.settings),
+        )
         try:
             self.http = HttpServer(
                 address.host,

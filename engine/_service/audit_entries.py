@@ -209,6 +209,33 @@ def decision_entry(
     )
 
 
+def search_entry(
+    uids: Mapping[str, EntityUID | None],
+    bundle: PolicyBundle | None,
+    query_digest: str,
+    *,
+    now: datetime,
+    detail: Mapping[str, Any],
+) -> Entry:
+    """The one audit entry of a search call (an AuthZEN search page): the pinned parts
+    (``uids``: subject, action, resource; None for the one searched), the bundle, the
+    digest of the query; ``detail`` says what was searched and counts the candidates
+    evaluated and the ``results`` found (``allow`` when it found any). Bounded whatever
+    the query: strings are capped."""
+    parts = {name: None if uid is None else _uid(uid, bundle) for name, uid in uids.items()}
+    return Entry(
+        kind="decision",
+        time=now,
+        subject=parts.get("subject"),
+        action=parts.get("action"),
+        resource=parts.get("resource"),
+        decision="allow" if detail.get("results") else "deny",
+        bundle_version=bundle.version if bundle is not None else None,
+        request_digest=query_digest,
+        detail=_detail(detail),
+    )
+
+
 class Undecided(TypedDict):
     """Where an entry of a request that no policy decided comes from (the keywords of
     :func:`refusal_entry` and :func:`unevaluated_entry`)."""

@@ -245,10 +245,7 @@ class DecisionService:
             decisions = self.engine.decide_batch(requests, now=now)
         if self.shadow is not None:  # the candidate's disagreements, annotated; never the answer
             details = self.shadow.annotate(requests, decisions, details, now)
-        if self._watcher.freshness is not None:  # a stale pulled bundle: @fresh_policy
-            decisions = list(self._watcher.freshness.vet(bundle, decisions, now))
-        if self.revocations is not None:  # a stale pulled revocation list: likewise
-            decisions = list(self.revocations.vet(bundle, decisions, now))
+        decisions = self._vetted(bundle, decisions, now)
         ids = [decision_id(now) for _ in decisions]
         entries = [
             decision_entry(
@@ -271,6 +268,43 @@ class DecisionService:
             ]
             return _Made(ids, decisions, recorded)
         return _Made(ids, decisions, entries)
+
+    def _vetted(
+        self, bundle: PolicyBundle | None, decisions: list[Decision], now: datetime
+    ) -> list[Decision]:
+        if self._watcher.freshness is not None:  # a stale pulled bundle: @fresh_policy
+            decisions = list(self._watcher.freshness.vet(bundle, decisions, now))
+        if self.revocations is not None:  # a stale pulled revocation list: likewise
+            decisions = list(self.revocations.vet(bundle, decisions, now))
+        return decisions
+
+    def _judge(self, requests: Sequence[Request]) -> list[Decision]:
+        now = self.clock()
+        bundle = self.engine.bundle
+        with tracing.child_span(tracing.EVALUATE):
+            decisions = self.engine.decide_batch(requests, now=now)
+        return self._vetted(bundle, decisions, now)
+
+    async def judge_async(self, requests: Sequence[Request]) -> list[Decision]:
+        """Decide ``requests`` as :meth:`authorize_async` does (the same evaluation, and
+        the same vetting by a stale bundle or revocation list) but record nothing: a
+        search records one entry for all it decided (:meth:`record_async`). Raises
+        :class:`~engine.RequestError`, :class:`~engine.LimitExceeded`."""
+        if len(requests) > MAX_BATCH:
+            raise LimitExceeded(
+                f"requests: {len(requests)} requests in one batch; the limit is {MAX_BATCH}"
+            )
+        if len(requests) < LARGE_BATCH:
+            return self._judge(requests)
+        loop = asyncio.get_running_loop()
+        judge = partial(self._judge, requests)
+        return await loop.run_in_executor(None, contextvars.copy_context().run, judge)
+
+    async def record_async(self, entry: Entry) -> Receipt:
+        """Record one entry made elsewhere (a search's), awaited until durable. Raises
+        the audit log's errors."""
+        (receipt,) = await self._record_async([entry])
+        return receipt
 
     def _decided(self, api: str, made: _Made, receipts: list[Receipt]) -> list[Decided]:
         decided = [Decided(*item) for item in zip(made.ids, made.decisions, receipts, strict=True)]

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine._adapters.authzen_search import SEARCHED
 from tests.e2e.docket_process import Docket, start_docket
 
 BUNDLE = Path(__file__).parent / "authzen_bundle"
@@ -174,6 +175,7 @@ def test_the_metadata(pdp: httpx.Client) -> None:
         "policy_decision_point": base,
         "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
         "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+        **{f"search_{p}_endpoint": f"{base}/access/v1/search/{p}" for p in SEARCHED},
     }
 
 

@@ -83,6 +83,9 @@ def test_the_metadata_names_the_configured_identifier(decision_service: Decision
         "policy_decision_point": "https://pdp.example.com",
         "access_evaluation_endpoint": "https://pdp.example.com/access/v1/evaluation",
         "access_evaluations_endpoint": "https://pdp.example.com/access/v1/evaluations",
+        "search_subject_endpoint": "https://pdp.example.com/access/v1/search/subject",
+        "search_resource_endpoint": "https://pdp.example.com/access/v1/search/resource",
+        "search_action_endpoint": "https://pdp.example.com/access/v1/search/action",
     }
     assert (
         call(app_of(decision_service), "POST", "/.well-known/authzen-configuration").status_code

@@ -154,3 +154,23 @@ def test_entity_types_resolve_each_types_attributes() -> None:
             },
         },
     }
+
+
+def test_action_targets_name_the_types_each_action_applies_to() -> None:
+    from engine._core.schema_json import action_targets
+
+    text = """
+    entity Outside;
+    namespace N {
+      entity User; entity Doc; entity Note;
+      action read appliesTo { principal: User, resource: [Doc, Note] };
+      action peek appliesTo { principal: [User, Outside], resource: Doc };
+      action group;
+    }
+    """
+    described = schema_json(cedarpy.Schema.from_str(text))
+    assert described is not None
+    assert action_targets(described) == {
+        ("N::Action", "read"): (frozenset({"N::User"}), frozenset({"N::Doc", "N::Note"})),
+        ("N::Action", "peek"): (frozenset({"N::User", "Outside"}), frozenset({"N::Doc"})),
+    }
