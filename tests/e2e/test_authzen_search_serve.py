@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from tests.e2e.docket_process import Docket, start_docket
+from e2e.docket_process import Docket, start_docket
 
 BUNDLE = Path(__file__).parent / "authzen_search_bundle"
 INTEROP = Path(__file__).parent / "authzen_search"
