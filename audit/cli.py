@@ -34,7 +34,7 @@ from audit._errors import (
 )
 
 if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
-    from audit._auditor import Period, Verdict, VerifiedReceipt
+    from audit._auditor import Period, Restore, Verdict, VerifiedReceipt
     from audit._collector_audit import SiteCoverage
     from audit._collector_store import CollectorStore
     from audit._entry import Entry
@@ -244,13 +244,15 @@ def parse_period(since: str | None, until: str | None) -> tuple[datetime | None,
     return start, end
 
 
-def _select_period(store: Store, since: datetime | None, until: datetime | None) -> Period:
+def _select_period(
+    store: Store, since: datetime | None, until: datetime | None, restore: Restore | None = None
+) -> Period:
     """:func:`select_period`, its tampering a failed check (exit 1) naming the entry and
     the column, a database that cannot be read an input error."""
     from audit._auditor import select_period
 
     try:
-        return select_period(store, since, until)
+        return select_period(store, since, until, restore)
     except TamperDetected as exc:
         raise CheckFailed(f"audit log NOT intact: {exc}") from exc
     except StoreError as exc:
@@ -1086,6 +1088,14 @@ def show_key_file(path: Path, new_name: str | None, alg: int = 0x01) -> None:
 @db_option
 @data_dir_option
 @keys_option
+@click.option(
+    "--archives",
+    "archive_dirs",
+    multiple=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="An archive (from `docket audit archive`), verified first, whose entries stand in "
+    "for the payloads pruned from the log (repeatable).",
+)
 def export(
     since: str | None,
     until: str | None,
@@ -1093,11 +1103,15 @@ def export(
     db: str | None,
     data_dir: Path | None,
     keys_path: Path | None,
+    archive_dirs: tuple[str, ...],
 ) -> None:
     """Write the entries in [--since, --until) as JSON Lines, with the signed
     checkpoints and subtree hashes that let `docket audit verify --export` check them
     offline. The period is mapped to entries by the time inside each hashed entry; a
-    stored column that disagrees with it exits 1, a period with no entry exits 1."""
+    stored column that disagrees with it exits 1, a period with no entry exits 1.
+    Payloads pruned after archival are read (and dated) from --archives, each segment
+    verified first; when the period may include pruned entries no archive given holds,
+    nothing is written and it exits 1 naming them."""
     from audit._auditor import write_export
     from audit._log import AuditLog
     from audit._store import Store
@@ -1105,38 +1119,47 @@ def export(
     start_time, end_time = parse_period(since, until)
     log = _signing_log(db, data_dir, keys_path)
     try:
-        period = _select_period(log.store, start_time, end_time)
-        if period.entries == 0 and (start_time or end_time):
-            raise _nothing_in("export", start_time, end_time, period.size)
-        start, end = period.start, period.end
-        anchor = log.store.latest_checkpoint()
-        if anchor is None or anchor.size < end:
-            anchor = log.checkpoint()
-        if anchor.size < end:
-            click.echo(
-                f"docket: entries from {anchor.size} on are not checkpointed yet and no "
-                "signing key is here; exporting up to the latest checkpoint",
-                err=True,
-            )
-            end = max(start, anchor.size)
-        keys = (log.store.meta("verifier_keys") or "").split()
-        with (
-            output.open("w", encoding="utf-8") as out,
-            progress_bar("exporting", end - start) as bar,
-        ):
-            written = write_export(
-                log.store,
-                out,
-                start=start,
-                end=end,
-                anchor_note=anchor.note,
-                anchor_size=anchor.size,
-                verifier_keys=keys,
-                redaction_keys=(log.store.meta("redaction_keys") or "").split(),
-                now=datetime.now(UTC),
-                progress=bar,
-            )
+        with _archive_copies(archive_dirs) as directories:
+            restore = _restore(log.store, directories)
+            period = _select_period(log.store, start_time, end_time, restore)
+            if period.unrestored:
+                raise _pruned_in(period, bool(start_time or end_time))
+            if period.entries == 0 and (start_time or end_time):
+                raise _nothing_in("export", start_time, end_time, period.size)
+            start, end = period.start, period.end
+            anchor = log.store.latest_checkpoint()
+            if anchor is None or anchor.size < end:
+                anchor = log.checkpoint()
+            if anchor.size < end:
+                click.echo(
+                    f"docket: entries from {anchor.size} on are not checkpointed yet and no "
+                    "signing key is here; exporting up to the latest checkpoint",
+                    err=True,
+                )
+                end = max(start, anchor.size)
+            keys = (log.store.meta("verifier_keys") or "").split()
+            with (
+                output.open("w", encoding="utf-8") as out,
+                progress_bar("exporting", end - start) as bar,
+            ):
+                written = write_export(
+                    log.store,
+                    out,
+                    start=start,
+                    end=end,
+                    anchor_note=anchor.note,
+                    anchor_size=anchor.size,
+                    verifier_keys=keys,
+                    redaction_keys=(log.store.meta("redaction_keys") or "").split(),
+                    now=datetime.now(UTC),
+                    progress=bar,
+                    restore=restore,
+                )
+    except TamperDetected as exc:
+        output.unlink(missing_ok=True)
+        raise CheckFailed(f"NOT intact, nothing exported: {exc}") from exc
     except (StoreError, ProofError, FormatError) as exc:
+        output.unlink(missing_ok=True)
         raise InputError(str(exc)) from exc
     except OSError as exc:
         raise InputError(f"cannot write {output}: {exc.strerror}") from exc
@@ -1152,6 +1175,34 @@ def export(
         )
     span = f"entries {start}..{end - 1}" if written else "no entries (none in that period)"
     click.echo(f"exported {span} ({written:,}) to {output}{covered}", err=True)
+
+
+def _restore(store: Store, directories: Sequence[Path]) -> Restore:
+    """What stands in for the payloads pruned from ``store``: the segments in
+    ``directories``, each verified with the log's keys (none: pruned payloads stay
+    missing, and an export that needs them is refused). Raises
+    :class:`TamperDetected` when a segment does not verify."""
+    from audit._archive import archived_entries, open_archives
+    from audit._auditor import Restore, erasures
+
+    marks = erasures(store)
+    if not directories:
+        return Restore(marks)
+    keys = _verifier_keys((store.meta("verifier_keys") or "").split())
+    named = _verifier_keys((store.meta("redaction_keys") or "").split(), "--redaction-key")
+    segments = open_archives(directories, keys, store.origin, named)
+    return Restore(marks, functools.partial(archived_entries, segments))
+
+
+def _pruned_in(period: Period, chosen: bool) -> CheckFailed:
+    """The refusal of an export that would silently leave out pruned entries."""
+    runs = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in period.unrestored)
+    what = "that period" if chosen else "the log"
+    return CheckFailed(
+        f"cannot export {what}: entries {runs} were pruned after archival and no archive "
+        "given holds them, so their time is unknown and the period may include them; "
+        "pass --archives with their archive"
+    )
 
 
 @audit.command()
