@@ -41,18 +41,18 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit._auditor import Verdict, verify_export, verify_store, write_export
+from audit._auditor import Verdict, export_entries, verify_export, verify_store, write_export
 from audit._entry import Entry
 from audit._errors import FormatError, NoteError, ProofError, StoreError, TamperDetected
 from audit._merkle import verify_consistency
 from audit._note import Checkpoint, VerifierKey, open_checkpoint
-from audit._store import Store, StoredCheckpoint
+from audit._store import Store, StoredCheckpoint, StoredEntry
 from audit._verify import PRUNE_ACTION
 
 if TYPE_CHECKING:
@@ -343,6 +343,13 @@ def open_archives(
             )
         segments.append(segment)
     return segments
+
+
+def archived_entries(segments: Sequence[Segment]) -> Iterator[StoredEntry]:
+    """The entries of ``segments`` (verified: :func:`open_archives`), in index order: what
+    stands in for the payloads pruned from the live log."""
+    for segment in segments:
+        yield from export_entries(segment.path / ENTRIES)
 
 
 def verify_with_archives(

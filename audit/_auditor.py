@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from audit._canonical import canonical_json, loads_canonical
 from audit._entry import TIME_FORMAT
@@ -23,6 +23,7 @@ from audit._errors import FormatError, KeyFormatError, NoteError, ProofError, Ta
 from audit._merkle import (
     HASH_SIZE,
     CompactRange,
+    NodeId,
     decompose,
     leaf_hash,
     verify_consistency,
@@ -35,8 +36,8 @@ from audit._note import (
     parse_checkpoint_unverified,
 )
 from audit._redaction import VerifiedOrder, open_order
-from audit._store import GENESIS, Store, StoredEntry
-from audit._verify import VerifiedLog, verify_entries
+from audit._store import GENESIS, SelectionRow, Store, StoredCheckpoint, StoredEntry
+from audit._verify import PRUNE_ACTION, VerifiedLog, verify_entries
 
 EXPORT_FORMAT = "docket-audit-export/1"
 _CUT = "(cut off)"  # the type of the line an export ends in when it was cut mid-way
@@ -243,8 +244,111 @@ def _verdict(
 # -- export ---------------------------------------------------------------------
 
 
+class Selectable(Protocol):
+    """A log whose entries a period is chosen from (:func:`select_period`)."""
+
+    def selection_columns(self, start: int = 0, end: int | None = None) -> Iterator[SelectionRow]:
+        """``(idx, kind, time, payload)`` of the entries ``[start, end)``, by index."""
+        ...
+
+
+class ExportSource(Selectable, Protocol):
+    """What :func:`write_export` reads of a log: a :class:`~audit._store.Store`, or a
+    site's log as the collector holds it (:class:`~audit._collector_store.HeldLog`)."""
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line."""
+        ...
+
+    def entry(self, index: int) -> StoredEntry | None:
+        """One entry, None past the end."""
+        ...
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
+        """The entries ``[start, end)``, by index."""
+        ...
+
+    def nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
+        """Perfect subtree hashes by ``(level, index)``."""
+        ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """The signed checkpoints held, by size."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Erasures:
+    """What a log's own entries say about its erased payloads: the signed order of each
+    redacted entry (from the ``redaction`` entry that records it) and the ranges its
+    ``prune`` markers name (payloads pruned after archival)."""
+
+    orders: Mapping[int, str]
+    redacted: frozenset[int]
+    prunes: tuple[tuple[int, int], ...]
+
+    def pruned(self, index: int) -> bool:
+        """Whether entry ``index``, when its payload is gone, was pruned after archival
+        (a prune marker names it and no redaction entry does)."""
+        return index not in self.redacted and any(a <= index <= b for a, b in self.prunes)
+
+
+def erasures(log: Selectable, start: int = 0) -> Erasures:
+    """The :class:`Erasures` of the entries at or after ``start`` of ``log``, from its
+    ``redaction`` and ``prune`` entries (found by their kind column; verification
+    checks each order against the payload it erased, so a relabelled row only loses an
+    order, and the erased entry then fails to verify)."""
+    orders: dict[int, str] = {}
+    redacted: set[int] = set()
+    prunes: list[tuple[int, int]] = []
+    for row in log.selection_columns(start):
+        if row.kind not in ("redaction", "audit") or row.payload is None:
+            continue
+        try:
+            document = loads_canonical(row.payload)
+            detail = document["detail"]
+            if row.kind == "audit":
+                if document.get("action") == PRUNE_ACTION:
+                    prunes.append((int(detail["first"]), int(detail["last"])))
+                continue
+            target, order = int(detail["index"]), detail.get("order", "")
+        except (ValueError, KeyError, TypeError):
+            continue
+        redacted.add(target)
+        if target >= start and isinstance(order, str):
+            orders.setdefault(target, order)
+    return Erasures(orders, frozenset(redacted), tuple(prunes))
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Payloads pruned from a log after archival, read back from its archives: which
+    entries were pruned (``erasures``) and the archived entries, opened afresh for each
+    pass in index order (:func:`audit._archive.archived_entries`; none: no archive)."""
+
+    erasures: Erasures
+    archived: Callable[[], Iterator[StoredEntry]] = lambda: iter(())
+
+    def cursor(self) -> Callable[[int], bytes | None]:
+        """A lookup, asked in increasing index order, of the archived payload of a
+        pruned entry (None when the entry was not pruned or no archive holds it)."""
+        rows = self.archived()
+        waiting = next(rows, None)
+
+        def payload(index: int) -> bytes | None:
+            nonlocal waiting
+            if not self.erasures.pruned(index):
+                return None
+            while waiting is not None and waiting.idx < index:
+                waiting = next(rows, None)
+            return waiting.payload if waiting is not None and waiting.idx == index else None
+
+        return payload
+
+
 def write_export(
-    store: Store,
+    store: ExportSource,
     out: IO[str],
     *,
     start: int,
@@ -255,10 +359,13 @@ def write_export(
     now: datetime,
     redaction_keys: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    restore: Restore | None = None,
 ) -> int:
     """Write entries ``[start, end)`` as JSON Lines with everything needed to verify them
     offline against the signed checkpoint ``anchor_note`` (size ``anchor_size`` >= end).
-    Returns the number of entries written.
+    Returns the number of entries written. A payload pruned after archival is written
+    from ``restore``'s archives (it must hash to the entry's leaf); one no archive
+    holds is a :class:`FormatError`.
 
     Lines, in order: a ``header`` (origin, range, the chain value and the compact range
     before ``start``, the verifier keys and the redaction keys the log names); every
@@ -291,21 +398,23 @@ def write_export(
     right = store.nodes(decompose(end, anchor_size))
     anchor = {"type": "anchor", "note": anchor_note, "right": [_hex(h) for h in right]}
     out.write(json.dumps(anchor) + "\n")
-    orders = redaction_orders(store, start)
+    marks = erasures(store, start) if restore is None else restore.erasures
+    archived = (restore or Restore(marks)).cursor()
     written = 0
     for row in store.entries(start, end):
+        payload = row.payload if row.payload is not None else _restored(row, marks, archived)
         line = {
             "type": "entry",
             "index": row.idx,
             "kind": row.kind,
             "leaf_hash": _hex(row.leaf),
             "chain": _hex(row.chain),
-            "entry": None if row.payload is None else loads_canonical(row.payload),
+            "entry": None if payload is None else loads_canonical(payload),
         }
-        if row.payload is None:
+        if payload is None:
             # The order travels with the erased entry: its redaction entry may lie
             # past the export's end, and without the order the null proves nothing.
-            line["redaction_order"] = orders.get(row.idx, "")
+            line["redaction_order"] = marks.orders.get(row.idx, "")
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         written += 1
         if progress is not None and written % 10_000 == 0:
@@ -314,23 +423,24 @@ def write_export(
     return written
 
 
-def redaction_orders(store: Store, start: int) -> dict[int, str]:
-    """The signed redaction order of each entry erased at or after ``start``, by the
-    ``redaction`` entries that record them (found by their kind column; verification
-    checks each order against the payload it erased, so a relabelled row only loses an
-    order, and the erased entry then fails to verify)."""
-    orders: dict[int, str] = {}
-    for row in store.selection_columns(start):
-        if row.kind != "redaction" or row.payload is None:
-            continue
-        try:
-            detail = loads_canonical(row.payload)["detail"]
-            target, order = int(detail["index"]), detail.get("order", "")
-        except (ValueError, KeyError, TypeError):
-            continue
-        if target >= start and isinstance(order, str):
-            orders.setdefault(target, order)
-    return orders
+def _restored(
+    row: StoredEntry, marks: Erasures, archived: Callable[[int], bytes | None]
+) -> bytes | None:
+    """The payload of the erased ``row`` from an archive when it was pruned (checked
+    against its leaf), None when it was redacted."""
+    if not marks.pruned(row.idx):
+        return None
+    payload = archived(row.idx)
+    if payload is None:
+        raise FormatError(
+            f"entry {row.idx} was pruned after archival and no archive given holds it "
+            "(pass --archives)"
+        )
+    if leaf_hash(payload) != row.leaf:
+        raise TamperDetected(
+            row.idx, "archive", "the archived payload does not hash to the live log's leaf"
+        )
+    return payload
 
 
 def _export_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -349,6 +459,15 @@ def _export_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield number, value
     except OSError as exc:
         raise FormatError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def export_entries(path: Path) -> Iterator[StoredEntry]:
+    """The entry lines of the export (or archived segment) at ``path``, as rows, without
+    verifying anything (the caller verified the file first). Raises
+    :class:`FormatError`."""
+    for number, line in _export_lines(path):
+        if line["type"] == "entry":
+            yield _export_entry(path, number, line)
 
 
 @dataclass(slots=True)
@@ -598,7 +717,9 @@ class Period:
     ``start``/``end`` bound the indices (``end`` exclusive) from the first to the last
     entry whose payload time is in the period; ``entries`` counts those dated entries
     (0: the period is empty, and ``start == end``); ``size`` is how many entries the log
-    held when it was read.
+    held when it was read. ``unrestored``: the runs ``(first, last)`` of entries pruned
+    after archival that no archive given holds and that lie between the period's dated
+    neighbours, so the period may include them (their time is unknown).
     """
 
     since: datetime | None
@@ -607,55 +728,89 @@ class Period:
     end: int
     entries: int
     size: int
+    unrestored: tuple[tuple[int, int], ...] = ()
 
 
-def select_period(store: Store, since: datetime | None, until: datetime | None) -> Period:
+def select_period(
+    store: Selectable,
+    since: datetime | None,
+    until: datetime | None,
+    restore: Restore | None = None,
+) -> Period:
     """Map ``[since, until)`` (``None``: unbounded) to an index range using the time
     inside each entry's hashed payload, never the unhashed ``time`` column, and check
     every stored column a selection could use (``kind``, ``time``) against the payload.
 
     Reads every row once. A redacted entry (no payload) has no time and is not dated;
-    its columns cannot be checked and are not used. Raises :class:`TamperDetected`
-    (``modified``, naming the entry and the column) when a column disagrees with the
-    payload or a payload is not an entry, :class:`StoreError` when the database cannot
-    be read, ``ValueError`` for a naive or reversed period.
+    its columns cannot be checked and are not used. A payload pruned after archival is
+    read from ``restore``'s archives and dated by it; one no archive holds is undated
+    and, when it may lie in the period, named in :attr:`Period.unrestored`. Raises
+    :class:`TamperDetected` (``modified``, naming the entry and the column) when a
+    column disagrees with the payload or a payload is not an entry,
+    :class:`StoreError` when the database cannot be read, ``ValueError`` for a naive or
+    reversed period.
     """
     for value, name in ((since, "since"), (until, "until")):
         if value is not None and value.utcoffset() is None:
             raise ValueError(f"{name} must be a timezone-aware datetime")
     if since is not None and until is not None and since >= until:
         raise ValueError("--since must be before --until")
+    archived = restore.cursor() if restore is not None else None
     start: int | None = None
-    end = 0
-    dated = 0
-    size = 0
+    end = dated = size = 0
+    # The dated neighbours of the period: entries are time-ordered (per writer), so an
+    # undated pruned run between them may belong to it.
+    low, high = 0, None
+    missing: list[list[int]] = []
     for row in store.selection_columns():
         size = row.idx + 1
-        if row.payload is None:
+        payload = row.payload
+        if payload is None and archived is not None:
+            payload = archived(row.idx)
+            if payload is None and restore is not None and restore.erasures.pruned(row.idx):
+                if missing and missing[-1][1] == row.idx - 1:
+                    missing[-1][1] = row.idx
+                else:
+                    missing.append([row.idx, row.idx])
+        if payload is None:
             continue
-        try:
-            document = json.loads(row.payload)
-            kind, text = document["kind"], document["time"]
-            time = datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TamperDetected(
-                row.idx, "modified", f"its payload is not a Docket audit entry: {exc}"
-            ) from exc
-        if row.kind != kind:
-            raise TamperDetected(
-                row.idx,
-                "modified",
-                f"its kind column says {row.kind!r}, its hashed payload says {kind!r}",
-            )
-        if row.time != text:
-            raise TamperDetected(
-                row.idx,
-                "modified",
-                f"its time column says {row.time!r}, its hashed payload says {text!r}",
-            )
-        if (since is not None and time < since) or (until is not None and time >= until):
+        time = _checked_time(row, payload)
+        if since is not None and time < since:
+            if start is None:
+                low, high = row.idx + 1, None
+            continue
+        if until is not None and time >= until:
+            high = row.idx if high is None else high
             continue
         dated += 1
         start = row.idx if start is None else start
-        end = row.idx + 1
-    return Period(since, until, start if start is not None else end, end, dated, size)
+        end, high = row.idx + 1, None
+    bound = size if high is None else high
+    unrestored = tuple((a, b) for a, b in missing if a < bound and b >= low)
+    return Period(since, until, start if start is not None else end, end, dated, size, unrestored)
+
+
+def _checked_time(row: SelectionRow, payload: bytes) -> datetime:
+    """The time inside ``payload`` (row ``row``'s, or its archived one), after checking
+    the row's kind and time columns against it."""
+    try:
+        document = json.loads(payload)
+        kind, text = document["kind"], document["time"]
+        time = datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TamperDetected(
+            row.idx, "modified", f"its payload is not a Docket audit entry: {exc}"
+        ) from exc
+    if row.kind != kind:
+        raise TamperDetected(
+            row.idx,
+            "modified",
+            f"its kind column says {row.kind!r}, its hashed payload says {kind!r}",
+        )
+    if row.time != text:
+        raise TamperDetected(
+            row.idx,
+            "modified",
+            f"its time column says {row.time!r}, its hashed payload says {text!r}",
+        )
+    return time

@@ -16,6 +16,7 @@ entries, the checkpoint and the new state written in one transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +26,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit._collector import Accepted, Push
-from audit._errors import ForkDetected, KeyFormatError, StoreError
-from audit._merkle import CompactRange
-from audit._note import VerifierKey
+from audit._errors import ForkDetected, KeyFormatError, ProofError, StoreError
+from audit._merkle import CompactRange, NodeId
+from audit._note import VerifierKey, parse_checkpoint_unverified
+from audit._store import GENESIS, SelectionRow, StoredCheckpoint, StoredEntry, chain_hash
 from audit._witness_store import LogState, TableStore
 from audit.sqlite import sqlite_engine
 
-__all__ = ["CollectorStore", "Incident", "SiteState", "SiteStatus"]
+__all__ = ["CollectorStore", "HeldLog", "Incident", "SiteState", "SiteStatus"]
 
 _META = sa.MetaData()
 TEXT, SIZE, BYTES = sa.Text, sa.BigInteger, sa.LargeBinary
@@ -284,13 +286,17 @@ class CollectorStore(TableStore):
         with self._transaction() as connection:
             return [(row.size, row.note) for row in connection.execute(query).all()]
 
-    def entries(self, site: str) -> Iterator[tuple[int, bytes | None, bytes]]:
-        """``site``'s entries as held: (index, payload or None, leaf hash), by index."""
-        position = 0
-        while True:
+    def entries(
+        self, site: str, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, bytes | None, bytes]]:
+        """``site``'s entries as held (those ``start <= index < end``): (index, payload
+        or None, leaf hash), by index."""
+        position, stop = start, end if end is not None else 2**63 - 1
+        while position < stop:
             query = (
                 sa.select(_ENTRIES.c.idx, _ENTRIES.c.payload, _ENTRIES.c.leaf)
                 .where(_ENTRIES.c.site == site, _ENTRIES.c.idx >= position)
+                .where(_ENTRIES.c.idx < stop)
                 .order_by(_ENTRIES.c.idx)
                 .limit(_READ_CHUNK)
             )
@@ -301,6 +307,76 @@ class CollectorStore(TableStore):
             if len(rows) < _READ_CHUNK:
                 return
             position = rows[-1].idx + 1
+
+
+class HeldLog:
+    """Site ``site``'s log as ``store`` holds it, read as an auditor reads a log's own
+    store (:func:`~audit._auditor.write_export`, :func:`~audit._auditor.select_period`).
+    The collector keeps payloads and leaves only; the rest is recomputed from the
+    ``leaves`` (every entry's, from 0, as verified by
+    :func:`~audit._collector_audit.verify_site`): the chain is a running hash from
+    entry 0, the subtree hashes are the tree's. An entry's kind and time are its
+    payload's (an erased entry's kind is unknown: "")."""
+
+    def __init__(
+        self,
+        store: CollectorStore,
+        site: str,
+        origin: str,
+        leaves: Sequence[bytes],
+        checkpoints: Sequence[tuple[int, str]],
+    ) -> None:
+        self.store, self.site, self.origin = store, site, origin
+        self._leaves = list(leaves)
+        self._chains: list[bytes] = []
+        chain = GENESIS
+        for leaf in self._leaves:
+            chain = chain_hash(chain, leaf)
+            self._chains.append(chain)
+        self._checkpoints = [
+            StoredCheckpoint(size, parse_checkpoint_unverified(note).root, note, "")
+            for size, note in checkpoints
+        ]
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """The cosigned checkpoints held, by size."""
+        return list(self._checkpoints)
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
+        """The entries ``[start, end)`` with their recomputed chain values."""
+        for index, payload, leaf in self.store.entries(self.site, start, end):
+            kind = "" if payload is None else str(_field(payload, "kind"))
+            yield StoredEntry(index, kind, payload, leaf, self._chains[index], b"")
+
+    def entry(self, index: int) -> StoredEntry | None:
+        """One entry, None past what is held."""
+        return next(self.entries(index, index + 1), None)
+
+    def selection_columns(self, start: int = 0, end: int | None = None) -> Iterator[SelectionRow]:
+        """Each entry's kind and time, read from its payload (the collector stores no
+        other columns)."""
+        for row in self.entries(start, end):
+            time = "" if row.payload is None else str(_field(row.payload, "time"))
+            yield SelectionRow(row.idx, row.kind, time, row.payload)
+
+    def nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
+        """Perfect subtree hashes by ``(level, index)``, from the leaves."""
+        found = []
+        for level, index in ids:
+            subtree = CompactRange(index << level, index << level)
+            for leaf in self._leaves[index << level : (index + 1) << level]:
+                subtree.append(leaf)
+            if subtree.end != (index + 1) << level:
+                raise ProofError(f"node ({level}, {index}) is beyond the entries held")
+            found.append(subtree.hashes[0])
+        return found
+
+
+def _field(payload: bytes, name: str) -> object:
+    try:
+        return json.loads(payload).get(name, "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _now() -> str:

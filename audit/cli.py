@@ -34,7 +34,7 @@ from audit._errors import (
 )
 
 if TYPE_CHECKING:  # the commands import what they run: `--help` loads none of it
-    from audit._auditor import Period, Verdict, VerifiedReceipt
+    from audit._auditor import Period, Restore, Verdict, VerifiedReceipt
     from audit._collector_audit import SiteCoverage
     from audit._collector_store import CollectorStore
     from audit._entry import Entry
@@ -244,13 +244,15 @@ def parse_period(since: str | None, until: str | None) -> tuple[datetime | None,
     return start, end
 
 
-def _select_period(store: Store, since: datetime | None, until: datetime | None) -> Period:
+def _select_period(
+    store: Store, since: datetime | None, until: datetime | None, restore: Restore | None = None
+) -> Period:
     """:func:`select_period`, its tampering a failed check (exit 1) naming the entry and
     the column, a database that cannot be read an input error."""
     from audit._auditor import select_period
 
     try:
-        return select_period(store, since, until)
+        return select_period(store, since, until, restore)
     except TamperDetected as exc:
         raise CheckFailed(f"audit log NOT intact: {exc}") from exc
     except StoreError as exc:
@@ -538,6 +540,108 @@ witness_key_option = click.option(
     metavar="VKEY",
     help="A witness (the collector's) whose cosignature every checkpoint must carry.",
 )
+
+
+lag_seconds_option = click.option(
+    "--lag-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="With --fleet: a site whose last cosigned checkpoint is older lags.",
+)
+
+
+def fleet_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of a command over the fleet: --fleet (helped as ``what``),
+    --collector-db, --site, --witness-key, --lag-seconds."""
+    options = (
+        click.option("--fleet", is_flag=True, help=what),
+        click.option(
+            "--collector-db", metavar="URL", help="The collector's database (with --fleet)."
+        ),
+        click.option(
+            "--site", "sites", multiple=True, help="With --fleet: only this site (repeatable)."
+        ),
+        witness_key_option,
+        lag_seconds_option,
+    )
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _fleet_flags(
+    fleet: bool,
+    collector_db: str | None,
+    sites: Sequence[str],
+    witness_texts: Sequence[str],
+    local: Sequence[tuple[str, object]],
+) -> bool:
+    """Whether the command runs over the fleet (any fleet flag given); then the
+    collector's database is named and none of the ``local`` (flag, value) is given."""
+    if not (fleet or collector_db or sites or witness_texts):
+        return False
+    given = [flag for flag, value in local if value]
+    if given:
+        raise InputError(f"--fleet reads the collector's database: drop {', '.join(given)}")
+    if collector_db is None or not fleet:
+        raise InputError("--fleet needs --collector-db URL (and --collector-db needs --fleet)")
+    return True
+
+
+def _fleet_export(
+    url: str,
+    names: Sequence[str],
+    witness_texts: Sequence[str],
+    redaction_texts: Sequence[str],
+    out: Path,
+    since: datetime | None,
+    until: datetime | None,
+    lag_seconds: float,
+) -> None:
+    """`export --fleet`: each site exported into ``out`` and the manifest; a line per
+    site, and exit 1 naming every site that is not complete."""
+    from audit._fleet_export import MANIFEST, export_fleet
+    from audit._report.fleet import COMPLETE, NOT_VERIFIED
+
+    store, witnesses = _open_collector(url, witness_texts)
+    try:
+        done = export_fleet(
+            store, _held_sites(store, names), out, witnesses=witnesses,
+            redaction_keys=_verifier_keys(redaction_texts, "--redaction-key"),
+            since=since, until=until, now=datetime.now(UTC), lag_seconds=lag_seconds,
+        )  # fmt: skip
+    except StoreError as exc:
+        raise InputError(str(exc)) from exc
+    except OSError as exc:
+        raise InputError(f"cannot write to {out}: {exc.strerror}") from exc
+    finally:
+        store.close()
+    for site in done:
+        what = f"entries {site.start}..{(site.end or 0) - 1} ({site.entries:,}) to {site.export}"
+        if site.export is None:
+            what = "nothing exported"
+        state = "" if site.state == COMPLETE else f" ({site.state})"
+        click.echo(f"{site.site}: {what}{state}", err=True)
+    missing = [
+        f"site {site.site} {site.state}"
+        + (", not exported" if site.state == NOT_VERIFIED else "")
+        + f": {site.problem}"
+        for site in done
+        if site.state != COMPLETE
+    ]
+    if missing:
+        raise CheckFailed(
+            f"fleet export INCOMPLETE: {'; '.join(missing)} (manifest written to {out / MANIFEST})"
+        )
+    total = sum(site.entries for site in done)
+    if total == 0 and (since or until):
+        raise _nothing_in("export", since, until, sum(site.held for site in done))
+    click.echo(f"fleet: {len(done)} site(s), {total:,} entries exported to {out}", err=True)
 
 
 @audit.command(name="verify-fleet")
@@ -1080,63 +1184,115 @@ def show_key_file(path: Path, new_name: str | None, alg: int = 0x01) -> None:
     "-o",
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
     help="The export file to write (JSON Lines).",
 )
 @db_option
 @data_dir_option
 @keys_option
+@click.option(
+    "--archives",
+    "archive_dirs",
+    multiple=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="An archive (from `docket audit archive`), verified first, whose entries stand in "
+    "for the payloads pruned from the log (repeatable).",
+)
+@fleet_options("Export every site's entries as the collector holds them (--collector-db, --out).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --fleet: the directory for each site's export and the manifest.",
+)
+@redaction_key_option
 def export(
     since: str | None,
     until: str | None,
-    output: Path,
+    output: Path | None,
     db: str | None,
     data_dir: Path | None,
     keys_path: Path | None,
+    archive_dirs: tuple[str, ...],
+    fleet: bool,
+    collector_db: str | None,
+    sites: tuple[str, ...],
+    out: Path | None,
+    witness_texts: tuple[str, ...],
+    redaction_texts: tuple[str, ...],
+    lag_seconds: float,
 ) -> None:
     """Write the entries in [--since, --until) as JSON Lines, with the signed
     checkpoints and subtree hashes that let `docket audit verify --export` check them
     offline. The period is mapped to entries by the time inside each hashed entry; a
-    stored column that disagrees with it exits 1, a period with no entry exits 1."""
+    stored column that disagrees with it exits 1, a period with no entry exits 1.
+    Payloads pruned after archival are read (and dated) from --archives, each segment
+    verified first; when the period may include pruned entries no archive given holds,
+    nothing is written and it exits 1 naming them. With --fleet, one export per site
+    the collector holds (each verified first, and read back against the site's
+    cosigned checkpoint written beside it) and a manifest.json with each site's
+    coverage and state; a site that does not verify is not exported, and it, or one
+    that lags, makes the export INCOMPLETE (exit 1, the rest still written)."""
     from audit._auditor import write_export
     from audit._log import AuditLog
     from audit._store import Store
 
     start_time, end_time = parse_period(since, until)
+    local = (("--db", db), ("--data-dir", data_dir), ("--keys", keys_path), ("-o", output))
+    if _fleet_flags(
+        fleet, collector_db, sites, witness_texts, (*local, ("--archives", archive_dirs))
+    ):
+        if out is None:
+            raise InputError("--fleet writes one export per site: pass --out DIR")
+        assert collector_db is not None
+        _fleet_export(
+            collector_db, sites, witness_texts, redaction_texts, out, start_time, end_time,
+            lag_seconds,
+        )  # fmt: skip
+        return
+    if output is None or out is not None or redaction_texts:
+        raise InputError("--output FILE is needed (--out and --redaction-key go with --fleet)")
     log = _signing_log(db, data_dir, keys_path)
     try:
-        period = _select_period(log.store, start_time, end_time)
-        if period.entries == 0 and (start_time or end_time):
-            raise _nothing_in("export", start_time, end_time, period.size)
-        start, end = period.start, period.end
-        anchor = log.store.latest_checkpoint()
-        if anchor is None or anchor.size < end:
-            anchor = log.checkpoint()
-        if anchor.size < end:
-            click.echo(
-                f"docket: entries from {anchor.size} on are not checkpointed yet and no "
-                "signing key is here; exporting up to the latest checkpoint",
-                err=True,
-            )
-            end = max(start, anchor.size)
-        keys = (log.store.meta("verifier_keys") or "").split()
-        with (
-            output.open("w", encoding="utf-8") as out,
-            progress_bar("exporting", end - start) as bar,
-        ):
-            written = write_export(
-                log.store,
-                out,
-                start=start,
-                end=end,
-                anchor_note=anchor.note,
-                anchor_size=anchor.size,
-                verifier_keys=keys,
-                redaction_keys=(log.store.meta("redaction_keys") or "").split(),
-                now=datetime.now(UTC),
-                progress=bar,
-            )
+        with _archive_copies(archive_dirs) as directories:
+            restore = _restore(log.store, directories)
+            period = _select_period(log.store, start_time, end_time, restore)
+            if period.unrestored:
+                raise _pruned_in(period, bool(start_time or end_time))
+            if period.entries == 0 and (start_time or end_time):
+                raise _nothing_in("export", start_time, end_time, period.size)
+            start, end = period.start, period.end
+            anchor = log.store.latest_checkpoint()
+            if anchor is None or anchor.size < end:
+                anchor = log.checkpoint()
+            if anchor.size < end:
+                click.echo(
+                    f"docket: entries from {anchor.size} on are not checkpointed yet and no "
+                    "signing key is here; exporting up to the latest checkpoint",
+                    err=True,
+                )
+                end = max(start, anchor.size)
+            keys = (log.store.meta("verifier_keys") or "").split()
+            with (
+                output.open("w", encoding="utf-8") as handle,
+                progress_bar("exporting", end - start) as bar,
+            ):
+                written = write_export(
+                    log.store,
+                    handle,
+                    start=start,
+                    end=end,
+                    anchor_note=anchor.note,
+                    anchor_size=anchor.size,
+                    verifier_keys=keys,
+                    redaction_keys=(log.store.meta("redaction_keys") or "").split(),
+                    now=datetime.now(UTC),
+                    progress=bar,
+                    restore=restore,
+                )
+    except TamperDetected as exc:
+        output.unlink(missing_ok=True)
+        raise CheckFailed(f"NOT intact, nothing exported: {exc}") from exc
     except (StoreError, ProofError, FormatError) as exc:
+        output.unlink(missing_ok=True)
         raise InputError(str(exc)) from exc
     except OSError as exc:
         raise InputError(f"cannot write {output}: {exc.strerror}") from exc
@@ -1152,6 +1308,34 @@ def export(
         )
     span = f"entries {start}..{end - 1}" if written else "no entries (none in that period)"
     click.echo(f"exported {span} ({written:,}) to {output}{covered}", err=True)
+
+
+def _restore(store: Store, directories: Sequence[Path]) -> Restore:
+    """What stands in for the payloads pruned from ``store``: the segments in
+    ``directories``, each verified with the log's keys (none: pruned payloads stay
+    missing, and an export that needs them is refused). Raises
+    :class:`TamperDetected` when a segment does not verify."""
+    from audit._archive import archived_entries, open_archives
+    from audit._auditor import Restore, erasures
+
+    marks = erasures(store)
+    if not directories:
+        return Restore(marks)
+    keys = _verifier_keys((store.meta("verifier_keys") or "").split())
+    named = _verifier_keys((store.meta("redaction_keys") or "").split(), "--redaction-key")
+    segments = open_archives(directories, keys, store.origin, named)
+    return Restore(marks, functools.partial(archived_entries, segments))
+
+
+def _pruned_in(period: Period, chosen: bool) -> CheckFailed:
+    """The refusal of an export that would silently leave out pruned entries."""
+    runs = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in period.unrestored)
+    what = "that period" if chosen else "the log"
+    return CheckFailed(
+        f"cannot export {what}: entries {runs} were pruned after archival and no archive "
+        "given holds them, so their time is unknown and the period may include them; "
+        "pass --archives with their archive"
+    )
 
 
 @audit.command()
@@ -1184,21 +1368,7 @@ def export(
     help="An archive (from `docket audit archive`), verified with the live log, whose "
     "entries stand in for the payloads pruned from it (repeatable).",
 )
-@click.option(
-    "--fleet",
-    is_flag=True,
-    help="Report on every site's entries as the collector holds them (--collector-db).",
-)
-@click.option("--collector-db", metavar="URL", help="The collector's database (with --fleet).")
-@click.option("--site", "sites", multiple=True, help="With --fleet: only this site (repeatable).")
-@witness_key_option
-@click.option(
-    "--lag-seconds",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="With --fleet: a site whose last cosigned checkpoint is older lags.",
-)
+@fleet_options("Report on every site's entries as the collector holds them (--collector-db).")
 def report(
     since: str | None,
     until: str | None,
@@ -1233,13 +1403,11 @@ def report(
     from audit._report import build_report
 
     start_time, end_time = parse_period(since, until)
-    if fleet or collector_db or sites or witness_texts:
-        local = ("--db", db), ("--data-dir", data_dir), ("--export", export)
-        given = [flag for flag, value in local if value] + ["--archives"] * bool(archive_dirs)
-        if given:
-            raise InputError(f"--fleet reads the collector's database: drop {', '.join(given)}")
-        if collector_db is None or not fleet:
-            raise InputError("--fleet needs --collector-db URL (and --collector-db needs --fleet)")
+    local = ("--db", db), ("--data-dir", data_dir), ("--export", export)
+    if _fleet_flags(
+        fleet, collector_db, sites, witness_texts, (*local, ("--archives", archive_dirs))
+    ):
+        assert collector_db is not None
         built_fleet = _fleet_report(
             collector_db, sites, witness_texts, lag_seconds, start_time, end_time
         )

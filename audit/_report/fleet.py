@@ -22,14 +22,48 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from audit._report.model import Gap, Report, ReportStatus, merge_reports
 
 LAG_SECONDS = 60.0
 """A site whose last cosignature is older than this lags (``docket fleet status``'s default)."""
 
+
+class Seen(NamedTuple):
+    """What the collector saw of a site: its last cosignature's time, the head it last
+    reported, the last fork recorded of it, and why its entries did not verify."""
+
+    cosigned: datetime | None
+    head: int | None
+    fork: str | None = None
+    problem: str | None = None
+
+
 COMPLETE, LAGGING, NEVER, NOT_VERIFIED = "complete", "LAGGING", "NEVER PUSHED", "NOT VERIFIED"
 FORKED = "FORKED"
+
+
+def site_state(
+    verified: bool, entries: int, seen: Seen, now: datetime, lag_seconds: float = LAG_SECONDS
+) -> tuple[str, str | None]:
+    """A site's state at ``now`` and why (None when complete), as the module docstring
+    says: ``verified`` is false when its ``entries`` did not verify (``seen.problem``
+    says why)."""
+    cosigned, head, fork, problem = seen
+    if not verified:
+        return NOT_VERIFIED, problem
+    if fork is not None:
+        return FORKED, fork
+    if cosigned is None:
+        return NEVER, "no checkpoint of it was cosigned yet"
+    behind = max((head or 0) - entries, 0)
+    if behind:
+        return LAGGING, f"the site reported {head:,} entries, the collector holds {entries:,}"
+    age = (now - cosigned).total_seconds()
+    if age > lag_seconds:
+        return LAGGING, f"last cosigned {age:,.0f} s ago: it may have entries the collector lacks"
+    return COMPLETE, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +105,9 @@ class SiteSection:
         """The section of ``site``, its state judged at ``now``: ``report`` is ``None``
         when its entries did not verify (``problem`` says why); ``fork`` is the last
         fork the collector recorded of it (its entries count, the record is in doubt)."""
-        section = cls(site, COMPLETE, None, entries, checkpoint, cosigned, head, report)
-        if report is None:
-            return dataclasses.replace(section, state=NOT_VERIFIED, problem=problem)
-        if fork is not None:
-            return dataclasses.replace(section, state=FORKED, problem=fork)
-        if cosigned is None:
-            why = "no checkpoint of it was cosigned yet"
-            return dataclasses.replace(section, state=NEVER, problem=why)
-        if section.behind:
-            why = f"the site reported {head:,} entries, the collector holds {entries:,}"
-            return dataclasses.replace(section, state=LAGGING, problem=why)
-        age = (now - cosigned).total_seconds()
-        if age > lag_seconds:
-            why = f"last cosigned {age:,.0f} s ago: it may have entries the collector lacks"
-            return dataclasses.replace(section, state=LAGGING, problem=why)
-        return section
+        seen = Seen(cosigned, head, fork, problem)
+        state, why = site_state(report is not None, entries, seen, now, lag_seconds)
+        return cls(site, state, why, entries, checkpoint, cosigned, head, report)
 
     @property
     def gap(self) -> Gap | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,20 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AuditLog, Entry, Receipt, SignerKey, Store, VerifierKey
+from audit import (
+    ALG_COSIGNATURE_V1,
+    AuditLog,
+    Collector,
+    CollectorStore,
+    Cosigner,
+    Entry,
+    Receipt,
+    SignerKey,
+    Store,
+    VerifierKey,
+    next_push,
+)
+from audit._collector import encode_push
 from audit._entry import EntryKind
 from audit._note import key_id
 
@@ -169,3 +183,63 @@ def open_log(tmp_path: Path) -> Iterator[Callable[..., AuditLog]]:
     yield _open
     for log in opened:
         log.close()
+
+
+# -- a fleet: three site logs pushed to a real collector (SQLite) ----------------
+
+_WITNESS_SEED = bytes(range(32, 64))
+WITNESS = SignerKey(
+    "collector.test/w1",
+    key_id(
+        "collector.test/w1",
+        Ed25519PrivateKey.from_private_bytes(_WITNESS_SEED).public_key().public_bytes_raw(),
+        ALG_COSIGNATURE_V1,
+    ),
+    Ed25519PrivateKey.from_private_bytes(_WITNESS_SEED),
+    ALG_COSIGNATURE_V1,
+)
+"""The collector's witness key (fixed, as :data:`REDACTION_KEY` is, for the same reason)."""
+SITES = ("eu-1", "eu-2", "us-1")
+
+
+@dataclasses.dataclass
+class Fleet:
+    """Three site logs, each pushed with proofs to a collector that cosigns them."""
+
+    url: str
+    logs: dict[str, AuditLog]
+    collector: Collector
+
+    def grow(self, name: str, count: int) -> None:
+        log = self.logs[name]
+        size = log.store.head().size
+        log.record([sample_entry(size + n) for n in range(count)])
+        log.checkpoint()
+
+    def push(self, name: str, *, head: int | None = None) -> None:
+        held = self.collector.store.site(name)
+        assert held is not None
+        push = next_push(self.logs[name].store, name, held.log.size)
+        assert push is not None
+        self.collector.push(encode_push(dataclasses.replace(push, head=head or push.head)))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    store = CollectorStore(url)
+    logs = {}
+    for name in SITES:
+        log = AuditLog.open(f"sqlite:///{tmp_path / name}.db", keys=tmp_path / name, **QUIET)
+        logs[name] = log.start()
+        store.add_site(name, log.verifiers())
+    fleet = Fleet(url, logs, Collector(store, Cosigner([WITNESS])))
+    try:
+        for name in SITES:
+            fleet.grow(name, 12)
+            fleet.push(name, head=12)
+        yield fleet
+    finally:
+        for log in logs.values():
+            log.close()
+        store.close()

@@ -3,7 +3,9 @@ with the live log; each way of tampering with an archive caught with its reason.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -11,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from audit import AuditLog, Store, TamperDetected, verify_store
+from audit import AuditLog, FormatError, Store, TamperDetected, verify_store
 from audit._archive import (
+    archived_entries,
     open_archives,
     prune_archived,
     segment_dirs,
     verify_with_archives,
     write_segment,
 )
-from tests.audit.conftest import QUIET, REDACTION_KEYS, T0, SealedLog, build_log
+from audit._auditor import Restore, erasures, write_export
+from tests.audit.conftest import QUIET, REDACTION_KEY, REDACTION_KEYS, T0, SealedLog, build_log
 
 
 def archive(sealed: SealedLog, directory: Path, *sizes: int) -> None:
@@ -198,5 +202,47 @@ def test_a_segment_must_end_after_the_last_one(tmp_path: Path) -> None:
         store = Store(sealed.url, create=False)
         assert [p.name for p in segment_dirs(tmp_path / "archive")] == ["segment-0-24"]
         store.close()
+    finally:
+        sealed.store.close()
+
+
+def _export(sealed: SealedLog, restore: Restore | None = None) -> bytes:
+    anchor = sealed.store.checkpoint_at(40)
+    assert anchor is not None
+    out = io.StringIO()
+    write_export(
+        sealed.store, out, start=0, end=40, anchor_note=anchor.note, anchor_size=40,
+        verifier_keys=[str(k) for k in sealed.keys], now=T0, restore=restore,
+    )  # fmt: skip
+    return out.getvalue().encode()
+
+
+def _restore(sealed: SealedLog, directory: Path) -> Restore:
+    segments = open_archives([directory], sealed.keys, sealed.store.origin, REDACTION_KEYS)
+    return Restore(erasures(sealed.store), functools.partial(archived_entries, segments))
+
+
+def test_an_export_of_a_pruned_range_with_its_archive_is_the_export_before(
+    tmp_path: Path,
+) -> None:
+    """Byte for byte (same anchor, same time): the pruned payloads come back from the
+    archive; an entry redacted after it was archived stays erased, with its order."""
+    sealed = build_log(tmp_path / "log", redact=[3])
+    try:
+        directory = tmp_path / "archive"
+        archive(sealed, directory, 10, 25)
+        log = AuditLog.open(sealed.url, keys=sealed.path.parent / "keys", **dict(QUIET)).start()
+        try:
+            log.redact(7, reason="erasure", requested_by="dpo", now=T0, signer=REDACTION_KEY)
+        finally:
+            log.close()
+        before = _export(sealed)
+        assert prune(sealed, directory) == [(0, 9, 8), (10, 24, 15)]
+        assert _export(sealed, _restore(sealed, directory)) == before
+        lines = [json.loads(line) for line in before.splitlines()]
+        erased = {line["index"] for line in lines if line.get("entry", 0) is None}
+        assert erased == {3, 7}
+        with pytest.raises(FormatError, match="entry 0 was pruned after archival and no archive"):
+            _export(sealed, Restore(erasures(sealed.store)))
     finally:
         sealed.store.close()

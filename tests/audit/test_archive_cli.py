@@ -219,3 +219,52 @@ def test_a_report_over_a_pruned_log_needs_its_archive(sealed: SealedLog, tmp_pat
     said = run("report", "--archives", archive, "-o", tampered, *at(sealed, keys=False), code=1)
     assert "archive segment-0-24: entries.jsonl does not hash to its manifest" in said
     assert "user-8" not in tampered.read_text()
+
+
+def _entry_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if '"type": "entry"' in line]
+
+
+def test_an_export_over_a_pruned_period_reads_its_archive(
+    sealed: SealedLog, tmp_path: Path
+) -> None:
+    """An export over a pruned period takes the pruned payloads (and their times) from
+    the verified archive: its entries are those of the export made before pruning, and
+    it verifies. Without the archive it is refused naming the pruned entries, never
+    written short."""
+    period = ["--since", "2025-03-01T12:00:05Z", "--until", "2025-03-01T12:00:35Z"]
+    before, whole_before = tmp_path / "before.jsonl", tmp_path / "whole-before.jsonl"
+    run("export", *period, "-o", before, *at(sealed, keys=False))
+    run("export", "-o", whole_before, *at(sealed, keys=False))
+    archive = tmp_path / "archive"
+    run("archive", "--to", archive, "--up-to", 30, *at(sealed))
+    run("prune", "--archived-in", archive, *at(sealed))
+
+    after, whole_after = tmp_path / "after.jsonl", tmp_path / "whole-after.jsonl"
+    run("export", *period, "--archives", archive, "-o", after, *at(sealed, keys=False))
+    assert _entry_lines(after) == _entry_lines(before)
+    assert len(_entry_lines(after)) == 30
+    run("export", "--archives", archive, "-o", whole_after, *at(sealed, keys=False))
+    # The whole log: the entries before, then the archive's and the prune's records.
+    assert _entry_lines(whole_after)[:41] == _entry_lines(whole_before)
+    for export in (after, whole_after):
+        assert run("verify", "--export", export).startswith("audit log intact: ")
+
+    refused = run("export", *period, "-o", tmp_path / "short.jsonl", *at(sealed), code=1)
+    assert refused == (
+        "docket: cannot export that period: entries 0..2, 4..24 were pruned after archival and "
+        "no archive given holds them, so their time is unknown and the period may include "
+        "them; pass --archives with their archive"
+    )
+    assert not (tmp_path / "short.jsonl").exists()
+    whole = run("export", "-o", tmp_path / "short.jsonl", *at(sealed), code=1)
+    assert "entries 0..2, 4..24 were pruned after archival" in whole
+    # A period after the pruned entries needs no archive.
+    later = tmp_path / "later.jsonl"
+    run("export", "--since", "2025-03-01T12:00:30Z", "-o", later, *at(sealed))
+    assert run("verify", "--export", later).startswith("audit log intact: ")
+
+    entries = archive / "segment-0-24" / "entries.jsonl"
+    entries.write_bytes(entries.read_bytes().replace(b"user-7", b"user-8", 1))
+    caught = run("export", "--archives", archive, "-o", tmp_path / "t.jsonl", *at(sealed), code=1)
+    assert "archive segment-0-24: entries.jsonl does not hash to its manifest" in caught

@@ -6,72 +6,14 @@ left out of the totals with its reason; the lagging one marks the report INCOMPL
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from audit import (
-    ALG_COSIGNATURE_V1,
-    AuditLog,
-    Collector,
-    CollectorStore,
-    Cosigner,
-    SignerKey,
-    next_push,
-)
-from audit._collector import encode_push
 from engine.cli import main as docket_root
-from tests.audit.conftest import QUIET, sample_entry
-
-WITNESS = SignerKey.generate("collector.test/w1", ALG_COSIGNATURE_V1)
-SITES = ("eu-1", "eu-2", "us-1")
-
-
-@dataclasses.dataclass
-class Fleet:
-    url: str
-    logs: dict[str, AuditLog]
-    collector: Collector
-
-    def grow(self, name: str, count: int) -> None:
-        log = self.logs[name]
-        size = log.store.head().size
-        log.record([sample_entry(size + n) for n in range(count)])
-        log.checkpoint()
-
-    def push(self, name: str, *, head: int | None = None) -> None:
-        held = self.collector.store.site(name)
-        assert held is not None
-        push = next_push(self.logs[name].store, name, held.log.size)
-        assert push is not None
-        self.collector.push(encode_push(dataclasses.replace(push, head=head or push.head)))
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    url = f"sqlite:///{tmp_path / 'collector.db'}"
-    store = CollectorStore(url)
-    logs = {}
-    for name in SITES:
-        log = AuditLog.open(f"sqlite:///{tmp_path / name}.db", keys=tmp_path / name, **QUIET)
-        logs[name] = log.start()
-        store.add_site(name, log.verifiers())
-    fleet = Fleet(url, logs, Collector(store, Cosigner([WITNESS])))
-    try:
-        for name in SITES:
-            fleet.grow(name, 12)
-            fleet.push(name, head=12)
-        yield fleet
-    finally:
-        for log in logs.values():
-            log.close()
-        store.close()
+from tests.audit.conftest import SITES, WITNESS, Fleet
 
 
 def report(fleet: Fleet, *args: str, code: int) -> tuple[dict[str, object], str]:

@@ -1,0 +1,126 @@
+"""``docket audit export --fleet`` over what a real collector holds (SQLite, the
+harness of test_collector_report.py): one export per site, each checked by the
+auditor's own ``docket audit verify --export FILE --checkpoint …``, and a manifest with
+each site's coverage and cosigned checkpoint; a tampered site is refused with its
+reason, a lagging one marked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+from structlog.testing import capture_logs
+
+from engine.cli import main as docket_root
+from tests.audit.conftest import SITES, WITNESS, Fleet
+
+
+def docket(*args: str | Path, code: int) -> tuple[str, str]:
+    """``docket audit ARGS`` in process, its exit code asserted: stdout and stderr."""
+    with capture_logs():
+        result = CliRunner().invoke(
+            docket_root, ["audit", *(str(a) for a in args)], prog_name="docket"
+        )
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"docket audit {args} raised") from result.exception
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    return result.stdout, result.stderr
+
+
+def export(fleet: Fleet, out: Path, *args: str, code: int) -> tuple[dict[str, dict], str]:
+    """``docket audit export --fleet``: the manifest's sites by name, and stderr."""
+    _, said = docket(
+        "export", "--fleet", "--collector-db", fleet.url, "--out", out, *args, code=code
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "docket-audit-fleet-export/1"
+    return {site["site"]: site for site in manifest["sites"]}, said
+
+
+def verified(fleet: Fleet, out: Path, site: dict) -> str:
+    """The site's export checked as an auditor checks any export: its file, the site's
+    cosigned checkpoint beside it, the site's own key."""
+    (key,) = fleet.logs[site["site"]].verifiers()
+    shown, _ = docket(
+        "verify", "--export", out / site["export"], "--checkpoint", out / site["checkpoint"],
+        "--key", str(key), code=0,
+    )  # fmt: skip
+    return shown
+
+
+def test_each_site_is_exported_verifiable_with_a_manifest(fleet: Fleet, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    sites, said = export(fleet, out, "--witness-key", str(WITNESS.verifier()), code=0)
+    assert set(sites) == set(SITES)
+    for name, site in sites.items():
+        assert site["state"] == "complete"
+        assert (site["start"], site["end"], site["entries"], site["held"]) == (0, 12, 12, 12)
+        assert site["export"] == f"{name}.jsonl"
+        assert site["sha256"] == hashlib.sha256((out / site["export"]).read_bytes()).hexdigest()
+        assert site["checkpoint_size"] == 12
+        assert "collector.test/w1" in site["signatures"]
+        assert (out / site["checkpoint"]).read_text() == site["cosigned_checkpoint"]
+        shown = verified(fleet, out, site)
+        assert "audit log intact: 12 entries of" in shown
+        assert f"your checkpoint {out / site['checkpoint']} (size 12)" in shown
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert manifest["witness_keys"] == [str(WITNESS.verifier())]
+    assert said.endswith("fleet: 3 site(s), 36 entries exported to " + f"{out}\n")
+
+
+def test_a_period_is_chosen_per_site(fleet: Fleet, tmp_path: Path) -> None:
+    out = tmp_path / "period"
+    # sample_entry(i) is dated T0 + i seconds.
+    period = ["--since", "2025-03-01T12:00:03Z", "--until", "2025-03-01T12:00:07Z"]
+    sites, _ = export(fleet, out, *period, "--site", "eu-1", code=0)
+    assert list(sites) == ["eu-1"]
+    assert (sites["eu-1"]["start"], sites["eu-1"]["end"]) == (3, 7)
+    assert "entries 3..6 of" in verified(fleet, out, sites["eu-1"])
+
+
+def test_a_tampered_site_is_refused_with_its_reason_a_lagging_one_marked(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    with sa.create_engine(fleet.url).begin() as connection:
+        connection.execute(
+            sa.text("UPDATE collector_entry SET payload = :p WHERE site = 'us-1' AND idx = 7"),
+            {"p": b'{"kind":"decision","decision":"allow"}'},
+        )
+        # eu-2 is cut off: it reported 32 entries, the collector holds 12.
+        connection.execute(sa.text("UPDATE collector_site SET head = 32 WHERE name = 'eu-2'"))
+    out = tmp_path / "incomplete"
+    sites, said = export(fleet, out, code=1)
+    assert sites["us-1"]["state"] == "NOT VERIFIED"
+    assert sites["us-1"]["export"] is None
+    assert "entry 7: modified: site us-1" in sites["us-1"]["problem"]
+    assert not (out / "us-1.jsonl").exists()
+    assert sites["eu-2"]["state"] == "LAGGING"
+    assert (sites["eu-2"]["behind"], sites["eu-2"]["held"]) == (20, 12)
+    assert "12 entries of" in verified(fleet, out, sites["eu-2"])  # what is held
+    assert sites["eu-1"]["state"] == "complete"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False
+    assert said.splitlines()[-1] == (
+        "docket: fleet export INCOMPLETE: site eu-2 LAGGING: the site reported 32 entries, "
+        "the collector holds 12; site us-1 NOT VERIFIED, not exported: entry 7: modified: "
+        "site us-1: the payload is not its leaf's (manifest written to "
+        f"{out / 'manifest.json'})"
+    )
+
+
+def test_fleet_export_usage_errors_are_one_line(fleet: Fleet, tmp_path: Path) -> None:
+    for args, message in (
+        (["--fleet", "--collector-db", fleet.url], "--fleet writes one export per site"),
+        (["--fleet", "--out", tmp_path], "--fleet needs --collector-db"),
+        (["--fleet", "--collector-db", fleet.url, "--out", tmp_path, "--site", "x"],
+         "the collector knows no site x"),
+        (["--fleet", "--collector-db", fleet.url, "--out", tmp_path, "--db", "sqlite:///x"],
+         "--fleet reads the collector's database: drop --db"),
+        (["--out", tmp_path], "--output FILE is needed"),
+    ):  # fmt: skip
+        _, said = docket("export", *args, code=2)
+        assert message in said, said
