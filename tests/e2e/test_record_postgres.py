@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,15 +19,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from e2e.docket_process import DOCKET, ROOT, Docket, authorize, start_docket
+from recorded_traffic import ASKED, REMOVED, without_removed
 
 pytestmark = pytest.mark.e2e
 
-REMOVED = "read-internal-within-clearance"
-ASKED = [
-    (user, data)
-    for user in ("heidi", "bob", "alice", "ivan")
-    for data in ("public-website", "quarterly-forecast", "employee-directory", "research-notes")
-]
 WAIT = 30.0
 
 
@@ -73,11 +67,7 @@ class Recorded:
     def diff(self) -> dict[str, Any]:
         candidate = self.root / "candidate"
         if not candidate.exists():
-            shutil.copytree(ROOT / "policies", candidate)
-            access = candidate / "access.cedar"
-            text = access.read_text()
-            start = text.index(f'@id("{REMOVED}")')
-            access.write_text(text[:start] + text[text.index("};", start) + 2 :])
+            without_removed(ROOT / "policies", candidate)
         done = self.docket(
             "policy", "diff", str(candidate), "--live", str(ROOT / "policies"),
             "--format", "json", "--examples", "100",

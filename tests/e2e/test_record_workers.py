@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,15 +24,10 @@ from pathlib import Path
 
 import pytest
 from e2e.docket_process import DOCKET, ROOT, Docket, authorize, start_docket
+from recorded_traffic import ASKED, REMOVED, without_removed
 
 pytestmark = pytest.mark.e2e
 
-REMOVED = "read-internal-within-clearance"
-ASKED = [
-    (user, data)
-    for user in ("heidi", "bob", "alice", "ivan")
-    for data in ("public-website", "quarterly-forecast", "employee-directory", "research-notes")
-]
 MARKER = (
     '@id("decides-nothing")\n'
     'permit (principal, action == Docket::Action::"share", resource) when { false };\n'
@@ -104,16 +98,6 @@ def two_workers(
         assert server.stop() == 0
 
 
-def without_removed(root: Path) -> Path:
-    candidate = root / "candidate"
-    shutil.copytree(ROOT / "policies", candidate)
-    access = candidate / "access.cedar"
-    text = access.read_text()
-    start = text.index(f'@id("{REMOVED}")')
-    access.write_text(text[:start] + text[text.index("};", start) + 2 :])
-    return candidate
-
-
 @pytest.mark.parametrize("writer", ["supervisor", "per-worker"])
 def test_requests_recorded_by_both_workers_replay_to_the_known_flips(
     writer: str, tmp_path: Path
@@ -137,8 +121,9 @@ def test_requests_recorded_by_both_workers_replay_to_the_known_flips(
         (count,) = decisions.fetchone()
         assert recorded.fetchone()[0] == count == len(answers)
 
+    candidate = without_removed(ROOT / "policies", tmp_path / "candidate")
     done = subprocess.run(
-        [DOCKET, "policy", "diff", str(without_removed(tmp_path)), "--data-dir",
+        [DOCKET, "policy", "diff", str(candidate), "--data-dir",
          str(server.data_dir), "--live", str(root / "policies"), "--format", "json",
          "--examples", str(len(expected) + 1)],
         capture_output=True, text=True, timeout=120, check=False,
