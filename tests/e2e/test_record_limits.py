@@ -11,29 +11,15 @@ import json
 import subprocess
 from pathlib import Path
 
-import grpc
 import pytest
 from e2e.docket_process import DOCKET, ROOT, start_docket
-from google.protobuf import struct_pb2
 
 from audit._requests import MAX_RECORDED_BYTES
-from sdk.v1 import decisions_pb2 as pb
-from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from sdk import DecisionClient
 
 pytestmark = pytest.mark.e2e
 
 LONG = "\x01" * 200_000
-
-
-def heidi_reads_website(context: dict[str, str]) -> pb.AuthorizeRequest:
-    values = struct_pb2.Struct()
-    values.update(context)
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="heidi"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="public-website"),
-        context=values,
-    )
 
 
 def test_a_request_too_large_to_record_is_answered_and_reported_not_replayed(
@@ -41,14 +27,23 @@ def test_a_request_too_large_to_record_is_answered_and_reported_not_replayed(
 ) -> None:
     server = start_docket(tmp_path / "serve", "--admission", "off", "--record-requests")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-            stub = pb_grpc.DecisionsStub(channel)
-            large = stub.Authorize(heidi_reads_website({"jurisdiction": LONG}), timeout=10)
-            small = stub.Authorize(heidi_reads_website({"jurisdiction": "eu"}), timeout=10)
+        with DecisionClient(f"127.0.0.1:{server.grpc_port}", timeout=10) as client:
+            large, small = (
+                client.authorize(
+                    {"type": "User", "id": "heidi"},
+                    "read",
+                    {"type": "Data", "id": "public-website"},
+                    context={"jurisdiction": jurisdiction},
+                )
+                for jurisdiction in (LONG, "eu")
+            )
     finally:
         assert server.stop() == 0
-    assert (large.decision, small.decision) == (pb.DECISION_ALLOW, pb.DECISION_ALLOW)
-    assert "Traceback" not in server.log.read_text()
+    assert (large.decision, small.decision) == ("allow", "allow")
+    assert large.receipt is not None
+    said = server.log.read_text()
+    assert "Traceback" not in said
+    assert "audit.request_not_recorded" in said
     done = subprocess.run(
         [DOCKET, "policy", "diff", str(ROOT / "policies"), "--data-dir", str(server.data_dir),
          "--live", str(ROOT / "policies"), "--format", "json"],
