@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NewType
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -44,12 +45,19 @@ from audit._errors import FormatError, KeyFormatError, RecordedRequestError
 if TYPE_CHECKING:
     from audit._store import Store
 
+log = structlog.get_logger("docket.audit")
+
 KeyId = NewType("KeyId", str)
 """A request key's id: the first 8 bytes of SHA-256 of the key, hex."""
 
 MAX_RECORDED_BYTES = 1 << 20
-"""The largest request recorded (JSON bytes). A request is far smaller: the serving
-limits (context, entities: :mod:`engine._core.limits`) refuse bigger ones first."""
+"""The largest request recorded (JSON bytes). The serving limits
+(:mod:`engine._core.limits`) count a string's characters, and JSON writes a control
+character in six bytes and others in up to four, so a request they admit can be over
+it: such a request is recorded as left out (:data:`OMITTED`), its decision as usual."""
+OMITTED = "omitted"
+"""The key of a recorded request left out for its size: why, in words
+(:func:`read_recorded` yields such a row with that reason as its error)."""
 KEY_FILE = "request-keys"
 """The key file's name in the data directory."""
 _NONCE = 12
@@ -67,18 +75,25 @@ class Recorded:
     request: Mapping[str, Any]
 
 
+def _json(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def request_bytes(request: Mapping[str, Any]) -> bytes:
-    """The stored form of a request: compact JSON. Raises :class:`FormatError` over
-    :data:`MAX_RECORDED_BYTES` (or for values JSON cannot hold)."""
+    """The stored form of a request: compact JSON. Over :data:`MAX_RECORDED_BYTES`, its
+    ``kind`` and ``api`` and why the rest was left out (:data:`OMITTED`): the entry is
+    recorded and replay reports the request as not replayed. Raises
+    :class:`FormatError` for values JSON cannot hold."""
     try:
-        data = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
+        data = _json(request)
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise FormatError(f"cannot record the request: {exc}") from exc
-    if len(data) > MAX_RECORDED_BYTES:
-        raise FormatError(
-            f"cannot record the request: {len(data)} bytes, over the limit of {MAX_RECORDED_BYTES}"
-        )
-    return data
+    if len(data) <= MAX_RECORDED_BYTES:
+        return data
+    why = f"{len(data)} bytes of JSON, over the limit of {MAX_RECORDED_BYTES}"
+    log.warning("audit.request_not_recorded", kind=request.get("kind"), reason=why)
+    kept = {key: request[key] for key in ("kind", "api") if key in request}
+    return _json({**kept, OMITTED: why})
 
 
 def _key_id(key: bytes) -> KeyId:
@@ -221,7 +236,8 @@ def read_recorded(
     store: Store, keys: RequestKeys, start: int = 0, end: int | None = None
 ) -> Iterator[RecordedRequest]:
     """The recorded requests of entries ``start <= index < end``, opened, in index order.
-    A row that does not open is yielded with its error (never skipped, never guessed).
+    A row that does not open, or that says its request was left out for its size, is
+    yielded with its error (never skipped, never guessed).
     Raises :class:`~audit._errors.StoreError` when the database cannot be read."""
     origin = store.origin
     for row in store.recorded(start, end):
@@ -230,4 +246,8 @@ def read_recorded(
         except RecordedRequestError as exc:
             yield RecordedRequest(row.idx, row.time, None, str(exc))
         else:
-            yield RecordedRequest(row.idx, row.time, request)
+            if isinstance(request, dict) and OMITTED in request:
+                why = f"the request was not recorded: {request[OMITTED]}"
+                yield RecordedRequest(row.idx, row.time, None, why)
+            else:
+                yield RecordedRequest(row.idx, row.time, request)

@@ -27,6 +27,7 @@ from benchmarks import (
     bench_fleet,
     bench_grpc,
     bench_index,
+    bench_record,
     bench_replay,
     bench_serving,
     bench_shadow,
@@ -59,6 +60,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),
     "shadow": ("docket serve Authorize with a shadow bundle against none", bench_shadow.run),
     "replay": ("policy diff: replayed requests/s, bytes per recorded request", bench_replay.run),
+    "record": ("docket serve Authorize with record_requests against without", bench_record.run),
 }
 OUT = Path(__file__).resolve().parent / ".out" / "latest.json"
 

@@ -247,6 +247,50 @@ def compare_serve(
     }
 
 
+def setting_compared(
+    tmp: Path,
+    this_env: Mapping[str, str],
+    *,
+    quick: bool,
+    names: tuple[str, str],
+    labels: tuple[str, str],
+) -> dict[str, Any]:
+    """Two servers of THIS tree side by side (:func:`compare_serve`, the base being this
+    tree too), the second with ``this_env``: what one setting costs on the Authorize
+    path. Prints calls/s and server CPU µs per call of each, and their ratios;
+    ``names`` key the figures (without, with), ``labels`` head the table's columns."""
+    serve = compare_serve(ROOT, QUICK if quick else FULL, tmp, this_env=this_env)
+    off, on = serve["calls_per_second"]["base"], serve["calls_per_second"]["this"]
+    cpu_off, cpu_on = serve["cpu_us_per_call"]["base"], serve["cpu_us_per_call"]["this"]
+    cpu_ratio = round(cpu_on / cpu_off, 3) if cpu_off and cpu_on else None
+    print(
+        table(
+            ("docket serve Authorize", *labels, f"ratio ({names[1]} / {names[0]})"),
+            [
+                ("calls/s", off, on, f"{on / off:.3f}"),
+                (
+                    "server CPU µs/call",
+                    cpu_off,
+                    cpu_on,
+                    "?" if cpu_ratio is None else f"{cpu_ratio:.3f}",
+                ),
+            ],
+        )
+    )
+    rounds = serve["rounds_per_second"]
+    print(
+        f"rounds (calls/s): {names[0]} {', '.join(map(str, rounds['base']))}; "
+        f"{names[1]} {', '.join(map(str, rounds['this']))}"
+    )
+    return {
+        "calls_per_second": {names[0]: off, names[1]: on},
+        "cpu_us_per_call": {names[0]: cpu_off, names[1]: cpu_on},
+        "rounds_per_second": {names[0]: rounds["base"], names[1]: rounds["this"]},
+        "throughput_ratio": round(on / off, 3),
+        "cpu_ratio": cpu_ratio,
+    }
+
+
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Run the comparison, print its table, return its figures."""
     rounds = QUICK if quick else FULL

@@ -5,6 +5,7 @@ outside every hash."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -173,13 +174,38 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
         RequestKeys.in_dir(tmp_path).current()
 
 
-def test_a_request_over_the_cap_fails_its_caller(
+def test_a_request_over_the_cap_is_recorded_as_omitted_and_its_entry_kept(
+    open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
+) -> None:
+    """The serving limits count characters, JSON escapes a control character in six
+    bytes: a request they admit can be over the cap, and its decision must still be
+    recorded (and answered). Its row says it was left out, and why, and reads back as
+    an error (replay reports it, never counts it as unchanged)."""
+    log = open_log(request_keys=RequestKeys.in_dir(tmp_path))
+    huge = {"kind": "decision", "api": "grpc", "request": {"context": {"blob": "\x01" * 200_000}}}
+    receipts = log.record(
+        [Recorded(entry_factory(0), huge), Recorded(entry_factory(1), request(1))]
+    )
+    assert [r.index for r in receipts] == [0, 1]
+    size = len(json.dumps(huge, separators=(",", ":"), ensure_ascii=False).encode())
+    got = list(read_recorded(log.store, RequestKeys.in_dir(tmp_path)))
+    assert (got[0].request, got[0].error) == (
+        None,
+        f"the request was not recorded: {size} bytes of JSON, over the limit of "
+        f"{MAX_RECORDED_BYTES}",
+    )
+    assert got[1].request == request(1)
+    # What the row holds: the kind and API, and why the rest is not there.
+    (_, _, sealed) = rows(tmp_path / "docket.db")[0]
+    assert len(sealed) < 200
+
+
+def test_a_request_json_cannot_hold_fails_its_caller(
     open_log: OpenLog, entry_factory: EntryFactory, tmp_path: Path
 ) -> None:
     log = open_log(request_keys=RequestKeys.in_dir(tmp_path))
-    huge = {"context": {"blob": "x" * MAX_RECORDED_BYTES}}
-    with pytest.raises(FormatError, match="over the limit"):
-        log.record([Recorded(entry_factory(0), huge)])
+    with pytest.raises(FormatError, match="cannot record the request"):
+        log.record([Recorded(entry_factory(0), {"context": {"when": object()}})])
     assert log.store.count() == 0
 
 

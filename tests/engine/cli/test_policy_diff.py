@@ -14,16 +14,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from recorded_traffic import ASKED, REMOVED, without_removed
 
 from sdk import DecisionClient
 from tests.engine.runtime.test_serve import DOCKET, ROOT, Served
-
-REMOVED = "read-internal-within-clearance"
-ASKED = [
-    (user, data)
-    for user in ("heidi", "bob", "alice", "ivan")
-    for data in ("public-website", "quarterly-forecast", "employee-directory", "research-notes")
-]
 
 
 def docket(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,12 +63,7 @@ def test_a_removed_permit_flips_exactly_the_decisions_it_alone_determined(
     recorded: tuple[Path, dict[int, tuple[str, ...]]],
 ) -> None:
     tmp, allowed = recorded
-    candidate = tmp / "candidate"
-    shutil.copytree(tmp / "policies", candidate)
-    access = candidate / "access.cedar"
-    text = access.read_text()
-    start = text.index(f'@id("{REMOVED}")')
-    access.write_text(text[:start] + text[text.index("};", start) + 2 :])
+    candidate = without_removed(tmp / "policies", tmp / "candidate")
     expected = sorted(index for index, reasons in allowed.items() if reasons == (REMOVED,))
     assert expected  # the traffic has decisions only this permit allowed…
     assert any(reasons != (REMOVED,) for reasons in allowed.values())  # …and others
