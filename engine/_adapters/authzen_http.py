@@ -87,7 +87,7 @@ class _Refused(Exception):
 
 class AuthzenApp:
     """AuthZEN's three paths on a :class:`DecisionService`; everything else to ``other``.
-    ``base_url`` is the PDP identifier the metadata gives (default: ``http://`` and the
+    ``base_url`` is the PDP identifier the metadata gives (default: the listener's scheme and the
     request's ``Host``)."""
 
     def __init__(
@@ -114,7 +114,7 @@ class AuthzenApp:
             if method != "GET":
                 await _respond(send, 405, "GET only", allow="GET")
                 return
-            await _respond(send, 200, self._metadata(headers))
+            await _respond(send, 200, self._metadata(scope.get("scheme", "http"), headers))
             return
         if path not in (EVALUATION_PATH, EVALUATIONS_PATH) and path not in SEARCH_PATHS:
             if path.startswith("/access/"):
@@ -145,10 +145,10 @@ class AuthzenApp:
             metrics.answered(API, str(status))
         await _respond(send, status, answer, request_id, close=status == 400, **extra)
 
-    def _metadata(self, headers: Mapping[str, bytes]) -> dict[str, Any]:
+    def _metadata(self, scheme: str, headers: Mapping[str, bytes]) -> dict[str, Any]:
         base = self.base_url
-        if base is None:
-            base = f"http://{headers.get('host', b'localhost').decode('latin-1')}"
+        if base is None:  # the listener's own scheme: https with http_tls
+            base = f"{scheme}://{headers.get('host', b'localhost').decode('latin-1')}"
         return {
             "policy_decision_point": base,
             "access_evaluation_endpoint": base + EVALUATION_PATH,

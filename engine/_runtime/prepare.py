@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from attestation import (
 )
 from audit import KEPT_NAME, AuditError, AuditLog, Relay, RelayAddress, RequestKeys
 from audit.note import VerifierKey
+from engine._adapters.admission_http import server_context
 from engine._core.bundle import PolicyBundle
 from engine._core.signing import load_verifier
 from engine._errors import BundleError, ServeError, TrustConfigError
@@ -185,6 +187,22 @@ def search_key(settings: Settings) -> bytes:
     return key
 
 
+def http_context(settings: Settings) -> ssl.SSLContext | None:
+    """The HTTP listener's TLS context (``http_tls``; None: plain HTTP), asking for a
+    client certificate from ``http_client_ca`` when it is set. Raises
+    :class:`ServeError` when a file does not load."""
+    if not settings.http_tls or settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        context = server_context(settings.tls_cert, settings.tls_key)
+        if settings.http_client_ca is not None:
+            context.load_verify_locations(cafile=settings.http_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ServeError(f"HTTP listener TLS: {exc}") from exc
+    return context
+
+
 def check_settings(settings: Settings) -> tuple[Address, Address]:
     """The gRPC and metrics addresses, after the checks that keep a server safe to start.
 
@@ -205,6 +223,12 @@ def check_settings(settings: Settings) -> tuple[Address, Address]:
             f"refusing plaintext gRPC on {grpc_address}, which is not loopback: configure "
             "tls_cert and tls_key (and tls_client_ca for mTLS), or set insecure_plaintext"
         )
+    if settings.http_client_ca is not None and not settings.http_tls:
+        raise ServeError(
+            "http_client_ca needs http_tls: a client certificate is asked for only over HTTPS"
+        )
+    if settings.http_tls and (settings.tls_cert is None or settings.tls_key is None):
+        raise ServeError("http_tls needs tls_cert and tls_key (the HTTP listener's certificate)")
     if settings.bundle_url is not None and settings.bundle_public_key is None:
         raise ServeError(
             f"bundle_url {settings.bundle_url} needs bundle_public_key: a bundle pulled over "

@@ -179,6 +179,14 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     """With it, clients must present a certificate from this CA (mTLS)."""
+    http_tls: bool = False
+    """Serve the HTTP listener (``metrics``: ``/metrics``, the JWKS, the revocation list,
+    AuthZEN) over HTTPS with ``tls_cert``/``tls_key``. A replica pulling this one's
+    revocation list (``revocations_url``) then needs their CA trusted (``SSL_CERT_FILE``)."""
+    http_client_ca: Path | None = None
+    """With ``http_tls``: every caller of the HTTP listener (a Prometheus scraper, an
+    AuthZEN PEP, a replica pulling the revocation list) must present a certificate from
+    this CA; anyone else is refused at the handshake."""
     insecure_plaintext: bool = False
     """Allow plaintext gRPC on an address other than loopback (never the default)."""
     trusted_peps: tuple[str, ...] = ()

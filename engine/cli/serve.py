@@ -114,14 +114,16 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
             )
         processes = f", {where.workers} workers" if where.workers > 1 else ""
         click.echo(f"docket: gRPC listening on {where.grpc} ({where.tls}{processes})")
-        click.echo(f"docket: metrics on http://{where.metrics}/metrics")
+        http = f"{'https' if settings.http_tls else 'http'}://{where.metrics}"
+        mtls = " (client certificates of http_client_ca only)" if settings.http_client_ca else ""
+        click.echo(f"docket: metrics on {http}/metrics{mtls}")
         click.echo(
-            f"docket: device JWT-SVID keys on http://{where.metrics}/.well-known/jwks.json, "
-            f"revocations on http://{where.metrics}/.well-known/docket-revocations.json"
+            f"docket: device JWT-SVID keys on {http}/.well-known/jwks.json, "
+            f"revocations on {http}/.well-known/docket-revocations.json"
         )
         click.echo(
-            f"docket: AuthZEN 1.0 on http://{where.metrics}/access/v1/evaluation(s) "
-            f"(metadata: http://{where.metrics}/.well-known/authzen-configuration)"
+            f"docket: AuthZEN 1.0 on {http}/access/v1/evaluation(s) "
+            f"(metadata: {http}/.well-known/authzen-configuration)"
         )
         peps = ", ".join(settings.trusted_peps) or "none (ext_authz Checks may not name a subject)"
         click.echo(f"docket: trusted enforcement points: {peps}")

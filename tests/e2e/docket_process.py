@@ -169,14 +169,16 @@ def start_docket(
             preexec_fn=PREEXEC,
         )
     found: dict[str, int] = {}
+    scheme: list[str] = []
 
     def listening() -> bool:
         text = log.read_text()
         grpc_at = re.search(r"gRPC listening on 127\.0\.0\.1:(\d+)", text)
-        metrics_at = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", text)
+        metrics_at = re.search(r"metrics on (https?)://127\.0\.0\.1:(\d+)/metrics", text)
         admission_at = re.search(r"admission webhook on https://127\.0\.0\.1:(\d+)", text)
         if grpc_at and metrics_at:
-            found.update(grpc=int(grpc_at[1]), metrics=int(metrics_at[1]))
+            found.update(grpc=int(grpc_at[1]), metrics=int(metrics_at[2]))
+            scheme.append(metrics_at[1])
             if admission_at:
                 found["admission"] = int(admission_at[1])
         return bool(found)
@@ -189,7 +191,7 @@ def start_docket(
     return Docket(
         process,
         found["grpc"],
-        f"http://127.0.0.1:{found['metrics']}/metrics",
+        f"{scheme[-1]}://127.0.0.1:{found['metrics']}/metrics",
         log,
         found.get("admission"),
     )
