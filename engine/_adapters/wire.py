@@ -137,27 +137,25 @@ def _context(
 ) -> dict[str, Any]:
     """The request context, with ``caller`` set from the connection, never by the client,
     and no attested ``device`` field (see :func:`check_device`). With ``seen`` (one batch's
-    contexts by their bytes), a context sent again is read once: the requests then share
-    its nested values, which nothing changes in place (a request's context is replaced,
-    never edited)."""
+    contexts by their bytes; one call, so one caller), a context sent again is read once:
+    the requests then share it, the same object, which nothing changes in place (a
+    request's context is replaced, never edited), so that what is made of it later (its
+    posture, its canonical JSON) can be made once per batch too."""
     key = None
     if seen is not None:
         key = struct.SerializeToString(deterministic=True)
         known = seen.get(key)
         if known is not None:
-            context = dict(known)
-            if caller is not None:
-                context[CALLER] = caller
-            return context
+            return known
     if CALLER in struct.fields:
         raise RequestError(f"{field}.{CALLER}: set by the server from the caller's mTLS identity")
     if DEVICE in struct.fields:
         check_device(struct.fields[DEVICE], f"{field}.{DEVICE}")
     context = struct_to_dict(struct, field)
-    if key is not None and seen is not None:
-        seen[key] = dict(context)
     if caller is not None:
         context[CALLER] = caller
+    if key is not None and seen is not None:
+        seen[key] = context
     return context
 
 
