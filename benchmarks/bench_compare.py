@@ -41,14 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from attestation._ca import CertificateAuthority
-from benchmarks._common import table
 from benchmarks import bench_cerbos
+from benchmarks._common import table
 from benchmarks._load import CpuSnapshot, Stream, frame, h2load_version, run_h2load, workdir
 from benchmarks.bench_grpc import (
     AUTHORIZE,
     BATCH,
-    Docket,
     BUNDLE,
+    Docket,
     as_attested_device,
     bundle_cases,
     docket_server,
