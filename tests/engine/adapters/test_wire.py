@@ -59,6 +59,8 @@ def test_a_repeated_context_is_read_once_and_shared_by_its_requests() -> None:
     ] * 3
     assert requests[3].context == {"caller": "spiffe://docket.local/svc/x"}
     assert requests[0].context is requests[1].context is requests[2].context
+    assert requests[0].principal is requests[3].principal  # each uid made once
+    assert requests[0].principal.model_dump() == {"type": "User", "id": "alice"}
     assert [r.resource.id for r in requests] == ["a", "b", "c", "d"]
 
 
