@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-
 import re
 import time
 import uuid
@@ -144,7 +143,8 @@ def test_a_batch_sharing_one_context_gets_each_requests_own_posture(
     sources = []
     for result in batch.results:
         row = store.entry(result.receipt.index)
-        assert row is not None and row.payload is not None
+        assert row is not None
+        assert row.payload is not None
         entry = json.loads(row.payload)
         assert entry["detail"]["decision_id"] == result.decision_id
         sources.append(entry["detail"]["provenance"]["posture"]["source"])
