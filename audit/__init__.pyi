@@ -31,6 +31,7 @@ from ._cosignature import cosign as cosign
 from ._cosignature import open_cosigned_checkpoint as open_cosigned_checkpoint
 from ._cosignature import with_cosignatures as with_cosignatures
 from ._entry import Entry as Entry
+from ._entry import canonical_text as canonical_text
 from ._entry import digest as digest
 from ._entry import digest_plain as digest_plain
 from ._errors import AuditError as AuditError

@@ -65,6 +65,13 @@ def digest_plain(value: Any) -> str | None:
         return digest(value)  # it raises, in canonical_json's words
 
 
+def canonical_text(value: Any) -> str | None:
+    """``value``'s canonical JSON as text when it is plain (what :func:`digest_plain`
+    takes), else None. Pieces of a larger plain value can so be written once and joined
+    (in RFC 8785's key order) into the larger one's text."""
+    return plain_text(value)
+
+
 def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 

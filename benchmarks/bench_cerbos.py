@@ -501,6 +501,18 @@ def batch_pairs(size: int) -> list[tuple[str, str]]:
     return [pairs[index % len(pairs)] for index in range(size)]
 
 
+def batch_body(case: Case, size: int) -> bytes:
+    """A BatchAuthorize body of ``size`` requests: ``case`` (as sent on the wire) over the
+    resources and actions of :func:`batch_pairs`, one principal and context."""
+    messages = []
+    for resource, action in batch_pairs(size):
+        message = pb.AuthorizeRequest()
+        message.CopyFrom(case.message)
+        message.resource.id, message.action.id = resource, action
+        messages.append(message)
+    return pb.BatchAuthorizeRequest(requests=messages).SerializeToString()
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """The same ``size`` decisions as a Docket BatchAuthorize and a Cerbos CheckResources
@@ -519,13 +531,7 @@ def batch(docket: str, cerbos: str, case: Case, request: dict[str, Any], size: i
     resources and actions of :func:`batch_pairs`: one principal and context, as
     CheckResources takes them. Raises unless both answer every entry, and alike."""
     pairs = batch_pairs(size)
-    messages = []
-    for resource, action in pairs:
-        message = pb.AuthorizeRequest()
-        message.CopyFrom(case.message)
-        message.resource.id, message.action.id = resource, action
-        messages.append(message)
-    docket_body = pb.BatchAuthorizeRequest(requests=messages).SerializeToString()
+    docket_body = batch_body(case, size)
     entries = [
         to_cerbos({**request, "resource": {"type": "Data", "id": resource},
                    "action": {"type": "Action", "id": action}})

@@ -17,6 +17,10 @@ that only Docket's own code differs. Both sides use THIS tree's default bundle
     The attested-device case sends a device JWT-SVID minted by each server's own CA (as an
     attested device does), with the caller's inventory facts in ``context.device``. Every
     body's answer is checked against its case's expected decision on both servers first.
+    Then BatchAuthorize of 10 and of 100 requests (the batches of ``cerbos``: one attested
+    principal and context over many resources and actions; 8 connections, one call in
+    flight each), alternating likewise, as decisions/s; both servers must answer each
+    batch with the same decisions first.
 
 Reported: each side's figure, and this tree's ratio to the base (decide: time per call,
 lower is better; serve: calls/s, higher is better). The target: no more than 10 % slower.
@@ -37,11 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from attestation._ca import CertificateAuthority
+from benchmarks import bench_cerbos
 from benchmarks._common import table
 from benchmarks._load import CpuSnapshot, Stream, frame, h2load_version, run_h2load, workdir
 from benchmarks.bench_grpc import (
     AUTHORIZE,
+    BATCH,
     BUNDLE,
+    Docket,
     as_attested_device,
     bundle_cases,
     docket_server,
@@ -56,6 +63,8 @@ WORKER = Path(__file__).resolve().parent / "_decide_worker.py"
 BASE_ENV = "DOCKET_BENCH_BASE"
 DEFAULT_BASE = "HEAD~1"
 MAX_SLOWDOWN = 0.10
+BATCH_SIZES = (10, 100)
+BATCH_CONNECTIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +189,18 @@ def tree_command(tree: Path) -> list[str]:
 
 
 def compare_serve(
-    base: Path, rounds: Rounds, tmp: Path, *, this_env: Mapping[str, str] | None = None
+    base: Path,
+    rounds: Rounds,
+    tmp: Path,
+    *,
+    this_env: Mapping[str, str] | None = None,
+    batch_sizes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """(b): Authorize calls/s of each side over alternating h2load rounds, and each
     server's CPU µs per call (its process group's CPU time over the calls answered);
-    ``this_env``: settings for this tree's server alone (``DOCKET_*`` variables)."""
+    ``this_env``: settings for this tree's server alone (``DOCKET_*`` variables). With
+    ``batch_sizes``, also ``batches``: the same figures of BatchAuthorize of each size,
+    in decisions/s."""
     cases = mix(bundle_cases())
     settings = [f"{name}={value}" for name, value in (this_env or {}).items()]
     this_command = ["env", *settings, *tree_command(ROOT)] if settings else tree_command(ROOT)
@@ -216,25 +232,68 @@ def compare_serve(
             "servers (the attested case with each server's own device JWT-SVID)",
             flush=True,
         )
-        samples: dict[str, list[float]] = {"base": [], "this": []}
-        cpu: dict[str, list[float]] = {"base": [], "this": []}
-        for number in range(rounds.serve_rounds):
+        loads: dict[str | int, dict[str, Any]] = {
+            "authorize": _alternate(servers, AUTHORIZE, streams, sizes, rounds, tmp)
+        }
+        main = next(case for case in bundle_cases() if case.name == bench_cerbos.CASE)
+        for size in batch_sizes:
+            bodies_of: dict[str, list[Stream]] = {}
+            replies: dict[str, list[int]] = {}
+            decided: dict[str, list[int]] = {}
             for side, server in servers.items():
-                before = CpuSnapshot.take(server.pgid)
-                result = run_h2load(
-                    f"http://{server.grpc}{AUTHORIZE}",
-                    streams[side],
-                    duration_s=rounds.serve_seconds,
-                    warm_up_s=1 if number == 0 else 0,
-                    response_sizes=sizes[side],
-                    workdir=tmp,
-                )
-                if result.failed or result.data_ratio < 0.99:
-                    raise RuntimeError(f"{side}: calls failed under load ({result.failed})")
-                samples[side].append(result.per_second)
-                after = CpuSnapshot.take(server.pgid)
-                if after.group is not None and before.group is not None and result.measured_ok:
-                    cpu[side].append((after.group - before.group) * 1e6 / result.measured_ok)
+                ca = CertificateAuthority.load(tmp / side / "ca")
+                body = bench_cerbos.batch_body(bench_cerbos.on_the_wire(main, ca), size)
+                batch = pb.BatchAuthorizeRequest.FromString(body)
+                reply = expect_ok(server.grpc, BATCH, batch, pb.BatchAuthorizeResponse)
+                assert isinstance(reply, pb.BatchAuthorizeResponse)
+                decided[side] = [result.decision for result in reply.results]
+                bodies_of[side] = [Stream(body, BATCH_CONNECTIONS)]
+                replies[side] = [len(frame(reply.SerializeToString()))]
+            if decided["base"] != decided["this"] or len(decided["this"]) != size:
+                raise RuntimeError(f"BatchAuthorize x{size}: the two servers decide differently")
+            print(f"  verified: BatchAuthorize x{size} decides alike on both servers", flush=True)
+            loads[size] = _alternate(servers, BATCH, bodies_of, replies, rounds, tmp, per_call=size)
+    figures = {name: _slowdown(load) for name, load in loads.items()}
+    return {**figures.pop("authorize"), "batches": figures} if batch_sizes else figures["authorize"]
+
+
+def _slowdown(figures: dict[str, Any]) -> dict[str, Any]:
+    rates = figures["calls_per_second"]
+    return {**figures, "slowdown": round(1 - rates["this"] / rates["base"], 4)}
+
+
+def _alternate(
+    servers: Mapping[str, Docket],
+    method: str,
+    streams: Mapping[str, list[Stream]],
+    sizes: Mapping[str, list[int]],
+    rounds: Rounds,
+    tmp: Path,
+    *,
+    per_call: int = 1,
+) -> dict[str, Any]:
+    """``method`` under h2load on each server in turn, ``rounds.serve_rounds`` times: the
+    median calls/s (times ``per_call``: decisions/s for a batch), each round's, and the
+    median CPU µs per call of each server's process group."""
+    samples: dict[str, list[float]] = {side: [] for side in servers}
+    cpu: dict[str, list[float]] = {side: [] for side in servers}
+    for number in range(rounds.serve_rounds):
+        for side, server in servers.items():
+            before = CpuSnapshot.take(server.pgid)
+            result = run_h2load(
+                f"http://{server.grpc}{method}",
+                streams[side],
+                duration_s=rounds.serve_seconds,
+                warm_up_s=1 if number == 0 else 0,
+                response_sizes=sizes[side],
+                workdir=tmp,
+            )
+            if result.failed or result.data_ratio < 0.99:
+                raise RuntimeError(f"{side}: calls failed under load ({result.failed})")
+            samples[side].append(result.per_second * per_call)
+            after = CpuSnapshot.take(server.pgid)
+            if after.group is not None and before.group is not None and result.measured_ok:
+                cpu[side].append((after.group - before.group) * 1e6 / result.measured_ok)
     medians = {side: statistics.median(values) for side, values in samples.items()}
     return {
         "calls_per_second": {side: round(value, 1) for side, value in medians.items()},
@@ -243,7 +302,6 @@ def compare_serve(
             for side, values in cpu.items()
         },
         "rounds_per_second": {side: [round(v) for v in values] for side, values in samples.items()},
-        "slowdown": round(1 - medians["this"] / medians["base"], 4),
     }
 
 
@@ -311,7 +369,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         print("  serve: SKIPPED (h2load not found: apt-get install nghttp2-client)")
     else:
         with workdir("docket-bench-compare-") as tmp:
-            serve = compare_serve(base, rounds, tmp)
+            serve = compare_serve(base, rounds, tmp, batch_sizes=BATCH_SIZES)
         figures["serve"] = serve
         rows.append(
             (
@@ -321,6 +379,24 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                 f"{serve['slowdown']:+.1%}",
             )
         )
+        for size in BATCH_SIZES:
+            batch = serve["batches"][size]
+            rows.append(
+                (
+                    f"docket serve BatchAuthorize x{size}, decisions/s",
+                    batch["calls_per_second"]["base"],
+                    batch["calls_per_second"]["this"],
+                    f"{batch['slowdown']:+.1%}",
+                )
+            )
+            rows.append(
+                (
+                    f"  its server CPU µs per call (x{size})",
+                    batch["cpu_us_per_call"]["base"],
+                    batch["cpu_us_per_call"]["this"],
+                    "",
+                )
+            )
     print(table(("", f"base {sha[:12]}", "this tree", "slower by"), rows))
     slowest = max(figures[key]["slowdown"] for key in ("decide", "serve") if key in figures)
     met = slowest <= MAX_SLOWDOWN

@@ -64,14 +64,27 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         peer = None if reader is None else reader.from_peer(context, now)
         attached: list[Request] = []
         provenances: list[dict[str, Any]] = []
+        # A batch's requests that share a context object (wire.batch_from_proto) and a
+        # device token share the posture read at this ``now``, the attached context and
+        # the provenance: each is made once, and the entries encode them once.
+        made: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         for request, message in zip(requests, messages, strict=True):
-            proven = (
-                reader.from_token(message.device_token, now)
-                if reader is not None and message.device_token
-                else peer
-            )
-            attached.append(attach(request, proven))
-            provenances.append(provenance(request, proven, caller=caller))
+            token = message.device_token
+            key = (id(request.context), token)
+            known = made.get(key)
+            if known is None:
+                proven = reader.from_token(token, now) if reader is not None and token else peer
+                with_posture = attach(request, proven)
+                known = made[key] = (
+                    with_posture.context,
+                    provenance(request, proven, caller=caller),
+                )
+                attached.append(with_posture)
+            elif known[0] is request.context:
+                attached.append(request)
+            else:
+                attached.append(request.model_copy(update={"context": known[0]}))
+            provenances.append(known[1])
         return attached, provenances
 
     async def _authorized(

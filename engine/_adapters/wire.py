@@ -137,37 +137,48 @@ def _context(
 ) -> dict[str, Any]:
     """The request context, with ``caller`` set from the connection, never by the client,
     and no attested ``device`` field (see :func:`check_device`). With ``seen`` (one batch's
-    contexts by their bytes), a context sent again is read once: the requests then share
-    its nested values, which nothing changes in place (a request's context is replaced,
-    never edited)."""
+    contexts by their bytes; one call, so one caller), a context sent again is read once:
+    the requests then share it, the same object, which nothing changes in place (a
+    request's context is replaced, never edited), so that what is made of it later (its
+    posture, its canonical JSON) can be made once per batch too."""
     key = None
     if seen is not None:
         key = struct.SerializeToString(deterministic=True)
         known = seen.get(key)
         if known is not None:
-            context = dict(known)
-            if caller is not None:
-                context[CALLER] = caller
-            return context
+            return known
     if CALLER in struct.fields:
         raise RequestError(f"{field}.{CALLER}: set by the server from the caller's mTLS identity")
     if DEVICE in struct.fields:
         check_device(struct.fields[DEVICE], f"{field}.{DEVICE}")
     context = struct_to_dict(struct, field)
-    if key is not None and seen is not None:
-        seen[key] = dict(context)
     if caller is not None:
         context[CALLER] = caller
+    if key is not None and seen is not None:
+        seen[key] = context
     return context
 
 
-def _uid(message: pb.AuthorizeRequest, name: str, field: str) -> EntityUID:
+def _uid(
+    message: pb.AuthorizeRequest,
+    name: str,
+    field: str,
+    made: dict[tuple[str, str], EntityUID] | None = None,
+) -> EntityUID:
+    """The uid ``message.<name>``; with ``made`` (one batch's uids by type and id), one
+    object for each uid the batch names again (a uid is frozen)."""
     if not message.HasField(name):  # type: ignore[arg-type]
         raise RequestError(f"{field}.{name}: required")
     ref: pb.EntityRef = getattr(message, name)
-    if not ref.type:
+    kind, id_ = ref.type, ref.id
+    if not kind:
         raise RequestError(f"{field}.{name}.type: must not be empty")
-    return EntityUID.model_construct(type=ref.type, id=ref.id)
+    if made is None:
+        return EntityUID.model_construct(type=kind, id=id_)
+    uid = made.get((kind, id_))
+    if uid is None:
+        uid = made[kind, id_] = EntityUID.model_construct(type=kind, id=id_)
+    return uid
 
 
 def _entity(entity: pb.Entity, field: str) -> dict[str, Any]:
@@ -191,18 +202,19 @@ def request_from_proto(
     field: str = "",
     caller: str | None = None,
     seen: dict[bytes, dict[str, Any]] | None = None,
+    made: dict[tuple[str, str], EntityUID] | None = None,
 ) -> Request:
     """An engine :class:`Request`; ``caller`` (an mTLS SPIFFE ID) goes into ``context.caller``
-    (``seen``: see :func:`_context`).
+    (``seen``: see :func:`_context`; ``made``: see :func:`_uid`).
 
     Raises :class:`~engine.RequestError` naming the field at fault.
     """
     prefix = f"{field}." if field else ""
     context = _context(message.context, f"{prefix}context", caller, seen)
     return Request.model_construct(
-        principal=_uid(message, "principal", field or "request"),
-        action=_uid(message, "action", field or "request"),
-        resource=_uid(message, "resource", field or "request"),
+        principal=_uid(message, "principal", field or "request", made),
+        action=_uid(message, "action", field or "request", made),
+        resource=_uid(message, "resource", field or "request", made),
         context=context,
         entities=tuple(
             _entity(entity, f"{prefix}entities[{i}]") for i, entity in enumerate(message.entities)
@@ -214,11 +226,12 @@ def batch_from_proto(
     message: pb.BatchAuthorizeRequest, *, caller: str | None = None
 ) -> list[Request]:
     """The requests of a batch, in order (a context repeated in the batch, as when one
-    principal asks about many resources, is read once). The size limit is checked by the
-    caller."""
+    principal asks about many resources, is read once, and so is each uid). The size
+    limit is checked by the caller."""
     seen: dict[bytes, dict[str, Any]] = {}
+    made: dict[tuple[str, str], EntityUID] = {}
     return [
-        request_from_proto(request, field=f"requests[{i}]", caller=caller, seen=seen)
+        request_from_proto(request, field=f"requests[{i}]", caller=caller, seen=seen, made=made)
         for i, request in enumerate(message.requests)
     ]
 

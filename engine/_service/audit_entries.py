@@ -24,13 +24,15 @@ UTF-8 bytes by :func:`capped`, which says how many bytes it cut; the entry's
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
-from audit import Entry, Recorded, digest, digest_plain
+from audit import Entry, Recorded, canonical_text, digest, digest_plain
 from engine._core.bundle import DataLabels, PolicyBundle
 from engine._core.models import Decision, EntityUID, Request
 from engine._core.placement import Placement, Workload
@@ -146,6 +148,47 @@ def _request_digest(request: Request) -> str:
     return plain if plain is not None else digest(request.model_dump(mode="json"))
 
 
+def _uid_text(uid: EntityUID) -> str | None:
+    """A uid's canonical JSON (``{"id":…,"type":…}``) when both are exact strings."""
+    if type(uid.id) is str and type(uid.type) is str:
+        return f'{{"id":{encode_basestring(uid.id)},"type":{encode_basestring(uid.type)}}}'
+    return None
+
+
+def _shared_digest(request: Request, contexts: dict[int, str | None]) -> str:
+    """:func:`_request_digest`, the canonical text of a context that several requests of
+    a batch share (the same object, ``contexts`` by its id) written once: the members of
+    :func:`_fields` in RFC 8785's key order, each piece as :func:`~audit.canonical_text` gives
+    it, which is what it gives for the whole. Anything not plain takes
+    :func:`_request_digest`'s path, and so its bytes or its error."""
+    context = request.context
+    key = id(context)
+    if key in contexts:
+        context_text = contexts[key]
+    else:
+        context_text = contexts[key] = canonical_text(context)
+    if type(request) is Request and context_text is not None:
+        pieces = (
+            _uid_text(request.action),
+            context_text,
+            canonical_text(request.entities),
+            _uid_text(request.principal),
+            _uid_text(request.resource),
+        )
+        if None not in pieces and type(request.action) is EntityUID:
+            action, context_text, entities, principal, resource = pieces
+            text = (
+                f'{{"action":{action},"context":{context_text},"entities":{entities},'
+                f'"principal":{principal},"resource":{resource}}}'
+            )
+            if type(request.principal) is EntityUID and type(request.resource) is EntityUID:
+                try:
+                    return hashlib.sha256(text.encode()).hexdigest()
+                except UnicodeEncodeError:
+                    pass  # a lone surrogate: the path below raises in its own words
+    return _request_digest(request)
+
+
 def recorded_decision(
     entry: Entry, request: Request, *, api: str, detail: Mapping[str, Any] | None
 ) -> Recorded:
@@ -183,30 +226,90 @@ def decision_entry(
     detail: Mapping[str, Any] | None = None,
 ) -> Entry:
     """The audit entry of one access decision."""
-    labels = _labels(request, bundle)
-    jurisdiction, region = _where(request.context)
-    fields: dict[str, Any] = {**(detail or {}), "decision_id": decision_id, "api": api}
-    if decision.errors:
-        fields["errors"] = [
-            {"policy": error.policy, "message": error.message} for error in decision.errors
-        ]
-    return Entry(
-        kind=_kind(api),
-        time=now,
-        caller=_capped(_text(request.context.get(CALLER))),
-        subject=_uid(request.principal, bundle),
-        action=_uid(request.action, bundle),
-        resource=_uid(request.resource, bundle),
-        classification=labels.classification if labels else None,
-        residency=labels.residency if labels else (),
-        jurisdiction=_capped(jurisdiction),
-        region=_capped(region),
-        decision=decision.decision,
-        policies=decision.reasons,
-        bundle_version=decision.bundle_version,
-        request_digest=_request_digest(request),
-        detail=_detail(fields),
+    (entry,) = decision_entries(
+        [request],
+        [decision],
+        decision_ids=[decision_id],
+        api=api,
+        bundle=bundle,
+        now=now,
+        details=[detail],
     )
+    return entry
+
+
+def _salts(count: int) -> list[str]:
+    """``count`` fresh random salts (as :func:`audit.Entry`'s own), from one read of the
+    system's random source: each read releases and takes back the GIL."""
+    pool = os.urandom(16 * count).hex()
+    return [pool[32 * i : 32 * (i + 1)] for i in range(count)]
+
+
+def decision_entries(
+    requests: Sequence[Request],
+    decisions: Sequence[Decision],
+    *,
+    decision_ids: Sequence[str],
+    api: str,
+    bundle: PolicyBundle | None,
+    now: datetime,
+    details: Sequence[Mapping[str, Any] | None],
+) -> list[Entry]:
+    """The audit entries of a batch of access decisions, one per request (``details``:
+    one per request). Each is the entry :func:`decision_entry` makes of its request
+    alone; what requests share (the same context object, the same detail object, the
+    same names) is capped and encoded once. Raises what :func:`decision_entry` raises."""
+    kind = _kind(api)
+    capped_api = capped(api)
+    contexts: dict[int, str | None] = {}
+    bounded_details: dict[int, dict[str, Any]] = {}
+    names: dict[tuple[str, str], str] = {}
+
+    def name(uid: EntityUID) -> str:
+        if type(uid.type) is not str or type(uid.id) is not str:
+            return _uid(uid, bundle)
+        key = (uid.type, uid.id)
+        found = names.get(key)
+        if found is None:
+            found = names[key] = _uid(uid, bundle)
+        return found
+
+    entries = []
+    salts = _salts(len(requests))
+    for request, decision, decision_id, detail, salt in zip(
+        requests, decisions, decision_ids, details, salts, strict=True
+    ):
+        shared = bounded_details.get(id(detail))
+        if shared is None:
+            shared = bounded_details[id(detail)] = _detail(detail or {})
+        fields = {**shared, "decision_id": capped(decision_id), "api": capped_api}
+        if decision.errors:
+            fields["errors"] = bounded(
+                [{"policy": error.policy, "message": error.message} for error in decision.errors]
+            )
+        labels = _labels(request, bundle)
+        jurisdiction, region = _where(request.context)
+        entries.append(
+            Entry(
+                kind=kind,
+                time=now,
+                caller=_capped(_text(request.context.get(CALLER))),
+                subject=name(request.principal),
+                action=name(request.action),
+                resource=name(request.resource),
+                classification=labels.classification if labels else None,
+                residency=labels.residency if labels else (),
+                jurisdiction=_capped(jurisdiction),
+                region=_capped(region),
+                decision=decision.decision,
+                policies=decision.reasons,
+                bundle_version=decision.bundle_version,
+                request_digest=_shared_digest(request, contexts),
+                detail=fields,
+                salt=salt,
+            )
+        )
+    return entries
 
 
 def search_entry(

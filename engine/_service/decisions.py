@@ -33,7 +33,7 @@ from engine._errors import LimitExceeded, NotAuthorized
 from engine._service import tracing
 from engine._service.audit_entries import (
     bundle_entry,
-    decision_entry,
+    decision_entries,
     placement_entry,
     recorded_decision,
     recorded_placement,
@@ -59,11 +59,22 @@ Cedar: more than a thread hand-off costs, less than a wait other callers notice)
 
 def decision_id(now: datetime) -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids sort the way decisions were made."""
-    millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10))
-    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64
-    value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    (id_,) = decision_ids(now, 1)
+    return id_
+
+
+def decision_ids(now: datetime, count: int) -> list[str]:
+    """``count`` UUIDv7s (:func:`decision_id`) from one read of the system's random
+    source (each read releases and takes back the GIL)."""
+    millis = (int(now.timestamp() * 1000) & ((1 << 48) - 1)) << 80
+    pool = os.urandom(10 * count)
+    ids = []
+    for start in range(0, 10 * count, 10):
+        rand = int.from_bytes(pool[start : start + 10])
+        value = millis | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64
+        value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
+        ids.append(str(uuid.UUID(int=value)))
+    return ids
 
 
 def _name(ids: Sequence[str]) -> None:
@@ -234,11 +245,16 @@ class DecisionService:
             )
         if provenance is not None and len(provenance) != len(requests):
             raise ValueError("one provenance per request")
-        details = (
-            [detail] * len(requests)
-            if provenance is None
-            else [{**(detail or {}), "provenance": dict(p)} for p in provenance]
-        )
+        details: list[Mapping[str, Any] | None] = [detail] * len(requests)
+        if provenance is not None:
+            # One detail object per distinct provenance object: a batch's entries then
+            # cap and encode it once (decision_entries).
+            made: dict[int, Mapping[str, Any]] = {}
+            for i, p in enumerate(provenance):
+                found = made.get(id(p))
+                if found is None:
+                    found = made[id(p)] = {**(detail or {}), "provenance": dict(p)}
+                details[i] = found
         now = self.clock()
         bundle = self.engine.bundle
         with tracing.child_span(tracing.EVALUATE):
@@ -246,21 +262,10 @@ class DecisionService:
         if self.shadow is not None:  # the candidate's disagreements, annotated; never the answer
             details = self.shadow.annotate(requests, decisions, details, now)
         decisions = self._vetted(bundle, decisions, now)
-        ids = [decision_id(now) for _ in decisions]
-        entries = [
-            decision_entry(
-                request,
-                decision,
-                decision_id=id_,
-                api=api,
-                bundle=bundle,
-                now=now,
-                detail=item_detail,
-            )
-            for request, decision, id_, item_detail in zip(
-                requests, decisions, ids, details, strict=True
-            )
-        ]
+        ids = decision_ids(now, len(decisions))
+        entries = decision_entries(
+            requests, decisions, decision_ids=ids, api=api, bundle=bundle, now=now, details=details
+        )
         if self._recording:
             recorded = [
                 recorded_decision(entry, request, api=api, detail=item_detail)

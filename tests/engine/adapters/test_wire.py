@@ -46,7 +46,9 @@ def test_a_refused_value_is_named(values: dict[str, Any], named: str) -> None:
         struct_to_dict(struct(values), "context")
 
 
-def test_a_repeated_context_is_read_once_and_each_request_gets_its_own() -> None:
+def test_a_repeated_context_is_read_once_and_shared_by_its_requests() -> None:
+    """One object for all the requests that sent it: what is made of a context later
+    (its posture, its canonical JSON for the entries) is then made once per batch."""
     shared = {"mfa": True, "device": {"os": "linux"}}
     batch = pb.BatchAuthorizeRequest(
         requests=[request(name, shared) for name in ("a", "b", "c")] + [request("d", {})]
@@ -56,7 +58,9 @@ def test_a_repeated_context_is_read_once_and_each_request_gets_its_own() -> None
         {**shared, "caller": "spiffe://docket.local/svc/x"}
     ] * 3
     assert requests[3].context == {"caller": "spiffe://docket.local/svc/x"}
-    assert requests[0].context is not requests[1].context  # a request's own top level
+    assert requests[0].context is requests[1].context is requests[2].context
+    assert requests[0].principal is requests[3].principal  # each uid made once
+    assert requests[0].principal.model_dump() == {"type": "User", "id": "alice"}
     assert [r.resource.id for r in requests] == ["a", "b", "c", "d"]
 
 

@@ -33,7 +33,7 @@ from audit._log import pending
 from audit.merkle import leaf_hash
 from engine import Decision, Engine, PolicyBundle, Request
 from engine._core.models import EntityUID, PolicyError
-from engine._service.audit_entries import decision_entry
+from engine._service.audit_entries import decision_entries, decision_entry
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
 NOW = datetime(2026, 12, 4, 18, 5, 6, 789012, tzinfo=UTC)
@@ -338,3 +338,82 @@ def test_any_request_is_stored_as_before(
     labelled: bool,
 ) -> None:
     same(Case(request, decision, bundle if labelled else None, detail))
+
+
+# --- a batch: pieces shared between its requests are encoded once ---------------------------
+
+
+def served_batch(cases: list[Case]) -> list[tuple[Entry, bytes]]:
+    """What the service builds for a batch (one call for all its decisions, sharing what
+    they share) and the writer encodes, entry by entry."""
+    entries = decision_entries(
+        [case.request for case in cases],
+        [case.decision for case in cases],
+        decision_ids=["id-1"] * len(cases),
+        api="authorize",
+        bundle=cases[0].bundle,
+        now=NOW,
+        details=[case.detail for case in cases],
+    )
+    ready = [entry.model_copy(update={"salt": SALT}) for entry in entries]
+    return [(entry, pending(entry).payload) for entry in ready]
+
+
+def _batch(
+    context: dict[str, Any], pairs: list[tuple[Request, Decision]], detail: Any
+) -> list[tuple[Request, Decision, Any]]:
+    """The requests of a batch as BatchAuthorize makes them: one context object (and one
+    detail) shared by several requests, as one principal asking about many resources."""
+    shared = [
+        Request.model_construct(
+            principal=request.principal,
+            action=request.action,
+            resource=request.resource,
+            context=context,
+            entities=request.entities,
+        )
+        for request, _ in pairs
+    ]
+    return [
+        (request, decision, detail) for request, (_, decision) in zip(shared, pairs, strict=True)
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    context=contexts,
+    pairs=st.lists(st.tuples(requests, decisions), min_size=1, max_size=4),
+    others=st.lists(st.tuples(requests, decisions), max_size=2),
+    detail=details,
+    labelled=st.booleans(),
+)
+def test_a_batch_is_stored_as_its_requests_one_by_one(
+    bundle: PolicyBundle,
+    context: dict[str, Any],
+    pairs: list[tuple[Request, Decision]],
+    others: list[tuple[Request, Decision]],
+    detail: Mapping[str, Any] | None,
+    labelled: bool,
+) -> None:
+    """Each entry of a batch whose requests share their context and detail objects
+    (mixed with requests of their own) is the entry of its request alone, byte for
+    byte; a batch with one request the log refuses is refused whole."""
+    items = _batch(context, pairs, detail) + [(r, d, None) for r, d in others]
+    cases = [Case(r, d, bundle if labelled else None, x) for r, d, x in items]
+    expected = [outcome(lambda case=case: written(case)) for case in cases]
+    if any(item[0] == "failed" for item in expected):
+        with pytest.raises(Exception):  # noqa: B017, PT011 (as the one-by-one path fails)
+            served_batch(cases)
+        return
+    got = served_batch(cases)
+    assert [(entry, payload, leaf_hash(payload)) for entry, payload in got] == expected
+
+
+def test_a_batch_of_policy_cases_is_stored_as_before(bundle: PolicyBundle) -> None:
+    """Every policy case as one batch, all sharing one detail object."""
+    engine = Engine(bundle)
+    cases = [
+        Case(request, engine.decide(request, now=NOW), bundle, PROVENANCE)
+        for request in (param.values[0] for param in _cases())
+    ]
+    assert served_batch(cases) == [written(case) for case in cases]

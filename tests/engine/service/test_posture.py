@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -124,6 +125,30 @@ def test_device_token_makes_the_same_request_allowed(
             pb.BatchAuthorizeRequest(requests=[restricted_read(), restricted_read(token)])
         )
         assert [r.decision for r in batch.results] == [pb.DECISION_DENY, pb.DECISION_ALLOW]
+
+
+def test_a_batch_sharing_one_context_gets_each_requests_own_posture(
+    ca_server: tuple[Running, CertificateAuthority],
+) -> None:
+    """The requests of a batch share their context (one object, read once) and each
+    distinct posture is attached once; a request with the token and one without, taking
+    turns, still get their own posture and their own entry's provenance."""
+    running, ca = ca_server
+    token = ca.issue_jwt(DEVICE_ID, "docket", now=now(), claims=ATTESTED.claims())
+    sent = [restricted_read(token), restricted_read(), restricted_read(token), restricted_read()]
+    with channel(running, ca, None) as ch:
+        batch = pb_grpc.DecisionsStub(ch).BatchAuthorize(pb.BatchAuthorizeRequest(requests=sent))
+    assert [r.decision for r in batch.results] == [pb.DECISION_ALLOW, pb.DECISION_DENY] * 2
+    store = running.worker.audit.store
+    sources = []
+    for result in batch.results:
+        row = store.entry(result.receipt.index)
+        assert row is not None
+        assert row.payload is not None
+        entry = json.loads(row.payload)
+        assert entry["detail"]["decision_id"] == result.decision_id
+        sources.append(entry["detail"]["provenance"]["posture"]["source"])
+    assert sources == ["jwt-svid", "none", "jwt-svid", "none"]
 
 
 BOOTED = Posture(
