@@ -814,8 +814,13 @@ class Store:
     def _read(self) -> Any:
         return _Translate(self._reader.connect, self.url)
 
-    def _write(self) -> Any:
-        return _Translate(self._writer.begin, self.url)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        # In the appends' queue (the writer lock file), not on SQLite's busy handler: it
+        # naps up to 100 ms while another process appends, and every commit of both
+        # processes then waits behind this transaction's nap.
+        with self._append_lock, _Translate(self._writer.begin, self.url) as conn:
+            yield conn
 
 
 class _FileLock:
