@@ -68,6 +68,10 @@ _READ_ENTRIES = (
 _INSERT_REQUESTS = "INSERT INTO audit_request (idx, time, key_id, sealed) VALUES "
 _REQUEST_VALUES = "(?, ?, ?, ?)"
 _DROP_REQUEST = "DELETE FROM audit_request WHERE idx = ?"
+WAL_RESTART_FRAMES = 4096
+"""Frames (pages, 4 KiB) left in the WAL after a lock-free checkpoint past which the
+rest is checkpointed in the appends' queue: the WAL stays within about this plus one
+maintenance interval's appends."""
 _INSERT_CHUNK = 500  # 3,500 parameters: well under SQLite's 32,766 and PostgreSQL's 65,535
 _CREATE_LOCK = 0x646F636B6574  # "docket": the advisory lock that serializes table creation
 
@@ -578,16 +582,42 @@ class Store:
         with self._write() as conn:
             return int(conn.execute(sa.delete(_REQUEST).where(_REQUEST.c.time < cutoff)).rowcount)
 
-    def checkpoint_wal(self) -> None:
-        """Fold the SQLite WAL into the database without blocking writers (PASSIVE).
-        A no-op on PostgreSQL."""
+    def checkpoint_wal(self, *, restart_past: int = WAL_RESTART_FRAMES) -> None:
+        """Fold the SQLite WAL into the database, first without blocking anyone (PASSIVE).
+        That pass copies only what was committed when it began: with appends always
+        running it never catches up, the WAL is never started again from its beginning
+        and grows for as long as the load lasts. So when more than ``restart_past``
+        frames are still in it, the rest is copied in the appends' queue, where no append
+        runs (RESTART; readers are not waited for), and the next append starts the WAL
+        again. A no-op on PostgreSQL. Raises :class:`StoreError`."""
         if not self.sqlite:
             return
         try:
-            with self._reader.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            if self._wal_checkpoint("PASSIVE") <= restart_past:
+                return
+            with self._append_lock:
+                self._wal_checkpoint("RESTART")
         except SQLAlchemyError as exc:
             raise StoreError(f"WAL checkpoint failed: {_reason(exc)}") from exc
+        except self._driver_errors as exc:
+            raise StoreError(f"WAL checkpoint failed: {exc}") from exc
+
+    def _wal_checkpoint(self, mode: str) -> int:
+        """One checkpoint (outside any transaction, never waiting on the busy handler);
+        the frames in the WAL."""
+        raw = self._reader.raw_connection()
+        try:
+            cursor = raw.cursor()
+            (waits,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+            cursor.execute("PRAGMA busy_timeout = 0")
+            try:
+                row = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {int(waits)}")
+            cursor.close()
+        finally:
+            raw.close()
+        return int(row[1])
 
     def _driver_sql(self, statement: str) -> str:
         return statement if self.sqlite else statement.replace("?", "%s")
