@@ -60,6 +60,9 @@ _LOCK_HEAD_PG = "SELECT size, chain, frontier FROM audit_head WHERE id = 1 FOR U
 _INSERT_ENTRIES = "INSERT INTO audit_entry (idx, kind, time, payload, leaf, chain, nodes) VALUES "
 _ENTRY_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
 _ERASE = "UPDATE audit_entry SET payload = NULL WHERE idx = ? AND payload IS NOT NULL"
+_ADD_CHECKPOINT_SQLITE = (
+    "INSERT OR IGNORE INTO audit_checkpoint (size, root, note, created) VALUES (?, ?, ?, ?)"
+)
 _MOVE_HEAD = "UPDATE audit_head SET size = ?, chain = ?, frontier = ?, root = ? WHERE id = 1"
 _READ_ENTRIES = (
     "SELECT idx, kind, payload, leaf, chain, nodes FROM audit_entry "
@@ -791,25 +794,34 @@ class Store:
 
     def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
         """Store a signed checkpoint; a second one for the same size is ignored."""
+        if self.sqlite:
+            # One autocommitted statement: the writer lock file is held for one step of
+            # the driver (one wait for the GIL, one fsync), not a transaction's round trips.
+            with self._checkpoint_lock, self._append_lock:
+                self._autocommit(_ADD_CHECKPOINT_SQLITE, (size, root, note, _now_text()))
+            return
+        # Processes sharing the log sign the same size when it is idle; on PostgreSQL a
+        # check-then-insert would let both insert and one fail.
         with self._checkpoint_lock, self._write() as conn:
-            if not self.sqlite:
-                # Processes sharing the log sign the same size when it is idle; on
-                # PostgreSQL the check-then-insert below would let both insert and one fail.
-                conn.execute(
-                    postgresql.insert(_CHECKPOINT)
-                    .values(size=size, root=root, note=note, created=_now_text())
-                    .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
-                )
-                return
-            exists = conn.execute(
-                sa.select(_CHECKPOINT.c.size).where(_CHECKPOINT.c.size == size)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(_CHECKPOINT).values(
-                        size=size, root=root, note=note, created=_now_text()
-                    )
-                )
+            conn.execute(
+                postgresql.insert(_CHECKPOINT)
+                .values(size=size, root=root, note=note, created=_now_text())
+                .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
+            )
+
+    def _autocommit(self, statement: str, parameters: Sequence[Any]) -> None:
+        try:
+            raw = self._writer.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot use the audit database {self.url}: {_reason(exc)}") from exc
+        try:
+            cursor = raw.cursor()
+            cursor.execute(statement, parameters)
+            cursor.close()
+        except self._driver_errors as exc:
+            raise StoreError(f"audit database {self.url}: {exc}") from exc
+        finally:
+            raw.close()
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         """Every stored checkpoint, smallest tree first."""

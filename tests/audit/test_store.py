@@ -125,3 +125,13 @@ def test_a_small_wal_is_left_to_the_lock_free_pass(store: Store) -> None:
         # Under the bound it never queues behind an append (this one never ends here).
         store.checkpoint_wal(restart_past=100)
     assert wal_frames(database) >= 20
+
+
+def test_a_second_checkpoint_of_one_size_is_ignored(store: Store) -> None:
+    """Two processes sharing the log may sign the same size; the first row stays."""
+    store.add_checkpoint(0, b"\x01" * 32, "first")
+    store.add_checkpoint(0, b"\x02" * 32, "second")
+    stored = store.checkpoint_at(0)
+    assert stored is not None
+    assert (stored.root, stored.note) == (b"\x01" * 32, "first")
+    assert len(store.checkpoints()) == 1
