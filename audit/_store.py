@@ -471,10 +471,7 @@ class Store:
 
     def _append(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
         sql = self._driver_sql
-        try:
-            raw = self._writer.raw_connection()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot append to the audit log: {_reason(exc)}") from exc
+        raw = self._raw_writer("cannot append to the audit log")
         try:
             cursor = raw.cursor()
             if self.sqlite:
@@ -809,11 +806,16 @@ class Store:
                 .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
             )
 
-    def _autocommit(self, statement: str, parameters: Sequence[Any]) -> None:
+    def _raw_writer(self, what: str) -> Any:
+        """A driver connection of the writer engine (close it); :class:`StoreError`
+        saying ``what`` when none can be had."""
         try:
-            raw = self._writer.raw_connection()
+            return self._writer.raw_connection()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot use the audit database {self.url}: {_reason(exc)}") from exc
+            raise StoreError(f"{what}: {_reason(exc)}") from exc
+
+    def _autocommit(self, statement: str, parameters: Sequence[Any]) -> None:
+        raw = self._raw_writer(f"cannot use the audit database {self.url}")
         try:
             cursor = raw.cursor()
             cursor.execute(statement, parameters)
