@@ -60,6 +60,9 @@ _LOCK_HEAD_PG = "SELECT size, chain, frontier FROM audit_head WHERE id = 1 FOR U
 _INSERT_ENTRIES = "INSERT INTO audit_entry (idx, kind, time, payload, leaf, chain, nodes) VALUES "
 _ENTRY_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
 _ERASE = "UPDATE audit_entry SET payload = NULL WHERE idx = ? AND payload IS NOT NULL"
+_ADD_CHECKPOINT_SQLITE = (
+    "INSERT OR IGNORE INTO audit_checkpoint (size, root, note, created) VALUES (?, ?, ?, ?)"
+)
 _MOVE_HEAD = "UPDATE audit_head SET size = ?, chain = ?, frontier = ?, root = ? WHERE id = 1"
 _READ_ENTRIES = (
     "SELECT idx, kind, payload, leaf, chain, nodes FROM audit_entry "
@@ -68,6 +71,10 @@ _READ_ENTRIES = (
 _INSERT_REQUESTS = "INSERT INTO audit_request (idx, time, key_id, sealed) VALUES "
 _REQUEST_VALUES = "(?, ?, ?, ?)"
 _DROP_REQUEST = "DELETE FROM audit_request WHERE idx = ?"
+WAL_RESTART_FRAMES = 4096
+"""Frames (pages, 4 KiB) left in the WAL after a lock-free checkpoint past which the
+rest is checkpointed in the appends' queue: the WAL stays within about this plus one
+maintenance interval's appends."""
 _INSERT_CHUNK = 500  # 3,500 parameters: well under SQLite's 32,766 and PostgreSQL's 65,535
 _CREATE_LOCK = 0x646F636B6574  # "docket": the advisory lock that serializes table creation
 
@@ -464,10 +471,7 @@ class Store:
 
     def _append(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
         sql = self._driver_sql
-        try:
-            raw = self._writer.raw_connection()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot append to the audit log: {_reason(exc)}") from exc
+        raw = self._raw_writer("cannot append to the audit log")
         try:
             cursor = raw.cursor()
             if self.sqlite:
@@ -578,16 +582,42 @@ class Store:
         with self._write() as conn:
             return int(conn.execute(sa.delete(_REQUEST).where(_REQUEST.c.time < cutoff)).rowcount)
 
-    def checkpoint_wal(self) -> None:
-        """Fold the SQLite WAL into the database without blocking writers (PASSIVE).
-        A no-op on PostgreSQL."""
+    def checkpoint_wal(self, *, restart_past: int = WAL_RESTART_FRAMES) -> None:
+        """Fold the SQLite WAL into the database, first without blocking anyone (PASSIVE).
+        That pass copies only what was committed when it began: with appends always
+        running it never catches up, the WAL is never started again from its beginning
+        and grows for as long as the load lasts. So when more than ``restart_past``
+        frames are still in it, the rest is copied in the appends' queue, where no append
+        runs (RESTART; readers are not waited for), and the next append starts the WAL
+        again. A no-op on PostgreSQL. Raises :class:`StoreError`."""
         if not self.sqlite:
             return
         try:
-            with self._reader.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            if self._wal_checkpoint("PASSIVE") <= restart_past:
+                return
+            with self._append_lock:
+                self._wal_checkpoint("RESTART")
         except SQLAlchemyError as exc:
             raise StoreError(f"WAL checkpoint failed: {_reason(exc)}") from exc
+        except self._driver_errors as exc:
+            raise StoreError(f"WAL checkpoint failed: {exc}") from exc
+
+    def _wal_checkpoint(self, mode: str) -> int:
+        """One checkpoint (outside any transaction, never waiting on the busy handler);
+        the frames in the WAL."""
+        raw = self._reader.raw_connection()
+        try:
+            cursor = raw.cursor()
+            (waits,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+            cursor.execute("PRAGMA busy_timeout = 0")
+            try:
+                row = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {int(waits)}")
+            cursor.close()
+        finally:
+            raw.close()
+        return int(row[1])
 
     def _driver_sql(self, statement: str) -> str:
         return statement if self.sqlite else statement.replace("?", "%s")
@@ -761,25 +791,39 @@ class Store:
 
     def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
         """Store a signed checkpoint; a second one for the same size is ignored."""
+        if self.sqlite:
+            # One autocommitted statement: the writer lock file is held for one step of
+            # the driver (one wait for the GIL, one fsync), not a transaction's round trips.
+            with self._checkpoint_lock, self._append_lock:
+                self._autocommit(_ADD_CHECKPOINT_SQLITE, (size, root, note, _now_text()))
+            return
+        # Processes sharing the log sign the same size when it is idle; on PostgreSQL a
+        # check-then-insert would let both insert and one fail.
         with self._checkpoint_lock, self._write() as conn:
-            if not self.sqlite:
-                # Processes sharing the log sign the same size when it is idle; on
-                # PostgreSQL the check-then-insert below would let both insert and one fail.
-                conn.execute(
-                    postgresql.insert(_CHECKPOINT)
-                    .values(size=size, root=root, note=note, created=_now_text())
-                    .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
-                )
-                return
-            exists = conn.execute(
-                sa.select(_CHECKPOINT.c.size).where(_CHECKPOINT.c.size == size)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(_CHECKPOINT).values(
-                        size=size, root=root, note=note, created=_now_text()
-                    )
-                )
+            conn.execute(
+                postgresql.insert(_CHECKPOINT)
+                .values(size=size, root=root, note=note, created=_now_text())
+                .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
+            )
+
+    def _raw_writer(self, what: str) -> Any:
+        """A driver connection of the writer engine (close it); :class:`StoreError`
+        saying ``what`` when none can be had."""
+        try:
+            return self._writer.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{what}: {_reason(exc)}") from exc
+
+    def _autocommit(self, statement: str, parameters: Sequence[Any]) -> None:
+        raw = self._raw_writer(f"cannot use the audit database {self.url}")
+        try:
+            cursor = raw.cursor()
+            cursor.execute(statement, parameters)
+            cursor.close()
+        except self._driver_errors as exc:
+            raise StoreError(f"audit database {self.url}: {exc}") from exc
+        finally:
+            raw.close()
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         """Every stored checkpoint, smallest tree first."""
@@ -814,8 +858,13 @@ class Store:
     def _read(self) -> Any:
         return _Translate(self._reader.connect, self.url)
 
-    def _write(self) -> Any:
-        return _Translate(self._writer.begin, self.url)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        # In the appends' queue (the writer lock file), not on SQLite's busy handler: it
+        # naps up to 100 ms while another process appends, and every commit of both
+        # processes then waits behind this transaction's nap.
+        with self._append_lock, _Translate(self._writer.begin, self.url) as conn:
+            yield conn
 
 
 class _FileLock:

@@ -32,6 +32,7 @@ from benchmarks import (
     bench_serving,
     bench_shadow,
     bench_startup,
+    bench_tail,
     bench_tracing,
     bench_writer,
 )
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
         "side by side: trivial grpcio, previous Docket, Docket, Cerbos (issue 15's targets)",
         bench_serving.run,
     ),
+    "tail": ("Authorize p99 at a fixed rate, this tree against a base revision", bench_tail.run),
     "writer": ("--workers 2: per-worker writers against the supervisor's one", bench_writer.run),
     "compare": ("this tree against a base revision ($DOCKET_BENCH_BASE)", bench_compare.run),
     "tracing": ("docket serve Authorize with tracing on against off", bench_tracing.run),

@@ -69,7 +69,7 @@ from engine._runtime.prepare import (
 )
 from engine._runtime.settings import Settings
 from engine._runtime.site_push import start_site_push
-from engine._runtime.worker import DRAIN_SECONDS, TrustFiles, Worker
+from engine._runtime.worker import DRAIN_SECONDS, TrustFiles, Worker, settle_heap
 from engine._service.metrics import (
     Metrics,
     multiprocess_registry,
@@ -210,6 +210,7 @@ def _serve_one(plan: _Plan) -> None:
     except ServeError:
         worker.stop(0)
         raise
+    settle_heap()
     plan.ready(port, http_port, worker.engine.bundle, admission)
     pusher = start_site_push(settings, worker.audit)  # the log's owner pushes it
     # Poll: SIGTERM may be delivered to a gRPC thread, and an untimed wait in the main
@@ -263,6 +264,7 @@ def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddre
         worker.stop(0)
         ready.put(("error", str(exc)))
         return
+    settle_heap()
     ready.put(("ready", (bound, bound_admission, bound_http)))
     while not signals.stop.wait(0.5):  # polled: see _serve_one
         if os.getppid() != supervisor:

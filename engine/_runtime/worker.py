@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import ssl
 import threading
 from collections.abc import Callable, Coroutine
@@ -126,6 +127,18 @@ class _Loop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+def settle_heap() -> None:
+    """Collect what start-up left, then freeze the rest (the bundle, the schema, grpc's
+    and the libraries' objects) out of the cyclic collector's generations. Its full
+    collections traverse the oldest generation; with start-up's heap in it, each paused
+    every thread of a serving process for 80-90 ms, and every call waiting for a commit
+    with it (benchmarks/README.md, "Issue 15: the tail"). Frozen objects are still freed
+    by reference counting; only a cycle among them outlives its use. Call once, when the
+    process is serving (not in a test process: its heap would stay frozen)."""
+    gc.collect()
+    gc.freeze()
 
 
 class _CallThreads(ThreadPoolExecutor):
