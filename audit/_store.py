@@ -13,7 +13,8 @@ level ``k`` when ``2^k`` divides ``i + 1``). Any perfect subtree hash is then on
 lookup, and an inclusion or consistency proof is O(log n) lookups.
 
 The store knows it is itself: it remembers the SQLite file it opened (device and
-inode, and its size, which only grows: nothing here vacuums) and, on every backend, the
+inode, and its size, which shrinks only when a complete WAL checkpoint cuts it to the
+database's own size: nothing here vacuums) and, on every backend, the
 largest head it committed or read. An append that finds the file deleted, replaced or
 truncated, or a head smaller than (or, at equal size, different from) the one it knew,
 raises :class:`LogIdentityError` instead of writing into a database that is no longer
@@ -372,24 +373,52 @@ class Store:
 
     def check_identity(self) -> None:
         """Check that the SQLite file this store opened is still at its path, the same
-        file (device and inode), and not smaller than it was (one ``os.stat``; nothing
-        on PostgreSQL). Raises :class:`LogIdentityError` naming what happened, or
+        file (device and inode), and not truncated (one ``os.stat``; nothing on
+        PostgreSQL). A file smaller than before is examined again in the appends' queue
+        (:meth:`_check_file`). Raises :class:`LogIdentityError` naming what happened, or
         :class:`StoreError` when the path cannot be examined."""
         if self._path is None or self._file is None:
             return
+        status = self._stat(self._path)
+        if status.st_size < self._file_size:
+            with self._append_lock:
+                self._check_file(self._stat(self._path))
+        else:
+            self._check_file(status)
+
+    def _stat(self, path: Path) -> os.stat_result:
         try:
-            status = os.stat(self._path)
+            return os.stat(path)
         except FileNotFoundError:
             raise LogIdentityError(self._lost("deleted")) from None
         except OSError as exc:
-            raise StoreError(f"cannot examine the audit database {self._path}: {exc}") from exc
+            raise StoreError(f"cannot examine the audit database {path}: {exc}") from exc
+
+    def _check_file(self, status: os.stat_result) -> None:
+        """The file's identity and size; the caller holds the appends' lock when the
+        file shrank. SQLite shrinks it too: a complete WAL checkpoint (another process's
+        included) cuts the file to exactly the database's size, its page count times its
+        page size. With no append running that size is stable, so a file smaller than
+        before is believed only when it is exactly that size; anything else (0 bytes,
+        a cut mid-page or mid-database) is a truncation."""
         if (status.st_dev, status.st_ino) != self._file:
             raise LogIdentityError(self._lost("replaced (inode changed)"))
-        if status.st_size < self._file_size:
+        if status.st_size < self._file_size and status.st_size != self._database_bytes():
             raise LogIdentityError(
                 self._lost(f"truncated (from {self._file_size} to {status.st_size} bytes)")
             )
         self._file_size = status.st_size
+
+    def _database_bytes(self) -> int | None:
+        """The database's own size (``page_count`` times ``page_size`` of its latest
+        commit), or None when it cannot be read (then nothing matches it)."""
+        try:
+            with self._read() as conn:
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+        except StoreError:
+            return None
+        return int(pages) * int(page_size) if pages and page_size else None
 
     def _check_head(self, size: int, chain: bytes) -> None:
         """The head read inside an append must extend what this process knew."""
@@ -466,7 +495,8 @@ class Store:
             appended = self._append(pending, erase)
             # One stat per commit: a commit into a deleted or replaced file "succeeds"
             # through the connection that still has it open, and is not in the log.
-            self.check_identity()
+            if self._path is not None and self._file is not None:
+                self._check_file(self._stat(self._path))
             return appended
 
     def _append(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:

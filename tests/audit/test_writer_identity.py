@@ -84,6 +84,46 @@ def test_a_truncated_database_stops_the_writer_for_good(
     assert_lost_for_good(log, entry_factory(2), r"truncated \(from \d+ to 0 bytes\)")
 
 
+def _fully_checkpointed(log: AuditLog) -> int:
+    """The database's own size once the WAL is folded in: page_count times page_size."""
+    log.store.checkpoint_wal(restart_past=0)
+    with closing(sqlite3.connect(database(log))) as db:
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    assert database(log).stat().st_size == pages * page_size
+    return int(pages * page_size)
+
+
+def test_sqlite_cutting_the_file_to_the_databases_size_is_no_truncation(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    # A complete WAL checkpoint (another worker's too) cuts the file to exactly the
+    # database's size, after it was seen larger: under load a server once stopped for
+    # good on this ("truncated from 27394048 to 27176960 bytes"), its log intact.
+    log = open_log()
+    log.record([entry_factory(i) for i in range(20)])
+    size = _fully_checkpointed(log)
+    os.truncate(database(log), size + 53 * 4096)  # the file seen larger (probe or append)
+    assert log.writer.probe()
+    os.truncate(database(log), size)  # and cut back to the database's own size
+    assert log.writer.probe()
+    log.record([entry_factory(20)])
+    assert log.writable
+    assert verify_store(log.store, log.verifiers()).log.size == 21
+
+
+@pytest.mark.parametrize("cut", ["a page short", "mid-page"])
+def test_a_cut_below_the_databases_size_stops_the_writer_for_good(
+    open_log: OpenLog, entry_factory: EntryFactory, cut: str
+) -> None:
+    log = open_log()
+    log.record([entry_factory(i) for i in range(20)])
+    size = _fully_checkpointed(log)
+    log.record([entry_factory(20)])  # the file is known at its size
+    os.truncate(database(log), size - 4096 if cut == "a page short" else size - 100)
+    assert_lost_for_good(log, entry_factory(21), r"truncated \(from \d+ to \d+ bytes\)")
+
+
 def test_a_rolled_back_head_stops_the_writer_for_good(
     open_log: OpenLog, entry_factory: EntryFactory
 ) -> None:
