@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from time import sleep
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -76,6 +77,9 @@ WAL_RESTART_FRAMES = 4096
 """Frames (pages, 4 KiB) left in the WAL after a lock-free checkpoint past which the
 rest is checkpointed in the appends' queue: the WAL stays within about this plus one
 maintenance interval's appends."""
+_SHRINK_CHECKS = 10
+_SHRINK_WAIT = 0.05  # seconds: a shrunk file is looked at again for up to half a second
+_HEADER_BYTES = 100  # SQLite's database header
 _INSERT_CHUNK = 500  # 3,500 parameters: well under SQLite's 32,766 and PostgreSQL's 65,535
 _CREATE_LOCK = 0x646F636B6574  # "docket": the advisory lock that serializes table creation
 
@@ -397,17 +401,46 @@ class Store:
     def _check_file(self, status: os.stat_result) -> None:
         """The file's identity and size; the caller holds the appends' lock when the
         file shrank. SQLite shrinks it too: a complete WAL checkpoint (another process's
-        included) cuts the file to exactly the database's size, its page count times its
-        page size. With no append running that size is stable, so a file smaller than
-        before is believed only when it is exactly that size; anything else (0 bytes,
-        a cut mid-page or mid-database) is a truncation."""
+        included) cuts the file to the database's size as its header then records it. So
+        a file smaller than before is believed only when it is a size SQLite gives it
+        (:meth:`_sqlite_sized`); anything else (0 bytes, a cut mid-page or
+        mid-database) is a truncation."""
         if (status.st_dev, status.st_ino) != self._file:
             raise LogIdentityError(self._lost("replaced (inode changed)"))
-        if status.st_size < self._file_size and status.st_size != self._database_bytes():
+        for _ in range(_SHRINK_CHECKS):
+            if status.st_size >= self._file_size or self._sqlite_sized(status.st_size):
+                break
+            # A checkpoint of another process (not in the appends' queue) may be between
+            # writing the header and cutting the file: a cut from outside stays.
+            sleep(_SHRINK_WAIT)
+            status = self._stat(self._path) if self._path is not None else status
+        else:
             raise LogIdentityError(
                 self._lost(f"truncated (from {self._file_size} to {status.st_size} bytes)")
             )
         self._file_size = status.st_size
+
+    def _sqlite_sized(self, size: int) -> bool:
+        """Whether ``size`` is a size SQLite itself gives the file: the database's own
+        (``page_count`` times ``page_size`` of its latest commit), or the one its header
+        on disk records (the in-header database size, valid when the change counter
+        equals the version-valid-for number), which a complete checkpoint writes before
+        it cuts the file to it."""
+        if size > 0 and size == self._database_bytes():
+            return True
+        if self._path is None or size < _HEADER_BYTES:
+            return False
+        try:
+            with self._path.open("rb") as handle:
+                header = handle.read(_HEADER_BYTES)
+        except OSError:
+            return False
+        if len(header) < _HEADER_BYTES or not header.startswith(b"SQLite format 3\x00"):
+            return False
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        counter, pages = header[24:28], int.from_bytes(header[28:32], "big")
+        return counter == header[92:96] and pages > 0 and size == pages * page_size
 
     def _database_bytes(self) -> int | None:
         """The database's own size (``page_count`` times ``page_size`` of its latest
