@@ -254,13 +254,18 @@ def test_oci_source_reaches_every_worker_and_refuses_a_rollback(
     try:
         assert decision(server, "alice", "ledger").decision == pb.DECISION_ALLOW
         push(tmp_path, signed_files(2, extra=LOCKDOWN), reference)
+
         # The worker that pulled swaps at once, the other at its next watch (1 s): both
         # load the one verified file, so each new connection (spread across the workers
-        # by SO_REUSEPORT) sees revision 2, and each worker logged that same version.
+        # by SO_REUSEPORT) sees revision 2, and each worker logged that same version. A
+        # worker logs its load just after the swap, so the log is waited for too.
+        def loaded() -> list[str]:
+            return [line for line in server.log.read_text().splitlines() if "bundle.loaded" in line]
+
         until("revision 2 in every worker", server, lambda: all(denied(server) for _ in range(12)))
-        loaded = [line for line in server.log.read_text().splitlines() if "bundle.loaded" in line]
-        assert len(loaded) == 2, loaded
-        assert len({line.split("version=")[1].split()[0] for line in loaded}) == 1, loaded
+        until("both workers' loads logged", server, lambda: len(loaded()) >= 2)
+        assert len(loaded()) == 2, loaded()
+        assert len({line.split("version=")[1].split()[0] for line in loaded()}) == 1, loaded()
         push(tmp_path, signed_files(1), reference)
         until("the rollback refused", server, lambda: "RollbackError" in str(refusals(server)))
         assert all(denied(server) for _ in range(6))
