@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from engine._adapters.grpc_status import Context, answer, answer_async, caller_identity
+from engine._adapters.request_memo import Attached, Parsed, RequestMemo
 from engine._adapters.wire import (
     batch_from_proto,
     decision_to_proto,
@@ -46,6 +47,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self._service = service
         self._on_reload = on_reload
         self._posture = posture
+        self._parsed = RequestMemo()
 
     def _with_posture(
         self,
@@ -53,10 +55,13 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         messages: Sequence[pb.AuthorizeRequest],
         context: Context,
         caller: str | None,
+        parsed: Parsed | None = None,
     ) -> tuple[list[Request], list[dict[str, Any]]]:
         """Requests with the attested posture of their device token, else of the peer's
         X.509-SVID (see :mod:`engine._service.posture`), and each one's provenance for its audit
-        entry. Raises :class:`~engine.RequestError` when a device token does not verify."""
+        entry. Raises :class:`~engine.RequestError` when a device token does not verify.
+        With ``parsed`` (one request, remembered by its message), what was attached to it
+        under the same verified posture is reused."""
         reader = self._posture
         if reader is None and any(message.device_token for message in messages):
             raise RequestError("device_token: this server has no CA to verify it with")
@@ -74,12 +79,15 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
             known = made.get(key)
             if known is None:
                 proven = reader.from_token(token, now) if reader is not None and token else peer
-                with_posture = attach(request, proven)
-                known = made[key] = (
-                    with_posture.context,
-                    provenance(request, proven, caller=caller),
-                )
-                attached.append(with_posture)
+                again = None if parsed is None else parsed.with_posture(proven)
+                if again is None:
+                    again = Attached(
+                        proven, attach(request, proven), provenance(request, proven, caller=caller)
+                    )
+                    if parsed is not None:
+                        parsed.attached = again
+                known = made[key] = (again.request.context, again.provenance)
+                attached.append(again.request)
             elif known[0] is request.context:
                 attached.append(request)
             else:
@@ -100,15 +108,27 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         requests, provenances = self._with_posture(parse(caller), messages, context, caller)
         return await self._service.authorize_async(requests, api=api, provenance=provenances)
 
+    def _one(
+        self, message: pb.AuthorizeRequest, context: Context, caller: str | None
+    ) -> tuple[list[Request], list[dict[str, Any]]]:
+        """One Authorize message's request with its posture, as :meth:`_with_posture`
+        makes it; read from the message once while it is remembered (see
+        :mod:`engine._adapters.request_memo`)."""
+        key = self._parsed.key(caller, message.SerializeToString())
+        parsed = None if key is None else self._parsed.get(key)
+        if parsed is None:
+            parsed = Parsed(request_from_proto(message, caller=caller))
+            if key is not None:
+                self._parsed.put(key, parsed)
+        return self._with_posture([parsed.request], [message], context, caller, parsed)
+
     async def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AuthorizeResponse:
         async def produce() -> pb.AuthorizeResponse:
-            (decided,) = await self._authorized(
-                lambda caller: [request_from_proto(request, caller=caller)],
-                [request],
-                context,
-                "authorize",
+            requests, provenances = self._one(request, context, caller_identity(context))
+            (decided,) = await self._service.authorize_async(
+                requests, api="authorize", provenance=provenances
             )
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
