@@ -155,12 +155,28 @@ def _uid_text(uid: EntityUID) -> str | None:
     return None
 
 
+_DIGESTS: dict[int, tuple[Request, str]] = {}
+"""Recent requests' digests by the request object's id, with the request (so that the id
+is not another's while it is kept): an adapter that remembers what it read from a
+message (:mod:`engine._adapters.request_memo`) hands out the same request object again.
+Only requests of at most :data:`_DIGESTED_TEXT` characters of canonical JSON are kept,
+at most :data:`_DIGESTS_KEPT` of them (emptied when full); a request is never edited in
+place, so its digest cannot change."""
+
+_DIGESTS_KEPT = 4096
+_DIGESTED_TEXT = 8192
+
+
 def _shared_digest(request: Request, contexts: dict[int, str | None]) -> str:
     """:func:`_request_digest`, the canonical text of a context that several requests of
     a batch share (the same object, ``contexts`` by its id) written once: the members of
     :func:`_fields` in RFC 8785's key order, each piece as :func:`~audit.canonical_text` gives
     it, which is what it gives for the whole. Anything not plain takes
-    :func:`_request_digest`'s path, and so its bytes or its error."""
+    :func:`_request_digest`'s path, and so its bytes or its error. The digest of the same
+    request object seen recently is not made again (:data:`_DIGESTS`)."""
+    known = _DIGESTS.get(id(request))
+    if known is not None and known[0] is request:
+        return known[1]
     context = request.context
     key = id(context)
     if key in contexts:
@@ -183,9 +199,15 @@ def _shared_digest(request: Request, contexts: dict[int, str | None]) -> str:
             )
             if type(request.principal) is EntityUID and type(request.resource) is EntityUID:
                 try:
-                    return hashlib.sha256(text.encode()).hexdigest()
+                    found = hashlib.sha256(text.encode()).hexdigest()
                 except UnicodeEncodeError:
                     pass  # a lone surrogate: the path below raises in its own words
+                else:
+                    if len(text) <= _DIGESTED_TEXT:
+                        if len(_DIGESTS) >= _DIGESTS_KEPT:
+                            _DIGESTS.clear()
+                        _DIGESTS[id(request)] = (request, found)
+                    return found
     return _request_digest(request)
 
 

@@ -340,6 +340,24 @@ def test_any_request_is_stored_as_before(
     same(Case(request, decision, bundle if labelled else None, detail))
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=requests, decision=decisions, labelled=st.booleans())
+def test_a_request_stored_again_is_stored_as_before(
+    bundle: PolicyBundle, request: Request, decision: Decision, labelled: bool
+) -> None:
+    """The same request object again, as Authorize hands out for a message it remembers
+    (engine._adapters.request_memo): its digest is then remembered too, and the entry is
+    the same bytes as the first time and as the rules say."""
+    case = Case(request, decision, bundle if labelled else None, PROVENANCE)
+    first = outcome(lambda: served(case))
+    again = outcome(lambda: served(case))
+    expected = outcome(lambda: written(case))
+    if expected[0] == "failed":
+        assert (first[0], again[0]) == ("failed", "failed")
+    else:
+        assert first == again == expected
+
+
 # --- a batch: pieces shared between its requests are encoded once ---------------------------
 
 
