@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from engine._adapters.grpc_status import Context, answer, answer_async, caller_identity
-from engine._adapters.request_memo import Attached, Parsed, RequestMemo
+from engine._adapters.request_memo import Attached, Parsed, PostureKey, RequestMemo
 from engine._adapters.wire import (
     batch_from_proto,
     decision_to_proto,
@@ -26,7 +26,7 @@ from engine._errors import RequestError
 from engine._service import tracing
 from engine._service.constants import DEVICE
 from engine._service.decisions import Decided, DecisionService
-from engine._service.posture import NO_POSTURE, PostureReader, attach, provenance
+from engine._service.posture import NO_POSTURE, PostureReader, Proven, attach, provenance
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
 
@@ -47,7 +47,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self._service = service
         self._on_reload = on_reload
         self._posture = posture
-        self._parsed = RequestMemo()
+        self._memo = RequestMemo()
 
     def _with_posture(
         self,
@@ -60,75 +60,75 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         """Requests with the attested posture of their device token, else of the peer's
         X.509-SVID (see :mod:`engine._service.posture`), and each one's provenance for its audit
         entry. Raises :class:`~engine.RequestError` when a device token does not verify.
-        With ``parsed`` (one request, remembered by its message), what was attached to it
-        under the same verified posture is reused."""
+        With ``parsed`` (the requests remembered with their message), what was attached
+        to them is reused when every posture read now is the same verified object."""
         reader = self._posture
         if reader is None and any(message.device_token for message in messages):
             raise RequestError("device_token: this server has no CA to verify it with")
         now = self._service.clock()
         peer = None if reader is None else reader.from_peer(context, now)
-        attached: list[Request] = []
-        provenances: list[dict[str, Any]] = []
         # A batch's requests that share a context object (wire.batch_from_proto) and a
         # device token share the posture read at this ``now``, the attached context and
         # the provenance: each is made once, and the entries encode them once.
-        made: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        postures: dict[PostureKey, Proven | None] = {}
         for request, message in zip(requests, messages, strict=True):
-            token = message.device_token
-            key = (id(request.context), token)
-            known = made.get(key)
-            if known is None:
-                proven = reader.from_token(token, now) if reader is not None and token else peer
-                again = None if parsed is None else parsed.with_posture(proven)
-                if again is None:
-                    again = Attached(
-                        proven, attach(request, proven), provenance(request, proven, caller=caller)
-                    )
-                    if parsed is not None:
-                        parsed.attached = again
-                known = made[key] = (again.request.context, again.provenance)
-                attached.append(again.request)
-            elif known[0] is request.context:
-                attached.append(request)
-            else:
-                attached.append(request.model_copy(update={"context": known[0]}))
-            provenances.append(known[1])
-        return attached, provenances
+            key = (id(request.context), message.device_token)
+            if key not in postures:
+                token = key[1]
+                postures[key] = (
+                    reader.from_token(token, now) if reader is not None and token else peer
+                )
+        again = None if parsed is None else parsed.with_postures(postures)
+        if again is None:
+            again = _attached(requests, messages, postures, caller)
+            if parsed is not None:
+                parsed.attached = again
+        return list(again.requests), list(again.provenances)
+
+    def _parsed(
+        self,
+        message: pb.AuthorizeRequest | pb.BatchAuthorizeRequest,
+        caller: str | None,
+        parse: Callable[[], list[Request]],
+    ) -> Parsed:
+        """What ``parse`` reads from ``message``, read once while the message is
+        remembered (see :mod:`engine._adapters.request_memo`)."""
+        key = self._memo.key(message.DESCRIPTOR.name, caller, message.SerializeToString())
+        parsed = None if key is None else self._memo.get(key)
+        if parsed is None:
+            parsed = Parsed(parse())
+            if key is not None:
+                self._memo.put(key, parsed)
+        return parsed
 
     async def _authorized(
         self,
+        message: pb.AuthorizeRequest | pb.BatchAuthorizeRequest,
         parse: Callable[[str | None], list[Request]],
         messages: Sequence[pb.AuthorizeRequest],
         context: grpc.aio.ServicerContext[Any, Any],
         api: str,
     ) -> list[Decided]:
-        """The decisions on what ``parse`` reads from ``messages`` for the caller, with
-        their posture, once their entries are durable."""
+        """The decisions on what ``parse`` reads from ``message`` (its requests:
+        ``messages``) for the caller, with their posture, once their entries are
+        durable."""
         caller = caller_identity(context)
-        requests, provenances = self._with_posture(parse(caller), messages, context, caller)
+        parsed = self._parsed(message, caller, lambda: parse(caller))
+        requests, provenances = self._with_posture(
+            parsed.requests, messages, context, caller, parsed
+        )
         return await self._service.authorize_async(requests, api=api, provenance=provenances)
-
-    def _one(
-        self, message: pb.AuthorizeRequest, context: Context, caller: str | None
-    ) -> tuple[list[Request], list[dict[str, Any]]]:
-        """One Authorize message's request with its posture, as :meth:`_with_posture`
-        makes it; read from the message once while it is remembered (see
-        :mod:`engine._adapters.request_memo`)."""
-        key = self._parsed.key(caller, message.SerializeToString())
-        parsed = None if key is None else self._parsed.get(key)
-        if parsed is None:
-            parsed = Parsed(request_from_proto(message, caller=caller))
-            if key is not None:
-                self._parsed.put(key, parsed)
-        return self._with_posture([parsed.request], [message], context, caller, parsed)
 
     async def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AuthorizeResponse:
         async def produce() -> pb.AuthorizeResponse:
-            requests, provenances = self._one(request, context, caller_identity(context))
-            (decided,) = await self._service.authorize_async(
-                requests, api="authorize", provenance=provenances
+            (decided,) = await self._authorized(
+                request,
+                lambda caller: [request_from_proto(request, caller=caller)],
+                [request],
+                context,
+                "authorize",
             )
             return decision_to_proto(decided.decision, decided.decision_id, decided.receipt)
 
@@ -140,6 +140,7 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
     ) -> pb.BatchAuthorizeResponse:
         async def produce() -> pb.BatchAuthorizeResponse:
             decided = await self._authorized(
+                request,
                 lambda caller: batch_from_proto(request, caller=caller),
                 request.requests,
                 context,
@@ -185,3 +186,30 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
             )
 
         return answer(self._service, "reload_bundle", context, produce)
+
+
+def _attached(
+    requests: list[Request],
+    messages: Sequence[pb.AuthorizeRequest],
+    postures: dict[PostureKey, Proven | None],
+    caller: str | None,
+) -> Attached:
+    """``requests`` with ``postures`` attached (each shared context once) and each one's
+    provenance."""
+    attached: list[Request] = []
+    provenances: list[dict[str, Any]] = []
+    made: dict[PostureKey, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for request, message in zip(requests, messages, strict=True):
+        key = (id(request.context), message.device_token)
+        known = made.get(key)
+        if known is None:
+            proven = postures[key]
+            with_posture = attach(request, proven)
+            known = made[key] = (with_posture.context, provenance(request, proven, caller=caller))
+            attached.append(with_posture)
+        elif known[0] is request.context:
+            attached.append(request)
+        else:
+            attached.append(request.model_copy(update={"context": known[0]}))
+        provenances.append(known[1])
+    return Attached(postures, attached, provenances)

@@ -1,5 +1,5 @@
-"""What Authorize remembers of a message: bounded, keyed by caller and bytes, and never a
-posture it did not read again on this call."""
+"""What Authorize and BatchAuthorize remember of a message: bounded, keyed by type, caller
+and bytes, and never a posture they did not read again on this call."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2
 
 from engine._adapters.decisions_rpc import DecisionsServicer
 from engine._adapters.request_memo import Parsed, RequestMemo
+from engine._adapters.wire import batch_from_proto, request_from_proto
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
 from engine._service.posture import Proven
@@ -43,26 +44,41 @@ def message(token: str = "", **context: Any) -> pb.AuthorizeRequest:
 
 def test_the_least_recently_used_message_goes_first() -> None:
     memo = RequestMemo(entries=2)
-    keys = [memo.key(None, bytes([n])) for n in range(3)]
+    keys = [memo.key("AuthorizeRequest", None, bytes([n])) for n in range(3)]
     assert None not in keys
     a, b, c = (k for k in keys if k is not None)
-    memo.put(a, Parsed(request("a")))
-    memo.put(b, Parsed(request("b")))
+    memo.put(a, Parsed([request("a")]))
+    memo.put(b, Parsed([request("b")]))
     assert memo.get(a) is not None  # a is now the most recently used
-    memo.put(c, Parsed(request("c")))
+    memo.put(c, Parsed([request("c")]))
     assert (memo.get(a) is not None, memo.get(b), memo.get(c) is not None) == (True, None, True)
     assert len(memo) == 2
 
 
+def test_the_bytes_kept_are_bounded() -> None:
+    memo = RequestMemo(max_bytes=10)
+    for n in range(4):
+        key = memo.key("AuthorizeRequest", None, bytes([n]) * 4)
+        assert key is not None
+        memo.put(key, Parsed([request(str(n))]))
+    assert (len(memo), memo.bytes) == (2, 8)  # the two oldest went
+    assert memo.key("AuthorizeRequest", None, b"x" * 11) is None  # over the whole budget
+
+
 def test_a_large_message_or_a_memo_of_none_is_not_kept() -> None:
-    assert RequestMemo(max_message_bytes=8).key(None, b"x" * 9) is None
-    assert RequestMemo(max_message_bytes=8).key(None, b"x" * 8) == (None, b"x" * 8)
-    assert RequestMemo(entries=0).key(None, b"x") is None
+    memo = RequestMemo(max_message_bytes=8)
+    assert memo.key("AuthorizeRequest", None, b"x" * 9) is None
+    assert memo.key("AuthorizeRequest", None, b"x" * 8) == ("AuthorizeRequest", None, b"x" * 8)
+    assert RequestMemo(entries=0).key("AuthorizeRequest", None, b"x") is None
 
 
-def test_the_caller_is_part_of_the_key() -> None:
+def test_the_type_and_the_caller_are_part_of_the_key() -> None:
     memo = RequestMemo()
-    assert memo.key("spiffe://a", b"m") != memo.key("spiffe://b", b"m")
+    # An empty Authorize and an empty batch are the same (no) bytes.
+    assert memo.key("AuthorizeRequest", None, b"") != memo.key("BatchAuthorizeRequest", None, b"")
+    assert memo.key("AuthorizeRequest", "spiffe://a", b"m") != memo.key(
+        "AuthorizeRequest", "spiffe://b", b"m"
+    )
 
 
 class Clock:
@@ -97,19 +113,35 @@ def servicer(reader: Reader | None = None) -> DecisionsServicer:
     return DecisionsServicer(Clock(), posture=reader)  # type: ignore[arg-type]
 
 
+def one(
+    rpc: DecisionsServicer, sent: pb.AuthorizeRequest, caller: str | None = None
+) -> tuple[list[Request], list[dict[str, Any]]]:
+    """What Authorize hands the service for ``sent``."""
+    parsed = rpc._parsed(sent, caller, lambda: [request_from_proto(sent, caller=caller)])
+    return rpc._with_posture(parsed.requests, [sent], Peer(), caller, parsed)  # type: ignore[arg-type]
+
+
+def batch(
+    rpc: DecisionsServicer, sent: pb.BatchAuthorizeRequest
+) -> tuple[list[Request], list[dict[str, Any]]]:
+    """What BatchAuthorize hands the service for ``sent``."""
+    parsed = rpc._parsed(sent, None, lambda: batch_from_proto(sent))
+    return rpc._with_posture(parsed.requests, sent.requests, Peer(), None, parsed)  # type: ignore[arg-type]
+
+
 def test_a_message_sent_again_is_read_once_and_its_posture_every_time() -> None:
     reader = Reader()
     rpc = servicer(reader)
     sent = message("token", mfa=True)
-    (first,), (provenance,) = rpc._one(sent, Peer(), None)  # type: ignore[arg-type]
-    (again,), (provenance_again,) = rpc._one(sent, Peer(), None)  # type: ignore[arg-type]
+    (first,), (provenance,) = one(rpc, sent)
+    (again,), (provenance_again,) = one(rpc, sent)
     assert again is first
     assert provenance_again is provenance
     assert reader.reads == 2  # the token is checked on every call
     assert first.context["device"] == {"disk_encrypted": True, "id": DEVICE_ID}
     # A posture read afresh (another object: say after a CA reload) is attached afresh.
     reader.posture = Proven(DEVICE_ID, {"disk_encrypted": False}, "jwt-svid", "jti-2")
-    (fresh,), (fresh_provenance,) = rpc._one(sent, Peer(), None)  # type: ignore[arg-type]
+    (fresh,), (fresh_provenance,) = one(rpc, sent)
     assert fresh is not first
     assert fresh.context["device"]["disk_encrypted"] is False
     assert fresh_provenance["posture"]["jti"] == "jti-2"
@@ -119,10 +151,10 @@ def test_a_revoked_token_is_refused_although_its_message_is_remembered() -> None
     reader = Reader()
     rpc = servicer(reader)
     sent = message("token")
-    rpc._one(sent, Peer(), None)  # type: ignore[arg-type]
+    one(rpc, sent)
     reader.refuse = "the device was revoked"
     with pytest.raises(RequestError, match="revoked"):
-        rpc._one(sent, Peer(), None)  # type: ignore[arg-type]
+        one(rpc, sent)
 
 
 def test_a_message_that_does_not_parse_is_not_remembered() -> None:
@@ -130,16 +162,38 @@ def test_a_message_that_does_not_parse_is_not_remembered() -> None:
     forged = message(caller="spiffe://forged")
     for _ in range(2):
         with pytest.raises(RequestError, match=r"context\.caller"):
-            rpc._one(forged, Peer(), None)  # type: ignore[arg-type]
-    assert len(rpc._parsed) == 0
+            one(rpc, forged)
+    assert len(rpc._memo) == 0
 
 
 def test_each_caller_gets_its_own_request() -> None:
     rpc = servicer()
     sent = message()
-    (as_a,), _ = rpc._one(sent, Peer(), "spiffe://docket.example/a")  # type: ignore[arg-type]
-    (as_b,), _ = rpc._one(sent, Peer(), "spiffe://docket.example/b")  # type: ignore[arg-type]
+    (as_a,), _ = one(rpc, sent, "spiffe://docket.example/a")
+    (as_b,), _ = one(rpc, sent, "spiffe://docket.example/b")
     assert (as_a.context["caller"], as_b.context["caller"]) == (
         "spiffe://docket.example/a",
         "spiffe://docket.example/b",
     )
+
+
+def test_a_batch_is_read_once_and_each_of_its_postures_every_time() -> None:
+    reader = Reader()
+    rpc = servicer(reader)
+    sent = pb.BatchAuthorizeRequest(
+        requests=[message("token", mfa=True), message("token", mfa=True), message(mfa=True)]
+    )
+    first, provenances = batch(rpc, sent)
+    again, provenances_again = batch(rpc, sent)
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True] * 3
+    assert provenances_again == provenances
+    assert reader.reads == 2  # one token, read once per call
+    assert "id" in first[0].context["device"]
+    assert "device" not in first[2].context  # no token: no posture
+    reader.posture = Proven(DEVICE_ID, {"disk_encrypted": False}, "jwt-svid", "jti-2")
+    fresh, _ = batch(rpc, sent)
+    assert fresh[0] is not first[0]
+    assert fresh[0].context["device"]["disk_encrypted"] is False
+    reader.refuse = "the device was revoked"
+    with pytest.raises(RequestError, match="revoked"):
+        batch(rpc, sent)
