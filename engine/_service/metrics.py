@@ -202,18 +202,10 @@ class Metrics:
         self.revocations_age.set(-1 if age is None else age)
         self.revocations_stale.set(int(stale))
 
-    @contextmanager
-    def track(self, api: str) -> Iterator[None]:
-        """Count one RPC as in flight and observe how long it took."""
-        gauge = self._child(self.in_flight, api)
-        histogram = self._child(self.latency, api)
-        gauge.inc()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            histogram.observe(time.perf_counter() - start)
-            gauge.dec()
+    def track(self, api: str) -> _Tracked:
+        """Count one RPC as in flight and observe how long it took (a context manager:
+        a class, not a generator, for it wraps every call)."""
+        return _Tracked(self._child(self.in_flight, api), self._child(self.latency, api))
 
     def bundle_loaded(self, version: str | None) -> None:
         """Record the bundle version in force (an info metric: 1 for current, 0 for old)."""
@@ -222,6 +214,25 @@ class Metrics:
     def shadow_loaded(self, version: str) -> None:
         """Record the shadow bundle version in use (1 for current, 0 for old)."""
         self._shadow_version = _info(self.shadow_bundle, self._shadow_version, version)
+
+
+class _Tracked:
+    """One RPC in flight (see :meth:`Metrics.track`)."""
+
+    __slots__ = ("_gauge", "_histogram", "_start")
+
+    def __init__(self, gauge: Any, histogram: Any) -> None:
+        self._gauge = gauge
+        self._histogram = histogram
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._gauge.inc()
+        self._start = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self._histogram.observe(time.perf_counter() - self._start)
+        self._gauge.dec()
 
 
 def _info(gauge: Gauge, previous: str | None, version: str | None) -> str | None:
