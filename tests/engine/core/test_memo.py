@@ -15,12 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from devices import DEVICE_ID, TD, attested
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from attestation._ca import CertificateAuthority, RevocationList
 from engine import Decision, Engine, EngineError, PolicyBundle, Request, RequestError
 from engine._core import evaluate
 from engine._core.bundle import read_bundle_files
 from engine._core.limits import MAX_BATCH_ENTITY_BYTES
+from engine._core.memo import Memoised
+from engine._core.models import PolicyError
 from engine._errors import LimitExceeded
 from engine._service.posture import PostureReader, attach
 
@@ -224,6 +227,35 @@ def test_the_clock_is_not_an_input_only_a_stamp(shared: Engine) -> None:
     later = shared.decide(alice(), now=LATER)
     assert (first.decision, first.reasons) == (later.decision, later.reasons)
     assert later.evaluated_at == LATER
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        Decision(decision="deny", evaluated_at=NOW),
+        Decision(
+            decision="allow",
+            reasons=("a", "b"),
+            errors=(PolicyError(policy="c", message="oops"),),
+            bundle_version="sha256:00",
+            policies_evaluated=3,
+            evaluated_at=NOW,
+        ),
+    ],
+    ids=["defaults", "every-field"],
+)
+def test_a_restamped_decision_is_what_model_copy_gives(decision: Decision) -> None:
+    """A hit's restamp (Memoised.at) skips pydantic's generic copy, not what it gives."""
+    restamped = Memoised(decision, 0).at(LATER)
+    expected = decision.model_copy(update={"evaluated_at": LATER})
+    assert restamped == expected
+    assert restamped.model_fields_set == expected.model_fields_set
+    assert restamped.model_dump() == expected.model_dump()
+    assert restamped.model_dump_json() == expected.model_dump_json()
+    assert hash(restamped) == hash(expected)
+    assert decision.evaluated_at == NOW  # the remembered one is not touched
+    with pytest.raises(ValidationError):  # still frozen
+        restamped.decision = "allow"  # type: ignore[misc]
 
 
 def _with(bundle: PolicyBundle, name: str, change: Any) -> PolicyBundle:
