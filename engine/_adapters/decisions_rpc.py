@@ -7,12 +7,12 @@ thread pool."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
 
-from engine._adapters.grpc_status import Context, answer, answer_async, caller_identity
+from engine._adapters.grpc_status import answer, answer_async, caller_identity, caller_of
 from engine._adapters.request_memo import Attached, Parsed, PostureKey, RequestMemo
 from engine._adapters.wire import (
     batch_from_proto,
@@ -53,20 +53,21 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         self,
         requests: list[Request],
         messages: Sequence[pb.AuthorizeRequest],
-        context: Context,
+        auth: Mapping[str, Any],
         caller: str | None,
         parsed: Parsed | None = None,
     ) -> tuple[list[Request], list[dict[str, Any]]]:
         """Requests with the attested posture of their device token, else of the peer's
-        X.509-SVID (see :mod:`engine._service.posture`), and each one's provenance for its audit
-        entry. Raises :class:`~engine.RequestError` when a device token does not verify.
-        With ``parsed`` (the requests remembered with their message), what was attached
-        to them is reused when every posture read now is the same verified object."""
+        X.509-SVID (see :mod:`engine._service.posture`; ``auth``: the call's
+        ``auth_context()``), and each one's provenance for its audit entry. Raises
+        :class:`~engine.RequestError` when a device token does not verify. With ``parsed``
+        (the requests remembered with their message), what was attached to them is
+        reused when every posture read now is the same verified object."""
         reader = self._posture
         if reader is None and any(message.device_token for message in messages):
             raise RequestError("device_token: this server has no CA to verify it with")
         now = self._service.clock()
-        peer = None if reader is None else reader.from_peer(context, now)
+        peer = None if reader is None else reader.from_auth(auth, now)
         # A batch's requests that share a context object (wire.batch_from_proto) and a
         # device token share the posture read at this ``now``, the attached context and
         # the provenance: each is made once, and the entries encode them once.
@@ -112,11 +113,10 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         """The decisions on what ``parse`` reads from ``message`` (its requests:
         ``messages``) for the caller, with their posture, once their entries are
         durable."""
-        caller = caller_identity(context)
+        auth = context.auth_context()
+        caller = caller_of(auth)
         parsed = self._parsed(message, caller, lambda: parse(caller))
-        requests, provenances = self._with_posture(
-            parsed.requests, messages, context, caller, parsed
-        )
+        requests, provenances = self._with_posture(parsed.requests, messages, auth, caller, parsed)
         return await self._service.authorize_async(requests, api=api, provenance=provenances)
 
     async def Authorize(

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
 import grpc
@@ -69,8 +69,14 @@ Context = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
 
 def caller_identity(context: Context) -> str | None:
     """The SPIFFE ID of an mTLS peer (its one ``spiffe://`` URI SAN), else None."""
+    return caller_of(context.auth_context())
+
+
+def caller_of(auth: Mapping[str, Any]) -> str | None:
+    """:func:`caller_identity` from a call's ``auth_context()``, read once by a caller
+    that needs more of it."""
     # grpc gives each property as a list of bytes (its type stubs say bytes).
-    values = cast("list[bytes] | None", context.auth_context().get(_SPIFFE_ID))
+    values = cast("list[bytes] | None", auth.get(_SPIFFE_ID))
     return values[0].decode() if values else None
 
 

@@ -228,7 +228,12 @@ class PostureReader:
         self, context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], now: datetime
     ) -> Proven | None:
         """The posture in the mTLS client certificate of a gRPC call, if there is one."""
-        values = cast("list[bytes] | None", context.auth_context().get(_PEER_CERT))
+        return self.from_auth(context.auth_context(), now)
+
+    def from_auth(self, auth: Mapping[str, Any], now: datetime) -> Proven | None:
+        """:meth:`from_peer` from a call's ``auth_context()``, read once by a caller that
+        needs more of it."""
+        values = cast("list[bytes] | None", auth.get(_PEER_CERT))
         return self.from_certificate(values[0], now) if values else None
 
     def from_token(self, token: str, now: datetime) -> Proven:

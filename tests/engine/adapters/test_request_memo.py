@@ -86,11 +86,6 @@ class Clock:
         return NOW
 
 
-class Peer:
-    def auth_context(self) -> dict[str, list[bytes]]:
-        return {}
-
-
 class Reader:
     """A posture reader whose token check gives what the test says, each call counted."""
 
@@ -99,7 +94,7 @@ class Reader:
         self.reads = 0
         self.refuse: str | None = None
 
-    def from_peer(self, context: object, now: datetime) -> Proven | None:
+    def from_auth(self, auth: object, now: datetime) -> Proven | None:
         return None
 
     def from_token(self, token: str, now: datetime) -> Proven:
@@ -118,7 +113,7 @@ def one(
 ) -> tuple[list[Request], list[dict[str, Any]]]:
     """What Authorize hands the service for ``sent``."""
     parsed = rpc._parsed(sent, caller, lambda: [request_from_proto(sent, caller=caller)])
-    return rpc._with_posture(parsed.requests, [sent], Peer(), caller, parsed)  # type: ignore[arg-type]
+    return rpc._with_posture(parsed.requests, [sent], {}, caller, parsed)  # type: ignore[arg-type]
 
 
 def batch(
@@ -126,7 +121,7 @@ def batch(
 ) -> tuple[list[Request], list[dict[str, Any]]]:
     """What BatchAuthorize hands the service for ``sent``."""
     parsed = rpc._parsed(sent, None, lambda: batch_from_proto(sent))
-    return rpc._with_posture(parsed.requests, sent.requests, Peer(), None, parsed)  # type: ignore[arg-type]
+    return rpc._with_posture(parsed.requests, sent.requests, {}, None, parsed)  # type: ignore[arg-type]
 
 
 def test_a_message_sent_again_is_read_once_and_its_posture_every_time() -> None:
