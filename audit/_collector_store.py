@@ -5,7 +5,13 @@ simulation benchmark).
 (pinned by the first push), the size, root and compact range held, the latest cosigned
 checkpoint, and what the site last reported (its head, bundle revision and last pull).
 ``collector_entry``: every entry, keyed by site and index (payload as stored at the
-site, NULL once redacted there; leaf hash). ``collector_checkpoint``: every cosigned
+site, NULL once redacted there; leaf hash). A site that redacts an entry it has already
+pushed pushes the ``redaction`` entry next: the collector erases its own copy of that
+payload in the same transaction (:func:`_erasures`), so that an erasure at the site is
+one at the collector too. It takes the site's log's word for it (the entry is under the
+site's signed root) without checking the order's signature, which only the site's
+redaction key can: an erased payload keeps its leaf, and an export of it verifies only
+with an order under a redaction key the auditor trusts. ``collector_checkpoint``: every cosigned
 checkpoint, by site and size. ``collector_incident``: each fork or push whose entries do
 not reach the signed root, with both notes as evidence.
 
@@ -215,6 +221,14 @@ class CollectorStore(TableStore):
                     for n, (payload, leaf) in enumerate(push.entries)
                 ],
             )
+        for index, leaf in _erasures(push):
+            connection.execute(
+                _ENTRIES.update()
+                .where(_ENTRIES.c.site == push.site)
+                .where(_ENTRIES.c.idx == index)
+                .where(_ENTRIES.c.leaf == leaf)
+                .values(payload=None)
+            )
         if accepted.size > state.log.size or state.log.note is None:
             connection.execute(
                 _CHECKPOINTS.insert().values(
@@ -381,3 +395,34 @@ def _field(payload: bytes, name: str) -> object:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+_REDACTION = b'"kind":"redaction"'
+
+
+def _erasures(push: Push) -> list[tuple[int, bytes]]:
+    """(index, leaf hash) of each earlier entry a ``redaction`` entry of ``push`` erased
+    at the site. A payload is canonical JSON, so a redaction entry holds these exact
+    bytes; only those are read. One that does not name an earlier entry and its leaf is
+    ignored (the auditor's verification of the site's log judges it)."""
+    found = []
+    for offset, (payload, _) in enumerate(push.entries):
+        if payload is None or _REDACTION not in payload:
+            continue
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            continue
+        detail = document.get("detail") if isinstance(document, dict) else None
+        if document.get("kind") != "redaction" or not isinstance(detail, dict):
+            continue
+        index, leaf = detail.get("index"), detail.get("leaf_hash")
+        if type(index) is not int or not 0 <= index < push.old_size + offset:
+            continue
+        if not isinstance(leaf, str) or len(leaf) != 64:
+            continue
+        try:
+            found.append((index, bytes.fromhex(leaf)))
+        except ValueError:
+            continue
+    return found

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
+from audit._collector_store import _erasures
 from engine.cli import main as docket_root
-from tests.audit.conftest import SITES, WITNESS, Fleet
+from tests.audit.conftest import REDACTION_KEY, REDACTION_KEYS, SITES, T0, WITNESS, Fleet
 
 
 def docket(*args: str | Path, code: int) -> tuple[str, str]:
@@ -124,3 +127,65 @@ def test_fleet_export_usage_errors_are_one_line(fleet: Fleet, tmp_path: Path) ->
     ):  # fmt: skip
         _, said = docket("export", *args, code=2)
         assert message in said, said
+
+
+def test_an_erasure_at_a_site_erases_the_collectors_copy(fleet: Fleet, tmp_path: Path) -> None:
+    """A site redacts an entry it has already pushed: the collector's copy of the payload
+    must go too (an erasure that stays at the collector is no erasure), and the fleet
+    export then carries it as erased, verifiable with the site's redaction key only."""
+    log = fleet.logs["eu-1"]
+    erased = log.store.entry(4)
+    assert erased is not None
+    assert erased.payload is not None
+    log.redact(4, reason="erasure request", requested_by="dpo", now=T0, signer=REDACTION_KEY)
+    log.checkpoint()
+    fleet.push("eu-1")
+    held = {index: payload for index, payload, _ in fleet.collector.store.entries("eu-1", 0, 13)}
+    assert held[4] is None
+    assert erased.payload not in held.values()
+    assert held[12] is not None  # the redaction entry itself, with its order
+    key = str(REDACTION_KEYS[0])
+    out = tmp_path / "with-key"
+    sites, _ = export(fleet, out, "--site", "eu-1", "--redaction-key", key, code=0)
+    assert sites["eu-1"]["state"] == "complete"
+    assert sites["eu-1"]["entries"] == 13
+    (site_key,) = fleet.logs["eu-1"].verifiers()
+    shown, _ = docket(
+        "verify", "--export", out / sites["eu-1"]["export"],
+        "--checkpoint", out / sites["eu-1"]["checkpoint"],
+        "--key", str(site_key), "--redaction-key", key, code=0,
+    )  # fmt: skip
+    assert "audit log intact: 13 entries of" in shown
+    # Without the site's redaction key the erased entry cannot be vouched for.
+    sites, _ = export(fleet, tmp_path / "without", "--site", "eu-1", code=1)
+    assert sites["eu-1"]["state"] == "NOT VERIFIED"
+    assert "entry 4" in sites["eu-1"]["problem"], sites["eu-1"]["problem"]
+
+
+def _redaction(index: object, leaf: object = "ab" * 32) -> bytes:
+    detail = {"index": index, "leaf_hash": leaf, "order": "…", "reason": "r"}
+    return json.dumps({"kind": "redaction", "detail": detail}, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "erased"),
+    [
+        (_redaction(3), [(3, bytes.fromhex("ab" * 32))]),
+        (_redaction(10), []),  # not an earlier entry (the push starts at 10)
+        (_redaction(-1), []),
+        (_redaction("3"), []),
+        (_redaction(True), []),
+        (_redaction(3, "zz" * 32), []),
+        (_redaction(3, "ab"), []),
+        (b'{"kind":"decision","detail":{"index":3,"leaf_hash":"' + b"ab" * 32 + b'"}}', []),
+        (b'{"kind":"redaction"', []),  # not JSON
+        (None, []),  # erased itself
+    ],
+    ids=["earlier", "later", "negative", "text", "bool", "not-hex", "short", "decision",
+         "broken", "erased"],
+)  # fmt: skip
+def test_only_a_redaction_naming_an_earlier_entry_erases(
+    payload: bytes | None, erased: list[tuple[int, bytes]]
+) -> None:
+    push = SimpleNamespace(old_size=10, entries=[(payload, b"\0" * 32)])
+    assert _erasures(push) == erased  # type: ignore[arg-type]

@@ -298,6 +298,26 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     fleet.caught_up("us-1")
     assert fleet.held()["us-1"]["size"] > held_before
 
+    # An erasure at a site, of an entry the collector already holds (`docket audit redact`
+    # beside the running site): the collector's copy of the payload goes with the next
+    # push, in PostgreSQL too; the leaf stays, and the entry is counted as redacted.
+    key_file = fleet.root / "redaction.key"
+    assert _docket("audit", "redaction-key", str(key_file), "--new").returncode == 0
+    erased = _docket(
+        "audit", "redact", "2", "--reason", "erasure request", "--by", "dpo",
+        "--redaction-key", str(key_file), "--data-dir", str(restarted.data_dir),
+    )  # fmt: skip
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    decide(restarted, 1, "after-erasure")
+    fleet.caught_up("us-1")
+    store = CollectorStore(fleet.database)
+    try:
+        held_payloads = {index: payload for index, payload, _ in store.entries("us-1")}
+    finally:
+        store.close()
+    assert held_payloads[2] is None
+    assert all(payload is not None for index, payload in held_payloads.items() if index != 2)
+
     # A forged fork: eu-1's own key signs another root for the size the collector holds.
     held = fleet.held()["eu-1"]
     key = read_signer(fleet.sites["eu-1"].data_dir / "audit-keys" / "signing.key")
@@ -338,6 +358,7 @@ def test_a_fleet_gathers_reconciles_and_catches_a_fork(fleet: Fleet) -> None:
     assert report["eu-2"]["size"] >= 25
     assert report["eu-2"]["checkpoints"] >= 2
     assert report["eu-2"]["first"] <= report["eu-2"]["last"]
+    assert (report["us-1"]["redacted"], report["eu-2"]["redacted"]) == (1, 0)
 
     # The report over the fleet: each site per its coverage, all of them together.
     shown = _docket(
