@@ -3,6 +3,7 @@ and bytes, and never a posture they did not read again on this call."""
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from engine._adapters.decisions_rpc import DecisionsServicer
-from engine._adapters.request_memo import Parsed, RequestMemo
+from engine._adapters.request_memo import MAX_BYTES, MAX_MESSAGE_BYTES, Parsed, RequestMemo
 from engine._adapters.wire import batch_from_proto, request_from_proto
 from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
@@ -192,3 +193,29 @@ def test_a_batch_is_read_once_and_each_of_its_postures_every_time() -> None:
     reader.refuse = "the device was revoked"
     with pytest.raises(RequestError, match="revoked"):
         batch(rpc, sent)
+
+
+def test_an_attacker_cannot_make_the_memo_huge() -> None:
+    """Distinct messages built to expand the most when read (many small objects: ~11x
+    their bytes) fill the memo only to its bounds: here a budget of 512 KiB, which the
+    memory kept follows; the default budget, at that expansion, stays under 64 MiB."""
+    budget = 512 * 1024
+    rpc = servicer()
+    rpc._memo = RequestMemo(max_bytes=budget)
+    tracemalloc.start()
+    try:
+        for n in range(12):
+            sent = message(xs=[{"a": n} for _ in range(5000)])  # ~100 KB each
+            assert len(sent.SerializeToString()) <= MAX_MESSAGE_BYTES
+            one(rpc, sent)
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rpc._memo.bytes <= budget
+    assert len(rpc._memo) == 5
+    assert kept < 16 * budget, kept
+    assert MAX_BYTES * 16 <= 64 * 1024 * 1024
+    over = message(xs=[{"a": 1} for _ in range(7000)])  # over MAX_MESSAGE_BYTES
+    assert len(over.SerializeToString()) > MAX_MESSAGE_BYTES
+    one(rpc, over)
+    assert len(rpc._memo) == 5
