@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring
@@ -155,12 +156,13 @@ def _uid_text(uid: EntityUID) -> str | None:
     return None
 
 
-_DIGESTS: dict[int, tuple[Request, str]] = {}
-"""Recent requests' digests by the request object's id, with the request (so that the id
-is not another's while it is kept): an adapter that remembers what it read from a
-message (:mod:`engine._adapters.request_memo`) hands out the same request object again.
-Only requests of at most :data:`_DIGESTED_TEXT` characters of canonical JSON are kept,
-at most :data:`_DIGESTS_KEPT` of them (emptied when full); a request is never edited in
+_DIGESTS: dict[int, tuple[weakref.ref[Request], str]] = {}
+"""Recent requests' digests by the request object's id, with a weak reference to the
+request (so that the id is believed only while that very object lives, and the cache
+keeps no request alive): an adapter that remembers what it read from a message
+(:mod:`engine._adapters.request_memo`) hands out the same request object again. Only
+requests of at most :data:`_DIGESTED_TEXT` characters of canonical JSON are kept, at
+most :data:`_DIGESTS_KEPT` of them (emptied when full); a request is never edited in
 place, so its digest cannot change."""
 
 _DIGESTS_KEPT = 4096
@@ -175,7 +177,7 @@ def _shared_digest(request: Request, contexts: dict[int, str | None]) -> str:
     :func:`_request_digest`'s path, and so its bytes or its error. The digest of the same
     request object seen recently is not made again (:data:`_DIGESTS`)."""
     known = _DIGESTS.get(id(request))
-    if known is not None and known[0] is request:
+    if known is not None and known[0]() is request:
         return known[1]
     context = request.context
     key = id(context)
@@ -206,7 +208,7 @@ def _shared_digest(request: Request, contexts: dict[int, str | None]) -> str:
                     if len(text) <= _DIGESTED_TEXT:
                         if len(_DIGESTS) >= _DIGESTS_KEPT:
                             _DIGESTS.clear()
-                        _DIGESTS[id(request)] = (request, found)
+                        _DIGESTS[id(request)] = (weakref.ref(request), found)
                     return found
     return _request_digest(request)
 

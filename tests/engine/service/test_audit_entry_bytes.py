@@ -13,8 +13,10 @@ same step with the same error.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -435,3 +437,24 @@ def test_a_batch_of_policy_cases_is_stored_as_before(bundle: PolicyBundle) -> No
         for request in (param.values[0] for param in _cases())
     ]
     assert served_batch(cases) == [written(case) for case in cases]
+
+
+def test_the_digest_cache_keeps_no_request_alive(bundle: PolicyBundle) -> None:
+    """The digests of requests seen again are kept by a weak reference to the request:
+    a request nothing else holds is gone, whatever its size."""
+    request = Request.model_validate(
+        {
+            "principal": {"type": "User", "id": "alice"},
+            "action": {"type": "Action", "id": "read"},
+            "resource": {"type": "Data", "id": "payroll-uk"},
+            "context": {"jurisdiction": "x" * 4000},
+        }
+    )
+    decision = Decision(decision="deny", evaluated_at=NOW)
+    case = Case(request, decision, bundle, PROVENANCE)
+    first = served(case)
+    assert served(case) == first
+    gone = weakref.ref(request)
+    del request, case
+    gc.collect()
+    assert gone() is None
