@@ -43,11 +43,12 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
         service: DecisionService,
         on_reload: Callable[[], None] | None = None,
         posture: PostureReader | None = None,
+        memo: RequestMemo | None = None,
     ) -> None:
         self._service = service
         self._on_reload = on_reload
         self._posture = posture
-        self._memo = RequestMemo()
+        self._memo = memo if memo is not None else RequestMemo()
 
     def _with_posture(
         self,

@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     max_concurrent_rpcs: int = Field(default=512, ge=1)
     """Past this many RPCs in flight in one process (waiting for their audit commit
     included), callers get RESOURCE_EXHAUSTED."""
+    memo_entries: int = Field(default=50_000, ge=0)
+    """Decisions each process remembers (the decision memo: a request decided before under
+    the bundle in force is not evaluated again), and the bound on the Authorize messages
+    it remembers having read (the request memo: at most 4,096). 0 turns both off: every
+    request is read and evaluated, and answer times no longer tell a repeated request
+    (SECURITY.md, "Out of scope")."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

@@ -45,6 +45,8 @@ from engine._adapters.audit_rpc import AuditServicer
 from engine._adapters.authzen_http import AuthzenApp
 from engine._adapters.decisions_rpc import DecisionsServicer
 from engine._adapters.ext_authz import AuthorizationServicer
+from engine._adapters.request_memo import ENTRIES as REQUEST_MEMO_ENTRIES
+from engine._adapters.request_memo import RequestMemo
 from engine._core.bundle import PolicyBundle
 from engine._core.evaluate import Engine
 from engine._errors import EngineError, ServeError
@@ -237,7 +239,7 @@ class Worker:
         # Recorded before anything serves: a revision in force is one a rollback is
         # measured against. A pin it used is audited once the log is open.
         admission = guard.admit(bundle, utcnow())
-        self.engine = Engine(bundle)
+        self.engine = Engine(bundle, memo_entries=settings.memo_entries)
         self.watcher = BundleWatcher(
             self.engine,
             bundle_path(settings),
@@ -334,7 +336,13 @@ class Worker:
             ],
         )
         decisions_pb2_grpc.add_DecisionsServicer_to_server(
-            DecisionsServicer(self.service, on_reload, self.posture), server
+            DecisionsServicer(
+                self.service,
+                on_reload,
+                self.posture,
+                RequestMemo(entries=min(REQUEST_MEMO_ENTRIES, self.settings.memo_entries)),
+            ),
+            server,
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(self.service, self.posture, self.settings.trusted_peps), server
