@@ -74,6 +74,14 @@ if TYPE_CHECKING:
     help="Allow plaintext gRPC on a non-loopback address (never do this in production).",
 )
 @click.option(
+    "--trusted-pep",
+    "trusted_peps",
+    multiple=True,
+    metavar="SPIFFE_ID",
+    help="An enforcement point (Envoy, a gateway) that may name the subject of an ext_authz "
+    "Check over mTLS; repeatable [none].",
+)
+@click.option(
     "--record-requests/--no-record-requests",
     default=None,
     help="Keep each decision's full input, encrypted, for `docket policy diff` [off].",
@@ -96,6 +104,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     names = {"bundle_path": "bundle", "bundle_key": "bundle_public_key", "grpc_addr": "grpc"}
     names["metrics_addr"] = "metrics"
     names["admission_addr"] = "admission"
+    flags["trusted_peps"] = flags["trusted_peps"] or None  # none given: the file's, the env's
     settings = settings_of(ctx).with_flags(**{names.get(k, k): v for k, v in flags.items()})
 
     def ready(where: Listening) -> None:

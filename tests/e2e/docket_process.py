@@ -199,13 +199,14 @@ def start_docket(
 
 def start_mtls_docket(
     root: Path,
-    *,
+    *flags: str,
     bundle: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[Docket, CertificateAuthority]:
     """:func:`start_docket` over mTLS: its CA (trust domain ``docket.local``) is made
     first, the server's certificate is that CA's (for localhost and 127.0.0.1), and
-    clients must present a certificate from it. Returns the server and its CA."""
+    clients must present a certificate from it; ``flags`` are more of its flags. Returns
+    the server and its CA."""
     now = datetime.now(UTC)
     ca = CertificateAuthority.init(root / "data" / "ca", "docket.local", now)
     credential = ca.issue_server_cert(["localhost", "127.0.0.1"], now=now)
@@ -220,6 +221,7 @@ def start_mtls_docket(
         str(root / "server.key"),
         "--tls-client-ca",
         str(root / "bundle.pem"),
+        *flags,
         bundle=bundle,
         env=env,
     )

@@ -4,7 +4,7 @@ Issue 13, finding 1: a caller must not obtain an allow that needs an attested de
 asserting the device's posture, nor name the subject of an ext_authz Check unless it is
 a trusted enforcement point authenticated over mTLS. One test per attack, each named
 after it. The server runs with mTLS (its CA made before it starts, so the test can
-mint credentials), with ``DOCKET_TRUSTED_PEPS`` naming one SPIFFE ID: the trusted PEP.
+mint credentials), with ``--trusted-pep`` naming one SPIFFE ID: the trusted PEP.
 
 The request under attack: alice reads ``Data::"patient-records-eu"`` (restricted,
 resident in the EU). The guard ``restricted-requires-attested-encrypted-device``
@@ -99,7 +99,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("attacks")
-    docket, ca = start_mtls_docket(root, env={"DOCKET_TRUSTED_PEPS": json.dumps([PEP])})
+    docket, ca = start_mtls_docket(root, "--trusted-pep", PEP)
     try:
         yield Server(docket, ca)
     finally:
@@ -389,12 +389,23 @@ def test_audit_provenance_tells_svid_from_jwt_from_none(server: Server) -> None:
 # --- the setting and the JWKS endpoint ----------------------------------------------------
 
 
-def test_trusted_peps_without_mtls_refuses_to_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "env", "said"),
+    [
+        ((), {"DOCKET_TRUSTED_PEPS": json.dumps([PEP])}, "trusted_peps needs mTLS"),
+        (("--trusted-pep", PEP), {}, "trusted_peps needs mTLS"),
+        (("--trusted-pep", "envoy.example"), {}, "is not a SPIFFE ID"),
+    ],
+    ids=["env", "flag", "flag-not-a-spiffe-id"],
+)
+def test_trusted_peps_without_mtls_refuses_to_start(
+    tmp_path: Path, flags: tuple[str, ...], env: dict[str, str], said: str
+) -> None:
     """A PEP is trusted by its client certificate: without mTLS nobody could be one, and a
     listed SPIFFE ID must never be believed from an unauthenticated caller."""
     done = subprocess.run(
-        [DOCKET, "serve", "--data-dir", str(tmp_path / "data"), "--grpc", "127.0.0.1:0"],
-        env={**os.environ, "DOCKET_TRUSTED_PEPS": json.dumps([PEP])},
+        [DOCKET, "serve", "--data-dir", str(tmp_path / "data"), "--grpc", "127.0.0.1:0", *flags],
+        env={**os.environ, **env},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -402,7 +413,8 @@ def test_trusted_peps_without_mtls_refuses_to_start(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "trusted_peps needs mTLS" in done.stderr
+    assert said in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_multi_worker_supervisor_serves_the_jwks_and_reloads_it(tmp_path: Path) -> None:
