@@ -299,8 +299,15 @@ def read_target(
     ]
     regions = _regions_requested(spec)
     name = request.name or own.name or None
-    baseline = check_pod(pod, "baseline")
-    restricted = check_pod(pod, "restricted")
+    # A relabel that raises a pod's classification is held to its new level's profile.
+    checked = (
+        bool(template)
+        or kind != "Pod"
+        or previous != classification
+        or _significant_pod_update(request)
+    )
+    baseline = check_pod(pod, "baseline") if checked else ()
+    restricted = check_pod(pod, "restricted") if checked else ()
     context: dict[str, Any] = {
         "kind": kind,
         "namespace": namespace,
@@ -350,6 +357,77 @@ def read_target(
         classified_by=classified_by,
     )
     return principal, target
+
+
+_SECCOMP_POD = "seccomp.security.alpha.kubernetes.io/pod"
+_SECCOMP_CONTAINER = "container.seccomp.security.alpha.kubernetes.io/"
+
+
+def _significant_pod_update(request: AdmissionRequest) -> bool:
+    """Whether a review of a Pod (not a template) is held to the Pod Security Standards:
+    anything but an UPDATE is; an UPDATE is, as Pod Security Admission decides it
+    (``isSignificantPodUpdate``, k8s.io/pod-security-admission), when it adds or removes
+    a container or an init container, adds an ephemeral container, changes an image or
+    a seccomp annotation (the pod's, or a container's). A pod's spec is otherwise
+    immutable (the API server refuses other changes), so a label, annotation,
+    toleration or deadline update of a pod admitted before a stricter bundle is not
+    refused for what it already was. Anything not as expected is significant."""
+    old, new = request.old_object, request.object
+    if (
+        request.operation != "UPDATE"
+        or not isinstance(old, Mapping)
+        or not isinstance(new, Mapping)
+    ):
+        return True
+    try:
+        annotations = _annotations(new)
+        old_annotations = _annotations(old)
+        if annotations.get(_SECCOMP_POD) != old_annotations.get(_SECCOMP_POD):
+            return True
+        for field_name in ("containers", "initContainers"):
+            containers, old_containers = _containers(new, field_name), _containers(old, field_name)
+            if len(containers) != len(old_containers):
+                return True
+            for container, old_container in zip(containers, old_containers, strict=True):
+                if _container_changed(container, old_container, annotations, old_annotations):
+                    return True
+        old_ephemeral = {c.get("name"): c for c in _containers(old, "ephemeralContainers")}
+        for container in _containers(new, "ephemeralContainers"):
+            before = old_ephemeral.get(container.get("name"))
+            if before is None or _container_changed(
+                container, before, annotations, old_annotations
+            ):
+                return True
+    except (TypeError, AttributeError):
+        return True
+    return False
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        raise TypeError("annotations")
+    return annotations
+
+
+def _containers(obj: Mapping[str, Any], field_name: str) -> list[Mapping[str, Any]]:
+    containers = (obj.get("spec") or {}).get(field_name) or []
+    if not isinstance(containers, list) or not all(isinstance(c, Mapping) for c in containers):
+        raise TypeError(field_name)
+    return containers
+
+
+def _container_changed(
+    container: Mapping[str, Any],
+    old: Mapping[str, Any],
+    annotations: Mapping[str, Any],
+    old_annotations: Mapping[str, Any],
+) -> bool:
+    key = f"{_SECCOMP_CONTAINER}{container.get('name')}"
+    return container.get("image") != old.get("image") or annotations.get(key) != (
+        old_annotations.get(key)
+    )
 
 
 def _entity(classification: Classification) -> dict[str, Any]:

@@ -805,3 +805,91 @@ def test_a_busy_audit_log_is_429(
 def test_an_unknown_path_is_a_programming_error(controller: AdmissionController) -> None:
     with pytest.raises(ValueError, match="unknown admission path"):
         controller.review("admit", b"{}")  # type: ignore[arg-type]
+
+
+# -- Pod Security Admission's pod update rule ---------------------------------------------
+
+
+def _cap_net_admin(pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` failing the baseline profile (a capability beyond the default set)."""
+    pod["spec"]["containers"][0]["securityContext"] = {"capabilities": {"add": ["NET_ADMIN"]}}
+    return pod
+
+
+def _relabel(pod: dict[str, Any]) -> None:
+    pod["metadata"]["labels"]["team"] = "payments"
+    pod["metadata"].setdefault("annotations", {})["owner"] = "ops"
+    pod["spec"]["tolerations"] = [{"key": "maintenance", "operator": "Exists"}]
+    pod["spec"]["activeDeadlineSeconds"] = 600
+
+
+def test_a_pod_update_that_changes_no_container_is_not_held_to_pod_security(
+    controller: AdmissionController,
+) -> None:
+    """As Pod Security Admission: a pod admitted before the profile applied to it may
+    still be relabelled (its spec is otherwise immutable); a new pod like it may not be
+    created."""
+    running = _cap_net_admin(fixture("pod"))
+    created = ask(controller, "validate", review(running))["response"]
+    assert created["allowed"] is False
+    assert "admit-pod-security-baseline" in created["status"]["message"]
+    updated = copy.deepcopy(running)
+    _relabel(updated)
+    answer = ask(controller, "validate", review(updated, operation="UPDATE", old=running))
+    assert answer["response"]["allowed"] is True, answer
+
+
+def _image(pod: dict[str, Any]) -> None:
+    pod["spec"]["containers"][0]["image"] = "registry.k8s.io/pause:3.9"
+
+
+def _container(pod: dict[str, Any]) -> None:
+    pod["spec"]["containers"].append({"name": "side", "image": "registry.k8s.io/pause:3.10"})
+
+
+def _init_container(pod: dict[str, Any]) -> None:
+    pod["spec"]["initContainers"] = [{"name": "init", "image": "registry.k8s.io/pause:3.10"}]
+
+
+def _ephemeral(pod: dict[str, Any]) -> None:
+    pod["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "registry.k8s.io/pause:3.10"}]
+
+
+def _seccomp_annotation(pod: dict[str, Any]) -> None:
+    pod["metadata"]["annotations"] = {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}
+
+
+def _container_seccomp_annotation(pod: dict[str, Any]) -> None:
+    key = "container.seccomp.security.alpha.kubernetes.io/shell"
+    pod["metadata"]["annotations"] = {key: "unconfined"}
+
+
+def _broken_containers(pod: dict[str, Any]) -> None:
+    pod["spec"]["containers"] = "not a list"
+
+
+def _raised_classification(pod: dict[str, Any]) -> None:
+    pod["metadata"]["labels"]["docket.io/classification"] = "confidential"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_image, _container, _init_container, _ephemeral, _seccomp_annotation,
+     _container_seccomp_annotation, _broken_containers, _raised_classification],
+    ids=["image", "container", "init-container", "ephemeral-container", "pod-seccomp",
+         "container-seccomp", "malformed", "classification-raised"],
+)  # fmt: skip
+def test_a_significant_pod_update_is_held_to_pod_security(
+    controller: AdmissionController, change: Any
+) -> None:
+    running = _cap_net_admin(fixture("pod"))
+    updated = copy.deepcopy(running)
+    _relabel(updated)
+    change(updated)
+    answer = ask(controller, "validate", review(updated, operation="UPDATE", old=running))
+    assert answer["response"]["allowed"] is False
+    message = answer["response"]["status"]["message"]
+    if change is _broken_containers:  # refused as unreadable, before any policy
+        assert answer["response"]["status"]["code"] == 400, message
+    else:
+        assert "admit-pod-security-baseline" in message, message
