@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine._runtime.worker import settle_heap
+from engine._runtime.worker import new_event_loop, settle_heap
 
 
 @pytest.fixture
@@ -47,3 +47,24 @@ def test_garbage_start_up_left_is_collected_before_the_freeze(thawed: None) -> N
     del leftover  # only its own cycle keeps it
     settle_heap()
     assert watch() is None
+
+
+def test_the_grpc_server_runs_on_uvloop() -> None:
+    """uvloop is a dependency (but on Windows): the server's loop is its loop, and it runs
+    what grpc.aio needs of it (a coroutine, a thread-safe callback, the default executor)."""
+    import asyncio
+
+    import uvloop
+
+    loop = new_event_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+
+        async def work() -> int:
+            woken = asyncio.get_running_loop().create_future()
+            loop.call_soon_threadsafe(woken.set_result, 1)
+            return await woken + await loop.run_in_executor(None, lambda: 2)
+
+        assert loop.run_until_complete(work()) == 3
+    finally:
+        loop.close()
