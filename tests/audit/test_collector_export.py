@@ -144,6 +144,8 @@ def test_an_erasure_at_a_site_erases_the_collectors_copy(fleet: Fleet, tmp_path:
     assert held[4] is None
     assert erased.payload not in held.values()
     assert held[12] is not None  # the redaction entry itself, with its order
+    for other in ("eu-2", "us-1"):  # a site's redaction erases nothing of another site's
+        assert all(p is not None for _, p, _ in fleet.collector.store.entries(other, 0, 12))
     key = str(REDACTION_KEYS[0])
     out = tmp_path / "with-key"
     sites, _ = export(fleet, out, "--site", "eu-1", "--redaction-key", key, code=0)
