@@ -25,6 +25,7 @@ from benchmarks import (
     bench_envoy,
     bench_eventlog,
     bench_fleet,
+    bench_front,
     bench_grpc,
     bench_index,
     bench_record,
@@ -55,6 +56,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "serving": (
         "side by side: trivial grpcio, previous Docket, Docket, Cerbos (issue 15's targets)",
         bench_serving.run,
+    ),
+    "front": (
+        "the gRPC front: Docket behind grpc.aio against behind pyvoy (issue 15's native piece)",
+        bench_front.run,
     ),
     "tail": ("Authorize p99 at a fixed rate, this tree against a base revision", bench_tail.run),
     "writer": ("--workers 2: per-worker writers against the supervisor's one", bench_writer.run),

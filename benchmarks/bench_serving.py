@@ -538,12 +538,14 @@ def renew(bench: Bench) -> None:
             peer.renew()
 
 
-def latency(bench: Bench) -> dict[str, tuple[int, LoadResult]]:
-    """Each Docket at half its median throughput at 256 in flight, open loop: the same
-    bodies and connections, ``--rps`` per connection, up to 16 streams each."""
+def latency(
+    bench: Bench, names: Sequence[str] = (DOCKET, PREVIOUS)
+) -> dict[str, tuple[int, LoadResult]]:
+    """Each Docket (``names``) at half its median throughput at 256 in flight, open loop:
+    the same bodies and connections, ``--rps`` per connection, up to 16 streams each."""
     found = {}
     deep = {s.server: s.calls_per_s for s in medians(bench.samples) if s.load == DEEP}
-    for name in (DOCKET, PREVIOUS):
+    for name in names:
         if name not in bench.up:
             continue
         peer = bench.up[name]
