@@ -112,7 +112,7 @@ class _Front:
         self.servicer = DecisionsServicer(self.worker.service, None, self.worker.posture, memo)
 
     def stop(self) -> None:
-        self.worker.audit.close()
+        self.worker.stop(0)  # never started: its log, threads and loop
 
 
 _FRONT = _Front()
