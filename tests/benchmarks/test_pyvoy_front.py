@@ -133,10 +133,20 @@ def test_an_authorize_is_answered_with_its_decision_once_its_entry_is_logged(fro
 @pytest.mark.parametrize(
     ("body", "code", "words"),
     [
-        (b"\x00\x00\x00\x00\x09abc", "13", "not one length-prefixed message"),
-        (b"\x00\x00", "13", "not one length-prefixed message"),
-        (framed(restricted_read(), flag=1), "12", "compressed messages are not taken"),
-        (framed(b"\xff\xff\xff"), "13", "cannot parse the request"),
+        pytest.param(
+            b"\x00\x00\x00\x00\x09abc",
+            "13",
+            "not one length-prefixed message",
+            id="length-not-the-body's",
+        ),
+        pytest.param(b"\x00\x00", "13", "not one length-prefixed message", id="no-prefix"),
+        pytest.param(
+            framed(restricted_read(), flag=1),
+            "12",
+            "compressed messages are not taken",
+            id="compressed",
+        ),
+        pytest.param(framed(b"\xff\xff\xff"), "13", "cannot parse the request", id="not-protobuf"),
     ],
 )
 def test_a_malformed_call_is_refused_with_a_grpc_status(
