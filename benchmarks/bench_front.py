@@ -27,7 +27,7 @@ import sysconfig
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from benchmarks.bench_serving import (
     Bench,
     Peer,
     Target,
+    conclude,
     docket_peer,
     figure_of,
     latency,
@@ -73,7 +74,6 @@ from benchmarks.bench_serving import (
     start_cerbos,
     start_previous,
     start_trivial,
-    target_line,
 )
 
 PYVOY = "Docket on pyvoy"
@@ -336,21 +336,4 @@ def report(
     targets.append(
         versus(PYVOY, "durable Authorize throughput, the fronts", DEEP, 1, DOCKET, "calls", "/s")
     )
-    for line in [*map(target_line, targets), *(f"WARNING: {w}" for w in bench.warnings)]:
-        print(line)
-    return {
-        "tool": version,
-        "pyvoy": PYVOY_VERSION,
-        "previous": previous,
-        "rounds": bench.rounds,
-        "seconds": bench.times.authorize,
-        "skipped": bench.skipped,
-        "samples": [asdict(s) for s in bench.samples],
-        "medians": [asdict(s) for s in middle],
-        "latency": {
-            name: {"offered_per_second": offered, **result.figures()}
-            for name, (offered, result) in latencies.items()
-        },
-        "targets": [asdict(t) for t in targets],
-        "warnings": bench.warnings,
-    }
+    return {"pyvoy": PYVOY_VERSION, **conclude(bench, version, previous, latencies, targets)}

@@ -665,6 +665,18 @@ def report(
         *(versus(f"BatchAuthorize x{n} decisions/s", 1, f"x{n}", decisions, CERBOS, "/s")
           for n in bench_cerbos.BATCH_SIZES),
     ]  # fmt: skip
+    return conclude(bench, version, previous, latencies, targets)
+
+
+def conclude(
+    bench: Bench,
+    version: str,
+    previous: str,
+    latencies: dict[str, tuple[int, LoadResult]],
+    targets: Sequence[Target],
+) -> dict[str, Any]:
+    """Print the targets and every warning of the run (the runners' too); the figures as
+    JSON-ready values."""
     warnings = bench.warnings + [
         w for p in bench.up.values() if p.runner for w in p.runner.warnings
     ]
@@ -677,7 +689,7 @@ def report(
         "seconds": bench.times.authorize,
         "skipped": bench.skipped,
         "samples": [asdict(s) for s in bench.samples],
-        "medians": [asdict(s) for s in middle],
+        "medians": [asdict(s) for s in medians(bench.samples)],
         "latency": {
             name: {"offered_per_second": offered, **result.figures()}
             for name, (offered, result) in latencies.items()
