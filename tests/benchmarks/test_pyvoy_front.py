@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import struct_pb2
 
 from audit._store import Store
 from sdk.v1 import decisions_pb2 as pb
+from tests.authorize import alice_reads
 
 ROOT = Path(__file__).resolve().parents[2]
 Message = MutableMapping[str, Any]
@@ -96,15 +96,8 @@ def status(sent: list[Message]) -> tuple[str, str]:
 
 
 def restricted_read(device_token: str = "") -> bytes:
-    context = struct_pb2.Struct()
-    context.update({"mfa": True, "jurisdiction": "eu"})
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
-        context=context,
-        device_token=device_token,
-    ).SerializeToString()
+    context = {"mfa": True, "jurisdiction": "eu"}
+    return alice_reads("patient-records-eu", context, device_token).SerializeToString()
 
 
 def log_size(data: Path) -> int:

@@ -39,7 +39,6 @@ from e2e.test_attestation_service import (  # the in-process service's fixtures
     device,  # noqa: F401
     harness,  # noqa: F401
 )
-from google.protobuf import struct_pb2
 from swtpm import ProvisionedState, SoftwareTpm
 
 from attestation._ca import CertificateAuthority, RevocationList
@@ -47,6 +46,7 @@ from attestation._errors import EvidenceError
 from attestation._verifier import ek_key_hash
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.authorize import alice_reads
 
 pytestmark = pytest.mark.e2e
 
@@ -109,21 +109,12 @@ class Server:
 
 
 def restricted_read(device_token: str = "") -> pb.AuthorizeRequest:
-    context = struct_pb2.Struct()
-    context.update(
-        {
-            "mfa": True,
-            "jurisdiction": "eu",
-            "device": {"disk_encrypted": True, "managed": True, "patch_age_days": 3},
-        }
-    )
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
-        context=context,
-        device_token=device_token,
-    )
+    context = {
+        "mfa": True,
+        "jurisdiction": "eu",
+        "device": {"disk_encrypted": True, "managed": True, "patch_age_days": 3},
+    }
+    return alice_reads("patient-records-eu", context, device_token)
 
 
 def start_mtls(root: Path) -> Server:

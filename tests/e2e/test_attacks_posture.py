@@ -44,6 +44,7 @@ from attestation._ca import CertificateAuthority, jwk_thumbprint
 from attestation._posture import Posture
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.authorize import alice_reads
 
 pytestmark = pytest.mark.e2e
 
@@ -114,13 +115,8 @@ def struct(values: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def restricted_read(device: dict[str, Any], device_token: str = "") -> pb.AuthorizeRequest:
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
-        context=struct({"mfa": True, "jurisdiction": "eu", "device": device}),
-        device_token=device_token,
-    )
+    context = {"mfa": True, "jurisdiction": "eu", "device": device}
+    return alice_reads("patient-records-eu", context, device_token)
 
 
 def device_token(ca: CertificateAuthority, **overrides: Any) -> str:

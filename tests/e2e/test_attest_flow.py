@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from e2e.docket_process import DOCKET, Docket, start_docket
-from google.protobuf import struct_pb2
 from swtpm import ProvisionedState, SoftwareTpm, free_port_pair
 
 from attestation._ca import JWT_POSTURE_CLAIM
@@ -43,6 +42,7 @@ from sdk.v1 import attestation_pb2 as attestation_pb
 from sdk.v1 import attestation_pb2_grpc as attestation_grpc
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.authorize import alice_reads
 
 pytestmark = pytest.mark.e2e
 
@@ -100,26 +100,17 @@ def docket_attest(
 def request(device_token: str = "") -> pb.AuthorizeRequest:
     """alice reads EU patient records (restricted: only from an attested device); the
     inventory facts come from the caller, "attested" only from a Docket credential."""
-    context = struct_pb2.Struct()
-    context.update(
-        {
-            "mfa": True,
-            "jurisdiction": "eu",
-            "device": {
-                "disk_encrypted": True,
-                "managed": True,
-                "patch_age_days": 2,
-                "trust_tier": "high",
-            },
-        }
-    )
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
-        context=context,
-        device_token=device_token,
-    )
+    context = {
+        "mfa": True,
+        "jurisdiction": "eu",
+        "device": {
+            "disk_encrypted": True,
+            "managed": True,
+            "patch_age_days": 2,
+            "trust_tier": "high",
+        },
+    }
+    return alice_reads("patient-records-eu", context, device_token)
 
 
 def test_attest_issues_credentials_that_policy_sees(

@@ -16,12 +16,13 @@ import pytest
 from e2e.docket_process import DOCKET, Docket, start_docket
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from sdk import DecisionClient, InvalidRequestError
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.authorize import alice_reads
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +37,7 @@ def docket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docket]:
 
 
 def read(context: dict[str, Any]) -> pb.AuthorizeRequest:
-    values = struct_pb2.Struct()
-    values.update(context)
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="payroll"),
-        context=values,
-    )
+    return alice_reads("payroll", context)
 
 
 @pytest.mark.parametrize(

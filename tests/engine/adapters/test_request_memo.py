@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from google.protobuf import struct_pb2
 
 from engine._adapters.decisions_rpc import DecisionsServicer
 from engine._adapters.request_memo import MAX_BYTES, MAX_MESSAGE_BYTES, Parsed, RequestMemo
@@ -17,6 +16,7 @@ from engine._core.models import EntityUID, Request
 from engine._errors import RequestError
 from engine._service.posture import Proven
 from sdk.v1 import decisions_pb2 as pb
+from tests.authorize import alice_reads
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 DEVICE_ID = "spiffe://docket.example/device/" + "ab" * 32
@@ -32,15 +32,7 @@ def request(resource: str) -> Request:
 
 
 def message(token: str = "", **context: Any) -> pb.AuthorizeRequest:
-    struct = struct_pb2.Struct()
-    struct.update(context)
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="ledger"),
-        context=struct,
-        device_token=token,
-    )
+    return alice_reads("ledger", context, token)
 
 
 def test_the_least_recently_used_message_goes_first() -> None:

@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2
 from engine import RequestError
 from engine._adapters.wire import batch_from_proto, struct_to_dict
 from sdk.v1 import decisions_pb2 as pb
+from tests.authorize import alice_reads
 
 
 def struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -20,12 +21,7 @@ def struct(values: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def request(resource: str, context: dict[str, Any]) -> pb.AuthorizeRequest:
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id=resource),
-        context=struct(context),
-    )
+    return alice_reads(resource, context)
 
 
 def test_values_become_cedar_json() -> None:

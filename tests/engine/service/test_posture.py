@@ -42,6 +42,7 @@ from engine._service.posture import PostureReader, Proven, attach, provenance, w
 from sdk import DecisionClient, TLSConfig
 from sdk.v1 import decisions_pb2 as pb
 from sdk.v1 import decisions_pb2_grpc as pb_grpc
+from tests.authorize import alice_reads
 
 ROOT = Path(__file__).resolve().parents[3]
 ATTESTED = attested(measured_boot_ok=False)
@@ -63,13 +64,8 @@ def struct(values: dict[str, object]) -> struct_pb2.Struct:
 
 def restricted_read(device_token: str = "") -> pb.AuthorizeRequest:
     """alice reads EU patient records (restricted: needs an attested device)."""
-    return pb.AuthorizeRequest(
-        principal=pb.EntityRef(type="User", id="alice"),
-        action=pb.EntityRef(type="Action", id="read"),
-        resource=pb.EntityRef(type="Data", id="patient-records-eu"),
-        context=struct({"mfa": True, "jurisdiction": "eu", "device": INVENTORY}),
-        device_token=device_token,
-    )
+    context = {"mfa": True, "jurisdiction": "eu", "device": INVENTORY}
+    return alice_reads("patient-records-eu", context, device_token)
 
 
 @pytest.fixture(scope="module")
