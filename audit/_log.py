@@ -62,6 +62,13 @@ def pending(entry: Entry | Recorded | Pending) -> Pending:
     return Pending(entry.kind, *timed_canonical(entry))
 
 
+def _age(created: str) -> float:
+    """Seconds since a checkpoint row's ``created`` time (0 for one in the future, after
+    the clock was set back)."""
+    made = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return max(0.0, (utcnow() - made).total_seconds())
+
+
 def utcnow() -> datetime:
     """The current time, aware and in UTC."""
     return datetime.now(UTC)
@@ -340,23 +347,45 @@ class AuditLog:
             self._wake.set()
 
     def _maintain(self) -> None:
+        wait = self.checkpoint_interval
         while not self._stop.is_set():
-            self._wake.wait(self.checkpoint_interval)
+            self._wake.wait(wait)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self._tick()
+            wait = self._tick()
 
-    def _tick(self) -> None:
+    def _tick(self) -> float:
+        """One round of maintenance; the seconds until the next one is due."""
+        wait = self.checkpoint_interval
         try:
             self.store.checkpoint_wal()
             if self.keys is not None and self._latest[0] > self._signed_size:
-                self.checkpoint()
+                wait = self._sign_when_due()
             if time.monotonic() - self._requests_dropped_at >= REQUEST_RETENTION_EVERY:
                 self._requests_dropped_at = time.monotonic()
                 self.drop_expired_requests(utcnow())
         except AuditError as exc:
             log.warning("audit.maintenance_failed", error=str(exc))
+        return wait
+
+    def _sign_when_due(self) -> float:
+        """Sign a checkpoint when ``checkpoint_every`` entries were added since the
+        latest one, or ``checkpoint_interval`` seconds passed since it with anything
+        new; the seconds until the interval's turn. The latest is the database's, which
+        every process appending to the log reads: each counting from its own would sign
+        a checkpoint of every worker's share."""
+        latest = self.store.latest_checkpoint()
+        if latest is not None:
+            self._signed_size = max(self._signed_size, latest.size)
+        new = max(self._latest[0], self.store.head().size) - self._signed_size
+        if new <= 0:
+            return self.checkpoint_interval
+        age = self.checkpoint_interval if latest is None else _age(latest.created)
+        if new < self.checkpoint_every and age < self.checkpoint_interval:
+            return self.checkpoint_interval - age
+        self.checkpoint()
+        return self.checkpoint_interval
 
     def drop_expired_requests(self, now: datetime) -> int:
         """Delete the recorded requests older than the request retention at ``now``

@@ -204,6 +204,25 @@ def test_a_checkpoint_is_signed_every_n_entries(
     assert verify_store(log.store, log.verifiers()).log.checkpoints == (5, 10)
 
 
+def test_two_writers_of_one_log_count_the_entries_since_either_ones_checkpoint(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    """Workers of one server each run a log on the same database: "a checkpoint once
+    this many entries were added since the last one" counts from the last one either
+    signed, not from its own (each signing its own would double the checkpoints, each a
+    signature, a commit and the kept file's two fsyncs)."""
+    first, second = open_log(checkpoint_every=10), open_log(checkpoint_every=10)
+    first.record([entry_factory(i) for i in range(10)])
+    wait_for(lambda: [c.size for c in first.store.checkpoints()] == [10])
+    second.record([entry_factory(i) for i in range(10, 15)])
+    time.sleep(0.3)
+    assert [c.size for c in first.store.checkpoints()] == [10]  # 5 since the last one
+    second.record([entry_factory(i) for i in range(15, 20)])
+    wait_for(lambda: [c.size for c in first.store.checkpoints()] == [10, 20])
+    time.sleep(0.3)
+    assert [c.size for c in first.store.checkpoints()] == [10, 20]
+
+
 def test_a_checkpoint_is_signed_every_interval(
     open_log: OpenLog, entry_factory: EntryFactory
 ) -> None:
