@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -316,15 +317,20 @@ class DecisionService:
         tracing.decisions(api, decided)
         if len(decided) != 1:  # each line below names its own
             structlog.contextvars.unbind_contextvars("decision_ids")
-        for item in decided:
-            self.metrics.decided(api, item.decision.decision)
-            log.debug(
-                "decision",
-                api=api,
-                decision_id=item.decision_id,
-                decision=item.decision.decision,
-                reasons=item.decision.reasons,
-            )
+        allowed = sum(1 for item in decided if item.decision.decision == "allow")
+        if allowed:
+            self.metrics.decided(api, "allow", allowed)
+        if len(decided) > allowed:
+            self.metrics.decided(api, "deny", len(decided) - allowed)
+        if log.is_enabled_for(logging.DEBUG):  # a line per decision: not built otherwise
+            for item in decided:
+                log.debug(
+                    "decision",
+                    api=api,
+                    decision_id=item.decision_id,
+                    decision=item.decision.decision,
+                    reasons=item.decision.reasons,
+                )
         return decided
 
     def refuse(self, error: str, **refused: Unpack[Refused]) -> Decided:

@@ -165,9 +165,9 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def decided(self, api: str, decision: str) -> None:
-        """Count one decision (``allow`` or ``deny``) made through ``api``."""
-        self._child(self.decisions, api, decision).inc()
+    def decided(self, api: str, decision: str, count: int = 1) -> None:
+        """Count ``count`` decisions (``allow`` or ``deny``) made through ``api``."""
+        self._child(self.decisions, api, decision).inc(count)
 
     def shadow_compared(self, outcome: str) -> None:
         """Count one decision the shadow bundle made again, by ``outcome``."""

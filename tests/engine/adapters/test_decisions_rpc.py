@@ -244,6 +244,16 @@ def test_metrics_count_decisions(server: Running, stub: pb_grpc.DecisionsStub) -
     assert after[allow] - before.get(allow, 0) == 1
     assert after[deny] - before.get(deny, 0) == 2
     assert after[count] - before.get(count, 0) == 3
+    # A batch counts each of its decisions.
+    batch = (
+        allow.replace("authorize", "batch_authorize"),
+        deny.replace("authorize", "batch_authorize"),
+    )
+    stub.BatchAuthorize(
+        pb.BatchAuthorizeRequest(requests=[DENY, ALLOW, ALLOW, DENY, DENY]), timeout=5
+    )
+    batched = scrape(server.metrics_url)
+    assert [batched[name] - after.get(name, 0) for name in batch] == [2, 3]
     version = server.worker.engine.bundle.version  # type: ignore[union-attr]
     assert after[f'docket_bundle_info{{version="{version}"}}'] == 1
     assert after['docket_in_flight_requests{api="authorize"}'] == 0

@@ -269,3 +269,39 @@ def test_log_lines_after_a_decision_carry_its_id(service: DecisionService) -> No
     decision_id, bound = asyncio.run(served())
     assert bound == {"decision_id": decision_id}
     assert structlog.contextvars.get_contextvars() == {}  # bound in the call's own context
+
+
+class _Lines:
+    """Stands in for the module's logger: records debug lines, at a chosen level."""
+
+    def __init__(self, debug: bool) -> None:
+        self.debug_on = debug
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def is_enabled_for(self, level: int) -> bool:
+        return self.debug_on or level > 10
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "info"])
+def test_a_line_per_decision_at_debug_level_only(
+    service: DecisionService, monkeypatch: pytest.MonkeyPatch, debug: bool
+) -> None:
+    lines = _Lines(debug)
+    monkeypatch.setattr("engine._service.decisions.log", lines)
+    decided = service.authorize(REQUESTS, api="authorize")
+    expected = [
+        (
+            "decision",
+            {
+                "api": "authorize",
+                "decision_id": d.decision_id,
+                "decision": d.decision.decision,
+                "reasons": d.decision.reasons,
+            },
+        )
+        for d in decided
+    ]
+    assert lines.lines == (expected if debug else [])
