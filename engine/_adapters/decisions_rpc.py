@@ -147,9 +147,11 @@ class DecisionsServicer(pb_grpc.DecisionsServicer):
                 context,
                 "batch_authorize",
             )
-            return pb.BatchAuthorizeResponse(
-                results=[decision_to_proto(d.decision, d.decision_id, d.receipt) for d in decided]
-            )
+            response = pb.BatchAuthorizeResponse()
+            add = response.results.add
+            for d in decided:
+                decision_to_proto(d.decision, d.decision_id, d.receipt, add())
+            return response
 
         with tracing.server_span(BATCH_AUTHORIZE, context.invocation_metadata, context.code):
             return await answer_async(self._service, "batch_authorize", context, produce)

@@ -242,17 +242,24 @@ def receipt_to_proto(receipt: Receipt) -> audit_pb.AuditReceipt:
 
 
 def decision_to_proto(
-    decision: Decision, decision_id: str, receipt: Receipt
+    decision: Decision,
+    decision_id: str,
+    receipt: Receipt,
+    into: pb.AuthorizeResponse | None = None,
 ) -> pb.AuthorizeResponse:
-    """The wire form of a decision and the receipt of its audit entry."""
-    return pb.AuthorizeResponse(
-        decision=pb.DECISION_ALLOW if decision.decision == "allow" else pb.DECISION_DENY,
-        decision_id=decision_id,
-        reasons=decision.reasons,
-        errors=_errors(decision.errors),
-        bundle_version=decision.bundle_version or "",
-        receipt=receipt_to_proto(receipt),
-    )
+    """The wire form of a decision and the receipt of its audit entry; written into
+    ``into`` (a batch's ``results.add()``: no copy into the batch) when given. Field by
+    field, in place: half the cost of building it from keywords and sub-messages."""
+    message = pb.AuthorizeResponse() if into is None else into
+    message.decision = pb.DECISION_ALLOW if decision.decision == "allow" else pb.DECISION_DENY
+    message.decision_id = decision_id
+    message.reasons.extend(decision.reasons)
+    if decision.errors:
+        message.errors.extend(_errors(decision.errors))
+    message.bundle_version = decision.bundle_version or ""
+    message.receipt.index = receipt.index
+    message.receipt.leaf_hash = receipt.leaf_hash
+    return message
 
 
 def _errors(errors: Iterable[PolicyError]) -> list[pb.PolicyError]:
