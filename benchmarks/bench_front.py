@@ -70,6 +70,7 @@ from benchmarks.bench_serving import (
     latency_target,
     medians,
     ratio_target,
+    renew,
     samples_table,
     start_cerbos,
     start_previous,
@@ -247,12 +248,10 @@ def rounds(bench: Bench, batches: dict[str, Batches]) -> int:
     names = list(bench.up)
     answered = 0
     for number in range(1, bench.rounds + 1):
-        for peer in bench.up.values():
-            if peer.renew is not None:
-                peer.renew()
+        renew(bench)
         shift = (number - 1) % len(names)
         order = names[shift:] + names[:shift]
-        for name in order:
+        for name in (n for n in order if n in bench.up):
             peer = bench.up[name]
             streams = [
                 _load.Stream(body, CONNECTIONS_PER_BODY, streams=DEEP_STREAMS)

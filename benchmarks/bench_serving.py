@@ -506,7 +506,7 @@ def rounds(bench: Bench, batches: Batches) -> None:
         shift = (number - 1) % len(names)
         order = names[shift:] + names[:shift]
         for load, depth in ((SHALLOW, 1), (DEEP, DEEP_STREAMS)):
-            for name in order:
+            for name in (n for n in order if n in bench.up):
                 peer = bench.up[name]
                 streams = [
                     Stream(body, CONNECTIONS_PER_BODY, streams=depth) for body in peer.bodies
@@ -532,10 +532,24 @@ def rounds(bench: Bench, batches: Batches) -> None:
 
 
 def renew(bench: Bench) -> None:
-    """Every Docket's bodies with a fresh device token, checked again."""
-    for peer in bench.up.values():
-        if peer.renew is not None:
+    """Every Docket's bodies with a fresh device token, checked again. The previous
+    build, when it no longer answers them OK, is left out of the rest of the run with a
+    warning (its rounds so far stay; a past release's failure is a figure of the run, not
+    the end of it); any other Docket's failure ends the run."""
+    for name, peer in list(bench.up.items()):
+        if peer.renew is None:
+            continue
+        try:
             peer.renew()
+        except RuntimeError as exc:
+            if name != PREVIOUS:
+                raise
+            warning = (
+                f"{name} no longer answers the mix OK ({exc}); left out of the rest of the run"
+            )
+            print(f"  WARNING: {warning}", flush=True)
+            bench.warnings += [*(peer.runner.warnings if peer.runner else []), warning]
+            del bench.up[name]
 
 
 def latency(

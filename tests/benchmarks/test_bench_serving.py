@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -181,3 +182,34 @@ def test_no_target_is_judged_on_a_figure_from_failed_calls() -> None:
         unjudged="calls failed in a round of Docket",
     )  # fmt: skip
     assert (target.verdict, target.figure) == ("NOT JUDGED", "calls failed in a round of Docket")
+
+
+def _peer(name: str, renew: Any) -> bs.Peer:
+    return bs.Peer(name, "127.0.0.1:1", 1, AUTHORIZE, [], [], renew=renew)
+
+
+def _fails() -> None:
+    raise RuntimeError("/docket.v1.Decisions/Authorize: gRPC status UNAVAILABLE: log")
+
+
+def test_the_previous_build_failing_its_renewal_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    renewed: list[str] = []
+    bench = bs.Bench(bs.QUICK_TIMES, 1, tmp_path)
+    bench.up = {
+        bs.DOCKET: _peer(bs.DOCKET, lambda: renewed.append(bs.DOCKET)),
+        bs.PREVIOUS: _peer(bs.PREVIOUS, _fails),
+    }
+    bs.renew(bench)
+    assert list(bench.up) == [bs.DOCKET]
+    assert renewed == [bs.DOCKET]
+    assert len(bench.warnings) == 1
+    assert bench.warnings[0].startswith(f"{bs.PREVIOUS} no longer answers the mix OK")
+    assert "UNAVAILABLE" in bench.warnings[0]
+
+
+def test_this_build_failing_its_renewal_ends_the_run(tmp_path: Path) -> None:
+    bench = bs.Bench(bs.QUICK_TIMES, 1, tmp_path)
+    bench.up = {bs.DOCKET: _peer(bs.DOCKET, _fails)}
+    with pytest.raises(RuntimeError, match="UNAVAILABLE"):
+        bs.renew(bench)
+    assert list(bench.up) == [bs.DOCKET]
