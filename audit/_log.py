@@ -374,7 +374,12 @@ class AuditLog:
         latest one, or ``checkpoint_interval`` seconds passed since it with anything
         new; the seconds until the interval's turn. The latest is the database's, which
         every process appending to the log reads: each counting from its own would sign
-        a checkpoint of every worker's share."""
+        a checkpoint of every worker's share. Only the process with the log's signing
+        turn decides (:meth:`Store.signing_turn`); another looks again at its next wake."""
+        with self.store.signing_turn() as mine:
+            return self._sign_if_due() if mine else self.checkpoint_interval
+
+    def _sign_if_due(self) -> float:
         latest = self.store.latest_checkpoint()
         if latest is not None:
             self._signed_size = max(self._signed_size, latest.size)

@@ -315,6 +315,9 @@ class Store:
             if self.sqlite and path is not None
             else contextlib.nullcontext()
         )
+        self._signing_path = (
+            Path(f"{path}.checkpoint-lock") if self.sqlite and path is not None else None
+        )
         dbapi = self._writer.dialect.dbapi
         assert dbapi is not None  # a dialect created from a URL always has its driver
         self._driver_errors: tuple[type[Exception], ...] = (dbapi.Error,)
@@ -851,6 +854,31 @@ class Store:
         return consistency_proof(old_size, new_size, self.nodes)
 
     # -- checkpoints --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def signing_turn(self) -> Iterator[bool]:
+        """Whether this process has the turn to decide on a checkpoint and sign it: False
+        while another process of the log (a worker sharing the SQLite file) has it. A
+        non-blocking ``flock`` on ``<database>.checkpoint-lock``: of two processes that
+        find a checkpoint due at once, one signs it and the other finds it signed. Always
+        True on PostgreSQL, where two signers of one size leave one row. Raises
+        :class:`StoreError` when the lock file cannot be opened."""
+        if self._signing_path is None:
+            yield True
+            return
+        try:
+            fd = os.open(self._signing_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {self._signing_path}: {exc.strerror}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True  # closing the descriptor releases the lock
+        finally:
+            os.close(fd)
 
     def add_checkpoint(self, size: int, root: bytes, note: str) -> None:
         """Store a signed checkpoint; a second one for the same size is ignored."""

@@ -223,6 +223,22 @@ def test_two_writers_of_one_log_count_the_entries_since_either_ones_checkpoint(
     assert [c.size for c in first.store.checkpoints()] == [10, 20]
 
 
+def test_a_checkpoint_due_while_another_process_signs_one_is_left_to_it(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    """Two workers that find a checkpoint due at once would both sign one: the one that
+    does not get the log's signing turn leaves it to the other, and looks again at its
+    next commit."""
+    first, second = open_log(checkpoint_every=5), open_log(checkpoint_every=5)
+    with first.store.signing_turn() as mine:
+        assert mine
+        second.record([entry_factory(i) for i in range(5)])
+        time.sleep(0.3)
+        assert second.store.checkpoints() == []  # due, but the turn is taken
+    second.record([entry_factory(5)])
+    wait_for(lambda: [c.size for c in second.store.checkpoints()] == [6])
+
+
 def test_a_checkpoint_is_signed_every_interval(
     open_log: OpenLog, entry_factory: EntryFactory
 ) -> None:
