@@ -33,7 +33,7 @@ from audit._keys import KeyRing
 from audit._note import Checkpoint, SignerKey, VerifierKey, sign_checkpoint
 from audit._redaction import RedactionOrder, sign_order
 from audit._requests import Recorded, RequestKeys, request_bytes
-from audit._store import Pending, Receipt, Store, StoredCheckpoint
+from audit._store import Pending, Receipt, SignedTree, Store, StoredCheckpoint
 from audit._writer import Ticket, Writer
 
 if TYPE_CHECKING:
@@ -287,7 +287,9 @@ class AuditLog:
             return latest
         body = Checkpoint(origin=self.origin, size=head.size, root=head.root)
         note = sign_checkpoint(body, self.keys.signers())
-        self.store.add_checkpoint(head.size, head.root, note)
+        # In the writer's next commit while it runs; else (closing, relayed) on its own.
+        if not self.writer.commit_checkpoint(SignedTree(head.size, head.root, note)):
+            self.store.add_checkpoint(head.size, head.root, note)
         self._signed_size = max(self._signed_size, head.size)
         log.debug("audit.checkpoint", size=head.size)
         stored = self.store.checkpoint_at(head.size)

@@ -62,6 +62,10 @@ _LOCK_HEAD_PG = "SELECT size, chain, frontier FROM audit_head WHERE id = 1 FOR U
 _INSERT_ENTRIES = "INSERT INTO audit_entry (idx, kind, time, payload, leaf, chain, nodes) VALUES "
 _ENTRY_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
 _ERASE = "UPDATE audit_entry SET payload = NULL WHERE idx = ? AND payload IS NOT NULL"
+_ADD_CHECKPOINT_PG = (
+    "INSERT INTO audit_checkpoint (size, root, note, created) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (size) DO NOTHING"
+)
 _ADD_CHECKPOINT_SQLITE = (
     "INSERT OR IGNORE INTO audit_checkpoint (size, root, note, created) VALUES (?, ?, ?, ?)"
 )
@@ -218,6 +222,15 @@ class RecordedRow(NamedTuple):
     time: str
     key_id: str
     sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTree:
+    """A checkpoint note signed for the tree of ``size`` entries with ``root``, to store."""
+
+    size: int
+    root: bytes
+    note: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,11 +528,19 @@ class Store:
 
     # -- appending ----------------------------------------------------------------
 
-    def append(self, pending: Sequence[Pending], *, erase: Sequence[int] = ()) -> Appended:
+    def append(
+        self,
+        pending: Sequence[Pending],
+        *,
+        erase: Sequence[int] = (),
+        checkpoints: Sequence[SignedTree] = (),
+    ) -> Appended:
         """Append entries in one transaction; they are durable when this returns.
 
         ``erase`` lists indices whose payload is erased in the same transaction (a
         redaction: the caller appends the ``redaction`` entry that records it).
+        ``checkpoints`` are signed checkpoints stored in it too (as :meth:`add_checkpoint`
+        does, without a transaction and an fsync of their own).
         Raises :class:`StoreError`; :class:`LogIdentityError` when the database is no
         longer the log this store opened (checked against the head it reads, and after
         the commit: a commit into a deleted or replaced file is not durable).
@@ -528,14 +549,16 @@ class Store:
         rather than through SQLAlchemy's statement layer.
         """
         with self._append_lock:
-            appended = self._append(pending, erase)
+            appended = self._append(pending, erase, checkpoints)
             # One stat per commit: a commit into a deleted or replaced file "succeeds"
             # through the connection that still has it open, and is not in the log.
             if self._path is not None and self._file is not None:
                 self._check_file(self._stat(self._path))
             return appended
 
-    def _append(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
+    def _append(
+        self, pending: Sequence[Pending], erase: Sequence[int], checkpoints: Sequence[SignedTree]
+    ) -> Appended:
         sql = self._driver_sql
         raw = self._raw_writer("cannot append to the audit log")
         try:
@@ -577,6 +600,11 @@ class Store:
                     raise FormatError(f"entry {index} is missing or already redacted")
                 # The request goes with the payload, in the same transaction.
                 cursor.execute(sql(_DROP_REQUEST), (index,))
+            if checkpoints:
+                created = _now_text()
+                add = _ADD_CHECKPOINT_SQLITE if self.sqlite else sql(_ADD_CHECKPOINT_PG)
+                for signed in checkpoints:
+                    cursor.execute(add, (signed.size, signed.root, signed.note, created))
             root = frontier.root()
             cursor.execute(sql(_MOVE_HEAD), (frontier.end, chain, frontier.to_bytes(), root))
             if self.sqlite:

@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 from audit._errors import AuditError, FormatError, LogIdentityError, Overloaded, StoreError
-from audit._store import Appended, Pending, Receipt, Store
+from audit._store import Appended, Pending, Receipt, SignedTree, Store
 
 log = structlog.get_logger("docket.audit")
 
@@ -55,16 +55,28 @@ class Ticket:
     shows at tens of thousands of single-entry commits a second.
     """
 
-    __slots__ = ("_done", "_error", "_future", "_receipts", "_waker", "erase", "pending", "tree")
+    __slots__ = (
+        "_done",
+        "_error",
+        "_future",
+        "_receipts",
+        "_waker",
+        "checkpoints",
+        "erase",
+        "pending",
+        "tree",
+    )
 
     def __init__(
         self,
         pending: Sequence[Any],
         erase: Sequence[int],
         waker: _LoopWaker | None = None,
+        checkpoints: Sequence[SignedTree] = (),
     ) -> None:
         self.pending: Sequence[Any] = pending
         self.erase = erase
+        self.checkpoints = checkpoints
         self._receipts: list[Receipt] | None = None
         self._error: AuditError | None = None
         # The tree the commit left behind (size, root), set before the ticket resolves.
@@ -262,6 +274,23 @@ class Writer:
             self._cond.notify()
         return job
 
+    def commit_checkpoint(self, signed: SignedTree, timeout: float | None = 30) -> bool:
+        """Store a signed checkpoint in the next commit, with the entries it carries (no
+        transaction, fsync and turn at the log's lock of its own), and return once it is
+        durable. False, and nothing done, when this writer does not commit (not started,
+        closing, or relayed: the owner stores the checkpoints); the caller then stores
+        it itself. Raises the commit's :class:`StoreError`, :class:`LogIdentityError`."""
+        if self._fatal is not None:
+            raise LogIdentityError(self._fatal)
+        with self._cond:
+            if self._relayed is not None or self._closing or not self._started:
+                return False
+            job = Ticket((), (), None, (signed,))
+            self._jobs.append(job)
+            self._cond.notify()
+        job.result(timeout)
+        return True
+
     def append(
         self, pending: Sequence[Any], *, erase: Sequence[int] = (), timeout: float | None = 30
     ) -> list[Receipt]:
@@ -340,7 +369,7 @@ class Writer:
 
     def _committed(self, appended: Appended, entries: int) -> None:
         self._failure = None
-        for observer in self._observers:
+        for observer in self._observers if entries else ():  # not a checkpoint's alone
             observer(entries)
         if self._on_commit is not None:
             try:
@@ -398,9 +427,10 @@ class Writer:
             jobs = self._prepared(taken)
             pending = [item for job in jobs for item in job.pending]
             erase = [index for job in jobs for index in job.erase]
+            checkpoints = [signed for job in jobs for signed in job.checkpoints]
             try:
                 with self._committing:
-                    appended = self._commit(pending, erase)
+                    appended = self._commit(pending, erase, checkpoints)
             except Exception as exc:
                 error = _audit_error(exc, StoreError, "cannot append to the audit log")
                 self._failed(error)
@@ -420,12 +450,17 @@ class Writer:
                 with self._cond:
                     self._queued -= len(pending)
 
-    def _commit(self, pending: Sequence[Pending], erase: Sequence[int]) -> Appended:
+    def _commit(
+        self,
+        pending: Sequence[Pending],
+        erase: Sequence[int],
+        checkpoints: Sequence[SignedTree] = (),
+    ) -> Appended:
         # No retry here: a failed COMMIT may still have landed, and a retry would then
         # append the entries twice. SQLite's busy_timeout already waits out other writers.
         if self._relayed is not None:
             return self._relayed(pending, erase=erase)
-        return self.store.append(pending, erase=erase)
+        return self.store.append(pending, erase=erase, checkpoints=checkpoints)
 
 
 def _audit_error(exc: Exception, kind: type[AuditError], what: str) -> AuditError:

@@ -239,6 +239,37 @@ def test_a_checkpoint_due_while_another_process_signs_one_is_left_to_it(
     wait_for(lambda: [c.size for c in second.store.checkpoints()] == [6])
 
 
+def test_a_checkpoint_is_stored_in_the_writers_commit_while_it_runs(
+    open_log: OpenLog, entry_factory: EntryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint costs no transaction of its own (an fsync and a turn at the lock
+    every worker's commits queue on) while the writer runs: it rides in its next
+    commit. Once the writer is closed, the last one is stored on its own."""
+    log = open_log()
+    commits: list[list[int]] = []
+    append, add = log.store.append, log.store.add_checkpoint
+    monkeypatch.setattr(
+        log.store,
+        "append",
+        lambda pending, **kw: (
+            commits.append([c.size for c in kw.get("checkpoints", ())]) or append(pending, **kw)
+        ),
+    )
+    alone: list[int] = []
+    monkeypatch.setattr(
+        log.store, "add_checkpoint", lambda size, *a: alone.append(size) or add(size, *a)
+    )
+    log.record([entry_factory(i) for i in range(3)])
+    stored = log.checkpoint()
+    assert (stored.size, [3] in commits, alone) == (3, True, [])
+    checkpoint, _ = open_checkpoint(stored.note, log.verifiers(), origin=log.origin)
+    assert (checkpoint.size, checkpoint.root) == (3, log.store.head().root)
+    log.record([entry_factory(3)])
+    log.close()
+    assert alone == [4]
+    assert [c.size for c in log.store.checkpoints()] == [3, 4]
+
+
 def test_a_checkpoint_is_signed_every_interval(
     open_log: OpenLog, entry_factory: EntryFactory
 ) -> None:
