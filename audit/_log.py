@@ -377,9 +377,14 @@ class AuditLog:
         new; the seconds until the interval's turn. The latest is the database's, which
         every process appending to the log reads: each counting from its own would sign
         a checkpoint of every worker's share. Only the process with the log's signing
-        turn decides (:meth:`Store.signing_turn`); another looks again at its next wake."""
+        turn decides (:meth:`Store.signing_turn`); another counts its next
+        ``checkpoint_every`` from what it committed so far, which the one signing now
+        covers (else it would wake, and fold the WAL, at every commit until then)."""
         with self.store.signing_turn() as mine:
-            return self._sign_if_due() if mine else self.checkpoint_interval
+            if mine:
+                return self._sign_if_due()
+        self._signed_size = max(self._signed_size, self._latest[0])
+        return self.checkpoint_interval
 
     def _sign_if_due(self) -> float:
         latest = self.store.latest_checkpoint()

@@ -227,16 +227,20 @@ def test_a_checkpoint_due_while_another_process_signs_one_is_left_to_it(
     open_log: OpenLog, entry_factory: EntryFactory
 ) -> None:
     """Two workers that find a checkpoint due at once would both sign one: the one that
-    does not get the log's signing turn leaves it to the other, and looks again at its
-    next commit."""
+    does not get the log's signing turn leaves it to the other (which covers what it
+    committed so far) and counts its next ``checkpoint_every`` entries from there."""
     first, second = open_log(checkpoint_every=5), open_log(checkpoint_every=5)
     with first.store.signing_turn() as mine:
         assert mine
         second.record([entry_factory(i) for i in range(5)])
         time.sleep(0.3)
         assert second.store.checkpoints() == []  # due, but the turn is taken
+        first.checkpoint()  # what the process with the turn does with it
     second.record([entry_factory(5)])
-    wait_for(lambda: [c.size for c in second.store.checkpoints()] == [6])
+    time.sleep(0.3)
+    assert [c.size for c in second.store.checkpoints()] == [5]  # 1 since: not due
+    second.record([entry_factory(i) for i in range(6, 10)])
+    wait_for(lambda: [c.size for c in second.store.checkpoints()] == [5, 10])
 
 
 def test_a_checkpoint_is_stored_in_the_writers_commit_while_it_runs(
