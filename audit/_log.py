@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from audit._canonical import loads_canonical
-from audit._entry import Entry, timed_canonical
+from audit._entry import TIME_FORMAT, Entry, timed_canonical
 from audit._errors import AuditError, FormatError, NoteError, ProofError, StoreError
 from audit._kept import KeptCheckpoint
 from audit._keys import KeyRing
@@ -65,7 +65,7 @@ def pending(entry: Entry | Recorded | Pending) -> Pending:
 def _age(created: str) -> float:
     """Seconds since a checkpoint row's ``created`` time (0 for one in the future, after
     the clock was set back)."""
-    made = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    made = datetime.strptime(created, TIME_FORMAT).replace(tzinfo=UTC)
     return max(0.0, (utcnow() - made).total_seconds())
 
 
