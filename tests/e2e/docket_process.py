@@ -7,7 +7,6 @@ SIGTERM from the kernel if the test process dies (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -17,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,13 +38,19 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0  # docket serve drains for up to 10 s
 
 
-def die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the test process dies first."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-PREEXEC: Callable[[], None] | None = die_with_parent if sys.platform == "linux" else None
+def die_with_parent(
+    command: Sequence[str | os.PathLike[str]], signal_name: str = "TERM"
+) -> list[Any]:
+    """``command`` run so that it gets SIGTERM (or ``signal_name``) if the test process
+    dies first: on Linux, util-linux's ``setpriv`` sets the parent-death signal and
+    execs it (same process, same pid). A command prefix, not a ``preexec_fn``: with one,
+    subprocess fork()s the test process, and the fork handlers of its gRPC threads race
+    the fork (grpc/grpc#43055: "epoll_wait error: Bad file descriptor", a collector
+    that never started); without one it uses vfork and exec."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    if setpriv is None:
+        return list(command)
+    return [setpriv, "--pdeathsig", signal_name, "--", *command]
 
 
 def stop(process: subprocess.Popen[bytes], what: str) -> int:
@@ -147,26 +152,27 @@ def start_docket(
     log = root / "docket.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                DOCKET,
-                "serve",
-                "--bundle",
-                str(copy),
-                "--grpc",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-                "--admission",
-                "127.0.0.1:0",
-                "--data-dir",
-                str(root / "data"),
-                *flags,
-            ],
+            die_with_parent(
+                [
+                    DOCKET,
+                    "serve",
+                    "--bundle",
+                    str(copy),
+                    "--grpc",
+                    "127.0.0.1:0",
+                    "--metrics",
+                    "127.0.0.1:0",
+                    "--admission",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(root / "data"),
+                    *flags,
+                ]
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=root,
             env=None if env is None else {**os.environ, **env},
-            preexec_fn=PREEXEC,
         )
     found: dict[str, int] = {}
     scheme: list[str] = []

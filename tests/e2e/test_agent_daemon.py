@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
-from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop
+from e2e.docket_process import DOCKET, Docket, die_with_parent, start_docket, stop
 from spiffe import JwtSource, JwtSvid, WorkloadApiClient
 from spiffe.workloadapi.x509_context import X509Context
 from swtpm import ProvisionedState, SoftwareTpm
@@ -121,20 +121,21 @@ def start_agent(
     log = tmp_path / "agent.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [
-                DOCKET,
-                *("--log-format", "json"),
-                *("agent", "run"),
-                *("--server", f"127.0.0.1:{docket.grpc_port}"),
-                *("--tcti", swtpm.env["TPM2TOOLS_TCTI"]),
-                *("--out", str(tmp_path / "creds")),
-                *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
-                *("--socket", str(short / "api" / "agent.sock")),
-                *flags,
-            ],
+            die_with_parent(
+                [
+                    DOCKET,
+                    *("--log-format", "json"),
+                    *("agent", "run"),
+                    *("--server", f"127.0.0.1:{docket.grpc_port}"),
+                    *("--tcti", swtpm.env["TPM2TOOLS_TCTI"]),
+                    *("--out", str(tmp_path / "creds")),
+                    *("--ek-intermediate", str(provisioned_tpm.issuer_cert)),
+                    *("--socket", str(short / "api" / "agent.sock")),
+                    *flags,
+                ]
+            ),
             stdout=sink,
             stderr=subprocess.STDOUT,
-            preexec_fn=PREEXEC,
         )
     return AgentProcess(process, tmp_path / "creds", short / "api" / "agent.sock", log), short
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy
-from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket
+from e2e.docket_process import DOCKET, Docket, die_with_parent, start_docket
 from e2e.docket_process import authorize as docket_authorize
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -253,24 +253,25 @@ def test_restarting_on_an_older_copy_is_refused(tmp_path: Path, bundle: Path) ->
     shutil.rmtree(root / "policies")
     shutil.copytree(bundle, root / "policies")
     refused = subprocess.run(
-        [
-            DOCKET,
-            "serve",
-            "--bundle",
-            str(root / "policies"),
-            "--grpc",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--admission",
-            "off",
-            "--data-dir",
-            str(data),
-        ],
+        die_with_parent(
+            [
+                DOCKET,
+                "serve",
+                "--bundle",
+                str(root / "policies"),
+                "--grpc",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--admission",
+                "off",
+                "--data-dir",
+                str(data),
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=PREEXEC,
     )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     lines = refused.stderr.strip().splitlines()

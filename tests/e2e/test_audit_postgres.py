@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from e2e.docket_process import die_with_parent
 from e2e.postgres import HOST, SUPERUSER, PostgresServer
 
 from audit import (
@@ -206,15 +205,6 @@ def test_threads_append_to_one_tree_with_proofs(postgres_db: str, tmp_path: Path
         log.close()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the test process dies first."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-_PREEXEC: Callable[[], None] | None = _die_with_parent if sys.platform == "linux" else None
-
-
 @dataclass
 class Writer:
     tag: str
@@ -254,12 +244,14 @@ def _writers(
             out, err = tmp_path / f"{tag}.out", tmp_path / f"{tag}.err"
             with out.open("wb") as stdout, err.open("wb") as stderr:
                 process = subprocess.Popen(
-                    [sys.executable, WRITER, url, keys, tag, str(count), str(threads), *flags],
+                    die_with_parent(
+                        [sys.executable, WRITER, url, keys, tag, str(count), str(threads), *flags],
+                        "KILL",
+                    ),
                     stdin=subprocess.PIPE,
                     stdout=stdout,
                     stderr=stderr,
                     cwd=tmp_path,
-                    preexec_fn=_PREEXEC,
                 )
             writers.append(Writer(tag, process, out, err))
         deadline = time.monotonic() + TIMEOUT

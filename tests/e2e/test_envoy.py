@@ -44,7 +44,7 @@ import httpx
 import pytest
 import yaml
 from devices import DEVICE_ID, PEP, attested
-from e2e.docket_process import DOCKET, PREEXEC, Docket, start_docket, stop, wait_for
+from e2e.docket_process import DOCKET, Docket, die_with_parent, start_docket, stop, wait_for
 from swtpm import ProvisionedState, SoftwareTpm
 
 from attestation._ca import CertificateAuthority
@@ -235,24 +235,25 @@ def start_envoy(binary: str, root: Path, config: dict[str, Any]) -> Envoy:
     log = root / "envoy.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                binary,
-                "-c",
-                str(config_path),
-                "--log-level",
-                "warn",
-                "--use-dynamic-base-id",
-                "--concurrency",
-                "1",
-                "--admin-address-path",
-                str(admin_path),
-                "--file-flush-interval-msec",
-                "100",  # the access log (Envoy's stdout) reaches the file quickly
-            ],
+            die_with_parent(
+                [
+                    binary,
+                    "-c",
+                    str(config_path),
+                    "--log-level",
+                    "warn",
+                    "--use-dynamic-base-id",
+                    "--concurrency",
+                    "1",
+                    "--admin-address-path",
+                    str(admin_path),
+                    "--file-flush-interval-msec",
+                    "100",  # the access log (Envoy's stdout) reaches the file quickly
+                ]
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=root,
-            preexec_fn=PREEXEC,
         )
 
     def live() -> bool:

@@ -37,7 +37,15 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from bundle_servers import SIGNER, StaticServer, signed_archive, signed_files
-from e2e.docket_process import DOCKET, PREEXEC, Docket, authorize, start_docket, stop, wait_for
+from e2e.docket_process import (
+    DOCKET,
+    Docket,
+    authorize,
+    die_with_parent,
+    start_docket,
+    stop,
+    wait_for,
+)
 from sample_bundle import write_bundle
 
 from audit import AuditLog, Checkpoint, CollectorStore, Push, SignerKey, Store, next_push
@@ -89,21 +97,22 @@ class Fleet:
         args += [f"--site=lab-1={key}" for key in self.lab.verifiers()]
         with log.open("ab") as out:
             self.collector = subprocess.Popen(
-                [
-                    DOCKET,
-                    "collector",
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--database-url",
-                    self.database,
-                    "--key",
-                    str(self.root / "collector.key"),
-                    *args,
-                ],
+                die_with_parent(
+                    [
+                        DOCKET,
+                        "collector",
+                        "serve",
+                        "--listen",
+                        f"127.0.0.1:{self.port}",
+                        "--database-url",
+                        self.database,
+                        "--key",
+                        str(self.root / "collector.key"),
+                        *args,
+                    ]
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=PREEXEC,
             )
         self.starts += 1
         wait_for(

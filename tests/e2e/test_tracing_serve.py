@@ -21,7 +21,7 @@ import grpc
 import httpx
 import pytest
 from admission_reviews import body, fixture, review
-from e2e.docket_process import PREEXEC, Docket, start_docket, stop
+from e2e.docket_process import Docket, die_with_parent, start_docket, stop
 from e2e.test_envoy import (  # envoy_binary: the fixture (the Envoy binary, or a skip)
     EXAMPLE,
     envoy_binary,  # noqa: F401
@@ -63,11 +63,12 @@ class Collector:
         root.mkdir(parents=True, exist_ok=True)
         self.out = root / "spans.jsonl"
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("otlp_collector.py")), str(self.out)],
+            die_with_parent(
+                [sys.executable, str(Path(__file__).with_name("otlp_collector.py")), str(self.out)]
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=PREEXEC,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from e2e.docket_process import DOCKET, PREEXEC, ROOT, stop, wait_for
+from e2e.docket_process import DOCKET, ROOT, die_with_parent, stop, wait_for
 
 from audit import Checkpoint, SignerKey
 from audit.merkle import consistency_proof, leaf_hash, node_hash, root_of
@@ -129,7 +129,7 @@ def _start(root: Path, command: list[str], ready: str) -> WitnessProcess:
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=root, preexec_fn=PREEXEC
+            die_with_parent(command), stdout=out, stderr=subprocess.STDOUT, cwd=root
         )
     found: list[str] = []
 
