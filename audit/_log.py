@@ -33,7 +33,7 @@ from audit._keys import KeyRing
 from audit._note import Checkpoint, SignerKey, VerifierKey, sign_checkpoint
 from audit._redaction import RedactionOrder, sign_order
 from audit._requests import Recorded, RequestKeys, request_bytes
-from audit._store import Pending, Receipt, SignedTree, Store, StoredCheckpoint
+from audit._store import Head, Pending, Receipt, SignedTree, Store, StoredCheckpoint
 from audit._writer import Ticket, Writer
 
 if TYPE_CHECKING:
@@ -275,9 +275,16 @@ class AuditLog:
         a kept path is set). Raises :class:`StoreError` without signing keys and no
         checkpoint to show; :class:`~audit.LogIdentityError` once the database was found
         to be no longer the log (a replacement is never signed)."""
+        return self._checkpoint(*self._tree())
+
+    def _tree(self) -> tuple[Head, StoredCheckpoint | None]:
+        """The tree as it is now and its latest stored checkpoint, read once the
+        database is known to still be the log. Raises :class:`~audit.LogIdentityError`,
+        :class:`StoreError`."""
         self.writer.check_identity()
-        head = self.store.head()
-        latest = self.store.latest_checkpoint()
+        return self.store.head(), self.store.latest_checkpoint()
+
+    def _checkpoint(self, head: Head, latest: StoredCheckpoint | None) -> StoredCheckpoint:
         if latest is not None and latest.size >= head.size:
             self._keep(latest)
             return latest
@@ -387,16 +394,16 @@ class AuditLog:
         return self.checkpoint_interval
 
     def _sign_if_due(self) -> float:
-        latest = self.store.latest_checkpoint()
+        head, latest = self._tree()
         if latest is not None:
             self._signed_size = max(self._signed_size, latest.size)
-        new = max(self._latest[0], self.store.head().size) - self._signed_size
+        new = max(self._latest[0], head.size) - self._signed_size
         if new <= 0:
             return self.checkpoint_interval
         age = self.checkpoint_interval if latest is None else _age(latest.created)
         if new < self.checkpoint_every and age < self.checkpoint_interval:
             return self.checkpoint_interval - age
-        self.checkpoint()
+        self._checkpoint(head, latest)
         return self.checkpoint_interval
 
     def drop_expired_requests(self, now: datetime) -> int:
