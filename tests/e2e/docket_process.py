@@ -246,3 +246,32 @@ def authorize(server: Docket, principal: str, resource: str = "ledger") -> pb.Au
             timeout=10,
         )
     return answer
+
+
+def decisions_per_pid(metrics_dir: Path, api: str) -> dict[int, float]:
+    """``docket_decisions_total{api=…}`` of each worker process, read from the
+    files prometheus_client's multiprocess mode keeps per process (``counter_<pid>.db``)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    counts: dict[int, float] = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = int(path.stem.removeprefix("counter_"))
+        for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
+            _metric, name, labels, _help = json.loads(key)
+            if name == "docket_decisions_total" and labels.get("api") == api:
+                counts[pid] = counts.get(pid, 0.0) + value
+    return counts
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found

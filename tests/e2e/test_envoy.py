@@ -44,7 +44,16 @@ import httpx
 import pytest
 import yaml
 from devices import DEVICE_ID, PEP, attested
-from e2e.docket_process import DOCKET, Docket, die_with_parent, start_docket, stop, wait_for
+from e2e.docket_process import (
+    DOCKET,
+    Docket,
+    children_of,
+    decisions_per_pid,
+    die_with_parent,
+    start_docket,
+    stop,
+    wait_for,
+)
 from swtpm import ProvisionedState, SoftwareTpm
 
 from attestation._ca import CertificateAuthority
@@ -698,35 +707,6 @@ CONCURRENT = 16  # Checks in flight at once: enough for Envoy to need several co
 ROUNDS = 25  # rounds of CONCURRENT requests before giving up on a second worker
 
 
-def ext_authz_decisions_per_pid(metrics_dir: Path) -> dict[int, float]:
-    """``docket_decisions_total{api="ext_authz"}`` of each worker process, read from the
-    files prometheus_client's multiprocess mode keeps per process (``counter_<pid>.db``)."""
-    from prometheus_client.mmap_dict import MmapedDict
-
-    counts: dict[int, float] = {}
-    for path in metrics_dir.glob("counter_*.db"):
-        pid = int(path.stem.removeprefix("counter_"))
-        for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
-            _metric, name, labels, _help = json.loads(key)
-            if name == "docket_decisions_total" and labels.get("api") == "ext_authz":
-                counts[pid] = counts.get(pid, 0.0) + value
-    return counts
-
-
-def children_of(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def test_checks_reach_every_worker_through_the_example_config(
     envoy_binary: str,
     tmp_path: Path,
@@ -768,7 +748,7 @@ def test_checks_reach_every_worker_through_the_example_config(
                         statuses = list(pool.map(one, clients))
                         sent += len(statuses)
                         assert statuses == [200] * CONCURRENT, statuses
-                        per_pid = ext_authz_decisions_per_pid(metrics_dir)
+                        per_pid = decisions_per_pid(metrics_dir, "ext_authz")
                         if len([pid for pid, n in per_pid.items() if n > 0]) >= WORKERS:
                             break
             finally:
