@@ -10,7 +10,9 @@ and devices. A revocation list that does not verify, or is older than the one in
 (a rollback), is logged and refused; the one in force stays.
 
 One process by default. With ``workers > 1`` a supervisor starts that many worker
-processes that share the gRPC port (SO_REUSEPORT); each worker commits its own audit
+processes that share the gRPC port (SO_REUSEPORT; new connections dealt to them in
+turn where the kernel lets a worker attach the program of :mod:`engine._runtime.balance`,
+else by the kernel's hash); each worker commits its own audit
 entries, or with ``audit_writer = "supervisor"`` the supervisor owns the log's one writer,
 which every worker's entries are committed through (:mod:`audit._relay`: one transaction
 and one fsync carries what all workers have waiting); it forwards SIGHUP
@@ -49,6 +51,7 @@ import structlog
 from audit import LogServer, RelayAddress
 from engine._core.bundle import PolicyBundle
 from engine._errors import ServeError
+from engine._runtime.balance import deal_in_turn
 from engine._runtime.logging_setup import configure_logging
 from engine._runtime.prepare import (
     Address,
@@ -264,6 +267,8 @@ def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddre
         worker.stop(0)
         ready.put(("error", str(exc)))
         return
+    if settings.connection_balancing == "round-robin":
+        _deal_in_turn(bound, settings.workers)
     settle_heap()
     ready.put(("ready", (bound, bound_admission, bound_http)))
     while not signals.stop.wait(0.5):  # polled: see _serve_one
@@ -273,6 +278,16 @@ def _worker_main(settings: Settings, ports: Ports, ready: Any, relay: RelayAddre
             log.error("serve.supervisor_gone", supervisor=supervisor)
             break
     worker.stop()
+
+
+def _deal_in_turn(port: int, workers: int) -> None:
+    """Have the kernel deal new connections on the gRPC port to the workers in turn
+    (:mod:`engine._runtime.balance`); where it cannot, say why: its hash goes on."""
+    reason = deal_in_turn(port, workers)
+    if reason is None:
+        log.info("serve.connections", dealt="round-robin", workers=workers)
+    else:
+        log.warning("serve.connections", dealt="by the kernel's hash", reason=reason)
 
 
 class _Supervisor:

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes sharing the gRPC port (SO_REUSEPORT); cedarpy holds the GIL,
     so one per core is how decisions scale."""
+    connection_balancing: Literal["round-robin", "hash"] = "round-robin"
+    """With ``workers > 1``, how new gRPC connections are dealt to the workers: in turn
+    (a kernel program on the shared port, where the process may load one: root or
+    ``CAP_BPF``; else the kernel's hash, saying why once per worker), or by the kernel's
+    hash of the connection's addresses, which gives 16 connections 11/5 as often as 8/8
+    (benchmarks/README.md, "the tail, balanced")."""
     grpc_threads: int = Field(default=4, ge=1, le=256)
     """Threads per process for the RPCs that are not served on the event loop (Place,
     ReloadBundle, attestation, audit proofs, health); Authorize, BatchAuthorize and

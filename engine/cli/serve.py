@@ -60,6 +60,12 @@ if TYPE_CHECKING:
     type=click.Choice(["per-worker", "supervisor"]),
     help="With --workers > 1: each worker commits its entries, or the supervisor all [per-worker].",
 )
+@click.option(
+    "--connection-balancing",
+    type=click.Choice(["round-robin", "hash"]),
+    help="With --workers > 1: new connections dealt to the workers in turn, or by the "
+    "kernel's hash [round-robin].",
+)
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="Server certificate (PEM).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="Server private key (PEM).")
 @click.option(
