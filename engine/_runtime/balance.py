@@ -123,13 +123,15 @@ def listening_sockets(port: int) -> list[int]:
             if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
                 continue
             with socket.socket(fileno=os.dup(fd)) as view:
+                if view.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
                 if view.type != socket.SOCK_STREAM:
                     continue
                 if not view.getsockopt(socket.SOL_SOCKET, _SO_ACCEPTCONN):
                     continue
                 if view.getsockname()[1] == port:
                     found.append(fd)
-        except OSError:  # closed meanwhile, or not an internet socket
+        except OSError:  # closed meanwhile
             continue
     return found
 

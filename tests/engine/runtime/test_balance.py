@@ -7,6 +7,7 @@ import os
 import select
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -91,12 +92,20 @@ def test_an_index_past_the_last_socket_falls_back_to_the_hash(
     assert order[5:8] == order[0:3], order
 
 
-def test_only_this_ports_listening_sockets_are_found(group: list[socket.socket]) -> None:
+def test_only_this_ports_listening_sockets_are_found(
+    group: list[socket.socket], tmp_path: Path
+) -> None:
     port = group[0].getsockname()[1]
-    with socket.socket() as other, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+    with (
+        socket.socket() as other,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        socket.socket(socket.AF_UNIX) as local,  # listening too, but on a path
+    ):
         other.bind(("127.0.0.1", 0))
         other.listen(1)
         udp.bind(("127.0.0.1", 0))
+        local.bind(str(tmp_path / "s"))
+        local.listen(1)
         found = listening_sockets(port)
         assert sorted(found) == sorted(listener.fileno() for listener in group)
         assert listening_sockets(udp.getsockname()[1]) == []
