@@ -919,10 +919,8 @@ class Store:
         # Processes sharing the log sign the same size when it is idle; on PostgreSQL a
         # check-then-insert would let both insert and one fail.
         with self._checkpoint_lock, self._write() as conn:
-            conn.execute(
-                postgresql.insert(_CHECKPOINT)
-                .values(size=size, root=root, note=note, created=_now_text())
-                .on_conflict_do_nothing(index_elements=[_CHECKPOINT.c.size])
+            conn.exec_driver_sql(
+                self._driver_sql(_ADD_CHECKPOINT_PG), (size, root, note, _now_text())
             )
 
     def _raw_writer(self, what: str) -> Any:
