@@ -25,7 +25,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +62,7 @@ from benchmarks.bench_serving import (
     Batches,
     Bench,
     Peer,
+    Sample,
     Target,
     conclude,
     docket_peer,
@@ -71,6 +72,7 @@ from benchmarks.bench_serving import (
     medians,
     ratio_target,
     renew,
+    round_ratios,
     samples_table,
     start_cerbos,
     start_previous,
@@ -301,19 +303,23 @@ def report(
         "process; srv CPU µs/call: the server's process group"
     )
 
+    def of(value: str) -> Callable[[Sample], float | None]:
+        if value == "cpu":
+            return lambda s: s.cpu_us
+        return lambda s: s.calls_per_s * s.decisions_per_call
+
     def figure(server: str, load: str, value: str) -> tuple[float | None, str]:
         if server in bench.skipped:
             return None, f"{server} SKIPPED: {bench.skipped[server]}"
-        if value == "cpu":
-            return figure_of(middle, server, load, lambda s: s.cpu_us)
-        return figure_of(middle, server, load, lambda s: s.calls_per_s * s.decisions_per_call)
+        return figure_of(middle, server, load, of(value))
 
     def versus(mine: str, what: str, load: str, factor: float, other: str, value: str,
                unit: str, cost: bool = False) -> Target:  # fmt: skip
         ours, why_ours = figure(mine, load, value)
         theirs, why_theirs = figure(other, load, value)
+        each = round_ratios(bench.samples, load, mine, other, of(value))
         return ratio_target(f"{what} ({mine})", factor, (mine, ours), (other, theirs), unit,
-                            cost=cost, unjudged=why_theirs or why_ours)  # fmt: skip
+                            cost=cost, unjudged=why_theirs or why_ours, rounds=each)  # fmt: skip
 
     targets = []
     for mine in (DOCKET, PYVOY):

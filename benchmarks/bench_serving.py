@@ -201,6 +201,30 @@ class Target:
     figure: str
 
 
+def round_ratios(
+    samples: Sequence[Sample],
+    load: str,
+    mine: str,
+    theirs: str,
+    value: Callable[[Sample], float | None],
+) -> list[float]:
+    """``mine``'s figure over ``theirs`` under ``load`` in each round that has both, from
+    calls all answered (the loads take turns within a round, so the two of a round share
+    their minutes on the machine)."""
+    rounds: dict[int, dict[str, float]] = {}
+    for each in samples:
+        if each.load != load or each.server not in (mine, theirs) or not each.answered:
+            continue
+        figure = value(each)
+        if figure is not None:
+            rounds.setdefault(each.round, {})[each.server] = figure
+    return [
+        pair[mine] / pair[theirs]
+        for _, pair in sorted(rounds.items())
+        if mine in pair and theirs in pair and pair[theirs]
+    ]
+
+
 def ratio_target(
     name: str,
     factor: float,
@@ -210,15 +234,22 @@ def ratio_target(
     *,
     cost: bool = False,
     unjudged: str = "",
+    rounds: Sequence[float] = (),
 ) -> Target:
     """``mine`` ≥ ``factor`` times ``theirs``, a figure of the same run (with ``cost``: ≤,
-    lower is better). Not judged without both figures; ``unjudged`` says why."""
+    lower is better). Not judged without both figures; ``unjudged`` says why. The verdict
+    is the medians'; with two or more ``rounds`` (:func:`round_ratios`) the figure also
+    shows the ratio of each round and in how many of them the target was met."""
     goal = f"{'≤' if cost else '≥'} {factor:g}x {theirs[0]}"
     if mine[1] is None or theirs[1] is None:
         return Target(name, goal, "NOT JUDGED", unjudged or "a figure is missing")
     ratio = mine[1] / theirs[1]
     figure = f"{mine[0]} {mine[1]:,.0f}{unit}, {theirs[0]} {theirs[1]:,.0f}{unit}: {ratio:.2f}x"
     met = ratio <= factor if cost else ratio >= factor
+    if len(rounds) > 1:
+        each = ", ".join(f"{r:.2f}x" for r in rounds)
+        times = sum(1 for r in rounds if (r <= factor if cost else r >= factor))
+        figure += f"; by round {each}: met in {times} of {len(rounds)}"
     return Target(name, goal, "MET" if met else "NOT MET", figure)
 
 
@@ -650,6 +681,7 @@ def report(
             unit,
             cost=cost,
             unjudged=why_theirs or why_mine,
+            rounds=round_ratios(bench.samples, load, DOCKET, other, value),
         )
 
     def calls(s: Sample) -> float:

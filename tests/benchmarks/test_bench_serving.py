@@ -105,6 +105,47 @@ def test_a_target_without_its_own_figure_is_not_judged() -> None:
     assert (target.verdict, target.figure) == ("NOT JUDGED", "a figure is missing")
 
 
+def test_each_rounds_ratio_is_of_the_two_servers_in_that_round() -> None:
+    # The run at 09:30 UTC on 2026-12-05: met by the medians, not in every round.
+    rounds = [
+        sample("Docket", 1, 2577), sample("previous", 1, 922),
+        sample("Docket", 2, 2832), sample("previous", 2, 1360),
+        sample("Docket", 3, 3186), sample("previous", 3, 1049),
+        sample("Cerbos", 1, 6680),
+        replace(sample("Docket", 4, 9000), load="x10"),
+    ]  # fmt: skip
+    ratios = bs.round_ratios(rounds, "256 in flight", "Docket", "previous", lambda s: s.calls_per_s)
+    assert [round(r, 2) for r in ratios] == [2.80, 2.08, 3.04]
+    target = bs.ratio_target(
+        "throughput", 2.5, ("Docket", 2832.0), ("previous", 1049.0), "/s", rounds=ratios
+    )
+    assert (target.verdict, target.figure) == (
+        "MET",
+        "Docket 2,832/s, previous 1,049/s: 2.70x; by round 2.80x, 2.08x, 3.04x: met in 2 of 3",
+    )
+
+
+def test_a_round_without_both_figures_or_with_failed_calls_has_no_ratio() -> None:
+    rounds = [
+        sample("Docket", 1, 2000, cpu_us=600), sample("trivial", 1, 6000, cpu_us=240),
+        sample("Docket", 2, 2000, cpu_us=None), sample("trivial", 2, 6000, cpu_us=240),
+        replace(sample("Docket", 3, 2000, cpu_us=500), answered=False),
+        sample("trivial", 3, 6000, cpu_us=250),
+        sample("Docket", 4, 2000, cpu_us=700),  # the other server left the run
+    ]  # fmt: skip
+    assert bs.round_ratios(rounds, "256 in flight", "Docket", "trivial", lambda s: s.cpu_us) == [
+        2.5
+    ]
+    one = bs.ratio_target(
+        "CPU", 2.5, ("Docket", 600.0), ("trivial", 240.0), " µs", cost=True, rounds=[2.5]
+    )
+    assert one.figure == "Docket 600 µs, trivial 240 µs: 2.50x"  # one round: nothing to add
+    two = bs.ratio_target(
+        "CPU", 2.5, ("Docket", 600.0), ("trivial", 240.0), " µs", cost=True, rounds=[2.5, 2.6]
+    )
+    assert two.figure.endswith("; by round 2.50x, 2.60x: met in 1 of 2")
+
+
 @pytest.mark.parametrize(
     ("p99", "answered", "verdict"),
     [
