@@ -243,14 +243,17 @@ def ratio_target(
     goal = f"{'≤' if cost else '≥'} {factor:g}x {theirs[0]}"
     if mine[1] is None or theirs[1] is None:
         return Target(name, goal, "NOT JUDGED", unjudged or "a figure is missing")
+
+    def meets(ratio: float) -> bool:
+        return ratio <= factor if cost else ratio >= factor
+
     ratio = mine[1] / theirs[1]
     figure = f"{mine[0]} {mine[1]:,.0f}{unit}, {theirs[0]} {theirs[1]:,.0f}{unit}: {ratio:.2f}x"
-    met = ratio <= factor if cost else ratio >= factor
     if len(rounds) > 1:
         each = ", ".join(f"{r:.2f}x" for r in rounds)
-        times = sum(1 for r in rounds if (r <= factor if cost else r >= factor))
+        times = sum(1 for r in rounds if meets(r))
         figure += f"; by round {each}: met in {times} of {len(rounds)}"
-    return Target(name, goal, "MET" if met else "NOT MET", figure)
+    return Target(name, goal, "MET" if meets(ratio) else "NOT MET", figure)
 
 
 def latency_target(*, p99_ms: float, offered: int, answered: float) -> Target:
