@@ -534,6 +534,7 @@ class Store:
         *,
         erase: Sequence[int] = (),
         checkpoints: Sequence[SignedTree] = (),
+        more: Callable[[], Sequence[Pending]] | None = None,
     ) -> Appended:
         """Append entries in one transaction; they are durable when this returns.
 
@@ -541,6 +542,10 @@ class Store:
         redaction: the caller appends the ``redaction`` entry that records it).
         ``checkpoints`` are signed checkpoints stored in it too (as :meth:`add_checkpoint`
         does, without a transaction and an fsync of their own).
+        ``more`` is called once this process holds the log (its head locked against
+        every other appender); what it returns is appended after ``pending`` in the
+        same transaction: the writer's entries that arrived while it waited for its
+        turn, which would otherwise wait for a whole commit more.
         Raises :class:`StoreError`; :class:`LogIdentityError` when the database is no
         longer the log this store opened (checked against the head it reads, and after
         the commit: a commit into a deleted or replaced file is not durable).
@@ -549,7 +554,7 @@ class Store:
         rather than through SQLAlchemy's statement layer.
         """
         with self._append_lock:
-            appended = self._append(pending, erase, checkpoints)
+            appended = self._append(pending, erase, checkpoints, more)
             # One stat per commit: a commit into a deleted or replaced file "succeeds"
             # through the connection that still has it open, and is not in the log.
             if self._path is not None and self._file is not None:
@@ -557,7 +562,11 @@ class Store:
             return appended
 
     def _append(
-        self, pending: Sequence[Pending], erase: Sequence[int], checkpoints: Sequence[SignedTree]
+        self,
+        pending: Sequence[Pending],
+        erase: Sequence[int],
+        checkpoints: Sequence[SignedTree],
+        more: Callable[[], Sequence[Pending]] | None = None,
     ) -> Appended:
         sql = self._driver_sql
         raw = self._raw_writer("cannot append to the audit log")
@@ -573,6 +582,8 @@ class Store:
                 raise StoreError(f"{self.url} holds no audit log (no head row)")
             size, chain = int(head[0]), bytes(head[1])
             self._check_head(size, chain)
+            if more is not None:
+                pending = [*pending, *more()]
             frontier = CompactRange.from_bytes(0, size, bytes(head[2]))
             sha256 = hashlib.sha256
             leaves = [sha256(b"\x00" + item.payload).digest() for item in pending]

@@ -5,7 +5,10 @@ entries on its own thread: no hand-off, which is most of the cost of a lone entr
 Otherwise it queues them and waits; one writer thread takes everything queued, appends
 it in one transaction and answers every caller once the commit is durable. While a
 commit is in flight the next batch gathers, so the number of fsyncs per second stays
-flat as callers are added.
+flat as callers are added. With several processes on one log, a writer that took its
+batch may wait its turn while another process commits; what is queued meanwhile joins
+that commit once the log is its (:meth:`Writer._late`), rather than wait for a commit of
+its own.
 
 A caller on an event loop (the asynchronous server) awaits :meth:`Writer.append_async`
 instead: it always queues, and the writer thread wakes each loop once per commit to
@@ -402,6 +405,25 @@ class Writer:
                 jobs.append(job)
             return jobs
 
+    def _late(self, jobs: list[Ticket]) -> list[Ticket]:
+        """The entries queued after ``jobs`` were taken, for the same commit: taken once
+        the store holds the log, they are the ones that came while this process waited
+        for its turn (another process committing), and would otherwise wait a whole
+        commit more. Never with a redaction, nor past a checkpoint (its commit carries
+        the checkpoints taken first); within ``max_batch``."""
+        if not jobs or jobs[0].erase:
+            return []
+        size = sum(len(job.pending) for job in jobs)
+        late = []
+        with self._cond:
+            while self._jobs and not self._jobs[0].erase and not self._jobs[0].checkpoints:
+                if size + len(self._jobs[0].pending) > self.max_batch:
+                    break
+                job = self._jobs.popleft()
+                size += len(job.pending)
+                late.append(job)
+        return self._prepared(late)
+
     def _prepared(self, jobs: list[Ticket]) -> list[Ticket]:
         """Turn queued items into canonical entries here, on the writer thread: callers
         then hold the GIL only to queue and to wake, and the commit is not kept
@@ -424,43 +446,56 @@ class Writer:
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:
-            jobs = self._prepared(taken)
-            pending = [item for job in jobs for item in job.pending]
-            erase = [index for job in jobs for index in job.erase]
-            checkpoints = [signed for job in jobs for signed in job.checkpoints]
-            try:
-                with self._committing:
-                    appended = self._commit(pending, erase, checkpoints)
-            except Exception as exc:
-                error = _audit_error(exc, StoreError, "cannot append to the audit log")
-                self._failed(error)
-                log.error("audit.commit_failed", error=str(error), entries=len(pending))
-                for job in jobs:
-                    job._resolve(None, error)
-            else:
-                position = 0
-                tree = (appended.size, appended.root)
-                for job in jobs:
-                    count = len(job.pending)
-                    job.tree = tree
-                    job._resolve(appended.receipts[position : position + count], None)
-                    position += count
-                self._committed(appended, len(pending))
-            finally:
-                with self._cond:
-                    self._queued -= len(pending)
+            self._commit_jobs(self._prepared(taken))
+
+    def _commit_jobs(self, jobs: list[Ticket]) -> None:
+        """Commit ``jobs`` and, once the store holds the log, what :meth:`_late` adds;
+        answer every one of them."""
+        pending = [item for job in jobs for item in job.pending]
+        erase = [index for job in jobs for index in job.erase]
+        checkpoints = [signed for job in jobs for signed in job.checkpoints]
+
+        def more() -> list[Pending]:
+            late = self._late(jobs)
+            jobs.extend(late)
+            added = [item for job in late for item in job.pending]
+            pending.extend(added)
+            return added
+
+        try:
+            with self._committing:
+                appended = self._commit(list(pending), erase, checkpoints, more)
+        except Exception as exc:
+            error = _audit_error(exc, StoreError, "cannot append to the audit log")
+            self._failed(error)
+            log.error("audit.commit_failed", error=str(error), entries=len(pending))
+            for job in jobs:
+                job._resolve(None, error)
+        else:
+            position = 0
+            tree = (appended.size, appended.root)
+            for job in jobs:
+                count = len(job.pending)
+                job.tree = tree
+                job._resolve(appended.receipts[position : position + count], None)
+                position += count
+            self._committed(appended, len(pending))
+        finally:
+            with self._cond:
+                self._queued -= len(pending)
 
     def _commit(
         self,
         pending: Sequence[Pending],
         erase: Sequence[int],
         checkpoints: Sequence[SignedTree] = (),
+        more: Callable[[], Sequence[Pending]] | None = None,
     ) -> Appended:
         # No retry here: a failed COMMIT may still have landed, and a retry would then
         # append the entries twice. SQLite's busy_timeout already waits out other writers.
         if self._relayed is not None:
             return self._relayed(pending, erase=erase)
-        return self.store.append(pending, erase=erase, checkpoints=checkpoints)
+        return self.store.append(pending, erase=erase, checkpoints=checkpoints, more=more)
 
 
 def _audit_error(exc: Exception, kind: type[AuditError], what: str) -> AuditError:

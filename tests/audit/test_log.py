@@ -7,8 +7,10 @@ hidden, from a second ``sqlite3`` connection, the way another process would.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -182,6 +184,110 @@ def test_an_entry_that_cannot_be_canonicalized_fails_only_its_caller(
     assert log.writable
     assert log.writer.queued == 0
     assert [r.index for r in log.record([entry_factory(6)])] == [4]
+
+
+@contextmanager
+def appending_elsewhere(database: Path) -> Iterator[Path]:
+    """Hold the writer lock file of the SQLite log at ``database`` as another process's
+    append does; yields its path."""
+    lock = Path(f"{database}.writer-lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def waiting_on(lock: Path) -> bool:
+    """Someone is blocked in ``flock`` on ``lock`` (Linux ``/proc/locks``: ``->`` marks a
+    waiter, the inode is the last part of the device:inode field)."""
+    inode = os.stat(lock).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields:
+            where = fields[fields.index("FLOCK") + 4]  # ADVISORY WRITE pid dev:inode
+            if int(where.rsplit(":", 1)[1]) == inode:
+                return True
+    return False
+
+
+@contextmanager
+def its_turn_awaited(log: AuditLog, entry: Entry) -> Iterator[Ticket]:
+    """Another process holds the log while the writer takes a ticket for ``entry`` and
+    waits for its turn; yields that ticket. The log is let go on leaving."""
+    with appending_elsewhere(database(log)) as lock:
+        first = log.submit([entry])
+        wait_for(lambda: waiting_on(lock))
+        yield first
+
+
+def commits_of(log: AuditLog) -> list[int]:
+    """The entries of each commit from now on, in order."""
+    commits: list[int] = []
+    log.writer.observe_commits(commits.append)
+    return commits
+
+
+def test_entries_queued_while_the_writer_waits_its_turn_join_its_commit(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    """While another process commits, the writer waits for the log with the batch it
+    took; what is queued meanwhile goes into the same commit once the log is its, not
+    into a commit (an fsync and another turn at the lock) of its own."""
+    log = open_log()
+    commits = commits_of(log)
+    with its_turn_awaited(log, entry_factory(0)) as first:
+        later = [log.submit([entry_factory(1)]), log.submit([entry_factory(2), entry_factory(3)])]
+    assert [r.index for r in first.result(10)] == [0]
+    assert [[r.index for r in ticket.result(10)] for ticket in later] == [[1], [2, 3]]
+    assert commits == [4]
+    assert first.tree == later[0].tree == later[1].tree == (4, log.store.head().root)
+    assert verify_store(log.store, log.verifiers()).log.size == 4
+
+
+def test_a_late_batch_stops_at_a_redaction_and_within_the_batch_limit(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    """A redaction commits alone (its erase list is checked against one head), and a
+    commit holds ``max_batch`` entries at most, late ones included."""
+    log = open_log()
+    log.record([entry_factory(0)])
+    commits = commits_of(log)
+    with its_turn_awaited(log, entry_factory(1)) as first:
+        erasing = log.writer.submit([entry_factory(2)], erase=[0])
+        after = log.submit([entry_factory(3)])
+    assert [[r.index for r in t.result(10)] for t in (first, erasing, after)] == [[1], [2], [3]]
+    assert commits == [1, 1, 1]
+    assert log.store.entry(0).payload is None  # type: ignore[union-attr]
+
+    log.writer.max_batch = 3
+    commits.clear()
+    with its_turn_awaited(log, entry_factory(4)) as first:
+        tickets = [log.submit([entry_factory(5), entry_factory(6)]), log.submit([entry_factory(7)])]
+    assert [r.index for r in first.result(10)] == [4]
+    assert [[r.index for r in t.result(10)] for t in tickets] == [[5, 6], [7]]
+    assert commits == [3, 1]
+
+
+def test_a_late_batch_stops_at_a_checkpoint_which_is_stored(
+    open_log: OpenLog, entry_factory: EntryFactory
+) -> None:
+    """A commit stores the checkpoints of the batch it took first; one queued later
+    waits for the next commit rather than be taken and lost."""
+    log = open_log()
+    log.record([entry_factory(0)])
+    commits = commits_of(log)
+    with its_turn_awaited(log, entry_factory(1)) as first:
+        signer = threading.Thread(target=log.checkpoint)
+        signer.start()
+        wait_for(lambda: len(log.writer._jobs) == 1)  # the checkpoint's, queued
+        after = log.submit([entry_factory(2)])
+    signer.join(10)
+    assert [[r.index for r in t.result(10)] for t in (first, after)] == [[1], [2]]
+    assert commits == [1, 1]
+    assert [c.size for c in log.store.checkpoints()] == [1]
 
 
 # -- checkpoints ------------------------------------------------------------------------

@@ -6,18 +6,21 @@ another process's append holds the write lock, and holds every commit behind it)
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from audit import Store
-from tests.audit.test_log import wait_for
+from audit._store import Pending
+from tests.audit.test_log import appending_elsewhere as appending_at
+from tests.audit.test_log import wait_for, waiting_on
 
 
 @pytest.fixture
@@ -27,31 +30,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-@contextmanager
-def appending_elsewhere(store: Store) -> Iterator[Path]:
+def appending_elsewhere(store: Store) -> AbstractContextManager[Path]:
     """Hold the writer lock file as another process's append does; yields its path."""
     assert store.url.startswith("sqlite:///")
-    lock = Path(f"{store.url.removeprefix('sqlite:///')}.writer-lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield lock
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def waiting_on(lock: Path) -> bool:
-    """Someone is blocked in ``flock`` on ``lock`` (Linux ``/proc/locks``: ``->`` marks a
-    waiter, the inode is the last part of the device:inode field)."""
-    inode = os.stat(lock).st_ino
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()
-        if "->" in fields and "FLOCK" in fields:
-            where = fields[fields.index("FLOCK") + 4]  # ADVISORY WRITE pid dev:inode
-            if int(where.rsplit(":", 1)[1]) == inode:
-                return True
-    return False
+    return appending_at(Path(store.url.removeprefix("sqlite:///")))
 
 
 WRITES: list[tuple[str, Callable[[Store], object]]] = [
@@ -135,3 +117,39 @@ def test_a_second_checkpoint_of_one_size_is_ignored(store: Store) -> None:
     assert stored is not None
     assert (stored.root, stored.note) == (b"\x01" * 32, "first")
     assert len(store.checkpoints()) == 1
+
+
+def pending(number: int) -> Pending:
+    return Pending("decision", "2025-03-02T00:00:00Z", f'{{"n":{number}}}'.encode())
+
+
+def test_what_more_gives_is_appended_in_the_same_transaction_while_the_log_is_held(
+    store: Store,
+) -> None:
+    """``more`` runs once the log is this process's: no other appender can take the
+    lock file then, and its entries follow ``pending`` in the one transaction."""
+    lock = Path(f"{store.url.removeprefix('sqlite:///')}.writer-lock")
+    held: list[bool] = []
+
+    def more() -> list[Pending]:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.append(True)
+        else:
+            held.append(False)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        return [pending(1), pending(2)]
+
+    store.append([pending(0)])
+    appended = store.append([pending(3)], more=more)
+    assert held == [True]
+    assert [r.index for r in appended.receipts] == [1, 2, 3]
+    assert [r.leaf_hash for r in appended.receipts] == [
+        hashlib.sha256(b"\x00" + pending(n).payload).digest() for n in (3, 1, 2)
+    ]
+    assert (appended.size, store.head().size, store.head().root) == (4, 4, appended.root)
+    assert [row.payload for row in store.entries()] == [pending(n).payload for n in (0, 3, 1, 2)]
