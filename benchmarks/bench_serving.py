@@ -90,6 +90,8 @@ Batches = Callable[[], list[bench_cerbos.Batch]]  # the batch bodies, with a fre
 FULL_TIMES = Durations(warm_up=2, authorize=8, batch=8, rate=15, check=0)
 QUICK_TIMES = Durations(warm_up=1, authorize=3, batch=3, rate=4, check=0)
 ROUNDS, QUICK_ROUNDS = 3, 1
+RESTARTS = 2
+"""How many times a run starts the previous build again after its log refused."""
 
 
 # --- the pure parts: figures, medians, targets ---------------------------------------------
@@ -360,6 +362,38 @@ class Bench:
     skipped: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # How to start a server again on a fresh data directory (the previous build), and
+    # how many times that was done in this run.
+    restart: dict[str, Callable[[], Peer]] = field(default_factory=dict)
+    restarts: int = 0
+
+    def restart_or_leave(self, name: str, why: str) -> bool:
+        """``name`` failed (``why``): start it again on a fresh data directory when it
+        can be (the previous build, at most :data:`RESTARTS` times a run) and say True;
+        else leave it out of the rest of the run and say False. Either way with a
+        warning, and its run's warnings kept."""
+        old = self.up[name]
+        self.warnings += old.runner.warnings if old.runner else []
+        start = self.restart.get(name)
+        if start is not None and self.restarts < RESTARTS:
+            self.restarts += 1
+            try:
+                self.up[name] = start()
+            except (RuntimeError, OSError) as exc:
+                why += f"; could not be started again ({str(exc).splitlines()[0]})"
+            else:
+                self._warn(
+                    f"{name} {why}; started again on a fresh data directory "
+                    f"(restart {self.restarts} of at most {RESTARTS} a run)"
+                )
+                return True
+        del self.up[name]
+        self._warn(f"{name} {why}; left out of the rest of the run")
+        return False
+
+    def _warn(self, warning: str) -> None:
+        print(f"  WARNING: {warning}", flush=True)
+        self.warnings.append(warning)
 
     def measure(
         self,
@@ -465,14 +499,27 @@ def start_previous(bench: Bench, stack: ExitStack, cases: list[Case]) -> str:
     """The previous build, or a reason in ``bench.skipped``; its revision's sha."""
     revision = os.environ.get(PREVIOUS_ENV, DEFAULT_PREVIOUS)
     try:
-        with ExitStack() as attempt:
-            sha, tree = export_base(revision)
-            print(f"  {PREVIOUS}: {revision} = {sha[:12]} ({tree.relative_to(ROOT)})")
-            data = bench.tmp / "previous"
-            server = attempt.enter_context(docket_server(data, command=tree_command(tree)))
-            bench.up[PREVIOUS] = docket_peer(PREVIOUS, server, data, cases, bench.tmp)
-            stack.enter_context(attempt.pop_all())
-            return sha
+        sha, tree = export_base(revision)
+        print(f"  {PREVIOUS}: {revision} = {sha[:12]} ({tree.relative_to(ROOT)})")
+        running = ExitStack()
+        stack.callback(running.close)
+        started = 0
+
+        def start() -> Peer:
+            # The server before (if any) is stopped first: its ports and CPU are freed.
+            nonlocal started
+            running.close()
+            started += 1
+            data = bench.tmp / ("previous" if started == 1 else f"previous-{started}")
+            with ExitStack() as attempt:
+                server = attempt.enter_context(docket_server(data, command=tree_command(tree)))
+                peer = docket_peer(PREVIOUS, server, data, cases, bench.tmp)
+                running.enter_context(attempt.pop_all())
+            return peer
+
+        bench.up[PREVIOUS] = start()
+        bench.restart[PREVIOUS] = start
+        return sha
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         bench.skipped[PREVIOUS] = f"{revision}: {str(exc).splitlines()[0]}"
         print(f"  {PREVIOUS}: SKIPPED ({bench.skipped[PREVIOUS]})")
@@ -541,11 +588,7 @@ def rounds(bench: Bench, batches: Batches) -> None:
         order = names[shift:] + names[:shift]
         for load, depth in ((SHALLOW, 1), (DEEP, DEEP_STREAMS)):
             for name in (n for n in order if n in bench.up):
-                peer = bench.up[name]
-                streams = [
-                    Stream(body, CONNECTIONS_PER_BODY, streams=depth) for body in peer.bodies
-                ]
-                bench.measure(peer, load, number, streams, peer.sizes)
+                measure_mix(bench, name, load, number, depth)
         for each in batches():
             for name in (n for n in order if n in (DOCKET, CERBOS)):
                 docket = name == DOCKET
@@ -565,11 +608,29 @@ def rounds(bench: Bench, batches: Batches) -> None:
                 )
 
 
+def measure_mix(bench: Bench, name: str, load: str, number: int, depth: int) -> None:
+    """The mix at ``depth`` streams a connection on server ``name``. When calls failed on
+    the previous build (whose log can refuse for good: its false truncation alarm, fixed
+    since, see benchmarks/README.md), it is started again and the load measured again,
+    the failed run's figures dropped and its warnings kept; or, past the restarts a run
+    allows, it is left out of the rest of the run."""
+    for attempt in range(2):
+        peer = bench.up[name]
+        streams = [Stream(body, CONNECTIONS_PER_BODY, streams=depth) for body in peer.bodies]
+        bench.measure(peer, load, number, streams, peer.sizes)
+        if bench.samples[-1].answered or name != PREVIOUS or attempt:
+            return
+        if not bench.restart_or_leave(name, f"had calls fail at {load}, round {number}"):
+            return
+        bench.samples.pop()
+
+
 def renew(bench: Bench) -> None:
     """Every Docket's bodies with a fresh device token, checked again. The previous
-    build, when it no longer answers them OK, is left out of the rest of the run with a
-    warning (its rounds so far stay; a past release's failure is a figure of the run, not
-    the end of it); any other Docket's failure ends the run."""
+    build, when it no longer answers them OK, is started again on a fresh data directory
+    or, past the restarts a run allows, left out of the rest of the run, with a warning
+    (its rounds so far stay; a past release's failure is a figure of the run, not the end
+    of it); any other Docket's failure ends the run."""
     for name, peer in list(bench.up.items()):
         if peer.renew is None:
             continue
@@ -578,12 +639,7 @@ def renew(bench: Bench) -> None:
         except RuntimeError as exc:
             if name != PREVIOUS:
                 raise
-            warning = (
-                f"{name} no longer answers the mix OK ({exc}); left out of the rest of the run"
-            )
-            print(f"  WARNING: {warning}", flush=True)
-            bench.warnings += [*(peer.runner.warnings if peer.runner else []), warning]
-            del bench.up[name]
+            bench.restart_or_leave(name, f"no longer answers the mix OK ({exc})")
 
 
 def latency(

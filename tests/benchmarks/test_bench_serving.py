@@ -254,3 +254,100 @@ def test_this_build_failing_its_renewal_ends_the_run(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="UNAVAILABLE"):
         bs.renew(bench)
     assert list(bench.up) == [bs.DOCKET]
+
+
+def _restartable(bench: bs.Bench, renew: Any = None) -> list[bs.Peer]:
+    """The previous build registered to start again: each start is a new peer, listed."""
+    started: list[bs.Peer] = []
+
+    def start() -> bs.Peer:
+        started.append(_peer(bs.PREVIOUS, renew or (lambda: None)))
+        return started[-1]
+
+    bench.restart[bs.PREVIOUS] = start
+    return started
+
+
+def test_the_previous_build_failing_its_renewal_is_started_again_then_left_out(
+    tmp_path: Path,
+) -> None:
+    """Its log refusing for good (the previous build's false truncation alarm) costs a
+    restart on a fresh data directory, at most RESTARTS a run; then it is left out."""
+    bench = bs.Bench(bs.QUICK_TIMES, 1, tmp_path)
+    bench.up = {bs.DOCKET: _peer(bs.DOCKET, lambda: None), bs.PREVIOUS: _peer(bs.PREVIOUS, _fails)}
+    started = _restartable(bench, renew=_fails)
+    for _ in range(bs.RESTARTS):
+        bs.renew(bench)
+        assert bench.up[bs.PREVIOUS] is started[-1]
+    bs.renew(bench)
+    assert list(bench.up) == [bs.DOCKET]
+    assert len(started) == bench.restarts == bs.RESTARTS
+    assert [w.rsplit("; ", 1)[-1] for w in bench.warnings] == [
+        *(f"started again on a fresh data directory (restart {n} of at most 2 a run)"
+          for n in (1, 2)),
+        "left out of the rest of the run",
+    ]  # fmt: skip
+    assert all("UNAVAILABLE" in w for w in bench.warnings)
+
+
+def test_a_previous_build_that_cannot_start_again_is_left_out(tmp_path: Path) -> None:
+    bench = bs.Bench(bs.QUICK_TIMES, 1, tmp_path)
+    bench.up = {bs.PREVIOUS: _peer(bs.PREVIOUS, _fails)}
+
+    def start() -> bs.Peer:
+        raise RuntimeError("docket serve exited with 1\nmore")
+
+    bench.restart[bs.PREVIOUS] = start
+    bs.renew(bench)
+    assert bench.up == {}
+    assert bench.warnings[-1].endswith(
+        "; could not be started again (docket serve exited with 1); left out of the rest of the run"
+    )
+
+
+def _measured(outcomes: list[bool]) -> Any:
+    """A Bench.measure that records one sample per call, answered as ``outcomes`` say."""
+
+    def measure(self: bs.Bench, peer: bs.Peer, load: str, round_: int, *_: Any, **__: Any) -> None:
+        self.samples.append(
+            replace(sample(peer.name, round_, 100.0), load=load, answered=outcomes.pop(0))
+        )
+
+    return measure
+
+
+def test_a_run_of_the_previous_build_with_failed_calls_is_measured_again_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = bs.Bench(bs.QUICK_TIMES, 1, tmp_path)
+    bench.up = {bs.PREVIOUS: _peer(bs.PREVIOUS, lambda: None)}
+    started = _restartable(bench)
+    monkeypatch.setattr(bs.Bench, "measure", _measured([False, True]))
+    bs.measure_mix(bench, bs.PREVIOUS, bs.DEEP, 2, bs.DEEP_STREAMS)
+    assert [(s.server, s.load, s.round, s.answered) for s in bench.samples] == [
+        (bs.PREVIOUS, bs.DEEP, 2, True)
+    ]
+    assert bench.up[bs.PREVIOUS] is started[0]
+    assert bench.warnings[0].startswith(f"{bs.PREVIOUS} had calls fail at {bs.DEEP}, round 2")
+
+    # Failing again after its restart: that run stays, failed (one restart per load).
+    monkeypatch.setattr(bs.Bench, "measure", _measured([False, False]))
+    bs.measure_mix(bench, bs.PREVIOUS, bs.SHALLOW, 3, 1)
+    assert [(s.load, s.answered) for s in bench.samples[1:]] == [(bs.SHALLOW, False)]
+    assert (len(started), bench.up[bs.PREVIOUS]) == (2, started[1])
+
+
+@pytest.mark.parametrize("name", [bs.DOCKET, bs.PREVIOUS])
+def test_failed_calls_are_kept_when_there_is_no_restart(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This build is never started again (its failure is a finding), nor the previous
+    one twice for one load, nor past the run's restarts."""
+    bench = bs.Bench(bs.QUICK_TIMES, 1, tmp_path)
+    bench.up = {name: _peer(name, lambda: None)}
+    _restartable(bench)
+    bench.restarts = bs.RESTARTS
+    monkeypatch.setattr(bs.Bench, "measure", _measured([False, False]))
+    bs.measure_mix(bench, name, bs.DEEP, 1, bs.DEEP_STREAMS)
+    assert [s.answered for s in bench.samples] == [False]
+    assert list(bench.up) == ([name] if name == bs.DOCKET else [])
