@@ -69,6 +69,7 @@ from benchmarks.bench_serving import (
     figure_of,
     latency,
     latency_target,
+    measure_mix,
     medians,
     ratio_target,
     renew,
@@ -254,12 +255,7 @@ def rounds(bench: Bench, batches: dict[str, Batches]) -> int:
         shift = (number - 1) % len(names)
         order = names[shift:] + names[:shift]
         for name in (n for n in order if n in bench.up):
-            peer = bench.up[name]
-            streams = [
-                _load.Stream(body, CONNECTIONS_PER_BODY, streams=DEEP_STREAMS)
-                for body in peer.bodies
-            ]
-            result = bench.measure(peer, DEEP, number, streams, peer.sizes)
+            result = measure_mix(bench, name, DEEP, number, DEEP_STREAMS)
             answered += result.measured_ok if name == PYVOY else 0
         made = {name: make() for name, make in batches.items()}
         for index, size in enumerate(bench_cerbos.BATCH_SIZES):

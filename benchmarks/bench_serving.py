@@ -608,21 +608,22 @@ def rounds(bench: Bench, batches: Batches) -> None:
                 )
 
 
-def measure_mix(bench: Bench, name: str, load: str, number: int, depth: int) -> None:
+def measure_mix(bench: Bench, name: str, load: str, number: int, depth: int) -> LoadResult:
     """The mix at ``depth`` streams a connection on server ``name``. When calls failed on
     the previous build (whose log can refuse for good: its false truncation alarm, fixed
     since, see benchmarks/README.md), it is started again and the load measured again,
     the failed run's figures dropped and its warnings kept; or, past the restarts a run
-    allows, it is left out of the rest of the run."""
+    allows, it is left out of the rest of the run. The last run's result."""
     for attempt in range(2):
         peer = bench.up[name]
         streams = [Stream(body, CONNECTIONS_PER_BODY, streams=depth) for body in peer.bodies]
-        bench.measure(peer, load, number, streams, peer.sizes)
+        result = bench.measure(peer, load, number, streams, peer.sizes)
         if bench.samples[-1].answered or name != PREVIOUS or attempt:
-            return
+            break
         if not bench.restart_or_leave(name, f"had calls fail at {load}, round {number}"):
-            return
+            break
         bench.samples.pop()
+    return result
 
 
 def renew(bench: Bench) -> None:
