@@ -35,7 +35,6 @@ from attestation._ca import CertificateAuthority
 from audit._store import Store
 from benchmarks import _load, bench_cerbos
 from benchmarks._common import H2LOAD_MISSING, skipped
-from benchmarks._load import LoadResult
 from benchmarks.bench_grpc import (
     AUTHORIZE,
     BATCH,
@@ -61,6 +60,7 @@ from benchmarks.bench_serving import (
     TRIVIAL,
     Batches,
     Bench,
+    Latencies,
     Peer,
     Sample,
     Target,
@@ -68,9 +68,9 @@ from benchmarks.bench_serving import (
     docket_peer,
     figure_of,
     latency,
-    latency_target,
     measure_mix,
     medians,
+    rate_target,
     ratio_target,
     renew,
     round_ratios,
@@ -238,7 +238,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             batches[PYVOY] = start_pyvoy(bench, stack, cases)
             answered = rounds(bench, batches)
             latencies = latency(bench, [name for name in (DOCKET, PYVOY) if name in bench.up])
-            answered += latencies[PYVOY][1].measured_ok if PYVOY in latencies else 0
+            answered += sum(r.measured_ok for r in latencies[PYVOY][1]) if PYVOY in latencies else 0
         if PYVOY in bench.up:
             check_logged(tmp / "pyvoy" / "docket.db", answered)
     return report(bench, version, previous, latencies)
@@ -279,9 +279,7 @@ def rounds(bench: Bench, batches: dict[str, Batches]) -> int:
     return answered
 
 
-def report(
-    bench: Bench, version: str, previous: str, latencies: dict[str, tuple[int, LoadResult]]
-) -> dict[str, Any]:
+def report(bench: Bench, version: str, previous: str, latencies: Latencies) -> dict[str, Any]:
     """Print the tables and the targets for both fronts; the figures as JSON-ready values."""
     absent = {f"{name} ({previous})" if name == PREVIOUS else name: why
               for name, why in bench.skipped.items()}  # fmt: skip
@@ -329,10 +327,7 @@ def report(
                      "/s") for n in bench_cerbos.BATCH_SIZES),
         ]  # fmt: skip
         if mine in latencies:
-            offered, result = latencies[mine]
-            target = latency_target(
-                p99_ms=result.p99_ms, offered=offered, answered=result.per_second
-            )
+            target = rate_target(*latencies[mine])
             targets.append(replace(target, name=f"p99 at half its throughput ({mine})"))
     targets.append(
         versus(PYVOY, "durable Authorize throughput, the fronts", DEEP, 1, DOCKET, "calls", "/s")

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from benchmarks import bench_serving as bs
-from benchmarks._load import call
+from benchmarks._load import LoadResult, call
 from benchmarks.bench_grpc import AUTHORIZE
 
 
@@ -157,9 +157,31 @@ def test_a_round_without_both_figures_or_with_failed_calls_has_no_ratio() -> Non
 def test_p99_at_half_throughput_counts_only_when_the_rate_is_sustained(
     p99: float, answered: float, verdict: str
 ) -> None:
-    target = bs.latency_target(p99_ms=p99, offered=1000, answered=answered * 1000)
+    target = bs.latency_target(offered=1000, runs=[(p99, answered * 1000)])
     assert target.verdict == verdict
     assert target.figure.startswith(f"p99 {p99:.2f} ms at {answered * 1000:,.0f}/s of 1,000/s")
+    assert "by round" not in target.figure
+
+
+def test_p99_at_half_throughput_is_the_median_of_the_rounds_each_shown() -> None:
+    """One fixed-rate run a round, as the other loads: the verdict is the median's, and
+    each round's p99 and how many rounds met the target are printed."""
+    target = bs.latency_target(offered=1000, runs=[(12.0, 1000), (8.0, 1000), (9.5, 990)])
+    assert target.verdict == "MET"
+    assert target.figure == (
+        "p99 9.50 ms at 1,000/s of 1,000/s offered; by round 12.00, 8.00, 9.50 ms: met in 2 of 3"
+    )
+    slow = bs.latency_target(offered=1000, runs=[(12.0, 1000), (8.0, 900), (11.0, 1000)])
+    assert (slow.verdict, slow.figure.rsplit(": ", 1)[-1]) == ("NOT MET", "met in 0 of 3")
+
+
+def test_a_fixed_rate_round_with_failed_calls_leaves_the_p99_unjudged() -> None:
+    # 10,000 calls in 10 s, each answered in 5 ms, every message byte there.
+    good = LoadResult(1, 16, 10.0, 10_000, (5_000,) * 10_000, 0, 1_000, 1_000)
+    failed = replace(good, failed=300)
+    assert bs.rate_target(1000, [good, good]).verdict == "MET"
+    target = bs.rate_target(1000, [good, failed, good])
+    assert (target.verdict, target.figure) == ("NOT JUDGED", "calls failed during a run")
 
 
 def test_the_table_shows_a_skipped_server_and_every_round() -> None:
