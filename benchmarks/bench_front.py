@@ -43,7 +43,6 @@ from benchmarks.bench_grpc import (
     DEEP_STREAMS,
     ROOT,
     Case,
-    Durations,
     bundle_cases,
     docket_server,
     mix,
@@ -53,7 +52,9 @@ from benchmarks.bench_serving import (
     CERBOS,
     DEEP,
     DOCKET,
+    FULL_TIMES,
     PREVIOUS,
+    QUICK_TIMES,
     TARGET_CPU_VS_TRIVIAL,
     TARGET_VS_CERBOS,
     TARGET_VS_PREVIOUS,
@@ -86,8 +87,6 @@ PROCESSES = 2  # as docket serve --workers 2
 VENV = Path(__file__).resolve().parent / ".out" / "pyvoy-venv"
 INSTALL_TIMEOUT_S = 600.0
 READY_TIMEOUT_S = 60.0
-FULL_TIMES = Durations(warm_up=2, authorize=8, batch=8, rate=15, check=0)  # as `serving`'s
-QUICK_TIMES = Durations(warm_up=1, authorize=3, batch=3, rate=4, check=0)
 ROUNDS, QUICK_ROUNDS = 3, 1
 
 
