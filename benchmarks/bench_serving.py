@@ -456,12 +456,10 @@ class Bench:
                 server_pgid=server.pgid,
             )
             if not answered(result):
-                warning = (
+                self._warn(
                     f"{label}: {result.failed} failed, {result.data_ratio:.1%} of the "
                     "expected message bytes: some calls ended in an error"
                 )
-                print(f"  WARNING: {warning}", flush=True)
-                self.warnings.append(warning)
         after = _load.CpuSnapshot.take(server.pgid)
         cpu = None if after.group is None or before.group is None else after.group - before.group
         self.samples.append(
