@@ -252,11 +252,16 @@ def ratio_target(
 
     ratio = mine[1] / theirs[1]
     figure = f"{mine[0]} {mine[1]:,.0f}{unit}, {theirs[0]} {theirs[1]:,.0f}{unit}: {ratio:.2f}x"
-    if len(rounds) > 1:
-        each = ", ".join(f"{r:.2f}x" for r in rounds)
-        times = sum(1 for r in rounds if meets(r))
-        figure += f"; by round {each}: met in {times} of {len(rounds)}"
+    figure += by_round([f"{r:.2f}x" for r in rounds], [meets(r) for r in rounds])
     return Target(name, goal, "MET" if meets(ratio) else "NOT MET", figure)
+
+
+def by_round(figures: Sequence[str], met: Sequence[bool], unit: str = "") -> str:
+    """``; by round A, B, C<unit>: met in N of 3`` for two or more rounds, else nothing:
+    each round's figure beside a verdict that is the medians'."""
+    if len(figures) < 2:
+        return ""
+    return f"; by round {', '.join(figures)}{unit}: met in {sum(met)} of {len(figures)}"
 
 
 def latency_target(*, offered: int, runs: Sequence[tuple[float, float]]) -> Target:
@@ -273,10 +278,7 @@ def latency_target(*, offered: int, runs: Sequence[tuple[float, float]]) -> Targ
     figure = f"p99 {p99_ms:.2f} ms at {answered:,.0f}/s of {offered:,}/s offered" + (
         "" if answered >= SUSTAINED * offered else f": rate not sustained (< {SUSTAINED:.0%})"
     )
-    if len(runs) > 1:
-        each = ", ".join(f"{p99:.2f}" for p99, _ in runs)
-        times = sum(1 for run in runs if meets(*run))
-        figure += f"; by round {each} ms: met in {times} of {len(runs)}"
+    figure += by_round([f"{p99:.2f}" for p99, _ in runs], [meets(*run) for run in runs], " ms")
     return Target(
         "Docket p99 at half its throughput",
         f"≤ {TARGET_P99_MS:g} ms",
