@@ -555,11 +555,13 @@ class Store:
         """
         with self._append_lock:
             appended = self._append(pending, erase, checkpoints, more)
-            # One stat per commit: a commit into a deleted or replaced file "succeeds"
-            # through the connection that still has it open, and is not in the log.
-            if self._path is not None and self._file is not None:
-                self._check_file(self._stat(self._path))
-            return appended
+        # One stat per commit: a commit into a deleted or replaced file "succeeds"
+        # through the connection that still has it open, and is not in the log. Made
+        # once the lock is let go (a file that shrank is examined again in the lock):
+        # a system call inside it is one more wait for the GIL while every other
+        # process's commit waits for the lock.
+        self.check_identity()
+        return appended
 
     def _append(
         self,

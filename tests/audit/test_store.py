@@ -153,3 +153,34 @@ def test_what_more_gives_is_appended_in_the_same_transaction_while_the_log_is_he
     ]
     assert (appended.size, store.head().size, store.head().root) == (4, 4, appended.root)
     assert [row.payload for row in store.entries()] == [pending(n).payload for n in (0, 3, 1, 2)]
+
+
+def test_the_identity_check_after_a_commit_runs_with_the_lock_free(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each append stats the file it committed into (a deleted or replaced file takes a
+    commit and loses it), once the writer lock file is let go: a system call in the
+    lock is one more wait for the GIL while every other process's commit waits."""
+    lock = Path(f"{store.url.removeprefix('sqlite:///')}.writer-lock")
+    database = Path(store.url.removeprefix("sqlite:///"))
+    held: list[bool] = []
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if Path(str(path)) == database:
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(True)
+            else:
+                held.append(False)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    store.append([pending(0)])
+    monkeypatch.setattr("audit._store.os.stat", stat)
+    store.append([pending(1)])
+    assert held == [False]
