@@ -123,6 +123,20 @@ def pending(number: int) -> Pending:
     return Pending("decision", "2025-03-02T00:00:00Z", f'{{"n":{number}}}'.encode())
 
 
+def taken_elsewhere(lock: Path) -> bool:
+    """Whether another descriptor holds ``lock`` (a non-blocking ``flock`` fails)."""
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def test_what_more_gives_is_appended_in_the_same_transaction_while_the_log_is_held(
     store: Store,
 ) -> None:
@@ -132,16 +146,7 @@ def test_what_more_gives_is_appended_in_the_same_transaction_while_the_log_is_he
     held: list[bool] = []
 
     def more() -> list[Pending]:
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held.append(True)
-        else:
-            held.append(False)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        held.append(taken_elsewhere(lock))
         return [pending(1), pending(2)]
 
     store.append([pending(0)])
@@ -168,16 +173,7 @@ def test_the_identity_check_after_a_commit_runs_with_the_lock_free(
 
     def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
         if Path(str(path)) == database:
-            fd = os.open(lock, os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held.append(True)
-            else:
-                held.append(False)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+            held.append(taken_elsewhere(lock))
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
     store.append([pending(0)])
