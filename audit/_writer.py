@@ -395,15 +395,26 @@ class Writer:
                     return None
                 self._cond.wait()
             jobs = [self._jobs.popleft()]
-            size = len(jobs[0].pending)
             # Redactions commit alone: their erase list is checked against one head.
-            while self._jobs and not jobs[0].erase and not self._jobs[0].erase:
-                if size + len(self._jobs[0].pending) > self.max_batch:
-                    break
-                job = self._jobs.popleft()
-                size += len(job.pending)
-                jobs.append(job)
+            if not jobs[0].erase:
+                jobs += self._more_queued(len(jobs[0].pending), past_checkpoints=True)
             return jobs
+
+    def _more_queued(self, size: int, *, past_checkpoints: bool) -> list[Ticket]:
+        """Take queued jobs, up to a redaction (it commits alone) and while the batch,
+        ``size`` entries so far, stays within ``max_batch``; up to a checkpoint too
+        unless ``past_checkpoints``. The caller holds ``_cond``."""
+        taken = []
+        while self._jobs and not self._jobs[0].erase:
+            job = self._jobs[0]
+            if (job.checkpoints and not past_checkpoints) or size + len(
+                job.pending
+            ) > self.max_batch:
+                break
+            self._jobs.popleft()
+            size += len(job.pending)
+            taken.append(job)
+        return taken
 
     def _late(self, jobs: list[Ticket]) -> list[Ticket]:
         """The entries queued after ``jobs`` were taken, for the same commit: taken once
@@ -414,14 +425,8 @@ class Writer:
         if not jobs or jobs[0].erase:
             return []
         size = sum(len(job.pending) for job in jobs)
-        late = []
         with self._cond:
-            while self._jobs and not self._jobs[0].erase and not self._jobs[0].checkpoints:
-                if size + len(self._jobs[0].pending) > self.max_batch:
-                    break
-                job = self._jobs.popleft()
-                size += len(job.pending)
-                late.append(job)
+            late = self._more_queued(size, past_checkpoints=False)
         return self._prepared(late)
 
     def _prepared(self, jobs: list[Ticket]) -> list[Ticket]:
